@@ -1,0 +1,87 @@
+"""Simulator speed, side by side in one run (ratios against plain torch on the same shapes).
+
+1. Noisy MVM (device read noise + 8-bit DAC/ADC) vs ``torch.matmul``: batch 1024, 512x512.
+   Target: ratio <= 1.5.
+2. Pulse-update throughput on a 1024x1024 array, PCM and VTEAM, in device-updates/s
+   (one update = one pulse applied to one device), for the device model's ``step`` alone
+   and through ``SimBackend.pulse`` (limit checks, compliance, clock). Target >= 1e8/s.
+
+Run: ``python benchmarks/sim_throughput.py`` (add ``--quick`` for fewer repetitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from memhil.backends.sim import SimBackend
+
+
+def median_time(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_mvm(reps: int) -> None:
+    batch, n = 1024, 512
+    sim = SimBackend({"rows": n, "cols": n, "device": "pcm", "seed": 0,
+                      "read": {"dac_bits": 8, "dac_range_v": 0.2, "adc_bits": 8}})
+    counts = torch.randint(0, 8, sim.shape, generator=torch.Generator().manual_seed(0))
+    sim.pulse(None, 1.0, 100e-9, counts)  # a spread of programmed states
+    sim.wait(3600.0)  # an hour of drift
+    v = (torch.rand(batch, n, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.2
+    g = sim.true_conductance()[0]
+    t_plain = median_time(lambda: torch.matmul(v, g), reps)
+    t_noisy = median_time(lambda: sim.mvm(v, tile=0), reps)
+    sim_ps = SimBackend({"rows": n, "cols": n, "device": "pcm", "seed": 0,
+                         "read": {"dac_bits": 8, "adc_bits": 8, "noise_mode": "per_sample"}})
+    t_ps = median_time(lambda: sim_ps.mvm(v, tile=0), reps)
+    print(f"MVM  batch {batch}, {n}x{n}, float32, {torch.get_num_threads()} threads")
+    print(f"  {'torch.matmul':<46}{t_plain * 1e3:8.2f} ms   1.00x")
+    print(f"  {'SimBackend.mvm (PCM read noise per read, 8b DAC/ADC)':<46}"
+          f"{t_noisy * 1e3:8.2f} ms   {t_noisy / t_plain:.2f}x   (target <= 1.5x)")
+    print(f"  {'SimBackend.mvm (noise per sample, 8b DAC/ADC)':<46}"
+          f"{t_ps * 1e3:8.2f} ms   {t_ps / t_plain:.2f}x")
+
+
+def bench_pulses(reps: int) -> None:
+    n = 1024
+    print(f"Pulse updates, {n}x{n} array (1 update = 1 pulse on 1 device)")
+    for name, amp, width in (("pcm", 1.0, 100e-9), ("vteam", 1.0, 1e-6)):
+        sim = SimBackend({"rows": n, "cols": n, "device": name, "seed": 0,
+                          "limits": {"count_max": 1000}})
+        cells = n * n
+        for count in (1, 10):
+            v = torch.full(sim.shape, amp)
+            w = torch.full(sim.shape, width)
+            c = torch.full(sim.shape, count, dtype=torch.int64)
+
+            def step():
+                sim.state = sim.model.step(sim.state, sim.d2d, v, w, c, 1.0, sim._gen_program)
+
+            t_step = median_time(step, reps)
+            t_pulse = median_time(lambda: sim.pulse(None, amp, width, count), reps)
+            print(f"  {name:<6} count {count:<3} model.step {cells * count / t_step:10.3g} /s"
+                  f"   SimBackend.pulse {cells * count / t_pulse:10.3g} /s   (target >= 1e8/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args()
+    reps = 5 if args.quick else 20
+    bench_mvm(reps)
+    bench_pulses(reps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""The Backend contract: the only operations algorithms and protocols may use.
+
+A backend owns ``tiles`` crossbar arrays of ``rows x cols`` cells. Every quantity at
+this interface is SI: volts in, amperes out, siemens for conductance, seconds for
+widths and time. ``Backend`` is a template: the public methods normalize arguments and
+check the safety ``Limits`` *before* anything changes (no state, no instrument command),
+then call the ``_``-prefixed hooks that each implementation provides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from memhil.config import require
+from memhil.errors import LimitError
+
+# Requests arrive as float32 tensors; a value equal to its limit must pass even though
+# float32 rounding can put it a few ulp above the float64 limit (2**-20 ~ 1e-6 relative).
+_SLACK = 1.0 + 2.0 ** -20
+
+
+def _above(value: float, limit: float) -> bool:
+    """True when ``value`` exceeds ``limit`` beyond float32 rounding (and for NaN)."""
+    return not value <= limit * _SLACK
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time source of a backend: virtual (sim, mock lab) or wall time (bench)."""
+
+    virtual: bool
+
+    def now(self) -> float: ...
+
+    def advance(self, seconds: float) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safety limits every request is checked against before anything reaches a device.
+
+    ``energy_max_j`` bounds, per cell and per call, the worst-case energy a pulse request
+    can deliver at its compliance (|V| * I_compliance * width * count); None disables it.
+    """
+
+    v_pulse_max_v: float = 3.0
+    v_read_max_v: float = 0.5
+    width_min_s: float = 1e-9
+    width_max_s: float = 1.0
+    compliance_max_a: float = 1e-3
+    compliance_default_a: float = 1e-3
+    count_max: int = 100_000
+    energy_max_j: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.v_pulse_max_v > 0, "v_pulse_max_v", f"must be > 0, got {self.v_pulse_max_v}")
+        require(self.v_read_max_v > 0, "v_read_max_v", f"must be > 0, got {self.v_read_max_v}")
+        require(0 < self.width_min_s <= self.width_max_s, "width_min_s",
+                f"need 0 < width_min_s ({self.width_min_s}) <= width_max_s ({self.width_max_s})")
+        require(0 < self.compliance_default_a <= self.compliance_max_a, "compliance_default_a",
+                f"need 0 < compliance_default_a ({self.compliance_default_a}) <= "
+                f"compliance_max_a ({self.compliance_max_a})")
+        require(self.count_max >= 1, "count_max", f"must be >= 1, got {self.count_max}")
+        require(self.energy_max_j is None or self.energy_max_j > 0, "energy_max_j",
+                f"must be > 0 or null, got {self.energy_max_j}")
+
+    def check_read(self, v: Tensor) -> None:
+        """Raise LimitError if any read voltage exceeds ``v_read_max_v``."""
+        if v.numel():
+            vmax = float(v.detach().abs().max())
+            if _above(vmax, self.v_read_max_v):
+                raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V")
+
+    def check_pulse(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor,
+                    selected: Tensor) -> None:
+        """Raise LimitError for the first selected cell whose request exceeds a limit."""
+        if not bool(selected.any()):
+            return
+        vs, ws, ns, cs = (t[selected] for t in (v, width_s, count, compliance_a))
+        vmax = float(vs.abs().max())
+        if _above(vmax, self.v_pulse_max_v):
+            raise LimitError("pulse amplitude |V|", vmax, self.v_pulse_max_v, "V")
+        wmax, wmin = float(ws.max()), float(ws.min())
+        if _above(wmax, self.width_max_s):
+            raise LimitError("pulse width", wmax, self.width_max_s, "s")
+        if not wmin * _SLACK >= self.width_min_s:
+            raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s")
+        nmax, nmin = int(ns.max()), int(ns.min())
+        if nmin < 0:
+            raise LimitError("pulse count (must be >= 0)", nmin, 0)
+        if nmax > self.count_max:
+            raise LimitError("pulse count", nmax, self.count_max)
+        cmax = float(cs.max())
+        if _above(cmax, self.compliance_max_a):
+            raise LimitError("compliance", cmax, self.compliance_max_a, "A")
+        if float(cs.min()) <= 0:
+            raise LimitError("compliance (must be > 0)", float(cs.min()), 0.0, "A")
+        if self.energy_max_j is not None:
+            e = float((vs.abs().double() * cs.double() * ws.double() * ns.double()).max())
+            if _above(e, self.energy_max_j):
+                raise LimitError("worst-case pulse energy per cell", e, self.energy_max_j, "J")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; algorithms pick strategies from this, never from the class."""
+
+    tiles: int
+    rows: int
+    cols: int
+    read_strategy: str  # "parallel" (whole array per op), "line" (per row/col), "cell"
+    transpose_read: bool
+    per_cell_amplitude: bool
+    per_cell_width: bool
+    min_pulse_width_s: float
+    virtual_clock: bool
+    device_model: str
+    bipolar: bool  # negative pulses depress gradually (False: SET-only + abrupt RESET, as PCM)
+    buffer_depth: int | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CellSelection = Tensor | Sequence[tuple[int, int, int]] | None
+
+
+class Backend(ABC):
+    """A set of crossbar tiles with read (``mvm``, ``mvm_t``, ``read_conductance``) and
+    write (``pulse``) operations, a ``clock``, ``limits`` and ``capabilities``."""
+
+    # -- properties every backend provides --------------------------------------------
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, int, int]:
+        """(tiles, rows, cols)."""
+
+    @property
+    @abstractmethod
+    def limits(self) -> Limits: ...
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    @abstractmethod
+    def clock(self) -> Clock: ...
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    # -- reads ------------------------------------------------------------------------
+    def mvm(self, v_rows: Tensor, *, tile: int | None = None) -> Tensor:
+        """Column currents (A) for read voltages ``v_rows`` (V) applied to the rows.
+
+        ``v_rows`` is ``(batch, rows)`` or ``(tiles, batch, rows)``; the result is
+        ``(tiles, batch, cols)``, or ``(batch, cols)`` when ``tile`` selects one tile.
+        """
+        v = self._as_read_input(v_rows, self.shape[1], tile)
+        self.limits.check_read(v)
+        out = self._mvm(v, transpose=False, tile=tile)
+        return out[0] if tile is not None else out
+
+    def mvm_t(self, v_cols: Tensor, *, tile: int | None = None) -> Tensor:
+        """Row currents (A) for read voltages ``v_cols`` (V) on the columns (transpose read)."""
+        v = self._as_read_input(v_cols, self.shape[2], tile)
+        self.limits.check_read(v)
+        out = self._mvm(v, transpose=True, tile=tile)
+        return out[0] if tile is not None else out
+
+    def read_conductance(self, cells: CellSelection = None) -> Tensor:
+        """Measured conductance (S) at the read voltage: ``(tiles, rows, cols)`` for all
+        cells, or a 1-D tensor of the selected cells in row-major mask order."""
+        mask = None if cells is None else self.cell_mask(cells)
+        return self._read_conductance(mask)
+
+    # -- writes -----------------------------------------------------------------------
+    def pulse(self, cells: CellSelection, amplitude: float | Tensor, width_s: float | Tensor,
+              count: int | Tensor = 1, *, compliance_a: float | Tensor | None = None) -> None:
+        """Apply ``count`` programming pulses to the selected cells.
+
+        ``amplitude`` (V; sign = polarity, positive SETs), ``width_s`` (s), ``count`` and
+        ``compliance_a`` (A; default ``limits.compliance_default_a``) are scalars or
+        per-cell tensors broadcastable to ``(tiles, rows, cols)``. ``cells`` is None (all),
+        a boolean mask broadcastable to the array, or a list of (tile, row, col). Every
+        limit is checked for every selected cell before any cell is touched.
+        """
+        shape = self.shape
+        mask = (torch.ones(shape, dtype=torch.bool, device=self.torch_device) if cells is None
+                else self.cell_mask(cells))
+        full = dict(device=self.torch_device)
+        v = torch.broadcast_to(torch.as_tensor(amplitude, dtype=self.dtype, **full), shape)
+        w = torch.broadcast_to(torch.as_tensor(width_s, dtype=self.dtype, **full), shape)
+        n = torch.as_tensor(count, **full)
+        if n.is_floating_point():
+            if not bool((n == n.round()).all()):
+                raise LimitError("pulse count (must be an integer)", float(n.flatten()[0]), 0)
+        n = torch.broadcast_to(n.to(torch.int64), shape)
+        if compliance_a is None:
+            compliance_a = self.limits.compliance_default_a
+        c = torch.broadcast_to(torch.as_tensor(compliance_a, dtype=self.dtype, **full), shape)
+        if not bool(torch.isfinite(v[mask]).all() and torch.isfinite(w[mask]).all()):
+            raise LimitError("pulse amplitude/width (must be finite)", float("nan"), 0.0)
+        self.limits.check_pulse(v, w, n, c, mask)
+        active = mask & (n > 0) & (v != 0)
+        if not bool(active.any()):
+            return
+        zero = torch.zeros((), dtype=self.dtype, device=self.torch_device)
+        self._pulse(active, torch.where(active, v, zero), torch.where(active, w, zero),
+                    torch.where(active, n, torch.zeros((), dtype=torch.int64, **full)), c)
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass (virtual time in sim and mock, real time on a bench)."""
+        self.clock.sleep(seconds)
+
+    def close(self) -> None:
+        """Leave the hardware in its safe state; a no-op where there is none."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- helpers shared by implementations --------------------------------------------
+    def cell_mask(self, cells: CellSelection) -> Tensor:
+        """A boolean ``(tiles, rows, cols)`` mask from a mask or a list of (tile,row,col)."""
+        shape = self.shape
+        if isinstance(cells, Tensor) and cells.dtype == torch.bool:
+            try:
+                return torch.broadcast_to(cells.to(self.torch_device), shape)
+            except RuntimeError:
+                raise ValueError(f"cell mask of shape {tuple(cells.shape)} does not broadcast "
+                                 f"to the array shape {shape}") from None
+        idx = torch.as_tensor(cells, dtype=torch.int64).reshape(-1, 3)
+        for axis, (name, size) in enumerate(zip(("tile", "row", "col"), shape)):
+            bad = (idx[:, axis] < 0) | (idx[:, axis] >= size)
+            if bool(bad.any()):
+                raise IndexError(f"{name} index {int(idx[bad][0, axis])} out of range 0..{size - 1}")
+        mask = torch.zeros(shape, dtype=torch.bool, device=self.torch_device)
+        mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+        return mask
+
+    def _as_read_input(self, v: Tensor, n_lines: int, tile: int | None) -> Tensor:
+        v = torch.as_tensor(v, dtype=self.dtype, device=self.torch_device)
+        tiles = self.shape[0]
+        if tile is not None and not 0 <= tile < tiles:
+            raise IndexError(f"tile {tile} out of range 0..{tiles - 1}")
+        if v.shape[-1] != n_lines:
+            raise ValueError(f"read input has {v.shape[-1]} lines, the array has {n_lines}")
+        if v.dim() == 1:
+            v = v.unsqueeze(0)
+        if v.dim() == 2:
+            v = v.unsqueeze(0) if tile is not None else v.unsqueeze(0).expand(tiles, *v.shape)
+        elif v.dim() == 3:
+            want = 1 if tile is not None else tiles
+            if v.shape[0] != want:
+                raise ValueError(f"read input has {v.shape[0]} tiles, expected {want}")
+        else:
+            raise ValueError(f"read input must be 1-D, 2-D or 3-D, got shape {tuple(v.shape)}")
+        return v
+
+    # -- implementation hooks ---------------------------------------------------------
+    @abstractmethod
+    def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
+        """``v`` is (tiles_or_1, batch, lines) and already within limits; return currents."""
+
+    @abstractmethod
+    def _read_conductance(self, mask: Tensor | None) -> Tensor: ...
+
+    @abstractmethod
+    def _pulse(self, active: Tensor, v: Tensor, width_s: Tensor, count: Tensor,
+               compliance_a: Tensor) -> None:
+        """Full-shape tensors, zero outside ``active``; limits already checked."""

@@ -1,0 +1,205 @@
+"""SimBackend: the Backend contract on a batched torch crossbar simulator.
+
+State is one tensor ``(tiles, rows, cols, k)`` plus per-device (D2D) parameter tensors of
+shape ``(tiles, rows, cols)``; reads and pulses are tensor ops over all tiles and cells
+(the only Python loops are over pulse index or solver iterations, inside device models).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from memhil.backends.base import Backend, Capabilities, Limits
+from memhil.backends.clock import VirtualClock
+from memhil.backends.sim import ir_drop
+from memhil.backends.sim.config import SimConfig
+from memhil.backends.sim.devices.base import DeviceModel, build_device_model
+from memhil.backends.sim.read_path import quantize_symmetric
+
+
+class SimBackend(Backend):
+    """Simulated crossbar tiles with a device model, read path, faults and a virtual clock.
+
+    Three seeded random streams keep experiments reproducible and independent: one for
+    fabrication (D2D spread, faults), one for programming (C2C noise), one for reads.
+    """
+
+    def __init__(self, config: SimConfig | Mapping[str, Any] | str | Path | None = None, *,
+                 clock: VirtualClock | None = None):
+        self.config = cfg = SimConfig.load(config)
+        self._device = torch.device(cfg.torch_device)
+        self._dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+        self.model: DeviceModel = build_device_model(
+            cfg.device, source=str(config) if isinstance(config, (str, Path)) else None)
+        self._clock = clock if clock is not None else VirtualClock()
+        self._shape = (cfg.tiles, cfg.rows, cfg.cols)
+
+        def generator(offset: int) -> torch.Generator:
+            return torch.Generator(device=self._device).manual_seed(cfg.seed * 3 + offset)
+
+        self._gen_build, self._gen_program, self._gen_read = generator(0), generator(1), generator(2)
+        dd = dict(device=self._device, dtype=self._dtype)
+        self.d2d = self.model.sample_d2d(self._shape, self._gen_build, **dd)
+        self.state = self.model.initial_state(self.d2d, self._shape, self._gen_build, **dd)
+        self.stuck_on, self.stuck_off = self._draw_faults()
+        g_min, g_max = self.model.conductance_range()
+        self._g_stuck_on = cfg.faults.g_stuck_on_s if cfg.faults.g_stuck_on_s is not None else g_max
+        self._g_stuck_off = cfg.faults.g_stuck_off_s if cfg.faults.g_stuck_off_s is not None else g_min
+        self._version = 0
+        self._t_last_write = self._clock.now()
+        self._g_cache: tuple[int, float, Tensor] | None = None
+        self._any_stuck = bool(self.stuck_on.any() or self.stuck_off.any())
+
+    # -- contract properties ----------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    @property
+    def clock(self) -> VirtualClock:
+        return self._clock
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def torch_device(self) -> torch.device:
+        return self._device
+
+    @property
+    def capabilities(self) -> Capabilities:
+        t, r, c = self._shape
+        return Capabilities(tiles=t, rows=r, cols=c, read_strategy="parallel", transpose_read=True,
+                            per_cell_amplitude=True, per_cell_width=True,
+                            min_pulse_width_s=self.limits.width_min_s, virtual_clock=True,
+                            device_model=self.model.name, bipolar=self.model.bipolar)
+
+    # -- simulation-only access (tests, diagnostics; not part of the contract) --------
+    def true_conductance(self) -> Tensor:
+        """Noise-free conductance (S) now, with drift and stuck-at faults applied."""
+        return self._conductance_now().clone()
+
+    def inject_stuck(self, on: Tensor | None = None, off: Tensor | None = None) -> None:
+        """Mark cells stuck at the high (``on``) or low (``off``) conductance."""
+        if on is not None:
+            self.stuck_on = self.stuck_on | self.cell_mask(on)
+        if off is not None:
+            self.stuck_off = (self.stuck_off | self.cell_mask(off)) & ~self.stuck_on
+        self._any_stuck = bool(self.stuck_on.any() or self.stuck_off.any())
+        self._version += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The configuration that reproduces this chip (for run metadata)."""
+        import dataclasses
+        cfg = dataclasses.asdict(self.config)
+        cfg["device"] = self.model.config()
+        return {"backend": "sim", "config": cfg, "clock_s": self._clock.now()}
+
+    # -- internals --------------------------------------------------------------------
+    def _draw_faults(self) -> tuple[Tensor, Tensor]:
+        f = self.config.faults
+        u = torch.rand(self._shape, generator=self._gen_build, device=self._device)
+        on = u < f.stuck_on_fraction
+        off = (u >= f.stuck_on_fraction) & (u < f.stuck_on_fraction + f.stuck_off_fraction)
+        return on, off
+
+    def _conductance_now(self) -> Tensor:
+        """Conductance at ``v_read`` now; cached until the state changes or, for drifting
+        devices, until the clock has moved by ``drift_refresh_rel`` of the time since the
+        last write."""
+        t = self._clock.now()
+        cache = self._g_cache
+        if cache is not None and cache[0] == self._version:
+            if not self.model.drifts or t - cache[1] <= (
+                    self.config.read.drift_refresh_rel * (cache[1] - self._t_last_write)):
+                return cache[2]
+        g = self.model.conductance(self.state, self.d2d, self.config.read.v_read, t)
+        if self._any_stuck:
+            g = torch.where(self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g)
+            g = torch.where(self.stuck_off, torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device), g)
+        self._g_cache = (self._version, t, g)
+        return g
+
+    def _noise_std(self, g: Tensor) -> Tensor | None:
+        rp = self.config.read
+        std = self.model.read_noise_std(g, self.d2d)
+        extra = None
+        if rp.read_noise_rel > 0:
+            extra = g * rp.read_noise_rel
+        if rp.read_noise_abs_s > 0:
+            extra = rp.read_noise_abs_s if extra is None else extra + rp.read_noise_abs_s
+        if extra is not None:
+            std = extra if std is None else torch.sqrt(std * std + extra * extra)
+        if std is not None and not isinstance(std, Tensor):
+            std = torch.full_like(g, float(std))
+        return std
+
+    def _noisy(self, g: Tensor, std: Tensor | None) -> Tensor:
+        if std is None:
+            return g
+        xi = torch.randn(g.shape, generator=self._gen_read, device=g.device, dtype=g.dtype)
+        return (g + std * xi).clamp_min_(0.0)
+
+    def _adc_range(self, n_lines: int) -> float:
+        rp = self.config.read
+        if rp.adc_range_a is not None:
+            return rp.adc_range_a
+        return n_lines * self.model.conductance_range()[1] * rp.dac_range_v
+
+    # -- contract hooks ---------------------------------------------------------------
+    def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
+        rp = self.config.read
+        g = self._conductance_now()
+        if tile is not None:
+            g = g[tile:tile + 1]
+        if transpose:
+            g = g.transpose(-1, -2)
+        if rp.dac_bits is not None:
+            v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+        std = self._noise_std(g)
+        g_read = self._noisy(g, std) if rp.noise_mode == "per_read" else g
+        if rp.ir_drop == "exact":
+            i = ir_drop.solve_exact(g_read, v, rp.r_wire_ohm).to(self._dtype)
+        elif rp.ir_drop == "first_order":
+            i = ir_drop.first_order(g_read, v, rp.r_wire_ohm, iterations=rp.ir_drop_iterations)
+        else:
+            i = torch.matmul(v, g_read)
+        if rp.noise_mode == "per_sample" and std is not None:
+            sigma = torch.matmul(v * v, std * std).sqrt_()
+            i = i + sigma * torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
+        if rp.output_noise_a > 0:
+            i = i + rp.output_noise_a * torch.randn(i.shape, generator=self._gen_read,
+                                                    device=i.device, dtype=i.dtype)
+        if rp.adc_bits is not None:
+            i = quantize_symmetric(i, rp.adc_bits, self._adc_range(g.shape[-2]))
+        self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
+        return i
+
+    def _read_conductance(self, mask: Tensor | None) -> Tensor:
+        g = self._conductance_now()
+        g = self._noisy(g, self._noise_std(g))
+        rows_read = self._shape[0] * self._shape[1] if mask is None else int(mask.any(-1).sum())
+        self._clock.advance(rows_read * self.config.timing.t_read_s)
+        return g if mask is None else g[mask]
+
+    def _pulse(self, active: Tensor, v: Tensor, width_s: Tensor, count: Tensor,
+               compliance_a: Tensor) -> None:
+        # A source in compliance lowers its voltage: cap |v| so |v| * G <= compliance.
+        g0 = self._conductance_now()
+        v_cap = compliance_a / g0.clamp_min(1e-15)
+        v = torch.where(v.abs() > v_cap, v.sign() * v_cap, v)
+        duration = float(((width_s + self.config.timing.pulse_gap_s) * count).max())
+        t_end = self._clock.advance(duration)
+        self.state = self.model.step(self.state, self.d2d, v, width_s, count, t_end,
+                                     self._gen_program, compliance_a=compliance_a)
+        self._version += 1
+        self._t_last_write = t_end

@@ -1,0 +1,183 @@
+"""RRAM with stochastic electroforming by dielectric breakdown ([design], ``devices.md`` section 7).
+
+Modelled after the random-weights-from-forming experiments (pruning paper, 40 nm TaOx
+RRAM; echo-state graph networks, Nat. Mach. Intell. 2023; ``algorithms.md`` section 5.3):
+each pristine cell has a quasi-normal breakdown voltage V_bd ~ N(mu, sigma) (D2D); a
+forming pulse of amplitude V >= V_bd forms it into a broad log-normal conductance
+distribution capped by the compliance current, so the forming voltage read off the V_bd
+CDF sets the fraction of formed cells (the sparsity of a random-weight network). Formed
+cells switch abruptly: RESET to a log-normal HRS, SET back to a fresh LRS draw.
+
+State ``(*shape, 2)``: [G (S), formed flag (0.0 pristine / 1.0 formed)].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from memhil.backends.sim.devices.base import D2D, DeviceModel, register_device
+from memhil.config import require
+
+
+@dataclass(frozen=True)
+class FormingParams:
+    """Constants of the forming RRAM model (SI units; log-normal sigmas are of ln G).
+
+    Breakdown: V_bd ~ N(v_bd_mean_v, v_bd_sigma_v^2) per cell, lowered by
+    ``v_bd_per_decade_v`` per decade of total stress time (count * width) above
+    ``width_ref_s`` (raised below it; 0 = width-independent, the default). Formed and SET
+    G ~ LogNormal(ln g_formed_median_s, g_formed_log_sigma), capped at compliance/|V|;
+    RESET G ~ LogNormal(ln g_reset_median_s, g_reset_log_sigma); pristine G =
+    g_pristine_s (times a log-normal spread ``g_pristine_log_sigma``, default 0). Values
+    after ``devices.md`` section 7 / ``algorithms.md`` 5.3; voltages are [design] choices
+    for a TaOx-like stack that fit the default 3 V pulse limit.
+    """
+
+    v_bd_mean_v: float = 2.0
+    v_bd_sigma_v: float = 0.2
+    v_bd_per_decade_v: float = 0.0
+    width_ref_s: float = 1e-6
+    g_pristine_s: float = 0.1e-6
+    g_pristine_log_sigma: float = 0.0
+    g_formed_median_s: float = 20e-6
+    g_formed_log_sigma: float = 0.5
+    g_reset_median_s: float = 1e-6
+    g_reset_log_sigma: float = 0.5
+    v_set_v: float = 1.0
+    v_reset_v: float = 1.0
+    read_noise_rel: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.v_bd_mean_v > 0, "v_bd_mean_v", f"must be > 0 V, got {self.v_bd_mean_v}")
+        require(self.v_bd_sigma_v >= 0, "v_bd_sigma_v", f"must be >= 0 V, got {self.v_bd_sigma_v}")
+        require(self.v_bd_per_decade_v >= 0, "v_bd_per_decade_v",
+                f"must be >= 0 V, got {self.v_bd_per_decade_v}")
+        for name in ("width_ref_s", "g_pristine_s", "g_formed_median_s", "g_reset_median_s",
+                     "v_set_v", "v_reset_v"):
+            require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("g_pristine_log_sigma", "g_formed_log_sigma", "g_reset_log_sigma",
+                     "read_noise_rel"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+
+
+@register_device("rram_forming")
+class FormingRRAM(DeviceModel):
+    """Stochastic-forming RRAM: V_bd CDF sets the formed fraction; abrupt SET/RESET after.
+
+    Pulse rules (``count`` pulses of one kind act like one, since every event is abrupt):
+    pristine cell, ``v >= V_bd`` -> formed, G ~ LogNormal(ln 20 µS, 0.5) capped at
+    compliance/|v|; formed cell, ``v >= v_set_v`` -> fresh LRS draw (the re-forming noise;
+    a SET on a cell already in LRS redraws it too); formed cell, ``v <= -v_reset_v`` ->
+    G ~ LogNormal(ln 1 µS, 0.5). Negative pulses on pristine cells do nothing.
+
+    Sparsity: the fraction of cells left unformed by one forming pulse of amplitude V is
+    1 - Phi((V - mu)/sigma); pick V with ``forming_voltage_for_sparsity(s)`` (or
+    ``forming_voltage_for_fraction(1 - s)``).
+    """
+
+    name = "rram_forming"
+    state_names = ("g_s", "formed")
+    bipolar = False  # depression is an abrupt RESET, not gradual
+    drifts = False
+    Params = FormingParams
+
+    # -- sparsity from the breakdown-voltage CDF --------------------------------------
+    def _width_shift_v(self, width_s: Any = None, count: Any = 1) -> Any:
+        """V_bd lowering for total stress time ``count * width_s`` (0 when width is None)."""
+        p = self.p
+        if width_s is None or p.v_bd_per_decade_v == 0.0:
+            return 0.0
+        if isinstance(width_s, Tensor) or isinstance(count, Tensor):
+            stress = torch.as_tensor(width_s) * torch.as_tensor(count)
+            return p.v_bd_per_decade_v * torch.log10(stress / p.width_ref_s)
+        return p.v_bd_per_decade_v * math.log10(width_s * count / p.width_ref_s)
+
+    def forming_voltage_for_fraction(self, formed_fraction: Any, width_s: Any = None,
+                                     count: int = 1) -> Any:
+        """Pulse amplitude (V) that forms ``formed_fraction`` of pristine cells on average:
+        mu + sigma Phi^{-1}(f), lowered for stress times ``count * width_s`` above
+        ``width_ref_s`` (raised below it)."""
+        p = self.p
+        if isinstance(formed_fraction, Tensor):
+            if not bool(((formed_fraction > 0) & (formed_fraction < 1)).all()):
+                raise ValueError("formed_fraction must lie in (0, 1)")
+            z = torch.special.ndtri(formed_fraction)
+        else:
+            if not 0.0 < formed_fraction < 1.0:
+                raise ValueError(f"formed_fraction must lie in (0, 1), got {formed_fraction}")
+            z = NormalDist().inv_cdf(formed_fraction)
+        return p.v_bd_mean_v + p.v_bd_sigma_v * z - self._width_shift_v(width_s, count)
+
+    def forming_voltage_for_sparsity(self, sparsity: Any, width_s: Any = None,
+                                     count: int = 1) -> Any:
+        """Pulse amplitude (V) that leaves ``sparsity`` of the cells unformed (pruned)."""
+        return self.forming_voltage_for_fraction(1 - sparsity, width_s, count)
+
+    def formed_fraction_at(self, v: float, width_s: float | None = None, count: int = 1) -> float:
+        """Expected formed fraction after pulses of amplitude ``v`` (the V_bd CDF)."""
+        p = self.p
+        v_eff = v + self._width_shift_v(width_s, count)
+        if p.v_bd_sigma_v == 0.0:
+            return 1.0 if v_eff >= p.v_bd_mean_v else 0.0
+        return NormalDist(p.v_bd_mean_v, p.v_bd_sigma_v).cdf(v_eff)
+
+    # -- plugin interface -------------------------------------------------------------
+    def sample_d2d(self, shape, generator, device="cpu", dtype=torch.float32) -> D2D:
+        """Per-cell breakdown voltage V_bd ~ N(mu, sigma) (V)."""
+        p = self.p
+        xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return {"v_bd_v": xi.mul_(p.v_bd_sigma_v).add_(p.v_bd_mean_v)}
+
+    def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
+        """Pristine: G = g_pristine_s (optionally log-normal), formed flag 0."""
+        p = self.p
+        state = torch.zeros((*shape, 2), device=device, dtype=dtype)
+        if p.g_pristine_log_sigma > 0:
+            xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            state[..., 0] = xi.mul_(p.g_pristine_log_sigma).exp_().mul_(p.g_pristine_s)
+        else:
+            state[..., 0] = p.g_pristine_s
+        return state
+
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+        return state[..., 0].clone()
+
+    def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor | None:
+        """Multiplicative read noise ``read_noise_rel * G`` (None when 0, the default)."""
+        return g_s * self.p.read_noise_rel if self.p.read_noise_rel > 0 else None
+
+    def conductance_range(self) -> tuple[float, float]:
+        """(pristine, median formed) conductance: unformed = HRS floor, formed = LRS."""
+        return (self.p.g_pristine_s, self.p.g_formed_median_s)
+
+    def step(self, state, d2d, v, width_s, count, t_s, generator, compliance_a=None) -> Tensor:
+        """Forming, SET and RESET events; all abrupt, one log-normal draw per event."""
+        p = self.p
+        g = state[..., 0]
+        formed = state[..., 1] > 0.5
+        pulsed = count > 0
+        pos = pulsed & (v > 0)
+        v_bd = d2d["v_bd_v"]
+        if p.v_bd_per_decade_v != 0.0:
+            v_bd = v_bd - self._width_shift_v(width_s, count.clamp_min(1).to(width_s.dtype))
+        form = pos & ~formed & (v >= v_bd)
+        set_ = pos & formed & (v >= p.v_set_v)
+        reset = pulsed & formed & (v <= -p.v_reset_v)
+        lrs = form | set_
+        if not bool((lrs | reset).any()):
+            return state.clone()
+        xi = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+        g_lrs = torch.exp(xi * p.g_formed_log_sigma + math.log(p.g_formed_median_s))
+        if compliance_a is not None:
+            g_lrs = torch.minimum(g_lrs, compliance_a / v.abs().clamp_min(1e-12))
+        g_hrs = torch.exp(xi * p.g_reset_log_sigma + math.log(p.g_reset_median_s))
+        out = state.clone()
+        out[..., 0] = torch.where(lrs, g_lrs, torch.where(reset, g_hrs, g))
+        out[..., 1] = (formed | form).to(state.dtype)
+        return out

@@ -1,0 +1,31 @@
+"""The ``memhil`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="memhil", description="memristive hardware-in-the-loop")
+    sub = ap.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="simulator showcase: program weights, read back, drift")
+    demo.add_argument("--rows", type=int, default=64, help="inputs (array rows)")
+    demo.add_argument("--outputs", type=int, default=32, help="outputs (2 columns each)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--torch-device", default="cpu", help="cpu or cuda")
+    sub.add_parser("models", help="list the device models selectable by name")
+    args = ap.parse_args(argv)
+
+    if args.command == "demo":
+        from memhil.demo import run_demo
+        run_demo(rows=args.rows, outputs=args.outputs, seed=args.seed,
+                 torch_device=args.torch_device)
+    elif args.command == "models":
+        from memhil.backends.sim.devices import device_model_names
+        print("\n".join(device_model_names()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

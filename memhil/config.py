@@ -1,0 +1,130 @@
+"""Typed configuration from plain mappings (dicts or YAML) with errors that name the key.
+
+Every config section in memhil is a frozen dataclass; ``from_mapping`` fills one from a
+mapping, rejecting unknown keys and wrong types with a ``ConfigError`` that names the
+source file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from memhil.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("<file>", f"cannot read: {exc}", str(path)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", f"invalid YAML: {exc}", str(path)) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", f"expected a mapping, got {type(data).__name__}", str(path))
+    return data
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str | None) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, source)
+            except ConfigError as exc:
+                errors.append(exc.reason)
+        raise ConfigError(key, "; ".join(errors) or f"invalid value {value!r}", source)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(key, f"{value!r} is not one of {list(args)}", source)
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}", source)
+        if not math.isfinite(float(value)):
+            raise ConfigError(key, f"expected a finite number, got {value!r}", source)
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}", source)
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true/false, got {value!r}", source)
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}", source)
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        return from_mapping(annotation, value, source=source, prefix=key)
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a mapping, got {value!r}", source)
+        return dict(value)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}", source)
+        inner = args[0] if args else Any
+        return origin(_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value))
+    return value
+
+
+def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, *, source: str | None = None,
+                 prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``mapping``; unknown keys and bad types raise ConfigError."""
+    if mapping is None:
+        mapping = {}
+    if isinstance(mapping, cls):
+        return mapping
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(prefix or cls.__name__, f"expected a mapping, got {mapping!r}", source)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(key, f"unknown key (allowed: {sorted(fields)})", source)
+    kwargs = {}
+    for name, value in mapping.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key, source)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as exc:
+        if exc.source is None:
+            full = f"{prefix}.{exc.key}" if prefix else exc.key
+            raise ConfigError(full, exc.reason, source) from None
+        raise
+    except TypeError as exc:  # missing required fields
+        raise ConfigError(prefix or cls.__name__, str(exc), source) from None
+    return obj
+
+
+def require(condition: bool, key: str, reason: str) -> None:
+    """Raise ConfigError(key, reason) unless ``condition``; for ``__post_init__`` checks."""
+    if not condition:
+        raise ConfigError(key, reason)

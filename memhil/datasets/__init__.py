@@ -1,0 +1,1 @@
+"""Offline datasets: package-shipped sets and generators, no downloads."""

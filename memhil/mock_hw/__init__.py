@@ -1,0 +1,1 @@
+"""Wire-level emulators of the bench sharing one simulated chip and clock (issue 4)."""

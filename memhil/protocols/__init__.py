@@ -1,0 +1,1 @@
+"""Device characterization protocols and their runner (issue 6)."""

@@ -1,0 +1,160 @@
+"""What EVERY backend must satisfy (simulator, hardware over the mock lab, a real bench).
+
+Parameterized over ``backends.BACKENDS``; each test builds a fresh backend.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memhil.backends.base import Backend, Capabilities, Limits
+from memhil.errors import LimitError
+
+from .backends import BACKENDS, BackendUnderTest
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+def but(request) -> BackendUnderTest:
+    return request.param
+
+
+@pytest.fixture
+def backend(but: BackendUnderTest):
+    b = but.make()
+    yield b
+    b.close()
+
+
+def _inputs(backend: Backend, n_lines: int, batch: int, amplitude: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    return (torch.rand(batch, n_lines, generator=g) * 2 - 1).to(backend.dtype) * amplitude
+
+
+def _bring_up(backend: Backend, but: BackendUnderTest) -> None:
+    """Put the cells in a spread of intermediate states so G is not uniform."""
+    t, r, c = backend.shape
+    counts = (torch.arange(t * r * c).reshape(t, r, c) % 4)
+    backend.pulse(None, but.set_pulse[0], but.set_pulse[1], counts)
+
+
+def test_is_a_backend_with_consistent_shape(backend: Backend):
+    assert isinstance(backend, Backend)
+    t, r, c = backend.shape
+    caps = backend.capabilities
+    assert isinstance(caps, Capabilities) and (caps.tiles, caps.rows, caps.cols) == (t, r, c)
+    assert isinstance(backend.limits, Limits)
+    assert caps.read_strategy in ("parallel", "line", "cell")
+
+
+def test_read_shapes_and_dtypes(backend: Backend, but: BackendUnderTest):
+    t, r, c = backend.shape
+    v = _inputs(backend, r, 5, but.v_read)
+    i = backend.mvm(v)
+    assert i.shape == (t, 5, c) and i.dtype == backend.dtype and torch.isfinite(i).all()
+    assert backend.mvm(v, tile=t - 1).shape == (5, c)
+    assert backend.mvm(v.expand(t, 5, r)).shape == (t, 5, c)
+    u = _inputs(backend, c, 3, but.v_read)
+    assert backend.mvm_t(u).shape == (t, 3, r)
+    g = backend.read_conductance()
+    assert g.shape == (t, r, c) and torch.isfinite(g).all() and (g >= 0).all()
+    sel = backend.read_conductance([(0, 0, 0), (t - 1, r - 1, c - 1)])
+    assert sel.shape == (2,)
+    with pytest.raises(ValueError):
+        backend.mvm(torch.zeros(5, r + 1))
+    with pytest.raises(IndexError):
+        backend.read_conductance([(t, 0, 0)])
+
+
+def test_mvm_equals_v_at_g_within_noise(backend: Backend, but: BackendUnderTest):
+    _bring_up(backend, but)
+    g = backend.read_conductance().double()
+    v = _inputs(backend, backend.shape[1], 16, but.v_read)
+    i = backend.mvm(v).double()
+    ideal = v.double() @ g
+    scale = v.double().abs() @ g
+    err = (i - ideal).abs()
+    assert (err <= but.mvm_rtol * scale + but.mvm_atol_a).all(), float((err / (scale + 1e-30)).max())
+    # and it is not trivially small: the currents carry the conductances
+    assert float(ideal.abs().max()) > 10 * but.mvm_atol_a
+
+
+def test_transpose_read_is_consistent(backend: Backend, but: BackendUnderTest):
+    _bring_up(backend, but)
+    t, r, c = backend.shape
+    g = backend.read_conductance().double()
+    u = _inputs(backend, c, 8, but.v_read)
+    i_t = backend.mvm_t(u).double()
+    ideal = u.double() @ g.transpose(-1, -2)
+    scale = u.double().abs() @ g.transpose(-1, -2)
+    assert ((i_t - ideal).abs() <= but.mvm_rtol * scale + but.mvm_atol_a).all()
+    # bilinear identity u . (V G) == v . (G^T u) across the two read directions
+    v = _inputs(backend, r, 8, but.v_read)
+    lhs = (backend.mvm(v).double() * u.double()).sum(-1)
+    rhs = (backend.mvm_t(u).double() * v.double()).sum(-1)
+    tol = 2 * but.mvm_rtol * (v.double().abs() @ g * u.double().abs()).sum(-1) + 2 * c * but.mvm_atol_a
+    assert ((lhs - rhs).abs() <= tol).all()
+
+
+def test_set_raises_and_reset_lowers_conductance(backend: Backend, but: BackendUnderTest):
+    t, r, c = backend.shape
+    target = torch.zeros(backend.shape, dtype=torch.bool)
+    target[:, : r // 2] = True
+    g0 = backend.read_conductance()
+    backend.pulse(target, but.set_pulse[0], but.set_pulse[1], 5)
+    g1 = backend.read_conductance()
+    assert g1[target].mean() > 1.5 * g0[target].mean(), "SET pulses must raise G"
+    # untouched cells stay where they were (within read noise)
+    assert torch.allclose(g1[~target].mean(), g0[~target].mean(), rtol=0.1)
+    backend.pulse(target, but.reset_pulse[0], but.reset_pulse[1], 5)
+    g2 = backend.read_conductance()
+    assert g2[target].mean() < 0.7 * g1[target].mean(), "RESET pulses must lower G"
+
+
+@pytest.mark.parametrize("request_kw, quantity", [
+    ({"amplitude": 1e3}, "amplitude"),
+    ({"width_s": 1e3}, "width"),
+    ({"width_s": 1e-15}, "width"),
+    ({"count": 10**9}, "count"),
+    ({"compliance_a": 10.0}, "compliance"),
+])
+def test_limits_raise_before_any_state_change(backend: Backend, but: BackendUnderTest,
+                                              request_kw, quantity):
+    _bring_up(backend, but)
+    g_before = backend.read_conductance()
+    t0 = backend.clock.now()
+    kw = {"amplitude": but.set_pulse[0], "width_s": but.set_pulse[1], "count": 3, **request_kw}
+    # per-cell request where only ONE cell is out of limits: nothing may be applied
+    for key in ("amplitude", "width_s", "compliance_a"):
+        if key in request_kw:
+            base = {"amplitude": but.set_pulse[0], "width_s": but.set_pulse[1],
+                    "compliance_a": backend.limits.compliance_default_a}[key]
+            field = torch.full(backend.shape, base, dtype=torch.float64)
+            field[0, 0, 0] = request_kw[key]
+            kw[key] = field
+    with pytest.raises(LimitError) as err:
+        backend.pulse(None, **kw)
+    msg = str(err.value)
+    assert quantity in msg and "limit" in msg
+    assert backend.clock.now() - t0 < 1e-3, "a refused pulse must not take time"
+    g_after = backend.read_conductance()
+    assert torch.allclose(g_after.mean(), g_before.mean(), rtol=0.05)
+
+
+def test_read_voltage_limit(backend: Backend):
+    r = backend.shape[1]
+    vmax = backend.limits.v_read_max_v
+    with pytest.raises(LimitError, match="read voltage"):
+        backend.mvm(torch.full((1, r), 1.5 * vmax))
+
+
+def test_clock_advances_with_pulses_and_waits(backend: Backend, but: BackendUnderTest):
+    t0 = backend.clock.now()
+    backend.pulse([(0, 0, 0)], but.set_pulse[0], but.set_pulse[1], 4)
+    t1 = backend.clock.now()
+    assert t1 - t0 >= 4 * but.set_pulse[1] * (1 - 1e-6)
+    dt = 5.0 if backend.clock.virtual else 0.01
+    backend.wait(dt)
+    assert backend.clock.now() - t1 >= dt
+    with pytest.raises(LimitError):
+        backend.wait(-1.0)
