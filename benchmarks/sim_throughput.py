@@ -20,15 +20,19 @@ import torch
 from memhil.backends.sim import SimBackend
 
 
-def median_time(fn, reps: int, warmup: int = 2) -> float:
+def median_times(fns: dict, reps: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each function, timed interleaved (one call of each per
+    round) so that machine-load drift affects every entry alike and the ratios are fair."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def bench_mvm(reps: int) -> None:
@@ -40,11 +44,11 @@ def bench_mvm(reps: int) -> None:
     sim.wait(3600.0)  # an hour of drift
     v = (torch.rand(batch, n, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.2
     g = sim.true_conductance()[0]
-    t_plain = median_time(lambda: torch.matmul(v, g), reps)
-    t_noisy = median_time(lambda: sim.mvm(v, tile=0), reps)
     sim_ps = SimBackend({"rows": n, "cols": n, "device": "pcm", "seed": 0,
                          "read": {"dac_bits": 8, "adc_bits": 8, "noise_mode": "per_sample"}})
-    t_ps = median_time(lambda: sim_ps.mvm(v, tile=0), reps)
+    t = median_times({"plain": lambda: torch.matmul(v, g), "noisy": lambda: sim.mvm(v, tile=0),
+                      "per_sample": lambda: sim_ps.mvm(v, tile=0)}, reps)
+    t_plain, t_noisy, t_ps = t["plain"], t["noisy"], t["per_sample"]
     print(f"MVM  batch {batch}, {n}x{n}, float32, {torch.get_num_threads()} threads")
     print(f"  {'torch.matmul':<46}{t_plain * 1e3:8.2f} ms   1.00x")
     print(f"  {'SimBackend.mvm (PCM read noise per read, 8b DAC/ADC)':<46}"
@@ -68,8 +72,8 @@ def bench_pulses(reps: int) -> None:
             def step():
                 sim.state = sim.model.step(sim.state, sim.d2d, v, w, c, 1.0, sim._gen_program)
 
-            t_step = median_time(step, reps)
-            t_pulse = median_time(lambda: sim.pulse(None, amp, width, count), reps)
+            t = median_times({"step": step, "pulse": lambda: sim.pulse(None, amp, width, count)}, reps)
+            t_step, t_pulse = t["step"], t["pulse"]
             print(f"  {name:<6} count {count:<3} model.step {cells * count / t_step:10.3g} /s"
                   f"   SimBackend.pulse {cells * count / t_pulse:10.3g} /s   (target >= 1e8/s)")
 

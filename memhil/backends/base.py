@@ -75,38 +75,53 @@ class Limits:
     def check_read(self, v: Tensor) -> None:
         """Raise LimitError if any read voltage exceeds ``v_read_max_v``."""
         if v.numel():
-            vmax = float(v.detach().abs().max())
+            lo, hi = torch.aminmax(v.detach())
+            vmax = max(-float(lo), float(hi)) if bool(torch.isfinite(lo + hi)) else float("nan")
             if _above(vmax, self.v_read_max_v):
                 raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V")
 
     def check_pulse(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor,
-                    selected: Tensor) -> None:
-        """Raise LimitError for the first selected cell whose request exceeds a limit."""
-        if not bool(selected.any()):
-            return
-        vs, ws, ns, cs = (t[selected] for t in (v, width_s, count, compliance_a))
-        vmax = float(vs.abs().max())
+                    selected: Tensor | None) -> None:
+        """Raise LimitError if any selected cell's request exceeds a limit (NaN does too).
+
+        Arguments broadcast to the array; ``selected`` is a boolean mask or None (all).
+        """
+        v_lo, v_hi = _extrema(v, selected)
+        vmax = max(abs(v_lo), abs(v_hi)) if v_lo == v_lo else float("nan")
         if _above(vmax, self.v_pulse_max_v):
             raise LimitError("pulse amplitude |V|", vmax, self.v_pulse_max_v, "V")
-        wmax, wmin = float(ws.max()), float(ws.min())
+        wmin, wmax = _extrema(width_s, selected)
         if _above(wmax, self.width_max_s):
             raise LimitError("pulse width", wmax, self.width_max_s, "s")
         if not wmin * _SLACK >= self.width_min_s:
             raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s")
-        nmax, nmin = int(ns.max()), int(ns.min())
+        nmin, nmax = _extrema(count, selected)
         if nmin < 0:
             raise LimitError("pulse count (must be >= 0)", nmin, 0)
         if nmax > self.count_max:
             raise LimitError("pulse count", nmax, self.count_max)
-        cmax = float(cs.max())
+        cmin, cmax = _extrema(compliance_a, selected)
         if _above(cmax, self.compliance_max_a):
             raise LimitError("compliance", cmax, self.compliance_max_a, "A")
-        if float(cs.min()) <= 0:
-            raise LimitError("compliance (must be > 0)", float(cs.min()), 0.0, "A")
+        if not cmin > 0:
+            raise LimitError("compliance (must be > 0)", cmin, 0.0, "A")
         if self.energy_max_j is not None:
-            e = float((vs.abs().double() * cs.double() * ws.double() * ns.double()).max())
+            energy = v.double().abs() * compliance_a.double() * width_s.double() * count.double()
+            e = _extrema(energy, selected)[1]
             if _above(e, self.energy_max_j):
                 raise LimitError("worst-case pulse energy per cell", e, self.energy_max_j, "J")
+
+
+def _extrema(x: Tensor, selected: Tensor | None) -> tuple[float, float]:
+    """(min, max) of ``x`` over the selected cells; scalars and ``selected=None`` need no
+    indexing, which keeps whole-array pulse requests cheap."""
+    if x.numel() == 1:
+        value = float(x.reshape(()))
+        return value, value
+    if selected is not None:
+        x = x.expand(selected.shape)[selected]
+    lo, hi = torch.aminmax(x)
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
@@ -199,29 +214,21 @@ class Backend(ABC):
         a boolean mask broadcastable to the array, or a list of (tile, row, col). Every
         limit is checked for every selected cell before any cell is touched.
         """
-        shape = self.shape
-        mask = (torch.ones(shape, dtype=torch.bool, device=self.torch_device) if cells is None
-                else self.cell_mask(cells))
-        full = dict(device=self.torch_device)
-        v = torch.broadcast_to(torch.as_tensor(amplitude, dtype=self.dtype, **full), shape)
-        w = torch.broadcast_to(torch.as_tensor(width_s, dtype=self.dtype, **full), shape)
-        n = torch.as_tensor(count, **full)
+        mask = None if cells is None else self.cell_mask(cells)
+        if mask is not None and not bool(mask.any()):
+            return
+        v = self._as_cell_tensor(amplitude, self.dtype, "amplitude")
+        w = self._as_cell_tensor(width_s, self.dtype, "width_s")
+        n = self._as_cell_tensor(count, None, "count")
         if n.is_floating_point():
             if not bool((n == n.round()).all()):
-                raise LimitError("pulse count (must be an integer)", float(n.flatten()[0]), 0)
-        n = torch.broadcast_to(n.to(torch.int64), shape)
+                raise ValueError(f"pulse count must be an integer, got {count!r}")
+        n = n.to(torch.int64)
         if compliance_a is None:
             compliance_a = self.limits.compliance_default_a
-        c = torch.broadcast_to(torch.as_tensor(compliance_a, dtype=self.dtype, **full), shape)
-        if not bool(torch.isfinite(v[mask]).all() and torch.isfinite(w[mask]).all()):
-            raise LimitError("pulse amplitude/width (must be finite)", float("nan"), 0.0)
+        c = self._as_cell_tensor(compliance_a, self.dtype, "compliance_a")
         self.limits.check_pulse(v, w, n, c, mask)
-        active = mask & (n > 0) & (v != 0)
-        if not bool(active.any()):
-            return
-        zero = torch.zeros((), dtype=self.dtype, device=self.torch_device)
-        self._pulse(active, torch.where(active, v, zero), torch.where(active, w, zero),
-                    torch.where(active, n, torch.zeros((), dtype=torch.int64, **full)), c)
+        self._pulse(mask, v, w, n, c)
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass (virtual time in sim and mock, real time on a bench)."""
@@ -255,6 +262,15 @@ class Backend(ABC):
         mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
         return mask
 
+    def _as_cell_tensor(self, x, dtype: torch.dtype | None, name: str) -> Tensor:
+        t = torch.as_tensor(x, dtype=dtype, device=self.torch_device)
+        try:
+            torch.broadcast_shapes(t.shape, self.shape)
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the array "
+                             f"shape {self.shape}") from None
+        return t
+
     def _as_read_input(self, v: Tensor, n_lines: int, tile: int | None) -> Tensor:
         v = torch.as_tensor(v, dtype=self.dtype, device=self.torch_device)
         tiles = self.shape[0]
@@ -283,6 +299,10 @@ class Backend(ABC):
     def _read_conductance(self, mask: Tensor | None) -> Tensor: ...
 
     @abstractmethod
-    def _pulse(self, active: Tensor, v: Tensor, width_s: Tensor, count: Tensor,
+    def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
                compliance_a: Tensor) -> None:
-        """Full-shape tensors, zero outside ``active``; limits already checked."""
+        """Pulse the ``selected`` cells (None: all); limits already checked.
+
+        ``v``, ``width_s``, ``count`` (int64) and ``compliance_a`` broadcast to the array
+        (often 0-dim); cells outside ``selected`` must not change.
+        """

@@ -158,3 +158,13 @@ def test_clock_advances_with_pulses_and_waits(backend: Backend, but: BackendUnde
     assert backend.clock.now() - t1 >= dt
     with pytest.raises(LimitError):
         backend.wait(-1.0)
+
+
+def test_non_finite_requests_are_refused(backend: Backend, but: BackendUnderTest):
+    r = backend.shape[1]
+    with pytest.raises(LimitError):
+        backend.mvm(torch.full((1, r), float("nan")))
+    with pytest.raises(LimitError):
+        backend.pulse(None, float("nan"), but.set_pulse[1])
+    with pytest.raises(LimitError):
+        backend.pulse(None, but.set_pulse[0], float("inf"))

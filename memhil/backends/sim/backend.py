@@ -18,7 +18,7 @@ from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
 from memhil.backends.sim.devices.base import DeviceModel, build_device_model
-from memhil.backends.sim.read_path import quantize_symmetric
+from memhil.backends.sim.read_path import quantize_scaled_, quantize_to_steps
 
 
 class SimBackend(Backend):
@@ -51,8 +51,9 @@ class SimBackend(Backend):
         self._g_stuck_off = cfg.faults.g_stuck_off_s if cfg.faults.g_stuck_off_s is not None else g_min
         self._version = 0
         self._t_last_write = self._clock.now()
-        self._g_cache: tuple[int, float, Tensor] | None = None
+        self._g_cache: tuple[int, float, Tensor, Tensor | None] | None = None
         self._any_stuck = bool(self.stuck_on.any() or self.stuck_off.any())
+        self._g_ceiling = self.model.conductance_ceiling(self.d2d)
 
     # -- contract properties ----------------------------------------------------------
     @property
@@ -113,21 +114,26 @@ class SimBackend(Backend):
         return on, off
 
     def _conductance_now(self) -> Tensor:
-        """Conductance at ``v_read`` now; cached until the state changes or, for drifting
-        devices, until the clock has moved by ``drift_refresh_rel`` of the time since the
-        last write."""
+        """Conductance at ``v_read`` now (drift and faults applied)."""
+        return self._read_state()[0]
+
+    def _read_state(self) -> tuple[Tensor, Tensor | None]:
+        """Conductance now and the std of its read noise, computed together and cached
+        until the state changes or, for drifting devices, until the clock has moved by
+        ``drift_refresh_rel`` of the time since the last write."""
         t = self._clock.now()
         cache = self._g_cache
         if cache is not None and cache[0] == self._version:
             if not self.model.drifts or t - cache[1] <= (
                     self.config.read.drift_refresh_rel * (cache[1] - self._t_last_write)):
-                return cache[2]
+                return cache[2], cache[3]
         g = self.model.conductance(self.state, self.d2d, self.config.read.v_read, t)
         if self._any_stuck:
             g = torch.where(self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g)
             g = torch.where(self.stuck_off, torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device), g)
-        self._g_cache = (self._version, t, g)
-        return g
+        std = self._noise_std(g)
+        self._g_cache = (self._version, t, g, std)
+        return g, std
 
     def _noise_std(self, g: Tensor) -> Tensor | None:
         rp = self.config.read
@@ -144,10 +150,11 @@ class SimBackend(Backend):
         return std
 
     def _noisy(self, g: Tensor, std: Tensor | None) -> Tensor:
+        """One read-noise realization of ``g`` (clipped at 0 S)."""
         if std is None:
             return g
         xi = torch.randn(g.shape, generator=self._gen_read, device=g.device, dtype=g.dtype)
-        return (g + std * xi).clamp_min_(0.0)
+        return torch.addcmul(g, std, xi).clamp_min_(0.0)
 
     def _adc_range(self, n_lines: int) -> float:
         rp = self.config.read
@@ -158,29 +165,39 @@ class SimBackend(Backend):
     # -- contract hooks ---------------------------------------------------------------
     def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
         rp = self.config.read
-        g = self._conductance_now()
+        g, std = self._read_state()
         if tile is not None:
             g = g[tile:tile + 1]
+            std = std[tile:tile + 1] if std is not None else None
         if transpose:
             g = g.transpose(-1, -2)
+            std = std.transpose(-1, -2) if std is not None else None
+        v_scale = 1.0  # the DAC step size, folded into the output scaling
         if rp.dac_bits is not None:
-            v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
-        std = self._noise_std(g)
+            v, v_scale = quantize_to_steps(v, rp.dac_bits, rp.dac_range_v)
         g_read = self._noisy(g, std) if rp.noise_mode == "per_read" else g
         if rp.ir_drop == "exact":
-            i = ir_drop.solve_exact(g_read, v, rp.r_wire_ohm).to(self._dtype)
+            i = ir_drop.solve_exact(g_read, v * v_scale, rp.r_wire_ohm).to(self._dtype)
+            v_scale = 1.0
         elif rp.ir_drop == "first_order":
-            i = ir_drop.first_order(g_read, v, rp.r_wire_ohm, iterations=rp.ir_drop_iterations)
+            i = ir_drop.first_order(g_read, v * v_scale, rp.r_wire_ohm, iterations=rp.ir_drop_iterations)
+            v_scale = 1.0
         else:
             i = torch.matmul(v, g_read)
         if rp.noise_mode == "per_sample" and std is not None:
             sigma = torch.matmul(v * v, std * std).sqrt_()
-            i = i + sigma * torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
+            i.addcmul_(sigma, torch.randn(i.shape, generator=self._gen_read, device=i.device,
+                                          dtype=i.dtype))
         if rp.output_noise_a > 0:
-            i = i + rp.output_noise_a * torch.randn(i.shape, generator=self._gen_read,
-                                                    device=i.device, dtype=i.dtype)
+            if v_scale != 1.0:
+                i.mul_(v_scale)
+                v_scale = 1.0
+            i.add_(torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
+                   alpha=rp.output_noise_a)
         if rp.adc_bits is not None:
-            i = quantize_symmetric(i, rp.adc_bits, self._adc_range(g.shape[-2]))
+            i = quantize_scaled_(i, v_scale, rp.adc_bits, self._adc_range(g.shape[-2]))
+        elif v_scale != 1.0:
+            i.mul_(v_scale)
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
 
@@ -191,15 +208,39 @@ class SimBackend(Backend):
         self._clock.advance(rows_read * self.config.timing.t_read_s)
         return g if mask is None else g[mask]
 
-    def _pulse(self, active: Tensor, v: Tensor, width_s: Tensor, count: Tensor,
+    def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
                compliance_a: Tensor) -> None:
-        # A source in compliance lowers its voltage: cap |v| so |v| * G <= compliance.
-        g0 = self._conductance_now()
-        v_cap = compliance_a / g0.clamp_min(1e-15)
-        v = torch.where(v.abs() > v_cap, v.sign() * v_cap, v)
-        duration = float(((width_s + self.config.timing.pulse_gap_s) * count).max())
+        shape = self._shape
+
+        def cells(x: Tensor) -> Tensor:
+            # Contiguous full-shape tensors: models reduce over them, and reductions over
+            # stride-0 (expanded) views are an order of magnitude slower than a fill.
+            return x if x.shape == shape and x.is_contiguous() else x.expand(shape).contiguous()
+
+        if selected is None:
+            v_cells, n_cells = cells(v), cells(count)
+        else:  # the model leaves cells with v == 0 and count == 0 untouched
+            v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
+            n_cells = torch.where(selected, count, torch.zeros((), dtype=count.dtype, device=v.device))
+        # A source in compliance lowers its voltage: cap |v| so that |v| * G <= compliance.
+        # Skipped when even the device's highest possible conductance cannot reach it.
+        ceiling = self._g_ceiling
+        if ceiling is not None and self._any_stuck:
+            ceiling = max(ceiling, self._g_stuck_on)
+        over = None
+        if ceiling is None or float(v.abs().max()) * ceiling > float(compliance_a.min()):
+            g0 = self._conductance_now()
+            over = v_cells.abs() * g0 > compliance_a
+        if over is not None and bool(over.any()):
+            v_cap = v_cells.sign() * (compliance_a / g0.clamp_min(1e-15))
+            v_cells = torch.where(over, v_cap, v_cells)
+        gap = self.config.timing.pulse_gap_s
+        if width_s.numel() == 1 and count.numel() == 1:
+            duration = (float(width_s) + gap) * int(count)
+        else:
+            duration = float(((width_s + gap) * n_cells).max())
         t_end = self._clock.advance(duration)
-        self.state = self.model.step(self.state, self.d2d, v, width_s, count, t_end,
-                                     self._gen_program, compliance_a=compliance_a)
+        self.state = self.model.step(self.state, self.d2d, v_cells, cells(width_s), n_cells,
+                                     t_end, self._gen_program, compliance_a=cells(compliance_a))
         self._version += 1
         self._t_last_write = t_end

@@ -15,3 +15,18 @@ def quantize_symmetric(x: Tensor, bits: int, full_scale: float) -> Tensor:
     levels = float(2 ** (bits - 1) - 1)
     lsb = full_scale / levels
     return torch.mul(x, 1.0 / lsb).round_().clamp_(-levels, levels).mul_(lsb)
+
+
+def quantize_to_steps(x: Tensor, bits: int, full_scale: float) -> tuple[Tensor, float]:
+    """Like ``quantize_symmetric`` but returns the integer step counts and the step size,
+    so a caller can fold the step size into a later scale (one elementwise pass fewer)."""
+    levels = float(2 ** (bits - 1) - 1)
+    lsb = full_scale / levels
+    return torch.mul(x, 1.0 / lsb).round_().clamp_(-levels, levels), lsb
+
+
+def quantize_scaled_(x: Tensor, scale: float, bits: int, full_scale: float) -> Tensor:
+    """In place: quantize ``x * scale`` to the signed ``bits`` grid over ±``full_scale``."""
+    levels = float(2 ** (bits - 1) - 1)
+    lsb = full_scale / levels
+    return x.mul_(scale / lsb).round_().clamp_(-levels, levels).mul_(lsb)

@@ -97,6 +97,14 @@ class DeviceModel(ABC):
     def conductance_range(self) -> tuple[float, float]:
         """Nominal usable (g_min, g_max) in siemens, for weight mapping."""
 
+    def conductance_ceiling(self, d2d: D2D) -> float | None:
+        """A hard upper bound (S) on any cell's conductance, or None when there is none.
+
+        Lets the simulator skip the compliance computation when ``|v| * ceiling`` cannot
+        reach the compliance current.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.p})"
 

@@ -167,6 +167,10 @@ class NeuroSimLTPLTD(DeviceModel):
     def conductance_range(self) -> tuple[float, float]:
         return (self.p.g_min_s, self.p.g_max_s)
 
+    def conductance_ceiling(self, d2d: D2D) -> float:
+        """Both curves saturate at G_max."""
+        return float(d2d["g_max_s"].max()) if "g_max_s" in d2d else self.p.g_max_s
+
     def step(self, state, d2d, v, width_s, count, t_s, generator, compliance_a=None) -> Tensor:
         """``count`` LTP (v >= v_th) or LTD (v <= -v_th) pulses in closed form, + C2C noise."""
         p = self.p

@@ -150,6 +150,10 @@ class PCMDevice(DeviceModel):
     def conductance_range(self) -> tuple[float, float]:
         return (self.p.g_min_s, self.p.g_max_s)
 
+    def conductance_ceiling(self, d2d: D2D) -> float:
+        """SET clips at G_max and drift only lowers G."""
+        return float(d2d["g_max_s"].max()) if "g_max_s" in d2d else self.p.g_max_s
+
     # -- programming ------------------------------------------------------------------
     def step(self, state, d2d, v, width_s, count, t_s, generator, compliance_a=None) -> Tensor:
         """``count`` SET pulses (v >= v_set_min_v) or one RESET (v <= -v_reset_min_v)."""

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from memhil.backends.sim.devices.base import (
     D2D, DeviceModel, lognormal_spread, register_device)
-from memhil.backends.sim.devices.ion_drift import c2c_pulses, rk4
+from memhil.backends.sim.devices.integration import c2c_pulses, rk4
 from memhil.config import require
 
 
