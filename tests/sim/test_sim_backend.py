@@ -216,3 +216,21 @@ def test_drift_cache_error_is_bounded_by_the_refresh_tolerance():
         exact = sim.model.conductance(sim.state, sim.d2d, sim.config.read.v_read, sim.clock.now())
         cached = sim.true_conductance()
         assert torch.allclose(cached, exact, rtol=sim.model.p.nu * 1e-3 * 1.01, atol=0)
+
+
+def test_compliance_is_re_evaluated_every_pulse_of_a_train():
+    # VTEAM ON state is 20 mS: at 0.21 V it would draw 4.2 mA. With 1 mA compliance the
+    # source drops the voltage below the 0.2 V ON threshold once G > 1 mA / 0.2 V = 5 mS,
+    # so a long train of small SET steps (~0.4 % of the state each) stalls there. The cap
+    # acts per pulse: a single pulse that switches the device fully is not limited.
+    device = {"model": "vteam", "dx_std": 0.0, "v_on_dtod": 0.0}
+    sim = SimBackend({"rows": 4, "cols": 4, "device": device, "seed": 0})
+    sim.pulse(None, 0.21, 1e-8, 1000, compliance_a=1e-3)
+    g = sim.true_conductance()
+    v_on = sim.model.p.v_on_v
+    assert (g * v_on <= 1e-3 * 1.05).all(), float(g.max())  # one small step past the cap
+    assert (g * v_on >= 1e-3 * 0.9).all(), float(g.min())   # ...and it did get there
+    unlimited = SimBackend({"rows": 4, "cols": 4, "device": device, "seed": 0,
+                            "limits": {"compliance_max_a": 0.1}})
+    unlimited.pulse(None, 0.21, 1e-8, 1000, compliance_a=0.1)
+    assert (unlimited.true_conductance() > 2 * g).all()

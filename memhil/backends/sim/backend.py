@@ -222,25 +222,38 @@ class SimBackend(Backend):
         else:  # the model leaves cells with v == 0 and count == 0 untouched
             v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
             n_cells = torch.where(selected, count, torch.zeros((), dtype=count.dtype, device=v.device))
-        # A source in compliance lowers its voltage: cap |v| so that |v| * G <= compliance.
-        # Skipped when even the device's highest possible conductance cannot reach it.
-        ceiling = self._g_ceiling
-        if ceiling is not None and self._any_stuck:
-            ceiling = max(ceiling, self._g_stuck_on)
-        over = None
-        if ceiling is None or float(v.abs().max()) * ceiling > float(compliance_a.min()):
-            g0 = self._conductance_now()
-            over = v_cells.abs() * g0 > compliance_a
-        if over is not None and bool(over.any()):
-            v_cap = v_cells.sign() * (compliance_a / g0.clamp_min(1e-15))
-            v_cells = torch.where(over, v_cap, v_cells)
+        w_cells, c_cells = cells(width_s), cells(compliance_a)
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
             duration = (float(width_s) + gap) * int(count)
         else:
             duration = float(((width_s + gap) * n_cells).max())
-        t_end = self._clock.advance(duration)
-        self.state = self.model.step(self.state, self.d2d, v_cells, cells(width_s), n_cells,
-                                     t_end, self._gen_program, compliance_a=cells(compliance_a))
+        t_start = self._clock.now()
+        # A source in compliance lowers its voltage so that |v| * G <= compliance. Skipped
+        # when even the device's highest possible conductance cannot reach the compliance;
+        # otherwise the train is applied pulse by pulse (a loop over pulse index only) with
+        # the cap re-evaluated on the conductance each pulse starts from.
+        ceiling = self._g_ceiling
+        if ceiling is not None and self._any_stuck:
+            ceiling = max(ceiling, self._g_stuck_on)
+        if ceiling is not None and float(v.abs().max()) * ceiling <= float(compliance_a.min()):
+            t_end = self._clock.advance(duration)
+            self._step(v_cells, w_cells, n_cells, c_cells, t_end)
+            return
+        n_max = int(n_cells.max())
+        one = torch.ones((), dtype=n_cells.dtype, device=n_cells.device)
+        zero = torch.zeros((), dtype=n_cells.dtype, device=n_cells.device)
+        for k in range(n_max):
+            g0 = self._conductance_now()
+            v_cap = torch.where(v_cells.abs() * g0 > c_cells,
+                                v_cells.sign() * (c_cells / g0.clamp_min(1e-15)), v_cells)
+            t_k = t_start + duration * (k + 1) / n_max
+            self._clock.advance(t_k - self._clock.now())
+            self._step(v_cap, w_cells, torch.where(n_cells > k, one, zero), c_cells, t_k)
+
+    def _step(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor,
+              t_end: float) -> None:
+        self.state = self.model.step(self.state, self.d2d, v, width_s, count, t_end,
+                                     self._gen_program, compliance_a=compliance_a)
         self._version += 1
         self._t_last_write = t_end
