@@ -139,6 +139,7 @@ class Capabilities:
     virtual_clock: bool
     device_model: str
     bipolar: bool  # negative pulses depress gradually (False: SET-only + abrupt RESET, as PCM)
+    conductance_range_s: tuple[float, float]  # nominal usable (g_min, g_max) for weights
     buffer_depth: int | None = None
 
     def as_dict(self) -> dict:

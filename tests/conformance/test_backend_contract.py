@@ -11,7 +11,7 @@ import torch
 from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.errors import LimitError
 
-from .backends import BACKENDS, BackendUnderTest
+from tests.backends import BACKENDS, BackendUnderTest
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
@@ -45,6 +45,8 @@ def test_is_a_backend_with_consistent_shape(backend: Backend):
     assert isinstance(caps, Capabilities) and (caps.tiles, caps.rows, caps.cols) == (t, r, c)
     assert isinstance(backend.limits, Limits)
     assert caps.read_strategy in ("parallel", "line", "cell")
+    g_lo, g_hi = caps.conductance_range_s
+    assert 0 <= g_lo < g_hi
 
 
 def test_read_shapes_and_dtypes(backend: Backend, but: BackendUnderTest):

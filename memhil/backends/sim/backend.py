@@ -82,7 +82,8 @@ class SimBackend(Backend):
         return Capabilities(tiles=t, rows=r, cols=c, read_strategy="parallel", transpose_read=True,
                             per_cell_amplitude=True, per_cell_width=True,
                             min_pulse_width_s=self.limits.width_min_s, virtual_clock=True,
-                            device_model=self.model.name, bipolar=self.model.bipolar)
+                            device_model=self.model.name, bipolar=self.model.bipolar,
+                            conductance_range_s=self.model.conductance_range())
 
     # -- simulation-only access (tests, diagnostics; not part of the contract) --------
     def true_conductance(self) -> Tensor:

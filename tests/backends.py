@@ -1,4 +1,5 @@
-"""Backends under conformance test: each entry builds a fresh backend and says how to
+"""Backend factories every backend-level test runs against (the conformance suite, analog
+layers, programming, update schemes): each entry builds a fresh backend and says how to
 SET and RESET its devices and how noisy its reads are. A new backend (the hardware
 backend over the mock lab, a real bench) registers here and must pass the same tests."""
 

@@ -1,0 +1,113 @@
+"""Mean pulse response of a device population: conductance after k identical pulses.
+
+Measured the same way on any backend (reset a set of cells, pulse them one at a time,
+read the mean after each pulse), or from a device model by measuring a simulated
+population. Its inverse gives open-loop pulse counts and the conductance quantum that
+update schemes transfer, without any model-specific code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from memhil.backends.base import Backend
+
+
+@dataclass(frozen=True)
+class PulseResponse:
+    """G after k = 0..n pulses of ``amplitude_v`` / ``width_s`` from the starting state.
+
+    ``g_curve_s`` is made monotonic in the pulse direction (rising for positive
+    amplitudes, falling for negative); flat tails (saturation) are kept.
+    """
+
+    amplitude_v: float
+    width_s: float
+    g_curve_s: Tensor
+    spread_s: Tensor = field(default=None)  # std across cells after k pulses (optional)
+
+    def __post_init__(self) -> None:
+        g = torch.as_tensor(self.g_curve_s, dtype=torch.float64).flatten()
+        if g.numel() < 2:
+            raise ValueError("a pulse response needs at least the state after 0 and 1 pulses")
+        rising = self.amplitude_v > 0
+        g = torch.cummax(g, 0).values if rising else -torch.cummax(-g, 0).values
+        object.__setattr__(self, "g_curve_s", g)
+
+    @property
+    def n_pulses(self) -> int:
+        return self.g_curve_s.numel() - 1
+
+    @property
+    def rising(self) -> bool:
+        return self.amplitude_v > 0
+
+    @property
+    def granularity_s(self) -> float:
+        """Mean |dG| per pulse over the curve (the quantum an update scheme transfers)."""
+        return abs(float(self.g_curve_s[-1] - self.g_curve_s[0])) / self.n_pulses
+
+    def pulse_position(self, g_s: Tensor) -> Tensor:
+        """Fractional pulse index k at which the mean curve passes ``g_s`` (clamped to the
+        curve: 0 below its start, n at and beyond saturation)."""
+        curve = self.g_curve_s if self.rising else -self.g_curve_s
+        g = torch.as_tensor(g_s, dtype=torch.float64)
+        g = g if self.rising else -g
+        idx = torch.searchsorted(curve, g.contiguous()).clamp(1, self.n_pulses)
+        lo, hi = curve[idx - 1], curve[idx]
+        frac = ((g - lo) / (hi - lo).clamp_min(1e-30)).clamp(0.0, 1.0)
+        return (idx - 1).to(torch.float64) + frac
+
+    def pulses_between(self, g_from_s: Tensor, g_to_s: Tensor) -> Tensor:
+        """Mean number of pulses to move from ``g_from_s`` to ``g_to_s`` (float; <= 0 when
+        the target lies behind the start in this curve's direction)."""
+        return self.pulse_position(g_to_s) - self.pulse_position(g_from_s)
+
+    def mean_step_s(self, g_s: Tensor) -> Tensor:
+        """Mean signed conductance change of one pulse starting at ``g_s``."""
+        k = self.pulse_position(g_s).floor().clamp(max=self.n_pulses - 1).long()
+        return self.g_curve_s[k + 1] - self.g_curve_s[k]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"amplitude_v": self.amplitude_v, "width_s": self.width_s,
+                "g_curve_s": self.g_curve_s.tolist()}
+
+
+def measure_pulse_response(backend: Backend, cells: Tensor, amplitude_v: float, width_s: float,
+                           n_pulses: int, *, prepare: tuple[float, float, int] | None = None,
+                           compliance_a: float | None = None) -> PulseResponse:
+    """Measure the mean response of the ``cells`` (a backend mask) to single pulses.
+
+    ``prepare`` = (amplitude, width, count) is applied first to bring the cells to the
+    curve's starting state (a RESET for a SET curve, and vice versa). Costs ``n_pulses``
+    pulse calls and ``n_pulses + 1`` reads of the selected cells.
+    """
+    if prepare is not None:
+        backend.pulse(cells, prepare[0], prepare[1], prepare[2], compliance_a=compliance_a)
+    means, stds = [], []
+    for k in range(n_pulses + 1):
+        if k:
+            backend.pulse(cells, amplitude_v, width_s, 1, compliance_a=compliance_a)
+        g = backend.read_conductance(cells).double()
+        means.append(g.mean())
+        stds.append(g.std() if g.numel() > 1 else torch.zeros((), dtype=torch.float64))
+    return PulseResponse(amplitude_v, width_s, torch.stack(means), torch.stack(stds))
+
+
+def model_pulse_response(device: str | Mapping[str, Any], amplitude_v: float, width_s: float,
+                         n_pulses: int, *, prepare: tuple[float, float, int] | None = None,
+                         n_cells: int = 4096, seed: int = 0, **sim_config: Any) -> PulseResponse:
+    """The mean response a device model predicts, measured on a simulated population of
+    ``n_cells`` (so it includes D2D spread and C2C noise the way a measurement would)."""
+    from memhil.backends.sim import SimBackend  # calibration -> backends, one way
+
+    side = max(1, int(n_cells ** 0.5))
+    limits = {"count_max": max(1000, n_pulses), **sim_config.pop("limits", {})}
+    sim = SimBackend({"rows": side, "cols": side, "device": device, "seed": seed,
+                      "limits": limits, **sim_config})
+    cells = torch.ones(sim.shape, dtype=torch.bool)
+    return measure_pulse_response(sim, cells, amplitude_v, width_s, n_pulses, prepare=prepare)
