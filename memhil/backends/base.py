@@ -141,6 +141,9 @@ class Capabilities:
     bipolar: bool  # negative pulses depress gradually (False: SET-only + abrupt RESET, as PCM)
     conductance_range_s: tuple[float, float]  # nominal usable (g_min, g_max) for weights
     buffer_depth: int | None = None
+    # nominal programming pulses (amplitude V, width s) for the devices, when known
+    set_pulse: tuple[float, float] | None = None
+    reset_pulse: tuple[float, float] | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

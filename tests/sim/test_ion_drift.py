@@ -1,5 +1,6 @@
 """HP linear ion drift and its windows against closed forms (Strukov 2008, Joglekar, Biolek,
-Prodromakis), plus the plugin contract shared by every device model."""
+Prodromakis) and the current drive; the checks every device model shares are in
+test_device_contract.py."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,6 @@ import torch
 from scipy.integrate import solve_ivp
 
 from memhil.backends.sim.devices import LinearIonDrift, build_device_model
-from memhil.errors import ConfigError
 
 NAMES = {"hp": "none", "joglekar": "joglekar", "biolek": "biolek", "prodromakis": "prodromakis"}
 EXACT = dict(r_on_dtod=0.0, r_off_dtod=0.0, mu_v_dtod=0.0, dx_std=0.0)
@@ -170,69 +170,26 @@ def test_positive_pulses_raise_conductance(name):
             < g0).all()
 
 
-# -- plugin contract ------------------------------------------------------------------
+# -- aliases and the current drive ---------------------------------------------------
 
 @pytest.mark.parametrize("name, window", NAMES.items())
-def test_build_by_name(name, window):
+def test_alias_selects_window(name, window):
     m = build_device_model(name)
     assert isinstance(m, LinearIonDrift) and m.p.window == window
-    assert m.config()["model"] == name
-    assert build_device_model(m.config()).p == m.p  # config round-trips
+    assert m.conductance_range() == pytest.approx((1 / 16e3, 1 / 100.0))  # 1/R_off, 1/R_on
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_unknown_key_raises_config_error(name):
-    with pytest.raises(ConfigError, match="unknown_key"):
-        build_device_model({"model": name, "unknown_key": 1})
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_d2d_is_seeded(name):
-    m = build_device_model(name)
-    a, b, c = (m.sample_d2d((3, 5), gen(seed)) for seed in (1, 1, 2))
-    assert a.keys() == b.keys() and a
-    for key in a:
-        assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_c2c_is_seeded(name):
-    m = build_device_model(name)
-    d2d = m.sample_d2d((16,), gen())
-    s = m.initial_state(d2d, (16,), gen())
-    args = (torch.full((16,), 1.0), torch.full((16,), 0.01), torch.full((16,), 3), 0.0)
-    a, b, c = (m.step(s, d2d, *args, gen(seed)) for seed in (5, 5, 6))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    i_args = (torch.full((16,), 1e-4), torch.full((16,), 0.05), torch.full((16,), 3))
-    a, b, c = (m.step_current(s, d2d, *i_args, gen(seed)) for seed in (5, 5, 6))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_zero_count_cells_unchanged(name):
-    m = build_device_model(name)
-    g = gen()
-    d2d = m.sample_d2d((6,), g)
-    s = torch.rand((6, 1), generator=g)
-    count = torch.tensor([0, 3, 0, 1, 0, 2])
-    out = m.step(s, d2d, torch.full((6,), 1.5), torch.full((6,), 0.01), count, 0.0, g)
-    out_i = m.step_current(s, d2d, torch.full((6,), 1e-4), torch.full((6,), 0.1), count, g)
-    for o in (out, out_i):
-        assert torch.equal(o[count == 0], s[count == 0])
-        assert (o[count > 0] != s[count > 0]).all()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_shapes_and_range(name):
+def test_current_drive_seeded_shaped_and_idle_cells_unchanged(name):
+    # step_current is specific to this model; step (voltage) is in test_device_contract.py.
     m = build_device_model(name)
     shape, g = (2, 3, 4), gen()
     d2d = m.sample_d2d(shape, g)
-    s = m.initial_state(d2d, shape, g)
-    assert s.shape == (*shape, 1)
-    assert m.conductance(s, d2d, 0.2, 0.0).shape == shape
-    pulse = (torch.full(shape, 1.0), torch.full(shape, 1e-3), torch.ones(shape, dtype=torch.int64))
-    assert m.step(s, d2d, *pulse, 0.0, g).shape == (*shape, 1)
-    assert m.step_current(s, d2d, torch.full(shape, 1e-4), *pulse[1:], g).shape == (*shape, 1)
-    g_min, g_max = m.conductance_range()
-    assert 0 < g_min < g_max
-    assert (g_min, g_max) == pytest.approx((1 / 16e3, 1 / 100.0))  # siemens
+    s = torch.rand((*shape, 1), generator=g)
+    count = torch.tensor([0, 3, 0, 1]).expand(shape)
+    args = (torch.full(shape, 1e-4), torch.full(shape, 0.1), count)
+    a, b, c = (m.step_current(s, d2d, *args, gen(seed)) for seed in (5, 5, 6))
+    assert a.shape == s.shape
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[count == 0], s[count == 0])
+    assert (a[count > 0] != s[count > 0]).all()

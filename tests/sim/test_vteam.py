@@ -1,5 +1,5 @@
 """VTEAM (Kvatinsky 2015): thresholds, polarity, closed-form pulse trains, the Kvatinsky
-window at the bounds, plus the plugin contract."""
+window at the bounds; the checks every device model shares are in test_device_contract.py."""
 
 import math
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from memhil.backends.sim.devices import VTEAMDevice, build_device_model
-from memhil.errors import ConfigError
 
 F64 = torch.float64
 EXACT = dict(r_on_dtod=0.0, r_off_dtod=0.0, v_on_dtod=0.0, v_off_dtod=0.0, k_on_dtod=0.0,
@@ -132,6 +131,15 @@ def test_kvatinsky_window_is_transparent_mid_range():
     assert torch.allclose(a, b, rtol=0, atol=1e-9)
 
 
+def test_linear_iv_and_range():
+    m = model(**EXACT)
+    d2d, _ = cells(m, 0.0, 3)
+    s = torch.tensor([[0.0], [0.5], [1.0]], dtype=F64)
+    expect = torch.tensor([1 / 50.0, 1 / 525.0, 1 / 1000.0], dtype=F64)  # 1/(R_on + dR x)
+    assert torch.allclose(m.conductance(s, d2d, 0.2, 0.0), expect, rtol=1e-12, atol=0)
+    assert m.conductance_range() == pytest.approx((1 / 1000.0, 1 / 50.0))  # siemens
+
+
 def test_exponential_iv():
     m = model(**EXACT, iv="exponential")
     d2d, _ = cells(m, 0.0, 3)
@@ -139,58 +147,3 @@ def test_exponential_iv():
     g = m.conductance(s, d2d, 0.2, 0.0)
     expect = torch.tensor([1 / 50.0, 1 / math.sqrt(50.0 * 1000.0), 1 / 1000.0], dtype=F64)
     assert torch.allclose(g, expect, rtol=1e-12, atol=0)
-
-
-# -- plugin contract ------------------------------------------------------------------
-
-def test_build_by_name():
-    m = build_device_model("vteam")
-    assert isinstance(m, VTEAMDevice) and m.p.window == "none"
-    assert build_device_model(m.config()).p == m.p
-
-
-def test_unknown_key_raises_config_error():
-    with pytest.raises(ConfigError, match="unknown_key"):
-        build_device_model({"model": "vteam", "unknown_key": 1})
-
-
-def test_d2d_is_seeded():
-    m = model()
-    a, b, c = (m.sample_d2d((3, 5), gen(seed)) for seed in (1, 1, 2))
-    assert a.keys() == b.keys() and a
-    for key in a:
-        assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
-
-
-@pytest.mark.parametrize("window", ["none", "kvatinsky"])
-def test_c2c_is_seeded(window):
-    m = model(window=window)
-    d2d, s = cells(m, 0.9, 16, dtype=torch.float32)
-    a, b, c = (pulse(m, s, d2d, 0.21, 1e-7, 3, seed) for seed in (5, 5, 6))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-@pytest.mark.parametrize("window", ["none", "kvatinsky"])
-def test_zero_count_cells_unchanged(window):
-    m = model(window=window)
-    d2d, s = cells(m, 0.5, 6, dtype=torch.float32)
-    s = torch.rand((6, 1), generator=gen(3)) * 0.8 + 0.1
-    count = torch.tensor([0, 3, 0, 1, 0, 2])
-    v = torch.tensor([0.3, 0.3, -0.3, -0.3, 0.3, 0.3])
-    out = pulse(m, s, d2d, v, 1e-8, count)
-    assert torch.equal(out[count == 0], s[count == 0])
-    assert (out[count > 0] != s[count > 0]).all()
-
-
-@pytest.mark.parametrize("window", ["none", "kvatinsky"])
-def test_shapes_and_range(window):
-    m = model(window=window)
-    shape, g = (2, 3, 4), gen()
-    d2d = m.sample_d2d(shape, g)
-    s = m.initial_state(d2d, shape, g)
-    assert s.shape == (*shape, 1)
-    assert m.conductance(s, d2d, 0.2, 0.0).shape == shape
-    assert pulse(m, s, d2d, 0.3, 1e-8, 1).shape == (*shape, 1)
-    g_min, g_max = m.conductance_range()
-    assert 0 < g_min < g_max
-    assert (g_min, g_max) == pytest.approx((1 / 1000.0, 1 / 50.0))  # siemens

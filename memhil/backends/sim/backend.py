@@ -83,7 +83,9 @@ class SimBackend(Backend):
                             per_cell_amplitude=True, per_cell_width=True,
                             min_pulse_width_s=self.limits.width_min_s, virtual_clock=True,
                             device_model=self.model.name, bipolar=self.model.bipolar,
-                            conductance_range_s=self.model.conductance_range())
+                            conductance_range_s=self.model.conductance_range(),
+                            set_pulse=self.model.nominal_set_pulse,
+                            reset_pulse=self.model.nominal_reset_pulse)
 
     # -- simulation-only access (tests, diagnostics; not part of the contract) --------
     def true_conductance(self) -> Tensor:

@@ -39,6 +39,10 @@ class DeviceModel(ABC):
     #: True when conductance depends on the time since programming (drift).
     drifts: ClassVar[bool] = False
     Params: ClassVar[type]
+    #: Nominal programming pulses (amplitude V, width s) that move this device's state
+    #: gradually up (SET) and down (RESET); reported through the backend's capabilities.
+    nominal_set_pulse: ClassVar[tuple[float, float] | None] = None
+    nominal_reset_pulse: ClassVar[tuple[float, float] | None] = None
 
     def __init__(self, params: Any | None = None, **overrides: Any):
         if params is None:

@@ -36,7 +36,8 @@ class FormingParams:
     RESET G ~ LogNormal(ln g_reset_median_s, g_reset_log_sigma); pristine G =
     g_pristine_s (times a log-normal spread ``g_pristine_log_sigma``, default 0). Values
     after ``devices.md`` section 7 / ``algorithms.md`` 5.3; voltages are [design] choices
-    for a TaOx-like stack that fit the default 3 V pulse limit.
+    for a TaOx-like stack that fit the default 3 V pulse limit. Read noise is not a device
+    parameter here: the simulator's read path adds it (``ReadPathConfig.read_noise_rel``).
     """
 
     v_bd_mean_v: float = 2.0
@@ -51,7 +52,6 @@ class FormingParams:
     g_reset_log_sigma: float = 0.5
     v_set_v: float = 1.0
     v_reset_v: float = 1.0
-    read_noise_rel: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.v_bd_mean_v > 0, "v_bd_mean_v", f"must be > 0 V, got {self.v_bd_mean_v}")
@@ -61,8 +61,7 @@ class FormingParams:
         for name in ("width_ref_s", "g_pristine_s", "g_formed_median_s", "g_reset_median_s",
                      "v_set_v", "v_reset_v"):
             require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("g_pristine_log_sigma", "g_formed_log_sigma", "g_reset_log_sigma",
-                     "read_noise_rel"):
+        for name in ("g_pristine_log_sigma", "g_formed_log_sigma", "g_reset_log_sigma"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
 
 
@@ -80,6 +79,9 @@ class FormingRRAM(DeviceModel):
     1 - Phi((V - mu)/sigma); pick V with ``forming_voltage_for_sparsity(s)`` (or
     ``forming_voltage_for_fraction(1 - s)``).
     """
+
+    nominal_set_pulse = (1.2, 1e-6)
+    nominal_reset_pulse = (-1.2, 1e-6)
 
     name = "rram_forming"
     state_names = ("g_s", "formed")
@@ -147,10 +149,6 @@ class FormingRRAM(DeviceModel):
 
     def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
         return state[..., 0].clone()
-
-    def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor | None:
-        """Multiplicative read noise ``read_noise_rel * G`` (None when 0, the default)."""
-        return g_s * self.p.read_noise_rel if self.p.read_noise_rel > 0 else None
 
     def conductance_range(self) -> tuple[float, float]:
         """(pristine, median formed) conductance: unformed = HRS floor, formed = LRS."""

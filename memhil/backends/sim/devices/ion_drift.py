@@ -30,6 +30,9 @@ Window = Literal["none", "joglekar", "biolek", "prodromakis"]
 class LinearIonDrift(DeviceModel):
     """HP TiO2 linear ion drift, batched; window none/joglekar/biolek/prodromakis."""
 
+    nominal_set_pulse = (1.0, 10e-3)
+    nominal_reset_pulse = (-1.0, 1e-3)
+
     name = "hp"
     state_names = ("x",)
 

@@ -47,6 +47,8 @@ class NeuroSimParams:
     LTP and LTD drawn independently; NeuroSim spreads the NL label instead).
     ``v_threshold_v``: pulses with |v| >= it program ([design]; NeuroSim writes with 2 V and
     half-selects at 1 V, so the default sits between). Pulse width does not enter.
+    Read noise is not a device parameter here: the simulator's read path adds it
+    (``ReadPathConfig.read_noise_rel``).
     """
 
     g_min_s: float = 0.476e-6
@@ -60,7 +62,6 @@ class NeuroSimParams:
     g_max_dtod: float = 0.0
     a_dtod: float = 0.0
     v_threshold_v: float = 1.5
-    read_noise_rel: float = 0.0
 
     def __post_init__(self) -> None:
         require(0 <= self.g_min_s < self.g_max_s, "g_min_s",
@@ -70,7 +71,7 @@ class NeuroSimParams:
                 f"must be > 0 pulses or null, got {self.p_max_ltd}")
         for name in ("a_ltp", "a_ltd", "v_threshold_v"):
             require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("c2c_std", "g_min_dtod", "g_max_dtod", "a_dtod", "read_noise_rel"):
+        for name in ("c2c_std", "g_min_dtod", "g_max_dtod", "a_dtod"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
 
 
@@ -99,6 +100,9 @@ class NeuroSimLTPLTD(DeviceModel):
     from the start of the curve (G_min for LTP, G_max for LTD) and b = B/(G_max - G_min),
     u' = u + (b - u)(1 - e^{-n/A}), identical to n single pulses when C2C is 0.
     """
+
+    nominal_set_pulse = (2.0, 80e-9)
+    nominal_reset_pulse = (-2.0, 80e-9)
 
     name = "neurosim"
     state_names = ("g_s",)
@@ -159,10 +163,6 @@ class NeuroSimLTPLTD(DeviceModel):
 
     def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
         return state[..., 0].clone()
-
-    def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor | None:
-        """Multiplicative read noise ``read_noise_rel * G`` (None when 0, the default)."""
-        return g_s * self.p.read_noise_rel if self.p.read_noise_rel > 0 else None
 
     def conductance_range(self) -> tuple[float, float]:
         return (self.p.g_min_s, self.p.g_max_s)

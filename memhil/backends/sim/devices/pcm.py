@@ -99,6 +99,9 @@ class PCMDevice(DeviceModel):
     Every programmed cell records ``t_p = t_s``.
     """
 
+    nominal_set_pulse = (1.0, 100e-9)
+    nominal_reset_pulse = (-2.5, 50e-9)
+
     name = "pcm"
     state_names = ("g_s", "p", "t_p_s")
     bipolar = False

@@ -45,6 +45,9 @@ _D2D = {"r_on_ohm": "r_on_dtod", "r_off_ohm": "r_off_dtod", "v_on_v": "v_on_dtod
 class VTEAMDevice(DeviceModel):
     """VTEAM with thresholds, optional Kvatinsky window, linear or exponential I-V."""
 
+    nominal_set_pulse = (0.21, 10e-9)
+    nominal_reset_pulse = (-0.03, 1e-6)
+
     name = "vteam"
     state_names = ("x",)
 

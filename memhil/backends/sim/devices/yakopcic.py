@@ -33,6 +33,9 @@ from memhil.config import require
 class YakopcicDevice(DeviceModel):
     """Yakopcic model: sinh I-V, exponential threshold rate, asymmetric state window."""
 
+    nominal_set_pulse = (0.3, 100e-6)
+    nominal_reset_pulse = (-0.3, 100e-6)
+
     name = "yakopcic"
     state_names = ("x",)
 

@@ -1,0 +1,97 @@
+"""AnalogLinear vs torch.nn.Linear, side by side in one run (ratios).
+
+512 -> 512, batch 1024, float32, weights on differential PCM pairs (512 x 1024 cells) with
+PCM read noise and 8-bit DAC/ADC:
+1. forward (no grad): AnalogLinear (one mvm of the array) vs nn.Linear;
+2. one online training step: forward + backward (transpose read) + an update scheme
+   writing pulses into the devices, vs nn.Linear forward + backward + SGD step.
+Reference figures (aihwkit on this class of machine): forward 1.8-7x nn.Linear, pulsed
+training step 13-73x (thousands when pulse trains saturate).
+
+Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from memhil.algorithms.analog_linear import AnalogLinear
+from memhil.backends.sim import SimBackend
+
+
+def median_times(fns: dict, reps: int, warmup: int = 2) -> dict:
+    """Median seconds per call, timed interleaved so load drift hits every entry alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    reps = 5 if args.quick else 15
+    n, batch, lr = 512, 1024, 0.01
+    torch.manual_seed(0)
+    x = torch.randn(batch, n)
+    target = torch.randn(batch, n)
+
+    ref = nn.Linear(n, n)
+    opt = torch.optim.SGD(ref.parameters(), lr=lr)
+
+    def ref_forward():
+        with torch.no_grad():
+            ref(x)
+
+    def ref_step():
+        opt.zero_grad()
+        nn.functional.mse_loss(ref(x), target).backward()
+        opt.step()
+
+    layers = {}
+    for scheme in ("mixed_precision", "sign", "stochastic"):
+        backend = SimBackend({"rows": n, "cols": 2 * n, "device": "pcm", "seed": 0,
+                              "read": {"dac_bits": 8, "adc_bits": 8}})
+        layer = AnalogLinear(n, n, backend, update=scheme)
+        layer.eval()
+        layers[scheme] = layer
+
+    def analog_forward():
+        with torch.no_grad():
+            layers["mixed_precision"](x)
+
+    def analog_step(layer):
+        def step():
+            layer.weight.grad = None
+            nn.functional.mse_loss(layer(x), target).backward()
+            layer.sgd_step(lr)
+        return step
+
+    fwd = median_times({"nn.Linear": ref_forward, "AnalogLinear": analog_forward}, reps)
+    print(f"512x512, batch {batch}, float32, {torch.get_num_threads()} threads, PCM pairs, 8-bit DAC/ADC")
+    print(f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
+          f"{fwd['AnalogLinear'] * 1e3:8.2f} ms   ratio {fwd['AnalogLinear'] / fwd['nn.Linear']:.2f}x"
+          "   (aihwkit: 1.8-7x)")
+    steps = {"nn.Linear": ref_step, **{k: analog_step(v) for k, v in layers.items()}}
+    t = median_times(steps, max(3, reps // 2))
+    for name in layers:
+        pulses = layers[name].weights.tally.total
+        print(f"  train step   nn.Linear {t['nn.Linear'] * 1e3:8.2f} ms   {name:<16}"
+              f"{t[name] * 1e3:8.2f} ms   ratio {t[name] / t['nn.Linear']:.1f}x"
+              f"   ({pulses} pulses so far; aihwkit: 13-73x)")
+
+
+if __name__ == "__main__":
+    main()

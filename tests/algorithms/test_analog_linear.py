@@ -1,0 +1,126 @@
+"""AnalogLinear: forward/transpose equal the float products within each backend's noise,
+gradients, hardware-aware noise injection, layouts and placement errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from memhil.algorithms.analog_linear import AnalogLinear
+from memhil.backends.sim import SimBackend
+from tests.backends import BACKENDS, BackendUnderTest
+
+
+def ideal_backend(rows=16, cols=16, **read) -> SimBackend:
+    """Noise-free NeuroSim devices and ideal converters: reads are exact."""
+    return SimBackend({"rows": rows, "cols": cols, "seed": 0, "read": read,
+                       "device": {"model": "neurosim", "c2c_std": 0.0}})
+
+
+def spread_states(layer: AnalogLinear, seed: int = 0) -> None:
+    """Put the layer's devices in varied states (so W is not trivial)."""
+    w = layer.weights
+    counts = torch.randint(0, 25, (w.mapping.in_features, w.mapping.n_cols),
+                           generator=torch.Generator().manual_seed(seed))
+    w.set_region(counts)
+
+
+@pytest.mark.parametrize("layout, n_devices", [("differential", 1), ("differential", 2),
+                                               ("reference", 1)])
+def test_forward_and_transpose_equal_float_products_on_an_ideal_device(layout, n_devices):
+    layer = AnalogLinear(6, 3, ideal_backend(), layout=layout, n_devices=n_devices,
+                         row_offset=2, col_offset=1)
+    spread_states(layer)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    w = layer.read_weights()
+    assert w.abs().max() > 0.1
+    x = torch.randn(5, 6)
+    layer.eval()
+    assert torch.allclose(layer(x), x @ w.t() + layer.bias, rtol=1e-5, atol=1e-6)
+    y = torch.randn(4, 3)
+    assert torch.allclose(layer.transpose(y), y @ w, rtol=1e-5, atol=1e-6)
+    # leading batch dimensions pass through like nn.Linear
+    assert layer(torch.randn(2, 5, 6)).shape == (2, 5, 3)
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+def but(request) -> BackendUnderTest:
+    return request.param
+
+
+def test_forward_within_the_backends_noise(but: BackendUnderTest):
+    backend = but.make()
+    _, rows, cols = backend.shape
+    n_out = cols // 2
+    layer = AnalogLinear(rows, n_out, backend, set_pulse=but.set_pulse, reset_pulse=but.reset_pulse,
+                         v_read=but.v_read, bias=False)
+    counts = torch.randint(0, 4, (rows, layer.weights.mapping.n_cols),
+                           generator=torch.Generator().manual_seed(1))
+    layer.weights.set_region(counts)
+    g = layer.weights.read_conductance().double()
+    m = layer.weights.mapping
+    plus, minus = m.split(g)
+    w = m.combine(g).t()
+    layer.eval()
+    x = torch.rand(16, rows, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    y = layer(x).double()
+    ideal = x.double() @ w.t()
+    # The backend promises |I - V@G| <= rtol * |V|@G + atol per column: in weight units
+    # (V = x * v_read / max|x|) that bounds each output by the same rule on G+ and G-.
+    alpha = x.abs().amax(-1, keepdim=True).double() / but.v_read
+    g_abs = (plus.sum(-1) + minus.sum(-1)) / (m.n_devices * m.scale)
+    bound = but.mvm_rtol * (x.double().abs() @ g_abs) + 2 * but.mvm_atol_a * alpha / m.scale
+    assert ((y - ideal).abs() <= bound).all()
+
+
+def test_gradients_reach_inputs_and_weights():
+    layer = AnalogLinear(8, 4, ideal_backend())
+    spread_states(layer)
+    w = layer.read_weights()
+    layer.eval()
+    x = torch.randn(5, 8, requires_grad=True)
+    g_out = torch.randn(5, 4)
+    layer(x).backward(g_out)
+    assert torch.allclose(x.grad, g_out @ w, rtol=1e-4, atol=1e-6)  # via the transpose read
+    assert torch.allclose(layer.weight.grad, g_out.t() @ x.detach(), rtol=1e-6)
+    assert torch.allclose(layer.bias.grad, g_out.sum(0))
+    digital = AnalogLinear(8, 4, ideal_backend(), backward="digital")
+    digital.eval()
+    x2 = torch.randn(3, 8, requires_grad=True)
+    digital(x2).sum().backward()
+    assert torch.allclose(x2.grad, torch.ones(3, 4) @ digital.weight.detach())
+
+
+def test_hwa_noise_is_injected_in_training_and_straight_through():
+    layer = AnalogLinear(8, 4, ideal_backend(), hwa_noise=0.05, seed=3)
+    x = torch.randn(64, 8)
+    layer.train()
+    y1, y2 = layer(x), layer(x)
+    assert not torch.allclose(y1, y2)
+    clean = x @ layer.weight.detach().t()
+    spread = (y1.detach() - clean).std() / (x.pow(2).sum(-1).sqrt().mean())
+    assert 0.03 < float(spread) < 0.08  # std of x@noise = 0.05 * |x| for N(0, 0.05^2) weights
+    g = torch.randn(64, 4)
+    y1.backward(g)
+    assert torch.allclose(layer.weight.grad, g.t() @ x, rtol=1e-5)  # straight-through
+    layer.eval()  # evaluation reads the array, not the float weights
+    assert torch.allclose(layer(x), layer(x))
+
+
+def test_region_that_does_not_fit_names_the_sizes():
+    with pytest.raises(ValueError, match="need 10 columns"):
+        AnalogLinear(4, 5, ideal_backend(cols=9))
+    with pytest.raises(ValueError, match="20 rows"):
+        AnalogLinear(20, 2, ideal_backend(rows=16))
+
+
+def test_works_inside_torch_modules():
+    backend = ideal_backend(rows=16, cols=32)
+    net = nn.Sequential(AnalogLinear(8, 6, backend), nn.ReLU(),
+                        AnalogLinear(6, 2, backend, row_offset=8, col_offset=12))
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    net.eval()
+    assert net(torch.randn(3, 8)).shape == (3, 2)
+    assert "layout=differential" in repr(net[0])
