@@ -80,8 +80,8 @@ class AnalogWeights:
         return g.reshape(self.mapping.in_features, self.mapping.n_cols)
 
     def read_weights(self) -> Tensor:
-        """The weight matrix (out, in) the devices encode now (one measurement)."""
-        return self.mapping.weights_from_conductance(self.read_conductance())
+        """The weight matrix (out, in) the devices encode now (one measurement), on the CPU."""
+        return self.mapping.weights_from_conductance(self.read_conductance().cpu())
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Read voltages for ``x`` (batch, features) and the per-sample scale to undo."""
@@ -101,16 +101,17 @@ class AnalogWeights:
         """``x @ W.T`` (batch, out) computed in the array by one ``mvm``."""
         m = self.mapping
         _, rows, _ = self.backend.shape
-        v, back = self._encode(x)
+        v, back = self._encode(x.to(self.backend.torch_device))
         i = self.backend.mvm(self._region_input(v, rows, m.row_offset), tile=m.tile)
-        return m.combine(i[..., m.cols]) * back
+        return (m.combine(i[..., m.cols]) * back).to(x.device)
 
     def matvec_t(self, y: Tensor) -> Tensor:
         """``y @ W`` (batch, in) computed in the array by one transpose read: each output
         drives its + columns with +v and its - columns (or the reference) with -v."""
         m = self.mapping
         _, _, cols = self.backend.shape
-        v, back = self._encode(y)
+        out_device = y.device
+        v, back = self._encode(y.to(self.backend.torch_device))
         if m.layout == "reference":
             ref = -v.sum(-1, keepdim=True)
             v_cols = torch.cat([v, ref], -1)
@@ -121,7 +122,7 @@ class AnalogWeights:
         peak = v_cols.abs().amax(-1, keepdim=True).clamp_min(1e-12)
         shrink = torch.clamp(self.v_read / peak, max=1.0)
         i = self.backend.mvm_t(self._region_input(v_cols * shrink, cols, m.col_offset), tile=m.tile)
-        return i[..., m.rows] / (m.n_devices * m.scale) * back / shrink
+        return (i[..., m.rows] / (m.n_devices * m.scale) * back / shrink).to(out_device)
 
     # -- writes -------------------------------------------------------------------------
     def pulse_region(self, counts: Tensor, pulse: PulseSpec) -> None:

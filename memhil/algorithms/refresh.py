@@ -27,6 +27,11 @@ def refresh_pairs(weights: AnalogWeights, response: PulseResponse, threshold_s: 
                   g_region: Tensor | None = None) -> Tensor:
     """Refresh every weight whose + or - devices hold a conductance above ``threshold_s``.
 
+    Only pairs whose difference fits below the threshold after the rewrite
+    (``g0 + |diff| / N < threshold_s``, g0 the RESET level) are refreshed: a pair that
+    encodes a large weight on a saturated device would land above the threshold again
+    and be refreshed every time without gaining headroom.
+
     For a multi-device cell (``n_devices = N``) the cell is refreshed when any of its 2N
     devices exceeds the threshold, and the difference ``sum G+ - sum G-`` is rewritten as
     ``|diff| / N`` on each of the N devices of the winning side. The RESET state is the
@@ -45,7 +50,11 @@ def refresh_pairs(weights: AnalogWeights, response: PulseResponse, threshold_s: 
     g = weights.read_conductance() if g_region is None else g_region
     g = g.detach().to("cpu", torch.float64)
     plus, minus = m.split(g)  # (in, out, N) each
-    need = (plus.amax(-1) > threshold_s) | (minus.amax(-1) > threshold_s)  # (in, out)
+    diff = plus.sum(-1) - minus.sum(-1)  # (in, out), S
+    g0 = response.g_curve_s[0]
+    per_device = diff.abs() / m.n_devices
+    over = (plus.amax(-1) > threshold_s) | (minus.amax(-1) > threshold_s)  # (in, out)
+    need = over & (g0 + per_device < threshold_s)
     n_need = int(need.sum())
     if n_need == 0:
         return need.t().clone()
@@ -53,9 +62,6 @@ def refresh_pairs(weights: AnalogWeights, response: PulseResponse, threshold_s: 
     mask_p, mask_m = m.side_masks(select)
     weights.reset_region((mask_p | mask_m).to(torch.int64) * int(reset_pulses))
 
-    diff = plus.sum(-1) - minus.sum(-1)  # (in, out), S
-    g0 = response.g_curve_s[0]
-    per_device = diff.abs() / m.n_devices
     cap = weights.backend.limits.count_max if max_pulses is None else max_pulses
     n = response.pulses_between(g0.expand_as(per_device), g0 + per_device)
     n = n.round().clamp(0, cap).to(torch.int64) * need

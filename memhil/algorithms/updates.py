@@ -174,7 +174,7 @@ class UpdateScheme:
         w = self.effective_weight()
         if w is None:
             return self._bound().matvec(x)
-        return x @ w.to(x.dtype).t()
+        return x @ w.to(x.device, x.dtype).t()
 
     # -- pulse placement --------------------------------------------------------------
     def _program_cells(self, n: Tensor) -> None:
@@ -203,12 +203,16 @@ def available_update_schemes() -> list[str]:
 
 
 def _parameters(cls: type) -> list[str]:
+    """Keyword parameters a scheme accepts: its own, and its bases' while the ``__init__``
+    passes ``**base`` on."""
     names: list[str] = []
     for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.kind is p.KEYWORD_ONLY and p.name not in names:
-                    names.append(p.name)
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
     return names
 
 

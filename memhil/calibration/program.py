@@ -126,20 +126,27 @@ def _pulse_pair(pulse: Any, name: str, polarity: int) -> tuple[float, float]:
     return amp, width
 
 
-def _check_response(resp: PulseResponse | None, name: str, rising: bool) -> None:
+def _check_response(resp: PulseResponse | None, name: str, rising: bool
+                    ) -> PulseResponse | None:
+    """Check the direction of ``resp`` and return it with its curve on the CPU (a curve
+    measured on a CUDA backend stays there; the per-cell bookkeeping here is CPU)."""
     if resp is None:
-        return
+        return None
     if not isinstance(resp, PulseResponse):
         raise TypeError(f"{name} must be a PulseResponse, got {type(resp).__name__}")
     if resp.rising != rising:
         raise ValueError(f"{name} must be a {'rising (SET)' if rising else 'falling (RESET)'} "
                          f"pulse response; got one measured with amplitude {resp.amplitude_v} V")
+    if resp.g_curve_s.device.type != "cpu":
+        spread = resp.spread_s.cpu() if isinstance(resp.spread_s, Tensor) else resp.spread_s
+        resp = PulseResponse(resp.amplitude_v, resp.width_s, resp.g_curve_s.cpu(), spread)
+    return resp
 
 
 def _select(backend: Backend, cells: CellSelection, targets_s: Any) -> tuple[Tensor, Tensor]:
     """The backend mask of ``cells`` and the targets as a 1-D float64 CPU tensor in mask
     order, with every check that names the offending value."""
-    if cells is not None and not isinstance(cells, Tensor):
+    if cells is not None and not (isinstance(cells, Tensor) and cells.dtype == torch.bool):
         idx = torch.as_tensor(cells, dtype=torch.int64).reshape(-1, 3)
         mask = backend.cell_mask(cells)  # raises IndexError naming a bad index
         _, rows, cols = backend.shape
@@ -255,8 +262,8 @@ def program_open_loop(backend: Backend, cells: CellSelection, targets_s: Any, *,
     r_amp, r_w = _pulse_pair(reset_pulse, "reset_pulse", -1)
     if response_set is None:
         raise ValueError("open-loop programming needs response_set (the mean SET response)")
-    _check_response(response_set, "response_set", True)
-    _check_response(response_reset, "response_reset", False)
+    response_set = _check_response(response_set, "response_set", True)
+    response_reset = _check_response(response_reset, "response_reset", False)
     _check_tol(tolerance_s, allow_none=True)
     if n_reads < 1:
         raise ValueError(f"n_reads must be >= 1, got {n_reads}")
@@ -306,7 +313,7 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
                        max_iterations: int = 50, response_set: PulseResponse | None = None,
                        response_reset: PulseResponse | None = None, gain: float = 0.7,
                        max_pulses_per_step: int = 100, n_reads: int = 1,
-                       max_resets: int = 10, margin_s: float = 0.0, adapt: bool = True,
+                       max_resets: int = 20, margin_s: float = 0.0, adapt: bool = True,
                        compliance_a: float | None = None) -> ProgramReport:
     """Closed-loop programming of ``targets_s`` to within ``±tolerance_s``.
 
@@ -319,8 +326,9 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
       accepted as soon as one read says it is inside. A guard band ``margin_s`` of about
       two read-noise sigmas (of the ``n_reads`` mean) keeps those out.
     * below target: ``round(gain * k)`` SET pulses, ``k = response_set.pulses_between(G,
-      target)``, at least 1 and at most ``max_pulses_per_step``; 1 pulse when no
-      ``response_set`` is given.
+      target)``, at least 1 and at most ``max_pulses_per_step`` (and the limits); 1 pulse
+      when no ``response_set`` is given. Where G or the target lies beyond the curve (or
+      on its saturated tail), ``k = |target - G| / response.granularity_s``.
     * above target, bipolar device: RESET-direction pulses the same way (from
       ``response_reset``, or 1).
     * above target, SET-only device (PCM, abrupt RESET): RESET and retry. The cell gets one
@@ -329,18 +337,22 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
       target; after ``max_resets`` retries a cell that overshoots again is given up (left
       alone, reported as not within).
 
-    Step adaptation (bipolar devices, ``adapt=True``): each cell carries a step factor f
-    (starting at 1) that scales its commanded step ``a = f * gain * k`` (``f`` alone
-    without a response). It halves when the cell overshot (its error changed sign) and
-    doubles when the cell moved less than half of what it was asked to (|error| shrank by
-    less than ``gain / 2`` of itself), so cells faster or slower than the population mean,
-    and the nonlinear ends of the response, are learned per cell. The step is issued as
-    ``round(a)`` pulses of the nominal width; where ``a < 1`` and the backend has
-    ``capabilities.per_cell_width``, as one pulse of width ``a * width`` (never below the
-    backend's minimum width), which gives sub-pulse resolution on devices whose change
-    scales with width (VTEAM, ion drift) and costs nothing on devices where it does not.
-    On SET-only devices the factor stays 1 (an overshoot is repaired by a RESET, not by
-    smaller steps).
+    Step adaptation (bipolar devices, ``adapt=True``): each cell carries one step factor f
+    per polarity (starting at 1) that scales its commanded step ``a = f * gain * k`` (``f``
+    alone without a response). After a step, the factor of the polarity just used halves
+    when the cell overshot (its error changed sign) and, where a response predicted the
+    step, doubles when the cell moved less than half of what it was asked to (|error|
+    shrank by less than ``gain / 2`` of itself), so cells faster or slower than the
+    population mean in either direction, and the nonlinear ends of the response, are
+    learned per cell. The step is issued as ``round(a)`` pulses of the nominal width;
+    where ``a < 1`` and the backend has ``capabilities.per_cell_width``, as one pulse of
+    width ``a * width`` (never below the backend's minimum width), which gives sub-pulse
+    resolution on devices whose change scales with width (VTEAM, ion drift) and costs
+    nothing on devices where it does not. On SET-only devices the factor stays 1 (an
+    overshoot is repaired by a RESET, not by smaller steps).
+
+    Cost per iteration: ``n_reads`` reads of the unfinished cells and at most two pulse
+    calls; the report counts the pulses per cell and the calls.
 
     The loop stops when every cell is done or given up, or after ``max_iterations``; one
     final read of all selected cells (``n_reads`` averaged) fills the report. Every request
@@ -352,8 +364,8 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
     s_amp, s_w = _pulse_pair(set_pulse, "set_pulse", +1)
     r_amp, r_w = _pulse_pair(reset_pulse, "reset_pulse", -1)
     _check_tol(tolerance_s)
-    _check_response(response_set, "response_set", True)
-    _check_response(response_reset, "response_reset", False)
+    response_set = _check_response(response_set, "response_set", True)
+    response_reset = _check_response(response_reset, "response_reset", False)
     if int(max_iterations) < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     if not (math.isfinite(gain) and gain > 0):
@@ -386,19 +398,24 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
     resets = torch.zeros(n, dtype=torch.int64)
     done = torch.zeros(n, dtype=torch.bool)
     given_up = torch.zeros(n, dtype=torch.bool)
-    factor = torch.ones(n, dtype=torch.float64)
+    # Step factors per cell and polarity (column 0: SET, 1: RESET), and the polarity each
+    # cell was pulsed with in the last iteration (-1: none).
+    factor = torch.ones(n, 2, dtype=torch.float64)
+    last_dir = torch.full((n,), -1, dtype=torch.int64)
     err_prev = torch.full((n,), float("nan"), dtype=torch.float64)
-    pulsed_prev = torch.zeros(n, dtype=torch.bool)
     g_reset_mean = float(response_set.g_curve_s[0]) if response_set is not None else None
 
     def step_size(resp: PulseResponse | None, g_from: Tensor, tgt: Tensor, f: Tensor) -> Tensor:
-        """Commanded step in (fractional) nominal pulses, >= a small floor."""
+        """Commanded step in (fractional) nominal pulses: ``gain * k * f``."""
         if resp is None:
             return f.clone()
-        k = resp.pulses_between(g_from, tgt).clamp_min(0.0)
-        # A target on a flat part of the mean curve gives k ~ 0: ask for one pulse then.
-        k = torch.where(k > 0.05, gain * k, torch.ones_like(k))
-        return k * f
+        k = resp.pulses_between(g_from, tgt)
+        # Beyond the curve's ends (or on a saturated, flat tail) the inverse says nothing:
+        # use the distance in units of the curve's mean step instead.
+        flat = k <= 0
+        if bool(flat.any()):
+            k = torch.where(flat, (tgt - g_from).abs() / max(resp.granularity_s, 1e-30), k)
+        return gain * k * f
 
     def issue(amount: Tensor, k_max: int, nominal_w: float) -> tuple[Tensor, Tensor | None]:
         """Counts (and widths) for commanded steps ``amount`` (nominal pulses)."""
@@ -426,24 +443,29 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
 
         if adapt and bipolar:
             prev = err_prev[idx]
-            was = pulsed_prev[idx] & ~ok & torch.isfinite(prev)
+            d = last_dir[idx]
+            was = (d >= 0) & ~ok & torch.isfinite(prev)
             crossed = was & (torch.sign(err) != torch.sign(prev))
-            slow = was & ~crossed & (err.abs() > (1.0 - 0.5 * gain) * prev.abs())
-            f = factor[idx]
-            f = torch.where(crossed, f * 0.5, torch.where(slow, f * 2.0, f))
-            factor[idx] = f.clamp(_FACTOR_MIN, _FACTOR_MAX)
+            # "Slower than asked" needs an expectation: only where a response predicted the
+            # step (without one, steps are single pulses and only shrink after overshoots).
+            predicted = torch.tensor([response_set is not None, response_reset is not None])
+            slow = (was & ~crossed & predicted[d.clamp_min(0)]
+                    & (err.abs() > (1.0 - 0.5 * gain) * prev.abs()))
+            upd = torch.where(crossed, 0.5, torch.where(slow, 2.0, 1.0))
+            rows, cols = idx[was], d[was]
+            factor[rows, cols] = (factor[rows, cols] * upd[was]).clamp(_FACTOR_MIN, _FACTOR_MAX)
         err_prev[idx] = err
 
         below = ~ok & (err < 0)
         above = ~ok & (err > 0)
         set_amount = torch.zeros(idx.numel(), dtype=torch.float64)
         reset_amount = torch.zeros(idx.numel(), dtype=torch.float64)
-        f = factor[idx]
+        f_set, f_reset = factor[idx, 0], factor[idx, 1]
         if bool(below.any()):
-            set_amount[below] = step_size(response_set, g[below], t[below], f[below])
+            set_amount[below] = step_size(response_set, g[below], t[below], f_set[below])
         if bipolar:
             if bool(above.any()):
-                reset_amount[above] = step_size(response_reset, g[above], t[above], f[above])
+                reset_amount[above] = step_size(response_reset, g[above], t[above], f_reset[above])
         else:
             # RESET and retry; a cell past its retry budget is given up instead.
             exhausted = above & (resets[idx] >= int(max_resets))
@@ -452,12 +474,14 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
             if bool(retry.any()):
                 reset_amount[retry] = 1.0
                 resets[idx[retry]] += 1
-                if g_reset_mean is not None:
-                    g0 = torch.full_like(t[retry], g_reset_mean)
-                    set_amount[retry] = step_size(response_set, g0, t[retry],
+                # climb at once unless the mean post-RESET state is already acceptable
+                climb = retry & ((t - (g_reset_mean or 0.0)) > accept)
+                if g_reset_mean is None:
+                    set_amount[climb] = 1.0
+                elif bool(climb.any()):
+                    g0 = torch.full_like(t[climb], g_reset_mean)
+                    set_amount[climb] = step_size(response_set, g0, t[climb],
                                                   torch.ones_like(g0))
-                else:
-                    set_amount[retry] = 1.0
 
         # RESET first (a retried SET-only cell climbs again in the same iteration).
         r_counts = torch.zeros(n, dtype=torch.int64)
@@ -484,10 +508,10 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
             w.pulse(s_counts, s_amp, s_w, s_widths)
         set_n += s_counts
         reset_n += r_counts
-        pulsed_prev = (s_counts > 0) | (r_counts > 0)
+        last_dir = torch.where(s_counts > 0, 0, torch.where(r_counts > 0, 1, -1))
         # A retried cell restarts its error history (the RESET is not an overshoot).
         if not bipolar:
-            err_prev[pulsed_prev & (r_counts > 0)] = float("nan")
+            err_prev[r_counts > 0] = float("nan")
 
     achieved = _read(backend, mask, int(n_reads))
     return _report(target, achieved, tol, set_n, reset_n, resets, iterations, "verify", w.calls)
@@ -496,36 +520,44 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
 # ---------------------------------------------------------------------------------------
 # Weight matrices on AnalogWeights
 # ---------------------------------------------------------------------------------------
-def calibrate_region(weights: "AnalogWeights", *, n_pulses: int = 32,
-                     need_reset: bool | None = None) -> tuple[PulseResponse, PulseResponse | None]:
-    """Measure the mean SET response (and, on bipolar devices, the RESET response) on the
-    region's own devices with ``measure_pulse_response``; the region's state is lost.
+def calibrate_region(weights: "AnalogWeights", *, n_pulses: int = 32, set_curve: bool = True,
+                     reset_curve: bool | None = None
+                     ) -> tuple[PulseResponse | None, PulseResponse | None]:
+    """Measure the mean SET response (and, by default on bipolar devices, the RESET
+    response) on the region's own devices with ``measure_pulse_response``; the region's
+    state is lost. Returns ``(response_set, response_reset)``, None for a curve not asked.
 
     The RESET curve starts from ``n_pulses`` SET pulses, the SET curve from ``n_pulses``
-    RESET pulses (one on a SET-only device, whose RESET is abrupt). Costs ``2 n_pulses``
-    (+ preparation) pulses per device, added to ``weights.tally``.
+    RESET pulses (one on a SET-only device, whose RESET is abrupt). Each curve costs
+    ``2 n_pulses`` pulses per device (one RESET for the SET curve of a SET-only device),
+    added to ``weights.tally``.
     """
     b = weights.backend
     mask = weights.mapping.cell_mask(b.shape).to(b.torch_device)
     sp, rp = weights.set_pulse, weights.reset_pulse
     n_cells = int(mask.sum())
-    if need_reset is None:
-        need_reset = bool(b.capabilities.bipolar)
-    n_pulses = min(int(n_pulses), b.limits.count_max)
-    resp_reset = None
+    bipolar = bool(b.capabilities.bipolar)
+    if reset_curve is None:
+        reset_curve = bipolar
+    n_pulses = int(n_pulses)
+    if not 1 <= n_pulses <= b.limits.count_max:
+        raise ValueError(f"n_pulses must be in 1..{b.limits.count_max} (limits.count_max), "
+                         f"got {n_pulses}")
     tally = weights.tally
-    if need_reset:
+    resp_set = resp_reset = None
+    if reset_curve:
         resp_reset = measure_pulse_response(b, mask, rp.amplitude_v, rp.width_s, n_pulses,
                                             prepare=(sp.amplitude_v, sp.width_s, n_pulses))
         tally.set_pulses += n_pulses * n_cells
         tally.reset_pulses += n_pulses * n_cells
         tally.calls += n_pulses + 1
-    prep = n_pulses if b.capabilities.bipolar else 1
-    resp_set = measure_pulse_response(b, mask, sp.amplitude_v, sp.width_s, n_pulses,
-                                      prepare=(rp.amplitude_v, rp.width_s, prep))
-    tally.reset_pulses += prep * n_cells
-    tally.set_pulses += n_pulses * n_cells
-    tally.calls += n_pulses + 1
+    if set_curve:
+        prep = n_pulses if bipolar else 1
+        resp_set = measure_pulse_response(b, mask, sp.amplitude_v, sp.width_s, n_pulses,
+                                          prepare=(rp.amplitude_v, rp.width_s, prep))
+        tally.reset_pulses += prep * n_cells
+        tally.set_pulses += n_pulses * n_cells
+        tally.calls += n_pulses + 1
     return resp_set, resp_reset
 
 
@@ -558,14 +590,16 @@ def program_weights(weights: "AnalogWeights", weight: Tensor, *, method: Method 
     b = weights.backend
     if tolerance_s is None:
         tolerance_s = 0.05 * (m.g_hi_s - m.g_lo_s)
-    bipolar = bool(b.capabilities.bipolar)
-    need_reset = bipolar and response_reset is None
-    if response_set is None or need_reset:
-        rs, rr = calibrate_region(weights, n_pulses=calibration_pulses, need_reset=need_reset)
-        response_set = response_set if response_set is not None else rs
-        response_reset = response_reset if response_reset is not None else rr
     targets = m.targets(weight).reshape(-1)
     mask = m.cell_mask(b.shape).to(b.torch_device)
+    _select(b, mask, targets)  # bad targets fail before any calibration pulse
+    need_set = response_set is None
+    need_reset = bool(b.capabilities.bipolar) and response_reset is None
+    if need_set or need_reset:
+        rs, rr = calibrate_region(weights, n_pulses=calibration_pulses, set_curve=need_set,
+                                  reset_curve=need_reset)
+        response_set = rs if need_set else response_set
+        response_reset = rr if need_reset else response_reset
     pulses = dict(set_pulse=weights.set_pulse, reset_pulse=weights.reset_pulse,
                   response_set=response_set, response_reset=response_reset)
     if method == "verify":

@@ -31,12 +31,16 @@ class PulseResponse:
     spread_s: Tensor = field(default=None)  # std across cells after k pulses (optional)
 
     def __post_init__(self) -> None:
-        g = torch.as_tensor(self.g_curve_s, dtype=torch.float64).flatten()
+        # Kept on the CPU in float64: a calibration artefact, used with CPU-side counts.
+        g = torch.as_tensor(self.g_curve_s).detach().to("cpu", torch.float64).flatten()
         if g.numel() < 2:
             raise ValueError("a pulse response needs at least the state after 0 and 1 pulses")
         rising = self.amplitude_v > 0
         g = torch.cummax(g, 0).values if rising else -torch.cummax(-g, 0).values
         object.__setattr__(self, "g_curve_s", g)
+        if self.spread_s is not None:
+            object.__setattr__(self, "spread_s",
+                               torch.as_tensor(self.spread_s).detach().to("cpu", torch.float64))
 
     @property
     def n_pulses(self) -> int:
@@ -55,7 +59,7 @@ class PulseResponse:
         """Fractional pulse index k at which the mean curve passes ``g_s`` (clamped to the
         curve: 0 below its start, n at and beyond saturation)."""
         curve = self.g_curve_s if self.rising else -self.g_curve_s
-        g = torch.as_tensor(g_s, dtype=torch.float64)
+        g = torch.as_tensor(g_s).detach().to("cpu", torch.float64)
         g = g if self.rising else -g
         idx = torch.searchsorted(curve, g.contiguous()).clamp(1, self.n_pulses)
         lo, hi = curve[idx - 1], curve[idx]

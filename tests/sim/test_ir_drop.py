@@ -246,3 +246,17 @@ def test_input_validation():
         solve_exact(g, v[..., :3], 1.0)
     with pytest.raises(ValueError, match="tiles"):
         first_order(g, v.expand(2, -1, -1), 1.0)
+
+
+def test_exact_solve_survives_a_thread_count_change():
+    # torch 2.13 + MKL: batched LU returns invalid pivots after set_num_threads changes;
+    # solve_exact must keep working (it factors tiles one by one).
+    g, v = _random_case(3, 4, 12, 10, seed=11)
+    expected = solve_exact(g, v, 20.0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.randn(16, 16) @ torch.randn(16, 16)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(solve_exact(g, v, 20.0), expected, rtol=1e-12, atol=0)

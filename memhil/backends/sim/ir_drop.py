@@ -227,13 +227,17 @@ def solve_exact(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, r_source_ohm: fl
         a[:, ac, ac] += gf
         a[:, ar, ac] -= gf
         a[:, ac, ar] -= gf
-        lu, piv = torch.linalg.lu_factor(a)
         # x = x0 + d with x0 = ideal voltages (rows at v, columns at 0); then A d = b - A x0,
         # and b - A x0 is minus the ideal cell current on row nodes, plus on column nodes.
         inj = g.unsqueeze(1) * v.unsqueeze(-1)       # (t, B, R, C) ideal cell currents
         inj = inj.reshape(tc, bsz, rc)
         rhs = torch.cat([-inj, inj], dim=-1).transpose(1, 2)   # (t, N, B)
-        d = torch.linalg.lu_solve(lu, piv, rhs).transpose(1, 2)  # (t, B, N)
+        # One LU per tile serves all B right-hand sides. Tiles are factored one at a time:
+        # with torch 2.13 + MKL, batched getrf returns invalid pivots ("Parameter 6 was
+        # incorrect on entry to DLASWP") once torch.set_num_threads has been changed in the
+        # process, while single-matrix factorizations stay correct. This validation
+        # solver is not a hot path, so the loop over (few) tiles costs nothing that matters.
+        d = torch.stack([torch.linalg.solve(a[k], rhs[k]) for k in range(tc)]).transpose(1, 2)
         vc = d[..., rc:].reshape(tc, bsz, rows, cols)
         i_out.append(vc[..., -1, :] * g_snk)
         if return_nodes:

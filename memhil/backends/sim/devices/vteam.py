@@ -118,6 +118,11 @@ class VTEAMDevice(DeviceModel):
     def conductance_range(self) -> tuple[float, float]:
         return 1.0 / self.p.r_off_ohm, 1.0 / self.p.r_on_ohm
 
+    def conductance_ceiling(self, d2d: D2D) -> float:
+        """R(x) >= R_on for both I-V laws, so G <= 1 / R_on."""
+        r_on = d2d.get("r_on_ohm")
+        return float(1.0 / (r_on.min() if r_on is not None else self.p.r_on_ohm))
+
     def step(self, state, d2d, v, width_s, count, t_s, generator, compliance_a=None) -> Tensor:
         """Without a window dx/dt depends on v only, so count pulses are exact in closed
         form (few elementwise ops: the hot path); with the window, RK4 substeps per pulse."""
