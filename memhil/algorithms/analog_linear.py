@@ -141,14 +141,19 @@ class AnalogLinear(nn.Module):
         self.scheme = scheme
 
     def measure_set_response(self, n_pulses: int = 20):
-        """Mean SET response of this layer's devices (RESETs them first: do it before
-        programming)."""
+        """Mean SET response of this layer's devices, measured on them; they are RESET
+        before and after (so do this before programming)."""
         from memhil.calibration.pulse_response import measure_pulse_response
         w = self.weights
         cells = w.mapping.cell_mask(w.backend.shape).to(w.backend.torch_device)
         r = w.reset_pulse
-        return measure_pulse_response(w.backend, cells, w.set_pulse.amplitude_v, w.set_pulse.width_s,
-                                      n_pulses, prepare=(r.amplitude_v, r.width_s, 1))
+        # an abrupt RESET (SET-only devices) takes one pulse; a gradual one a full train
+        n_reset = 1 if not w.backend.capabilities.bipolar else 4 * n_pulses
+        response = measure_pulse_response(w.backend, cells, w.set_pulse.amplitude_v,
+                                          w.set_pulse.width_s, n_pulses,
+                                          prepare=(r.amplitude_v, r.width_s, n_reset))
+        w.backend.pulse(cells, r.amplitude_v, r.width_s, n_reset)
+        return response
 
     @torch.no_grad()
     def apply_delta(self, delta_w: Tensor):
