@@ -50,8 +50,8 @@ def run_demo(rows: int = 64, outputs: int = 32, seed: int = 0, torch_device: str
     sim.pulse(None, 1.0, 100e-9, counts)  # open loop: per-cell pulse counts, one call
     g = sim.read_conductance()
     err_us = (g - target) * 1e6
-    out(f"  open-loop programming (no verify; PCM's per-pulse noise is as large as its mean "
-        f"step, so expect a few uS of error; program-and-verify narrows it):")
+    out("  open-loop programming (no verify; PCM's per-pulse noise is as large as its mean "
+        "step, so expect a few uS of error; program-and-verify narrows it):")
     out(f"    {int(counts.sum())} SET pulses "
         f"(max {int(counts.max())}/cell), {_fmt_time(sim.clock.now())} of chip time")
     out(f"    conductance error: RMS {err_us.pow(2).mean().sqrt():.3f} uS, "
