@@ -97,6 +97,19 @@ class SimBackend(Backend):
         """Noise-free conductance (S) now, with drift and stuck-at faults applied."""
         return self._conductance_now().clone()
 
+    def sample_conductance(self, v: float | Tensor | None = None) -> Tensor:
+        """One noisy realization of every cell's chord conductance (S) at voltage ``v``
+        (per cell allowed; default ``read.v_read``), without advancing the clock: what an
+        instrument reading the array at that bias sees. For the mock lab's chip model."""
+        if v is None:
+            g, std = self._read_state()
+            return self._noisy(g, std)
+        g = self.model.conductance(self.state, self.d2d, v, self._clock.now())
+        if self._any_stuck:
+            g = torch.where(self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g)
+            g = torch.where(self.stuck_off, torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device), g)
+        return self._noisy(g, self._noise_std(g))
+
     def inject_stuck(self, on: Tensor | None = None, off: Tensor | None = None) -> None:
         """Mark cells stuck at the high (``on``) or low (``off``) conductance."""
         if on is not None:

@@ -75,7 +75,8 @@ class DeviceModel(ABC):
 
     @abstractmethod
     def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
-        """Noise-free conductance in siemens (chord I(v_read)/v_read) at absolute time ``t_s``."""
+        """Noise-free conductance in siemens (chord I(v_read)/v_read) at absolute time ``t_s``;
+        ``v_read`` is a float or a tensor broadcastable to the cell shape (per-cell bias)."""
 
     def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor | None:
         """Std of the device's own read noise in siemens, per cell; None when it has none."""

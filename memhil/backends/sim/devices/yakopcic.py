@@ -96,10 +96,17 @@ class YakopcicDevice(DeviceModel):
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
     def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
-        """Chord I(v_read)/v_read; at v_read = 0 the small-signal limit a x b."""
+        """Chord I(v_read)/v_read (``v_read`` a float or a per-cell tensor); at 0 V the
+        small-signal limit a x b."""
         b = self.p.b_per_v
-        a = d2d["a1_a"] if v_read >= 0 else d2d["a2_a"]
-        gain = b if v_read == 0 else math.sinh(b * v_read) / v_read
+        if not isinstance(v_read, Tensor):
+            a = d2d["a1_a"] if v_read >= 0 else d2d["a2_a"]
+            gain = b if v_read == 0 else math.sinh(b * v_read) / v_read
+            return a * state[..., 0] * gain
+        v = v_read.to(state.dtype)
+        a = torch.where(v >= 0, d2d["a1_a"], d2d["a2_a"])
+        safe = torch.where(v == 0, torch.ones_like(v), v)
+        gain = torch.where(v == 0, torch.full_like(v, b), torch.sinh(b * safe) / safe)
         return a * state[..., 0] * gain
 
     def conductance_range(self) -> tuple[float, float]:

@@ -1,0 +1,180 @@
+"""A threaded line server on 127.0.0.1 that puts an emulator behind a real socket.
+
+Drivers reach it exactly as a bench instrument: pyvisa-py opens
+``TCPIP0::127.0.0.1::<port>::SOCKET`` (set ``read_termination`` to the server's
+terminator). Each received line goes to ``handler(line) -> str | bytes | None``; a str
+reply gets the terminator appended, bytes (binary blocks) are sent as they are, None
+sends nothing. Faults are injected per server through its ``FaultInjector``.
+
+Written here rather than taken from a library: the emulators need per-connection fault
+injection (silence, garbling, dropped sockets) and a shared lock with the chip model,
+which socketserver-based helpers in comet/sinstruments do not offer.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str], "str | bytes | None"]
+
+
+@dataclass
+class FaultInjector:
+    """Faults for one server, armed by tests: each counter applies to that many of the
+    next commands; ``latency_s`` delays every reply (wall time)."""
+
+    latency_s: float = 0.0
+    silent: int = 0       # swallow the next N commands without a reply (a timeout)
+    garble: int = 0       # corrupt the next N replies
+    drop: int = 0         # close the connection on the next N commands, before replying
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def timeout_next(self, n: int = 1) -> None:
+        with self._lock:
+            self.silent += n
+
+    def garble_next(self, n: int = 1) -> None:
+        with self._lock:
+            self.garble += n
+
+    def drop_next(self, n: int = 1) -> None:
+        with self._lock:
+            self.drop += n
+
+    def clear(self) -> None:
+        with self._lock:
+            self.latency_s, self.silent, self.garble, self.drop = 0.0, 0, 0, 0
+
+    def _take(self, name: str) -> bool:
+        with self._lock:
+            n = getattr(self, name)
+            if n > 0:
+                setattr(self, name, n - 1)
+                return True
+            return False
+
+
+class LineServer:
+    """Serve ``handler`` on a loopback TCP port (0 = pick a free one) until ``stop``."""
+
+    def __init__(self, handler: Handler, *, name: str = "", host: str = "127.0.0.1",
+                 port: int = 0, terminator: str = "\n", faults: FaultInjector | None = None):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"the mock lab serves on loopback only, not {host!r}")
+        self.handler = handler
+        self.name = name or getattr(handler, "__qualname__", "emulator")
+        self.terminator = terminator
+        self.faults = faults or FaultInjector()
+        self._sock = socket.create_server((host, port))
+        self._sock.settimeout(0.2)
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+        self._running = threading.Event()
+        self.transactions = 0  # commands received, for overhead accounting
+
+    @property
+    def port(self) -> int:
+        return self._sock.getsockname()[1]
+
+    @property
+    def resource_name(self) -> str:
+        """The VISA resource string a pyvisa-py driver opens."""
+        return f"TCPIP0::127.0.0.1::{self.port}::SOCKET"
+
+    def start(self) -> "LineServer":
+        self._running.set()
+        t = threading.Thread(target=self._accept_loop, name=f"mock-{self.name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._running.clear()
+        for c in list(self._conns):
+            _close(c)
+        _close(self._sock)
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    def __enter__(self) -> "LineServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- internals --------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while self._running.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, conn: socket.socket) -> None:
+        term = self.terminator.encode()
+        buf = b""
+        conn.settimeout(0.2)
+        try:
+            while self._running.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except (TimeoutError, socket.timeout):
+                    continue
+                if not chunk:
+                    return
+                buf += chunk
+                while term in buf:
+                    raw, buf = buf.split(term, 1)
+                    line = raw.decode(errors="replace").strip("\r")
+                    if not line.strip():
+                        continue
+                    if not self._respond(conn, line):
+                        return
+        except OSError:
+            return
+        finally:
+            _close(conn)
+            if conn in self._conns:
+                self._conns.remove(conn)
+
+    def _respond(self, conn: socket.socket, line: str) -> bool:
+        """Handle one command; False when the connection was dropped."""
+        self.transactions += 1
+        f = self.faults
+        if f._take("drop"):
+            log.info("%s: dropping the connection on %r", self.name, line)
+            return False
+        if f._take("silent"):
+            log.info("%s: no reply to %r (injected timeout)", self.name, line)
+            return True
+        reply = self.handler(line)
+        if reply is None:
+            return True
+        data = reply if isinstance(reply, bytes) else (reply + self.terminator).encode()
+        if f._take("garble"):
+            data = bytes((b ^ 0x5A) for b in data[:-1]) + data[-1:]
+        if f.latency_s > 0:
+            time.sleep(f.latency_s)
+        conn.sendall(data)
+        return True
+
+
+def _close(s: socket.socket) -> None:
+    try:
+        s.close()
+    except OSError:
+        pass
