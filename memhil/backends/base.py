@@ -130,7 +130,8 @@ class Backend(ABC):
         if mask is not None and not bool(mask.any()):
             return
         v = self._as_cell_tensor(amplitude, self.dtype, "amplitude")
-        w = self._as_cell_tensor(width_s, self.dtype, "width_s")
+        # widths stay float64: they set the clock, and float32 would round every duration
+        w = self._as_cell_tensor(width_s, torch.float64, "width_s")
         n = self._as_cell_tensor(count, None, "count")
         if n.is_floating_point():
             if not bool((n == n.round()).all()):

@@ -234,3 +234,11 @@ def test_compliance_is_re_evaluated_every_pulse_of_a_train():
                             "limits": {"compliance_max_a": 0.1}})
     unlimited.pulse(None, 0.21, 1e-8, 1000, compliance_a=0.1)
     assert (unlimited.true_conductance() > 2 * g).all()
+
+
+def test_pulse_durations_advance_the_clock_without_float32_rounding():
+    sim = quiet_sim()
+    t0 = sim.clock.now()
+    for _ in range(1000):
+        sim.pulse([(0, 0, 0)], 2.0, 0.1, 1)  # 0.1 s is not representable in float32
+    assert sim.clock.now() - t0 == pytest.approx(100.0, rel=1e-12)

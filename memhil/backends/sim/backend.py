@@ -243,7 +243,7 @@ class SimBackend(Backend):
         else:  # the model leaves cells with v == 0 and count == 0 untouched
             v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
             n_cells = torch.where(selected, count, torch.zeros((), dtype=count.dtype, device=v.device))
-        w_cells, c_cells = cells(width_s), cells(compliance_a)
+        w_cells, c_cells = cells(width_s.to(self._dtype)), cells(compliance_a)
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
             duration = (float(width_s) + gap) * int(count)

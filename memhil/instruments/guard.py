@@ -1,0 +1,459 @@
+"""The safety guard: the ONE place every source, pulse, relay and prober-move request passes.
+
+Every instrument a ``Station`` builds is wrapped here before anything else sees it. A
+refused request raises ``LimitError`` (or its subclass ``InterlockError`` for refusals
+that depend on state rather than on a value) and nothing is sent to the instrument.
+
+Rules (``Limits`` from the Station YAML):
+
+``GuardedSourceMeter``
+  * the source mode must be set (``set_source_mode``) before compliance, level, output-on,
+    sweep or pulse; the mode cannot change while the output is on;
+  * ``set_compliance``: 0 < limit <= ``compliance_max_a`` (voltage mode) or
+    0 < limit <= ``v_pulse_max_v`` (current mode: the compliance is a voltage);
+  * ``set_level``: |V| <= ``v_pulse_max_v`` (voltage mode), |I| <= ``compliance_max_a``
+    (current mode); refused while the output is on without a compliance;
+  * ``output(True)``, ``sweep`` and ``pulse`` need a compliance set on this channel since
+    the last source-mode change (compliance before output-on);
+  * ``sweep`` checks every point before anything is sent;
+  * ``pulse`` checks level and base as ``set_level`` does, then width, count and
+    worst-case energy with ``Limits.check_pulse`` (energy at the channel's compliance;
+    in current mode |I| * V_compliance * width * count);
+  * reads (``measure``, ``output_is_on``, ``in_compliance``), ``output(False)``,
+    ``set_nplc`` and ``safe_state`` pass.
+``GuardedSwitchMatrix``: forbidden (port, line) relays never close; a ``connect_many``
+  containing one closes nothing.
+``GuardedProber``: no ``step_to`` while in contact (asked of the prober every time).
+``GuardedArrayIO``: read voltages within ``v_read_max_v``; pulses checked as above at
+  ``compliance_default_a`` (the board has no settable compliance).
+
+``safe_session(station)`` puts everything in its safe state when the block ends, however
+it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import numbers
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from memhil.errors import LimitError
+from memhil.instruments.protocols import (
+    ArrayIO, Measurement, Prober, SourceMeter, SourceMode, SweepResult, SwitchMatrix,
+)
+from memhil.limits import Limits
+
+log = logging.getLogger(__name__)
+
+_MODES = ("voltage", "current")
+
+
+class InterlockError(LimitError):
+    """A request refused because of the instrument's state (no compliance set, prober in
+    contact, forbidden relay), not because a value is too large."""
+
+    def __init__(self, message: str, quantity: str = "interlock", value: float = math.nan,
+                 limit: float = math.nan, unit: str = ""):
+        self.quantity = quantity
+        self.value = value
+        self.limit = limit
+        self.unit = unit
+        ValueError.__init__(self, message)
+
+
+class SafeStateError(RuntimeError):
+    """Several safe-state calls failed; ``errors`` holds every (component, exception)."""
+
+    def __init__(self, errors: Sequence[tuple[str, BaseException]]):
+        self.errors = list(errors)
+        lines = "; ".join(f"{who}: {type(e).__name__}: {e}" for who, e in self.errors)
+        super().__init__(f"{len(self.errors)} safe-state calls failed, the bench may not be "
+                         f"safe: {lines}")
+
+
+# -- value checks ----------------------------------------------------------------------
+
+def _number(value: Any, quantity: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LimitError(f"{quantity} (not a real number: {value!r})", math.nan, math.nan)
+    return float(value)
+
+
+def _check_abs(value: Any, limit: float, quantity: str, unit: str) -> float:
+    """|value| <= limit, strictly (no float slack): NaN and inf are refused."""
+    v = _number(value, quantity)
+    if not abs(v) <= limit:
+        raise LimitError(quantity, abs(v) if v == v else v, limit, unit)
+    return v
+
+
+def _check_positive_upto(value: Any, limit: float, quantity: str, unit: str) -> float:
+    v = _number(value, quantity)
+    if not v > 0:
+        raise LimitError(f"{quantity} (must be > 0)", v, 0.0, unit)
+    if not v <= limit:
+        raise LimitError(quantity, v, limit, unit)
+    return v
+
+
+def _check_count(count: Any, limits: Limits) -> int:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral):
+        raise LimitError(f"pulse count (not an integer: {count!r})", math.nan, math.nan)
+    count = int(count)
+    if count < 0:
+        raise LimitError("pulse count (must be >= 0)", count, 0)
+    if count > limits.count_max:
+        raise LimitError("pulse count", count, limits.count_max)
+    return count
+
+
+def _scalar(x: float) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def _check_pulse_rules(limits: Limits, v_abs: float, width_s: Any, count: int,
+                       current_a: float) -> None:
+    """Width, count and worst-case energy by ``Limits.check_pulse`` (0-dim tensors), for a
+    request whose amplitude was already checked strictly by the caller."""
+    width = _number(width_s, "pulse width")
+    limits.check_pulse(_scalar(v_abs), _scalar(width), _scalar(float(count)),
+                       _scalar(current_a), None)
+
+
+# -- SMU ---------------------------------------------------------------------------------
+
+class GuardedSourceMeter:
+    """A ``SourceMeter`` that checks every request against ``limits`` before forwarding it."""
+
+    def __init__(self, smu: SourceMeter, limits: Limits):
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, got {type(limits).__name__}")
+        self._smu = smu
+        self._limits = limits
+        self._mode: str | None = None
+        self._compliance: float | None = None  # set since the last source-mode change
+        self.name = getattr(smu, "name", "smu")
+
+    # -- state the guard tracks ----------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def source_mode(self) -> str | None:
+        """The mode set through this guard (None until ``set_source_mode``)."""
+        return self._mode
+
+    @property
+    def compliance(self) -> float | None:
+        """The compliance set since the last source-mode change, or None."""
+        return self._compliance
+
+    def _need_mode(self, what: str) -> str:
+        if self._mode is None:
+            raise InterlockError(f"{self.name}: {what} refused: set the source mode first "
+                                 f"(set_source_mode('voltage'|'current'))", "source mode")
+        return self._mode
+
+    def _need_compliance(self, what: str) -> float:
+        self._need_mode(what)
+        if self._compliance is None:
+            raise InterlockError(f"{self.name}: {what} refused: no compliance set on this "
+                                 f"channel since the source mode was set (compliance before "
+                                 f"output on)", "compliance")
+        return self._compliance
+
+    def _check_level(self, value: Any, what: str = "source level") -> float:
+        mode = self._need_mode(what)
+        if mode == "voltage":
+            return _check_abs(value, self._limits.v_pulse_max_v, f"{what} |V|", "V")
+        return _check_abs(value, self._limits.compliance_max_a, f"{what} |I|", "A")
+
+    # -- SourceMeter -----------------------------------------------------------------------
+    def set_source_mode(self, mode: SourceMode) -> None:
+        if mode not in _MODES:
+            raise InterlockError(f"{self.name}: source mode must be one of {list(_MODES)}, "
+                                 f"got {mode!r}", "source mode")
+        if self._smu.output_is_on():
+            raise InterlockError(f"{self.name}: source mode change refused while the output "
+                                 f"is on (turn it off first)", "source mode")
+        self._smu.set_source_mode(mode)
+        self._mode = mode
+        self._compliance = None
+
+    def set_compliance(self, limit: float) -> None:
+        mode = self._need_mode("set_compliance")
+        if mode == "voltage":
+            value = _check_positive_upto(limit, self._limits.compliance_max_a,
+                                         "current compliance", "A")
+        else:
+            value = _check_positive_upto(limit, self._limits.v_pulse_max_v,
+                                         "voltage compliance", "V")
+        self._smu.set_compliance(value)
+        self._compliance = value
+
+    def set_nplc(self, nplc: float) -> None:
+        self._smu.set_nplc(nplc)
+
+    def set_level(self, value: float) -> None:
+        level = self._check_level(value)
+        if self._compliance is None and self._smu.output_is_on():
+            self._need_compliance("set_level with the output on")
+        self._smu.set_level(level)
+
+    def output(self, on: bool) -> None:
+        if on:
+            self._need_compliance("output on")
+            self._smu.output(True)
+        else:
+            self._smu.output(False)
+
+    def output_is_on(self) -> bool:
+        return self._smu.output_is_on()
+
+    def measure(self) -> Measurement:
+        return self._smu.measure()
+
+    def sweep(self, start: float, stop: float, points: int) -> SweepResult:
+        self._check_level(start, "sweep start")
+        self._check_level(stop, "sweep stop")
+        if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 1:
+            raise LimitError(f"sweep points (must be an integer >= 1, got {points!r})",
+                             math.nan, 1)
+        self._need_compliance("sweep")
+        for value in np.linspace(float(start), float(stop), int(points)):
+            self._check_level(float(value), "sweep point")
+        return self._smu.sweep(float(start), float(stop), int(points))
+
+    def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
+              period_s: float | None = None) -> None:
+        lvl = self._check_level(level, "pulse level")
+        b = self._check_level(base, "pulse base")
+        n = _check_count(count, self._limits)
+        compliance = self._need_compliance("pulse")
+        if self._mode == "voltage":
+            _check_pulse_rules(self._limits, max(abs(lvl), abs(b)), width_s, n, compliance)
+        else:  # worst case: the full current at the voltage compliance
+            current = max(abs(lvl), abs(b))
+            _check_pulse_rules(self._limits, compliance, width_s, n,
+                               current if current > 0 else self._limits.compliance_default_a)
+        width = float(width_s)
+        if period_s is not None:
+            period = _number(period_s, "pulse period")
+            if not period >= width:
+                raise InterlockError(f"{self.name}: pulse period {period:.6g} s is shorter than "
+                                     f"the width {width:.6g} s", "pulse period", period, width, "s")
+        if n == 0:
+            return
+        self._smu.pulse(lvl, width, n, base=b, period_s=period_s)
+
+    def in_compliance(self) -> bool:
+        return self._smu.in_compliance()
+
+    def safe_state(self) -> None:
+        self._smu.safe_state()
+
+    def __repr__(self) -> str:
+        return f"GuardedSourceMeter({self.name!r}, mode={self._mode}, compliance={self._compliance})"
+
+
+# -- switch matrix -------------------------------------------------------------------------
+
+def _pair(pair: Any) -> tuple[int, int]:
+    try:
+        port, line = pair
+    except (TypeError, ValueError):
+        raise InterlockError(f"relay must be a (port, line) pair, got {pair!r}", "relay") from None
+    for v in (port, line):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise InterlockError(f"relay (port, line) must be integers, got {pair!r}", "relay")
+    return int(port), int(line)
+
+
+class GuardedSwitchMatrix:
+    """A ``SwitchMatrix`` that never closes a forbidden (port, line) relay."""
+
+    def __init__(self, matrix: SwitchMatrix, forbidden: Iterable[Sequence[int]] = ()):
+        self._matrix = matrix
+        self.forbidden: frozenset[tuple[int, int]] = frozenset(_pair(p) for p in forbidden)
+        self.name = getattr(matrix, "name", "matrix")
+
+    def _check(self, pairs: Iterable[Any]) -> list[tuple[int, int]]:
+        checked = [_pair(p) for p in pairs]
+        bad = [p for p in checked if p in self.forbidden]
+        if bad:
+            raise InterlockError(f"{self.name}: relay(s) {bad} (port, line) are forbidden by "
+                                 f"wiring.forbidden; nothing was closed", "forbidden relay")
+        return checked
+
+    def connect(self, port: int, line: int) -> None:
+        (p, l), = self._check([(port, line)])
+        self._matrix.connect(p, l)
+
+    def disconnect(self, port: int, line: int) -> None:
+        self._matrix.disconnect(port, line)
+
+    def connect_many(self, pairs: Sequence[tuple[int, int]]) -> None:
+        checked = self._check(list(pairs))
+        self._matrix.connect_many(checked)
+
+    def connections(self) -> set[tuple[int, int]]:
+        return self._matrix.connections()
+
+    def open_all(self) -> None:
+        self._matrix.open_all()
+
+    def safe_state(self) -> None:
+        self._matrix.safe_state()
+
+    def __repr__(self) -> str:
+        return f"GuardedSwitchMatrix({self.name!r}, forbidden={sorted(self.forbidden)})"
+
+
+# -- prober --------------------------------------------------------------------------------
+
+class GuardedProber:
+    """A ``Prober`` that refuses X/Y moves while in contact, whatever the driver allows."""
+
+    def __init__(self, prober: Prober):
+        self._prober = prober
+        self.name = getattr(prober, "name", "prober")
+
+    def load_map(self, dies: Sequence[tuple[int, int]], subsites: int = 1) -> None:
+        self._prober.load_map(dies, subsites)
+
+    def step_to(self, die: tuple[int, int], subsite: int = 0) -> None:
+        if self._prober.in_contact():
+            raise InterlockError(f"{self.name}: step_to {die}/{subsite} refused while in "
+                                 f"contact (separate first)", "prober move")
+        self._prober.step_to(die, subsite)
+
+    def position(self) -> tuple[tuple[int, int], int]:
+        return self._prober.position()
+
+    def contact(self) -> None:
+        self._prober.contact()
+
+    def separate(self) -> None:
+        self._prober.separate()
+
+    def in_contact(self) -> bool:
+        return self._prober.in_contact()
+
+    def contact_ok(self) -> bool:
+        return self._prober.contact_ok()
+
+    def safe_state(self) -> None:
+        self._prober.safe_state()
+
+    def __repr__(self) -> str:
+        return f"GuardedProber({self.name!r})"
+
+
+# -- array board ---------------------------------------------------------------------------
+
+class GuardedArrayIO:
+    """An ``ArrayIO`` whose reads and pulses are checked against ``limits``."""
+
+    def __init__(self, array: ArrayIO, limits: Limits):
+        self._array = array
+        self._limits = limits
+        self.name = getattr(array, "name", "array")
+        self.rows = int(array.rows)
+        self.cols = int(array.cols)
+
+    def _read_vector(self, v: Sequence[float], n: int, what: str) -> np.ndarray:
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.shape != (n,):
+            raise LimitError(f"{what} (need {n} values, got shape {arr.shape})", math.nan, n)
+        vmax = float(np.max(np.abs(arr))) if n else 0.0
+        if not vmax <= self._limits.v_read_max_v:  # NaN refused too
+            raise LimitError(f"{what} read voltage |V|", vmax, self._limits.v_read_max_v, "V")
+        return arr
+
+    def read_columns(self, v_rows: Sequence[float]) -> np.ndarray:
+        arr = self._read_vector(v_rows, self.rows, "row")
+        return self._array.read_columns(arr)
+
+    def read_rows(self, v_cols: Sequence[float]) -> np.ndarray:
+        arr = self._read_vector(v_cols, self.cols, "column")
+        return self._array.read_rows(arr)
+
+    def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
+                    count: int = 1) -> None:
+        m = np.asarray(mask)
+        if m.shape != (self.rows, self.cols) or m.dtype != np.bool_:
+            raise LimitError(f"pulse mask (need a bool array of shape {(self.rows, self.cols)}, "
+                             f"got {m.dtype} {m.shape})", math.nan, math.nan)
+        amp = _check_abs(amplitude_v, self._limits.v_pulse_max_v, "pulse amplitude |V|", "V")
+        n = _check_count(count, self._limits)
+        _check_pulse_rules(self._limits, abs(amp), width_s, n, self._limits.compliance_default_a)
+        if n == 0 or not m.any():
+            return
+        self._array.pulse_cells(m, amp, float(width_s), n)
+
+    def safe_state(self) -> None:
+        self._array.safe_state()
+
+    def __repr__(self) -> str:
+        return f"GuardedArrayIO({self.name!r}, {self.rows}x{self.cols})"
+
+
+# -- safe state ----------------------------------------------------------------------------
+
+def _components(station: Any) -> list[tuple[str, Any]]:
+    """Everything with a safe state, in the order it is made safe: SMU outputs off first,
+    then the array board's lines, then the relays open, and the needles lift last."""
+    out: list[tuple[str, Any]] = []
+    for key, smu in dict(getattr(station, "smus", None) or {}).items():
+        out.append((f"smu {key}", smu))
+    for attr in ("array", "matrix", "prober"):
+        obj = getattr(station, attr, None)
+        if obj is not None:
+            out.append((attr, obj))
+    return out
+
+
+def safe_state_all(station: Any) -> None:
+    """Call ``safe_state()`` on every SMU channel, the array board, the matrix and the
+    prober of ``station``. Every call is attempted; each failure is logged; then a single
+    failure is re-raised as it is, several as a ``SafeStateError``."""
+    errors: list[tuple[str, BaseException]] = []
+    for who, obj in _components(station):
+        try:
+            obj.safe_state()
+        except BaseException as exc:  # noqa: BLE001 - attempt every component, re-raise below
+            log.critical("safe_state failed for %s: %s: %s", who, type(exc).__name__, exc,
+                         exc_info=exc)
+            errors.append((who, exc))
+    interrupts = [e for _, e in errors if not isinstance(e, Exception)]
+    if interrupts:  # a Ctrl-C during cleanup stays a Ctrl-C (every failure was logged above)
+        raise interrupts[0]
+    if len(errors) == 1:
+        raise errors[0][1]
+    if errors:
+        raise SafeStateError(errors) from errors[0][1]
+
+
+@contextlib.contextmanager
+def safe_session(station: Any) -> Iterator[Any]:
+    """``with safe_session(station):`` -- on exit (success, exception, KeyboardInterrupt)
+    every SMU output goes off at 0, the array lines to 0 V, all relays open and the prober
+    separates. An exception from the block (KeyboardInterrupt included) is re-raised after
+    the cleanup; an error from the cleanup itself is never swallowed: it propagates, with
+    the block's exception, if any, as its ``__context__``."""
+    try:
+        yield station
+    finally:
+        safe_state_all(station)
+
+
+__all__ = [
+    "GuardedArrayIO", "GuardedProber", "GuardedSourceMeter", "GuardedSwitchMatrix",
+    "InterlockError", "SafeStateError", "safe_session", "safe_state_all",
+]

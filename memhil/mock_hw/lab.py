@@ -1,0 +1,205 @@
+"""MockLab: a whole bench emulated from a station YAML, for CI and for trying things out.
+
+Every instrument of the station becomes its wire-level emulator, served on a loopback TCP
+port (pyvisa-py ``TCPIP0::127.0.0.1::PORT::SOCKET``) or, for the array board, through the
+``memhilboard://`` pyserial URL (in-process) or a ``socket://`` URL (served). All of them
+share ONE chip (``MockChip``: a crossbar of simulator devices on a virtual wafer) and ONE
+virtual clock. ``lab.station_config()`` is the same station with the live addresses, so
+``Station.from_config(lab.station_config())`` drives the mock exactly as the bench.
+
+The station's ``mock:`` section describes the chip under the probes::
+
+    mock:
+      device: {model: vteam}          # default: chip.device
+      seed: 0
+      read: {read_noise_rel: 0.01}    # the simulator's read path (memhil.backends.sim)
+      faults: {stuck_on_fraction: 0}  # stuck-at faults of the simulated array
+      sneak_paths: true               # passive array (false: ideal selectors)
+      wafer: {dies: [[0, 0], [1, 0], [2, 0]], die_overrides: {"2,0": {r_on_ohm: 80}}}
+      ground_ports: [12]              # matrix inputs tied to the SMUs' common LO
+      routes: {smu.smua: {hi: [[row, 0]], lo: [[col, 0]]}}   # without a matrix
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from memhil.backends.clock import VirtualClock
+from memhil.config import from_mapping
+from memhil.instruments.station import StationConfig, load_station_config
+from memhil.mock_hw.array_board import ArrayBoardEmulator
+from memhil.mock_hw.b220x import B220xEmulator
+from memhil.mock_hw.bench import MockBench
+from memhil.mock_hw.chip import MockChip, WaferSpec
+from memhil.mock_hw.k2450 import Keithley2450Emulator
+from memhil.mock_hw.k2600 import Keithley2600Emulator
+from memhil.mock_hw.server import FaultInjector, LineServer
+from memhil.mock_hw.velox import VeloxEmulator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """The ``mock:`` section of a station file."""
+
+    device: Any = None
+    seed: int = 0
+    read: dict = field(default_factory=dict)
+    faults: dict = field(default_factory=dict)
+    sneak_paths: bool = True
+    wafer: dict = field(default_factory=dict)
+    ground_ports: tuple[int, ...] = ()
+    routes: dict = field(default_factory=dict)
+
+
+# Which emulator stands in for each registered instrument type, and how the driver
+# options must be set to reach it over pyvisa-py.
+_VISA_OPTIONS = {"keithley2636b": {"visalib": "@py"}, "keithley2450": {"visalib": "@py"},
+                 "keysight_b2201": {"visalib": "@py"}, "formfactor_velox": {"visa_library": "@py"}}
+
+
+class MockLab:
+    """Emulators for every instrument of ``station`` (a StationConfig, mapping or YAML
+    path), sharing one chip and one virtual clock. Use as a context manager."""
+
+    def __init__(self, station: StationConfig | Mapping[str, Any] | str | Path, *,
+                 clock: VirtualClock | None = None, serve_array_board_tcp: bool = False):
+        self.config = load_station_config(station)
+        src = self.config.source
+        self.mock = from_mapping(MockConfig, self.config.mock, source=src, prefix="mock")
+        self.clock = clock or VirtualClock()
+        chip_cfg = self.config.chip
+        device = self.mock.device if self.mock.device is not None else (chip_cfg.device or "pcm")
+        wafer = WaferSpec(dies=tuple(tuple(d) for d in self.mock.wafer.get("dies", [[0, 0]])),
+                          die_overrides=dict(self.mock.wafer.get("die_overrides", {})))
+        self.chip = MockChip({"rows": chip_cfg.rows, "cols": chip_cfg.cols, "device": device,
+                              "seed": self.mock.seed, "read": self.mock.read,
+                              "faults": self.mock.faults},
+                             clock=self.clock, wafer=wafer, sneak_paths=self.mock.sneak_paths)
+        self.bench = MockBench(self.chip, self._fixed_router())
+        self.emulators: dict[str, Any] = {}
+        self.servers: dict[str, LineServer] = {}
+        self._serve_board_tcp = serve_array_board_tcp
+        self._build()
+
+    # -- construction -------------------------------------------------------------------
+    def _terminal_key(self, station_key: str) -> str:
+        """Bench terminal of a station SMU key (``inst.channel``, or ``inst`` for a
+        single-channel SMU such as the 2450, whose emulator names it ``inst.smu``)."""
+        inst = station_key.split(".")[0]
+        if "." not in station_key and self.config.instruments[inst].type == "keithley2450":
+            return f"{inst}.smu"
+        return station_key
+
+    def _fixed_router(self):
+        routes = {self._terminal_key(k): v for k, v in self.mock.routes.items()}
+
+        def router(key: str):
+            r = routes.get(key)
+            if r is None:
+                return [], []
+            return ([(str(a), int(b)) for a, b in r.get("hi", [])],
+                    [(str(a), int(b)) for a, b in r.get("lo", [])])
+        return router
+
+    def _build(self) -> None:
+        prober = None
+        for name, inst in self.config.instruments.items():
+            if inst.type == "formfactor_velox":
+                prober = self.emulators[name] = VeloxEmulator(self.chip, name=name)
+        for name, inst in self.config.instruments.items():
+            t = inst.type
+            if t == "keithley2636b":
+                emu = Keithley2600Emulator(self.bench, name=name, model="2636B")
+            elif t == "keithley2450":
+                emu = Keithley2450Emulator(self.bench, name=name)
+            elif t == "keysight_b2201":
+                w = self.config.wiring
+                emu = B220xEmulator(self.bench, {
+                    "ports": {self._terminal_key(k): v for k, v in w.smu_ports.items()},
+                    "rows": list(w.rows), "cols": list(w.cols),
+                    "ground": list(self.mock.ground_ports)}, name=name, probe=prober)
+            elif t == "memhil_array_board":
+                emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
+            elif t == "formfactor_velox":
+                continue
+            else:
+                raise ValueError(f"instruments.{name}.type: the mock lab has no emulator for "
+                                 f"{t!r} (has: keithley2636b, keithley2450, keysight_b2201, "
+                                 f"formfactor_velox, memhil_array_board)")
+            self.emulators[name] = emu
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> "MockLab":
+        for name, emu in self.emulators.items():
+            inst = self.config.instruments[name]
+            if isinstance(emu, ArrayBoardEmulator):
+                emu.start()  # in-process pyserial URL
+                if not self._serve_board_tcp:
+                    continue
+            port = _port_of(inst.address)
+            faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
+            self.servers[name] = LineServer(emu.handle, name=name, port=port,
+                                            faults=faults).start()
+            if hasattr(emu, "server"):
+                emu.server = self.servers[name]
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        for emu in self.emulators.values():
+            if isinstance(emu, ArrayBoardEmulator):
+                emu.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> "MockLab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- what clients need --------------------------------------------------------------
+    def address(self, name: str) -> str:
+        """The live address of instrument ``name``."""
+        emu = self.emulators[name]
+        if isinstance(emu, ArrayBoardEmulator) and name not in self.servers:
+            return emu.url
+        if name not in self.servers:
+            raise RuntimeError(f"{name} is not served: start() the lab first")
+        server = self.servers[name]
+        if isinstance(emu, ArrayBoardEmulator):
+            return f"socket://127.0.0.1:{server.port}"
+        return server.resource_name
+
+    def station_config(self) -> StationConfig:
+        """The station with live addresses and the driver options that reach the mock."""
+        instruments = {}
+        for name, inst in self.config.instruments.items():
+            options = {**_VISA_OPTIONS.get(inst.type, {}), **inst.options}
+            instruments[name] = dataclasses.replace(inst, address=self.address(name),
+                                                    options=options)
+        return dataclasses.replace(self.config, instruments=instruments)
+
+    def faults(self, name: str) -> FaultInjector:
+        """The fault injector of instrument ``name``'s emulator."""
+        emu = self.emulators[name]
+        if isinstance(emu, ArrayBoardEmulator):
+            return emu.faults
+        return self.servers[name].faults
+
+    def sources_off(self) -> bool:
+        """True when no emulated source drives the chip (every terminal off)."""
+        return not any(t.output_on for t in self.bench.terminals.values())
+
+
+def _port_of(address: str) -> int:
+    """The TCP port of a loopback VISA socket address, else 0 (pick a free one)."""
+    m = re.match(r"TCPIP\d*::(127\.0\.0\.1|localhost)::(\d+)::SOCKET", address, re.I)
+    return int(m.group(2)) if m else 0
