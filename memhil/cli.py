@@ -15,12 +15,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--torch-device", default="cpu", help="cpu or cuda")
     sub.add_parser("models", help="list the device models selectable by name")
+    lab = sub.add_parser("mock-lab", help="the emulated bench")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    serve = lab_sub.add_parser("serve", help="serve every instrument of a station on loopback")
+    serve.add_argument("station", help="station YAML (with a mock: section)")
+    serve.add_argument("--write-station", default=None,
+                       help="write the live station (actual addresses) to this YAML file")
     args = ap.parse_args(argv)
 
     if args.command == "demo":
         from memhil.demo import run_demo
         run_demo(rows=args.rows, outputs=args.outputs, seed=args.seed,
                  torch_device=args.torch_device)
+    elif args.command == "mock-lab":
+        from memhil.mock_hw.lab import serve as serve_lab
+        serve_lab(args.station, ready_file=args.write_station)
     elif args.command == "models":
         from memhil.backends.sim.devices import device_model_names
         print("\n".join(device_model_names()))

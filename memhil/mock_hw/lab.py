@@ -200,6 +200,36 @@ class MockLab:
 
 
 def _port_of(address: str) -> int:
-    """The TCP port of a loopback VISA socket address, else 0 (pick a free one)."""
-    m = re.match(r"TCPIP\d*::(127\.0\.0\.1|localhost)::(\d+)::SOCKET", address, re.I)
+    """The TCP port of a loopback VISA socket or ``socket://`` address, else 0 (pick a
+    free one)."""
+    m = (re.match(r"TCPIP\d*::(127\.0\.0\.1|localhost)::(\d+)::SOCKET", address, re.I)
+         or re.match(r"socket://(127\.0\.0\.1|localhost):(\d+)", address, re.I))
     return int(m.group(2)) if m else 0
+
+
+def serve(station: str | Path, *, out=print, ready_file: str | Path | None = None) -> None:
+    """Run a mock lab until Ctrl-C (``memhil mock-lab serve``): every instrument on its TCP
+    port (the array board as ``socket://``); the live station is written to
+    ``ready_file`` (YAML) when given, so another process can connect to it."""
+    import signal
+    import threading
+
+    import yaml
+
+    stop = threading.Event()
+    with MockLab(station, serve_array_board_tcp=True) as lab:
+        live = lab.station_config()
+        for name, inst in live.instruments.items():
+            out(f"{name:<10} {inst.type:<20} {inst.address}")
+        if ready_file is not None:
+            Path(ready_file).write_text(yaml.safe_dump(live.to_dict(), sort_keys=False))
+        out("mock lab running; Ctrl-C to stop")
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    out("mock lab stopped")

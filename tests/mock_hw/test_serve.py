@@ -1,0 +1,58 @@
+"""`memhil mock-lab serve station.yaml` runs the lab as a separate process that a Station
+in this process drives over loopback, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from qcodes.instrument import Instrument
+
+from memhil.instruments.station import Station, load_station_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mock_station.yaml"
+
+
+def test_serve_in_a_separate_process(tmp_path):
+    import yaml
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    for inst in cfg["instruments"].values():  # free ports: tests may run in parallel
+        inst["address"] = ("socket://127.0.0.1:0" if inst["type"] == "memhil_array_board"
+                           else "TCPIP0::127.0.0.1::0::SOCKET")
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(yaml.safe_dump(cfg))
+    live_file = tmp_path / "live.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "memhil", "mock-lab", "serve", str(station_file),
+                             "--write-station", str(live_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not live_file.exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the mock lab did not come up"
+            time.sleep(0.1)
+        live = load_station_config(live_file)
+        assert live.instruments["smu"].address != cfg["instruments"]["smu"]["address"]
+        with Station.from_config(live) as station:
+            station.prober.load_map([(0, 0), (1, 0), (2, 0)])
+            station.prober.step_to((0, 0))
+            station.prober.contact()  # without contact the needles route nothing
+            smu = station.smus["smu.smua"]
+            station.matrix.connect_many([(1, 1), (12, 9)])
+            smu.set_source_mode("voltage")
+            smu.set_compliance(1e-3)
+            smu.set_level(0.05)
+            smu.output(True)
+            m = smu.measure()
+            assert m.current_a > 0  # a VTEAM cell conducts (>= 1 mS * 0.05 V with sneak paths)
+            assert station.array.read_columns([0.05] * 8).shape == (8,)
+        Instrument.close_all()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "mock lab stopped" in out
