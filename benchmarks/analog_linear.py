@@ -16,28 +16,12 @@ Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 from torch import nn
 
 from memhil.algorithms.analog_linear import AnalogLinear
 from memhil.backends.sim import SimBackend
-
-
-def median_times(fns: dict, reps: int, warmup: int = 2) -> dict:
-    """Median seconds per call, timed interleaved so load drift hits every entry alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 
 
 def main() -> None:

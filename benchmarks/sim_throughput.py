@@ -12,27 +12,10 @@ Run: ``python benchmarks/sim_throughput.py`` (add ``--quick`` for fewer repetiti
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
 from memhil.backends.sim import SimBackend
-
-
-def median_times(fns: dict, reps: int, warmup: int = 2) -> dict:
-    """Median seconds per call of each function, timed interleaved (one call of each per
-    round) so that machine-load drift affects every entry alike and the ratios are fair."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 
 
 def bench_mvm(reps: int) -> None:

@@ -33,6 +33,7 @@ from qcodes.instrument import Instrument
 from qcodes.instrument_drivers.Keithley import Keithley2450
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
+from memhil.instruments.registry import register_instrument
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +198,6 @@ def create(address: str, name: str, **options: Any) -> Keithley2450SourceMeter:
     return Keithley2450SourceMeter(Keithley2450(name, address, **options), name=name)
 
 
-def _register() -> None:
-    try:
-        from memhil.instruments.registry import register_instrument
-    except ModuleNotFoundError:  # pragma: no cover - the registry ships with memhil
-        return
-    register_instrument("keithley2450", "smu", create)
-
-
-_register()
+register_instrument("keithley2450", "smu", create)
 
 __all__ = ["SOURCE_STATUS_LIMIT", "Keithley2450SourceMeter", "create"]

@@ -38,6 +38,7 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
 )
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
+from memhil.instruments.registry import register_instrument
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +218,6 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
             for ch in instr.channels}
 
 
-def _register() -> None:
-    try:
-        from memhil.instruments.registry import register_instrument
-    except ModuleNotFoundError:  # pragma: no cover - the registry ships with memhil
-        return
-    register_instrument("keithley2636b", "smu", create)
-
-
-_register()
+register_instrument("keithley2636b", "smu", create)
 
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "Keithley2600SourceMeter", "create"]

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memhil.mock_hw.bench import Line, MockBench
-from memhil.mock_hw.server import LineServer
+from memhil.mock_hw.server import LineServer, ServedEmulator
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _range_error(what: str = "Data out of range") -> ScpiError:
     return ScpiError(-222, what, ESR_EXECUTION_ERROR)
 
 
-class B220xEmulator:
+class B220xEmulator(ServedEmulator):
     """A B2201A-like 14 x 48 relay matrix between bench terminals and array lines."""
 
     idn = "Agilent Technologies,B2201A,MY00000001,A.01.10"
@@ -406,26 +406,7 @@ class B220xEmulator:
                 raise _command_error("Invalid channel range")
         return out
 
-    # -- serving --------------------------------------------------------------------------
-    def start(self) -> B220xEmulator:
-        self.server = LineServer(self.handle, name=self.name, terminator="\n").start()
-        return self
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def resource_name(self) -> str:
-        if self.server is None:
-            raise RuntimeError("start() the emulator first")
-        return self.server.resource_name
-
-    def __enter__(self) -> B220xEmulator:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 _NOT_MINE = object()

@@ -187,3 +187,31 @@ def _close(s: socket.socket) -> None:
         s.close()
     except OSError:
         pass
+
+
+class ServedEmulator:
+    """Mixin for an emulator with ``handle(line)`` and ``name``: serve it on its own
+    loopback port (``start``/``stop``, context manager, ``resource_name``). The mock lab
+    serves emulators itself; this is for tests and one-off use."""
+
+    server: LineServer | None = None
+
+    def start(self):
+        self.server = LineServer(self.handle, name=self.name, terminator="\n").start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def resource_name(self) -> str:
+        if self.server is None:
+            raise RuntimeError("start() the emulator first")
+        return self.server.resource_name
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -49,7 +49,7 @@ import logging
 import threading
 
 from memhil.mock_hw.chip import MockChip
-from memhil.mock_hw.server import LineServer
+from memhil.mock_hw.server import LineServer, ServedEmulator
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class _VeloxError(Exception):
         self.code, self.text = code, text
 
 
-class VeloxEmulator:
+class VeloxEmulator(ServedEmulator):
     """A Velox station holding ``chip``'s wafer: chuck heights, XY position, wafer map."""
 
     idn = "FormFactor,Velox,MOCK0001,3.7.0"
@@ -303,26 +303,7 @@ class VeloxEmulator:
     def _die_xy(self, die: tuple[int, int]) -> tuple[float, float]:
         return die[0] * self.index_um[0], die[1] * self.index_um[1]
 
-    # -- serving ------------------------------------------------------------------------------
-    def start(self) -> VeloxEmulator:
-        self.server = LineServer(self.handle, name=self.name, terminator="\n").start()
-        return self
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def resource_name(self) -> str:
-        if self.server is None:
-            raise RuntimeError("start() the emulator first")
-        return self.server.resource_name
-
-    def __enter__(self) -> VeloxEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _velocity(args: list[str], pos: int) -> float:

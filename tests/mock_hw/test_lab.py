@@ -80,6 +80,7 @@ def test_safe_session_leaves_every_emulator_safe_after_an_error(lab_station):
             smu.set_compliance(1e-4)
             smu.set_level(0.1)
             smu.output(True)
+            assert smu.output_is_on()  # a query: the emulator has processed the writes
             assert not lab.sources_off()
             raise RuntimeError("boom")
     assert lab.sources_off()
@@ -114,8 +115,9 @@ def test_a_timeout_surfaces_and_the_session_still_ends_safe(lab_station):
         with safe_session(station):
             smu.set_level(0.1)
             smu.output(True)
-            lab.faults("smu").timeout_next()  # the measurement query gets no reply
-            smu.measure()
+            assert smu.output_is_on()  # sync: TSP writes have no reply, so arm the fault
+            lab.faults("smu").timeout_next()  # only once they are processed; the measurement
+            smu.measure()                     # query then gets no reply
     assert lab.sources_off()  # and the commands after the timeout reached the emulator
 
 
@@ -152,6 +154,7 @@ def test_no_guarded_request_sequence_sources_beyond_the_limits(lab_station, requ
                 smu.pulse(value, 1e-4, 1)
         except LimitError:
             pass
+        smu.output_is_on()  # a query: every write before it has reached the emulator
         seen_v.append(abs(term.voltage_v))
         if term.output_on:
             seen_i.append(abs(lab.bench.current("smu.smua")))

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from qcodes.instrument import Instrument
 
 from memhil.instruments.station import Station, load_station_config
