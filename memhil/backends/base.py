@@ -129,8 +129,9 @@ class Backend(ABC):
         mask = None if cells is None else self.cell_mask(cells)
         if mask is not None and not bool(mask.any()):
             return
-        v = self._as_cell_tensor(amplitude, self.dtype, "amplitude")
-        # widths stay float64: they set the clock, and float32 would round every duration
+        # requests stay float64 up to the hook: a float32-rounded amplitude or compliance
+        # can land above a limit it was asked to equal, and widths set the clock
+        v = self._as_cell_tensor(amplitude, torch.float64, "amplitude")
         w = self._as_cell_tensor(width_s, torch.float64, "width_s")
         n = self._as_cell_tensor(count, None, "count")
         if n.is_floating_point():
@@ -139,7 +140,7 @@ class Backend(ABC):
         n = n.to(torch.int64)
         if compliance_a is None:
             compliance_a = self.limits.compliance_default_a
-        c = self._as_cell_tensor(compliance_a, self.dtype, "compliance_a")
+        c = self._as_cell_tensor(compliance_a, torch.float64, "compliance_a")
         self.limits.check_pulse(v, w, n, c, mask)
         self._pulse(mask, v, w, n, c)
 

@@ -60,6 +60,7 @@ import numpy as np
 from pymeasure.adapters import SerialAdapter
 from pymeasure.instruments import Instrument
 from memhil.instruments.registry import register_instrument
+from memhil.instruments.session import resync_pymeasure
 
 
 class ArrayBoardError(RuntimeError):
@@ -120,6 +121,13 @@ class ArrayBoard(Instrument):
 
     def close(self) -> None:
         self.adapter.close()
+
+    def resync(self) -> None:
+        """``Resyncable``: flush and drain the port, ``*IDN?`` must answer
+        ``MEMHIL,ARRAYBOARD,...`` (the protocol has no ``*CLS``); close and re-open the
+        port (serial URL or VISA resource) if that fails. Line voltages are not touched."""
+        resync_pymeasure(self, identify=lambda: self.ask("*IDN?"),
+                         expected=lambda r: r.startswith("MEMHIL,ARRAYBOARD,"))
 
     # -- properties -------------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ from typing import Any
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 from qcodes.instrument_drivers.Keysight.keysight_b220x import KeysightB220X
 from memhil.instruments.registry import register_instrument
+from memhil.instruments.session import idn_matches, resync_qcodes
 
 
 class SwitchMatrixError(RuntimeError):
@@ -64,6 +65,14 @@ class B220xMatrix:
         self.driver.bias_mode(False)
         self.driver.gnd_mode(False)
         self.open_all()
+
+    def resync(self) -> None:
+        """``Resyncable``: drain, ``*CLS``, ``*IDN?`` must name the model and serial the
+        driver connected to; re-open the VISA session if that fails. Relays are left as
+        they are."""
+        drv = self.driver
+        resync_qcodes(drv, identify=lambda: drv.ask("*IDN?"),
+                      expected=lambda r: idn_matches(r, drv.IDN.cache.get(get_if_invalid=False)))
 
     def close(self) -> None:
         self.driver.close()

@@ -127,6 +127,16 @@ def _check_pulse_rules(limits: Limits, v_abs: float, width_s: Any, count: int,
 
 # -- SMU ---------------------------------------------------------------------------------
 
+def _resync(inner: Any) -> None:
+    """Pass ``resync`` through to the wrapped adapter: it restores the connection and
+    changes no source, relay or chuck state, so the guard has nothing to check."""
+    fn = getattr(inner, "resync", None)
+    if fn is None:
+        raise NotImplementedError(f"{type(inner).__name__} cannot resync its connection")
+    fn()
+
+
+
 class GuardedSourceMeter:
     """A ``SourceMeter`` that checks every request against ``limits`` before forwarding it."""
 
@@ -138,6 +148,9 @@ class GuardedSourceMeter:
         self._mode: str | None = None
         self._compliance: float | None = None  # set since the last source-mode change
         self.name = getattr(smu, "name", "smu")
+
+    def resync(self) -> None:
+        _resync(self._smu)
 
     # -- state the guard tracks ----------------------------------------------------------
     @property
@@ -283,6 +296,9 @@ class GuardedSwitchMatrix:
         self.forbidden: frozenset[tuple[int, int]] = frozenset(_pair(p) for p in forbidden)
         self.name = getattr(matrix, "name", "matrix")
 
+    def resync(self) -> None:
+        _resync(self._matrix)
+
     def _check(self, pairs: Iterable[Any]) -> list[tuple[int, int]]:
         checked = [_pair(p) for p in pairs]
         bad = [p for p in checked if p in self.forbidden]
@@ -323,6 +339,9 @@ class GuardedProber:
     def __init__(self, prober: Prober):
         self._prober = prober
         self.name = getattr(prober, "name", "prober")
+
+    def resync(self) -> None:
+        _resync(self._prober)
 
     def load_map(self, dies: Sequence[tuple[int, int]], subsites: int = 1) -> None:
         self._prober.load_map(dies, subsites)
@@ -366,6 +385,9 @@ class GuardedArrayIO:
         self.name = getattr(array, "name", "array")
         self.rows = int(array.rows)
         self.cols = int(array.cols)
+
+    def resync(self) -> None:
+        _resync(self._array)
 
     def _read_vector(self, v: Sequence[float], n: int, what: str) -> np.ndarray:
         arr = np.asarray(v, dtype=np.float64)

@@ -34,6 +34,7 @@ from qcodes.instrument_drivers.Keithley import Keithley2450
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
 from memhil.instruments.registry import register_instrument
+from memhil.instruments.session import idn_matches, resync_qcodes
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,15 @@ class Keithley2450SourceMeter:
             self.set_level(0.0)
         finally:
             self.output(False)
+
+    def resync(self) -> None:
+        """``Resyncable``: drain, ``*CLS``, ``*IDN?`` must name the model and serial the
+        driver connected to; re-open the VISA session if that fails. The output is left
+        as it is; the cached mode and level are re-read on next use."""
+        instr = self.instrument
+        resync_qcodes(instr, identify=lambda: instr.ask("*IDN?"),
+                      expected=lambda r: idn_matches(r, instr.IDN.cache.get(get_if_invalid=False)))
+        self._mode = self._level = None
 
     def close(self) -> None:
         if Instrument.is_valid(self.instrument):

@@ -39,6 +39,7 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
 from memhil.instruments.registry import register_instrument
+from memhil.instruments.session import resync_qcodes
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,16 @@ class Keithley2600SourceMeter:
             self.set_level(0.0)
         finally:
             self.output(False)
+
+    def resync(self) -> None:
+        """``Resyncable``: drain, ``*CLS``, ``print(localnode.model)`` must name the model
+        the driver connected to; re-open the VISA session if that fails. Acts on the
+        whole instrument (both channels share the connection); outputs and levels are
+        left as they are, this channel's cached mode and level are re-read on next use."""
+        instr = self.instrument
+        resync_qcodes(instr, identify=lambda: instr.ask("localnode.model"),
+                      expected=lambda reply: reply == instr.model)
+        self._mode = self._level = None
 
     def close(self) -> None:
         """Close the underlying instrument (shared by both channels; idempotent)."""

@@ -138,3 +138,22 @@ class ArrayIO(Protocol):
 
     def safe_state(self) -> None:
         """All lines to 0 V."""
+
+
+@runtime_checkable
+class Resyncable(Protocol):
+    """An instrument whose connection can be brought back after a communication fault
+    (optional: every built-in adapter has it; check with ``isinstance``)."""
+
+    def resync(self) -> None:
+        """Bring the connection back to a known state after a timeout, a garbled reply or
+        a dropped connection: discard stale input, clear the instrument's interface
+        (device clear / ``*CLS`` where the instrument has them), verify with an identity
+        query, and reconnect (re-open the session at the same address) if the connection
+        is gone. Raises ``memhil.instruments.session.ResyncError`` (a
+        ``ConnectionError``) if the instrument cannot be reached or does not identify
+        itself as expected.
+
+        Idempotent: safe to call at any time. It does not change output state, source
+        levels, relays or the chuck (the caller decides what to do after it); adapters
+        may forget cached settings and read them back on next use."""

@@ -74,15 +74,30 @@ def _is_int(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class ChipConfig:
-    """The crossbar on the chuck: ``rows x cols`` cells; ``device`` is free-form info."""
+    """The crossbar on the chuck: ``rows x cols`` cells; ``device`` is free-form info.
+
+    ``conductance_range_s`` (usable [g_min, g_max] for weights) and the nominal
+    ``set_pulse`` / ``reset_pulse`` ([amplitude V, width s]) describe the devices to the
+    algorithms (the hardware backend's capabilities); measure them once per chip type.
+    """
 
     rows: int
     cols: int
     device: Any = None
+    conductance_range_s: tuple[float, ...] | None = None
+    set_pulse: tuple[float, ...] | None = None
+    reset_pulse: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         require(self.rows >= 1, "rows", f"must be >= 1, got {self.rows}")
         require(self.cols >= 1, "cols", f"must be >= 1, got {self.cols}")
+        g = self.conductance_range_s
+        require(g is None or (len(g) == 2 and 0 <= g[0] < g[1]), "conductance_range_s",
+                f"expected [g_min, g_max] with 0 <= g_min < g_max, got {g}")
+        for name in ("set_pulse", "reset_pulse"):
+            p = getattr(self, name)
+            require(p is None or (len(p) == 2 and p[1] > 0), name,
+                    f"expected [amplitude_v, width_s] with width > 0, got {p}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,7 @@ class WiringConfig:
     rows: tuple[int, ...] = ()
     cols: tuple[int, ...] = ()
     forbidden: tuple[tuple[int, ...], ...] = ()
+    ground_ports: tuple[int, ...] = ()  # matrix inputs tied to the SMUs' common LO (ground)
 
     def __post_init__(self) -> None:
         ports: dict[int, str] = {}
@@ -127,6 +143,10 @@ class WiringConfig:
                 require(line not in lines, where, f"line {line} is used twice "
                         f"(already {lines.get(line)})")
                 lines[line] = where
+        for i, port in enumerate(self.ground_ports):
+            where = f"ground_ports[{i}]"
+            require(port >= 1, where, f"port must be >= 1, got {port}")
+            require(port not in ports, where, f"port {port} is already used by {ports.get(port)!r}")
         for i, pair in enumerate(self.forbidden):
             where = f"forbidden[{i}]"
             require(len(pair) == 2, where, f"expected a [port, line] pair, got {list(pair)}")
@@ -149,13 +169,15 @@ class StationConfig:
         """Plain data (YAML/JSON-ready); ``load_station_config(cfg.to_dict())`` rebuilds it."""
         return {
             "name": self.name,
-            "chip": dataclasses.asdict(self.chip),
+            "chip": {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in dataclasses.asdict(self.chip).items() if v is not None},
             "limits": dataclasses.asdict(self.limits),
             "instruments": {n: {"type": i.type, "address": i.address, "options": dict(i.options)}
                             for n, i in self.instruments.items()},
             "wiring": {"smu_ports": dict(self.wiring.smu_ports), "rows": list(self.wiring.rows),
                        "cols": list(self.wiring.cols),
-                       "forbidden": [list(p) for p in self.wiring.forbidden]},
+                       "forbidden": [list(p) for p in self.wiring.forbidden],
+                       "ground_ports": list(self.wiring.ground_ports)},
             "mock": dict(self.mock),
         }
 
@@ -245,7 +267,7 @@ def _check_wiring(cfg: StationConfig, roles: dict[str, str]) -> None:
         if lines and len(lines) != n:
             raise ConfigError(f"wiring.{side}", f"has {len(lines)} lines but chip.{side} is {n}", src)
     if not has_matrix:
-        for side in ("smu_ports", "forbidden"):
+        for side in ("smu_ports", "forbidden", "ground_ports"):
             if getattr(w, side):
                 raise ConfigError(f"wiring.{side}", "no instrument of role 'matrix' is declared",
                                   src)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pymeasure.instruments.formfactor.velox import Velox
 from memhil.instruments.registry import register_instrument
+from memhil.instruments.session import idn_matches, resync_pymeasure
 
 
 class ProberInterlockError(RuntimeError):
@@ -47,6 +48,7 @@ class VeloxProber:
         self.contact_tolerance_um = float(contact_tolerance_um)
         self._map: list[tuple[int, int]] | None = None
         self._subsites = 1
+        self._idn: str | None = None
 
     # -- wafer map -------------------------------------------------------------------------
     def load_map(self, dies: Sequence[tuple[int, int]], subsites: int = 1) -> None:
@@ -114,6 +116,14 @@ class VeloxProber:
 
     def safe_state(self) -> None:
         self.separate()
+
+    def resync(self) -> None:
+        """``Resyncable``: drain (device clear where the VISA session has a real one),
+        ``*IDN?`` (SCI has no ``*CLS``) must look like an identity and equal the first
+        one seen; re-open the VISA resource if that fails. The chuck is not moved."""
+        velox = self.velox
+        self._idn = resync_pymeasure(velox, identify=lambda: velox.ask("*IDN?"),
+                                     expected=lambda r: idn_matches(r, self._idn))
 
     def close(self) -> None:
         adapter = getattr(self.velox, "adapter", None)

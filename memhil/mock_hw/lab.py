@@ -16,7 +16,7 @@ The station's ``mock:`` section describes the chip under the probes::
       faults: {stuck_on_fraction: 0}  # stuck-at faults of the simulated array
       sneak_paths: true               # passive array (false: ideal selectors)
       wafer: {dies: [[0, 0], [1, 0], [2, 0]], die_overrides: {"2,0": {r_on_ohm: 80}}}
-      ground_ports: [12]              # matrix inputs tied to the SMUs' common LO
+      ground_ports: [12]              # (prefer wiring.ground_ports) matrix inputs at LO
       routes: {smu.smua: {hi: [[row, 0]], lo: [[col, 0]]}}   # without a matrix
 """
 
@@ -124,7 +124,8 @@ class MockLab:
                 emu = B220xEmulator(self.bench, {
                     "ports": {self._terminal_key(k): v for k, v in w.smu_ports.items()},
                     "rows": list(w.rows), "cols": list(w.cols),
-                    "ground": list(self.mock.ground_ports)}, name=name, probe=prober)
+                    "ground": list(w.ground_ports or self.mock.ground_ports)},
+                    name=name, probe=prober)
             elif t == "memhil_array_board":
                 emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
             elif t == "formfactor_velox":
@@ -194,9 +195,48 @@ class MockLab:
             return emu.faults
         return self.servers[name].faults
 
+    @classmethod
+    def open_backend(cls, station: StationConfig | Mapping[str, Any] | str | Path, **backend_kw: Any):
+        """A ``HardwareBackend`` over a fresh, started lab for ``station``, on the lab's
+        virtual clock; closing the backend also closes the station and stops the lab."""
+        from memhil.backends.hardware import HardwareBackend
+        from memhil.instruments.station import Station
+
+        lab = cls(station).start()
+        try:
+            st = Station.from_config(lab.station_config())
+            if st.prober is not None:  # touch down on the first die: the needles route
+                st.prober.load_map(list(lab.chip.wafer.dies))
+                st.prober.step_to(lab.chip.wafer.dies[0])
+                st.prober.contact()
+            backend = HardwareBackend(st, clock=lab.clock, **backend_kw)
+        except BaseException:
+            lab.stop()
+            raise
+        backend.lab = lab
+        close = backend.close
+
+        def close_all() -> None:
+            try:
+                close()
+                st.close()
+            finally:
+                lab.stop()
+                _close_qcodes(st)
+        backend.close = close_all
+        return backend
+
     def sources_off(self) -> bool:
         """True when no emulated source drives the chip (every terminal off)."""
         return not any(t.output_on for t in self.bench.terminals.values())
+
+
+def _close_qcodes(station: Any) -> None:
+    """Forget the station's QCoDeS instruments (their names are global in QCoDeS)."""
+    from qcodes.instrument import Instrument
+    for name in station.config.instruments:
+        if Instrument.exist(name):
+            Instrument.find_instrument(name).close()
 
 
 def _port_of(address: str) -> int:

@@ -238,12 +238,13 @@ class SimBackend(Backend):
             # stride-0 (expanded) views are an order of magnitude slower than a fill.
             return x if x.shape == shape and x.is_contiguous() else x.expand(shape).contiguous()
 
+        v = v.to(self._dtype)
         if selected is None:
             v_cells, n_cells = cells(v), cells(count)
         else:  # the model leaves cells with v == 0 and count == 0 untouched
             v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
             n_cells = torch.where(selected, count, torch.zeros((), dtype=count.dtype, device=v.device))
-        w_cells, c_cells = cells(width_s.to(self._dtype)), cells(compliance_a)
+        w_cells, c_cells = cells(width_s.to(self._dtype)), cells(compliance_a.to(self._dtype))
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
             duration = (float(width_s) + gap) * int(count)

@@ -1,0 +1,348 @@
+"""HardwareBackend: the Backend contract over a Station of instruments.
+
+The same algorithm code that runs on ``SimBackend`` runs here. Two strategies, the
+fastest the bench supports (``capabilities.read_strategy`` says which was chosen):
+
+``parallel`` (an ``ArrayIO`` board): an MVM input vector is one line-parallel read (rows
+  driven, columns at virtual ground, every line driven so no sneak paths); a full
+  conductance map is ``rows`` one-hot reads; pulses use the board's V/2 scheme, one
+  command per group of cells sharing amplitude, width and count.
+``cell`` (two SMU channels + a switch matrix with a ground port): a cell is read with
+  the drive channel on its row at ``v_read``, the sense channel holding its column at
+  0 V and measuring, every other line grounded (exact: no sneak path carries current
+  into the sense column); an MVM is computed on the host from a cell-wise conductance
+  map (no analog parallelism on such a bench); a pulse routes drive -> row, sense (0 V)
+  -> column and, with a third ``bias`` channel, every other line to V/2 (the V/2 scheme:
+  half-selected cells see V/2); without one the other lines float, and sneak paths can
+  then disturb unselected cells of a passive array.
+
+Recovery: idempotent reads are retried a bounded number of times after resynchronizing
+every instrument (clear, drain stale replies, verify, reconnect if needed); a pulse is
+never retried blindly: on any failure the station goes to its safe state and the error
+is raised, and the caller (program-and-verify) reads back before deciding what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Literal, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from memhil.backends.base import Backend, Capabilities, Clock
+from memhil.backends.clock import WallClock
+from memhil.limits import Limits
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Strategy = Literal["auto", "parallel", "cell"]
+
+
+class HardwareError(RuntimeError):
+    """An instrument operation failed (after bounded retries for reads); the station was
+    put in its safe state before this was raised."""
+
+
+# Failures that a resync can cure: timeouts, broken/dropped connections, garbled replies.
+def _transient(exc: BaseException) -> bool:
+    from pyvisa.errors import VisaIOError
+    try:
+        from serial import SerialException
+    except ImportError:  # pragma: no cover - pyserial is a dependency
+        SerialException = OSError  # type: ignore[misc,assignment]
+    return isinstance(exc, (VisaIOError, SerialException, OSError, ValueError, TimeoutError))
+
+
+class HardwareBackend(Backend):
+    """The Backend contract over ``station`` (a ``memhil.instruments.station.Station``).
+
+    ``clock``: the mock lab's virtual clock, or wall time on a bench (default).
+    ``strategy``: "auto" picks ``parallel`` with an array board, else ``cell``.
+    ``drive``/``sense``: SMU channel keys for the cell strategy (default: the first two
+    entries of ``wiring.smu_ports``). ``nplc`` sets the SMUs' integration time.
+    """
+
+    def __init__(self, station: Any, *, clock: Clock | None = None, strategy: Strategy = "auto",
+                 v_read: float | None = None, drive: str | None = None, sense: str | None = None,
+                 bias: str | None = None, nplc: float = 0.01, retries: int = 2):
+        self.station = station
+        cfg = station.config
+        self._shape = (1, cfg.chip.rows, cfg.chip.cols)
+        self._clock = clock if clock is not None else WallClock()
+        self._retries = int(retries)
+        if strategy == "auto":
+            strategy = "parallel" if station.array is not None else "cell"
+        self.strategy = strategy
+        self.v_read = float(v_read) if v_read is not None else 0.5 * station.limits.v_read_max_v
+        self.limits.check_read(torch.tensor([self.v_read]))
+        self._g_range, self._set_pulse, self._reset_pulse = _device_description(cfg.chip)
+        self.transactions = 0  # instrument operations issued (for reports and benchmarks)
+        if strategy == "parallel":
+            if station.array is None:
+                raise ValueError("strategy 'parallel' needs an array board (role 'array')")
+            self._array = station.array
+        elif strategy == "cell":
+            self._setup_cell_strategy(drive, sense, bias, nplc)
+        else:
+            raise ValueError(f"unknown strategy {strategy!r} (auto, parallel, cell)")
+
+    # -- contract properties ------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @property
+    def limits(self) -> Limits:
+        return self.station.limits
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def capabilities(self) -> Capabilities:
+        _, r, c = self._shape
+        return Capabilities(
+            tiles=1, rows=r, cols=c, read_strategy=self.strategy, transpose_read=True,
+            per_cell_amplitude=True, per_cell_width=True,
+            min_pulse_width_s=self.limits.width_min_s, virtual_clock=bool(self._clock.virtual),
+            device_model=str(self.station.config.chip.device or "unknown"),
+            bipolar=self._bipolar(), conductance_range_s=self._g_range,
+            set_pulse=self._set_pulse, reset_pulse=self._reset_pulse)
+
+    def _bipolar(self) -> bool:
+        device = self.station.config.chip.device
+        name = device.get("model") if isinstance(device, dict) else device
+        return name not in ("pcm",)
+
+    def close(self) -> None:
+        """Leave the station safe (outputs off, relays open, prober separated)."""
+        self.station.safe_state()
+
+    # -- recovery ---------------------------------------------------------------------------
+    def _resync_all(self) -> None:
+        st = self.station
+        for inst in [*st.smus.values(), st.matrix, st.array]:
+            if inst is not None and hasattr(inst, "resync"):
+                try:
+                    inst.resync()
+                except NotImplementedError:
+                    pass
+
+    def _read_op(self, what: str, fn: Callable[[], T]) -> T:
+        """Run an idempotent read; on a transient failure resync and retry (bounded)."""
+        for attempt in range(self._retries + 1):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
+                if not _transient(exc) or attempt == self._retries:
+                    self._fail(f"{what} failed after {attempt + 1} attempt(s)", exc)
+                log.warning("%s: %s; resynchronizing and retrying (%d/%d)", what, exc,
+                            attempt + 1, self._retries)
+                try:
+                    self._resync_all()
+                except Exception as resync_exc:  # noqa: BLE001
+                    self._fail(f"{what}: resync after {exc!r} failed", resync_exc)
+        raise AssertionError("unreachable")
+
+    def _write_op(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a state-changing operation once; any failure ends in the safe state."""
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"{what} failed (not retried: read back before pulsing again)", exc)
+        raise AssertionError("unreachable")
+
+    def _fail(self, message: str, exc: BaseException) -> None:
+        try:
+            self._resync_all()
+        except Exception:  # noqa: BLE001 - the original error is what the user needs
+            log.exception("resync before the safe state failed")
+        try:
+            self.station.safe_state()
+        except Exception as safe_exc:  # noqa: BLE001
+            raise HardwareError(f"{message}: {exc!r}; and the safe state failed: {safe_exc!r}") from exc
+        raise HardwareError(f"{message}: {exc!r} (station left in its safe state)") from exc
+
+    # -- parallel strategy (array board) --------------------------------------------------
+    def _board_read(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+        self.transactions += 1
+        fn = self._array.read_rows if transpose else self._array.read_columns
+        return np.asarray(fn([float(x) for x in v]), dtype=np.float64)
+
+    # -- cell strategy (SMUs + matrix) -----------------------------------------------------
+    def _setup_cell_strategy(self, drive: str | None, sense: str | None, bias: str | None,
+                             nplc: float) -> None:
+        st = self.station
+        if st.matrix is None:
+            raise ValueError("strategy 'cell' needs a switch matrix (role 'matrix')")
+        w = st.config.wiring
+        ports = list(w.smu_ports)
+        if len(ports) < 2 and (drive is None or sense is None):
+            raise ValueError("strategy 'cell' needs two SMU channels in wiring.smu_ports "
+                             f"(drive and sense), got {ports}")
+        if not w.ground_ports:
+            raise ValueError("strategy 'cell' needs a matrix ground port (wiring.ground_ports)")
+        self._drive_key, self._sense_key = drive or ports[0], sense or ports[1]
+        self._drive, self._sense = st.smus[self._drive_key], st.smus[self._sense_key]
+        self._drive_port = w.smu_ports[self._drive_key]
+        self._sense_port = w.smu_ports[self._sense_key]
+        if bias is None and len(ports) >= 3:
+            bias = ports[2]
+        self._bias = st.smus[bias] if bias is not None else None
+        self._bias_port = w.smu_ports[bias] if bias is not None else None
+        self._ground = w.ground_ports[0]
+        self._row_lines, self._col_lines = list(w.rows), list(w.cols)
+        self._nplc = nplc
+
+        def setup() -> None:
+            for smu in (self._drive, self._sense, self._bias):
+                if smu is None:
+                    continue
+                smu.set_source_mode("voltage")
+                smu.set_compliance(self.limits.compliance_default_a)
+                smu.set_nplc(nplc)
+                smu.set_level(0.0)
+            self.transactions += 8
+        self._write_op("SMU setup", setup)
+        self._outputs_on = False
+
+    def _route_read(self, i: int, j: int) -> None:
+        pairs = [(self._drive_port, self._row_lines[i]), (self._sense_port, self._col_lines[j])]
+        pairs += [(self._ground, line) for k, line in enumerate(self._row_lines) if k != i]
+        pairs += [(self._ground, line) for k, line in enumerate(self._col_lines) if k != j]
+        self.station.matrix.open_all()
+        self.station.matrix.connect_many(pairs)
+        self.transactions += 2
+
+    def _outputs(self, on: bool) -> None:
+        if self._outputs_on != on:
+            for smu in (self._drive, self._sense):
+                smu.output(on)
+            self._outputs_on = on
+            self.transactions += 2
+
+    def _cell_map(self, mask: Tensor | None) -> np.ndarray:
+        """Cell-wise conductances (rows, cols); NaN where not measured."""
+        _, rows, cols = self._shape
+        g = np.full((rows, cols), np.nan)
+        cells = [(i, j) for i in range(rows) for j in range(cols)
+                 if mask is None or bool(mask[0, i, j])]
+
+        def read_cells() -> None:
+            self._drive.set_level(0.0)
+            self._outputs(True)
+            for i, j in cells:
+                if not np.isnan(g[i, j]):
+                    continue  # measured before a retry
+                self._drive.set_level(0.0)  # cold switching: no bias while relays move
+                self._route_read(i, j)
+                self._drive.set_level(self.v_read)
+                g[i, j] = -self._sense.measure().current_a / self.v_read
+                self.transactions += 3
+            self._drive.set_level(0.0)
+            self._outputs(False)
+            self.station.matrix.open_all()
+            self.transactions += 2
+
+        def attempt() -> None:
+            try:
+                read_cells()
+            except Exception:
+                self._outputs_on = None  # unknown after a failure: force the next switch
+                raise
+        self._read_op("cell-wise conductance read", attempt)
+        return g
+
+    # -- contract hooks -------------------------------------------------------------------------
+    def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
+        v_np = v[0].detach().cpu().double().numpy()
+        if self.strategy == "parallel":
+            out = np.stack([self._read_op("array-board read", lambda x=x: self._board_read(x, transpose))
+                            for x in v_np])
+        else:
+            g = self._cell_map(None)
+            out = v_np @ (g.T if transpose else g)
+        return torch.as_tensor(out, dtype=self.dtype, device=self.torch_device).unsqueeze(0)
+
+    def _read_conductance(self, mask: Tensor | None) -> Tensor:
+        _, rows, cols = self._shape
+        if self.strategy == "parallel":
+            g = np.full((rows, cols), np.nan)
+            need = range(rows) if mask is None else [i for i in range(rows) if bool(mask[0, i].any())]
+            for i in need:
+                v = np.zeros(rows)
+                v[i] = self.v_read
+                g[i] = self._read_op("array-board read", lambda v=v: self._board_read(v, False)) / self.v_read
+        else:
+            g = self._cell_map(mask)
+        out = torch.as_tensor(g, dtype=self.dtype, device=self.torch_device).unsqueeze(0)
+        return out if mask is None else out[mask]
+
+    def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
+               compliance_a: Tensor) -> None:
+        shape = self._shape
+        sel = torch.ones(shape, dtype=torch.bool) if selected is None else selected.cpu()
+        fields = torch.stack([t.expand(shape).to(torch.float64).cpu()[sel]
+                              for t in (v, width_s, count, compliance_a)], 1)
+        cells = sel[0].nonzero()
+        groups, inverse = torch.unique(fields, dim=0, return_inverse=True)
+        for k, (amp, width, n, comp) in enumerate(groups.tolist()):
+            if amp == 0 or n == 0:
+                continue
+            members = cells[inverse == k]
+            if self.strategy == "parallel":
+                mask = np.zeros(shape[1:], dtype=bool)
+                mask[members[:, 0].numpy(), members[:, 1].numpy()] = True
+                self.transactions += 1
+                self._write_op("array-board pulse",
+                               lambda: self._array.pulse_cells(mask, amp, width, int(n)))
+            else:
+                for i, j in members.tolist():  # one routed cell at a time: physically serial
+                    self._write_op("SMU pulse", lambda i=i, j=j: self._cell_pulse(i, j, amp, width, int(n), comp))
+
+    def _cell_pulse(self, i: int, j: int, amp: float, width: float, n: int, comp: float) -> None:
+        """Drive -> row i, sense (0 V) -> column j, every other line to the bias channel at
+        V/2 when there is one (else floating); fire the drive channel's pulse."""
+        self._drive.set_level(0.0)
+        self.station.matrix.open_all()
+        pairs = [(self._drive_port, self._row_lines[i]), (self._sense_port, self._col_lines[j])]
+        if self._bias is not None:
+            pairs += [(self._bias_port, line) for k, line in enumerate(self._row_lines) if k != i]
+            pairs += [(self._bias_port, line) for k, line in enumerate(self._col_lines) if k != j]
+        self.station.matrix.connect_many(pairs)
+        self._drive.set_compliance(comp)
+        self._outputs(True)
+        if self._bias is not None:
+            self._bias.set_level(amp / 2)
+            self._bias.output(True)
+        self._drive.pulse(amp, width, n)
+        if self._bias is not None:
+            self._bias.set_level(0.0)
+            self._bias.output(False)
+        self._drive.set_compliance(self.limits.compliance_default_a)
+        self._outputs(False)
+        self.station.matrix.open_all()
+        self.transactions += 8 if self._bias is None else 12
+
+
+def _device_description(chip: Any) -> tuple[tuple[float, float], tuple[float, float] | None,
+                                             tuple[float, float] | None]:
+    """Conductance window and nominal pulses from the station's chip section, falling back
+    to the simulator model of the same name (a description only: no physics is used)."""
+    g = tuple(chip.conductance_range_s) if chip.conductance_range_s else None
+    sp = tuple(chip.set_pulse) if chip.set_pulse else None
+    rp = tuple(chip.reset_pulse) if chip.reset_pulse else None
+    if g is None or sp is None or rp is None:
+        from memhil.backends.sim.devices import build_device_model
+        if chip.device is None:
+            raise ValueError("chip.conductance_range_s, set_pulse and reset_pulse are needed "
+                             "when chip.device names no known device model")
+        model = build_device_model(chip.device)
+        g = g or model.conductance_range()
+        sp = sp or model.nominal_set_pulse
+        rp = rp or model.nominal_reset_pulse
+    return (float(g[0]), float(g[1])), sp, rp
