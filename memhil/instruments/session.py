@@ -260,7 +260,10 @@ def resync_qcodes(instr: Any, *, identify: Callable[[], str], expected: Callable
         return resync_session(instr.name, instr.visa_handle.resource_name, clean=clean,
                               identify=identify, expected=expected, reopen=reopen)
     finally:
-        instr.timeout(saved_timeout)
+        try:
+            instr.timeout(saved_timeout)
+        except pyvisa.errors.Error:  # the session could not be re-opened: ResyncError follows
+            pass
 
 
 def resync_pymeasure(instr: Any, *, identify: Callable[[], str],

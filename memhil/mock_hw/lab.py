@@ -216,7 +216,12 @@ class MockLab:
         backend.lab = lab
         close = backend.close
 
+        closed = []
+
         def close_all() -> None:
+            if closed:
+                return  # idempotent: the lab and its ports are gone
+            closed.append(True)
             try:
                 close()
                 st.close()

@@ -50,8 +50,8 @@ def but(request) -> BackendUnderTest:
     return request.param
 
 
-def test_forward_within_the_backends_noise(but: BackendUnderTest):
-    backend = but.make()
+def test_forward_within_the_backends_noise(but: BackendUnderTest, make_backend):
+    backend = make_backend(but)
     _, rows, cols = backend.shape
     n_out = cols // 2
     layer = AnalogLinear(rows, n_out, backend, set_pulse=but.set_pulse, reset_pulse=but.reset_pulse,

@@ -56,9 +56,14 @@ class PulseSpy:
 
 def _setup(backend, set_pulse, reset_pulse, in_f, out_f, n_devices=1, reset_count=50,
            n_pulses=12):
-    """Weights on tile 0; the SET response measured on tile 1 (fresh RESET first)."""
+    """Weights on tile 0; the SET response measured on tile 1 (fresh RESET first), or on
+    the columns right of the weights on a one-tile backend."""
     cells = torch.zeros(backend.shape, dtype=torch.bool)
-    cells[1] = True
+    if backend.shape[0] > 1:
+        cells[1] = True
+    else:
+        cells[0, :, 2 * out_f * n_devices:] = True
+        assert cells.any(), "a one-tile backend needs spare columns for the calibration"
     resp = measure_pulse_response(backend, cells, *set_pulse, n_pulses,
                                   prepare=(*reset_pulse, reset_count))
     g_lo, g_hi = float(resp.g_curve_s[0]), float(resp.g_curve_s[-1])
@@ -89,10 +94,10 @@ def but(request) -> BackendUnderTest:
     return request.param
 
 
-def _backend_setup(but: BackendUnderTest):
-    be = but.make()
-    _, rows, cols = be.shape
-    out_f = cols // 2
+def _backend_setup(but: BackendUnderTest, make_backend):
+    be = make_backend(but)
+    tiles, rows, cols = be.shape
+    out_f = cols // 2 if tiles > 1 else (cols - 1) // 2
     weights, resp = _setup(be, but.set_pulse, but.reset_pulse, rows, out_f)
     return be, weights, resp
 
@@ -150,8 +155,8 @@ def test_ideal_is_a_clipped_float_shadow_without_writes():
 
 
 # -- sign (on every backend) --------------------------------------------------------------
-def test_sign_one_pulse_beyond_threshold_none_below(but):
-    be, weights, resp = _backend_setup(but)
+def test_sign_one_pulse_beyond_threshold_none_below(but, make_backend):
+    be, weights, resp = _backend_setup(but, make_backend)
     m = weights.mapping
     spy = PulseSpy(be)
     theta = 0.5
@@ -175,8 +180,8 @@ def test_sign_one_pulse_beyond_threshold_none_below(but):
 
 
 # -- mixed precision (on every backend) -----------------------------------------------------
-def test_mixed_precision_keeps_remainder_and_waits_for_a_quantum(but):
-    be, weights, resp = _backend_setup(but)
+def test_mixed_precision_keeps_remainder_and_waits_for_a_quantum(but, make_backend):
+    be, weights, resp = _backend_setup(but, make_backend)
     m = weights.mapping
     spy = PulseSpy(be)
     s = build_update_scheme("mixed_precision").bind(weights, resp)

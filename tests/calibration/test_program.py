@@ -336,13 +336,13 @@ def test_program_weights_open_loop_and_pcm():
 # Every registered backend (simulators now, the hardware backend later)
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("but", BACKENDS, ids=[x.name for x in BACKENDS])
-def test_program_and_verify_on_every_backend(but: BackendUnderTest):
+def test_program_and_verify_on_every_backend(but: BackendUnderTest, make_backend):
     """Calibrate on the backend itself, then program targets in the middle half of the range
     its set/reset pulses reach. Tolerance from what was measured: half the largest mean
     step over the target range (the landing window must hold a step), and at least 4
     read-noise sigmas of the averaged read; a 2-sigma acceptance margin.
     Measured: sim-neurosim ±0.45 µS 100 % in 5 iterations; sim-pcm ±0.74 µS 99.4 % in 23."""
-    b = but.make()
+    b = make_backend(but)
     try:
         mask = _all(b)
         rs, rr = _calibrate(b, mask, but.set_pulse, but.reset_pulse)
