@@ -22,7 +22,7 @@ import yaml
 from pyvisa.errors import VisaIOError
 from qcodes.instrument import Instrument
 
-from memhil.instruments import array_board, b220x, keithley2600, velox
+from memhil.instruments import array_board, b220x, keithley2450, keithley2600, velox
 from memhil.instruments.protocols import Resyncable
 from memhil.instruments.session import ResyncError
 from memhil.mock_hw.lab import MockLab
@@ -340,6 +340,21 @@ def test_array_board_resync_raises_when_the_board_is_gone(own_rig):
         own_rig.board.resync()
 
 
+
+def test_array_board_over_visa_asrl_resync_reconnects(rig):
+    """The same board through pyvisa-py's ASRL resource (PyMeasure VISAAdapter)."""
+    board = array_board.ArrayBoard("ASRLmemhilboard://board::INSTR", "board_visa",
+                                   visa_library="@py", timeout=TIMEOUT_S)
+    try:
+        _board_ok(SimpleNamespace(board=board, g=rig.g))
+        rig.lab.faults("board").drop_next()
+        with pytest.raises((serial.SerialException, VisaIOError)):
+            board.read_columns([0.1] * ROWS)
+        board.resync()
+        _board_ok(SimpleNamespace(board=board, g=rig.g))
+    finally:
+        board.close()
+
 # -- Velox (PyMeasure over pyvisa-py) ---------------------------------------------------------
 
 def test_velox_resync_reconnects_after_a_dropped_connection(rig):
@@ -349,3 +364,57 @@ def test_velox_resync_reconnects_after_a_dropped_connection(rig):
     rig.prober.resync()
     assert rig.prober.position() == ((0, 0), 0)
     assert rig.prober.in_contact()  # the chuck did not move
+
+
+# -- Keithley 2450 (QCoDeS over pyvisa-py TCPIP SOCKET) ---------------------------------------
+
+@pytest.fixture
+def k2450_rig():
+    """A 2450 wired straight to cell (1, 2) (no matrix), sourcing V_READ, output on."""
+    lab = MockLab({
+        "chip": {"rows": ROWS, "cols": COLS},
+        "limits": {"compliance_max_a": 1e-3},
+        "instruments": {"k2450": {"type": "keithley2450",
+                                  "address": "TCPIP0::127.0.0.1::0::SOCKET"}},
+        "mock": {"device": {"model": "neurosim", "c2c_std": 0.0}, "seed": 3,
+                 "sneak_paths": False,
+                 "routes": {"k2450": {"hi": [["row", CELL[0]]], "lo": [["col", CELL[1]]]}}},
+    }).start()
+    smu = None
+    try:
+        smu = keithley2450.create(lab.address("k2450"), "k2450", visalib="@py",
+                                  timeout=TIMEOUT_S)
+        smu.set_source_mode("voltage")
+        smu.set_compliance(1e-4)
+        smu.set_level(V_READ)
+        smu.output(True)
+        with smu.instrument.timeout.set_to(10.0):
+            smu.measure()
+        yield SimpleNamespace(lab=lab, smu=smu, g=lab.chip.sim.true_conductance()[0].double().numpy())
+    finally:
+        if smu is not None:
+            _attempt(smu.close)
+        Instrument.close_all()
+        lab.stop()
+
+
+def test_k2450_resync_after_a_late_reply_and_a_dropped_connection(k2450_rig):
+    smu, instr, faults = k2450_rig.smu, k2450_rig.smu.instrument, k2450_rig.lab.faults("k2450")
+
+    def ok():
+        m = smu.measure()
+        assert m.current_a == pytest.approx(V_READ * k2450_rig.g[CELL], rel=1e-3)
+        assert m.voltage_v == pytest.approx(V_READ) and smu.output_is_on()
+
+    faults.latency_s = LATE_S
+    with pytest.raises(VisaIOError):
+        smu.output_is_on()
+    faults.latency_s = 0.0
+    assert not instr.ask("*IDN?").startswith("KEITHLEY")  # the late ':OUTP?' reply
+    smu.resync()
+    ok()
+    faults.drop_next()
+    with pytest.raises((VisaIOError, OSError)):
+        smu.output_is_on()
+    smu.resync()
+    ok()

@@ -1,0 +1,92 @@
+"""HardwareBackend specifics (the contract itself is tests/conformance): strategy choice,
+agreement with the simulator at the same device parameters, config selection, and
+failures that end in the safe state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memhil.backend_config import open_backend
+from memhil.backends.hardware import HardwareBackend, HardwareError
+from memhil.backends.sim import SimBackend
+from memhil.calibration.pulse_response import measure_pulse_response
+from memhil.errors import ConfigError
+from tests.backends import _mock_station
+
+
+@pytest.fixture
+def board():
+    b = open_backend({"mock_lab": _mock_station("parallel", 8, 8), "strategy": "parallel"})
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def matrix():
+    b = open_backend({"mock_lab": _mock_station("cell", 4, 6), "strategy": "cell"})
+    yield b
+    b.close()
+
+
+def test_strategy_is_chosen_and_reported(board, matrix):
+    assert isinstance(board, HardwareBackend)
+    assert board.capabilities.read_strategy == "parallel"
+    assert matrix.capabilities.read_strategy == "cell"
+    assert board.capabilities.virtual_clock  # the mock lab's clock
+    assert board.capabilities.conductance_range_s == pytest.approx((0.476e-6, 10e-6))
+    assert board.capabilities.set_pulse == pytest.approx((2.0, 80e-9))
+
+
+def test_board_reads_the_full_array_in_rows_transactions(board):
+    t0 = board.transactions
+    g = board.read_conductance()
+    assert board.transactions - t0 == board.shape[1]
+    true = board.lab.chip.sim.true_conductance()
+    # 1 % read noise: every cell within 5 sigma
+    assert ((g - true).abs() <= 0.05 * true).all()
+
+
+def test_mean_pulse_response_matches_the_simulator_at_the_same_parameters(board):
+    # NeuroSim LTP curve, 64 cells each: the hardware path (board pulses, board reads, mock
+    # chip) and the simulator (another seed) measure the same mean curve: at every pulse
+    # index the means differ by less than 4 standard errors of their difference (from the
+    # measured cell-to-cell spread) plus 1 % for the read gain.
+    cells_hw = torch.ones(board.shape, dtype=torch.bool)
+    hw = measure_pulse_response(board, cells_hw, 2.0, 80e-9, 15, prepare=(-2.0, 80e-9, 40))
+    sim = SimBackend({"rows": 8, "cols": 8, "seed": 99, "device": "neurosim",
+                      "read": {"read_noise_rel": 0.01}})
+    ref = measure_pulse_response(sim, torch.ones(sim.shape, dtype=torch.bool), 2.0, 80e-9, 15,
+                                 prepare=(-2.0, 80e-9, 40))
+    se = torch.sqrt(hw.spread_s ** 2 / 64 + ref.spread_s ** 2 / 64)
+    assert ((hw.g_curve_s - ref.g_curve_s).abs() <= 4 * se + 0.01 * ref.g_curve_s).all()
+    assert hw.g_curve_s[-1] > 10 * hw.g_curve_s[0]  # the curve was really traversed
+
+
+def test_cell_strategy_reads_without_sneak_paths(matrix):
+    # the mock chip has sneak paths on; grounding every unselected line removes them
+    g = matrix.read_conductance()
+    true = matrix.lab.chip.sim.true_conductance()
+    assert ((g - true).abs() <= 0.05 * true).all()
+
+
+def test_config_selects_the_backend(tmp_path):
+    sim = open_backend("sim")
+    assert isinstance(sim, SimBackend)
+    assert isinstance(open_backend({"backend": {"sim": {"rows": 4, "cols": 4}}}), SimBackend)
+    exp = tmp_path / "experiment.yaml"
+    exp.write_text("backend: {sim: {rows: 2, cols: 3}}\n")
+    assert open_backend(exp).shape == (1, 2, 3)
+    with pytest.raises(ConfigError, match="exactly one"):
+        open_backend({"sim": {}, "station": "x.yaml"})
+    with pytest.raises(ConfigError, match="backend"):
+        open_backend(42)
+
+
+def test_a_failed_pulse_is_not_retried_and_leaves_the_station_safe(matrix):
+    lab = matrix.lab
+    lab.faults("smu").drop_next()  # the connection dies on the next SMU command
+    with pytest.raises(HardwareError, match="not retried"):
+        matrix.pulse([(0, 0, 0)], 2.0, 80e-9, 3)
+    assert lab.sources_off()
+    assert lab.emulators["matrix"].closed == set()
