@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 from pymeasure.adapters import SerialAdapter
 from pymeasure.instruments import Instrument
+
 from memhil.instruments.registry import register_instrument
 from memhil.instruments.session import resync_pymeasure
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 from qcodes.instrument_drivers.Keysight.keysight_b220x import KeysightB220X
+
 from memhil.instruments.registry import register_instrument
 from memhil.instruments.session import idn_matches, resync_qcodes
 

@@ -144,7 +144,8 @@ def visa_clean(handle: pyvisa.resources.MessageBasedResource,
         try:
             (device_clear or handle.clear)()
         except (NotImplementedError, pyvisa.errors.VisaIOError) as exc:
-            if getattr(exc, "error_code", None) not in (None, constants.StatusCode.error_nonsupported_operation):
+            unsupported = (None, constants.StatusCode.error_nonsupported_operation)
+            if getattr(exc, "error_code", None) not in unsupported:
                 raise
             log.debug("%s: device clear not supported (%s)", handle.resource_name, exc)
     drain_visa(handle)
@@ -176,8 +177,8 @@ def reopen_visa(handle: pyvisa.resources.MessageBasedResource,
     settings, name = visa_settings(handle), str(handle.resource_name)
     try:
         handle.close()
-    except Exception:  # noqa: BLE001 - already closed or broken: a new session follows
-        pass
+    except Exception as exc:  # noqa: BLE001 - already closed or broken: a new one follows
+        log.debug("%s: closing the old session: %s", name, exc)
     new = open_resource(name)
     apply_visa_settings(new, settings)
     return new
@@ -215,8 +216,8 @@ def reopen_serial(port: Any) -> None:
     """Close and re-open a pyserial port at the same port name or URL (and settings)."""
     try:
         port.close()
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001 - already closed or broken: re-open anyway
+        log.debug("%s: closing the port: %s", port.port, exc)
     port.open()
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pymeasure.instruments.formfactor.velox import Velox
+
 from memhil.instruments.registry import register_instrument
 from memhil.instruments.session import idn_matches, resync_pymeasure
 

@@ -106,10 +106,7 @@ def _rig(lab):
         for name in lab.emulators:
             lab.faults(name).clear()
         for obj in opened:
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001 - a test may have broken the connection
-                pass
+            _attempt(obj.close)  # a test may have broken the connection
         Instrument.close_all()
 
 
