@@ -195,6 +195,8 @@ class Serial(SerialBase):
 
     def _respond(self, dev: LineDevice, line: str, term: bytes) -> None:
         f = getattr(dev, "faults", None)
+        if f is not None:
+            f._tick()
         if f is not None and f._take("drop"):
             log.info("%s: device vanished on %r", self._port, line)
             self._gone = True

@@ -34,28 +34,43 @@ class FaultInjector:
     silent: int = 0       # swallow the next N commands without a reply (a timeout)
     garble: int = 0       # corrupt the next N replies
     drop: int = 0         # close the connection on the next N commands, before replying
+    delay: dict = field(default_factory=dict, repr=False)  # fault -> commands to let pass first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def timeout_next(self, n: int = 1) -> None:
-        with self._lock:
-            self.silent += n
+    def timeout_next(self, n: int = 1, *, after: int = 0) -> None:
+        """No reply to ``n`` commands, starting ``after`` commands from now."""
+        self._arm("silent", n, after)
 
-    def garble_next(self, n: int = 1) -> None:
-        with self._lock:
-            self.garble += n
+    def garble_next(self, n: int = 1, *, after: int = 0) -> None:
+        self._arm("garble", n, after)
 
-    def drop_next(self, n: int = 1) -> None:
-        with self._lock:
-            self.drop += n
+    def drop_next(self, n: int = 1, *, after: int = 0) -> None:
+        """Close the connection on a command ``after`` commands from now (mid-operation)."""
+        self._arm("drop", n, after)
 
     def clear(self) -> None:
         with self._lock:
             self.latency_s, self.silent, self.garble, self.drop = 0.0, 0, 0, 0
+            self.delay.clear()
+
+    def _arm(self, name: str, n: int, after: int) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+            if after:
+                self.delay[name] = after
+
+    def _tick(self) -> None:
+        """One command passed: count down the ``after`` delays."""
+        with self._lock:
+            for name in list(self.delay):
+                self.delay[name] -= 1
+                if self.delay[name] < 0:
+                    del self.delay[name]
 
     def _take(self, name: str) -> bool:
         with self._lock:
             n = getattr(self, name)
-            if n > 0:
+            if n > 0 and name not in self.delay:
                 setattr(self, name, n - 1)
                 return True
             return False
@@ -154,6 +169,7 @@ class LineServer:
     def _respond(self, conn: socket.socket, line: str) -> bool:
         """Handle one command; False when the connection was dropped."""
         self.transactions += 1
+        self.faults._tick()
         # Acknowledge at once: a driver that writes twice before reading (QCoDeS B220x:
         # ``*CLS`` then the command) has its second write held by the client's Nagle
         # algorithm until this ACK, which Linux otherwise delays up to 40 ms.

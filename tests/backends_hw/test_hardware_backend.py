@@ -90,3 +90,40 @@ def test_a_failed_pulse_is_not_retried_and_leaves_the_station_safe(matrix):
         matrix.pulse([(0, 0, 0)], 2.0, 80e-9, 3)
     assert lab.sources_off()
     assert lab.emulators["matrix"].closed == set()
+
+
+@pytest.mark.parametrize("fault", ["drop", "timeout"])
+def test_a_read_survives_a_fault_in_its_middle(fault):
+    # The SMU connection drops (or one reply never comes) after 20 commands, i.e. a few
+    # cells into a full cell-wise read: the backend resyncs the instruments (reconnecting
+    # the dropped session), keeps the cells already measured, finishes the read, and the
+    # values are right; afterwards commands work and the outputs are off.
+    station = _mock_station("cell", 4, 6)
+    station["instruments"]["smu"]["options"] = {"timeout": 1.0}  # a short VISA timeout
+    b = open_backend({"mock_lab": station, "strategy": "cell"})
+    try:
+        lab = b.lab
+        arm = lab.faults("smu").drop_next if fault == "drop" else lab.faults("smu").timeout_next
+        arm(after=20)
+        g = b.read_conductance()
+        true = lab.chip.sim.true_conductance()
+        assert ((g - true).abs() <= 0.05 * true).all()
+        assert lab.sources_off()
+        g2 = b.read_conductance([(0, 1, 1)])  # the next operation works normally
+        assert abs(float(g2[0]) - float(true[0, 1, 1])) <= 0.05 * float(true[0, 1, 1])
+    finally:
+        b.close()
+
+
+def test_a_read_that_keeps_failing_ends_in_a_clean_failure():
+    b = open_backend({"mock_lab": _mock_station("parallel", 4, 4), "strategy": "parallel"})
+    try:
+        lab = b.lab
+        lab.faults("board").garble_next(10)  # every retry, and the resync, get garbage
+        with pytest.raises(HardwareError, match="array-board read"):
+            b.read_conductance()
+        lab.faults("board").clear()
+        assert lab.sources_off()
+        b.read_conductance()  # once the line is clean again, reads work
+    finally:
+        b.close()
