@@ -225,6 +225,14 @@ class HardwareBackend(Backend):
             self._outputs_on = on
             self.transactions += 2
 
+    def _confirm_outputs_off(self) -> None:
+        """Query (a round trip, so every earlier write has been executed) that the SMUs
+        really are off at the end of an operation."""
+        for smu in (self._drive, self._sense):
+            if smu.output_is_on():
+                raise HardwareError(f"{smu.name} output still on after switching it off")
+        self.transactions += 2
+
     def _cell_map(self, mask: Tensor | None) -> np.ndarray:
         """Cell-wise conductances (rows, cols); NaN where not measured."""
         _, rows, cols = self._shape
@@ -246,6 +254,7 @@ class HardwareBackend(Backend):
             self._drive.set_level(0.0)
             self._outputs(False)
             self.station.matrix.open_all()
+            self._confirm_outputs_off()
             self.transactions += 2
 
         def attempt() -> None:
@@ -326,6 +335,7 @@ class HardwareBackend(Backend):
         self._drive.set_compliance(self.limits.compliance_default_a)
         self._outputs(False)
         self.station.matrix.open_all()
+        self._confirm_outputs_off()
         self.transactions += 8 if self._bias is None else 12
 
 

@@ -269,7 +269,11 @@ class GuardedSourceMeter:
         return self._smu.in_compliance()
 
     def safe_state(self) -> None:
+        """Level 0 and output off, then confirmed by a query (a round trip: the writes
+        before it have been executed) so a safe state is never merely assumed."""
         self._smu.safe_state()
+        if self._smu.output_is_on():
+            raise InterlockError(f"{self.name}: output still on after the safe state")
 
     def __repr__(self) -> str:
         return f"GuardedSourceMeter({self.name!r}, mode={self._mode}, compliance={self._compliance})"

@@ -166,7 +166,7 @@ def test_reads_and_output_off_pass():
     smu.set_nplc(1.0)
     smu.safe_state()
     assert [c[0] for c in fake.calls] == ["measure", "output", "output_is_on", "in_compliance",
-                                           "set_nplc", "safe_state"]
+                                           "set_nplc", "safe_state", "output_is_on"]
 
 
 # -- SMU: sweeps and pulses --------------------------------------------------------------
@@ -330,7 +330,8 @@ def drive(station, fakes):
 def assert_safe(fakes):
     for smu in (fakes.smua, fakes.smub):
         assert not smu.on and smu.level == 0.0
-        assert smu.calls[-1] == ("safe_state",)
+        # the safe state, then a query confirming it
+        assert smu.calls[-2:] == [("safe_state",), ("output_is_on",)]
     assert fakes.matrix.closed_relays == set()
     assert not fakes.prober.contacted
     assert fakes.array.lines_v == 0.0
@@ -503,3 +504,15 @@ def test_property_no_unsafe_request_reaches_the_smu(prefix_mode, prefix_complian
             else:
                 energy = compliance * max(abs(level), abs(base)) * width * count
             assert energy <= LIMITS.energy_max_j * (1 + 1e-5)
+
+
+def test_safe_state_is_confirmed_by_a_query():
+    class StuckOn(FakeSMU):
+        def safe_state(self):
+            self.calls.append(("safe_state",))  # an output that ignores the off command
+
+    from memhil.instruments.guard import InterlockError
+    smu = GuardedSourceMeter(StuckOn(), LIMITS)
+    smu._smu.on = True
+    with pytest.raises(InterlockError, match="still on"):
+        smu.safe_state()

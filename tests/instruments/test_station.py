@@ -302,7 +302,7 @@ def test_station_builds_guarded_instruments(station_file):
     assert st.smu_port("smu.smub") == 2
     smua, smub, matrix = BUILT
     # safe start: every instrument was put in its safe state once built
-    assert smua.calls == [("safe_state",)] and matrix.calls == [("safe_state",)]
+    assert smua.calls == [("safe_state",), ("output_is_on",)] and matrix.calls == [("safe_state",)]
     assert repr(st) == "Station('station', smus=['smu.smua', 'smu.smub'], matrix='matrix')"
 
     st.smus["smu.smua"].set_source_mode("voltage")
@@ -323,7 +323,7 @@ def test_station_builds_guarded_instruments(station_file):
     st.close()
     st.close()  # idempotent
     assert smua.closed == 1 and matrix.closed == 1
-    assert smua.calls[-1] == ("safe_state",)
+    assert smua.calls[-2:] == [("safe_state",), ("output_is_on",)]
 
 
 def test_from_config_accepts_a_path_and_single_channel_smus(station_file):
