@@ -1,0 +1,57 @@
+"""DryBackend: the pre-flight stand-in. It has the real backend's shape, limits and
+capabilities and goes through the same ``Backend.pulse``/``mvm`` argument checks (hence the
+same ``Limits.check_pulse``/``check_read``), but only records the operations and answers
+reads with a constant conductance, on its own virtual clock."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from memhil.backends.base import Backend, Capabilities
+from memhil.backends.clock import VirtualClock
+from memhil.limits import Limits
+
+
+class DryBackend(Backend):
+    def __init__(self, like: Backend, g_s: float | None = None, *, has_prober: bool | None = None):
+        self._shape = tuple(like.shape)
+        self._limits = like.limits
+        self._caps = like.capabilities
+        lo, hi = self._caps.conductance_range_s
+        self.g_s = float(g_s) if g_s is not None else (lo * hi) ** 0.5
+        self._clock = VirtualClock()
+        self.has_prober = (getattr(getattr(like, "station", None), "prober", None) is not None
+                           if has_prober is None else has_prober)
+        self.ops: list[tuple[str, dict]] = []
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    @property
+    def clock(self) -> VirtualClock:
+        return self._clock
+
+    def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
+        self.ops.append(("mvm", {"shape": tuple(v.shape)}))
+        return v.sum(-1, keepdim=True) * self.g_s * torch.ones(
+            self._shape[1] if transpose else self._shape[2], dtype=v.dtype)
+
+    def _read_conductance(self, mask: Tensor | None) -> Tensor:
+        self.ops.append(("read", {"n": int(mask.sum()) if mask is not None else None}))
+        self._clock.advance(1e-6)
+        full = torch.full(self._shape, self.g_s)
+        return full if mask is None else full[mask]
+
+    def _pulse(self, selected, v, width_s, count, compliance_a) -> None:
+        self.ops.append(("pulse", {"v": float(v.abs().max()), "n": int(count.max())}))
+        self._clock.advance(float((width_s * count).max()))

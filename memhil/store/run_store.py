@@ -1,0 +1,445 @@
+"""Run storage on a QCoDeS DataSet (SQLite).
+
+Every protocol run is one QCoDeS dataset in one SQLite ``.db`` file.
+
+Layout
+------
+QCoDeS needs every dependent parameter to hang off declared setpoints, and a sweep of
+wafer points is an arbitrary list (die, subsite, cell, step, ...), not a grid.  So each
+run has a single setpoint, ``point`` (0, 1, 2, ... in write order, continued across
+continuation runs), and *every* key and value column is a dependent parameter of
+``point``:
+
+* key columns (``die_col``, ``die_row``, ``subsite``, ``row``, ``col``, ``step`` ...) are
+  stored as QCoDeS ``text`` parameters; their Python type (``int`` or ``str``) is given
+  by ``key_types`` or inferred from the first point, recorded in the metadata key
+  ``memhil_key_types`` and restored by :meth:`RunStore.load`;
+* value columns (``v``, ``i``, ``g``, ``t_s`` ...) are ``numeric`` (float; a missing
+  value is NaN).
+
+This layout accepts any point list (no grid, repeats allowed), keeps a point's keys and
+values in one SQLite row and keeps the write order.
+
+Durability
+----------
+The store uses the DataSet API directly (not ``Measurement.run()``, whose saver
+buffers for ``write_period``): :meth:`RunWriter.add` calls ``DataSet.add_results``
+without the background writer, which inserts and commits the row at once.  A process
+that dies loses at most the point in flight.
+
+Status
+------
+Metadata ``memhil_status`` is ``"running"`` while a writer is open and
+``"completed"``, ``"failed"`` or ``"interrupted"`` after :meth:`RunWriter.close`.  A run
+that is never closed (crash) stays ``"running"``.  Only ``close("completed")`` marks the
+QCoDeS dataset completed; failed or interrupted runs stay open in QCoDeS so that they
+can be appended to.
+
+Resume
+------
+:meth:`RunStore.open_run` implements both paths:
+
+1. *append in place* -- if the last run of the chain is not completed in QCoDeS (the
+   process died, or it was closed ``failed``/``interrupted``), it is reloaded with
+   ``load_by_id`` and further points are added to the same dataset (QCoDeS 0.58 allows
+   ``add_results`` on a started, not completed dataset, also from a new process);
+2. *continuation* -- if the dataset is completed (or QCoDeS refuses to add results),
+   a new run is created with the same columns and metadata plus
+   ``memhil_continues: <previous run id>``.
+
+:meth:`RunStore.load`, :meth:`RunStore.completed_keys` and :meth:`RunStore.export`
+follow the chain: given any run id of a chain, they return the points of the whole
+chain (root first, ``point`` continuing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from qcodes.dataset import (
+    InterDependencies_,
+    connect,
+    load_by_id,
+    load_or_create_experiment,
+    new_data_set,
+)
+
+try:  # qcodes >= 0.5x: the dataset path is deprecated
+    from qcodes.parameters import ParamSpecBase
+except ImportError:  # pragma: no cover
+    from qcodes.dataset.descriptions.param_spec import ParamSpecBase
+
+__all__ = ["STATUSES", "RunInfo", "RunStore", "RunWriter"]
+
+STATUSES = ("completed", "failed", "interrupted")
+POINT = "point"
+_META_PREFIX = "memhil_"
+_RESERVED = {"memhil_status", "memhil_keys", "memhil_values", "memhil_key_types",
+             "memhil_continues", "memhil_metadata_keys", "memhil_closed_at"}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: int
+    name: str
+    status: str
+    n_points: int
+    started: float | None  # unix time
+    completed: float | None  # unix time (QCoDeS completion, only for "completed")
+    continues: int | None  # run id this run continues, if any
+
+
+def _to_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=_json_default, sort_keys=True)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__dict__"):
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    return repr(obj)
+
+
+def _from_json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except (ValueError, TypeError):
+        return value
+
+
+def _check_name(name: str) -> None:
+    if not name.isidentifier() or name == POINT:
+        raise ValueError(f"invalid column name {name!r} (identifier, not {POINT!r})")
+
+
+class RunWriter:
+    """Writes the points of one run.  Use as a context manager: an exception closes
+    the run ``"failed"`` (``KeyboardInterrupt``: ``"interrupted"``) and re-raises."""
+
+    def __init__(self, store: RunStore, dataset: Any, keys: Sequence[str],
+                 values: Sequence[str], key_types: dict[str, type] | None,
+                 next_point: int = 0):
+        self._store = store
+        self._ds = dataset
+        self.keys = list(keys)
+        self.values = list(values)
+        self._key_types = dict(key_types) if key_types else None
+        self._next_point = next_point
+        self._closed = False
+
+    @property
+    def run_id(self) -> int:
+        return int(self._ds.run_id)
+
+    @property
+    def n_points(self) -> int:
+        """Points written by this writer's run chain so far (the next ``point``)."""
+        return self._next_point
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def add(self, **point: Any) -> int:
+        """Write one point (all keys required, values optional -> NaN) and commit it.
+        Returns its ``point`` index."""
+        if self._closed:
+            raise RuntimeError(f"run {self.run_id} is closed")
+        unknown = set(point) - set(self.keys) - set(self.values)
+        if unknown:
+            raise KeyError(f"unknown columns {sorted(unknown)}; keys={self.keys}, "
+                           f"values={self.values}")
+        missing = [k for k in self.keys if k not in point]
+        if missing:
+            raise KeyError(f"missing key columns {missing}")
+        if self._key_types is None:
+            self._key_types = {k: (str if isinstance(point[k], str) else int)
+                               for k in self.keys}
+            self._ds.add_metadata("memhil_key_types", json.dumps(
+                {k: t.__name__ for k, t in self._key_types.items()}))
+        row: dict[str, Any] = {POINT: self._next_point}
+        for k in self.keys:
+            v = point[k]
+            if self._key_types[k] is int:
+                if isinstance(v, (str, bool)) or int(v) != v:
+                    raise TypeError(f"key {k!r} is int, got {v!r}")
+                row[k] = str(int(v))
+            else:
+                row[k] = str(v)
+        for name in self.values:
+            v = point.get(name)
+            row[name] = float("nan") if v is None else float(v)
+        self._ds.add_results([row])  # inserted and committed now
+        self._next_point += 1
+        return self._next_point - 1
+
+    def close(self, status: str = "completed") -> None:
+        """Mark the run ``status``; only ``"completed"`` completes the QCoDeS dataset."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if self._closed:
+            return
+        self._ds.add_metadata("memhil_status", status)
+        self._ds.add_metadata("memhil_closed_at", repr(time.time()))
+        if status == "completed":
+            self._ds.mark_completed()
+        self._closed = True
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._closed:
+            return False
+        if exc_type is None:
+            self.close("completed")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed")
+        return False
+
+
+class RunStore:
+    """A SQLite database of runs, opened with an explicit path (the global QCoDeS
+    config, ``core.db_location``, is neither read nor changed)."""
+
+    def __init__(self, db_path: str | Path, experiment: str = "memhil",
+                 sample: str = "memhil"):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = connect(str(self.db_path))
+        self.experiment = load_or_create_experiment(experiment, sample, conn=self.conn)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------
+    def new_run(self, name: str, *, keys: Sequence[str], values: Sequence[str],
+                metadata: Mapping[str, Any] | None = None,
+                key_types: Mapping[str, type] | None = None,
+                _continues: int | None = None, _first_point: int = 0) -> RunWriter:
+        """Create a run.  ``metadata`` values are stored as JSON strings (strings as
+        they are) with ``dataset.add_metadata``: station snapshot, protocol config,
+        calibration versions, device-model parameters ...  ``key_types`` maps a key
+        to ``int`` or ``str`` (default: inferred from the first point)."""
+        keys, values = list(keys), list(values)
+        for c in keys + values:
+            _check_name(c)
+        if len(set(keys + values)) != len(keys) + len(values):
+            raise ValueError("duplicate column names")
+        if key_types is not None:
+            bad = {k: t for k, t in key_types.items() if t not in (int, str) or k not in keys}
+            if bad or set(key_types) != set(keys):
+                raise ValueError(f"key_types must map every key to int or str: {key_types}")
+        point = ParamSpecBase(POINT, "numeric", label="point index")
+        deps = [ParamSpecBase(k, "text") for k in keys] + \
+               [ParamSpecBase(v, "numeric") for v in values]
+        ds = new_data_set(name, exp_id=self.experiment.exp_id, conn=self.conn,
+                          in_memory_cache=False)
+        ds.set_interdependencies(InterDependencies_(
+            dependencies={d: (point,) for d in deps}))
+        ds.mark_started(start_bg_writer=False)
+        for mkey, mval in (metadata or {}).items():
+            if mkey in _RESERVED:
+                raise ValueError(f"metadata key {mkey!r} is reserved")
+            ds.add_metadata(mkey, _to_json(mval))
+        ds.add_metadata("memhil_metadata_keys", json.dumps(sorted(metadata or {})))
+        ds.add_metadata("memhil_keys", json.dumps(keys))
+        ds.add_metadata("memhil_values", json.dumps(values))
+        if key_types is not None:
+            ds.add_metadata("memhil_key_types", json.dumps(
+                {k: t.__name__ for k, t in key_types.items()}))
+        if _continues is not None:
+            ds.add_metadata("memhil_continues", str(int(_continues)))
+        ds.add_metadata("memhil_status", "running")
+        return RunWriter(self, ds, keys, values,
+                         dict(key_types) if key_types else None, _first_point)
+
+    def open_run(self, run_id: int) -> RunWriter:
+        """Writer that appends to ``run_id``'s chain (see module docstring): in place
+        if the last run of the chain is not completed in QCoDeS, else in a new run with
+        ``memhil_continues`` pointing at it.  Points continue their ``point`` index."""
+        chain = self.chain(run_id)
+        tail = chain[-1]
+        ds = self._ds(tail)
+        raw = ds.metadata
+        keys = json.loads(raw["memhil_keys"])
+        values = json.loads(raw["memhil_values"])
+        key_types = self._key_types(raw)
+        n = sum(self._ds(r).number_of_results for r in chain)
+        if not ds.completed:
+            try:
+                ds._raise_if_not_writable()
+            except RuntimeError:  # QCoDeS refuses (CompletedError): continuation
+                writable = False
+            else:
+                writable = True
+            if writable:
+                ds.add_metadata("memhil_status", "running")
+                return RunWriter(self, ds, keys, values, key_types, n)
+        user_meta = {k: raw[k] for k in json.loads(raw.get("memhil_metadata_keys", "[]"))
+                     if k in raw}
+        return self.new_run(ds.name, keys=keys, values=values, metadata=user_meta,
+                            key_types=key_types, _continues=tail, _first_point=n)
+
+    # -- reading ----------------------------------------------------------------------
+    def _ds(self, run_id: int) -> Any:
+        return load_by_id(int(run_id), conn=self.conn)
+
+    @staticmethod
+    def _key_types(raw: Mapping[str, Any]) -> dict[str, type] | None:
+        if "memhil_key_types" not in raw:
+            return None
+        return {k: (int if t == "int" else str)
+                for k, t in json.loads(raw["memhil_key_types"]).items()}
+
+    def _run_ids(self) -> list[int]:
+        cur = self.conn.execute("SELECT run_id FROM runs ORDER BY run_id")
+        return [int(r[0]) for r in cur.fetchall()]
+
+    def _continues_map(self) -> dict[int, int]:
+        """run id -> run id it continues.  QCoDeS stores metadata as columns of the
+        ``runs`` table, so one query answers it."""
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()}
+        if "memhil_continues" not in cols:
+            return {}
+        rows = self.conn.execute(
+            "SELECT run_id, memhil_continues FROM runs "
+            "WHERE memhil_continues IS NOT NULL").fetchall()
+        return {int(r): int(c) for r, c in rows}
+
+    def chain(self, run_id: int) -> list[int]:
+        """Run ids of ``run_id``'s continuation chain, root first."""
+        cont = self._continues_map()
+        root = int(run_id)
+        seen = {root}
+        while root in cont:
+            root = cont[root]
+            if root in seen:  # pragma: no cover - corrupt metadata
+                break
+            seen.add(root)
+        children: dict[int, int] = {}
+        for child, parent in sorted(cont.items()):
+            children.setdefault(parent, child)
+        chain = [root]
+        while chain[-1] in children:
+            chain.append(children[chain[-1]])
+        return chain
+
+    def runs(self) -> list[RunInfo]:
+        out = []
+        for rid in self._run_ids():
+            ds = self._ds(rid)
+            md = ds.metadata
+            status = md.get("memhil_status")
+            if status is None:
+                status = "completed" if ds.completed else "running"
+            c = md.get("memhil_continues")
+            out.append(RunInfo(run_id=rid, name=ds.name, status=str(status),
+                               n_points=int(ds.number_of_results),
+                               started=ds.run_timestamp_raw,
+                               completed=ds.completed_timestamp_raw,
+                               continues=int(c) if c is not None else None))
+        return out
+
+    def metadata(self, run_id: int) -> dict[str, Any]:
+        """All metadata of a run, JSON values parsed."""
+        return {k: _from_json(v) for k, v in self._ds(run_id).metadata.items()}
+
+    def _load_one(self, run_id: int) -> pd.DataFrame:
+        ds = self._ds(run_id)
+        raw = ds.metadata
+        keys = json.loads(raw["memhil_keys"])
+        values = json.loads(raw["memhil_values"])
+        cols = [POINT] + keys + values
+        # one SQLite row per point: read the results table directly (in write order)
+        sql = "SELECT {} FROM \"{}\" ORDER BY id".format(
+            ", ".join(f'"{c}"' for c in cols), ds.table_name)
+        rows = self.conn.execute(sql).fetchall()
+        df = pd.DataFrame.from_records(rows, columns=cols)
+        key_types = self._key_types(raw) or {}
+        df[POINT] = df[POINT].astype("int64")
+        for k in keys:
+            if key_types.get(k, str) is int:
+                df[k] = df[k].astype("int64")
+            else:
+                df[k] = df[k].astype(object)
+        for v in values:
+            df[v] = pd.to_numeric(df[v], errors="coerce").astype("float64")
+        return df
+
+    def load(self, run_id: int) -> pd.DataFrame:
+        """Points of ``run_id``'s chain: columns ``point``, keys, values."""
+        frames = [self._load_one(r) for r in self.chain(run_id)]
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return df
+
+    def completed_keys(self, run_id: int, key_names: Sequence[str]) -> set[tuple]:
+        """Set of ``tuple(point[k] for k in key_names)`` already written in the chain."""
+        df = self.load(run_id)
+        key_names = list(key_names)
+        missing = [k for k in key_names if k not in df.columns]
+        if missing:
+            raise KeyError(f"unknown columns {missing}")
+        return {tuple(_py(x) for x in row)
+                for row in df[key_names].itertuples(index=False, name=None)}
+
+    def to_xarray(self, run_id: int):
+        """xarray Dataset of the chain's points (dimension ``point``); the root run's
+        metadata (JSON strings) as attributes."""
+        import xarray as xr
+        chain = self.chain(run_id)
+        xds = xr.Dataset.from_dataframe(self.load(run_id).set_index(POINT))
+        for k, v in self._ds(chain[0]).metadata.items():
+            xds.attrs[k] = v if isinstance(v, (str, int, float)) else str(v)
+        xds.attrs["memhil_run_ids"] = json.dumps(chain)
+        xds.attrs["memhil_db"] = str(self.db_path)
+        return xds
+
+    def export(self, run_id: int, path: str | Path) -> Path:
+        """Write the chain's points (+ metadata as attributes) to netCDF."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        xds = self.to_xarray(run_id)
+        for name in list(xds.variables):
+            if xds[name].dtype == object:
+                xds[name] = xds[name].astype(str)
+        xds.to_netcdf(path, engine="h5netcdf")
+        return path
+
+
+def _py(x: Any) -> Any:
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    return x
