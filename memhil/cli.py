@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("station", help="station YAML (with a mock: section)")
     serve.add_argument("--write-station", default=None,
                        help="write the live station (actual addresses) to this YAML file")
+    from memhil import cli_runs
+    cli_runs.add_parser(sub)
     args = ap.parse_args(argv)
 
     if args.command == "demo":
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "mock-lab":
         from memhil.mock_hw.lab import serve as serve_lab
         serve_lab(args.station, ready_file=args.write_station)
+    elif args.command == "runs":
+        from memhil import cli_runs
+        return cli_runs.run(args)
     elif args.command == "models":
         from memhil.backends.sim.devices import device_model_names
         print("\n".join(device_model_names()))
