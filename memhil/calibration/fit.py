@@ -28,7 +28,8 @@ in the mapping as a ``memhil_fit:`` key. ``to_yaml`` writes it twice instead: as
 comment block at the top of the parameter file (human-readable, ignored by the loader) and
 in a sidecar ``<path>.fit.json`` that ``FitResult.load`` reads back.
 
-VTEAM fitting is not implemented (``fit_vteam`` raises NotImplementedError).
+Only the NeuroSim LTP/LTD model is fitted so far (it has a closed-form pulse response);
+ODE models such as VTEAM need a simulation-based fit, not written yet.
 """
 
 from __future__ import annotations
@@ -256,10 +257,4 @@ def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
                      source=source, covariance=cov_d)
 
 
-def fit_vteam(*args: Any, **kwargs: Any) -> FitResult:
-    """Not implemented yet: VTEAM has no closed-form pulse response (its ODE has to be
-    integrated per candidate parameter set), so it needs a simulation-based fit."""
-    raise NotImplementedError("fit_vteam is not implemented; only fit_neurosim is available")
-
-
-__all__ = ["FitResult", "fit_neurosim", "fit_vteam", "neurosim_curve", "DEFAULT_P_MAX"]
+__all__ = ["FitResult", "fit_neurosim", "neurosim_curve", "DEFAULT_P_MAX"]

@@ -30,7 +30,7 @@ import torch
 
 from memhil.backends.sim import SimBackend
 from memhil.backends.sim.devices import build_device_model
-from memhil.calibration.fit import FitResult, fit_neurosim, fit_vteam, neurosim_curve
+from memhil.calibration.fit import FitResult, fit_neurosim, neurosim_curve
 from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
 from memhil.mock_hw.lab import MockLab
 
@@ -154,5 +154,3 @@ def test_fit_errors():
         fit_neurosim(up, up)
     with pytest.raises(ValueError):
         fit_neurosim(up, down, fixed={"a_ltp": 3.0})
-    with pytest.raises(NotImplementedError):
-        fit_vteam(up)

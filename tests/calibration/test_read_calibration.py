@@ -25,6 +25,8 @@ class GainOffsetBackend(Backend):
     limits = property(lambda self: self.inner.limits)
     capabilities = property(lambda self: self.inner.capabilities)
     clock = property(lambda self: self.inner.clock)
+    dtype = property(lambda self: self.inner.dtype)
+    torch_device = property(lambda self: self.inner.torch_device)
 
     def _mvm(self, v, *, transpose, tile):
         out = self.inner._mvm(v, transpose=transpose, tile=tile)
@@ -42,7 +44,7 @@ class GainOffsetBackend(Backend):
 
 
 def _make(noise=0.0, seed=0):
-    sim = SimBackend({"tiles": 2, "rows": 16, "cols": 8, "device": "neurosim", "seed": seed,
+    sim = SimBackend({"tiles": 2, "rows": 16, "cols": 8, "device": {"model": "neurosim", "c2c_std": 0.0}, "seed": seed,
                       "dtype": "float64", "read": {"read_noise_rel": noise}})
     gen = torch.Generator().manual_seed(42)
     gain = 1.0 + 0.2 * (2 * torch.rand(2, 8, generator=gen, dtype=torch.float64) - 1)
@@ -87,7 +89,7 @@ def test_with_read_noise_and_serialisation():
 
 def test_relative_gains_from_uniform_reference_region():
     sim, hw, gain, offset = _make(noise=0.0, seed=2)
-    # make row 0 a uniform region: every cell reset to G_min by a full LTD train
+    # make row 0 a uniform region: every cell reset to G_min by a full LTD train (no C2C)
     ref = torch.zeros(hw.shape, dtype=torch.bool)
     ref[:, 0, :] = True
     hw.pulse(ref, -2.0, 80e-9, 100)
