@@ -34,7 +34,6 @@ ODE models such as VTEAM need a simulation-based fit, not written yet.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
