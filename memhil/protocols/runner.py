@@ -165,7 +165,8 @@ class Runner:
             if dry:
                 return False
             done = self.journal is not None and self.journal.done(msg.key)
-            self._stack.append((tuple(msg.key), [], done))
+            if not done:  # a done unit is skipped by the plan: nothing to open or commit
+                self._stack.append((tuple(msg.key), [], False))
             return done
         if isinstance(msg, Commit):
             if dry:

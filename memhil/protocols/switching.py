@@ -105,8 +105,8 @@ def endurance_plan(p: EnduranceParams, caps):
 def switching_stats(points: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """SET/RESET statistics of switching/endurance points: median and coefficient of
     variation of HRS and LRS, median window, and the number of points."""
+    points = list(points)
     hrs = [pt["g_hrs"] for pt in points if "g_hrs" in pt]
-    points = list(points) if not isinstance(points, list) else points
     lrs = [pt["g_lrs"] for pt in points if "g_lrs" in pt]
     win = [pt["window"] for pt in points if "window" in pt]
 
