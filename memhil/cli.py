@@ -9,11 +9,17 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="memhil", description="memristive hardware-in-the-loop")
     sub = ap.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="simulator showcase: program weights, read back, drift")
-    demo.add_argument("--rows", type=int, default=64, help="inputs (array rows)")
-    demo.add_argument("--outputs", type=int, default=32, help="outputs (2 columns each)")
+    demo = sub.add_parser("demo", help="form, characterize and fit a virtual chip on the mock "
+                                       "lab, then predict it with the simulator")
+    demo.add_argument("--size", type=int, default=16, help="array rows and columns")
+    demo.add_argument("--db", default="memhil-demo.db", help="SQLite run store")
+    demo.add_argument("--out", default="memhil-demo", help="folder for plots and the fit")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--torch-device", default="cpu", help="cpu or cuda")
+    show = sub.add_parser("showcase", help="simulator only: program weights, read back, drift")
+    show.add_argument("--rows", type=int, default=64, help="inputs (array rows)")
+    show.add_argument("--outputs", type=int, default=32, help="outputs (2 columns each)")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--torch-device", default="cpu", help="cpu or cuda")
     sub.add_parser("models", help="list the device models selectable by name")
     lab = sub.add_parser("mock-lab", help="the emulated bench")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True)
@@ -27,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "demo":
         from memhil.demo import run_demo
-        run_demo(rows=args.rows, outputs=args.outputs, seed=args.seed,
+        run_demo(rows=args.size, cols=args.size, db=args.db, out_dir=args.out, seed=args.seed)
+    elif args.command == "showcase":
+        from memhil.showcase import run_showcase
+        run_showcase(rows=args.rows, outputs=args.outputs, seed=args.seed,
                  torch_device=args.torch_device)
     elif args.command == "mock-lab":
         from memhil.mock_hw.lab import serve as serve_lab

@@ -1,92 +1,167 @@
-"""The simulator showcase behind ``memhil demo``: program a signed weight matrix onto
-differential PCM pairs, read it back, run matrix-vector products and watch drift."""
+"""``memhil demo``: the digital-twin loop on the embedded defaults (mock lab + simulator +
+a SQLite run store), on a 16x16 virtual chip of a two-die wafer.
+
+1. die (0, 0), pristine RRAM: electroform every cell (AutoFormer ramp) and map it;
+2. die (1, 0), LTP/LTD devices: map it and record potentiation/depression pulse trains;
+3. fit the NeuroSim LTP/LTD model to the recorded curves (with standard errors) and save
+   it as a versioned parameter file;
+4. load that file into the simulator, run the same pulse trains there, and compare the
+   prediction with the chip.
+Every protocol runs through the instruments of the mock lab (Velox prober + array board,
+over pyserial and loopback sockets), is stored in the SQLite file and plotted.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import time
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from memhil.backends.sim import SimBackend
+# The chip's true LTP/LTD parameters (die 1): the fit must find them from measurements.
+TRUE_DEVICE = {"model": "neurosim", "g_min_s": 1.0e-6, "g_max_s": 8.0e-6, "a_ltp": 5.0,
+               "a_ltd": 9.0, "c2c_std": 0.005}
 
 
-@dataclass
-class DriftPoint:
-    t_s: float
-    g_mean_s: float
-    mvm_rel_error: float
-    mvm_rel_error_compensated: float
+def demo_station(rows: int, cols: int, seed: int) -> dict[str, Any]:
+    return {
+        "name": "demo_bench",
+        "chip": {"rows": rows, "cols": cols, "device": "neurosim"},
+        "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.3, "compliance_max_a": 1e-3,
+                   "compliance_default_a": 1e-4, "width_min_s": 1e-9, "width_max_s": 1e-2},
+        "instruments": {
+            "prober": {"type": "formfactor_velox", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+            "board": {"type": "memhil_array_board", "address": f"memhilboard://demo{seed}"}},
+        "mock": {"device": TRUE_DEVICE, "seed": seed, "read": {"read_noise_rel": 0.01},
+                 "wafer": {"dies": [[0, 0], [1, 0]],
+                           "die_overrides": {"0,0": {"model": "rram_forming"}}}},
+    }
 
 
-def _fmt_time(t_s: float) -> str:
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if t_s >= size:
-            return f"{t_s / size:.3g} {unit}"
-    return f"{t_s:.3g} s"
+def _mean_curves(points: list[dict], n_pulses: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean G per pulse: LTP from the start read, LTD from the last LTP read."""
+    by = {}
+    for p in points:
+        by.setdefault((p["phase"], p["pulse"]), []).append(p["g"])
+    start = np.mean(by[("start", 0)])
+    ltp = [start] + [np.mean(by[("ltp", k)]) for k in range(1, n_pulses + 1)]
+    ltd = [ltp[-1]] + [np.mean(by[("ltd", k)]) for k in range(1, n_pulses + 1)]
+    return np.array(ltp), np.array(ltd)
 
 
-def run_demo(rows: int = 64, outputs: int = 32, seed: int = 0, torch_device: str = "cpu",
-             out=print) -> dict:
-    """Run the showcase and return its figures (also printed through ``out``)."""
-    sim = SimBackend({"rows": rows, "cols": 2 * outputs, "device": "pcm", "seed": seed,
-                      "torch_device": torch_device,
-                      "read": {"v_read": 0.2, "dac_bits": 8, "dac_range_v": 0.2, "adc_bits": 10},
-                      "limits": {"count_max": 200}})
-    model = sim.model
-    gen = torch.Generator().manual_seed(seed)
-    w = (torch.rand(rows, outputs, generator=gen) * 2 - 1)  # signed weights in [-1, 1]
-    g_lo, g_hi = 0.1e-6, 8.0e-6  # usable PCM range of the mean pulse curve (S)
-    target = torch.empty(1, rows, 2 * outputs)
-    target[0, :, 0::2] = g_lo + w.clamp(min=0) * (g_hi - g_lo)   # G+ columns
-    target[0, :, 1::2] = g_lo + (-w).clamp(min=0) * (g_hi - g_lo)  # G- columns
-    target = target.to(sim.torch_device)
+def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
+             out_dir: str | Path = "memhil-demo", seed: int = 0, n_pulses: int = 30,
+             out=print) -> dict[str, Any]:
+    """Run the demo; returns its figures (and prints a summary table through ``out``)."""
+    from memhil.backends.sim import SimBackend
+    from memhil.calibration.fit import fit_neurosim
+    from memhil.calibration.pulse_response import PulseResponse
+    from memhil.mock_hw.lab import MockLab
+    from memhil.protocols import Runner, build_protocol
+    from memhil.protocols.journal import ListSink
+    from memhil.store import RunStore, StoreSink
+    from memhil.store import plots
 
-    out(f"memhil demo: {rows}x{outputs} signed weights on {rows}x{2 * outputs} differential "
-        f"PCM pairs ({model.name}, seed {seed}, {torch_device})")
-    sim.pulse(None, -2.5, 50e-9, 1)  # RESET every cell
-    g_reset = sim.read_conductance()
-    counts = model.pulses_for(g_reset, target).clamp(0, sim.limits.count_max)
-    sim.pulse(None, 1.0, 100e-9, counts)  # open loop: per-cell pulse counts, one call
-    g = sim.read_conductance()
-    err_us = (g - target) * 1e6
-    out("  open-loop programming (no verify; PCM's per-pulse noise is as large as its mean "
-        "step, so expect a few uS of error; program-and-verify narrows it):")
-    out(f"    {int(counts.sum())} SET pulses "
-        f"(max {int(counts.max())}/cell), {_fmt_time(sim.clock.now())} of chip time")
-    out(f"    conductance error: RMS {err_us.pow(2).mean().sqrt():.3f} uS, "
-        f"mean {err_us.mean():+.3f} uS (target range {g_lo * 1e6:.1f}-{g_hi * 1e6:.1f} uS)")
-    w_read = ((g[0, :, 0::2] - g[0, :, 1::2]) / (g_hi - g_lo)).cpu()
-    corr = torch.corrcoef(torch.stack([w.flatten(), w_read.flatten()]))[0, 1]
-    out(f"  weights read back: correlation with targets {corr:.4f}, "
-        f"RMS error {(w_read - w).pow(2).mean().sqrt():.3f} (weights in [-1, 1])")
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    station_cfg = demo_station(rows, cols, seed)
+    rows_out: list[tuple[str, str]] = []
+    results: dict[str, Any] = {}
+    out(f"memhil demo: {rows}x{cols} virtual chip, two-die wafer, mock lab + simulator, "
+        f"run store {db}")
+    backend = MockLab.open_backend(station_cfg, strategy="parallel")
+    lab, station = backend.lab, backend.station
+    store = RunStore(db)
+    meta = {"station": station.snapshot(), "device_model": TRUE_DEVICE, "calibration": {}}
+    try:
+        def run(protocol: str, params: dict, name: str) -> list[dict]:
+            """Contact, run one protocol into the store (and a list), end separated."""
+            station.prober.contact()
+            mem = ListSink()
+            sink = StoreSink(store, name, {**meta, "protocol": {"name": protocol, **params}})
 
-    x = (torch.rand(256, rows, generator=gen) * 2 - 1)
-    v = (x * 0.2).to(sim.torch_device)
-    ideal = (x @ w)
+            class Both:
+                def add(self, **point):
+                    mem.add(**point)
+                    sink.add(**point)
+            Runner(backend, sink=Both(), progress=False).run(build_protocol(protocol, params))
+            sink.close("completed")
+            results[f"run_{name}"] = sink.run_id
+            return mem.points
 
-    def weights_from_currents(i: torch.Tensor) -> torch.Tensor:
-        return ((i[:, 0::2] - i[:, 1::2]) / (0.2 * (g_hi - g_lo))).cpu()
+        # 1. form die (0, 0)
+        forming = {"v_start": 1.2, "v_step": 0.1, "v_max": 2.8, "width_s": 1e-6,
+                   "compliance_a": 1e-4, "i_target_a": 1e-6, "v_read": 0.2}
+        pts = run("forming", forming, "forming die 0,0")
+        formed = {(p["row"], p["col"]): p["v_pulse"] for p in pts if p["formed"]}
+        v_form = np.array(list(formed.values()))
+        frac = len(formed) / (rows * cols)
+        rows_out.append(("forming, die (0,0)",
+                         f"{frac:.1%} of {rows * cols} cells formed, median V_form "
+                         f"{np.median(v_form):.2f} V (model: V_bd ~ N(2.0, 0.2) V)"))
+        mp = run("conductance_map", {"v_read": 0.2}, "map die 0,0 after forming")
+        g0 = np.zeros((rows, cols))
+        for p in mp:
+            g0[p["row"], p["col"]] = p["g"]
+        plots.plot_conductance_map(g0 * 1e6, out_dir / "die0_formed_map_uS.png", log=True)
+        formed_g = g0[g0 * 0.2 >= forming["i_target_a"]]
+        rows_out.append(("conductance map, die (0,0)",
+                         f"formed cells: median {np.median(formed_g) * 1e6:.1f} uS, "
+                         f"spread (log sd) {np.std(np.log(formed_g)):.2f}"))
+        results.update(formed_fraction=frac, v_form_median=float(np.median(v_form)))
 
-    def rel_err(y: torch.Tensor) -> float:
-        return float((y - ideal).norm() / ideal.norm())
+        # 2. die (1, 0): LTP/LTD pulse trains
+        station.prober.step_to((1, 0))
+        train = {"n_pulses": n_pulses, "v_ltp": 2.0, "v_ltd": -2.0, "width_s": 80e-9, "v_read": 0.2}
+        pts = run("pulse_train", train, "pulse trains die 1,0")
+        ltp, ltd = _mean_curves(pts, n_pulses)
+        rows_out.append(("LTP/LTD, die (1,0)",
+                         f"{n_pulses}+{n_pulses} pulses: mean G {ltp[0] * 1e6:.2f} -> "
+                         f"{ltp[-1] * 1e6:.2f} -> {ltd[-1] * 1e6:.2f} uS"))
 
-    y0 = weights_from_currents(sim.mvm(v, tile=0))
-    ref = float(y0.abs().mean())  # reference for global drift compensation
-    out(f"  MVM of 256 inputs vs x @ W: relative error {rel_err(y0):.3%}")
-    out(f"  drift (nu = {model.p.nu}): MVM error without / with global drift compensation")
-    points = []
-    t_prog = sim.clock.now()
-    for t_target in (60.0, 3600.0, 86400.0, 30 * 86400.0):
-        sim.wait(t_target - (sim.clock.now() - t_prog))
-        y = weights_from_currents(sim.mvm(v, tile=0))
-        alpha = ref / max(float(y.abs().mean()), 1e-12)
-        p = DriftPoint(t_target, float(sim.read_conductance().mean()), rel_err(y), rel_err(alpha * y))
-        points.append(p)
-        out(f"    after {_fmt_time(t_target):>7}: mean G {p.g_mean_s * 1e6:6.3f} uS   "
-            f"error {p.mvm_rel_error:7.3%}   compensated {p.mvm_rel_error_compensated:7.3%}")
-    result = {"rms_error_us": float(err_us.pow(2).mean().sqrt()), "weight_corr": float(corr),
-              "mvm_rel_error": rel_err(y0), "drift": points}
-    if not math.isfinite(result["rms_error_us"]):
-        raise RuntimeError("demo produced a non-finite programming error")
-    return result
+        # 3. fit the model and save it, versioned
+        up = PulseResponse(2.0, 80e-9, torch.tensor(ltp))
+        down = PulseResponse(-2.0, 80e-9, torch.tensor(ltd))
+        fit = fit_neurosim(up, down, n_cells=rows * cols, fixed={"c2c_std": TRUE_DEVICE["c2c_std"]},
+                           source=f"{db} run {results['run_pulse trains die 1,0']}")
+        fitted_path = fit.to_yaml(out_dir / "fitted_device.yaml")
+        for name, scale, unit in (("g_min_s", 1e6, "uS"), ("g_max_s", 1e6, "uS"),
+                                  ("a_ltp", 1, "pulses"), ("a_ltd", 1, "pulses")):
+            rows_out.append((f"fit {name}",
+                             f"{fit.params[name] * scale:.3f} +/- {fit.stderr.get(name, 0) * scale:.3f} "
+                             f"{unit} (true {TRUE_DEVICE[name] * scale:.3f})"))
+        results["fit"] = fit
+
+        # 4. the simulator, loaded with the fit, predicts the chip
+        sim = SimBackend({"rows": rows, "cols": cols, "seed": seed + 1, "device": str(fitted_path),
+                          "read": {"read_noise_rel": 0.01}})
+        mem = ListSink()
+        Runner(sim, sink=mem, progress=False).run(build_protocol("pulse_train", train))
+        s_ltp, s_ltd = _mean_curves(mem.points, n_pulses)
+        span = TRUE_DEVICE["g_max_s"] - TRUE_DEVICE["g_min_s"]
+        err = max(np.abs(s_ltp - ltp).max(), np.abs(s_ltd - ltd).max()) / span
+        rows_out.append(("simulator vs chip", f"fitted simulator predicts the chip's LTP/LTD mean "
+                                              f"curves within {err:.2%} of the range"))
+        results["prediction_error"] = float(err)
+        import pandas as pd
+        k = np.arange(2 * n_pulses + 2)
+        curves = pd.DataFrame({"pulse": np.concatenate([k, k]),
+                               "g": np.concatenate([ltp, ltd, s_ltp, s_ltd]),
+                               "phase": ["chip"] * len(k) + ["fitted simulator"] * len(k)})
+        plots.plot_pulse_response(curves, out_dir / "ltp_ltd_chip_vs_simulator.png",
+                                  pulse="pulse", phase="phase")
+    finally:
+        backend.close()
+        store.close()
+    results["seconds"] = time.perf_counter() - t_start
+    width = max(len(a) for a, _ in rows_out) + 2
+    out("")
+    for a, b in rows_out:
+        out(f"  {a:<{width}}{b}")
+    out("")
+    out(f"  stored in {db} (memhil runs --db {db} list); plots and the fitted model in {out_dir}/; "
+        f"{results['seconds']:.0f} s")
+    return results

@@ -86,7 +86,9 @@ class MockChip:
         cfg["seed"] = base_seed * 1000 + 31 * die[0] + die[1] + 1
         device = cfg.get("device", "pcm")
         device = {"model": device} if isinstance(device, str) else dict(device)
-        device.update(self.wafer.die_overrides.get(self.wafer.key(die), {}))
+        override = dict(self.wafer.die_overrides.get(self.wafer.key(die), {}))
+        # an override naming a model replaces the device (a split wafer); else it adjusts it
+        device = override if "model" in override else {**device, **override}
         cfg["device"] = device
         cfg["limits"] = _PHYSICS_LIMITS
         return SimBackend(cfg, clock=self.clock)
