@@ -29,6 +29,23 @@ def main(argv: list[str] | None = None) -> int:
                        help="write the live station (actual addresses) to this YAML file")
     from memhil import cli_runs
     cli_runs.add_parser(sub)
+    runp = sub.add_parser("run", help="run a protocol file into the run store")
+    runp.add_argument("protocol", help="protocol YAML (protocol:, params:, backend:, name:)")
+    where = runp.add_mutually_exclusive_group()
+    where.add_argument("--station", metavar="STATION.yaml", help="a real bench")
+    where.add_argument("--mock-lab", metavar="STATION.yaml", help="an in-process mock lab")
+    where.add_argument("--sim", action="store_true", help="the simulator (defaults)")
+    runp.add_argument("--db", default=cli_runs.DEFAULT_DB, help="SQLite run store")
+    runp.add_argument("--resume", nargs="?", const=True, default=False, type=int,
+                      metavar="RUN_ID", help="continue the last unfinished run of this file "
+                      "(or RUN_ID)")
+    runp.add_argument("--no-progress", action="store_true")
+    fitp = sub.add_parser("fit", help="fit the NeuroSim model to a stored pulse_train run")
+    fitp.add_argument("run_id", type=int)
+    fitp.add_argument("--db", default=cli_runs.DEFAULT_DB, help="SQLite run store")
+    fitp.add_argument("--out", default="fitted.yaml", help="versioned device YAML to write")
+    fitp.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                      help="a non-fitted parameter to add (e.g. c2c_std=0.005)")
     args = ap.parse_args(argv)
 
     if args.command == "demo":
@@ -44,6 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "runs":
         from memhil import cli_runs
         return cli_runs.run(args)
+    elif args.command == "run":
+        from memhil.experiment import run_protocol_file
+        backend = ("sim" if args.sim else {"station": args.station} if args.station
+                   else {"mock_lab": args.mock_lab} if args.mock_lab else None)
+        run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
+                                   resume=args.resume, progress=not args.no_progress)
+        print(f"run {run_id} completed in {args.db}")
+    elif args.command == "fit":
+        from memhil.experiment import fit_run
+        fixed = {}
+        for item in args.fix:
+            k, _, v = item.partition("=")
+            fixed[k.strip()] = float(v)
+        fit = fit_run(args.db, args.run_id, fixed=fixed or None)
+        for name, value in fit.params.items():
+            err = fit.stderr.get(name)
+            print(f"{name:<10} {value:.6g}" + (f" +/- {err:.2g}" if err is not None else ""))
+        print(f"residual rms {fit.residual_rms:.3g} S over {fit.n_points} points")
+        print(f"{fit.to_yaml(args.out)} (version {fit.version})")
     elif args.command == "models":
         from memhil.backends.sim.devices import device_model_names
         print("\n".join(device_model_names()))

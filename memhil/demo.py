@@ -73,7 +73,7 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
     out(f"memhil demo: {rows}x{cols} virtual chip, two-die wafer, mock lab + simulator, "
         f"run store {db}")
     backend = MockLab.open_backend(station_cfg, strategy="parallel")
-    lab, station = backend.lab, backend.station
+    station = backend.station
     store = RunStore(db)
     meta = {"station": station.snapshot(), "device_model": TRUE_DEVICE, "calibration": {}}
     try:

@@ -21,7 +21,7 @@ the parameter (``iv_sweep.v_max``) when a limit is exceeded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 
 Cells = tuple[tuple[int, int, int], ...] | None

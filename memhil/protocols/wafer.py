@@ -6,7 +6,6 @@ rejects a backend without one)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from memhil.config import require
 from memhil.protocols.plan import Checkpoint, Commit, Contact, IsDone, Move, ProberMap, Separate, prefixed
