@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 # The chip's true LTP/LTD parameters (die 1): the fit must find them from measurements.
 TRUE_DEVICE = {"model": "neurosim", "g_min_s": 1.0e-6, "g_max_s": 8.0e-6, "a_ltp": 5.0,
@@ -40,72 +39,59 @@ def demo_station(rows: int, cols: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _mean_curves(points: list[dict], n_pulses: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean G per pulse: LTP from the start read, LTD from the last LTP read."""
-    by = {}
-    for p in points:
-        by.setdefault((p["phase"], p["pulse"]), []).append(p["g"])
-    start = np.mean(by[("start", 0)])
-    ltp = [start] + [np.mean(by[("ltp", k)]) for k in range(1, n_pulses + 1)]
-    ltd = [ltp[-1]] + [np.mean(by[("ltd", k)]) for k in range(1, n_pulses + 1)]
-    return np.array(ltp), np.array(ltd)
-
-
 def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
              out_dir: str | Path = "memhil-demo", seed: int = 0, n_pulses: int = 30,
              out=print) -> dict[str, Any]:
     """Run the demo; returns its figures (and prints a summary table through ``out``)."""
+    import yaml
+
     from memhil.backends.sim import SimBackend
     from memhil.calibration.fit import fit_neurosim
-    from memhil.calibration.pulse_response import PulseResponse
+    from memhil.experiment import pulse_responses_from_run, run_protocol_file
     from memhil.mock_hw.lab import MockLab
-    from memhil.protocols import Runner, build_protocol
-    from memhil.protocols.journal import ListSink
-    from memhil.store import RunStore, StoreSink
-    from memhil.store import plots
+    from memhil.store import RunStore, plots
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    station_cfg = demo_station(rows, cols, seed)
     rows_out: list[tuple[str, str]] = []
     results: dict[str, Any] = {}
     out(f"memhil demo: {rows}x{cols} virtual chip, two-die wafer, mock lab + simulator, "
         f"run store {db}")
-    backend = MockLab.open_backend(station_cfg, strategy="parallel")
+
+    def protocol_file(name: str, protocol: str, params: dict) -> Path:
+        """The demo's steps are ordinary protocol files (rerun them with ``memhil run``)."""
+        path = out_dir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"protocol": protocol, "params": params, "name": name}))
+        return path
+
+    backend = MockLab.open_backend(demo_station(rows, cols, seed), strategy="parallel")
     station = backend.station
-    store = RunStore(db)
-    meta = {"station": station.snapshot(), "device_model": TRUE_DEVICE, "calibration": {}}
     try:
-        def run(protocol: str, params: dict, name: str) -> list[dict]:
-            """Contact, run one protocol into the store (and a list), end separated."""
-            station.prober.contact()
-            mem = ListSink()
-            sink = StoreSink(store, name, {**meta, "protocol": {"name": protocol, **params}})
+        def run(name: str, protocol: str, params: dict, on=backend) -> int:
+            if on is backend:
+                station.prober.contact()  # each run ends in the safe state: separated
+            run_id = run_protocol_file(protocol_file(name, protocol, params), backend=on,
+                                       db=db, progress=False)
+            results[f"run_{name}"] = run_id
+            return run_id
 
-            class Both:
-                def add(self, **point):
-                    mem.add(**point)
-                    sink.add(**point)
-            Runner(backend, sink=Both(), progress=False).run(build_protocol(protocol, params))
-            sink.close("completed")
-            results[f"run_{name}"] = sink.run_id
-            return mem.points
-
-        # 1. form die (0, 0)
+        # 1. form die (0, 0), then map it
         forming = {"v_start": 1.2, "v_step": 0.1, "v_max": 2.8, "width_s": 1e-6,
                    "compliance_a": 1e-4, "i_target_a": 1e-6, "v_read": 0.2}
-        pts = run("forming", forming, "forming die 0,0")
-        formed = {(p["row"], p["col"]): p["v_pulse"] for p in pts if p["formed"]}
-        v_form = np.array(list(formed.values()))
-        frac = len(formed) / (rows * cols)
+        form_id = run("forming_die0", "forming", forming)
+        map_id = run("map_die0", "conductance_map", {"v_read": 0.2})
+        with RunStore(db) as store:
+            df = store.load(form_id)
+            m = store.load(map_id)
+        formed = df[df["formed"] > 0.5]
+        frac = formed[["row", "col"]].drop_duplicates().shape[0] / (rows * cols)
+        v_form = formed["v_pulse"].to_numpy()
         rows_out.append(("forming, die (0,0)",
                          f"{frac:.1%} of {rows * cols} cells formed, median V_form "
                          f"{np.median(v_form):.2f} V (model: V_bd ~ N(2.0, 0.2) V)"))
-        mp = run("conductance_map", {"v_read": 0.2}, "map die 0,0 after forming")
         g0 = np.zeros((rows, cols))
-        for p in mp:
-            g0[p["row"], p["col"]] = p["g"]
+        g0[m["row"].to_numpy(), m["col"].to_numpy()] = m["g"].to_numpy()
         plots.plot_conductance_map(g0 * 1e6, out_dir / "die0_formed_map_uS.png", log=True)
         formed_g = g0[g0 * 0.2 >= forming["i_target_a"]]
         rows_out.append(("conductance map, die (0,0)",
@@ -116,17 +102,17 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
         # 2. die (1, 0): LTP/LTD pulse trains
         station.prober.step_to((1, 0))
         train = {"n_pulses": n_pulses, "v_ltp": 2.0, "v_ltd": -2.0, "width_s": 80e-9, "v_read": 0.2}
-        pts = run("pulse_train", train, "pulse trains die 1,0")
-        ltp, ltd = _mean_curves(pts, n_pulses)
+        chip_id = run("pulse_train_die1", "pulse_train", train)
+        with RunStore(db) as store:
+            up, down, n_cells = pulse_responses_from_run(store, chip_id)
+        ltp, ltd = up.g_curve_s.numpy(), down.g_curve_s.numpy()
         rows_out.append(("LTP/LTD, die (1,0)",
                          f"{n_pulses}+{n_pulses} pulses: mean G {ltp[0] * 1e6:.2f} -> "
                          f"{ltp[-1] * 1e6:.2f} -> {ltd[-1] * 1e6:.2f} uS"))
 
         # 3. fit the model and save it, versioned
-        up = PulseResponse(2.0, 80e-9, torch.tensor(ltp))
-        down = PulseResponse(-2.0, 80e-9, torch.tensor(ltd))
-        fit = fit_neurosim(up, down, n_cells=rows * cols, fixed={"c2c_std": TRUE_DEVICE["c2c_std"]},
-                           source=f"{db} run {results['run_pulse trains die 1,0']}")
+        fit = fit_neurosim(up, down, n_cells=n_cells, fixed={"c2c_std": TRUE_DEVICE["c2c_std"]},
+                           source=f"{db} run {chip_id}")
         fitted_path = fit.to_yaml(out_dir / "fitted_device.yaml")
         for name, scale, unit in (("g_min_s", 1e6, "uS"), ("g_max_s", 1e6, "uS"),
                                   ("a_ltp", 1, "pulses"), ("a_ltd", 1, "pulses")):
@@ -135,12 +121,13 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
                              f"{unit} (true {TRUE_DEVICE[name] * scale:.3f})"))
         results["fit"] = fit
 
-        # 4. the simulator, loaded with the fit, predicts the chip
+        # 4. the simulator, loaded with the fit, runs the same protocol file
         sim = SimBackend({"rows": rows, "cols": cols, "seed": seed + 1, "device": str(fitted_path),
                           "read": {"read_noise_rel": 0.01}})
-        mem = ListSink()
-        Runner(sim, sink=mem, progress=False).run(build_protocol("pulse_train", train))
-        s_ltp, s_ltd = _mean_curves(mem.points, n_pulses)
+        sim_id = run("pulse_train_simulator", "pulse_train", train, on=sim)
+        with RunStore(db) as store:
+            s_up, s_down, _ = pulse_responses_from_run(store, sim_id)
+        s_ltp, s_ltd = s_up.g_curve_s.numpy(), s_down.g_curve_s.numpy()
         span = TRUE_DEVICE["g_max_s"] - TRUE_DEVICE["g_min_s"]
         err = max(np.abs(s_ltp - ltp).max(), np.abs(s_ltd - ltd).max()) / span
         rows_out.append(("simulator vs chip", f"fitted simulator predicts the chip's LTP/LTD mean "
@@ -155,7 +142,6 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
                                   pulse="pulse", phase="phase")
     finally:
         backend.close()
-        store.close()
     results["seconds"] = time.perf_counter() - t_start
     width = max(len(a) for a, _ in rows_out) + 2
     out("")

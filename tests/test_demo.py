@@ -25,8 +25,9 @@ def test_demo_forms_characterizes_fits_and_predicts(tmp_path):
     # everything is in the store, and the plots and the fitted model were written
     with RunStore(tmp_path / "demo.db") as store:
         names = {r.name for r in store.runs()}
-    assert {"forming die 0,0", "map die 0,0 after forming", "pulse trains die 1,0"} <= names
+    assert {"forming_die0", "map_die0", "pulse_train_die1", "pulse_train_simulator"} <= names
     assert (tmp_path / "out" / "fitted_device.yaml").exists()
+    assert (tmp_path / "out" / "pulse_train_die1.yaml").exists()  # rerunnable protocol files
     assert (tmp_path / "out" / "ltp_ltd_chip_vs_simulator.png").stat().st_size > 1000
     assert any("simulator vs chip" in line for line in lines)
 

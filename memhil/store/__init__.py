@@ -1,6 +1,5 @@
 """Run storage (QCoDeS DataSet on SQLite), export to netCDF and plots."""
 
 from memhil.store.run_store import STATUSES, RunInfo, RunStore, RunWriter
-from memhil.store.sink import StoreSink
 
-__all__ = ["STATUSES", "RunInfo", "RunStore", "RunWriter", "StoreSink"]
+__all__ = ["STATUSES", "RunInfo", "RunStore", "RunWriter"]
