@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
                       metavar="RUN_ID", help="continue the last unfinished run of this file "
                       "(or RUN_ID)")
     runp.add_argument("--no-progress", action="store_true")
-    fitp = sub.add_parser("fit", help="fit the NeuroSim model to a stored pulse_train run")
-    fitp.add_argument("run_id", type=int)
+    fitp = sub.add_parser("fit", help="fit a device model to stored pulse_train run(s)")
+    fitp.add_argument("run_id", type=int, nargs="+",
+                      help="pulse_train run(s); several (or several amplitudes) for vteam")
+    fitp.add_argument("--model", choices=["neurosim", "vteam"], default="neurosim",
+                      help="neurosim: LTP/LTD law, one run; vteam: threshold ODE, pulse "
+                      "trains at several amplitudes")
     fitp.add_argument("--db", default=cli_runs.DEFAULT_DB, help="SQLite run store")
     fitp.add_argument("--out", default="fitted.yaml", help="versioned device YAML to write")
     fitp.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
-                      help="a non-fitted parameter to add (e.g. c2c_std=0.005)")
+                      help="a held parameter (e.g. c2c_std=0.005; vteam: d_m, *_dtod, or a "
+                      "fitted name to hold it)")
     args = ap.parse_args(argv)
 
     if args.command == "demo":
@@ -62,19 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         from memhil import cli_runs
         return cli_runs.run(args)
     elif args.command == "run":
-        from memhil.experiment import run_protocol_file
         backend = ("sim" if args.sim else {"station": args.station} if args.station
                    else {"mock_lab": args.mock_lab} if args.mock_lab else None)
-        run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
-                                   resume=args.resume, progress=not args.no_progress)
-        print(f"run {run_id} completed in {args.db}")
+        return _run(args, backend)
     elif args.command == "fit":
         from memhil.experiment import fit_run
         fixed = {}
         for item in args.fix:
             k, _, v = item.partition("=")
             fixed[k.strip()] = float(v)
-        fit = fit_run(args.db, args.run_id, fixed=fixed or None)
+        fit = fit_run(args.db, args.run_id, fixed=fixed or None, model=args.model)
         for name, value in fit.params.items():
             err = fit.stderr.get(name)
             print(f"{name:<10} {value:.6g}" + (f" +/- {err:.2g}" if err is not None else ""))
@@ -84,6 +86,48 @@ def main(argv: list[str] | None = None) -> int:
         from memhil.backends.sim.devices import device_model_names
         print("\n".join(device_model_names()))
     return 0
+
+
+def _run(args: argparse.Namespace, backend) -> int:
+    """``memhil run``: exit 0 when the run completed; on Ctrl-C (130) or a failure during
+    the run (1) say which run holds the completed points and how to resume it; errors
+    found before any instrument command (bad file, limits, resume mismatch) exit 2."""
+    from memhil.errors import ConfigError, LimitError
+    from memhil.experiment import run_protocol_file
+    from memhil.protocols import ProtocolError
+
+    try:
+        run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
+                                   resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, LimitError, ProtocolError) as exc:
+        if getattr(exc, "memhil_run_id", None) is None:
+            print(f"memhil run: error: {exc}", file=sys.stderr)
+            return 2
+        return _stopped(args, exc, "failed")
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "memhil_run_id", None) is None:
+            print("memhil run: interrupted before the run started; nothing was stored",
+                  file=sys.stderr)
+            return 130
+        return _stopped(args, exc, "interrupted")
+    except Exception as exc:  # an instrument or device failure mid-run
+        if getattr(exc, "memhil_run_id", None) is None:
+            raise
+        return _stopped(args, exc, "failed")
+    print(f"run {run_id} completed in {args.db}")
+    return 0
+
+
+def _stopped(args: argparse.Namespace, exc: BaseException, how: str) -> int:
+    run_id = exc.memhil_run_id  # type: ignore[attr-defined]
+    where = (["--sim"] if args.sim else ["--station", args.station] if args.station
+             else ["--mock-lab", args.mock_lab] if args.mock_lab else [])
+    cmd = " ".join(["memhil", "run", args.protocol, *where, "--db", str(args.db),
+                    "--resume", str(run_id)])
+    why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    print(f"memhil run: {how} ({why}); outputs are off (safe state). Run {run_id} in "
+          f"{args.db} holds every completed point; resume it with:\n  {cmd}", file=sys.stderr)
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
 if __name__ == "__main__":

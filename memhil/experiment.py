@@ -14,7 +14,14 @@ and only then the run is created and the plan executed. Points go to a ``RunStor
 (keys and values are the record keys and values the protocol yields), the unit journal
 is a ``JournalFile`` beside the database (``<db>.run<id>.journal``, ``id`` the first run
 of the chain). ``resume`` reopens an unfinished run: the journal skips completed units
-and points already in the store are never written twice.
+and points already in the store are never written twice. Before anything is opened, a
+resume checks that the protocol (name and parameters, defaults filled in) and the station
+(the station file's content, or the simulator configuration) equal the interrupted run's,
+and refuses with a ConfigError naming the file and the first differing key otherwise.
+Points are written one SQLite transaction per completed unit (before the unit is
+journaled), so a crash loses at most the unit in flight, which a resume redoes. The run's
+metadata records the calibration files in use (``calibration_versions``: fitted device
+files and a read calibration, with content hash and version).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from memhil.protocols.plan import Record
 log = logging.getLogger(__name__)
 
 __all__ = ["ProtocolFile", "load_protocol_file", "run_protocol_file", "journal_path",
-           "find_resumable_run", "PROTOCOL_FILE_KEYS", "column_name"]
+           "find_resumable_run", "PROTOCOL_FILE_KEYS", "column_name", "station_identity",
+           "check_resume_matches", "first_difference", "fit_run", "pulse_sequence_from_run"]
 
 PROTOCOL_FILE_KEYS = ("protocol", "params", "backend", "name", "description")
 _META_FILE = "protocol_file"
@@ -195,7 +203,9 @@ class _SchemaRunner(Runner):
 class _StoreSink:
     """Writes points to a RunWriter (fields renamed to their store columns), skipping
     points whose key is already stored (a unit written but not yet journaled when the
-    previous attempt died)."""
+    previous attempt died). Points are buffered until ``flush`` (the Runner calls it when a
+    unit's points are all emitted, before journaling the unit), so a unit is one SQLite
+    transaction."""
 
     def __init__(self, writer: Any, keys: list[str], done: set[tuple]):
         self.writer = writer
@@ -203,6 +213,7 @@ class _StoreSink:
         self.done = done
         self.written = 0
         self.skipped = 0
+        self._pending: list[dict] = []
 
     def add(self, **point: Any) -> None:
         row = {column_name(k): v for k, v in point.items()}
@@ -214,9 +225,13 @@ class _StoreSink:
         if k in self.done:
             self.skipped += 1
             return
-        self.writer.add(**row)
+        self._pending.append(row)
         self.done.add(k)
-        self.written += 1
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self.writer.add_many(pending)
+        self.written += len(pending)
 
 
 def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
@@ -227,7 +242,7 @@ def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
         "backend_config": _plain(backend_cfg) if backend_cfg is not None
         else type(backend).__name__,
         "capabilities": caps.as_dict() if hasattr(caps, "as_dict") else _plain(caps),
-        "calibration_versions": {},
+        "calibration_versions": _calibration_versions(backend),
     }
     station = getattr(backend, "station", None)
     if station is not None:
@@ -250,6 +265,15 @@ def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
     return md
 
 
+def _calibration_versions(backend: Any) -> dict:
+    from memhil.calibration.versions import calibration_versions
+    try:
+        return calibration_versions(backend)
+    except Exception as exc:  # noqa: BLE001 - metadata must not stop a run
+        log.exception("recording calibration versions")
+        return {"error": repr(exc)}
+
+
 def _file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimitError:
     """The pre-flight's limit error, naming the file and its ``params.`` keys."""
     names = [n.strip() for n in exc.param.split("/")]
@@ -258,6 +282,114 @@ def _file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimi
     inner = exc.quantity[len(exc.param) + 2:-1] if exc.quantity.startswith(exc.param + " (") \
         else exc.quantity
     return ProtocolLimitError(f"{pf.path}: {keys}", LimitError(inner, exc.value, exc.limit, exc.unit))
+
+
+def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
+    """What a resumed run must run on again: the station file's content (name, chip,
+    limits, instruments, wiring, mock section) for ``station`` / ``mock_lab``, the simulator
+    configuration for ``sim``; for an open Backend passed in, its station's configuration
+    or its shape and device model. Read from the files only: nothing is connected."""
+    from memhil.instruments.station import load_station_config
+
+    if backend is not None:
+        station = getattr(backend, "station", None)
+        if station is not None:
+            return {"kind": "station", "station": _plain(station.config.to_dict())}
+        caps = backend.capabilities
+        return {"kind": type(backend).__name__, "shape": list(backend.shape),
+                "device_model": _plain(caps.device_model)}
+    cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
+    kind = next(k for k in ("sim", "station", "mock_lab") if k in cfg)
+    extra = {k: _plain(v) for k, v in cfg.items() if k != kind}
+    if kind == "sim":
+        return {"kind": "sim", "sim": _plain(cfg["sim"] or {}), **extra}
+    station = load_station_config(cfg[kind]).to_dict()
+    return {"kind": kind, "station": _plain(station), **extra}
+
+
+def _json_normal(x: Any) -> Any:
+    import json
+    return json.loads(json.dumps(_plain(x), default=str))
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first place where ``old`` and ``new`` differ (mappings in
+    ``new``'s key order, then keys only ``old`` has; lists by index), or None."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for k in list(new) + [k for k in old if k not in new]:
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in old or k not in new:
+                return key
+            diff = first_difference(old[k], new[k], key)
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(old, list) and isinstance(new, list):
+        for i, (a, b) in enumerate(zip(old, new)):
+            diff = first_difference(a, b, f"{prefix}[{i}]")
+            if diff is not None:
+                return diff
+        return None if len(old) == len(new) else f"{prefix}[{min(len(old), len(new))}]"
+    return None if old == new else (prefix or "<root>")
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    import re
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", dotted):
+        if part.startswith("["):
+            i = int(part[1:-1])
+            tree = tree[i] if isinstance(tree, list) and i < len(tree) else "<absent>"
+        else:
+            tree = tree.get(part, "<absent>") if isinstance(tree, Mapping) else "<absent>"
+    return tree
+
+
+def _resolved_params(protocol: str, params: Any) -> dict:
+    """A protocol's parameters with defaults filled in (so spelling out a default is no
+    change), as JSON data."""
+    import dataclasses
+    return _json_normal(dataclasses.asdict(build_protocol(protocol, params or {}).params))
+
+
+def check_resume_matches(md: Mapping[str, Any], pf: ProtocolFile, identity: dict,
+                         backend_cfg: Any, run_id: int) -> None:
+    """Refuse to resume run ``run_id`` (metadata ``md``) with a different protocol or
+    station: ConfigError naming the file and the first differing key."""
+    cfg = md.get(_META_CONFIG) or {}
+    src = str(pf.path)
+    old_proto = cfg.get("protocol")
+    if old_proto is not None and old_proto != pf.protocol:
+        raise ConfigError("protocol", f"differs from the interrupted run {run_id} "
+                          f"({old_proto!r} there, {pf.protocol!r} here): cannot resume", src)
+    if old_proto is not None:
+        try:
+            old = _resolved_params(old_proto, cfg.get("params"))
+        except ConfigError:
+            old = _json_normal(cfg.get("params") or {})
+        new = _resolved_params(pf.protocol, pf.params)
+        key = first_difference(old, new)
+        if key is not None:
+            raise ConfigError(f"params.{key}", f"differs from the interrupted run {run_id} "
+                              f"({_lookup(old, key)!r} there, {_lookup(new, key)!r} here): "
+                              f"cannot resume a changed protocol", src)
+    old_id = md.get("station_identity")
+    if old_id is None:
+        log.warning("run %s records no station identity (older run): not checked", run_id)
+        return
+    key = first_difference(old_id, _json_normal(identity))
+    if key is None:
+        return
+    where = src
+    if isinstance(backend_cfg, Mapping):
+        for kind in ("station", "mock_lab"):
+            if isinstance(backend_cfg.get(kind), str):
+                where = backend_cfg[kind]
+    # a station file's own key, else the protocol file's backend entry
+    short = key.split(".", 1)[1] if where != src and key.startswith("station.") \
+        else f"backend.{key}"
+    raise ConfigError(short, f"the station differs from the one of the interrupted run "
+                      f"{run_id} ({_lookup(old_id, key)!r} there, "
+                      f"{_lookup(_json_normal(identity), key)!r} here): cannot resume", where)
 
 
 def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
@@ -309,10 +441,10 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             if root_id is None:
                 raise ConfigError("resume", f"no unfinished run of {src} in {db}", src)
             root_id = store.chain(root_id)[0]
-            md = store.metadata(root_id)
-            if md.get(_META_CONFIG, {}).get("protocol") not in (None, pf.protocol):
-                raise ConfigError("resume", f"run {root_id} is a "
-                                  f"{md[_META_CONFIG]['protocol']!r} run, not {pf.protocol!r}", src)
+            # before any instrument is opened: same protocol config, same station
+            check_resume_matches(store.metadata(root_id), pf,
+                                 station_identity(backend_cfg, None if own_backend else backend),
+                                 backend_cfg, root_id)
         be = open_backend(backend_cfg, source=src) if own_backend else backend
         writer = None
         status = "failed"
@@ -333,6 +465,8 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                 keys = [column_name(k) for k in runner.key_names]
                 values = [column_name(v) for v in fields[len(keys):]]
                 md = _metadata(pf, be, backend_cfg)
+                md["station_identity"] = station_identity(backend_cfg,
+                                                          None if own_backend else be)
                 md["column_map"] = {f: column_name(f) for f in fields if column_name(f) != f}
                 writer = store.new_run(pf.name, keys=keys, values=values, metadata=md)
                 root_id = writer.run_id
@@ -345,8 +479,10 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             runner.journal = JournalFile(journal_path(db, root_id))
             try:
                 runner.run(pf.plan)
-            except KeyboardInterrupt:
-                status = "interrupted"
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    status = "interrupted"
+                exc.memhil_run_id = root_id  # type: ignore[attr-defined]  # for --resume
                 raise
             status = "completed"
             return writer.run_id
@@ -385,6 +521,9 @@ def pulse_responses_from_run(store: Any, run_id: int):
     from memhil.protocols.pulse_train import PulseTrainParams
     from memhil.config import from_mapping
     p = from_mapping(PulseTrainParams, cfg.get("params") or {})
+    if p.several:
+        raise ConfigError("run", f"run {run_id} pulses at several amplitudes: fit it with "
+                          f"the vteam model (--model vteam)")
     df = store.load(run_id)
     cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
     n_cells = int(df.groupby(cell_cols).ngroups) if cell_cols else 1
@@ -409,12 +548,57 @@ def pulse_responses_from_run(store: Any, run_id: int):
     return up, down, n_cells
 
 
-def fit_run(db: str | Path, run_id: int, *, fixed: Mapping[str, Any] | None = None):
-    """Fit the NeuroSim model to a stored pulse_train run (``fit_neurosim``)."""
-    from memhil.calibration.fit import fit_neurosim
+def pulse_sequence_from_run(store: Any, run_id: int):
+    """The mean (and across-cell std) conductance of a stored ``pulse_train`` run after
+    every pulse, in the order applied, with each pulse's amplitude and width (from the run's
+    protocol config; several amplitudes allowed), as a ``PulseSequence``."""
+    import numpy as np
+
+    from memhil.calibration.fit_vteam import PulseSequence
+    from memhil.config import from_mapping
+    from memhil.protocols.pulse_train import PulseTrainParams, pulse_schedule
+
+    root = store.chain(run_id)[0]
+    cfg = store.metadata(root).get(_META_CONFIG) or {}
+    if cfg.get("protocol") != "pulse_train":
+        raise ConfigError("run", f"run {run_id} is not a pulse_train run "
+                          f"(protocol {cfg.get('protocol')!r})")
+    p = from_mapping(PulseTrainParams, cfg.get("params") or {})
+    schedule = pulse_schedule(p)
+    df = store.load(run_id)
+    by_n = df.groupby("n")["g"]
+    mean, std = by_n.mean(), by_n.std(ddof=1).fillna(0.0)
+    if list(mean.index) != list(range(len(schedule) + 1)):
+        raise ValueError(f"run {run_id} is incomplete: {len(mean)} reads of "
+                         f"{len(schedule) + 1}")
+    cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
+    n_cells = int(df.groupby(cell_cols).ngroups) if cell_cols else 1
+    return PulseSequence(np.array([a for a, _ in schedule]), np.array([w for _, w in schedule]),
+                         mean.to_numpy(float), std.to_numpy(float), n_cells)
+
+
+FIT_MODELS = ("neurosim", "vteam")
+
+
+def fit_run(db: str | Path, run_id: int | list[int], *, fixed: Mapping[str, Any] | None = None,
+            model: str = "neurosim"):
+    """Fit a device model to stored pulse_train run(s): ``neurosim`` (``fit_neurosim``, one
+    run with one LTP/LTD amplitude) or ``vteam`` (``fit_vteam``, one or more runs, each with
+    one or several amplitudes)."""
     from memhil.store import RunStore
 
+    ids = [int(run_id)] if isinstance(run_id, int) else [int(r) for r in run_id]
+    where = f"{Path(db).resolve()} run {', '.join(map(str, ids))} (pulse_train)"
+    if model == "vteam":
+        from memhil.calibration.fit_vteam import fit_vteam
+        with RunStore(db) as store:
+            seqs = [pulse_sequence_from_run(store, r) for r in ids]
+        return fit_vteam(seqs, fixed=fixed, source=where)
+    if model != "neurosim":
+        raise ConfigError("model", f"unknown model {model!r} (fits: {list(FIT_MODELS)})")
+    if len(ids) != 1:
+        raise ConfigError("run_id", f"the neurosim fit takes one run, got {ids}")
+    from memhil.calibration.fit import fit_neurosim
     with RunStore(db) as store:
-        up, down, n = pulse_responses_from_run(store, run_id)
-    return fit_neurosim(up, down, n_cells=n, fixed=fixed,
-                        source=f"{Path(db).resolve()} run {run_id} (pulse_train)")
+        up, down, n = pulse_responses_from_run(store, ids[0])
+    return fit_neurosim(up, down, n_cells=n, fixed=fixed, source=where)

@@ -282,3 +282,138 @@ def test_cli_run_sim_backend_and_resume_flag(tmp_path):
         assert store.metadata(run.run_id)["device_model"] is not None
     with pytest.raises(ConfigError, match="no backend"):
         run_protocol_file(proto, db=db, progress=False)
+
+
+# -- Ctrl-C at file level, and resume refusing a changed protocol or station -------------
+
+CTRL_C_TRAIN = {"n_pulses": 6, "v_ltp": 2.0, "v_ltd": -2.0, "width_s": 8.0e-8}
+N_CELLS = 16  # 4 x 4 board
+
+
+@pytest.fixture
+def live_bench(tmp_path, monkeypatch):
+    """A mock lab served in-process, its live station file (``--station``: the backend
+    connects to the addresses in it, as to a real bench), and a log of every board command;
+    ``arm(n)`` makes the board raise KeyboardInterrupt on its n-th PULSE (the board is
+    reached through the in-process pyserial URL, so the interrupt arrives in the caller's
+    thread, as Ctrl-C would)."""
+    import copy
+
+    import yaml
+
+    from memhil.mock_hw.lab import MockLab
+    from tests.backends import _mock_station
+
+    st = copy.deepcopy(_mock_station("parallel", 4, 4))
+    st["name"] = "ctrl-c-bench"
+    st["instruments"]["board"]["address"] = "memhilboard://ctrlc"
+    lab = MockLab(st).start()
+    station = tmp_path / "bench.yaml"
+    station.write_text(yaml.safe_dump(lab.station_config().to_dict(), sort_keys=False))
+    board = lab.emulators["board"]
+    log: list[str] = []
+    state = {"pulses": 0, "interrupt_at": None}
+    real = board.handle
+
+    def handle(line):
+        log.append(line.split(" ")[0].upper())
+        if log[-1] == "PULSE":
+            state["pulses"] += 1
+            if state["pulses"] == state["interrupt_at"]:
+                log.append("<Ctrl-C>")
+                raise KeyboardInterrupt
+        return real(line)
+    monkeypatch.setattr(board, "handle", handle)
+
+    def arm(n):
+        state["pulses"], state["interrupt_at"] = 0, n
+    yield station, log, arm
+    lab.stop()
+
+
+def _protocol(tmp_path, params, name="train.yaml"):
+    import yaml
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"protocol": "pulse_train", "name": "ctrl_c",
+                                    "params": params}))
+    return path
+
+
+def _points(db):
+    with RunStore(db) as store:
+        runs = store.runs()
+        df = store.load(runs[0].run_id)
+    return runs, [tuple(r) for r in df[["phase", "pulse", "row", "col"]].itertuples(index=False)]
+
+
+def test_ctrl_c_in_memhil_run_then_resume(tmp_path, live_bench, capsys):
+    station, log, arm = live_bench
+    proto = _protocol(tmp_path, CTRL_C_TRAIN)
+    db = tmp_path / "runs.db"
+    argv = ["run", str(proto), "--station", str(station), "--db", str(db), "--no-progress"]
+    arm(9)  # the 3rd pulse of the LTD phase: 'start' and 'ltp' are complete units
+    code = cli_main(argv)
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "interrupted" in err and "--resume 1" in err and str(proto) in err
+    # safe state confirmed on the instrument: after the interrupt the board got ZERO (all
+    # lines to 0 V) and no further pulse
+    after = log[log.index("<Ctrl-C>") + 1:]
+    assert "ZERO" in after and "PULSE" not in after
+    runs, got = _points(db)
+    assert runs[0].status == "interrupted"
+    completed = {("start", 0)} | {("ltp", k) for k in range(1, 7)}
+    assert sorted({(p, k) for p, k, _, _ in got}) == sorted(completed)
+    assert len(got) == len(set(got)) == N_CELLS * len(completed)  # every completed point
+
+    arm(None)
+    n_before = len(log)
+    assert cli_main([*argv, "--resume"]) == 0
+    assert log[n_before:].count("PULSE") == 6  # only the unfinished LTD phase is redone
+    runs, got = _points(db)
+    assert len(got) == len(set(got)) == N_CELLS * 13  # no duplicate, none missing
+    assert {(p, k) for p, k, _, _ in got} == completed | {("ltd", k) for k in range(1, 7)}
+    assert runs[-1].status == "completed"
+
+
+@pytest.mark.parametrize("edit, file, key", [
+    (lambda proto, st: proto.write_text(proto.read_text().replace("n_pulses: 6", "n_pulses: 7")),
+     "train.yaml", "params.n_pulses"),
+    (lambda proto, st: proto.write_text("protocol: read_noise\nname: ctrl_c\n"),
+     "train.yaml", "protocol"),
+    (lambda proto, st: st.write_text(st.read_text().replace("v_read_max_v: 0.5",
+                                                            "v_read_max_v: 0.4")),
+     "bench.yaml", "limits.v_read_max_v"),
+])
+def test_resume_refuses_changed_protocol_or_station(edit, file, key, tmp_path, live_bench,
+                                                    capsys):
+    station, log, arm = live_bench
+    proto = _protocol(tmp_path, CTRL_C_TRAIN)
+    db = tmp_path / "runs.db"
+    argv = ["run", str(proto), "--station", str(station), "--db", str(db), "--no-progress"]
+    arm(9)
+    assert cli_main(argv) == 130
+    capsys.readouterr()
+    edit(proto, station)
+    n_before = len(log)
+    assert cli_main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{file}: {key}: " in err and "cannot resume" in err, err
+    assert log[n_before:] == []  # refused before any instrument command
+
+
+def test_resume_mismatch_names_protocol_and_defaults_are_no_change(tmp_path):
+    """Function level: another protocol name is refused naming ``protocol``; spelling out a
+    parameter at its default value is not a change."""
+    from memhil.experiment import check_resume_matches, first_difference
+    pf = load_protocol_file(_protocol(tmp_path, CTRL_C_TRAIN))
+    md = {"protocol_config": {**pf.config(), "protocol": "iv_sweep"}}
+    with pytest.raises(ConfigError, match=r"train\.yaml: protocol: differs"):
+        check_resume_matches(md, pf, {}, None, 1)
+    md = {"protocol_config": {**pf.config(), "params": {**CTRL_C_TRAIN, "v_read": 0.2}},
+          "station_identity": {"kind": "sim", "sim": {}}}
+    check_resume_matches(md, pf, {"kind": "sim", "sim": {}}, "sim", 1)  # same: no error
+    with pytest.raises(ConfigError, match=r"train\.yaml: backend\.sim\.rows: the station differs"):
+        check_resume_matches(md, pf, {"kind": "sim", "sim": {"rows": 8}}, "sim", 1)
+    assert first_difference({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == "a[1].b"
+    assert first_difference({"a": 1}, {"a": 1, "c": 2}) == "c"

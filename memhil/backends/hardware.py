@@ -308,7 +308,7 @@ class HardwareBackend(Backend):
                 mask[members[:, 0].numpy(), members[:, 1].numpy()] = True
                 self.transactions += 1
                 self._write_op("array-board pulse",
-                               lambda: self._array.pulse_cells(mask, amp, width, int(n)))
+                               lambda: self._array.pulse_cells(mask, amp, width, int(n), compliance_a=comp))
             else:
                 for i, j in members.tolist():  # one routed cell at a time: physically serial
                     self._write_op("SMU pulse", lambda i=i, j=j: self._cell_pulse(i, j, amp, width, int(n), comp))

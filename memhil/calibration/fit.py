@@ -28,8 +28,8 @@ in the mapping as a ``memhil_fit:`` key. ``to_yaml`` writes it twice instead: as
 comment block at the top of the parameter file (human-readable, ignored by the loader) and
 in a sidecar ``<path>.fit.json`` that ``FitResult.load`` reads back.
 
-Only the NeuroSim LTP/LTD model is fitted so far (it has a closed-form pulse response);
-ODE models such as VTEAM need a simulation-based fit, not written yet.
+VTEAM (a threshold ODE model) is fitted from pulse trains at several amplitudes by
+``memhil.calibration.fit_vteam.fit_vteam``, into the same ``FitResult`` and files.
 """
 
 from __future__ import annotations

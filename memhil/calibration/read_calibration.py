@@ -24,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -50,6 +51,7 @@ class ReadCalibration:
     version: str = ""
     date: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    path: str | None = field(default=None, compare=False)  # the file it was loaded from
 
     def __post_init__(self) -> None:
         self.offset_a = torch.as_tensor(self.offset_a, dtype=torch.float64).cpu()
@@ -95,6 +97,22 @@ class ReadCalibration:
                    mode=data.get("mode", "absolute"), v_levels=tuple(data.get("v_levels", ())),
                    version=data.get("version", ""), date=data.get("date", ""),
                    extra=dict(data.get("extra", {})))
+
+
+    def to_file(self, path: str | Path) -> Path:
+        """Write the calibration as JSON (the versioned file a run records)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        self.path = str(path.resolve())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ReadCalibration":
+        """Read a file written by ``to_file``; ``path`` is kept (``calibration_versions``
+        records it with the file's content hash)."""
+        cal = cls.from_dict(json.loads(Path(path).read_text()))
+        cal.path = str(Path(path).resolve())
+        return cal
 
 
 def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = None,

@@ -22,6 +22,8 @@ command                                   reply
 ``TINT <s>``                              ``OK`` (1e-6 .. 1 s)
 ``READC v0,v1,...,v{rows-1}``             ``i0,i1,...,i{cols-1}``
 ``READR v0,v1,...,v{cols-1}``             ``i0,i1,...,i{rows-1}``
+``COMP?``                                 ``<a>``: the pulse current compliance
+``COMP <a>``                              ``OK`` (1e-9 .. 0.1 A)
 ``PULSE mask_hex,amp,width,count``        ``OK``
 ``ZERO``                                  ``OK``
 any error                                 ``ERR <code> <text>``
@@ -40,11 +42,20 @@ columns in C at 0 V, every other line at ``amp/2``, for ``count`` pulses of ``wi
 seconds: selected cells see ``amp``, half-selected cells ``amp/2``, all others 0 V.
 Lines return to 0 V afterwards.
 
+``COMP``: the current compliance of the following ``PULSE`` commands, per cell: each
+selected cell has its own current limiter (as the simulator models a source in
+compliance), so at the start of every pulse a cell whose current ``|amp| * G`` would
+exceed ``COMP`` sees its voltage lowered to ``COMP / G``. Half-selected cells are limited
+the same way. The value holds until the next ``COMP`` (``ZERO`` keeps it); at power-on it
+is the board's maximum, 0.1 A (in effect no limit for memristive cells). Versions of the
+driver that never send ``COMP`` pulse at that maximum.
+
 ``ZERO``: all lines to 0 V (the safe state).
 
 Error codes: 1 unknown command, 2 malformed command or wrong number of arguments,
 3 value out of range (\\|v\\| > VMAX, integration time, width not in (0, 1] s, count not
-in 1..1e6), 4 mask not a row x column product (or bits beyond the array), 5 internal.
+in 1..1e6, compliance not in 1e-9..0.1 A), 4 mask not a row x column product (or bits
+beyond the array), 5 internal.
 
 The driver sends a non-product mask as several ``PULSE`` commands, one per group of rows
 sharing the same column pattern, so every cell of the mask is pulsed and no other cell
@@ -158,14 +169,26 @@ class ArrayBoard(Instrument):
         v = np.atleast_2d(np.asarray(v_rows, dtype=float))
         return np.stack([self.read_columns(x) for x in v])
 
+    compliance = Instrument.control(
+        "COMP?", "COMP %.6g",
+        "Control the per-cell current compliance of the following pulses (A).",
+        check_set_errors=True)
+
     def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
-                    count: int = 1) -> int:
-        """Pulse the masked cells with the V/2 scheme; returns the PULSE commands sent."""
+                    count: int = 1, compliance_a: float | None = None) -> int:
+        """Pulse the masked cells with the V/2 scheme; returns the PULSE commands sent.
+        ``compliance_a`` (A): sent as ``COMP`` before the pulses (None: the board keeps
+        the compliance it has)."""
         m = np.asarray(mask, dtype=bool)
         if m.shape != (self.rows, self.cols):
             raise ValueError(f"mask shape {m.shape} is not the array's {(self.rows, self.cols)}")
         if width_s <= 0 or int(count) != count or count < 1:
             raise ValueError(f"need width_s > 0 and an integer count >= 1, got {width_s}, {count}")
+        if compliance_a is not None:
+            if not 1e-9 <= compliance_a <= 0.1:
+                raise ValueError(f"compliance_a {compliance_a} A is outside the board's "
+                                 f"1e-9 .. 0.1 A")
+            self._ok(f"COMP {_v(compliance_a)}")
         groups: dict[bytes, list[int]] = {}
         for i in range(self.rows):
             if m[i].any():

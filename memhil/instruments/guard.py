@@ -411,17 +411,19 @@ class GuardedArrayIO:
         return self._array.read_rows(arr)
 
     def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
-                    count: int = 1) -> None:
+                    count: int = 1, compliance_a: float | None = None) -> None:
         m = np.asarray(mask)
         if m.shape != (self.rows, self.cols) or m.dtype != np.bool_:
             raise LimitError(f"pulse mask (need a bool array of shape {(self.rows, self.cols)}, "
                              f"got {m.dtype} {m.shape})", math.nan, math.nan)
         amp = _check_abs(amplitude_v, self._limits.v_pulse_max_v, "pulse amplitude |V|", "V")
         n = _check_count(count, self._limits)
-        _check_pulse_rules(self._limits, abs(amp), width_s, n, self._limits.compliance_default_a)
+        comp = (self._limits.compliance_default_a if compliance_a is None else
+                _check_positive_upto(compliance_a, self._limits.compliance_max_a, "pulse compliance", "A"))
+        _check_pulse_rules(self._limits, abs(amp), width_s, n, comp)
         if n == 0 or not m.any():
             return
-        self._array.pulse_cells(m, amp, float(width_s), n)
+        self._array.pulse_cells(m, amp, float(width_s), n, compliance_a=comp)
 
     def safe_state(self) -> None:
         self._array.safe_state()

@@ -133,8 +133,9 @@ class ArrayIO(Protocol):
         """Apply ``v_cols`` (V) to all columns, rows at virtual ground; row currents (A)."""
 
     def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
-                    count: int = 1) -> None:
-        """Pulse the masked cells (rows x cols bool) with the V/2 scheme."""
+                    count: int = 1, compliance_a: float | None = None) -> None:
+        """Pulse the masked cells (rows x cols bool) with the V/2 scheme, limiting each
+        selected cell's current to ``compliance_a`` (None: the board's present setting)."""
 
     def safe_state(self) -> None:
         """All lines to 0 V."""

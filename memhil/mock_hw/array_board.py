@@ -5,8 +5,10 @@ directly: ``READC`` holds every row at its voltage and every column at 0 V (virt
 ground) and returns the column currents from ``chip.currents`` (every line driven, so
 sneak paths do not enter); ``READR`` is the transpose; ``PULSE`` holds the V/2 drive
 (selected rows at amp, selected columns at 0 V, every other line at amp/2) with
-``chip.hold``, so half-selected cells are disturbed as the device model says. Each read
-charges ``integration_s`` to the chip's virtual clock.
+``chip.hold``, so half-selected cells are disturbed as the device model says, every
+cell's current limited to the ``COMP`` compliance (per cell, at the start of each pulse,
+as the simulator models it). Each read charges ``integration_s`` to the chip's virtual
+clock.
 
 Reach it in-process through the pyserial URL handler::
 
@@ -40,6 +42,8 @@ ERR_RANGE = 3
 ERR_MASK = 4
 ERR_INTERNAL = 5
 
+COMPLIANCE_MIN_A, COMPLIANCE_MAX_A = 1e-9, 0.1  # COMP range; power-on value: the maximum
+
 
 class _BoardError(Exception):
     def __init__(self, code: int, text: str):
@@ -65,6 +69,7 @@ class ArrayBoardEmulator:
         self.faults = faults or FaultInjector()
         self.lock = threading.RLock()
         self.transactions = 0
+        self.compliance_a = COMPLIANCE_MAX_A  # per-cell pulse current limit (COMP)
         self._dead: set[tuple[str, int]] = set()
 
     # -- registration ----------------------------------------------------------------------
@@ -118,6 +123,14 @@ class ArrayBoardEmulator:
                     if not 1e-6 <= t <= 1.0:
                         raise _BoardError(ERR_RANGE, "integration time not in 1e-6..1 s")
                     self.integration_s = t
+                    return "OK"
+                if cmd == "COMP?":
+                    return f"{self.compliance_a:.6g}"
+                if cmd == "COMP":
+                    c = _floats(arg, 1)[0]
+                    if not COMPLIANCE_MIN_A <= c <= COMPLIANCE_MAX_A:
+                        raise _BoardError(ERR_RANGE, "compliance not in 1e-9..0.1 A")
+                    self.compliance_a = c
                     return "OK"
                 if cmd == "READC":
                     return _fmt(self._read(_floats(arg, self.rows), transpose=False))
@@ -187,7 +200,7 @@ class ArrayBoardEmulator:
                 if ("row", i) not in self._dead}
         cols = {j: (0.0 if j in sel_cols else half) for j in range(self.cols)
                 if ("col", j) not in self._dead}
-        self.chip.hold(rows, cols, width, count)
+        self.chip.hold(rows, cols, width, count, compliance_a=self.compliance_a)
 
 
 def _floats(arg: str, n: int) -> list[float]:

@@ -85,6 +85,9 @@ class MockChip:
         base_seed = int(cfg.get("seed", 0))
         cfg["seed"] = base_seed * 1000 + 31 * die[0] + die[1] + 1
         device = cfg.get("device", "pcm")
+        if isinstance(device, str) and device.endswith((".yaml", ".yml")):
+            from memhil.config import load_yaml  # a parameter file, e.g. a fitted model
+            device = load_yaml(device)
         device = {"model": device} if isinstance(device, str) else dict(device)
         override = dict(self.wafer.die_overrides.get(self.wafer.key(die), {}))
         # an override naming a model replaces the device (a split wafer); else it adjusts it
@@ -157,9 +160,12 @@ class MockChip:
             return ({i: float(i_cell[i].sum()) for i in rows},
                     {j: float(-i_cell[:, j].sum()) for j in cols})
 
-    def hold(self, rows: Drive, cols: Drive, duration_s: float, count: int = 1) -> None:
+    def hold(self, rows: Drive, cols: Drive, duration_s: float, count: int = 1, *,
+             compliance_a: float | None = None) -> None:
         """Hold the drive for ``duration_s`` (``count`` times): every cell is pulsed with
-        its own row-minus-column voltage, and the virtual clock advances."""
+        its own row-minus-column voltage, and the virtual clock advances. ``compliance_a``
+        (A): a per-cell current limit (the simulator lowers a cell's voltage to I_c / G at
+        the start of each pulse); None: none."""
         if duration_s <= 0 or count <= 0:
             return
         with self.lock:
@@ -172,7 +178,8 @@ class MockChip:
                         mask[i, j] = True
                 v_cell = torch.where(mask, v_cell, torch.zeros_like(v_cell))
             if bool((v_cell != 0).any()):
-                self.sim.pulse(None, v_cell.unsqueeze(0), duration_s, count)
+                self.sim.pulse(None, v_cell.unsqueeze(0), duration_s, count,
+                               compliance_a=compliance_a)
             else:
                 self.clock.advance(duration_s * count)
 

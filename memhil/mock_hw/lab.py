@@ -10,7 +10,8 @@ virtual clock. ``lab.station_config()`` is the same station with the live addres
 The station's ``mock:`` section describes the chip under the probes::
 
     mock:
-      device: {model: vteam}          # default: chip.device
+      device: {model: vteam}          # default: chip.device; or a parameter file
+                                      # (fitted.yaml, relative to the station file)
       seed: 0
       read: {read_noise_rel: 0.01}    # the simulator's read path (memhil.backends.sim)
       faults: {stuck_on_fraction: 0}  # stuck-at faults of the simulated array
@@ -76,6 +77,9 @@ class MockLab:
         self.clock = clock or VirtualClock()
         chip_cfg = self.config.chip
         device = self.mock.device if self.mock.device is not None else (chip_cfg.device or "pcm")
+        if isinstance(device, str) and device.endswith((".yaml", ".yml")) and src \
+                and not Path(device).expanduser().is_absolute():
+            device = str((Path(src).parent / Path(device).expanduser()).resolve())  # a fit file
         wafer = WaferSpec(dies=tuple(tuple(d) for d in self.mock.wafer.get("dies", [[0, 0]])),
                           die_overrides=dict(self.mock.wafer.get("die_overrides", {})))
         self.chip = MockChip({"rows": chip_cfg.rows, "cols": chip_cfg.cols, "device": device,

@@ -178,6 +178,7 @@ class Runner:
             if not skipped:
                 for point in buffered:
                     self._emit(point)
+                self._flush()  # the unit's points are stored before it is journaled
                 if self.journal is not None:
                     self.journal.mark(key)
             return None
@@ -192,10 +193,17 @@ class Runner:
                 buffered.append({**key, **values})
         else:
             self._emit({**key, **values})
+            self._flush()
 
     def _emit(self, point: dict) -> None:
         if self.sink is not None:
             self.sink.add(**point)
+
+    def _flush(self) -> None:
+        """A sink with ``flush`` (e.g. a batching store sink) writes what it holds."""
+        flush = getattr(self.sink, "flush", None)
+        if callable(flush):
+            flush()
 
     def _prober_op(self, be: Backend, msg: Any, dry: bool) -> None:
         if dry:

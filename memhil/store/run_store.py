@@ -163,8 +163,22 @@ class RunWriter:
     def add(self, **point: Any) -> int:
         """Write one point (all keys required, values optional -> NaN) and commit it.
         Returns its ``point`` index."""
+        return self.add_many([point])[0]
+
+    def add_many(self, points: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Write several points in one SQLite transaction (one commit: on a disk that
+        syncs each commit this is the difference between milliseconds per point and per
+        batch). All or none are stored. Returns their ``point`` indices."""
         if self._closed:
             raise RuntimeError(f"run {self.run_id} is closed")
+        rows = [self._row(point, self._next_point + n) for n, point in enumerate(points)]
+        if rows:
+            self._ds.add_results(rows)  # inserted and committed now
+        first = self._next_point
+        self._next_point += len(rows)
+        return list(range(first, self._next_point))
+
+    def _row(self, point: Mapping[str, Any], index: int) -> dict[str, Any]:
         unknown = set(point) - set(self.keys) - set(self.values)
         if unknown:
             raise KeyError(f"unknown columns {sorted(unknown)}; keys={self.keys}, "
@@ -177,7 +191,7 @@ class RunWriter:
                                for k in self.keys}
             self._ds.add_metadata("memhil_key_types", json.dumps(
                 {k: t.__name__ for k, t in self._key_types.items()}))
-        row: dict[str, Any] = {POINT: self._next_point}
+        row: dict[str, Any] = {POINT: index}
         for k in self.keys:
             v = point[k]
             if self._key_types[k] is int:
@@ -189,9 +203,7 @@ class RunWriter:
         for name in self.values:
             v = point.get(name)
             row[name] = float("nan") if v is None else float(v)
-        self._ds.add_results([row])  # inserted and committed now
-        self._next_point += 1
-        return self._next_point - 1
+        return row
 
     def close(self, status: str = "completed") -> None:
         """Mark the run ``status``; only ``"completed"`` completes the QCoDeS dataset."""

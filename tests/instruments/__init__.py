@@ -177,8 +177,8 @@ class FakeArray(Recorder):
         self.calls.append(("read_rows", list(v_cols)))
         return np.zeros(self.rows)
 
-    def pulse_cells(self, mask, amplitude_v, width_s, count=1):
-        self.calls.append(("pulse_cells", np.array(mask), amplitude_v, width_s, count))
+    def pulse_cells(self, mask, amplitude_v, width_s, count=1, compliance_a=None):
+        self.calls.append(("pulse_cells", np.array(mask), amplitude_v, width_s, count, compliance_a))
         self.lines_v = 0.0
 
     def safe_state(self):

@@ -114,3 +114,24 @@ def test_wrong_number_of_currents_is_an_error():
     with expected_protocol(ArrayBoard, INIT + [("READC 0,0", "1e-06,2e-06")]) as board:
         with pytest.raises(ArrayBoardError, match="expected 3 currents"):
             board.read_columns([0.0, 0.0])
+
+
+def test_compliance_is_sent_before_the_pulses():
+    mask = np.array([[0, 1, 1], [0, 1, 1]], bool)
+    with expected_protocol(ArrayBoard, INIT + [("COMP 0.0001", "OK"),
+                                               ("PULSE 36,1.5,1e-06,3", "OK")]) as board:
+        assert board.pulse_cells(mask, 1.5, 1e-6, 3, compliance_a=1e-4) == 1
+
+
+def test_compliance_property_and_range():
+    with expected_protocol(ArrayBoard, INIT + [("COMP 2e-05", "OK"), ("COMP?", "2e-05"),
+                                               ("COMP 5", "ERR 3 compliance not in 1e-9..0.1 A")
+                                               ]) as board:
+        board.compliance = 2e-5
+        assert board.compliance == 2e-5
+        with pytest.raises(ArrayBoardError) as e:
+            board.compliance = 5
+        assert e.value.code == 3
+        # the driver refuses an out-of-range pulse compliance before sending anything
+        with pytest.raises(ValueError, match="compliance_a"):
+            board.pulse_cells(np.ones((2, 3), bool), 1.0, 1e-6, 1, compliance_a=1.0)

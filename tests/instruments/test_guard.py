@@ -294,12 +294,17 @@ def test_array_reads_and_pulses_are_checked():
                  lambda: a.pulse_cells(np.ones((4, 3), bool), 2.5, 1e-3),
                  lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-9),
                  lambda: a.pulse_cells(np.ones((3, 3), bool), 1.0, 1e-3),
-                 lambda: a.pulse_cells(np.ones((4, 3)), 1.0, 1e-3)):
+                 lambda: a.pulse_cells(np.ones((4, 3)), 1.0, 1e-3),
+                 lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-3, compliance_a=2 * LIMITS.compliance_max_a),
+                 lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-3, compliance_a=0.0)):
         with pytest.raises(LimitError):
             call()
     assert len(fake.calls) == n
     a.pulse_cells(np.eye(4, 3, dtype=bool), 1.5, 1e-3, 2)
     assert fake.calls[-1][0] == "pulse_cells"
+    assert fake.calls[-1][-1] == LIMITS.compliance_default_a  # the default is always sent
+    a.pulse_cells(np.eye(4, 3, dtype=bool), 1.5, 1e-6, 2, compliance_a=LIMITS.compliance_max_a / 2)
+    assert fake.calls[-1][-1] == LIMITS.compliance_max_a / 2
 
 
 # -- safe_session ------------------------------------------------------------------------

@@ -211,3 +211,34 @@ def test_board_through_pyvisa_asrl_resource(rig):
         res.close()
     finally:
         rm.close()
+
+
+def test_pulse_compliance_limits_the_set(rig):
+    """``COMP`` on the emulated board: a VTEAM cell at OFF (R_off = 1 kOhm, no D2D or C2C)
+    pulsed at 0.3 V with a 0.2 mA compliance sees at most I_c / G = 0.2 V = v_on, so it
+    does not SET; the limit holds for later pulses; at 10 mA it SETs, and the board's
+    result equals the simulator's own compliance model for the same pulses."""
+    device = {"model": "vteam", "v_on_dtod": 0.0, "r_on_dtod": 0.0, "r_off_dtod": 0.0,
+              "k_on_dtod": 0.0, "dx_std": 0.0}
+    chip = MockChip({"rows": 2, "cols": 2, "device": device, "seed": 1, "dtype": "float64"})
+    _chip, emu, board = rig(board_id="b16comp", chip=chip)
+    everything = np.ones((2, 2), bool)
+    g0 = chip.sim.true_conductance()[0].numpy()
+    assert emu.compliance_a == 0.1  # power-on: the board maximum
+    board.pulse_cells(everything, 0.3, 1e-6, 1, compliance_a=2e-4)
+    assert board.compliance == pytest.approx(2e-4)
+    board.pulse_cells(everything, 0.3, 1e-6, 2)  # compliance kept
+    np.testing.assert_allclose(chip.sim.true_conductance()[0].numpy(), g0, rtol=1e-12)
+    board.pulse_cells(everything, 0.3, 1e-6, 1, compliance_a=1e-2)
+    g1 = chip.sim.true_conductance()[0].numpy()
+    assert (g1 > 5 * g0).all()  # SET
+    # the same pulses on the simulator with its per-cell compliance
+    from memhil.backends.sim import SimBackend
+    ref = SimBackend({"rows": 2, "cols": 2, "device": device, "dtype": "float64",
+                      "limits": {"compliance_max_a": 0.1}})
+    ref.pulse(None, 0.3, 1e-6, 3, compliance_a=2e-4)
+    ref.pulse(None, 0.3, 1e-6, 1, compliance_a=1e-2)
+    np.testing.assert_allclose(g1, ref.true_conductance()[0].numpy(), rtol=1e-9)
+    with pytest.raises(ArrayBoardError) as e:
+        board.compliance = 1.0  # beyond the board's 0.1 A
+    assert e.value.code == 3 and emu.compliance_a == pytest.approx(1e-2)

@@ -147,3 +147,26 @@ def test_exponential_iv():
     g = m.conductance(s, d2d, 0.2, 0.0)
     expect = torch.tensor([1 / 50.0, 1 / math.sqrt(50.0 * 1000.0), 1 / 1000.0], dtype=F64)
     assert torch.allclose(g, expect, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("iv", ["linear", "exponential"])
+def test_set_under_compliance_stops_where_the_source_reaches_threshold(iv):
+    """Quasi-static compliance: |v| G <= I_c holds through the pulse, so the SET stops at
+    G = I_c / v_on (the voltage left across the cell falls to the threshold); a long SET
+    without compliance goes to R_on. Exact model (no spread): closed form to 1e-9."""
+    from memhil.backends.sim import SimBackend
+
+    sim = SimBackend({"tiles": 1, "rows": 2, "cols": 3, "dtype": "float64",
+                      "device": {"model": "vteam", "iv": iv, **EXACT},
+                      "limits": {"compliance_max_a": 0.1, "compliance_default_a": 0.1,
+                                 "energy_max_j": None}})
+    g0 = sim.read_conductance()
+    ic = 2e-4
+    v_on = sim.model.p.v_on_v
+    assert float(g0.max()) * 0.5 > ic  # the pulse starts in compliance: V is lowered at once
+    sim.pulse(None, 0.5, 1e-3, compliance_a=ic)  # far longer than a full SET takes
+    torch.testing.assert_close(sim.read_conductance(), torch.full_like(g0, ic / v_on),
+                               rtol=1e-9, atol=0.0)
+    sim.pulse(None, 0.5, 1e-3)  # a compliance (0.1 A) that cannot bind: all the way to R_on
+    torch.testing.assert_close(sim.read_conductance(),
+                               torch.full_like(g0, 1 / sim.model.p.r_on_ohm), rtol=1e-9, atol=0.0)

@@ -260,7 +260,7 @@ class SimBackend(Backend):
             ceiling = max(ceiling, self._g_stuck_on)
         if ceiling is not None and float(v.abs().max()) * ceiling <= float(compliance_a.min()):
             t_end = self._clock.advance(duration)
-            self._step(v_cells, w_cells, n_cells, c_cells, t_end)
+            self._step(v_cells, w_cells, n_cells, None, t_end)  # the limit cannot bind
             return
         n_max = int(n_cells.max())
         one = torch.ones((), dtype=n_cells.dtype, device=n_cells.device)
@@ -273,7 +273,7 @@ class SimBackend(Backend):
             self._clock.advance(t_k - self._clock.now())
             self._step(v_cap, w_cells, torch.where(n_cells > k, one, zero), c_cells, t_k)
 
-    def _step(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor,
+    def _step(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor | None,
               t_end: float) -> None:
         self.state = self.model.step(self.state, self.d2d, v, width_s, count, t_end,
                                      self._gen_program, compliance_a=compliance_a)

@@ -125,7 +125,31 @@ class VTEAMDevice(DeviceModel):
 
     def step(self, state, d2d, v, width_s, count, t_s, generator, compliance_a=None) -> Tensor:
         """Without a window dx/dt depends on v only, so count pulses are exact in closed
-        form (few elementwise ops: the hot path); with the window, RK4 substeps per pulse."""
+        form (few elementwise ops: the hot path); with the window, RK4 substeps per pulse.
+
+        A SET under compliance is quasi-static: the source holds |v| * G <= I_c throughout
+        the pulse, so the cell stops switching once I_c / G falls to its threshold v_on,
+        i.e. at G = I_c / v_on (never below the conductance it started from)."""
+        new = self._step_free(state, d2d, v, width_s, count, generator)
+        if compliance_a is None:
+            return new
+        x_stop = self._x_at_conductance(d2d, compliance_a / d2d["v_on_v"])
+        limited = (v > 0) & (count > 0)
+        floor = torch.minimum(state[..., 0], x_stop)
+        x = torch.where(limited & (new[..., 0] < floor), floor, new[..., 0])
+        return x.unsqueeze(-1)
+
+    def _x_at_conductance(self, d2d: D2D, g_s: Tensor) -> Tensor:
+        """The state x at which the cell's conductance is ``g_s`` (clipped to [0, 1])."""
+        r_on, r_off = d2d["r_on_ohm"], d2d["r_off_ohm"]
+        if self.p.iv == "exponential":
+            x = -torch.log(g_s * r_on) / torch.log(r_off / r_on)
+        else:
+            x = (1.0 / g_s - r_on) / (r_off - r_on)
+        return x.clamp(0.0, 1.0)
+
+    def _step_free(self, state, d2d, v, width_s, count, generator) -> Tensor:
+        """The pulse train without a current limit."""
         p = self.p
         x = state[..., 0]
         if p.window == "kvatinsky":

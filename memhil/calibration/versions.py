@@ -1,0 +1,90 @@
+"""Which calibration data a run used: ``calibration_versions(backend)`` -> the run store's
+``calibration_versions`` metadata.
+
+Recorded, per place it is used, for every fitted device-parameter file (a simulator's
+``device: fitted.yaml``, a station's ``chip.device`` or the mock chip's ``mock.device``
+given as a file) and for a read-path calibration attached to the backend
+(``backend.read_calibration``, a ``ReadCalibration``, e.g. ``ReadCalibration.load(path)``):
+the file path, the SHA-256 of its content (what was really loaded, even if a file of the
+same name is rewritten later) and the version field the fit / calibration carries
+(``<content hash>@<UTC time>``, from the ``.fit.json`` sidecar for a fitted model).
+Built-in device models named by string (``"vteam"``) are not calibration data: nothing
+is recorded for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _is_file_ref(device: Any) -> bool:
+    return isinstance(device, (str, Path)) and str(device).endswith((".yaml", ".yml"))
+
+
+def file_version(path: str | Path) -> dict[str, Any]:
+    """Path, content hash and (for a fitted model with a sidecar) the fit's version."""
+    from memhil.calibration.fit import FitResult
+
+    path = Path(path).expanduser().resolve()
+    entry: dict[str, Any] = {"path": str(path)}
+    if not path.exists():
+        entry["error"] = "file not found"
+        return entry
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    side = FitResult.sidecar_path(path)
+    if side.exists():
+        try:
+            meta = json.loads(side.read_text()).get("memhil_fit", {})
+            entry["version"] = meta.get("version")
+            entry["fit_source"] = meta.get("source")
+        except (ValueError, OSError) as exc:
+            entry["version"] = None
+            entry["error"] = f"unreadable sidecar {side.name}: {exc}"
+    else:
+        entry["version"] = None
+    if _is_file_ref(path):
+        try:
+            from memhil.config import load_yaml
+            entry["model"] = load_yaml(path).get("model")
+        except Exception:  # noqa: BLE001, S110 - metadata must not stop a run
+            pass
+    return entry
+
+
+def _relative_to(source: str | None, device: str | Path) -> Path:
+    p = Path(device).expanduser()
+    if p.is_absolute() or not source:
+        return p
+    return Path(source).parent / p
+
+
+def calibration_versions(backend: Any) -> dict[str, dict[str, Any]]:
+    """``{use: {path, sha256, version, ...}}`` for the calibration files ``backend`` uses;
+    ``{}`` when it uses none."""
+    out: dict[str, dict[str, Any]] = {}
+    station = getattr(backend, "station", None)
+    if station is None:
+        dev = getattr(getattr(backend, "config", None), "device", None)
+        if _is_file_ref(dev):
+            out["sim.device"] = file_version(dev)
+    else:
+        cfg = station.config
+        if _is_file_ref(cfg.chip.device):
+            out["chip.device"] = file_version(_relative_to(cfg.source, cfg.chip.device))
+        lab = getattr(backend, "lab", None)
+        mock_dev = getattr(getattr(lab, "mock", None), "device", None)
+        if _is_file_ref(mock_dev):
+            out["mock.device"] = file_version(_relative_to(lab.config.source, mock_dev))
+    cal = getattr(backend, "read_calibration", None)
+    if cal is not None:
+        entry: dict[str, Any] = {"version": cal.version, "mode": cal.mode}
+        if getattr(cal, "path", None):
+            entry = {**file_version(cal.path), **entry}
+        out["read_calibration"] = entry
+    return out
+
+
+__all__ = ["calibration_versions", "file_version"]
