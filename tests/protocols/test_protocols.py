@@ -111,6 +111,27 @@ def test_endurance_stops_when_the_model_window_collapses(where, mock_factory):
 
 
 @pytest.mark.parametrize("where", ["sim", "mock"])
+def test_endurance_follows_the_model_window_closing(where, mock_factory):
+    """A wearing device (``wear_cycles`` = 25): the window at the read after cycle c comes
+    from the c-th RESET, i.e. after n = c - 1 earlier ones, so the model median window is
+    W(c) = 20^exp(-(c - 1) / 25): 8.1, 4.1, 2.5 at c = 10, 20, 30; with min_window = 3 the
+    run stops at c = 30. Per cell ln(LRS/HRS) has sigma 0.1 * sqrt(2) = 0.14 (two 10 %
+    log-normal draws; 1 % read noise is negligible); the median of 16 cells has a standard
+    error of 1.25 * 0.14 / 4 = 0.044 in ln, and the tolerance is 4 of them (0.18)."""
+    device = {"model": "rram_forming", "g_formed_log_sigma": 0.1, "g_reset_log_sigma": 0.1,
+              "wear_cycles": 25.0}
+    b = sim(device) if where == "sim" else mock_factory(device)
+    b.pulse(None, 3.0, 1e-6, compliance_a=1e-3)  # form every cell (V_bd ~ N(2 V, 0.2 V))
+    pts = run(b, "endurance", {"cycles": 60, "read_every": 10, "v_set": 1.2, "v_reset": -1.2,
+                               "compliance_set_a": 1e-3, "min_window": 3.0}).points
+    assert sorted({p["cycle"] for p in pts}) == [10, 20, 30]  # stopped when W < 3
+    for c in (10, 20, 30):
+        measured = statistics.median(p["window"] for p in pts if p["cycle"] == c)
+        model = math.log(20.0) * math.exp(-(c - 1) / 25.0)
+        assert abs(math.log(measured) - model) < 0.18, (c, measured, math.exp(model))
+
+
+@pytest.mark.parametrize("where", ["sim", "mock"])
 def test_switching_statistics_match_model_c2c_spread(where, mock_factory):
     """SET/RESET statistics over 16 cells x 10 cycles = 160 draws each: the log-mean and
     log-std of LRS and HRS match the model's (ln 20 uS, 0.5) and (ln 1 uS, 0.5); the spread

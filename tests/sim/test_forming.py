@@ -156,3 +156,25 @@ def test_breakdown_voltages_are_normal():
     # N(2, 0.2) over 65k cells: SE of the mean 0.8 mV (4 SE = 3 mV), of the std 0.3 %.
     assert v_bd.mean().item() == pytest.approx(2.0, abs=4 * 0.2 / math.sqrt(N))
     assert v_bd.std().item() == pytest.approx(0.2, rel=0.02)
+
+
+def test_wear_raises_hrs_by_the_closed_form():
+    """No spread: the HRS after the (n+1)-th RESET is exactly
+    g_reset * W0^(1 - exp(-(n / wear_cycles)^shape)), W0 = 20 µS / 1 µS; LRS is unworn."""
+    import math
+
+    from memhil.backends.sim import SimBackend
+
+    sim = SimBackend({"tiles": 1, "rows": 1, "cols": 2, "dtype": "float64",
+                      "device": {"model": "rram_forming", "v_bd_sigma_v": 0.0,
+                                 "g_formed_log_sigma": 0.0, "g_reset_log_sigma": 0.0,
+                                 "wear_cycles": 10.0, "wear_shape": 2.0}})
+    sim.pulse(None, 3.0, 1e-6)  # form
+    for n in range(25):
+        sim.pulse(None, -1.2, 1e-6)
+        want = 1e-6 * 20.0 ** (1.0 - math.exp(-((n / 10.0) ** 2)))
+        assert torch.allclose(sim.read_conductance(), torch.full((1, 1, 2), want, dtype=torch.float64),
+                              rtol=1e-9, atol=0.0), n
+        sim.pulse(None, 1.2, 1e-6)
+        assert torch.allclose(sim.read_conductance(), torch.full((1, 1, 2), 20e-6, dtype=torch.float64),
+                              rtol=1e-9, atol=0.0)

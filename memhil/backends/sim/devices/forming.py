@@ -8,7 +8,12 @@ distribution capped by the compliance current, so the forming voltage read off t
 CDF sets the fraction of formed cells (the sparsity of a random-weight network). Formed
 cells switch abruptly: RESET to a log-normal HRS, SET back to a fresh LRS draw.
 
-State ``(*shape, 2)``: [G (S), formed flag (0.0 pristine / 1.0 formed)].
+Endurance wear (optional, ``wear_cycles`` > 0): the HRS median creeps up towards the LRS
+median with the number n of RESETs a cell has seen, so the log-window closes as
+ln W(n) = ln W0 * exp(-(n / wear_cycles)^wear_shape) — the gradual window collapse of
+filamentary RRAM endurance tests.
+
+State ``(*shape, 3)``: [G (S), formed flag (0.0 pristine / 1.0 formed), RESETs seen].
 """
 
 from __future__ import annotations
@@ -52,8 +57,12 @@ class FormingParams:
     g_reset_log_sigma: float = 0.5
     v_set_v: float = 1.0
     v_reset_v: float = 1.0
+    wear_cycles: float = 0.0  # characteristic endurance (RESETs); 0 = no wear
+    wear_shape: float = 1.0
 
     def __post_init__(self) -> None:
+        require(self.wear_cycles >= 0, "wear_cycles", f"must be >= 0 (0 = no wear), got {self.wear_cycles}")
+        require(self.wear_shape > 0, "wear_shape", f"must be > 0, got {self.wear_shape}")
         require(self.v_bd_mean_v > 0, "v_bd_mean_v", f"must be > 0 V, got {self.v_bd_mean_v}")
         require(self.v_bd_sigma_v >= 0, "v_bd_sigma_v", f"must be >= 0 V, got {self.v_bd_sigma_v}")
         require(self.v_bd_per_decade_v >= 0, "v_bd_per_decade_v",
@@ -84,7 +93,7 @@ class FormingRRAM(DeviceModel):
     nominal_reset_pulse = (-1.2, 1e-6)
 
     name = "rram_forming"
-    state_names = ("g_s", "formed")
+    state_names = ("g_s", "formed", "resets")
     bipolar = False  # depression is an abrupt RESET, not gradual
     drifts = False
     Params = FormingParams
@@ -139,7 +148,7 @@ class FormingRRAM(DeviceModel):
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         """Pristine: G = g_pristine_s (optionally log-normal), formed flag 0."""
         p = self.p
-        state = torch.zeros((*shape, 2), device=device, dtype=dtype)
+        state = torch.zeros((*shape, 3), device=device, dtype=dtype)
         if p.g_pristine_log_sigma > 0:
             xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)
             state[..., 0] = xi.mul_(p.g_pristine_log_sigma).exp_().mul_(p.g_pristine_s)
@@ -174,8 +183,22 @@ class FormingRRAM(DeviceModel):
         g_lrs = torch.exp(xi * p.g_formed_log_sigma + math.log(p.g_formed_median_s))
         if compliance_a is not None:
             g_lrs = torch.minimum(g_lrs, compliance_a / v.abs().clamp_min(1e-12))
-        g_hrs = torch.exp(xi * p.g_reset_log_sigma + math.log(p.g_reset_median_s))
+        ln_hrs = xi * p.g_reset_log_sigma + math.log(p.g_reset_median_s)
+        resets_seen = state[..., 2]
+        if p.wear_cycles > 0:
+            ln_hrs = ln_hrs + self.window_lost_log(resets_seen)
         out = state.clone()
-        out[..., 0] = torch.where(lrs, g_lrs, torch.where(reset, g_hrs, g))
+        out[..., 0] = torch.where(lrs, g_lrs, torch.where(reset, torch.exp(ln_hrs), g))
         out[..., 1] = (formed | form).to(state.dtype)
+        out[..., 2] = resets_seen + reset.to(state.dtype)
         return out
+
+    def window_lost_log(self, resets_seen: Any) -> Any:
+        """How far (in ln G) the HRS median has risen after ``resets_seen`` RESETs:
+        ln W0 * (1 - exp(-(n / wear_cycles)^wear_shape)), W0 the fresh LRS/HRS median ratio."""
+        p = self.p
+        if p.wear_cycles == 0:
+            return 0.0 * resets_seen
+        ln_w0 = math.log(p.g_formed_median_s / p.g_reset_median_s)
+        n = torch.as_tensor(resets_seen, dtype=torch.float64) if not isinstance(resets_seen, Tensor) else resets_seen
+        return ln_w0 * (1.0 - torch.exp(-((n / p.wear_cycles) ** p.wear_shape)))
