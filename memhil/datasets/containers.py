@@ -23,7 +23,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def subset(self, index: Tensor) -> "Split":
+    def subset(self, index: Tensor) -> Split:
         lengths = None if self.lengths is None else self.lengths[index]
         return Split(self.x[index], self.y[index], lengths)
 
@@ -48,7 +48,7 @@ class ClassificationData:
             raise ValueError(f"{self.name} is not a sequence dataset: x has shape {tuple(self.train.x.shape)}")
         return int(self.train.x.shape[1])
 
-    def with_validation(self, fraction: float = 0.2, seed: int = 0) -> tuple["ClassificationData", Split]:
+    def with_validation(self, fraction: float = 0.2, seed: int = 0) -> tuple[ClassificationData, Split]:
         """Hold out a stratified ``fraction`` of the training split for model selection.
 
         Returns the data with the reduced training split, and the validation split.
@@ -60,7 +60,7 @@ class ClassificationData:
         for label in torch.unique(self.train.y):
             idx = torch.nonzero(self.train.y == label).flatten()
             idx = idx[torch.randperm(len(idx), generator=gen)]
-            n_val = int(round(fraction * len(idx)))
+            n_val = round(fraction * len(idx))
             if len(idx) > 1:
                 n_val = min(max(n_val, 1), len(idx) - 1)
             val_parts.append(idx[:n_val])

@@ -18,7 +18,7 @@ def _load_digits_split(
     y = torch.tensor(bunch.target, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=gen)
-    n_test = int(round(test_fraction * len(y)))
+    n_test = round(test_fraction * len(y))
     return x, y, perm[:n_test], perm[n_test:]
 
 

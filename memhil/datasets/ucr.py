@@ -69,7 +69,7 @@ def load_ucr(name: str) -> ClassificationData:
 
     train, test = build(tr_series, tr_labels), build(te_series, te_labels)
     if (train.lengths is None) != (test.lengths is None):  # keep both or neither
-        full = lambda s: s.lengths if s.lengths is not None else torch.full((len(s),), t_max)  # noqa: E731
+        full = lambda s: s.lengths if s.lengths is not None else torch.full((len(s),), t_max)
         train, test = Split(train.x, train.y, full(train)), Split(test.x, test.y, full(test))
     return ClassificationData(name, train, test, len(classes))
 
