@@ -1,0 +1,183 @@
+"""BMRU / CMRU / αCMRU vs LRU and minGRU at equal parameter counts (ref. §2.5), plus a noise table.
+
+Tasks: copy-first-input, 3-bit flip-flop (per-step targets) and delayed recall with
+distractors at T ∈ {100, 1000}; sequential digits (T = 64). Models: one pre-norm residual
+block (d_model 16, GLU-MLP ×2, no dropout, last-step readout) around each cell; the CMRU has
+16 memory units and every other cell gets the state size that matches its parameter count
+(printed). Training:
+AdamW (β₂ 0.99, wd 1e-4, none on recurrent parameters), lr 5e-3 cosine to 1 %, clip 1.0;
+T ≤ 100: batch 64, ≤ 400 steps; T = 1000: batch 32, ≤ 150 steps (CPU budget); a run stops
+early once its mean mini-batch accuracy over 20 steps reaches 0.99. Full run: ~26 min wall on
+a shared 2-core machine (the T = 1000 budget is what a CPU allows, not what convergence needs).
+
+Convergence criterion: test accuracy ≥ 0.95 on the retention tasks (flip-flop: per-step bit
+accuracy), ≥ 0.80 on sequential digits. Noise tables: the delayed-recall (T = 100) models of
+every seed and the flip-flop (T = 100) models (which every cell learns), evaluated with
+Gaussian noise on the candidate (std relative to its RMS) and on every weight matrix (std
+relative to the matrix's max |w|), mean over 3 draws.
+
+Run: ``python benchmarks/cmru.py`` (``--quick``: T ∈ {20, 50}, 2 seeds, 60 steps, < 1 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from memhil.algorithms.cmru_deploy import noise_robustness
+from memhil.algorithms.recurrent_backbone import (
+    RecurrentBackbone,
+    build_cell,
+    count_parameters,
+    state_size_for_budget,
+)
+from memhil.algorithms.recurrent_training import TrainConfig, train
+from memhil.datasets import (
+    copy_first_input,
+    delayed_recall,
+    flip_flop,
+    sequential_digits,
+)
+
+MODELS = {"BMRU": "bmru", "CMRU": "cmru", "aCMRU": "acmru_learned", "LRU": "lru", "minGRU": "mingru"}
+D_MODEL, D_STATE_REF, MLP_RATIO = 16, 16, 2
+
+
+@dataclass
+class Setting:
+    task: str
+    seq_len: int
+    batch_size: int
+    steps: int
+    threshold: float
+
+
+def make_data(task: str, seq_len: int, n_train: int, n_test: int, seed: int):
+    if task == "copy":
+        return copy_first_input(seq_len, n_train=n_train, n_test=n_test, seed=seed)
+    if task == "flipflop":
+        return flip_flop(seq_len, n_train=n_train, n_test=n_test, seed=seed)
+    if task == "recall":
+        return delayed_recall(seq_len, n_train=n_train, n_test=n_test, seed=seed)
+    return sequential_digits(permuted=False, seed=seed)
+
+
+def build_model(kind: str, data, d_state: int, seed: int) -> RecurrentBackbone:
+    per_step = data.train.y.dim() == 3
+    n_out = data.train.y.shape[-1] if per_step else data.n_classes
+    readout = "all" if per_step else "last"
+    return RecurrentBackbone(data.n_features, n_out, cell=kind, d_model=D_MODEL, d_state=d_state,
+                             mlp_ratio=MLP_RATIO, dropout=0.0, readout=readout, seed=seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/out/cmru")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t_start = time.time()
+    if args.quick:
+        settings = [Setting(t, n, 16, 60, 0.95) for n in (20, 50) for t in ("copy", "flipflop", "recall")]
+        settings.append(Setting("digits", 64, 16, 60, 0.80))
+        seeds, n_train, n_test = args.seeds or 2, 256, 128
+    else:
+        settings = [Setting(t, 100, 64, 400, 0.95) for t in ("copy", "flipflop", "recall")]
+        settings += [Setting(t, 1000, 32, 150, 0.95) for t in ("copy", "flipflop", "recall")]
+        settings.append(Setting("digits", 64, 64, 400, 0.80))
+        seeds, n_train, n_test = args.seeds or 5, 1000, 256
+
+    ref_cell = count_parameters(build_cell("cmru", D_MODEL, D_STATE_REF))
+    d_states = {name: state_size_for_budget(kind, D_MODEL, ref_cell) for name, kind in MODELS.items()}
+    print(f"one block, d_model {D_MODEL}, GLU-MLP x{MLP_RATIO}; state sizes at equal cell budgets "
+          f"(CMRU cell: {ref_cell} parameters): " + ", ".join(f"{k} {v}" for k, v in d_states.items()))
+    print(f"{seeds} seeds; converged = test accuracy >= threshold; torch threads 1\n")
+    noise_tasks = ("recall", "flipflop")
+    rows = []
+    noise_models = {task: {name: [] for name in MODELS} for task in noise_tasks}
+    header = f"{'task':<10}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<22}{'conv.':>6}  {'steps':>6}"
+    print(header)
+    print("-" * len(header))
+    for st in settings:
+        data = make_data(st.task, st.seq_len, n_train, n_test, seed=0)
+        for name, kind in MODELS.items():
+            accs, steps, params = [], [], 0
+            for seed in range(seeds):
+                model = build_model(kind, data, d_states[name], seed)
+                params = count_parameters(model)
+                cfg = TrainConfig(steps=st.steps, batch_size=st.batch_size, lr=5e-3, seed=seed,
+                                  stop_accuracy=0.99, eval_train=False)
+                result = train(model, data.train, cfg, data.test)
+                accs.append(result.test_accuracy)
+                steps.append(result.steps)
+                if st.task in noise_tasks and st.seq_len == settings[0].seq_len:
+                    noise_models[st.task][name].append((model, data.test))
+            conv = sum(a >= st.threshold for a in accs) / len(accs)
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            row = {"task": st.task, "T": st.seq_len, "model": name, "params": params,
+                   "acc": accs, "mean": statistics.mean(accs), "sd": sd, "converged": conv,
+                   "steps": steps}
+            rows.append(row)
+            print(f"{st.task:<10}{st.seq_len:>5}  {name:<7}{params:>7}  "
+                  f"{row['mean']:.3f} ± {sd:.3f}{'':<9}{conv:>6.2f}  {statistics.mean(steps):>6.0f}",
+                  flush=True)
+
+    cand_stds, weight_stds = (0.0, 0.1, 0.3, 1.0), (0.0, 0.02, 0.05, 0.1)
+    noise = {}
+    for task in noise_tasks:
+        print(f"\nnoise table: {task} T={settings[0].seq_len} models, mean test accuracy over "
+              f"{seeds} seeds x 3 draws (c: candidate noise / RMS, w: weight noise / max|w|)")
+        head = f"{'model':<8}" + "".join(f"{'c ' + str(s):>8}" for s in cand_stds) + "   " + \
+            "".join(f"{'w ' + str(s):>8}" for s in weight_stds)
+        print(head)
+        print("-" * len(head))
+        noise[task] = {}
+        for name, entries in noise_models[task].items():
+            tables = [noise_robustness(m, split, candidate_stds=cand_stds, weight_stds=weight_stds,
+                                       n_draws=3, seed=k) for k, (m, split) in enumerate(entries)]
+            mean = {key: statistics.mean(t[key] for t in tables) for key in tables[0]}
+            noise[task][name] = {f"{k[0]}:{k[1]}": v for k, v in mean.items()}
+            print(f"{name:<8}" + "".join(f"{mean[('candidate', s)]:>8.3f}" for s in cand_stds) + "   " +
+                  "".join(f"{mean[('weight', s)]:>8.3f}" for s in weight_stds), flush=True)
+
+    wall = time.time() - t_start
+    print(f"\nwall time {wall:.0f} s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("results_quick.json" if args.quick else "results.json")).write_text(
+        json.dumps({"rows": rows, "noise": noise, "d_states": d_states, "wall_s": wall}, indent=1))
+    _plot(rows, out / ("accuracy_quick.png" if args.quick else "accuracy.png"))
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """Mean test accuracy per task and model (bars) with every seed (dots)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["task"], r["T"]) for r in rows}, key=lambda g: (g[1], g[0]))
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 3.5))
+    width = 0.8 / len(MODELS)
+    for j, name in enumerate(MODELS):
+        for i, g in enumerate(groups):
+            r = next(r for r in rows if (r["task"], r["T"]) == g and r["model"] == name)
+            x = i + (j - len(MODELS) / 2 + 0.5) * width
+            ax.bar(x, r["mean"], width, color=f"C{j}", label=name if i == 0 else None)
+            ax.plot([x] * len(r["acc"]), r["acc"], "k.", ms=3)
+    ax.set_xticks(range(len(groups)), [f"{t}\nT={n}" for t, n in groups])
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, ncol=len(MODELS))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

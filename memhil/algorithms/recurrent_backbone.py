@@ -1,0 +1,160 @@
+"""The pre-norm residual backbone shared by BMRU/CMRU/αCMRU, FQ-BMRU, LRU and minGRU (ref. §2.3).
+
+    input Linear → L × [LayerNorm → cell → output gate σ(W_g x̂ + 4) ⊙ h → residual (learned scale)
+                        → LayerNorm → GLU-MLP (×mlp_ratio, dropout) → residual] → LayerNorm → MLP → Linear
+
+Only the recurrent cell changes between models, so comparisons are at (nearly) equal parameter
+counts; :func:`state_size_for_budget` picks each cell's state size to match a budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from memhil.algorithms.cmru import CandidatePerturbation, MemoryRecurrentUnit
+from memhil.algorithms.lru import LRU
+from memhil.algorithms.mingru import MinGRU
+from memhil.algorithms.scan import linear_scan
+
+#: Cell names the backbone understands.
+CELL_KINDS = ("bmru", "cmru", "acmru", "acmru_learned", "fq_bmru", "fq_cmru", "lru", "mingru")
+Readout = Literal["last", "mean", "all"]
+
+
+class LRUCell(nn.Module):
+    """Adapter giving :class:`memhil.algorithms.lru.LRU` the cells' ``forward(x, perturb)``
+    signature; ``perturb`` acts on the complex input drive γ ⊙ (B x_t), the LRU's candidate."""
+
+    def __init__(self, lru: LRU):
+        super().__init__()
+        self.lru = lru
+
+    def forward(self, x: Tensor, perturb: CandidatePerturbation | None = None) -> Tensor:
+        lam, bx = self.lru._drive(x)
+        if perturb is not None:
+            bx = perturb(bx)
+        return self.lru._readout(linear_scan(lam.view(1, 1, -1), bx), x)
+
+
+def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Generator | None = None,
+               eps: float | None = None, slope: float = 1.0, threshold_bias_init: float = 1.0,
+               lru_r_min: float = 0.5, lru_r_max: float = 0.999) -> nn.Module:
+    """A cell mapping (B, T, d_model) → (B, T, d_model) with ``d_state`` recurrent units.
+
+    ``kind`` is one of :data:`CELL_KINDS`; ``eps`` overrides the αCMRU ε (default 0.5; the
+    initial value when learned); ``slope`` is the surrogate slope of the memory units and
+    ``threshold_bias_init`` their threshold bias b_β at init (FQ: 2 × β₁).
+    """
+    mem = {"generator": generator, "slope": slope, "threshold_bias_init": threshold_bias_init}
+    if kind == "bmru":
+        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.0, **mem)
+    if kind == "cmru":
+        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=1.0, **mem)
+    if kind == "acmru":
+        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.5 if eps is None else eps, **mem)
+    if kind == "acmru_learned":
+        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.9 if eps is None else eps,
+                                   learn_eps=True, **mem)
+    if kind == "fq_bmru":
+        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.0, variant="fq", **mem)
+    if kind == "fq_cmru":
+        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=1.0, variant="fq", **mem)
+    if kind == "lru":
+        return LRUCell(LRU(d_model, d_state, r_min=lru_r_min, r_max=lru_r_max, generator=generator))
+    if kind == "mingru":
+        return MinGRU(d_model, d_state, d_model, generator=generator)
+    raise ValueError(f"unknown cell kind {kind!r}; choose from {CELL_KINDS}")
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars (a complex parameter would count twice; none is used)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def state_size_for_budget(kind: str, d_model: int, n_params: int, *, max_state: int = 1024) -> int:
+    """The state size whose ``kind`` cell has the parameter count closest to ``n_params``."""
+    best, best_err = 1, math.inf
+    for d_state in range(1, max_state + 1):
+        err = abs(count_parameters(build_cell(kind, d_model, d_state)) - n_params)
+        if err < best_err:
+            best, best_err = d_state, err
+        elif err > best_err:  # the count grows with d_state: past the optimum
+            break
+    return best
+
+
+class ResidualBlock(nn.Module):
+    """LayerNorm → cell → output gate → residual (learned scale) → LayerNorm → GLU-MLP → residual."""
+
+    def __init__(self, cell: nn.Module, d_model: int, *, mlp_ratio: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.cell = cell
+        self.norm_cell = nn.LayerNorm(d_model)
+        self.gate = nn.Linear(d_model, d_model)
+        nn.init.constant_(self.gate.bias, 4.0)  # gate starts open: σ(4) ≈ 0.98
+        self.scale = nn.Parameter(torch.ones(d_model))
+        self.norm_mlp = nn.LayerNorm(d_model)
+        hidden = mlp_ratio * d_model
+        self.mlp_in = nn.Linear(d_model, 2 * hidden)
+        self.mlp_out = nn.Linear(hidden, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, u: Tensor, perturb: CandidatePerturbation | None = None) -> Tensor:
+        x_hat = self.norm_cell(u)
+        h = self.cell(x_hat, perturb)
+        u = u + self.scale * torch.sigmoid(self.gate(x_hat)) * h
+        y = nn.functional.glu(self.mlp_in(self.norm_mlp(u)), dim=-1)
+        return u + self.dropout(self.mlp_out(self.dropout(y)))
+
+
+class RecurrentBackbone(nn.Module):
+    """Sequence model around any cell of :data:`CELL_KINDS`: (B, T, n_features) → logits.
+
+    ``readout="last"`` classifies from the last step, ``"mean"`` from the mean over steps
+    (``lengths`` masks end padding), ``"all"`` returns per-step logits (B, T, n_out) for
+    per-step targets. ``cell_kw`` goes to :func:`build_cell`.
+    """
+
+    def __init__(self, n_features: int, n_out: int, *, cell: str = "cmru", d_model: int = 32,
+                 d_state: int = 32, depth: int = 1, mlp_ratio: int = 4, dropout: float = 0.1,
+                 readout: Readout = "last", seed: int = 0, **cell_kw):
+        super().__init__()
+        if readout not in ("last", "mean", "all"):
+            raise ValueError(f"unknown readout {readout!r} (last, mean, all)")
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # nn.Linear / LayerNorm init use the global generator
+        self.kind, self.readout = cell, readout
+        self.encoder = nn.Linear(n_features, d_model)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(build_cell(cell, d_model, d_state, generator=gen, **cell_kw), d_model,
+                          mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(d_model)
+        self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, n_out))
+
+    @property
+    def cells(self) -> list[nn.Module]:
+        return [b.cell for b in self.blocks]
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None,
+                perturb: CandidatePerturbation | None = None) -> Tensor:
+        u = self.encoder(x)
+        for block in self.blocks:
+            u = block(u, perturb)
+        u = self.norm_out(u)
+        if self.readout == "all":
+            return self.head(u)
+        if self.readout == "last":
+            if lengths is None:
+                pooled = u[:, -1]
+            else:
+                pooled = u[torch.arange(u.shape[0], device=u.device), lengths.long() - 1]
+        elif lengths is None:
+            pooled = u.mean(1)
+        else:
+            mask = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths[:, None]).to(u.dtype)
+            pooled = (u * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return self.head(pooled)
