@@ -47,23 +47,26 @@ class LRU(nn.Module):
         """The diagonal recurrence λ (complex, |λ| < 1)."""
         return torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))
 
-    def _drive(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def drive(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The recurrence λ and the normalised input drive γ ⊙ (B x_t), before the scan
+        (exposed so callers can perturb the drive, e.g. noise-injection studies)."""
         lam = self.eigenvalues()
         b = torch.complex(self.b_re, self.b_im) * torch.exp(self.gamma_log).unsqueeze(-1)
         return lam, x.to(b.dtype) @ b.transpose(0, 1)
 
-    def _readout(self, h: Tensor, x: Tensor) -> Tensor:
+    def readout(self, h: Tensor, x: Tensor) -> Tensor:
+        """y_t = Re(C h_t) + D ⊙ x_t from the scanned states."""
         c = torch.complex(self.c_re, self.c_im)
         return (h @ c.transpose(0, 1)).real + self.d * x
 
     def forward(self, x: Tensor) -> Tensor:
-        lam, bx = self._drive(x)
-        return self._readout(linear_scan(lam.view(1, 1, -1), bx), x)
+        lam, bx = self.drive(x)
+        return self.readout(linear_scan(lam.view(1, 1, -1), bx), x)
 
     def forward_loop(self, x: Tensor) -> Tensor:
         """Sequential evaluation of the same layer (the reference for the scan)."""
-        lam, bx = self._drive(x)
-        return self._readout(linear_recurrence_loop(lam.view(1, 1, -1), bx), x)
+        lam, bx = self.drive(x)
+        return self.readout(linear_recurrence_loop(lam.view(1, 1, -1), bx), x)
 
 
 class LRUClassifier(nn.Module):

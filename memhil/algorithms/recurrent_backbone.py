@@ -34,10 +34,10 @@ class LRUCell(nn.Module):
         self.lru = lru
 
     def forward(self, x: Tensor, perturb: CandidatePerturbation | None = None) -> Tensor:
-        lam, bx = self.lru._drive(x)
+        lam, bx = self.lru.drive(x)
         if perturb is not None:
             bx = perturb(bx)
-        return self.lru._readout(linear_scan(lam.view(1, 1, -1), bx), x)
+        return self.lru.readout(linear_scan(lam.view(1, 1, -1), bx), x)
 
 
 def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Generator | None = None,

@@ -451,3 +451,22 @@ def test_program_weights_rejects_targets_outside_the_window_before_pulsing():
     with pytest.raises(ValueError, match=r"target 2e-05 S .* outside the device window"):
         program_weights(aw, torch.ones(2, 4))
     assert aw.tally.total == 0 and torch.equal(b.true_conductance(), g0)
+
+
+def test_program_weights_accepts_a_full_window_mapping_in_float32():
+    """A mapping on the device's whole window computes its targets in float32: edge
+    targets round a few ulp outside [g_lo, g_hi] and are clipped back in, not refused
+    (programming runs); a window one part in 1e4 too wide is still refused."""
+    b = SimBackend({"rows": 4, "cols": 4, "device": "neurosim", "seed": 0})
+    g_lo, g_hi = b.capabilities.conductance_range_s
+    w = torch.tensor([[1.0, -1.0, 0.3, 0.0], [-1.0, 1.0, 0.0, -0.7]])
+    aw = AnalogWeights(b, WeightMapping(in_features=4, out_features=2, g_lo_s=g_lo, g_hi_s=g_hi),
+                       PulseSpec(2.0, 80e-9), PulseSpec(-2.0, 80e-9))
+    assert aw.mapping.targets(w).dtype == torch.float32
+    program_weights(aw, w)
+    assert aw.tally.total > 0
+    wide = AnalogWeights(b, WeightMapping(in_features=4, out_features=2, g_lo_s=g_lo,
+                                          g_hi_s=g_hi * (1 + 1e-4)),
+                         PulseSpec(2.0, 80e-9), PulseSpec(-2.0, 80e-9))
+    with pytest.raises(ValueError, match="outside the device window"):
+        program_weights(wide, w)
