@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from memhil.algorithms.scan import linear_recurrence_loop, linear_scan
+from memhil.algorithms.sequence_pooling import mean_state
 
 
 class LRU(nn.Module):
@@ -94,9 +95,4 @@ class LRUClassifier(nn.Module):
         for norm, lru, glu in zip(self.norms, self.layers, self.glus):
             y = lru(norm(u))
             u = u + self.dropout(nn.functional.glu(glu(nn.functional.gelu(y)), dim=-1))
-        if lengths is None:
-            pooled = u.mean(1)
-        else:
-            mask = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths[:, None]).to(u.dtype)
-            pooled = (u * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        return self.head(pooled)
+        return self.head(mean_state(u, lengths))

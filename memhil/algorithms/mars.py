@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from memhil.algorithms.reservoir_pooling import Pooling, pool_states, valid_mask
 from memhil.algorithms.reservoirs import MFDevice, check_decay_range, uniform
 from memhil.algorithms.scan import linear_recurrence_loop, linear_scan
+from memhil.algorithms.sequence_pooling import Pooling, pool_states, valid_mask
 
 Skip = Literal["input", "temporal", "equilibrium", "none"]
 SKIPS: tuple[str, ...] = ("input", "temporal", "equilibrium", "none")

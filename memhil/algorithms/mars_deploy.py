@@ -18,8 +18,8 @@ from torch import Tensor
 
 from memhil.algorithms.analog_linear import AnalogLinear
 from memhil.algorithms.mars import MARS, Method
-from memhil.algorithms.reservoir_pooling import Pooling
 from memhil.algorithms.ridge_readout import RidgeClassifier
+from memhil.algorithms.sequence_pooling import Pooling
 from memhil.backends.base import Backend
 from memhil.calibration.program import ProgramReport
 

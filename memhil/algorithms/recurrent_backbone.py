@@ -19,6 +19,7 @@ from memhil.algorithms.cmru import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.algorithms.lru import LRU
 from memhil.algorithms.mingru import MinGRU
 from memhil.algorithms.scan import linear_scan
+from memhil.algorithms.sequence_pooling import last_state, mean_state
 
 #: Cell names the backbone understands.
 CELL_KINDS = ("bmru", "cmru", "acmru", "acmru_learned", "fq_bmru", "fq_cmru", "lru", "mingru")
@@ -147,14 +148,5 @@ class RecurrentBackbone(nn.Module):
         u = self.norm_out(u)
         if self.readout == "all":
             return self.head(u)
-        if self.readout == "last":
-            if lengths is None:
-                pooled = u[:, -1]
-            else:
-                pooled = u[torch.arange(u.shape[0], device=u.device), lengths.long() - 1]
-        elif lengths is None:
-            pooled = u.mean(1)
-        else:
-            mask = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths[:, None]).to(u.dtype)
-            pooled = (u * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        pooled = last_state(u, lengths) if self.readout == "last" else mean_state(u, lengths)
         return self.head(pooled)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from memhil.algorithms.reservoir_pooling import Pooling, check_pooling, valid_mask
+from memhil.algorithms.sequence_pooling import Pooling, check_pooling, valid_mask
 
 
 @dataclass(frozen=True)

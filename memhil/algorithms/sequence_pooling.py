@@ -1,4 +1,4 @@
-"""Pooling of reservoir states (batch, T, units) into readout features, respecting the true
+"""Pooling of sequence states (batch, T, units) into readout features (reservoirs, LRU, the CMRU backbone), respecting the true
 lengths of end-padded sequences: the last valid state, the mean over valid steps, or both."""
 
 from __future__ import annotations
