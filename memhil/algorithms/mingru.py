@@ -5,6 +5,11 @@
 
 The gates depend on the input only, so h_t = A_t h_{t−1} + B_t with A = 1 − z, B = z h̃ is
 evaluated by the shared parallel scan; ``forward_loop`` is the sequential reference.
+
+Gate-bias init: ``max_timescale=None`` draws b_z like the weights (z ≈ 0.5: every unit
+forgets within a few steps). A number T_max applies the chrono initialisation (Tallec &
+Ollivier 2018) to this single gate: b_z = −log(τ − 1), τ ~ U(1, T_max), so that at init unit k
+retains its state over about τ_k steps (1 − z ≈ 1 − 1/τ) — the fair long-memory init.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from memhil.algorithms.scan import linear_scan
 
 class MinGRU(nn.Module):
     """One minGRU layer mapping (B, T, d_in) to (B, T, d_out) through ``d_state`` units
-    (``d_out=None``: the hidden states themselves)."""
+    (``d_out=None``: the hidden states themselves); ``max_timescale`` selects the chrono
+    gate-bias init (module docstring)."""
 
     def __init__(self, d_in: int, d_state: int, d_out: int | None = None, *,
-                 generator: torch.Generator | None = None):
+                 max_timescale: float | None = None, generator: torch.Generator | None = None):
         super().__init__()
         if d_in < 1 or d_state < 1:
             raise ValueError(f"d_in={d_in} and d_state={d_state} must be >= 1")
@@ -34,7 +40,13 @@ class MinGRU(nn.Module):
             return (torch.rand(*shape, generator=generator) * 2 - 1) * bound
 
         self.w_z = nn.Parameter(uniform(d_state, d_in))
-        self.b_z = nn.Parameter(uniform(d_state))
+        if max_timescale is None:
+            self.b_z = nn.Parameter(uniform(d_state))
+        else:
+            if max_timescale <= 2:
+                raise ValueError(f"max_timescale={max_timescale} must be > 2 steps")
+            tau = 1.0 + torch.rand(d_state, generator=generator) * (max_timescale - 1.0)
+            self.b_z = nn.Parameter(-torch.log((tau - 1.0).clamp_min(1e-3)))
         self.w_h = nn.Parameter(uniform(d_state, d_in))
         self.b_h = nn.Parameter(uniform(d_state))
         self.out = None

@@ -1,10 +1,14 @@
 """The pre-norm residual backbone shared by BMRU/CMRU/αCMRU, FQ-BMRU, LRU and minGRU (ref. §2.3).
 
-    input Linear → L × [LayerNorm → cell → output gate σ(W_g x̂ + 4) ⊙ h → residual (learned scale)
+    input Linear [→ concatenated sinusoidal positional encoding → MLP]
+    → L × [LayerNorm → cell → output gate σ(W_g x̂ + 4) ⊙ h → residual (learned scale)
                         → LayerNorm → GLU-MLP (×mlp_ratio, dropout) → residual] → LayerNorm → MLP → Linear
 
 Only the recurrent cell changes between models, so comparisons are at (nearly) equal parameter
 counts; :func:`state_size_for_budget` picks each cell's state size to match a budget.
+The optional positional encoding (ref. §2.3) gives input-gated cells a notion of *when*: with a
+scalar input (pixel-by-pixel digits) and no position, a latch or counter whose switching depends
+on the current input only can encode intensities but not where in the sequence they occurred.
 """
 
 from __future__ import annotations
@@ -43,14 +47,21 @@ class LRUCell(nn.Module):
 
 def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Generator | None = None,
                eps: float | None = None, slope: float = 1.0, threshold_bias_init: float = 1.0,
-               lru_r_min: float = 0.5, lru_r_max: float = 0.999) -> nn.Module:
+               amplitude_init: float = 1.0,
+               lru_r_min: float = 0.9, lru_r_max: float = 0.999, lru_max_phase: float = math.pi / 10,
+               mingru_max_timescale: float | None = 1000.0) -> nn.Module:
     """A cell mapping (B, T, d_model) → (B, T, d_model) with ``d_state`` recurrent units.
 
     ``kind`` is one of :data:`CELL_KINDS`; ``eps`` overrides the αCMRU ε (default 0.5; the
     initial value when learned); ``slope`` is the surrogate slope of the memory units and
-    ``threshold_bias_init`` their threshold bias b_β at init (FQ: 2 × β₁).
+    ``threshold_bias_init`` their threshold bias b_β at init (FQ: 2 × β₁), ``amplitude_init``
+    their output amplitude α at init. Baseline inits for long memory: the LRU ring
+    |λ| ∈ [``lru_r_min``, ``lru_r_max``] with phases in [0, ``lru_max_phase``] (Orvieto et al.
+    2023 use r_min 0.9, r_max 0.999, phase π/10 on long-range tasks); the minGRU chrono gate
+    bias with timescales up to ``mingru_max_timescale`` steps (None: uniform like the weights).
     """
-    mem = {"generator": generator, "slope": slope, "threshold_bias_init": threshold_bias_init}
+    mem = {"generator": generator, "slope": slope, "threshold_bias_init": threshold_bias_init,
+           "amplitude_init": amplitude_init}
     if kind == "bmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.0, **mem)
     if kind == "cmru":
@@ -65,9 +76,11 @@ def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Genera
     if kind == "fq_cmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=1.0, variant="fq", **mem)
     if kind == "lru":
-        return LRUCell(LRU(d_model, d_state, r_min=lru_r_min, r_max=lru_r_max, generator=generator))
+        return LRUCell(LRU(d_model, d_state, r_min=lru_r_min, r_max=lru_r_max,
+                           max_phase=lru_max_phase, generator=generator))
     if kind == "mingru":
-        return MinGRU(d_model, d_state, d_model, generator=generator)
+        return MinGRU(d_model, d_state, d_model, max_timescale=mingru_max_timescale,
+                      generator=generator)
     raise ValueError(f"unknown cell kind {kind!r}; choose from {CELL_KINDS}")
 
 
@@ -86,6 +99,15 @@ def state_size_for_budget(kind: str, d_model: int, n_params: int, *, max_state: 
         elif err > best_err:  # the count grows with d_state: past the optimum
             break
     return best
+
+
+def sinusoidal_positions(seq_len: int, dims: int, *, max_period: float = 10_000.0) -> Tensor:
+    """(seq_len, dims) sinusoidal position code: [sin(t ω_k), cos(t ω_k)], ω_k = max_period^(−2k/dims)."""
+    if dims < 2 or dims % 2:
+        raise ValueError(f"positional dims={dims} must be an even number >= 2")
+    t = torch.arange(seq_len, dtype=torch.float32).unsqueeze(1)
+    omega = max_period ** (-torch.arange(0, dims, 2, dtype=torch.float32) / dims)
+    return torch.cat([torch.sin(t * omega), torch.cos(t * omega)], dim=1)
 
 
 class ResidualBlock(nn.Module):
@@ -117,12 +139,14 @@ class RecurrentBackbone(nn.Module):
 
     ``readout="last"`` classifies from the last step, ``"mean"`` from the mean over steps
     (``lengths`` masks end padding), ``"all"`` returns per-step logits (B, T, n_out) for
-    per-step targets. ``cell_kw`` goes to :func:`build_cell`.
+    per-step targets. ``positional_dims`` > 0 concatenates that many sinusoidal position
+    channels to the encoded input and mixes them back to ``d_model`` with an MLP (ref. §2.3).
+    ``cell_kw`` goes to :func:`build_cell`.
     """
 
     def __init__(self, n_features: int, n_out: int, *, cell: str = "cmru", d_model: int = 32,
                  d_state: int = 32, depth: int = 1, mlp_ratio: int = 4, dropout: float = 0.1,
-                 readout: Readout = "last", seed: int = 0, **cell_kw):
+                 readout: Readout = "last", positional_dims: int = 0, seed: int = 0, **cell_kw):
         super().__init__()
         if readout not in ("last", "mean", "all"):
             raise ValueError(f"unknown readout {readout!r} (last, mean, all)")
@@ -130,6 +154,11 @@ class RecurrentBackbone(nn.Module):
         torch.manual_seed(seed)  # nn.Linear / LayerNorm init use the global generator
         self.kind, self.readout = cell, readout
         self.encoder = nn.Linear(n_features, d_model)
+        if positional_dims < 0 or positional_dims % 2:
+            raise ValueError(f"positional_dims={positional_dims} must be 0 or an even number")
+        self.positional_dims = positional_dims
+        self.positional_mlp = None if positional_dims == 0 else nn.Sequential(
+            nn.Linear(d_model + positional_dims, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.blocks = nn.ModuleList(
             ResidualBlock(build_cell(cell, d_model, d_state, generator=gen, **cell_kw), d_model,
                           mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth))
@@ -143,6 +172,9 @@ class RecurrentBackbone(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None,
                 perturb: CandidatePerturbation | None = None) -> Tensor:
         u = self.encoder(x)
+        if self.positional_mlp is not None:
+            pos = sinusoidal_positions(x.shape[1], self.positional_dims).to(u)
+            u = self.positional_mlp(torch.cat([u, pos.expand(u.shape[0], -1, -1)], dim=-1))
         for block in self.blocks:
             u = block(u, perturb)
         u = self.norm_out(u)
