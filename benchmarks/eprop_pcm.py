@@ -3,15 +3,17 @@
 A 100-input, 100-neuron LIF network learns srnn-pcm's pattern-generation task (3 training
 sequences of 1 s at 1 ms, batch 1, one device write per sequence, 38.6 s of device time
 between writes) with its three weight matrices on differential Nandakumar-PCM pairs of the
-simulator. Variants (``memhil.algorithms.eprop.VARIANTS``): float e-prop (no device
-writes), ideal device (4-bit perf-mode PCM + accumulation), sign (gradient threshold 0.9),
-stochastic, multi-memristor (N = 4 pairs, refresh at 9 µS), mixed precision. Then an
-ablation: the device schemes with PCM drift off and with PCM noise off. Prints the loss
-table, the loss curves and the pulse counts; writes a PNG plot and a JSON of the curves.
+simulator. Variants (``memhil.algorithms.eprop.VARIANTS``, each with its own hyperparameters,
+documented there; ``--untuned`` runs all with the float-tuned defaults): float e-prop (no
+device writes), ideal device (4-bit perf-mode PCM + accumulation), sign, stochastic,
+multi-memristor (N = 4 pairs, refresh at 9 µS), mixed precision. Main table per seed and
+the mean over seeds (default 0 and 1); then, on the first seed, an ablation: the device
+schemes with PCM drift off and with PCM noise off. Prints the loss tables, the (mean) loss
+curves and the pulse counts; writes a PNG plot and a JSON of the curves.
 
-    python benchmarks/eprop_pcm.py            # full run (60 epochs = 180 updates per arm;
-                                              # ablation arms 30 epochs): 10 min wall on a
-                                              # shared 2-core box (3.8 min CPU)
+    python benchmarks/eprop_pcm.py            # full run: 2 seeds x 60 epochs (180 updates
+                                              # per arm) + ablation (30 epochs), arms in 2
+                                              # processes: ~10 min wall on a shared 2-core box
     python benchmarks/eprop_pcm.py --quick    # smoke run (< 1 min)
 """
 
@@ -32,13 +34,14 @@ ABLATION_MODES = ("no_drift", "no_noise")
 
 
 def train_arm(variant: str, config: EpropConfig, task, epochs: int, seed: int,
-              device_mode: str | None = None) -> dict:
-    """Train one arm; the curve holds the mean training MSE (measured before each update)
-    per epoch."""
+              device_mode: str | None = None, tuned: bool = True) -> dict:
+    """Train one arm (with the variant's own hyperparameters unless ``tuned`` is False);
+    the curve holds the mean training MSE (measured before each update) per epoch."""
+    torch.set_num_threads(1)  # also in pool workers
     t0 = time.perf_counter()
     # per-sample read noise: the same Gaussian per read as per-read noise for batch-1
     # steps, without drawing a whole-tile realization every time step (2x faster)
-    net = build_variant(variant, config, seed=seed, device_mode=device_mode,
+    net = build_variant(variant, config, seed=seed, device_mode=device_mode, tuned=tuned,
                         read={"noise_mode": "per_sample"})
     x, y = task.train.x, task.train.y
     curve = []
@@ -48,7 +51,7 @@ def train_arm(variant: str, config: EpropConfig, task, epochs: int, seed: int,
     record, _ = net.forward(x)
     tally = net.training_pulses()
     tail = curve[-min(5, len(curve)):]
-    return {"variant": variant, "device": device_mode or VARIANTS[variant].device,
+    return {"variant": variant, "seed": seed, "device": device_mode or VARIANTS[variant].device,
             "curve": curve, "final": sum(tail) / len(tail), "best": min(curve),
             "rate_hz": float(record.z.mean()) / config.lif.dt_s,
             "set_pulses": tally.set_pulses, "reset_pulses": tally.reset_pulses,
@@ -122,54 +125,107 @@ def plot(main: list[dict], ablation: list[dict], path: Path, baseline: float) ->
     plt.close(fig)
 
 
+def mean_rows(per_seed: list[list[dict]]) -> list[dict]:
+    """Row-wise mean over seeds (curves averaged epoch by epoch); ``ratios`` keeps each
+    seed's final MSE / that seed's float final MSE."""
+    out = []
+    for rows in zip(*per_seed):
+        m = {**rows[0], "seed": "mean"}
+        m["curve"] = [sum(c) / len(c) for c in zip(*(r["curve"] for r in rows))]
+        for key in ("final", "best", "rate_hz", "seconds"):
+            m[key] = sum(r[key] for r in rows) / len(rows)
+        for key in ("set_pulses", "reset_pulses", "refreshes"):
+            vals = [r[key] for r in rows]
+            m[key] = None if None in vals else round(sum(vals) / len(vals))
+        out.append(m)
+    for i, m in enumerate(out):
+        m["ratios"] = [rows[i]["final"] / rows[0]["final"] for rows in per_seed]
+    return out
+
+
+def run_arms(jobs: list[tuple], workers: int) -> list[dict]:
+    """``train_arm(*job)`` for every job, in order; ``workers`` > 1 runs them in parallel
+    processes (arms are independent and seeded, so the results are the same)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    def report(r: dict) -> dict:
+        mode = "" if r["device"] in ("nandakumar", "ideal") else f"/{r['device']}"
+        print(f"  seed {r['seed']} {r['variant'] + mode:<26} final MSE {r['final']:.4f}  "
+              f"({r['seconds']:.1f} s)", flush=True)
+        return r
+
+    if workers <= 1:
+        return [report(train_arm(*j)) for j in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return [report(r) for r in pool.map(train_arm, *zip(*jobs))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 30 neurons, 3 epochs, no ablation")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--ablation-epochs", type=int, default=30,
                     help="epochs of each ablation arm (compared with the same epochs of the main run)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                    help="task/network seeds of the main table (reported per seed and as the mean); "
+                         "the ablation runs on the first")
+    ap.add_argument("--jobs", type=int, default=2, help="arms trained in parallel processes")
+    ap.add_argument("--untuned", action="store_true",
+                    help="every variant with the float-tuned EpropConfig defaults (no per-variant "
+                         "hyperparameters)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/eprop_pcm"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_start = time.perf_counter()
+    tuned = not args.untuned
 
-    config = EpropConfig(seed=args.seed)
-    epochs = args.epochs
-    task = pattern_generation(seed=args.seed)
+    seeds, epochs = args.seeds, args.epochs
+    configs = {s: EpropConfig(seed=s) for s in seeds}
+    tasks = {s: pattern_generation(seed=s) for s in seeds}
     if args.quick:
-        config = EpropConfig(n_in=30, n_rec=30, seed=args.seed)
-        task = pattern_generation(n_in=30, steps=300, seed=args.seed)
+        configs = {s: EpropConfig(n_in=30, n_rec=30, seed=s) for s in seeds}
+        tasks = {s: pattern_generation(n_in=30, steps=300, seed=s) for s in seeds}
         epochs = 3
-    baseline = float((task.train.y ** 2).mean())
+    s0 = seeds[0]
+    config, task = configs[s0], tasks[s0]
+    baseline = sum(float((t.train.y ** 2).mean()) for t in tasks.values()) / len(seeds)
     print(f"e-prop pattern task: {config.n_in} inputs, {config.n_rec} LIF neurons, "
           f"{task.seq_len} steps, {len(task.train.x)} training sequences, {epochs} epochs "
           f"({epochs * len(task.train.x)} updates, {config.wait_s} s device time apart); "
-          f"zero-output MSE {baseline:.4f}")
+          f"seeds {seeds}; zero-output MSE {baseline:.4f} (mean); "
+          f"{'per-variant' if tuned else 'float-tuned (untuned)'} hyperparameters")
 
-    main_rows = []
-    for name in VARIANTS:
-        main_rows.append(train_arm(name, config, task, epochs, args.seed))
-        r = main_rows[-1]
-        print(f"  {name:<16} final MSE {r['final']:.4f}  ({r['seconds']:.1f} s)", flush=True)
+    do_ablation = not (args.quick or args.no_ablation)
+    n_abl = min(args.ablation_epochs, epochs)
+    jobs = [(name, configs[s], tasks[s], epochs, s, None, tuned) for s in seeds for name in VARIANTS]
+    abl_jobs = [(name, config, task, n_abl, s0, mode, tuned)
+                for name in ABLATION_SCHEMES for mode in ABLATION_MODES] if do_ablation else []
+    results = run_arms(jobs + abl_jobs, args.jobs)
+    n_var = len(VARIANTS)
+    per_seed = [results[i * n_var:(i + 1) * n_var] for i in range(len(seeds))]
+    for rows in per_seed:
+        print_table(f"seed {rows[0]['seed']}: six variants (Nandakumar PCM; ideal_device = perf mode)",
+                    rows, rows[0]["final"])
+    main_rows = mean_rows(per_seed) if len(seeds) > 1 else per_seed[0]
     ref = main_rows[0]["final"]
-    print_table("six variants (Nandakumar PCM; ideal_device = perf mode)", main_rows, ref)
+    if len(seeds) > 1:
+        print_table(f"mean over seeds {seeds} (x float = mean final / mean float final; "
+                    f"pulses and wall s are means per run)", main_rows, ref)
+        print("per-seed final / float: " + ", ".join(
+            f"{r['variant']} " + "/".join(f"{x:.2f}" for x in r["ratios"]) for r in main_rows))
 
     ablation_rows: list[dict] = []
-    if not (args.quick or args.no_ablation):
-        by_name = {r["variant"]: r for r in main_rows}
-        n_abl = min(args.ablation_epochs, epochs)
+    if do_ablation:
+        by_name = {r["variant"]: r for r in per_seed[0]}
+        done = iter(results[len(jobs):])
         for name in ABLATION_SCHEMES:
             ablation_rows.append(prefix(by_name[name], n_abl))
-            for mode in ABLATION_MODES:
-                ablation_rows.append(train_arm(name, config, task, n_abl, args.seed, mode))
-                r = ablation_rows[-1]
-                print(f"  {name}/{mode:<10} final MSE {r['final']:.4f}  ({r['seconds']:.1f} s)",
-                      flush=True)
-        print_table(f"ablation: PCM drift off / noise off ({n_abl} epochs; the nandakumar rows "
-                    f"are the main runs' first {n_abl} epochs; x float = vs float e-prop's "
-                    f"final MSE after {epochs} epochs)", ablation_rows, ref)
+            ablation_rows += [next(done) for _ in ABLATION_MODES]
+        print_table(f"ablation, seed {s0}: PCM drift off / noise off ({n_abl} epochs; the "
+                    f"nandakumar rows are the main runs' first {n_abl} epochs; x float = vs float "
+                    f"e-prop's final MSE after {epochs} epochs, seed {s0})", ablation_rows,
+                    per_seed[0][0]["final"])
 
     print_curves(main_rows, every=max(1, epochs // 10))
     mixed = next(r for r in main_rows if r["variant"] == "mixed_precision")
@@ -182,8 +238,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(main_rows, ablation_rows, args.out / "eprop_pcm_loss.png", baseline)
     (args.out / "eprop_pcm.json").write_text(json.dumps(
-        {"epochs": epochs, "baseline_mse": baseline, "main": main_rows, "ablation": ablation_rows},
-        indent=1))
+        {"epochs": epochs, "seeds": seeds, "tuned": tuned, "baseline_mse": baseline,
+         "main": main_rows, "per_seed": per_seed, "ablation": ablation_rows}, indent=1))
     print(f"plot: {args.out / 'eprop_pcm_loss.png'}; wall time {time.perf_counter() - t_start:.0f} s")
 
 

@@ -22,6 +22,7 @@ from memhil.algorithms.eprop import (
     pcm_device,
     place_matrices,
     task_error,
+    variant_config,
 )
 from memhil.algorithms.lif import (
     LIFParams,
@@ -184,7 +185,9 @@ def _small_task():
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_trains_with_pulses_counted_and_device_time_advancing(variant):
     task = _small_task()
-    net = build_variant(variant, SMALL, seed=0)
+    # tuned=False: SMALL's own learning rates (the variants' tuned ones are for the 100-neuron
+    # pattern task; stochastic's would fire no pulse in 3 steps of this tiny network)
+    net = build_variant(variant, SMALL, seed=0, tuned=False)
     clock0 = net.backend.clock.now()
     issued = 0
     spy = []
@@ -226,7 +229,8 @@ def test_device_update_follows_the_negative_gradient(device_mode, floor):
     transpose error gives cos <= 0."""
     task = _small_task()
     cfg = replace(SMALL, lr_in=0.01, lr_rec=0.01, lr_out=0.01)  # quanta, below saturation
-    net = build_variant("mixed_precision", cfg, seed=0, device_mode=device_mode)
+    # tuned=False: this checks the update against the learning rates of cfg itself
+    net = build_variant("mixed_precision", cfg, seed=0, device_mode=device_mode, tuned=False)
     before = {k: net.read_weight(k) for k in ("w_in", "w_rec", "w_out")}
     x, y = task.train.x[:1], task.train.y[:1]
     grads, _, _ = net.gradients(x, y)
@@ -291,3 +295,55 @@ def test_float_eprop_learns_spike_digits_with_cross_entropy():
     print(f"CE {loss_before:.3f} -> {loss_after:.3f}, accuracy {accuracy:.2f}")
     assert loss_after < loss_before - 0.1
     assert accuracy > 0.2
+
+
+def test_multi_device_step_uses_the_mean_of_the_devices():
+    """srnn-pcm's multi-memristor rule: n = |ΔG| / (0.75 µS / N) pulses with W read from the
+    MEAN conductance of the N devices, so one update moves W by ΔW, not N ΔW. On perf-mode
+    PCM (constant 0.75 µS step, no noise, no drift; a 15-pulse response stays below G_max,
+    so its mean step is exactly 0.75 µS) our WeightMapping (sum / (N scale)) and
+    MultiDeviceUpdate (quantum / N per pulse) must give exactly that: ΔW = 5 q / N is five
+    pulses dealt over the N = 4 devices and reads back as 5 q / N (float32 conductances:
+    1e-4 relative). A sum-instead-of-mean error reads back 4x too much."""
+    variant = replace(VARIANTS["multi"], params={}, response_pulses=15)
+    net = build_variant(variant, SMALL, seed=0, device_mode="ideal")
+    s = net.schemes["w_out"]
+    assert s.response.granularity_s == pytest.approx(0.75e-6, rel=1e-5)
+    before = net.read_weight("w_out")
+    step = 5 * s.quantum / 4
+    delta = torch.zeros(1, 8)
+    delta[0, :4], delta[0, 4:] = step, -step
+    done = s.apply(delta)
+    assert done.n.abs().tolist() == [[5] * 8] and done.set_pulses == 40
+    got = net.read_weight("w_out") - before
+    assert torch.allclose(got, delta, rtol=1e-4, atol=1e-7)
+
+
+def test_variants_carry_their_own_hyperparameters():
+    """Each arm runs with its documented hyperparameters over the caller's sizes and seed;
+    tuned=False restores the caller's config; unknown fields are refused."""
+    for name, v in VARIANTS.items():
+        assert v.source, name
+        cfg = variant_config(name, SMALL)
+        assert (cfg.n_in, cfg.n_rec, cfg.seed) == (SMALL.n_in, SMALL.n_rec, SMALL.seed)
+        for key, value in v.config.items():
+            assert getattr(cfg, key) == value
+    mp = VARIANTS["mixed_precision"]
+    net = build_variant("mixed_precision", SMALL, seed=0)
+    assert net.config == variant_config("mixed_precision", SMALL)
+    assert net.response.n_pulses == mp.response_pulses
+    plain = build_variant("mixed_precision", SMALL, seed=0, tuned=False)
+    assert plain.config == SMALL and plain.response.n_pulses == 20
+    with pytest.raises(ValueError, match="lr_bogus"):
+        replace(mp, config={"lr_bogus": 1.0})
+
+
+def test_ideal_device_quantum_is_the_perf_mode_step():
+    """Perf-mode PCM steps 0.75 µS per pulse up to G_max = 12 µS. The ideal_device arm's
+    response window must stay below G_max so that its quantum is that step: 20 pulses from
+    RESET (0.1 µS) would end at G_max and give 0.595 µS, and every mixed-precision transfer
+    would then write 26 % more than the accumulator asked for."""
+    net = build_variant("ideal_device", SMALL, seed=0)
+    assert net.response.granularity_s == pytest.approx(0.75e-6, rel=1e-5)
+    old = build_variant("ideal_device", SMALL, seed=0, tuned=False)  # the 20-pulse default
+    assert old.response.granularity_s < 0.6e-6
