@@ -26,7 +26,8 @@ What the port emulates, as a UART to a microcontroller board would behave:
   board sees framing errors, discards the bytes and answers nothing: reads time out);
 * faults (the device's ``FaultInjector``): ``timeout_next`` swallows replies,
   ``garble_next`` corrupts them, ``drop_next`` makes the device vanish (USB unplugged:
-  every further read/write raises ``SerialException``), ``latency_s`` delays replies.
+  every further read/write raises ``SerialException``), ``latency_s`` delays replies,
+  ``late_next`` holds a reply back until the next command (a stale reply, race-free).
 
 Example: ``serial.serial_for_url("memhilboard://board0?chunk=5&gap=0.001", timeout=1)``.
 """
@@ -105,6 +106,7 @@ class Serial(SerialBase):
         self._echo = opts.get("echo", "0") not in ("0", "false", "no", "")
         self._lock = threading.Condition()
         self._tx = bytearray()
+        self._held = b""  # a reply held back by ``late_next``
         self._rx: list[tuple[float, bytes]] = []  # (wall time it arrives, bytes)
         self._gone = False
         self.is_open = True
@@ -201,6 +203,9 @@ class Serial(SerialBase):
             log.info("%s: device vanished on %r", self._port, line)
             self._gone = True
             raise SerialException("device disconnected (the board stopped answering the port)")
+        if self._held:
+            held, self._held = self._held, b""
+            self._queue(held, time.monotonic())  # the late reply lands ahead of this one's
         if f is not None and f._take("silent"):
             log.info("%s: no reply to %r (injected timeout)", self._port, line)
             return
@@ -210,6 +215,9 @@ class Serial(SerialBase):
         data = (reply.encode() if isinstance(reply, str) else bytes(reply)) + term
         if f is not None and f._take("garble"):
             data = bytes(b ^ 0x5A for b in data[:-len(term)]) + term
+        if f is not None and f._take("late"):
+            self._held = data
+            return
         latency = f.latency_s if f is not None else 0.0
         self._queue(data, time.monotonic() + latency)
 

@@ -34,6 +34,7 @@ class FaultInjector:
     silent: int = 0       # swallow the next N commands without a reply (a timeout)
     garble: int = 0       # corrupt the next N replies
     drop: int = 0         # close the connection on the next N commands, before replying
+    late: int = 0         # hold the next N replies back until the command after each arrives
     delay: dict = field(default_factory=dict, repr=False)  # fault -> commands to let pass first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -48,9 +49,17 @@ class FaultInjector:
         """Close the connection on a command ``after`` commands from now (mid-operation)."""
         self._arm("drop", n, after)
 
+    def late_next(self, n: int = 1, *, after: int = 0) -> None:
+        """Hold the reply to ``n`` commands back and send each just before whatever the
+        following command produces: the caller's read times out, and its reply then
+        answers the next query (a stale reply), whatever the load on the machine. A
+        deterministic ``latency_s`` with no race between the driver's timeout and the
+        reply."""
+        self._arm("late", n, after)
+
     def clear(self) -> None:
         with self._lock:
-            self.latency_s, self.silent, self.garble, self.drop = 0.0, 0, 0, 0
+            self.latency_s, self.silent, self.garble, self.drop, self.late = 0.0, 0, 0, 0, 0
             self.delay.clear()
 
     def _arm(self, name: str, n: int, after: int) -> None:
@@ -91,6 +100,7 @@ class LineServer:
         self._sock.settimeout(0.2)
         self._threads: list[threading.Thread] = []
         self._conns: list[socket.socket] = []
+        self._held: dict[socket.socket, bytes] = {}  # replies held back by ``late_next``
         self._running = threading.Event()
         self.transactions = 0  # commands received, for overhead accounting
 
@@ -163,6 +173,7 @@ class LineServer:
             return
         finally:
             _close(conn)
+            self._held.pop(conn, None)
             if conn in self._conns:
                 self._conns.remove(conn)
 
@@ -183,6 +194,9 @@ class LineServer:
         if f._take("drop"):
             log.info("%s: dropping the connection on %r", self.name, line)
             return False
+        held = self._held.pop(conn, None)
+        if held is not None:
+            conn.sendall(held)  # the late reply lands ahead of this command's
         if f._take("silent"):
             log.info("%s: no reply to %r (injected timeout)", self.name, line)
             return True
@@ -192,6 +206,10 @@ class LineServer:
         data = reply if isinstance(reply, bytes) else (reply + self.terminator).encode()
         if f._take("garble"):
             data = bytes((b ^ 0x5A) for b in data[:-1]) + data[-1:]
+        if f._take("late"):
+            log.info("%s: holding the reply to %r back (injected late reply)", self.name, line)
+            self._held[conn] = data
+            return True
         if f.latency_s > 0:
             time.sleep(f.latency_s)
         conn.sendall(data)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ROWS, COLS = 4, 4
 TIMEOUT_S = 0.3          # driver timeouts: short, so injected timeouts cost little
-LATE_S = 0.6             # reply latency that outlasts TIMEOUT_S (a late, stale reply)
+SLOW_S = 10.0            # timeout for a query that must see a reply already on its way
 V_READ = 0.2
 SMUA_PORT, GND_PORT = 1, 12
 ROW_LINE, COL_LINE = 2, 7  # row 1, column 2 (wiring rows 1..4, cols 5..8)
@@ -184,11 +184,11 @@ def test_k2636b_resync_after_a_timeout(rig):
 
 def test_k2636b_a_late_reply_poisons_the_session_until_resync(rig):
     smu, instr = rig.smu, rig.smu.instrument
-    rig.lab.faults("smu").latency_s = LATE_S
+    rig.lab.faults("smu").late_next()
     with pytest.raises(VisaIOError):
         instr.ask("localnode.linefreq")   # times out; its reply arrives later
-    rig.lab.faults("smu").latency_s = 0.0
-    assert float(instr.ask("localnode.model")) == 60.0  # linefreq answers the next query
+    with instr.timeout.set_to(SLOW_S):
+        assert float(instr.ask("localnode.model")) == 60.0  # linefreq answers the next query
     smu.resync()
     assert instr.ask("localnode.model") == "2636B"
     _smu_ok(rig)
@@ -250,11 +250,11 @@ def test_b2201_resync_after_a_timeout(rig):
 
 def test_b2201_a_late_reply_poisons_the_session_until_resync(rig):
     drv = rig.matrix.driver
-    rig.lab.faults("matrix").latency_s = LATE_S
+    rig.lab.faults("matrix").late_next()
     with pytest.raises(VisaIOError):
         rig.matrix.connections()
-    rig.lab.faults("matrix").latency_s = 0.0
-    stale = drv.ask("*IDN?")
+    with drv.timeout.set_to(SLOW_S):
+        stale = drv.ask("*IDN?")
     assert "B2201" not in stale  # the channel list answered the identity query
     rig.matrix.resync()
     assert "B2201" in drv.ask("*IDN?")
@@ -299,11 +299,13 @@ def test_array_board_resync_after_a_timeout(rig):
 
 def test_array_board_a_late_reply_poisons_the_port_until_resync(rig):
     board = rig.board
-    rig.lab.faults("board").latency_s = LATE_S
+    rig.lab.faults("board").late_next()
     with pytest.raises(TimeoutError):
         board.size  # noqa: B018 - a query
-    rig.lab.faults("board").latency_s = 0.0
+    port = board.adapter.connection
+    port.timeout, t = SLOW_S, port.timeout
     assert board.ask("*IDN?") == f"{ROWS},{COLS}"  # SIZE?'s late reply
+    port.timeout = t
     board.resync()
     assert board.ask("*IDN?").startswith("MEMHIL,ARRAYBOARD,")
     _board_ok(rig)
@@ -403,11 +405,11 @@ def test_k2450_resync_after_a_late_reply_and_a_dropped_connection(k2450_rig):
         assert m.current_a == pytest.approx(V_READ * k2450_rig.g[CELL], rel=1e-3)
         assert m.voltage_v == pytest.approx(V_READ) and smu.output_is_on()
 
-    faults.latency_s = LATE_S
+    faults.late_next()
     with pytest.raises(VisaIOError):
         smu.output_is_on()
-    faults.latency_s = 0.0
-    assert not instr.ask("*IDN?").startswith("KEITHLEY")  # the late ':OUTP?' reply
+    with instr.timeout.set_to(SLOW_S):
+        assert not instr.ask("*IDN?").startswith("KEITHLEY")  # the late ':OUTP?' reply
     smu.resync()
     ok()
     faults.drop_next()
