@@ -60,6 +60,41 @@ class Capabilities:
 CellSelection = Tensor | Sequence[tuple[int, int, int]] | None
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One read of the selected cells: the voltage applied (V), the current measured (A)
+    and the conductance (S), each ``(tiles, rows, cols)`` or 1-D for a selection, and
+    ``floor_a``, the current an open circuit reads at most on this backend's instrument."""
+
+    v_v: Tensor
+    i_a: Tensor
+    g_s: Tensor
+    floor_a: float = 0.0
+
+    @property
+    def at_floor(self) -> Tensor:
+        """Per cell: the read is indistinguishable from an open circuit (no contact)."""
+        return self.i_a.abs() <= self.floor_a
+
+
+@runtime_checkable
+class Site(Protocol):
+    """Where a backend with a wafer prober touches down. Such a backend moves to its
+    configured die/subsite and confirms contact (the prober's contact status) before its
+    first pulse or read, and again after recovery or a chuck move; plans that step across
+    a wafer (``Move``/``Contact``/``Separate``) go through this."""
+
+    def load_map(self, dies: Sequence[tuple[int, int]], subsites: int = 1) -> None: ...
+
+    def move(self, die: tuple[int, int], subsite: int = 0) -> None:
+        """Separate if in contact, then step to the die/subsite (the new site)."""
+
+    def contact(self) -> None:
+        """Touch down at the site and confirm contact by the prober's status query."""
+
+    def separate(self) -> None: ...
+
+
 class Backend(ABC):
     """A set of crossbar tiles with read (``mvm``, ``mvm_t``, ``read_conductance``) and
     write (``pulse``) operations, a ``clock``, ``limits`` and ``capabilities``."""
@@ -90,6 +125,21 @@ class Backend(ABC):
     def torch_device(self) -> torch.device:
         return torch.device("cpu")
 
+    @property
+    def read_voltage_v(self) -> float:
+        """The read voltage (V) of a read that names none."""
+        return 0.5 * float(self.limits.v_read_max_v)
+
+    @property
+    def read_floor_a(self) -> float:
+        """The largest current (A) an open circuit reads (0: an ideal ammeter)."""
+        return 0.0
+
+    @property
+    def site(self) -> Site | None:
+        """The wafer site control of a bench with a prober; None without one."""
+        return None
+
     # -- reads ------------------------------------------------------------------------
     def mvm(self, v_rows: Tensor, *, tile: int | None = None) -> Tensor:
         """Column currents (A) for read voltages ``v_rows`` (V) applied to the rows.
@@ -109,11 +159,28 @@ class Backend(ABC):
         out = self._mvm(v, transpose=True, tile=tile)
         return out[0] if tile is not None else out
 
-    def read_conductance(self, cells: CellSelection = None) -> Tensor:
-        """Measured conductance (S) at the read voltage: ``(tiles, rows, cols)`` for all
-        cells, or a 1-D tensor of the selected cells in row-major mask order."""
+    def read_conductance(self, cells: CellSelection = None, *,
+                         v_read_v: float | None = None) -> Tensor:
+        """Measured conductance (S) at the read voltage ``v_read_v`` (V; default
+        ``read_voltage_v``), applied on the wire: ``(tiles, rows, cols)`` for all cells, or
+        a 1-D tensor of the selected cells in row-major mask order."""
         mask = None if cells is None else self.cell_mask(cells)
-        return self._read_conductance(mask)
+        if v_read_v is None:
+            return self._read_conductance(mask)
+        return self._read_conductance(mask, v_read_v=self._checked_v_read(v_read_v))
+
+    def read(self, cells: CellSelection = None, *, v_read_v: float | None = None) -> Reading:
+        """Like ``read_conductance``, with the voltage applied and the current measured
+        per cell (what a run stores)."""
+        mask = None if cells is None else self.cell_mask(cells)
+        return self._read(mask, None if v_read_v is None else self._checked_v_read(v_read_v))
+
+    def _checked_v_read(self, v_read_v: float) -> float:
+        v = float(v_read_v)
+        self.limits.check_read(torch.tensor([v], dtype=torch.float64))
+        if v == 0:  # a conductance is i / v
+            raise ValueError("read voltage v_read_v must be non-zero, got 0 V")
+        return v
 
     # -- writes -----------------------------------------------------------------------
     def pulse(self, cells: CellSelection, amplitude: float | Tensor, width_s: float | Tensor,
@@ -210,7 +277,16 @@ class Backend(ABC):
         """``v`` is (tiles_or_1, batch, lines) and already within limits; return currents."""
 
     @abstractmethod
-    def _read_conductance(self, mask: Tensor | None) -> Tensor: ...
+    def _read_conductance(self, mask: Tensor | None, v_read_v: float | None = None) -> Tensor:
+        """Conductances at ``v_read_v`` (None: ``read_voltage_v``), already within limits."""
+
+    def _read(self, mask: Tensor | None, v_read_v: float | None) -> Reading:
+        """A backend whose instrument measures currents overrides this; the default is
+        the conductance hook, with the current a conductance implies (i = g * v)."""
+        g = self._read_conductance(mask) if v_read_v is None \
+            else self._read_conductance(mask, v_read_v=v_read_v)
+        v = self.read_voltage_v if v_read_v is None else v_read_v
+        return Reading(torch.full_like(g, v), g * v, g, self.read_floor_a)
 
     @abstractmethod
     def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,

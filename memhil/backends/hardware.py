@@ -16,6 +16,12 @@ fastest the bench supports (``capabilities.read_strategy`` says which was chosen
   half-selected cells see V/2); without one the other lines float, and sneak paths can
   then disturb unselected cells of a passive array.
 
+Reads apply the requested read voltage (``read(cells, v_read_v=...)``; default ``v_read``)
+and return the current the instrument measured. With a prober the backend touches down
+at its site (``die``/``subsite``, default where the chuck stands) and confirms contact by
+the prober's status query before its first pulse or read, and again after a recovery or
+any chuck move (a safe state separates the needles).
+
 Recovery: idempotent reads are retried a bounded number of times after resynchronizing
 every instrument (clear, drain stale replies, verify, reconnect if needed); a pulse is
 never retried blindly: on any failure the station goes to its safe state and the error
@@ -31,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memhil.backends.base import Backend, Capabilities, Clock
+from memhil.backends.base import Backend, Capabilities, Clock, Reading
 from memhil.backends.clock import WallClock
 from memhil.limits import Limits
 
@@ -63,11 +69,16 @@ class HardwareBackend(Backend):
     ``strategy``: "auto" picks ``parallel`` with an array board, else ``cell``.
     ``drive``/``sense``: SMU channel keys for the cell strategy (default: the first two
     entries of ``wiring.smu_ports``). ``nplc`` sets the SMUs' integration time.
+    ``die``/``subsite``: where a station with a prober touches down (default: where the
+    chuck stands). ``read_floor_a``: the largest current an open circuit reads on this
+    bench (A; reads at or below it are flagged by protocols that expect conduction).
     """
 
     def __init__(self, station: Any, *, clock: Clock | None = None, strategy: Strategy = "auto",
                  v_read: float | None = None, drive: str | None = None, sense: str | None = None,
-                 bias: str | None = None, nplc: float = 0.01, retries: int = 2):
+                 bias: str | None = None, nplc: float = 0.01, retries: int = 2,
+                 die: tuple[int, int] | None = None, subsite: int = 0,
+                 read_floor_a: float = 1e-10):
         self.station = station
         cfg = station.config
         self._shape = (1, cfg.chip.rows, cfg.chip.cols)
@@ -78,6 +89,11 @@ class HardwareBackend(Backend):
         self.strategy = strategy
         self.v_read = float(v_read) if v_read is not None else 0.5 * station.limits.v_read_max_v
         self.limits.check_read(torch.tensor([self.v_read]))
+        self._read_floor_a = float(read_floor_a)
+        if not self._read_floor_a >= 0:
+            raise ValueError(f"read_floor_a must be >= 0 A, got {read_floor_a!r}")
+        self._site = None if station.prober is None else _ProberSite(
+            self, None if die is None else (int(die[0]), int(die[1])), int(subsite))
         self._g_range, self._set_pulse, self._reset_pulse = _device_description(cfg.chip)
         self.transactions = 0  # instrument operations issued (for reports and benchmarks)
         if strategy == "parallel":
@@ -103,6 +119,22 @@ class HardwareBackend(Backend):
         return self._clock
 
     @property
+    def read_voltage_v(self) -> float:
+        return self.v_read
+
+    @property
+    def read_floor_a(self) -> float:
+        return self._read_floor_a
+
+    @property
+    def site(self) -> "_ProberSite | None":
+        return self._site
+
+    def _ensure_contact(self) -> None:
+        if self._site is not None:
+            self._site.ensure()
+
+    @property
     def capabilities(self) -> Capabilities:
         _, r, c = self._shape
         return Capabilities(
@@ -124,6 +156,8 @@ class HardwareBackend(Backend):
 
     # -- recovery ---------------------------------------------------------------------------
     def _resync_all(self) -> None:
+        if self._site is not None:
+            self._site.confirmed = None  # re-confirm contact before the next operation
         st = self.station
         for inst in [*st.smus.values(), st.matrix, st.array]:
             if inst is not None and hasattr(inst, "resync"):
@@ -169,6 +203,7 @@ class HardwareBackend(Backend):
 
     # -- parallel strategy (array board) --------------------------------------------------
     def _board_read(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+        self._ensure_contact()
         self.transactions += 1
         fn = self._array.read_rows if transpose else self._array.read_columns
         return np.asarray(fn([float(x) for x in v]), dtype=np.float64)
@@ -233,14 +268,21 @@ class HardwareBackend(Backend):
                 raise HardwareError(f"{smu.name} output still on after switching it off")
         self.transactions += 2
 
-    def _cell_map(self, mask: Tensor | None) -> np.ndarray:
+    def _cell_map(self, mask: Tensor | None, v_read_v: float | None = None) -> np.ndarray:
         """Cell-wise conductances (rows, cols); NaN where not measured."""
+        v, i = self._cell_read(mask, self.v_read if v_read_v is None else v_read_v)
+        return i / v
+
+    def _cell_read(self, mask: Tensor | None, v_read_v: float) -> tuple[np.ndarray, np.ndarray]:
+        """Cell-wise reads at ``v_read_v``: the drive level applied and the current measured
+        (rows, cols); NaN where not measured."""
         _, rows, cols = self._shape
-        g = np.full((rows, cols), np.nan)
+        g = np.full((rows, cols), np.nan)  # measured current (A)
         cells = [(i, j) for i in range(rows) for j in range(cols)
                  if mask is None or bool(mask[0, i, j])]
 
         def read_cells() -> None:
+            self._ensure_contact()
             self._drive.set_level(0.0)
             self._outputs(True)
             for i, j in cells:
@@ -248,8 +290,8 @@ class HardwareBackend(Backend):
                     continue  # measured before a retry
                 self._drive.set_level(0.0)  # cold switching: no bias while relays move
                 self._route_read(i, j)
-                self._drive.set_level(self.v_read)
-                g[i, j] = -self._sense.measure().current_a / self.v_read
+                self._drive.set_level(v_read_v)
+                g[i, j] = -self._sense.measure().current_a
                 self.transactions += 3
             self._drive.set_level(0.0)
             self._outputs(False)
@@ -264,7 +306,7 @@ class HardwareBackend(Backend):
                 self._outputs_on = None  # unknown after a failure: force the next switch
                 raise
         self._read_op("cell-wise conductance read", attempt)
-        return g
+        return np.where(np.isnan(g), np.nan, v_read_v), g
 
     # -- contract hooks -------------------------------------------------------------------------
     def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
@@ -277,23 +319,34 @@ class HardwareBackend(Backend):
             out = v_np @ (g.T if transpose else g)
         return torch.as_tensor(out, dtype=self.dtype, device=self.torch_device).unsqueeze(0)
 
-    def _read_conductance(self, mask: Tensor | None) -> Tensor:
+    def _read_conductance(self, mask: Tensor | None, v_read_v: float | None = None) -> Tensor:
+        return self._read(mask, v_read_v).g_s
+
+    def _read(self, mask: Tensor | None, v_read_v: float | None) -> Reading:
+        """Reads at ``v_read_v`` on the wire: the row's level (board) or the drive level
+        (cell) applied, and the current the board or the sense SMU measured."""
         _, rows, cols = self._shape
+        v_read = self.v_read if v_read_v is None else float(v_read_v)
         if self.strategy == "parallel":
-            g = np.full((rows, cols), np.nan)
+            v_app, i_meas = np.full((rows, cols), np.nan), np.full((rows, cols), np.nan)
             need = range(rows) if mask is None else [i for i in range(rows) if bool(mask[0, i].any())]
             for i in need:
                 v = np.zeros(rows)
-                v[i] = self.v_read
-                g[i] = self._read_op("array-board read", lambda v=v: self._board_read(v, False)) / self.v_read
+                v[i] = v_read
+                i_meas[i] = self._read_op("array-board read", lambda v=v: self._board_read(v, False))
+                v_app[i] = v_read
         else:
-            g = self._cell_map(mask)
-        out = torch.as_tensor(g, dtype=self.dtype, device=self.torch_device).unsqueeze(0)
-        return out if mask is None else out[mask]
+            v_app, i_meas = self._cell_read(mask, v_read)
+
+        def out(x: np.ndarray) -> Tensor:
+            t = torch.as_tensor(x, dtype=self.dtype, device=self.torch_device).unsqueeze(0)
+            return t if mask is None else t[mask]
+        return Reading(out(v_app), out(i_meas), out(i_meas / v_app), self._read_floor_a)
 
     def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
                compliance_a: Tensor) -> None:
         shape = self._shape
+        self._write_op("prober contact before pulsing", self._ensure_contact)
         sel = torch.ones(shape, dtype=torch.bool) if selected is None else selected.cpu()
         fields = torch.stack([t.expand(shape).to(torch.float64).cpu()[sel]
                               for t in (v, width_s, count, compliance_a)], 1)
@@ -337,6 +390,55 @@ class HardwareBackend(Backend):
         self.station.matrix.open_all()
         self._confirm_outputs_off()
         self.transactions += 8 if self._bias is None else 12
+
+
+class _ProberSite:
+    """The ``Site`` of a HardwareBackend whose station has a prober: touch down at the
+    site, confirmed by the prober's contact status query, before the first pulse or read
+    and again whenever the chuck moved (a safe state separates) or a recovery ran."""
+
+    def __init__(self, backend: HardwareBackend, die: tuple[int, int] | None, subsite: int):
+        self.backend = backend
+        self.prober = backend.station.prober
+        self.die, self.subsite = die, subsite
+        self.positioned = die is None  # None: touch down where the chuck stands
+        self.confirmed: int | None = None  # the prober's move count when contact was confirmed
+
+    def load_map(self, dies, subsites: int = 1) -> None:
+        self.prober.load_map(dies, subsites)
+
+    def move(self, die: tuple[int, int], subsite: int = 0) -> None:
+        if self.prober.in_contact():
+            self.prober.separate()
+        self.prober.step_to(die, subsite)
+        self.die, self.subsite, self.positioned = (int(die[0]), int(die[1])), int(subsite), True
+
+    def contact(self) -> None:
+        self.confirmed = None
+        self.ensure()
+
+    def separate(self) -> None:
+        self.prober.separate()
+
+    def ensure(self) -> None:
+        """Contact at the site, unless confirmed and the chuck has not moved since."""
+        p = self.prober
+        if self.confirmed is not None and self.confirmed == p.moves:
+            return
+        if not self.positioned:
+            if p.position() != (self.die, self.subsite):
+                if p.in_contact():
+                    p.separate()
+                p.step_to(self.die, self.subsite)
+            self.positioned = True
+        p.contact()
+        if not p.contact_ok():
+            where = f"die {self.die} subsite {self.subsite}" if self.die is not None \
+                else "the current die"
+            raise HardwareError(f"{p.name}: no contact at {where} after touchdown (the "
+                                f"prober's contact status query reports none): nothing "
+                                f"was read or pulsed")
+        self.confirmed = p.moves
 
 
 def _device_description(chip: Any) -> tuple[tuple[float, float], tuple[float, float] | None,

@@ -343,6 +343,7 @@ class GuardedProber:
     def __init__(self, prober: Prober):
         self._prober = prober
         self.name = getattr(prober, "name", "prober")
+        self.moves = 0  # chuck commands sent: a holder of a confirmed contact re-checks on change
 
     def resync(self) -> None:
         _resync(self._prober)
@@ -354,15 +355,18 @@ class GuardedProber:
         if self._prober.in_contact():
             raise InterlockError(f"{self.name}: step_to {die}/{subsite} refused while in "
                                  f"contact (separate first)", "prober move")
+        self.moves += 1
         self._prober.step_to(die, subsite)
 
     def position(self) -> tuple[tuple[int, int], int]:
         return self._prober.position()
 
     def contact(self) -> None:
+        self.moves += 1
         self._prober.contact()
 
     def separate(self) -> None:
+        self.moves += 1
         self._prober.separate()
 
     def in_contact(self) -> bool:
@@ -372,6 +376,7 @@ class GuardedProber:
         return self._prober.contact_ok()
 
     def safe_state(self) -> None:
+        self.moves += 1
         self._prober.safe_state()
 
     def __repr__(self) -> str:

@@ -202,17 +202,18 @@ class MockLab:
     @classmethod
     def open_backend(cls, station: StationConfig | Mapping[str, Any] | str | Path, **backend_kw: Any):
         """A ``HardwareBackend`` over a fresh, started lab for ``station``, on the lab's
-        virtual clock; closing the backend also closes the station and stops the lab."""
+        virtual clock, touching down on the wafer's first die (``die=`` another) as any
+        station with a prober does; closing the backend also closes the station and stops
+        the lab."""
         from memhil.backends.hardware import HardwareBackend
         from memhil.instruments.station import Station
 
         lab = cls(station).start()
         try:
             st = Station.from_config(lab.station_config())
-            if st.prober is not None:  # touch down on the first die: the needles route
-                st.prober.load_map(list(lab.chip.wafer.dies))
-                st.prober.step_to(lab.chip.wafer.dies[0])
-                st.prober.contact()
+            if st.prober is not None:  # the backend touches down on its die (default: the
+                st.prober.load_map(list(lab.chip.wafer.dies))  # first) before it reads
+                backend_kw.setdefault("die", tuple(lab.chip.wafer.dies[0]))
             backend = HardwareBackend(st, clock=lab.clock, **backend_kw)
         except BaseException:
             lab.stop()

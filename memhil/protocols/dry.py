@@ -21,8 +21,8 @@ class DryBackend(Backend):
         lo, hi = self._caps.conductance_range_s
         self.g_s = float(g_s) if g_s is not None else (lo * hi) ** 0.5
         self._clock = VirtualClock()
-        self.has_prober = (getattr(getattr(like, "station", None), "prober", None) is not None
-                           if has_prober is None else has_prober)
+        self.has_prober = like.site is not None if has_prober is None else has_prober
+        self._v_read = like.read_voltage_v
         self.ops: list[tuple[str, dict]] = []
 
     @property
@@ -46,7 +46,15 @@ class DryBackend(Backend):
         return v.sum(-1, keepdim=True) * self.g_s * torch.ones(
             self._shape[1] if transpose else self._shape[2], dtype=v.dtype)
 
-    def _read_conductance(self, mask: Tensor | None) -> Tensor:
+    @property
+    def read_voltage_v(self) -> float:
+        return self._v_read
+
+    @property
+    def site(self) -> "_DrySite | None":
+        return _DrySite() if self.has_prober else None
+
+    def _read_conductance(self, mask: Tensor | None, v_read_v: float | None = None) -> Tensor:
         self.ops.append(("read", {"n": int(mask.sum()) if mask is not None else None}))
         self._clock.advance(1e-6)
         full = torch.full(self._shape, self.g_s)
@@ -55,3 +63,19 @@ class DryBackend(Backend):
     def _pulse(self, selected, v, width_s, count, compliance_a) -> None:
         self.ops.append(("pulse", {"v": float(v.abs().max()), "n": int(count.max())}))
         self._clock.advance(float((width_s * count).max()))
+
+
+class _DrySite:
+    """A ``Site`` that moves nothing (the pre-flight of a wafer plan)."""
+
+    def load_map(self, dies, subsites: int = 1) -> None:
+        pass
+
+    def move(self, die, subsite: int = 0) -> None:
+        pass
+
+    def contact(self) -> None:
+        pass
+
+    def separate(self) -> None:
+        pass

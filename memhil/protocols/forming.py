@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memhil.config import require
-from memhil.protocols.common import check_cells, positive, resolve_cells
+from memhil.protocols.common import check_cells, positive, read_columns, resolve_cells
 from memhil.protocols.plan import Pulse, Read, cell_records, keys, unit
 
 
@@ -47,8 +47,8 @@ def ramp(p: FormingParams) -> list[tuple[float, float]]:
 
 def plan(p: FormingParams, caps):
     cells = resolve_cells(p.cells, caps)
-    g0 = yield Read(cells, "pre", p.v_read, keys(v_read="v_read"))
-    active = [c for c, g in zip(cells, g0.tolist()) if g * p.v_read < p.i_target_a]
+    r0 = yield Read(cells, "pre", p.v_read, keys(v_read="v_read"))
+    active = [c for c, i in zip(cells, r0.i_a.abs().tolist()) if i < p.i_target_a]
     for step, (v, w) in enumerate(ramp(p)):
         if not active:
             break
@@ -57,11 +57,11 @@ def plan(p: FormingParams, caps):
             yield Pulse(todo, v, w, 1, p.compliance_a,
                         keys(amplitude="v_max", width="width_max_s" if p.double_width else "width_s",
                              compliance="compliance_a"))
-            g = yield Read(todo, "form", p.v_read, keys(v_read="v_read"))
-            i = g * p.v_read
+            r = yield Read(todo, "form", p.v_read, keys(v_read="v_read"))
+            i = r.i_a.abs()  # measured; pristine cells read low by design: no open-circuit flag
             yield from cell_records("forming", todo, {"step": step},
                                     {"v_pulse": [v] * len(todo), "width_s": [w] * len(todo),
-                                     "g": g, "i_read": i, "compliance_a": [p.compliance_a] * len(todo),
+                                     **read_columns(r), "compliance_a": [p.compliance_a] * len(todo),
                                      "formed": (i >= p.i_target_a).tolist()})
             return [c for c, ok in zip(todo, (i >= p.i_target_a).tolist()) if ok]
 

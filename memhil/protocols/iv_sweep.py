@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memhil.config import require
-from memhil.protocols.common import check_cells, positive, resolve_cells
+from memhil.protocols.common import check_cells, positive, read_columns, resolve_cells
 from memhil.protocols.plan import Pulse, Read, cell_records, keys, unit
 
 
@@ -49,7 +49,9 @@ def plan(p: IVSweepParams, caps):
                 src = "v_max" if v > 0 else ("v_min" if p.v_min is not None else "v_max")
                 yield Pulse(cells, v, p.step_width_s, 1, p.compliance_a,
                             keys(amplitude=src, width="step_width_s", compliance="compliance_a"))
-                g = yield Read(cells, "iv", p.v_read, keys(v_read="v_read"))
+                r = yield Read(cells, "iv", p.v_read, keys(v_read="v_read"))
+                # i: the current at the sweep level v implied by the chord conductance read
+                # at v_read (the read's own applied voltage and current are stored too)
                 yield from cell_records("iv_sweep", cells, {"cycle": cycle, "step": step, "branch": branch},
-                                        {"v": [v] * len(cells), "g": g, "i": g * v})
+                                        {"v": [v] * len(cells), **read_columns(r), "i": r.g_s * v})
         yield from unit(("iv_sweep", cycle), body())

@@ -1,7 +1,8 @@
 """Plans: a protocol is a generator of small, frozen operation messages.
 
 A plan yields messages and receives each reply through ``generator.send``: ``Read`` gets
-the measured conductances (S) of its cells (1-D, in the order of ``cells``), ``MVM`` the
+a ``Reading`` of its cells (applied voltage, measured current, conductance; 1-D, in the
+order of ``cells``), ``MVM`` the
 column currents, ``Now`` the backend clock (s), ``Checkpoint``/``IsDone`` whether that key
 is already journaled (True: skip the unit), everything else None. Because a plan never
 touches a backend, the same plan is dry-run for the pre-flight check, executed by the
@@ -47,7 +48,7 @@ class Pulse:
 class Read:
     cells: Cells
     tag: str = ""
-    v_read: float | None = None  # the read voltage the protocol assumes (checked, used for I)
+    v_read: float | None = None  # the read voltage applied (V; None: the backend's own)
     keys: tuple[tuple[str, str], ...] = ()
 
 

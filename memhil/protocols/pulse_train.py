@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memhil.config import require
-from memhil.protocols.common import check_cells, positive, resolve_cells
+from memhil.protocols.common import (OpenCircuitCheck, check_cells, positive, read_columns,
+                                     resolve_cells)
 from memhil.protocols.plan import Pulse, Read, cell_records, keys, unit
 
 
@@ -64,9 +65,12 @@ def plan(p: PulseTrainParams, caps):
     train_key = (lambda i: {"train": i}) if several else (lambda i: {})
 
     def start():
-        g = yield Read(cells, "start", p.v_read, keys(v_read="v_read"))
+        r = yield Read(cells, "start", p.v_read, keys(v_read="v_read"))
+        check = OpenCircuitCheck("pulse_train", ("pulse_train", "start"))
+        check.add(r)
         yield from cell_records("pulse_train", cells,
-                                {"phase": "start", **train_key(0), "pulse": 0, "n": 0}, {"g": g})
+                                {"phase": "start", **train_key(0), "pulse": 0, "n": 0},
+                                {**read_columns(r), "open_circuit": check.flags()})
     yield from unit(("pulse_train", "start"), start())
     n0 = 0
     for train, (v_up, v_down) in enumerate(zip(*p.amplitudes())):
@@ -74,15 +78,23 @@ def plan(p: PulseTrainParams, caps):
                 ("ltp", v_up, "v_ltp", p.width_s, "width_s"),
                 ("ltd", v_down, "v_ltd", p.ltd_width_s,
                  "width_s" if p.width_ltd_s is None else "width_ltd_s")):
-            def body(phase=phase, v=v, key=key, width=width, wkey=wkey, train=train, n0=n0):
+            unit_key = ("pulse_train", train, phase) if several else ("pulse_train", phase)
+
+            def body(phase=phase, v=v, key=key, width=width, wkey=wkey, train=train, n0=n0,
+                     unit_key=unit_key):
+                check = OpenCircuitCheck("pulse_train", unit_key)
+                rows = []
                 for k in range(1, p.n_pulses + 1):
                     yield Pulse(cells, v, width, 1, p.compliance_a,
                                 keys(amplitude=key, width=wkey, compliance="compliance_a"))
-                    g = yield Read(cells, phase, p.v_read, keys(v_read="v_read"))
-                    yield from cell_records("pulse_train", cells,
-                                            {"phase": phase, **train_key(train), "pulse": k,
-                                             "n": n0 + k}, {"g": g})
-            unit_key = ("pulse_train", train, phase) if several else ("pulse_train", phase)
+                    r = yield Read(cells, phase, p.v_read, keys(v_read="v_read"))
+                    check.add(r)
+                    rows.append(({"phase": phase, **train_key(train), "pulse": k, "n": n0 + k},
+                                 read_columns(r)))
+                flags = check.flags()  # records are stored when the unit commits anyway
+                for rec_key, columns in rows:
+                    yield from cell_records("pulse_train", cells, rec_key,
+                                            {**columns, "open_circuit": flags})
             yield from unit(unit_key, body())
             n0 += p.n_pulses
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from memhil.backends.base import Backend
+from memhil.backends.base import Backend, Reading
 from memhil.errors import LimitError
 from memhil.protocols.dry import DryBackend
 from memhil.protocols.plan import (MVM, Checkpoint, Commit, Contact, IsDone, Move, Now,
@@ -139,12 +139,13 @@ class Runner:
             return None
         if isinstance(msg, Read):
             s.reads += 1
-            if msg.v_read is not None:
-                be.limits.check_read(torch.tensor([float(msg.v_read)]))
             if msg.cells is not None and not msg.cells:
-                return torch.zeros(0)
-            g = be.read_conductance(None if msg.cells is None else list(msg.cells))
-            return g.reshape(-1)
+                if msg.v_read is not None:
+                    be.limits.check_read(torch.tensor([float(msg.v_read)]))
+                empty = torch.zeros(0)
+                return Reading(empty, empty, empty, be.read_floor_a)
+            r = be.read(None if msg.cells is None else list(msg.cells), v_read_v=msg.v_read)
+            return Reading(r.v_v.reshape(-1), r.i_a.reshape(-1), r.g_s.reshape(-1), r.floor_a)
         if isinstance(msg, MVM):
             s.mvms += 1
             return be.mvm(torch.as_tensor(msg.v_rows), tile=msg.tile)
@@ -206,25 +207,21 @@ class Runner:
             flush()
 
     def _prober_op(self, be: Backend, msg: Any, dry: bool) -> None:
+        site = be.site
+        if site is None:
+            raise ProtocolError(f"{type(msg).__name__}: this plan needs a prober, and the "
+                                f"backend has none (a HardwareBackend whose station has a "
+                                f"prober instrument)")
         if dry:
-            if not be.has_prober:  # type: ignore[attr-defined]
-                raise ProtocolError(f"{type(msg).__name__}: this plan needs a prober, and the "
-                                    f"backend has none (a HardwareBackend whose station has a "
-                                    f"prober instrument)")
             return None
-        prober = getattr(getattr(be, "station", None), "prober", None)
-        if prober is None:
-            raise ProtocolError(f"{type(msg).__name__}: the backend has no prober")
         if isinstance(msg, ProberMap):
-            prober.load_map([tuple(d) for d in msg.dies], msg.subsites)
+            site.load_map([tuple(d) for d in msg.dies], msg.subsites)
         elif isinstance(msg, Move):
-            if prober.in_contact():
-                prober.separate()
-            prober.step_to(tuple(msg.die), msg.subsite)
+            site.move(tuple(msg.die), msg.subsite)
         elif isinstance(msg, Contact):
-            prober.contact()
+            site.contact()
         else:
-            prober.separate()
+            site.separate()
         return None
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from memhil.config import require
-from memhil.protocols.common import check_cells, positive, resolve_cells
+from memhil.protocols.common import check_cells, positive, read_columns, resolve_cells
 from memhil.protocols.plan import IsDone, Pulse, Read, cell_records, keys, unit, Checkpoint, Commit
 
 
@@ -45,7 +45,7 @@ class EnduranceParams(SwitchingParams):
 
 
 def _cycle(p: SwitchingParams, cells):
-    """RESET, read HRS, SET, read LRS; returns (g_hrs, g_lrs)."""
+    """RESET, read HRS, SET, read LRS; returns the two Readings."""
     yield Pulse(cells, p.v_reset, p.width_reset_s, p.count_reset, p.compliance_reset_a,
                 keys(amplitude="v_reset", width="width_reset_s", count="count_reset",
                      compliance="compliance_reset_a"))
@@ -70,9 +70,10 @@ def switching_plan(p: SwitchingParams, caps):
     cells = resolve_cells(p.cells, caps)
     for cycle in range(p.cycles):
         def body(cycle=cycle):
-            g_hrs, g_lrs = yield from _cycle(p, cells)
+            hrs, lrs = yield from _cycle(p, cells)
             yield from cell_records("switching", cells, {"cycle": cycle},
-                                    {"g_hrs": g_hrs, "g_lrs": g_lrs, "window": g_lrs / g_hrs})
+                                    {**read_columns(hrs, "_hrs"), **read_columns(lrs, "_lrs"),
+                                     "window": lrs.g_s / hrs.g_s})
         yield from unit(("switching", cycle), body())
 
 
@@ -88,10 +89,11 @@ def endurance_plan(p: EnduranceParams, caps):
         def body(start=start, n=n):
             for _ in range(n - 1):
                 yield from _pulse_only(p, cells)
-            g_hrs, g_lrs = yield from _cycle(p, cells)
-            window = g_lrs / g_hrs
+            hrs, lrs = yield from _cycle(p, cells)
+            window = lrs.g_s / hrs.g_s
             yield from cell_records("endurance", cells, {"cycle": start + n},
-                                    {"g_hrs": g_hrs, "g_lrs": g_lrs, "window": window})
+                                    {**read_columns(hrs, "_hrs"), **read_columns(lrs, "_lrs"),
+                                     "window": window})
             return float(window.median())
 
         median = yield from unit(("endurance", start + n), body())

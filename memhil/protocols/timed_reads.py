@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from memhil.config import require
-from memhil.protocols.common import check_cells, positive, resolve_cells
+from memhil.protocols.common import (OpenCircuitCheck, check_cells, positive, read_columns,
+                                     resolve_cells)
 from memhil.protocols.plan import Now, Pulse, Read, Wait, cell_records, keys, unit
 
 
@@ -58,10 +59,13 @@ def retention_plan(p: RetentionParams, caps):
             now = yield Now()
             if t0 + t > now:
                 yield Wait(t0 + t - now)
-            g = yield Read(cells, "retention", p.v_read, keys(v_read="v_read"))
+            r = yield Read(cells, "retention", p.v_read, keys(v_read="v_read"))
             t_read = (yield Now()) - t0
+            check = OpenCircuitCheck("retention", ("retention", k))
+            check.add(r)
             yield from cell_records("retention", cells, {"index": k},
-                                    {"t_s": [t_read] * len(cells), "g": g})
+                                    {"t_s": [t_read] * len(cells), **read_columns(r),
+                                     "open_circuit": check.flags()})
         yield from unit(("retention", k), body())
 
 
@@ -83,13 +87,19 @@ def read_noise_plan(p: ReadNoiseParams, caps):
     cells = resolve_cells(p.cells, caps)
     for start in range(0, p.n_reads, p.checkpoint_every):
         def body(start=start):
+            check = OpenCircuitCheck("read_noise", ("read_noise", start))
+            rows = []
             for k in range(start, min(start + p.checkpoint_every, p.n_reads)):
                 if p.interval_s and k:
                     yield Wait(p.interval_s)
                 t = yield Now()
-                g = yield Read(cells, "noise", p.v_read, keys(v_read="v_read"))
-                yield from cell_records("read_noise", cells, {"read": k},
-                                        {"t_s": [t] * len(cells), "g": g})
+                r = yield Read(cells, "noise", p.v_read, keys(v_read="v_read"))
+                check.add(r)
+                rows.append(({"read": k}, {"t_s": [t] * len(cells), **read_columns(r)}))
+            flags = check.flags()
+            for key, columns in rows:
+                yield from cell_records("read_noise", cells, key,
+                                        {**columns, "open_circuit": flags})
         yield from unit(("read_noise", start), body())
 
 
@@ -107,6 +117,9 @@ def conductance_map_plan(p: ConductanceMapParams, caps):
     cells = resolve_cells(p.cells, caps)
 
     def body():
-        g = yield Read(cells, "map", p.v_read, keys(v_read="v_read"))
-        yield from cell_records("conductance_map", cells, {}, {"g": g, "i": g * p.v_read})
+        r = yield Read(cells, "map", p.v_read, keys(v_read="v_read"))
+        check = OpenCircuitCheck("conductance_map", ("conductance_map",))
+        check.add(r)
+        yield from cell_records("conductance_map", cells, {},
+                                {**read_columns(r), "open_circuit": check.flags()})
     yield from unit(("conductance_map",), body())

@@ -59,8 +59,8 @@ def test_forming_stops_at_target_within_compliance(where, mock_factory):
         seq = sorted((p for p in pts if (p["tile"], p["row"], p["col"]) == cell), key=lambda p: p["step"])
         flags = [p["formed"] for p in seq]
         assert flags[-1] and flags.count(True) == 1  # reached the target, then no more pulses
-        assert all(p["i_read"] <= p["compliance_a"] for p in seq)
-        assert seq[-1]["i_read"] >= FORMING["i_target_a"]
+        assert all(p["i_read_a"] <= p["compliance_a"] for p in seq)
+        assert seq[-1]["i_read_a"] >= FORMING["i_target_a"]
         if where == "sim":  # the simulator applies the compliance: G <= I_c / V_pulse
             assert seq[-1]["g"] * seq[-1]["v_pulse"] <= FORMING["compliance_a"] * 1.001
     v_form = [max(p["v_pulse"] for p in pts if (p["tile"], p["row"], p["col"]) == c) for c in cells]

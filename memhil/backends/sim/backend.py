@@ -222,9 +222,16 @@ class SimBackend(Backend):
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
 
-    def _read_conductance(self, mask: Tensor | None) -> Tensor:
-        g = self._conductance_now()
-        g = self._noisy(g, self._noise_std(g))
+    @property
+    def read_voltage_v(self) -> float:
+        return float(self.config.read.v_read)
+
+    def _read_conductance(self, mask: Tensor | None, v_read_v: float | None = None) -> Tensor:
+        if v_read_v is None or v_read_v == self.config.read.v_read:
+            g = self._conductance_now()
+            g = self._noisy(g, self._noise_std(g))
+        else:  # the chord conductance at this bias (nonlinear I-V models differ)
+            g = self.sample_conductance(v_read_v)
         rows_read = self._shape[0] * self._shape[1] if mask is None else int(mask.any(-1).sum())
         self._clock.advance(rows_read * self.config.timing.t_read_s)
         return g if mask is None else g[mask]
