@@ -64,7 +64,7 @@ CellSelection = Tensor | Sequence[tuple[int, int, int]] | None
 class Reading:
     """One read of the selected cells: the voltage applied (V), the current measured (A)
     and the conductance (S), each ``(tiles, rows, cols)`` or 1-D for a selection, and
-    ``floor_a``, the current an open circuit reads at most on this backend's instrument."""
+    ``floor_a``: a current below it is what an open circuit reads on this instrument."""
 
     v_v: Tensor
     i_a: Tensor
@@ -74,7 +74,7 @@ class Reading:
     @property
     def at_floor(self) -> Tensor:
         """Per cell: the read is indistinguishable from an open circuit (no contact)."""
-        return self.i_a.abs() <= self.floor_a
+        return self.i_a.abs() < self.floor_a
 
 
 @runtime_checkable
@@ -132,7 +132,8 @@ class Backend(ABC):
 
     @property
     def read_floor_a(self) -> float:
-        """The largest current (A) an open circuit reads (0: an ideal ammeter)."""
+        """Currents (A) below this are what an open circuit reads (0: none, an ideal
+        ammeter or a model without contacts)."""
         return 0.0
 
     @property

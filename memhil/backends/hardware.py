@@ -70,8 +70,9 @@ class HardwareBackend(Backend):
     ``drive``/``sense``: SMU channel keys for the cell strategy (default: the first two
     entries of ``wiring.smu_ports``). ``nplc`` sets the SMUs' integration time.
     ``die``/``subsite``: where a station with a prober touches down (default: where the
-    chuck stands). ``read_floor_a``: the largest current an open circuit reads on this
-    bench (A; reads at or below it are flagged by protocols that expect conduction).
+    chuck stands). ``read_floor_a``: reads below this current (A) are what an open circuit
+    reads on this bench (flagged by protocols that expect conduction); the default sits
+    above SMU and ADC open-circuit noise and far below any formed cell at a read bias.
     """
 
     def __init__(self, station: Any, *, clock: Clock | None = None, strategy: Strategy = "auto",

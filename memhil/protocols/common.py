@@ -66,7 +66,7 @@ class OpenCircuitCheck:
         n = sum(flags)
         if n:
             log.warning("%s unit %s: %d of %d cell(s) read an open circuit in every read "
-                        "(|I| <= %.3g A at %.3g V): no contact with the pads? stored with "
+                        "(|I| < %.3g A at %.3g V): no contact with the pads? stored with "
                         "open_circuit = True", self.protocol, self.unit_key, n, len(flags),
                         self._floor_a, self._v_v)
         return flags

@@ -150,6 +150,25 @@ def test_read_voltage_limit(backend: Backend):
         backend.mvm(torch.full((1, r), 1.5 * vmax))
 
 
+def test_reads_apply_the_read_voltage_they_are_given(backend: Backend, but: BackendUnderTest):
+    """``read``/``read_conductance`` carry ``v_read_v`` to the array: the reading reports
+    it as applied, the current is the conductance times it, and a read voltage beyond the
+    limit is refused. These devices are linear at read bias: G agrees at two voltages."""
+    _bring_up(backend, but)
+    cells = [(0, 0, 0), (0, 1, 1), (backend.shape[0] - 1, 1, 0)]
+    lo, hi = 0.5 * but.v_read, but.v_read
+    r_lo, r_hi = backend.read(cells, v_read_v=lo), backend.read(cells, v_read_v=hi)
+    for r, v in ((r_lo, lo), (r_hi, hi)):
+        assert r.g_s.shape == r.v_v.shape == r.i_a.shape == (3,)
+        assert torch.allclose(r.v_v.double(), torch.full((3,), v, dtype=torch.float64))
+        assert torch.allclose(r.i_a.double(), r.g_s.double() * v, rtol=1e-5)
+        assert not r.at_floor.any()
+    assert torch.allclose(r_lo.g_s, r_hi.g_s, rtol=0.06)  # two draws of 1 % read noise (+ PCM's own)
+    assert backend.read_conductance(cells, v_read_v=hi).shape == (3,)
+    with pytest.raises(LimitError, match="read voltage"):
+        backend.read(cells, v_read_v=1.5 * backend.limits.v_read_max_v)
+
+
 def test_clock_advances_with_pulses_and_waits(backend: Backend, but: BackendUnderTest):
     t0 = backend.clock.now()
     backend.pulse([(0, 0, 0)], but.set_pulse[0], but.set_pulse[1], 4)
