@@ -200,3 +200,11 @@ def test_contact_is_reconfirmed_after_a_safe_state_and_refused_when_the_prober_d
             backend.read_conductance(v_read_v=0.6)
     finally:
         backend.close()
+
+
+def test_the_backend_touches_down_on_its_configured_die():
+    with MockLab.open_backend(_station(NEUROSIM), die=[2, 0]) as backend:
+        assert backend.station.prober.position() == ((0, 0), 0)  # nothing moved at open
+        backend.read_conductance(v_read_v=0.1)
+        assert backend.station.prober.position() == ((2, 0), 0)
+        assert backend.station.prober.in_contact() and backend.lab.chip.die == (2, 0)
