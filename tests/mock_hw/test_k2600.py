@@ -206,7 +206,8 @@ def test_time_trace_readings_are_dt_apart_on_the_virtual_clock():
 # -- faults --------------------------------------------------------------------------------
 
 def test_injected_silence_is_a_visa_timeout_and_the_link_recovers(lab, keith):
-    keith.timeout(0.3)
+    keith.smua.nplc()  # a query: earlier writes have all been handled, so the silence
+    keith.timeout(0.3)  # cannot fall on one of them
     lab.server.faults.timeout_next()
     with pytest.raises(VisaIOError) as err:
         keith.smua.nplc()
