@@ -50,10 +50,12 @@ class HardwareError(RuntimeError):
     ``cause``: the failure of the operation itself (the first cause)."""
 
     def __init__(self, message: str, *, cause: BaseException | None = None,
-                 safe_state: Any = None):
+                 safe_state: Any = None, summary: str | None = None):
         super().__init__(message)
         self.cause = cause
         self.safe_state = safe_state
+        #: the operation that failed and why, without the safe state that followed
+        self.summary = summary if summary is not None else message
 
 
 class FaultLatchedError(HardwareError):
@@ -229,14 +231,14 @@ class HardwareBackend(Backend):
         try:
             report = self._safe_state()
         except SafeStateError as safe_exc:
-            raise HardwareError(f"{cause}; {safe_exc}", cause=first,
+            raise HardwareError(f"{cause}; {safe_exc}", cause=first, summary=cause,
                                 safe_state=safe_exc.report) from exc
         except Exception as safe_exc:  # noqa: BLE001 - e.g. a KeyboardInterrupt is not caught
             self.fault = f"safe state failed: {safe_exc!r}"
             raise HardwareError(f"{cause}; and the safe state failed: {safe_exc!r}",
-                                cause=first) from exc
+                                cause=first, summary=cause) from exc
         raise HardwareError(f"{cause} (safe state confirmed: {report})", cause=first,
-                            safe_state=report) from exc
+                            summary=cause, safe_state=report) from exc
 
     # -- parallel strategy (array board) --------------------------------------------------
     def _board_read(self, v: np.ndarray, transpose: bool) -> np.ndarray:
