@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from pathlib import Path
+
+
+#: ``memhil run`` exit status when an instrument's safe state could not be confirmed.
+EXIT_UNSAFE = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="write the live station (actual addresses) to this YAML file")
     from memhil import cli_runs
     cli_runs.add_parser(sub)
-    runp = sub.add_parser("run", help="run a protocol file into the run store")
+    runp = sub.add_parser(
+        "run", help="run a protocol file into the run store",
+        description="Exit status: 0 completed; 1 failed during the run, every instrument's "
+        "safe state confirmed by a query; 2 error before any instrument command; "
+        f"{EXIT_UNSAFE} the safe state of an instrument could NOT be confirmed (it is named, "
+        "with the state that is unknown); 130 Ctrl-C. The full trace of a failure goes to "
+        "<db stem>.log beside the database.")
     runp.add_argument("protocol", help="protocol YAML (protocol:, params:, backend:, name:)")
     where = runp.add_mutually_exclusive_group()
     where.add_argument("--station", metavar="STATION.yaml", help="a real bench")
@@ -90,44 +103,129 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, backend) -> int:
     """``memhil run``: exit 0 when the run completed; on Ctrl-C (130) or a failure during
-    the run (1) say which run holds the completed points and how to resume it; errors
-    found before any instrument command (bad file, limits, resume mismatch) exit 2."""
+    the run (1) say which run holds the completed points and how to resume it, and the
+    safe state of every instrument as its confirming query reported it; when one could not
+    be confirmed, name it and exit ``EXIT_UNSAFE`` (3). Errors found before any instrument
+    command (bad file, limits, resume mismatch) exit 2. Log records and the full trace of
+    a failure go to ``<db stem>.log`` beside the database, not to the console."""
     from memhil.errors import ConfigError, LimitError
     from memhil.experiment import run_protocol_file
+    from memhil.instruments.guard import SafeStateError
     from memhil.protocols import ProtocolError
 
-    try:
-        run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
-                                   resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, LimitError, ProtocolError) as exc:
-        if getattr(exc, "memhil_run_id", None) is None:
-            print(f"memhil run: error: {exc}", file=sys.stderr)
-            return 2
-        return _stopped(args, exc, "failed")
-    except KeyboardInterrupt as exc:
-        if getattr(exc, "memhil_run_id", None) is None:
-            print("memhil run: interrupted before the run started; nothing was stored",
-                  file=sys.stderr)
-            return 130
-        return _stopped(args, exc, "interrupted")
-    except Exception as exc:  # an instrument or device failure mid-run
-        if getattr(exc, "memhil_run_id", None) is None:
-            raise
-        return _stopped(args, exc, "failed")
+    log_path = Path(args.db).with_suffix(".log")
+    with _log_to(log_path):
+        try:
+            run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
+                                       resume=args.resume, progress=not args.no_progress)
+        except (ConfigError, LimitError, ProtocolError) as exc:
+            if getattr(exc, "memhil_run_id", None) is None:
+                print(f"memhil run: error: {exc}", file=sys.stderr)
+                return 2
+            return _stopped(args, exc, "failed", log_path)
+        except KeyboardInterrupt as exc:
+            if getattr(exc, "memhil_run_id", None) is None:
+                print("memhil run: interrupted before the run started; nothing was stored",
+                      file=sys.stderr)
+                return 130
+            return _stopped(args, exc, "interrupted", log_path)
+        except SafeStateError as exc:  # the run completed, the final safe state did not
+            if getattr(exc, "memhil_run_id", None) is not None:
+                return _stopped(args, exc, "failed", log_path)
+            _log_trace(exc)
+            print(f"memhil run: the run's data is stored in {args.db}, but the safe state "
+                  f"was not confirmed:\n  " + "\n  ".join(exc.report.lines())
+                  + f"\n(full trace in {log_path})", file=sys.stderr)
+            return EXIT_UNSAFE
+        except Exception as exc:  # an instrument or device failure mid-run
+            if getattr(exc, "memhil_run_id", None) is None:
+                raise
+            return _stopped(args, exc, "failed", log_path)
     print(f"run {run_id} completed in {args.db}")
     return 0
 
 
-def _stopped(args: argparse.Namespace, exc: BaseException, how: str) -> int:
+def _stopped(args: argparse.Namespace, exc: BaseException, how: str, log_path: Path) -> int:
     run_id = exc.memhil_run_id  # type: ignore[attr-defined]
     where = (["--sim"] if args.sim else ["--station", args.station] if args.station
              else ["--mock-lab", args.mock_lab] if args.mock_lab else [])
     cmd = " ".join(["memhil", "run", args.protocol, *where, "--db", str(args.db),
                     "--resume", str(run_id)])
-    why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-    print(f"memhil run: {how} ({why}); outputs are off (safe state). Run {run_id} in "
-          f"{args.db} holds every completed point; resume it with:\n  {cmd}", file=sys.stderr)
+    _log_trace(exc)
+    why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else _first_cause(exc)
+    safe, unsafe = _safe_state_lines(exc)
+    print(f"memhil run: {how}: {why}\n{safe}\nRun {run_id} in {args.db} holds every "
+          f"completed point; resume it with:\n  {cmd}\n(full trace in {log_path})",
+          file=sys.stderr)
+    if unsafe:
+        return EXIT_UNSAFE
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _first_cause(exc: BaseException) -> str:
+    """The operation that failed first, in one line: a ``HardwareError``'s own cause
+    (not the safe state that followed), else the innermost exception."""
+    from memhil.backends.hardware import HardwareError
+
+    chain = _chain(exc)
+    for e in reversed(chain):
+        if isinstance(e, HardwareError):
+            return e.summary
+    first = chain[-1]
+    return f"{type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}"
+
+
+def _safe_state_lines(exc: BaseException) -> tuple[str, bool]:
+    """The final safe state for the console, and whether any instrument is unconfirmed:
+    the backend's last report (taken when it closed), else one carried by the error."""
+    from memhil.instruments.guard import SafeStateError, SafeStateReport
+
+    backend = getattr(exc, "memhil_backend", None)
+    if backend is not None and getattr(backend, "station", None) is None:
+        return "(simulator: no instrument)", False
+    report = getattr(backend, "last_safe_state", None)
+    if report is None:
+        for e in _chain(exc):
+            report = e.report if isinstance(e, SafeStateError) else getattr(e, "safe_state", None)
+            if report is not None:
+                break
+    if not isinstance(report, SafeStateReport):
+        return "Safe state NOT CONFIRMED: no confirming query answered", True
+    head = ("Safe state confirmed by the instruments:" if report.confirmed else
+            "Safe state NOT CONFIRMED for " + ", ".join(e.component for e in report.unconfirmed)
+            + " (check the bench before touching it):")
+    return "\n".join([head, *("  " + line for line in report.lines())]), not report.confirmed
+
+
+@contextlib.contextmanager
+def _log_to(path: Path):
+    """Send every log record (and nothing else) to ``path`` for the duration of a run;
+    the console gets the command's own summary only."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(min(saved, logging.INFO) if saved else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+        handler.close()
+
+
+def _log_trace(exc: BaseException) -> None:
+    logging.getLogger("memhil.cli").error("memhil run stopped", exc_info=exc)
 
 
 if __name__ == "__main__":

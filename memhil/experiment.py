@@ -483,6 +483,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                 if isinstance(exc, KeyboardInterrupt):
                     status = "interrupted"
                 exc.memhil_run_id = root_id  # type: ignore[attr-defined]  # for --resume
+                exc.memhil_backend = be  # type: ignore[attr-defined]  # its last safe state
                 raise
             status = "completed"
             return writer.run_id

@@ -26,6 +26,9 @@ Recovery: idempotent reads are retried a bounded number of times after resynchro
 every instrument (clear, drain stale replies, verify, reconnect if needed); a pulse is
 never retried blindly: on any failure the station goes to its safe state and the error
 is raised, and the caller (program-and-verify) reads back before deciding what to do.
+The safe state is confirmed by queries (``SafeStateReport``); when it cannot be, the
+backend latches a fault: nothing more is sent (``FaultLatchedError``) until ``recover()``
+has resynchronized every instrument and confirmed the safe state.
 """
 
 from __future__ import annotations
@@ -48,8 +51,22 @@ Strategy = Literal["auto", "parallel", "cell"]
 
 
 class HardwareError(RuntimeError):
-    """An instrument operation failed (after bounded retries for reads); the station was
-    put in its safe state before this was raised."""
+    """An instrument operation failed (after bounded retries for reads). ``safe_state``:
+    the station's safe-state report (``confirmed`` or not) taken before this was raised;
+    ``cause``: the failure of the operation itself (the first cause)."""
+
+    def __init__(self, message: str, *, cause: BaseException | None = None,
+                 safe_state: Any = None, summary: str | None = None):
+        super().__init__(message)
+        self.cause = cause
+        self.safe_state = safe_state
+        #: the operation that failed and why, without the safe state that followed
+        self.summary = summary if summary is not None else message
+
+
+class FaultLatchedError(HardwareError):
+    """Refused without sending anything: an earlier safe state was not confirmed, so the
+    bench state is unknown until ``HardwareBackend.recover()`` succeeds."""
 
 
 # Failures that a resync can cure: timeouts, broken/dropped connections, garbled replies.
@@ -97,6 +114,8 @@ class HardwareBackend(Backend):
             self, None if die is None else (int(die[0]), int(die[1])), int(subsite))
         self._g_range, self._set_pulse, self._reset_pulse = _device_description(cfg.chip)
         self.transactions = 0  # instrument operations issued (for reports and benchmarks)
+        self.fault: str | None = None  # latched: why the safe state was not confirmed
+        self.last_safe_state: Any = None  # the last SafeStateReport (or SafeStateError)
         if strategy == "parallel":
             if station.array is None:
                 raise ValueError("strategy 'parallel' needs an array board (role 'array')")
@@ -151,24 +170,65 @@ class HardwareBackend(Backend):
         name = device.get("model") if isinstance(device, dict) else device
         return name not in ("pcm",)
 
-    def close(self) -> None:
-        """Leave the station safe (outputs off, relays open, prober separated)."""
-        self.station.safe_state()
+    def close(self) -> Any:
+        """Leave the station safe (outputs off, relays open, prober separated): returns
+        the confirmed ``SafeStateReport`` or raises ``SafeStateError`` (fault latched)."""
+        return self._safe_state()
 
     # -- recovery ---------------------------------------------------------------------------
-    def _resync_all(self) -> None:
+    def _safe_state(self) -> Any:
+        """The station's safe state, confirmed by queries; an unconfirmed one latches the
+        fault (and the ``SafeStateError`` is raised)."""
+        from memhil.instruments.guard import SafeStateError
+        try:
+            report = self.station.safe_state()
+        except SafeStateError as exc:
+            self.last_safe_state = exc.report
+            self.fault = f"safe state not confirmed: {exc.report}"
+            raise
+        self.last_safe_state = report
+        return report
+
+    def recover(self) -> Any:
+        """Clear a latched fault: resynchronize every instrument (re-opening lost
+        connections) and confirm the safe state; returns the ``SafeStateReport``. Raises
+        (the fault stays latched) if any instrument cannot be resynced or confirmed."""
+        self._resync_all(strict=True)
+        report = self._safe_state()
+        if self.strategy == "cell":
+            self._outputs_on = None  # unknown to the cache: the next switch is sent
+        self.fault = None
+        return report
+
+    def _check_fault(self, what: str) -> None:
+        if self.fault is not None:
+            raise FaultLatchedError(f"{what} refused, nothing sent: {self.fault}; call "
+                                    f"recover() once the bench is reachable")
+
+    def _resync_all(self, strict: bool = False) -> None:
+        """Resync every instrument (the prober too); every one is attempted. The first
+        failure is raised after all were tried (a dead instrument fails fast: see
+        ``session.PROBE_TIMEOUT_S``)."""
         if self._site is not None:
             self._site.confirmed = None  # re-confirm contact before the next operation
         st = self.station
-        for inst in [*st.smus.values(), st.matrix, st.array]:
+        first: BaseException | None = None
+        for inst in [*st.smus.values(), st.matrix, st.array, st.prober]:
             if inst is not None and hasattr(inst, "resync"):
                 try:
                     inst.resync()
                 except NotImplementedError:
-                    pass
+                    if strict:
+                        raise
+                except Exception as exc:  # noqa: BLE001 - the others are still attempted
+                    log.error("resync of %s failed: %s", getattr(inst, "name", inst), exc)
+                    first = first or exc
+        if first is not None:
+            raise first
 
     def _read_op(self, what: str, fn: Callable[[], T]) -> T:
         """Run an idempotent read; on a transient failure resync and retry (bounded)."""
+        self._check_fault(what)
         for attempt in range(self._retries + 1):
             try:
                 return fn()
@@ -180,11 +240,13 @@ class HardwareBackend(Backend):
                 try:
                     self._resync_all()
                 except Exception as resync_exc:  # noqa: BLE001
-                    self._fail(f"{what}: resync after {exc!r} failed", resync_exc)
+                    self._fail(f"{what} failed, and the resync failed ({type(resync_exc).__name__}: "
+                               f"{resync_exc})", exc)
         raise AssertionError("unreachable")
 
     def _write_op(self, what: str, fn: Callable[[], T]) -> T:
         """Run a state-changing operation once; any failure ends in the safe state."""
+        self._check_fault(what)
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001
@@ -192,15 +254,26 @@ class HardwareBackend(Backend):
         raise AssertionError("unreachable")
 
     def _fail(self, message: str, exc: BaseException) -> None:
+        """Resync, enter the safe state (confirmed by queries, else the fault latches) and
+        raise ``HardwareError`` naming the first cause and the safe state."""
+        from memhil.instruments.guard import SafeStateError
+        first = exc.cause if isinstance(exc, HardwareError) and exc.cause is not None else exc
         try:
             self._resync_all()
         except Exception:  # noqa: BLE001 - the original error is what the user needs
-            log.exception("resync before the safe state failed")
+            log.warning("resync before the safe state failed", exc_info=True)
+        cause = f"{message}: {type(first).__name__}: {first}"
         try:
-            self.station.safe_state()
-        except Exception as safe_exc:  # noqa: BLE001
-            raise HardwareError(f"{message}: {exc!r}; and the safe state failed: {safe_exc!r}") from exc
-        raise HardwareError(f"{message}: {exc!r} (station left in its safe state)") from exc
+            report = self._safe_state()
+        except SafeStateError as safe_exc:
+            raise HardwareError(f"{cause}; {safe_exc}", cause=first, summary=cause,
+                                safe_state=safe_exc.report) from exc
+        except Exception as safe_exc:  # noqa: BLE001 - e.g. a KeyboardInterrupt is not caught
+            self.fault = f"safe state failed: {safe_exc!r}"
+            raise HardwareError(f"{cause}; and the safe state failed: {safe_exc!r}",
+                                cause=first, summary=cause) from exc
+        raise HardwareError(f"{cause} (safe state confirmed: {report})", cause=first,
+                            summary=cause, safe_state=report) from exc
 
     # -- parallel strategy (array board) --------------------------------------------------
     def _board_read(self, v: np.ndarray, transpose: bool) -> np.ndarray:

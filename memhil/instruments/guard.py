@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 import math
 import numbers
 from typing import Any, Iterable, Iterator, Sequence
@@ -66,14 +67,57 @@ class InterlockError(LimitError):
         ValueError.__init__(self, message)
 
 
-class SafeStateError(RuntimeError):
-    """Several safe-state calls failed; ``errors`` holds every (component, exception)."""
+@dataclass(frozen=True)
+class SafeStateEntry:
+    """One component's safe state: ``state`` is what its confirming query reported
+    (``confirmed``) or what is unknown about it, with the ``error`` that prevented it."""
 
-    def __init__(self, errors: Sequence[tuple[str, BaseException]]):
+    component: str
+    state: str
+    confirmed: bool
+    error: BaseException | None = None
+
+    def line(self) -> str:
+        if self.confirmed:
+            return f"{self.component}: {self.state} (confirmed)"
+        why = f" ({type(self.error).__name__}: {self.error})" if self.error is not None else ""
+        return f"{self.component}: NOT CONFIRMED, {self.state}{why}"
+
+
+@dataclass(frozen=True)
+class SafeStateReport:
+    """The safe state of a station, per component, as its confirming queries reported it
+    (SMU output state, relays, array-board acknowledgement, prober chuck height)."""
+
+    entries: tuple[SafeStateEntry, ...]
+
+    @property
+    def confirmed(self) -> bool:
+        return all(e.confirmed for e in self.entries)
+
+    @property
+    def unconfirmed(self) -> list[SafeStateEntry]:
+        return [e for e in self.entries if not e.confirmed]
+
+    def lines(self) -> list[str]:
+        return [e.line() for e in self.entries]
+
+    def __str__(self) -> str:
+        return "; ".join(self.lines()) or "no instrument"
+
+
+class SafeStateError(RuntimeError):
+    """The safe state of one or more components was not confirmed. ``report`` holds every
+    component's state; ``errors`` every (component, exception)."""
+
+    def __init__(self, errors: Sequence[tuple[str, BaseException]],
+                 report: SafeStateReport | None = None):
         self.errors = list(errors)
-        lines = "; ".join(f"{who}: {type(e).__name__}: {e}" for who, e in self.errors)
-        super().__init__(f"{len(self.errors)} safe-state calls failed, the bench may not be "
-                         f"safe: {lines}")
+        self.report = report or SafeStateReport(tuple(
+            SafeStateEntry(who, "state unknown", False, e) for who, e in self.errors))
+        names = ", ".join(e.component for e in self.report.unconfirmed)
+        super().__init__(f"safe state NOT confirmed for {names}; the bench may not be safe: "
+                         f"{self.report}")
 
 
 # -- value checks ----------------------------------------------------------------------
@@ -268,12 +312,13 @@ class GuardedSourceMeter:
     def in_compliance(self) -> bool:
         return self._smu.in_compliance()
 
-    def safe_state(self) -> None:
+    def safe_state(self) -> str:
         """Level 0 and output off, then confirmed by a query (a round trip: the writes
         before it have been executed) so a safe state is never merely assumed."""
         self._smu.safe_state()
         if self._smu.output_is_on():
             raise InterlockError(f"{self.name}: output still on after the safe state")
+        return "output off"
 
     def __repr__(self) -> str:
         return f"GuardedSourceMeter({self.name!r}, mode={self._mode}, compliance={self._compliance})"
@@ -328,8 +373,14 @@ class GuardedSwitchMatrix:
     def open_all(self) -> None:
         self._matrix.open_all()
 
-    def safe_state(self) -> None:
+    def safe_state(self) -> str:
+        """All relays open, confirmed by asking the matrix which relays are closed."""
         self._matrix.safe_state()
+        closed = self._matrix.connections()
+        if closed:
+            raise InterlockError(f"{self.name}: relays {sorted(closed)} still closed after "
+                                 f"the safe state", "relay")
+        return "all relays open"
 
     def __repr__(self) -> str:
         return f"GuardedSwitchMatrix({self.name!r}, forbidden={sorted(self.forbidden)})"
@@ -375,9 +426,14 @@ class GuardedProber:
     def contact_ok(self) -> bool:
         return self._prober.contact_ok()
 
-    def safe_state(self) -> None:
+    def safe_state(self) -> str:
+        """Separated, confirmed by asking the prober for its chuck height."""
         self.moves += 1
         self._prober.safe_state()
+        if self._prober.in_contact():
+            raise InterlockError(f"{self.name}: chuck still at contact height after the "
+                                 f"safe state (needles down)", "prober contact")
+        return "separated (needles up)"
 
     def __repr__(self) -> str:
         return f"GuardedProber({self.name!r})"
@@ -430,8 +486,11 @@ class GuardedArrayIO:
             return
         self._array.pulse_cells(m, amp, float(width_s), n, compliance_a=comp)
 
-    def safe_state(self) -> None:
+    def safe_state(self) -> str:
+        """All lines to 0 V; the board acknowledges the command (it keeps no line state
+        between commands to query: a read or pulse returns its lines to 0 V)."""
         self._array.safe_state()
+        return "all lines at 0 V (acknowledged)"
 
     def __repr__(self) -> str:
         return f"GuardedArrayIO({self.name!r}, {self.rows}x{self.cols})"
@@ -452,25 +511,45 @@ def _components(station: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def safe_state_all(station: Any) -> None:
+def safe_state_all(station: Any) -> SafeStateReport:
     """Call ``safe_state()`` on every SMU channel, the array board, the matrix and the
-    prober of ``station``. Every call is attempted; each failure is logged; then a single
-    failure is re-raised as it is, several as a ``SafeStateError``."""
+    prober of ``station``; each confirms its state by a query. Every call is attempted and
+    each failure logged; returns the ``SafeStateReport`` when every component confirmed
+    its safe state, else raises ``SafeStateError`` carrying it (a KeyboardInterrupt during
+    the cleanup is re-raised as it is, after the others were attempted)."""
+    entries: list[SafeStateEntry] = []
     errors: list[tuple[str, BaseException]] = []
     for who, obj in _components(station):
         try:
-            obj.safe_state()
+            state = obj.safe_state()
         except BaseException as exc:  # noqa: BLE001 - attempt every component, re-raise below
             log.critical("safe_state failed for %s: %s: %s", who, type(exc).__name__, exc,
                          exc_info=exc)
             errors.append((who, exc))
+            entries.append(SafeStateEntry(who, _UNKNOWN.get(_kind(who), "state unknown"),
+                                          False, exc))
+            continue
+        if isinstance(state, str):
+            entries.append(SafeStateEntry(who, state, True))
+        else:  # an unguarded component that answered no confirming query
+            entries.append(SafeStateEntry(who, "safe state sent, not confirmed by a query",
+                                          False))
+    report = SafeStateReport(tuple(entries))
     interrupts = [e for _, e in errors if not isinstance(e, Exception)]
     if interrupts:  # a Ctrl-C during cleanup stays a Ctrl-C (every failure was logged above)
         raise interrupts[0]
-    if len(errors) == 1:
-        raise errors[0][1]
-    if errors:
-        raise SafeStateError(errors) from errors[0][1]
+    if not report.confirmed:
+        raise SafeStateError(errors, report) from (errors[0][1] if errors else None)
+    return report
+
+
+_UNKNOWN = {"smu": "output state unknown (may be on)", "array": "line voltages unknown",
+            "matrix": "relay state unknown (may be closed)",
+            "prober": "chuck height unknown (needles may be down)"}
+
+
+def _kind(who: str) -> str:
+    return who.split(" ", 1)[0]
 
 
 @contextlib.contextmanager
@@ -488,5 +567,6 @@ def safe_session(station: Any) -> Iterator[Any]:
 
 __all__ = [
     "GuardedArrayIO", "GuardedProber", "GuardedSourceMeter", "GuardedSwitchMatrix",
-    "InterlockError", "SafeStateError", "safe_session", "safe_state_all",
+    "InterlockError", "SafeStateEntry", "SafeStateError", "SafeStateReport", "safe_session",
+    "safe_state_all",
 ]

@@ -39,7 +39,7 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
 from memhil.instruments.registry import register_instrument
-from memhil.instruments.session import resync_qcodes
+from memhil.instruments.session import read_watching_peer, resync_qcodes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ log = logging.getLogger(__name__)
 BUFFER_STATUS_COMPLIANCE = 0x40
 
 _PULSE_DONE = "memhil-pulse-done"
+
+#: Sent by ``resync`` to leave script loading, harmless in either state. In the middle of
+#: a ``loadscript``/``loadandrunscript`` chunk the first line (a character Lua never
+#: accepts outside a string) makes the chunk a syntax error, so ``endscript`` then ends
+#: loading with nothing compiled or run (a half-received pulse script must not run);
+#: outside a chunk each line is a TSP syntax error, queued and then cleared by ``*CLS``.
+#: ``abort`` stops a script still running (a pulse train), a no-op when none runs.
+LEAVE_SCRIPT_LINES = ("@ memhil: abandon a half-loaded script @", "endscript", "abort")
 
 
 class Keithley2600SourceMeter:
@@ -188,7 +196,8 @@ class Keithley2600SourceMeter:
         duration_s = count * (width_s + off_s)
         instr.write("loadandrunscript\r\n" + "\r\n".join(script) + "\r\nendscript")
         with instr.timeout.set_to(2.0 * duration_s + (instr.timeout() or 5.0)):
-            reply = instr.visa_handle.read()
+            # a dropped connection is noticed at once, not at the end of the timeout
+            reply = read_watching_peer(instr.visa_handle, instr.visa_handle.read)
         if reply.strip() != _PULSE_DONE:
             raise RuntimeError(f"{self.name}: pulse script did not complete (got {reply!r})")
         self._level = float(base)
@@ -206,13 +215,18 @@ class Keithley2600SourceMeter:
             self.output(False)
 
     def resync(self) -> None:
-        """``Resyncable``: drain, ``*CLS``, ``print(localnode.model)`` must name the model
+        """``Resyncable``: drain, leave any half-loaded script (``LEAVE_SCRIPT_LINES``),
+        ``*CLS``, ``print(localnode.model)`` must name the model
         the driver connected to; re-open the VISA session if that fails. Acts on the
         whole instrument (both channels share the connection); outputs and levels are
         left as they are, this channel's cached mode and level are re-read on next use."""
         instr = self.instrument
+
+        def idle() -> None:
+            for line in LEAVE_SCRIPT_LINES:
+                instr.visa_handle.write(line)
         resync_qcodes(instr, identify=lambda: instr.ask("localnode.model"),
-                      expected=lambda reply: reply == instr.model)
+                      expected=lambda reply: reply == instr.model, idle=idle)
         self._mode = self._level = None
 
     def close(self) -> None:
@@ -231,4 +245,4 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
 
 register_instrument("keithley2636b", "smu", create)
 
-__all__ = ["BUFFER_STATUS_COMPLIANCE", "Keithley2600SourceMeter", "create"]
+__all__ = ["BUFFER_STATUS_COMPLIANCE", "LEAVE_SCRIPT_LINES", "Keithley2600SourceMeter", "create"]

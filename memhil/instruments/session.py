@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 DRAIN_QUIET_S = 0.1
 DRAIN_MAX_S = 2.0
 
+#: The longest an identity query may take while resynchronizing (s): an instrument that
+#: does not answer ``*IDN?`` within it is treated as unreachable, whatever the session's
+#: (operation-sized) timeout, so a dead instrument is reported in seconds.
+PROBE_TIMEOUT_S = 2.0
+#: How often a long read checks whether the peer closed the connection (s).
+PEER_CHECK_S = 0.25
+
 #: Session settings carried over when a VISA resource is re-opened.
 _VISA_SETTINGS = ("read_termination", "write_termination", "timeout", "encoding",
                   "chunk_size", "query_delay", "baud_rate", "data_bits", "parity",
@@ -107,6 +114,36 @@ def check_visa_open(handle: pyvisa.resources.MessageBasedResource) -> None:
             raise ConnectionError(f"{handle.resource_name}: {exc}") from exc
         if not data:
             raise ConnectionError(f"{handle.resource_name}: the peer closed the connection")
+
+
+def read_watching_peer(handle: pyvisa.resources.MessageBasedResource,
+                       read: Callable[[], Any]) -> Any:
+    """``read()`` (one read on ``handle``) within the session's timeout, in slices of
+    ``PEER_CHECK_S``: a pyvisa-py socket whose peer closed the connection raises
+    ``ConnectionError`` at the next slice instead of timing out at the end (pyvisa-py
+    keeps partial input between reads, so slicing loses nothing)."""
+    if not is_socket(handle):
+        return read()
+    total_ms = handle.timeout
+    deadline = None if total_ms is None else time.monotonic() + total_ms / 1000.0
+    try:
+        while True:
+            left_ms = None if deadline is None else (deadline - time.monotonic()) * 1000.0
+            handle.timeout = PEER_CHECK_S * 1000.0 if left_ms is None else \
+                max(1.0, min(left_ms, PEER_CHECK_S * 1000.0))
+            try:
+                return read()
+            except pyvisa.errors.VisaIOError as exc:
+                if exc.error_code != constants.StatusCode.error_timeout:
+                    raise
+                check_visa_open(handle)  # ConnectionError when the peer has gone
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+    finally:
+        try:
+            handle.timeout = total_ms
+        except pyvisa.errors.Error:
+            pass
 
 
 def drain_visa(handle: pyvisa.resources.MessageBasedResource, quiet_s: float = DRAIN_QUIET_S,
@@ -237,15 +274,21 @@ def idn_matches(reply: str, known: Any = None) -> bool:
 # -- driver families ----------------------------------------------------------------------------
 
 def resync_qcodes(instr: Any, *, identify: Callable[[], str], expected: Callable[[str], bool],
-                  clear_status: bool = True) -> str:
+                  clear_status: bool = True, idle: Callable[[], None] | None = None) -> str:
     """``resync`` of a QCoDeS ``VisaInstrument``: device clear (where it is a real
-    viClear), drain, ``*CLS`` (``clear_status``), ``identify()``; re-open with
+    viClear), drain, ``idle()`` (commands that return the command interface to idle
+    whatever state it is in, e.g. out of a half-loaded script), ``*CLS``
+    (``clear_status``), ``identify()``; re-open with
     ``set_address`` (same address, same backend, the old session's terminators and
     timeout) when that fails. The driver's timeout is restored."""
     saved_timeout = instr.timeout()
+    if saved_timeout is None or saved_timeout > PROBE_TIMEOUT_S:
+        instr.timeout(PROBE_TIMEOUT_S)  # re-opened sessions inherit it; restored below
 
     def clean() -> None:
         visa_clean(instr.visa_handle, instr.device_clear)
+        if idle is not None:
+            idle()
         if clear_status:
             instr.write("*CLS")
 
@@ -284,6 +327,22 @@ def resync_pymeasure(instr: Any, *, identify: Callable[[], str],
 
         def reopen() -> None:
             adapter.connection = reopen_visa(adapter.connection, adapter.manager.open_resource)
+
+        try:
+            saved_ms = conn.timeout
+        except pyvisa.errors.Error:  # a closed session: resync_session re-opens it
+            saved_ms = None
+        if saved_ms is not None and saved_ms > PROBE_TIMEOUT_S * 1000.0:
+            conn.timeout = PROBE_TIMEOUT_S * 1000.0  # re-opened sessions inherit it
+        try:
+            return resync_session(instr.name, address, clean=clean, identify=identify,
+                                  expected=expected, reopen=reopen)
+        finally:
+            try:
+                if saved_ms is not None:
+                    adapter.connection.timeout = saved_ms
+            except pyvisa.errors.Error:  # not re-opened: ResyncError follows
+                pass
     elif isinstance(conn, serial.SerialBase):
         address = conn.port
 
@@ -298,7 +357,8 @@ def resync_pymeasure(instr: Any, *, identify: Callable[[], str],
                           expected=expected, reopen=reopen)
 
 
-__all__ = ["DRAIN_MAX_S", "DRAIN_QUIET_S", "ResyncError", "apply_visa_settings",
-           "check_visa_open", "drain_visa", "idn_matches", "is_socket", "reopen_serial",
-           "reopen_visa", "resync_pymeasure", "resync_qcodes", "resync_session",
-           "serial_clean", "visa_clean", "visa_library", "visa_settings"]
+__all__ = ["DRAIN_MAX_S", "DRAIN_QUIET_S", "PEER_CHECK_S", "PROBE_TIMEOUT_S", "ResyncError",
+           "apply_visa_settings", "check_visa_open", "drain_visa", "idn_matches", "is_socket",
+           "read_watching_peer", "reopen_serial", "reopen_visa", "resync_pymeasure",
+           "resync_qcodes", "resync_session", "serial_clean", "visa_clean", "visa_library",
+           "visa_settings"]

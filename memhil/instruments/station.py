@@ -53,7 +53,8 @@ from typing import Any, Mapping
 from memhil.config import from_mapping, load_yaml, require
 from memhil.errors import ConfigError
 from memhil.instruments.guard import (
-    GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, safe_state_all,
+    GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, SafeStateReport,
+    safe_state_all,
 )
 from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
@@ -401,10 +402,11 @@ class Station:
             raise KeyError(f"SMU channel {channel!r} has no port in wiring.smu_ports "
                            f"({sorted(self.config.wiring.smu_ports)})") from None
 
-    def safe_state(self) -> None:
-        """Outputs off at 0, array lines at 0 V, relays open, prober separated (see
-        ``guard.safe_state_all``)."""
-        safe_state_all(self)
+    def safe_state(self) -> "SafeStateReport":
+        """Outputs off at 0, array lines at 0 V, relays open, prober separated, each
+        confirmed by a query (see ``guard.safe_state_all``): returns the report, or raises
+        ``SafeStateError`` naming what was not confirmed."""
+        return safe_state_all(self)
 
     def snapshot(self) -> dict:
         """Plain data: the configuration and, per instrument, type, role, address and id."""

@@ -11,6 +11,17 @@ Interlock: ``step_to`` (and ``step_first``/``step_next``) asks the station wheth
 chuck is at contact height and refuses with ``ProberInterlockError`` before anything
 moves; the station refuses as well (defence in depth).
 
+Replies: ``StrictVelox`` (what an address opens) is the driver with a stricter ``read``:
+every SCI reply but ``*IDN?``'s must be ``<code>: <payload>`` (the driver takes a reply
+without ':' as a bare success value, so a garbled "0:" would pass), and a non-zero code is
+a ``ProberError`` (the prober answered: not retried). A peer that closed the connection is
+noticed at once (``session.read_watching_peer``), not after the 40 s read timeout.
+
+Recovery: every operation but ``step_next`` is idempotent (absolute heights, absolute
+dies, queries), so a communication failure (timeout, dropped connection, garbled reply)
+resyncs the connection (re-opening it if needed) and retries, ``retries`` times at most.
+``separate`` (and so ``safe_state``) is verified by reading the chuck height back.
+
 ``contact_ok``: a prober cannot see whether the needles touch the pads; it can only
 report the chuck height. Pass ``continuity`` (a callable returning True when a known
 structure conducts, e.g. a small read through the array board or an SMU) for a real
@@ -19,17 +30,81 @@ check; without one ``contact_ok`` equals ``in_contact``.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import pyvisa
 from pymeasure.instruments.formfactor.velox import Velox
 
 from memhil.instruments.registry import register_instrument
-from memhil.instruments.session import idn_matches, resync_pymeasure
+from memhil.instruments.session import (
+    ResyncError, idn_matches, read_watching_peer, resync_pymeasure,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_REPLY = re.compile(r"(\d+):(.*)", re.S)
 
 
 class ProberInterlockError(RuntimeError):
     """A move was refused because the chuck is in contact."""
+
+
+class ProberError(RuntimeError):
+    """The prober answered a command with a non-zero error code (it was received and
+    refused: not a communication failure, so never retried)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class GarbledReplyError(ValueError):
+    """A reply that is not ``<code>: <payload>`` (corrupted on the way)."""
+
+
+class StrictVelox(Velox):
+    """PyMeasure's ``Velox`` with a strict reply check (see the module docstring); the
+    driver's commands and channels are used unchanged."""
+
+    _bare_reply = False  # the last command was an IEEE-488 query (*IDN?): no code
+
+    def write(self, command: str, **kwargs: Any) -> None:
+        self._bare_reply = command.lstrip().startswith("*")
+        super().write(command, **kwargs)
+
+    def read(self) -> str:
+        self.error_code, self.error_message = 0, ""
+        self.wafermap.end_reached = False
+        conn = getattr(self.adapter, "connection", None)
+        raw = super(Velox, self).read  # the adapter's line, before Velox's parsing
+        got = (read_watching_peer(conn, raw)
+               if isinstance(conn, pyvisa.resources.MessageBasedResource) else raw())
+        if self._bare_reply:
+            return got
+        m = _REPLY.fullmatch(got.strip())
+        if m is None:
+            raise GarbledReplyError(f"{self.name}: reply {got!r} is not '<code>: <payload>'")
+        code, response = int(m.group(1)), m.group(2).strip()
+        if code == 703:  # end of the wafer map: a status, as the driver reports it
+            self.error_code, self.error_message = code, response
+            self.wafermap.end_reached = True
+        elif code:
+            self.error_code, self.error_message = code, response
+            raise ProberError(code, response)
+        return response
+
+
+def _communication_failure(exc: BaseException) -> bool:
+    """A failure a resync can cure (timeout, dropped or refused connection, garbage);
+    a ``ProberError`` is the prober's own answer and ``ResyncError`` means resync failed."""
+    if isinstance(exc, (ProberError, ResyncError)):
+        return False
+    return isinstance(exc, (pyvisa.errors.VisaIOError, pyvisa.errors.InvalidSession,
+                            OSError, ValueError, TimeoutError))
 
 
 class VeloxProber:
@@ -37,11 +112,11 @@ class VeloxProber:
 
     def __init__(self, velox: Velox | str, name: str = "prober", *,
                  continuity: Callable[[], bool] | None = None, velocity: float = 100.0,
-                 contact_tolerance_um: float = 1.0, **velox_kwargs: Any):
+                 contact_tolerance_um: float = 1.0, retries: int = 2, **velox_kwargs: Any):
         if isinstance(velox, str):
             velox_kwargs.setdefault("read_termination", "\n")
             velox_kwargs.setdefault("write_termination", "\n")
-            velox = Velox(velox, **velox_kwargs)
+            velox = StrictVelox(velox, **velox_kwargs)
         self.velox = velox
         self.name = name
         self.continuity = continuity
@@ -50,6 +125,23 @@ class VeloxProber:
         self._map: list[tuple[int, int]] | None = None
         self._subsites = 1
         self._idn: str | None = None
+        self.retries = int(retries)
+
+    def _op(self, what: str, fn: Callable[[], T]) -> T:
+        """Run an idempotent operation; after a communication failure resync (re-open if
+        the connection is gone) and retry, ``retries`` times at most. A failed resync
+        (the prober cannot be reached) ends it at once."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified, re-raised unless retried
+                if not _communication_failure(exc) or attempt == self.retries:
+                    raise
+                log.warning("%s: %s failed (%s: %s); resynchronizing and retrying (%d/%d)",
+                            self.name, what, type(exc).__name__, exc, attempt + 1,
+                            self.retries)
+                self.resync()
+        raise AssertionError("unreachable")
 
     # -- wafer map -------------------------------------------------------------------------
     def load_map(self, dies: Sequence[tuple[int, int]], subsites: int = 1) -> None:
@@ -58,7 +150,7 @@ class VeloxProber:
         outside the map given here before sending anything."""
         if subsites < 1:
             raise ValueError(f"subsites must be >= 1, got {subsites}")
-        if not self.velox.wafermap.enabled:
+        if not self._op("IsAppRegistered", lambda: self.velox.wafermap.enabled):
             raise RuntimeError(f"{self.name}: the Velox WaferMap application is not registered")
         self._map = [(int(c), int(r)) for c, r in dies]
         self._subsites = int(subsites)
@@ -74,7 +166,8 @@ class VeloxProber:
         if not 0 <= subsite < self._subsites:
             raise ValueError(f"{self.name}: subsite {subsite} not in 0..{self._subsites - 1}")
         self._interlock(f"step to die {die}")
-        self.velox.wafermap.step_to_die(die[0], die[1], subsite if subsite else None)
+        self._op("step to die", lambda: self.velox.wafermap.step_to_die(
+            die[0], die[1], subsite if subsite else None))
         got = self.position()
         if got != (die, subsite):
             raise RuntimeError(f"{self.name}: asked for die {die} subsite {subsite}, "
@@ -83,11 +176,13 @@ class VeloxProber:
     def step_first(self) -> tuple[int, int]:
         """First die of the station's map (subsite 0)."""
         self._interlock("step to the first die")
-        col, row = self.velox.wafermap.step_first_die()[:2]
+        col, row = self._op("step to the first die", self.velox.wafermap.step_first_die)[:2]
         return int(col), int(row)
 
     def step_next(self) -> tuple[int, int] | None:
-        """Next die of the station's map, or None at the end of the map (703)."""
+        """Next die of the station's map, or None at the end of the map (703). Not
+        retried: stepping is relative, a lost reply leaves the die unknown (read
+        ``position`` back)."""
         self._interlock("step to the next die")
         reply = self.velox.wafermap.step_next_die()
         if self.velox.wafermap.end_reached:
@@ -95,20 +190,28 @@ class VeloxProber:
         return int(reply[0]), int(reply[1])
 
     def position(self) -> tuple[tuple[int, int], int]:
-        col, row, _x, _y, site, *_ = self.velox.values("ReadMapPosition", separator=" ")
+        col, row, _x, _y, site, *_ = self._op(
+            "ReadMapPosition", lambda: self.velox.values("ReadMapPosition", separator=" "))
         return (int(col), int(row)), int(site)
 
     # -- chuck height ----------------------------------------------------------------------
     def contact(self) -> None:
-        self.velox.chuck.move_contact(self.velocity)
+        self._op("MoveChuckContact", lambda: self.velox.chuck.move_contact(self.velocity))
 
     def separate(self) -> None:
-        self.velox.chuck.move_separation(self.velocity)
+        """Chuck to separation height, verified by reading the height back."""
+        self._op("MoveChuckSeparation",
+                 lambda: self.velox.chuck.move_separation(self.velocity))
+        if self.in_contact():
+            raise ProberError(-1, f"{self.name}: chuck still at contact height after "
+                                  f"MoveChuckSeparation")
 
     def in_contact(self) -> bool:
-        z = float(self.velox.values("ReadChuckPosition Y Z", separator=" ")[2])
-        contact = float(self.velox.values("ReadChuckHeights Y", separator=" ")[0])
-        return contact >= 0 and z >= contact - self.contact_tolerance_um
+        def query() -> bool:
+            z = float(self.velox.values("ReadChuckPosition Y Z", separator=" ")[2])
+            contact = float(self.velox.values("ReadChuckHeights Y", separator=" ")[0])
+            return contact >= 0 and z >= contact - self.contact_tolerance_um
+        return self._op("ReadChuckPosition", query)
 
     def contact_ok(self) -> bool:
         if not self.in_contact():

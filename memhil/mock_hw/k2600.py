@@ -13,7 +13,8 @@ as on the instrument):
 
 * IEEE-488: ``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``, ``*WAI``, ``*TRG``, ``*ESR?``, ``*STB?``
 * chunks: ``loadandrunscript`` [name] ... ``endscript``; ``loadscript`` name ... ``endscript``
-  then ``name()`` / ``name.run()``
+  then ``name()`` / ``name.run()``; ``abort`` (nothing runs between commands here: a
+  no-op). A script being loaded belongs to its connection (see ``session_closed``).
 * globals: ``print``, ``printbuffer``, ``printnumber``, ``delay``, ``waitcomplete``,
   ``reset``, ``tostring``, ``tonumber``, ``math.abs/min/max/floor/ceil/sqrt``,
   ``timer.reset()``/``timer.measure.t()`` (virtual time), ``beeper.beep``, ``opc``
@@ -63,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from memhil.mock_hw.bench import MockBench
+from memhil.mock_hw.server import current_session
 
 log = logging.getLogger(__name__)
 
@@ -1078,6 +1080,15 @@ class _Smu:
         raise TspError("TSP Runtime error: bad argument (reading buffer expected)")
 
 
+@dataclass
+class _Loading:
+    """A script a connection is loading (``loadscript``/``loadandrunscript`` so far)."""
+
+    name: str | None
+    run: bool
+    lines: list[str] = field(default_factory=list)
+
+
 class Keithley2600Emulator:
     """A Keithley 2600B SMU on a mock bench; ``handle`` answers one received line.
 
@@ -1099,9 +1110,7 @@ class Keithley2600Emulator:
         self.format_data = 1        # ASCII
         self.format_byteorder = 0   # NORMAL (big endian)
         self.ascii_precision = 0
-        self._script: list[str] | None = None
-        self._script_name: str | None = None
-        self._script_run = True
+        self._loading: dict[int | None, _Loading] = {}  # connection -> script being loaded
         self._out: list[bytes] = []
         self.smus = {ch: _Smu(self, ch) for ch in channels}
         self.globals: dict[str, Any] = {}
@@ -1116,16 +1125,21 @@ class Keithley2600Emulator:
         with self._lock:
             self.transcript.append(line)
             text = line.strip()
-            if self._script is not None:
+            session = current_session()
+            loading = self._loading.get(session)
+            if loading is not None:
                 if text == "endscript":
-                    return self._end_script()
-                self._script.append(line)
+                    del self._loading[session]
+                    return self._end_script(loading)
+                loading.lines.append(line)
                 return None
             head = text.split(None, 1)
             if head and head[0] in ("loadandrunscript", "loadscript"):
-                self._script = []
-                self._script_run = head[0] == "loadandrunscript"
-                self._script_name = head[1].strip() if len(head) > 1 else None
+                self._loading[session] = _Loading(
+                    name=head[1].strip() if len(head) > 1 else None,
+                    run=head[0] == "loadandrunscript")
+                return None
+            if text == "abort":  # stops a running script: none runs between commands here
                 return None
             if text.startswith("*"):
                 return self._common(text)
@@ -1150,10 +1164,28 @@ class Keithley2600Emulator:
         self._error(-113, f"Undefined header {cmd}")
         return None
 
-    def _end_script(self) -> bytes | None:
-        src = "\n".join(self._script or [])
-        name, run = self._script_name, self._script_run
-        self._script, self._script_name = None, None
+    @property
+    def loading_script(self) -> bool:
+        """Whether any connection is in the middle of loading a script."""
+        with self._lock:
+            return bool(self._loading)
+
+    def session_closed(self, session: int) -> None:
+        """A connection ended: a script it was loading is discarded, neither compiled nor
+        run; outputs, levels and loaded scripts stay as they are. The 2600B reference
+        manual describes script loading per command interface and says nothing about a
+        LAN connection that closes mid-load; we assume the half-received chunk dies with
+        its connection (it cannot be completed by anyone else) and that the source state
+        is untouched (the instrument does not switch its outputs off on a disconnect),
+        so recovery must still put the outputs in their safe state itself."""
+        with self._lock:
+            if self._loading.pop(session, None) is not None:
+                log.warning("%s: connection closed while loading a script: discarded",
+                            self.name)
+
+    def _end_script(self, loading: "_Loading") -> bytes | None:
+        src = "\n".join(loading.lines)
+        name, run = loading.name, loading.run
         if name:
             try:
                 block = _Parser(src).chunk()

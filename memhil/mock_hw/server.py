@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[str], "str | bytes | None"]
 
+_session = threading.local()
+_session_ids = iter(range(1, 1 << 62))
+
+
+def current_session() -> int | None:
+    """The connection whose command the calling handler is answering (an id unique in the
+    process), or None outside a server (an emulator driven in-process). Emulators keep
+    per-connection state (a TSP script being loaded) under it; an emulator with a
+    ``session_closed(id)`` method is told when that connection ends."""
+    return getattr(_session, "id", None)
+
 
 @dataclass
 class FaultInjector:
@@ -153,6 +164,7 @@ class LineServer:
         term = self.terminator.encode()
         buf = b""
         conn.settimeout(0.2)
+        _session.id = sid = next(_session_ids)
         try:
             while self._running.is_set():
                 try:
@@ -176,6 +188,9 @@ class LineServer:
             self._held.pop(conn, None)
             if conn in self._conns:
                 self._conns.remove(conn)
+            closed = getattr(getattr(self.handler, "__self__", None), "session_closed", None)
+            if callable(closed):
+                closed(sid)
 
     def _respond(self, conn: socket.socket, line: str) -> bool:
         """Handle one command; False when the connection was dropped."""

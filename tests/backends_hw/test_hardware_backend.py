@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from memhil.backend_config import open_backend
-from memhil.backends.hardware import HardwareBackend, HardwareError
+from memhil.backends.hardware import FaultLatchedError, HardwareBackend, HardwareError
 from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
 from memhil.errors import ConfigError
@@ -119,11 +119,15 @@ def test_a_read_that_keeps_failing_ends_in_a_clean_failure():
     b = open_backend({"mock_lab": _mock_station("parallel", 4, 4), "strategy": "parallel"})
     try:
         lab = b.lab
-        lab.faults("board").garble_next(10)  # every retry, and the resync, get garbage
-        with pytest.raises(HardwareError, match="array-board read"):
+        lab.faults("board").garble_next(10)  # every retry, the resync and ZERO get garbage
+        with pytest.raises(HardwareError, match="array-board read") as info:
             b.read_conductance()
+        assert not info.value.safe_state.confirmed  # ZERO was never acknowledged
         lab.faults("board").clear()
         assert lab.sources_off()
+        with pytest.raises(FaultLatchedError):  # nothing is sent until a recovery
+            b.read_conductance()
+        assert b.recover().confirmed
         b.read_conductance()  # once the line is clean again, reads work
     finally:
         b.close()

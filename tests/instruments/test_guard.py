@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from memhil.errors import LimitError
 from memhil.instruments.guard import (
     GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, InterlockError,
-    SafeStateError, safe_session,
+    SafeStateError, safe_session, safe_state_all,
 )
 from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.limits import Limits
@@ -383,12 +383,31 @@ def test_safe_session_order_outputs_off_before_relays_open_before_lift():
 def test_safe_state_error_reraised_after_all_others(caplog):
     station, fakes = bench()
     fakes.smua.fail_safe_state = OSError("VISA timeout")
-    with pytest.raises(OSError, match="VISA timeout"):
+    with pytest.raises(SafeStateError, match="VISA timeout") as info:
         with safe_session(station):
             drive(station, fakes)
+    assert isinstance(info.value.__cause__, OSError)
     assert not fakes.smub.on and fakes.matrix.closed_relays == set()
     assert not fakes.prober.contacted
     assert "VISA timeout" in caplog.text
+
+
+def test_safe_state_report_names_each_component_and_what_its_query_confirmed():
+    station, fakes = bench()
+    drive(station, fakes)
+    report = safe_state_all(station)
+    assert report.confirmed
+    assert [e.component for e in report.entries] == ["smu smu.smua", "smu smu.smub", "array",
+                                                         "matrix", "prober"]
+    assert "output off" in report.lines()[0] and "separated" in report.lines()[-1]
+    # a safe state the query contradicts is not confirmed, and says what is unknown
+    fakes.prober.safe_state = lambda: None  # the command "succeeds", the chuck stays down
+    fakes.prober.contacted = True
+    with pytest.raises(SafeStateError, match="prober") as info:
+        safe_state_all(station)
+    bad, = info.value.report.unconfirmed
+    assert bad.component == "prober" and "needles may be down" in bad.line()
+    assert all(e.confirmed for e in info.value.report.entries if e.component != "prober")
 
 
 def test_several_safe_state_errors_all_reported_and_body_error_chained():

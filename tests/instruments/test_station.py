@@ -302,7 +302,8 @@ def test_station_builds_guarded_instruments(station_file):
     assert st.smu_port("smu.smub") == 2
     smua, smub, matrix = BUILT
     # safe start: every instrument was put in its safe state once built
-    assert smua.calls == [("safe_state",), ("output_is_on",)] and matrix.calls == [("safe_state",)]
+    assert smua.calls == [("safe_state",), ("output_is_on",)]
+    assert matrix.calls == [("safe_state",), ("connections",)]  # confirmed by a query
     assert repr(st) == "Station('station', smus=['smu.smua', 'smu.smub'], matrix='matrix')"
 
     st.smus["smu.smua"].set_source_mode("voltage")
