@@ -126,7 +126,7 @@ def test_fail_abort_stops_the_sweep_at_the_first_limited_point(lab, k2450):
 # -- faults --------------------------------------------------------------------------------
 
 def test_injected_silence_is_a_visa_timeout_and_the_link_recovers(lab, k2450):
-    assert k2450.sense.nplc() == NPLC  # a query: the fixture's writes have all been handled,
+    k2450.sense.nplc()  # a query: the fixture's writes have all been handled,
     k2450.timeout(0.3)                 # so the silence cannot fall on one of them
     lab.server.faults.timeout_next()
     with pytest.raises(VisaIOError) as err:
