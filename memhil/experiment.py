@@ -11,15 +11,18 @@ A protocol file (YAML)::
 Order of work: the file is parsed and the protocol built (ConfigError naming file and
 key), the backend opened, the plan PRE-FLIGHTED on a dry backend (limit/prober errors),
 and only then the run is created and the plan executed. Points go to a ``RunStore`` run
-(keys and values are the record keys and values the protocol yields), the unit journal
-is a ``JournalFile`` beside the database (``<db>.run<id>.journal``, ``id`` the first run
-of the chain). ``resume`` reopens an unfinished run: the journal skips completed units
-and points already in the store are never written twice. Before anything is opened, a
+(keys and values are the record keys and values the protocol yields); the unit journal
+is kept in the same database (``RunStore.units``): a unit is marked started before its
+first operation, and its points and its done mark are one SQLite transaction, so a crash
+at any point loses at most the unit in flight and never stores a unit without marking it
+done. ``resume`` reopens an unfinished run: completed units are skipped, the unit in
+flight is redone, and a unit started more than once (its pulses may have been applied
+twice) is recorded in the run (``attempts`` in ``RunStore.units``, metadata
+``memhil_reapplied_units``) and logged. Before anything is opened, a
 resume checks that the protocol (name and parameters, defaults filled in) and the station
 (the station file's content, or the simulator configuration) equal the interrupted run's,
 and refuses with a ConfigError naming the file and the first differing key otherwise.
-Points are written one SQLite transaction per completed unit (before the unit is
-journaled), so a crash loses at most the unit in flight, which a resume redoes. The run's
+The run's
 metadata records the calibration files in use (``calibration_versions``: fitted device
 files and a read calibration, with content hash and version).
 """
@@ -35,8 +38,8 @@ from typing import Any, Mapping
 from memhil.backend_config import open_backend
 from memhil.config import load_yaml
 from memhil.errors import ConfigError, LimitError
-from memhil.protocols import (JournalFile, ProtocolError, ProtocolLimitError, Runner,
-                              build_protocol)
+from memhil.protocols import ProtocolError, ProtocolLimitError, Runner, build_protocol
+from memhil.protocols.journal import key_text
 from memhil.protocols.plan import Record
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,7 @@ def load_protocol_file(path: str | Path) -> ProtocolFile:
 
 
 def journal_path(db: str | Path, run_id: int) -> Path:
+    """The unit journal file of runs made by older versions (read on resume only)."""
     return Path(f"{db}.run{int(run_id)}.journal")
 
 
@@ -202,10 +206,9 @@ class _SchemaRunner(Runner):
 
 class _StoreSink:
     """Writes points to a RunWriter (fields renamed to their store columns), skipping
-    points whose key is already stored (a unit written but not yet journaled when the
-    previous attempt died). Points are buffered until ``flush`` (the Runner calls it when a
-    unit's points are all emitted, before journaling the unit), so a unit is one SQLite
-    transaction."""
+    points whose key is already stored (records outside any unit, re-emitted on resume).
+    Points are buffered until ``flush`` (the Runner calls it inside the journal's commit of
+    the unit), so a unit's points and its done mark are one SQLite transaction."""
 
     def __init__(self, writer: Any, keys: list[str], done: set[tuple]):
         self.writer = writer
@@ -232,6 +235,45 @@ class _StoreSink:
         pending, self._pending = self._pending, []
         self.writer.add_many(pending)
         self.written += len(pending)
+
+
+class _StoreJournal:
+    """The Runner's journal kept in the run store: ``start`` marks a unit started (its
+    attempt number), ``commit`` stores the unit's points and its done mark in one SQLite
+    transaction. Units done in a journal file of an older version count as done."""
+
+    def __init__(self, writer: Any, legacy: Path | None = None):
+        self.writer = writer
+        self.states = writer.units()  # key text -> (attempts, done)
+        if legacy is not None and legacy.exists():
+            from memhil.protocols.journal import JournalFile
+            for text in JournalFile(legacy).keys:
+                if not self.states.get(text, (0, False))[1]:
+                    writer.commit_unit(text)
+                    self.states[text] = (self.states.get(text, (1, False))[0], True)
+
+    def done(self, key: tuple) -> bool:
+        return self.states.get(key_text(key), (0, False))[1]
+
+    def start(self, key: tuple) -> int:
+        text = key_text(key)
+        attempt = self.writer.start_unit(text)
+        self.states[text] = (attempt, False)
+        if attempt > 1:
+            log.warning("unit %s was started before and not completed (interrupted): it is "
+                        "redone, its pulses may be applied %d times (recorded in run %d, "
+                        "memhil_reapplied_units)", text, attempt, self.writer.root_run)
+        return attempt
+
+    def commit(self, key: tuple, flush: Any) -> None:
+        text = key_text(key)
+        with self.writer.transaction():
+            flush()
+            self.writer.commit_unit(text)
+        self.states[text] = (self.states.get(text, (1, False))[0], True)
+
+    def mark(self, key: tuple) -> None:
+        self.commit(key, lambda: None)
 
 
 def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
@@ -476,7 +518,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                 keys = list(writer.keys)
                 done = set(store.completed_keys(root_id, keys))
             runner.sink = _StoreSink(writer, keys, done)
-            runner.journal = JournalFile(journal_path(db, root_id))
+            runner.journal = _StoreJournal(writer, journal_path(db, root_id))
             try:
                 runner.run(pf.plan)
             except BaseException as exc:
