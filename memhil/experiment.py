@@ -9,8 +9,11 @@ A protocol file (YAML)::
     description: free text                    # optional
 
 Order of work: the file is parsed and the protocol built (ConfigError naming file and
-key), the backend opened, the plan PRE-FLIGHTED on a dry backend (limit/prober errors),
-and only then the run is created and the plan executed. Points go to a ``RunStore`` run
+key), the plan PRE-FLIGHTED on a dry backend built from the configuration files alone
+(chip rows/cols, limits, instrument roles: limit, cell-range and prober errors name the
+file and key, and no instrument is contacted and no database opened), then the backend
+opened, the plan pre-flighted again on it, and only then the run is created and the plan
+executed. Points go to a ``RunStore`` run
 (keys and values are the record keys and values the protocol yields); the unit journal
 is kept in the same database (``RunStore.units``): a unit is marked started before its
 first operation, and its points and its done mark are one SQLite transaction, so a crash
@@ -45,6 +48,7 @@ from memhil.protocols.plan import Record
 log = logging.getLogger(__name__)
 
 __all__ = ["ProtocolFile", "load_protocol_file", "run_protocol_file", "journal_path",
+           "offline_backend",
            "find_resumable_run", "PROTOCOL_FILE_KEYS", "column_name", "station_identity",
            "check_resume_matches", "first_difference", "fit_run", "pulse_sequence_from_run"]
 
@@ -115,6 +119,10 @@ def load_protocol_file(path: str | Path) -> ProtocolFile:
     name = data["protocol"]
     if not isinstance(name, str):
         raise ConfigError("protocol", f"expected a protocol name, got {name!r}", src)
+    from memhil.protocols.registry import protocol_names
+    if name not in protocol_names():
+        raise ConfigError("protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
+                          src)
     params = data.get("params") or {}
     if not isinstance(params, Mapping):
         raise ConfigError("params", f"expected a mapping, got {type(params).__name__}", src)
@@ -326,6 +334,68 @@ def _file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimi
     return ProtocolLimitError(f"{pf.path}: {keys}", LimitError(inner, exc.value, exc.limit, exc.unit))
 
 
+def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
+    """A dry stand-in for the configured backend, from the configuration files alone: the
+    station's chip shape, limits, device description and instrument roles (a simulator is
+    itself contacts-free and is opened). Nothing is connected."""
+    from types import SimpleNamespace
+
+    from memhil.backends.base import Capabilities
+    from memhil.backends.hardware import _device_description
+    from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
+    from memhil.instruments.station import load_station_config
+    from memhil.protocols.dry import DryBackend
+
+    cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
+    if "sim" in cfg:
+        sim = open_backend(backend_cfg, source=source)
+        try:
+            return DryBackend(sim, has_prober=False)
+        finally:
+            sim.close()
+    kind = next((k for k in ("station", "mock_lab") if k in cfg), None)
+    if kind is None:
+        raise ConfigError("backend", "needs exactly one of: sim, station, mock_lab "
+                          f"(got {sorted(cfg)})", source)
+    sc = load_station_config(cfg[kind])
+    load_builtin_instruments()
+    roles = {get_instrument_type(i.type, key=f"instruments.{n}.type",
+                                 source=str(cfg[kind])).role
+             for n, i in sc.instruments.items()}
+    strategy = cfg.get("strategy", "auto")
+    if strategy == "auto":
+        strategy = "parallel" if "array" in roles else "cell"
+    try:
+        g, set_pulse, reset_pulse = _device_description(sc.chip)
+    except ValueError as exc:
+        raise ConfigError("chip", str(exc), str(cfg[kind])) from None
+    device = sc.chip.device
+    model = device.get("model") if isinstance(device, Mapping) else device
+    caps = Capabilities(
+        tiles=1, rows=sc.chip.rows, cols=sc.chip.cols, read_strategy=strategy,
+        transpose_read=True, per_cell_amplitude=True, per_cell_width=True,
+        min_pulse_width_s=sc.limits.width_min_s, virtual_clock=kind == "mock_lab",
+        device_model=str(device or "unknown"), bipolar=model not in ("pcm",),
+        conductance_range_s=g, set_pulse=set_pulse, reset_pulse=reset_pulse)
+    like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
+                           capabilities=caps)
+    return DryBackend(like, has_prober="prober" in roles)
+
+
+def _preflight(runner: Any, pf: ProtocolFile, where: str) -> Any:
+    """``runner.preflight`` with its errors naming the protocol file and key: limits
+    (ProtocolLimitError), cells outside the chip (ConfigError)."""
+    try:
+        return runner.preflight(pf.plan)
+    except ProtocolLimitError as exc:
+        raise _file_limit_error(exc, pf) from None
+    except IndexError as exc:  # a cell outside the chip
+        _, rows, cols = runner.backend.shape
+        key = "params.cells" if "cells" in pf.params else "params"
+        raise ConfigError(key, f"{exc} (the chip of {where} has {rows} x {cols} cells)",
+                          str(pf.path)) from None
+
+
 def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
     """What a resumed run must run on again: the station file's content (name, chip,
     limits, instruments, wiring, mock section) for ``station`` / ``mock_lab``, the simulator
@@ -475,6 +545,10 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
         if backend_cfg is None:
             raise ConfigError("backend", "no backend: give one in the file or on the command "
                               "line (--sim, --station, --mock-lab)", src)
+    if own_backend:  # every check the files allow, before any instrument or database
+        where = backend_cfg if isinstance(backend_cfg, str) else next(
+            (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
+        _preflight(_SchemaRunner(offline_backend(backend_cfg, src), progress=False), pf, where)
     store = RunStore(db)
     try:
         root_id = None
@@ -492,10 +566,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
         status = "failed"
         try:
             runner = _SchemaRunner(be, progress=progress)
-            try:
-                summary = runner.preflight(pf.plan)  # nothing reaches the instruments
-            except ProtocolLimitError as exc:
-                raise _file_limit_error(exc, pf) from None
+            summary = _preflight(runner, pf, type(be).__name__)  # nothing reaches them
             log.info("%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s", src,
                      summary.ops, summary.pulses, summary.reads, summary.duration_s)
             if root_id is None:

@@ -21,8 +21,10 @@ class DryBackend(Backend):
         lo, hi = self._caps.conductance_range_s
         self.g_s = float(g_s) if g_s is not None else (lo * hi) ** 0.5
         self._clock = VirtualClock()
-        self.has_prober = (getattr(getattr(like, "station", None), "prober", None) is not None
-                           if has_prober is None else has_prober)
+        if has_prober is None:
+            has_prober = like.has_prober if isinstance(like, DryBackend) else \
+                getattr(getattr(like, "station", None), "prober", None) is not None
+        self.has_prober = has_prober
         self.ops: list[tuple[str, dict]] = []
 
     @property
