@@ -90,7 +90,6 @@ from qcodes.dataset import (
     load_or_create_experiment,
     new_data_set,
 )
-
 from qcodes.dataset.sqlite.connection import atomic
 
 try:  # qcodes >= 0.5x: the dataset path is deprecated
