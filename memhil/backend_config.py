@@ -20,9 +20,11 @@ from memhil.config import load_yaml
 from memhil.errors import ConfigError
 
 
-def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None = None) -> Backend:
+def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None = None,
+                 visa_library: str | None = None) -> Backend:
     """A ready backend from an experiment configuration (its ``backend`` entry, or the
-    entry itself); close it (or use ``with``) to leave instruments safe and stop a lab."""
+    entry itself); close it (or use ``with``) to leave instruments safe and stop a lab.
+    ``visa_library``: the VISA library of a ``station`` bench (a path: command line only)."""
     if isinstance(config, Path) or (isinstance(config, str) and config.endswith((".yaml", ".yml"))):
         source = str(config)
         config = load_yaml(config)
@@ -46,6 +48,7 @@ def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None =
     if kind == "station":
         from memhil.backends.hardware import HardwareBackend
         from memhil.instruments.station import Station
-        return HardwareBackend(Station.from_config(config["station"]), **extra)
+        return HardwareBackend(Station.from_config(config["station"], visa_library=visa_library),
+                               **extra)
     from memhil.mock_hw.lab import MockLab
     return MockLab.open_backend(config["mock_lab"], **extra)

@@ -523,14 +523,15 @@ def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
 
 def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                       db: str | Path = "memhil.db", resume: bool | int = False,
-                      progress: bool = True) -> int:
+                      progress: bool = True, visa_library: str | None = None) -> int:
     """Run a protocol file; returns the run id the points were written to.
 
     ``backend``: a backend configuration ("sim", ``{sim: {...}}``, ``{station: yaml}``,
     ``{mock_lab: yaml}``; paths relative to the working directory), or an open Backend
     (the caller closes it); default: the file's ``backend:`` entry (paths relative to the
     file). ``resume``: True continues the most recent unfinished run of this file, an int
-    that run id.
+    that run id. ``visa_library``: the VISA library of a ``station`` bench (a path to a
+    native library is accepted here, from the command line, never from a file).
     """
     from memhil.backends.base import Backend
     from memhil.store import RunStore
@@ -561,7 +562,8 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             check_resume_matches(store.metadata(root_id), pf,
                                  station_identity(backend_cfg, None if own_backend else backend),
                                  backend_cfg, root_id)
-        be = open_backend(backend_cfg, source=src) if own_backend else backend
+        visa = {} if visa_library is None else {"visa_library": visa_library}
+        be = open_backend(backend_cfg, source=src, **visa) if own_backend else backend
         writer = None
         status = "failed"
         try:
