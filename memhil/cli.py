@@ -64,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         run_showcase(rows=args.rows, outputs=args.outputs, seed=args.seed,
                  torch_device=args.torch_device)
     elif args.command == "mock-lab":
+        from memhil.errors import ConfigError
         from memhil.mock_hw.lab import serve as serve_lab
-        serve_lab(args.station, ready_file=args.write_station)
+        try:
+            serve_lab(args.station, ready_file=args.write_station)
+        except ConfigError as exc:  # a bad station file, a port already in use
+            print(f"memhil mock-lab serve: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "runs":
         from memhil import cli_runs
         return cli_runs.run(args)

@@ -550,7 +550,9 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
         where = backend_cfg if isinstance(backend_cfg, str) else next(
             (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
         _preflight(_SchemaRunner(offline_backend(backend_cfg, src), progress=False), pf, where)
+    new_db = not Path(db).exists()
     store = RunStore(db)
+    writer = None
     try:
         root_id = None
         if resume is not False and resume is not None:
@@ -615,6 +617,8 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                         log.exception("closing the backend after a %s run", status)
     finally:
         store.close()
+        if new_db and writer is None:  # failed before the run was created: leave no file
+            Path(db).unlink(missing_ok=True)
 
 
 # -- fitting a stored run -----------------------------------------------------------------

@@ -455,7 +455,10 @@ class Station:
         try:
             self.safe_state()
         finally:
-            _close_all(self._instruments, raise_errors=True)
+            try:
+                _close_all(self._instruments, raise_errors=True)
+            finally:
+                _forget_qcodes(self.config.instruments)
 
     def __enter__(self) -> "Station":
         return self
@@ -469,6 +472,18 @@ class Station:
             if getattr(self, attr) is not None:
                 parts.append(f"{attr}={getattr(self, attr).name!r}")
         return f"Station({self.config.name!r}, {', '.join(parts)})"
+
+
+def _forget_qcodes(names: Any) -> None:
+    """Close the QCoDeS instruments of these names (QCoDeS names are global in a process:
+    a station opened again would collide with the old ones)."""
+    try:
+        from qcodes.instrument import Instrument
+    except ImportError:  # pragma: no cover - QCoDeS is a dependency
+        return
+    for name in names:
+        if Instrument.exist(name):
+            Instrument.find_instrument(name).close()
 
 
 def _close_all(instruments: Mapping[str, Any], raise_errors: bool = False) -> None:
