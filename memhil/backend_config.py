@@ -20,9 +20,11 @@ from memhil.config import load_yaml
 from memhil.errors import ConfigError
 
 
-def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None = None) -> Backend:
+def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None = None,
+                 visa_library: str | None = None) -> Backend:
     """A ready backend from an experiment configuration (its ``backend`` entry, or the
-    entry itself); close it (or use ``with``) to leave instruments safe and stop a lab."""
+    entry itself); close it (or use ``with``) to leave instruments safe and stop a lab.
+    ``visa_library``: the VISA library of a ``station`` bench (a path: command line only)."""
     if isinstance(config, Path) or (isinstance(config, str) and config.endswith((".yaml", ".yml"))):
         source = str(config)
         config = load_yaml(config)
@@ -46,6 +48,26 @@ def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None =
     if kind == "station":
         from memhil.backends.hardware import HardwareBackend
         from memhil.instruments.station import Station
-        return HardwareBackend(Station.from_config(config["station"]), **extra)
+        station = Station.from_config(config["station"], visa_library=visa_library)
+        try:
+            backend = HardwareBackend(station, **extra)
+        except BaseException:
+            station.close()
+            raise
+        return _closing_station(backend, station)
     from memhil.mock_hw.lab import MockLab
     return MockLab.open_backend(config["mock_lab"], **extra)
+
+
+def _closing_station(backend: Backend, station: Any) -> Backend:
+    """``backend.close`` (safe state) also closes the station opened for it: its instrument
+    connections and their QCoDeS names, so the bench can be opened again in this process."""
+    close = backend.close
+
+    def close_all() -> None:
+        try:
+            close()
+        finally:
+            station.close()
+    backend.close = close_all  # type: ignore[method-assign]
+    return backend

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                       metavar="RUN_ID", help="continue the last unfinished run of this file "
                       "(or RUN_ID)")
     runp.add_argument("--no-progress", action="store_true")
+    runp.add_argument("--visa-library", metavar="PATH", default=None,
+                      help="VISA library of a --station bench: '@py', '@sim' or a library "
+                      "path (loads native code, so never taken from a station file)")
     fitp = sub.add_parser("fit", help="fit a device model to stored pulse_train run(s)")
     fitp.add_argument("run_id", type=int, nargs="+",
                       help="pulse_train run(s); several (or several amplitudes) for vteam")
@@ -74,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         run_showcase(rows=args.rows, outputs=args.outputs, seed=args.seed,
                  torch_device=args.torch_device)
     elif args.command == "mock-lab":
+        from memhil.errors import ConfigError
         from memhil.mock_hw.lab import serve as serve_lab
-        serve_lab(args.station, ready_file=args.write_station)
+        try:
+            serve_lab(args.station, ready_file=args.write_station)
+        except ConfigError as exc:  # a bad station file, a port already in use
+            print(f"memhil mock-lab serve: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "runs":
         from memhil import cli_runs
         return cli_runs.run(args)
@@ -117,7 +125,8 @@ def _run(args: argparse.Namespace, backend) -> int:
     with _log_to(log_path):
         try:
             run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
-                                       resume=args.resume, progress=not args.no_progress)
+                                       resume=args.resume, progress=not args.no_progress,
+                                       visa_library=args.visa_library)
         except (ConfigError, LimitError, ProtocolError) as exc:
             if getattr(exc, "memhil_run_id", None) is None:
                 print(f"memhil run: error: {exc}", file=sys.stderr)

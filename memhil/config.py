@@ -56,9 +56,13 @@ def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with the strict safe loader; errors name the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError("<file>", f"cannot read: {exc}", str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("<file>", f"not a UTF-8 text file (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r}); is it a YAML file?",
+                          str(path)) from None
     try:
         data = yaml.load(text, Loader=SafeStrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

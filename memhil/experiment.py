@@ -9,17 +9,23 @@ A protocol file (YAML)::
     description: free text                    # optional
 
 Order of work: the file is parsed and the protocol built (ConfigError naming file and
-key), the backend opened, the plan PRE-FLIGHTED on a dry backend (limit/prober errors),
-and only then the run is created and the plan executed. Points go to a ``RunStore`` run
-(keys and values are the record keys and values the protocol yields), the unit journal
-is a ``JournalFile`` beside the database (``<db>.run<id>.journal``, ``id`` the first run
-of the chain). ``resume`` reopens an unfinished run: the journal skips completed units
-and points already in the store are never written twice. Before anything is opened, a
+key), the plan PRE-FLIGHTED on a dry backend built from the configuration files alone
+(chip rows/cols, limits, instrument roles: limit, cell-range and prober errors name the
+file and key, and no instrument is contacted and no database opened), then the backend
+opened, the plan pre-flighted again on it, and only then the run is created and the plan
+executed. Points go to a ``RunStore`` run
+(keys and values are the record keys and values the protocol yields); the unit journal
+is kept in the same database (``RunStore.units``): a unit is marked started before its
+first operation, and its points and its done mark are one SQLite transaction, so a crash
+at any point loses at most the unit in flight and never stores a unit without marking it
+done. ``resume`` reopens an unfinished run: completed units are skipped, the unit in
+flight is redone, and a unit started more than once (its pulses may have been applied
+twice) is recorded in the run (``attempts`` in ``RunStore.units``, metadata
+``memhil_reapplied_units``) and logged. Before anything is opened, a
 resume checks that the protocol (name and parameters, defaults filled in) and the station
 (the station file's content, or the simulator configuration) equal the interrupted run's,
 and refuses with a ConfigError naming the file and the first differing key otherwise.
-Points are written one SQLite transaction per completed unit (before the unit is
-journaled), so a crash loses at most the unit in flight, which a resume redoes. The run's
+The run's
 metadata records the calibration files in use (``calibration_versions``: fitted device
 files and a read calibration, with content hash and version).
 """
@@ -35,13 +41,14 @@ from typing import Any, Mapping
 from memhil.backend_config import open_backend
 from memhil.config import load_yaml
 from memhil.errors import ConfigError, LimitError
-from memhil.protocols import (JournalFile, ProtocolError, ProtocolLimitError, Runner,
-                              build_protocol)
+from memhil.protocols import ProtocolError, ProtocolLimitError, Runner, build_protocol
+from memhil.protocols.journal import key_text
 from memhil.protocols.plan import Record
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ProtocolFile", "load_protocol_file", "run_protocol_file", "journal_path",
+           "offline_backend",
            "find_resumable_run", "PROTOCOL_FILE_KEYS", "column_name", "station_identity",
            "check_resume_matches", "first_difference", "fit_run", "pulse_sequence_from_run"]
 
@@ -112,6 +119,10 @@ def load_protocol_file(path: str | Path) -> ProtocolFile:
     name = data["protocol"]
     if not isinstance(name, str):
         raise ConfigError("protocol", f"expected a protocol name, got {name!r}", src)
+    from memhil.protocols.registry import protocol_names
+    if name not in protocol_names():
+        raise ConfigError("protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
+                          src)
     params = data.get("params") or {}
     if not isinstance(params, Mapping):
         raise ConfigError("params", f"expected a mapping, got {type(params).__name__}", src)
@@ -128,6 +139,7 @@ def load_protocol_file(path: str | Path) -> ProtocolFile:
 
 
 def journal_path(db: str | Path, run_id: int) -> Path:
+    """The unit journal file of runs made by older versions (read on resume only)."""
     return Path(f"{db}.run{int(run_id)}.journal")
 
 
@@ -202,10 +214,9 @@ class _SchemaRunner(Runner):
 
 class _StoreSink:
     """Writes points to a RunWriter (fields renamed to their store columns), skipping
-    points whose key is already stored (a unit written but not yet journaled when the
-    previous attempt died). Points are buffered until ``flush`` (the Runner calls it when a
-    unit's points are all emitted, before journaling the unit), so a unit is one SQLite
-    transaction."""
+    points whose key is already stored (records outside any unit, re-emitted on resume).
+    Points are buffered until ``flush`` (the Runner calls it inside the journal's commit of
+    the unit), so a unit's points and its done mark are one SQLite transaction."""
 
     def __init__(self, writer: Any, keys: list[str], done: set[tuple]):
         self.writer = writer
@@ -232,6 +243,45 @@ class _StoreSink:
         pending, self._pending = self._pending, []
         self.writer.add_many(pending)
         self.written += len(pending)
+
+
+class _StoreJournal:
+    """The Runner's journal kept in the run store: ``start`` marks a unit started (its
+    attempt number), ``commit`` stores the unit's points and its done mark in one SQLite
+    transaction. Units done in a journal file of an older version count as done."""
+
+    def __init__(self, writer: Any, legacy: Path | None = None):
+        self.writer = writer
+        self.states = writer.units()  # key text -> (attempts, done)
+        if legacy is not None and legacy.exists():
+            from memhil.protocols.journal import JournalFile
+            for text in JournalFile(legacy).keys:
+                if not self.states.get(text, (0, False))[1]:
+                    writer.commit_unit(text)
+                    self.states[text] = (self.states.get(text, (1, False))[0], True)
+
+    def done(self, key: tuple) -> bool:
+        return self.states.get(key_text(key), (0, False))[1]
+
+    def start(self, key: tuple) -> int:
+        text = key_text(key)
+        attempt = self.writer.start_unit(text)
+        self.states[text] = (attempt, False)
+        if attempt > 1:
+            log.warning("unit %s was started before and not completed (interrupted): it is "
+                        "redone, its pulses may be applied %d times (recorded in run %d, "
+                        "memhil_reapplied_units)", text, attempt, self.writer.root_run)
+        return attempt
+
+    def commit(self, key: tuple, flush: Any) -> None:
+        text = key_text(key)
+        with self.writer.transaction():
+            flush()
+            self.writer.commit_unit(text)
+        self.states[text] = (self.states.get(text, (1, False))[0], True)
+
+    def mark(self, key: tuple) -> None:
+        self.commit(key, lambda: None)
 
 
 def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
@@ -282,6 +332,68 @@ def _file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimi
     inner = exc.quantity[len(exc.param) + 2:-1] if exc.quantity.startswith(exc.param + " (") \
         else exc.quantity
     return ProtocolLimitError(f"{pf.path}: {keys}", LimitError(inner, exc.value, exc.limit, exc.unit))
+
+
+def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
+    """A dry stand-in for the configured backend, from the configuration files alone: the
+    station's chip shape, limits, device description and instrument roles (a simulator is
+    itself contacts-free and is opened). Nothing is connected."""
+    from types import SimpleNamespace
+
+    from memhil.backends.base import Capabilities
+    from memhil.backends.hardware import _device_description
+    from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
+    from memhil.instruments.station import load_station_config
+    from memhil.protocols.dry import DryBackend
+
+    cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
+    if "sim" in cfg:
+        sim = open_backend(backend_cfg, source=source)
+        try:
+            return DryBackend(sim, has_prober=False)
+        finally:
+            sim.close()
+    kind = next((k for k in ("station", "mock_lab") if k in cfg), None)
+    if kind is None:
+        raise ConfigError("backend", "needs exactly one of: sim, station, mock_lab "
+                          f"(got {sorted(cfg)})", source)
+    sc = load_station_config(cfg[kind])
+    load_builtin_instruments()
+    roles = {get_instrument_type(i.type, key=f"instruments.{n}.type",
+                                 source=str(cfg[kind])).role
+             for n, i in sc.instruments.items()}
+    strategy = cfg.get("strategy", "auto")
+    if strategy == "auto":
+        strategy = "parallel" if "array" in roles else "cell"
+    try:
+        g, set_pulse, reset_pulse = _device_description(sc.chip)
+    except ValueError as exc:
+        raise ConfigError("chip", str(exc), str(cfg[kind])) from None
+    device = sc.chip.device
+    model = device.get("model") if isinstance(device, Mapping) else device
+    caps = Capabilities(
+        tiles=1, rows=sc.chip.rows, cols=sc.chip.cols, read_strategy=strategy,
+        transpose_read=True, per_cell_amplitude=True, per_cell_width=True,
+        min_pulse_width_s=sc.limits.width_min_s, virtual_clock=kind == "mock_lab",
+        device_model=str(device or "unknown"), bipolar=model not in ("pcm",),
+        conductance_range_s=g, set_pulse=set_pulse, reset_pulse=reset_pulse)
+    like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
+                           capabilities=caps)
+    return DryBackend(like, has_prober="prober" in roles)
+
+
+def _preflight(runner: Any, pf: ProtocolFile, where: str) -> Any:
+    """``runner.preflight`` with its errors naming the protocol file and key: limits
+    (ProtocolLimitError), cells outside the chip (ConfigError)."""
+    try:
+        return runner.preflight(pf.plan)
+    except ProtocolLimitError as exc:
+        raise _file_limit_error(exc, pf) from None
+    except IndexError as exc:  # a cell outside the chip
+        _, rows, cols = runner.backend.shape
+        key = "params.cells" if "cells" in pf.params else "params"
+        raise ConfigError(key, f"{exc} (the chip of {where} has {rows} x {cols} cells)",
+                          str(pf.path)) from None
 
 
 def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
@@ -411,14 +523,15 @@ def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
 
 def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                       db: str | Path = "memhil.db", resume: bool | int = False,
-                      progress: bool = True) -> int:
+                      progress: bool = True, visa_library: str | None = None) -> int:
     """Run a protocol file; returns the run id the points were written to.
 
     ``backend``: a backend configuration ("sim", ``{sim: {...}}``, ``{station: yaml}``,
     ``{mock_lab: yaml}``; paths relative to the working directory), or an open Backend
     (the caller closes it); default: the file's ``backend:`` entry (paths relative to the
     file). ``resume``: True continues the most recent unfinished run of this file, an int
-    that run id.
+    that run id. ``visa_library``: the VISA library of a ``station`` bench (a path to a
+    native library is accepted here, from the command line, never from a file).
     """
     from memhil.backends.base import Backend
     from memhil.store import RunStore
@@ -433,7 +546,13 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
         if backend_cfg is None:
             raise ConfigError("backend", "no backend: give one in the file or on the command "
                               "line (--sim, --station, --mock-lab)", src)
+    if own_backend:  # every check the files allow, before any instrument or database
+        where = backend_cfg if isinstance(backend_cfg, str) else next(
+            (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
+        _preflight(_SchemaRunner(offline_backend(backend_cfg, src), progress=False), pf, where)
+    new_db = not Path(db).exists()
     store = RunStore(db)
+    writer = None
     try:
         root_id = None
         if resume is not False and resume is not None:
@@ -445,15 +564,13 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             check_resume_matches(store.metadata(root_id), pf,
                                  station_identity(backend_cfg, None if own_backend else backend),
                                  backend_cfg, root_id)
-        be = open_backend(backend_cfg, source=src) if own_backend else backend
+        visa = {} if visa_library is None else {"visa_library": visa_library}
+        be = open_backend(backend_cfg, source=src, **visa) if own_backend else backend
         writer = None
         status = "failed"
         try:
             runner = _SchemaRunner(be, progress=progress)
-            try:
-                summary = runner.preflight(pf.plan)  # nothing reaches the instruments
-            except ProtocolLimitError as exc:
-                raise _file_limit_error(exc, pf) from None
+            summary = _preflight(runner, pf, type(be).__name__)  # nothing reaches them
             log.info("%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s", src,
                      summary.ops, summary.pulses, summary.reads, summary.duration_s)
             if root_id is None:
@@ -476,7 +593,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                 keys = list(writer.keys)
                 done = set(store.completed_keys(root_id, keys))
             runner.sink = _StoreSink(writer, keys, done)
-            runner.journal = JournalFile(journal_path(db, root_id))
+            runner.journal = _StoreJournal(writer, journal_path(db, root_id))
             try:
                 runner.run(pf.plan)
             except BaseException as exc:
@@ -501,6 +618,8 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                         log.exception("closing the backend after a %s run", status)
     finally:
         store.close()
+        if new_db and writer is None:  # failed before the run was created: leave no file
+            Path(db).unlink(missing_ok=True)
 
 
 # -- fitting a stored run -----------------------------------------------------------------

@@ -16,7 +16,7 @@ from memhil.backend_config import open_backend
 from memhil.cli import main as cli_main
 from memhil.config import load_yaml
 from memhil.errors import ConfigError
-from memhil.experiment import (journal_path, load_protocol_file, run_protocol_file)
+from memhil.experiment import load_protocol_file, run_protocol_file
 from memhil.protocols import ProtocolLimitError, Runner
 from memhil.store import RunStore
 
@@ -69,7 +69,9 @@ def test_example_runs_on_mock_lab(name, tmp_path):
     assert md["calibration_versions"] == {}
     assert md["station"]["instruments"] and md["capabilities"]["rows"] == 8
     assert md["device_model"] in ("vteam", "neurosim")
-    assert journal_path(db, rid).exists()
+    with RunStore(db) as store:
+        units = store.units(rid)
+    assert len(units) > 0 and units["done"].all() and (units["attempts"] == 1).all()
 
 
 # -- bad input: nothing reaches an instrument ---------------------------------------------
@@ -109,7 +111,7 @@ BACKEND_LINE = f"backend: {{mock_lab: {WAFER_STATION}}}\n"
 
 @pytest.mark.parametrize("text, match", [
     ("protocol: pulse_train\nparams: {n_pulses: [\n", r"p\.yaml: <file>: invalid YAML"),
-    ("protocol: pulse_trian\n" + BACKEND_LINE, r"p\.yaml: params: unknown protocol 'pulse_trian'"),
+    ("protocol: pulse_trian\n" + BACKEND_LINE, r"p\.yaml: protocol: unknown protocol 'pulse_trian'"),
     ("protocol: pulse_train\nparams: {n_pulse: 3}\n" + BACKEND_LINE, r"p\.yaml: params\.n_pulse"),
     ("protocol: pulse_train\nparams: {v_ltd: 1.0}\n" + BACKEND_LINE, r"p\.yaml: params\.v_ltd"),
     ("protocol: pulse_train\nparmas: {}\n" + BACKEND_LINE, r"p\.yaml: parmas: unknown key"),
@@ -135,13 +137,9 @@ def test_out_of_limit_refused_before_any_command(params, match, tmp_path, spy):
     path = _write(tmp_path, f"protocol: pulse_train\nparams: {params}\n" + BACKEND_LINE)
     with pytest.raises(ProtocolLimitError, match=match):
         run_protocol_file(path, db=db, progress=False)
-    assert len(backends) == 1
-    # no backend call and no emulator command after the connection, except the safe state
-    # that closing the backend enters (board lines to 0 V)
-    assert [c for c in calls if c != "board:ZERO"] == [], calls[:5]
-    assert backends[0].lab.sources_off()
-    with RunStore(db) as store:
-        assert store.runs() == []  # no run created
+    # refused from the files alone: no backend opened, no command, no database created
+    assert backends == [] and calls == []
+    assert not db.exists()
 
 
 def test_wafer_campaign_needs_prober(tmp_path):
@@ -215,8 +213,9 @@ def test_kill_mid_die_then_resume(tmp_path, monkeypatch):
         (run,) = store.runs()
         assert run.status == "failed"
         got = _keyset(store.load(run.run_id))
-    journal = [tuple(json.loads(line)["key"])
-               for line in journal_path(db, run.run_id).read_text().splitlines()]
+        units = store.units(run.run_id)
+    journal = [tuple(k) for k in units[units["done"]]["unit"]]
+    assert len(units[~units["done"]]) == 1  # the unit in flight at the fault
     # the database holds exactly the points of the journaled units
     phases_done = {(k[1], k[2], k[5]) for k in journal if len(k) == 6}  # (x, y, phase)
     sites_done = {(k[1], k[2]) for k in journal if len(k) == 4}
@@ -231,10 +230,17 @@ def test_kill_mid_die_then_resume(tmp_path, monkeypatch):
     with RunStore(db) as store:
         final = _keyset(store.load(rid))
         status = {r.run_id: r.status for r in store.runs()}
+        units = store.units(rid)
+        reapplied = store.metadata(store.chain(rid)[0])["memhil_reapplied_units"]
     assert len(final) == len(set(final))  # no duplicate
     assert set(final) == set(ref)         # no missing
     assert status[rid] == "completed"
     assert labs[-1].sources_off()
+    assert units["done"].all()
+    # the unit in flight at the fault is redone and recorded as applied twice
+    assert [tuple(u["unit"]) for u in reapplied] == [tuple(k) for k in
+                                                     units[units["attempts"] > 1]["unit"]]
+    assert [u["attempts"] for u in reapplied] == [2]
 
 
 def test_resume_without_unfinished_run_is_an_error(tmp_path):

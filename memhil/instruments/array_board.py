@@ -229,4 +229,4 @@ def create(address: str, name: str, **options: Any) -> ArrayBoard:
     return ArrayBoard(address, name, **options)
 
 
-register_instrument("memhil_array_board", "array", create)
+register_instrument("memhil_array_board", "array", create, options=("timeout", "baudrate"))

@@ -38,7 +38,7 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
 )
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
-from memhil.instruments.registry import register_instrument
+from memhil.instruments.registry import QCODES_VISA_OPTIONS, register_instrument
 from memhil.instruments.session import read_watching_peer, resync_qcodes
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,7 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
             for ch in instr.channels}
 
 
-register_instrument("keithley2636b", "smu", create)
+register_instrument("keithley2636b", "smu", create, options=QCODES_VISA_OPTIONS,
+                    visa_option="visalib")
 
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "LEAVE_SCRIPT_LINES", "Keithley2600SourceMeter", "create"]

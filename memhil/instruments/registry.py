@@ -21,7 +21,7 @@ import importlib
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Callable, Iterable, Literal, get_args
 
 from memhil.errors import ConfigError
 
@@ -43,6 +43,12 @@ BUILTIN_MODULES: tuple[str, ...] = (
 )
 
 
+# keyword arguments of a QCoDeS VisaInstrument that a station file may give
+QCODES_VISA_OPTIONS = ("visalib", "timeout", "terminator", "device_clear")
+# VISA libraries a station file may select by name: pyvisa-py and pyvisa-sim (pure Python)
+VISA_LIBRARIES_BY_NAME = ("@py", "@sim")
+
+
 @dataclass(frozen=True)
 class InstrumentType:
     """A registered instrument type: its name, role and factory."""
@@ -51,6 +57,11 @@ class InstrumentType:
     role: str
     factory: Factory
     module: str = ""
+    # the options a station FILE may give (None: any); ``visa_option`` names the option
+    # that selects the VISA library (only '@py'/'@sim' from a file; a path loads native
+    # code and is given on the command line)
+    options: frozenset[str] | None = None
+    visa_option: str | None = None
 
 
 _lock = threading.RLock()
@@ -58,11 +69,14 @@ _types: dict[str, InstrumentType] = {}
 _missing_builtins: dict[str, str] = {}  # module name -> reason (ModuleNotFoundError text)
 
 
-def register_instrument(name: str, role: str, factory: Factory, *, replace: bool = False) -> None:
+def register_instrument(name: str, role: str, factory: Factory, *, replace: bool = False,
+                        options: Iterable[str] | None = None,
+                        visa_option: str | None = None) -> None:
     """Register ``factory`` under the type ``name`` for ``role`` (smu, matrix, prober, array).
 
     Registering the same factory again is a no-op; a different factory under a taken name
-    raises ValueError unless ``replace=True``.
+    raises ValueError unless ``replace=True``. ``options``: the option names a station file
+    may give (None: any); ``visa_option``: the one that selects the VISA library.
     """
     if not isinstance(name, str) or not name or name != name.strip():
         raise ValueError(f"instrument type name must be a non-empty string, got {name!r}")
@@ -76,7 +90,9 @@ def register_instrument(name: str, role: str, factory: Factory, *, replace: bool
         if old is not None and not replace and (old.factory is not factory or old.role != role):
             raise ValueError(f"instrument type {name!r} is already registered "
                              f"(role {old.role!r}, from {old.module or 'unknown module'})")
-        _types[name] = InstrumentType(name, role, factory, module)
+        _types[name] = InstrumentType(name, role, factory, module,
+                                      None if options is None else frozenset(options),
+                                      visa_option)
 
 
 def unregister_instrument(name: str) -> None:
@@ -140,7 +156,8 @@ def load_builtin_instruments() -> dict[str, str]:
 
 
 __all__ = [
-    "BUILTIN_MODULES", "InstrumentType", "ROLES", "Role", "create_instrument",
+    "BUILTIN_MODULES", "InstrumentType", "QCODES_VISA_OPTIONS", "ROLES", "Role",
+    "VISA_LIBRARIES_BY_NAME", "create_instrument",
     "get_instrument_type", "instrument_types", "load_builtin_instruments",
     "missing_builtin_modules", "register_instrument", "unregister_instrument",
 ]

@@ -57,7 +57,9 @@ from memhil.instruments.guard import (
     safe_state_all,
 )
 from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
-from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
+from memhil.instruments.registry import (
+    VISA_LIBRARIES_BY_NAME, get_instrument_type, load_builtin_instruments,
+)
 from memhil.limits import Limits
 
 log = logging.getLogger(__name__)
@@ -235,7 +237,9 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
         key = f"instruments.{inst}"
         _require_keys(block, ("type", "address"), key, source)
         ic = from_mapping(InstrumentConfig, block, source=source, prefix=key)
-        role = get_instrument_type(ic.type, key=f"{key}.type", source=source).role
+        itype = get_instrument_type(ic.type, key=f"{key}.type", source=source)
+        _check_options(ic, itype, key, source)
+        role = itype.role
         for other, other_role in roles.items():
             if role in _SINGLE_ROLES and other_role == role:
                 raise ConfigError(f"{key}.type", f"a second {role!r} instrument ({other!r} is one);"
@@ -247,6 +251,21 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
                         mock=dict(mock), name=name, source=source)
     _check_wiring(cfg, roles)
     return cfg
+
+
+def _check_options(ic: InstrumentConfig, itype: Any, key: str, source: str | None) -> None:
+    """Options from a file: only the type's allowed names, and a VISA library only by name
+    (a library path makes pyvisa load native code: it is a command-line flag)."""
+    allowed = itype.options
+    for name, value in ic.options.items():
+        if allowed is not None and name not in allowed:
+            raise ConfigError(f"{key}.options.{name}", f"not an option of type {ic.type!r} "
+                              f"(allowed: {sorted(allowed)})", source)
+        if name == itype.visa_option and value not in VISA_LIBRARIES_BY_NAME:
+            raise ConfigError(f"{key}.options.{name}", f"{value!r}: a station file selects a "
+                              f"VISA library only by name {list(VISA_LIBRARIES_BY_NAME)}; a "
+                              f"library path loads native code: give it on the command line "
+                              f"(memhil run --visa-library PATH)", source)
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:
@@ -324,10 +343,11 @@ class Station:
 
     @classmethod
     def from_config(cls, config: StationConfig | Mapping[str, Any] | str | Path, *,
-                    safe_start: bool = True) -> "Station":
+                    safe_start: bool = True, visa_library: str | None = None) -> "Station":
         """Build every instrument through the registry and wrap it in the guard. With
         ``safe_start`` every instrument is put in its safe state once built (a previous run
-        may have left an output on)."""
+        may have left an output on). ``visa_library`` (a path or '@name', from the command
+        line, never a file) is passed to every VISA instrument."""
         cfg = load_station_config(config)
         src = cfg.source
         built: dict[str, Any] = {}
@@ -336,7 +356,10 @@ class Station:
             single: dict[str, Any] = {}
             for inst, ic in cfg.instruments.items():
                 itype = get_instrument_type(ic.type, key=f"instruments.{inst}.type", source=src)
-                obj = itype.factory(ic.address, inst, **ic.options)
+                options = dict(ic.options)
+                if visa_library is not None and itype.visa_option is not None:
+                    options[itype.visa_option] = visa_library
+                obj = itype.factory(ic.address, inst, **options)
                 built[inst] = obj
                 proto = _PROTOCOL[itype.role]
                 if itype.role == "smu" and isinstance(obj, Mapping):
@@ -434,7 +457,10 @@ class Station:
         try:
             self.safe_state()
         finally:
-            _close_all(self._instruments, raise_errors=True)
+            try:
+                _close_all(self._instruments, raise_errors=True)
+            finally:
+                _forget_qcodes(self.config.instruments)
 
     def __enter__(self) -> "Station":
         return self
@@ -448,6 +474,18 @@ class Station:
             if getattr(self, attr) is not None:
                 parts.append(f"{attr}={getattr(self, attr).name!r}")
         return f"Station({self.config.name!r}, {', '.join(parts)})"
+
+
+def _forget_qcodes(names: Any) -> None:
+    """Close the QCoDeS instruments of these names (QCoDeS names are global in a process:
+    a station opened again would collide with the old ones)."""
+    try:
+        from qcodes.instrument import Instrument
+    except ImportError:  # pragma: no cover - QCoDeS is a dependency
+        return
+    for name in names:
+        if Instrument.exist(name):
+            Instrument.find_instrument(name).close()
 
 
 def _close_all(instruments: Mapping[str, Any], raise_errors: bool = False) -> None:

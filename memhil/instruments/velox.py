@@ -245,4 +245,7 @@ def create(address: str, name: str, **options: Any) -> VeloxProber:
     return VeloxProber(address, name, **options)
 
 
-register_instrument("formfactor_velox", "prober", create)
+register_instrument("formfactor_velox", "prober", create,
+                    options=("visa_library", "timeout", "velocity", "contact_tolerance_um",
+                             "read_termination", "write_termination"),
+                    visa_option="visa_library")

@@ -43,6 +43,7 @@ import logging
 import math
 import re
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ import numpy as np
 
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.k2600 import solve_current_source, solve_voltage_source
+from memhil.mock_hw.server import TRANSCRIPT_LINES
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +198,7 @@ class Keithley2450Emulator:
         self.serial = serial
         self._lock = threading.RLock()
         self.errors: list[tuple[int, str]] = []
-        self.transcript: list[str] = []
+        self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}
         self.sweep: dict[str, Any] | None = None

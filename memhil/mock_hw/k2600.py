@@ -57,6 +57,7 @@ import logging
 import math
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from memhil.mock_hw.bench import MockBench
-from memhil.mock_hw.server import current_session
+from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
 
 log = logging.getLogger(__name__)
 
@@ -471,13 +472,25 @@ class _LuaFunction:
 
 
 class Interpreter:
-    """Runs parsed chunks against ``globals`` (name -> value)."""
+    """Runs parsed chunks against ``globals`` (name -> value), at most ``max_steps``
+    statements and loop iterations per ``run`` (a TSP runtime error beyond: an endless
+    loop sent by any client must not hang the emulator; an assumption of the emulator,
+    the real instrument runs until aborted)."""
 
-    def __init__(self, globals_: dict[str, Any]):
+    def __init__(self, globals_: dict[str, Any], max_steps: int = 1_000_000):
         self.globals = globals_
+        self.max_steps = int(max_steps)
+        self._steps = 0
+
+    def _step(self) -> None:
+        self._steps += 1
+        if self._steps > self.max_steps:
+            raise TspError(f"TSP Runtime error: instruction budget of {self.max_steps} "
+                           f"statements exceeded (endless loop?)", -286)
 
     def run(self, src: str) -> None:
         block = _Parser(src).chunk()
+        self._steps = 0
         try:
             self.exec_block(block, [])
         except _Return:
@@ -493,6 +506,7 @@ class Interpreter:
 
     def exec_stmt(self, st: tuple, scopes: list[dict]) -> None:
         kind = st[0]
+        self._step()
         try:
             if kind == "assign":
                 _, targets, exprs, _line = st
@@ -514,6 +528,7 @@ class Interpreter:
                 x = start
                 try:
                     while (x <= stop) if step > 0 else (x >= stop):
+                        self._step()
                         self.exec_block(body, scopes + [{var: x}])
                         x += step
                 except _Break:
@@ -521,12 +536,14 @@ class Interpreter:
             elif kind == "while":
                 try:
                     while _truthy(self.eval(st[1], scopes)):
+                        self._step()
                         self.exec_block(st[2], scopes)
                 except _Break:
                     pass
             elif kind == "repeat":
                 try:
                     while True:
+                        self._step()
                         self.exec_block(st[1], scopes)
                         if _truthy(self.eval(st[2], scopes)):
                             break
@@ -1116,7 +1133,8 @@ class Keithley2600Emulator:
         self.globals: dict[str, Any] = {}
         self._interp = Interpreter(self.globals)
         self._timer_t0 = 0.0
-        self.transcript: list[str] = []  # every line received (for tests / debugging)
+        # the last lines received (for tests / debugging), bounded like any command log
+        self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)
         self._install_globals()
 
     # -- wire ---------------------------------------------------------------------------------

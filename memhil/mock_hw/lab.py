@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 from memhil.backends.clock import VirtualClock
 from memhil.config import from_mapping
+from memhil.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
 from memhil.mock_hw.array_board import ArrayBoardEmulator
 from memhil.mock_hw.b220x import B220xEmulator
@@ -142,18 +143,31 @@ class MockLab:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> "MockLab":
-        for name, emu in self.emulators.items():
-            inst = self.config.instruments[name]
-            if isinstance(emu, ArrayBoardEmulator):
-                emu.start()  # in-process pyserial URL
-                if not self._serve_board_tcp:
-                    continue
-            port = _port_of(inst.address)
-            faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
-            self.servers[name] = LineServer(emu.handle, name=name, port=port,
-                                            faults=faults).start()
-            if hasattr(emu, "server"):
-                emu.server = self.servers[name]
+        """Serve every instrument (port 0 in an address: a free port, see ``address``). A
+        port that cannot be bound is a ConfigError naming the instrument, and whatever was
+        already started is stopped."""
+        try:
+            for name, emu in self.emulators.items():
+                inst = self.config.instruments[name]
+                if isinstance(emu, ArrayBoardEmulator):
+                    emu.start()  # in-process pyserial URL
+                    if not self._serve_board_tcp:
+                        continue
+                port = _port_of(inst.address)
+                faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
+                try:
+                    server = LineServer(emu.handle, name=name, port=port, faults=faults)
+                except OSError as exc:
+                    raise ConfigError(f"instruments.{name}.address",
+                                      f"cannot serve on 127.0.0.1:{port} ({exc.strerror or exc}); "
+                                      f"another mock lab may hold it: use port 0 (a free port)",
+                                      self.config.source) from None
+                self.servers[name] = server.start()
+                if hasattr(emu, "server"):
+                    emu.server = self.servers[name]
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -96,6 +96,9 @@ class FaultInjector:
             return False
 
 
+TRANSCRIPT_LINES = 10_000  # lines an emulator's transcript (command log) keeps
+
+
 class LineServer:
     """Serve ``handler`` on a loopback TCP port (0 = pick a free one) until ``stop``."""
 

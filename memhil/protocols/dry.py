@@ -21,7 +21,9 @@ class DryBackend(Backend):
         lo, hi = self._caps.conductance_range_s
         self.g_s = float(g_s) if g_s is not None else (lo * hi) ** 0.5
         self._clock = VirtualClock()
-        self.has_prober = like.site is not None if has_prober is None else has_prober
+        if has_prober is None:
+            has_prober = like.has_prober if isinstance(like, DryBackend) else like.site is not None
+        self.has_prober = has_prober
         self._v_read = like.read_voltage_v
         self.ops: list[tuple[str, dict]] = []
 

@@ -167,6 +167,8 @@ class Runner:
                 return False
             done = self.journal is not None and self.journal.done(msg.key)
             if not done:  # a done unit is skipped by the plan: nothing to open or commit
+                if self.journal is not None:  # durably "started" before its first operation
+                    self.journal.start(tuple(msg.key))
                 self._stack.append((tuple(msg.key), [], False))
             return done
         if isinstance(msg, Commit):
@@ -179,9 +181,10 @@ class Runner:
             if not skipped:
                 for point in buffered:
                     self._emit(point)
-                self._flush()  # the unit's points are stored before it is journaled
-                if self.journal is not None:
-                    self.journal.mark(key)
+                if self.journal is not None:  # points stored and unit journaled as one
+                    self.journal.commit(key, self._flush)
+                else:
+                    self._flush()
             return None
         if isinstance(msg, (ProberMap, Move, Contact, Separate)):
             return self._prober_op(be, msg, dry)

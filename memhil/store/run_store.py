@@ -27,6 +27,22 @@ buffers for ``write_period``): :meth:`RunWriter.add` calls ``DataSet.add_results
 without the background writer, which inserts and commits the row at once.  A process
 that dies loses at most the point in flight.
 
+Units (exactly once)
+--------------------
+A protocol's units (the Runner's ``Checkpoint``/``Commit``) are journaled in the table
+``memhil_units`` of the same database, keyed by the chain's root run: a unit is marked
+*started* (``attempts`` + 1, committed) before its first operation, and its points and its
+*done* mark are ONE SQLite transaction (:meth:`RunWriter.commit_unit`), so "points stored"
+and "unit done" cannot disagree after a crash. A unit started more than once (its pulses may
+have been applied more than once) is listed in the root run's metadata
+``memhil_reapplied_units`` (``[{"unit": key, "attempts": n}]``) and by :meth:`RunStore.units`.
+
+Creation
+--------
+A new database file is created and initialised under a temporary name in the same folder
+and linked into place when its schema is complete, so a process killed while creating it
+leaves either no file or a complete one.
+
 Status
 ------
 Metadata ``memhil_status`` is ``"running"`` while a writer is open and
@@ -56,8 +72,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +90,7 @@ from qcodes.dataset import (
     load_or_create_experiment,
     new_data_set,
 )
+from qcodes.dataset.sqlite.connection import atomic
 
 try:  # qcodes >= 0.5x: the dataset path is deprecated
     from qcodes.parameters import ParamSpecBase
@@ -84,7 +103,12 @@ STATUSES = ("completed", "failed", "interrupted")
 POINT = "point"
 _META_PREFIX = "memhil_"
 _RESERVED = {"memhil_status", "memhil_keys", "memhil_values", "memhil_key_types",
-             "memhil_continues", "memhil_metadata_keys", "memhil_closed_at"}
+             "memhil_continues", "memhil_metadata_keys", "memhil_closed_at",
+             "memhil_reapplied_units"}
+_UNITS_TABLE = "memhil_units"
+_UNITS_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {_UNITS_TABLE} (root_run INTEGER NOT NULL, "
+                 "unit TEXT NOT NULL, attempts INTEGER NOT NULL, done INTEGER NOT NULL, "
+                 "PRIMARY KEY (root_run, unit))")
 
 
 @dataclass(frozen=True)
@@ -138,8 +162,9 @@ class RunWriter:
 
     def __init__(self, store: RunStore, dataset: Any, keys: Sequence[str],
                  values: Sequence[str], key_types: dict[str, type] | None,
-                 next_point: int = 0):
+                 next_point: int = 0, root_run: int | None = None):
         self._store = store
+        self.root_run = int(dataset.run_id) if root_run is None else int(root_run)
         self._ds = dataset
         self.keys = list(keys)
         self.values = list(values)
@@ -177,6 +202,54 @@ class RunWriter:
         first = self._next_point
         self._next_point += len(rows)
         return list(range(first, self._next_point))
+
+    # -- units: started / done, the done mark in the points' transaction ----------------
+    def units(self) -> dict[str, tuple[int, bool]]:
+        """Unit key text -> (attempts, done) of this run's chain."""
+        rows = self._store.conn.execute(
+            f"SELECT unit, attempts, done FROM {_UNITS_TABLE} WHERE root_run = ?",
+            (self.root_run,)).fetchall()
+        return {u: (int(a), bool(d)) for u, a, d in rows}
+
+    def start_unit(self, unit: str) -> int:
+        """Mark ``unit`` started before its first operation (committed now); returns the
+        attempt number. An attempt > 1 lists the unit in ``memhil_reapplied_units``."""
+        conn = self._store.conn
+        with atomic(conn):
+            conn.execute(f"INSERT INTO {_UNITS_TABLE} (root_run, unit, attempts, done) "
+                         "VALUES (?, ?, 1, 0) ON CONFLICT(root_run, unit) "
+                         "DO UPDATE SET attempts = attempts + 1",
+                         (self.root_run, unit))
+            (attempts,) = conn.execute(
+                f"SELECT attempts FROM {_UNITS_TABLE} WHERE root_run = ? AND unit = ?",
+                (self.root_run, unit)).fetchone()
+            if attempts > 1:
+                again = [{"unit": _from_json(u), "attempts": a} for u, (a, _) in
+                         sorted(self.units().items()) if a > 1]
+                self._store._ds(self.root_run).add_metadata("memhil_reapplied_units",
+                                                            json.dumps(again))
+        return int(attempts)
+
+    def commit_unit(self, unit: str, points: Sequence[Mapping[str, Any]] = ()) -> list[int]:
+        """Write ``points`` and mark ``unit`` done in ONE transaction: after a crash both
+        or neither are stored."""
+        with self.transaction() as conn:
+            idx = self.add_many(points)
+            conn.execute(f"INSERT INTO {_UNITS_TABLE} (root_run, unit, attempts, done) "
+                         "VALUES (?, ?, 1, 1) ON CONFLICT(root_run, unit) DO UPDATE SET done = 1",
+                         (self.root_run, unit))
+        return idx
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One SQLite transaction around the writes inside (all or none are stored)."""
+        first = self._next_point
+        try:
+            with atomic(self._store.conn) as conn:
+                yield conn
+        except BaseException:
+            self._next_point = first  # rolled back: those point indices are free again
+            raise
 
     def _row(self, point: Mapping[str, Any], index: int) -> dict[str, Any]:
         unknown = set(point) - set(self.keys) - set(self.values)
@@ -240,8 +313,12 @@ class RunStore:
                  sample: str = "memhil"):
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.db_path.exists():
+            _create_db(self.db_path, experiment, sample)
         self.conn = connect(str(self.db_path))
         self.experiment = load_or_create_experiment(experiment, sample, conn=self.conn)
+        with atomic(self.conn) as conn:  # databases created by older versions lack it
+            conn.execute(_UNITS_SCHEMA)
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self) -> None:
@@ -272,17 +349,30 @@ class RunStore:
             bad = {k: t for k, t in key_types.items() if t not in (int, str) or k not in keys}
             if bad or set(key_types) != set(keys):
                 raise ValueError(f"key_types must map every key to int or str: {key_types}")
+        reserved = sorted(set(metadata or {}) & _RESERVED)
+        if reserved:
+            raise ValueError(f"metadata key {reserved[0]!r} is reserved")
         point = ParamSpecBase(POINT, "numeric", label="point index")
         deps = [ParamSpecBase(k, "text") for k in keys] + \
                [ParamSpecBase(v, "numeric") for v in values]
+        # one transaction: a crash never leaves a run without its metadata (unresumable)
+        with atomic(self.conn):
+            ds = self._create_dataset(name, deps, point, keys, values, metadata, key_types,
+                                      _continues)
+        root = None
+        if _continues is not None:
+            root = self.chain(int(_continues))[0]
+        return RunWriter(self, ds, keys, values,
+                         dict(key_types) if key_types else None, _first_point, root)
+
+    def _create_dataset(self, name, deps, point, keys, values, metadata, key_types,
+                        _continues) -> Any:
         ds = new_data_set(name, exp_id=self.experiment.exp_id, conn=self.conn,
                           in_memory_cache=False)
         ds.set_interdependencies(InterDependencies_(
             dependencies={d: (point,) for d in deps}))
         ds.mark_started(start_bg_writer=False)
         for mkey, mval in (metadata or {}).items():
-            if mkey in _RESERVED:
-                raise ValueError(f"metadata key {mkey!r} is reserved")
             ds.add_metadata(mkey, _to_json(mval))
         ds.add_metadata("memhil_metadata_keys", json.dumps(sorted(metadata or {})))
         ds.add_metadata("memhil_keys", json.dumps(keys))
@@ -293,8 +383,7 @@ class RunStore:
         if _continues is not None:
             ds.add_metadata("memhil_continues", str(int(_continues)))
         ds.add_metadata("memhil_status", "running")
-        return RunWriter(self, ds, keys, values,
-                         dict(key_types) if key_types else None, _first_point)
+        return ds
 
     def open_run(self, run_id: int) -> RunWriter:
         """Writer that appends to ``run_id``'s chain (see module docstring): in place
@@ -317,7 +406,7 @@ class RunStore:
                 writable = True
             if writable:
                 ds.add_metadata("memhil_status", "running")
-                return RunWriter(self, ds, keys, values, key_types, n)
+                return RunWriter(self, ds, keys, values, key_types, n, chain[0])
         user_meta = {k: raw[k] for k in json.loads(raw.get("memhil_metadata_keys", "[]"))
                      if k in raw}
         return self.new_run(ds.name, keys=keys, values=values, metadata=user_meta,
@@ -383,6 +472,17 @@ class RunStore:
                                continues=int(c) if c is not None else None))
         return out
 
+    def units(self, run_id: int) -> pd.DataFrame:
+        """The unit journal of ``run_id``'s chain: columns ``unit`` (the key, parsed),
+        ``attempts`` (> 1: the unit was started again after a crash; its pulses may have
+        been applied more than once) and ``done``."""
+        root = self.chain(run_id)[0]
+        rows = self.conn.execute(f"SELECT unit, attempts, done FROM {_UNITS_TABLE} "
+                                 "WHERE root_run = ? ORDER BY rowid", (root,)).fetchall()
+        return pd.DataFrame({"unit": [_from_json(u) for u, _, _ in rows],
+                             "attempts": [int(a) for _, a, _ in rows],
+                             "done": [bool(d) for _, _, d in rows]})
+
     def metadata(self, run_id: int) -> dict[str, Any]:
         """All metadata of a run, JSON values parsed."""
         return {k: _from_json(v) for k, v in self._ds(run_id).metadata.items()}
@@ -447,6 +547,30 @@ class RunStore:
                 xds[name] = xds[name].astype(str)
         xds.to_netcdf(path, engine="h5netcdf")
         return path
+
+
+def _create_db(path: Path, experiment: str, sample: str) -> None:
+    """Create and initialise a database under a temporary name beside ``path``, then link
+    it into place (no-clobber: a file another process created meanwhile is kept)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
+    try:
+        conn = connect(str(tmp))
+        try:
+            load_or_create_experiment(experiment, sample, conn=conn)
+            with atomic(conn) as c:
+                c.execute(_UNITS_SCHEMA)
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: rename (atomic, may clobber)
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def _py(x: Any) -> Any:

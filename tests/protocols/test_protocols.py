@@ -296,8 +296,9 @@ def test_interrupt_safe_state_journal_and_resume(exc, where, mock_factory, tmp_p
         Runner(b, sink=sink, journal=journal, progress=False,
                safe_state=lambda: safe.append(1)).run(build_protocol("iv_sweep", params))
     assert safe == [1]
-    lines = (tmp_path / "j.jsonl").read_text().splitlines()
-    assert [__import__("json").loads(x)["key"] for x in lines] == [["iv_sweep", 0], ["iv_sweep", 1]]
+    entries = [__import__("json").loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert [e["key"] for e in entries if "key" in e] == [["iv_sweep", 0], ["iv_sweep", 1]]
+    assert [e["started"] for e in entries if "started" in e] == [["iv_sweep", c] for c in range(3)]
     assert {p["cycle"] for p in sink.points} == {0, 1}
     b.pulse = real_pulse
     Runner(b, sink=sink, journal=JournalFile(tmp_path / "j.jsonl"), progress=False,
@@ -305,7 +306,11 @@ def test_interrupt_safe_state_journal_and_resume(exc, where, mock_factory, tmp_p
     assert safe == [1, 2]
     keys = [(p["cycle"], p["step"], p["tile"], p["row"], p["col"]) for p in sink.points]
     assert len(keys) == len(set(keys)) == 4 * n_steps * 16
-    assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 4
+    resumed = JournalFile(tmp_path / "j.jsonl")
+    assert len(resumed.keys) == 4
+    # the unit in flight at the interrupt was started twice: its pulses may repeat
+    assert resumed.attempts == {'["iv_sweep",0]': 1, '["iv_sweep",1]': 1,
+                                '["iv_sweep",2]': 2, '["iv_sweep",3]': 1}
 
 
 def test_default_safe_state_on_hardware(mock_factory):
