@@ -377,8 +377,10 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
         min_pulse_width_s=sc.limits.width_min_s, virtual_clock=kind == "mock_lab",
         device_model=str(device or "unknown"), bipolar=model not in ("pcm",),
         conductance_range_s=g, set_pulse=set_pulse, reset_pulse=reset_pulse)
+    v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
     like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
-                           capabilities=caps)
+                           capabilities=caps, read_voltage_v=float(
+                               0.5 * sc.limits.v_read_max_v if v_read is None else v_read))
     return DryBackend(like, has_prober="prober" in roles)
 
 
