@@ -215,20 +215,43 @@ def _safe_state_lines(exc: BaseException) -> tuple[str, bool]:
     return "\n".join([head, *("  " + line for line in report.lines())]), not report.confirmed
 
 
+class _ConsoleLine(logging.Formatter):
+    """One line per warning on the console (``memhil: warning: ...``); traces stay in the
+    log file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"memhil: {record.levelname.lower()}: {record.getMessage()}"
+
+
+#: Loggers whose warnings are findings about the data (an open-circuit unit, a re-applied
+#: unit) and reach the console; instrument chatter during recovery stays in the log file.
+_CONSOLE_LOGGERS = ("memhil.protocols", "memhil.experiment")
+
+
+def _console_worthy(record: logging.LogRecord) -> bool:
+    return record.exc_info is None and record.name.startswith(_CONSOLE_LOGGERS)
+
+
 @contextlib.contextmanager
 def _log_to(path: Path):
-    """Send every log record (and nothing else) to ``path`` for the duration of a run;
-    the console gets the command's own summary only."""
+    """Send every log record to ``path`` for the duration of a run; the console gets the
+    command's own summary and each finding about the data as one line, never a trace."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.setFormatter(_ConsoleLine())
+    console.addFilter(_console_worthy)
     root = logging.getLogger()
     saved = root.level
     root.addHandler(handler)
+    root.addHandler(console)
     root.setLevel(min(saved, logging.INFO) if saved else logging.INFO)
     try:
         yield
     finally:
         root.removeHandler(handler)
+        root.removeHandler(console)
         root.setLevel(saved)
         handler.close()
 

@@ -93,7 +93,7 @@ def _script_offset(lab, be) -> int:
     emu = lab.emulators["smu"]
     n0 = len(emu.transcript)
     be.pulse([(0, 1, 1)], 1.0, 1e-4, 2)
-    lines = emu.transcript[n0:]
+    lines = list(emu.transcript)[n0:]  # a bounded deque: no slicing
     return next(k for k, line in enumerate(lines) if line.startswith("loadandrunscript"))
 
 
