@@ -316,11 +316,12 @@ class HardwareBackend(Backend):
         for mask, amp, width, n, comp in plan:
             if self.strategy == "parallel":
                 self.transactions += 1
-                self._write_op("array-board pulse", lambda: self._array.pulse_cells(
-                    mask, amp, width, n, compliance_a=comp))
+                self._write_op("array-board pulse", lambda m=mask, a=amp, w=width, k=n, c=comp:
+                               self._array.pulse_cells(m, a, w, k, compliance_a=c))
             else:
                 (i,), (j,) = np.nonzero(mask)
-                self._write_op("SMU pulse", lambda: self._cell_pulse(int(i), int(j), amp, width, n, comp))
+                self._write_op("SMU pulse", lambda i=int(i), j=int(j), a=amp, w=width, k=n, c=comp:
+                               self._cell_pulse(i, j, a, w, k, c))
 
     def _pulse_plan(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
                     compliance_a: Tensor) -> list[tuple[np.ndarray, float, float, int, float]]:

@@ -71,7 +71,7 @@ import numpy as np
 from pymeasure.adapters import SerialAdapter
 from pymeasure.instruments import Instrument
 
-from memhil.instruments.registry import register_instrument
+from memhil.instruments.registry import InstrumentRanges, register_instrument
 from memhil.instruments.session import resync_pymeasure
 from memhil.limits import row_column_blocks
 
@@ -227,4 +227,8 @@ def create(address: str, name: str, **options: Any) -> ArrayBoard:
     return ArrayBoard(address, name, **options)
 
 
-register_instrument("memhil_array_board", "array", create)
+# protocol version 1: COMP <= 0.1 A, width <= 1 s, count <= 1e6; lines +-5 V (the
+# reference board's DACs; VMAX? reports a board's own)
+register_instrument("memhil_array_board", "array", create,
+                    ranges=InstrumentRanges(v_max_v=5.0, i_max_a=0.1, width_max_s=1.0,
+                                            count_max=10**6))

@@ -18,7 +18,7 @@ from typing import Any
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 from qcodes.instrument_drivers.Keysight.keysight_b220x import KeysightB220X
 
-from memhil.instruments.registry import register_instrument
+from memhil.instruments.registry import InstrumentRanges, register_instrument
 from memhil.instruments.session import idn_matches, resync_qcodes
 
 
@@ -102,4 +102,6 @@ def create(address: str, name: str, **options: Any) -> B220xMatrix:
     return B220xMatrix(address, name, **options)
 
 
-register_instrument("keysight_b2201", "matrix", create)
+# B2201A relays: 200 V, 1 A (Keysight B2200A/B2201A data sheet)
+register_instrument("keysight_b2201", "matrix", create,
+                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0))

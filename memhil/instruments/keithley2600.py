@@ -38,7 +38,7 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
 )
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
-from memhil.instruments.registry import register_instrument
+from memhil.instruments.registry import InstrumentRanges, register_instrument
 from memhil.instruments.session import resync_qcodes
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,8 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
             for ch in instr.channels}
 
 
-register_instrument("keithley2636b", "smu", create)
+# 2636B: +-200 V, 1.5 A DC (the QCoDeS driver's _vranges and _ilimit_minmax tables)
+register_instrument("keithley2636b", "smu", create,
+                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.5))
 
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "Keithley2600SourceMeter", "create"]

@@ -44,13 +44,41 @@ BUILTIN_MODULES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class InstrumentRanges:
+    """What an instrument type can do, from its data sheet or its driver's range table; a
+    station's limits are checked against it at load (None: no such bound)."""
+
+    v_max_v: float | None = None
+    """Largest |V| it sources or carries (V)."""
+    i_max_a: float | None = None
+    """Largest current (compliance) it sources or carries (A)."""
+    width_max_s: float | None = None
+    """Longest pulse it produces (s)."""
+    count_max: int | None = None
+    """Most pulses of one command."""
+
+
+# (station limit, range field, unit): each limit must lie within the range of every
+# instrument whose type declares that range.
+RANGE_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("v_pulse_max_v", "v_max_v", "V"),
+    ("v_read_max_v", "v_max_v", "V"),
+    ("compliance_max_a", "i_max_a", "A"),
+    ("compliance_default_a", "i_max_a", "A"),
+    ("width_max_s", "width_max_s", "s"),
+    ("count_max", "count_max", ""),
+)
+
+
+@dataclass(frozen=True)
 class InstrumentType:
-    """A registered instrument type: its name, role and factory."""
+    """A registered instrument type: its name, role, factory and ranges."""
 
     name: str
     role: str
     factory: Factory
     module: str = ""
+    ranges: InstrumentRanges | None = None
 
 
 _lock = threading.RLock()
@@ -58,8 +86,10 @@ _types: dict[str, InstrumentType] = {}
 _missing_builtins: dict[str, str] = {}  # module name -> reason (ModuleNotFoundError text)
 
 
-def register_instrument(name: str, role: str, factory: Factory, *, replace: bool = False) -> None:
-    """Register ``factory`` under the type ``name`` for ``role`` (smu, matrix, prober, array).
+def register_instrument(name: str, role: str, factory: Factory, *, replace: bool = False,
+                        ranges: InstrumentRanges | None = None) -> None:
+    """Register ``factory`` under the type ``name`` for ``role`` (smu, matrix, prober, array),
+    with the type's ``ranges`` (station limits beyond them fail at load).
 
     Registering the same factory again is a no-op; a different factory under a taken name
     raises ValueError unless ``replace=True``.
@@ -76,7 +106,7 @@ def register_instrument(name: str, role: str, factory: Factory, *, replace: bool
         if old is not None and not replace and (old.factory is not factory or old.role != role):
             raise ValueError(f"instrument type {name!r} is already registered "
                              f"(role {old.role!r}, from {old.module or 'unknown module'})")
-        _types[name] = InstrumentType(name, role, factory, module)
+        _types[name] = InstrumentType(name, role, factory, module, ranges)
 
 
 def unregister_instrument(name: str) -> None:
@@ -140,7 +170,7 @@ def load_builtin_instruments() -> dict[str, str]:
 
 
 __all__ = [
-    "BUILTIN_MODULES", "InstrumentType", "ROLES", "Role", "create_instrument",
+    "BUILTIN_MODULES", "InstrumentRanges", "InstrumentType", "RANGE_CHECKS", "ROLES", "Role", "create_instrument",
     "get_instrument_type", "instrument_types", "load_builtin_instruments",
     "missing_builtin_modules", "register_instrument", "unregister_instrument",
 ]

@@ -56,8 +56,10 @@ from memhil.instruments.guard import (
     GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, safe_state_all,
 )
 from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
-from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
-from memhil.limits import Limits
+from memhil.instruments.registry import (
+    RANGE_CHECKS, get_instrument_type, load_builtin_instruments,
+)
+from memhil.limits import Limits, exceeds
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +247,25 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
     cfg = StationConfig(chip=chip, limits=limits, instruments=instruments, wiring=wiring,
                         mock=dict(mock), name=name, source=source)
     _check_wiring(cfg, roles)
+    _check_ranges(cfg)
     return cfg
+
+
+def _check_ranges(cfg: StationConfig) -> None:
+    """Every limit within the range of every instrument whose type declares one, so a
+    limit no instrument can honour fails at load, not in the middle of a run."""
+    for inst, ic in cfg.instruments.items():
+        itype = get_instrument_type(ic.type)
+        if itype.ranges is None:
+            continue
+        for limit_name, range_name, unit in RANGE_CHECKS:
+            bound = getattr(itype.ranges, range_name)
+            value = getattr(cfg.limits, limit_name)
+            if bound is not None and exceeds(value, bound):
+                u = f" {unit}" if unit else ""
+                raise ConfigError(f"limits.{limit_name}", f"{value:g}{u} is beyond the range of "
+                                  f"instruments.{inst} ({ic.type}): at most {bound:g}{u}",
+                                  cfg.source)
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:
