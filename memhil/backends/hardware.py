@@ -381,6 +381,13 @@ class HardwareBackend(Backend):
         if self._bias is not None:
             self._bias.set_level(amp / 2)
             self._bias.output(True)
+        # queries (round trips) to the matrix and the bias SMU: their writes were executed
+        # before the drive pulses (separate connections give no ordering between them)
+        missing = set(pairs) - set(self.station.matrix.connections())
+        if missing:
+            raise HardwareError(f"relays {sorted(missing)} not closed before the pulse")
+        if self._bias is not None and not self._bias.output_is_on():
+            raise HardwareError(f"{self._bias.name}: bias output not on before the pulse")
         self._drive.pulse(amp, width, n)
         if self._bias is not None:
             self._bias.set_level(0.0)
