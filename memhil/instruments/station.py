@@ -254,18 +254,20 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
 def _check_ranges(cfg: StationConfig) -> None:
     """Every limit within the range of every instrument whose type declares one, so a
     limit no instrument can honour fails at load, not in the middle of a run."""
-    for inst, ic in cfg.instruments.items():
-        itype = get_instrument_type(ic.type)
-        if itype.ranges is None:
+    for limit_name, range_name, unit in RANGE_CHECKS:
+        value = getattr(cfg.limits, limit_name)
+        bounds = [(getattr(t.ranges, range_name), inst, ic.type)
+                  for inst, ic in cfg.instruments.items()
+                  if (t := get_instrument_type(ic.type)).ranges is not None
+                  and getattr(t.ranges, range_name) is not None]
+        if not bounds:
             continue
-        for limit_name, range_name, unit in RANGE_CHECKS:
-            bound = getattr(itype.ranges, range_name)
-            value = getattr(cfg.limits, limit_name)
-            if bound is not None and exceeds(value, bound):
-                u = f" {unit}" if unit else ""
-                raise ConfigError(f"limits.{limit_name}", f"{value:g}{u} is beyond the range of "
-                                  f"instruments.{inst} ({ic.type}): at most {bound:g}{u}",
-                                  cfg.source)
+        bound, inst, type_name = min(bounds, key=lambda b: b[0])  # the tightest names itself
+        if exceeds(value, bound):
+            u = f" {unit}" if unit else ""
+            raise ConfigError(f"limits.{limit_name}", f"{value:g}{u} is beyond the range of "
+                              f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
+                              cfg.source)
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:
