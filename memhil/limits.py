@@ -58,7 +58,8 @@ def row_column_blocks(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def v_half_energy_j(shape: tuple[int, int], blocks, v_abs: float, current_a: float,
-                    width_s: float, count: float, half_current_a: float | None = None) -> np.ndarray:
+                    width_s: float, count: float,
+                    half_current_a: float | None = None) -> np.ndarray:
     """Worst-case energy (J) per cell of V/2-scheme pulses over ``blocks`` (row set R x
     column set C each): cells of R x C see |V|, cells in R or in C (not both) see |V|/2,
     the rest 0 V. ``current_a`` limits a selected cell's current, ``half_current_a``

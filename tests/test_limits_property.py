@@ -38,7 +38,8 @@ cells = st.one_of(
     st.integers(1, 2 ** (ROWS * COLS) - 1),  # a mask
 )
 amplitude = st.one_of(
-    st.sampled_from([1.0, 3.0, -3.0, 3.0 * (1 + 2.0 ** -22), -3.0 * (1 + 2.0 ** -18), math.nan, 0.0]),
+    st.sampled_from([1.0, 3.0, -3.0, 3.0 * (1 + 2.0 ** -22), -3.0 * (1 + 2.0 ** -18), math.nan,
+                     0.0]),
     st.floats(-3.5, 3.5),
     st.tuples(st.integers(0, 2 ** 31), st.floats(0.1, 3.5)),  # per cell: seed, scale
 )
@@ -143,7 +144,8 @@ def drive(backend: HardwareBackend, lab: MockLab, requests, tally: Tally) -> Non
         except Exception as exc:  # noqa: BLE001 - any other failure is a violation
             tally.violations.append(f"{req}: {type(exc).__name__}: {exc}")
         else:
-            tally.violations += [f"{req}: {b}" for b in _check_at_the_chip(lab.chip.applied, lim, dc_max_v)]
+            bad = _check_at_the_chip(lab.chip.applied, lim, dc_max_v)
+            tally.violations += [f"{req}: {b}" for b in bad]
     lab.chip.applied = None
 
 
