@@ -17,7 +17,9 @@ raise ``ConfigError`` naming the file, the dotted key and the reason)::
       width_min_s: 1.0e-6
       width_max_s: 1.0
       count_max: 100000
-      energy_max_j: 1.0e-6               #   or null; worst case |V| * I_compliance * width * count
+      energy_max_j: 1.0e-6               #   or null; worst case |V| * I_compliance * width * count, per cell and request
+      period_max_s: 10.0                 #   longest SMU pulse period
+                                         # every limit must lie within each instrument type's ranges
     instruments:                         # required, at least one; name -> block
       smu:                               #   name: letters, digits, '_' (no dots)
         type: keithley2636b              #   a registered type (memhil.instruments.registry)
