@@ -125,7 +125,9 @@ class Backend(ABC):
         ``compliance_a`` (A; default ``limits.compliance_default_a``) are scalars or
         per-cell tensors broadcastable to ``(tiles, rows, cols)``. ``cells`` is None (all),
         a boolean mask broadcastable to the array, or a list of (tile, row, col). Every
-        limit is checked for every selected cell before any cell is touched.
+        limit is checked for every selected cell before any cell is touched; where one
+        request is sent as several pulses, the energy each cell receives over all of them,
+        half-selected cells included, is checked too.
         """
         mask = None if cells is None else self.cell_mask(cells)
         if mask is not None and not bool(mask.any()):
