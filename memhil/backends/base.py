@@ -17,6 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from memhil.errors import LimitError
 from memhil.limits import Limits
 
 @runtime_checkable
@@ -192,7 +193,9 @@ class Backend(ABC):
         ``compliance_a`` (A; default ``limits.compliance_default_a``) are scalars or
         per-cell tensors broadcastable to ``(tiles, rows, cols)``. ``cells`` is None (all),
         a boolean mask broadcastable to the array, or a list of (tile, row, col). Every
-        limit is checked for every selected cell before any cell is touched.
+        limit is checked for every selected cell before any cell is touched; where one
+        request is sent as several pulses, the energy each cell receives over all of them,
+        half-selected cells included, is checked too.
         """
         mask = None if cells is None else self.cell_mask(cells)
         if mask is not None and not bool(mask.any()):
@@ -202,9 +205,15 @@ class Backend(ABC):
         v = self._as_cell_tensor(amplitude, torch.float64, "amplitude")
         w = self._as_cell_tensor(width_s, torch.float64, "width_s")
         n = self._as_cell_tensor(count, None, "count")
+        if n.dtype == torch.bool or n.is_complex():
+            raise ValueError(f"pulse count must be an integer, got {count!r}")
         if n.is_floating_point():
-            if not bool((n == n.round()).all()):
+            sel = n if mask is None or n.numel() == 1 else n.expand(mask.shape)[mask]
+            if not bool((sel == sel.round()).all()):  # NaN and inf too
                 raise ValueError(f"pulse count must be an integer, got {count!r}")
+            n_max = float(sel.max()) if sel.numel() else 0.0
+            if n_max > self.limits.count_max:  # before the int64 cast can wrap it
+                raise LimitError("pulse count", n_max, self.limits.count_max)
         n = n.to(torch.int64)
         if compliance_a is None:
             compliance_a = self.limits.compliance_default_a
@@ -227,7 +236,10 @@ class Backend(ABC):
 
     # -- helpers shared by implementations --------------------------------------------
     def cell_mask(self, cells: CellSelection) -> Tensor:
-        """A boolean ``(tiles, rows, cols)`` mask from a mask or a list of (tile,row,col)."""
+        """A boolean ``(tiles, rows, cols)`` mask from a mask or a list of (tile,row,col).
+
+        Indices must be integers (an integral float such as 2.0 is accepted); an empty
+        list, a cell that is not a 3-tuple or a fractional index is refused."""
         shape = self.shape
         if isinstance(cells, Tensor) and cells.dtype == torch.bool:
             try:
@@ -235,17 +247,43 @@ class Backend(ABC):
             except RuntimeError:
                 raise ValueError(f"cell mask of shape {tuple(cells.shape)} does not broadcast "
                                  f"to the array shape {shape}") from None
-        idx = torch.as_tensor(cells, dtype=torch.int64).reshape(-1, 3)
-        for axis, (name, size) in enumerate(zip(("tile", "row", "col"), shape)):
-            bad = (idx[:, axis] < 0) | (idx[:, axis] >= size)
+        try:
+            raw = torch.as_tensor(cells)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"cells must be a boolean mask or a list of (tile, row, col) "
+                             f"integer triples: {exc}") from None
+        if raw.numel() == 0:
+            raise ValueError("cells is an empty list: name at least one (tile, row, col), "
+                             "or pass None for every cell")
+        if raw.dim() == 1 and raw.numel() == 3:
+            raw = raw.unsqueeze(0)  # one cell given as a bare (tile, row, col)
+        if raw.dim() != 2 or raw.shape[1] != 3:
+            raise ValueError(f"cells must be (tile, row, col) triples; got shape "
+                             f"{tuple(raw.shape)} (a (row, col) pair names no tile)")
+        if raw.dtype == torch.bool or raw.is_complex():
+            raise ValueError(f"cell indices must be integers, got {raw.dtype}")
+        if raw.is_floating_point():
+            bad = ~(raw == raw.round()).all(1)
             if bool(bad.any()):
-                raise IndexError(f"{name} index {int(idx[bad][0, axis])} out of range 0..{size - 1}")
+                k = int(bad.nonzero()[0])
+                raise ValueError(f"cell indices must be integers, got cell "
+                                 f"{tuple(raw[k].tolist())}")
+        for axis, (name, size) in enumerate(zip(("tile", "row", "col"), shape)):
+            bad = (raw[:, axis] < 0) | (raw[:, axis] >= size)
+            if bool(bad.any()):
+                raise IndexError(f"{name} index {raw[bad][0, axis].item()} out of range "
+                                 f"0..{size - 1}")
+        idx = raw.to(torch.int64)
         mask = torch.zeros(shape, dtype=torch.bool, device=self.torch_device)
         mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
         return mask
 
     def _as_cell_tensor(self, x, dtype: torch.dtype | None, name: str) -> Tensor:
-        t = torch.as_tensor(x, dtype=dtype, device=self.torch_device)
+        try:
+            t = torch.as_tensor(x, dtype=dtype, device=self.torch_device)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise ValueError(f"{name} must be a number or a tensor broadcastable to the "
+                             f"array shape {self.shape}, got {x!r}: {exc}") from None
         try:
             torch.broadcast_shapes(t.shape, self.shape)
         except RuntimeError:
@@ -270,6 +308,9 @@ class Backend(ABC):
                 raise ValueError(f"read input has {v.shape[0]} tiles, expected {want}")
         else:
             raise ValueError(f"read input must be 1-D, 2-D or 3-D, got shape {tuple(v.shape)}")
+        if v.shape[1] == 0:
+            raise ValueError(f"read input has an empty batch (shape {tuple(v.shape)}): give at "
+                             f"least one input vector")
         return v
 
     # -- implementation hooks ---------------------------------------------------------

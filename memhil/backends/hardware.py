@@ -42,7 +42,8 @@ from torch import Tensor
 
 from memhil.backends.base import Backend, Capabilities, Clock, Reading
 from memhil.backends.clock import WallClock
-from memhil.limits import Limits
+from memhil.errors import LimitError
+from memhil.limits import Limits, row_column_blocks, v_half_energy_j, worst_case_energy_j
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +71,10 @@ class FaultLatchedError(HardwareError):
 
 
 # Failures that a resync can cure: timeouts, broken/dropped connections, garbled replies.
+# A LimitError (a guard refusal) is never one: nothing was sent, and retrying cannot help.
 def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, LimitError):
+        return False
     from pyvisa.errors import VisaIOError
     try:
         from serial import SerialException
@@ -232,6 +236,8 @@ class HardwareBackend(Backend):
         for attempt in range(self._retries + 1):
             try:
                 return fn()
+            except LimitError:
+                raise  # a refusal, not a communication fault: no resync, no retry
             except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
                 if not _transient(exc) or attempt == self._retries:
                     self._fail(f"{what} failed after {attempt + 1} attempt(s)", exc)
@@ -249,6 +255,10 @@ class HardwareBackend(Backend):
         self._check_fault(what)
         try:
             return fn()
+        except LimitError:
+            # a refusal part-way may leave a source on: make the station safe, keep the refusal
+            self.station.safe_state()
+            raise
         except Exception as exc:  # noqa: BLE001
             self._fail(f"{what} failed (not retried: read back before pulsing again)", exc)
         raise AssertionError("unreachable")
@@ -419,6 +429,31 @@ class HardwareBackend(Backend):
 
     def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
                compliance_a: Tensor) -> None:
+        plan = self._pulse_plan(selected, v, width_s, count, compliance_a)
+        # Every cell is charged the worst case of every pulse it sees in this request,
+        # selected or half-selected, before anything is sent (per-cell limits alone let a
+        # request split into several pulses re-stress the same cells).
+        energy = np.zeros(self._shape[1:])
+        for mask, amp, width, n, comp in plan:
+            energy += self._pulse_energy_j(mask, amp, width, n, comp)
+        self.limits.check_energy(torch.from_numpy(energy),
+                                 quantity="worst-case energy per cell of the whole pulse request "
+                                          "(selected and half-selected)")
+        for mask, amp, width, n, comp in plan:
+            if self.strategy == "parallel":
+                self.transactions += 1
+                self._write_op("array-board pulse", lambda m=mask, a=amp, w=width, k=n, c=comp:
+                               self._array.pulse_cells(m, a, w, k, compliance_a=c))
+            else:
+                (i,), (j,) = np.nonzero(mask)
+                self._write_op("SMU pulse", lambda i=int(i), j=int(j), a=amp, w=width, k=n, c=comp:
+                               self._cell_pulse(i, j, a, w, k, c))
+
+    def _pulse_plan(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
+                    compliance_a: Tensor) -> list[tuple[np.ndarray, float, float, int, float]]:
+        """The (cell mask, amplitude, width, count, compliance) pulses a request is sent
+        as: one per group of cells sharing the four on the array board, one per cell (one
+        routed cell at a time: physically serial) on the SMUs."""
         shape = self._shape
         self._write_op("prober contact before pulsing", self._ensure_contact)
         sel = torch.ones(shape, dtype=torch.bool) if selected is None else selected.cpu()
@@ -426,19 +461,37 @@ class HardwareBackend(Backend):
                               for t in (v, width_s, count, compliance_a)], 1)
         cells = sel[0].nonzero()
         groups, inverse = torch.unique(fields, dim=0, return_inverse=True)
+        plan = []
         for k, (amp, width, n, comp) in enumerate(groups.tolist()):
             if amp == 0 or n == 0:
                 continue
-            members = cells[inverse == k]
+            members = cells[inverse == k].numpy()
+            masks = []
             if self.strategy == "parallel":
-                mask = np.zeros(shape[1:], dtype=bool)
-                mask[members[:, 0].numpy(), members[:, 1].numpy()] = True
-                self.transactions += 1
-                self._write_op("array-board pulse",
-                               lambda: self._array.pulse_cells(mask, amp, width, int(n), compliance_a=comp))
+                masks.append(np.zeros(shape[1:], dtype=bool))
+                masks[0][members[:, 0], members[:, 1]] = True
             else:
-                for i, j in members.tolist():  # one routed cell at a time: physically serial
-                    self._write_op("SMU pulse", lambda i=i, j=j: self._cell_pulse(i, j, amp, width, int(n), comp))
+                for i, j in members:
+                    masks.append(np.zeros(shape[1:], dtype=bool))
+                    masks[-1][i, j] = True
+            plan += [(m, amp, width, int(n), comp) for m in masks]
+        return plan
+
+    def _pulse_energy_j(self, mask: np.ndarray, amp: float, width: float, n: int,
+                        comp: float) -> np.ndarray:
+        """Worst-case energy per cell of one planned pulse. Board: the driver's row x
+        column blocks, every cell limited to ``comp``. SMUs with a bias channel: the V/2
+        scheme on one cell, half-selected cells limited by the larger of the drive and
+        bias compliances; without one the other lines float, and any cell may carry the
+        drive's whole current at up to |V|."""
+        shape = mask.shape
+        if self.strategy == "parallel":
+            return v_half_energy_j(shape, row_column_blocks(mask), abs(amp), comp, width, n)
+        if self._bias is not None:
+            bias_a = self._bias.compliance or self.limits.compliance_max_a
+            return v_half_energy_j(shape, row_column_blocks(mask), abs(amp), comp, width, n,
+                                   half_current_a=max(comp, bias_a))
+        return np.full(shape, worst_case_energy_j(abs(amp), comp, width, n))
 
     def _cell_pulse(self, i: int, j: int, amp: float, width: float, n: int, comp: float) -> None:
         """Drive -> row i, sense (0 V) -> column j, every other line to the bias channel at
@@ -455,6 +508,13 @@ class HardwareBackend(Backend):
         if self._bias is not None:
             self._bias.set_level(amp / 2)
             self._bias.output(True)
+        # queries (round trips) to the matrix and the bias SMU: their writes were executed
+        # before the drive pulses (separate connections give no ordering between them)
+        missing = set(pairs) - set(self.station.matrix.connections())
+        if missing:
+            raise HardwareError(f"relays {sorted(missing)} not closed before the pulse")
+        if self._bias is not None and not self._bias.output_is_on():
+            raise HardwareError(f"{self._bias.name}: bias output not on before the pulse")
         self._drive.pulse(amp, width, n)
         if self._bias is not None:
             self._bias.set_level(0.0)

@@ -71,8 +71,9 @@ import numpy as np
 from pymeasure.adapters import SerialAdapter
 from pymeasure.instruments import Instrument
 
-from memhil.instruments.registry import register_instrument
+from memhil.instruments.registry import InstrumentRanges, register_instrument
 from memhil.instruments.session import resync_pymeasure
+from memhil.limits import row_column_blocks
 
 
 class ArrayBoardError(RuntimeError):
@@ -189,15 +190,12 @@ class ArrayBoard(Instrument):
                 raise ValueError(f"compliance_a {compliance_a} A is outside the board's "
                                  f"1e-9 .. 0.1 A")
             self._ok(f"COMP {_v(compliance_a)}")
-        groups: dict[bytes, list[int]] = {}
-        for i in range(self.rows):
-            if m[i].any():
-                groups.setdefault(m[i].tobytes(), []).append(i)
-        for rows in groups.values():
+        blocks = row_column_blocks(m)
+        for rows, cols in blocks:
             block = np.zeros_like(m)
-            block[np.ix_(rows, np.flatnonzero(m[rows[0]]))] = True
+            block[np.ix_(rows, cols)] = True
             self._ok(f"PULSE {self._mask_hex(block)},{_v(amplitude_v)},{_v(width_s)},{int(count)}")
-        return len(groups)
+        return len(blocks)
 
     def safe_state(self) -> None:
         """All lines to 0 V."""
@@ -229,4 +227,8 @@ def create(address: str, name: str, **options: Any) -> ArrayBoard:
     return ArrayBoard(address, name, **options)
 
 
-register_instrument("memhil_array_board", "array", create, options=("timeout", "baudrate"))
+# protocol version 1: COMP <= 0.1 A, width <= 1 s, count <= 1e6; lines +-5 V (the
+# reference board's DACs; VMAX? reports a board's own)
+register_instrument("memhil_array_board", "array", create, options=("timeout", "baudrate"),
+                    ranges=InstrumentRanges(v_max_v=5.0, i_max_a=0.1, width_max_s=1.0,
+                                            count_max=10**6))

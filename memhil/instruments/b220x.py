@@ -18,7 +18,7 @@ from typing import Any
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 from qcodes.instrument_drivers.Keysight.keysight_b220x import KeysightB220X
 
-from memhil.instruments.registry import QCODES_VISA_OPTIONS, register_instrument
+from memhil.instruments.registry import InstrumentRanges, QCODES_VISA_OPTIONS, register_instrument
 from memhil.instruments.session import idn_matches, resync_qcodes
 
 
@@ -102,5 +102,7 @@ def create(address: str, name: str, **options: Any) -> B220xMatrix:
     return B220xMatrix(address, name, **options)
 
 
+# B2201A relays: 200 V, 1 A (Keysight B2200A/B2201A data sheet)
 register_instrument("keysight_b2201", "matrix", create, options=QCODES_VISA_OPTIONS,
-                    visa_option="visalib")
+                    visa_option="visalib",
+                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0))

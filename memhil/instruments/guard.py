@@ -16,16 +16,22 @@ Rules (``Limits`` from the Station YAML):
   * ``output(True)``, ``sweep`` and ``pulse`` need a compliance set on this channel since
     the last source-mode change (compliance before output-on);
   * ``sweep`` checks every point before anything is sent;
-  * ``pulse`` checks level and base as ``set_level`` does, then width, count and
-    worst-case energy with ``Limits.check_pulse`` (energy at the channel's compliance;
-    in current mode |I| * V_compliance * width * count);
-  * reads (``measure``, ``output_is_on``, ``in_compliance``), ``output(False)``,
-    ``set_nplc`` and ``safe_state`` pass.
+  * ``pulse`` checks level and base as ``set_level`` does, then width, count, period
+    (<= ``period_max_s``) and worst-case energy, the time at base included (at the
+    channel's compliance; in current mode |I| * V_compliance); afterwards the output is
+    switched off and that is confirmed by a query;
+  * ``measure`` at a non-zero level: |level| * compliance * nplc / 50 Hz within
+    ``energy_max_j`` (nplc as set through the guard, else ``NPLC_MAX``);
+  * ``output_is_on``, ``in_compliance``, ``output(False)``, ``set_nplc`` (> 0) and
+    ``safe_state`` pass.
 ``GuardedSwitchMatrix``: forbidden (port, line) relays never close; a ``connect_many``
   containing one closes nothing.
 ``GuardedProber``: no ``step_to`` while in contact (asked of the prober every time).
 ``GuardedArrayIO``: read voltages within ``v_read_max_v``; pulses checked as above at
-  ``compliance_default_a`` (the board has no settable compliance).
+  their compliance (``compliance_default_a`` when None), the energy per cell summed over
+  the row x column blocks the mask is sent as (selected at |V|, half-selected at |V|/2).
+
+Every value is compared with ``memhil.limits.exceeds``, as the Backend contract does.
 
 ``safe_session(station)`` puts everything in its safe state when the block ends, however
 it ends.
@@ -47,7 +53,10 @@ from memhil.errors import LimitError
 from memhil.instruments.protocols import (
     ArrayIO, Measurement, Prober, SourceMeter, SourceMode, SweepResult, SwitchMatrix,
 )
-from memhil.limits import Limits
+from memhil.limits import (
+    LINE_FREQUENCY_HZ, NPLC_MAX, Limits, exceeds, row_column_blocks, v_half_energy_j,
+    worst_case_energy_j,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +138,10 @@ def _number(value: Any, quantity: str) -> float:
 
 
 def _check_abs(value: Any, limit: float, quantity: str, unit: str) -> float:
-    """|value| <= limit, strictly (no float slack): NaN and inf are refused."""
+    """|value| <= limit by ``limits.exceeds`` (the backend's comparison): NaN and inf are
+    refused."""
     v = _number(value, quantity)
-    if not abs(v) <= limit:
+    if exceeds(abs(v), limit):
         raise LimitError(quantity, abs(v) if v == v else v, limit, unit)
     return v
 
@@ -140,7 +150,7 @@ def _check_positive_upto(value: Any, limit: float, quantity: str, unit: str) -> 
     v = _number(value, quantity)
     if not v > 0:
         raise LimitError(f"{quantity} (must be > 0)", v, 0.0, unit)
-    if not v <= limit:
+    if exceeds(v, limit):
         raise LimitError(quantity, v, limit, unit)
     return v
 
@@ -191,6 +201,8 @@ class GuardedSourceMeter:
         self._limits = limits
         self._mode: str | None = None
         self._compliance: float | None = None  # set since the last source-mode change
+        self._level: float | None = None  # last level sent through the guard (None: unknown)
+        self._nplc: float | None = None  # integration time set through the guard
         self.name = getattr(smu, "name", "smu")
 
     def resync(self) -> None:
@@ -242,6 +254,7 @@ class GuardedSourceMeter:
         self._smu.set_source_mode(mode)
         self._mode = mode
         self._compliance = None
+        self._level = None
 
     def set_compliance(self, limit: float) -> None:
         mode = self._need_mode("set_compliance")
@@ -255,13 +268,19 @@ class GuardedSourceMeter:
         self._compliance = value
 
     def set_nplc(self, nplc: float) -> None:
-        self._smu.set_nplc(nplc)
+        n = _number(nplc, "nplc")
+        if not n > 0:
+            raise LimitError("nplc (must be > 0)", n, 0.0)
+        self._smu.set_nplc(n)
+        self._nplc = n
 
     def set_level(self, value: float) -> None:
         level = self._check_level(value)
         if self._compliance is None and self._smu.output_is_on():
             self._need_compliance("set_level with the output on")
+        self._level = None  # unknown while the command is in flight
         self._smu.set_level(level)
+        self._level = level
 
     def output(self, on: bool) -> None:
         if on:
@@ -274,7 +293,28 @@ class GuardedSourceMeter:
         return self._smu.output_is_on()
 
     def measure(self) -> Measurement:
+        """Measure; with ``energy_max_j`` the energy of one measurement, |level| x
+        compliance x nplc / ``LINE_FREQUENCY_HZ``, must be within it (a DC level held for
+        the integration time is a pulse of that width)."""
+        self._check_measurement_energy()
         return self._smu.measure()
+
+    def _check_measurement_energy(self) -> None:
+        lim = self._limits
+        if lim.energy_max_j is None:
+            return
+        worst = lim.v_pulse_max_v if self._mode != "current" else lim.compliance_max_a
+        level = abs(self._level) if self._level is not None else worst
+        if level == 0 or not self._smu.output_is_on():  # asked: no level reaches the DUT
+            return
+        nplc = NPLC_MAX if self._nplc is None else self._nplc  # unknown: the longest
+        if self._mode == "current":  # the full current at the voltage compliance
+            v, i = (self._compliance or lim.v_pulse_max_v), level
+        else:
+            v, i = level, (self._compliance or lim.compliance_max_a)
+        lim.check_energy(_scalar(worst_case_energy_j(v, i, nplc / LINE_FREQUENCY_HZ, 1)),
+                         quantity=f"{self.name}: worst-case energy of one measurement "
+                                  f"(|level| x compliance x nplc / {LINE_FREQUENCY_HZ:g} Hz)")
 
     def sweep(self, start: float, stop: float, points: int) -> SweepResult:
         self._check_level(start, "sweep start")
@@ -289,25 +329,42 @@ class GuardedSourceMeter:
 
     def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
               period_s: float | None = None) -> None:
+        """Check, pulse, then switch the output off and confirm it by a query (the adapter
+        leaves it on at ``base``). The energy counts the time at base too: per pulse
+        |level| x width + |base| x (period - width), period None meaning 2 x width (the
+        adapters' default), times the compliance and ``count``."""
         lvl = self._check_level(level, "pulse level")
         b = self._check_level(base, "pulse base")
         n = _check_count(count, self._limits)
         compliance = self._need_compliance("pulse")
+        width = _number(width_s, "pulse width")
+        period = 2.0 * width if period_s is None else _number(period_s, "pulse period")
+        if not period >= width:
+            raise InterlockError(f"{self.name}: pulse period {period:.6g} s is shorter than "
+                                 f"the width {width:.6g} s", "pulse period", period, width, "s")
+        if exceeds(period, self._limits.period_max_s):
+            raise LimitError("pulse period", period, self._limits.period_max_s, "s")
         if self._mode == "voltage":
-            _check_pulse_rules(self._limits, max(abs(lvl), abs(b)), width_s, n, compliance)
+            v_lvl, v_b, current = abs(lvl), abs(b), compliance
         else:  # worst case: the full current at the voltage compliance
-            current = max(abs(lvl), abs(b))
-            _check_pulse_rules(self._limits, compliance, width_s, n,
-                               current if current > 0 else self._limits.compliance_default_a)
-        width = float(width_s)
-        if period_s is not None:
-            period = _number(period_s, "pulse period")
-            if not period >= width:
-                raise InterlockError(f"{self.name}: pulse period {period:.6g} s is shorter than "
-                                     f"the width {width:.6g} s", "pulse period", period, width, "s")
+            v_lvl = v_b = compliance
+            current = max(abs(lvl), abs(b)) or self._limits.compliance_default_a
+        _check_pulse_rules(self._limits, max(v_lvl, v_b), width, n, current)
+        if self._mode == "current":
+            at_level, at_base = abs(lvl) * width, abs(b) * (period - width)
+            energy = worst_case_energy_j(compliance, 1.0, at_level + at_base, n)
+        else:
+            energy = worst_case_energy_j(1.0, current, v_lvl * width + v_b * (period - width), n)
+        self._limits.check_energy(_scalar(energy), quantity=f"{self.name}: worst-case pulse "
+                                  f"energy (level and base time)")
         if n == 0:
             return
+        self._level = None
         self._smu.pulse(lvl, width, n, base=b, period_s=period_s)
+        self._level = b
+        self._smu.output(False)
+        if self._smu.output_is_on():
+            raise InterlockError(f"{self.name}: output still on after the pulse and output off")
 
     def in_compliance(self) -> bool:
         return self._smu.in_compliance()
@@ -315,9 +372,11 @@ class GuardedSourceMeter:
     def safe_state(self) -> str:
         """Level 0 and output off, then confirmed by a query (a round trip: the writes
         before it have been executed) so a safe state is never merely assumed."""
+        self._level = None
         self._smu.safe_state()
         if self._smu.output_is_on():
             raise InterlockError(f"{self.name}: output still on after the safe state")
+        self._level = 0.0
         return "output off"
 
     def __repr__(self) -> str:
@@ -459,7 +518,7 @@ class GuardedArrayIO:
         if arr.shape != (n,):
             raise LimitError(f"{what} (need {n} values, got shape {arr.shape})", math.nan, n)
         vmax = float(np.max(np.abs(arr))) if n else 0.0
-        if not vmax <= self._limits.v_read_max_v:  # NaN refused too
+        if exceeds(vmax, self._limits.v_read_max_v):  # NaN refused too
             raise LimitError(f"{what} read voltage |V|", vmax, self._limits.v_read_max_v, "V")
         return arr
 
@@ -482,6 +541,11 @@ class GuardedArrayIO:
         comp = (self._limits.compliance_default_a if compliance_a is None else
                 _check_positive_upto(compliance_a, self._limits.compliance_max_a, "pulse compliance", "A"))
         _check_pulse_rules(self._limits, abs(amp), width_s, n, comp)
+        # the driver pulses a non-product mask as several row x column blocks: every cell
+        # is charged each block it is selected (|V|) or half-selected (|V|/2) by
+        energy = v_half_energy_j(m.shape, row_column_blocks(m), abs(amp), comp, float(width_s), n)
+        self._limits.check_energy(torch.from_numpy(energy),
+                                  quantity="worst-case energy per cell of the V/2 pulses")
         if n == 0 or not m.any():
             return
         self._array.pulse_cells(m, amp, float(width_s), n, compliance_a=comp)

@@ -33,7 +33,7 @@ from qcodes.instrument import Instrument
 from qcodes.instrument_drivers.Keithley import Keithley2450
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
-from memhil.instruments.registry import QCODES_VISA_OPTIONS, register_instrument
+from memhil.instruments.registry import InstrumentRanges, QCODES_VISA_OPTIONS, register_instrument
 from memhil.instruments.session import idn_matches, resync_qcodes
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,9 @@ def create(address: str, name: str, **options: Any) -> Keithley2450SourceMeter:
     return Keithley2450SourceMeter(Keithley2450(name, address, **options), name=name)
 
 
+# 2450: +-200 V, +-1 A (the QCoDeS driver's source range validators)
 register_instrument("keithley2450", "smu", create, options=QCODES_VISA_OPTIONS,
-                    visa_option="visalib")
+                    visa_option="visalib",
+                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0))
 
 __all__ = ["SOURCE_STATUS_LIMIT", "Keithley2450SourceMeter", "create"]

@@ -38,7 +38,7 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
 )
 
 from memhil.instruments.protocols import Measurement, SourceMode, SweepResult
-from memhil.instruments.registry import QCODES_VISA_OPTIONS, register_instrument
+from memhil.instruments.registry import InstrumentRanges, QCODES_VISA_OPTIONS, register_instrument
 from memhil.instruments.session import read_watching_peer, resync_qcodes
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,9 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
             for ch in instr.channels}
 
 
+# 2636B: +-200 V, 1.5 A DC (the QCoDeS driver's _vranges and _ilimit_minmax tables)
 register_instrument("keithley2636b", "smu", create, options=QCODES_VISA_OPTIONS,
-                    visa_option="visalib")
+                    visa_option="visalib",
+                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.5))
 
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "LEAVE_SCRIPT_LINES", "Keithley2600SourceMeter", "create"]

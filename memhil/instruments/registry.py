@@ -50,8 +50,35 @@ VISA_LIBRARIES_BY_NAME = ("@py", "@sim")
 
 
 @dataclass(frozen=True)
+class InstrumentRanges:
+    """What an instrument type can do, from its data sheet or its driver's range table; a
+    station's limits are checked against it at load (None: no such bound)."""
+
+    v_max_v: float | None = None
+    """Largest |V| it sources or carries (V)."""
+    i_max_a: float | None = None
+    """Largest current (compliance) it sources or carries (A)."""
+    width_max_s: float | None = None
+    """Longest pulse it produces (s)."""
+    count_max: int | None = None
+    """Most pulses of one command."""
+
+
+# (station limit, range field, unit): each limit must lie within the range of every
+# instrument whose type declares that range.
+RANGE_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("v_pulse_max_v", "v_max_v", "V"),
+    ("v_read_max_v", "v_max_v", "V"),
+    ("compliance_max_a", "i_max_a", "A"),
+    ("compliance_default_a", "i_max_a", "A"),
+    ("width_max_s", "width_max_s", "s"),
+    ("count_max", "count_max", ""),
+)
+
+
+@dataclass(frozen=True)
 class InstrumentType:
-    """A registered instrument type: its name, role and factory."""
+    """A registered instrument type: its name, role, factory and ranges."""
 
     name: str
     role: str
@@ -62,6 +89,7 @@ class InstrumentType:
     # code and is given on the command line)
     options: frozenset[str] | None = None
     visa_option: str | None = None
+    ranges: InstrumentRanges | None = None
 
 
 _lock = threading.RLock()
@@ -71,8 +99,10 @@ _missing_builtins: dict[str, str] = {}  # module name -> reason (ModuleNotFoundE
 
 def register_instrument(name: str, role: str, factory: Factory, *, replace: bool = False,
                         options: Iterable[str] | None = None,
-                        visa_option: str | None = None) -> None:
-    """Register ``factory`` under the type ``name`` for ``role`` (smu, matrix, prober, array).
+                        visa_option: str | None = None,
+                        ranges: InstrumentRanges | None = None) -> None:
+    """Register ``factory`` under the type ``name`` for ``role`` (smu, matrix, prober, array),
+    with the type's ``ranges`` (station limits beyond them fail at load).
 
     Registering the same factory again is a no-op; a different factory under a taken name
     raises ValueError unless ``replace=True``. ``options``: the option names a station file
@@ -92,7 +122,7 @@ def register_instrument(name: str, role: str, factory: Factory, *, replace: bool
                              f"(role {old.role!r}, from {old.module or 'unknown module'})")
         _types[name] = InstrumentType(name, role, factory, module,
                                       None if options is None else frozenset(options),
-                                      visa_option)
+                                      visa_option, ranges)
 
 
 def unregister_instrument(name: str) -> None:
@@ -156,8 +186,8 @@ def load_builtin_instruments() -> dict[str, str]:
 
 
 __all__ = [
-    "BUILTIN_MODULES", "InstrumentType", "QCODES_VISA_OPTIONS", "ROLES", "Role",
-    "VISA_LIBRARIES_BY_NAME", "create_instrument",
+    "BUILTIN_MODULES", "InstrumentRanges", "InstrumentType", "QCODES_VISA_OPTIONS",
+    "RANGE_CHECKS", "ROLES", "Role", "VISA_LIBRARIES_BY_NAME", "create_instrument",
     "get_instrument_type", "instrument_types", "load_builtin_instruments",
     "missing_builtin_modules", "register_instrument", "unregister_instrument",
 ]

@@ -17,7 +17,9 @@ raise ``ConfigError`` naming the file, the dotted key and the reason)::
       width_min_s: 1.0e-6
       width_max_s: 1.0
       count_max: 100000
-      energy_max_j: 1.0e-6               #   or null; worst case |V| * I_compliance * width * count
+      energy_max_j: 1.0e-6               #   or null; worst case |V| * I_compliance * width * count, per cell and request
+      period_max_s: 10.0                 #   longest SMU pulse period
+                                         # every limit must lie within each instrument type's ranges
     instruments:                         # required, at least one; name -> block
       smu:                               #   name: letters, digits, '_' (no dots)
         type: keithley2636b              #   a registered type (memhil.instruments.registry)
@@ -58,9 +60,9 @@ from memhil.instruments.guard import (
 )
 from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.instruments.registry import (
-    VISA_LIBRARIES_BY_NAME, get_instrument_type, load_builtin_instruments,
+    RANGE_CHECKS, VISA_LIBRARIES_BY_NAME, get_instrument_type, load_builtin_instruments,
 )
-from memhil.limits import Limits
+from memhil.limits import Limits, exceeds
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +252,7 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
     cfg = StationConfig(chip=chip, limits=limits, instruments=instruments, wiring=wiring,
                         mock=dict(mock), name=name, source=source)
     _check_wiring(cfg, roles)
+    _check_ranges(cfg)
     return cfg
 
 
@@ -266,6 +269,25 @@ def _check_options(ic: InstrumentConfig, itype: Any, key: str, source: str | Non
                               f"VISA library only by name {list(VISA_LIBRARIES_BY_NAME)}; a "
                               f"library path loads native code: give it on the command line "
                               f"(memhil run --visa-library PATH)", source)
+
+
+def _check_ranges(cfg: StationConfig) -> None:
+    """Every limit within the range of every instrument whose type declares one, so a
+    limit no instrument can honour fails at load, not in the middle of a run."""
+    for limit_name, range_name, unit in RANGE_CHECKS:
+        value = getattr(cfg.limits, limit_name)
+        bounds = [(getattr(t.ranges, range_name), inst, ic.type)
+                  for inst, ic in cfg.instruments.items()
+                  if (t := get_instrument_type(ic.type)).ranges is not None
+                  and getattr(t.ranges, range_name) is not None]
+        if not bounds:
+            continue
+        bound, inst, type_name = min(bounds, key=lambda b: b[0])  # the tightest names itself
+        if exceeds(value, bound):
+            u = f" {unit}" if unit else ""
+            raise ConfigError(f"limits.{limit_name}", f"{value:g}{u} is beyond the range of "
+                              f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
+                              cfg.source)
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:

@@ -37,6 +37,22 @@ _PHYSICS_LIMITS = {"v_pulse_max_v": 1e3, "v_read_max_v": 1e3, "width_min_s": 1e-
 
 
 @dataclass(frozen=True)
+class Applied:
+    """One drive the chip received (``MockChip.applied`` records them): ``kind`` "dc" (a
+    level solved by ``currents``: a read, or a source trying a level) or "hold" (a pulse);
+    ``v_cell`` every cell's row-minus-column voltage (V, float64); ``duration_s``,
+    ``count``, the per-cell ``compliance_a`` and each cell's |current| (A, at the chord
+    conductance, before any compliance) of a hold."""
+
+    kind: str
+    v_cell: Tensor
+    duration_s: float = 0.0
+    count: int = 0
+    compliance_a: float | None = None
+    current_a: Tensor | None = None
+
+
+@dataclass(frozen=True)
 class WaferSpec:
     """Dies of a virtual wafer: each die is its own array, seeded from its position, with
     optional device-parameter overrides per die (key ``"col,row"``)."""
@@ -65,6 +81,9 @@ class MockChip:
         self.clock = clock or VirtualClock()
         self.wafer = wafer or WaferSpec()
         self.sneak_paths = sneak_paths
+        # a list to record every drive into (``Applied``), None: not recorded; for tests
+        # that check what reached the cells
+        self.applied: list[Applied] | None = None
         self.lock = threading.RLock()
         self._dies: dict[tuple[int, int], SimBackend] = {}
         self.die = self.wafer.dies[0]
@@ -152,6 +171,8 @@ class MockChip:
                 g = sim.sample_conductance(v_cell.to(sim.dtype).unsqueeze(0))[0].double()
             v_r, v_c = self.node_voltages(rows, cols, g)
             i_cell = g * (v_r[:, None] - v_c[None, :])
+            if self.applied is not None:
+                self.applied.append(Applied("dc", (v_r[:, None] - v_c[None, :]).clone()))
             if not self.sneak_paths:
                 on = torch.zeros_like(i_cell, dtype=torch.bool)
                 if rows and cols:
@@ -177,6 +198,11 @@ class MockChip:
                     for j in cols:
                         mask[i, j] = True
                 v_cell = torch.where(mask, v_cell, torch.zeros_like(v_cell))
+            if self.applied is not None:
+                g = self.sim.sample_conductance(v_cell.unsqueeze(0))[0].double()
+                self.applied.append(Applied("hold", v_cell.double().clone(), float(duration_s),
+                                            int(count), compliance_a,
+                                            (g * v_cell.double()).abs()))
             if bool((v_cell != 0).any()):
                 self.sim.pulse(None, v_cell.unsqueeze(0), duration_s, count,
                                compliance_a=compliance_a)

@@ -189,3 +189,48 @@ def test_non_finite_requests_are_refused(backend: Backend, but: BackendUnderTest
         backend.pulse(None, float("nan"), but.set_pulse[1])
     with pytest.raises(LimitError):
         backend.pulse(None, but.set_pulse[0], float("inf"))
+
+
+def test_a_read_at_exactly_the_read_limit_passes(backend: Backend):
+    # float32 rounds 0.5 * k up or down; a value asked equal to the limit must pass everywhere
+    _, rows, cols = backend.shape
+    v = torch.full((1, rows), backend.limits.v_read_max_v, dtype=backend.dtype)
+    assert backend.mvm(v, tile=0).shape == (1, cols)
+    v_t = torch.full((1, cols), -backend.limits.v_read_max_v, dtype=backend.dtype)
+    assert backend.mvm_t(v_t, tile=0).shape == (1, rows)
+
+
+@pytest.mark.parametrize("factor,passes", [(1 + 2.0 ** -22, True), (1 + 2.0 ** -18, False)])
+def test_a_pulse_within_the_documented_slack_passes_every_layer(backend: Backend, factor, passes):
+    from memhil.limits import SLACK
+
+    assert (factor - 1 <= SLACK) == passes
+    amp = backend.limits.v_pulse_max_v * factor
+    if passes:
+        backend.pulse([(0, 0, 0)], amp, 1e-6)
+    else:
+        with pytest.raises(LimitError, match="amplitude"):
+            backend.pulse([(0, 0, 0)], amp, 1e-6)
+
+
+@pytest.mark.parametrize("cells,match", [
+    ([(0, 0.5, 0)], "integers"),            # would pulse cell (0, 0, 0)
+    ([(0, 1), (0, 2), (1, 1)], "triples"),  # three pairs read as two triples
+    ([], "empty"),
+])
+def test_bad_cell_lists_are_refused_with_a_clear_message(backend: Backend, cells, match):
+    t0 = backend.clock.now()
+    with pytest.raises(ValueError, match=match):
+        backend.pulse(cells, 1.0, 1e-6)
+    with pytest.raises(ValueError, match=match):
+        backend.read_conductance(cells)
+    assert backend.clock.now() == t0  # nothing was pulsed or read
+
+
+def test_a_huge_count_and_an_empty_batch_get_clear_messages(backend: Backend):
+    with pytest.raises(LimitError, match="pulse count = 1e\\+30"):
+        backend.pulse([(0, 0, 0)], 1.0, 1e-6, 1e30)
+    with pytest.raises(ValueError, match="pulse count must be an integer"):
+        backend.pulse([(0, 0, 0)], 1.0, 1e-6, float("nan"))
+    with pytest.raises(ValueError, match="empty batch"):
+        backend.mvm(torch.zeros(0, backend.shape[1]))

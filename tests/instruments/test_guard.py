@@ -18,7 +18,7 @@ from memhil.instruments.guard import (
     SafeStateError, safe_session, safe_state_all,
 )
 from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
-from memhil.limits import Limits
+from memhil.limits import Limits, exceeds
 from tests.instruments import FakeArray, FakeMatrix, FakeProber, FakeSMU
 
 LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,
@@ -165,8 +165,11 @@ def test_reads_and_output_off_pass():
     smu.in_compliance()
     smu.set_nplc(1.0)
     smu.safe_state()
-    assert [c[0] for c in fake.calls] == ["measure", "output", "output_is_on", "in_compliance",
-                                           "set_nplc", "safe_state", "output_is_on"]
+    # the level is unknown before a source mode is set: the measure asks whether the output
+    # is on (it is off: nothing to bound)
+    assert [c[0] for c in fake.calls] == ["output_is_on", "measure", "output", "output_is_on",
+                                           "in_compliance", "set_nplc", "safe_state",
+                                           "output_is_on"]
 
 
 # -- SMU: sweeps and pulses --------------------------------------------------------------
@@ -212,12 +215,12 @@ def test_pulse_refusals_send_nothing(kwargs):
 def test_pulse_within_limits_passes_and_energy_uses_the_compliance():
     smu, fake = guarded()
     smu.pulse(1.0, 1e-3, 10, period_s=2e-3)  # 1e-6 J: at the limit
-    assert fake.commands() == [("pulse", 1.0, 1e-3, 10, 0.0, 2e-3)]
+    assert fake.commands() == [("pulse", 1.0, 1e-3, 10, 0.0, 2e-3), ("output", False)]
     smu.set_compliance(1e-3)  # ten times the worst-case current
     with pytest.raises(LimitError, match="energy"):
         smu.pulse(1.0, 1e-3, 10)
     smu.pulse(-1.0, 1e-3, 1)
-    assert fake.commands()[-1] == ("pulse", -1.0, 1e-3, 1, 0.0, None)
+    assert fake.commands()[-2:] == [("pulse", -1.0, 1e-3, 1, 0.0, None), ("output", False)]
 
 
 def test_pulse_needs_compliance_and_zero_count_sends_nothing():
@@ -237,7 +240,7 @@ def test_current_mode_pulse_energy_at_the_voltage_compliance():
         smu.pulse(1e-4, 1e-3, 6)
     with pytest.raises(LimitError):
         smu.pulse(2e-3, 1e-6)
-    assert fake.commands() == [("pulse", 1e-4, 1e-3, 5, 0.0, None)]
+    assert fake.commands() == [("pulse", 1e-4, 1e-3, 5, 0.0, None), ("output", False)]
 
 
 # -- matrix, prober, array -------------------------------------------------------------
@@ -466,7 +469,7 @@ requests = st.one_of(
 
 def _level_ok(mode, value):
     limit = LIMITS.v_pulse_max_v if mode == "voltage" else LIMITS.compliance_max_a
-    return abs(value) <= limit
+    return not exceeds(abs(value), limit)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -507,7 +510,7 @@ def test_property_no_unsafe_request_reaches_the_smu(prefix_mode, prefix_complian
             assert mode in ("voltage", "current")
         elif name == "set_compliance":
             cmax = LIMITS.compliance_max_a if mode == "voltage" else LIMITS.v_pulse_max_v
-            assert mode is not None and 0 < a[0] <= cmax
+            assert mode is not None and 0 < a[0] and not exceeds(a[0], cmax)
             compliance = a[0]
         elif name == "set_level":
             assert mode is not None and _level_ok(mode, a[0])
@@ -518,16 +521,15 @@ def test_property_no_unsafe_request_reaches_the_smu(prefix_mode, prefix_complian
             assert compliance is not None and points >= 1
             assert all(_level_ok(mode, v) for v in np.linspace(start, stop, points))
         elif name == "pulse":
-            level, width, count, base, _ = a
+            level, width, count, base, period = a
+            period = 2 * width if period is None else period
             assert compliance is not None
             assert _level_ok(mode, level) and _level_ok(mode, base)
             assert LIMITS.width_min_s * (1 - 1e-6) <= width <= LIMITS.width_max_s * (1 + 1e-6)
             assert 1 <= count <= LIMITS.count_max
-            if mode == "voltage":
-                energy = max(abs(level), abs(base)) * compliance * width * count
-            else:
-                energy = compliance * max(abs(level), abs(base)) * width * count
-            assert energy <= LIMITS.energy_max_j * (1 + 1e-5)
+            # the time at base counts (the output is switched off after the pulse)
+            energy = compliance * (abs(level) * width + abs(base) * (period - width)) * count
+            assert not exceeds(energy, LIMITS.energy_max_j)
 
 
 def test_safe_state_is_confirmed_by_a_query():

@@ -44,6 +44,7 @@ def test_serve_in_a_separate_process(tmp_path):
             station.matrix.connect_many([(1, 1), (12, 9)])
             smu.set_source_mode("voltage")
             smu.set_compliance(1e-3)
+            smu.set_nplc(1.0)  # the guard bounds a measurement's energy by its integration time
             smu.set_level(0.05)
             smu.output(True)
             m = smu.measure()
