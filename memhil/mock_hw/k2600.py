@@ -1097,6 +1097,11 @@ class _Smu:
         raise TspError("TSP Runtime error: bad argument (reading buffer expected)")
 
 
+#: Lines a script being loaded may hold: past it the script is abandoned with a TSP error
+#: (a client that never sends ``endscript`` cannot grow the emulator without bound).
+SCRIPT_LINES_MAX = 100_000
+
+
 @dataclass
 class _Loading:
     """A script a connection is loading (``loadscript``/``loadandrunscript`` so far)."""
@@ -1149,6 +1154,11 @@ class Keithley2600Emulator:
                 if text == "endscript":
                     del self._loading[session]
                     return self._end_script(loading)
+                if len(loading.lines) >= SCRIPT_LINES_MAX:
+                    del self._loading[session]
+                    self._error(-286, f"TSP Runtime error: script longer than "
+                                      f"{SCRIPT_LINES_MAX} lines abandoned (no endscript)")
+                    return None
                 loading.lines.append(line)
                 return None
             head = text.split(None, 1)

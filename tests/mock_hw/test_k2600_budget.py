@@ -10,7 +10,7 @@ import pytest
 
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip
-from memhil.mock_hw.k2600 import Keithley2600Emulator
+from memhil.mock_hw.k2600 import SCRIPT_LINES_MAX, Keithley2600Emulator
 from memhil.mock_hw.server import TRANSCRIPT_LINES, LineServer
 
 
@@ -62,3 +62,15 @@ def test_transcript_is_bounded():
         emu.handle(f"y = {k}")
     assert len(emu.transcript) == TRANSCRIPT_LINES
     assert emu.transcript[-1] == f"y = {TRANSCRIPT_LINES + 99}"
+
+
+def test_a_script_that_never_ends_is_abandoned_at_its_line_bound():
+    emu = Keithley2600Emulator(MockBench(MockChip({"rows": 2, "cols": 2, "seed": 0}),
+                                         lambda key: ([], [])), name="smu")
+    emu.handle("loadscript endless")
+    for k in range(SCRIPT_LINES_MAX + 10):
+        emu.handle(f"y = {k}")
+    code, message = emu.errors[-1]
+    assert code == -286 and "abandoned" in message
+    assert not emu._loading  # out of script mode: the lines after it ran as commands
+    assert emu.globals["y"] == SCRIPT_LINES_MAX + 9
