@@ -236,7 +236,7 @@ def _console_worthy(record: logging.LogRecord) -> bool:
 def _log_to(path: Path):
     """Send every log record to ``path`` for the duration of a run; the console gets the
     command's own summary and each finding about the data as one line, never a trace."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)  # no file until a record
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
