@@ -19,7 +19,7 @@ import argparse
 import torch
 from torch import nn
 
-from memhil.algorithms.analog_linear import AnalogLinear
+from memhil.analog.linear import AnalogLinear
 from memhil.backends.sim import SimBackend
 from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 

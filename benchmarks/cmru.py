@@ -38,14 +38,14 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.cmru_deploy import noise_robustness
-from memhil.algorithms.recurrent_backbone import (
+from memhil.algorithms.cmru.deploy import noise_robustness
+from memhil.algorithms.cmru.backbone import (
     RecurrentBackbone,
     build_cell,
     count_parameters,
     state_size_for_budget,
 )
-from memhil.algorithms.recurrent_training import TrainConfig, train
+from memhil.algorithms.cmru.training import TrainConfig, train
 from memhil.datasets import (
     copy_first_input,
     delayed_recall,

@@ -3,7 +3,7 @@
 A 100-input, 100-neuron LIF network learns srnn-pcm's pattern-generation task (3 training
 sequences of 1 s at 1 ms, batch 1, one device write per sequence, 38.6 s of device time
 between writes) with its three weight matrices on differential Nandakumar-PCM pairs of the
-simulator. Variants (``memhil.algorithms.eprop.VARIANTS``, each with its own hyperparameters,
+simulator. Variants (``memhil.algorithms.eprop.training.VARIANTS``, each with its own hyperparameters,
 documented there; ``--untuned`` runs all with the float-tuned defaults): float e-prop (no
 device writes), ideal device (4-bit perf-mode PCM + accumulation), sign, stochastic,
 multi-memristor (N = 4 pairs, refresh at 9 µS), mixed precision. Main table per seed and
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.eprop import VARIANTS, EpropConfig, build_variant
+from memhil.algorithms.eprop.training import VARIANTS, EpropConfig, build_variant
 from memhil.datasets import pattern_generation
 
 ABLATION_SCHEMES = ("mixed_precision", "sign", "stochastic", "multi")

@@ -23,19 +23,19 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.eqprop import (
+from memhil.algorithms.eqprop.training import (
     EqPropConfig,
     EqPropTrainer,
     IdealConductances,
     init_conductances,
 )
-from memhil.algorithms.eqprop_devices import (
+from memhil.algorithms.eqprop.devices import (
     MEMRISTOR_MODELS,
     memristor_device_config,
     memristor_store,
     usable_range,
 )
-from memhil.algorithms.resistive_network import NetworkSpec, ResistiveNetwork
+from memhil.algorithms.eqprop.network import NetworkSpec, ResistiveNetwork
 from memhil.backends.sim import SimBackend
 from memhil.datasets import digits, iris, standardize
 

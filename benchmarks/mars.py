@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.lru import LRUClassifier
-from memhil.algorithms.mars import MARS, SKIPS
-from memhil.algorithms.reservoirs import MFESN, LeakyESN
-from memhil.algorithms.ridge_readout import fit_ridge
+from memhil.nn.lru import LRUClassifier
+from memhil.algorithms.mars.layer import MARS, SKIPS
+from memhil.algorithms.mars.reservoirs import MFESN, LeakyESN
+from memhil.algorithms.mars.readout import fit_ridge
 from memhil.datasets import (
     ClassificationData,
     Split,
@@ -201,7 +201,7 @@ def _best_time(fn: Callable[[], object], repeats: int = 2) -> float:
 
 def deployment(n_units: int, n_test: int | None) -> list[str]:
     """Accuracy lost when W_in and the readout run in memory (JapaneseVowels, MARS d1)."""
-    from memhil.algorithms.mars_deploy import deploy_mars
+    from memhil.algorithms.mars.deploy import deploy_mars
     from memhil.backends.sim import SimBackend
     from memhil.mock_hw.lab import MockLab
 

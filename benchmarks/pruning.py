@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from memhil.algorithms.pruning import (
+from memhil.algorithms.pruning.edge_popup import (
     FloatWeight,
     ProgrammedWeight,
     ThresholdSchedule,
@@ -37,7 +37,7 @@ from memhil.algorithms.pruning import (
     set_read_index,
     train,
 )
-from memhil.algorithms.pruning_models import MLP, ConvRNN, DigitCNN, UNet, layer_shapes
+from memhil.algorithms.pruning.models import MLP, ConvRNN, DigitCNN, UNet, layer_shapes
 from memhil.backends.sim import SimBackend
 from memhil.datasets import digit_images, digits, japanese_vowels, standardize, vessels
 

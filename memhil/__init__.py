@@ -5,7 +5,7 @@ crossbar simulator (``memhil.backends.sim``) and, over a Station of instruments,
 the hardware backend; algorithms and protocols are written once against it.
 """
 
-from memhil.errors import ConfigError, LimitError
+from memhil.core.errors import ConfigError, LimitError
 
 __all__ = ["ConfigError", "LimitError", "__version__"]
 __version__ = "0.1.0"

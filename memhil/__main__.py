@@ -2,6 +2,6 @@
 
 import sys
 
-from memhil.cli import main
+from memhil.cli.app import main
 
 sys.exit(main())

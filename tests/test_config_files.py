@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from memhil.cli import main as cli_main
-from memhil.config import load_yaml
-from memhil.errors import ConfigError
+from memhil.cli.app import main as cli_main
+from memhil.core.config import load_yaml
+from memhil.core.errors import ConfigError
 
 NOT_TEXT = {
     "latin1": "protocol: conductance_map\nname: caf\u00e9\n".encode("latin-1"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memhil.demo import TRUE_DEVICE, run_demo
-from memhil.showcase import run_showcase
+from memhil.cli.demo import TRUE_DEVICE, run_demo
+from memhil.cli.showcase import run_showcase
 from memhil.store import RunStore
 
 

@@ -1,4 +1,4 @@
-"""Protocol files into the run store (``memhil.experiment``, ``memhil run`` / ``memhil fit``):
+"""Protocol files into the run store (``memhil.runs.protocol_run``, ``memhil run`` / ``memhil fit``):
 examples pass pre-flight and run on the mock lab, bad input fails before any instrument
 command, a wafer campaign killed by a mock fault mid-die resumes to exactly the reference
 point set, and a fit of a stored pulse train recovers the mock chip's NeuroSim parameters."""
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import memhil.experiment as experiment
-from memhil.backend_config import open_backend
-from memhil.cli import main as cli_main
-from memhil.config import load_yaml
-from memhil.errors import ConfigError
-from memhil.experiment import load_protocol_file, run_protocol_file
+import memhil.runs.protocol_run as experiment
+from memhil.runs.backend_config import open_backend
+from memhil.cli.app import main as cli_main
+from memhil.core.config import load_yaml
+from memhil.core.errors import ConfigError
+from memhil.runs.protocol_run import load_protocol_file, run_protocol_file
 from memhil.protocols import ProtocolLimitError, Runner
 from memhil.store import RunStore
 
@@ -265,7 +265,7 @@ def test_cli_run_and_fit_recover_mock_neurosim(tmp_path, capsys):
                      "--fix", f"c2c_std={true['c2c_std']}"]) == 0
     printed = capsys.readouterr().out
     assert "g_min_s" in printed and "+/-" in printed
-    from memhil.calibration.fit import FitResult
+    from memhil.calibration.fit.neurosim import FitResult
     fit = FitResult.load(out)
     span = true["g_max_s"] - true["g_min_s"]
     # the allowance of tests/calibration/test_fit.py (C2C clipping at the curve ends)
@@ -411,7 +411,7 @@ def test_resume_refuses_changed_protocol_or_station(edit, file, key, tmp_path, l
 def test_resume_mismatch_names_protocol_and_defaults_are_no_change(tmp_path):
     """Function level: another protocol name is refused naming ``protocol``; spelling out a
     parameter at its default value is not a change."""
-    from memhil.experiment import check_resume_matches, first_difference
+    from memhil.runs.protocol_run import check_resume_matches, first_difference
     pf = load_protocol_file(_protocol(tmp_path, CTRL_C_TRAIN))
     md = {"protocol_config": {**pf.config(), "protocol": "iv_sweep"}}
     with pytest.raises(ConfigError, match=r"train\.yaml: protocol: differs"):

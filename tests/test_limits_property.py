@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memhil.backends.hardware import HardwareBackend
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 from memhil.instruments.station import Station
-from memhil.limits import Limits, below, exceeds
+from memhil.core.limits import Limits, below, exceeds
 from memhil.mock_hw.lab import MockLab
 from tests.backends import _mock_station
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memhil.cli import main as cli_main
+from memhil.cli.app import main as cli_main
 from memhil.mock_hw.lab import MockLab
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -20,8 +20,8 @@ from qcodes.instrument import Instrument
 
 from memhil.backends.hardware import HardwareError
 from memhil.backends.sim import SimBackend
-from memhil.cli import main as cli_main
-from memhil.errors import LimitError
+from memhil.cli.app import main as cli_main
+from memhil.core.errors import LimitError
 from memhil.mock_hw.lab import MockLab
 from memhil.store import RunStore
 

@@ -17,8 +17,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
-from memhil.errors import LimitError
-from memhil.limits import Limits
+from memhil.core.errors import LimitError
+from memhil.core.limits import Limits
 
 @runtime_checkable
 class Clock(Protocol):

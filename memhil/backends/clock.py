@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 
 
 class VirtualClock:

@@ -42,8 +42,8 @@ from torch import Tensor
 
 from memhil.backends.base import Backend, Capabilities, Clock, Reading
 from memhil.backends.clock import WallClock
-from memhil.errors import LimitError
-from memhil.limits import Limits, row_column_blocks, v_half_energy_j, worst_case_energy_j
+from memhil.core.errors import LimitError
+from memhil.core.limits import Limits, row_column_blocks, v_half_energy_j, worst_case_energy_j
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -26,7 +26,7 @@ def _is_file_ref(device: Any) -> bool:
 
 def file_version(path: str | Path) -> dict[str, Any]:
     """Path, content hash and (for a fitted model with a sidecar) the fit's version."""
-    from memhil.calibration.fit import FitResult
+    from memhil.calibration.fit.neurosim import FitResult
 
     path = Path(path).expanduser().resolve()
     entry: dict[str, Any] = {"path": str(path)}
@@ -47,7 +47,7 @@ def file_version(path: str | Path) -> dict[str, Any]:
         entry["version"] = None
     if _is_file_ref(path):
         try:
-            from memhil.config import load_yaml
+            from memhil.core.config import load_yaml
             entry["model"] = load_yaml(path).get("model")
         except Exception:  # noqa: BLE001, S110 - metadata must not stop a run
             pass

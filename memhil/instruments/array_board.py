@@ -73,7 +73,7 @@ from pymeasure.instruments import Instrument
 
 from memhil.instruments.registry import InstrumentRanges, register_instrument
 from memhil.instruments.session import resync_pymeasure
-from memhil.limits import row_column_blocks
+from memhil.core.limits import row_column_blocks
 
 
 class ArrayBoardError(RuntimeError):

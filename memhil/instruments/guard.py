@@ -31,7 +31,7 @@ Rules (``Limits`` from the Station YAML):
   their compliance (``compliance_default_a`` when None), the energy per cell summed over
   the row x column blocks the mask is sent as (selected at |V|, half-selected at |V|/2).
 
-Every value is compared with ``memhil.limits.exceeds``, as the Backend contract does.
+Every value is compared with ``memhil.core.limits.exceeds``, as the Backend contract does.
 
 ``safe_session(station)`` puts everything in its safe state when the block ends, however
 it ends.
@@ -49,11 +49,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from memhil.errors import LimitError
-from memhil.instruments.protocols import (
+from memhil.core.errors import LimitError
+from memhil.instruments.capabilities import (
     ArrayIO, Measurement, Prober, SourceMeter, SourceMode, SweepResult, SwitchMatrix,
 )
-from memhil.limits import (
+from memhil.core.limits import (
     LINE_FREQUENCY_HZ, NPLC_MAX, Limits, exceeds, row_column_blocks, v_half_energy_j,
     worst_case_energy_j,
 )

@@ -10,7 +10,7 @@ An adapter module registers its types at import::
     register_instrument("keithley2636b", "smu", make_2636b)
 
 where ``factory(address: str, name: str, **options)`` returns an object implementing the
-role's capability protocol (``memhil.instruments.protocols``). An ``"smu"`` factory may
+role's capability protocol (``memhil.instruments.capabilities``). An ``"smu"`` factory may
 return a single ``SourceMeter`` or a dict of channel name -> ``SourceMeter`` (e.g.
 ``{"smua": ..., "smub": ...}``).
 """
@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, get_args
 
-from memhil.errors import ConfigError
+from memhil.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ Factory = Callable[..., Any]
 # The adapter modules memhil ships; each calls ``register_instrument`` at import. A fixed
 # list (never extended from configuration): add a module here when you add an adapter.
 BUILTIN_MODULES: tuple[str, ...] = (
-    "memhil.instruments.keithley2600",
-    "memhil.instruments.keithley2450",
-    "memhil.instruments.b220x",
-    "memhil.instruments.velox",
+    "memhil.instruments.adapters.keithley2600",
+    "memhil.instruments.adapters.keithley2450",
+    "memhil.instruments.adapters.b220x",
+    "memhil.instruments.adapters.velox",
     "memhil.instruments.array_board",
 )
 

@@ -1,5 +1,5 @@
 """Bringing an instrument connection back to a known state: the shared part of every
-adapter's ``resync`` (``memhil.instruments.protocols.Resyncable``).
+adapter's ``resync`` (``memhil.instruments.capabilities.Resyncable``).
 
 A timeout poisons a connection: the late reply stays in the input buffer and answers the
 next query (pyvisa-py #177, #206). ``resync_session`` runs one recipe for every

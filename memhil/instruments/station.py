@@ -9,7 +9,7 @@ raise ``ConfigError`` naming the file, the dotted key and the reason)::
       rows: 8                            #   int >= 1
       cols: 8                            #   int >= 1
       device: vteam                      #   optional, free-form (model name or mapping), for the mock lab
-    limits:                              # required section (fields default as in memhil.limits.Limits)
+    limits:                              # required section (fields default as in memhil.core.limits.Limits)
       v_pulse_max_v: 2.0                 #   |V| of any source level, sweep point or pulse
       v_read_max_v: 0.3                  #   |V| of array-board reads
       compliance_max_a: 1.0e-3           #   largest current compliance (and |I| in current mode)
@@ -52,17 +52,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from memhil.config import from_mapping, load_yaml, require
-from memhil.errors import ConfigError
+from memhil.core.config import from_mapping, load_yaml, require
+from memhil.core.errors import ConfigError
 from memhil.instruments.guard import (
     GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, SafeStateReport,
     safe_state_all,
 )
-from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
+from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.instruments.registry import (
     RANGE_CHECKS, VISA_LIBRARIES_BY_NAME, get_instrument_type, load_builtin_instruments,
 )
-from memhil.limits import Limits, exceeds
+from memhil.core.limits import Limits, exceeds
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ class MockChip:
         cfg["seed"] = base_seed * 1000 + 31 * die[0] + die[1] + 1
         device = cfg.get("device", "pcm")
         if isinstance(device, str) and device.endswith((".yaml", ".yml")):
-            from memhil.config import load_yaml  # a parameter file, e.g. a fitted model
+            from memhil.core.config import load_yaml  # a parameter file, e.g. a fitted model
             device = load_yaml(device)
         device = {"model": device} if isinstance(device, str) else dict(device)
         override = dict(self.wafer.die_overrides.get(self.wafer.key(die), {}))

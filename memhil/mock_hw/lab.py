@@ -31,17 +31,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from memhil.backends.clock import VirtualClock
-from memhil.config import from_mapping
-from memhil.errors import ConfigError
+from memhil.core.config import from_mapping
+from memhil.core.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
-from memhil.mock_hw.array_board import ArrayBoardEmulator
-from memhil.mock_hw.b220x import B220xEmulator
+from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
+from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
-from memhil.mock_hw.k2450 import Keithley2450Emulator
-from memhil.mock_hw.k2600 import Keithley2600Emulator
+from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
+from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
 from memhil.mock_hw.server import FaultInjector, LineServer
-from memhil.mock_hw.velox import VeloxEmulator
+from memhil.mock_hw.emulators.velox import VeloxEmulator
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from memhil.backends.base import Capabilities, Reading
-from memhil.config import require
+from memhil.core.config import require
 
 log = logging.getLogger("memhil.protocols")
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from memhil.backends.base import Backend, Capabilities
 from memhil.backends.clock import VirtualClock
-from memhil.limits import Limits
+from memhil.core.limits import Limits
 
 
 class DryBackend(Backend):

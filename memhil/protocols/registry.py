@@ -1,14 +1,14 @@
 """Protocols by name: ``protocol_names()``, ``build_protocol(name, params)`` -> a plan
 factory (callable ``factory(capabilities)`` with ``name`` and ``params``), parameters
-from a mapping via ``memhil.config.from_mapping`` (errors name the file and key)."""
+from a mapping via ``memhil.core.config.from_mapping`` (errors name the file and key)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from memhil.config import from_mapping
-from memhil.errors import ConfigError
+from memhil.core.config import from_mapping
+from memhil.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def register(spec: ProtocolSpec) -> None:
 def _builtin() -> None:
     if _REGISTRY:
         return
-    from memhil.protocols import forming, iv_sweep, pulse_train, switching, timed_reads, wafer
+    from memhil.protocols.library import forming, iv_sweep, pulse_train, switching, timed_reads, wafer
     for spec in (
         ProtocolSpec("iv_sweep", iv_sweep.IVSweepParams, iv_sweep.plan, "bipolar staircase I-V"),
         ProtocolSpec("forming", forming.FormingParams, forming.plan, "AutoFormer ramp to a read current"),

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from memhil.backends.base import Backend, Reading
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 from memhil.protocols.dry import DryBackend
 from memhil.protocols.plan import (MVM, Checkpoint, Commit, Contact, IsDone, Move, Now,
                                    Pulse, Read, Record, Separate, ProberMap, Wait)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from memhil.algorithms.analog_linear import AnalogLinear
+from memhil.analog.linear import AnalogLinear
 from memhil.backends.sim import SimBackend
 from tests.backends import BACKENDS, BackendUnderTest
 

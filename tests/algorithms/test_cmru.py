@@ -10,16 +10,16 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.cmru import EpsSchedule, MemoryRecurrentUnit, heaviside, sign
-from memhil.algorithms.cmru_deploy import (
+from memhil.algorithms.cmru.units import EpsSchedule, MemoryRecurrentUnit, heaviside, sign
+from memhil.algorithms.cmru.deploy import (
     deploy_to_backend,
     gaussian_candidate_noise,
     noise_robustness,
     perturbed_weights,
 )
-from memhil.algorithms.recurrent_backbone import RecurrentBackbone
-from memhil.algorithms.recurrent_training import TrainConfig, evaluate, train
-from memhil.algorithms.scan import linear_scan
+from memhil.algorithms.cmru.backbone import RecurrentBackbone
+from memhil.algorithms.cmru.training import TrainConfig, evaluate, train
+from memhil.nn.scan import linear_scan
 from memhil.backends.sim import SimBackend
 from memhil.datasets import copy_first_input
 from memhil.mock_hw.lab import MockLab

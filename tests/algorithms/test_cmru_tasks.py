@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.recurrent_backbone import (
+from memhil.algorithms.cmru.backbone import (
     CELL_KINDS,
     RecurrentBackbone,
     build_cell,
@@ -15,7 +15,7 @@ from memhil.algorithms.recurrent_backbone import (
     sinusoidal_positions,
     state_size_for_budget,
 )
-from memhil.algorithms.recurrent_training import TrainConfig, loss_and_correct, train
+from memhil.algorithms.cmru.training import TrainConfig, loss_and_correct, train
 from memhil.datasets import (
     copy_first_input,
     delayed_recall,

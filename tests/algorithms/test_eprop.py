@@ -1,4 +1,4 @@
-"""e-prop on crossbars (memhil.algorithms.lif, memhil.algorithms.eprop): the LIF dynamics,
+"""e-prop on crossbars (memhil.algorithms.eprop.lif, memhil.algorithms.eprop.training): the LIF dynamics,
 the learning rule against explicit eligibility traces and against BPTT (the gradient
 check), the network on devices with the shared update schemes, and a short end-to-end run
 on the mock-lab hardware backend."""
@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from memhil.algorithms.eprop import (
+from memhil.algorithms.eprop.training import (
     VARIANTS,
     EpropConfig,
     EpropNetwork,
@@ -24,7 +24,7 @@ from memhil.algorithms.eprop import (
     task_error,
     variant_config,
 )
-from memhil.algorithms.lif import (
+from memhil.algorithms.eprop.lif import (
     LIFParams,
     low_pass,
     low_pass_reverse,
@@ -33,7 +33,7 @@ from memhil.algorithms.lif import (
     run_lif,
     spike,
 )
-from memhil.algorithms.scan import linear_recurrence_loop
+from memhil.nn.scan import linear_recurrence_loop
 from memhil.backends.sim import SimBackend
 from memhil.datasets import pattern_generation
 from memhil.mock_hw.lab import MockLab

@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memhil.algorithms.eqprop import (
+from memhil.algorithms.eqprop.training import (
     EqPropConfig,
     EqPropTrainer,
     IdealConductances,
     init_conductances,
     sgd_step,
 )
-from memhil.algorithms.eqprop_devices import (
+from memhil.algorithms.eqprop.devices import (
     MEMRISTOR_MODELS,
     local_slope,
     memristor_device_config,
@@ -23,7 +23,7 @@ from memhil.algorithms.eqprop_devices import (
     place_layers,
     usable_range,
 )
-from memhil.algorithms.resistive_network import NetworkSpec, ResistiveNetwork
+from memhil.algorithms.eqprop.network import NetworkSpec, ResistiveNetwork
 from memhil.backends.sim import SimBackend
 from memhil.datasets import iris
 from memhil.mock_hw.lab import MockLab

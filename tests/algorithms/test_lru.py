@@ -2,7 +2,7 @@
 
 import torch
 
-from memhil.algorithms.lru import LRU, LRUClassifier
+from memhil.nn.lru import LRU, LRUClassifier
 
 
 def test_lru_scan_equals_loop_long_sequence():

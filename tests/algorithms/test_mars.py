@@ -9,9 +9,9 @@ import functools
 import pytest
 import torch
 
-from memhil.algorithms.mars import MARS, SKIPS, MARSLayer, diagonal_recurrence
-from memhil.algorithms.reservoirs import MFESN
-from memhil.algorithms.ridge_readout import fit_ridge
+from memhil.algorithms.mars.layer import MARS, SKIPS, MARSLayer, diagonal_recurrence
+from memhil.algorithms.mars.reservoirs import MFESN
+from memhil.algorithms.mars.readout import fit_ridge
 from memhil.datasets import japanese_vowels, standardize
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.algorithms.mars import MARS
-from memhil.algorithms.mars_deploy import deploy_mars, place_regions
-from memhil.algorithms.ridge_readout import fit_ridge
+from memhil.algorithms.mars.layer import MARS
+from memhil.algorithms.mars.deploy import deploy_mars, place_regions
+from memhil.algorithms.mars.readout import fit_ridge
 from memhil.backends.sim import SimBackend
 from memhil.mock_hw.lab import MockLab
 from tests.algorithms.test_mars import standardized_vowels

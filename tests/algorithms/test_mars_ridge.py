@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.algorithms.ridge_readout import fit_ridge, one_hot_pm, ridge_path
+from memhil.algorithms.mars.readout import fit_ridge, one_hot_pm, ridge_path
 
 
 def _problem(seed=0, n=60, n_val=200, f=40, classes=3):

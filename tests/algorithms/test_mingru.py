@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.algorithms.mingru import MinGRU
+from memhil.nn.mingru import MinGRU
 
 
 def test_mingru_scan_equals_loop_values_and_gradients():

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.pruning import (
+from memhil.algorithms.pruning.edge_popup import (
     FloatWeight,
     FormingRecipe,
     MaskedWeight,
@@ -30,7 +30,7 @@ from memhil.algorithms.pruning import (
     top_k_mask,
     train,
 )
-from memhil.algorithms.pruning_models import MLP, ConvRNN, DigitCNN, UNet, layer_shapes
+from memhil.algorithms.pruning.models import MLP, ConvRNN, DigitCNN, UNet, layer_shapes
 from memhil.backends.sim import SimBackend
 from memhil.datasets import vessels
 

@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-from memhil.algorithms.pruning import (
+from memhil.algorithms.pruning.edge_popup import (
     FormingRecipe,
     TrainConfig,
     accuracy,
@@ -20,7 +20,7 @@ from memhil.algorithms.pruning import (
     read_magnitudes,
     train,
 )
-from memhil.algorithms.pruning_models import MLP, layer_shapes
+from memhil.algorithms.pruning.models import MLP, layer_shapes
 from memhil.backends.sim import SimBackend
 from memhil.datasets import digits
 from memhil.mock_hw.lab import MockLab

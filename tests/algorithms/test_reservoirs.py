@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.reservoirs import MFESN, LeakyESN, MFDevice, check_decay_range
-from memhil.algorithms.sequence_pooling import pool_states
+from memhil.algorithms.mars.reservoirs import MFESN, LeakyESN, MFDevice, check_decay_range
+from memhil.nn.pooling import pool_states
 
 
 def test_mfesn_step_matches_a_hand_computed_update():

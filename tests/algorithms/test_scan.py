@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from memhil.algorithms.scan import linear_recurrence_loop, linear_scan
+from memhil.nn.scan import linear_recurrence_loop, linear_scan
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 64, 1500])

@@ -1,4 +1,4 @@
-"""Online update schemes (memhil.algorithms.updates, refresh): mechanics per scheme, pulse
+"""Online update schemes (memhil.analog.updates.schemes, refresh): mechanics per scheme, pulse
 accounting, the registry, and the acceptance toy (online linear regression on noisy,
 drifting PCM) that reproduces the known ranking of the schemes."""
 
@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.analog_weights import AnalogWeights, PulseSpec
-from memhil.algorithms.mapping import WeightMapping
-from memhil.algorithms.updates import (UpdateStep, available_update_schemes,
+from memhil.analog.weights import AnalogWeights, PulseSpec
+from memhil.analog.mapping import WeightMapping
+from memhil.analog.updates.schemes import (UpdateStep, available_update_schemes,
                                        build_update_scheme)
 from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
-from memhil.errors import ConfigError
+from memhil.core.errors import ConfigError
 
 from tests.backends import BACKENDS, BackendUnderTest
 

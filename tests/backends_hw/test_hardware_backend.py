@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.backend_config import open_backend
+from memhil.runs.backend_config import open_backend
 from memhil.backends.hardware import FaultLatchedError, HardwareBackend, HardwareError
 from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
-from memhil.errors import ConfigError
+from memhil.core.errors import ConfigError
 from tests.backends import _mock_station
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from memhil.backends.hardware import HardwareBackend
-from memhil.errors import ConfigError, LimitError
+from memhil.core.errors import ConfigError, LimitError
 from memhil.instruments.station import Station, load_station_config
-from memhil.limits import exceeds
+from memhil.core.limits import exceeds
 from memhil.mock_hw.lab import MockLab
 from tests.backends import _mock_station
 

@@ -13,10 +13,10 @@ import yaml
 from qcodes.instrument import Instrument
 
 from memhil.backends.hardware import FaultLatchedError, HardwareBackend, HardwareError
-from memhil.cli import EXIT_UNSAFE, main as cli_main
+from memhil.cli.app import EXIT_UNSAFE, main as cli_main
 from memhil.instruments.guard import SafeStateError
 from memhil.instruments.station import Station
-from memhil.instruments.velox import GarbledReplyError, StrictVelox
+from memhil.instruments.adapters.velox import GarbledReplyError, StrictVelox
 from memhil.mock_hw.lab import MockLab
 
 ROWS = COLS = 4

@@ -1,4 +1,4 @@
-"""Device-model fitting (``memhil.calibration.fit``): the fit round trip.
+"""Device-model fitting (``memhil.calibration.fit.neurosim``): the fit round trip.
 
 A mock-lab HardwareBackend (array-board strategy, 8 x 8 NeuroSim chip with KNOWN parameters
 in the station's ``mock: device:`` section, 1 % read noise, 0.5 % C2C) is measured through
@@ -30,7 +30,7 @@ import torch
 
 from memhil.backends.sim import SimBackend
 from memhil.backends.sim.devices import build_device_model
-from memhil.calibration.fit import FitResult, fit_neurosim, neurosim_curve
+from memhil.calibration.fit.neurosim import FitResult, fit_neurosim, neurosim_curve
 from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
 from memhil.mock_hw.lab import MockLab
 

@@ -1,4 +1,4 @@
-"""VTEAM fit (``memhil.calibration.fit_vteam``, ``memhil fit --model vteam``): the round trip
+"""VTEAM fit (``memhil.calibration.fit.vteam``, ``memhil fit --model vteam``): the round trip
 on the mock lab.
 
 The shipped example (``examples/protocols/vteam_amplitudes.yaml`` on
@@ -35,14 +35,14 @@ import yaml
 
 from memhil.backends.sim import SimBackend
 from memhil.backends.sim.devices.vteam import VTEAMDevice
-from memhil.calibration.fit import FitResult
-from memhil.calibration.fit_vteam import (
+from memhil.calibration.fit.neurosim import FitResult
+from memhil.calibration.fit.vteam import (
     FITTED,
     PulseSequence,
     fit_vteam,
     population_curve,
 )
-from memhil.cli import main as cli_main
+from memhil.cli.app import main as cli_main
 from memhil.mock_hw.lab import MockLab
 from memhil.store import RunStore
 
@@ -116,7 +116,7 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
     ~10 % of the span (measured: rms 1.3 % / 1.5 %, worst 8.5 % / 10 %).
     """
     tmp, db, out = measured
-    from memhil.experiment import pulse_sequence_from_run
+    from memhil.runs.protocol_run import pulse_sequence_from_run
     with RunStore(db) as store:
         seq = pulse_sequence_from_run(store, 1)
     span = seq.g_mean_s.max() - seq.g_mean_s.min()

@@ -1,4 +1,4 @@
-"""Program-and-verify and open-loop programming (``memhil.calibration.program``).
+"""Program-and-verify and open-loop programming (``memhil.analog.program``).
 
 Acceptance: on the simulator, with PCM and with VTEAM devices, program-and-verify reaches a
 seeded random 64 x 64 target map within a tolerance the device physics allows for >= 99 %
@@ -15,10 +15,10 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.analog_weights import AnalogWeights, PulseSpec
-from memhil.algorithms.mapping import WeightMapping
+from memhil.analog.weights import AnalogWeights, PulseSpec
+from memhil.analog.mapping import WeightMapping
 from memhil.backends.sim import SimBackend
-from memhil.calibration.program import (
+from memhil.analog.program import (
     ProgramReport, calibrate_region, program_and_verify, program_open_loop, program_weights)
 from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
 

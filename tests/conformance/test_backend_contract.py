@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from memhil.backends.base import Backend, Capabilities, Limits
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 
 from tests.backends import BACKENDS, BackendUnderTest
 
@@ -202,7 +202,7 @@ def test_a_read_at_exactly_the_read_limit_passes(backend: Backend):
 
 @pytest.mark.parametrize("factor,passes", [(1 + 2.0 ** -22, True), (1 + 2.0 ** -18, False)])
 def test_a_pulse_within_the_documented_slack_passes_every_layer(backend: Backend, factor, passes):
-    from memhil.limits import SLACK
+    from memhil.core.limits import SLACK
 
     assert (factor - 1 <= SLACK) == passes
     amp = backend.limits.v_pulse_max_v * factor

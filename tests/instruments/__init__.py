@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from memhil.instruments.protocols import Measurement, SweepResult
+from memhil.instruments.capabilities import Measurement, SweepResult
 
 
 class Recorder:

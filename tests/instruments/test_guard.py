@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 from memhil.instruments.guard import (
     GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, InterlockError,
     SafeStateError, safe_session, safe_state_all,
 )
-from memhil.instruments.protocols import ArrayIO, Prober, SourceMeter, SwitchMatrix
-from memhil.limits import Limits, exceeds
+from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
+from memhil.core.limits import Limits, exceeds
 from tests.instruments import FakeArray, FakeMatrix, FakeProber, FakeSMU
 
 LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 from memhil.instruments.guard import GuardedSourceMeter
-from memhil.limits import Limits
+from memhil.core.limits import Limits
 from tests.instruments import FakeSMU
 
 LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from memhil.errors import ConfigError, LimitError
+from memhil.core.errors import ConfigError, LimitError
 from memhil.instruments import registry
 from memhil.instruments.guard import (
     GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, safe_session,

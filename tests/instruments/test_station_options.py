@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memhil.cli import main as cli_main
-from memhil.errors import ConfigError
+from memhil.cli.app import main as cli_main
+from memhil.core.errors import ConfigError
 from memhil.instruments.registry import register_instrument, unregister_instrument
 from memhil.instruments.station import Station, load_station_config
 from tests.instruments import FakeSMU

@@ -11,9 +11,9 @@ import serial
 import torch
 
 from memhil.instruments.array_board import ArrayBoard, ArrayBoardError
-from memhil.instruments.protocols import ArrayIO
+from memhil.instruments.capabilities import ArrayIO
 from memhil.mock_hw import protocol_memhilboard
-from memhil.mock_hw.array_board import ArrayBoardEmulator
+from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 from memhil.mock_hw.chip import MockChip
 
 N = 16

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from memhil.instruments.b220x import B220xMatrix, SwitchMatrixError
-from memhil.instruments.protocols import SwitchMatrix
-from memhil.mock_hw.b220x import B220xEmulator
+from memhil.instruments.adapters.b220x import B220xMatrix, SwitchMatrixError
+from memhil.instruments.capabilities import SwitchMatrix
+from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip
 

@@ -17,11 +17,11 @@ from pyvisa.errors import VisaIOError
 from qcodes.instrument import Instrument
 from qcodes.instrument_drivers.Keithley import Keithley2450
 
-from memhil.instruments.keithley2450 import Keithley2450SourceMeter, create
-from memhil.instruments.protocols import SourceMeter
+from memhil.instruments.adapters.keithley2450 import Keithley2450SourceMeter, create
+from memhil.instruments.capabilities import SourceMeter
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip
-from memhil.mock_hw.k2450 import SOURCE_STATUS_LIMIT, Keithley2450Emulator
+from memhil.mock_hw.emulators.k2450 import SOURCE_STATUS_LIMIT, Keithley2450Emulator
 from memhil.mock_hw.server import LineServer
 
 CFG = {"rows": 4, "cols": 4, "seed": 7,

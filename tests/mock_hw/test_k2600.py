@@ -27,11 +27,11 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
     Keithley2600MeasurementStatus,
 )
 
-from memhil.instruments.keithley2600 import Keithley2600SourceMeter, create
-from memhil.instruments.protocols import SourceMeter
+from memhil.instruments.adapters.keithley2600 import Keithley2600SourceMeter, create
+from memhil.instruments.capabilities import SourceMeter
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip
-from memhil.mock_hw.k2600 import BUFFER_STATUS_COMPLIANCE, Keithley2600Emulator
+from memhil.mock_hw.emulators.k2600 import BUFFER_STATUS_COMPLIANCE, Keithley2600Emulator
 from memhil.mock_hw.server import LineServer
 
 CFG = {"rows": 4, "cols": 4, "device": {"model": "yakopcic"}, "seed": 7}

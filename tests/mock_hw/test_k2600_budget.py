@@ -10,7 +10,7 @@ import pytest
 
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip
-from memhil.mock_hw.k2600 import SCRIPT_LINES_MAX, Keithley2600Emulator
+from memhil.mock_hw.emulators.k2600 import SCRIPT_LINES_MAX, Keithley2600Emulator
 from memhil.mock_hw.server import TRANSCRIPT_LINES, LineServer
 
 

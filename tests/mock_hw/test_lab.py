@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qcodes.instrument import Instrument
 
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 from memhil.instruments.guard import safe_session
 from memhil.instruments.station import Station
 from memhil.mock_hw.lab import MockLab

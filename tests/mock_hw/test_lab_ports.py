@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memhil.backend_config import open_backend
-from memhil.cli import main as cli_main
-from memhil.errors import ConfigError
+from memhil.runs.backend_config import open_backend
+from memhil.cli.app import main as cli_main
+from memhil.core.errors import ConfigError
 from memhil.instruments.station import load_station_config
 from memhil.mock_hw.lab import MockLab
 

@@ -22,9 +22,10 @@ import yaml
 from pyvisa.errors import VisaIOError
 from qcodes.instrument import Instrument
 
-from memhil.instruments import array_board, b220x, keithley2450, keithley2600, velox
-from memhil.instruments.keithley2600 import LEAVE_SCRIPT_LINES
-from memhil.instruments.protocols import Resyncable
+from memhil.instruments import array_board
+from memhil.instruments.adapters import b220x, keithley2450, keithley2600, velox
+from memhil.instruments.adapters.keithley2600 import LEAVE_SCRIPT_LINES
+from memhil.instruments.capabilities import Resyncable
 from memhil.instruments.session import ResyncError
 from memhil.mock_hw.lab import MockLab
 

@@ -9,13 +9,13 @@ import pytest
 from pymeasure.instruments.formfactor.velox import Velox
 
 from memhil.instruments.array_board import ArrayBoard
-from memhil.instruments.protocols import Prober
-from memhil.instruments.velox import ProberInterlockError, VeloxProber
-from memhil.mock_hw.array_board import ArrayBoardEmulator
-from memhil.mock_hw.b220x import B220xEmulator
+from memhil.instruments.capabilities import Prober
+from memhil.instruments.adapters.velox import ProberInterlockError, VeloxProber
+from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
+from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
-from memhil.mock_hw.velox import VeloxEmulator
+from memhil.mock_hw.emulators.velox import VeloxEmulator
 
 DIES = ((0, 0), (1, 0), (1, 1))
 # HP devices start at x0 = 0.1: G ~ 1 / (0.9 R_off); die (1, 0) has half the R_off,

@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from memhil.backends.sim import SimBackend
-from memhil.errors import ConfigError
+from memhil.core.errors import ConfigError
 from memhil.mock_hw.lab import MockLab
 from memhil.protocols import (JournalFile, ListSink, ProtocolError, ProtocolLimitError, Runner,
                               build_protocol, protocol_names, switching_stats)

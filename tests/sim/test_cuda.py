@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.algorithms.analog_linear import AnalogLinear
+from memhil.analog.linear import AnalogLinear
 from memhil.backends.sim import SimBackend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

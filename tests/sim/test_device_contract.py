@@ -23,7 +23,7 @@ from memhil.backends.sim.devices import (
     build_device_model,
     device_model_names,
 )
-from memhil.errors import ConfigError
+from memhil.core.errors import ConfigError
 
 NAMES = device_model_names()
 SHAPE = (2, 3, 4)          # arbitrary leading shape (tiles, rows, cols)

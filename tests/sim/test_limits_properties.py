@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from memhil.backends.base import Limits
 from memhil.backends.sim.read_path import quantize_symmetric
-from memhil.errors import LimitError
+from memhil.core.errors import LimitError
 
 LIMITS = Limits(v_pulse_max_v=2.0, width_min_s=1e-8, width_max_s=1e-3, compliance_max_a=1e-3,
                 compliance_default_a=1e-4, count_max=50)

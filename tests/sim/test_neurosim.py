@@ -11,7 +11,7 @@ import torch
 
 from memhil.backends.sim.devices.base import build_device_model
 from memhil.backends.sim.devices.neurosim import NeuroSimLTPLTD
-from memhil.errors import ConfigError
+from memhil.core.errors import ConfigError
 
 US = 1e-6
 F64 = torch.float64

@@ -10,7 +10,7 @@ import torch
 from memhil.backends.sim import SimBackend
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.read_path import quantize_symmetric
-from memhil.errors import ConfigError, LimitError
+from memhil.core.errors import ConfigError, LimitError
 
 
 def quiet_sim(**kw) -> SimBackend:

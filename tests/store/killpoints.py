@@ -18,8 +18,8 @@ torch.set_num_threads(1)  # before any torch op: a forked child then inherits no
 from qcodes.dataset.sqlite.connection import AtomicConnection  # noqa: E402
 
 from memhil.backends.base import Backend  # noqa: E402
-from memhil.errors import ConfigError  # noqa: E402
-from memhil.experiment import run_protocol_file  # noqa: E402
+from memhil.core.errors import ConfigError  # noqa: E402
+from memhil.runs.protocol_run import run_protocol_file  # noqa: E402
 from memhil.protocols.journal import key_text  # noqa: E402
 from memhil.protocols.dry import DryBackend  # noqa: E402
 from memhil.protocols.plan import Checkpoint  # noqa: E402

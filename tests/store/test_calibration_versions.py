@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from memhil.backends.sim import SimBackend
-from memhil.calibration.fit import FitResult
+from memhil.calibration.fit.neurosim import FitResult
 from memhil.calibration.read_calibration import ReadCalibration
-from memhil.experiment import run_protocol_file
+from memhil.runs.protocol_run import run_protocol_file
 from memhil.store import RunStore
 from tests.backends import _mock_station
 

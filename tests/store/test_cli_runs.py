@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from memhil.cli import main
+from memhil.cli.app import main
 from memhil.store import RunStore
 
 

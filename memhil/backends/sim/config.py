@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from memhil.backends.base import Limits
-from memhil.config import from_mapping, load_yaml, require
+from memhil.core.config import from_mapping, load_yaml, require
 
 
 @dataclass(frozen=True)

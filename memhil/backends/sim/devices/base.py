@@ -17,8 +17,8 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import Tensor
 
-from memhil.config import from_mapping, load_yaml
-from memhil.errors import ConfigError
+from memhil.core.config import from_mapping, load_yaml
+from memhil.core.errors import ConfigError
 
 D2D = dict[str, Tensor]
 

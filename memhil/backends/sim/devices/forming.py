@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from memhil.backends.sim.devices.base import D2D, DeviceModel, register_device
-from memhil.config import require
+from memhil.core.config import require
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from memhil.backends.sim.devices.base import (D2D, DeviceModel, lognormal_spread, register_alias,
                                               register_device)
-from memhil.config import require
+from memhil.core.config import require
 
 #: NeuroSim's normalised A at a few nonlinearity labels (formula.cpp getParamA): A = A_norm * P_max.
 A_NORM_BY_NL = {0.01: 126.268958, 1.0: 1.251653, 4.22: 0.249748, 9.0: 0.0228}

@@ -34,7 +34,7 @@ from torch import Tensor
 from memhil.backends.sim.devices.base import (
     D2D, DeviceModel, lognormal_spread, register_device)
 from memhil.backends.sim.devices.integration import c2c_pulses, rk4
-from memhil.config import require
+from memhil.core.config import require
 
 # Per-device parameters and the relative D2D spread each is drawn with.
 _D2D = {"r_on_ohm": "r_on_dtod", "r_off_ohm": "r_off_dtod", "v_on_v": "v_on_dtod",

@@ -26,7 +26,7 @@ from torch import Tensor
 from memhil.backends.sim.devices.base import (
     D2D, DeviceModel, lognormal_spread, register_device)
 from memhil.backends.sim.devices.integration import c2c_pulses, rk4
-from memhil.config import require
+from memhil.core.config import require
 
 
 @register_device("yakopcic")

@@ -1,0 +1,120 @@
+"""Training recipe of the recurrent backbone (ref. §2.3): AdamW (β₂ = 0.99, weight decay 1e-4,
+none on recurrent parameters), cosine learning rate down to 1 %, gradient clip 1.0, mini-batches.
+
+Sequence labels (``y`` of shape (N,)) use cross-entropy on the model's logits; per-step bit
+targets (``y`` of shape (N, T, n_bits), e.g. the flip-flop) use a per-bit logistic loss and
+bit accuracy over all steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from memhil.algorithms.cmru.units import CandidatePerturbation, EpsSchedule
+from memhil.datasets.containers import Split
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser settings; ``steps`` mini-batch updates of ``batch_size`` sequences."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    eps_schedule: EpsSchedule | None = None
+    seed: int = 0
+    #: stop early once the mean mini-batch accuracy of the last ``window`` steps reaches this
+    stop_accuracy: float | None = None
+    window: int = 20
+    #: evaluate the whole training split at the end (costly for long sequences)
+    eval_train: bool = True
+
+
+@dataclass
+class TrainResult:
+    """Loss (and mini-batch accuracy) per step and the final accuracies (test where a split
+    was given); ``steps`` is the number of updates actually made."""
+
+    losses: list[float] = field(default_factory=list)
+    batch_accuracies: list[float] = field(default_factory=list)
+    steps: int = 0
+    train_accuracy: float = float("nan")
+    test_accuracy: float = float("nan")
+
+
+def _is_recurrent(name: str) -> bool:
+    return ".cell." in name and not name.endswith(("out.weight", "out.bias"))
+
+
+def loss_and_correct(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
+    """(mean loss, number correct, number of predictions) for class or per-step bit targets."""
+    if y.dim() == 1:
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss, (logits.argmax(-1) == y).sum(), y.numel()
+    target = y.to(logits.dtype)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+    return loss, ((logits > 0) == (y > 0)).sum(), y.numel()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, *, batch_size: int = 256,
+             perturb: CandidatePerturbation | None = None) -> float:
+    """Accuracy of ``model`` (eval mode) on ``split``; ``perturb`` acts on the cells' candidates."""
+    was_training = model.training
+    model.eval()
+    correct, total = 0, 0
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
+        lengths = None if split.lengths is None else split.lengths[i:i + batch_size]
+        _, c, n = loss_and_correct(model(x, lengths, perturb=perturb), y)
+        correct += int(c)
+        total += n
+    model.train(was_training)
+    return correct / total
+
+
+def train(model: nn.Module, train_split: Split, config: TrainConfig | None = None,
+          test_split: Split | None = None) -> TrainResult:
+    """Fit ``model`` on ``train_split`` with the §2.3 recipe; returns losses and accuracies."""
+    cfg = config or TrainConfig()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if _is_recurrent(name) or p.dim() < 2 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    result = TrainResult()
+    model.train()
+    n = len(train_split)
+    for step in range(cfg.steps):
+        if cfg.eps_schedule is not None:
+            cfg.eps_schedule.apply(model, step)
+        idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
+        batch = train_split.subset(idx)
+        loss, correct, count = loss_and_correct(model(batch.x, batch.lengths), batch.y)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        result.losses.append(float(loss.detach()))
+        result.batch_accuracies.append(int(correct) / count)
+        result.steps = step + 1
+        recent = result.batch_accuracies[-cfg.window:]
+        if (cfg.stop_accuracy is not None and len(recent) == cfg.window
+                and sum(recent) / cfg.window >= cfg.stop_accuracy):
+            break
+    if cfg.eval_train:
+        result.train_accuracy = evaluate(model, train_split)
+    if test_split is not None:
+        result.test_accuracy = evaluate(model, test_split)
+    return result

@@ -1,0 +1,142 @@
+"""MARS inference in memory: the layers' input projections W_in and the trained ridge
+readout are programmed (program-and-verify) onto a Backend and evaluated as ``mvm``.
+
+What stays digital: the MF unit update (a volatile device could supply it physically), the
+pooling, the standardisation of the readout features ((f - mean) / scale, a per-feature
+offset and gain, so device error does not multiply their large common mode and every
+weight uses the conductance range alike) and the readout bias. Works on any Backend: the simulator, the
+hardware backend over the mock lab, a bench.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from memhil.analog.linear import AnalogLinear
+from memhil.algorithms.mars.layer import MARS, Method
+from memhil.algorithms.mars.readout import RidgeClassifier
+from memhil.nn.pooling import Pooling
+from memhil.backends.base import Backend
+from memhil.analog.program import ProgramReport
+
+
+def place_regions(sizes: list[tuple[int, int]], shape: tuple[int, int, int]
+                  ) -> list[tuple[int, int]]:
+    """(tile, col_offset) for matrices of (rows, cols) ``sizes``, packed left to right on
+    a tile and spilling to the next tile; ValueError naming the sizes when they do not fit."""
+    tiles, rows, cols = shape
+    tile, col, out = 0, 0, []
+    for n_rows, n_cols in sizes:
+        if n_rows > rows or n_cols > cols:
+            raise ValueError(f"a {n_rows} x {n_cols} region does not fit a {rows} x {cols} tile")
+        if col + n_cols > cols:
+            tile, col = tile + 1, 0
+        if tile >= tiles:
+            need = sum(c for _, c in sizes)
+            raise ValueError(f"regions of {need} columns in all ({sizes}) do not fit "
+                             f"{tiles} tile(s) of {rows} x {cols}")
+        out.append((tile, col))
+        col += n_cols
+    return out
+
+
+@dataclass
+class DeployedMARS:
+    """A MARS classifier whose projections (where deployed) and readout run in the array."""
+
+    model: MARS
+    readout: RidgeClassifier
+    readout_layer: AnalogLinear
+    projections: list[AnalogLinear | None]
+    pool: Pooling
+    layers: Literal["all", "last"]
+    method: Method = "scan"
+    reports: dict[str, ProgramReport] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def features(self, x: Tensor, lengths: Tensor | None = None,
+                 batch_size: int | None = None) -> Tensor:
+        """Pooled features with the input projections read from the array."""
+        return self.model.features(x, lengths, pool=self.pool, layers=self.layers,
+                                   method=self.method, batch_size=batch_size,
+                                   projections=self.projections)
+
+    @torch.no_grad()
+    def decision_from_features(self, features: Tensor) -> Tensor:
+        """Class scores from features: one array read of (f - mean) / scale plus the bias."""
+        z = ((features.double() - self.readout.mean) / self.readout.scale).float()
+        return self.readout_layer(z).double()
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.decision_from_features(self.features(x, lengths)).argmax(-1)
+
+    def accuracy(self, x: Tensor, labels: Tensor, lengths: Tensor | None = None) -> float:
+        return float((self.predict(x, lengths) == labels).double().mean())
+
+    def accuracy_from_features(self, features: Tensor, labels: Tensor) -> float:
+        """Accuracy with float features and the array readout (isolates the readout)."""
+        pred = self.decision_from_features(features).argmax(-1)
+        return float((pred == labels).double().mean())
+
+
+def inner_window(backend: Backend, margin: float = 0.02) -> tuple[float, float]:
+    """The device window shrunk by ``margin`` of its span at each end: float32 weight
+    targets then never round outside it, and the verify loop avoids the saturated ends."""
+    g_lo, g_hi = backend.capabilities.conductance_range_s
+    span = g_hi - g_lo
+    return g_lo + margin * span, g_hi - margin * span
+
+
+def _analog(weight: Tensor, bias: Tensor | None, backend: Backend, tile: int, col: int,
+            layer_kw: dict[str, Any]) -> AnalogLinear:
+    out_f, in_f = weight.shape
+    w_max = float(weight.abs().max().clamp_min(1e-12))
+    kw = dict(layer_kw)
+    kw.setdefault("g_window_s", inner_window(backend))
+    layer = AnalogLinear(in_f, out_f, backend, bias=bias is not None, tile=tile, col_offset=col,
+                         w_max=w_max, **kw)
+    with torch.no_grad():
+        layer.weight.copy_(weight.float())
+        if bias is not None:
+            layer.bias.copy_(bias.float())
+    layer.eval()
+    return layer
+
+
+def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
+                pool: Pooling = "mean_last", layers: Literal["all", "last"] = "all",
+                deploy_projections: bool = True, method: Method = "scan",
+                program: Literal["verify", "open_loop"] = "verify",
+                tolerance_s: float | None = None, program_kw: dict[str, Any] | None = None,
+                **layer_kw: Any) -> DeployedMARS:
+    """Program ``readout`` (and, with ``deploy_projections``, every layer's W_in) onto
+    ``backend`` and return the in-memory classifier. ``pool``/``layers`` must be those the
+    readout was trained with. Regions are packed onto the tiles in order (projections, then
+    the readout); ``layer_kw`` goes to each ``AnalogLinear`` (pulses, v_read, layout, ...).
+    ``tolerance_s`` defaults to 2 % of the programmed window (the verify loop's target
+    band). Programming reports are kept in ``DeployedMARS.reports``.
+    """
+    w_std = readout.weight.t()  # (classes, features), acts on standardised features
+    mats: list[tuple[str, Tensor, Tensor | None]] = []
+    if deploy_projections:
+        mats += [(f"w_in[{i}]", layer.w_in, None) for i, layer in enumerate(model.layers)]
+    mats.append(("readout", w_std, readout.bias))
+    sizes = [(w.shape[1], 2 * w.shape[0] * layer_kw.get("n_devices", 1)) for _, w, _ in mats]
+    if layer_kw.get("layout") == "reference":
+        sizes = [(w.shape[1], w.shape[0] + 1) for _, w, _ in mats]
+    places = place_regions(sizes, backend.shape)
+    reports: dict[str, ProgramReport] = {}
+    built: list[AnalogLinear] = []
+    for (name, w, b), (tile, col) in zip(mats, places):
+        layer = _analog(w, b, backend, tile, col, layer_kw)
+        m = layer.weights.mapping
+        tol = 0.02 * (m.g_hi_s - m.g_lo_s) if tolerance_s is None else tolerance_s
+        reports[name] = layer.program(method=program, tolerance_s=tol, **(program_kw or {}))
+        built.append(layer)
+    projections: list[AnalogLinear | None] = built[:-1] if deploy_projections else [None] * model.depth
+    return DeployedMARS(model, readout, built[-1], projections, pool, layers, method, reports)

@@ -1,0 +1,232 @@
+"""MARS: memristive-friendly reservoirs evaluated in parallel over time (provisional).
+
+Removing the recurrent term from the MF-ESN rates makes them input-driven, so each unit
+follows the diagonal affine recurrence h_t = a_t h_{t-1} + c_t with
+a_t = gamma - dt (kp_t + kd_t) in (0, 1) and c_t = dt kp_t, which a parallel prefix scan
+evaluates (``memhil.nn.scan.linear_scan``). Layers stack with an optional
+subtractive skip between them; only a ridge readout on pooled states is trained.
+
+Layer equation, skip and pooling are memhil design choices (reference §1.3–1.4) until the
+paper text confirms them; every candidate is an option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from memhil.algorithms.mars.reservoirs import MFDevice, check_decay_range, uniform
+from memhil.nn.scan import linear_recurrence_loop, linear_scan
+from memhil.nn.pooling import Pooling, pool_states, valid_mask
+
+Skip = Literal["input", "temporal", "equilibrium", "none"]
+SKIPS: tuple[str, ...] = ("input", "temporal", "equilibrium", "none")
+Method = Literal["scan", "chunked", "loop"]
+METHODS: tuple[str, ...] = ("scan", "chunked", "loop")
+#: Target size in bytes of one (batch, T, units) state tensor in ``MARS.features``.
+BLOCK_BYTES = 4_000_000
+#: A replacement for a layer's input projection x @ W_in.T (e.g. a crossbar read).
+Projection = Callable[[Tensor], Tensor]
+
+
+def diagonal_recurrence(a: Tensor, c: Tensor, method: Method = "scan", chunk: int = 32) -> Tensor:
+    """h_t = a_t h_{t-1} + c_t along dim 1 from h_0 = 0, for (batch, T, units) tensors.
+
+    ``scan``: Hillis–Steele scan over all T (log2 T parallel rounds, only products of a_t).
+    ``chunked``: sequential inside chunks of ``chunk`` steps, all chunks at once, then a
+    scan across chunk boundaries. ``loop``: the sequential reference. All three agree to
+    float rounding; which is fastest depends on the hardware (see benchmarks/mars.py).
+    """
+    if method == "scan":
+        return linear_scan(a, c, dim=1)
+    if method == "loop":
+        return linear_recurrence_loop(a, c, dim=1)
+    if method != "chunked":
+        raise ValueError(f"unknown recurrence method {method!r} (choose from {', '.join(METHODS)})")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    batch, steps, units = c.shape
+    n_chunks = math.ceil(steps / chunk)
+    pad = n_chunks * chunk - steps
+    a, c = torch.broadcast_tensors(a, c)
+    if pad:  # identity steps (a = 1, c = 0) leave the carried state unchanged
+        a = nn.functional.pad(a, (0, 0, 0, pad), value=1.0)
+        c = nn.functional.pad(c, (0, 0, 0, pad))
+    a = a.reshape(batch, n_chunks, chunk, units)
+    c = c.reshape(batch, n_chunks, chunk, units)
+    local = linear_recurrence_loop(a, c, dim=2)  # state inside each chunk, started from 0
+    gain = torch.cumprod(a, dim=2)  # how the state entering the chunk propagates
+    ends = linear_scan(gain[:, :, -1], local[:, :, -1], dim=1)  # true state at chunk ends
+    start = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
+    h = local + gain * start.unsqueeze(2)
+    return h.reshape(batch, n_chunks * chunk, units)[:, :steps]
+
+
+class MARSLayer(nn.Module):
+    """One input-driven MF reservoir: (batch, T, n_in) -> states (batch, T, n_units) in (0, 1).
+
+    W_in ~ U(-input_scale, input_scale), b ~ U(-bias_scale, bias_scale) (fixed, untrained);
+    ``dt`` is one step for all units or a range (dt_min, dt_max) from which each unit draws
+    its own step log-uniformly (a spread of time constants, as ParalESN spreads its
+    eigenvalues). The decay range is checked at construction (ValueError naming the value).
+    """
+
+    def __init__(self, n_in: int, n_units: int, *, input_scale: float = 1.0,
+                 bias_scale: float = 0.1, gamma: float = 1.0, p: float = 5.0,
+                 dt: float | tuple[float, float] = 0.01, device: MFDevice | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if n_in < 1 or n_units < 1:
+            raise ValueError(f"n_in={n_in} and n_units={n_units} must be >= 1")
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        device = MFDevice() if device is None else device
+        if isinstance(dt, (tuple, list)):
+            dt_min, dt_max = (float(v) for v in dt)
+            if not 0 < dt_min <= dt_max:
+                raise ValueError(f"dt range must satisfy 0 < dt_min <= dt_max, got {dt}")
+            check_decay_range(gamma, dt_min, device)
+            self.decay_range = (check_decay_range(gamma, dt_max, device)[0],
+                                check_decay_range(gamma, dt_min, device)[1])
+            u = torch.rand(n_units, generator=gen, dtype=torch.float64)
+            steps = torch.exp(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
+        else:
+            self.decay_range = check_decay_range(gamma, dt, device)
+            steps = torch.full((n_units,), float(dt), dtype=torch.float64)
+        self.n_in, self.n_units = n_in, n_units
+        self.gamma, self.p, self.device_model = gamma, p, device
+        self.register_buffer("w_in", uniform((n_units, n_in), input_scale, gen))
+        self.register_buffer("b", uniform((n_units,), bias_scale, gen))
+        self.register_buffer("dt", steps.float())
+
+    def project(self, x: Tensor) -> Tensor:
+        """The input projection x @ W_in.T: the part a crossbar computes."""
+        return x @ self.w_in.t()
+
+    def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        """(a_t, c_t) of the recurrence from the projected input W_in x_t."""
+        v = self.device_model.voltage(projected + self.b, self.p)
+        kp, kd = self.device_model.rates(v)
+        return self.gamma - self.dt * (kp + kd), self.dt * kp
+
+    def forward(self, x: Tensor, *, method: Method = "scan", chunk: int = 32,
+                projection: Projection | None = None,
+                equilibrium: bool = True) -> tuple[Tensor, Tensor | None]:
+        """States h (batch, T, units) and, with ``equilibrium``, the instantaneous
+        equilibria h*_t = c_t / (1 - a_t) (else None)."""
+        a, c = self.coefficients(self.project(x) if projection is None else projection(x))
+        h_eq = c / (1 - a) if equilibrium else None
+        return diagonal_recurrence(a, c, method, chunk), h_eq
+
+
+class MARS(nn.Module):
+    """A stack of ``depth`` MARS layers with a subtractive skip between layers.
+
+    The signal u passed to layer l+1 is, for layer l's states h, input x and equilibria h*:
+    ``input``: h - P x (P = identity when dims match, else a fixed random projection);
+    ``temporal``: h_t - h_{t-1}; ``equilibrium``: h - h*; ``none``: h. With ``normalize``
+    each sample's u is scaled to unit RMS over its valid steps (a gain, no centring), and
+    upper layers use W_in ~ U(-s, s), s = upper_input_scale sqrt(3 / n_units), so every
+    option feeds the next layer signals of the same size and the options differ only in
+    what they subtract. Defaults (per-unit dt log-uniform in [0.001, 0.09], ``temporal``
+    skip) come from the ablation in benchmarks/mars.py.
+    """
+
+    def __init__(self, n_features: int, n_units: int = 100, depth: int = 1, *,
+                 skip: Skip = "temporal", input_scale: float = 1.0, bias_scale: float = 0.1,
+                 gamma: float = 1.0, p: float = 5.0,
+                 dt: float | tuple[float, float] = (0.001, 0.09),
+                 upper_input_scale: float = 1.0,
+                 upper_dt: float | tuple[float, float] | None = None,
+                 normalize: bool = True, device: MFDevice | None = None, seed: int = 0):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if skip not in SKIPS:
+            raise ValueError(f"unknown skip {skip!r} (choose from {', '.join(SKIPS)})")
+        gen = torch.Generator().manual_seed(seed)
+        self.skip, self.normalize, self.depth = skip, normalize, depth
+        upper_scale = upper_input_scale * math.sqrt(3.0 / n_units)
+        layers = [MARSLayer(n_features, n_units, input_scale=input_scale, bias_scale=bias_scale,
+                            gamma=gamma, p=p, dt=dt, device=device, generator=gen)]
+        for _ in range(depth - 1):
+            layers.append(MARSLayer(n_units, n_units, input_scale=upper_scale,
+                                    bias_scale=bias_scale, gamma=gamma, p=p,
+                                    dt=dt if upper_dt is None else upper_dt, device=device,
+                                    generator=gen))
+        self.layers = nn.ModuleList(layers)
+        # fixed random projection of the raw input for the ``input`` skip of layer 1
+        self.register_buffer("skip_proj", torch.randn(n_units, n_features, generator=gen)
+                             / math.sqrt(n_features))
+
+    @property
+    def n_units(self) -> int:
+        return self.layers[0].n_units
+
+    def _skip_signal(self, level: int, x: Tensor, h: Tensor, h_eq: Tensor | None,
+                     mask: Tensor) -> Tensor:
+        if self.skip == "none":
+            u = h
+        elif self.skip == "equilibrium":
+            u = h - h_eq
+        elif self.skip == "temporal":
+            u = h - nn.functional.pad(h, (0, 0, 1, 0))[:, :-1]
+        else:
+            u = h - (x @ self.skip_proj.t() if level == 0 else x)
+        if not self.normalize:
+            return u
+        m = mask.to(u.dtype).unsqueeze(-1)
+        rms = ((u * m).pow(2).sum((1, 2)) / (m.sum((1, 2)) * u.shape[-1])).sqrt()
+        return u / rms.clamp_min(1e-12).view(-1, 1, 1)
+
+    def layer_states(self, x: Tensor, lengths: Tensor | None = None, *,
+                     method: Method = "scan", chunk: int = 32,
+                     projections: Sequence[Projection | None] | None = None) -> list[Tensor]:
+        """States (batch, T, units) of every layer for inputs x (batch, T, features).
+
+        ``projections`` optionally replaces each layer's x @ W_in.T (e.g. by an array read).
+        Padding beyond ``lengths`` never influences valid steps (the recurrence is causal).
+        """
+        if x.dim() != 3 or x.shape[-1] != self.layers[0].n_in:
+            raise ValueError(f"x must be (batch, T, {self.layers[0].n_in}), got {tuple(x.shape)}")
+        if projections is not None and len(projections) != self.depth:
+            raise ValueError(f"give one projection per layer ({self.depth}), got {len(projections)}")
+        mask = valid_mask(x.shape[0], x.shape[1], lengths, x.device)
+        out, u = [], x
+        for level, layer in enumerate(self.layers):
+            proj = None if projections is None else projections[level]
+            need_eq = self.skip == "equilibrium" and level + 1 < self.depth
+            h, h_eq = layer(u, method=method, chunk=chunk, projection=proj, equilibrium=need_eq)
+            out.append(h)
+            if level + 1 < self.depth:
+                u = self._skip_signal(level, u, h, h_eq, mask)
+        return out
+
+    @torch.no_grad()
+    def features(self, x: Tensor, lengths: Tensor | None = None, *, pool: Pooling = "mean_last",
+                 layers: Literal["all", "last"] = "all", method: Method = "scan",
+                 chunk: int = 32, batch_size: int | None = None,
+                 projections: Sequence[Projection | None] | None = None) -> Tensor:
+        """Readout features (batch, F): pooled states of all layers (or of the last),
+        computed ``batch_size`` samples at a time. The default keeps each (batch, T, units)
+        tensor near :data:`BLOCK_BYTES`: on a CPU, tensors of tens of MB cost more in fresh
+        page mappings than in arithmetic (measured 3-5x slower; benchmarks/mars.py)."""
+        if layers not in ("all", "last"):
+            raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+        if batch_size is None:
+            per_sample = x.shape[1] * self.n_units * x.element_size()
+            batch_size = max(1, BLOCK_BYTES // max(per_sample, 1))
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        parts = []
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            lb = None if lengths is None else lengths[start:start + batch_size]
+            states = self.layer_states(xb, lb, method=method, chunk=chunk, projections=projections)
+            if layers == "last":
+                states = states[-1:]
+            parts.append(torch.cat([pool_states(s, lb, pool) for s in states], dim=-1))
+        return torch.cat(parts, dim=0)
