@@ -9,7 +9,7 @@ update schemes transfer, without any model-specific code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -100,18 +100,3 @@ def measure_pulse_response(backend: Backend, cells: Tensor, amplitude_v: float, 
         means.append(g.mean())
         stds.append(g.std() if g.numel() > 1 else torch.zeros((), dtype=torch.float64))
     return PulseResponse(amplitude_v, width_s, torch.stack(means), torch.stack(stds))
-
-
-def model_pulse_response(device: str | Mapping[str, Any], amplitude_v: float, width_s: float,
-                         n_pulses: int, *, prepare: tuple[float, float, int] | None = None,
-                         n_cells: int = 4096, seed: int = 0, **sim_config: Any) -> PulseResponse:
-    """The mean response a device model predicts, measured on a simulated population of
-    ``n_cells`` (so it includes D2D spread and C2C noise the way a measurement would)."""
-    from memhil.backends.sim import SimBackend  # calibration -> backends, one way
-
-    side = max(1, int(n_cells ** 0.5))
-    limits = {"count_max": max(1000, n_pulses), **sim_config.pop("limits", {})}
-    sim = SimBackend({"rows": side, "cols": side, "device": device, "seed": seed,
-                      "limits": limits, **sim_config})
-    cells = torch.ones(sim.shape, dtype=torch.bool)
-    return measure_pulse_response(sim, cells, amplitude_v, width_s, n_pulses, prepare=prepare)

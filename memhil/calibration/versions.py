@@ -3,11 +3,9 @@
 
 Recorded, per place it is used, for every fitted device-parameter file (a simulator's
 ``device: fitted.yaml``, a station's ``chip.device`` or the mock chip's ``mock.device``
-given as a file) and for a read-path calibration attached to the backend
-(``backend.read_calibration``, a ``ReadCalibration``, e.g. ``ReadCalibration.load(path)``):
-the file path, the SHA-256 of its content (what was really loaded, even if a file of the
-same name is rewritten later) and the version field the fit / calibration carries
-(``<content hash>@<UTC time>``, from the ``.fit.json`` sidecar for a fitted model).
+given as a file): the file path, the SHA-256 of its content (what was really loaded, even
+if a file of the same name is rewritten later) and the version field the fit carries
+(``<content hash>@<UTC time>``, from the ``.fit.json`` sidecar).
 Built-in device models named by string (``"vteam"``) are not calibration data: nothing
 is recorded for them.
 """
@@ -78,12 +76,6 @@ def calibration_versions(backend: Any) -> dict[str, dict[str, Any]]:
         mock_dev = getattr(getattr(lab, "mock", None), "device", None)
         if _is_file_ref(mock_dev):
             out["mock.device"] = file_version(_relative_to(lab.config.source, mock_dev))
-    cal = getattr(backend, "read_calibration", None)
-    if cal is not None:
-        entry: dict[str, Any] = {"version": cal.version, "mode": cal.mode}
-        if getattr(cal, "path", None):
-            entry = {**file_version(cal.path), **entry}
-        out["read_calibration"] = entry
     return out
 
 

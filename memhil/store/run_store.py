@@ -101,7 +101,6 @@ __all__ = ["STATUSES", "RunInfo", "RunStore", "RunWriter"]
 
 STATUSES = ("completed", "failed", "interrupted")
 POINT = "point"
-_META_PREFIX = "memhil_"
 _RESERVED = {"memhil_status", "memhil_keys", "memhil_values", "memhil_key_types",
              "memhil_continues", "memhil_metadata_keys", "memhil_closed_at",
              "memhil_reapplied_units"}

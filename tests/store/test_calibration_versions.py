@@ -1,18 +1,15 @@
-"""The run store's ``calibration_versions`` metadata: every fitted device-parameter file and
-read-path calibration a run's backend uses is recorded with its path, content hash and
-version; a run on built-in models records nothing."""
+"""The run store's ``calibration_versions`` metadata: every fitted device-parameter file a
+run's backend uses is recorded with its path, content hash and version; a run on built-in
+models records nothing."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 
-import torch
 import yaml
 
-from memhil.backends.sim import SimBackend
 from memhil.calibration.fit.neurosim import FitResult
-from memhil.calibration.read_calibration import ReadCalibration
 from memhil.runs.protocol_run import run_protocol_file
 from memhil.store import RunStore
 from tests.backends import _mock_station
@@ -63,17 +60,6 @@ def test_mock_lab_with_fitted_chip_and_mock_device(tmp_path):
     assert versions["mock.device"]["path"] == str(path.resolve())
     assert versions["chip.device"]["version"] == other.version
     assert versions["chip.device"]["sha256"] == _sha(other_path)
-
-
-def test_read_calibration_attached_to_backend(tmp_path):
-    cal = ReadCalibration(offset_a=torch.zeros(1, 2), gain=torch.tensor([[1.0, 1.02]]))
-    cal_path = cal.to_file(tmp_path / "readcal.json")
-    backend = SimBackend({"rows": 2, "cols": 2, "device": "neurosim"})
-    backend.read_calibration = ReadCalibration.load(cal_path)
-    versions = _run(tmp_path, "", backend=backend)
-    assert versions == {"read_calibration": {"path": str(cal_path.resolve()),
-                                             "sha256": _sha(cal_path), "version": cal.version,
-                                             "mode": "absolute"}}
 
 
 def test_builtin_models_record_nothing(tmp_path):

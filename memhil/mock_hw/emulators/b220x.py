@@ -42,7 +42,7 @@ import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from memhil.mock_hw.bench import Line, MockBench
@@ -440,14 +440,3 @@ def _parse_channel(s: str) -> tuple[int, int]:
     if not 0 <= card <= 4 or not 1 <= i <= N_INPUTS or not 1 <= o <= N_OUTPUTS:
         raise _range_error("Channel out of range")
     return i, o
-
-
-def default_wiring(rows: int, cols: int, ports: Mapping[str, int] | None = None,
-                   ground: Iterable[int] = (12,)) -> dict[str, Any]:
-    """Rows on outputs 1..rows, columns on the next ``cols`` outputs (<= 48 lines)."""
-    if rows + cols > N_OUTPUTS:
-        raise ValueError(f"{rows} + {cols} lines do not fit {N_OUTPUTS} outputs")
-    return {"ports": dict(ports or {"smu.smua": 1, "smu.smub": 2}),
-            "ground": list(ground),
-            "rows": list(range(1, rows + 1)),
-            "cols": list(range(rows + 1, rows + cols + 1))}

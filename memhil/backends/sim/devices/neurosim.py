@@ -32,10 +32,6 @@ from memhil.backends.sim.devices.base import (D2D, DeviceModel, lognormal_spread
                                               register_device)
 from memhil.core.config import require
 
-#: NeuroSim's normalised A at a few nonlinearity labels (formula.cpp getParamA): A = A_norm * P_max.
-A_NORM_BY_NL = {0.01: 126.268958, 1.0: 1.251653, 4.22: 0.249748, 9.0: 0.0228}
-
-
 @dataclass(frozen=True)
 class NeuroSimParams:
     """Constants of the NeuroSim LTP/LTD curve (SI conductances, A and P_max in pulses).
