@@ -1,6 +1,15 @@
-"""Shared fixtures."""
+"""Shared fixtures: ``but`` (each backend under test in turn) and ``make_backend``."""
 
 import pytest
+
+from tests.backends import BACKENDS, BackendUnderTest
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+def but(request) -> BackendUnderTest:
+    """Each backend of ``tests/backends.py`` in turn (the conformance and analog tests run
+    over all of them)."""
+    return request.param
 
 
 @pytest.fixture

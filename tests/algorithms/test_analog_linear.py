@@ -9,7 +9,7 @@ from torch import nn
 
 from memhil.analog.linear import AnalogLinear
 from memhil.backends.sim import SimBackend
-from tests.backends import BACKENDS, BackendUnderTest
+from tests.backends import BackendUnderTest
 
 
 def ideal_backend(rows=16, cols=16, **read) -> SimBackend:
@@ -43,11 +43,6 @@ def test_forward_and_transpose_equal_float_products_on_an_ideal_device(layout, n
     assert torch.allclose(layer.transpose(y), y @ w, rtol=1e-5, atol=1e-6)
     # leading batch dimensions pass through like nn.Linear
     assert layer(torch.randn(2, 5, 6)).shape == (2, 5, 3)
-
-
-@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
-def but(request) -> BackendUnderTest:
-    return request.param
 
 
 def test_forward_within_the_backends_noise(but: BackendUnderTest, make_backend):

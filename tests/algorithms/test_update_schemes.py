@@ -17,7 +17,7 @@ from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
 from memhil.core.errors import ConfigError
 
-from tests.backends import BACKENDS, BackendUnderTest
+from tests.backends import BackendUnderTest
 
 PCM_SET, PCM_RESET = PulseSpec(1.0, 100e-9), PulseSpec(-2.5, 50e-9)
 
@@ -87,11 +87,6 @@ def _region(weights: AnalogWeights, full: torch.Tensor | None) -> torch.Tensor:
     if full is None:
         return torch.zeros(m.in_features, m.n_cols, dtype=torch.int64)
     return full[m.tile, m.rows, m.cols]
-
-
-@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
-def but(request) -> BackendUnderTest:
-    return request.param
 
 
 def _backend_setup(but: BackendUnderTest, make_backend):

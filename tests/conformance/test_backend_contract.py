@@ -11,12 +11,7 @@ import torch
 from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.core.errors import LimitError
 
-from tests.backends import BACKENDS, BackendUnderTest
-
-
-@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
-def but(request) -> BackendUnderTest:
-    return request.param
+from tests.backends import BackendUnderTest
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from memhil.instruments.guard import (
 )
 from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.core.limits import Limits, exceeds
-from tests.instruments import FakeArray, FakeMatrix, FakeProber, FakeSMU
+from tests.instruments.fakes import FakeArray, FakeMatrix, FakeProber, FakeSMU
 
 LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,
                 compliance_default_a=1e-4, width_min_s=1e-6, width_max_s=1.0,
@@ -37,11 +37,12 @@ def guarded(mode: str | None = "voltage", compliance: float | None = 1e-4):
     return smu, fake
 
 
-def test_guarded_instruments_implement_the_protocols():
-    assert isinstance(GuardedSourceMeter(FakeSMU(), LIMITS), SourceMeter)
-    assert isinstance(GuardedSwitchMatrix(FakeMatrix()), SwitchMatrix)
-    assert isinstance(GuardedProber(FakeProber()), Prober)
-    assert isinstance(GuardedArrayIO(FakeArray(), LIMITS), ArrayIO)
+def test_guarded_instruments_implement_the_protocols(fake_smu, fake_matrix, fake_prober,
+                                                     fake_array):
+    assert isinstance(GuardedSourceMeter(fake_smu, LIMITS), SourceMeter)
+    assert isinstance(GuardedSwitchMatrix(fake_matrix), SwitchMatrix)
+    assert isinstance(GuardedProber(fake_prober), Prober)
+    assert isinstance(GuardedArrayIO(fake_array, LIMITS), ArrayIO)
 
 
 # -- SMU: value limits -------------------------------------------------------------------
@@ -143,8 +144,8 @@ def test_mode_change_refused_while_output_on():
     assert smu.source_mode == "voltage" and smu.compliance == 1e-4
 
 
-def test_set_level_refused_when_output_is_on_without_compliance():
-    fake = FakeSMU()
+def test_set_level_refused_when_output_is_on_without_compliance(fake_smu):
+    fake = fake_smu
     fake.on = True  # left on by a previous run
     smu = GuardedSourceMeter(fake, LIMITS)
     with pytest.raises(InterlockError):
@@ -245,8 +246,8 @@ def test_current_mode_pulse_energy_at_the_voltage_compliance():
 
 # -- matrix, prober, array -------------------------------------------------------------
 
-def test_forbidden_relay_never_closes():
-    fake = FakeMatrix()
+def test_forbidden_relay_never_closes(fake_matrix):
+    fake = fake_matrix
     m = GuardedSwitchMatrix(fake, [[1, 9], (2, 3)])
     with pytest.raises(InterlockError, match="forbidden"):
         m.connect(1, 9)
@@ -262,8 +263,8 @@ def test_forbidden_relay_never_closes():
     assert fake.closed_relays == set()
 
 
-def test_prober_never_steps_in_contact():
-    fake = FakeProber()
+def test_prober_never_steps_in_contact(fake_prober):
+    fake = fake_prober
     p = GuardedProber(fake)
     p.step_to((1, 2))
     p.contact()
@@ -276,8 +277,8 @@ def test_prober_never_steps_in_contact():
     assert p.position() == ((3, 4), 1)
 
 
-def test_prober_interlock_asks_the_prober_every_time():
-    fake = FakeProber()
+def test_prober_interlock_asks_the_prober_every_time(fake_prober):
+    fake = fake_prober
     p = GuardedProber(fake)
     fake.contacted = True  # contact made behind the guard's back (e.g. by the front panel)
     with pytest.raises(InterlockError):
@@ -285,8 +286,8 @@ def test_prober_interlock_asks_the_prober_every_time():
     assert not any(c[0] == "step_to" for c in fake.calls)
 
 
-def test_array_reads_and_pulses_are_checked():
-    fake = FakeArray(rows=4, cols=3)
+def test_array_reads_and_pulses_are_checked(fake_array):
+    fake = fake_array
     a = GuardedArrayIO(fake, LIMITS)
     a.read_columns([0.1, 0.2, 0.3, -0.3])
     a.read_rows([0.0, 0.1, 0.2])

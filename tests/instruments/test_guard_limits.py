@@ -8,7 +8,7 @@ import pytest
 from memhil.core.errors import LimitError
 from memhil.instruments.guard import GuardedSourceMeter
 from memhil.core.limits import Limits
-from tests.instruments import FakeSMU
+from tests.instruments.fakes import FakeSMU
 
 LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,
                 compliance_default_a=1e-4, width_min_s=1e-6, width_max_s=1.0,

@@ -19,7 +19,7 @@ from memhil.instruments.registry import (
     unregister_instrument,
 )
 from memhil.instruments.station import Station, StationConfig, load_station_config
-from tests.instruments import FakeArray, FakeMatrix, FakeProber, FakeSMU
+from tests.instruments.fakes import FakeArray, FakeMatrix, FakeProber, FakeSMU
 
 STATION_YAML = """\
 chip: {rows: 8, cols: 8, device: vteam}

@@ -13,7 +13,7 @@ from memhil.cli.app import main as cli_main
 from memhil.core.errors import ConfigError
 from memhil.instruments.registry import register_instrument, unregister_instrument
 from memhil.instruments.station import Station, load_station_config
-from tests.instruments import FakeSMU
+from tests.instruments.fakes import FakeSMU
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEEN: list[dict] = []
