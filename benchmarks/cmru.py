@@ -1,10 +1,11 @@
-"""BMRU / CMRU / αCMRU vs LRU and minGRU at equal parameter counts (ref. §2.5), plus a noise table.
+"""BMRU / CMRU / αCMRU vs LRU and minGRU at equal parameter counts
+(``docs/algorithms.md#cmru``), plus a noise table.
 
 Tasks: copy-first-input, 3-bit flip-flop (per-step targets) and delayed recall with
 distractors at T = 100; delayed recall at T = 1000 (the CPU budget buys one T = 1000 task
 trained long enough to converge, rather than three undertrained ones); sequential digits
 (T = 64, pixels standardized with training-split statistics, 32-dim sinusoidal positional
-encoding concatenated after the input Linear, ref. §2.3 — without it an input-gated latch or
+encoding concatenated after the input Linear — without it an input-gated latch or
 counter fed one pixel per step cannot tell *where* a pixel was, and at init only ~6 % of its
 units had input-dependent gates). Models: one pre-norm residual block (d_model 16, GLU-MLP ×2,
 no dropout, last-step readout) around each cell; the CMRU has 16 memory units and every other

@@ -1,5 +1,5 @@
 """EqProp with nonlinear memristor weight updates: accuracy across device models and the
-resistance ratio R_off / R_on (``algorithms.md`` section 4, issue 10).
+resistance ratio R_off / R_on (``docs/algorithms.md#eqprop``).
 
 For each of the six memristor models (HP linear drift, Joglekar, Biolek, Prodromakis
 windows, VTEAM, Yakopcic) and each ratio, a 4-10-3 resistive EqProp network is trained on

@@ -1,4 +1,4 @@
-"""Edge pruning of random RRAM weights vs weight programming (issue 11, ``algorithms.md`` 5).
+"""Edge pruning of random RRAM weights vs weight programming (``docs/algorithms.md#pruning``).
 
 Per task, on the simulator with the stochastic-forming RRAM model (3 % read noise):
 the pruned random network (edge-popup on formed weights, deployed by RESET pulses and

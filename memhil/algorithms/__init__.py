@@ -1,1 +1,1 @@
-"""Analog layers and the five learning algorithms (issues 3, 7-11)."""
+"""Analog layers and the five learning algorithms."""

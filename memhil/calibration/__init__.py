@@ -1,1 +1,1 @@
-"""Programming, read calibration and device-model fitting (issues 3 and 6)."""
+"""Programming, read calibration and device-model fitting."""

@@ -1,4 +1,5 @@
-"""Global drift compensation (aihwkit style; ``devices.md`` section 3.1 item 4).
+"""Global drift compensation (aihwkit style, Joshi et al., Nat. Commun. 11, 2473 (2020);
+``docs/devices.md#drift-compensation``).
 
 At programming time the compensator records r0 = mean |F(probe)| of the tile's noisy
 forward pass on probe inputs (default: one-hot rows at the read voltage). Later,

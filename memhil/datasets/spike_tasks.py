@@ -1,4 +1,4 @@
-"""Spiking tasks for e-prop (``algorithms.md`` §3.4, §6): generated offline, seeded.
+"""Spiking tasks for e-prop (``docs/algorithms.md#tasks``): generated offline, seeded.
 
 ``pattern_generation``: Poisson input spikes, target a normalized sum of sinusoids
 (srnn-pcm's task). ``spike_digits``: sklearn's 8×8 digits presented row by row as Poisson

@@ -1,6 +1,7 @@
-"""Procedural vessel segmentation (a DRIVE stand-in, ``algorithms.md`` 5.5): dark,
-tapering curvilinear vessels on a smooth textured background with uneven illumination
-and pixel noise; the labels are the binary vessel masks. Seeded, offline."""
+"""Procedural vessel segmentation (a DRIVE stand-in,
+``docs/algorithms.md#networks-and-data``): dark, tapering curvilinear vessels on a smooth
+textured background with uneven illumination and pixel noise; the labels are the binary
+vessel masks. Seeded, offline."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Instrument capability protocols, driver adapters, Station YAML and the safety guard (issue 4)."""
+"""Instrument capability protocols, driver adapters, Station YAML and the safety guard."""

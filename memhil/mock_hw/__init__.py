@@ -1,1 +1,1 @@
-"""Wire-level emulators of the bench sharing one simulated chip and clock (issue 4)."""
+"""Wire-level emulators of the bench sharing one simulated chip and clock."""

@@ -1,4 +1,4 @@
-"""Device characterization protocols and their runner (issue 6).
+"""Device characterization protocols and their runner.
 
 A protocol is a plan (``memhil.protocols.plan``): a generator of operation messages, built
 by name with ``build_protocol(name, params)`` and executed by ``Runner(backend)`` with a

@@ -84,7 +84,7 @@ def test_every_cell_runs_in_the_backbone_at_equal_budgets():
 
 
 # ---------------------------------------------------------------------------------------
-# Sequential digits: the pixels must reach the memory gates (benchmark issue 8, defect 1)
+# Sequential digits: the pixels must reach the memory gates
 # ---------------------------------------------------------------------------------------
 def _digits_backbone(seed: int) -> tuple[RecurrentBackbone, object]:
     """The benchmark's digits setting: standardized pixels, 32-dim positional encoding."""

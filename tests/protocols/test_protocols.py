@@ -71,8 +71,9 @@ def _cells(points):
     return sorted({(p["tile"], p["row"], p["col"]) for p in points})
 
 
-# rram_forming defaults (devices.md section 7): LRS ~ LogNormal(ln 20 uS, 0.5) and HRS ~
-# LogNormal(ln 1 uS, 0.5), a fresh draw at every SET / RESET (C2C), no D2D term.
+# rram_forming defaults (docs/devices.md#stochastic-forming-rram): LRS ~ LogNormal(ln 20 uS,
+# 0.5) and HRS ~ LogNormal(ln 1 uS, 0.5), a fresh draw at every SET / RESET (C2C), no D2D
+# term.
 LRS_MEDIAN, HRS_MEDIAN, LOG_SIGMA = 20e-6, 1e-6, 0.5
 
 

@@ -1,4 +1,5 @@
-"""The pre-norm residual backbone shared by BMRU/CMRU/αCMRU, FQ-BMRU, LRU and minGRU (ref. §2.3).
+"""The pre-norm residual backbone shared by BMRU/CMRU/αCMRU, FQ-BMRU, LRU and minGRU
+(``docs/algorithms.md#backbone-and-training``).
 
     input Linear [→ concatenated sinusoidal positional encoding → MLP]
     → L × [LayerNorm → cell → output gate σ(W_g x̂ + 4) ⊙ h → residual (learned scale)
@@ -6,7 +7,7 @@
 
 Only the recurrent cell changes between models, so comparisons are at (nearly) equal parameter
 counts; :func:`state_size_for_budget` picks each cell's state size to match a budget.
-The optional positional encoding (ref. §2.3) gives input-gated cells a notion of *when*: with a
+The optional positional encoding gives input-gated cells a notion of *when*: with a
 scalar input (pixel-by-pixel digits) and no position, a latch or counter whose switching depends
 on the current input only can encode intensities but not where in the sequence they occurred.
 """
@@ -140,7 +141,7 @@ class RecurrentBackbone(nn.Module):
     ``readout="last"`` classifies from the last step, ``"mean"`` from the mean over steps
     (``lengths`` masks end padding), ``"all"`` returns per-step logits (B, T, n_out) for
     per-step targets. ``positional_dims`` > 0 concatenates that many sinusoidal position
-    channels to the encoded input and mixes them back to ``d_model`` with an MLP (ref. §2.3).
+    channels to the encoded input and mixes them back to ``d_model`` with an MLP.
     ``cell_kw`` goes to :func:`build_cell`.
     """
 

@@ -1,10 +1,10 @@
 """Hardware-aware deployment of the recurrent backbone, and its noise-injection evaluation.
 
-Deployment (ref. §2.5 "Hardware"): the memory units' input projections [W_c; W_β], their
-output maps W_out and the model's final readout Linear become :class:`AnalogLinear` layers on
-any Backend (simulator, mock lab, bench), programmed to the trained weights; the states s_t
-stay digital (a latch or counter per unit). Everything else (LayerNorm, gates, MLPs) stays
-in float, as it would in a mixed-signal deployment.
+Deployment (``docs/algorithms.md#deployment``): the memory units' input projections [W_c;
+W_β], their output maps W_out and the model's final readout Linear become
+:class:`AnalogLinear` layers on any Backend (simulator, mock lab, bench), programmed to the
+trained weights; the states s_t stay digital (a latch or counter per unit). Everything else
+(LayerNorm, gates, MLPs) stays in float, as it would in a mixed-signal deployment.
 
 Noise injection: Gaussian noise on the candidate (c_t for the memory units, h̃_t for minGRU,
 the input drive for the LRU), relative to its RMS, and on every weight matrix, relative to

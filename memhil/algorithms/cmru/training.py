@@ -1,5 +1,6 @@
-"""Training recipe of the recurrent backbone (ref. §2.3): AdamW (β₂ = 0.99, weight decay 1e-4,
-none on recurrent parameters), cosine learning rate down to 1 %, gradient clip 1.0, mini-batches.
+"""Training recipe of the recurrent backbone (``docs/algorithms.md#backbone-and-training``):
+AdamW (β₂ = 0.99, weight decay 1e-4, none on recurrent parameters), cosine learning rate
+down to 1 %, gradient clip 1.0, mini-batches.
 
 Sequence labels (``y`` of shape (N,)) use cross-entropy on the model's logits; per-step bit
 targets (``y`` of shape (N, T, n_bits), e.g. the flip-flop) use a per-bit logistic loss and
@@ -81,7 +82,7 @@ def evaluate(model: nn.Module, split: Split, *, batch_size: int = 256,
 
 def train(model: nn.Module, train_split: Split, config: TrainConfig | None = None,
           test_split: Split | None = None) -> TrainResult:
-    """Fit ``model`` on ``train_split`` with the §2.3 recipe; returns losses and accuracies."""
+    """Fit ``model`` on ``train_split`` with this module's recipe; returns losses and accuracies."""
     cfg = config or TrainConfig()
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -1,7 +1,7 @@
 """BMRU / CMRU / αCMRU: memory recurrent units with quantized, persistent states.
 
 One cell family parameterized by ε (reimplemented from the published equations,
-arXiv 2601.09495 and 2605.11855; see the reference §2.2):
+arXiv 2601.09495 and 2605.11855; ``docs/algorithms.md#cell``):
 
     c_t    = W_c x_t + b_c                   candidate
     β_t    = W_β x_t + b_β                   input-dependent threshold (bias init 1)

@@ -1,4 +1,5 @@
-"""Leaky integrate-and-fire recurrent layer with a leaky readout (``algorithms.md`` §3.2).
+"""Leaky integrate-and-fire recurrent layer with a leaky readout
+(``docs/algorithms.md#network-and-learning-rule``).
 
 Discrete time, step ``dt_s``; with alpha = exp(-dt/tau_rec), kappa = exp(-dt/tau_out)::
 

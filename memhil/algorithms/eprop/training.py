@@ -1,4 +1,4 @@
-"""e-prop on memristive crossbars: online training of a spiking RNN (``algorithms.md`` §3).
+"""e-prop on memristive crossbars: online training of a spiking RNN (``docs/algorithms.md#e-prop``).
 
 The network is the LIF layer of ``memhil.algorithms.eprop.lif``. Its three weight matrices
 (input, recurrent, output) sit on differential device pairs of any Backend; forward
@@ -8,9 +8,9 @@ currents are the backend's ``mvm`` (through ``AnalogWeights`` / the update schem
 mixed_precision). One update per sequence; the backend's clock advances ``wait_s``
 between updates so PCM drift acts.
 
-e-prop (Bellec et al. 2020; Demirağ et al. 2021) with the gradient of
-E = 1/2 sum_{b,t,k} (y - y*)^2 + reg/2 (B T) sum_j (f_j - f0)^2, f_j the mean spike count per
-step of neuron j::
+e-prop (Bellec et al., Nat. Commun. 2020; Demirağ et al., arXiv 2108.01804, 2021) with the
+gradient of E = 1/2 sum_{b,t,k} (y - y*)^2 + reg/2 (B T) sum_j (f_j - f0)^2, f_j the mean
+spike count per step of neuron j::
 
     eps_ji,t   = F_alpha(pre_i)_t                     presynaptic trace (pre = x, or z_{t-1})
     e_ji,t     = psi_j,t eps_ji,t                     eligibility trace
@@ -22,7 +22,7 @@ The sum over t of a filtered trace is evaluated as sum_t (anticausal F_kappa L)_
 same number, computed without the (T, N, N_in) trace tensor); ``eligibility_traces`` builds
 the explicit traces for checking. The rate regulariser multiplies the unfiltered
 eligibility (it is not read out through the leaky output), so its gradient is exact; the
-reference formula (``algorithms.md`` §3.2) filters it too, which for a slowly varying rate
+formula of Demirağ et al. filters it too, which for a slowly varying rate
 term mostly rescales ``reg`` by ~1/(1 - kappa). Classification (``loss="ce"``) replaces
 the squared error by the readout cross-entropy on the last ``ce_window`` steps.
 ``bptt_gradients`` gives the surrogate-gradient BPTT reference of the same loss.

@@ -1,9 +1,10 @@
 """EqProp conductances on memristive devices: desired dG -> pulses -> realised dG.
 
-``algorithms.md`` 4.5: the learning rule asks for dG*; an idealised inverse of the device
-model turns it into a pulse per cell (polarity from the sign, the model's nominal SET or
-RESET amplitude, a width or a pulse count); the device (simulator or hardware) decides
-what change happens, and the network reads the conductances back before the next step.
+``docs/algorithms.md#from-a-desired-change-to-pulses``: the learning rule asks for dG*; an
+idealised inverse of the device model turns it into a pulse per cell (polarity from the
+sign, the model's nominal SET or RESET amplitude, a width or a pulse count); the device
+(simulator or hardware) decides what change happens, and the network reads the conductances
+back before the next step.
 
 The inverse is the device model linearised at the current state: ``LocalSlope`` tabulates
 the mean |dG| per second of pulse (or per pulse) against G, measured once with the nominal
@@ -32,7 +33,7 @@ from memhil.backends.sim.devices import build_device_model
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
 
-#: The six memristor models of the sweep (``algorithms.md`` 4.4), registered device names.
+#: The six memristor models of the sweep (``docs/algorithms.md#from-a-desired-change-to-pulses``).
 MEMRISTOR_MODELS = ("hp", "joglekar", "biolek", "prodromakis", "vteam", "yakopcic")
 
 PulseMode = Literal["width", "count"]
@@ -166,7 +167,7 @@ def plan_pulses(g_s: Tensor, delta_s: Tensor, set_slope: LocalSlope, reset_slope
     ``count`` mode: stochastically rounded pulse count of the nominal width. Doses are
     capped at ``max_dose`` (SET, RESET): a device that the model says cannot move (slope
     0) gets the cap, not an endless pulse. ``inverse``: ``local`` linearises the model at
-    the current G (``algorithms.md`` 4.5); ``trajectory`` follows its mean trajectory."""
+    the current G; ``trajectory`` follows its mean trajectory."""
     mode = set_slope.mode
     up = delta_s > 0
     mag = delta_s.abs().to(torch.float64)

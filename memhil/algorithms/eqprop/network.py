@@ -1,6 +1,6 @@
 """A layered resistive network for equilibrium propagation, and its batched nodal solver.
 
-The circuit (EBANA-style, ``algorithms.md`` 4.2-4.3): each input feature drives a voltage
+The circuit (EBANA-style, ``docs/algorithms.md#circuit``): each input feature drives a voltage
 pair (+x, -x) and a bias pair (+V_b, -V_b) is clamped next to them; every layer is a
 crossbar of positive conductances G (S) from its input nodes to its output nodes; each
 hidden node has a diode pair to ground (a soft clamp at +-V_th, the nonlinearity) and

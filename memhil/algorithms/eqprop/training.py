@@ -1,7 +1,8 @@
 """Equilibrium propagation on a resistive network: the local rule, the clipped SGD step and
 the training loop, with conductances held either ideally or on memristive devices.
 
-EqProp (Scellier & Bengio 2017) in a resistive circuit (``algorithms.md`` 4.3): relax the
+EqProp (Scellier & Bengio, Front. Comput. Neurosci. 2017) in a resistive circuit
+(``docs/algorithms.md#learning-rule``): relax the
 circuit freely, relax it again with a small current -beta dL/dV_out injected at the
 outputs (or at +beta and -beta, the centred form), and move every conductance by the
 difference of the squared voltage drops across it. The step

@@ -6,7 +6,7 @@ a_t = gamma - dt (kp_t + kd_t) in (0, 1) and c_t = dt kp_t, which a parallel pre
 evaluates (``memhil.nn.scan.linear_scan``). Layers stack with an optional
 subtractive skip between them; only a ridge readout on pooled states is trained.
 
-Layer equation, skip and pooling are memhil design choices (reference §1.3–1.4) until the
+Layer equation, skip and pooling are memhil design choices (``docs/algorithms.md#mars``) until the
 paper text confirms them; every candidate is an option.
 """
 

@@ -1,4 +1,4 @@
-"""Edge pruning of randomly weighted resistive-memory networks (``algorithms.md`` section 5).
+"""Edge pruning of randomly weighted resistive-memory networks (``docs/algorithms.md#pruning``).
 
 Random weights are drawn ON the backend by stochastic forming: for each weight one cell of
 its differential pair (the + cell where a fixed random sign is +1, the - cell otherwise) is
@@ -439,7 +439,7 @@ def masks_of(model: nn.Module) -> list[Tensor]:
 
 @dataclass
 class TrainConfig:
-    """SGD with momentum, weight decay and a cosine schedule (``algorithms.md`` 5.2);
+    """SGD with momentum, weight decay and a cosine schedule (Li et al., arXiv 2311.07164);
     ``switch_limit`` None disables the rule (every flip allowed)."""
 
     epochs: int = 30

@@ -1,9 +1,10 @@
-"""Networks for edge pruning (``algorithms.md`` 5.4, scaled down for CPU): an MLP and a
-small CNN for digits, a convolutional-recurrent net for JapaneseVowels and a small U-Net
-for vessel segmentation. Every weight matrix comes from a :class:`WeightSource` made by a
-factory ``(name, (out, in), gain) -> source``, so one architecture serves the pruned
-random network, the float baselines and the readout-only baseline; no biases, BatchNorm
-without affine parameters, activations quantized after every hidden layer."""
+"""Networks for edge pruning (``docs/algorithms.md#networks-and-data``, scaled down for
+CPU): an MLP and a small CNN for digits, a convolutional-recurrent net for JapaneseVowels
+and a small U-Net for vessel segmentation. Every weight matrix comes from a
+:class:`WeightSource` made by a factory ``(name, (out, in), gain) -> source``, so one
+architecture serves the pruned random network, the float baselines and the readout-only
+baseline; no biases, BatchNorm without affine parameters, activations quantized after every
+hidden layer."""
 
 from __future__ import annotations
 

@@ -4,10 +4,10 @@ their difference onto one device.
 PCM potentiates gradually but depresses only by an abrupt RESET, so a differential pair
 ``W = (G+ - G-) / scale`` is lowered by potentiating G-. Both devices climb towards
 saturation, where SET pulses no longer move them and the weight freezes. The refresh of
-Nandakumar et al. 2020 / aihwkit's one-sided unit cell (``devices.md`` section 6.4,
-``algorithms.md`` section 3.3) undoes this: when a device of a pair exceeds a threshold,
-read the pair, RESET both devices, and program the difference back onto one side with an
-open-loop SET count taken from the measured pulse response.
+Nandakumar et al., Front. Neurosci. 2020 / aihwkit's one-sided unit cell
+(``docs/devices.md#differential-pairs-and-refresh``) undoes this: when a device of a pair
+exceeds a threshold, read the pair, RESET both devices, and program the difference back onto
+one side with an open-loop SET count taken from the measured pulse response.
 
 Everything is vectorized over the pairs that need it: one read of the region, one RESET
 call and one SET call, whatever the number of pairs.

@@ -2,7 +2,7 @@
 
 Learning rules (e-prop, SGD on a readout, ...) produce a desired change ΔW every step; a
 scheme decides which devices of an ``AnalogWeights`` receive how many SET pulses. The
-five schemes of ``algorithms.md`` section 3.3, selectable by name::
+five schemes of ``docs/algorithms.md#update-schemes``, selectable by name::
 
     scheme = build_update_scheme("mixed_precision", max_pulses=8)
     scheme.bind(weights, response)      # response: the SET PulseResponse of the devices

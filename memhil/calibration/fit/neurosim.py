@@ -2,9 +2,10 @@
 
 The loop this closes is *measure -> fit -> simulate*: ``measure_pulse_response`` on a
 backend (simulator, mock lab, bench) gives mean LTP/LTD curves; ``fit_neurosim`` fits the
-NeuroSim exponential LTP/LTD law (``devices.md`` section 5) to them by weighted nonlinear
-least squares and returns a versioned ``FitResult`` whose ``to_yaml`` file
-``build_device_model`` (and so ``SimBackend({"device": path})``) loads directly.
+NeuroSim exponential LTP/LTD law (``docs/devices.md#neurosim-nonlinear-ltp-and-ltd``) to
+them by weighted nonlinear least squares and returns a versioned ``FitResult`` whose
+``to_yaml`` file ``build_device_model`` (and so ``SimBackend({"device": path})``) loads
+directly.
 
 Model (``memhil.backends.sim.devices.neurosim``), k pulses from the prepared start::
 

@@ -1,7 +1,8 @@
-"""RRAM with stochastic electroforming by dielectric breakdown ([design], ``devices.md`` section 7).
+"""RRAM with stochastic electroforming by dielectric breakdown
+(``docs/devices.md#stochastic-forming-rram``).
 
-Modelled after the random-weights-from-forming experiments (pruning paper, 40 nm TaOx
-RRAM; echo-state graph networks, Nat. Mach. Intell. 2023; ``algorithms.md`` section 5.3):
+A memhil model after the random-weights-from-forming experiments (Li et al., Nat. Commun.
+2026, arXiv 2311.07164, 40 nm TaOx RRAM; Wang et al., Nat. Mach. Intell. 5, 104 (2023)):
 each pristine cell has a quasi-normal breakdown voltage V_bd ~ N(mu, sigma) (D2D); a
 forming pulse of amplitude V >= V_bd forms it into a broad log-normal conductance
 distribution capped by the compliance current, so the forming voltage read off the V_bd
@@ -40,7 +41,7 @@ class FormingParams:
     G ~ LogNormal(ln g_formed_median_s, g_formed_log_sigma), capped at compliance/|V|;
     RESET G ~ LogNormal(ln g_reset_median_s, g_reset_log_sigma); pristine G =
     g_pristine_s (times a log-normal spread ``g_pristine_log_sigma``, default 0). Values
-    after ``devices.md`` section 7 / ``algorithms.md`` 5.3; voltages are [design] choices
+    after ``docs/devices.md#stochastic-forming-rram``; voltages are memhil's choices
     for a TaOx-like stack that fit the default 3 V pulse limit. Read noise is not a device
     parameter here: the simulator's read path adds it (``ReadPathConfig.read_noise_rel``).
     """

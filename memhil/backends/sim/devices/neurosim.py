@@ -1,8 +1,9 @@
 """Data-driven nonlinear LTP/LTD device of NeuroSim (MLP_NeuroSim V3, ``RealDevice``).
 
-Source: P.-Y. Chen, X. Peng, S. Yu, "NeuroSim: a circuit-level macro model for
-benchmarking neuro-inspired architectures", IEEE TCAD 37, 3067 (2018), and the
-``neurosim/MLP_NeuroSim_V3.0`` code (``Cell.cpp``, ``formula.cpp``); ``devices.md`` section 5.
+Source: P.-Y. Chen, X. Peng, S. Yu, "NeuroSim: a circuit-level macro model for benchmarking
+neuro-inspired architectures", IEEE TCAD 37, 3067 (2018), and the
+``neurosim/MLP_NeuroSim_V3.0`` code (``Cell.cpp``, ``formula.cpp``);
+``docs/devices.md#neurosim-nonlinear-ltp-and-ltd``.
 
 Potentiation follows G(P) = B (1 - e^{-P/A}) + G_min with B = (G_max - G_min) /
 (1 - e^{-P_max/A}); n pulses from G move the pulse position P0 = -A ln(1 - (G - G_min)/B)
@@ -41,7 +42,7 @@ class NeuroSimParams:
     C2C 0.5 % of the range per pulse, no D2D. ``p_max_ltd`` None means = ``p_max``.
     D2D (``*_dtod``): relative log-normal spreads of G_max, G_min and of A (per device,
     LTP and LTD drawn independently; NeuroSim spreads the NL label instead).
-    ``v_threshold_v``: pulses with |v| >= it program ([design]; NeuroSim writes with 2 V and
+    ``v_threshold_v``: pulses with |v| >= it program (a memhil choice; NeuroSim writes with 2 V and
     half-selects at 1 V, so the default sits between). Pulse width does not enter.
     Read noise is not a device parameter here: the simulator's read path adds it
     (``ReadPathConfig.read_noise_rel``).

@@ -1,7 +1,7 @@
 """Phase-change memory (PCM) after Nandakumar et al., J. Appl. Phys. 124, 152135 (2018).
 
 A statistical per-pulse model fitted on ~10k doped-GST mushroom cells, as used for e-prop
-in ``YigitDemirag/srnn-pcm`` (MIT); see ``devices.md`` section 2. PCM potentiates
+in ``YigitDemirag/srnn-pcm`` (MIT); see ``docs/devices.md#pcm``. PCM potentiates
 gradually with SET pulses (state-dependent mean step, cycle-to-cycle noise as large as the
 mean) and depresses only by an abrupt RESET; the conductance drifts as a power law of the
 time since programming, and reads carry a state-dependent Gaussian noise.
@@ -44,7 +44,7 @@ class PCMParams:
     spreads, default 0): the published sigma was fitted across ~10k devices and already
     lumps device-to-device with cycle-to-cycle variability, so the defaults add none.
     Pulse amplitude and width do not enter the fit; ``v_set_min_v`` / ``v_reset_min_v``
-    only gate which pulses program ([design]).
+    only gate which pulses program (a memhil choice: the fit has none).
     """
 
     # SET update law (Nandakumar 2018, Table/Eq. of the statistical model)
@@ -69,7 +69,7 @@ class PCMParams:
     # device-to-device spreads (relative, log-normal), default none
     nu_dtod: float = 0.0
     g_max_dtod: float = 0.0
-    # pulse gating [design]
+    # pulse gating (a memhil choice)
     v_set_min_v: float = 0.5
     v_reset_min_v: float = 0.5
     # auxiliary relation for update schemes: reliable granularity per pulse

@@ -18,8 +18,8 @@ dx ~ +0.08; beyond about +0.22 V or -0.15 V a 1 us pulse saturates the device.
 
 Kvatinsky window (x, a_on, a_off, w_c in units of D): f_on = exp(-exp(-(x - a_on) / w_c)),
 f_off = exp(-exp((x - a_off) / w_c)), so each fades at the bound its motion heads for (as in
-Pickett's model, which TEAM simplifies). Note: devices.md 4.4 prints the inner signs the
-other way round, which would stall motion leaving a bound instead of arriving at one.
+Pickett's model, which TEAM simplifies); the reverse inner signs would stall motion
+leaving a bound instead of arriving at one (``docs/devices.md#vteam``).
 """
 
 from __future__ import annotations
