@@ -79,7 +79,7 @@ def _transient(exc: BaseException) -> bool:
     try:
         from serial import SerialException
     except ImportError:  # pragma: no cover - pyserial is a dependency
-        SerialException = OSError  # type: ignore[misc,assignment]
+        SerialException = OSError  # type: ignore[misc,assignment]  # fallback, isinstance only
     return isinstance(exc, (VisaIOError, SerialException, OSError, ValueError, TimeoutError))
 
 
@@ -245,7 +245,7 @@ class HardwareBackend(Backend):
                             attempt + 1, self._retries)
                 try:
                     self._resync_all()
-                except Exception as resync_exc:  # noqa: BLE001
+                except Exception as resync_exc:  # noqa: BLE001 - reported with the first error
                     self._fail(f"{what} failed, and the resync failed ({type(resync_exc).__name__}: "
                                f"{resync_exc})", exc)
         raise AssertionError("unreachable")
@@ -259,7 +259,7 @@ class HardwareBackend(Backend):
             # a refusal part-way may leave a source on: make the station safe, keep the refusal
             self.station.safe_state()
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure ends in the safe state
             self._fail(f"{what} failed (not retried: read back before pulsing again)", exc)
         raise AssertionError("unreachable")
 
@@ -270,7 +270,7 @@ class HardwareBackend(Backend):
         first = exc.cause if isinstance(exc, HardwareError) and exc.cause is not None else exc
         try:
             self._resync_all()
-        except Exception:  # noqa: BLE001 - the original error is what the user needs
+        except Exception:  # logged; the original error is what the user needs
             log.warning("resync before the safe state failed", exc_info=True)
         cause = f"{message}: {type(first).__name__}: {first}"
         try:

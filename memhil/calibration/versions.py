@@ -47,7 +47,7 @@ def file_version(path: str | Path) -> dict[str, Any]:
         try:
             from memhil.core.config import load_yaml
             entry["model"] = load_yaml(path).get("model")
-        except Exception:  # noqa: BLE001, S110 - metadata must not stop a run
+        except Exception:  # noqa: BLE001 - metadata must not stop a run
             pass
     return entry
 

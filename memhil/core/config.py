@@ -26,7 +26,7 @@ class SafeStrictLoader(yaml.SafeLoader):
     (PyYAML's default) reads as strings -- a classic trap in limit sections -- and with
     duplicate mapping keys refused (PyYAML silently keeps the last one)."""
 
-    def construct_mapping(self, node, deep=False):  # noqa: D102
+    def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, Any] = {}
             for key_node, _ in node.value:
@@ -64,7 +64,7 @@ def load_yaml(path: str | Path) -> dict:
                           f"{exc.object[exc.start:exc.start + 1]!r}); is it a YAML file?",
                           str(path)) from None
     try:
-        data = yaml.load(text, Loader=SafeStrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=SafeStrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         raise ConfigError("<file>", f"invalid YAML: {exc}", str(path)) from exc
     if data is None:

@@ -586,7 +586,7 @@ def safe_state_all(station: Any) -> SafeStateReport:
     for who, obj in _components(station):
         try:
             state = obj.safe_state()
-        except BaseException as exc:  # noqa: BLE001 - attempt every component, re-raise below
+        except BaseException as exc:  # attempt every component, re-raise below
             log.critical("safe_state failed for %s: %s: %s", who, type(exc).__name__, exc,
                          exc_info=exc)
             errors.append((who, exc))

@@ -21,6 +21,7 @@ def resolve_cells(cells: Sequence[Sequence[int]] | None, caps: Capabilities) -> 
     if cells is None:
         return tuple((t, r, c) for t in range(caps.tiles) for r in range(caps.rows)
                      for c in range(caps.cols))
+    # each cell is a (tile, row, col) 3-tuple; mypy cannot see the length of tuple(genexpr)
     return tuple(sorted({tuple(int(x) for x in cell) for cell in cells}))  # type: ignore[misc]
 
 

@@ -69,5 +69,5 @@ def _closing_station(backend: Backend, station: Any) -> Backend:
             close()
         finally:
             station.close()
-    backend.close = close_all  # type: ignore[method-assign]
+    backend.close = close_all  # type: ignore[method-assign]  # closes the station too
     return backend

@@ -319,7 +319,7 @@ def _calibration_versions(backend: Any) -> dict:
     from memhil.calibration.versions import calibration_versions
     try:
         return calibration_versions(backend)
-    except Exception as exc:  # noqa: BLE001 - metadata must not stop a run
+    except Exception as exc:  # metadata must not stop a run (logged)
         log.exception("recording calibration versions")
         return {"error": repr(exc)}
 
@@ -614,7 +614,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                 if own_backend:
                     try:
                         be.close()
-                    except Exception:  # noqa: BLE001
+                    except Exception:  # re-raised after a completed run, else logged
                         if status == "completed":
                             raise
                         log.exception("closing the backend after a %s run", status)
@@ -664,7 +664,7 @@ def pulse_responses_from_run(store: Any, run_id: int):
     up_s = [float(s0.iloc[0])] + [float(su[k]) for k in range(1, p.n_pulses + 1)]
     dn_m = [up_m[-1]] + [float(md_[k]) for k in range(1, p.n_pulses + 1)]
     dn_s = [up_s[-1]] + [float(sd[k]) for k in range(1, p.n_pulses + 1)]
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731 - a local shorthand
     up = PulseResponse(p.v_ltp, p.width_s, t(up_m), t(up_s))
     down = PulseResponse(p.v_ltd, p.width_s, t(dn_m), t(dn_s))
     return up, down, n_cells

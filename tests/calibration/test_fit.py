@@ -10,14 +10,11 @@ of a noisy device differs from it where the curve is clamped. C2C noise (std
 sigma = c2c_std * span per pulse) is clipped at G_min / G_max, which lifts the mean at the
 bottom and lowers it at the top by about sigma * phi(0) ~ 0.4 sigma (a half-Gaussian);
 allowed: 0.6 sigma on G_min and G_max (21 nS here). The same clipping flattens the curve
-near saturation, which biases A low; allowed: 3 % of A. Measured (seed 11): g_min
-1.0113 +/- 0.0011 uS (true 1.0), g_max 7.9911 +/- 0.0026 uS (8.0), a_ltp 4.977 +/- 0.010
-(5.0), a_ltd 8.80 +/- 0.018 (9.0): the statistical errors alone are far below the bias, so
-the allowance carries the check, as the physics says it must.
+near saturation, which biases A low; allowed: 3 % of A. The statistical errors alone are
+far below that bias, so the allowance carries the check, as the physics says it must.
 
 Then the fitted YAML loads into a SimBackend, whose simulated population must reproduce
 the mock chip's measured mean LTP and LTD curves within 2 % of the conductance span.
-Run with ``pytest -s`` to see the figures.
 """
 
 from __future__ import annotations
@@ -70,8 +67,6 @@ def test_fit_recovers_true_parameters_on_mock_lab(mock_measurement, tmp_path):
                  "a_ltp": 0.03 * TRUE["a_ltp"], "a_ltd": 0.03 * TRUE["a_ltd"]}
     for name, allow in allowance.items():
         err = abs(fit.params[name] - TRUE[name])
-        print(f"{name}: true {TRUE[name]:.4g} fit {fit.params[name]:.5g} +/- {fit.stderr[name]:.2g}"
-              f" (|err| {err:.2g}, bound {3 * fit.stderr[name] + allow:.2g})")
         assert fit.stderr[name] > 0 and math.isfinite(fit.stderr[name])
         assert err <= 3 * fit.stderr[name] + allow, name
     assert fit.n_points == 2 * (N_PULSES + 1)
@@ -98,8 +93,6 @@ def test_fit_recovers_true_parameters_on_mock_lab(mock_measurement, tmp_path):
     pred_up, pred_down = _measure(sim, torch.ones(sim.shape, dtype=torch.bool))
     for meas, pred in ((up, pred_up), (down, pred_down)):
         worst = float((meas.g_curve_s - pred.g_curve_s).abs().max())
-        print(f"{'LTP' if meas.rising else 'LTD'}: max |sim - mock| = {worst:.3g} S "
-              f"({100 * worst / span:.2f} % of span)")
         assert worst <= 0.02 * span
     # and the config mapping works the same way
     sim2 = SimBackend({"rows": 4, "cols": 4, "device": fit.device_config()})

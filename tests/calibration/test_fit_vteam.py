@@ -15,11 +15,9 @@ their mean log-parameters differ from the nominal by sigma_d2d / sqrt(36) = 0.17
 sigma, 1 % spread), an error shared by every point of the curve (so the s^2 (J^T J)^-1
 error bars, which treat points as independent, do not contain it). Floor: 3 x that, 0.5 %
 of each value (the exponents absorb the threshold's share through their correlation, so
-they get the same floor). Measured (seed 11): r_on 49.95 +/- 0.009 Ohm (true 50: the
-statistical error is far below the sampling shift, the floor carries it), k_on 9.82 +/-
-0.13 m/s (10), v_on 0.19998 +/- 0.001 V, alpha_on 2.96 +/- 0.06, k_off 6.0e-4 +/- 0.7e-4
-m/s (5e-4), v_off 0.0226 +/- 0.0016 V (0.02), alpha_off 0.97 +/- 0.02; the OFF triple is
-strongly correlated (k_off and v_off trade off), hence its wide error bars.
+they get the same floor). The statistical errors are far below that sampling shift, so
+the floor carries the check; the OFF triple is strongly correlated (k_off and v_off trade
+off), hence its wide error bars.
 """
 
 from __future__ import annotations
@@ -113,7 +111,7 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
     fit's own rms residual is ~1.2 %, and the predicting population adds its own C2C draws),
     worst point <= 15 %: the first LTD pulse from ON drops G by two thirds of the span in
     one step, so the fitted OFF rate's ~12 % uncertainty (k_off) moves that point by up to
-    ~10 % of the span (measured: rms 1.3 % / 1.5 %, worst 8.5 % / 10 %).
+    ~10 % of the span.
     """
     tmp, db, out = measured
     from memhil.runs.protocol_run import pulse_sequence_from_run

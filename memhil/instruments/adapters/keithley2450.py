@@ -63,7 +63,7 @@ class Keithley2450SourceMeter:
     def source_mode(self) -> SourceMode:
         if self._mode is None:
             self._mode = self.instrument.source_function()
-        return self._mode  # type: ignore[return-value]
+        return self._mode
 
     def _buffer(self):
         instr = self.instrument

@@ -63,6 +63,7 @@ class Keithley2600SourceMeter:
     def __init__(self, channel: Keithley2600Channel, name: str | None = None):
         self.channel = channel
         self.name = name or channel.full_name
+        # typed InstrumentBase by QCoDeS; a Keithley2600Channel's root is its Keithley2600
         self._instrument: Keithley2600 = channel.root_instrument  # type: ignore[assignment]
         self._mode: SourceMode | None = None
         self._level: float | None = None
@@ -76,7 +77,7 @@ class Keithley2600SourceMeter:
     def source_mode(self) -> SourceMode:
         if self._mode is None:
             self._mode = self.channel.mode()
-        return self._mode  # type: ignore[return-value]
+        return self._mode
 
     def _tsp(self) -> str:
         return self.channel.channel

@@ -134,7 +134,7 @@ class VeloxProber:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - classified, re-raised unless retried
+            except Exception as exc:  # classified, re-raised unless retried
                 if not _communication_failure(exc) or attempt == self.retries:
                     raise
                 log.warning("%s: %s failed (%s: %s); resynchronizing and retrying (%d/%d)",
