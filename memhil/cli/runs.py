@@ -43,8 +43,9 @@ def _protocol(md: dict) -> str:
 def _kind(md: dict) -> str:
     """Where the run was measured: sim, mock_lab or station."""
     ident = md.get("station_identity")
-    if isinstance(ident, dict) and ident.get("kind"):
-        return str(ident["kind"])
+    if isinstance(ident, dict) and ident.get("kind"):  # an open backend gives its class
+        kind = str(ident["kind"])
+        return "sim" if kind == "SimBackend" else kind
     cfg = md.get("backend_config")
     if cfg == "sim":
         return "sim"
@@ -68,13 +69,13 @@ def list_runs(ctx: click.Context, db: str | None) -> int:
     with RunStore(db) as store:
         infos = store.runs()
         mds = {r.run_id: store.metadata(r.run_id) for r in infos}
-    click.echo(f"{'id':>4}  {'date':<17}{'name':<24}{'protocol':<17}{'kind':<10}"
+    click.echo(f"{'id':>4}  {'date':<17}{'name':<24} {'protocol':<16} {'kind':<9} "
                f"{'status':<12}{'points':>8}")
     for r in infos:
         md = mds[r.run_id]
         name = r.name if r.continues is None else f"{r.name} (cont. {r.continues})"
-        click.echo(f"{r.run_id:>4}  {_date(r.started):<17}{name:<24}{_protocol(md):<17}"
-                   f"{_kind(md):<10}{r.status:<12}{r.n_points:>8}")
+        click.echo(f"{r.run_id:>4}  {_date(r.started):<17}{name:<24} {_protocol(md):<16} "
+                   f"{_kind(md):<9} {r.status:<12}{r.n_points:>8}")
     if not infos:
         click.echo(f"(no runs in {db})")
     return 0
