@@ -37,3 +37,27 @@ def test_simulator_showcase_runs():
     res = run_showcase(rows=16, outputs=8, seed=0, out=lines.append)
     assert 0.5 < res["weight_corr"] <= 1.0
     assert len(res["drift"]) == 4 and res["drift"][-1].g_mean_s < res["drift"][0].g_mean_s
+
+
+def test_the_demo_protocol_files_rerun_with_memhil_run(tmp_path, capsys):
+    """As the README says: each written file names its backend (the saved station, the die,
+    the fitted simulator), so ``memhil run FILE`` reruns the step."""
+    from memhil.cli import main
+    out = tmp_path / "out"
+    run_demo(rows=4, cols=4, db=tmp_path / "demo.db", out_dir=out, seed=1, n_pulses=5,
+             out=lambda line: None)
+    assert (out / "station.yaml").exists()
+    db = tmp_path / "again.db"
+    for name in ("pulse_train_die1", "pulse_train_simulator"):
+        assert main(["run", str(out / f"{name}.yaml"), "--db", str(db), "--no-progress"]) == 0
+    with RunStore(db) as store:
+        kinds = [store.metadata(r.run_id)["station_identity"]["kind"] for r in store.runs()]
+    assert kinds == ["mock_lab", "sim"]
+
+
+def test_showcase_compensation_never_widens_the_drift(capsys):
+    lines = []
+    res = run_showcase(rows=16, outputs=8, seed=0, out=lines.append)
+    assert lines[0].startswith("memhil showcase:")
+    for p in res["drift"]:
+        assert p.mvm_rel_error_compensated <= p.mvm_rel_error, p

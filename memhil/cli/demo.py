@@ -17,11 +17,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import click
 
 # The chip's true LTP/LTD parameters (die 1): the fit must find them from measurements.
 TRUE_DEVICE = {"model": "neurosim", "g_min_s": 1.0e-6, "g_max_s": 8.0e-6, "a_ltp": 5.0,
                "a_ltd": 9.0, "c2c_std": 0.005}
+
+
+@click.command("demo")
+@click.option("--size", type=click.IntRange(2, 256), default=16, show_default=True,
+              help="array rows and columns")
+@click.option("--db", default="memhil-demo.db", show_default=True, metavar="PATH",
+              help="SQLite run store (created)")
+@click.option("--out", "out_dir", default="memhil-demo", show_default=True, metavar="DIR",
+              help="folder for plots, the fit, the station and the protocol files")
+@click.option("--seed", type=int, default=0, show_default=True)
+def command(size: int, db: str, out_dir: str, seed: int) -> int:
+    """Form, characterize and fit a virtual chip on the mock lab, then predict it with the
+    simulator."""
+    run_demo(rows=size, cols=size, db=db, out_dir=out_dir, seed=seed, out=click.echo)
+    return 0
 
 
 def demo_station(rows: int, cols: int, seed: int) -> dict[str, Any]:
@@ -42,7 +57,10 @@ def demo_station(rows: int, cols: int, seed: int) -> dict[str, Any]:
 def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
              out_dir: str | Path = "memhil-demo", seed: int = 0, n_pulses: int = 30,
              out=print) -> dict[str, Any]:
-    """Run the demo; returns its figures (and prints a summary table through ``out``)."""
+    """Run the demo; returns its figures (and prints a summary table through ``out``).
+    Its station and protocol files (each with its ``backend:``) are written to ``out_dir``,
+    so ``memhil run out_dir/NAME.yaml`` reruns a step on a fresh mock lab or simulator."""
+    import numpy as np
     import yaml
 
     from memhil.backends.sim import SimBackend
@@ -58,20 +76,32 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
     results: dict[str, Any] = {}
     out(f"memhil demo: {rows}x{cols} virtual chip, two-die wafer, mock lab + simulator, "
         f"run store {db}")
+    station_cfg = demo_station(rows, cols, seed)
+    (out_dir / "station.yaml").write_text(yaml.safe_dump(station_cfg, sort_keys=False))
+    sim_cfg = {"rows": rows, "cols": cols, "seed": seed + 1, "device": "fitted_device.yaml",
+               "read": {"read_noise_rel": 0.01}}
+    on_die = {(0, 0): {"mock_lab": "station.yaml", "strategy": "parallel"},
+              (1, 0): {"mock_lab": "station.yaml", "strategy": "parallel", "die": [1, 0]}}
 
-    def protocol_file(name: str, protocol: str, params: dict) -> Path:
-        """The demo's steps are ordinary protocol files (rerun them with ``memhil run``)."""
+    def protocol_file(name: str, protocol: str, params: dict, backend_cfg: dict) -> Path:
+        """The demo's steps are ordinary protocol files: ``memhil run`` reruns one on the
+        ``backend:`` written in it (paths relative to the file)."""
         path = out_dir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({"protocol": protocol, "params": params, "name": name}))
+        path.write_text(yaml.safe_dump({"protocol": protocol, "params": params, "name": name,
+                                        "backend": backend_cfg}, sort_keys=False))
         return path
 
-    backend = MockLab.open_backend(demo_station(rows, cols, seed), strategy="parallel")
+    backend = MockLab.open_backend(station_cfg, strategy="parallel")
+    die_now = [(0, 0)]  # where the prober stands (the backend touched down on the first die)
     station = backend.station
     try:
         def run(name: str, protocol: str, params: dict, on=backend) -> int:
             if on is backend:
                 station.prober.contact()  # each run ends in the safe state: separated
-            run_id = run_protocol_file(protocol_file(name, protocol, params), backend=on,
+                cfg = on_die[die_now[0]]
+            else:
+                cfg = {"sim": sim_cfg}
+            run_id = run_protocol_file(protocol_file(name, protocol, params, cfg), backend=on,
                                        db=db, progress=False)
             results[f"run_{name}"] = run_id
             return run_id
@@ -101,6 +131,7 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
 
         # 2. die (1, 0): LTP/LTD pulse trains
         station.prober.step_to((1, 0))
+        die_now[0] = (1, 0)
         train = {"n_pulses": n_pulses, "v_ltp": 2.0, "v_ltd": -2.0, "width_s": 80e-9, "v_read": 0.2}
         chip_id = run("pulse_train_die1", "pulse_train", train)
         with RunStore(db) as store:
@@ -122,8 +153,7 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
         results["fit"] = fit
 
         # 4. the simulator, loaded with the fit, runs the same protocol file
-        sim = SimBackend({"rows": rows, "cols": cols, "seed": seed + 1, "device": str(fitted_path),
-                          "read": {"read_noise_rel": 0.01}})
+        sim = SimBackend({**sim_cfg, "device": str(fitted_path)})
         sim_id = run("pulse_train_simulator", "pulse_train", train, on=sim)
         with RunStore(db) as store:
             s_up, s_down, _ = pulse_responses_from_run(store, sim_id)
@@ -148,6 +178,7 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
     for a, b in rows_out:
         out(f"  {a:<{width}}{b}")
     out("")
-    out(f"  stored in {db} (memhil runs --db {db} list); plots and the fitted model in {out_dir}/; "
-        f"{results['seconds']:.0f} s")
+    out(f"  stored in {db} (memhil runs list --db {db}); plots, the fitted model, the station "
+        f"and the protocol files in {out_dir}/; {results['seconds']:.0f} s")
+    out(f"  next: memhil run {out_dir / 'pulse_train_simulator.yaml'} --db {db}")
     return results

@@ -1,48 +1,178 @@
-"""``memhil runs list|show|export|plot``: look at what the run store holds."""
+"""``memhil runs list|show|export|plot``: look at what the run store holds. ``--db`` goes
+after the subcommand (as for every command) or, as before, right after ``runs``."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import time
 
-DEFAULT_DB = "memhil.db"
+import click
 
+from memhil.cli.common import DEFAULT_DB, CliError, check_run_id, db_option, existing_db
 
-def add_parser(sub) -> None:
-    runs = sub.add_parser("runs", help="list, show, export or plot stored runs")
-    runs.add_argument("--db", default=DEFAULT_DB, help=f"SQLite run store (default {DEFAULT_DB})")
-    rs = runs.add_subparsers(dest="runs_command", required=True)
-    rs.add_parser("list", help="every run: id, name, status, points")
-    show = rs.add_parser("show", help="a run's metadata and first points")
-    show.add_argument("run_id", type=int)
-    export = rs.add_parser("export", help="a run (with its continuations) to netCDF")
-    export.add_argument("run_id", type=int)
-    export.add_argument("path")
-    plot = rs.add_parser("plot", help="a run as a PNG")
-    plot.add_argument("run_id", type=int)
-    plot.add_argument("path")
-    plot.add_argument("--kind", required=True,
-                      choices=["iv", "pulse_response", "conductance_map", "retention", "endurance"])
+__all__ = ["DEFAULT_DB", "PLOT_KINDS", "command"]
+
+PLOT_KINDS = ("iv", "pulse_response", "conductance_map", "retention", "endurance")
+#: Rows of points ``runs show`` prints (the rest: ``runs export``).
+SHOW_ROWS = 8
 
 
-def run(args: argparse.Namespace, out=print) -> int:
+@click.group("runs")
+@db_option("SQLite run store to read (must exist)")
+@click.pass_context
+def command(ctx: click.Context, db: str | None) -> None:
+    """List, show, export or plot stored runs."""
+    ctx.obj = {"db": db}
+
+
+def _db(ctx: click.Context, db: str | None) -> str:
+    return existing_db(db or (ctx.obj or {}).get("db"))
+
+
+def _protocol(md: dict) -> str:
+    """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry."""
+    cfg = md.get("protocol_config")
+    if isinstance(cfg, dict) and cfg.get("protocol"):
+        return str(cfg["protocol"])
+    p = md.get("protocol")
+    if isinstance(p, dict):
+        return str(p.get("name", "-"))
+    return str(p) if p else "-"
+
+
+def _kind(md: dict) -> str:
+    """Where the run was measured: sim, mock_lab or station."""
+    ident = md.get("station_identity")
+    if isinstance(ident, dict) and ident.get("kind"):  # an open backend gives its class
+        kind = str(ident["kind"])
+        return "sim" if kind == "SimBackend" else kind
+    cfg = md.get("backend_config")
+    if cfg == "sim":
+        return "sim"
+    if isinstance(cfg, dict):
+        return next((k for k in ("sim", "mock_lab", "station") if k in cfg), "-")
+    return "-"
+
+
+def _date(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+@command.command("list")
+@db_option("SQLite run store to read (must exist)")
+@click.pass_context
+def list_runs(ctx: click.Context, db: str | None) -> int:
+    """Every run: id, date, name, protocol, kind, status, points."""
     from memhil.store import RunStore
 
-    with RunStore(args.db) as store:
-        if args.runs_command == "list":
-            out(f"{'id':>4}  {'name':<24}{'status':<12}{'points':>8}")
-            for r in store.runs():
-                out(f"{r.run_id:>4}  {r.name:<24}{r.status:<12}{r.n_points:>8}")
-        elif args.runs_command == "show":
-            out(json.dumps(store.metadata(args.run_id), indent=2, default=str))
-            out(store.load(args.run_id).head(20).to_string())
-        elif args.runs_command == "export":
-            out(str(store.export(args.run_id, args.path)))
-        elif args.runs_command == "plot":
-            from memhil.store import plots
-            df = store.load(args.run_id)
-            if args.kind == "conductance_map":
-                out(str(plots.plot_conductance_map(df, args.path)))
-            else:
-                out(str(getattr(plots, f"plot_{args.kind}")(df, args.path)))
+    db = _db(ctx, db)
+    with RunStore(db) as store:
+        infos = store.runs()
+        mds = {r.run_id: store.metadata(r.run_id) for r in infos}
+    click.echo(f"{'id':>4}  {'date':<17}{'name':<24} {'protocol':<16} {'kind':<9} "
+               f"{'status':<12}{'points':>8}")
+    for r in infos:
+        md = mds[r.run_id]
+        name = r.name if r.continues is None else f"{r.name} (cont. {r.continues})"
+        click.echo(f"{r.run_id:>4}  {_date(r.started):<17}{name:<24} {_protocol(md):<16} "
+                   f"{_kind(md):<9} {r.status:<12}{r.n_points:>8}")
+    if not infos:
+        click.echo(f"(no runs in {db})")
+    return 0
+
+
+@command.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="all metadata as JSON instead")
+@db_option("SQLite run store to read (must exist)")
+@click.pass_context
+def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
+    """A run in short: protocol, parameters, where, status, columns with units, first
+    points (``--json``: every metadata entry)."""
+    from memhil.store import RunStore
+    from memhil.store.columns import unit_of
+
+    db = _db(ctx, db)
+    with RunStore(db) as store:
+        check_run_id(store, run_id, db)
+        md = store.metadata(run_id)
+        if as_json:
+            click.echo(json.dumps(md, indent=2, default=str))
+            return 0
+        info = {r.run_id: r for r in store.runs()}
+        chain = store.chain(run_id)
+        df = store.load(run_id)
+    root = info[chain[0]]
+    cfg = md.get("protocol_config") if isinstance(md.get("protocol_config"), dict) else {}
+    params = cfg.get("params") or {}
+    click.echo(f"run {run_id}: {root.name}, protocol {_protocol(md)} on {_kind(md)}, "
+               f"{info[chain[-1]].status}")
+    click.echo(f"  started   {_date(root.started)}, finished "
+               f"{_date(info[chain[-1]].completed)}; {len(df)} points"
+               + (f" in runs {', '.join(map(str, chain))}" if len(chain) > 1 else ""))
+    if cfg.get("file"):
+        click.echo(f"  file      {cfg['file']}")
+    if params:
+        click.echo("  params    " + ", ".join(f"{k}={_with_unit(k, v)}"
+                                             for k, v in params.items()))
+    if md.get("device_model") not in (None, ""):
+        dm = md["device_model"]
+        click.echo(f"  device    {dm.get('model', dm) if isinstance(dm, dict) else dm}")
+    if "open_circuit" in df and (df["open_circuit"] > 0.5).any():
+        click.echo(f"  flag      {int((df['open_circuit'] > 0.5).sum())} point(s) read an "
+                   "open circuit (open_circuit = 1)")
+    units = {c: unit_of(c) for c in df.columns}
+    head = df.head(SHOW_ROWS).rename(columns={c: f"{c} [{u}]" for c, u in units.items() if u})
+    click.echo("")
+    click.echo(head.to_string(index=False))
+    if len(df) > SHOW_ROWS:
+        click.echo(f"... {len(df) - SHOW_ROWS} more (memhil runs export {run_id} FILE.nc "
+                   f"--db {db}); metadata: memhil runs show {run_id} --json --db {db}")
+    return 0
+
+
+def _with_unit(name: str, value) -> str:
+    from memhil.store.columns import unit_of
+    unit = unit_of(name)
+    return f"{value} {unit}" if unit and isinstance(value, (int, float)) else f"{value}"
+
+
+@command.command("export")
+@click.argument("run_id", type=int)
+@click.argument("path")
+@db_option("SQLite run store to read (must exist)")
+@click.pass_context
+def export(ctx: click.Context, run_id: int, path: str, db: str | None) -> int:
+    """A run (with its continuations) to netCDF, each column with its ``units``."""
+    from memhil.store import RunStore
+
+    db = _db(ctx, db)
+    with RunStore(db) as store:
+        check_run_id(store, run_id, db)
+        click.echo(str(store.export(run_id, path)))
+    return 0
+
+
+@command.command("plot")
+@click.argument("run_id", type=int)
+@click.argument("path")
+@click.option("--kind", required=True, type=click.Choice(PLOT_KINDS), help="what to plot")
+@db_option("SQLite run store to read (must exist)")
+@click.pass_context
+def plot(ctx: click.Context, run_id: int, path: str, kind: str, db: str | None) -> int:
+    """A run as a PNG."""
+    from memhil.store import RunStore
+
+    db = _db(ctx, db)
+    with RunStore(db) as store:
+        check_run_id(store, run_id, db)
+        df = store.load(run_id)
+    from memhil.store import plots
+    try:
+        written = getattr(plots, f"plot_{kind}")(df, path)
+    except (KeyError, ValueError) as exc:  # the run lacks a column this plot needs
+        raise CliError(f"memhil runs plot: error: run {run_id} cannot be plotted as --kind "
+                       f"{kind}: {type(exc).__name__} {exc} (columns: "
+                       f"{', '.join(map(str, df.columns))})") from None
+    click.echo(str(written))
     return 0

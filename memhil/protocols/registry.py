@@ -64,6 +64,12 @@ def protocol_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def protocol_specs() -> dict[str, ProtocolSpec]:
+    """Every registered protocol by name (its parameter dataclass, plan and description)."""
+    _builtin()
+    return dict(sorted(_REGISTRY.items()))
+
+
 def build_protocol(name: str, params: Mapping[str, Any] | Any = None, *, source: str | None = None,
                    prefix: str | None = None) -> ProtocolPlan:
     """The plan factory of protocol ``name``; ``params`` a mapping (from YAML) or the

@@ -422,9 +422,12 @@ class RunStore:
         return {k: (int if t == "int" else str)
                 for k, t in json.loads(raw["memhil_key_types"]).items()}
 
-    def _run_ids(self) -> list[int]:
+    def run_ids(self) -> list[int]:
+        """Every run id in the database, ascending."""
         cur = self.conn.execute("SELECT run_id FROM runs ORDER BY run_id")
         return [int(r[0]) for r in cur.fetchall()]
+
+    _run_ids = run_ids
 
     def _continues_map(self) -> dict[int, int]:
         """run id -> run id it continues.  QCoDeS stores metadata as columns of the
@@ -526,10 +529,17 @@ class RunStore:
 
     def to_xarray(self, run_id: int):
         """xarray Dataset of the chain's points (dimension ``point``); the root run's
-        metadata (JSON strings) as attributes."""
+        metadata (JSON strings) as attributes, each column's SI unit as its ``units``
+        attribute (CF conventions)."""
         import xarray as xr
+
+        from memhil.store.columns import unit_of
         chain = self.chain(run_id)
         xds = xr.Dataset.from_dataframe(self.load(run_id).set_index(POINT))
+        for name in xds.data_vars:
+            unit = unit_of(str(name))
+            if unit:
+                xds[name].attrs["units"] = unit
         for k, v in self._ds(chain[0]).metadata.items():
             xds.attrs[k] = v if isinstance(v, (str, int, float)) else str(v)
         xds.attrs["memhil_run_ids"] = json.dumps(chain)
