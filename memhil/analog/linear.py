@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from memhil.analog.weights import AnalogWeights, InputScaling, PulseSpec
 from memhil.analog.mapping import Layout, WeightMapping
+from memhil.analog.pulse_response import measure_set_response
 from memhil.backends.base import Backend
 
 
@@ -143,17 +144,11 @@ class AnalogLinear(nn.Module):
     def measure_set_response(self, n_pulses: int = 20):
         """Mean SET response of this layer's devices, measured on them; they are RESET
         before and after (so do this before programming)."""
-        from memhil.calibration.pulse_response import measure_pulse_response
         w = self.weights
         cells = w.mapping.cell_mask(w.backend.shape).to(w.backend.torch_device)
-        r = w.reset_pulse
-        # an abrupt RESET (SET-only devices) takes one pulse; a gradual one a full train
-        n_reset = 1 if not w.backend.capabilities.bipolar else 4 * n_pulses
-        response = measure_pulse_response(w.backend, cells, w.set_pulse.amplitude_v,
-                                          w.set_pulse.width_s, n_pulses,
-                                          prepare=(r.amplitude_v, r.width_s, n_reset))
-        w.backend.pulse(cells, r.amplitude_v, r.width_s, n_reset)
-        return response
+        # a gradual RESET takes a train 4x the curve to reach the bottom of the window
+        return measure_set_response(w.backend, cells, w.set_pulse, w.reset_pulse, n_pulses,
+                                    n_reset=4 * n_pulses)
 
     @torch.no_grad()
     def apply_delta(self, delta_w: Tensor):
