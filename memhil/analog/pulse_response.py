@@ -9,7 +9,7 @@ conductance quantum that update schemes transfer, without any model-specific cod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor

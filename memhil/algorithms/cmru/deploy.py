@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from memhil.analog.linear import AnalogLinear
+from memhil.analog.placement import pack_columns
 from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.algorithms.cmru.backbone import RecurrentBackbone
 from memhil.algorithms.cmru.training import evaluate
@@ -69,7 +70,6 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
 
     Raises ValueError naming the matrix and the array size when a matrix does not fit.
     """
-    tiles, rows, cols = backend.shape
     shapes: list[tuple[str, int, int]] = []
     for i, cell in enumerate(model.cells):
         if not isinstance(cell, MemoryRecurrentUnit):
@@ -81,19 +81,10 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
     if readout:
         last = model.head[-1]
         shapes.append(("head.readout", last.out_features, last.in_features))
-    placements, tile, col = [], 0, 0
-    for name, n_out, n_in in shapes:
-        width = 2 * n_out
-        if n_in > rows or width > cols:
-            raise ValueError(f"{name} needs {n_in} rows x {width} columns; the array is {rows} x {cols}")
-        if col + width > cols:
-            tile, col = tile + 1, 0
-        if tile >= tiles:
-            raise ValueError(f"the deployed matrices need more than the backend's {tiles} tile(s) "
-                             f"of {rows} x {cols} (stopped at {name})")
-        placements.append(Placement(name, n_out, n_in, tile, col))
-        col += width
-    return placements
+    regions = pack_columns([(n_in, 2 * n_out) for _, n_out, n_in in shapes], backend.shape,
+                           names=[name for name, _, _ in shapes])
+    return [Placement(name, n_out, n_in, r.tile, r.col)
+            for (name, n_out, n_in), r in zip(shapes, regions)]
 
 
 def deploy_to_backend(model: RecurrentBackbone, backend: Backend, *, readout: bool = True,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from memhil.analog.linear import AnalogLinear
+from memhil.analog.placement import pack_columns
 from memhil.algorithms.mars.layer import MARS, Method
 from memhil.algorithms.mars.readout import RidgeClassifier
 from memhil.nn.pooling import Pooling
@@ -28,20 +29,7 @@ def place_regions(sizes: list[tuple[int, int]], shape: tuple[int, int, int]
                   ) -> list[tuple[int, int]]:
     """(tile, col_offset) for matrices of (rows, cols) ``sizes``, packed left to right on
     a tile and spilling to the next tile; ValueError naming the sizes when they do not fit."""
-    tiles, rows, cols = shape
-    tile, col, out = 0, 0, []
-    for n_rows, n_cols in sizes:
-        if n_rows > rows or n_cols > cols:
-            raise ValueError(f"a {n_rows} x {n_cols} region does not fit a {rows} x {cols} tile")
-        if col + n_cols > cols:
-            tile, col = tile + 1, 0
-        if tile >= tiles:
-            need = sum(c for _, c in sizes)
-            raise ValueError(f"regions of {need} columns in all ({sizes}) do not fit "
-                             f"{tiles} tile(s) of {rows} x {cols}")
-        out.append((tile, col))
-        col += n_cols
-    return out
+    return [(r.tile, r.col) for r in pack_columns(sizes, shape)]
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memhil.analog.mapping import WeightMapping
+from memhil.analog.placement import pack_columns
 from memhil.backends.base import Backend
 
 # Weight regions use WeightMapping with one siemens per weight unit: combine() = G+ - G-.
@@ -37,20 +38,10 @@ def layout_layers(shapes: Sequence[tuple[int, int]], backend_shape: tuple[int, i
     """Place (out, in) weight matrices as differential regions, side by side along the
     columns of a tile, moving to the next tile when one is full; raise naming the layer
     that does not fit."""
-    tiles, rows, cols = backend_shape
-    out, tile, col = [], 0, 0
-    for i, (n_out, n_in) in enumerate(shapes):
-        need = 2 * n_out
-        if n_in > rows or need > cols:
-            raise ValueError(f"layer {i} ({n_out}x{n_in}) needs {n_in} rows and {need} columns; "
-                             f"a tile has {rows}x{cols}")
-        if col + need > cols:
-            tile, col = tile + 1, 0
-        if tile >= tiles:
-            raise ValueError(f"layer {i} does not fit: all {tiles} tile(s) are full")
-        out.append(WeightMapping(n_in, n_out, tile=tile, col_offset=col, **_UNIT_WINDOW))
-        col += need
-    return out
+    regions = pack_columns([(n_in, 2 * n_out) for n_out, n_in in shapes], backend_shape,
+                           names=[f"layer {i}" for i in range(len(shapes))])
+    return [WeightMapping(n_in, n_out, tile=r.tile, col_offset=r.col, **_UNIT_WINDOW)
+            for (n_out, n_in), r in zip(shapes, regions)]
 
 
 def backend_shape_for(shapes: Sequence[tuple[int, int]]) -> tuple[int, int, int]:
