@@ -87,6 +87,48 @@ class AnalogLinear(nn.Module):
         if update is not None:
             self.set_update_scheme(update)
 
+    # -- conversion from and to float layers (aihwkit's from_digital / to_digital) ----------
+    @classmethod
+    def from_digital(cls, module: nn.Module, backend: Backend, *, window_margin: float = 0.02,
+                     **kw: Any) -> "AnalogLinear":
+        """An AnalogLinear (in eval mode) holding ``module``'s ``weight`` (out, in) and
+        ``bias``, not yet programmed (call ``program``); ``w_max`` defaults to the largest
+        |w|. Without ``g_window_s`` the backend's window is shrunk by ``window_margin`` of
+        its span at each end, so float32 targets never round outside it and the verify
+        loop avoids the saturated ends. Other keywords go to the constructor."""
+        bias = getattr(module, "bias", None)
+        return cls.from_weights(module.weight, bias, backend, window_margin=window_margin, **kw)
+
+    @classmethod
+    def from_weights(cls, weight: Tensor, bias: Tensor | None, backend: Backend, *,
+                     window_margin: float = 0.02, **kw: Any) -> "AnalogLinear":
+        """``from_digital`` for a bare (out, in) ``weight`` and optional ``bias``."""
+        weight = weight.detach()
+        out_f, in_f = weight.shape
+        kw.setdefault("w_max", float(weight.abs().max().clamp_min(1e-12)))
+        if kw.get("g_window_s") is None:
+            g_lo, g_hi = backend.capabilities.conductance_range_s
+            margin = window_margin * (g_hi - g_lo)
+            kw["g_window_s"] = (g_lo + margin, g_hi - margin)
+        layer = cls(in_f, out_f, backend, bias=bias is not None, **kw)
+        with torch.no_grad():
+            layer.weight.copy_(weight.float())
+            if bias is not None:
+                layer.bias.copy_(bias.detach().float())
+        layer.eval()
+        return layer
+
+    @torch.no_grad()
+    def to_digital(self, *, realistic: bool = True) -> nn.Linear:
+        """A float ``nn.Linear`` with this layer's weights: those the devices hold now (one
+        read) with ``realistic``, else the intended ``weight``; the bias is copied."""
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        w = self.read_weights() if realistic else self.weight
+        out.weight.copy_(w.detach().to(out.weight.dtype).cpu())
+        if self.bias is not None:
+            out.bias.copy_(self.bias.detach())
+        return out
+
     # -- device I/O -----------------------------------------------------------------------
     @property
     def backend(self) -> Backend:

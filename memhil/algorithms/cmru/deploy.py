@@ -45,23 +45,10 @@ class Placement:
 
 def _analog_copy(weight: Tensor, bias: Tensor | None, backend: Backend, place: Placement,
                  seed: int, **analog_kw) -> AnalogLinear:
-    """An AnalogLinear holding ``weight`` (``w_max`` = its largest |w|) at ``place``."""
-    w_max = float(weight.detach().abs().max().clamp_min(1e-6))
-    if "g_window_s" not in analog_kw:
-        # 1 % inside the device range: targets computed at the exact edges can round just
-        # outside it in float32 and are then rejected by the programming routine
-        g_lo, g_hi = backend.capabilities.conductance_range_s
-        margin = 0.01 * (g_hi - g_lo)
-        analog_kw = {**analog_kw, "g_window_s": (g_lo + margin, g_hi - margin)}
-    layer = AnalogLinear(place.in_features, place.out_features, backend, bias=bias is not None,
-                         tile=place.tile, col_offset=place.col_offset, w_max=w_max, seed=seed,
-                         **analog_kw)
-    with torch.no_grad():
-        layer.weight.copy_(weight.detach())
-        if bias is not None:
-            layer.bias.copy_(bias.detach())
-    layer.eval()
-    return layer
+    """An AnalogLinear holding ``weight`` (``w_max`` = its largest |w|) at ``place``, 1 %
+    inside the device window (targets at the exact edges can round outside it in float32)."""
+    return AnalogLinear.from_weights(weight, bias, backend, window_margin=0.01, tile=place.tile,
+                                     col_offset=place.col_offset, seed=seed, **analog_kw)
 
 
 def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool = True) -> list[Placement]:

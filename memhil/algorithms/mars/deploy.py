@@ -72,30 +72,6 @@ class DeployedMARS:
         return float((pred == labels).double().mean())
 
 
-def inner_window(backend: Backend, margin: float = 0.02) -> tuple[float, float]:
-    """The device window shrunk by ``margin`` of its span at each end: float32 weight
-    targets then never round outside it, and the verify loop avoids the saturated ends."""
-    g_lo, g_hi = backend.capabilities.conductance_range_s
-    span = g_hi - g_lo
-    return g_lo + margin * span, g_hi - margin * span
-
-
-def _analog(weight: Tensor, bias: Tensor | None, backend: Backend, tile: int, col: int,
-            layer_kw: dict[str, Any]) -> AnalogLinear:
-    out_f, in_f = weight.shape
-    w_max = float(weight.abs().max().clamp_min(1e-12))
-    kw = dict(layer_kw)
-    kw.setdefault("g_window_s", inner_window(backend))
-    layer = AnalogLinear(in_f, out_f, backend, bias=bias is not None, tile=tile, col_offset=col,
-                         w_max=w_max, **kw)
-    with torch.no_grad():
-        layer.weight.copy_(weight.float())
-        if bias is not None:
-            layer.bias.copy_(bias.float())
-    layer.eval()
-    return layer
-
-
 def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
                 pool: Pooling = "mean_last", layers: Literal["all", "last"] = "all",
                 deploy_projections: bool = True, method: Method = "scan",
@@ -121,7 +97,9 @@ def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
     reports: dict[str, ProgramReport] = {}
     built: list[AnalogLinear] = []
     for (name, w, b), (tile, col) in zip(mats, places):
-        layer = _analog(w, b, backend, tile, col, layer_kw)
+        # 2 % inside the device window: the verify loop's band stays off the saturated ends
+        layer = AnalogLinear.from_weights(w, b, backend, window_margin=0.02, tile=tile,
+                                          col_offset=col, **layer_kw)
         m = layer.weights.mapping
         tol = 0.02 * (m.g_hi_s - m.g_lo_s) if tolerance_s is None else tolerance_s
         reports[name] = layer.program(method=program, tolerance_s=tol, **(program_kw or {}))
