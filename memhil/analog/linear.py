@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from memhil.analog.weights import AnalogWeights, InputScaling, PulseSpec
 from memhil.analog.mapping import Layout, WeightMapping
+from memhil.analog.pulse_response import measure_set_response
 from memhil.backends.base import Backend
 
 
@@ -86,6 +87,48 @@ class AnalogLinear(nn.Module):
         if update is not None:
             self.set_update_scheme(update)
 
+    # -- conversion from and to float layers (aihwkit's from_digital / to_digital) ----------
+    @classmethod
+    def from_digital(cls, module: nn.Module, backend: Backend, *, window_margin: float = 0.02,
+                     **kw: Any) -> "AnalogLinear":
+        """An AnalogLinear (in eval mode) holding ``module``'s ``weight`` (out, in) and
+        ``bias``, not yet programmed (call ``program``); ``w_max`` defaults to the largest
+        |w|. Without ``g_window_s`` the backend's window is shrunk by ``window_margin`` of
+        its span at each end, so float32 targets never round outside it and the verify
+        loop avoids the saturated ends. Other keywords go to the constructor."""
+        bias = getattr(module, "bias", None)
+        return cls.from_weights(module.weight, bias, backend, window_margin=window_margin, **kw)
+
+    @classmethod
+    def from_weights(cls, weight: Tensor, bias: Tensor | None, backend: Backend, *,
+                     window_margin: float = 0.02, **kw: Any) -> "AnalogLinear":
+        """``from_digital`` for a bare (out, in) ``weight`` and optional ``bias``."""
+        weight = weight.detach()
+        out_f, in_f = weight.shape
+        kw.setdefault("w_max", float(weight.abs().max().clamp_min(1e-12)))
+        if kw.get("g_window_s") is None:
+            g_lo, g_hi = backend.capabilities.conductance_range_s
+            margin = window_margin * (g_hi - g_lo)
+            kw["g_window_s"] = (g_lo + margin, g_hi - margin)
+        layer = cls(in_f, out_f, backend, bias=bias is not None, **kw)
+        with torch.no_grad():
+            layer.weight.copy_(weight.float())
+            if bias is not None:
+                layer.bias.copy_(bias.detach().float())
+        layer.eval()
+        return layer
+
+    @torch.no_grad()
+    def to_digital(self, *, realistic: bool = True) -> nn.Linear:
+        """A float ``nn.Linear`` with this layer's weights: those the devices hold now (one
+        read) with ``realistic``, else the intended ``weight``; the bias is copied."""
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        w = self.read_weights() if realistic else self.weight
+        out.weight.copy_(w.detach().to(out.weight.dtype).cpu())
+        if self.bias is not None:
+            out.bias.copy_(self.bias.detach())
+        return out
+
     # -- device I/O -----------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
@@ -143,17 +186,11 @@ class AnalogLinear(nn.Module):
     def measure_set_response(self, n_pulses: int = 20):
         """Mean SET response of this layer's devices, measured on them; they are RESET
         before and after (so do this before programming)."""
-        from memhil.calibration.pulse_response import measure_pulse_response
         w = self.weights
         cells = w.mapping.cell_mask(w.backend.shape).to(w.backend.torch_device)
-        r = w.reset_pulse
-        # an abrupt RESET (SET-only devices) takes one pulse; a gradual one a full train
-        n_reset = 1 if not w.backend.capabilities.bipolar else 4 * n_pulses
-        response = measure_pulse_response(w.backend, cells, w.set_pulse.amplitude_v,
-                                          w.set_pulse.width_s, n_pulses,
-                                          prepare=(r.amplitude_v, r.width_s, n_reset))
-        w.backend.pulse(cells, r.amplitude_v, r.width_s, n_reset)
-        return response
+        # a gradual RESET takes a train 4x the curve to reach the bottom of the window
+        return measure_set_response(w.backend, cells, w.set_pulse, w.reset_pulse, n_pulses,
+                                    n_reset=4 * n_pulses)
 
     @torch.no_grad()
     def apply_delta(self, delta_w: Tensor):

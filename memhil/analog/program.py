@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from memhil.backends.base import Backend, CellSelection
-from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
+from memhil.analog.pulse_response import (PulseResponse, measure_pulse_response,
+                                          measure_set_response)
 
 if TYPE_CHECKING:  # calibration -> algorithms only for the type; no import cycle at runtime
     from memhil.analog.weights import AnalogWeights
@@ -556,8 +557,8 @@ def calibrate_region(weights: "AnalogWeights", *, n_pulses: int = 32, set_curve:
         tally.calls += n_pulses + 1
     if set_curve:
         prep = n_pulses if bipolar else 1
-        resp_set = measure_pulse_response(b, mask, sp.amplitude_v, sp.width_s, n_pulses,
-                                          prepare=(rp.amplitude_v, rp.width_s, prep))
+        resp_set = measure_set_response(b, mask, sp, rp, n_pulses, n_reset=n_pulses,
+                                        restore=False)
         tally.reset_pulses += prep * n_cells
         tally.set_pulses += n_pulses * n_cells
         tally.calls += n_pulses + 1

@@ -17,14 +17,7 @@ from torch import Tensor
 
 from memhil.analog.mapping import WeightMapping
 from memhil.backends.base import Backend
-
-
-@dataclass(frozen=True)
-class PulseSpec:
-    """One programming pulse: amplitude (V, sign = polarity) and width (s)."""
-
-    amplitude_v: float
-    width_s: float
+from memhil.core.types import PulseSpec
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -140,6 +140,12 @@ class Backend(ABC):
     @property
     def site(self) -> Site | None:
         """The wafer site control of a bench with a prober; None without one."""
+        return None
+
+    def device_model(self) -> Any:
+        """The nominal device model the cells follow (the ``DeviceModel`` interface of
+        ``memhil.backends.sim.devices``: conductance, step, nominal pulses), so algorithms
+        get device physics through the backend; None where the backend names none."""
         return None
 
     # -- reads ------------------------------------------------------------------------

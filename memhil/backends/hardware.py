@@ -169,6 +169,14 @@ class HardwareBackend(Backend):
             bipolar=self._bipolar(), conductance_range_s=self._g_range,
             set_pulse=self._set_pulse, reset_pulse=self._reset_pulse)
 
+    def device_model(self) -> Any:
+        """The simulator model the station's ``chip.device`` names (its nominal physics,
+        e.g. for an algorithm's inverse); None when the chip names no known model."""
+        if self.station.config.chip.device is None:
+            return None
+        from memhil.backends.sim.devices import build_device_model
+        return build_device_model(self.station.config.chip.device)
+
     def _bipolar(self) -> bool:
         device = self.station.config.chip.device
         name = device.get("model") if isinstance(device, dict) else device

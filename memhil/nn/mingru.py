@@ -15,12 +15,15 @@ retains its state over about τ_k steps (1 − z ≈ 1 − 1/τ) — the fair lo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from memhil.algorithms.cmru.units import CandidatePerturbation
 from memhil.nn.scan import linear_scan
+
+#: Maps a candidate tensor to a perturbed one (e.g. adds Gaussian noise) inside a cell.
+CandidatePerturbation = Callable[[Tensor], Tensor]
 
 
 class MinGRU(nn.Module):

@@ -144,3 +144,22 @@ def test_online_update_scheme_learns_through_the_layer():
     assert layer.weights.tally.set_pulses > 0
     # PCM's per-pulse noise is ~0.1 weight units here: the devices land near the target
     assert (layer.read_weights() - target).abs().mean() < 0.15
+
+
+def test_from_digital_programs_a_float_layer_and_to_digital_reads_it_back():
+    torch.manual_seed(0)
+    digital = nn.Linear(6, 3)
+    backend = ideal_backend()
+    layer = AnalogLinear.from_digital(digital, backend, window_margin=0.02)
+    g_lo, g_hi = backend.capabilities.conductance_range_s
+    m = layer.weights.mapping
+    assert m.g_lo_s == pytest.approx(g_lo + 0.02 * (g_hi - g_lo))
+    assert m.w_max == pytest.approx(float(digital.weight.detach().abs().max()))
+    assert not layer.training and torch.equal(layer.bias.detach(), digital.bias.detach())
+    layer.program(tolerance_s=0.01 * (m.g_hi_s - m.g_lo_s))
+    back = layer.to_digital()
+    assert isinstance(back, nn.Linear)
+    # the devices hold the weights within the programming tolerance (1 % of the window
+    # per device, two devices per weight: 2 % of w_max)
+    assert torch.allclose(back.weight, digital.weight, atol=0.021 * m.w_max)
+    assert torch.equal(layer.to_digital(realistic=False).weight, layer.weight.detach())

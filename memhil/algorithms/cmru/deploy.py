@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from memhil.analog.linear import AnalogLinear
+from memhil.analog.placement import pack_columns
 from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.algorithms.cmru.backbone import RecurrentBackbone
 from memhil.algorithms.cmru.training import evaluate
@@ -44,23 +45,10 @@ class Placement:
 
 def _analog_copy(weight: Tensor, bias: Tensor | None, backend: Backend, place: Placement,
                  seed: int, **analog_kw) -> AnalogLinear:
-    """An AnalogLinear holding ``weight`` (``w_max`` = its largest |w|) at ``place``."""
-    w_max = float(weight.detach().abs().max().clamp_min(1e-6))
-    if "g_window_s" not in analog_kw:
-        # 1 % inside the device range: targets computed at the exact edges can round just
-        # outside it in float32 and are then rejected by the programming routine
-        g_lo, g_hi = backend.capabilities.conductance_range_s
-        margin = 0.01 * (g_hi - g_lo)
-        analog_kw = {**analog_kw, "g_window_s": (g_lo + margin, g_hi - margin)}
-    layer = AnalogLinear(place.in_features, place.out_features, backend, bias=bias is not None,
-                         tile=place.tile, col_offset=place.col_offset, w_max=w_max, seed=seed,
-                         **analog_kw)
-    with torch.no_grad():
-        layer.weight.copy_(weight.detach())
-        if bias is not None:
-            layer.bias.copy_(bias.detach())
-    layer.eval()
-    return layer
+    """An AnalogLinear holding ``weight`` (``w_max`` = its largest |w|) at ``place``, 1 %
+    inside the device window (targets at the exact edges can round outside it in float32)."""
+    return AnalogLinear.from_weights(weight, bias, backend, window_margin=0.01, tile=place.tile,
+                                     col_offset=place.col_offset, seed=seed, **analog_kw)
 
 
 def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool = True) -> list[Placement]:
@@ -69,7 +57,6 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
 
     Raises ValueError naming the matrix and the array size when a matrix does not fit.
     """
-    tiles, rows, cols = backend.shape
     shapes: list[tuple[str, int, int]] = []
     for i, cell in enumerate(model.cells):
         if not isinstance(cell, MemoryRecurrentUnit):
@@ -81,19 +68,10 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
     if readout:
         last = model.head[-1]
         shapes.append(("head.readout", last.out_features, last.in_features))
-    placements, tile, col = [], 0, 0
-    for name, n_out, n_in in shapes:
-        width = 2 * n_out
-        if n_in > rows or width > cols:
-            raise ValueError(f"{name} needs {n_in} rows x {width} columns; the array is {rows} x {cols}")
-        if col + width > cols:
-            tile, col = tile + 1, 0
-        if tile >= tiles:
-            raise ValueError(f"the deployed matrices need more than the backend's {tiles} tile(s) "
-                             f"of {rows} x {cols} (stopped at {name})")
-        placements.append(Placement(name, n_out, n_in, tile, col))
-        col += width
-    return placements
+    regions = pack_columns([(n_in, 2 * n_out) for _, n_out, n_in in shapes], backend.shape,
+                           names=[name for name, _, _ in shapes])
+    return [Placement(name, n_out, n_in, r.tile, r.col)
+            for (name, n_out, n_in), r in zip(shapes, regions)]
 
 
 def deploy_to_backend(model: RecurrentBackbone, backend: Backend, *, readout: bool = True,

@@ -20,18 +20,16 @@ steps the cell equations one time step at a time and is the reference the scan i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from memhil.nn.mingru import CandidatePerturbation
 from memhil.nn.scan import linear_scan
 
 Variant = Literal["signed", "fq"]
-#: Maps a candidate tensor to a perturbed one (e.g. adds Gaussian noise) inside a cell.
-CandidatePerturbation = Callable[[Tensor], Tensor]
 
 
 # ---------------------------------------------------------------------------------------

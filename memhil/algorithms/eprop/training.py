@@ -50,10 +50,13 @@ from memhil.algorithms.eprop.lif import (
 from memhil.analog.mapping import WeightMapping
 from memhil.analog.updates.schemes import UpdateScheme, build_update_scheme
 from memhil.backends.base import Backend
-from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
+from memhil.analog.pulse_response import PulseResponse, measure_set_response
 
 LossKind = Literal["mse", "ce"]
 MATRICES = ("w_in", "w_rec", "w_out")
+# RESET pulses that bring a gradual (bipolar) device to the bottom of its window before and
+# after the network's SET-curve calibration
+_N_RESET = 80
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -320,22 +323,17 @@ class EpropNetwork:
             mask |= w.mapping.cell_mask(self.backend.shape)
         return mask.to(self.backend.torch_device)
 
-    def _reset_all(self, cells: Tensor) -> int:
-        n = 1 if not self.backend.capabilities.bipolar else 80
+    def _reset_all(self, cells: Tensor) -> None:
+        n = 1 if not self.backend.capabilities.bipolar else _N_RESET
         r = self.reset_pulse
         self.backend.pulse(cells, r.amplitude_v, r.width_s, n)
-        return n
 
     def _measure_response(self, n_pulses: int) -> PulseResponse:
         """Mean SET response of all the network's devices (RESET before and after)."""
         cells = self._all_cells()
-        n_reset = self._reset_all(cells)
-        r = self.reset_pulse
-        response = measure_pulse_response(self.backend, cells, self.set_pulse.amplitude_v,
-                                          self.set_pulse.width_s, n_pulses,
-                                          prepare=(r.amplitude_v, r.width_s, n_reset))
         self._reset_all(cells)
-        return response
+        return measure_set_response(self.backend, cells, self.set_pulse, self.reset_pulse,
+                                    n_pulses, n_reset=_N_RESET)
 
     def _program_initial(self, gen: torch.Generator) -> None:
         """Open-loop SET counts from RESET to the targets of Gaussian initial weights."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from memhil.analog.placement import Region, one_per_tile
 from memhil.backends.base import Backend
 from memhil.backends.sim.devices import build_device_model
 from memhil.core.config import require
@@ -198,40 +199,12 @@ def plan_pulses(g_s: Tensor, delta_s: Tensor, set_slope: LocalSlope, reset_slope
 
 # -- conductances on a backend -----------------------------------------------------------
 
-@dataclass(frozen=True)
-class LayerPlacement:
-    """Where one layer's (n_in, n_out) conductances sit: tile, first row, first column."""
-
-    tile: int
-    row: int
-    col: int
-    rows: int
-    cols: int
-
-    def region(self) -> tuple[int, slice, slice]:
-        return self.tile, slice(self.row, self.row + self.rows), slice(self.col, self.col + self.cols)
-
-
 def place_layers(array_shape: tuple[int, int, int], layer_shapes: Sequence[tuple[int, int]]
-                 ) -> list[LayerPlacement]:
+                 ) -> list[Region]:
     """One layer per tile when there are enough tiles, else side by side along the
     columns of tile 0; raises naming the sizes when the layers do not fit."""
-    tiles, rows, cols = array_shape
-    need_rows = max(r for r, _ in layer_shapes)
-    if tiles >= len(layer_shapes):
-        need_cols = max(c for _, c in layer_shapes)
-        if need_rows <= rows and need_cols <= cols:
-            return [LayerPlacement(t, 0, 0, r, c) for t, (r, c) in enumerate(layer_shapes)]
-    total_cols = sum(c for _, c in layer_shapes)
-    if need_rows > rows or total_cols > cols:
-        raise ValueError(f"layers {list(layer_shapes)} (rows x cols) do not fit an array of "
-                         f"{tiles} tiles x {rows} rows x {cols} cols (need {need_rows} rows and "
-                         f"{total_cols} columns on one tile, or one tile per layer)")
-    out, c0 = [], 0
-    for r, c in layer_shapes:
-        out.append(LayerPlacement(0, 0, c0, r, c))
-        c0 += c
-    return out
+    return one_per_tile(layer_shapes, array_shape,
+                        names=[f"layer {i}" for i in range(len(layer_shapes))])
 
 
 class DeviceConductances:

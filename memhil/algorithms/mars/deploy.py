@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from memhil.analog.linear import AnalogLinear
+from memhil.analog.placement import pack_columns
 from memhil.algorithms.mars.layer import MARS, Method
 from memhil.algorithms.mars.readout import RidgeClassifier
 from memhil.nn.pooling import Pooling
@@ -28,20 +29,7 @@ def place_regions(sizes: list[tuple[int, int]], shape: tuple[int, int, int]
                   ) -> list[tuple[int, int]]:
     """(tile, col_offset) for matrices of (rows, cols) ``sizes``, packed left to right on
     a tile and spilling to the next tile; ValueError naming the sizes when they do not fit."""
-    tiles, rows, cols = shape
-    tile, col, out = 0, 0, []
-    for n_rows, n_cols in sizes:
-        if n_rows > rows or n_cols > cols:
-            raise ValueError(f"a {n_rows} x {n_cols} region does not fit a {rows} x {cols} tile")
-        if col + n_cols > cols:
-            tile, col = tile + 1, 0
-        if tile >= tiles:
-            need = sum(c for _, c in sizes)
-            raise ValueError(f"regions of {need} columns in all ({sizes}) do not fit "
-                             f"{tiles} tile(s) of {rows} x {cols}")
-        out.append((tile, col))
-        col += n_cols
-    return out
+    return [(r.tile, r.col) for r in pack_columns(sizes, shape)]
 
 
 @dataclass
@@ -84,30 +72,6 @@ class DeployedMARS:
         return float((pred == labels).double().mean())
 
 
-def inner_window(backend: Backend, margin: float = 0.02) -> tuple[float, float]:
-    """The device window shrunk by ``margin`` of its span at each end: float32 weight
-    targets then never round outside it, and the verify loop avoids the saturated ends."""
-    g_lo, g_hi = backend.capabilities.conductance_range_s
-    span = g_hi - g_lo
-    return g_lo + margin * span, g_hi - margin * span
-
-
-def _analog(weight: Tensor, bias: Tensor | None, backend: Backend, tile: int, col: int,
-            layer_kw: dict[str, Any]) -> AnalogLinear:
-    out_f, in_f = weight.shape
-    w_max = float(weight.abs().max().clamp_min(1e-12))
-    kw = dict(layer_kw)
-    kw.setdefault("g_window_s", inner_window(backend))
-    layer = AnalogLinear(in_f, out_f, backend, bias=bias is not None, tile=tile, col_offset=col,
-                         w_max=w_max, **kw)
-    with torch.no_grad():
-        layer.weight.copy_(weight.float())
-        if bias is not None:
-            layer.bias.copy_(bias.float())
-    layer.eval()
-    return layer
-
-
 def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
                 pool: Pooling = "mean_last", layers: Literal["all", "last"] = "all",
                 deploy_projections: bool = True, method: Method = "scan",
@@ -133,7 +97,9 @@ def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
     reports: dict[str, ProgramReport] = {}
     built: list[AnalogLinear] = []
     for (name, w, b), (tile, col) in zip(mats, places):
-        layer = _analog(w, b, backend, tile, col, layer_kw)
+        # 2 % inside the device window: the verify loop's band stays off the saturated ends
+        layer = AnalogLinear.from_weights(w, b, backend, window_margin=0.02, tile=tile,
+                                          col_offset=col, **layer_kw)
         m = layer.weights.mapping
         tol = 0.02 * (m.g_hi_s - m.g_lo_s) if tolerance_s is None else tolerance_s
         reports[name] = layer.program(method=program, tolerance_s=tol, **(program_kw or {}))

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memhil.analog.mapping import WeightMapping
+from memhil.analog.placement import pack_columns
 from memhil.backends.base import Backend
-from memhil.protocols import Runner, build_protocol
 
 # Weight regions use WeightMapping with one siemens per weight unit: combine() = G+ - G-.
 _UNIT_WINDOW = {"g_lo_s": 0.0, "g_hi_s": 1.0, "w_max": 1.0}
@@ -38,20 +38,10 @@ def layout_layers(shapes: Sequence[tuple[int, int]], backend_shape: tuple[int, i
     """Place (out, in) weight matrices as differential regions, side by side along the
     columns of a tile, moving to the next tile when one is full; raise naming the layer
     that does not fit."""
-    tiles, rows, cols = backend_shape
-    out, tile, col = [], 0, 0
-    for i, (n_out, n_in) in enumerate(shapes):
-        need = 2 * n_out
-        if n_in > rows or need > cols:
-            raise ValueError(f"layer {i} ({n_out}x{n_in}) needs {n_in} rows and {need} columns; "
-                             f"a tile has {rows}x{cols}")
-        if col + need > cols:
-            tile, col = tile + 1, 0
-        if tile >= tiles:
-            raise ValueError(f"layer {i} does not fit: all {tiles} tile(s) are full")
-        out.append(WeightMapping(n_in, n_out, tile=tile, col_offset=col, **_UNIT_WINDOW))
-        col += need
-    return out
+    regions = pack_columns([(n_in, 2 * n_out) for n_out, n_in in shapes], backend_shape,
+                           names=[f"layer {i}" for i in range(len(shapes))])
+    return [WeightMapping(n_in, n_out, tile=r.tile, col_offset=r.col, **_UNIT_WINDOW)
+            for (n_out, n_in), r in zip(shapes, regions)]
 
 
 def backend_shape_for(shapes: Sequence[tuple[int, int]]) -> tuple[int, int, int]:
@@ -91,8 +81,9 @@ class FormingRecipe:
     """How the random weights are drawn. ``method="pulse"``: one forming pulse of
     ``amplitude_v`` on every active cell at once (the simulator's forming model: the
     breakdown-voltage CDF at that amplitude sets the formed fraction); ``"protocol"``: the
-    AutoFormer protocol (ramp ``v_start``..``amplitude_v`` by ``v_step`` until the read
-    current reaches ``i_target_a``) through the protocol Runner, as on a bench."""
+    AutoFormer ramp (``v_start``..``amplitude_v`` by ``v_step``, each cell pulsed until its
+    read current at ``v_read`` reaches ``i_target_a``), as the ``forming`` protocol runs it
+    on a bench."""
 
     method: str = "pulse"
     amplitude_v: float = 2.8
@@ -134,11 +125,24 @@ def form_random_weights(backend: Backend, cells: Tensor, recipe: FormingRecipe =
     if recipe.method == "pulse":
         backend.pulse(cells, recipe.amplitude_v, recipe.width_s, compliance_a=recipe.compliance_a)
         return
-    chosen = tuple(tuple(int(i) for i in c) for c in cells.nonzero().tolist())
-    params = {"v_start": recipe.v_start, "v_step": recipe.v_step, "v_max": recipe.amplitude_v,
-              "width_s": recipe.width_s, "compliance_a": recipe.compliance_a,
-              "i_target_a": recipe.i_target_a, "v_read": recipe.v_read, "cells": chosen}
-    Runner(backend, progress=False).run(build_protocol("forming", params))
+    active = backend.cell_mask(cells).clone()
+
+    def unformed(selected: Tensor) -> Tensor:
+        i_a = backend.read(selected, v_read_v=recipe.v_read).i_a.abs().to(selected.device)
+        still = torch.zeros_like(selected)
+        still[selected] = i_a < recipe.i_target_a
+        return still
+
+    active = unformed(active)  # cells already formed are never pulsed again
+    k = 0
+    while bool(active.any()):
+        v = recipe.v_start + k * recipe.v_step
+        if v > recipe.amplitude_v * (1 + 1e-9):
+            break
+        backend.pulse(active, min(v, recipe.amplitude_v), recipe.width_s,
+                      compliance_a=recipe.compliance_a)
+        active = unformed(active)
+        k += 1
 
 
 def read_magnitudes(backend: Backend, mappings: Sequence[WeightMapping], signs: Sequence[Tensor],

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from memhil.analog.weights import AnalogWeights
-from memhil.calibration.pulse_response import PulseResponse
+from memhil.analog.pulse_response import PulseResponse
 
 
 def refresh_pairs(weights: AnalogWeights, response: PulseResponse, threshold_s: float, *,

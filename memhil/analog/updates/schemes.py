@@ -52,7 +52,7 @@ from torch import Tensor
 
 from memhil.analog.weights import AnalogWeights
 from memhil.analog.updates.refresh import refresh_pairs
-from memhil.calibration.pulse_response import PulseResponse
+from memhil.analog.pulse_response import PulseResponse
 from memhil.core.errors import ConfigError
 
 

@@ -81,6 +81,9 @@ class SimBackend(Backend):
     def torch_device(self) -> torch.device:
         return self._device
 
+    def device_model(self) -> DeviceModel:
+        return self.model
+
     @property
     def capabilities(self) -> Capabilities:
         t, r, c = self._shape
