@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.eprop.training import VARIANTS, EpropConfig, build_variant
+from memhil.algorithms.eprop.training import VARIANTS, EpropConfig
+from memhil.runs.eprop_variants import build_variant
 from memhil.datasets import pattern_generation
 
 ABLATION_SCHEMES = ("mixed_precision", "sign", "stochastic", "multi")

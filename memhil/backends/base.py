@@ -144,7 +144,7 @@ class Backend(ABC):
 
     def device_model(self) -> Any:
         """The nominal device model the cells follow (the ``DeviceModel`` interface of
-        ``memhil.backends.sim.devices``: conductance, step, nominal pulses), so algorithms
+        ``memhil.devices``: conductance, step, nominal pulses), so algorithms
         get device physics through the backend; None where the backend names none."""
         return None
 

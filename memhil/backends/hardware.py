@@ -174,7 +174,7 @@ class HardwareBackend(Backend):
         e.g. for an algorithm's inverse); None when the chip names no known model."""
         if self.station.config.chip.device is None:
             return None
-        from memhil.backends.sim.devices import build_device_model
+        from memhil.devices import build_device_model
         return build_device_model(self.station.config.chip.device)
 
     def _bipolar(self) -> bool:
@@ -591,7 +591,7 @@ def _device_description(chip: Any) -> tuple[tuple[float, float], tuple[float, fl
     sp = tuple(chip.set_pulse) if chip.set_pulse else None
     rp = tuple(chip.reset_pulse) if chip.reset_pulse else None
     if g is None or sp is None or rp is None:
-        from memhil.backends.sim.devices import build_device_model
+        from memhil.devices import build_device_model
         if chip.device is None:
             raise ValueError("chip.conductance_range_s, set_pulse and reset_pulse are needed "
                              "when chip.device names no known device model")

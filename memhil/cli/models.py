@@ -8,6 +8,6 @@ import click
 @click.command("models")
 def command() -> int:
     """List the device models selectable by name."""
-    from memhil.backends.sim.devices import device_model_names
+    from memhil.devices import device_model_names
     click.echo("\n".join(device_model_names()))
     return 0

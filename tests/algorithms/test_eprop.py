@@ -15,7 +15,6 @@ from memhil.algorithms.eprop.training import (
     EpropConfig,
     EpropNetwork,
     bptt_gradients,
-    build_variant,
     eligibility_traces,
     eprop_gradient_from_traces,
     eprop_gradients,
@@ -24,6 +23,7 @@ from memhil.algorithms.eprop.training import (
     task_error,
     variant_config,
 )
+from memhil.runs.eprop_variants import build_variant
 from memhil.algorithms.eprop.lif import (
     LIFParams,
     low_pass,

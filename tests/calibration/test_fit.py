@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from memhil.backends.sim import SimBackend
-from memhil.backends.sim.devices import build_device_model
+from memhil.devices import build_device_model
 from memhil.calibration.fit.neurosim import FitResult, fit_neurosim, neurosim_curve
 from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
 from memhil.mock_hw.lab import MockLab

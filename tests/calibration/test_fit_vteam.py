@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from memhil.backends.sim import SimBackend
-from memhil.backends.sim.devices.vteam import VTEAMDevice
+from memhil.devices.vteam import VTEAMDevice
 from memhil.calibration.fit.neurosim import FitResult
 from memhil.calibration.fit.vteam import (
     FITTED,

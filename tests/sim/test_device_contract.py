@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from memhil.backends.sim.devices import (
+from memhil.devices import (
     DeviceModel,
     build_device_model,
     device_model_names,

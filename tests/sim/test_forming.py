@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 import torch
 
-from memhil.backends.sim.devices.forming import FormingRRAM
+from memhil.devices.forming import FormingRRAM
 
 US = 1e-6
 SHAPE = (256, 256)

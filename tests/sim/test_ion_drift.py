@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from memhil.backends.sim.devices import LinearIonDrift, build_device_model
+from memhil.devices import LinearIonDrift, build_device_model
 
 NAMES = {"hp": "none", "joglekar": "joglekar", "biolek": "biolek", "prodromakis": "prodromakis"}
 EXACT = dict(r_on_dtod=0.0, r_off_dtod=0.0, mu_v_dtod=0.0, dx_std=0.0)

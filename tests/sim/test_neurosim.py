@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from memhil.backends.sim.devices.base import build_device_model
-from memhil.backends.sim.devices.neurosim import NeuroSimLTPLTD
+from memhil.devices.base import build_device_model
+from memhil.devices.neurosim import NeuroSimLTPLTD
 from memhil.core.errors import ConfigError
 
 US = 1e-6

@@ -10,7 +10,7 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from memhil.backends.sim.devices.pcm import PCMDevice
+from memhil.devices.pcm import PCMDevice
 
 US = 1e-6
 A = 2.6

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from memhil.backends.sim.devices import VTEAMDevice, build_device_model
+from memhil.devices import VTEAMDevice, build_device_model
 
 F64 = torch.float64
 EXACT = dict(r_on_dtod=0.0, r_off_dtod=0.0, v_on_dtod=0.0, v_off_dtod=0.0, k_on_dtod=0.0,

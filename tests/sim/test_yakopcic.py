@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from memhil.backends.sim.devices import YakopcicDevice, build_device_model
+from memhil.devices import YakopcicDevice, build_device_model
 
 F64 = torch.float64
 EXACT = dict(a_dtod=0.0, v_p_dtod=0.0, v_n_dtod=0.0, a_p_dtod=0.0, a_n_dtod=0.0, dx_std=0.0)

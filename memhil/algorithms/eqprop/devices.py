@@ -30,7 +30,7 @@ from torch import Tensor
 
 from memhil.analog.placement import Region, one_per_tile
 from memhil.backends.base import Backend
-from memhil.backends.sim.devices import build_device_model
+from memhil.devices import build_device_model
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
 

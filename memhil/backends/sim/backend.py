@@ -17,7 +17,7 @@ from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
-from memhil.backends.sim.devices.base import DeviceModel, build_device_model
+from memhil.devices.base import DeviceModel, build_device_model
 from memhil.backends.sim.read_path import quantize_scaled_, quantize_to_steps
 
 

@@ -7,7 +7,7 @@ them by weighted nonlinear least squares and returns a versioned ``FitResult`` w
 ``to_yaml`` file ``build_device_model`` (and so ``SimBackend({"device": path})``) loads
 directly.
 
-Model (``memhil.backends.sim.devices.neurosim``), k pulses from the prepared start::
+Model (``memhil.devices.neurosim``), k pulses from the prepared start::
 
     LTP from G_min:  G(k) = min(G_min + (G_max - G_min) (1 - e^{-k/A_ltp}) / (1 - e^{-P_max/A_ltp}), G_max)
     LTD from G_max:  G(k) = max(G_max - (G_max - G_min) (1 - e^{-k/A_ltd}) / (1 - e^{-P_max/A_ltd}), G_min)
@@ -92,7 +92,7 @@ class FitResult:
         return {"model": self.model, **{k: float(v) for k, v in self.params.items()}}
 
     def device_model(self):
-        from memhil.backends.sim.devices import build_device_model
+        from memhil.devices import build_device_model
         return build_device_model(self.device_config())
 
     def metadata(self) -> dict[str, Any]:
@@ -249,7 +249,7 @@ def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
             raise ValueError(f"fit_neurosim: {key!r} is fitted and cannot be fixed")
         params[key] = value
     # validate against the model's own checks now, not when the file is loaded
-    from memhil.backends.sim.devices import build_device_model
+    from memhil.devices import build_device_model
     build_device_model({"model": "neurosim", **params})
     cov_d = {a: {b: float(cov[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)}
     return FitResult(model="neurosim", params=params, stderr=stderr,

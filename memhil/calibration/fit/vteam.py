@@ -1,4 +1,4 @@
-"""Fit the VTEAM model (``memhil.backends.sim.devices.vteam``) to pulse trains measured at
+"""Fit the VTEAM model (``memhil.devices.vteam``) to pulse trains measured at
 several amplitudes, with parameter uncertainties.
 
 Why several amplitudes: without a window, one VTEAM pulse of amplitude v and width w moves
@@ -89,7 +89,7 @@ class PulseSequence:
 def _defaults() -> dict[str, Any]:
     import dataclasses
 
-    from memhil.backends.sim.devices.vteam import VTEAMDevice
+    from memhil.devices.vteam import VTEAMDevice
     return {f.name: f.default for f in dataclasses.fields(VTEAMDevice.Params)}
 
 
@@ -188,7 +188,7 @@ def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | 
     fitted = with_x(sol.x)
     raw = np.concatenate([population_curve(s, fitted, z) - s.g_mean_s for s in sequences])
     out = {n: float(fitted[n]) for n in FITTED + _HELD}
-    from memhil.backends.sim.devices import build_device_model
+    from memhil.devices import build_device_model
     build_device_model({"model": "vteam", **out})  # the model's own checks, now
     return FitResult(
         model="vteam", params=out,

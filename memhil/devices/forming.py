@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memhil.backends.sim.devices.base import D2D, DeviceModel, register_device
+from memhil.devices.base import D2D, DeviceModel, register_device
 from memhil.core.config import require
 
 

@@ -209,4 +209,4 @@ def build_device_model(config: str | Path | Mapping[str, Any] | DeviceModel, *,
 
 def _load_builtin_models() -> None:
     # Importing the package registers every built-in model exactly once.
-    import memhil.backends.sim.devices  # noqa: F401 - imported to register the models
+    import memhil.devices  # noqa: F401 - imported to register the models

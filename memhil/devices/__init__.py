@@ -1,18 +1,18 @@
 """Device-model plugins; importing this package registers every built-in model by name."""
 
-from memhil.backends.sim.devices.base import (
+from memhil.devices.base import (
     DeviceModel,
     build_device_model,
     device_model_names,
     register_alias,
     register_device,
 )
-from memhil.backends.sim.devices.forming import FormingRRAM
-from memhil.backends.sim.devices.ion_drift import LinearIonDrift
-from memhil.backends.sim.devices.neurosim import NeuroSimLTPLTD
-from memhil.backends.sim.devices.pcm import PCMDevice
-from memhil.backends.sim.devices.vteam import VTEAMDevice
-from memhil.backends.sim.devices.yakopcic import YakopcicDevice
+from memhil.devices.forming import FormingRRAM
+from memhil.devices.ion_drift import LinearIonDrift
+from memhil.devices.neurosim import NeuroSimLTPLTD
+from memhil.devices.pcm import PCMDevice
+from memhil.devices.vteam import VTEAMDevice
+from memhil.devices.yakopcic import YakopcicDevice
 
 __all__ = [
     "DeviceModel",

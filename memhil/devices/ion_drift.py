@@ -18,9 +18,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from memhil.backends.sim.devices.base import (
+from memhil.devices.base import (
     D2D, DeviceModel, lognormal_spread, register_alias, register_device)
-from memhil.backends.sim.devices.integration import c2c_pulses, rk4
+from memhil.devices.integration import c2c_pulses, rk4
 from memhil.core.config import require
 
 Window = Literal["none", "joglekar", "biolek", "prodromakis"]

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memhil.backends.sim.devices.base import (D2D, DeviceModel, lognormal_spread, register_alias,
+from memhil.devices.base import (D2D, DeviceModel, lognormal_spread, register_alias,
                                               register_device)
 from memhil.core.config import require
 

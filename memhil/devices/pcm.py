@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memhil.backends.sim.devices.base import D2D, DeviceModel, lognormal_spread, register_device
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
 from memhil.core.config import require
 
 #: Mean pulses-to-conductance curve P(G) = 0.027 G^3 - 0.15 G^2 + 0.81 G, G in µS

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from memhil.backends.sim.devices.base import c2c_factor, repeat_pulses
+from memhil.devices.base import c2c_factor, repeat_pulses
 
 #: Upper bound on RK4 substeps per pulse, whatever the stiffness estimate asks for.
 MAX_SUBSTEPS = 1024

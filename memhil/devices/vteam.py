@@ -31,9 +31,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from memhil.backends.sim.devices.base import (
+from memhil.devices.base import (
     D2D, DeviceModel, lognormal_spread, register_device)
-from memhil.backends.sim.devices.integration import c2c_pulses, rk4
+from memhil.devices.integration import c2c_pulses, rk4
 from memhil.core.config import require
 
 # Per-device parameters and the relative D2D spread each is drawn with.
