@@ -26,11 +26,10 @@ Implemented SCPI subset:
   SEConds, FRACtional, STATus, SOURSTATus, UNIT, SOURUNIT, TSTamp, DATE, TIME,
   FORMatted, SOURFORMatted.
 
-Physics and compliance are those of the 2600 emulator (``solve_voltage_source`` /
-``solve_current_source``): each reading holds the drive for the source delay and then for
-the integration time ``NPLC / line frequency`` on the virtual clock, the source is lowered
-to stay within its limit, the reading is clamped at the limit and ``:TRIPped?`` reports
-it. A reading taken in compliance carries ``SOURCE_STATUS_LIMIT`` in its SOURSTATus
+Physics and compliance are those of the 2600 emulator (``memhil.mock_hw.smu_physics``):
+each reading holds the drive for the source delay and then for the integration time
+``NPLC / line frequency`` on the virtual clock, the source is lowered to stay within its
+limit, the reading is clamped at the limit and ``:TRIPped?`` reports it. A reading taken in compliance carries ``SOURCE_STATUS_LIMIT`` in its SOURSTATus
 element (an emulator convention: check the bit against the 2450 reference manual before
 relying on it on a bench). A dual sweep runs start -> stop and back (2 x points readings,
 the stop level measured twice); ``failAbort ON`` ends the sweep at the first reading in
@@ -50,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from memhil.mock_hw.bench import MockBench
-from memhil.mock_hw.emulators.k2600 import solve_current_source, solve_voltage_source
+from memhil.mock_hw.smu_physics import integrate, settle
 from memhil.mock_hw.server import TRANSCRIPT_LINES
 
 log = logging.getLogger(__name__)
@@ -561,42 +560,21 @@ class Keithley2450Emulator:
             self.terminal.output_on = False
             self.terminal.voltage_v = 0.0
 
-    def _current_at(self, v: float) -> float:
-        return self.bench.current(self.key, override={self.key: v})
-
     def _settle(self) -> tuple[float, float]:
         """Solve the operating point now (no time passes); returns (V, I)."""
         s = self.s
-        with self.bench.lock:
-            on = s.output == 1
-            self.terminal.output_on = on
-            if not on:
-                self.terminal.voltage_v = 0.0
-                self.tripped = False
-                return 0.0, 0.0
-            f = s.source_func
-            if f == "VOLT":
-                v, i, cond = solve_voltage_source(self._current_at, s.level["VOLT"],
-                                                  s.limit["VOLT"])
-            else:
-                v, i, cond = solve_current_source(self._current_at, s.level["CURR"],
-                                                  s.limit["CURR"])
-            self.terminal.voltage_v = v
-            self.tripped = cond != 0
-            return v, i
+        f = s.source_func
+        v, i, cond = settle(self.bench, self.terminal, output_on=s.output == 1,
+                            voltage_mode=f == "VOLT", level=s.level[f], limit=s.limit[f])
+        self.tripped = cond != 0
+        return v, i
 
     def _measure_into(self, buf: _Buffer, delay_s: float = 0.0) -> _Reading:
         """One reading: hold the drive for ``delay_s`` and the integration time, read."""
         s = self.s
         func = s.sense_func.split(":")[0]
         t_int = s.nplc[func] / self.linefreq
-        with self.bench.lock:
-            self._settle()
-            if delay_s > 0:
-                self.bench.hold(delay_s)
-                self._settle()
-            self.bench.hold(t_int)
-            v, i = self._settle()
+        v, i = integrate(self.bench, self._settle, t_int, delay_s)
         value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else 9.9e37}[func]
         unit = {"CURR": "Amp DC", "VOLT": "Volt DC", "RES": "Ohm"}[func]
         src_is_v = s.source_func == "VOLT"
