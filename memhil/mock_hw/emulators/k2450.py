@@ -8,9 +8,9 @@ is queued as a SCPI error (``:SYSTem:ERRor?``) and gets no reply, as on the inst
 
 Implemented SCPI subset:
 
-* common: ``*IDN?``, ``*LANG?`` (SCPI), ``*LANG``, ``*RST``, ``*CLS``, ``*OPC?``, ``*WAI``,
-  ``:ABORt``, ``:STATus:CLEar``, ``:SYSTem:CLEar``, ``:SYSTem:ERRor[:NEXT]?``,
-  ``:SYSTem:LFRequency?``
+* common (``memhil.mock_hw.scpi``): ``*IDN?``, ``*LANG?`` (SCPI), ``*LANG``, ``*RST``,
+  ``*CLS``, ``*ESR?``, ``*STB?``, ``*OPC?``, ``*OPC``, ``*WAI``, ``*TRG``; ``:ABORt``,
+  ``:STATus:CLEar``, ``:SYSTem:CLEar``, ``:SYSTem:ERRor[:NEXT]?``, ``:SYSTem:LFRequency?``
 * ``:SOUR:FUNC VOLT|CURR`` / ``?``; ``:SOUR:<f>[:LEV] <v>`` / ``?``; ``:SOUR:VOLT:ILIM``,
   ``:SOUR:CURR:VLIM`` (``?``, ``:TRIPped?``); ``:SOUR:<f>:RANGe[:AUTO]``, ``:DELay[:AUTO]``,
   ``:DELay:USERn``, ``:READ:BACK``
@@ -29,9 +29,10 @@ Implemented SCPI subset:
 Physics and compliance are those of the 2600 emulator (``memhil.mock_hw.smu_physics``):
 each reading holds the drive for the source delay and then for the integration time
 ``NPLC / line frequency`` on the virtual clock, the source is lowered to stay within its
-limit, the reading is clamped at the limit and ``:TRIPped?`` reports it. A reading taken in compliance carries ``SOURCE_STATUS_LIMIT`` in its SOURSTATus
-element (an emulator convention: check the bit against the 2450 reference manual before
-relying on it on a bench). A dual sweep runs start -> stop and back (2 x points readings,
+limit, the reading is clamped at the limit and ``:TRIPped?`` reports it. A reading taken
+in compliance carries ``SOURCE_STATUS_LIMIT`` in its SOURSTATus element (an emulator
+convention: check the bit against the 2450 reference manual before relying on it on a
+bench). A dual sweep runs start -> stop and back (2 x points readings,
 the stop level measured twice); ``failAbort ON`` ends the sweep at the first reading in
 compliance. After a sweep the output stays on at the last sweep level.
 """
@@ -43,14 +44,16 @@ import math
 import re
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from memhil.mock_hw.bench import MockBench
-from memhil.mock_hw.smu_physics import integrate, settle
+from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES
+from memhil.mock_hw.smu_physics import integrate, settle
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,6 @@ _SHORTS = set(_SHORT.values())
 _ELEMENT_LONG = {"READING": "READ", "SOURCE": "SOUR", "RELATIVE": "REL", "SECONDS": "SEC",
                  "FRACTIONAL": "FRAC", "STATUS": "STAT", "SOURSTATUS": "SOURSTAT",
                  "TSTAMP": "TST", "FORMATTED": "FORM", "SOURFORMATTED": "SOURFORM"}
-
-
-class ScpiError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def _short(node: str) -> str:
@@ -196,7 +193,11 @@ class Keithley2450Emulator:
         self.language = language
         self.serial = serial
         self._lock = threading.RLock()
-        self.errors: list[tuple[int, str]] = []
+        self.status = ScpiStatus()  # :SYSTem:ERRor? and *ESR?
+        self.common = CommonCommands(
+            f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b", reset=self.reset,
+            status=self.status, extra={"*LANG?": lambda args: self.language,
+                                       "*LANG": self._set_language})
         self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}
@@ -217,11 +218,11 @@ class Keithley2450Emulator:
                     r = self._command(cmd)
                 except ScpiError as exc:
                     log.warning("%s: %s (%d) in %r", self.name, exc, exc.code, cmd)
-                    self.errors.append((exc.code, str(exc)))
+                    self.status.push_error(exc)
                     continue
                 except (ValueError, ArithmeticError, IndexError, RuntimeError) as exc:
                     log.warning("%s: execution error %s in %r", self.name, exc, cmd)
-                    self.errors.append((-200, f"Execution error: {exc}"))
+                    self.status.push(-200, f"Execution error: {exc}")
                     continue
                 if r is not None:
                     replies.append(r)
@@ -233,7 +234,7 @@ class Keithley2450Emulator:
         head = head.rstrip("?")
         args = [a.strip() for a in _split_outside_quotes(rest, ",")] if rest.strip() else []
         if head.startswith("*"):
-            return self._common(head.upper(), query, args)
+            return self.common(head + ("?" if query else ""), args)
         if self.language != "SCPI":
             raise ScpiError(-113, f"Undefined header {cmd!r} (instrument is in {self.language})")
         nodes = [_short(n) for n in head.lstrip(":").split(":") if n]
@@ -242,39 +243,27 @@ class Keithley2450Emulator:
         key = ":".join(nodes)
         return self._dispatch(nodes, key, query, args, cmd)
 
-    def _common(self, head: str, query: bool, args: list[str]) -> str | None:
-        if head == "*IDN" and query:
-            return f"KEITHLEY INSTRUMENTS,MODEL 2450,{self.serial},1.7.12b"
-        if head == "*LANG":
-            if query:
-                return self.language
-            self.language = _unquote(args[0]).upper() if args else self.language
-            return None
-        if head == "*RST":
-            self.reset()
-            return None
-        if head == "*CLS":
-            self.errors.clear()
-            return None
-        if head == "*OPC":
-            return "1" if query else None
-        if head in ("*WAI", "*TRG"):
-            return None
-        if head in ("*ESR", "*STB") and query:
-            return "0"
-        raise ScpiError(-113, f"Undefined header {head}")
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """The error queue, oldest first: (code, message)."""
+        return self.status.errors
+
+    def _set_language(self, args: Sequence[str]) -> None:
+        if args:
+            self.language = _unquote(args[0]).upper()
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch(self, n: list[str], key: str, q: bool, args: list[str], cmd: str) -> str | None:
         s = self.s
         if key in ("ABOR", "STAT:CLE", "SYST:CLE"):
             if key == "SYST:CLE":
-                self.errors.clear()
+                self.status.errors.clear()
             return None
         if key in ("SYST:ERR", "SYST:ERR:NEXT") and q:
-            if not self.errors:
+            error = self.status.pop()
+            if error is None:
                 return '0,"No error;0;0 0"'
-            code, msg = self.errors.pop(0)
+            code, msg = error
             return f'{code},"{msg}"'
         if key == "SYST:LFR" and q:
             return f"{self.linefreq:g}"
