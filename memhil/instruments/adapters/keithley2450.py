@@ -58,7 +58,7 @@ class Keithley2450SourceMeter(QCodesSourceMeter):
     # -- plumbing ----------------------------------------------------------------------------
     @property
     def instrument(self) -> Keithley2450:
-        return self._instrument  # type: ignore[return-value]
+        return self._instrument
 
     def _mode_parameter(self) -> Any:
         return self.instrument.source_function

@@ -68,7 +68,7 @@ class Keithley2600SourceMeter(QCodesSourceMeter):
     # -- plumbing ----------------------------------------------------------------------------
     @property
     def instrument(self) -> Keithley2600:
-        return self._instrument  # type: ignore[return-value]
+        return self._instrument
 
     def _mode_parameter(self) -> Any:
         return self.channel.mode

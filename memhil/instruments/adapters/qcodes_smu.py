@@ -26,7 +26,7 @@ class QCodesSourceMeter:
     messages. The source mode and the last level set are cached (the level stands in for
     the sourced value of a reading not in compliance); ``resync`` forgets both."""
 
-    def __init__(self, instrument: Instrument, name: str):
+    def __init__(self, instrument: Any, name: str):
         self._instrument = instrument
         self.name = name
         self._mode: SourceMode | None = None
@@ -70,7 +70,7 @@ class QCodesSourceMeter:
     def source_mode(self) -> SourceMode:
         if self._mode is None:
             self._mode = self._mode_parameter()()
-        return self._mode  # type: ignore[return-value]
+        return self._mode
 
     # -- SourceMeter ---------------------------------------------------------------------------
     def set_source_mode(self, mode: SourceMode) -> None:

@@ -114,7 +114,7 @@ class ArrayBoardEmulator:
             with self.lock:
                 if is_common(cmd):
                     try:
-                        return self.common(cmd)
+                        return self.common(cmd) or ""
                     except ScpiError:
                         raise _BoardError(ERR_UNKNOWN, f"unknown command {cmd}") from None
                 if cmd == "SIZE?":

@@ -152,7 +152,7 @@ class VeloxEmulator(ServedEmulator):
         cmd, args = parts[0], parts[1:]
         if is_common(cmd):
             try:
-                return self.common(cmd)  # without an error code, as Velox answers it
+                return self.common(cmd) or ""  # no error code, as Velox answers *IDN?
             except ScpiError:
                 return f"{ERR_UNKNOWN}: Unknown command {cmd}"
         handler = getattr(self, "_cmd_" + cmd.lower(), None)

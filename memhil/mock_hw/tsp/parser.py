@@ -60,7 +60,7 @@ class Parser:
         return block
 
     def block(self) -> list:
-        stmts = []
+        stmts: list[tuple] = []
         while not (self.check("eof") or self.check("kw", "end") or self.check("kw", "else")
                    or self.check("kw", "elseif") or self.check("kw", "until")):
             if self.accept("op", ";"):
