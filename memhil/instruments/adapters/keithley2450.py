@@ -29,12 +29,12 @@ import math
 from typing import Any
 
 import numpy as np
-from qcodes.instrument import Instrument
 from qcodes.instrument_drivers.Keithley import Keithley2450
 
+from memhil.instruments.adapters.qcodes_smu import QCodesSourceMeter
 from memhil.instruments.capabilities import Measurement, SourceMode, SweepResult
-from memhil.instruments.registry import InstrumentRanges, QCODES_VISA_OPTIONS, register_instrument
-from memhil.instruments.session import idn_matches, resync_qcodes
+from memhil.instruments.registry import QCODES_VISA_OPTIONS, InstrumentRanges, register_instrument
+from memhil.instruments.session import idn_matches
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +46,42 @@ _MIN_NPLC = 0.01
 _SWEEP_ELEMENTS = ["measurement", "source_value", "source_value_status"]
 
 
-class Keithley2450SourceMeter:
+class Keithley2450SourceMeter(QCodesSourceMeter):
     """A QCoDeS ``Keithley2450`` as a ``SourceMeter``."""
 
     def __init__(self, instrument: Keithley2450, name: str | None = None):
         if "source_function" not in instrument.parameters:
             raise RuntimeError(f"{instrument.name}: the 2450 is not in SCPI language mode; "
                                "run set_correct_language() and power-cycle it")
-        self.instrument = instrument
-        self.name = name or instrument.name
-        self._mode: SourceMode | None = None
-        self._level: float | None = None
+        super().__init__(instrument, name or instrument.name)
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
-    def source_mode(self) -> SourceMode:
-        if self._mode is None:
-            self._mode = self.instrument.source_function()
-        return self._mode
+    def instrument(self) -> Keithley2450:
+        return self._instrument
+
+    def _mode_parameter(self) -> Any:
+        return self.instrument.source_function
+
+    def _write_mode(self, mode: SourceMode) -> None:
+        # sense the complementary quantity: current when sourcing voltage and vice versa
+        instr = self.instrument
+        instr.sense_function("current" if mode == "voltage" else "voltage")
+        instr.source_function(mode)
+
+    def _level_parameter(self, voltage: bool) -> Any:
+        src = self.instrument.source
+        return src.voltage if voltage else src.current
+
+    def _output_parameter(self) -> Any:
+        return self.instrument.output_enabled
+
+    def _identify(self) -> str:
+        return self.instrument.ask("*IDN?")
+
+    def _identity_ok(self, reply: str) -> bool:
+        # the model and serial the driver connected to
+        return idn_matches(reply, self.instrument.IDN.cache.get(get_if_invalid=False))
 
     def _buffer(self):
         instr = self.instrument
@@ -74,14 +92,6 @@ class Keithley2450SourceMeter:
         return float(instr.sense.nplc()) / float(instr.line_frequency())
 
     # -- SourceMeter -------------------------------------------------------------------------
-    def set_source_mode(self, mode: SourceMode) -> None:
-        if mode not in ("voltage", "current"):
-            raise ValueError(f"{self.name}: source mode must be 'voltage' or 'current', got {mode!r}")
-        instr = self.instrument
-        instr.sense_function("current" if mode == "voltage" else "voltage")
-        instr.source_function(mode)
-        self._mode, self._level = mode, None
-
     def set_compliance(self, limit: float) -> None:
         self.instrument.source.limit(limit)
 
@@ -90,46 +100,24 @@ class Keithley2450SourceMeter:
             raise ValueError(f"{self.name}: NPLC must be in [{_MIN_NPLC}, 10], got {nplc}")
         self.instrument.sense.nplc(nplc)
 
-    def set_level(self, value: float) -> None:
-        src = self.instrument.source
-        (src.voltage if self.source_mode == "voltage" else src.current)(value)
-        self._level = float(value)
-
-    def output(self, on: bool) -> None:
-        self.instrument.output_enabled(bool(on))
-
-    def output_is_on(self) -> bool:
-        return bool(self.instrument.output_enabled())
-
     def measure(self) -> Measurement:
         instr = self.instrument
         sense = instr.sense
         measured = float(sense.current() if self.source_mode == "voltage" else sense.voltage())
         limited = bool(instr.source.limit_tripped())
         raw = instr.ask(f":FETCh? '{instr.buffer_name()}', SOUR")
-        try:
-            sourced = float(raw)
-        except ValueError as exc:
-            raise ValueError(f"{self.name}: cannot parse the sourced value {raw!r}") from exc
-        if self.source_mode == "voltage":
-            return Measurement(voltage_v=sourced, current_a=measured, in_compliance=limited)
-        return Measurement(voltage_v=measured, current_a=sourced, in_compliance=limited)
+        sourced = float(self._floats([raw], "the sourced value", raw)[0])
+        return self._measurement(sourced, measured, limited)
 
     def sweep(self, start: float, stop: float, points: int, *, dual: bool = False) -> SweepResult:
-        if points < 2:
-            raise ValueError(f"{self.name}: a sweep needs at least 2 points, got {points}")
+        self._check_sweep(points)
         n = 2 * points if dual else points
         reading, sourced, status = self._run_sweep(start, stop, points, delay_s=0.0, count=1,
                                                    dual=dual, expected=n)
         src = np.linspace(start, stop, points)
         if dual:
             src = np.concatenate([src, src[::-1]])
-        voltage = self.source_mode == "voltage"
-        self._level = float(src[-1])
-        return SweepResult(source=src, voltage_v=sourced if voltage else reading,
-                           current_a=reading if voltage else sourced,
-                           in_compliance=(status & SOURCE_STATUS_LIMIT) != 0,
-                           mode="voltage" if voltage else "current")
+        return self._sweep_result(src, sourced, reading, (status & SOURCE_STATUS_LIMIT) != 0)
 
     def _run_sweep(self, start: float, stop: float, points: int, *, delay_s: float, count: int,
                    dual: bool, expected: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,11 +140,8 @@ class Keithley2450SourceMeter:
                 raw = buf.get_data(1, n)
             finally:
                 buf.elements(previous or [])
-            try:
-                values = np.array([float(x) for x in raw], dtype=float).reshape(n, 3)
-            except ValueError as exc:
-                raise ValueError(f"{self.name}: cannot parse sweep readback "
-                                 f"{','.join(raw)[:80]!r}") from exc
+            values = self._floats(raw, "sweep readback", ",".join(raw),
+                                  expected=3 * n).reshape(n, 3)
             buf.clear_buffer()
         finally:
             source.sweep_reset()
@@ -164,10 +149,7 @@ class Keithley2450SourceMeter:
 
     def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
               period_s: float | None = None) -> None:
-        if not width_s > 0:
-            raise ValueError(f"{self.name}: pulse width must be > 0 s, got {width_s}")
-        if int(count) != count or count < 1:
-            raise ValueError(f"{self.name}: pulse count must be an integer >= 1, got {count}")
+        self._check_pulse(width_s, count)
         if period_s is not None and not math.isclose(period_s, 2 * width_s, rel_tol=1e-6):
             raise ValueError(f"{self.name}: the 2450 pulses with a 50 % duty cycle (one source "
                              f"delay for level and base): period_s must be None or "
@@ -182,25 +164,6 @@ class Keithley2450SourceMeter:
 
     def in_compliance(self) -> bool:
         return bool(self.instrument.source.limit_tripped())
-
-    def safe_state(self) -> None:
-        try:
-            self.set_level(0.0)
-        finally:
-            self.output(False)
-
-    def resync(self) -> None:
-        """``Resyncable``: drain, ``*CLS``, ``*IDN?`` must name the model and serial the
-        driver connected to; re-open the VISA session if that fails. The output is left
-        as it is; the cached mode and level are re-read on next use."""
-        instr = self.instrument
-        resync_qcodes(instr, identify=lambda: instr.ask("*IDN?"),
-                      expected=lambda r: idn_matches(r, instr.IDN.cache.get(get_if_invalid=False)))
-        self._mode = self._level = None
-
-    def close(self) -> None:
-        if Instrument.is_valid(self.instrument):
-            self.instrument.close()
 
 
 def create(address: str, name: str, **options: Any) -> Keithley2450SourceMeter:

@@ -29,7 +29,6 @@ import logging
 from typing import Any
 
 import numpy as np
-from qcodes.instrument import Instrument
 from qcodes.instrument_drivers.Keithley import Keithley2636B
 from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
     Keithley2600,
@@ -37,9 +36,10 @@ from qcodes.instrument_drivers.Keithley._Keithley_2600 import (
     Keithley2600MeasurementStatus,
 )
 
-from memhil.instruments.capabilities import Measurement, SourceMode, SweepResult
-from memhil.instruments.registry import InstrumentRanges, QCODES_VISA_OPTIONS, register_instrument
-from memhil.instruments.session import read_watching_peer, resync_qcodes
+from memhil.instruments.adapters.qcodes_smu import QCodesSourceMeter
+from memhil.instruments.capabilities import Measurement, SweepResult
+from memhil.instruments.registry import QCODES_VISA_OPTIONS, InstrumentRanges, register_instrument
+from memhil.instruments.session import read_watching_peer
 
 log = logging.getLogger(__name__)
 
@@ -57,38 +57,43 @@ _PULSE_DONE = "memhil-pulse-done"
 LEAVE_SCRIPT_LINES = ("@ memhil: abandon a half-loaded script @", "endscript", "abort")
 
 
-class Keithley2600SourceMeter:
-    """One ``Keithley2600Channel`` (``smua``/``smub``) as a ``SourceMeter``."""
+class Keithley2600SourceMeter(QCodesSourceMeter):
+    """One ``Keithley2600Channel`` (``smua``/``smub``) as a ``SourceMeter``. ``resync``
+    acts on the whole instrument (both channels share the connection)."""
 
     def __init__(self, channel: Keithley2600Channel, name: str | None = None):
+        super().__init__(channel.root_instrument, name or channel.full_name)
         self.channel = channel
-        self.name = name or channel.full_name
-        # typed InstrumentBase by QCoDeS; a Keithley2600Channel's root is its Keithley2600
-        self._instrument: Keithley2600 = channel.root_instrument  # type: ignore[assignment]
-        self._mode: SourceMode | None = None
-        self._level: float | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
     def instrument(self) -> Keithley2600:
         return self._instrument
 
-    @property
-    def source_mode(self) -> SourceMode:
-        if self._mode is None:
-            self._mode = self.channel.mode()
-        return self._mode
+    def _mode_parameter(self) -> Any:
+        return self.channel.mode
+
+    def _level_parameter(self, voltage: bool) -> Any:
+        return self.channel.volt if voltage else self.channel.curr
+
+    def _output_parameter(self) -> Any:
+        return self.channel.output
+
+    def _identify(self) -> str:
+        return self.instrument.ask("localnode.model")
+
+    def _identity_ok(self, reply: str) -> bool:
+        return reply == self.instrument.model
+
+    def _leave_busy_state(self) -> None:
+        """Out of a half-loaded script (``LEAVE_SCRIPT_LINES``)."""
+        for line in LEAVE_SCRIPT_LINES:
+            self.instrument.visa_handle.write(line)
 
     def _tsp(self) -> str:
         return self.channel.channel
 
     # -- SourceMeter ---------------------------------------------------------------------------
-    def set_source_mode(self, mode: SourceMode) -> None:
-        if mode not in ("voltage", "current"):
-            raise ValueError(f"{self.name}: source mode must be 'voltage' or 'current', got {mode!r}")
-        self.channel.mode(mode)
-        self._mode, self._level = mode, None
-
     def set_compliance(self, limit: float) -> None:
         if self.source_mode == "voltage":
             self.channel.limiti(limit)
@@ -98,35 +103,22 @@ class Keithley2600SourceMeter:
     def set_nplc(self, nplc: float) -> None:
         self.channel.nplc(nplc)
 
-    def set_level(self, value: float) -> None:
-        (self.channel.volt if self.source_mode == "voltage" else self.channel.curr)(value)
-        self._level = float(value)
-
-    def output(self, on: bool) -> None:
-        self.channel.output(bool(on))
-
-    def output_is_on(self) -> bool:
-        return bool(self.channel.output())
-
     def measure(self) -> Measurement:
         ok = Keithley2600MeasurementStatus.NORMAL
-        if self.source_mode == "voltage":
-            i = float(self.channel.curr())
-            limited = self.channel.curr.measurement_status not in (ok, None)
-            v = float(self.channel.volt()) if (limited or self._level is None) else self._level
-        else:
-            v = float(self.channel.volt())
-            limited = self.channel.volt.measurement_status not in (ok, None)
-            i = float(self.channel.curr()) if (limited or self._level is None) else self._level
-        return Measurement(voltage_v=v, current_a=i, in_compliance=limited)
+        voltage = self.source_mode == "voltage"
+        ch = self.channel
+        measured_p, sourced_p = (ch.curr, ch.volt) if voltage else (ch.volt, ch.curr)
+        measured = float(measured_p())
+        limited = measured_p.measurement_status not in (ok, None)
+        sourced = float(sourced_p()) if (limited or self._level is None) else self._level
+        return self._measurement(sourced, measured, limited)
 
     def sweep(self, start: float, stop: float, points: int, *, dual: bool = False) -> SweepResult:
         from qcodes.dataset import LinSweep  # heavy import, only when sweeping
 
-        if points < 2:
-            raise ValueError(f"{self.name}: a sweep needs at least 2 points, got {points}")
+        self._check_sweep(points)
         voltage = self.source_mode == "voltage"
-        param = self.channel.volt if voltage else self.channel.curr
+        param = self._level_parameter(voltage)
         ch = self._tsp()
         src, meas, comp, sourced = [], [], [], []
         for a, b in [(start, stop)] + ([(stop, start)] if dual else []):
@@ -148,34 +140,20 @@ class Keithley2600SourceMeter:
             meas.append(readings)
             comp.append((statuses.astype(np.int64) & BUFFER_STATUS_COMPLIANCE) != 0)
             sourced.append(values)
-        readings, values = np.concatenate(meas), np.concatenate(sourced)
-        self._level = float(src[-1][-1])
-        return SweepResult(source=np.concatenate(src),
-                           voltage_v=values if voltage else readings,
-                           current_a=readings if voltage else values,
-                           in_compliance=np.concatenate(comp),
-                           mode="voltage" if voltage else "current")
+        return self._sweep_result(np.concatenate(src), np.concatenate(sourced),
+                                  np.concatenate(meas), np.concatenate(comp))
 
     def _buffer_columns(self, n: int, *fields: str) -> list[np.ndarray]:
         """Columns of ``nvbuffer1`` (1..n) in one ASCII ``printbuffer`` query."""
         ch = self._tsp()
         cols = ", ".join(f"{ch}.nvbuffer1.{f}" for f in fields)
         raw = self.instrument.ask_raw(f"format.data = format.ASCII printbuffer(1, {n}, {cols})")
-        try:
-            values = np.array([float(x) for x in raw.split(",")], dtype=float)
-        except ValueError as exc:
-            raise ValueError(f"{self.name}: cannot parse buffer readback {raw[:80]!r}") from exc
-        if values.size != n * len(fields):
-            raise ValueError(f"{self.name}: expected {n * len(fields)} buffer values, got "
-                             f"{values.size}")
+        values = self._floats(raw.split(","), "buffer readback", raw, expected=n * len(fields))
         return [values[k::len(fields)] for k in range(len(fields))]
 
     def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
               period_s: float | None = None) -> None:
-        if not width_s > 0:
-            raise ValueError(f"{self.name}: pulse width must be > 0 s, got {width_s}")
-        if int(count) != count or count < 1:
-            raise ValueError(f"{self.name}: pulse count must be an integer >= 1, got {count}")
+        self._check_pulse(width_s, count)
         off_s = width_s if period_s is None else period_s - width_s
         if off_s < 0:
             raise ValueError(f"{self.name}: period {period_s} s is shorter than the width "
@@ -208,32 +186,6 @@ class Keithley2600SourceMeter:
         if reply not in ("true", "false"):
             raise ValueError(f"{self.name}: cannot parse compliance state {reply!r}")
         return reply == "true"
-
-    def safe_state(self) -> None:
-        try:
-            self.set_level(0.0)
-        finally:
-            self.output(False)
-
-    def resync(self) -> None:
-        """``Resyncable``: drain, leave any half-loaded script (``LEAVE_SCRIPT_LINES``),
-        ``*CLS``, ``print(localnode.model)`` must name the model
-        the driver connected to; re-open the VISA session if that fails. Acts on the
-        whole instrument (both channels share the connection); outputs and levels are
-        left as they are, this channel's cached mode and level are re-read on next use."""
-        instr = self.instrument
-
-        def idle() -> None:
-            for line in LEAVE_SCRIPT_LINES:
-                instr.visa_handle.write(line)
-        resync_qcodes(instr, identify=lambda: instr.ask("localnode.model"),
-                      expected=lambda reply: reply == instr.model, idle=idle)
-        self._mode = self._level = None
-
-    def close(self) -> None:
-        """Close the underlying instrument (shared by both channels; idempotent)."""
-        if Instrument.is_valid(self._instrument):
-            self._instrument.close()
 
 
 def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600SourceMeter]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from memhil.mock_hw import protocol_memhilboard
 from memhil.mock_hw.chip import MockChip
+from memhil.mock_hw.scpi import CommonCommands, ScpiError, is_common
 from memhil.mock_hw.server import FaultInjector
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ArrayBoardEmulator:
         self.transactions = 0
         self.compliance_a = COMPLIANCE_MAX_A  # per-cell pulse current limit (COMP)
         self._dead: set[tuple[str, int]] = set()
+        self.common = CommonCommands(lambda: f"MEMHIL,ARRAYBOARD,{self.board_id},{FIRMWARE}")
 
     # -- registration ----------------------------------------------------------------------
     @property
@@ -110,8 +112,11 @@ class ArrayBoardEmulator:
         cmd = cmd.upper()
         try:
             with self.lock:
-                if cmd == "*IDN?":
-                    return f"MEMHIL,ARRAYBOARD,{self.board_id},{FIRMWARE}"
+                if is_common(cmd):
+                    try:
+                        return self.common(cmd) or ""
+                    except ScpiError:
+                        raise _BoardError(ERR_UNKNOWN, f"unknown command {cmd}") from None
                 if cmd == "SIZE?":
                     return f"{self.rows},{self.cols}"
                 if cmd == "VMAX?":

@@ -23,7 +23,8 @@ heals it; ``faults`` is the server's ``FaultInjector``. With a ``probe`` (an obj
 ``contact_ok`` attribute, e.g. ``VeloxEmulator``), nothing is routed while the needles do
 not touch the pads: every terminal reads an open circuit.
 
-SCPI served: ``*IDN?``, ``*RST``, ``*CLS``, ``*ESR?``, ``*OPC?``, ``:SYST:ERR?``,
+SCPI served: the common commands of ``memhil.mock_hw.scpi`` (``*IDN?``, ``*RST``,
+``*CLS``, ``*ESR?``, ``*STB?``, ``*OPC?``, ...), ``:SYST:ERR?``,
 ``:CLOS <list>``, ``:OPEN <list>``, ``:OPEN:CARD <c>``, ``:CLOS:CARD? <c>``,
 ``:CLOS? <list>`` (1/0 per channel), ``:CONN:RULE[?]``, ``:CONN:SEQ[?]``,
 ``:BIAS[?]``, ``:BIAS:PORT[?]``, ``:BIAS:CHAN:ENAB|DIS <list>`` / ``:CARD <c>``, the
@@ -41,11 +42,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from memhil.mock_hw.bench import Line, MockBench
+from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus, is_common
 from memhil.mock_hw.server import LineServer, ServedEmulator
 
 log = logging.getLogger(__name__)
@@ -54,22 +55,16 @@ N_INPUTS = 14
 N_OUTPUTS = 48
 _CHANNEL = re.compile(r"^(\d)(\d{2})(\d{2})$")
 
-ESR_EXECUTION_ERROR = 16
-ESR_COMMAND_ERROR = 32
-
-
-class ScpiError(Exception):
-    def __init__(self, code: int, text: str, esr_bit: int):
-        super().__init__(f"{code},\"{text}\"")
-        self.code, self.text, self.esr_bit = code, text, esr_bit
+#: Errors the matrix keeps in its queue (the oldest is dropped beyond).
+ERROR_QUEUE_SIZE = 30
 
 
 def _command_error(what: str = "Command error") -> ScpiError:
-    return ScpiError(-100, what, ESR_COMMAND_ERROR)
+    return ScpiError(-100, what)
 
 
 def _range_error(what: str = "Data out of range") -> ScpiError:
-    return ScpiError(-222, what, ESR_EXECUTION_ERROR)
+    return ScpiError(-222, what)
 
 
 class B220xEmulator(ServedEmulator):
@@ -104,8 +99,8 @@ class B220xEmulator(ServedEmulator):
         self._stuck_closed: set[tuple[int, int]] = set()
         self._stuck_open: set[tuple[int, int]] = set()
         self._reset_state()
-        self._errors: deque[ScpiError] = deque()
-        self._esr = 0
+        self.status = ScpiStatus(ERROR_QUEUE_SIZE)  # :SYST:ERR? and *ESR?
+        self.common = CommonCommands(self.idn, reset=self._reset_state, status=self.status)
         self.server: LineServer | None = None
         bench.set_router(self.route)
 
@@ -189,32 +184,22 @@ class B220xEmulator(ServedEmulator):
                 with self.lock:
                     reply = self._dispatch(cmd)
             except ScpiError as e:
-                log.info("%s: %r -> %s", self.name, cmd, e)
+                log.info("%s: %r -> %d,%r", self.name, cmd, e.code, e.message)
                 with self.lock:
-                    self._errors.append(e)
-                    self._esr |= e.esr_bit
-                    if len(self._errors) > 30:
-                        self._errors.popleft()
+                    self.status.push_error(e)
         return reply
 
     def _dispatch(self, cmd: str) -> str | None:
         head, _, arg = cmd.partition(" ")
         head = head.upper()
         arg = arg.strip()
-        if not head.startswith(("*", ":")):
+        if is_common(head):
+            return self.common(head, [arg] if arg else [])
+        if not head.startswith(":"):
             head = ":" + head
         head = _long_to_short(head)
-        table = {
-            "*IDN?": lambda: self.idn,
-            "*RST": self._rst,
-            "*CLS": self._cls,
-            "*ESR?": self._esr_query,
-            "*OPC?": lambda: "1",
-            "*OPC": lambda: None,
-            ":SYST:ERR?": self._next_error,
-        }
-        if head in table:
-            return table[head]()
+        if head == ":SYST:ERR?":
+            return self._next_error()
         if head == ":CLOS":
             self._close(self._channels(arg))
             return None
@@ -328,22 +313,11 @@ class B220xEmulator(ServedEmulator):
             self.closed = {(i, o) for i, o in self.closed if i not in ins and o not in outs}
         self.closed |= set(chans)
 
-    def _rst(self) -> None:
-        self._reset_state()
-
-    def _cls(self) -> None:
-        self._errors.clear()
-        self._esr = 0
-
-    def _esr_query(self) -> str:
-        v, self._esr = self._esr, 0
-        return str(v)
-
     def _next_error(self) -> str:
-        if not self._errors:
+        error = self.status.pop()
+        if error is None:
             return '+0,"No error"'
-        e = self._errors.popleft()
-        return f'{e.code},"{e.text}"'
+        return f'{error[0]},"{error[1]}"'
 
     # -- parsing --------------------------------------------------------------------------
     @staticmethod
@@ -417,8 +391,6 @@ _LONG = {"CLOSE": "CLOS", "ROUTE": "", "CONNECTION": "CONN", "SEQUENCE": "SEQ",
 
 
 def _long_to_short(head: str) -> str:
-    if head.startswith("*"):
-        return head
     q = head.endswith("?")
     parts = [p for p in head.rstrip("?").split(":") if p]
     parts = [_LONG.get(p, p) for p in parts]

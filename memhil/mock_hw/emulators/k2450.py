@@ -8,9 +8,9 @@ is queued as a SCPI error (``:SYSTem:ERRor?``) and gets no reply, as on the inst
 
 Implemented SCPI subset:
 
-* common: ``*IDN?``, ``*LANG?`` (SCPI), ``*LANG``, ``*RST``, ``*CLS``, ``*OPC?``, ``*WAI``,
-  ``:ABORt``, ``:STATus:CLEar``, ``:SYSTem:CLEar``, ``:SYSTem:ERRor[:NEXT]?``,
-  ``:SYSTem:LFRequency?``
+* common (``memhil.mock_hw.scpi``): ``*IDN?``, ``*LANG?`` (SCPI), ``*LANG``, ``*RST``,
+  ``*CLS``, ``*ESR?``, ``*STB?``, ``*OPC?``, ``*OPC``, ``*WAI``, ``*TRG``; ``:ABORt``,
+  ``:STATus:CLEar``, ``:SYSTem:CLEar``, ``:SYSTem:ERRor[:NEXT]?``, ``:SYSTem:LFRequency?``
 * ``:SOUR:FUNC VOLT|CURR`` / ``?``; ``:SOUR:<f>[:LEV] <v>`` / ``?``; ``:SOUR:VOLT:ILIM``,
   ``:SOUR:CURR:VLIM`` (``?``, ``:TRIPped?``); ``:SOUR:<f>:RANGe[:AUTO]``, ``:DELay[:AUTO]``,
   ``:DELay:USERn``, ``:READ:BACK``
@@ -26,13 +26,13 @@ Implemented SCPI subset:
   SEConds, FRACtional, STATus, SOURSTATus, UNIT, SOURUNIT, TSTamp, DATE, TIME,
   FORMatted, SOURFORMatted.
 
-Physics and compliance are those of the 2600 emulator (``solve_voltage_source`` /
-``solve_current_source``): each reading holds the drive for the source delay and then for
-the integration time ``NPLC / line frequency`` on the virtual clock, the source is lowered
-to stay within its limit, the reading is clamped at the limit and ``:TRIPped?`` reports
-it. A reading taken in compliance carries ``SOURCE_STATUS_LIMIT`` in its SOURSTATus
-element (an emulator convention: check the bit against the 2450 reference manual before
-relying on it on a bench). A dual sweep runs start -> stop and back (2 x points readings,
+Physics and compliance are those of the 2600 emulator (``memhil.mock_hw.smu_physics``):
+each reading holds the drive for the source delay and then for the integration time
+``NPLC / line frequency`` on the virtual clock, the source is lowered to stay within its
+limit, the reading is clamped at the limit and ``:TRIPped?`` reports it. A reading taken
+in compliance carries ``SOURCE_STATUS_LIMIT`` in its SOURSTATus element (an emulator
+convention: check the bit against the 2450 reference manual before relying on it on a
+bench). A dual sweep runs start -> stop and back (2 x points readings,
 the stop level measured twice); ``failAbort ON`` ends the sweep at the first reading in
 compliance. After a sweep the output stays on at the last sweep level.
 """
@@ -44,14 +44,16 @@ import math
 import re
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from memhil.mock_hw.bench import MockBench
-from memhil.mock_hw.emulators.k2600 import solve_current_source, solve_voltage_source
+from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES
+from memhil.mock_hw.smu_physics import integrate, settle
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,6 @@ _SHORTS = set(_SHORT.values())
 _ELEMENT_LONG = {"READING": "READ", "SOURCE": "SOUR", "RELATIVE": "REL", "SECONDS": "SEC",
                  "FRACTIONAL": "FRAC", "STATUS": "STAT", "SOURSTATUS": "SOURSTAT",
                  "TSTAMP": "TST", "FORMATTED": "FORM", "SOURFORMATTED": "SOURFORM"}
-
-
-class ScpiError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def _short(node: str) -> str:
@@ -197,7 +193,11 @@ class Keithley2450Emulator:
         self.language = language
         self.serial = serial
         self._lock = threading.RLock()
-        self.errors: list[tuple[int, str]] = []
+        self.status = ScpiStatus()  # :SYSTem:ERRor? and *ESR?
+        self.common = CommonCommands(
+            f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b", reset=self.reset,
+            status=self.status, extra={"*LANG?": lambda args: self.language,
+                                       "*LANG": self._set_language})
         self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}
@@ -218,11 +218,11 @@ class Keithley2450Emulator:
                     r = self._command(cmd)
                 except ScpiError as exc:
                     log.warning("%s: %s (%d) in %r", self.name, exc, exc.code, cmd)
-                    self.errors.append((exc.code, str(exc)))
+                    self.status.push_error(exc)
                     continue
                 except (ValueError, ArithmeticError, IndexError, RuntimeError) as exc:
                     log.warning("%s: execution error %s in %r", self.name, exc, cmd)
-                    self.errors.append((-200, f"Execution error: {exc}"))
+                    self.status.push(-200, f"Execution error: {exc}")
                     continue
                 if r is not None:
                     replies.append(r)
@@ -234,7 +234,7 @@ class Keithley2450Emulator:
         head = head.rstrip("?")
         args = [a.strip() for a in _split_outside_quotes(rest, ",")] if rest.strip() else []
         if head.startswith("*"):
-            return self._common(head.upper(), query, args)
+            return self.common(head + ("?" if query else ""), args)
         if self.language != "SCPI":
             raise ScpiError(-113, f"Undefined header {cmd!r} (instrument is in {self.language})")
         nodes = [_short(n) for n in head.lstrip(":").split(":") if n]
@@ -243,39 +243,27 @@ class Keithley2450Emulator:
         key = ":".join(nodes)
         return self._dispatch(nodes, key, query, args, cmd)
 
-    def _common(self, head: str, query: bool, args: list[str]) -> str | None:
-        if head == "*IDN" and query:
-            return f"KEITHLEY INSTRUMENTS,MODEL 2450,{self.serial},1.7.12b"
-        if head == "*LANG":
-            if query:
-                return self.language
-            self.language = _unquote(args[0]).upper() if args else self.language
-            return None
-        if head == "*RST":
-            self.reset()
-            return None
-        if head == "*CLS":
-            self.errors.clear()
-            return None
-        if head == "*OPC":
-            return "1" if query else None
-        if head in ("*WAI", "*TRG"):
-            return None
-        if head in ("*ESR", "*STB") and query:
-            return "0"
-        raise ScpiError(-113, f"Undefined header {head}")
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """The error queue, oldest first: (code, message)."""
+        return self.status.errors
+
+    def _set_language(self, args: Sequence[str]) -> None:
+        if args:
+            self.language = _unquote(args[0]).upper()
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch(self, n: list[str], key: str, q: bool, args: list[str], cmd: str) -> str | None:
         s = self.s
         if key in ("ABOR", "STAT:CLE", "SYST:CLE"):
             if key == "SYST:CLE":
-                self.errors.clear()
+                self.status.errors.clear()
             return None
         if key in ("SYST:ERR", "SYST:ERR:NEXT") and q:
-            if not self.errors:
+            error = self.status.pop()
+            if error is None:
                 return '0,"No error;0;0 0"'
-            code, msg = self.errors.pop(0)
+            code, msg = error
             return f'{code},"{msg}"'
         if key == "SYST:LFR" and q:
             return f"{self.linefreq:g}"
@@ -561,42 +549,21 @@ class Keithley2450Emulator:
             self.terminal.output_on = False
             self.terminal.voltage_v = 0.0
 
-    def _current_at(self, v: float) -> float:
-        return self.bench.current(self.key, override={self.key: v})
-
     def _settle(self) -> tuple[float, float]:
         """Solve the operating point now (no time passes); returns (V, I)."""
         s = self.s
-        with self.bench.lock:
-            on = s.output == 1
-            self.terminal.output_on = on
-            if not on:
-                self.terminal.voltage_v = 0.0
-                self.tripped = False
-                return 0.0, 0.0
-            f = s.source_func
-            if f == "VOLT":
-                v, i, cond = solve_voltage_source(self._current_at, s.level["VOLT"],
-                                                  s.limit["VOLT"])
-            else:
-                v, i, cond = solve_current_source(self._current_at, s.level["CURR"],
-                                                  s.limit["CURR"])
-            self.terminal.voltage_v = v
-            self.tripped = cond != 0
-            return v, i
+        f = s.source_func
+        v, i, cond = settle(self.bench, self.terminal, output_on=s.output == 1,
+                            voltage_mode=f == "VOLT", level=s.level[f], limit=s.limit[f])
+        self.tripped = cond != 0
+        return v, i
 
     def _measure_into(self, buf: _Buffer, delay_s: float = 0.0) -> _Reading:
         """One reading: hold the drive for ``delay_s`` and the integration time, read."""
         s = self.s
         func = s.sense_func.split(":")[0]
         t_int = s.nplc[func] / self.linefreq
-        with self.bench.lock:
-            self._settle()
-            if delay_s > 0:
-                self.bench.hold(delay_s)
-                self._settle()
-            self.bench.hold(t_int)
-            v, i = self._settle()
+        v, i = integrate(self.bench, self._settle, t_int, delay_s)
         value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else 9.9e37}[func]
         unit = {"CURR": "Amp DC", "VOLT": "Volt DC", "RES": "Ohm"}[func]
         src_is_v = s.source_func == "VOLT"

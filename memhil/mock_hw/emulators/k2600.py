@@ -2,16 +2,17 @@
 (``qcodes.instrument_drivers.Keithley.Keithley2636B``) sends, answered from device physics.
 
 Served by ``LineServer(emu.handle, terminator="\\n")``; the driver connects unmodified
-through pyvisa-py. Every line is a TSP chunk run by a small Lua-subset interpreter
-(assignments, calls, numeric ``for``/``while``/``if``, arithmetic, comparisons, ``..``,
-multiple return values), so the driver's queries (``print(...)``), settings
+through pyvisa-py. Every line is a TSP chunk run by the Lua-subset interpreter of
+``memhil.mock_hw.tsp``, so the driver's queries (``print(...)``), settings
 (``smua.source.levelv=0.5``) and Lua programs (``loadandrunscript`` ... ``endscript``: the
-fast sweep, the time trace, memhil's pulse scripts) all go through one path.
+fast sweep, the time trace, memhil's pulse scripts) all go through one path. This module
+is the instrument: what it exposes to scripts, its buffers and its wire.
 
 Implemented TSP subset (anything else is a TSP error: queued in ``errorqueue``, no reply,
 as on the instrument):
 
-* IEEE-488: ``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``, ``*WAI``, ``*TRG``, ``*ESR?``, ``*STB?``
+* IEEE-488 common commands (``memhil.mock_hw.scpi``): ``*IDN?``, ``*RST``, ``*CLS``,
+  ``*OPC?``, ``*OPC``, ``*WAI``, ``*TRG``, ``*ESR?``, ``*STB?``
 * chunks: ``loadandrunscript`` [name] ... ``endscript``; ``loadscript`` name ... ``endscript``
   then ``name()`` / ``name.run()``; ``abort`` (nothing runs between commands here: a
   no-op). A script being loaded belongs to its connection (see ``session_closed``).
@@ -31,18 +32,17 @@ as on the instrument):
   ``clear()``, ``n``, ``appendmode``, ``collectsourcevalues``, ``collecttimestamps``,
   ``readings``, ``statuses``, ``timestamps``, ``sourcevalues`` (1-based indexing).
 
-Physics. The source level goes to the channel's bench terminal (``"<name>.<smuX>"``). A
-measurement with the output on holds the present drive for the integration time
-``nplc / localnode.linefreq`` on the virtual clock (``bench.hold``: the cell switches),
-then reads ``bench.current``. Compliance: in voltage mode, when ``|I| > limiti`` the
-terminal voltage is lowered (scaled by ``limiti / |I|`` and re-solved, a few iterations) so
-that the chip never sees more than the limit, the reading is clamped at ``limiti`` and the
-current-limit bit is set; in current mode the voltage is solved for the programmed current
-and clamped at ``limitv`` (voltage-limit bit). The operating point is re-solved whenever
-the level, limit or output changes and before and after every integration, so the drive
-held on the chip is always the compliant one. ``measure.count > 1`` takes readings
-``measure.interval`` apart on the virtual clock (the time trace); ``delay(t)`` holds the
-drive for ``t``. Nothing here sleeps in wall time.
+Physics (``memhil.mock_hw.smu_physics``). The source level goes to the channel's bench
+terminal (``"<name>.<smuX>"``). A measurement with the output on holds the present drive
+for the integration time ``nplc / localnode.linefreq`` on the virtual clock (the cell
+switches), then reads the current. Compliance: in voltage mode the terminal voltage is
+lowered so that the chip never sees more than ``limiti``, the reading is clamped at the
+limit and the current-limit bit is set; in current mode the voltage is solved for the
+programmed current and clamped at ``limitv`` (voltage-limit bit). The operating point is
+re-solved whenever the level, limit or output changes and before and after every
+integration, so the drive held on the chip is always the compliant one.
+``measure.count > 1`` takes readings ``measure.interval`` apart on the virtual clock (the
+time trace); ``delay(t)`` holds the drive for ``t``. Nothing here sleeps in wall time.
 
 Readings stored in a buffer carry a status word: bit 0x40 marks a reading taken in
 compliance (the 2600B ``bufferVar.statuses`` compliance bit, as recalled from the
@@ -54,8 +54,6 @@ rounded towards zero so that a clamped reading never exceeds the limit after rou
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -65,757 +63,33 @@ from typing import Any
 import numpy as np
 
 from memhil.mock_hw.bench import MockBench
+from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
+from memhil.mock_hw.smu_physics import (
+    CONDITION_CURRENT_LIMIT,
+    CONDITION_VOLTAGE_LIMIT,
+    integrate,
+    settle,
+)
+from memhil.mock_hw.tsp import (
+    Fn,
+    Interpreter,
+    Obj,
+    Prop,
+    Script,
+    TspError,
+    fmt_number,
+    num,
+    standard_library,
+    tostring,
+)
 
 log = logging.getLogger(__name__)
 
 #: bufferVar.statuses bit for a reading taken in compliance (see the module docstring).
 BUFFER_STATUS_COMPLIANCE = 0x40
-#: status.measurement.instrument.smuX.condition bits (as the QCoDeS driver decodes them).
-CONDITION_VOLTAGE_LIMIT = 0x01
-CONDITION_CURRENT_LIMIT = 0x02
 #: what the 2600 returns for an overflowed / undefined reading (e.g. R at 0 A).
 OVERFLOW = 9.91e37
-
-_COMPLIANCE_ITERATIONS = 12
-_COMPLIANCE_RTOL = 1e-6
-
-
-class TspError(Exception):
-    """A TSP error: queued in ``errorqueue`` (code, message) instead of a reply."""
-
-    def __init__(self, message: str, code: int = -286):
-        super().__init__(message)
-        self.code = code
-
-
-# ============================================================================================
-# A Lua-subset interpreter
-# ============================================================================================
-
-_TOKEN_RE = re.compile(r"""
-    (?P<ws>[ \t\r\n]+)
-  | (?P<comment>--[^\n]*)
-  | (?P<num>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>\.\.|==|~=|<=|>=|[-+*/%^#<>=(){}\[\];:,.])
-""", re.VERBOSE)
-
-_KEYWORDS = {"and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if",
-             "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until",
-             "while"}
-
-_BINARY_PRIORITY = {  # (left, right) binding power, Lua 5.x
-    "or": (1, 1), "and": (2, 2),
-    "<": (3, 3), ">": (3, 3), "<=": (3, 3), ">=": (3, 3), "~=": (3, 3), "==": (3, 3),
-    "..": (5, 4), "+": (6, 6), "-": (6, 6), "*": (7, 7), "/": (7, 7), "%": (7, 7),
-    "^": (10, 9),
-}
-_UNARY_PRIORITY = 8
-
-
-@dataclass
-class _Tok:
-    kind: str
-    value: Any
-    line: int
-
-
-def _tokenize(src: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    pos, line = 0, 1
-    while pos < len(src):
-        m = _TOKEN_RE.match(src, pos)
-        if m is None:
-            raise TspError(f"TSP Syntax error at line {line}: unexpected symbol near "
-                           f"{src[pos:pos + 10]!r}", -285)
-        kind, text = m.lastgroup, m.group()
-        if kind == "num":
-            toks.append(_Tok("num", float(int(text, 16)) if text[:2].lower() == "0x"
-                             else float(text), line))
-        elif kind == "str":
-            toks.append(_Tok("str", bytes(text[1:-1], "utf-8").decode("unicode_escape"), line))
-        elif kind == "name":
-            toks.append(_Tok("kw" if text in _KEYWORDS else "name", text, line))
-        elif kind == "op":
-            toks.append(_Tok("op", text, line))
-        line += text.count("\n")
-        pos = m.end()
-    toks.append(_Tok("eof", None, line))
-    return toks
-
-
-class _Parser:
-    """Recursive descent over the token list; statements and expressions as tuples."""
-
-    def __init__(self, src: str):
-        self.toks = _tokenize(src)
-        self.i = 0
-
-    # -- helpers
-    def peek(self) -> _Tok:
-        return self.toks[self.i]
-
-    def next(self) -> _Tok:
-        t = self.toks[self.i]
-        self.i += 1
-        return t
-
-    def check(self, kind: str, value: Any = None) -> bool:
-        t = self.peek()
-        return t.kind == kind and (value is None or t.value == value)
-
-    def accept(self, kind: str, value: Any = None) -> _Tok | None:
-        if self.check(kind, value):
-            return self.next()
-        return None
-
-    def expect(self, kind: str, value: Any = None) -> _Tok:
-        t = self.accept(kind, value)
-        if t is None:
-            got = self.peek()
-            raise TspError(f"TSP Syntax error at line {got.line}: '{value or kind}' expected "
-                           f"near '{got.value if got.value is not None else '<eof>'}'", -285)
-        return t
-
-    # -- statements
-    def chunk(self) -> list:
-        block = self.block()
-        if not self.check("eof"):
-            t = self.peek()
-            raise TspError(f"TSP Syntax error at line {t.line}: unexpected '{t.value}'", -285)
-        return block
-
-    def block(self) -> list:
-        stmts = []
-        while not (self.check("eof") or self.check("kw", "end") or self.check("kw", "else")
-                   or self.check("kw", "elseif") or self.check("kw", "until")):
-            if self.accept("op", ";"):
-                continue
-            if self.check("kw", "return"):
-                line = self.next().line
-                exprs = [] if (self.check("eof") or self.check("kw", "end")
-                               or self.check("op", ";")) else self.exprlist()
-                stmts.append(("return", exprs, line))
-                self.accept("op", ";")
-                break
-            if self.check("kw", "break"):
-                stmts.append(("break", self.next().line))
-                continue
-            stmts.append(self.statement())
-        return stmts
-
-    def statement(self) -> tuple:
-        t = self.peek()
-        line = t.line
-        if self.accept("kw", "for"):
-            var = self.expect("name").value
-            self.expect("op", "=")
-            start = self.expr()
-            self.expect("op", ",")
-            stop = self.expr()
-            step = self.expr() if self.accept("op", ",") else ("num", 1.0)
-            self.expect("kw", "do")
-            body = self.block()
-            self.expect("kw", "end")
-            return ("for", var, start, stop, step, body, line)
-        if self.accept("kw", "while"):
-            cond = self.expr()
-            self.expect("kw", "do")
-            body = self.block()
-            self.expect("kw", "end")
-            return ("while", cond, body, line)
-        if self.accept("kw", "repeat"):
-            body = self.block()
-            self.expect("kw", "until")
-            return ("repeat", body, self.expr(), line)
-        if self.accept("kw", "if"):
-            arms = []
-            cond = self.expr()
-            self.expect("kw", "then")
-            arms.append((cond, self.block()))
-            other: list = []
-            while True:
-                if self.accept("kw", "elseif"):
-                    cond = self.expr()
-                    self.expect("kw", "then")
-                    arms.append((cond, self.block()))
-                    continue
-                if self.accept("kw", "else"):
-                    other = self.block()
-                self.expect("kw", "end")
-                break
-            return ("if", arms, other, line)
-        if self.accept("kw", "do"):
-            body = self.block()
-            self.expect("kw", "end")
-            return ("do", body, line)
-        if self.accept("kw", "function"):
-            name = [self.expect("name").value]
-            while self.accept("op", "."):
-                name.append(self.expect("name").value)
-            params, body = self.funcbody()
-            target: tuple = ("name", name[0])
-            for key in name[1:]:
-                target = ("index", target, ("str", key))
-            return ("assign", [target], [("function", params, body)], line)
-        if self.accept("kw", "local"):
-            if self.accept("kw", "function"):
-                name = self.expect("name").value
-                params, body = self.funcbody()
-                return ("local", [name], [("function", params, body)], line)
-            names = [self.expect("name").value]
-            while self.accept("op", ","):
-                names.append(self.expect("name").value)
-            exprs = self.exprlist() if self.accept("op", "=") else []
-            return ("local", names, exprs, line)
-        # assignment or call
-        target = self.suffixedexp()
-        if self.check("op", "=") or self.check("op", ","):
-            targets = [target]
-            while self.accept("op", ","):
-                targets.append(self.suffixedexp())
-            self.expect("op", "=")
-            for tg in targets:
-                if tg[0] not in ("name", "index"):
-                    raise TspError(f"TSP Syntax error at line {line}: cannot assign", -285)
-            return ("assign", targets, self.exprlist(), line)
-        if target[0] != "call":
-            raise TspError(f"TSP Syntax error at line {line}: '=' expected", -285)
-        return ("callstat", target, line)
-
-    def funcbody(self) -> tuple[list[str], list]:
-        self.expect("op", "(")
-        params = []
-        if not self.check("op", ")"):
-            params.append(self.expect("name").value)
-            while self.accept("op", ","):
-                params.append(self.expect("name").value)
-        self.expect("op", ")")
-        body = self.block()
-        self.expect("kw", "end")
-        return params, body
-
-    # -- expressions
-    def exprlist(self) -> list:
-        exprs = [self.expr()]
-        while self.accept("op", ","):
-            exprs.append(self.expr())
-        return exprs
-
-    def expr(self, limit: int = 0) -> tuple:
-        t = self.peek()
-        if (t.kind == "kw" and t.value == "not") or (t.kind == "op" and t.value in ("-", "#")):
-            self.next()
-            left: tuple = ("un", t.value, self.expr(_UNARY_PRIORITY))
-        else:
-            left = self.simpleexp()
-        while True:
-            t = self.peek()
-            op = t.value if t.kind in ("op", "kw") else None
-            if op not in _BINARY_PRIORITY or _BINARY_PRIORITY[op][0] <= limit:
-                return left
-            self.next()
-            right = self.expr(_BINARY_PRIORITY[op][1])
-            left = ("bin", op, left, right)
-
-    def simpleexp(self) -> tuple:
-        t = self.peek()
-        if t.kind == "num":
-            self.next()
-            return ("num", t.value)
-        if t.kind == "str":
-            self.next()
-            return ("str", t.value)
-        if t.kind == "kw":
-            if t.value in ("nil", "true", "false"):
-                self.next()
-                return ("const", {"nil": None, "true": True, "false": False}[t.value])
-            if t.value == "function":
-                self.next()
-                params, body = self.funcbody()
-                return ("function", params, body)
-        if t.kind == "op" and t.value == "{":
-            return self.table()
-        return self.suffixedexp()
-
-    def table(self) -> tuple:
-        self.expect("op", "{")
-        items = []
-        while not self.check("op", "}"):
-            items.append(self.expr())
-            if not (self.accept("op", ",") or self.accept("op", ";")):
-                break
-        self.expect("op", "}")
-        return ("table", items)
-
-    def primaryexp(self) -> tuple:
-        t = self.peek()
-        if t.kind == "name":
-            self.next()
-            return ("name", t.value)
-        if self.accept("op", "("):
-            e = self.expr()
-            self.expect("op", ")")
-            return ("paren", e)
-        raise TspError(f"TSP Syntax error at line {t.line}: unexpected symbol near "
-                       f"'{t.value if t.value is not None else '<eof>'}'", -285)
-
-    def suffixedexp(self) -> tuple:
-        e = self.primaryexp()
-        while True:
-            if self.accept("op", "."):
-                e = ("index", e, ("str", self.expect("name").value))
-            elif self.accept("op", "["):
-                key = self.expr()
-                self.expect("op", "]")
-                e = ("index", e, key)
-            elif self.check("op", "("):
-                line = self.next().line
-                args = [] if self.check("op", ")") else self.exprlist()
-                self.expect("op", ")")
-                e = ("call", e, args, line)
-            elif self.check("str"):
-                e = ("call", e, [("str", self.next().value)], self.peek().line)
-            else:
-                return e
-
-
-class _Break(Exception):
-    pass
-
-
-class _Return(Exception):
-    def __init__(self, values: tuple):
-        self.values = values
-
-
-# -- TSP object model -----------------------------------------------------------------------
-
-class Prop:
-    """An attribute with a getter and (optionally) a setter."""
-
-    def __init__(self, get: Callable[[], Any], set: Callable[[Any], None] | None = None):
-        self.get, self.set = get, set
-
-
-class Fn:
-    """A built-in function; a tuple result is a Lua multiple return."""
-
-    def __init__(self, fn: Callable[..., Any], name: str = ""):
-        self.fn, self.name = fn, name or getattr(fn, "__name__", "function")
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-
-class Obj:
-    """A TSP table of built-in attributes (constants, Props, Fns, sub-objects)."""
-
-    def __init__(self, name: str, members: dict[str, Any] | None = None):
-        self._name = name
-        self._m: dict[str, Any] = dict(members or {})
-
-    def add(self, **members: Any) -> Obj:
-        self._m.update(members)
-        return self
-
-    def tsp_get(self, key: Any) -> Any:
-        if key not in self._m:
-            raise TspError(f"TSP Runtime error: attempt to index field '{key}' of "
-                           f"'{self._name}' (a nil value)")
-        m = self._m[key]
-        return m.get() if isinstance(m, Prop) else m
-
-    def tsp_set(self, key: Any, value: Any) -> None:
-        m = self._m.get(key)
-        if isinstance(m, Prop) and m.set is not None:
-            m.set(value)
-            return
-        if m is None and isinstance(key, str) and key not in self._m:
-            raise TspError(f"TSP Runtime error: '{self._name}.{key}' is not an attribute")
-        raise TspError(f"TSP Runtime error: '{self._name}.{key}' is read-only")
-
-    def __repr__(self) -> str:
-        return f"table: {self._name}"
-
-
-class _Table:
-    """A Lua table built by a script (``{...}`` or a global namespace)."""
-
-    def __init__(self, items: Sequence[Any] = ()):
-        self.d: dict[Any, Any] = {float(k + 1): v for k, v in enumerate(items)}
-
-    def tsp_get(self, key: Any) -> Any:
-        return self.d.get(_key(key))
-
-    def tsp_set(self, key: Any, value: Any) -> None:
-        self.d[_key(key)] = value
-
-
-def _key(k: Any) -> Any:
-    return float(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else k
-
-
-class _LuaFunction:
-    def __init__(self, params: list[str], body: list, interp: Interpreter):
-        self.params, self.body, self.interp = params, body, interp
-
-    def __call__(self, *args):
-        scope = {p: (args[k] if k < len(args) else None) for k, p in enumerate(self.params)}
-        try:
-            self.interp.exec_block(self.body, [scope])
-        except _Return as r:
-            return r.values if len(r.values) != 1 else r.values[0]
-        return None
-
-
-class Interpreter:
-    """Runs parsed chunks against ``globals`` (name -> value), at most ``max_steps``
-    statements and loop iterations per ``run`` (a TSP runtime error beyond: an endless
-    loop sent by any client must not hang the emulator; an assumption of the emulator,
-    the real instrument runs until aborted)."""
-
-    def __init__(self, globals_: dict[str, Any], max_steps: int = 1_000_000):
-        self.globals = globals_
-        self.max_steps = int(max_steps)
-        self._steps = 0
-
-    def _step(self) -> None:
-        self._steps += 1
-        if self._steps > self.max_steps:
-            raise TspError(f"TSP Runtime error: instruction budget of {self.max_steps} "
-                           f"statements exceeded (endless loop?)", -286)
-
-    def run(self, src: str) -> None:
-        block = _Parser(src).chunk()
-        self._steps = 0
-        try:
-            self.exec_block(block, [])
-        except _Return:
-            pass
-        except _Break:
-            raise TspError("TSP Syntax error: no loop to break", -285) from None
-
-    # -- statements
-    def exec_block(self, block: list, scopes: list[dict]) -> None:
-        scopes = scopes + [{}]
-        for st in block:
-            self.exec_stmt(st, scopes)
-
-    def exec_stmt(self, st: tuple, scopes: list[dict]) -> None:
-        kind = st[0]
-        self._step()
-        try:
-            if kind == "assign":
-                _, targets, exprs, _line = st
-                values = self.eval_list(exprs, scopes)
-                for k, tg in enumerate(targets):
-                    self.assign(tg, values[k] if k < len(values) else None, scopes)
-            elif kind == "local":
-                _, names, exprs, _line = st
-                values = self.eval_list(exprs, scopes)
-                for k, n in enumerate(names):
-                    scopes[-1][n] = values[k] if k < len(values) else None
-            elif kind == "callstat":
-                self.eval_call(st[1], scopes)
-            elif kind == "for":
-                _, var, e0, e1, e2, body, _line = st
-                start, stop, step = (self.num(self.eval(e, scopes)) for e in (e0, e1, e2))
-                if step == 0:
-                    raise TspError("TSP Runtime error: 'for' step is zero")
-                x = start
-                try:
-                    while (x <= stop) if step > 0 else (x >= stop):
-                        self._step()
-                        self.exec_block(body, scopes + [{var: x}])
-                        x += step
-                except _Break:
-                    pass
-            elif kind == "while":
-                try:
-                    while _truthy(self.eval(st[1], scopes)):
-                        self._step()
-                        self.exec_block(st[2], scopes)
-                except _Break:
-                    pass
-            elif kind == "repeat":
-                try:
-                    while True:
-                        self._step()
-                        self.exec_block(st[1], scopes)
-                        if _truthy(self.eval(st[2], scopes)):
-                            break
-                except _Break:
-                    pass
-            elif kind == "if":
-                for cond, body in st[1]:
-                    if _truthy(self.eval(cond, scopes)):
-                        self.exec_block(body, scopes)
-                        break
-                else:
-                    self.exec_block(st[2], scopes)
-            elif kind == "do":
-                self.exec_block(st[1], scopes)
-            elif kind == "return":
-                raise _Return(tuple(self.eval_list(st[1], scopes)))
-            elif kind == "break":
-                raise _Break()
-            else:  # pragma: no cover - parser produces nothing else
-                raise TspError(f"TSP Runtime error: unknown statement {kind}")
-        except TspError as exc:
-            line = st[-1] if isinstance(st[-1], int) else None
-            if line is not None and "at line" not in str(exc):
-                msg = str(exc).replace("TSP Runtime error:", f"TSP Runtime error at line {line}:")
-                raise TspError(msg, exc.code) from None
-            raise
-
-    def assign(self, target: tuple, value: Any, scopes: list[dict]) -> None:
-        if target[0] == "name":
-            name = target[1]
-            for scope in reversed(scopes):
-                if name in scope:
-                    scope[name] = value
-                    return
-            self.globals[name] = value
-            return
-        obj = self.eval(target[1], scopes)
-        key = self.eval(target[2], scopes)
-        if not hasattr(obj, "tsp_set"):
-            raise TspError(f"TSP Runtime error: attempt to index a {_typename(obj)} value")
-        obj.tsp_set(key, value)
-
-    # -- expressions
-    def eval_list(self, exprs: list, scopes: list[dict]) -> list:
-        out: list = []
-        for k, e in enumerate(exprs):
-            if e[0] == "call":
-                v = self.eval_call(e, scopes)
-                if isinstance(v, tuple):
-                    if k == len(exprs) - 1:
-                        out.extend(v)
-                        continue
-                    v = v[0] if v else None
-                out.append(v)
-            else:
-                out.append(self.eval(e, scopes))
-        return out
-
-    def eval(self, e: tuple, scopes: list[dict]) -> Any:
-        kind = e[0]
-        if kind == "num" or kind == "str" or kind == "const":
-            return e[1]
-        if kind == "name":
-            name = e[1]
-            for scope in reversed(scopes):
-                if name in scope:
-                    return scope[name]
-            return self.globals.get(name)
-        if kind == "index":
-            obj = self.eval(e[1], scopes)
-            key = self.eval(e[2], scopes)
-            if hasattr(obj, "tsp_get"):
-                return obj.tsp_get(key)
-            raise TspError(f"TSP Runtime error: attempt to index a {_typename(obj)} value")
-        if kind == "call":
-            v = self.eval_call(e, scopes)
-            return (v[0] if v else None) if isinstance(v, tuple) else v
-        if kind == "paren":
-            return self.eval(e[1], scopes)
-        if kind == "un":
-            v = self.eval(e[2], scopes)
-            if e[1] == "not":
-                return not _truthy(v)
-            if e[1] == "-":
-                return -self.num(v)
-            if isinstance(v, str):
-                return float(len(v))
-            if hasattr(v, "__len__"):
-                return float(len(v))
-            raise TspError(f"TSP Runtime error: attempt to get length of a {_typename(v)} value")
-        if kind == "bin":
-            return self.binary(e[1], e[2], e[3], scopes)
-        if kind == "table":
-            return _Table(self.eval_list(e[1], scopes))
-        if kind == "function":
-            return _LuaFunction(e[1], e[2], self)
-        raise TspError(f"TSP Runtime error: cannot evaluate {kind}")  # pragma: no cover
-
-    def eval_call(self, e: tuple, scopes: list[dict]) -> Any:
-        fn = self.eval(e[1], scopes)
-        args = self.eval_list(e[2], scopes)
-        if not callable(fn):
-            raise TspError(f"TSP Runtime error: attempt to call a {_typename(fn)} value")
-        return fn(*args)
-
-    def binary(self, op: str, le: tuple, re_: tuple, scopes: list[dict]) -> Any:
-        if op == "and":
-            a = self.eval(le, scopes)
-            return self.eval(re_, scopes) if _truthy(a) else a
-        if op == "or":
-            a = self.eval(le, scopes)
-            return a if _truthy(a) else self.eval(re_, scopes)
-        a, b = self.eval(le, scopes), self.eval(re_, scopes)
-        if op == "==":
-            return a == b
-        if op == "~=":
-            return a != b
-        if op == "..":
-            return _lua_tostring(a) + _lua_tostring(b)
-        if op in ("<", ">", "<=", ">="):
-            if type(a) is not type(b) and not all(isinstance(x, (int, float)) for x in (a, b)):
-                raise TspError("TSP Runtime error: attempt to compare incompatible values")
-            return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
-        x, y = self.num(a), self.num(b)
-        if op == "+":
-            return x + y
-        if op == "-":
-            return x - y
-        if op == "*":
-            return x * y
-        if op == "/":
-            return x / y if y != 0 else (math.copysign(math.inf, x) if x else math.nan)
-        if op == "%":
-            return x - math.floor(x / y) * y
-        if op == "^":
-            return x ** y
-        raise TspError(f"TSP Runtime error: unknown operator {op}")  # pragma: no cover
-
-    @staticmethod
-    def num(v: Any) -> float:
-        if isinstance(v, bool) or v is None:
-            raise TspError(f"TSP Runtime error: attempt to perform arithmetic on a "
-                           f"{_typename(v)} value")
-        if isinstance(v, (int, float)):
-            return float(v)
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
-        raise TspError(f"TSP Runtime error: attempt to perform arithmetic on a "
-                       f"{_typename(v)} value")
-
-
-def _truthy(v: Any) -> bool:
-    return v is not None and v is not False
-
-
-def _typename(v: Any) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if callable(v):
-        return "function"
-    return "table"
-
-
-def _tostring(v: Any, precision: int = 0) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return _fmt_number(float(v), precision)
-    if isinstance(v, str):
-        return v
-    if callable(v):
-        return f"function: {getattr(v, 'name', 'lua')}"
-    return repr(v)
-
-
-def _lua_tostring(v: Any) -> str:
-    """Lua's own ``tostring`` (``%.14g`` numbers), used by ``..`` and ``tostring``."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return f"{float(v):.14g}"
-    return _tostring(v)
-
-
-def _fmt_number(x: float, precision: int) -> str:
-    """TSP ASCII numbers: ``format.asciiprecision`` significant digits in exponent form;
-    precision 0 (the instrument default, "automatic") prints 6 digits as the 2600B does."""
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    digits = precision if precision > 0 else 6
-    return f"{x:.{digits - 1}e}"
-
-
-
-# ============================================================================================
-# Source physics shared by the SMU emulators
-# ============================================================================================
-
-def solve_voltage_source(current_at: Callable[[float], float], level: float,
-                         limit: float) -> tuple[float, float, int]:
-    """Operating point of a voltage source at ``level`` (V) with current limit ``limit`` (A)
-    into a load whose current at a terminal voltage is ``current_at(v)``.
-
-    Returns (terminal voltage, reported current, condition bits). In compliance the source
-    lowers its voltage until ``|I| = limit`` (scale by ``limit / |I|`` and re-solve the
-    network, a few iterations: exact for a linear load, converging for the sinh-like and
-    sneak-path loads of the chip) and the reported current is clamped at the limit, so
-    the current returned never exceeds it.
-    """
-    v = level
-    i = current_at(v)
-    if abs(i) <= limit:
-        return v, i, 0
-    for _ in range(_COMPLIANCE_ITERATIONS):
-        if i == 0.0:
-            break
-        v = v * limit / abs(i)
-        i = current_at(v)
-        if abs(abs(i) - limit) <= _COMPLIANCE_RTOL * limit:
-            break
-    return v, math.copysign(limit, i if i != 0 else level), CONDITION_CURRENT_LIMIT
-
-
-def solve_current_source(current_at: Callable[[float], float], level: float,
-                         limit: float) -> tuple[float, float, int]:
-    """Operating point of a current source at ``level`` (A) with voltage limit ``limit``
-    (V): the voltage is solved for the current (Illinois regula falsi on [0, ±limit],
-    |I| monotonic in |V|); when even the limit cannot push the current the voltage sits at
-    the limit and the voltage-limit bit is set. Returns (voltage, current, condition)."""
-    if level == 0.0:
-        return 0.0, current_at(0.0), 0
-    sign = 1.0 if level > 0 else -1.0
-    v_hi = sign * limit
-    i_hi = current_at(v_hi)
-    if abs(i_hi) < abs(level) or i_hi * sign <= 0:
-        return v_hi, i_hi, CONDITION_VOLTAGE_LIMIT
-    a, fa = 0.0, current_at(0.0) - level
-    b, fb = v_hi, i_hi - level
-    side = 0
-    v, fv = b, fb
-    for _ in range(80):
-        v = (a * fb - b * fa) / (fb - fa) if fb != fa else 0.5 * (a + b)
-        fv = current_at(v) - level
-        if abs(fv) <= 1e-9 * abs(level):
-            break
-        if fv * fb > 0:
-            b, fb = v, fv
-            if side == -1:
-                fa *= 0.5
-            side = -1
-        else:
-            a, fa = v, fv
-            if side == 1:
-                fb *= 0.5
-            side = 1
-    return v, fv + level, 0
-
-
-# ============================================================================================
-# The instrument
-# ============================================================================================
 
 @dataclass
 class _Buffer:
@@ -931,7 +205,7 @@ class _Smu:
                 hi: float | None = None, choices: Sequence[float] | None = None,
                 resolve: bool = False) -> Callable[[Any], None]:
         def set_(value: Any) -> None:
-            x = Interpreter.num(value)
+            x = num(value)
             if choices is not None and x not in choices:
                 raise TspError(f"TSP Runtime error: parameter value {x:g} out of range for "
                                f"{self.channel}.{attr}", -1110)
@@ -1000,7 +274,7 @@ class _Smu:
     def _buffer_obj(self, name: str, b: _Buffer) -> Obj:
         def flag(attr: str) -> Prop:
             return Prop(lambda: float(getattr(b, attr)),
-                        lambda v: setattr(b, attr, int(Interpreter.num(v))))
+                        lambda v: setattr(b, attr, int(num(v))))
         return Obj(f"{self.channel}.{name}", {
             "clear": Fn(lambda: b.clear(self.emu.clock.now()), "clear"),
             "n": Prop(lambda: float(len(b.readings))),
@@ -1023,30 +297,14 @@ class _Smu:
     def operating_point(self) -> tuple[float, float]:
         """Solve the present operating point (no time passes): set the terminal to the
         compliant voltage, update the condition register; returns (V, I) as reported."""
-        bench, term, s = self.emu.bench, self.terminal, self.s
-        with bench.lock:
-            on = s.output == 1
-            term.output_on = on
-            if not on:
-                term.voltage_v = 0.0
-                s.condition, s.v_actual, s.i_actual = 0, 0.0, 0.0
-                return 0.0, 0.0
-            if s.func == 1:
-                v, i, cond = self._solve_voltage_mode(s.levelv, s.limiti)
-            else:
-                v, i, cond = self._solve_current_mode(s.leveli, s.limitv)
-            term.voltage_v = v
-            s.condition, s.v_actual, s.i_actual = cond, v, i
-            return v, i
-
-    def _current_at(self, v: float) -> float:
-        return self.emu.bench.current(self.key, override={self.key: v})
-
-    def _solve_voltage_mode(self, level: float, limit: float) -> tuple[float, float, int]:
-        return solve_voltage_source(self._current_at, level, limit)
-
-    def _solve_current_mode(self, level: float, limit: float) -> tuple[float, float, int]:
-        return solve_current_source(self._current_at, level, limit)
+        s = self.s
+        voltage_mode = s.func == 1
+        v, i, cond = settle(self.emu.bench, self.terminal, output_on=s.output == 1,
+                            voltage_mode=voltage_mode,
+                            level=s.levelv if voltage_mode else s.leveli,
+                            limit=s.limiti if voltage_mode else s.limitv)
+        s.condition, s.v_actual, s.i_actual = cond, v, i
+        return v, i
 
     def measure(self, kind: str, buf: Any = None, buf2: Any = None) -> Any:
         """``smuX.measure.<kind>([buffer])``: ``count`` readings ``interval`` apart, each
@@ -1061,10 +319,7 @@ class _Smu:
         result: Any = None
         t_start = emu.clock.now()
         for k in range(n):
-            with emu.bench.lock:
-                self.operating_point()
-                emu.bench.hold(t_int)
-                v, i = self.operating_point()
+            v, i = integrate(emu.bench, self.operating_point, t_int)
             status = BUFFER_STATUS_COMPLIANCE if s.condition else 0
             values = {"i": i, "v": v, "p": v * i,
                       "r": (v / i) if i != 0 else OVERFLOW}
@@ -1128,7 +383,10 @@ class Keithley2600Emulator:
         self.linefreq = float(linefreq)
         self.clock = bench.chip.clock
         self._lock = threading.RLock()
-        self.errors: list[tuple[int, str]] = []
+        self.status = ScpiStatus()  # the error queue (errorqueue.*) and *ESR?
+        self.common = CommonCommands(
+            f"Keithley Instruments Inc., Model {model}, {serial}, 4.0.5", reset=self.reset,
+            status=self.status)
         self.format_data = 1        # ASCII
         self.format_byteorder = 0   # NORMAL (big endian)
         self.ascii_precision = 0
@@ -1170,27 +428,17 @@ class Keithley2600Emulator:
             if text == "abort":  # stops a running script: none runs between commands here
                 return None
             if text.startswith("*"):
-                return self._common(text)
+                try:
+                    return self.common(text)
+                except ScpiError as exc:
+                    self._error(exc.code, exc.message)
+                    return None
             return self._run(text)
 
-    def _common(self, cmd: str) -> str | None:
-        c = cmd.upper()
-        if c == "*IDN?":
-            return f"Keithley Instruments Inc., Model {self.model}, {self.serial}, 4.0.5"
-        if c == "*RST":
-            self.reset()
-            return None
-        if c == "*CLS":
-            self.errors.clear()
-            return None
-        if c == "*OPC?":
-            return "1"
-        if c in ("*ESR?", "*STB?"):
-            return "0"
-        if c in ("*WAI", "*TRG", "*OPC"):
-            return None
-        self._error(-113, f"Undefined header {cmd}")
-        return None
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """The error queue, oldest first: (code, message)."""
+        return self.status.errors
 
     @property
     def loading_script(self) -> bool:
@@ -1211,18 +459,15 @@ class Keithley2600Emulator:
                 log.warning("%s: connection closed while loading a script: discarded",
                             self.name)
 
-    def _end_script(self, loading: "_Loading") -> bytes | None:
+    def _end_script(self, loading: _Loading) -> bytes | None:
         src = "\n".join(loading.lines)
         name, run = loading.name, loading.run
         if name:
             try:
-                block = _Parser(src).chunk()
+                self.globals[name] = Script(name, src, self._interp)
             except TspError as exc:
                 self._error(exc.code, str(exc))
                 return None
-            fn = _LuaFunction([], block, self._interp)
-            script = Obj(name, {"run": Fn(fn, f"{name}.run"), "source": src})
-            self.globals[name] = _ScriptObj(script, fn)
         if not run:
             return None
         return self._run(src)
@@ -1240,7 +485,7 @@ class Keithley2600Emulator:
 
     def _error(self, code: int, message: str) -> None:
         log.warning("%s: %s (code %d)", self.name, message, code)
-        self.errors.append((code, message))
+        self.status.push(code, message)
 
     def _emit(self, data: bytes) -> None:
         self._out.append(data)
@@ -1258,14 +503,14 @@ class Keithley2600Emulator:
 
         def setter(attr: str, choices: Sequence[float]) -> Callable[[Any], None]:
             def set_(v: Any) -> None:
-                x = int(Interpreter.num(v))
+                x = int(num(v))
                 if x not in choices:
                     raise TspError(f"TSP Runtime error: parameter value {x} out of range", -1110)
                 setattr(self, attr, x)
             return set_
 
         def set_linefreq(v: Any) -> None:
-            x = Interpreter.num(v)
+            x = num(v)
             if x not in (50.0, 60.0):
                 raise TspError("TSP Runtime error: line frequency must be 50 or 60", -1110)
             self.linefreq = x
@@ -1293,15 +538,16 @@ class Keithley2600Emulator:
         })
 
         def err_next():
-            if not self.errors:
+            error = self.status.pop()
+            if error is None:
                 return (0.0, "Queue Is Empty", 0.0, 0.0)
-            code, msg = self.errors.pop(0)
+            code, msg = error
             return (float(code), msg, 30.0, 0.0)
 
         errorqueue = Obj("errorqueue", {
-            "count": Prop(lambda: float(len(self.errors))),
+            "count": Prop(lambda: float(len(self.status.errors))),
             "next": Fn(err_next, "errorqueue.next"),
-            "clear": Fn(lambda: self.errors.clear(), "errorqueue.clear"),
+            "clear": Fn(lambda: self.status.errors.clear(), "errorqueue.clear"),
         })
         instrument = Obj("status.measurement.instrument", {
             ch: Obj(f"status.measurement.instrument.{ch}", {
@@ -1329,19 +575,10 @@ class Keithley2600Emulator:
             "measure": Obj("timer.measure", {
                 "t": Fn(lambda: self.clock.now() - self._timer_t0, "timer.measure.t")}),
         })
-        math_ = Obj("math", {
-            "abs": Fn(lambda x: abs(Interpreter.num(x))),
-            "min": Fn(lambda *x: min(Interpreter.num(v) for v in x)),
-            "max": Fn(lambda *x: max(Interpreter.num(v) for v in x)),
-            "floor": Fn(lambda x: float(math.floor(Interpreter.num(x)))),
-            "ceil": Fn(lambda x: float(math.ceil(Interpreter.num(x)))),
-            "sqrt": Fn(lambda x: math.sqrt(Interpreter.num(x))),
-            "huge": math.inf, "pi": math.pi,
-        })
         g.update(self.smus_objs())
         g.update({
             "format": fmt, "localnode": localnode, "errorqueue": errorqueue,
-            "status": status, "display": display, "timer": timer, "math": math_,
+            "status": status, "display": display, "timer": timer,
             "beeper": Obj("beeper", {"beep": Fn(lambda *a: None, "beeper.beep"),
                                      "enable": Prop(lambda: 0.0, lambda v: None)}),
             "print": Fn(self._print, "print"),
@@ -1351,18 +588,17 @@ class Keithley2600Emulator:
             "waitcomplete": Fn(lambda *a: None, "waitcomplete"),
             "opc": Fn(lambda: None, "opc"),
             "reset": Fn(lambda *a: self.reset(), "reset"),
-            "tostring": Fn(_lua_tostring, "tostring"),
-            "tonumber": Fn(_tonumber, "tonumber"),
         })
+        g.update(standard_library())
 
     def smus_objs(self) -> dict[str, Obj]:
         return {ch: smu.obj for ch, smu in self.smus.items()}
 
     def _print(self, *args: Any) -> None:
-        self._emit(("\t".join(_tostring(a, self.ascii_precision) for a in args) + "\n").encode())
+        self._emit(("\t".join(tostring(a, self.ascii_precision) for a in args) + "\n").encode())
 
     def _delay(self, seconds: Any = 0.0) -> None:
-        t = Interpreter.num(seconds)
+        t = num(seconds)
         if t < 0:
             raise TspError("TSP Runtime error: delay must be >= 0", -1110)
         with self.bench.lock:
@@ -1384,15 +620,15 @@ class Keithley2600Emulator:
         return arr.astype(order + "f8").tobytes()
 
     def _printnumber(self, *values: Any) -> None:
-        nums = [Interpreter.num(v) for v in values]
+        nums = [num(v) for v in values]
         if self.format_data == 1:
-            self._emit((", ".join(_fmt_number(x, self.ascii_precision) for x in nums)
+            self._emit((", ".join(fmt_number(x, self.ascii_precision) for x in nums)
                         + "\n").encode())
         else:
             self._emit(b"#0" + self._pack(nums) + b"\n")
 
     def _printbuffer(self, start: Any, end: Any, *fields: Any) -> None:
-        a, b = int(Interpreter.num(start)), int(Interpreter.num(end))
+        a, b = int(num(start)), int(num(end))
         if not fields:
             raise TspError("TSP Runtime error: printbuffer needs a buffer")
         cols = []
@@ -1406,29 +642,11 @@ class Keithley2600Emulator:
             cols.append(vals[a - 1:b])
         values = [col[k] for k in range(b - a + 1) for col in cols]  # interleaved per index
         if self.format_data == 1:
-            self._emit((", ".join(_fmt_number(x, self.ascii_precision) for x in values)
+            self._emit((", ".join(fmt_number(x, self.ascii_precision) for x in values)
                         + "\n").encode())
         else:
             self._emit(b"#0" + self._pack(values) + b"\n")
 
 
-class _ScriptObj(Obj):
-    """A named script: callable as ``name()`` and as ``name.run()``."""
-
-    def __init__(self, obj: Obj, fn: _LuaFunction):
-        super().__init__(obj._name, obj._m)
-        self._fn = fn
-
-    def __call__(self, *args):
-        return self._fn(*args)
-
-
-def _tonumber(v: Any) -> float | None:
-    try:
-        return Interpreter.num(v)
-    except TspError:
-        return None
-
-
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "CONDITION_CURRENT_LIMIT", "CONDITION_VOLTAGE_LIMIT",
-           "Keithley2600Emulator", "TspError", "solve_current_source", "solve_voltage_source"]
+           "SCRIPT_LINES_MAX", "Keithley2600Emulator", "TspError"]

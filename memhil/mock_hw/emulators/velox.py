@@ -49,6 +49,7 @@ import logging
 import threading
 
 from memhil.mock_hw.chip import MockChip
+from memhil.mock_hw.scpi import CommonCommands, ScpiError, is_common
 from memhil.mock_hw.server import LineServer, ServedEmulator
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class VeloxEmulator(ServedEmulator):
         die = chip.die
         self.x_um, self.y_um = self._die_xy(die)
         self.server: LineServer | None = None
+        self.common = CommonCommands(self.idn)  # SCI answers *IDN? alone of IEEE 488.2
 
     # -- state and faults -------------------------------------------------------------------
     @property
@@ -148,8 +150,11 @@ class VeloxEmulator(ServedEmulator):
         if not parts:
             return f"{ERR_UNKNOWN}: Empty command"
         cmd, args = parts[0], parts[1:]
-        if cmd == "*IDN?":
-            return self.idn
+        if is_common(cmd):
+            try:
+                return self.common(cmd) or ""  # no error code, as Velox answers *IDN?
+            except ScpiError:
+                return f"{ERR_UNKNOWN}: Unknown command {cmd}"
         handler = getattr(self, "_cmd_" + cmd.lower(), None)
         if handler is None:
             return f"{ERR_UNKNOWN}: Unknown command {cmd}"
