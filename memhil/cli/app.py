@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                    else {"mock_lab": args.mock_lab} if args.mock_lab else None)
         return _run(args, backend)
     elif args.command == "fit":
-        from memhil.runs.protocol_run import fit_run
+        from memhil.runs.fit import fit_run
         fixed = {}
         for item in args.fix:
             k, _, v = item.partition("=")
