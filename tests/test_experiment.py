@@ -16,7 +16,8 @@ from memhil.runs.backend_config import open_backend
 from memhil.cli.app import main as cli_main
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
-from memhil.runs.protocol_run import load_protocol_file, run_protocol_file
+from memhil.runs.protocol_file import load_protocol_file
+from memhil.runs.protocol_run import run_protocol_file
 from memhil.protocols import ProtocolLimitError, Runner
 from memhil.store import RunStore
 

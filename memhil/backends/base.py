@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from memhil.core.errors import LimitError
-from memhil.core.limits import Limits
+from memhil.core.limits import Limits, worst_case_energy_j
 
 @runtime_checkable
 class Clock(Protocol):
@@ -76,6 +76,23 @@ class Reading:
     def at_floor(self) -> Tensor:
         """Per cell: the read is indistinguishable from an open circuit (no contact)."""
         return self.i_a.abs() < self.floor_a
+
+
+@dataclass(frozen=True)
+class PulseCounts:
+    """Programming pulses a backend has applied since it was opened: device-pulses of
+    positive (SET) and negative (RESET) polarity summed over the selected cells, ``pulse``
+    calls, and the worst-case energy ``energy_j`` (J) they could deliver, |V| * I_cc *
+    width * count summed over the selected cells (half-selected cells not counted)."""
+
+    set_pulses: int = 0
+    reset_pulses: int = 0
+    calls: int = 0
+    energy_j: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.set_pulses + self.reset_pulses
 
 
 @runtime_checkable
@@ -141,6 +158,23 @@ class Backend(ABC):
     def site(self) -> Site | None:
         """The wafer site control of a bench with a prober; None without one."""
         return None
+
+    @property
+    def tally(self) -> PulseCounts:
+        """Every pulse applied through ``pulse`` so far (counted here, once, for every
+        backend): SET and RESET device-pulses, calls and worst-case energy."""
+        sums, calls = getattr(self, "_pulse_sums", None), getattr(self, "_pulse_calls", 0)
+        if sums is None:
+            return PulseCounts()
+        n_set, n_reset, energy_j = sums.tolist()
+        return PulseCounts(int(n_set), int(n_reset), calls, float(energy_j))
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about this backend (run metadata, plain data):
+        ``device_model`` and ``calibration_files`` (use -> absolute path of each file a
+        device description was loaded from); a bench adds its ``station`` snapshot and
+        ``station_config``."""
+        return {"device_model": self.capabilities.device_model, "calibration_files": {}}
 
     def device_model(self) -> Any:
         """The nominal device model the cells follow (the ``DeviceModel`` interface of
@@ -219,17 +253,37 @@ class Backend(ABC):
                 raise ValueError(f"pulse count must be an integer, got {count!r}")
             n_max = float(sel.max()) if sel.numel() else 0.0
             if n_max > self.limits.count_max:  # before the int64 cast can wrap it
-                raise LimitError("pulse count", n_max, self.limits.count_max)
+                raise LimitError("pulse count", n_max, self.limits.count_max, field="count")
         n = n.to(torch.int64)
         if compliance_a is None:
             compliance_a = self.limits.compliance_default_a
         c = self._as_cell_tensor(compliance_a, torch.float64, "compliance_a")
         self.limits.check_pulse(v, w, n, c, mask)
         self._pulse(mask, v, w, n, c)
+        self._count_pulses(mask, v, w, n, c)
+
+    def _count_pulses(self, mask: Tensor | None, v: Tensor, w: Tensor, n: Tensor,
+                      c: Tensor) -> None:
+        """Add a request that was applied to ``tally`` (on the backend's torch device:
+        no host synchronization per pulse)."""
+        shape = self.shape
+        n_sel = n.to(torch.float64) if mask is None else torch.where(mask, n, 0).to(torch.float64)
+        sums = torch.stack([torch.broadcast_to(n_sel * (v > 0), shape).sum(),
+                            torch.broadcast_to(n_sel * (v < 0), shape).sum(),
+                            torch.broadcast_to(worst_case_energy_j(v.abs(), c, w, n_sel),
+                                               shape).sum()])
+        prev = getattr(self, "_pulse_sums", None)
+        self._pulse_sums = sums if prev is None else prev + sums
+        self._pulse_calls = getattr(self, "_pulse_calls", 0) + 1
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass (virtual time in sim and mock, real time on a bench)."""
         self.clock.sleep(seconds)
+
+    def safe_state(self) -> Any:
+        """Leave the hardware safe (outputs off, relays open, prober separated) and keep
+        it open: the end of every run. A no-op where there is no hardware."""
+        return None
 
     def close(self) -> None:
         """Leave the hardware in its safe state; a no-op where there is none."""

@@ -34,6 +34,7 @@ has resynchronized every instrument and confirmed the safe state.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
 import numpy as np
@@ -94,14 +95,19 @@ class HardwareBackend(Backend):
     chuck stands). ``read_floor_a``: reads below this current (A) are what an open circuit
     reads on this bench (flagged by protocols that expect conduction); the default sits
     above SMU and ADC open-circuit noise and far below any formed cell at a read bias.
+    ``on_close``: called once by ``close`` after the safe state, to release what was opened
+    for this backend (its station's connections, a mock lab); the backend is then closed
+    for good and a further ``close`` does nothing.
     """
 
     def __init__(self, station: Any, *, clock: Clock | None = None, strategy: Strategy = "auto",
                  v_read: float | None = None, drive: str | None = None, sense: str | None = None,
                  bias: str | None = None, nplc: float = 0.01, retries: int = 2,
                  die: tuple[int, int] | None = None, subsite: int = 0,
-                 read_floor_a: float = 1e-10):
+                 read_floor_a: float = 1e-10, on_close: Callable[[], None] | None = None):
         self.station = station
+        self._on_close = on_close
+        self._closed = False
         cfg = station.config
         self._shape = (1, cfg.chip.rows, cfg.chip.cols)
         self._clock = clock if clock is not None else WallClock()
@@ -178,14 +184,52 @@ class HardwareBackend(Backend):
         return build_device_model(self.station.config.chip.device)
 
     def _bipolar(self) -> bool:
-        device = self.station.config.chip.device
-        name = device.get("model") if isinstance(device, dict) else device
-        return name not in ("pcm",)
+        return _device_bipolar(self.station.config.chip.device, self.station.config.source)
+
+    def describe(self) -> dict[str, Any]:
+        """The station's snapshot and configuration, the chip's device description and the
+        device file it names (``chip.device``, relative to the station file)."""
+        cfg = self.station.config
+        try:
+            snapshot = self.station.snapshot()
+        except Exception as exc:  # noqa: BLE001 - a snapshot must not stop a run
+            snapshot = {"error": repr(exc)}
+        files = {}
+        if _is_device_file(cfg.chip.device):
+            files["chip.device"] = str(_relative_to(cfg.source, cfg.chip.device))
+        return {"device_model": cfg.chip.device, "calibration_files": files,
+                "station": snapshot, "station_config": cfg.to_dict()}
+
+    def safe_state(self) -> Any:
+        """Leave the station safe (outputs off, relays open, prober separated) and keep it
+        open: returns the confirmed ``SafeStateReport`` or raises ``SafeStateError``
+        (fault latched)."""
+        return self._safe_state()
 
     def close(self) -> Any:
-        """Leave the station safe (outputs off, relays open, prober separated): returns
-        the confirmed ``SafeStateReport`` or raises ``SafeStateError`` (fault latched)."""
-        return self._safe_state()
+        """Leave the station safe (``safe_state``), then release what ``on_close``
+        releases; the safe state's error, if any, is the one raised."""
+        if self._closed:
+            return self.last_safe_state
+        try:
+            report = self._safe_state()
+        except BaseException:
+            self._release(quiet=True)
+            raise
+        self._release(quiet=False)
+        return report
+
+    def _release(self, quiet: bool) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is None:
+            return
+        self._closed = True
+        try:
+            on_close()
+        except Exception:
+            if not quiet:
+                raise
+            log.exception("releasing the station after a failed safe state")
 
     # -- recovery ---------------------------------------------------------------------------
     def _safe_state(self) -> Any:
@@ -581,6 +625,33 @@ class _ProberSite:
                                 f"prober's contact status query reports none): nothing "
                                 f"was read or pulsed")
         self.confirmed = p.moves
+
+
+def _is_device_file(device: Any) -> bool:
+    return isinstance(device, (str, Path)) and str(device).endswith((".yaml", ".yml"))
+
+
+def _relative_to(source: str | None, device: str | Path) -> Path:
+    """A device file named in a station file, resolved against that file's folder."""
+    p = Path(device).expanduser()
+    if not p.is_absolute() and source:
+        p = Path(source).parent / p
+    return p.resolve()
+
+
+def _device_bipolar(device: Any, source: str | None = None) -> bool:
+    """Whether the chip's device model depresses gradually (``DeviceModel.bipolar``),
+    from its description (a model name, mapping or fitted file); True when it names no
+    model that can be built (the contract's default)."""
+    if device is None:
+        return True
+    from memhil.backends.sim.devices import build_device_model
+    if _is_device_file(device):
+        device = _relative_to(source, device)
+    try:
+        return bool(build_device_model(device).bipolar)
+    except (ValueError, OSError):  # ConfigError is a ValueError
+        return True
 
 
 def _device_description(chip: Any) -> tuple[tuple[float, float], tuple[float, float] | None,

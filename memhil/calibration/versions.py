@@ -52,30 +52,14 @@ def file_version(path: str | Path) -> dict[str, Any]:
     return entry
 
 
-def _relative_to(source: str | None, device: str | Path) -> Path:
-    p = Path(device).expanduser()
-    if p.is_absolute() or not source:
-        return p
-    return Path(source).parent / p
-
-
-def calibration_versions(backend: Any) -> dict[str, dict[str, Any]]:
-    """``{use: {path, sha256, version, ...}}`` for the calibration files ``backend`` uses;
-    ``{}`` when it uses none."""
-    out: dict[str, dict[str, Any]] = {}
-    station = getattr(backend, "station", None)
-    if station is None:
-        dev = getattr(getattr(backend, "config", None), "device", None)
-        if _is_file_ref(dev):
-            out["sim.device"] = file_version(dev)
-    else:
-        cfg = station.config
-        if _is_file_ref(cfg.chip.device):
-            out["chip.device"] = file_version(_relative_to(cfg.source, cfg.chip.device))
-        lab = getattr(backend, "lab", None)
-        mock_dev = getattr(getattr(lab, "mock", None), "device", None)
-        if _is_file_ref(mock_dev):
-            out["mock.device"] = file_version(_relative_to(lab.config.source, mock_dev))
+def calibration_versions(backend: Any, description: dict[str, Any] | None = None
+                         ) -> dict[str, dict[str, Any]]:
+    """``{use: {path, sha256, version, ...}}`` for the calibration files ``backend`` uses
+    (its ``describe()["calibration_files"]``, or ``description``'s when given); ``{}`` when
+    it uses none."""
+    desc = backend.describe() if description is None else description
+    out: dict[str, dict[str, Any]] = {
+        use: file_version(path) for use, path in desc.get("calibration_files", {}).items()}
     return out
 
 

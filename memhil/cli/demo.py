@@ -65,7 +65,8 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
 
     from memhil.backends.sim import SimBackend
     from memhil.calibration.fit.neurosim import fit_neurosim
-    from memhil.runs.protocol_run import pulse_responses_from_run, run_protocol_file
+    from memhil.runs.fit import pulse_responses_from_run
+    from memhil.runs.protocol_run import run_protocol_file
     from memhil.mock_hw.lab import MockLab
     from memhil.store import RunStore, plots
 

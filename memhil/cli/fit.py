@@ -38,7 +38,7 @@ def command(run_ids: tuple[int, ...], model: str, db: str | None, out: str,
     """Fit a device model to stored pulse_train run(s); several (or several amplitudes)
     for vteam."""
     from memhil.core.errors import ConfigError
-    from memhil.runs.protocol_run import fit_run
+    from memhil.runs.fit import fit_run
     from memhil.store import RunStore
 
     db = existing_db(db)

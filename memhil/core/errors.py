@@ -19,12 +19,27 @@ class ConfigError(ValueError):
 
 
 class LimitError(ValueError):
-    """A request exceeds a configured safety limit; raised before any state changes."""
+    """A request exceeds a configured safety limit; raised before any state changes.
 
-    def __init__(self, quantity: str, value: float, limit: float, unit: str = ""):
+    The facts are attributes, so callers never parse the message: ``quantity`` (what was
+    checked, e.g. "pulse amplitude |V|"), ``value`` and ``limit`` (in ``unit``), ``field``
+    (the request field it came from: "amplitude", "width", "count", "compliance",
+    "energy" or "v_read"; None where no single request field applies) and ``param`` (the
+    protocol parameter or file key that set it, once a caller knows it; it heads the
+    message).
+    """
+
+    field: str | None = None  # class defaults: subclasses that word their own message
+    param: str | None = None
+
+    def __init__(self, quantity: str, value: float, limit: float, unit: str = "", *,
+                 field: str | None = None, param: str | None = None):
         self.quantity = quantity
         self.value = value
         self.limit = limit
         self.unit = unit
+        self.field = field
+        self.param = param
         u = f" {unit}" if unit else ""
-        super().__init__(f"{quantity} = {value:.6g}{u} exceeds the limit {limit:.6g}{u}")
+        what = f"{param} ({quantity})" if param else quantity
+        super().__init__(f"{what} = {value:.6g}{u} exceeds the limit {limit:.6g}{u}")

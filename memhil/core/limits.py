@@ -132,7 +132,7 @@ class Limits:
             lo, hi = torch.aminmax(v.detach())
             vmax = max(-float(lo), float(hi)) if bool(torch.isfinite(lo + hi)) else float("nan")
             if exceeds(vmax, self.v_read_max_v):
-                raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V")
+                raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V", field="v_read")
 
     def check_pulse(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor,
                     selected: Tensor | None) -> None:
@@ -143,22 +143,24 @@ class Limits:
         v_lo, v_hi = _extrema(v, selected)
         vmax = max(abs(v_lo), abs(v_hi)) if v_lo == v_lo else float("nan")
         if exceeds(vmax, self.v_pulse_max_v):
-            raise LimitError("pulse amplitude |V|", vmax, self.v_pulse_max_v, "V")
+            raise LimitError("pulse amplitude |V|", vmax, self.v_pulse_max_v, "V",
+                             field="amplitude")
         wmin, wmax = _extrema(width_s, selected)
         if exceeds(wmax, self.width_max_s):
-            raise LimitError("pulse width", wmax, self.width_max_s, "s")
+            raise LimitError("pulse width", wmax, self.width_max_s, "s", field="width")
         if below(wmin, self.width_min_s):
-            raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s")
+            raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s",
+                             field="width")
         nmin, nmax = _extrema(count, selected)
         if nmin < 0:
-            raise LimitError("pulse count (must be >= 0)", nmin, 0)
+            raise LimitError("pulse count (must be >= 0)", nmin, 0, field="count")
         if nmax > self.count_max:
-            raise LimitError("pulse count", nmax, self.count_max)
+            raise LimitError("pulse count", nmax, self.count_max, field="count")
         cmin, cmax = _extrema(compliance_a, selected)
         if exceeds(cmax, self.compliance_max_a):
-            raise LimitError("compliance", cmax, self.compliance_max_a, "A")
+            raise LimitError("compliance", cmax, self.compliance_max_a, "A", field="compliance")
         if not cmin > 0:
-            raise LimitError("compliance (must be > 0)", cmin, 0.0, "A")
+            raise LimitError("compliance (must be > 0)", cmin, 0.0, "A", field="compliance")
         if self.energy_max_j is not None:
             self.check_energy(worst_case_energy_j(v.double().abs(), compliance_a.double(),
                                                   width_s.double(), count.double()), selected)
@@ -171,7 +173,7 @@ class Limits:
             return
         e = _extrema(torch.as_tensor(energy_j, dtype=torch.float64), selected)[1]
         if exceeds(e, self.energy_max_j):
-            raise LimitError(quantity, e, self.energy_max_j, "J")
+            raise LimitError(quantity, e, self.energy_max_j, "J", field="energy")
 
 
 def _extrema(x: Tensor, selected: Tensor | None) -> tuple[float, float]:

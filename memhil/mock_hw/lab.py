@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from memhil.backends.clock import VirtualClock
+from memhil.backends.hardware import HardwareBackend
 from memhil.core.config import from_mapping
 from memhil.core.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
@@ -215,11 +216,10 @@ class MockLab:
 
     @classmethod
     def open_backend(cls, station: StationConfig | Mapping[str, Any] | str | Path, **backend_kw: Any):
-        """A ``HardwareBackend`` over a fresh, started lab for ``station``, on the lab's
+        """A ``MockLabBackend`` over a fresh, started lab for ``station``, on the lab's
         virtual clock, touching down on the wafer's first die (``die=`` another) as any
         station with a prober does; closing the backend also closes the station and stops
         the lab."""
-        from memhil.backends.hardware import HardwareBackend
         from memhil.instruments.station import Station
 
         lab = cls(station).start()
@@ -228,31 +228,44 @@ class MockLab:
             if st.prober is not None:  # the backend touches down on its die (default: the
                 st.prober.load_map(list(lab.chip.wafer.dies))  # first) before it reads
                 backend_kw.setdefault("die", tuple(lab.chip.wafer.dies[0]))
-            backend = HardwareBackend(st, clock=lab.clock, **backend_kw)
+            return MockLabBackend(lab, st, **backend_kw)
         except BaseException:
             lab.stop()
             raise
-        backend.lab = lab
-        close = backend.close
-
-        closed = []
-
-        def close_all() -> None:
-            if closed:
-                return  # idempotent: the lab and its ports are gone
-            closed.append(True)
-            try:
-                close()
-                st.close()
-            finally:
-                lab.stop()
-                _close_qcodes(st)
-        backend.close = close_all
-        return backend
 
     def sources_off(self) -> bool:
         """True when no emulated source drives the chip (every terminal off)."""
         return not any(t.output_on for t in self.bench.terminals.values())
+
+
+class MockLabBackend(HardwareBackend):
+    """A ``HardwareBackend`` over ``station`` connected to ``lab``, which it owns: closing
+    it (after the safe state) closes the station and stops the lab; its description adds
+    the device the lab emulates (``mock_device``, a file of it as calibration data)."""
+
+    def __init__(self, lab: MockLab, station: Any, **backend_kw: Any):
+        self.lab = lab
+        super().__init__(station, clock=lab.clock, on_close=self._close_lab, **backend_kw)
+
+    def _close_lab(self) -> None:
+        try:
+            self.station.close()
+        finally:
+            self.lab.stop()
+            _close_qcodes(self.station)
+
+    def describe(self) -> dict[str, Any]:
+        desc = super().describe()
+        device = self.lab.mock.device
+        if device is not None:
+            desc["mock_device"] = device
+            if isinstance(device, (str, Path)) and str(device).endswith((".yaml", ".yml")):
+                p = Path(device).expanduser()
+                if not p.is_absolute() and self.lab.config.source:
+                    p = Path(self.lab.config.source).parent / p
+                desc["calibration_files"] = {**desc["calibration_files"],
+                                             "mock.device": str(p.resolve())}
+        return desc
 
 
 def _close_qcodes(station: Any) -> None:

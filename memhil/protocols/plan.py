@@ -126,20 +126,30 @@ def unit(key: tuple, body: Plan) -> Plan:
     return result
 
 
-def prefixed(plan: Plan, key_prefix: tuple, record_key: Mapping[str, Any]) -> Plan:
-    """``plan`` with ``key_prefix`` prepended to its unit keys and ``record_key`` merged into
-    its records' keys (a protocol run inside another, e.g. per die of a wafer)."""
+def map_messages(plan: Plan, fn: Callable[[Any], Any]) -> Plan:
+    """``plan`` with every message it yields replaced by ``fn(msg)``; replies and the
+    return value pass through (Bluesky's ``msg_mutator``)."""
     reply = None
     while True:
         try:
             msg = plan.send(reply)
         except StopIteration as stop:
             return stop.value
+        reply = yield fn(msg)
+
+
+def prefixed(plan: Plan, key_prefix: tuple, record_key: Mapping[str, Any]) -> Plan:
+    """``plan`` with ``key_prefix`` prepended to its unit keys and ``record_key`` merged into
+    its records' keys (a protocol run inside another, e.g. per die of a wafer)."""
+
+    def prefix(msg: Any) -> Any:
         if isinstance(msg, (Checkpoint, Commit, IsDone)):
-            msg = type(msg)(tuple(key_prefix) + tuple(msg.key))
-        elif isinstance(msg, Record):
-            msg = Record({**record_key, **msg.key}, msg.values)
-        reply = yield msg
+            return type(msg)(tuple(key_prefix) + tuple(msg.key))
+        if isinstance(msg, Record):
+            return Record({**record_key, **msg.key}, msg.values)
+        return msg
+
+    return (yield from map_messages(plan, prefix))
 
 
 def cell_records(protocol: str, cells: Sequence[tuple[int, int, int]], key: Mapping[str, Any],

@@ -50,24 +50,11 @@ def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None =
         from memhil.instruments.station import Station
         station = Station.from_config(config["station"], visa_library=visa_library)
         try:
-            backend = HardwareBackend(station, **extra)
+            # closing the backend (safe state) also closes the station opened for it: its
+            # connections and QCoDeS names, so the bench can be opened again in this process
+            return HardwareBackend(station, on_close=station.close, **extra)
         except BaseException:
             station.close()
             raise
-        return _closing_station(backend, station)
     from memhil.mock_hw.lab import MockLab
     return MockLab.open_backend(config["mock_lab"], **extra)
-
-
-def _closing_station(backend: Backend, station: Any) -> Backend:
-    """``backend.close`` (safe state) also closes the station opened for it: its instrument
-    connections and their QCoDeS names, so the bench can be opened again in this process."""
-    close = backend.close
-
-    def close_all() -> None:
-        try:
-            close()
-        finally:
-            station.close()
-    backend.close = close_all  # type: ignore[method-assign]  # closes the station too
-    return backend

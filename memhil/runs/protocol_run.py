@@ -1,12 +1,6 @@
 """Run a protocol file into the run store: ``run_protocol_file(path, ...) -> run_id``.
 
-A protocol file (YAML)::
-
-    protocol: pulse_train                     # a registered protocol (memhil.protocols)
-    params: {n_pulses: 20, v_ltp: 2.0, v_ltd: -2.0, width_s: 8.0e-8}
-    backend: {mock_lab: ../mock_wafer_station.yaml}   # relative paths: against this file
-    name: ltp_demo                            # optional run name (default: the file stem)
-    description: free text                    # optional
+The file format and its validation: ``memhil.runs.protocol_file``.
 
 Order of work: the file is parsed and the protocol built (ConfigError naming file and
 key), the plan PRE-FLIGHTED on a dry backend built from the configuration files alone
@@ -34,108 +28,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from memhil.runs.backend_config import open_backend
-from memhil.core.config import load_yaml
-from memhil.core.errors import ConfigError, LimitError
-from memhil.protocols import ProtocolError, ProtocolLimitError, Runner, build_protocol
+from memhil.core.errors import ConfigError
+from memhil.protocols import ProtocolError, Runner, Summary, build_protocol
 from memhil.protocols.journal import key_text
 from memhil.protocols.plan import Record
+from memhil.runs.backend_config import open_backend
+from memhil.runs.protocol_file import (META_CONFIG, META_FILE, ProtocolFile, file_errors,
+                                       load_protocol_file, offline_backend, plain,
+                                       resolve_backend_config)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProtocolFile", "load_protocol_file", "run_protocol_file", "journal_path",
-           "offline_backend",
-           "find_resumable_run", "PROTOCOL_FILE_KEYS", "column_name", "station_identity",
-           "check_resume_matches", "first_difference", "fit_run", "pulse_sequence_from_run"]
-
-PROTOCOL_FILE_KEYS = ("protocol", "params", "backend", "name", "description")
-_META_FILE = "protocol_file"
-_META_CONFIG = "protocol_config"
-
-
-@dataclass(frozen=True)
-class ProtocolFile:
-    path: Path
-    protocol: str
-    params: dict
-    backend: Any  # resolved backend config (paths absolute), or None
-    name: str
-    description: str
-    plan: Any  # the ProtocolPlan
-
-    def config(self) -> dict:
-        return {"file": str(self.path), "protocol": self.protocol, "params": self.params,
-                "backend": _plain(self.backend), "name": self.name,
-                "description": self.description}
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if x is None or isinstance(x, (str, int, float, bool)):
-        return x
-    return repr(x)
-
-
-def resolve_backend_config(config: Any, base: Path, source: str | None = None) -> Any:
-    """``config`` with its station / mock_lab YAML path (and a sim device file) made
-    absolute against ``base``."""
-    if config is None or config == "sim":
-        return config
-    if not isinstance(config, Mapping):
-        raise ConfigError("backend", f"expected 'sim' or a mapping, got {config!r}", source)
-    out = dict(config)
-    for kind in ("station", "mock_lab"):
-        v = out.get(kind)
-        if isinstance(v, (str, Path)):
-            p = Path(v).expanduser()
-            out[kind] = str(p if p.is_absolute() else (base / p).resolve())
-    sim = out.get("sim")
-    if isinstance(sim, Mapping) and isinstance(sim.get("device"), str) \
-            and sim["device"].endswith((".yaml", ".yml")):
-        p = Path(sim["device"]).expanduser()
-        out["sim"] = {**sim, "device": str(p if p.is_absolute() else (base / p).resolve())}
-    return out
-
-
-def load_protocol_file(path: str | Path) -> ProtocolFile:
-    """Parse and validate a protocol file (no instrument is touched)."""
-    path = Path(path).resolve()
-    src = str(path)
-    data = load_yaml(path)
-    unknown = sorted(set(data) - set(PROTOCOL_FILE_KEYS))
-    if unknown:
-        raise ConfigError(unknown[0], f"unknown key (allowed: {list(PROTOCOL_FILE_KEYS)})", src)
-    if "protocol" not in data:
-        raise ConfigError("protocol", "missing (a registered protocol name)", src)
-    name = data["protocol"]
-    if not isinstance(name, str):
-        raise ConfigError("protocol", f"expected a protocol name, got {name!r}", src)
-    from memhil.protocols.registry import protocol_names
-    if name not in protocol_names():
-        raise ConfigError("protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
-                          src)
-    params = data.get("params") or {}
-    if not isinstance(params, Mapping):
-        raise ConfigError("params", f"expected a mapping, got {type(params).__name__}", src)
-    plan = build_protocol(name, params, source=src, prefix="params")
-    run_name = data.get("name", path.stem)
-    if not isinstance(run_name, str) or not run_name:
-        raise ConfigError("name", f"expected a non-empty string, got {run_name!r}", src)
-    desc = data.get("description", "")
-    if not isinstance(desc, str):
-        raise ConfigError("description", "expected a string", src)
-    backend = resolve_backend_config(data.get("backend"), path.parent, src)
-    return ProtocolFile(path=path, protocol=name, params=dict(params), backend=backend,
-                        name=run_name, description=desc, plan=plan)
+__all__ = ["run_protocol_file", "journal_path", "find_resumable_run", "column_name",
+           "station_identity", "check_resume_matches", "first_difference"]
 
 
 def journal_path(db: str | Path, run_id: int) -> Path:
@@ -166,50 +74,32 @@ def column_name(field: str) -> str:
     return field if _sqlite_accepts(field) else f"{field}_"
 
 
-class _SchemaRunner(Runner):
-    """A Runner whose pre-flight also collects the record key and value names (in first
-    seen order; extra dry passes with every read at G_min and at G_max catch records that
-    only a real device state produces) and is done once: ``run`` reuses the summary."""
+class _RecordSchema:
+    """The record key and value names a plan yields (in first seen order), collected by
+    ``runner``'s pre-flight: the store's columns. ``preflight`` adds dry passes with every
+    read at G_min and at G_max, which catch records that only a real device state
+    produces."""
 
-    def __init__(self, *a: Any, **kw: Any):
-        super().__init__(*a, **kw)
+    def __init__(self, runner: Runner):
+        self.runner = runner
         self.key_names: dict[str, None] = {}
         self.value_names: dict[str, None] = {}
-        self._summary = None
+        record = runner.commands[Record]
 
-    def preflight(self, plan_factory):
-        if self._summary is None:
-            self._summary = super().preflight(plan_factory)
-            lo, hi = self.backend.capabilities.conductance_range_s
-            for g in (lo, hi):
-                self._schema_pass(plan_factory, g)
-        return self._summary
+        def collect(msg: Record, p: Any) -> Any:
+            if p.dry:
+                for k in msg.key:
+                    self.key_names.setdefault(str(k), None)
+                for k in msg.values:
+                    self.value_names.setdefault(str(k), None)
+            return record(msg, p)
+        runner.register_command(Record, collect)
 
-    def _schema_pass(self, plan_factory, g_s: float) -> None:
-        from memhil.protocols.dry import DryBackend
-        from memhil.protocols.runner import Summary
-        dry = DryBackend(self.backend, g_s=g_s)
-        plan = plan_factory(self.backend.capabilities)
-        reply: Any = None
-        s = Summary()
-        try:
-            while s.ops <= self.max_preflight_ops:
-                try:
-                    msg = plan.send(reply)
-                except StopIteration:
-                    break
-                s.ops += 1
-                reply = self._execute(dry, msg, s, dry=True)
-        finally:
-            plan.close()
-
-    def _execute(self, be, msg, s, *, dry):
-        if dry and isinstance(msg, Record):
-            for k in msg.key:
-                self.key_names.setdefault(str(k), None)
-            for k in msg.values:
-                self.value_names.setdefault(str(k), None)
-        return super()._execute(be, msg, s, dry=dry)
+    def preflight(self, plan_factory: Any) -> Summary:
+        summary = self.runner.preflight(plan_factory)
+        for g_s in self.runner.backend.capabilities.conductance_range_s:
+            self.runner.preflight(plan_factory, g_s=g_s)
+        return summary
 
 
 class _StoreSink:
@@ -286,116 +176,29 @@ class _StoreJournal:
 
 def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
     caps = backend.capabilities
+    desc = backend.describe()
     md: dict[str, Any] = {
-        _META_FILE: str(pf.path),
-        _META_CONFIG: pf.config(),
-        "backend_config": _plain(backend_cfg) if backend_cfg is not None
+        META_FILE: str(pf.path),
+        META_CONFIG: pf.config(),
+        "backend_config": plain(backend_cfg) if backend_cfg is not None
         else type(backend).__name__,
-        "capabilities": caps.as_dict() if hasattr(caps, "as_dict") else _plain(caps),
-        "calibration_versions": _calibration_versions(backend),
+        "capabilities": caps.as_dict(),
+        "calibration_versions": _calibration_versions(backend, desc),
     }
-    station = getattr(backend, "station", None)
-    if station is not None:
-        try:
-            md["station"] = station.snapshot()
-        except Exception as exc:  # noqa: BLE001 - a snapshot must not stop a run
-            md["station"] = {"error": repr(exc)}
-        chip = getattr(getattr(station, "config", None), "chip", None)
-        device = getattr(chip, "device", None)
-        lab = getattr(backend, "lab", None)  # the mock lab knows the emulated device
-        if lab is not None and getattr(lab.mock, "device", None) is not None:
-            md["mock_device"] = _plain(lab.mock.device)
-        md["device_model"] = _plain(device)
-    else:
-        cfg = getattr(backend, "config", None)
-        dev = getattr(cfg, "device", None) if cfg is not None else None
-        if dev is None and isinstance(backend_cfg, Mapping) and isinstance(backend_cfg.get("sim"), Mapping):
-            dev = backend_cfg["sim"].get("device")
-        md["device_model"] = _plain(dev) if dev is not None else caps.device_model
+    for key in ("station", "mock_device"):
+        if key in desc:
+            md[key] = plain(desc[key])
+    md["device_model"] = plain(desc["device_model"])
     return md
 
 
-def _calibration_versions(backend: Any) -> dict:
+def _calibration_versions(backend: Any, desc: dict) -> dict:
     from memhil.calibration.versions import calibration_versions
     try:
-        return calibration_versions(backend)
-    except Exception as exc:  # metadata must not stop a run (logged)
+        return calibration_versions(backend, desc)
+    except Exception as exc:  # noqa: BLE001 - metadata must not stop a run
         log.exception("recording calibration versions")
         return {"error": repr(exc)}
-
-
-def _file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimitError:
-    """The pre-flight's limit error, naming the file and its ``params.`` keys."""
-    names = [n.strip() for n in exc.param.split("/")]
-    keys = " / ".join("params." + n.split(".", 1)[1] if n.startswith(pf.protocol + ".")
-                      else n for n in names)
-    inner = exc.quantity[len(exc.param) + 2:-1] if exc.quantity.startswith(exc.param + " (") \
-        else exc.quantity
-    return ProtocolLimitError(f"{pf.path}: {keys}", LimitError(inner, exc.value, exc.limit, exc.unit))
-
-
-def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
-    """A dry stand-in for the configured backend, from the configuration files alone: the
-    station's chip shape, limits, device description and instrument roles (a simulator is
-    itself contacts-free and is opened). Nothing is connected."""
-    from types import SimpleNamespace
-
-    from memhil.backends.base import Capabilities
-    from memhil.backends.hardware import _device_description
-    from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
-    from memhil.instruments.station import load_station_config
-    from memhil.protocols.dry import DryBackend
-
-    cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
-    if "sim" in cfg:
-        sim = open_backend(backend_cfg, source=source)
-        try:
-            return DryBackend(sim, has_prober=False)
-        finally:
-            sim.close()
-    kind = next((k for k in ("station", "mock_lab") if k in cfg), None)
-    if kind is None:
-        raise ConfigError("backend", "needs exactly one of: sim, station, mock_lab "
-                          f"(got {sorted(cfg)})", source)
-    sc = load_station_config(cfg[kind])
-    load_builtin_instruments()
-    roles = {get_instrument_type(i.type, key=f"instruments.{n}.type",
-                                 source=str(cfg[kind])).role
-             for n, i in sc.instruments.items()}
-    strategy = cfg.get("strategy", "auto")
-    if strategy == "auto":
-        strategy = "parallel" if "array" in roles else "cell"
-    try:
-        g, set_pulse, reset_pulse = _device_description(sc.chip)
-    except ValueError as exc:
-        raise ConfigError("chip", str(exc), str(cfg[kind])) from None
-    device = sc.chip.device
-    model = device.get("model") if isinstance(device, Mapping) else device
-    caps = Capabilities(
-        tiles=1, rows=sc.chip.rows, cols=sc.chip.cols, read_strategy=strategy,
-        transpose_read=True, per_cell_amplitude=True, per_cell_width=True,
-        min_pulse_width_s=sc.limits.width_min_s, virtual_clock=kind == "mock_lab",
-        device_model=str(device or "unknown"), bipolar=model not in ("pcm",),
-        conductance_range_s=g, set_pulse=set_pulse, reset_pulse=reset_pulse)
-    v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
-    like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
-                           capabilities=caps, read_voltage_v=float(
-                               0.5 * sc.limits.v_read_max_v if v_read is None else v_read))
-    return DryBackend(like, has_prober="prober" in roles)
-
-
-def _preflight(runner: Any, pf: ProtocolFile, where: str) -> Any:
-    """``runner.preflight`` with its errors naming the protocol file and key: limits
-    (ProtocolLimitError), cells outside the chip (ConfigError)."""
-    try:
-        return runner.preflight(pf.plan)
-    except ProtocolLimitError as exc:
-        raise _file_limit_error(exc, pf) from None
-    except IndexError as exc:  # a cell outside the chip
-        _, rows, cols = runner.backend.shape
-        key = "params.cells" if "cells" in pf.params else "params"
-        raise ConfigError(key, f"{exc} (the chip of {where} has {rows} x {cols} cells)",
-                          str(pf.path)) from None
 
 
 def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
@@ -406,24 +209,23 @@ def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
     from memhil.instruments.station import load_station_config
 
     if backend is not None:
-        station = getattr(backend, "station", None)
-        if station is not None:
-            return {"kind": "station", "station": _plain(station.config.to_dict())}
-        caps = backend.capabilities
+        desc = backend.describe()
+        if "station_config" in desc:
+            return {"kind": "station", "station": plain(desc["station_config"])}
         return {"kind": type(backend).__name__, "shape": list(backend.shape),
-                "device_model": _plain(caps.device_model)}
+                "device_model": plain(backend.capabilities.device_model)}
     cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
     kind = next(k for k in ("sim", "station", "mock_lab") if k in cfg)
-    extra = {k: _plain(v) for k, v in cfg.items() if k != kind}
+    extra = {k: plain(v) for k, v in cfg.items() if k != kind}
     if kind == "sim":
-        return {"kind": "sim", "sim": _plain(cfg["sim"] or {}), **extra}
+        return {"kind": "sim", "sim": plain(cfg["sim"] or {}), **extra}
     station = load_station_config(cfg[kind]).to_dict()
-    return {"kind": kind, "station": _plain(station), **extra}
+    return {"kind": kind, "station": plain(station), **extra}
 
 
 def _json_normal(x: Any) -> Any:
     import json
-    return json.loads(json.dumps(_plain(x), default=str))
+    return json.loads(json.dumps(plain(x), default=str))
 
 
 def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
@@ -469,7 +271,7 @@ def check_resume_matches(md: Mapping[str, Any], pf: ProtocolFile, identity: dict
                          backend_cfg: Any, run_id: int) -> None:
     """Refuse to resume run ``run_id`` (metadata ``md``) with a different protocol or
     station: ConfigError naming the file and the first differing key."""
-    cfg = md.get(_META_CONFIG) or {}
+    cfg = md.get(META_CONFIG) or {}
     src = str(pf.path)
     old_proto = cfg.get("protocol")
     if old_proto is not None and old_proto != pf.protocol:
@@ -515,7 +317,7 @@ def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
         if info.continues is not None:
             continue  # look at roots; the chain's last run decides
         md = store.metadata(rid)
-        if md.get(_META_FILE) != target:
+        if md.get(META_FILE) != target:
             continue
         last = store.chain(rid)[-1]
         if infos[last].status != "completed":
@@ -551,7 +353,9 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
     if own_backend:  # every check the files allow, before any instrument or database
         where = backend_cfg if isinstance(backend_cfg, str) else next(
             (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
-        _preflight(_SchemaRunner(offline_backend(backend_cfg, src), progress=False), pf, where)
+        offline = offline_backend(backend_cfg, src)
+        with file_errors(pf, offline, where):
+            _RecordSchema(Runner(offline, progress=False)).preflight(pf.plan)
     new_db = not Path(db).exists()
     store = RunStore(db)
     writer = None
@@ -571,17 +375,19 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
         writer = None
         status = "failed"
         try:
-            runner = _SchemaRunner(be, progress=progress)
-            summary = _preflight(runner, pf, type(be).__name__)  # nothing reaches them
+            runner = Runner(be, progress=progress)
+            schema = _RecordSchema(runner)
+            with file_errors(pf, be, type(be).__name__):
+                summary = schema.preflight(pf.plan)  # nothing reaches the instruments
             log.info("%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s", src,
                      summary.ops, summary.pulses, summary.reads, summary.duration_s)
             if root_id is None:
-                if not runner.key_names:
+                if not schema.key_names:
                     raise ProtocolError(f"{src}: the protocol records nothing on this backend "
                                         f"(pre-flight)")
-                fields = list(runner.key_names) + [v for v in runner.value_names
-                                                    if v not in runner.key_names]
-                keys = [column_name(k) for k in runner.key_names]
+                fields = list(schema.key_names) + [v for v in schema.value_names
+                                                    if v not in schema.key_names]
+                keys = [column_name(k) for k in schema.key_names]
                 values = [column_name(v) for v in fields[len(keys):]]
                 md = _metadata(pf, be, backend_cfg)
                 md["station_identity"] = station_identity(backend_cfg,
@@ -597,7 +403,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             runner.sink = _StoreSink(writer, keys, done)
             runner.journal = _StoreJournal(writer, journal_path(db, root_id))
             try:
-                runner.run(pf.plan)
+                runner.run(pf.plan, preflight=summary)
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     status = "interrupted"
@@ -622,105 +428,3 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
         store.close()
         if new_db and writer is None:  # failed before the run was created: leave no file
             Path(db).unlink(missing_ok=True)
-
-
-# -- fitting a stored run -----------------------------------------------------------------
-
-def pulse_responses_from_run(store: Any, run_id: int):
-    """The mean LTP (start + ltp pulses) and LTD (last LTP read + ltd pulses) curves of a
-    stored ``pulse_train`` run, as ``PulseResponse``s, and the number of cells averaged."""
-    import torch
-
-    from memhil.calibration.pulse_response import PulseResponse
-
-    root = store.chain(run_id)[0]
-    md = store.metadata(root)
-    cfg = md.get(_META_CONFIG) or {}
-    if cfg.get("protocol") != "pulse_train":
-        raise ConfigError("run", f"run {run_id} is not a pulse_train run "
-                          f"(protocol {cfg.get('protocol')!r})", str(store.db_path)
-                          if hasattr(store, "db_path") else None)
-    from memhil.protocols.library.pulse_train import PulseTrainParams
-    from memhil.core.config import from_mapping
-    p = from_mapping(PulseTrainParams, cfg.get("params") or {})
-    if p.several:
-        raise ConfigError("run", f"run {run_id} pulses at several amplitudes: fit it with "
-                          f"the vteam model (--model vteam)")
-    df = store.load(run_id)
-    cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
-    n_cells = int(df.groupby(cell_cols).ngroups) if cell_cols else 1
-
-    def stats(phase: str):
-        sub = df[df["phase"] == phase].groupby("pulse")["g"]
-        return sub.mean(), sub.std(ddof=1).fillna(0.0)
-
-    m0, s0 = stats("start")
-    mu, su = stats("ltp")
-    md_, sd = stats("ltd")
-    if len(mu) != p.n_pulses or len(md_) != p.n_pulses or len(m0) != 1:
-        raise ValueError(f"run {run_id} is incomplete: {len(mu)} LTP and {len(md_)} LTD "
-                         f"pulses of {p.n_pulses}")
-    up_m = [float(m0.iloc[0])] + [float(mu[k]) for k in range(1, p.n_pulses + 1)]
-    up_s = [float(s0.iloc[0])] + [float(su[k]) for k in range(1, p.n_pulses + 1)]
-    dn_m = [up_m[-1]] + [float(md_[k]) for k in range(1, p.n_pulses + 1)]
-    dn_s = [up_s[-1]] + [float(sd[k]) for k in range(1, p.n_pulses + 1)]
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731 - a local shorthand
-    up = PulseResponse(p.v_ltp, p.width_s, t(up_m), t(up_s))
-    down = PulseResponse(p.v_ltd, p.width_s, t(dn_m), t(dn_s))
-    return up, down, n_cells
-
-
-def pulse_sequence_from_run(store: Any, run_id: int):
-    """The mean (and across-cell std) conductance of a stored ``pulse_train`` run after
-    every pulse, in the order applied, with each pulse's amplitude and width (from the run's
-    protocol config; several amplitudes allowed), as a ``PulseSequence``."""
-    import numpy as np
-
-    from memhil.calibration.fit.vteam import PulseSequence
-    from memhil.core.config import from_mapping
-    from memhil.protocols.library.pulse_train import PulseTrainParams, pulse_schedule
-
-    root = store.chain(run_id)[0]
-    cfg = store.metadata(root).get(_META_CONFIG) or {}
-    if cfg.get("protocol") != "pulse_train":
-        raise ConfigError("run", f"run {run_id} is not a pulse_train run "
-                          f"(protocol {cfg.get('protocol')!r})")
-    p = from_mapping(PulseTrainParams, cfg.get("params") or {})
-    schedule = pulse_schedule(p)
-    df = store.load(run_id)
-    by_n = df.groupby("n")["g"]
-    mean, std = by_n.mean(), by_n.std(ddof=1).fillna(0.0)
-    if list(mean.index) != list(range(len(schedule) + 1)):
-        raise ValueError(f"run {run_id} is incomplete: {len(mean)} reads of "
-                         f"{len(schedule) + 1}")
-    cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
-    n_cells = int(df.groupby(cell_cols).ngroups) if cell_cols else 1
-    return PulseSequence(np.array([a for a, _ in schedule]), np.array([w for _, w in schedule]),
-                         mean.to_numpy(float), std.to_numpy(float), n_cells)
-
-
-FIT_MODELS = ("neurosim", "vteam")
-
-
-def fit_run(db: str | Path, run_id: int | list[int], *, fixed: Mapping[str, Any] | None = None,
-            model: str = "neurosim"):
-    """Fit a device model to stored pulse_train run(s): ``neurosim`` (``fit_neurosim``, one
-    run with one LTP/LTD amplitude) or ``vteam`` (``fit_vteam``, one or more runs, each with
-    one or several amplitudes)."""
-    from memhil.store import RunStore
-
-    ids = [int(run_id)] if isinstance(run_id, int) else [int(r) for r in run_id]
-    where = f"{Path(db).resolve()} run {', '.join(map(str, ids))} (pulse_train)"
-    if model == "vteam":
-        from memhil.calibration.fit.vteam import fit_vteam
-        with RunStore(db) as store:
-            seqs = [pulse_sequence_from_run(store, r) for r in ids]
-        return fit_vteam(seqs, fixed=fixed, source=where)
-    if model != "neurosim":
-        raise ConfigError("model", f"unknown model {model!r} (fits: {list(FIT_MODELS)})")
-    if len(ids) != 1:
-        raise ConfigError("run_id", f"the neurosim fit takes one run, got {ids}")
-    from memhil.calibration.fit.neurosim import fit_neurosim
-    with RunStore(db) as store:
-        up, down, n = pulse_responses_from_run(store, ids[0])
-    return fit_neurosim(up, down, n_cells=n, fixed=fixed, source=where)

@@ -131,3 +131,25 @@ def test_a_read_that_keeps_failing_ends_in_a_clean_failure():
         b.read_conductance()  # once the line is clean again, reads work
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("device, bipolar", [("neurosim", True), ("pcm", False),
+                                             ({"model": "rram_forming"}, False)])
+def test_bipolarity_comes_from_the_chips_device_model(device, bipolar):
+    import copy
+    st = copy.deepcopy(_mock_station("parallel", 2, 2))
+    st["chip"]["device"] = device
+    st["instruments"]["board"]["address"] = "memhilboard://bipolarity"
+    with open_backend({"mock_lab": st}) as b:
+        assert b.capabilities.bipolar is bipolar
+
+
+def test_the_mock_lab_backend_describes_its_station_and_emulated_device_and_closes_once(board):
+    desc = board.describe()
+    assert desc["station"]["instruments"] and desc["station_config"]["chip"]["rows"] == 8
+    assert desc["mock_device"] == {"model": "neurosim"}
+    assert desc["calibration_files"] == {}
+    lab = board.lab
+    board.close()
+    assert lab.sources_off()
+    board.close()  # closed for good: nothing more is sent, nothing raises

@@ -114,7 +114,7 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
     ~10 % of the span.
     """
     tmp, db, out = measured
-    from memhil.runs.protocol_run import pulse_sequence_from_run
+    from memhil.runs.fit import pulse_sequence_from_run
     with RunStore(db) as store:
         seq = pulse_sequence_from_run(store, 1)
     span = seq.g_mean_s.max() - seq.g_mean_s.min()

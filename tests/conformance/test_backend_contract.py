@@ -229,3 +229,26 @@ def test_a_huge_count_and_an_empty_batch_get_clear_messages(backend: Backend):
         backend.pulse([(0, 0, 0)], 1.0, 1e-6, float("nan"))
     with pytest.raises(ValueError, match="empty batch"):
         backend.mvm(torch.zeros(0, backend.shape[1]))
+
+
+def test_tally_counts_applied_pulses_by_polarity_and_worst_case_energy(backend, but):
+    assert backend.tally.total == 0 and backend.tally.energy_j == 0.0
+    (v_set, w_set), (v_reset, w_reset) = but.set_pulse, but.reset_pulse
+    i_cc = backend.limits.compliance_default_a
+    backend.pulse([(0, 0, 0), (0, 1, 1)], v_set, w_set, 3)
+    backend.pulse([(0, 0, 0)], v_reset, w_reset, 2, compliance_a=i_cc / 2)
+    backend.pulse(torch.zeros(backend.shape, dtype=torch.bool), v_set, w_set)  # no cell
+    with pytest.raises(LimitError):
+        backend.pulse([(0, 0, 0)], 10 * backend.limits.v_pulse_max_v, w_set)
+    t = backend.tally
+    assert (t.set_pulses, t.reset_pulses, t.calls) == (6, 2, 2)
+    expected_j = 6 * abs(v_set) * i_cc * w_set + 2 * abs(v_reset) * (i_cc / 2) * w_reset
+    assert t.energy_j == pytest.approx(expected_j, rel=1e-9)
+
+
+def test_describe_names_the_device_model_and_calibration_files(backend):
+    desc = backend.describe()
+    assert desc["device_model"] is not None
+    assert isinstance(desc["calibration_files"], dict)
+    if desc.get("station_config") is not None:  # a bench also describes its station
+        assert "station" in desc

@@ -48,7 +48,7 @@ def _maybe_kill(kind: str, n: int) -> None:
 
 real_pulse = Backend.pulse
 real_commit = AtomicConnection.commit
-real_execute = Runner._execute
+real_runner_init = Runner.__init__
 
 
 def pulse(self, cells=None, amplitude=None, width_s=None, count=1, **kw):
@@ -70,10 +70,15 @@ def commit(self):
     _maybe_kill("after-commit", state["commits"])
 
 
-def execute(self, be, msg, s, *, dry):
-    if not dry and isinstance(msg, Checkpoint) and not self.journal.done(msg.key):
-        _log(f"U {key_text(msg.key)}")  # a unit opens (is not skipped)
-    return real_execute(self, be, msg, s, dry=dry)
+def runner_init(self, *a, **kw):
+    real_runner_init(self, *a, **kw)
+    checkpoint = self.commands[Checkpoint]
+
+    def logged(msg, p):
+        if not p.dry and not self.journal.done(msg.key):
+            _log(f"U {key_text(msg.key)}")  # a unit opens (is not skipped)
+        return checkpoint(msg, p)
+    self.register_command(Checkpoint, logged)
 
 
 real_new_run = RunStore.new_run
@@ -89,7 +94,7 @@ def new_run(self, *a, **kw):
 Backend.pulse = pulse
 RunStore.new_run = new_run
 AtomicConnection.commit = commit
-Runner._execute = execute
+Runner.__init__ = runner_init
 
 
 def _points(db: Path) -> list:

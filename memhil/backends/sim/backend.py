@@ -129,6 +129,15 @@ class SimBackend(Backend):
         cfg["device"] = self.model.config()
         return {"backend": "sim", "config": cfg, "clock_s": self._clock.now()}
 
+    def describe(self) -> dict[str, Any]:
+        """The device model as configured (a name, a mapping or a fitted file, which is
+        then a calibration file in use)."""
+        dev = self.config.device
+        files = {}
+        if isinstance(dev, (str, Path)) and str(dev).endswith((".yaml", ".yml")):
+            files["sim.device"] = str(Path(dev).expanduser().resolve())
+        return {"device_model": dev, "calibration_files": files}
+
     # -- internals --------------------------------------------------------------------
     def _draw_faults(self) -> tuple[Tensor, Tensor]:
         f = self.config.faults

@@ -1,0 +1,190 @@
+"""Protocol files: ``load_protocol_file(path) -> ProtocolFile``, parsed and validated, and
+their pre-flight from the configuration files alone.
+
+A protocol file (YAML)::
+
+    protocol: pulse_train                     # a registered protocol (memhil.protocols)
+    params: {n_pulses: 20, v_ltp: 2.0, v_ltd: -2.0, width_s: 8.0e-8}
+    backend: {mock_lab: ../mock_wafer_station.yaml}   # relative paths: against this file
+    name: ltp_demo                            # optional run name (default: the file stem)
+    description: free text                    # optional
+
+Errors name the file and key: a bad entry (ConfigError at load), a request beyond a limit
+(``ProtocolLimitError`` naming ``params.<key>``), a cell outside the chip (ConfigError).
+``offline_backend`` is a dry stand-in built from the station or simulator configuration
+(chip rows/cols, limits, instrument roles), so a file is pre-flighted before any
+instrument is contacted or any database opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from memhil.core.config import load_yaml
+from memhil.core.errors import ConfigError
+from memhil.protocols import ProtocolLimitError, build_protocol
+from memhil.runs.backend_config import open_backend
+
+__all__ = ["ProtocolFile", "load_protocol_file", "resolve_backend_config", "offline_backend",
+           "file_errors", "PROTOCOL_FILE_KEYS", "META_FILE", "META_CONFIG", "plain"]
+
+PROTOCOL_FILE_KEYS = ("protocol", "params", "backend", "name", "description")
+META_FILE = "protocol_file"  # run metadata: the protocol file's absolute path
+META_CONFIG = "protocol_config"  # run metadata: ``ProtocolFile.config()``
+
+
+@dataclass(frozen=True)
+class ProtocolFile:
+    path: Path
+    protocol: str
+    params: dict
+    backend: Any  # resolved backend config (paths absolute), or None
+    name: str
+    description: str
+    plan: Any  # the ProtocolPlan
+
+    def config(self) -> dict:
+        return {"file": str(self.path), "protocol": self.protocol, "params": self.params,
+                "backend": plain(self.backend), "name": self.name,
+                "description": self.description}
+
+
+def plain(x: Any) -> Any:
+    """``x`` as plain data for run metadata (paths as text, other objects as their repr)."""
+    if isinstance(x, Mapping):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return repr(x)
+
+
+def resolve_backend_config(config: Any, base: Path, source: str | None = None) -> Any:
+    """``config`` with its station / mock_lab YAML path (and a sim device file) made
+    absolute against ``base``."""
+    if config is None or config == "sim":
+        return config
+    if not isinstance(config, Mapping):
+        raise ConfigError("backend", f"expected 'sim' or a mapping, got {config!r}", source)
+    out = dict(config)
+    for kind in ("station", "mock_lab"):
+        v = out.get(kind)
+        if isinstance(v, (str, Path)):
+            p = Path(v).expanduser()
+            out[kind] = str(p if p.is_absolute() else (base / p).resolve())
+    sim = out.get("sim")
+    if isinstance(sim, Mapping) and isinstance(sim.get("device"), str) \
+            and sim["device"].endswith((".yaml", ".yml")):
+        p = Path(sim["device"]).expanduser()
+        out["sim"] = {**sim, "device": str(p if p.is_absolute() else (base / p).resolve())}
+    return out
+
+
+def load_protocol_file(path: str | Path) -> ProtocolFile:
+    """Parse and validate a protocol file (no instrument is touched)."""
+    path = Path(path).resolve()
+    src = str(path)
+    data = load_yaml(path)
+    unknown = sorted(set(data) - set(PROTOCOL_FILE_KEYS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown key (allowed: {list(PROTOCOL_FILE_KEYS)})", src)
+    if "protocol" not in data:
+        raise ConfigError("protocol", "missing (a registered protocol name)", src)
+    name = data["protocol"]
+    if not isinstance(name, str):
+        raise ConfigError("protocol", f"expected a protocol name, got {name!r}", src)
+    from memhil.protocols.registry import protocol_names
+    if name not in protocol_names():
+        raise ConfigError("protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
+                          src)
+    params = data.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError("params", f"expected a mapping, got {type(params).__name__}", src)
+    plan = build_protocol(name, params, source=src, prefix="params")
+    run_name = data.get("name", path.stem)
+    if not isinstance(run_name, str) or not run_name:
+        raise ConfigError("name", f"expected a non-empty string, got {run_name!r}", src)
+    desc = data.get("description", "")
+    if not isinstance(desc, str):
+        raise ConfigError("description", "expected a string", src)
+    backend = resolve_backend_config(data.get("backend"), path.parent, src)
+    return ProtocolFile(path=path, protocol=name, params=dict(params), backend=backend,
+                        name=run_name, description=desc, plan=plan)
+
+
+
+def file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimitError:
+    """The pre-flight's limit error, naming the file and its ``params.`` keys."""
+    keys = " / ".join(f"params.{p}" for p in exc.params)
+    return ProtocolLimitError(exc, exc.protocol, exc.params, param=f"{pf.path}: {keys}")
+
+
+@contextmanager
+def file_errors(pf: ProtocolFile, backend: Any, where: str) -> Iterator[None]:
+    """A pre-flight of ``pf`` on ``backend`` whose errors name the protocol file and key:
+    limits (ProtocolLimitError), cells outside the chip of ``where`` (ConfigError)."""
+    try:
+        yield
+    except ProtocolLimitError as exc:
+        raise file_limit_error(exc, pf) from None
+    except IndexError as exc:  # a cell outside the chip
+        _, rows, cols = backend.shape
+        key = "params.cells" if "cells" in pf.params else "params"
+        raise ConfigError(key, f"{exc} (the chip of {where} has {rows} x {cols} cells)",
+                          str(pf.path)) from None
+
+
+def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
+    """A dry stand-in for the configured backend, from the configuration files alone: the
+    station's chip shape, limits, device description and instrument roles (a simulator is
+    itself contacts-free and is opened). Nothing is connected."""
+    from types import SimpleNamespace
+
+    from memhil.backends.base import Capabilities
+    from memhil.backends.hardware import _device_bipolar, _device_description
+    from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
+    from memhil.instruments.station import load_station_config
+    from memhil.protocols.dry import DryBackend
+
+    cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
+    if "sim" in cfg:
+        sim = open_backend(backend_cfg, source=source)
+        try:
+            return DryBackend(sim, has_prober=False)
+        finally:
+            sim.close()
+    kind = next((k for k in ("station", "mock_lab") if k in cfg), None)
+    if kind is None:
+        raise ConfigError("backend", "needs exactly one of: sim, station, mock_lab "
+                          f"(got {sorted(cfg)})", source)
+    sc = load_station_config(cfg[kind])
+    load_builtin_instruments()
+    roles = {get_instrument_type(i.type, key=f"instruments.{n}.type",
+                                 source=str(cfg[kind])).role
+             for n, i in sc.instruments.items()}
+    strategy = cfg.get("strategy", "auto")
+    if strategy == "auto":
+        strategy = "parallel" if "array" in roles else "cell"
+    try:
+        g, set_pulse, reset_pulse = _device_description(sc.chip)
+    except ValueError as exc:
+        raise ConfigError("chip", str(exc), str(cfg[kind])) from None
+    device = sc.chip.device
+    caps = Capabilities(
+        tiles=1, rows=sc.chip.rows, cols=sc.chip.cols, read_strategy=strategy,
+        transpose_read=True, per_cell_amplitude=True, per_cell_width=True,
+        min_pulse_width_s=sc.limits.width_min_s, virtual_clock=kind == "mock_lab",
+        device_model=str(device or "unknown"), bipolar=_device_bipolar(device, sc.source),
+        conductance_range_s=g, set_pulse=set_pulse, reset_pulse=reset_pulse)
+    v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
+    like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
+                           capabilities=caps, read_voltage_v=float(
+                               0.5 * sc.limits.v_read_max_v if v_read is None else v_read))
+    return DryBackend(like, has_prober="prober" in roles)
