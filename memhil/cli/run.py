@@ -202,10 +202,11 @@ def _first_cause(exc: BaseException) -> str:
 def _safe_state_lines(exc: BaseException) -> tuple[str, bool]:
     """The final safe state for the console, and whether any instrument is unconfirmed:
     the backend's last report (taken when it closed), else one carried by the error."""
+    from memhil.backends.hardware import HardwareBackend
     from memhil.instruments.guard import SafeStateError, SafeStateReport
 
     backend = getattr(exc, "memhil_backend", None)
-    if backend is not None and getattr(backend, "station", None) is None:
+    if backend is not None and not isinstance(backend, HardwareBackend):
         return "(simulator: no instrument)", False
     report = getattr(backend, "last_safe_state", None)
     if report is None:
