@@ -645,7 +645,7 @@ def _device_bipolar(device: Any, source: str | None = None) -> bool:
     model that can be built (the contract's default)."""
     if device is None:
         return True
-    from memhil.backends.sim.devices import build_device_model
+    from memhil.devices import build_device_model
     if _is_device_file(device):
         device = _relative_to(source, device)
     try:
