@@ -170,7 +170,7 @@ def _run(args: _Args, backend) -> int:
 
 
 def _stopped(args: _Args, exc: BaseException, how: str, log_path: Path) -> int:
-    run_id = exc.memhil_run_id  # type: ignore[attr-defined]
+    run_id = exc.memhil_run_id  # type: ignore[attr-defined]  # set by run_protocol_file
     where = (["--sim"] if args.sim else ["--station", args.station] if args.station
              else ["--mock-lab", args.mock_lab] if args.mock_lab else [])
     cmd = " ".join(["memhil", "run", args.protocol, *where, "--db", str(args.db),

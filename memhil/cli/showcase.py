@@ -11,8 +11,8 @@ at 1 min and 1 h although it removes the drift it can see."""
 from __future__ import annotations
 
 import math
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -129,8 +129,9 @@ def run_showcase(rows: int = 64, outputs: int = 32, seed: int = 0, torch_device:
         out(f"    after {_fmt_time(t_target):>7}: mean G {p.g_mean_s * 1e6:6.3f} uS   "
             f"change {p.mvm_rel_error:7.3%}   compensated {p.mvm_rel_error_compensated:7.3%}"
             f"   (vs x @ W: {rel_err(y):.2%} / {rel_err(alpha * y):.2%})")
-    result: dict[str, Any] = {"rms_error_us": float(err_us.pow(2).mean().sqrt()), "weight_corr": float(corr),
-              "mvm_rel_error": rel_err(y0), "drift": points}
+    result: dict[str, Any] = {"rms_error_us": float(err_us.pow(2).mean().sqrt()),
+                              "weight_corr": float(corr), "mvm_rel_error": rel_err(y0),
+                              "drift": points}
     if not math.isfinite(result["rms_error_us"]):
         raise RuntimeError("showcase produced a non-finite programming error")
     return result
