@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 
-def _is_file_ref(device: Any) -> bool:
+def _is_file_ref(device: Any) -> TypeGuard[str | Path]:
     return isinstance(device, (str, Path)) and str(device).endswith((".yaml", ".yml"))
 
 
@@ -75,6 +75,7 @@ def calibration_versions(backend: Any) -> dict[str, dict[str, Any]]:
         lab = getattr(backend, "lab", None)
         mock_dev = getattr(getattr(lab, "mock", None), "device", None)
         if _is_file_ref(mock_dev):
+            assert lab is not None  # mock_dev was read from it
             out["mock.device"] = file_version(_relative_to(lab.config.source, mock_dev))
     return out
 
