@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 
-def _is_file_ref(device: Any) -> bool:
+def _is_file_ref(device: Any) -> TypeGuard[str | Path]:
     return isinstance(device, (str, Path)) and str(device).endswith((".yaml", ".yml"))
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import click
 
 # The chip's true LTP/LTD parameters (die 1): the fit must find them from measurements.
-TRUE_DEVICE = {"model": "neurosim", "g_min_s": 1.0e-6, "g_max_s": 8.0e-6, "a_ltp": 5.0,
-               "a_ltd": 9.0, "c2c_std": 0.005}
+TRUE_DEVICE: dict[str, Any] = {"model": "neurosim", "g_min_s": 1.0e-6, "g_max_s": 8.0e-6,
+                               "a_ltp": 5.0, "a_ltd": 9.0, "c2c_std": 0.005}
 
 
 @click.command("demo")
@@ -81,8 +81,9 @@ def run_demo(rows: int = 16, cols: int = 16, db: str | Path = "memhil-demo.db",
     (out_dir / "station.yaml").write_text(yaml.safe_dump(station_cfg, sort_keys=False))
     sim_cfg = {"rows": rows, "cols": cols, "seed": seed + 1, "device": "fitted_device.yaml",
                "read": {"read_noise_rel": 0.01}}
-    on_die = {(0, 0): {"mock_lab": "station.yaml", "strategy": "parallel"},
-              (1, 0): {"mock_lab": "station.yaml", "strategy": "parallel", "die": [1, 0]}}
+    on_die: dict[tuple[int, int], dict[str, Any]] = {
+        (0, 0): {"mock_lab": "station.yaml", "strategy": "parallel"},
+        (1, 0): {"mock_lab": "station.yaml", "strategy": "parallel", "die": [1, 0]}}
 
     def protocol_file(name: str, protocol: str, params: dict, backend_cfg: dict) -> Path:
         """The demo's steps are ordinary protocol files: ``memhil run`` reruns one on the

@@ -13,8 +13,8 @@ from memhil.cli.common import CliError
 def _default(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         return "all cells" if f.name == "cells" and f.default is None else repr(f.default)
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return repr(f.default_factory())  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return repr(f.default_factory())
     return "(required)"
 
 

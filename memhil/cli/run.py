@@ -54,7 +54,16 @@ def command(protocol: str, station: str | None, mock_lab: str | None, sim: bool,
 
 
 class _Args:
-    def __init__(self, **kw):
+    protocol: str
+    station: str | None
+    mock_lab: str | None
+    sim: bool
+    db: str
+    no_progress: bool
+    visa_library: str | None
+    resume: bool | int
+
+    def __init__(self, **kw: object) -> None:
         self.__dict__.update(kw)
 
 
@@ -161,7 +170,7 @@ def _run(args: _Args, backend) -> int:
 
 
 def _stopped(args: _Args, exc: BaseException, how: str, log_path: Path) -> int:
-    run_id = exc.memhil_run_id  # type: ignore[attr-defined]
+    run_id = exc.memhil_run_id  # type: ignore[attr-defined]  # set by run_protocol_file
     where = (["--sim"] if args.sim else ["--station", args.station] if args.station
              else ["--mock-lab", args.mock_lab] if args.mock_lab else [])
     cmd = " ".join(["memhil", "run", args.protocol, *where, "--db", str(args.db),
@@ -180,9 +189,10 @@ def _stopped(args: _Args, exc: BaseException, how: str, log_path: Path) -> int:
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from or during, outermost first."""
     out: list[BaseException] = []
-    while exc is not None and exc not in out:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
     return out
 
 

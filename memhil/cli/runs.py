@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
@@ -103,7 +104,8 @@ def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
         chain = store.chain(run_id)
         df = store.load(run_id)
     root = info[chain[0]]
-    cfg = md.get("protocol_config") if isinstance(md.get("protocol_config"), dict) else {}
+    raw_cfg = md.get("protocol_config")
+    cfg: dict[str, Any] = raw_cfg if isinstance(raw_cfg, dict) else {}
     params = cfg.get("params") or {}
     click.echo(f"run {run_id}: {root.name}, protocol {_protocol(md)} on {_kind(md)}, "
                f"{info[chain[-1]].status}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -61,12 +62,14 @@ def run_showcase(rows: int = 64, outputs: int = 32, seed: int = 0, torch_device:
 
     from memhil.backends.sim import SimBackend
     from memhil.calibration.drift import DriftCompensator
+    from memhil.devices.pcm import PCMDevice
 
     sim = SimBackend({"rows": rows, "cols": 2 * outputs, "device": "pcm", "seed": seed,
                       "torch_device": torch_device,
                       "read": {"v_read": 0.2, "dac_bits": 8, "dac_range_v": 0.2, "adc_bits": 10},
                       "limits": {"count_max": 200}})
     model = sim.model
+    assert isinstance(model, PCMDevice)  # "device": "pcm"
     gen = torch.Generator().manual_seed(seed)
     w = (torch.rand(rows, outputs, generator=gen) * 2 - 1)  # signed weights in [-1, 1]
     g_lo, g_hi = 0.1e-6, 8.0e-6  # usable PCM range of the mean pulse curve (S)
@@ -126,8 +129,9 @@ def run_showcase(rows: int = 64, outputs: int = 32, seed: int = 0, torch_device:
         out(f"    after {_fmt_time(t_target):>7}: mean G {p.g_mean_s * 1e6:6.3f} uS   "
             f"change {p.mvm_rel_error:7.3%}   compensated {p.mvm_rel_error_compensated:7.3%}"
             f"   (vs x @ W: {rel_err(y):.2%} / {rel_err(alpha * y):.2%})")
-    result = {"rms_error_us": float(err_us.pow(2).mean().sqrt()), "weight_corr": float(corr),
-              "mvm_rel_error": rel_err(y0), "drift": points}
+    result: dict[str, Any] = {"rms_error_us": float(err_us.pow(2).mean().sqrt()),
+                              "weight_corr": float(corr), "mvm_rel_error": rel_err(y0),
+                              "drift": points}
     if not math.isfinite(result["rms_error_us"]):
         raise RuntimeError("showcase produced a non-finite programming error")
     return result

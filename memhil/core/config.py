@@ -12,13 +12,16 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar, cast
 
 import yaml
 
 from memhil.core.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class SafeStrictLoader(yaml.SafeLoader):
@@ -26,7 +29,7 @@ class SafeStrictLoader(yaml.SafeLoader):
     (PyYAML's default) reads as strings -- a classic trap in limit sections -- and with
     duplicate mapping keys refused (PyYAML silently keeps the last one)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, Any] = {}
             for key_node, _ in node.value:
@@ -114,9 +117,11 @@ def _coerce(value: Any, annotation: Any, key: str, source: str | None) -> Any:
             raise ConfigError(key, f"expected a string, got {value!r}", source)
         return value
     if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
+        # an annotation is a class (typeshed's is_dataclass also admits instances)
+        dc_type = cast("type[Any]", annotation)
+        if isinstance(value, dc_type):
             return value
-        return from_mapping(annotation, value, source=source, prefix=key)
+        return from_mapping(dc_type, value, source=source, prefix=key)
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a mapping, got {value!r}", source)

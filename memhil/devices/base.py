@@ -31,7 +31,8 @@ class DeviceModel(ABC):
     ``*_std`` relative cycle-to-cycle spreads), and implement the four abstract methods.
     """
 
-    name: ClassVar[str] = ""
+    #: set per class, and per instance by ``device_model`` to the registered alias
+    name: str = ""
     state_names: ClassVar[tuple[str, ...]] = ()
     #: True when negative pulses lower G gradually (RRAM, ion drift); False for devices
     #: that only potentiate gradually and depress by an abrupt RESET (PCM).
@@ -74,7 +75,8 @@ class DeviceModel(ABC):
         """The as-fabricated state, shape ``(*shape, k)``."""
 
     @abstractmethod
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         """Noise-free conductance in siemens (chord I(v_read)/v_read) at absolute time ``t_s``;
         ``v_read`` is a float or a tensor broadcastable to the cell shape (per-cell bias)."""
 

@@ -157,7 +157,8 @@ class FormingRRAM(DeviceModel):
             state[..., 0] = p.g_pristine_s
         return state
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         return state[..., 0].clone()
 
     def conductance_range(self) -> tuple[float, float]:

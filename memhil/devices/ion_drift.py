@@ -13,7 +13,7 @@ HP device switches on millisecond-to-second time scales.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -64,8 +64,8 @@ class LinearIonDrift(DeviceModel):
             require(self.mu_v_m2_per_vs > 0, "mu_v_m2_per_vs",
                     f"must be > 0, got {self.mu_v_m2_per_vs}")
             require(0.0 <= self.x0 <= 1.0, "x0", f"must be in [0, 1], got {self.x0}")
-            require(self.window in Window.__args__, "window",
-                    f"{self.window!r} is not one of {list(Window.__args__)}")
+            require(self.window in get_args(Window), "window",
+                    f"{self.window!r} is not one of {list(get_args(Window))}")
             require(self.p >= 1, "p", f"must be >= 1, got {self.p}")
             require(self.j > 0, "j", f"must be > 0, got {self.j}")
             require(self.v_threshold_v >= 0, "v_threshold_v",
@@ -88,7 +88,8 @@ class LinearIonDrift(DeviceModel):
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         return 1.0 / self._resistance(state[..., 0], d2d)
 
     def conductance_range(self) -> tuple[float, float]:

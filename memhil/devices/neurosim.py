@@ -158,7 +158,8 @@ class NeuroSimLTPLTD(DeviceModel):
         state[..., 0] = g_min
         return state
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         return state[..., 0].clone()
 
     def conductance_range(self) -> tuple[float, float]:

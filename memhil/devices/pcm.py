@@ -129,7 +129,8 @@ class PCMDevice(DeviceModel):
         return state
 
     # -- read -------------------------------------------------------------------------
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         """Drifted conductance G (max(t - t_p, T0)/T0)^(-nu) in S.
 
         For ``t - t_p < T0`` (and before programming) no drift is applied: the fit's G is

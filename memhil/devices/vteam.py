@@ -108,7 +108,8 @@ class VTEAMDevice(DeviceModel):
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         x = state[..., 0]
         r_on, r_off = d2d["r_on_ohm"], d2d["r_off_ohm"]
         if self.p.iv == "exponential":  # R = R_on exp(ln(R_off / R_on) x)

@@ -95,7 +95,8 @@ class YakopcicDevice(DeviceModel):
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float, t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
+                    t_s: float) -> Tensor:
         """Chord I(v_read)/v_read (``v_read`` a float or a per-cell tensor); at 0 V the
         small-signal limit a x b."""
         b = self.p.b_per_v

@@ -157,11 +157,11 @@ class ArrayBoard(Instrument):
         check_set_errors=True)
 
     # -- ArrayIO --------------------------------------------------------------------------------
-    def read_columns(self, v_rows: Sequence[float]) -> np.ndarray:
+    def read_columns(self, v_rows: Sequence[float] | np.ndarray) -> np.ndarray:
         """Drive ``v_rows`` (V) on all rows, columns at virtual ground; column currents (A)."""
         return self._read("READC", v_rows, self.rows, self.cols)
 
-    def read_rows(self, v_cols: Sequence[float]) -> np.ndarray:
+    def read_rows(self, v_cols: Sequence[float] | np.ndarray) -> np.ndarray:
         """Drive ``v_cols`` (V) on all columns, rows at virtual ground; row currents (A)."""
         return self._read("READR", v_cols, self.cols, self.rows)
 
@@ -202,7 +202,8 @@ class ArrayBoard(Instrument):
         self._ok("ZERO")
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _read(self, command: str, v: Sequence[float], n_in: int, n_out: int) -> np.ndarray:
+    def _read(self, command: str, v: Sequence[float] | np.ndarray, n_in: int,
+              n_out: int) -> np.ndarray:
         values = [float(x) for x in np.asarray(v, dtype=float).ravel()]
         if len(values) != n_in:
             raise ValueError(f"{command} needs {n_in} voltages, got {len(values)}")

@@ -126,10 +126,10 @@ class ArrayIO(Protocol):
     rows: int
     cols: int
 
-    def read_columns(self, v_rows: Sequence[float]) -> np.ndarray:
+    def read_columns(self, v_rows: Sequence[float] | np.ndarray) -> np.ndarray:
         """Apply ``v_rows`` (V) to all rows, columns at virtual ground; column currents (A)."""
 
-    def read_rows(self, v_cols: Sequence[float]) -> np.ndarray:
+    def read_rows(self, v_cols: Sequence[float] | np.ndarray) -> np.ndarray:
         """Apply ``v_cols`` (V) to all columns, rows at virtual ground; row currents (A)."""
 
     def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,

@@ -513,7 +513,7 @@ class GuardedArrayIO:
     def resync(self) -> None:
         _resync(self._array)
 
-    def _read_vector(self, v: Sequence[float], n: int, what: str) -> np.ndarray:
+    def _read_vector(self, v: Sequence[float] | np.ndarray, n: int, what: str) -> np.ndarray:
         arr = np.asarray(v, dtype=np.float64)
         if arr.shape != (n,):
             raise LimitError(f"{what} (need {n} values, got shape {arr.shape})", math.nan, n)
@@ -522,11 +522,11 @@ class GuardedArrayIO:
             raise LimitError(f"{what} read voltage |V|", vmax, self._limits.v_read_max_v, "V")
         return arr
 
-    def read_columns(self, v_rows: Sequence[float]) -> np.ndarray:
+    def read_columns(self, v_rows: Sequence[float] | np.ndarray) -> np.ndarray:
         arr = self._read_vector(v_rows, self.rows, "row")
         return self._array.read_columns(arr)
 
-    def read_rows(self, v_cols: Sequence[float]) -> np.ndarray:
+    def read_rows(self, v_cols: Sequence[float] | np.ndarray) -> np.ndarray:
         arr = self._read_vector(v_cols, self.cols, "column")
         return self._array.read_rows(arr)
 

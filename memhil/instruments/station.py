@@ -49,7 +49,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 
 from memhil.core.config import from_mapping, load_yaml, require
@@ -395,14 +395,16 @@ class Station:
                         if not isinstance(smu, proto):
                             raise TypeError(f"instrument {inst!r} ({ic.type}): channel {ch!r} is "
                                             f"a {type(smu).__name__}, not a SourceMeter")
-                        smus[f"{inst}.{ch}"] = GuardedSourceMeter(smu, cfg.limits)
+                        # isinstance(smu, proto) above, proto being SourceMeter for "smu"
+                        smus[f"{inst}.{ch}"] = GuardedSourceMeter(cast(SourceMeter, smu),
+                                                                  cfg.limits)
                     continue
                 if not isinstance(obj, proto):
                     raise TypeError(f"instrument {inst!r} ({ic.type}): factory returned a "
                                     f"{type(obj).__name__}, which does not implement "
                                     f"{proto.__name__}")
                 if itype.role == "smu":
-                    smus[inst] = GuardedSourceMeter(obj, cfg.limits)
+                    smus[inst] = GuardedSourceMeter(cast(SourceMeter, obj), cfg.limits)
                 else:
                     single[itype.role] = obj
             for key in cfg.wiring.smu_ports:

@@ -95,6 +95,8 @@ def lookup(board_id: str) -> LineDevice:
 class Serial(SerialBase):
     """A serial port to an in-process board emulator (see the module docstring)."""
 
+    is_open: bool  # set by SerialBase.__init__
+
     def open(self) -> None:
         if self._port is None:
             raise SerialException("Port must be configured before it can be used.")

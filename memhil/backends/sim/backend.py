@@ -46,7 +46,7 @@ class SimBackend(Backend):
             return torch.Generator(device=self._device).manual_seed(cfg.seed * 3 + offset)
 
         self._gen_build, self._gen_program, self._gen_read = generator(0), generator(1), generator(2)
-        dd = dict(device=self._device, dtype=self._dtype)
+        dd: dict[str, Any] = dict(device=self._device, dtype=self._dtype)
         self.d2d = self.model.sample_d2d(self._shape, self._gen_build, **dd)
         self.state = self.model.initial_state(self.d2d, self._shape, self._gen_build, **dd)
         self.stuck_on, self.stuck_off = self._draw_faults()
@@ -170,8 +170,9 @@ class SimBackend(Backend):
 
     def _noise_std(self, g: Tensor) -> Tensor | None:
         rp = self.config.read
+        std: Tensor | float | None
         std = self.model.read_noise_std(g, self.d2d)
-        extra = None
+        extra: Tensor | float | None = None
         if rp.read_noise_rel > 0:
             extra = g * rp.read_noise_rel
         if rp.read_noise_abs_s > 0:

@@ -234,11 +234,11 @@ def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
     stderr = {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)}
 
     # unweighted residual RMS in siemens
-    raw = []
+    parts = []
     for k, g, _, rising in data:
         a = values[2] if rising else values[3]
-        raw.append(neurosim_curve(k, values[0], values[1], a, p_max, rising) - g)
-    raw = np.concatenate(raw)
+        parts.append(neurosim_curve(k, values[0], values[1], a, p_max, rising) - g)
+    raw = np.concatenate(parts)
 
     params: dict[str, float] = {n: float(v) for n, v in zip(names, values)}
     if down is None:

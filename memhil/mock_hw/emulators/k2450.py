@@ -176,7 +176,7 @@ class _Settings:
     sens_user_delay: dict = field(default_factory=dict)
     count: int = 1
     output: int = 0
-    terminals: str = "FRON"
+    terminals: str | None = "FRON"  # None after a refused ROUT:TERM
 
 
 class Keithley2450Emulator:
@@ -294,6 +294,7 @@ class Keithley2450Emulator:
             last = None
             for _ in range(max(1, s.count)):
                 last = self._measure_into(buf)
+            assert last is not None  # the loop runs at least once
             return _fmt(last.reading)
         if n and n[0] == "FETC" and q:
             buf = self._buffer(args[0] if args else "'defbuffer1'")
@@ -325,8 +326,8 @@ class Keithley2450Emulator:
                     raise ScpiError(-109, "Missing parameter")
                 vals = args + [None] * (9 - len(args))
                 self.sweep = {
-                    "func": n[1], "start": _num(vals[0]), "stop": _num(vals[1]),
-                    "points": int(_num(vals[2])),
+                    "func": n[1], "start": _num(args[0]), "stop": _num(args[1]),
+                    "points": int(_num(args[2])),
                     "delay": -1.0 if vals[3] is None else _num(vals[3]),
                     "count": 1 if vals[4] is None else int(_num(vals[4])),
                     "range": (vals[5] or "BEST").upper(),
@@ -403,6 +404,7 @@ class Keithley2450Emulator:
         if n == ["FUNC"]:
             if q:
                 return f'"{s.sense_func}"'
+            f: str | None
             f = _unquote(args[0]).upper()
             f = {"CURR": "CURR:DC", "CURRENT": "CURR:DC", "CURR:DC": "CURR:DC",
                  "VOLT": "VOLT:DC", "VOLTAGE": "VOLT:DC", "VOLT:DC": "VOLT:DC",

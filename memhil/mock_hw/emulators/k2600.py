@@ -549,10 +549,13 @@ class Keithley2600Emulator:
             "next": Fn(err_next, "errorqueue.next"),
             "clear": Fn(lambda: self.status.errors.clear(), "errorqueue.clear"),
         })
+        def condition(smu: _Smu) -> Callable[[], float]:
+            return lambda: float(smu.s.condition)
+
         instrument = Obj("status.measurement.instrument", {
             ch: Obj(f"status.measurement.instrument.{ch}", {
-                "condition": Prop(lambda smu=smu: float(smu.s.condition)),
-                "event": Prop(lambda smu=smu: float(smu.s.condition)),
+                "condition": Prop(condition(smu)),
+                "event": Prop(condition(smu)),
                 "enable": Prop(lambda: 0.0, lambda v: None),
             }) for ch, smu in self.smus.items()})
         status = Obj("status", {

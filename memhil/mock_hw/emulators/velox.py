@@ -280,8 +280,8 @@ class VeloxEmulator(ServedEmulator):
         elif ref in ("H", "Z", "C"):
             x, y = dx, dy
         elif ref == "D":
-            die = self.die if self.die is not None else self.dies[self.map_index]
-            x0, y0 = self._die_xy(die)
+            ref_die = self.die if self.die is not None else self.dies[self.map_index]
+            x0, y0 = self._die_xy(ref_die)
             x, y = x0 + dx, y0 + dy
         else:
             raise _VeloxError(ERR_PARAM, f"Reference {ref} not supported")
