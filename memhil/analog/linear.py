@@ -10,7 +10,7 @@ injected, and ``apply_delta`` changes the devices online through an update schem
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,9 @@ from memhil.analog.weights import AnalogWeights, InputScaling, PulseSpec
 from memhil.analog.mapping import Layout, WeightMapping
 from memhil.analog.pulse_response import measure_set_response
 from memhil.backends.base import Backend
+
+if TYPE_CHECKING:
+    from memhil.analog.program import Method
 
 
 class _ArrayMatmul(torch.autograd.Function):
@@ -97,7 +100,7 @@ class AnalogLinear(nn.Module):
         its span at each end, so float32 targets never round outside it and the verify
         loop avoids the saturated ends. Other keywords go to the constructor."""
         bias = getattr(module, "bias", None)
-        return cls.from_weights(module.weight, bias, backend, window_margin=window_margin, **kw)
+        return cls.from_weights(cast(Tensor, module.weight), bias, backend, window_margin=window_margin, **kw)
 
     @classmethod
     def from_weights(cls, weight: Tensor, bias: Tensor | None, backend: Backend, *,
@@ -114,6 +117,7 @@ class AnalogLinear(nn.Module):
         with torch.no_grad():
             layer.weight.copy_(weight.float())
             if bias is not None:
+                assert layer.bias is not None  # built with bias=True
                 layer.bias.copy_(bias.detach().float())
         layer.eval()
         return layer
@@ -134,7 +138,7 @@ class AnalogLinear(nn.Module):
     def backend(self) -> Backend:
         return self.weights.backend
 
-    def program(self, method: str = "verify", **kw: Any):
+    def program(self, method: Method = "verify", **kw: Any):
         """Write ``weight`` onto the devices (``memhil.analog.program``); returns the
         ProgramReport."""
         from memhil.analog.program import program_weights

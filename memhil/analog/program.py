@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from torch import Tensor
 from memhil.backends.base import Backend, CellSelection
 from memhil.analog.pulse_response import (PulseResponse, measure_pulse_response,
                                           measure_set_response)
+from memhil.core.types import PulseSpec
 
 if TYPE_CHECKING:  # calibration -> algorithms only for the type; no import cycle at runtime
     from memhil.analog.weights import AnalogWeights
@@ -127,6 +128,13 @@ def _pulse_pair(pulse: Any, name: str, polarity: int) -> tuple[float, float]:
     return amp, width
 
 
+@overload
+def _check_response(resp: PulseResponse, name: str, rising: bool) -> PulseResponse: ...
+@overload
+def _check_response(resp: None, name: str, rising: bool) -> None: ...
+@overload
+def _check_response(resp: PulseResponse | None, name: str, rising: bool
+                    ) -> PulseResponse | None: ...
 def _check_response(resp: PulseResponse | None, name: str, rising: bool
                     ) -> PulseResponse | None:
     """Check the direction of ``resp`` and return it with its curve on the CPU (a curve
@@ -565,6 +573,15 @@ def calibrate_region(weights: "AnalogWeights", *, n_pulses: int = 32, set_curve:
     return resp_set, resp_reset
 
 
+class _RegionPulses(TypedDict):
+    """The pulses and responses :func:`program_weights` hands to the programming loops."""
+
+    set_pulse: PulseSpec
+    reset_pulse: PulseSpec
+    response_set: PulseResponse
+    response_reset: PulseResponse | None
+
+
 def program_weights(weights: "AnalogWeights", weight: Tensor, *, method: Method = "verify",
                     tolerance_s: float | None = None, response_set: PulseResponse | None = None,
                     response_reset: PulseResponse | None = None, calibration_pulses: int = 32,
@@ -604,7 +621,8 @@ def program_weights(weights: "AnalogWeights", weight: Tensor, *, method: Method 
                                   reset_curve=need_reset)
         response_set = rs if need_set else response_set
         response_reset = rr if need_reset else response_reset
-    pulses = dict(set_pulse=weights.set_pulse, reset_pulse=weights.reset_pulse,
+    assert response_set is not None  # given, or just measured by calibrate_region
+    pulses: _RegionPulses = dict(set_pulse=weights.set_pulse, reset_pulse=weights.reset_pulse,
                   response_set=response_set, response_reset=response_reset)
     if method == "verify":
         report = program_and_verify(b, mask, targets, tolerance_s=tolerance_s, **pulses, **kw)

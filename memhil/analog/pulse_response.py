@@ -29,7 +29,7 @@ class PulseResponse:
     amplitude_v: float
     width_s: float
     g_curve_s: Tensor
-    spread_s: Tensor = field(default=None)  # std across cells after k pulses (optional)
+    spread_s: Tensor | None = field(default=None)  # std across cells after k pulses (optional)
 
     def __post_init__(self) -> None:
         # Kept on the CPU in float64: a calibration artefact, used with CPU-side counts.

@@ -78,6 +78,7 @@ class AnalogWeights:
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Read voltages for ``x`` (batch, features) and the per-sample scale to undo."""
+        assert self.v_read is not None  # set by __post_init__
         if self.input_scaling == "absmax":
             alpha = x.detach().abs().amax(-1, keepdim=True).clamp_min(1e-12)
         else:
@@ -113,6 +114,7 @@ class AnalogWeights:
             v_cols = torch.cat([rep, -rep], -1)
         # Reference/differential drive can exceed v_read on the shared line: rescale.
         peak = v_cols.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+        assert self.v_read is not None  # set by __post_init__
         shrink = torch.clamp(self.v_read / peak, max=1.0)
         i = self.backend.mvm_t(self._region_input(v_cols * shrink, cols, m.col_offset), tile=m.tile)
         return (i[..., m.rows] / (m.n_devices * m.scale) * back / shrink).to(out_device)

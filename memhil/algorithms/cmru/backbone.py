@@ -15,7 +15,7 @@ on the current input only can encode intensities but not where in the sequence t
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,15 @@ from memhil.nn.pooling import last_state, mean_state
 #: Cell names the backbone understands.
 CELL_KINDS = ("bmru", "cmru", "acmru", "acmru_learned", "fq_bmru", "fq_cmru", "lru", "mingru")
 Readout = Literal["last", "mean", "all"]
+
+
+class _MemoryUnitOptions(TypedDict):
+    """The keyword arguments :func:`build_cell` passes to every memory unit."""
+
+    generator: torch.Generator | None
+    slope: float
+    threshold_bias_init: float
+    amplitude_init: float
 
 
 class LRUCell(nn.Module):
@@ -61,8 +70,9 @@ def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Genera
     2023 use r_min 0.9, r_max 0.999, phase π/10 on long-range tasks); the minGRU chrono gate
     bias with timescales up to ``mingru_max_timescale`` steps (None: uniform like the weights).
     """
-    mem = {"generator": generator, "slope": slope, "threshold_bias_init": threshold_bias_init,
-           "amplitude_init": amplitude_init}
+    mem: _MemoryUnitOptions = {"generator": generator, "slope": slope,
+                               "threshold_bias_init": threshold_bias_init,
+                               "amplitude_init": amplitude_init}
     if kind == "bmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.0, **mem)
     if kind == "cmru":
@@ -168,7 +178,7 @@ class RecurrentBackbone(nn.Module):
 
     @property
     def cells(self) -> list[nn.Module]:
-        return [b.cell for b in self.blocks]
+        return [cast(ResidualBlock, b).cell for b in self.blocks]
 
     def forward(self, x: Tensor, lengths: Tensor | None = None,
                 perturb: CandidatePerturbation | None = None) -> Tensor:

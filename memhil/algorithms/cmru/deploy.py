@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,9 @@ from memhil.algorithms.cmru.backbone import RecurrentBackbone
 from memhil.algorithms.cmru.training import evaluate
 from memhil.backends.base import Backend
 from memhil.datasets.containers import Split
+
+if TYPE_CHECKING:
+    from memhil.analog.program import Method
 
 
 # ---------------------------------------------------------------------------------------
@@ -66,7 +70,7 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
         if cell.out is not None:
             shapes.append((f"blocks.{i}.cell.out", cell.out.out_features, cell.out.in_features))
     if readout:
-        last = model.head[-1]
+        last = cast("nn.Linear | AnalogLinear", model.head[-1])
         shapes.append(("head.readout", last.out_features, last.in_features))
     regions = pack_columns([(n_in, 2 * n_out) for _, n_out, n_in in shapes], backend.shape,
                            names=[name for name, _, _ in shapes])
@@ -75,7 +79,7 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
 
 
 def deploy_to_backend(model: RecurrentBackbone, backend: Backend, *, readout: bool = True,
-                      program_method: str = "verify", seed: int = 0, program_kw: dict | None = None,
+                      program_method: Method = "verify", seed: int = 0, program_kw: dict | None = None,
                       **analog_kw) -> list[AnalogLinear]:
     """Move the memory units' projections (and the final readout) of ``model`` onto
     ``backend`` in place and program the devices to the trained weights.
@@ -87,16 +91,18 @@ def deploy_to_backend(model: RecurrentBackbone, backend: Backend, *, readout: bo
     for k, place in enumerate(plan_placement(model, backend, readout=readout)):
         parts = place.name.split(".")
         if place.name == "head.readout":
-            last = model.head[-1]
+            last = cast("nn.Linear | AnalogLinear", model.head[-1])
             layer = _analog_copy(last.weight, last.bias, backend, place, seed + k, **analog_kw)
             model.head[-1] = layer
         else:
             cell = model.blocks[int(parts[1])].cell
+            assert isinstance(cell, MemoryRecurrentUnit)  # plan_placement checked every cell
             if parts[-1] == "input_projection":
                 w, b = cell.projection_weights()
                 layer = _analog_copy(w, b, backend, place, seed + k, **analog_kw)
                 cell.input_projection = layer
             else:
+                assert cell.out is not None  # planned only where the unit has an output map
                 layer = _analog_copy(cell.out.weight, cell.out.bias, backend, place, seed + k, **analog_kw)
                 cell.out = layer
         layer.program(method=program_method, **(program_kw or {}))

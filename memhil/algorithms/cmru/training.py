@@ -84,7 +84,8 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig | None = Non
           test_split: Split | None = None) -> TrainResult:
     """Fit ``model`` on ``train_split`` with this module's recipe; returns losses and accuracies."""
     cfg = config or TrainConfig()
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if _is_recurrent(name) or p.dim() < 2 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

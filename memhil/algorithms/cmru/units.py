@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
 from memhil.nn.mingru import CandidatePerturbation
 from memhil.nn.scan import linear_scan
+
+if TYPE_CHECKING:
+    from memhil.analog.linear import AnalogLinear
 
 Variant = Literal["signed", "fq"]
 
@@ -122,6 +125,8 @@ class MemoryRecurrentUnit(nn.Module):
     ``d_out=None`` returns the scaled states α ⊙ s without the output map.
     """
 
+    eps_value: Tensor
+
     def __init__(self, d_in: int, d_state: int, d_out: int | None = None, *, eps: float = 1.0,
                  learn_eps: bool = False, variant: Variant = "signed", slope: float = 1.0,
                  amplitude_init: float = 1.0, threshold_bias_init: float = 1.0,
@@ -169,8 +174,11 @@ class MemoryRecurrentUnit(nn.Module):
         #: Optional module computing [c_t; β_t] (FQ: W_c x) in place of the float weights,
         #: e.g. an ``AnalogLinear`` holding ``projection_weights()`` on a crossbar.
         self.input_projection: nn.Module | None = None
-        self.out = nn.Linear(d_state, d_out) if d_out is not None else None
+        #: A deployment replaces the output map by an ``AnalogLinear``.
+        self.out: nn.Linear | AnalogLinear | None = (nn.Linear(d_state, d_out)
+                                                     if d_out is not None else None)
         if self.out is not None and generator is not None:
+            assert d_out is not None  # self.out exists
             with torch.no_grad():
                 b = 1.0 / math.sqrt(d_state)
                 self.out.weight.copy_((torch.rand(d_out, d_state, generator=generator) * 2 - 1) * b)
@@ -247,6 +255,7 @@ class MemoryRecurrentUnit(nn.Module):
             force_high = heaviside(c - beta_hi, self.slope)
             force_low = heaviside(beta_lo - c, self.slope)
             return force_high + force_low, force_high  # 1 − hold, target 1 or 0
+        assert beta is not None  # the signed variant projects β_t
         z = heaviside(c.abs() - beta.abs(), self.slope)
         return z, sign(c, self.slope)
 

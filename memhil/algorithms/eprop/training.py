@@ -48,7 +48,7 @@ from memhil.algorithms.eprop.lif import (
     run_lif,
 )
 from memhil.analog.mapping import WeightMapping
-from memhil.analog.updates.schemes import UpdateScheme, build_update_scheme
+from memhil.analog.updates.schemes import SignUpdate, UpdateScheme, build_update_scheme
 from memhil.backends.base import Backend
 from memhil.analog.pulse_response import PulseResponse, measure_set_response
 
@@ -310,6 +310,7 @@ class EpropNetwork:
                 if isinstance(grad_threshold, dict):
                     grad_threshold = grad_threshold[k]
                 # srnn-pcm thresholds the gradient itself: |grad| > thr  <=>  |ΔW| > lr thr
+                assert isinstance(s, SignUpdate)  # scheme == "sign" (checked above)
                 s.threshold = grad_threshold * lrs[k] / s.quantum
         self.bias = torch.zeros(config.n_out)
         self.random_feedback = torch.randn(config.n_out, config.n_rec, generator=gen) / config.n_rec ** 0.5
@@ -355,6 +356,7 @@ class EpropNetwork:
         """The (out, in) weight the scheme holds (float shadow) or the devices encode (one read)."""
         s = self.schemes[name]
         w = s.effective_weight()
+        assert s.weights is not None  # every scheme is bound in __init__
         return (w if w is not None else s.weights.read_weights()).detach().clone()
 
     @torch.no_grad()

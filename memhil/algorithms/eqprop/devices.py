@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 from torch import Tensor
@@ -93,6 +93,13 @@ class LocalSlope:
         return float((self.g_s[-1] - self.g_s[0]) / moving.median())
 
 
+class _Placement(TypedDict):
+    """Where and in which precision :func:`local_slope` builds its tensors."""
+
+    device: str
+    dtype: torch.dtype
+
+
 def local_slope(device: str | Mapping[str, Any], amplitude_v: float, width_s: float,
                 mode: PulseMode = "width", *, v_read: float = 0.2, n_grid: int = 201,
                 n_replicas: int = 32, probe_fraction: float = 1e-3, seed: int = 0) -> LocalSlope:
@@ -107,7 +114,7 @@ def local_slope(device: str | Mapping[str, Any], amplitude_v: float, width_s: fl
     require(amplitude_v != 0, "amplitude_v", "must be nonzero (its sign is the polarity)")
     model = build_device_model(device)
     gen = torch.Generator().manual_seed(seed)
-    dd = {"device": "cpu", "dtype": torch.float64}
+    dd: _Placement = {"device": "cpu", "dtype": torch.float64}
     if model.state_names == ("x",):
         # uniform plus geometric towards both bounds: G(x) can be steep there (HP: 1/R(x))
         ends = torch.logspace(-6.0, 0.0, n_grid // 3, dtype=torch.float64)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +174,7 @@ class ResistiveNetwork:
                 up = p[:, :n_h] * gh.sum(1) - vo @ gh.T
                 grad[:, self._slices[l - 1]] += c * s.gain * up
         if beta_rel != 0.0:
+            assert y is not None, "a nudge (beta_rel != 0) needs the targets y"
             grad[:, self._slices[-1]] += self._scale[-1] * beta_rel * self._loss_grad(v, y)
         return grad
 
@@ -298,7 +300,8 @@ class ResistiveNetwork:
         h = self._hessian_const(g, 0.0) + torch.diag_embed(self._diode_hessian(v_star))
         v = v_star - torch.linalg.solve(h, r.unsqueeze(-1)).squeeze(-1)
         self.loss(v, y).mean().backward()
-        return [gl.grad for gl in g]
+        # every layer enters the loss through the Newton step, so backward set each .grad
+        return [cast(Tensor, gl.grad) for gl in g]
 
     def predict(self, g_s: Sequence[Tensor], x: Tensor) -> Tensor:
         """Predicted class per sample (argmax of the free-phase scores)."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor
@@ -98,7 +98,7 @@ def sgd_step(grads: Sequence[Tensor], g_s: Sequence[Tensor], lr: float | Sequenc
              g_min_s: float, g_max_s: float, max_rel_change: float = 0.5) -> list[Tensor]:
     """Desired conductance changes (S): -lr g_max grad, limited to +-max_rel_change G and
     such that G + dG stays in [g_min, g_max]. ``grads`` are dL/d(G/g_max)."""
-    lrs = list(lr) if isinstance(lr, (tuple, list)) else [lr] * len(grads)
+    lrs = list(lr) if isinstance(lr, (tuple, list)) else [cast(float, lr)] * len(grads)
     if len(lrs) != len(grads):
         raise ValueError(f"got {len(lrs)} learning rates for {len(grads)} layers")
     out = []

@@ -11,14 +11,14 @@ hardware backend over the mock lab, a bench.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 
 from memhil.analog.linear import AnalogLinear
 from memhil.analog.placement import pack_columns
-from memhil.algorithms.mars.layer import MARS, Method
+from memhil.algorithms.mars.layer import MARS, MARSLayer, Method
 from memhil.algorithms.mars.readout import RidgeClassifier
 from memhil.nn.pooling import Pooling
 from memhil.backends.base import Backend
@@ -88,7 +88,8 @@ def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
     w_std = readout.weight.t()  # (classes, features), acts on standardised features
     mats: list[tuple[str, Tensor, Tensor | None]] = []
     if deploy_projections:
-        mats += [(f"w_in[{i}]", layer.w_in, None) for i, layer in enumerate(model.layers)]
+        mats += [(f"w_in[{i}]", cast(MARSLayer, layer).w_in, None)
+                 for i, layer in enumerate(model.layers)]
     mats.append(("readout", w_std, readout.bias))
     sizes = [(w.shape[1], 2 * w.shape[0] * layer_kw.get("n_devices", 1)) for _, w, _ in mats]
     if layer_kw.get("layout") == "reference":
@@ -104,5 +105,6 @@ def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
         tol = 0.02 * (m.g_hi_s - m.g_lo_s) if tolerance_s is None else tolerance_s
         reports[name] = layer.program(method=program, tolerance_s=tol, **(program_kw or {}))
         built.append(layer)
-    projections: list[AnalogLinear | None] = built[:-1] if deploy_projections else [None] * model.depth
+    projections: list[AnalogLinear | None] = ([*built[:-1]] if deploy_projections
+                                              else [None] * model.depth)
     return DeployedMARS(model, readout, built[-1], projections, pool, layers, method, reports)

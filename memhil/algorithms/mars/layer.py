@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,10 @@ class MARSLayer(nn.Module):
     its own step log-uniformly (a spread of time constants, as ParalESN spreads its
     eigenvalues). The decay range is checked at construction (ValueError naming the value).
     """
+
+    w_in: Tensor
+    b: Tensor
+    dt: Tensor
 
     def __init__(self, n_in: int, n_units: int, *, input_scale: float = 1.0,
                  bias_scale: float = 0.1, gamma: float = 1.0, p: float = 5.0,
@@ -135,6 +139,8 @@ class MARS(nn.Module):
     skip) come from the ablation in benchmarks/mars.py.
     """
 
+    skip_proj: Tensor
+
     def __init__(self, n_features: int, n_units: int = 100, depth: int = 1, *,
                  skip: Skip = "temporal", input_scale: float = 1.0, bias_scale: float = 0.1,
                  gamma: float = 1.0, p: float = 5.0,
@@ -164,13 +170,14 @@ class MARS(nn.Module):
 
     @property
     def n_units(self) -> int:
-        return self.layers[0].n_units
+        return cast(MARSLayer, self.layers[0]).n_units
 
     def _skip_signal(self, level: int, x: Tensor, h: Tensor, h_eq: Tensor | None,
                      mask: Tensor) -> Tensor:
         if self.skip == "none":
             u = h
         elif self.skip == "equilibrium":
+            assert h_eq is not None  # layer_states asks for the equilibria with this skip
             u = h - h_eq
         elif self.skip == "temporal":
             u = h - nn.functional.pad(h, (0, 0, 1, 0))[:, :-1]

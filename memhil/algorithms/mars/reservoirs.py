@@ -100,6 +100,9 @@ class _SequentialReservoir(nn.Module):
     """Shared loop: run ``step`` over time and pool the states online (no (B, T, N) copy)."""
 
     n_units: int
+    w_in: Tensor
+    w: Tensor
+    b: Tensor
 
     def initial_state(self, batch: int, like: Tensor) -> Tensor:
         return torch.zeros(batch, self.n_units, dtype=like.dtype, device=like.device)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,13 @@ from memhil.analog.placement import pack_columns
 from memhil.backends.base import Backend
 
 # Weight regions use WeightMapping with one siemens per weight unit: combine() = G+ - G-.
-_UNIT_WINDOW = {"g_lo_s": 0.0, "g_hi_s": 1.0, "w_max": 1.0}
+class _Window(TypedDict):
+    g_lo_s: float
+    g_hi_s: float
+    w_max: float
+
+
+_UNIT_WINDOW: _Window = {"g_lo_s": 0.0, "g_hi_s": 1.0, "w_max": 1.0}
 
 
 # -- where the layers live on the backend ------------------------------------------------
@@ -312,6 +319,14 @@ class MaskedWeight(WeightSource):
     score per weight, a top-k mask refreshed after each optimizer step (optionally switch
     limited) with every flip counted and given reprogramming noise."""
 
+    sign: Tensor
+    keep: Tensor
+    prune: Tensor
+    mask: Tensor
+    scores_ref: Tensor
+    keep_gain: Tensor
+    prune_gain: Tensor
+
     def __init__(self, sign: Tensor, keep: Tensor, prune: Tensor, *, gain: float = math.sqrt(2),
                  keep_fraction: float = 0.5, reprogram_noise_rel: float = 0.15, seed: int = 0):
         super().__init__()
@@ -370,6 +385,9 @@ class FixedWeight(WeightSource):
     """Untrained hardware weights, every connection kept (the readout-only baseline's
     random layers): sign0 * |G| / scale, readout bank cycled per forward pass."""
 
+    sign: Tensor
+    keep: Tensor
+
     def __init__(self, sign: Tensor, keep: Tensor, *, gain: float = math.sqrt(2)):
         super().__init__()
         self.register_buffer("sign", sign.float())
@@ -399,6 +417,8 @@ class ProgrammedWeight(WeightSource):
     (``noise_reference="target"``) or write_noise_rel * (g_hi_s - g_lo_s) ("window", the
     full-scale convention), and every forward pass reads it with a fresh N(1,
     read_noise_rel^2) factor."""
+
+    g: Tensor
 
     def __init__(self, w: Tensor, *, write_noise_rel: float = 0.3, read_noise_rel: float = 0.03,
                  g_lo_s: float = 1e-6, g_hi_s: float = 40e-6, noise_reference: str = "target",

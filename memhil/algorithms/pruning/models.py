@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ class SourcedLinear(nn.Module):
             return
         if not isinstance(self.source, MaskedWeight):
             raise TypeError("only masked hardware layers can run on the array")
+        assert mapping is not None, "a layer on the array needs its deployed region (mapping)"
         self._analog = (backend, mapping, self.source.scale)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -107,7 +109,7 @@ class MLP(nn.Module):
     def attach(self, backend: Backend | None, mappings=None) -> None:
         """Run every layer on ``backend`` (deployed regions ``mappings``), or detach."""
         for i, layer in enumerate(self.layers):
-            layer.attach(backend, None if mappings is None else mappings[i])
+            cast(SourcedLinear, layer).attach(backend, None if mappings is None else mappings[i])
 
 
 class DigitCNN(nn.Module):

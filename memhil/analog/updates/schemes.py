@@ -156,6 +156,7 @@ class UpdateScheme:
         n = self._update(delta_w)
         if (self.needs_devices and self.refresh_threshold_s is not None
                 and self.steps % self.refresh_every == 0):
+            assert self.response is not None  # bind requires it where needs_devices
             refresh_pairs(w, self.response, self.refresh_threshold_s,
                           reset_pulses=self.refresh_reset_pulses, max_pulses=self.count_cap)
         t = w.tally
@@ -183,7 +184,7 @@ class UpdateScheme:
         m = self._bound().mapping
         pos = n.clamp(min=0).t().repeat_interleave(m.n_devices, 1)
         neg = (-n).clamp(min=0).t().repeat_interleave(m.n_devices, 1)
-        self.weights.set_region(torch.cat([pos, neg], 1).to(torch.int64))
+        self._bound().set_region(torch.cat([pos, neg], 1).to(torch.int64))
 
 
 _REGISTRY: dict[str, type[UpdateScheme]] = {}
@@ -209,7 +210,7 @@ def _parameters(cls: type) -> list[str]:
     for klass in cls.__mro__:
         if "__init__" not in vars(klass) or klass is object:
             continue
-        params = inspect.signature(klass.__init__).parameters.values()
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
         names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
@@ -247,19 +248,21 @@ class IdealUpdate(UpdateScheme):
         self.shadow: Tensor | None = None
 
     def _on_bind(self) -> None:
-        w = self.weights
+        w = self._bound()
         if self.init == "read":
             self.shadow = w.read_weights().detach().to("cpu", torch.float32)
         else:
             self.shadow = torch.zeros(self.shape, dtype=torch.float32)
 
     def _update(self, delta_w: Tensor) -> None:
-        w_max = self.weights.mapping.w_max
+        w_max = self._bound().mapping.w_max
+        assert self.shadow is not None  # set by _on_bind
         self.shadow = (self.shadow + delta_w.to(self.shadow.dtype)).clamp_(-w_max, w_max)
         return None
 
     def effective_weight(self) -> Tensor:
         self._bound()
+        assert self.shadow is not None  # set by _on_bind
         return self.shadow
 
 
@@ -313,25 +316,26 @@ class MultiDeviceUpdate(UpdateScheme):
         self.pointer: Tensor | None = None  # (2, out, in): next device of the + / - side
 
     def _on_bind(self) -> None:
-        n_dev = self.weights.mapping.n_devices
+        n_dev = self._bound().mapping.n_devices
         if n_dev < 2:
             raise ValueError(f"update scheme 'multi' needs mapping.n_devices > 1, got {n_dev}")
         self.pointer = torch.zeros((2, *self.shape), dtype=torch.int64)
 
     def _update(self, delta_w: Tensor) -> Tensor:
-        m = self.weights.mapping
+        m = self._bound().mapping
         n_dev = m.n_devices
         cap = self.count_cap * n_dev if self.max_pulses is None else self.max_pulses
         n_abs = (delta_w.abs().double() / (self.quantum / n_dev)).round().clamp_(max=cap)
         n_abs = n_abs.to(torch.int64)
         sides = torch.stack([n_abs * (delta_w > 0), n_abs * (delta_w < 0)])  # (2, out, in)
         k = torch.arange(n_dev)
+        assert self.pointer is not None  # set by _on_bind
         offset = (k - self.pointer.unsqueeze(-1)) % n_dev  # (2, out, in, N)
         per_dev = sides.unsqueeze(-1) // n_dev + (offset < (sides % n_dev).unsqueeze(-1))
         self.pointer = (self.pointer + sides) % n_dev
         # (2, out, in, N) -> region (in, [+ out-major device-minor, - ...])
         region = per_dev.permute(2, 0, 1, 3).reshape(m.in_features, 2 * m.out_features * n_dev)
-        self.weights.set_region(region)
+        self._bound().set_region(region)
         return sides[0] - sides[1]
 
 
@@ -355,6 +359,7 @@ class MixedPrecisionUpdate(UpdateScheme):
         self.chi = torch.zeros(self.shape, dtype=torch.float64)
 
     def _update(self, delta_w: Tensor) -> Tensor:
+        assert self.chi is not None  # set by _on_bind
         self.chi += delta_w.double()
         if self.steps % self.transfer_every:
             return torch.zeros(self.shape, dtype=torch.int64)
