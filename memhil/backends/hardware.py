@@ -34,6 +34,7 @@ has resynchronized every instrument and confirmed the safe state.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
@@ -80,7 +81,7 @@ def _transient(exc: BaseException) -> bool:
     try:
         from serial import SerialException
     except ImportError:  # pragma: no cover - pyserial is a dependency
-        SerialException = OSError  # type: ignore[misc,assignment]  # fallback, isinstance only
+        SerialException = OSError  # fallback, isinstance only
     return isinstance(exc, (VisaIOError, SerialException, OSError, ValueError, TimeoutError))
 
 
@@ -99,6 +100,8 @@ class HardwareBackend(Backend):
     for this backend (its station's connections, a mock lab); the backend is then closed
     for good and a further ``close`` does nothing.
     """
+
+    _outputs_on: bool | None  # cell strategy: SMU outputs as last switched (None: unknown)
 
     def __init__(self, station: Any, *, clock: Clock | None = None, strategy: Strategy = "auto",
                  v_read: float | None = None, drive: str | None = None, sense: str | None = None,
@@ -448,7 +451,7 @@ class HardwareBackend(Backend):
     def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
         v_np = v[0].detach().cpu().double().numpy()
         if self.strategy == "parallel":
-            out = np.stack([self._read_op("array-board read", lambda x=x: self._board_read(x, transpose))
+            out = np.stack([self._read_op("array-board read", partial(self._board_read, x, transpose))
                             for x in v_np])
         else:
             g = self._cell_map(None)
@@ -469,7 +472,7 @@ class HardwareBackend(Backend):
             for i in need:
                 v = np.zeros(rows)
                 v[i] = v_read
-                i_meas[i] = self._read_op("array-board read", lambda v=v: self._board_read(v, False))
+                i_meas[i] = self._read_op("array-board read", partial(self._board_read, v, False))
                 v_app[i] = v_read
         else:
             v_app, i_meas = self._cell_read(mask, v_read)
@@ -494,12 +497,12 @@ class HardwareBackend(Backend):
         for mask, amp, width, n, comp in plan:
             if self.strategy == "parallel":
                 self.transactions += 1
-                self._write_op("array-board pulse", lambda m=mask, a=amp, w=width, k=n, c=comp:
-                               self._array.pulse_cells(m, a, w, k, compliance_a=c))
+                self._write_op("array-board pulse", partial(self._array.pulse_cells, mask, amp, width, n,
+                                       compliance_a=comp))
             else:
                 (i,), (j,) = np.nonzero(mask)
-                self._write_op("SMU pulse", lambda i=int(i), j=int(j), a=amp, w=width, k=n, c=comp:
-                               self._cell_pulse(i, j, a, w, k, c))
+                self._write_op("SMU pulse", partial(self._cell_pulse, int(i), int(j), amp, width, n,
+                                       comp))
 
     def _pulse_plan(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
                     compliance_a: Tensor) -> list[tuple[np.ndarray, float, float, int, float]]:

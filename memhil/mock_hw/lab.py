@@ -121,6 +121,7 @@ class MockLab:
                 prober = self.emulators[name] = VeloxEmulator(self.chip, name=name)
         for name, inst in self.config.instruments.items():
             t = inst.type
+            emu: Any
             if t == "keithley2636b":
                 emu = Keithley2600Emulator(self.bench, name=name, model="2636B")
             elif t == "keithley2450":

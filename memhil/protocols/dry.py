@@ -15,7 +15,7 @@ from memhil.core.limits import Limits
 
 class DryBackend(Backend):
     def __init__(self, like: Backend, g_s: float | None = None, *, has_prober: bool | None = None):
-        self._shape = tuple(like.shape)
+        self._shape: tuple[int, int, int] = like.shape
         self._limits = like.limits
         self._caps = like.capabilities
         lo, hi = self._caps.conductance_range_s
@@ -23,7 +23,7 @@ class DryBackend(Backend):
         self._clock = VirtualClock()
         if has_prober is None:
             has_prober = like.has_prober if isinstance(like, DryBackend) else like.site is not None
-        self.has_prober = has_prober
+        self.has_prober: bool = has_prober
         self._v_read = like.read_voltage_v
         self.ops: list[tuple[str, dict]] = []
 

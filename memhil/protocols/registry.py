@@ -80,5 +80,5 @@ def build_protocol(name: str, params: Mapping[str, Any] | Any = None, *, source:
         raise ConfigError(prefix or "protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
                           source)
     spec = _REGISTRY[name]
-    p = from_mapping(spec.params_cls, params, source=source, prefix=prefix or name)
+    p: Any = from_mapping(spec.params_cls, params, source=source, prefix=prefix or name)
     return ProtocolPlan(name, p, spec.plan)

@@ -270,9 +270,9 @@ class Runner:
         if p.dry:
             return None
         if isinstance(msg, ProberMap):
-            site.load_map([tuple(d) for d in msg.dies], msg.subsites)
+            site.load_map([(int(d[0]), int(d[1])) for d in msg.dies], msg.subsites)
         elif isinstance(msg, Move):
-            site.move(tuple(msg.die), msg.subsite)
+            site.move((int(msg.die[0]), int(msg.die[1])), msg.subsite)
         elif isinstance(msg, Contact):
             site.contact()
         else:

@@ -3,7 +3,7 @@ with the backend it runs on (the algorithm itself only sees the Backend contract
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from memhil.algorithms.eprop.training import (
     VARIANTS,
@@ -31,7 +31,7 @@ def build_variant(name: str | Variant, config: EpropConfig, *, seed: int = 0,
         config = variant_config(v, config)
     tiles, rows, cols = required_shape(config.n_in, config.n_rec, config.n_out, v.n_devices)
     backend = SimBackend({"tiles": tiles, "rows": rows, "cols": cols, "seed": seed,
-                          "device": pcm_device(device_mode or v.device), **sim})
+                          "device": pcm_device(cast(Any, device_mode or v.device)), **sim})
     return EpropNetwork(backend, config, v.scheme, v.params, n_devices=v.n_devices,
                         response_pulses=v.response_pulses if tuned else 20)
 __all__ = ["build_variant"]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from memhil.core.errors import ConfigError
 from memhil.runs.protocol_file import META_CONFIG
@@ -53,8 +53,9 @@ def pulse_responses_from_run(store: Any, run_id: int):
     dn_m = [up_m[-1]] + [float(md_[k]) for k in range(1, p.n_pulses + 1)]
     dn_s = [up_s[-1]] + [float(sd[k]) for k in range(1, p.n_pulses + 1)]
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    up = PulseResponse(p.v_ltp, p.width_s, t(up_m), t(up_s))
-    down = PulseResponse(p.v_ltd, p.width_s, t(dn_m), t(dn_s))
+    assert not p.several  # refused above: one amplitude per direction
+    up = PulseResponse(float(cast(float, p.v_ltp)), p.width_s, t(up_m), t(up_s))
+    down = PulseResponse(float(cast(float, p.v_ltd)), p.width_s, t(dn_m), t(dn_s))
     return up, down, n_cells
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
@@ -151,6 +151,7 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
     from memhil.backends.hardware import _device_bipolar, _device_description
     from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
     from memhil.instruments.station import load_station_config
+    from memhil.backends.base import Backend
     from memhil.protocols.dry import DryBackend
 
     cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
@@ -187,4 +188,5 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
     like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
                            capabilities=caps, read_voltage_v=float(
                                0.5 * sc.limits.v_read_max_v if v_read is None else v_read))
-    return DryBackend(like, has_prober="prober" in roles)
+    # a stand-in with the attributes DryBackend reads: nothing here may connect
+    return DryBackend(cast(Backend, like), has_prober="prober" in roles)

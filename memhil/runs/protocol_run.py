@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from memhil.core.errors import ConfigError
 from memhil.protocols import ProtocolError, Runner, Summary, build_protocol
@@ -351,6 +351,7 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             raise ConfigError("backend", "no backend: give one in the file or on the command "
                               "line (--sim, --station, --mock-lab)", src)
     if own_backend:  # every check the files allow, before any instrument or database
+        assert backend_cfg is not None  # refused above
         where = backend_cfg if isinstance(backend_cfg, str) else next(
             (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
         offline = offline_backend(backend_cfg, src)
@@ -371,7 +372,8 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                                  station_identity(backend_cfg, None if own_backend else backend),
                                  backend_cfg, root_id)
         visa = {} if visa_library is None else {"visa_library": visa_library}
-        be = open_backend(backend_cfg, source=src, **visa) if own_backend else backend
+        be = open_backend(cast(Any, backend_cfg), source=src, **visa) if own_backend \
+            else backend
         writer = None
         status = "failed"
         try:

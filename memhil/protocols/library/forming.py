@@ -35,7 +35,8 @@ class FormingParams:
 
 
 def ramp(p: FormingParams) -> list[tuple[float, float]]:
-    out, k = [], 0
+    out: list[tuple[float, float]] = []
+    k = 0
     while True:
         v = p.v_start + k * p.v_step
         if v > p.v_max * (1 + 1e-9):

@@ -33,9 +33,9 @@ def plan(p: WaferCampaignParams, caps):
     from memhil.protocols.registry import build_protocol
     inner = build_protocol(p.inner, p.inner_params)
     if p.load_map:
-        yield ProberMap(tuple(tuple(d) for d in p.dies), p.subsites)
-    for die in p.dies:
-        die = tuple(die)
+        yield ProberMap(tuple((int(d[0]), int(d[1])) for d in p.dies), p.subsites)
+    for xy in p.dies:
+        die = (int(xy[0]), int(xy[1]))
         for sub in range(p.subsites):
             site_key = ("wafer", die[0], die[1], sub)
             if (yield IsDone(site_key)):
