@@ -16,12 +16,13 @@ Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions).
 from __future__ import annotations
 
 import argparse
+
 import torch
+from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 from torch import nn
 
 from memhil.analog.linear import AnalogLinear
 from memhil.backends.sim import SimBackend
-from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 
 
 def main() -> None:
@@ -34,6 +35,7 @@ def main() -> None:
 
     def loss_fn(y, t):  # sum over outputs, mean over the batch
         return (y - t).pow(2).sum(-1).mean()
+
     torch.manual_seed(0)
     x = torch.randn(batch, n)
     target = torch.randn(batch, n)
@@ -52,8 +54,15 @@ def main() -> None:
 
     layers = {}
     for scheme in ("mixed_precision", "sign", "stochastic"):
-        backend = SimBackend({"rows": n, "cols": 2 * n, "device": "pcm", "seed": 0,
-                              "read": {"dac_bits": 8, "adc_bits": 8}})
+        backend = SimBackend(
+            {
+                "rows": n,
+                "cols": 2 * n,
+                "device": "pcm",
+                "seed": 0,
+                "read": {"dac_bits": 8, "adc_bits": 8},
+            }
+        )
         layer = AnalogLinear(n, n, backend, update=scheme)
         layer.eval()
         layers[scheme] = layer
@@ -70,21 +79,28 @@ def main() -> None:
             layer.weight.grad = None
             loss_fn(layer(x), target).backward()
             layer.sgd_step(lr)
+
         return step
 
     fwd = median_times({"nn.Linear": ref_forward, "AnalogLinear": analog_forward}, reps)
-    print(f"512x512, batch {batch}, float32, {torch.get_num_threads()} threads, PCM pairs, 8-bit DAC/ADC")
-    print(f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
-          f"{fwd['AnalogLinear'] * 1e3:8.2f} ms   ratio {fwd['AnalogLinear'] / fwd['nn.Linear']:.2f}x"
-          "   (aihwkit: 1.8-7x)")
+    print(
+        f"512x512, batch {batch}, float32, {torch.get_num_threads()} threads, PCM pairs, 8-bit DAC/ADC"
+    )
+    print(
+        f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
+        f"{fwd['AnalogLinear'] * 1e3:8.2f} ms   ratio {fwd['AnalogLinear'] / fwd['nn.Linear']:.2f}x"
+        "   (aihwkit: 1.8-7x)"
+    )
     tally0 = {name: layer.weights.tally.total for name, layer in layers.items()}  # calibration
     steps = {"nn.Linear": ref_step, **{k: analog_step(v, k) for k, v in layers.items()}}
     t = median_times(steps, max(3, reps // 2))
     for name in layers:
         pulses = (layers[name].weights.tally.total - tally0[name]) / n_steps[name]
-        print(f"  train step   nn.Linear {t['nn.Linear'] * 1e3:8.2f} ms   {name:<16}"
-              f"{t[name] * 1e3:8.2f} ms   ratio {t[name] / t['nn.Linear']:.1f}x"
-              f"   ({pulses:.0f} pulses/step; aihwkit: 13-73x)")
+        print(
+            f"  train step   nn.Linear {t['nn.Linear'] * 1e3:8.2f} ms   {name:<16}"
+            f"{t[name] * 1e3:8.2f} ms   ratio {t[name] / t['nn.Linear']:.1f}x"
+            f"   ({pulses:.0f} pulses/step; aihwkit: 13-73x)"
+        )
 
 
 if __name__ == "__main__":

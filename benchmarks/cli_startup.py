@@ -25,10 +25,22 @@ def one_run(work: Path, k: int) -> dict[str, float]:
     proto = work / "map.yaml"
     proto.write_text("protocol: conductance_map\nbackend: sim\n")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "memhil", "run", str(proto), "--db",
-                             str(work / f"s{k}.db"), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memhil",
+            "run",
+            str(proto),
+            "--db",
+            str(work / f"s{k}.db"),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()
     t_first = time.perf_counter() - t0
@@ -52,9 +64,11 @@ def main() -> None:
     res = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     res.update(repeat=n, cpus=os.cpu_count(), target_first_output_s=TARGET_S)
     print(f"memhil run (simulator, 64x64 conductance map), median of {n}:")
-    print(f"  process start -> first output: {res['first_output_s']:.2f} s "
-          f"(target {TARGET_S:.0f} s on 2 cores: "
-          f"{'met' if res['first_output_s'] < TARGET_S else 'NOT met'})")
+    print(
+        f"  process start -> first output: {res['first_output_s']:.2f} s "
+        f"(target {TARGET_S:.0f} s on 2 cores: "
+        f"{'met' if res['first_output_s'] < TARGET_S else 'NOT met'})"
+    )
     print(f"  process start -> summary (run done): {res['total_s']:.2f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -39,13 +39,13 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.cmru.deploy import noise_robustness
 from memhil.algorithms.cmru.backbone import (
     RecurrentBackbone,
     build_cell,
     count_parameters,
     state_size_for_budget,
 )
+from memhil.algorithms.cmru.deploy import noise_robustness
 from memhil.algorithms.cmru.training import TrainConfig, train
 from memhil.datasets import (
     copy_first_input,
@@ -55,7 +55,13 @@ from memhil.datasets import (
     standardize,
 )
 
-MODELS = {"BMRU": "bmru", "CMRU": "cmru", "aCMRU": "acmru_learned", "LRU": "lru", "minGRU": "mingru"}
+MODELS = {
+    "BMRU": "bmru",
+    "CMRU": "cmru",
+    "aCMRU": "acmru_learned",
+    "LRU": "lru",
+    "minGRU": "mingru",
+}
 D_MODEL, D_STATE_REF, MLP_RATIO = 16, 16, 2
 DIGITS_POSITIONAL_DIMS = 32
 
@@ -86,10 +92,19 @@ def build_model(kind: str, data, d_state: int, seed: int, task: str) -> Recurren
     n_out = data.train.y.shape[-1] if per_step else data.n_classes
     readout = "all" if per_step else "last"
     seq_len = data.train.x.shape[1]
-    return RecurrentBackbone(data.n_features, n_out, cell=kind, d_model=D_MODEL, d_state=d_state,
-                             mlp_ratio=MLP_RATIO, dropout=0.0, readout=readout, seed=seed,
-                             positional_dims=DIGITS_POSITIONAL_DIMS if task == "digits" else 0,
-                             mingru_max_timescale=max(float(seq_len), 3.0))
+    return RecurrentBackbone(
+        data.n_features,
+        n_out,
+        cell=kind,
+        d_model=D_MODEL,
+        d_state=d_state,
+        mlp_ratio=MLP_RATIO,
+        dropout=0.0,
+        readout=readout,
+        seed=seed,
+        positional_dims=DIGITS_POSITIONAL_DIMS if task == "digits" else 0,
+        mingru_max_timescale=max(float(seq_len), 3.0),
+    )
 
 
 def main() -> None:
@@ -101,7 +116,9 @@ def main() -> None:
     torch.set_num_threads(1)
     t_start = time.time()
     if args.quick:
-        settings = [Setting(t, n, 16, 60, 0.95) for n in (20, 50) for t in ("copy", "flipflop", "recall")]
+        settings = [
+            Setting(t, n, 16, 60, 0.95) for n in (20, 50) for t in ("copy", "flipflop", "recall")
+        ]
         settings.append(Setting("digits", 64, 16, 60, 0.80))
         seeds, n_train, n_test = args.seeds or 2, 256, 128
     else:
@@ -111,9 +128,13 @@ def main() -> None:
         seeds, n_train, n_test = args.seeds or 5, 1000, 256
 
     ref_cell = count_parameters(build_cell("cmru", D_MODEL, D_STATE_REF))
-    d_states = {name: state_size_for_budget(kind, D_MODEL, ref_cell) for name, kind in MODELS.items()}
-    print(f"one block, d_model {D_MODEL}, GLU-MLP x{MLP_RATIO}; state sizes at equal cell budgets "
-          f"(CMRU cell: {ref_cell} parameters): " + ", ".join(f"{k} {v}" for k, v in d_states.items()))
+    d_states = {
+        name: state_size_for_budget(kind, D_MODEL, ref_cell) for name, kind in MODELS.items()
+    }
+    print(
+        f"one block, d_model {D_MODEL}, GLU-MLP x{MLP_RATIO}; state sizes at equal cell budgets "
+        f"(CMRU cell: {ref_cell} parameters): " + ", ".join(f"{k} {v}" for k, v in d_states.items())
+    )
     print(f"{seeds} seeds; converged = test accuracy >= threshold; torch threads 1\n")
     noise_tasks = ("recall", "flipflop")
     rows = []
@@ -128,8 +149,14 @@ def main() -> None:
             for seed in range(seeds):
                 model = build_model(kind, data, d_states[name], seed, st.task)
                 params = count_parameters(model)
-                cfg = TrainConfig(steps=st.steps, batch_size=st.batch_size, lr=5e-3, seed=seed,
-                                  stop_accuracy=0.99, eval_train=False)
+                cfg = TrainConfig(
+                    steps=st.steps,
+                    batch_size=st.batch_size,
+                    lr=5e-3,
+                    seed=seed,
+                    stop_accuracy=0.99,
+                    eval_train=False,
+                )
                 result = train(model, data.train, cfg, data.test)
                 accs.append(result.test_accuracy)
                 steps.append(result.steps)
@@ -137,44 +164,71 @@ def main() -> None:
                     noise_models[st.task][name].append((model, data.test))
             conv = sum(a >= st.threshold for a in accs) / len(accs)
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            row = {"task": st.task, "T": st.seq_len, "model": name, "params": params,
-                   "acc": accs, "mean": statistics.mean(accs), "sd": sd, "converged": conv,
-                   "steps": steps}
+            row = {
+                "task": st.task,
+                "T": st.seq_len,
+                "model": name,
+                "params": params,
+                "acc": accs,
+                "mean": statistics.mean(accs),
+                "sd": sd,
+                "converged": conv,
+                "steps": steps,
+            }
             rows.append(row)
-            print(f"{st.task:<10}{st.seq_len:>5}  {name:<7}{params:>7}  "
-                  f"{row['mean']:.3f} ± {sd:.3f}{'':<9}{conv:>6.2f}  {statistics.mean(steps):>6.0f}",
-                  flush=True)
+            print(
+                f"{st.task:<10}{st.seq_len:>5}  {name:<7}{params:>7}  "
+                f"{row['mean']:.3f} ± {sd:.3f}{'':<9}{conv:>6.2f}  {statistics.mean(steps):>6.0f}",
+                flush=True,
+            )
 
     cand_stds, weight_stds = (0.0, 0.1, 0.3, 1.0), (0.0, 0.02, 0.05, 0.1)
     noise = {}
     for task in noise_tasks:
-        print(f"\nnoise table: {task} T={settings[0].seq_len} models, mean test accuracy over "
-              f"{seeds} seeds x 3 draws (c: candidate noise / RMS, w: weight noise / max|w|)")
-        head = f"{'model':<8}" + "".join(f"{'c ' + str(s):>8}" for s in cand_stds) + "   " + \
-            "".join(f"{'w ' + str(s):>8}" for s in weight_stds)
+        print(
+            f"\nnoise table: {task} T={settings[0].seq_len} models, mean test accuracy over "
+            f"{seeds} seeds x 3 draws (c: candidate noise / RMS, w: weight noise / max|w|)"
+        )
+        head = (
+            f"{'model':<8}"
+            + "".join(f"{'c ' + str(s):>8}" for s in cand_stds)
+            + "   "
+            + "".join(f"{'w ' + str(s):>8}" for s in weight_stds)
+        )
         print(head)
         print("-" * len(head))
         noise[task] = {}
         for name, entries in noise_models[task].items():
-            tables = [noise_robustness(m, split, candidate_stds=cand_stds, weight_stds=weight_stds,
-                                       n_draws=3, seed=k) for k, (m, split) in enumerate(entries)]
+            tables = [
+                noise_robustness(
+                    m, split, candidate_stds=cand_stds, weight_stds=weight_stds, n_draws=3, seed=k
+                )
+                for k, (m, split) in enumerate(entries)
+            ]
             mean = {key: statistics.mean(t[key] for t in tables) for key in tables[0]}
             noise[task][name] = {f"{k[0]}:{k[1]}": v for k, v in mean.items()}
-            print(f"{name:<8}" + "".join(f"{mean[('candidate', s)]:>8.3f}" for s in cand_stds) + "   " +
-                  "".join(f"{mean[('weight', s)]:>8.3f}" for s in weight_stds), flush=True)
+            print(
+                f"{name:<8}"
+                + "".join(f"{mean[('candidate', s)]:>8.3f}" for s in cand_stds)
+                + "   "
+                + "".join(f"{mean[('weight', s)]:>8.3f}" for s in weight_stds),
+                flush=True,
+            )
 
     wall = time.time() - t_start
     print(f"\nwall time {wall:.0f} s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / ("results_quick.json" if args.quick else "results.json")).write_text(
-        json.dumps({"rows": rows, "noise": noise, "d_states": d_states, "wall_s": wall}, indent=1))
+        json.dumps({"rows": rows, "noise": noise, "d_states": d_states, "wall_s": wall}, indent=1)
+    )
     _plot(rows, out / ("accuracy_quick.png" if args.quick else "accuracy.png"))
 
 
 def _plot(rows: list[dict], path: Path) -> None:
     """Mean test accuracy per task and model (bars) with every seed (dots)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -23,12 +23,6 @@ from pathlib import Path
 
 import torch
 
-from memhil.algorithms.eqprop.training import (
-    EqPropConfig,
-    EqPropTrainer,
-    IdealConductances,
-    init_conductances,
-)
 from memhil.algorithms.eqprop.devices import (
     MEMRISTOR_MODELS,
     memristor_device_config,
@@ -36,6 +30,12 @@ from memhil.algorithms.eqprop.devices import (
     usable_range,
 )
 from memhil.algorithms.eqprop.network import NetworkSpec, ResistiveNetwork
+from memhil.algorithms.eqprop.training import (
+    EqPropConfig,
+    EqPropTrainer,
+    IdealConductances,
+    init_conductances,
+)
 from memhil.backends.sim import SimBackend
 from memhil.datasets import digits, iris, standardize
 
@@ -64,9 +64,16 @@ def run_one(model: str, ratio: float, seed: int, args, data, sizes) -> dict:
     else:
         dev = memristor_device_config(model, ratio, variability=args.variability)
         shapes = spec.layer_shapes()
-        backend = SimBackend({"tiles": len(shapes), "rows": max(r for r, _ in shapes),
-                              "cols": max(c for _, c in shapes), "device": dev, "seed": seed,
-                              "limits": SIM_LIMITS})
+        backend = SimBackend(
+            {
+                "tiles": len(shapes),
+                "rows": max(r for r, _ in shapes),
+                "cols": max(c for _, c in shapes),
+                "device": dev,
+                "seed": seed,
+                "limits": SIM_LIMITS,
+            }
+        )
         store = memristor_store(backend, shapes, dev, ratio, inverse=args.inverse, seed=seed)
         g_min, g_max = usable_range(dev, ratio)
         store.program(init_conductances(spec, g_min, g_max, seed=seed))
@@ -75,9 +82,16 @@ def run_one(model: str, ratio: float, seed: int, args, data, sizes) -> dict:
     if model != "ideal":
         fid = store.update_fidelity
         fidelity = sum(c for c, _ in fid) / max(1, len(fid))
-    return {"model": model, "ratio": ratio, "seed": seed, "test_acc": hist.test_acc,
-            "train_loss": hist.train_loss, "final_test_acc": hist.test_acc[-1],
-            "fidelity_cos": fidelity, "wall_s": time.perf_counter() - t0}
+    return {
+        "model": model,
+        "ratio": ratio,
+        "seed": seed,
+        "test_acc": hist.test_acc,
+        "train_loss": hist.train_loss,
+        "final_test_acc": hist.test_acc[-1],
+        "fidelity_cos": fidelity,
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def table(results: list[dict], models, ratios, key: str, fmt) -> str:
@@ -86,8 +100,10 @@ def table(results: list[dict], models, ratios, key: str, fmt) -> str:
     for m in models:
         row = f"{m:<12}"
         for r in ratios:
-            vals = torch.tensor([x[key] for x in results if x["model"] == m and x["ratio"] == r],
-                                dtype=torch.float64)
+            vals = torch.tensor(
+                [x[key] for x in results if x["model"] == m and x["ratio"] == r],
+                dtype=torch.float64,
+            )
             row += f"{fmt(vals):>16}"
         lines.append(row)
     return "\n".join(lines)
@@ -106,14 +122,14 @@ def cos(vals: torch.Tensor) -> str:
 
 def plot(results: list[dict], models, ratios, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(models)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
     colours = plt.cm.viridis(torch.linspace(0, 0.9, len(ratios)).tolist())
     for ax, m in zip(axes.flat, models):
         for r, c in zip(ratios, colours):
@@ -147,8 +163,11 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=35)
     p.add_argument("--lr", type=float, default=10.0)
     p.add_argument("--inverse", choices=("local", "trajectory"), default="local")
-    p.add_argument("--variability", action="store_true",
-                   help="keep the models' default 5 %% D2D and C2C spreads (default: off)")
+    p.add_argument(
+        "--variability",
+        action="store_true",
+        help="keep the models' default 5 %% D2D and C2C spreads (default: off)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.ratios, args.seeds, args.epochs = [2.0, 100.0], 1, 4
@@ -161,21 +180,35 @@ def main(argv=None) -> None:
             for seed in range(args.seeds):
                 res = run_one(model, ratio, seed, args, data, sizes)
                 results.append(res)
-                print(f"  {model:<12} ratio {ratio:>6g} seed {seed}: test acc "
-                      f"{100 * res['final_test_acc']:5.1f} %  ({res['wall_s']:.1f} s)", flush=True)
+                print(
+                    f"  {model:<12} ratio {ratio:>6g} seed {seed}: test acc "
+                    f"{100 * res['final_test_acc']:5.1f} %  ({res['wall_s']:.1f} s)",
+                    flush=True,
+                )
     wall = time.perf_counter() - t0
-    print(f"\nEqProp on {args.task} {'-'.join(map(str, sizes))}, {args.epochs} epochs, batch "
-          f"{args.batch_size}, lr {args.lr:g}, {args.seeds} seed(s), inverse {args.inverse}, "
-          f"device variability {'on' if args.variability else 'off'}")
+    print(
+        f"\nEqProp on {args.task} {'-'.join(map(str, sizes))}, {args.epochs} epochs, batch "
+        f"{args.batch_size}, lr {args.lr:g}, {args.seeds} seed(s), inverse {args.inverse}, "
+        f"device variability {'on' if args.variability else 'off'}"
+    )
     print("\nFinal test accuracy (%, mean +- std over seeds)")
     print(table(results, args.models, args.ratios, "final_test_acc", pct))
     print("\nUpdate fidelity: mean cosine(realised dG, requested dG) per step")
-    print(table(results, [m for m in args.models if m != "ideal"], args.ratios, "fidelity_cos", cos))
+    print(
+        table(results, [m for m in args.models if m != "ideal"], args.ratios, "fidelity_cos", cos)
+    )
     print(f"\nwall time {wall:.0f} s")
     plot(results, args.models, args.ratios, args.out / f"learning_curves_{args.task}.png")
-    (args.out / f"results_{args.task}.json").write_text(json.dumps(
-        {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-         "results": results, "wall_s": wall}, indent=1))
+    (args.out / f"results_{args.task}.json").write_text(
+        json.dumps(
+            {
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "results": results,
+                "wall_s": wall,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}/learning_curves_{args.task}.png and results_{args.task}.json")
 
 

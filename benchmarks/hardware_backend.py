@@ -24,14 +24,23 @@ def station(strategy: str, n: int) -> dict:
         instruments = {"board": {"type": "memhil_array_board", "address": "memhilboard://bench"}}
         wiring = {}
     else:
-        instruments = {"smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
-                       "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"}}
-        wiring = {"smu_ports": {"smu.smua": 1, "smu.smub": 2}, "rows": list(range(1, n + 1)),
-                  "cols": list(range(n + 1, 2 * n + 1)), "ground_ports": [12]}
-    return {"chip": {"rows": n, "cols": n, "device": "neurosim"},
-            "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9},
-            "instruments": instruments, "wiring": wiring,
-            "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}}}
+        instruments = {
+            "smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+            "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+        }
+        wiring = {
+            "smu_ports": {"smu.smua": 1, "smu.smub": 2},
+            "rows": list(range(1, n + 1)),
+            "cols": list(range(n + 1, 2 * n + 1)),
+            "ground_ports": [12],
+        }
+    return {
+        "chip": {"rows": n, "cols": n, "device": "neurosim"},
+        "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9},
+        "instruments": instruments,
+        "wiring": wiring,
+        "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}},
+    }
 
 
 def measure(backend, n: int) -> tuple[int, float, int, float]:
@@ -59,16 +68,22 @@ def main() -> None:
     print("array over the mock lab (virtual clock; wall time is the framework's)")
     print(f"  {'strategy':<28}{'full read':>26}{'MVM batch of 64':>30}")
     for name, (n_read, t_read, n_mvm, t_mvm) in rows.items():
-        print(f"  {name:<28}{n_read:8d} transactions {t_read:7.3f} s"
-              f"{n_mvm:10d} transactions {t_mvm:7.3f} s")
+        print(
+            f"  {name:<28}{n_read:8d} transactions {t_read:7.3f} s"
+            f"{n_mvm:10d} transactions {t_mvm:7.3f} s"
+        )
     par = rows[f"hardware parallel {n}x{n}"]
     cell = rows[f"hardware cell {n_cell}x{n_cell}"]
-    per_cell_n, per_cell_t = cell[0] / n_cell ** 2, cell[1] / n_cell ** 2
-    print(f"  array board full read: {par[0]} transactions for {n} rows "
-          f"({'meets' if par[0] <= n else 'misses'} the <= rows goal)")
-    print(f"  cell-wise: {per_cell_n:.1f} transactions and {per_cell_t * 1e3:.1f} ms per cell -> "
-          f"{n}x{n}: ~{per_cell_n * n * n:.0f} transactions, ~{per_cell_t * n * n:.1f} s "
-          f"({per_cell_n * n * n / max(par[0], 1):.0f}x the board's transactions)")
+    per_cell_n, per_cell_t = cell[0] / n_cell**2, cell[1] / n_cell**2
+    print(
+        f"  array board full read: {par[0]} transactions for {n} rows "
+        f"({'meets' if par[0] <= n else 'misses'} the <= rows goal)"
+    )
+    print(
+        f"  cell-wise: {per_cell_n:.1f} transactions and {per_cell_t * 1e3:.1f} ms per cell -> "
+        f"{n}x{n}: ~{per_cell_n * n * n:.0f} transactions, ~{per_cell_t * n * n:.1f} s "
+        f"({per_cell_n * n * n / max(par[0], 1):.0f}x the board's transactions)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ from pathlib import Path
 
 import torch
 
-from memhil.nn.lru import LRUClassifier
 from memhil.algorithms.mars.layer import MARS, SKIPS
-from memhil.algorithms.mars.reservoirs import MFESN, LeakyESN
 from memhil.algorithms.mars.readout import fit_ridge
+from memhil.algorithms.mars.reservoirs import MFESN, LeakyESN
 from memhil.datasets import (
     ClassificationData,
     Split,
@@ -46,6 +45,7 @@ from memhil.datasets import (
     sequential_digits,
     standardize,
 )
+from memhil.nn.lru import LRUClassifier
 
 MARS_KW = {"n_units": 100, "dt": (0.001, 0.09), "input_scale": 1.0, "p": 5.0, "gamma": 1.0}
 
@@ -65,25 +65,39 @@ def _subset(split: Split, n: int | None) -> Split:
     return split.subset(torch.arange(0, len(split), max(1, len(split) // n))[:n])
 
 
-def fit_reservoir(name: str, data: ClassificationData, val: Split,
-                  features: Callable[[Split], torch.Tensor], note: str = "") -> Row:
+def fit_reservoir(
+    name: str,
+    data: ClassificationData,
+    val: Split,
+    features: Callable[[Split], torch.Tensor],
+    note: str = "",
+) -> Row:
     """Time states (train + val) and the ridge fit; score on the test split."""
     t0 = time.perf_counter()
     f_tr, f_va = features(data.train), features(val)
-    readout = fit_ridge(f_tr, data.train.y, data.n_classes, val_features=f_va,
-                        val_labels=val.y)
+    readout = fit_ridge(f_tr, data.train.y, data.n_classes, val_features=f_va, val_labels=val.y)
     train_s = time.perf_counter() - t0
     acc = readout.accuracy(features(data.test), data.test.y)
     return Row(data.name, name, acc, train_s, note or f"λ={readout.lam:g}")
 
 
-def train_lru(data: ClassificationData, val: Split, epochs: int, *, d_model: int,
-              d_state: int, lr: float = 2e-3, batch: int = 32, seed: int = 0) -> tuple[Row, list]:
+def train_lru(
+    data: ClassificationData,
+    val: Split,
+    epochs: int,
+    *,
+    d_model: int,
+    d_state: int,
+    lr: float = 2e-3,
+    batch: int = 32,
+    seed: int = 0,
+) -> tuple[Row, list]:
     """Adam on the LRU classifier; returns the row (epoch picked on validation) and the
     curve [(cumulative train s, val acc, test acc)] per epoch."""
     torch.manual_seed(seed)
-    model = LRUClassifier(data.n_features, data.n_classes, d_model=d_model, d_state=d_state,
-                          depth=2, seed=seed)
+    model = LRUClassifier(
+        data.n_features, data.n_classes, d_model=d_model, d_state=d_state, depth=2, seed=seed
+    )
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     tr = data.train
@@ -92,9 +106,15 @@ def train_lru(data: ClassificationData, val: Split, epochs: int, *, d_model: int
     def accuracy(split: Split) -> float:
         model.eval()
         with torch.no_grad():
-            pred = torch.cat([model(split.x[i:i + 256], None if split.lengths is None
-                                    else split.lengths[i:i + 256]).argmax(-1)
-                              for i in range(0, len(split), 256)])
+            pred = torch.cat(
+                [
+                    model(
+                        split.x[i : i + 256],
+                        None if split.lengths is None else split.lengths[i : i + 256],
+                    ).argmax(-1)
+                    for i in range(0, len(split), 256)
+                ]
+            )
         model.train()
         return float((pred == split.y).double().mean())
 
@@ -102,7 +122,7 @@ def train_lru(data: ClassificationData, val: Split, epochs: int, *, d_model: int
         t0 = time.perf_counter()
         order = torch.randperm(len(tr), generator=gen)
         for i in range(0, len(tr), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             lengths = None if tr.lengths is None else tr.lengths[idx]
             loss = torch.nn.functional.cross_entropy(model(tr.x[idx], lengths), tr.y[idx])
             opt.zero_grad()
@@ -111,13 +131,24 @@ def train_lru(data: ClassificationData, val: Split, epochs: int, *, d_model: int
         elapsed += time.perf_counter() - t0
         curve.append((elapsed, accuracy(val), accuracy(data.test)))
     best = max(range(len(curve)), key=lambda k: (curve[k][1], -k))
-    row = Row(data.name, "LRU (Adam)", curve[best][2], curve[best][0],
-              f"epoch {best + 1}/{epochs}, d={d_model}")
+    row = Row(
+        data.name,
+        "LRU (Adam)",
+        curve[best][2],
+        curve[best][0],
+        f"epoch {best + 1}/{epochs}, d={d_model}",
+    )
     return row, curve
 
 
-def run_dataset(data: ClassificationData, *, lru_epochs: int, lru_dims: tuple[int, int],
-                depth: int, methods: tuple[str, ...]) -> tuple[list[Row], list, str]:
+def run_dataset(
+    data: ClassificationData,
+    *,
+    lru_epochs: int,
+    lru_dims: tuple[int, int],
+    depth: int,
+    methods: tuple[str, ...],
+) -> tuple[list[Row], list, str]:
     data = standardize(data)
     data, val = data.with_validation(0.2, seed=0)
     d = data.n_features
@@ -126,21 +157,34 @@ def run_dataset(data: ClassificationData, *, lru_epochs: int, lru_dims: tuple[in
     rows.append(fit_reservoir("ESN (leaky)", data, val, lambda s: esn.features(s.x, s.lengths)))
     mf = MFESN(d, 100, rho=0.9, input_scale=1.0, dt=0.01, gamma=1.0, p=5.0, seed=0)
     rows.append(fit_reservoir("MF-ESN", data, val, lambda s: mf.features(s.x, s.lengths)))
-    rows.append(fit_reservoir("MF-ESN mean+last", data, val,
-                              lambda s: mf.features(s.x, s.lengths, pool="mean_last")))
+    rows.append(
+        fit_reservoir(
+            "MF-ESN mean+last", data, val, lambda s: mf.features(s.x, s.lengths, pool="mean_last")
+        )
+    )
     mars1 = MARS(d, depth=1, seed=0, **MARS_KW)
     timings = {}
     for method in methods:
-        row = fit_reservoir(f"MARS d1 [{method}]", data, val,
-                            lambda s, m=method: mars1.features(s.x, s.lengths, method=m))
+        row = fit_reservoir(
+            f"MARS d1 [{method}]",
+            data,
+            val,
+            lambda s, m=method: mars1.features(s.x, s.lengths, method=m),
+        )
         rows.append(row)
         timings[method] = row.train_s
     fastest = min(timings, key=timings.get)
     for skip in SKIPS:
         deep = MARS(d, depth=depth, skip=skip, seed=0, **MARS_KW)
-        rows.append(fit_reservoir(f"MARS d{depth} skip={skip}", data, val,
-                                  lambda s, m=deep: m.features(s.x, s.lengths, method=fastest),
-                                  note=f"[{fastest}]"))
+        rows.append(
+            fit_reservoir(
+                f"MARS d{depth} skip={skip}",
+                data,
+                val,
+                lambda s, m=deep: m.features(s.x, s.lengths, method=fastest),
+                note=f"[{fastest}]",
+            )
+        )
     lru_row, curve = train_lru(data, val, lru_epochs, d_model=lru_dims[0], d_state=lru_dims[1])
     rows.append(lru_row)
     return rows, curve, fastest
@@ -158,18 +202,27 @@ def ratios(rows: list[Row], curve: list) -> list[str]:
     reach = [r for r in mars_rows if r.accuracy >= lru.accuracy]
     if reach:
         quick = min(reach, key=lambda r: r.train_s)
-        lines.append(f"LRU time / MARS time to reach LRU accuracy ({lru.accuracy:.3f}): "
-                     f"{lru.train_s:.2f}s / {quick.train_s:.2f}s ({quick.model}) = "
-                     f"{lru.train_s / quick.train_s:.0f}x")
+        lines.append(
+            f"LRU time / MARS time to reach LRU accuracy ({lru.accuracy:.3f}): "
+            f"{lru.train_s:.2f}s / {quick.train_s:.2f}s ({quick.model}) = "
+            f"{lru.train_s / quick.train_s:.0f}x"
+        )
     else:
         best = max(mars_rows, key=lambda r: r.accuracy)
-        lines.append(f"no MARS configuration reaches the LRU accuracy {lru.accuracy:.3f} "
-                     f"(best MARS {best.accuracy:.3f}, {best.model}, {best.train_s:.2f}s)")
+        lines.append(
+            f"no MARS configuration reaches the LRU accuracy {lru.accuracy:.3f} "
+            f"(best MARS {best.accuracy:.3f}, {best.model}, {best.train_s:.2f}s)"
+        )
     best_mars = max(mars_rows, key=lambda r: r.accuracy)
     hit = next((t for t, _, test in curve if test >= best_mars.accuracy), None)
-    lines.append(f"LRU time to reach the best MARS accuracy ({best_mars.accuracy:.3f}): "
-                 + (f"{hit:.2f}s = {hit / best_mars.train_s:.0f}x MARS" if hit is not None
-                    else f"not reached in {curve[-1][0]:.1f}s of training"))
+    lines.append(
+        f"LRU time to reach the best MARS accuracy ({best_mars.accuracy:.3f}): "
+        + (
+            f"{hit:.2f}s = {hit / best_mars.train_s:.0f}x MARS"
+            if hit is not None
+            else f"not reached in {curve[-1][0]:.1f}s of training"
+        )
+    )
     return lines
 
 
@@ -209,50 +262,83 @@ def deployment(n_units: int, n_test: int | None) -> list[str]:
     test = _subset(data.test, n_test)
     model = MARS(data.n_features, n_units, 1, seed=0)
     feats = [model.features(s.x, s.lengths) for s in (data.train, val, test)]
-    readout = fit_ridge(feats[0], data.train.y, data.n_classes, val_features=feats[1],
-                        val_labels=val.y)
+    readout = fit_ridge(
+        feats[0], data.train.y, data.n_classes, val_features=feats[1], val_labels=val.y
+    )
     float_acc = readout.accuracy(feats[2], test.y)
-    lines = [(f"JapaneseVowels, MARS d1 N={n_units}, {len(test)} test sequences: "
-              f"float accuracy {float_acc:.3f}")]
+    lines = [
+        (
+            f"JapaneseVowels, MARS d1 N={n_units}, {len(test)} test sequences: "
+            f"float accuracy {float_acc:.3f}"
+        )
+    ]
     pulses = {"neurosim": ((2.0, 80e-9), (-2.0, 80e-9)), "pcm": ((1.0, 100e-9), (-2.5, 50e-9))}
     rows = 2 * n_units + 16
     for device, (set_p, reset_p) in pulses.items():
-        backend = SimBackend({"tiles": 2, "rows": rows, "cols": rows, "seed": 1,
-                              "device": {"model": device},
-                              "read": {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10}})
+        backend = SimBackend(
+            {
+                "tiles": 2,
+                "rows": rows,
+                "cols": rows,
+                "seed": 1,
+                "device": {"model": device},
+                "read": {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10},
+            }
+        )
         with backend:
-            dep = deploy_mars(model, readout, backend, set_pulse=set_p, reset_pulse=reset_p,
-                              v_read=0.2)
+            dep = deploy_mars(
+                model, readout, backend, set_pulse=set_p, reset_pulse=reset_p, v_read=0.2
+            )
             ro = dep.accuracy_from_features(feats[2], test.y)
             full = dep.accuracy(test.x, test.y, test.lengths)
         within = ", ".join(f"{k} {100 * r.fraction_within:.0f} %" for k, r in dep.reports.items())
-        lines.append(f"  sim {device:8s} readout in memory {ro:.3f} (drop {float_acc - ro:+.3f}); "
-                     f"W_in + readout {full:.3f} (drop {float_acc - full:+.3f}); within ±2 %: {within}")
-    station = {"name": "mars-bench", "chip": {"rows": rows, "cols": 2 * 9 + 2, "device": "neurosim"},
-               "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9,
-                          "compliance_max_a": 1e-3, "compliance_default_a": 1e-3},
-               "instruments": {"board": {"type": "memhil_array_board",
-                                         "address": "memhilboard://mars"}},
-               "wiring": {}, "mock": {"device": {"model": "neurosim"},
-                                      "read": {"read_noise_rel": 0.01}, "seed": 11}}
+        lines.append(
+            f"  sim {device:8s} readout in memory {ro:.3f} (drop {float_acc - ro:+.3f}); "
+            f"W_in + readout {full:.3f} (drop {float_acc - full:+.3f}); within ±2 %: {within}"
+        )
+    station = {
+        "name": "mars-bench",
+        "chip": {"rows": rows, "cols": 2 * 9 + 2, "device": "neurosim"},
+        "limits": {
+            "v_pulse_max_v": 3.0,
+            "v_read_max_v": 0.5,
+            "width_min_s": 1e-9,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-3,
+        },
+        "instruments": {"board": {"type": "memhil_array_board", "address": "memhilboard://mars"}},
+        "wiring": {},
+        "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}, "seed": 11},
+    }
     backend = MockLab.open_backend(station, strategy="parallel")
     try:
-        dep = deploy_mars(model, readout, backend, deploy_projections=False,
-                          set_pulse=(2.0, 80e-9), reset_pulse=(-2.0, 80e-9), v_read=0.2)
+        dep = deploy_mars(
+            model,
+            readout,
+            backend,
+            deploy_projections=False,
+            set_pulse=(2.0, 80e-9),
+            reset_pulse=(-2.0, 80e-9),
+            v_read=0.2,
+        )
         ro = dep.accuracy_from_features(feats[2], test.y)
     finally:
         backend.close()
-    lines.append(f"  mock lab (array board, neurosim) readout in memory {ro:.3f} "
-                 f"(drop {float_acc - ro:+.3f}); within ±2 %: "
-                 f"{100 * dep.reports['readout'].fraction_within:.0f} %")
+    lines.append(
+        f"  mock lab (array board, neurosim) readout in memory {ro:.3f} "
+        f"(drop {float_acc - ro:+.3f}); within ±2 %: "
+        f"{100 * dep.reports['readout'].fraction_within:.0f} %"
+    )
     return lines
 
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
     import matplotlib.ticker
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     names = [k for k in results if isinstance(results[k], dict)]
     fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
     for j, name in enumerate(names):
@@ -281,51 +367,73 @@ def main() -> None:
     t_start = time.perf_counter()
     methods = ("scan", "chunked", "loop")
     if args.quick:
-        specs = [("JapaneseVowels", japanese_vowels, 120, 5, (16, 16)),
-                 ("seq-digits", sequential_digits, 200, 3, (16, 16)),
-                 ("ACSF1", acsf1, 30, 1, (16, 16))]
+        specs = [
+            ("JapaneseVowels", japanese_vowels, 120, 5, (16, 16)),
+            ("seq-digits", sequential_digits, 200, 3, (16, 16)),
+            ("ACSF1", acsf1, 30, 1, (16, 16)),
+        ]
     else:
-        specs = [("JapaneseVowels", japanese_vowels, None, 40, (64, 64)),
-                 ("seq-digits", sequential_digits, None, 15, (64, 64)),
-                 ("ACSF1", acsf1, None, 25, (32, 32))]
+        specs = [
+            ("JapaneseVowels", japanese_vowels, None, 40, (64, 64)),
+            ("seq-digits", sequential_digits, None, 15, (64, 64)),
+            ("ACSF1", acsf1, None, 25, (32, 32)),
+        ]
     results = {}
     header = f"{'dataset':15s} {'model':26s} {'acc':>6s} {'train s':>9s}  note"
     print(header)
     print("-" * len(header))
     for name, load, n_max, epochs, dims in specs:
         data = load()
-        data = ClassificationData(data.name, _subset(data.train, n_max),
-                                  _subset(data.test, n_max), data.n_classes)
-        rows, curve, fastest = run_dataset(data, lru_epochs=epochs, lru_dims=dims,
-                                           depth=args.depth, methods=methods)
+        data = ClassificationData(
+            data.name, _subset(data.train, n_max), _subset(data.test, n_max), data.n_classes
+        )
+        rows, curve, fastest = run_dataset(
+            data, lru_epochs=epochs, lru_dims=dims, depth=args.depth, methods=methods
+        )
         for r in rows:
-            print(f"{name:15s} {r.model:26s} {r.accuracy:6.3f} {r.train_s:9.3f}  {r.note}",
-                  flush=True)
+            print(
+                f"{name:15s} {r.model:26s} {r.accuracy:6.3f} {r.train_s:9.3f}  {r.note}", flush=True
+            )
         extra = ratios(rows, curve)
         for line in extra:
             print(f"{'':15s} {line}")
         print()
-        results[name] = {"T": data.seq_len, "n_train": len(data.train), "fastest": fastest,
-                         "rows": [r.__dict__ for r in rows], "ratios": extra,
-                         "lru_curve": curve}
+        results[name] = {
+            "T": data.seq_len,
+            "n_train": len(data.train),
+            "fastest": fastest,
+            "rows": [r.__dict__ for r in rows],
+            "ratios": extra,
+            "lru_curve": curve,
+        }
     seq_sets = [k for k in results]
     mean_acc = {}
     for skip in SKIPS:
-        accs = [r["accuracy"] for k in seq_sets for r in results[k]["rows"]
-                if r["model"] == f"MARS d{args.depth} skip={skip}"]
+        accs = [
+            r["accuracy"]
+            for k in seq_sets
+            for r in results[k]["rows"]
+            if r["model"] == f"MARS d{args.depth} skip={skip}"
+        ]
         mean_acc[skip] = sum(accs) / len(accs)
-    d1 = [max(r["accuracy"] for r in results[k]["rows"] if r["model"].startswith("MARS d1"))
-          for k in seq_sets]
-    ablation = (f"skip ablation, mean test accuracy over {len(seq_sets)} sets at depth "
-                f"{args.depth}: " + ", ".join(f"{k} {v:.3f}" for k, v in mean_acc.items())
-                + f" (depth 1: {sum(d1) / len(d1):.3f}); best: {max(mean_acc, key=mean_acc.get)}"
-                + " (library default: temporal)")
+    d1 = [
+        max(r["accuracy"] for r in results[k]["rows"] if r["model"].startswith("MARS d1"))
+        for k in seq_sets
+    ]
+    ablation = (
+        f"skip ablation, mean test accuracy over {len(seq_sets)} sets at depth "
+        f"{args.depth}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in mean_acc.items())
+        + f" (depth 1: {sum(d1) / len(d1):.3f}); best: {max(mean_acc, key=mean_acc.get)}"
+        + " (library default: temporal)"
+    )
     print(ablation)
     print()
     results["skip_ablation"] = ablation
     print("Speed of the states alone vs batch size and T (random inputs):")
-    sweep = speed_sweep((1, 8) if args.quick else (1, 32),
-                        (100, 1000) if args.quick else (100, 1000, 4000))
+    sweep = speed_sweep(
+        (1, 8) if args.quick else (1, 32), (100, 1000) if args.quick else (100, 1000, 4000)
+    )
     for line in sweep:
         print(line, flush=True)
     results["speed_sweep"] = sweep

@@ -28,17 +28,28 @@ def station_config() -> dict:
     return {
         "name": "overhead",
         "chip": {"rows": N, "cols": N},
-        "limits": {"v_pulse_max_v": 2.0, "v_read_max_v": 0.3, "compliance_max_a": 1e-3,
-                   "compliance_default_a": 1e-4},
+        "limits": {
+            "v_pulse_max_v": 2.0,
+            "v_read_max_v": 0.3,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-4,
+        },
         "instruments": {
             "smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "board": {"type": "memhil_array_board", "address": "memhilboard://bench16"},
         },
-        "wiring": {"smu_ports": {"smu.smua": 1}, "rows": list(range(1, N + 1)),
-                   "cols": list(range(N + 1, 2 * N + 1))},
-        "mock": {"device": {"model": "neurosim"}, "sneak_paths": True, "ground_ports": [12],
-                 "read": {"read_noise_rel": 0.01}},
+        "wiring": {
+            "smu_ports": {"smu.smua": 1},
+            "rows": list(range(1, N + 1)),
+            "cols": list(range(N + 1, 2 * N + 1)),
+        },
+        "mock": {
+            "device": {"model": "neurosim"},
+            "sneak_paths": True,
+            "ground_ports": [12],
+            "read": {"read_noise_rel": 0.01},
+        },
     }
 
 
@@ -62,6 +73,7 @@ def raw_echo_ms() -> float:
             buf = b""
             while not buf.endswith(b"\n"):
                 buf += s.recv(64)
+
         ms = median_ms(once)
         s.close()
         return ms
@@ -76,11 +88,14 @@ def main() -> None:
         print("round trip per transaction over loopback (median of 50):")
         print(f"  {'raw socket echo (transport floor)':<48}{echo:7.3f} ms   1.0x")
         zeros = [0.0] * N
-        for label, fn in (("Keithley 2636B query (QCoDeS, pyvisa-py)",
-                           lambda: qc_smu.ask("localnode.model")),
-                          ("B2201 *IDN? (QCoDeS, pyvisa-py)", lambda: qc_matrix.ask("*IDN?")),
-                          ("array board READC, 16 lines (own driver, URL)",
-                           lambda: station.array.read_columns(zeros))):
+        for label, fn in (
+            ("Keithley 2636B query (QCoDeS, pyvisa-py)", lambda: qc_smu.ask("localnode.model")),
+            ("B2201 *IDN? (QCoDeS, pyvisa-py)", lambda: qc_matrix.ask("*IDN?")),
+            (
+                "array board READC, 16 lines (own driver, URL)",
+                lambda: station.array.read_columns(zeros),
+            ),
+        ):
             ms = median_ms(fn)
             print(f"  {label:<48}{ms:7.3f} ms   {ms / echo:.1f}x")
 
@@ -106,22 +121,35 @@ def main() -> None:
         board = lab.emulators["board"]
         b0 = board.transactions
         t0 = time.perf_counter()
-        g_board = np.stack([station.array.read_columns([0.1 if r == i else 0.0 for r in range(N)])
-                            for i in range(N)]) / 0.1
+        g_board = (
+            np.stack(
+                [
+                    station.array.read_columns([0.1 if r == i else 0.0 for r in range(N)])
+                    for i in range(N)
+                ]
+            )
+            / 0.1
+        )
         wall_board = time.perf_counter() - t0
         n_board = board.transactions - b0
         g_true = lab.chip.sim.true_conductance()[0].numpy()
 
         def err(g):
-            return float(np.sqrt(np.mean((g - g_true) ** 2)) / np.sqrt(np.mean(g_true ** 2)))
+            return float(np.sqrt(np.mean((g - g_true) ** 2)) / np.sqrt(np.mean(g_true**2)))
 
         print(f"full {N}x{N} conductance map:")
-        print(f"  cell-wise, SMU + switch matrix: {n_cell:5d} transactions  {wall_cell:7.2f} s wall"
-              f"   rel. RMS error {err(g_cell):.3f} (floating lines: sneak paths)")
-        print(f"  line-parallel, array board:     {n_board:5d} transactions  {wall_board:7.2f} s wall"
-              f"   rel. RMS error {err(g_board):.3f}")
-        print(f"  ratio cell-wise / board: {n_cell / max(n_board, 1):.0f}x transactions, "
-              f"{wall_cell / max(wall_board, 1e-9):.0f}x wall time")
+        print(
+            f"  cell-wise, SMU + switch matrix: {n_cell:5d} transactions  {wall_cell:7.2f} s wall"
+            f"   rel. RMS error {err(g_cell):.3f} (floating lines: sneak paths)"
+        )
+        print(
+            f"  line-parallel, array board:     {n_board:5d} transactions  {wall_board:7.2f} s wall"
+            f"   rel. RMS error {err(g_board):.3f}"
+        )
+        print(
+            f"  ratio cell-wise / board: {n_cell / max(n_board, 1):.0f}x transactions, "
+            f"{wall_cell / max(wall_board, 1e-9):.0f}x wall time"
+        )
     Instrument.close_all()
 
 

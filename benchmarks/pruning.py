@@ -61,6 +61,7 @@ class Task:
 def _tasks(quick: bool, seed: int) -> list[Task]:
     def split(d):
         return d.with_validation(0.2, seed)
+
     dg, dg_val = split(digits(seed=seed))
     di, di_val = split(digit_images(seed=seed))
     jv, jv_val = split(standardize(japanese_vowels()))
@@ -71,13 +72,35 @@ def _tasks(quick: bool, seed: int) -> list[Task]:
     vs = type(vs)(vs.name, vs_train, vs.test, 2)
     e = (lambda full: 3) if quick else (lambda full: full)
     return [
-        Task("digits MLP 64-128-10", lambda f: MLP(f, (64, 128, 10), bits=4), dg, dg_val,
-             ("accuracy",), e(40), 60),
+        Task(
+            "digits MLP 64-128-10",
+            lambda f: MLP(f, (64, 128, 10), bits=4),
+            dg,
+            dg_val,
+            ("accuracy",),
+            e(40),
+            60,
+        ),
         Task("digits CNN", lambda f: DigitCNN(f, bits=4), di, di_val, ("accuracy",), e(30), 60),
-        Task("JapaneseVowels CRNN", lambda f: ConvRNN(f, bits=3), jv, jv_val, ("accuracy",), e(40), 30,
-             seq=True),
-        Task(f"vessels U-Net {size}x{size}", lambda f: UNet(f, base=16, depth=2, bits=6), vs, vs_val,
-             ("PR-AUC", "ROC-AUC"), e(25), 8),
+        Task(
+            "JapaneseVowels CRNN",
+            lambda f: ConvRNN(f, bits=3),
+            jv,
+            jv_val,
+            ("accuracy",),
+            e(40),
+            30,
+            seq=True,
+        ),
+        Task(
+            f"vessels U-Net {size}x{size}",
+            lambda f: UNet(f, base=16, depth=2, bits=6),
+            vs,
+            vs_val,
+            ("PR-AUC", "ROC-AUC"),
+            e(25),
+            8,
+        ),
     ]
 
 
@@ -110,14 +133,29 @@ def _fit(task: Task, model, cfg: TrainConfig):
     data = task.data
     lengths = data.train.lengths if task.seq else None
     extra = (lambda idx: {"lengths": lengths[idx]}) if lengths is not None else None
-    return train(model, data.train.x, data.train.y, F.cross_entropy, cfg,
-                 validate=lambda m: _scores(task, m, task.val)[task.metrics[0]], extra_inputs=extra)
+    return train(
+        model,
+        data.train.x,
+        data.train.y,
+        F.cross_entropy,
+        cfg,
+        validate=lambda m: _scores(task, m, task.val)[task.metrics[0]],
+        extra_inputs=extra,
+    )
 
 
 def _backend(shape, seed: int) -> SimBackend:
     t, r, c = shape
-    return SimBackend({"tiles": t, "rows": r, "cols": c, "device": "rram_forming", "seed": seed,
-                       "read": {"read_noise_rel": READ_NOISE_REL}})
+    return SimBackend(
+        {
+            "tiles": t,
+            "rows": r,
+            "cols": c,
+            "device": "rram_forming",
+            "seed": seed,
+            "read": {"read_noise_rel": READ_NOISE_REL},
+        }
+    )
 
 
 # -- one task -------------------------------------------------------------------------------
@@ -125,10 +163,17 @@ def run_task(task: Task, seed: int) -> dict:
     shapes = [s for _, s, _ in layer_shapes(task.build)]
     bshape = backend_shape_for(shapes)
     cfg = {"epochs": task.epochs, "batch_size": task.batch_size, "seed": seed}
-    res: dict = {"task": task.name, "metrics": task.metrics, "weights": sum(a * b for a, b in shapes)}
+    res: dict = {
+        "task": task.name,
+        "metrics": task.metrics,
+        "weights": sum(a * b for a, b in shapes),
+    }
 
-    variants = (("pruned_sl", ThresholdSchedule()), ("pruned_sl5", ThresholdSchedule(0.05, 0.035)),
-                ("pruned", None))
+    variants = (
+        ("pruned_sl", ThresholdSchedule()),
+        ("pruned_sl5", ThresholdSchedule(0.05, 0.035)),
+        ("pruned", None),
+    )
     for tag, limit in variants:
         backend = _backend(bshape, seed)  # same seed: the same formed array for both runs
         hw = draw_hardware_weights(backend, shapes, sign_seed=seed, n_reads=N_READS)
@@ -159,8 +204,13 @@ def run_task(task: Task, seed: int) -> dict:
             for layer in noisy.modules():
                 src = getattr(layer, "source", None)
                 if isinstance(src, FloatWeight):
-                    layer.source = ProgrammedWeight(src.weight(), write_noise_rel=p, noise_reference=ref,
-                                                    read_noise_rel=READ_NOISE_REL, seed=seed * 31 + k)
+                    layer.source = ProgrammedWeight(
+                        src.weight(),
+                        write_noise_rel=p,
+                        noise_reference=ref,
+                        read_noise_rel=READ_NOISE_REL,
+                        seed=seed * 31 + k,
+                    )
             runs.append(_scores(task, noisy, task.data.test))
         key = f"noisy_{round(p * 100)}" + ("" if ref == "target" else "_window")
         res[key] = {m: sum(r[m] for r in runs) / len(runs) for m in task.metrics}
@@ -168,30 +218,43 @@ def run_task(task: Task, seed: int) -> dict:
 
 
 # -- report ---------------------------------------------------------------------------------
-COLUMNS = [("pruned_sl", "pruned+SL"), ("pruned_sl5", "+SLx5"), ("pruned", "pruned"),
-           ("noisy_15", "noisy15%"),
-           ("noisy_30", "noisy30%"), ("noisy_15_window", "n15%win"), ("readout_only", "readout"),
-           ("ideal", "ideal")]
+COLUMNS = [
+    ("pruned_sl", "pruned+SL"),
+    ("pruned_sl5", "+SLx5"),
+    ("pruned", "pruned"),
+    ("noisy_15", "noisy15%"),
+    ("noisy_30", "noisy30%"),
+    ("noisy_15_window", "n15%win"),
+    ("readout_only", "readout"),
+    ("ideal", "ideal"),
+]
 
 
 def table(results: list[dict]) -> str:
-    head = (f"{'task':<26}{'metric':<9}" + "".join(f"{c:>10}" for _, c in COLUMNS)
-            + f"{'ops SL':>8}{'SLx5':>7}{'noSL':>7}{'ratio':>6}{'x5':>6}{'deployRST':>10}")
+    head = (
+        f"{'task':<26}{'metric':<9}"
+        + "".join(f"{c:>10}" for _, c in COLUMNS)
+        + f"{'ops SL':>8}{'SLx5':>7}{'noSL':>7}{'ratio':>6}{'x5':>6}{'deployRST':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         for i, m in enumerate(r["metrics"]):
             row = f"{r['task'] if i == 0 else '':<26}{m:<9}" + "".join(
-                f"{100 * r[k][m]:>10.1f}" for k, _ in COLUMNS)
+                f"{100 * r[k][m]:>10.1f}" for k, _ in COLUMNS
+            )
             if i == 0:
                 ops = [r[f"{k}_flips"] for k in ("pruned_sl", "pruned_sl5", "pruned")]
-                row += (f"{ops[0]:>8}{ops[1]:>7}{ops[2]:>7}{ops[2] / max(ops[0], 1):>6.1f}"
-                        f"{ops[2] / max(ops[1], 1):>6.1f}{r['pruned_sl_deploy_resets']:>10}")
+                row += (
+                    f"{ops[0]:>8}{ops[1]:>7}{ops[2]:>7}{ops[2] / max(ops[0], 1):>6.1f}"
+                    f"{ops[2] / max(ops[1], 1):>6.1f}{r['pruned_sl_deploy_resets']:>10}"
+                )
             lines.append(row)
     return "\n".join(lines)
 
 
 def plot(results: list[dict], out: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -237,10 +300,13 @@ def main(argv=None) -> None:
         print(f"[{task.name}: {time.time() - t:.0f} s]", flush=True)
     print()
     print(table(results))
-    print(f"\nread noise {100 * READ_NOISE_REL:.0f} %; noisyP% = float weights programmed with P % "
-          "relative write noise (n15%win: sigma = 15 % of the 1-40 uS window); SL = switch limiting, threshold 1 % -> 0.7 % (paper), SLx5 = "
-          "5 % -> 3.5 %;\nops = mask flips during training (SET/RESET events), ratio = noSL/SL "
-          f"ops; deployRST = RESET pulses of the final deployment; wall {time.time() - t0:.0f} s")
+    print(
+        f"\nread noise {100 * READ_NOISE_REL:.0f} %; noisyP% = float weights programmed with P % "
+        "relative write noise (n15%win: sigma = 15 % of the 1-40 uS window); "
+        "SL = switch limiting, threshold 1 % -> 0.7 % (paper), SLx5 = "
+        "5 % -> 3.5 %;\nops = mask flips during training (SET/RESET events), ratio = noSL/SL "
+        f"ops; deployRST = RESET pulses of the final deployment; wall {time.time() - t0:.0f} s"
+    )
     (args.out / "pruning.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out)
 

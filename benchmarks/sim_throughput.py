@@ -12,40 +12,66 @@ Run: ``python benchmarks/sim_throughput.py`` (add ``--quick`` for fewer repetiti
 from __future__ import annotations
 
 import argparse
+
 import torch
+from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 
 from memhil.backends.sim import SimBackend
-from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
 
 
 def bench_mvm(reps: int) -> None:
     batch, n = 1024, 512
-    sim = SimBackend({"rows": n, "cols": n, "device": "pcm", "seed": 0,
-                      "read": {"dac_bits": 8, "dac_range_v": 0.2, "adc_bits": 8}})
+    sim = SimBackend(
+        {
+            "rows": n,
+            "cols": n,
+            "device": "pcm",
+            "seed": 0,
+            "read": {"dac_bits": 8, "dac_range_v": 0.2, "adc_bits": 8},
+        }
+    )
     counts = torch.randint(0, 8, sim.shape, generator=torch.Generator().manual_seed(0))
     sim.pulse(None, 1.0, 100e-9, counts)  # a spread of programmed states
     sim.wait(3600.0)  # an hour of drift
     v = (torch.rand(batch, n, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.2
     g = sim.true_conductance()[0]
-    sim_ps = SimBackend({"rows": n, "cols": n, "device": "pcm", "seed": 0,
-                         "read": {"dac_bits": 8, "adc_bits": 8, "noise_mode": "per_sample"}})
-    t = median_times({"plain": lambda: torch.matmul(v, g), "noisy": lambda: sim.mvm(v, tile=0),
-                      "per_sample": lambda: sim_ps.mvm(v, tile=0)}, reps)
+    sim_ps = SimBackend(
+        {
+            "rows": n,
+            "cols": n,
+            "device": "pcm",
+            "seed": 0,
+            "read": {"dac_bits": 8, "adc_bits": 8, "noise_mode": "per_sample"},
+        }
+    )
+    t = median_times(
+        {
+            "plain": lambda: torch.matmul(v, g),
+            "noisy": lambda: sim.mvm(v, tile=0),
+            "per_sample": lambda: sim_ps.mvm(v, tile=0),
+        },
+        reps,
+    )
     t_plain, t_noisy, t_ps = t["plain"], t["noisy"], t["per_sample"]
     print(f"MVM  batch {batch}, {n}x{n}, float32, {torch.get_num_threads()} threads")
     print(f"  {'torch.matmul':<46}{t_plain * 1e3:8.2f} ms   1.00x")
-    print(f"  {'SimBackend.mvm (PCM read noise per read, 8b DAC/ADC)':<46}"
-          f"{t_noisy * 1e3:8.2f} ms   {t_noisy / t_plain:.2f}x   (target <= 1.5x)")
-    print(f"  {'SimBackend.mvm (noise per sample, 8b DAC/ADC)':<46}"
-          f"{t_ps * 1e3:8.2f} ms   {t_ps / t_plain:.2f}x")
+    print(
+        f"  {'SimBackend.mvm (PCM read noise per read, 8b DAC/ADC)':<46}"
+        f"{t_noisy * 1e3:8.2f} ms   {t_noisy / t_plain:.2f}x   (target <= 1.5x)"
+    )
+    print(
+        f"  {'SimBackend.mvm (noise per sample, 8b DAC/ADC)':<46}"
+        f"{t_ps * 1e3:8.2f} ms   {t_ps / t_plain:.2f}x"
+    )
 
 
 def bench_pulses(reps: int) -> None:
     n = 1024
     print(f"Pulse updates, {n}x{n} array (1 update = 1 pulse on 1 device)")
     for name, amp, width in (("pcm", 1.0, 100e-9), ("vteam", 1.0, 1e-6)):
-        sim = SimBackend({"rows": n, "cols": n, "device": name, "seed": 0,
-                          "limits": {"count_max": 1000}})
+        sim = SimBackend(
+            {"rows": n, "cols": n, "device": name, "seed": 0, "limits": {"count_max": 1000}}
+        )
         cells = n * n
         for count in (1, 10):
             v = torch.full(sim.shape, amp)
@@ -55,10 +81,14 @@ def bench_pulses(reps: int) -> None:
             def step():
                 sim.state = sim.model.step(sim.state, sim.d2d, v, w, c, 1.0, sim._gen_program)
 
-            t = median_times({"step": step, "pulse": lambda: sim.pulse(None, amp, width, count)}, reps)
+            t = median_times(
+                {"step": step, "pulse": lambda: sim.pulse(None, amp, width, count)}, reps
+            )
             t_step, t_pulse = t["step"], t["pulse"]
-            print(f"  {name:<6} count {count:<3} model.step {cells * count / t_step:10.3g} /s"
-                  f"   SimBackend.pulse {cells * count / t_pulse:10.3g} /s   (target >= 1e8/s)")
+            print(
+                f"  {name:<6} count {count:<3} model.step {cells * count / t_step:10.3g} /s"
+                f"   SimBackend.pulse {cells * count / t_pulse:10.3g} /s   (target >= 1e8/s)"
+            )
 
 
 def main() -> None:

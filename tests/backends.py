@@ -5,8 +5,8 @@ backend over the mock lab, a real bench) registers here and must pass the same t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from memhil.backends.base import Backend
 from memhil.backends.sim import SimBackend
@@ -28,7 +28,10 @@ class BackendUnderTest:
 
 def _sim(device, **extra) -> Callable[[], Backend]:
     def make() -> Backend:
-        return SimBackend({"tiles": 2, "rows": 12, "cols": 7, "device": device, "seed": 1234, **extra})
+        return SimBackend(
+            {"tiles": 2, "rows": 12, "cols": 7, "device": device, "seed": 1234, **extra}
+        )
+
     return make
 
 
@@ -36,16 +39,26 @@ BACKENDS: list[BackendUnderTest] = [
     # Gradual bipolar device with 1 % read noise, 8-bit DAC and 10-bit ADC.
     BackendUnderTest(
         name="sim-neurosim",
-        make=_sim({"model": "neurosim"}, read={"read_noise_rel": 0.01, "dac_bits": 8,
-                                              "dac_range_v": 0.2, "adc_bits": 10}),
-        set_pulse=(2.0, 80e-9), reset_pulse=(-2.0, 80e-9), v_read=0.2,
-        mvm_rtol=0.08, mvm_atol_a=2e-7),
+        make=_sim(
+            {"model": "neurosim"},
+            read={"read_noise_rel": 0.01, "dac_bits": 8, "dac_range_v": 0.2, "adc_bits": 10},
+        ),
+        set_pulse=(2.0, 80e-9),
+        reset_pulse=(-2.0, 80e-9),
+        v_read=0.2,
+        mvm_rtol=0.08,
+        mvm_atol_a=2e-7,
+    ),
     # PCM: SET-only gradual steps, abrupt RESET, drift and its own read noise.
     BackendUnderTest(
         name="sim-pcm",
         make=_sim("pcm"),
-        set_pulse=(1.0, 100e-9), reset_pulse=(-2.5, 50e-9), v_read=0.2,
-        mvm_rtol=0.25, mvm_atol_a=3e-7),
+        set_pulse=(1.0, 100e-9),
+        reset_pulse=(-2.5, 50e-9),
+        v_read=0.2,
+        mvm_rtol=0.25,
+        mvm_atol_a=3e-7,
+    ),
 ]
 
 
@@ -55,25 +68,42 @@ def _mock_station(strategy: str, rows: int, cols: int) -> dict:
     on NeuroSim devices with 1 % read
     noise and sneak paths on (both strategies drive every line, so none reach the reads)."""
     if strategy == "parallel":
-        instruments = {"board": {"type": "memhil_array_board", "address": "memhilboard://conformance"}}
+        instruments = {
+            "board": {"type": "memhil_array_board", "address": "memhilboard://conformance"}
+        }
         wiring = {}
     else:
-        instruments = {"smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
-                       "bias": {"type": "keithley2450", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
-                       "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"}}
-        wiring = {"smu_ports": {"smu.smua": 1, "smu.smub": 2, "bias": 3},
-                  "rows": list(range(1, rows + 1)),
-                  "cols": list(range(rows + 1, rows + cols + 1)), "ground_ports": [12]}
-    return {"name": f"conformance-{strategy}", "chip": {"rows": rows, "cols": cols, "device": "neurosim"},
-            "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9,
-                       "compliance_max_a": 1e-3, "compliance_default_a": 1e-3},
-            "instruments": instruments, "wiring": wiring,
-            "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}, "seed": 11}}
+        instruments = {
+            "smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+            "bias": {"type": "keithley2450", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+            "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+        }
+        wiring = {
+            "smu_ports": {"smu.smua": 1, "smu.smub": 2, "bias": 3},
+            "rows": list(range(1, rows + 1)),
+            "cols": list(range(rows + 1, rows + cols + 1)),
+            "ground_ports": [12],
+        }
+    return {
+        "name": f"conformance-{strategy}",
+        "chip": {"rows": rows, "cols": cols, "device": "neurosim"},
+        "limits": {
+            "v_pulse_max_v": 3.0,
+            "v_read_max_v": 0.5,
+            "width_min_s": 1e-9,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-3,
+        },
+        "instruments": instruments,
+        "wiring": wiring,
+        "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}, "seed": 11},
+    }
 
 
 def _hardware(strategy: str, rows: int, cols: int) -> Callable[[], Backend]:
     def make() -> Backend:
         return MockLab.open_backend(_mock_station(strategy, rows, cols), strategy=strategy)
+
     return make
 
 
@@ -82,11 +112,21 @@ def _hardware(strategy: str, rows: int, cols: int) -> Callable[[], Backend]:
 # absolute floor suffices.
 BACKENDS += [
     BackendUnderTest(
-        name="hw-mock-board", make=_hardware("parallel", 8, 8),
-        set_pulse=(2.0, 80e-9), reset_pulse=(-2.0, 80e-9), v_read=0.2,
-        mvm_rtol=0.08, mvm_atol_a=2e-8),
+        name="hw-mock-board",
+        make=_hardware("parallel", 8, 8),
+        set_pulse=(2.0, 80e-9),
+        reset_pulse=(-2.0, 80e-9),
+        v_read=0.2,
+        mvm_rtol=0.08,
+        mvm_atol_a=2e-8,
+    ),
     BackendUnderTest(
-        name="hw-mock-matrix", make=_hardware("cell", 4, 6),
-        set_pulse=(2.0, 80e-9), reset_pulse=(-2.0, 80e-9), v_read=0.2,
-        mvm_rtol=0.08, mvm_atol_a=2e-8),
+        name="hw-mock-matrix",
+        make=_hardware("cell", 4, 6),
+        set_pulse=(2.0, 80e-9),
+        reset_pulse=(-2.0, 80e-9),
+        v_read=0.2,
+        mvm_rtol=0.08,
+        mvm_atol_a=2e-8,
+    ),
 ]

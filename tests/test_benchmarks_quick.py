@@ -17,9 +17,21 @@ BENCHMARKS = ["mars", "cmru", "eprop_pcm", "eqprop_memristors", "pruning"]
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_benchmark_quick_run(name, tmp_path):
     extra = ["--jobs", "1"] if name == "eprop_pcm" else []
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick",
-                           "--out", str(tmp_path), *extra],
-                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / f"{name}.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+            *extra,
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert proc.stdout.strip(), "the benchmark printed nothing"
     written = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -18,10 +18,18 @@ from memhil.store import RunStore
 def db(tmp_path):
     """A store with one iv run (no pulse train) of 5 points."""
     path = tmp_path / "runs.db"
-    with RunStore(path) as store, store.new_run(
-            "iv", keys=["row", "col", "step"], values=["v", "i", "g_set", "t_s"],
-            metadata={"protocol_config": {"protocol": "iv_sweep", "params": {"v_max": 1.0}},
-                      "station_identity": {"kind": "sim"}}) as w:
+    with (
+        RunStore(path) as store,
+        store.new_run(
+            "iv",
+            keys=["row", "col", "step"],
+            values=["v", "i", "g_set", "t_s"],
+            metadata={
+                "protocol_config": {"protocol": "iv_sweep", "params": {"v_max": 1.0}},
+                "station_identity": {"kind": "sim"},
+            },
+        ) as w,
+    ):
         for k in range(5):
             w.add(row=0, col=1, step=k, v=0.1 * k, i=1e-6 * k, g_set=1e-5, t_s=k)
     return path
@@ -41,13 +49,17 @@ def test_runs_show_of_a_missing_run_names_the_runs_there(db, capsys):
 
 
 def test_runs_plot_with_an_unknown_kind(db, capsys):
-    _one_line_exit_2(capsys, ["runs", "plot", "1", "x.png", "--kind", "nope", "--db", str(db)],
-                     "--kind", "iv")
+    _one_line_exit_2(
+        capsys, ["runs", "plot", "1", "x.png", "--kind", "nope", "--db", str(db)], "--kind", "iv"
+    )
 
 
 def test_runs_plot_of_a_kind_the_run_cannot_give(db, tmp_path, capsys):
-    _one_line_exit_2(capsys, ["runs", "plot", "1", str(tmp_path / "r.png"), "--kind",
-                              "retention", "--db", str(db)], "cannot be plotted")
+    _one_line_exit_2(
+        capsys,
+        ["runs", "plot", "1", str(tmp_path / "r.png"), "--kind", "retention", "--db", str(db)],
+        "cannot be plotted",
+    )
 
 
 def test_fit_of_a_run_that_is_not_a_pulse_train(db, capsys):
@@ -61,12 +73,14 @@ def test_fit_fix_without_a_value(fix, db, capsys):
 
 def test_showcase_on_cuda_without_cuda(monkeypatch, capsys):
     import torch
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     _one_line_exit_2(capsys, ["showcase", "--torch-device", "cuda"], "no CUDA device")
 
 
-@pytest.mark.parametrize("argv", [["runs", "show", "1"], ["runs", "list"], ["fit", "1"],
-                                  ["runs", "export", "1", "x.nc"]])
+@pytest.mark.parametrize(
+    "argv", [["runs", "show", "1"], ["runs", "list"], ["fit", "1"], ["runs", "export", "1", "x.nc"]]
+)
 def test_a_misspelled_database_is_refused_not_created(argv, tmp_path, capsys):
     missing = tmp_path / "tpyo.db"
     _one_line_exit_2(capsys, [*argv, "--db", str(missing)], "no run store", "tpyo.db")
@@ -102,14 +116,19 @@ def test_netcdf_export_carries_units(db, tmp_path):
     nc = tmp_path / "run.nc"
     assert main(["runs", "export", "1", str(nc), "--db", str(db)]) == 0
     ds = xr.open_dataset(nc, engine="h5netcdf")
-    assert {n: ds[n].attrs.get("units") for n in ("v", "i", "g_set", "t_s")} == \
-        {"v": "V", "i": "A", "g_set": "S", "t_s": "s"}
+    assert {n: ds[n].attrs.get("units") for n in ("v", "i", "g_set", "t_s")} == {
+        "v": "V",
+        "i": "A",
+        "g_set": "S",
+        "t_s": "s",
+    }
     assert "units" not in ds["row"].attrs
 
 
 def test_version_and_protocols(capsys):
     from memhil import __version__
     from memhil.protocols.registry import protocol_names
+
     assert main(["--version"]) == 0
     assert __version__ in capsys.readouterr().out
     assert main(["protocols"]) == 0
@@ -135,16 +154,20 @@ def test_run_ends_with_a_summary_and_the_next_command(tmp_path, capsys):
 
 def test_a_mistake_in_a_real_process_is_one_line_without_a_trace(tmp_path):
     """The installed command path (``python -m memhil``), not only ``main``."""
-    proc = subprocess.run([sys.executable, "-m", "memhil", "runs", "show", "99", "--db",
-                           str(tmp_path / "nope.db")], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "memhil", "runs", "show", "99", "--db", str(tmp_path / "nope.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
 def test_the_command_line_is_parsed_before_torch_is_imported():
-    code = ("import sys; from memhil.cli import main; main(['--help']); "
-            "sys.exit(sorted({'torch', 'qcodes', 'matplotlib'} & set(sys.modules)) != [])")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys; from memhil.cli import main; main(['--help']); "
+        "sys.exit(sorted({'torch', 'qcodes', 'matplotlib'} & set(sys.modules)) != [])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

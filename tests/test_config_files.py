@@ -31,8 +31,11 @@ def test_memhil_run_with_a_binary_file_exits_2_in_one_line(where, tmp_path, caps
     proto = tmp_path / "p.yaml"
     proto.write_text("protocol: conductance_map\n")
     db = tmp_path / "x.db"
-    argv = ["run", str(binary), "--sim"] if where == "protocol" else \
-        ["run", str(proto), "--station", str(binary)]
+    argv = (
+        ["run", str(binary), "--sim"]
+        if where == "protocol"
+        else ["run", str(proto), "--station", str(binary)]
+    )
     assert cli_main([*argv, "--db", str(db), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "blob.yaml: <file>: not a UTF-8 text file" in err

@@ -9,8 +9,15 @@ from memhil.store import RunStore
 
 def test_demo_forms_characterizes_fits_and_predicts(tmp_path):
     lines = []
-    res = run_demo(rows=6, cols=6, db=tmp_path / "demo.db", out_dir=tmp_path / "out", seed=3,
-                   n_pulses=25, out=lines.append)
+    res = run_demo(
+        rows=6,
+        cols=6,
+        db=tmp_path / "demo.db",
+        out_dir=tmp_path / "out",
+        seed=3,
+        n_pulses=25,
+        out=lines.append,
+    )
     # forming: the ramp reaches every cell's breakdown voltage (N(2.0, 0.2) V, ramp to 2.8 V)
     assert res["formed_fraction"] >= 0.95
     assert 1.7 < res["v_form_median"] < 2.3
@@ -18,8 +25,12 @@ def test_demo_forms_characterizes_fits_and_predicts(tmp_path):
     # allowance of tests/calibration/test_fit.py (C2C clipping biases the bounds slightly)
     fit = res["fit"]
     span = TRUE_DEVICE["g_max_s"] - TRUE_DEVICE["g_min_s"]
-    for name, allowance in (("g_min_s", 0.6 * 0.005 * span), ("g_max_s", 0.6 * 0.005 * span),
-                            ("a_ltp", 0.05 * TRUE_DEVICE["a_ltp"]), ("a_ltd", 0.05 * TRUE_DEVICE["a_ltd"])):
+    for name, allowance in (
+        ("g_min_s", 0.6 * 0.005 * span),
+        ("g_max_s", 0.6 * 0.005 * span),
+        ("a_ltp", 0.05 * TRUE_DEVICE["a_ltp"]),
+        ("a_ltd", 0.05 * TRUE_DEVICE["a_ltd"]),
+    ):
         assert abs(fit.params[name] - TRUE_DEVICE[name]) <= 5 * fit.stderr[name] + allowance, name
     assert res["prediction_error"] < 0.03
     # everything is in the store, and the plots and the fitted model were written
@@ -43,9 +54,17 @@ def test_the_demo_protocol_files_rerun_with_memhil_run(tmp_path, capsys):
     """As the README says: each written file names its backend (the saved station, the die,
     the fitted simulator), so ``memhil run FILE`` reruns the step."""
     from memhil.cli import main
+
     out = tmp_path / "out"
-    run_demo(rows=4, cols=4, db=tmp_path / "demo.db", out_dir=out, seed=1, n_pulses=5,
-             out=lambda line: None)
+    run_demo(
+        rows=4,
+        cols=4,
+        db=tmp_path / "demo.db",
+        out_dir=out,
+        seed=1,
+        n_pulses=5,
+        out=lambda line: None,
+    )
     assert (out / "station.yaml").exists()
     db = tmp_path / "again.db"
     for name in ("pulse_train_die1", "pulse_train_simulator"):

@@ -21,39 +21,54 @@ from hypothesis import strategies as st
 
 from memhil.backends.hardware import HardwareBackend
 from memhil.core.errors import LimitError
-from memhil.instruments.station import Station
 from memhil.core.limits import Limits, below, exceeds
+from memhil.instruments.station import Station
 from memhil.mock_hw.lab import MockLab
 from tests.backends import _mock_station
 
 ROWS, COLS = 4, 4
-LIMITS = {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9, "width_max_s": 1e-3,
-          "compliance_max_a": 1e-3, "compliance_default_a": 1e-4, "count_max": 50,
-          "energy_max_j": 2e-8}
+LIMITS = {
+    "v_pulse_max_v": 3.0,
+    "v_read_max_v": 0.5,
+    "width_min_s": 1e-9,
+    "width_max_s": 1e-3,
+    "compliance_max_a": 1e-3,
+    "compliance_default_a": 1e-4,
+    "count_max": 50,
+    "energy_max_j": 2e-8,
+}
 
 cells = st.one_of(
     st.none(),
-    st.lists(st.tuples(st.just(0), st.integers(0, ROWS - 1), st.integers(0, COLS - 1)),
-             min_size=1, max_size=6),
+    st.lists(
+        st.tuples(st.just(0), st.integers(0, ROWS - 1), st.integers(0, COLS - 1)),
+        min_size=1,
+        max_size=6,
+    ),
     st.integers(1, 2 ** (ROWS * COLS) - 1),  # a mask
 )
 amplitude = st.one_of(
-    st.sampled_from([1.0, 3.0, -3.0, 3.0 * (1 + 2.0 ** -22), -3.0 * (1 + 2.0 ** -18), math.nan,
-                     0.0]),
+    st.sampled_from([1.0, 3.0, -3.0, 3.0 * (1 + 2.0**-22), -3.0 * (1 + 2.0**-18), math.nan, 0.0]),
     st.floats(-3.5, 3.5),
-    st.tuples(st.integers(0, 2 ** 31), st.floats(0.1, 3.5)),  # per cell: seed, scale
+    st.tuples(st.integers(0, 2**31), st.floats(0.1, 3.5)),  # per cell: seed, scale
 )
-width = st.sampled_from([1e-7, 5e-10, 1e-9, 1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-3 * (1 + 2.0 ** -22),
-                         1.5e-3])
+width = st.sampled_from(
+    [1e-7, 5e-10, 1e-9, 1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-3 * (1 + 2.0**-22), 1.5e-3]
+)
 count = st.one_of(st.integers(1, 8), st.integers(0, 60))
-compliance = st.one_of(st.none(), st.sampled_from([1e-6, 1e-5, 1e-4, 1e-3, 1e-3 * (1 + 2.0 ** -22),
-                                                   1.1e-3]))
+compliance = st.one_of(
+    st.none(), st.sampled_from([1e-6, 1e-5, 1e-4, 1e-3, 1e-3 * (1 + 2.0**-22), 1.1e-3])
+)
 request = st.one_of(
     st.tuples(st.just("pulse"), cells, amplitude, width, count, compliance),
     st.tuples(st.just("read"), cells),
-    st.tuples(st.just("mvm"), st.integers(0, 2 ** 31),
-              st.sampled_from([0.1, 0.5, 0.5 * (1 + 2.0 ** -22), 0.6]), st.integers(1, 3),
-              st.booleans()),
+    st.tuples(
+        st.just("mvm"),
+        st.integers(0, 2**31),
+        st.sampled_from([0.1, 0.5, 0.5 * (1 + 2.0**-22), 0.6]),
+        st.integers(1, 3),
+        st.booleans(),
+    ),
 )
 
 
@@ -75,7 +90,7 @@ def _amplitude(spec):
     if isinstance(spec, tuple):
         seed, scale = spec
         g = torch.Generator().manual_seed(seed)
-        return ((torch.rand(1, ROWS, COLS, generator=g, dtype=torch.float64) * 2 - 1) * scale)
+        return (torch.rand(1, ROWS, COLS, generator=g, dtype=torch.float64) * 2 - 1) * scale
     return spec
 
 
@@ -127,9 +142,9 @@ def drive(backend: HardwareBackend, lab: MockLab, requests, tally: Tally) -> Non
     dc_max_v = lim.v_read_max_v if backend.strategy == "parallel" else lim.v_pulse_max_v
 
     def wire() -> int:
-        return (sum(s.transactions for s in lab.servers.values())
-                + sum(getattr(e, "transactions", 0) for n, e in lab.emulators.items()
-                      if n not in lab.servers))
+        return sum(s.transactions for s in lab.servers.values()) + sum(
+            getattr(e, "transactions", 0) for n, e in lab.emulators.items() if n not in lab.servers
+        )
 
     for req in requests:
         lab.chip.applied = []
@@ -158,8 +173,12 @@ def _open(strategy: str, served: bool) -> tuple[HardwareBackend, MockLab, Statio
     return HardwareBackend(st_, clock=lab.clock, strategy=strategy), lab, st_
 
 
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def run_property(strategy: str, served: bool, examples: int, per_example: int) -> Tally:
@@ -187,13 +206,17 @@ def run_property(strategy: str, served: bool, examples: int, per_example: int) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy,served,examples,per_example", [
-    ("parallel", False, 40, 200),   # 8000 requests, in-process board
-    ("parallel", True, 10, 200),    # 2000 requests over TCP
-    ("cell", True, 4, 50),          # 200 requests over TCP: SMUs, bias SMU and matrix
-])
-def test_no_request_exceeds_a_limit_and_every_refusal_sends_nothing(strategy, served, examples,
-                                                                    per_example):
+@pytest.mark.parametrize(
+    "strategy,served,examples,per_example",
+    [
+        ("parallel", False, 40, 200),  # 8000 requests, in-process board
+        ("parallel", True, 10, 200),  # 2000 requests over TCP
+        ("cell", True, 4, 50),  # 200 requests over TCP: SMUs, bias SMU and matrix
+    ],
+)
+def test_no_request_exceeds_a_limit_and_every_refusal_sends_nothing(
+    strategy, served, examples, per_example
+):
     tally = run_property(strategy, served, examples, per_example)
     assert tally.violations == []
     assert tally.requests == examples * per_example

@@ -16,12 +16,21 @@ from memhil.mock_hw.lab import MockLab
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 BAD = [
-    ("limit", "protocol: pulse_train\nparams: {n_pulses: 2, v_ltp: 5.0, width_s: 8.0e-8}\n",
-     "p.yaml: params.v_ltp"),
-    ("cell", "protocol: pulse_train\nparams: {n_pulses: 2, width_s: 8.0e-8, "
-     "cells: [[0, 999, 0]]}\n", "p.yaml: params.cells: row index 999 out of range"),
-    ("protocol", "protocol: pulse_trian\nparams: {n_pulses: 2}\n",
-     "p.yaml: protocol: unknown protocol 'pulse_trian'"),
+    (
+        "limit",
+        "protocol: pulse_train\nparams: {n_pulses: 2, v_ltp: 5.0, width_s: 8.0e-8}\n",
+        "p.yaml: params.v_ltp",
+    ),
+    (
+        "cell",
+        "protocol: pulse_train\nparams: {n_pulses: 2, width_s: 8.0e-8, cells: [[0, 999, 0]]}\n",
+        "p.yaml: params.cells: row index 999 out of range",
+    ),
+    (
+        "protocol",
+        "protocol: pulse_trian\nparams: {n_pulses: 2}\n",
+        "p.yaml: protocol: unknown protocol 'pulse_trian'",
+    ),
     ("read", "protocol: conductance_map\nparams: {v_read: 2.0}\n", "p.yaml: params.v_read"),
 ]
 
@@ -37,16 +46,16 @@ def served_lab(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, text, expect", BAD, ids=[b[0] for b in BAD])
-def test_protocol_file_errors_exit_2_before_any_wire_command(name, text, expect, served_lab,
-                                                             tmp_path, capsys):
+def test_protocol_file_errors_exit_2_before_any_wire_command(
+    name, text, expect, served_lab, tmp_path, capsys
+):
     lab, live = served_lab
     proto = tmp_path / "p.yaml"
     proto.write_text(text)
     db = tmp_path / "runs.db"
     before = {n: s.transactions for n, s in lab.servers.items()}
     assert len(before) == 2  # prober and array board, both served over TCP
-    code = cli_main(["run", str(proto), "--station", str(live), "--db", str(db),
-                     "--no-progress"])
+    code = cli_main(["run", str(proto), "--station", str(live), "--db", str(db), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and expect in err, err

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from memhil.analog.weights import AnalogWeights, InputScaling, PulseSpec
 from memhil.analog.mapping import Layout, WeightMapping
 from memhil.analog.pulse_response import measure_set_response
+from memhil.analog.weights import AnalogWeights, InputScaling, PulseSpec
 from memhil.backends.base import Backend
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class _ArrayMatmul(torch.autograd.Function):
     dL/dW = dL/dy.T @ x (the outer product an update scheme turns into pulses)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, layer: "AnalogLinear") -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, layer: AnalogLinear) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.layer = layer
         return layer.weights.matvec(x.to(layer.weights.backend.dtype)).to(x.dtype)
@@ -41,7 +41,9 @@ class _ArrayMatmul(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             if layer.backward_mode == "analog":
-                grad_x = layer.weights.matvec_t(grad_y.to(layer.weights.backend.dtype)).to(grad_y.dtype)
+                grad_x = layer.weights.matvec_t(grad_y.to(layer.weights.backend.dtype)).to(
+                    grad_y.dtype
+                )
             else:
                 grad_x = grad_y @ weight
         if ctx.needs_input_grad[1]:
@@ -59,25 +61,56 @@ class AnalogLinear(nn.Module):
     ``memhil.analog.updates.schemes``) or is None for inference-only layers.
     """
 
-    def __init__(self, in_features: int, out_features: int, backend: Backend, *,
-                 bias: bool = True, layout: Layout = "differential", n_devices: int = 1,
-                 tile: int = 0, row_offset: int = 0, col_offset: int = 0, w_max: float = 1.0,
-                 g_window_s: tuple[float, float] | None = None,
-                 set_pulse: PulseSpec | tuple[float, float] | None = None,
-                 reset_pulse: PulseSpec | tuple[float, float] | None = None,
-                 v_read: float | None = None, input_scaling: InputScaling = "absmax",
-                 x_max: float = 1.0, backward: Literal["analog", "digital"] = "analog",
-                 hwa_noise: float = 0.0, update: Any = None, seed: int = 0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        backend: Backend,
+        *,
+        bias: bool = True,
+        layout: Layout = "differential",
+        n_devices: int = 1,
+        tile: int = 0,
+        row_offset: int = 0,
+        col_offset: int = 0,
+        w_max: float = 1.0,
+        g_window_s: tuple[float, float] | None = None,
+        set_pulse: PulseSpec | tuple[float, float] | None = None,
+        reset_pulse: PulseSpec | tuple[float, float] | None = None,
+        v_read: float | None = None,
+        input_scaling: InputScaling = "absmax",
+        x_max: float = 1.0,
+        backward: Literal["analog", "digital"] = "analog",
+        hwa_noise: float = 0.0,
+        update: Any = None,
+        seed: int = 0,
+    ):
         super().__init__()
         caps = backend.capabilities
         g_lo, g_hi = g_window_s if g_window_s is not None else caps.conductance_range_s
-        mapping = WeightMapping(in_features, out_features, g_lo, g_hi, w_max=w_max, layout=layout,
-                                n_devices=n_devices, tile=tile, row_offset=row_offset,
-                                col_offset=col_offset)
+        mapping = WeightMapping(
+            in_features,
+            out_features,
+            g_lo,
+            g_hi,
+            w_max=w_max,
+            layout=layout,
+            n_devices=n_devices,
+            tile=tile,
+            row_offset=row_offset,
+            col_offset=col_offset,
+        )
         set_pulse = _pulse_spec(set_pulse, caps.set_pulse, "set_pulse")
         reset_pulse = _pulse_spec(reset_pulse, caps.reset_pulse, "reset_pulse")
-        self.weights = AnalogWeights(backend, mapping, set_pulse, reset_pulse, v_read=v_read,
-                                     input_scaling=input_scaling, x_max=x_max)
+        self.weights = AnalogWeights(
+            backend,
+            mapping,
+            set_pulse,
+            reset_pulse,
+            v_read=v_read,
+            input_scaling=input_scaling,
+            x_max=x_max,
+        )
         self.in_features, self.out_features = in_features, out_features
         self.backward_mode = backward
         self.hwa_noise = hwa_noise
@@ -92,19 +125,29 @@ class AnalogLinear(nn.Module):
 
     # -- conversion from and to float layers (aihwkit's from_digital / to_digital) ----------
     @classmethod
-    def from_digital(cls, module: nn.Module, backend: Backend, *, window_margin: float = 0.02,
-                     **kw: Any) -> "AnalogLinear":
+    def from_digital(
+        cls, module: nn.Module, backend: Backend, *, window_margin: float = 0.02, **kw: Any
+    ) -> AnalogLinear:
         """An AnalogLinear (in eval mode) holding ``module``'s ``weight`` (out, in) and
         ``bias``, not yet programmed (call ``program``); ``w_max`` defaults to the largest
         |w|. Without ``g_window_s`` the backend's window is shrunk by ``window_margin`` of
         its span at each end, so float32 targets never round outside it and the verify
         loop avoids the saturated ends. Other keywords go to the constructor."""
         bias = getattr(module, "bias", None)
-        return cls.from_weights(cast(Tensor, module.weight), bias, backend, window_margin=window_margin, **kw)
+        return cls.from_weights(
+            cast(Tensor, module.weight), bias, backend, window_margin=window_margin, **kw
+        )
 
     @classmethod
-    def from_weights(cls, weight: Tensor, bias: Tensor | None, backend: Backend, *,
-                     window_margin: float = 0.02, **kw: Any) -> "AnalogLinear":
+    def from_weights(
+        cls,
+        weight: Tensor,
+        bias: Tensor | None,
+        backend: Backend,
+        *,
+        window_margin: float = 0.02,
+        **kw: Any,
+    ) -> AnalogLinear:
         """``from_digital`` for a bare (out, in) ``weight`` and optional ``bias``."""
         weight = weight.detach()
         out_f, in_f = weight.shape
@@ -142,6 +185,7 @@ class AnalogLinear(nn.Module):
         """Write ``weight`` onto the devices (``memhil.analog.program``); returns the
         ProgramReport."""
         from memhil.analog.program import program_weights
+
         return program_weights(self.weights, self.weight.detach(), method=method, **kw)
 
     def read_weights(self) -> Tensor:
@@ -180,6 +224,7 @@ class AnalogLinear(nn.Module):
         """Attach an online update scheme (a name or an instance) and bind it to the devices;
         the SET pulse response is measured on this layer's own cells unless given."""
         from memhil.analog.updates.schemes import UpdateScheme, build_update_scheme
+
         if not isinstance(scheme, UpdateScheme):
             scheme = build_update_scheme(scheme, **params)
         if response is None:
@@ -193,8 +238,9 @@ class AnalogLinear(nn.Module):
         w = self.weights
         cells = w.mapping.cell_mask(w.backend.shape).to(w.backend.torch_device)
         # a gradual RESET takes a train 4x the curve to reach the bottom of the window
-        return measure_set_response(w.backend, cells, w.set_pulse, w.reset_pulse, n_pulses,
-                                    n_reset=4 * n_pulses)
+        return measure_set_response(
+            w.backend, cells, w.set_pulse, w.reset_pulse, n_pulses, n_reset=4 * n_pulses
+        )
 
     @torch.no_grad()
     def apply_delta(self, delta_w: Tensor):
@@ -219,9 +265,11 @@ class AnalogLinear(nn.Module):
 
     def extra_repr(self) -> str:
         m = self.weights.mapping
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, layout={m.layout}, n_devices={m.n_devices}, "
-                f"tile={m.tile}, device={self.backend.capabilities.device_model}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, layout={m.layout}, n_devices={m.n_devices}, "
+            f"tile={m.tile}, device={self.backend.capabilities.device_model}"
+        )
 
 
 def _pulse_spec(value, default, name: str) -> PulseSpec:

@@ -72,12 +72,16 @@ class WeightMapping:
         if not 0 <= self.tile < tiles:
             raise ValueError(f"tile {self.tile} out of range 0..{tiles - 1}")
         if self.row_offset + self.in_features > rows:
-            raise ValueError(f"{self.in_features} inputs at row {self.row_offset} need "
-                             f"{self.row_offset + self.in_features} rows; the tile has {rows}")
+            raise ValueError(
+                f"{self.in_features} inputs at row {self.row_offset} need "
+                f"{self.row_offset + self.in_features} rows; the tile has {rows}"
+            )
         if self.col_offset + self.n_cols > cols:
-            raise ValueError(f"{self.out_features} outputs ({self.layout}, {self.n_devices} "
-                             f"device(s) per sign) need {self.n_cols} columns from column "
-                             f"{self.col_offset}; the tile has {cols}")
+            raise ValueError(
+                f"{self.out_features} outputs ({self.layout}, {self.n_devices} "
+                f"device(s) per sign) need {self.n_cols} columns from column "
+                f"{self.col_offset}; the tile has {cols}"
+            )
 
     @property
     def scale(self) -> float:
@@ -110,9 +114,9 @@ class WeightMapping:
         lead = region.shape[:-1]
         if self.layout == "reference":
             plus = region[..., :out].unsqueeze(-1)
-            return plus, region[..., out:out + 1].unsqueeze(-1).expand_as(plus)
+            return plus, region[..., out : out + 1].unsqueeze(-1).expand_as(plus)
         plus = region[..., : out * n].reshape(*lead, out, n)
-        minus = region[..., out * n: 2 * out * n].reshape(*lead, out, n)
+        minus = region[..., out * n : 2 * out * n].reshape(*lead, out, n)
         return plus, minus
 
     def combine(self, region: Tensor) -> Tensor:

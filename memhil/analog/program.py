@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 import torch
 from torch import Tensor
 
+from memhil.analog.pulse_response import PulseResponse, measure_pulse_response, measure_set_response
 from memhil.backends.base import Backend, CellSelection
-from memhil.analog.pulse_response import (PulseResponse, measure_pulse_response,
-                                          measure_set_response)
 from memhil.core.types import PulseSpec
 
 if TYPE_CHECKING:  # calibration -> algorithms only for the type; no import cycle at runtime
@@ -30,7 +29,7 @@ if TYPE_CHECKING:  # calibration -> algorithms only for the type; no import cycl
 Method = Literal["verify", "open_loop"]
 
 #: Bounds of the per-cell step factor of the adaptive verify loop (powers of two).
-_FACTOR_MIN, _FACTOR_MAX = 2.0 ** -12, 2.0 ** 12
+_FACTOR_MIN, _FACTOR_MAX = 2.0**-12, 2.0**12
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,8 +117,9 @@ def _pulse_pair(pulse: Any, name: str, polarity: int) -> tuple[float, float]:
         try:
             amp, width = (float(x) for x in pulse)
         except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a PulseSpec or (amplitude_v, width_s), "
-                            f"got {pulse!r}") from None
+            raise TypeError(
+                f"{name} must be a PulseSpec or (amplitude_v, width_s), got {pulse!r}"
+            ) from None
     if not (math.isfinite(amp) and amp * polarity > 0):
         want = "> 0 (positive raises G)" if polarity > 0 else "< 0 (negative lowers G)"
         raise ValueError(f"{name} amplitude must be {want}, got {amp} V")
@@ -133,10 +133,10 @@ def _check_response(resp: PulseResponse, name: str, rising: bool) -> PulseRespon
 @overload
 def _check_response(resp: None, name: str, rising: bool) -> None: ...
 @overload
-def _check_response(resp: PulseResponse | None, name: str, rising: bool
-                    ) -> PulseResponse | None: ...
-def _check_response(resp: PulseResponse | None, name: str, rising: bool
-                    ) -> PulseResponse | None:
+def _check_response(
+    resp: PulseResponse | None, name: str, rising: bool
+) -> PulseResponse | None: ...
+def _check_response(resp: PulseResponse | None, name: str, rising: bool) -> PulseResponse | None:
     """Check the direction of ``resp`` and return it with its curve on the CPU (a curve
     measured on a CUDA backend stays there; the per-cell bookkeeping here is CPU)."""
     if resp is None:
@@ -144,8 +144,10 @@ def _check_response(resp: PulseResponse | None, name: str, rising: bool
     if not isinstance(resp, PulseResponse):
         raise TypeError(f"{name} must be a PulseResponse, got {type(resp).__name__}")
     if resp.rising != rising:
-        raise ValueError(f"{name} must be a {'rising (SET)' if rising else 'falling (RESET)'} "
-                         f"pulse response; got one measured with amplitude {resp.amplitude_v} V")
+        raise ValueError(
+            f"{name} must be a {'rising (SET)' if rising else 'falling (RESET)'} "
+            f"pulse response; got one measured with amplitude {resp.amplitude_v} V"
+        )
     if resp.g_curve_s.device.type != "cpu":
         spread = resp.spread_s.cpu() if isinstance(resp.spread_s, Tensor) else resp.spread_s
         resp = PulseResponse(resp.amplitude_v, resp.width_s, resp.g_curve_s.cpu(), spread)
@@ -161,11 +163,14 @@ def _select(backend: Backend, cells: CellSelection, targets_s: Any) -> tuple[Ten
         _, rows, cols = backend.shape
         lin = (idx[:, 0] * rows + idx[:, 1]) * cols + idx[:, 2]
         if lin.numel() > 1 and not bool((lin[1:] > lin[:-1]).all()):
-            raise ValueError("cells given as a list must be distinct and in row-major "
-                             "(tile, row, col) order, the order reads and targets use")
+            raise ValueError(
+                "cells given as a list must be distinct and in row-major "
+                "(tile, row, col) order, the order reads and targets use"
+            )
     else:
-        mask = backend.cell_mask(torch.ones(backend.shape, dtype=torch.bool)
-                                 if cells is None else cells)
+        mask = backend.cell_mask(
+            torch.ones(backend.shape, dtype=torch.bool) if cells is None else cells
+        )
     n = int(mask.sum())
     if n == 0:
         raise ValueError("no cells selected: the cell mask is empty")
@@ -175,9 +180,11 @@ def _select(backend: Backend, cells: CellSelection, targets_s: Any) -> tuple[Ten
     elif t.dim() == 0:
         t = t.expand(n).clone()
     elif t.dim() != 1 or t.numel() != n:
-        raise ValueError(f"targets_s of shape {tuple(t.shape)} does not match the {n} selected "
-                         f"cells (give a 1-D tensor in row-major mask order, or one shaped "
-                         f"like the array {tuple(backend.shape)})")
+        raise ValueError(
+            f"targets_s of shape {tuple(t.shape)} does not match the {n} selected "
+            f"cells (give a 1-D tensor in row-major mask order, or one shaped "
+            f"like the array {tuple(backend.shape)})"
+        )
     g_lo, g_hi = backend.capabilities.conductance_range_s
     # Targets computed in float32 (weights -> conductances) land a few ulp outside the
     # window when they sit on its edge: accept 1e-6 relative slack and clip those back in.
@@ -186,14 +193,17 @@ def _select(backend: Backend, cells: CellSelection, targets_s: Any) -> tuple[Ten
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         where = tuple(int(v) for v in mask.nonzero()[i].tolist())
-        raise ValueError(f"target {float(t[i]):.6g} S for cell {where} lies outside the "
-                         f"device window [{g_lo:.6g}, {g_hi:.6g}] S "
-                         f"(capabilities.conductance_range_s); {int(bad.sum())} target(s) bad")
+        raise ValueError(
+            f"target {float(t[i]):.6g} S for cell {where} lies outside the "
+            f"device window [{g_lo:.6g}, {g_hi:.6g}] S "
+            f"(capabilities.conductance_range_s); {int(bad.sum())} target(s) bad"
+        )
     return mask, t.clamp(g_lo, g_hi)
 
 
-def _max_count(backend: Backend, amp: float, width: float, compliance_a: float | None,
-               cap: int | None) -> int:
+def _max_count(
+    backend: Backend, amp: float, width: float, compliance_a: float | None, cap: int | None
+) -> int:
     """Largest per-cell count one call may carry: ``cap``, ``limits.count_max`` and the
     per-call energy limit at the nominal width."""
     lim = backend.limits
@@ -203,8 +213,10 @@ def _max_count(backend: Backend, amp: float, width: float, compliance_a: float |
         per_pulse = abs(amp) * c * width
         n = min(n, int(lim.energy_max_j / per_pulse * (1 - 1e-6)))
     if n < 1:
-        raise ValueError(f"one pulse of {amp} V / {width} s exceeds the backend's per-call "
-                         f"limits (count_max {lim.count_max}, energy_max_j {lim.energy_max_j})")
+        raise ValueError(
+            f"one pulse of {amp} V / {width} s exceeds the backend's per-call "
+            f"limits (count_max {lim.count_max}, energy_max_j {lim.energy_max_j})"
+        )
     return n
 
 
@@ -240,24 +252,51 @@ def _read(backend: Backend, mask: Tensor, n_reads: int) -> Tensor:
     return (g / n_reads).cpu()
 
 
-def _report(target: Tensor, achieved: Tensor, tol: float | None, set_n: Tensor, reset_n: Tensor,
-            resets: Tensor, iterations: int, method: str, calls: int) -> ProgramReport:
+def _report(
+    target: Tensor,
+    achieved: Tensor,
+    tol: float | None,
+    set_n: Tensor,
+    reset_n: Tensor,
+    resets: Tensor,
+    iterations: int,
+    method: str,
+    calls: int,
+) -> ProgramReport:
     err = achieved - target
     within = err.abs() <= tol if tol is not None else torch.zeros_like(err, dtype=torch.bool)
-    return ProgramReport(target_s=target, achieved_s=achieved, error_s=err, within=within,
-                         set_pulses=set_n, reset_pulses=reset_n, resets=resets,
-                         iterations=iterations, tolerance_s=tol, method=method,
-                         pulse_calls=calls)
+    return ProgramReport(
+        target_s=target,
+        achieved_s=achieved,
+        error_s=err,
+        within=within,
+        set_pulses=set_n,
+        reset_pulses=reset_n,
+        resets=resets,
+        iterations=iterations,
+        tolerance_s=tol,
+        method=method,
+        pulse_calls=calls,
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Open loop
 # ---------------------------------------------------------------------------------------
-def program_open_loop(backend: Backend, cells: CellSelection, targets_s: Any, *,
-                      set_pulse: Any, reset_pulse: Any, response_set: PulseResponse,
-                      response_reset: PulseResponse | None = None, reset_count: int = 1,
-                      tolerance_s: float | None = None, n_reads: int = 1,
-                      compliance_a: float | None = None) -> ProgramReport:
+def program_open_loop(
+    backend: Backend,
+    cells: CellSelection,
+    targets_s: Any,
+    *,
+    set_pulse: Any,
+    reset_pulse: Any,
+    response_set: PulseResponse,
+    response_reset: PulseResponse | None = None,
+    reset_count: int = 1,
+    tolerance_s: float | None = None,
+    n_reads: int = 1,
+    compliance_a: float | None = None,
+) -> ProgramReport:
     """Program ``targets_s`` without verifying: pulse counts from the inverse of the mean
     pulse response, i.e. ``round(response.pulses_between(g_now, target))``.
 
@@ -306,8 +345,9 @@ def program_open_loop(backend: Backend, cells: CellSelection, targets_s: Any, *,
         w.pulse(set_n, s_amp, s_w)
         w.pulse(reset_n, r_amp, r_w)
     achieved = _read(backend, mask, n_reads)
-    return _report(target, achieved, tolerance_s, set_n, reset_n, zeros.clone(), 0,
-                   "open_loop", w.calls)
+    return _report(
+        target, achieved, tolerance_s, set_n, reset_n, zeros.clone(), 0, "open_loop", w.calls
+    )
 
 
 def _check_tol(tol: float | None, allow_none: bool = False) -> None:
@@ -320,13 +360,25 @@ def _check_tol(tol: float | None, allow_none: bool = False) -> None:
 # ---------------------------------------------------------------------------------------
 # Program and verify
 # ---------------------------------------------------------------------------------------
-def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *,
-                       set_pulse: Any, reset_pulse: Any, tolerance_s: float,
-                       max_iterations: int = 50, response_set: PulseResponse | None = None,
-                       response_reset: PulseResponse | None = None, gain: float = 0.7,
-                       max_pulses_per_step: int = 100, n_reads: int = 1,
-                       max_resets: int = 20, margin_s: float = 0.0, adapt: bool = True,
-                       compliance_a: float | None = None) -> ProgramReport:
+def program_and_verify(
+    backend: Backend,
+    cells: CellSelection,
+    targets_s: Any,
+    *,
+    set_pulse: Any,
+    reset_pulse: Any,
+    tolerance_s: float,
+    max_iterations: int = 50,
+    response_set: PulseResponse | None = None,
+    response_reset: PulseResponse | None = None,
+    gain: float = 0.7,
+    max_pulses_per_step: int = 100,
+    n_reads: int = 1,
+    max_resets: int = 20,
+    margin_s: float = 0.0,
+    adapt: bool = True,
+    compliance_a: float | None = None,
+) -> ProgramReport:
     """Closed-loop programming of ``targets_s`` to within ``±tolerance_s``.
 
     Each iteration reads every unfinished cell once (``n_reads`` reads averaged, to beat
@@ -400,8 +452,9 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
     w_min = max(lim.width_min_s, caps.min_pulse_width_s)
     scale_width = bool(adapt and bipolar and caps.per_cell_width)
     if scale_width and (s_w < w_min or r_w < w_min):
-        raise ValueError(f"pulse widths ({s_w}, {r_w}) s lie below the backend's minimum "
-                         f"width {w_min} s")
+        raise ValueError(
+            f"pulse widths ({s_w}, {r_w}) s lie below the backend's minimum width {w_min} s"
+        )
 
     n = target.numel()
     w = _Writer(backend, mask, compliance_a)
@@ -434,8 +487,11 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
         counts = amount.round().clamp(1, k_max).to(torch.int64)
         if not scale_width:
             return counts, None
-        widths = torch.where(amount < 1.0, (amount * nominal_w).clamp(w_min, nominal_w),
-                             torch.full_like(amount, nominal_w))
+        widths = torch.where(
+            amount < 1.0,
+            (amount * nominal_w).clamp(w_min, nominal_w),
+            torch.full_like(amount, nominal_w),
+        )
         return counts, widths
 
     iterations = 0
@@ -461,8 +517,12 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
             # "Slower than asked" needs an expectation: only where a response predicted the
             # step (without one, steps are single pulses and only shrink after overshoots).
             predicted = torch.tensor([response_set is not None, response_reset is not None])
-            slow = (was & ~crossed & predicted[d.clamp_min(0)]
-                    & (err.abs() > (1.0 - 0.5 * gain) * prev.abs()))
+            slow = (
+                was
+                & ~crossed
+                & predicted[d.clamp_min(0)]
+                & (err.abs() > (1.0 - 0.5 * gain) * prev.abs())
+            )
             upd = torch.where(crossed, 0.5, torch.where(slow, 2.0, 1.0))
             rows, cols = idx[was], d[was]
             factor[rows, cols] = (factor[rows, cols] * upd[was]).clamp(_FACTOR_MIN, _FACTOR_MAX)
@@ -492,8 +552,7 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
                     set_amount[climb] = 1.0
                 elif bool(climb.any()):
                     g0 = torch.full_like(t[climb], g_reset_mean)
-                    set_amount[climb] = step_size(response_set, g0, t[climb],
-                                                  torch.ones_like(g0))
+                    set_amount[climb] = step_size(response_set, g0, t[climb], torch.ones_like(g0))
 
         # RESET first (a retried SET-only cell climbs again in the same iteration).
         r_counts = torch.zeros(n, dtype=torch.int64)
@@ -532,9 +591,13 @@ def program_and_verify(backend: Backend, cells: CellSelection, targets_s: Any, *
 # ---------------------------------------------------------------------------------------
 # Weight matrices on AnalogWeights
 # ---------------------------------------------------------------------------------------
-def calibrate_region(weights: "AnalogWeights", *, n_pulses: int = 32, set_curve: bool = True,
-                     reset_curve: bool | None = None
-                     ) -> tuple[PulseResponse | None, PulseResponse | None]:
+def calibrate_region(
+    weights: AnalogWeights,
+    *,
+    n_pulses: int = 32,
+    set_curve: bool = True,
+    reset_curve: bool | None = None,
+) -> tuple[PulseResponse | None, PulseResponse | None]:
     """Measure the mean SET response (and, by default on bipolar devices, the RESET
     response) on the region's own devices with ``measure_pulse_response``; the region's
     state is lost. Returns ``(response_set, response_reset)``, None for a curve not asked.
@@ -553,20 +616,26 @@ def calibrate_region(weights: "AnalogWeights", *, n_pulses: int = 32, set_curve:
         reset_curve = bipolar
     n_pulses = int(n_pulses)
     if not 1 <= n_pulses <= b.limits.count_max:
-        raise ValueError(f"n_pulses must be in 1..{b.limits.count_max} (limits.count_max), "
-                         f"got {n_pulses}")
+        raise ValueError(
+            f"n_pulses must be in 1..{b.limits.count_max} (limits.count_max), got {n_pulses}"
+        )
     tally = weights.tally
     resp_set = resp_reset = None
     if reset_curve:
-        resp_reset = measure_pulse_response(b, mask, rp.amplitude_v, rp.width_s, n_pulses,
-                                            prepare=(sp.amplitude_v, sp.width_s, n_pulses))
+        resp_reset = measure_pulse_response(
+            b,
+            mask,
+            rp.amplitude_v,
+            rp.width_s,
+            n_pulses,
+            prepare=(sp.amplitude_v, sp.width_s, n_pulses),
+        )
         tally.set_pulses += n_pulses * n_cells
         tally.reset_pulses += n_pulses * n_cells
         tally.calls += n_pulses + 1
     if set_curve:
         prep = n_pulses if bipolar else 1
-        resp_set = measure_set_response(b, mask, sp, rp, n_pulses, n_reset=n_pulses,
-                                        restore=False)
+        resp_set = measure_set_response(b, mask, sp, rp, n_pulses, n_reset=n_pulses, restore=False)
         tally.reset_pulses += prep * n_cells
         tally.set_pulses += n_pulses * n_cells
         tally.calls += n_pulses + 1
@@ -582,10 +651,17 @@ class _RegionPulses(TypedDict):
     response_reset: PulseResponse | None
 
 
-def program_weights(weights: "AnalogWeights", weight: Tensor, *, method: Method = "verify",
-                    tolerance_s: float | None = None, response_set: PulseResponse | None = None,
-                    response_reset: PulseResponse | None = None, calibration_pulses: int = 32,
-                    **kw: Any) -> ProgramReport:
+def program_weights(
+    weights: AnalogWeights,
+    weight: Tensor,
+    *,
+    method: Method = "verify",
+    tolerance_s: float | None = None,
+    response_set: PulseResponse | None = None,
+    response_reset: PulseResponse | None = None,
+    calibration_pulses: int = 32,
+    **kw: Any,
+) -> ProgramReport:
     """Program the (out, in) matrix ``weight`` onto ``weights``' region.
 
     Targets come from ``weights.mapping.targets(weight)`` (clipped to ±w_max), cells from
@@ -602,8 +678,10 @@ def program_weights(weights: "AnalogWeights", weight: Tensor, *, method: Method 
     m = weights.mapping
     want = (m.out_features, m.in_features)
     if tuple(weight.shape) != want:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} does not match the mapping's "
-                         f"(out_features, in_features) = {want}")
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} does not match the mapping's "
+            f"(out_features, in_features) = {want}"
+        )
     if method not in ("verify", "open_loop"):
         raise ValueError(f"unknown method {method!r} (verify, open_loop)")
     if not bool(torch.isfinite(weight).all()):
@@ -617,13 +695,18 @@ def program_weights(weights: "AnalogWeights", weight: Tensor, *, method: Method 
     need_set = response_set is None
     need_reset = bool(b.capabilities.bipolar) and response_reset is None
     if need_set or need_reset:
-        rs, rr = calibrate_region(weights, n_pulses=calibration_pulses, set_curve=need_set,
-                                  reset_curve=need_reset)
+        rs, rr = calibrate_region(
+            weights, n_pulses=calibration_pulses, set_curve=need_set, reset_curve=need_reset
+        )
         response_set = rs if need_set else response_set
         response_reset = rr if need_reset else response_reset
     assert response_set is not None  # given, or just measured by calibrate_region
-    pulses: _RegionPulses = dict(set_pulse=weights.set_pulse, reset_pulse=weights.reset_pulse,
-                  response_set=response_set, response_reset=response_reset)
+    pulses: _RegionPulses = dict(
+        set_pulse=weights.set_pulse,
+        reset_pulse=weights.reset_pulse,
+        response_set=response_set,
+        response_reset=response_reset,
+    )
     if method == "verify":
         report = program_and_verify(b, mask, targets, tolerance_s=tolerance_s, **pulses, **kw)
     else:

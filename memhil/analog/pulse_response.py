@@ -40,8 +40,9 @@ class PulseResponse:
         g = torch.cummax(g, 0).values if rising else -torch.cummax(-g, 0).values
         object.__setattr__(self, "g_curve_s", g)
         if self.spread_s is not None:
-            object.__setattr__(self, "spread_s",
-                               torch.as_tensor(self.spread_s).detach().to("cpu", torch.float64))
+            object.__setattr__(
+                self, "spread_s", torch.as_tensor(self.spread_s).detach().to("cpu", torch.float64)
+            )
 
     @property
     def n_pulses(self) -> int:
@@ -78,13 +79,23 @@ class PulseResponse:
         return self.g_curve_s[k + 1] - self.g_curve_s[k]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"amplitude_v": self.amplitude_v, "width_s": self.width_s,
-                "g_curve_s": self.g_curve_s.tolist()}
+        return {
+            "amplitude_v": self.amplitude_v,
+            "width_s": self.width_s,
+            "g_curve_s": self.g_curve_s.tolist(),
+        }
 
 
-def measure_pulse_response(backend: Backend, cells: Tensor, amplitude_v: float, width_s: float,
-                           n_pulses: int, *, prepare: tuple[float, float, int] | None = None,
-                           compliance_a: float | None = None) -> PulseResponse:
+def measure_pulse_response(
+    backend: Backend,
+    cells: Tensor,
+    amplitude_v: float,
+    width_s: float,
+    n_pulses: int,
+    *,
+    prepare: tuple[float, float, int] | None = None,
+    compliance_a: float | None = None,
+) -> PulseResponse:
     """Measure the mean response of the ``cells`` (a backend mask) to single pulses.
 
     ``prepare`` = (amplitude, width, count) is applied first to bring the cells to the
@@ -103,9 +114,16 @@ def measure_pulse_response(backend: Backend, cells: Tensor, amplitude_v: float, 
     return PulseResponse(amplitude_v, width_s, torch.stack(means), torch.stack(stds))
 
 
-def measure_set_response(backend: Backend, cells: Tensor, set_pulse: PulseSpec,
-                         reset_pulse: PulseSpec, n_pulses: int, *, n_reset: int,
-                         restore: bool = True) -> PulseResponse:
+def measure_set_response(
+    backend: Backend,
+    cells: Tensor,
+    set_pulse: PulseSpec,
+    reset_pulse: PulseSpec,
+    n_pulses: int,
+    *,
+    n_reset: int,
+    restore: bool = True,
+) -> PulseResponse:
     """Mean SET response of the ``cells`` (a backend mask), measured from RESET.
 
     The cells are RESET with ``n_reset`` pulses before (and, with ``restore``, after) the
@@ -114,9 +132,14 @@ def measure_set_response(backend: Backend, cells: Tensor, set_pulse: PulseSpec,
     at least as many pulses as the SET curve to get back to the bottom of the window.
     """
     n = int(n_reset) if backend.capabilities.bipolar else 1
-    response = measure_pulse_response(backend, cells, set_pulse.amplitude_v, set_pulse.width_s,
-                                      n_pulses,
-                                      prepare=(reset_pulse.amplitude_v, reset_pulse.width_s, n))
+    response = measure_pulse_response(
+        backend,
+        cells,
+        set_pulse.amplitude_v,
+        set_pulse.width_s,
+        n_pulses,
+        prepare=(reset_pulse.amplitude_v, reset_pulse.width_s, n),
+    )
     if restore:
         backend.pulse(cells, reset_pulse.amplitude_v, reset_pulse.width_s, n)
     return response

@@ -86,9 +86,10 @@ class AnalogWeights:
         return x * (self.v_read / alpha), alpha / self.v_read
 
     def _region_input(self, v: Tensor, n_lines: int, offset: int) -> Tensor:
-        full = torch.zeros(*v.shape[:-1], n_lines, dtype=self.backend.dtype,
-                           device=self.backend.torch_device)
-        full[..., offset:offset + v.shape[-1]] = v
+        full = torch.zeros(
+            *v.shape[:-1], n_lines, dtype=self.backend.dtype, device=self.backend.torch_device
+        )
+        full[..., offset : offset + v.shape[-1]] = v
         return full
 
     def matvec(self, x: Tensor) -> Tensor:

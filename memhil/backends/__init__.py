@@ -3,5 +3,13 @@
 from memhil.backends.base import Backend, Capabilities, Clock, Limits, Reading, Site
 from memhil.backends.clock import VirtualClock, WallClock
 
-__all__ = ["Backend", "Capabilities", "Clock", "Limits", "Reading", "Site", "VirtualClock",
-           "WallClock"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "Clock",
+    "Limits",
+    "Reading",
+    "Site",
+    "VirtualClock",
+    "WallClock",
+]

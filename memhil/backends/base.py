@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from memhil.core.errors import LimitError
 from memhil.core.limits import Limits, worst_case_energy_j
+
 
 @runtime_checkable
 class Clock(Protocol):
@@ -201,8 +203,9 @@ class Backend(ABC):
         out = self._mvm(v, transpose=True, tile=tile)
         return out[0] if tile is not None else out
 
-    def read_conductance(self, cells: CellSelection = None, *,
-                         v_read_v: float | None = None) -> Tensor:
+    def read_conductance(
+        self, cells: CellSelection = None, *, v_read_v: float | None = None
+    ) -> Tensor:
         """Measured conductance (S) at the read voltage ``v_read_v`` (V; default
         ``read_voltage_v``), applied on the wire: ``(tiles, rows, cols)`` for all cells, or
         a 1-D tensor of the selected cells in row-major mask order."""
@@ -225,8 +228,15 @@ class Backend(ABC):
         return v
 
     # -- writes -----------------------------------------------------------------------
-    def pulse(self, cells: CellSelection, amplitude: float | Tensor, width_s: float | Tensor,
-              count: int | Tensor = 1, *, compliance_a: float | Tensor | None = None) -> None:
+    def pulse(
+        self,
+        cells: CellSelection,
+        amplitude: float | Tensor,
+        width_s: float | Tensor,
+        count: int | Tensor = 1,
+        *,
+        compliance_a: float | Tensor | None = None,
+    ) -> None:
         """Apply ``count`` programming pulses to the selected cells.
 
         ``amplitude`` (V; sign = polarity, positive SETs), ``width_s`` (s), ``count`` and
@@ -262,16 +272,20 @@ class Backend(ABC):
         self._pulse(mask, v, w, n, c)
         self._count_pulses(mask, v, w, n, c)
 
-    def _count_pulses(self, mask: Tensor | None, v: Tensor, w: Tensor, n: Tensor,
-                      c: Tensor) -> None:
+    def _count_pulses(
+        self, mask: Tensor | None, v: Tensor, w: Tensor, n: Tensor, c: Tensor
+    ) -> None:
         """Add a request that was applied to ``tally`` (on the backend's torch device:
         no host synchronization per pulse)."""
         shape = self.shape
         n_sel = n.to(torch.float64) if mask is None else torch.where(mask, n, 0).to(torch.float64)
-        sums = torch.stack([torch.broadcast_to(n_sel * (v > 0), shape).sum(),
-                            torch.broadcast_to(n_sel * (v < 0), shape).sum(),
-                            torch.broadcast_to(worst_case_energy_j(v.abs(), c, w, n_sel),
-                                               shape).sum()])
+        sums = torch.stack(
+            [
+                torch.broadcast_to(n_sel * (v > 0), shape).sum(),
+                torch.broadcast_to(n_sel * (v < 0), shape).sum(),
+                torch.broadcast_to(worst_case_energy_j(v.abs(), c, w, n_sel), shape).sum(),
+            ]
+        )
         prev = getattr(self, "_pulse_sums", None)
         self._pulse_sums = sums if prev is None else prev + sums
         self._pulse_calls = getattr(self, "_pulse_calls", 0) + 1
@@ -288,7 +302,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Leave the hardware in its safe state; a no-op where there is none."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -305,34 +319,43 @@ class Backend(ABC):
             try:
                 return torch.broadcast_to(cells.to(self.torch_device), shape)
             except RuntimeError:
-                raise ValueError(f"cell mask of shape {tuple(cells.shape)} does not broadcast "
-                                 f"to the array shape {shape}") from None
+                raise ValueError(
+                    f"cell mask of shape {tuple(cells.shape)} does not broadcast "
+                    f"to the array shape {shape}"
+                ) from None
         try:
             raw = torch.as_tensor(cells)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"cells must be a boolean mask or a list of (tile, row, col) "
-                             f"integer triples: {exc}") from None
+            raise ValueError(
+                f"cells must be a boolean mask or a list of (tile, row, col) integer triples: {exc}"
+            ) from None
         if raw.numel() == 0:
-            raise ValueError("cells is an empty list: name at least one (tile, row, col), "
-                             "or pass None for every cell")
+            raise ValueError(
+                "cells is an empty list: name at least one (tile, row, col), "
+                "or pass None for every cell"
+            )
         if raw.dim() == 1 and raw.numel() == 3:
             raw = raw.unsqueeze(0)  # one cell given as a bare (tile, row, col)
         if raw.dim() != 2 or raw.shape[1] != 3:
-            raise ValueError(f"cells must be (tile, row, col) triples; got shape "
-                             f"{tuple(raw.shape)} (a (row, col) pair names no tile)")
+            raise ValueError(
+                f"cells must be (tile, row, col) triples; got shape "
+                f"{tuple(raw.shape)} (a (row, col) pair names no tile)"
+            )
         if raw.dtype == torch.bool or raw.is_complex():
             raise ValueError(f"cell indices must be integers, got {raw.dtype}")
         if raw.is_floating_point():
             bad = ~(raw == raw.round()).all(1)
             if bool(bad.any()):
                 k = int(bad.nonzero()[0])
-                raise ValueError(f"cell indices must be integers, got cell "
-                                 f"{tuple(raw[k].tolist())}")
+                raise ValueError(
+                    f"cell indices must be integers, got cell {tuple(raw[k].tolist())}"
+                )
         for axis, (name, size) in enumerate(zip(("tile", "row", "col"), shape)):
             bad = (raw[:, axis] < 0) | (raw[:, axis] >= size)
             if bool(bad.any()):
-                raise IndexError(f"{name} index {raw[bad][0, axis].item()} out of range "
-                                 f"0..{size - 1}")
+                raise IndexError(
+                    f"{name} index {raw[bad][0, axis].item()} out of range 0..{size - 1}"
+                )
         idx = raw.to(torch.int64)
         mask = torch.zeros(shape, dtype=torch.bool, device=self.torch_device)
         mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
@@ -342,13 +365,17 @@ class Backend(ABC):
         try:
             t = torch.as_tensor(x, dtype=dtype, device=self.torch_device)
         except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-            raise ValueError(f"{name} must be a number or a tensor broadcastable to the "
-                             f"array shape {self.shape}, got {x!r}: {exc}") from None
+            raise ValueError(
+                f"{name} must be a number or a tensor broadcastable to the "
+                f"array shape {self.shape}, got {x!r}: {exc}"
+            ) from None
         try:
             torch.broadcast_shapes(t.shape, self.shape)
         except RuntimeError:
-            raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the array "
-                             f"shape {self.shape}") from None
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} does not broadcast to the array "
+                f"shape {self.shape}"
+            ) from None
         return t
 
     def _as_read_input(self, v: Tensor, n_lines: int, tile: int | None) -> Tensor:
@@ -369,8 +396,10 @@ class Backend(ABC):
         else:
             raise ValueError(f"read input must be 1-D, 2-D or 3-D, got shape {tuple(v.shape)}")
         if v.shape[1] == 0:
-            raise ValueError(f"read input has an empty batch (shape {tuple(v.shape)}): give at "
-                             f"least one input vector")
+            raise ValueError(
+                f"read input has an empty batch (shape {tuple(v.shape)}): give at "
+                f"least one input vector"
+            )
         return v
 
     # -- implementation hooks ---------------------------------------------------------
@@ -385,14 +414,23 @@ class Backend(ABC):
     def _read(self, mask: Tensor | None, v_read_v: float | None) -> Reading:
         """A backend whose instrument measures currents overrides this; the default is
         the conductance hook, with the current a conductance implies (i = g * v)."""
-        g = self._read_conductance(mask) if v_read_v is None \
+        g = (
+            self._read_conductance(mask)
+            if v_read_v is None
             else self._read_conductance(mask, v_read_v=v_read_v)
+        )
         v = self.read_voltage_v if v_read_v is None else v_read_v
         return Reading(torch.full_like(g, v), g * v, g, self.read_floor_a)
 
     @abstractmethod
-    def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
-               compliance_a: Tensor) -> None:
+    def _pulse(
+        self,
+        selected: Tensor | None,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        compliance_a: Tensor,
+    ) -> None:
         """Pulse the ``selected`` cells (None: all); limits already checked.
 
         ``v``, ``width_s``, ``count`` (int64) and ``compliance_a`` broadcast to the array

@@ -34,9 +34,10 @@ has resynchronized every instrument and confirmed the safe state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -58,8 +59,14 @@ class HardwareError(RuntimeError):
     the station's safe-state report (``confirmed`` or not) taken before this was raised;
     ``cause``: the failure of the operation itself (the first cause)."""
 
-    def __init__(self, message: str, *, cause: BaseException | None = None,
-                 safe_state: Any = None, summary: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: BaseException | None = None,
+        safe_state: Any = None,
+        summary: str | None = None,
+    ):
         super().__init__(message)
         self.cause = cause
         self.safe_state = safe_state
@@ -78,6 +85,7 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, LimitError):
         return False
     from pyvisa.errors import VisaIOError
+
     try:
         from serial import SerialException
     except ImportError:  # pragma: no cover - pyserial is a dependency
@@ -103,11 +111,23 @@ class HardwareBackend(Backend):
 
     _outputs_on: bool | None  # cell strategy: SMU outputs as last switched (None: unknown)
 
-    def __init__(self, station: Any, *, clock: Clock | None = None, strategy: Strategy = "auto",
-                 v_read: float | None = None, drive: str | None = None, sense: str | None = None,
-                 bias: str | None = None, nplc: float = 0.01, retries: int = 2,
-                 die: tuple[int, int] | None = None, subsite: int = 0,
-                 read_floor_a: float = 1e-10, on_close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        station: Any,
+        *,
+        clock: Clock | None = None,
+        strategy: Strategy = "auto",
+        v_read: float | None = None,
+        drive: str | None = None,
+        sense: str | None = None,
+        bias: str | None = None,
+        nplc: float = 0.01,
+        retries: int = 2,
+        die: tuple[int, int] | None = None,
+        subsite: int = 0,
+        read_floor_a: float = 1e-10,
+        on_close: Callable[[], None] | None = None,
+    ):
         self.station = station
         self._on_close = on_close
         self._closed = False
@@ -123,8 +143,13 @@ class HardwareBackend(Backend):
         self._read_floor_a = float(read_floor_a)
         if not self._read_floor_a >= 0:
             raise ValueError(f"read_floor_a must be >= 0 A, got {read_floor_a!r}")
-        self._site = None if station.prober is None else _ProberSite(
-            self, None if die is None else (int(die[0]), int(die[1])), int(subsite))
+        self._site = (
+            None
+            if station.prober is None
+            else _ProberSite(
+                self, None if die is None else (int(die[0]), int(die[1])), int(subsite)
+            )
+        )
         self._g_range, self._set_pulse, self._reset_pulse = _device_description(cfg.chip)
         self.transactions = 0  # instrument operations issued (for reports and benchmarks)
         self.fault: str | None = None  # latched: why the safe state was not confirmed
@@ -160,7 +185,7 @@ class HardwareBackend(Backend):
         return self._read_floor_a
 
     @property
-    def site(self) -> "_ProberSite | None":
+    def site(self) -> _ProberSite | None:
         return self._site
 
     def _ensure_contact(self) -> None:
@@ -171,12 +196,21 @@ class HardwareBackend(Backend):
     def capabilities(self) -> Capabilities:
         _, r, c = self._shape
         return Capabilities(
-            tiles=1, rows=r, cols=c, read_strategy=self.strategy, transpose_read=True,
-            per_cell_amplitude=True, per_cell_width=True,
-            min_pulse_width_s=self.limits.width_min_s, virtual_clock=bool(self._clock.virtual),
+            tiles=1,
+            rows=r,
+            cols=c,
+            read_strategy=self.strategy,
+            transpose_read=True,
+            per_cell_amplitude=True,
+            per_cell_width=True,
+            min_pulse_width_s=self.limits.width_min_s,
+            virtual_clock=bool(self._clock.virtual),
             device_model=str(self.station.config.chip.device or "unknown"),
-            bipolar=self._bipolar(), conductance_range_s=self._g_range,
-            set_pulse=self._set_pulse, reset_pulse=self._reset_pulse)
+            bipolar=self._bipolar(),
+            conductance_range_s=self._g_range,
+            set_pulse=self._set_pulse,
+            reset_pulse=self._reset_pulse,
+        )
 
     def device_model(self) -> Any:
         """The simulator model the station's ``chip.device`` names (its nominal physics,
@@ -184,6 +218,7 @@ class HardwareBackend(Backend):
         if self.station.config.chip.device is None:
             return None
         from memhil.devices import build_device_model
+
         return build_device_model(self.station.config.chip.device)
 
     def _bipolar(self) -> bool:
@@ -200,8 +235,12 @@ class HardwareBackend(Backend):
         files = {}
         if _is_device_file(cfg.chip.device):
             files["chip.device"] = str(_relative_to(cfg.source, cfg.chip.device))
-        return {"device_model": cfg.chip.device, "calibration_files": files,
-                "station": snapshot, "station_config": cfg.to_dict()}
+        return {
+            "device_model": cfg.chip.device,
+            "calibration_files": files,
+            "station": snapshot,
+            "station_config": cfg.to_dict(),
+        }
 
     def safe_state(self) -> Any:
         """Leave the station safe (outputs off, relays open, prober separated) and keep it
@@ -239,6 +278,7 @@ class HardwareBackend(Backend):
         """The station's safe state, confirmed by queries; an unconfirmed one latches the
         fault (and the ``SafeStateError`` is raised)."""
         from memhil.instruments.guard import SafeStateError
+
         try:
             report = self.station.safe_state()
         except SafeStateError as exc:
@@ -261,8 +301,10 @@ class HardwareBackend(Backend):
 
     def _check_fault(self, what: str) -> None:
         if self.fault is not None:
-            raise FaultLatchedError(f"{what} refused, nothing sent: {self.fault}; call "
-                                    f"recover() once the bench is reachable")
+            raise FaultLatchedError(
+                f"{what} refused, nothing sent: {self.fault}; call "
+                f"recover() once the bench is reachable"
+            )
 
     def _resync_all(self, strict: bool = False) -> None:
         """Resync every instrument (the prober too); every one is attempted. The first
@@ -296,13 +338,21 @@ class HardwareBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
                 if not _transient(exc) or attempt == self._retries:
                     self._fail(f"{what} failed after {attempt + 1} attempt(s)", exc)
-                log.warning("%s: %s; resynchronizing and retrying (%d/%d)", what, exc,
-                            attempt + 1, self._retries)
+                log.warning(
+                    "%s: %s; resynchronizing and retrying (%d/%d)",
+                    what,
+                    exc,
+                    attempt + 1,
+                    self._retries,
+                )
                 try:
                     self._resync_all()
                 except Exception as resync_exc:  # noqa: BLE001 - reported with the first error
-                    self._fail(f"{what} failed, and the resync failed ({type(resync_exc).__name__}: "
-                               f"{resync_exc})", exc)
+                    self._fail(
+                        f"{what} failed, and the resync failed ({type(resync_exc).__name__}: "
+                        f"{resync_exc})",
+                        exc,
+                    )
         raise AssertionError("unreachable")
 
     def _write_op(self, what: str, fn: Callable[[], T]) -> T:
@@ -322,6 +372,7 @@ class HardwareBackend(Backend):
         """Resync, enter the safe state (confirmed by queries, else the fault latches) and
         raise ``HardwareError`` naming the first cause and the safe state."""
         from memhil.instruments.guard import SafeStateError
+
         first = exc.cause if isinstance(exc, HardwareError) and exc.cause is not None else exc
         try:
             self._resync_all()
@@ -331,14 +382,20 @@ class HardwareBackend(Backend):
         try:
             report = self._safe_state()
         except SafeStateError as safe_exc:
-            raise HardwareError(f"{cause}; {safe_exc}", cause=first, summary=cause,
-                                safe_state=safe_exc.report) from exc
+            raise HardwareError(
+                f"{cause}; {safe_exc}", cause=first, summary=cause, safe_state=safe_exc.report
+            ) from exc
         except Exception as safe_exc:  # noqa: BLE001 - e.g. a KeyboardInterrupt is not caught
             self.fault = f"safe state failed: {safe_exc!r}"
-            raise HardwareError(f"{cause}; and the safe state failed: {safe_exc!r}",
-                                cause=first, summary=cause) from exc
-        raise HardwareError(f"{cause} (safe state confirmed: {report})", cause=first,
-                            summary=cause, safe_state=report) from exc
+            raise HardwareError(
+                f"{cause}; and the safe state failed: {safe_exc!r}", cause=first, summary=cause
+            ) from exc
+        raise HardwareError(
+            f"{cause} (safe state confirmed: {report})",
+            cause=first,
+            summary=cause,
+            safe_state=report,
+        ) from exc
 
     # -- parallel strategy (array board) --------------------------------------------------
     def _board_read(self, v: np.ndarray, transpose: bool) -> np.ndarray:
@@ -348,16 +405,19 @@ class HardwareBackend(Backend):
         return np.asarray(fn([float(x) for x in v]), dtype=np.float64)
 
     # -- cell strategy (SMUs + matrix) -----------------------------------------------------
-    def _setup_cell_strategy(self, drive: str | None, sense: str | None, bias: str | None,
-                             nplc: float) -> None:
+    def _setup_cell_strategy(
+        self, drive: str | None, sense: str | None, bias: str | None, nplc: float
+    ) -> None:
         st = self.station
         if st.matrix is None:
             raise ValueError("strategy 'cell' needs a switch matrix (role 'matrix')")
         w = st.config.wiring
         ports = list(w.smu_ports)
         if len(ports) < 2 and (drive is None or sense is None):
-            raise ValueError("strategy 'cell' needs two SMU channels in wiring.smu_ports "
-                             f"(drive and sense), got {ports}")
+            raise ValueError(
+                "strategy 'cell' needs two SMU channels in wiring.smu_ports "
+                f"(drive and sense), got {ports}"
+            )
         if not w.ground_ports:
             raise ValueError("strategy 'cell' needs a matrix ground port (wiring.ground_ports)")
         self._drive_key, self._sense_key = drive or ports[0], sense or ports[1]
@@ -381,6 +441,7 @@ class HardwareBackend(Backend):
                 smu.set_nplc(nplc)
                 smu.set_level(0.0)
             self.transactions += 8
+
         self._write_op("SMU setup", setup)
         self._outputs_on = False
 
@@ -417,8 +478,9 @@ class HardwareBackend(Backend):
         (rows, cols); NaN where not measured."""
         _, rows, cols = self._shape
         g = np.full((rows, cols), np.nan)  # measured current (A)
-        cells = [(i, j) for i in range(rows) for j in range(cols)
-                 if mask is None or bool(mask[0, i, j])]
+        cells = [
+            (i, j) for i in range(rows) for j in range(cols) if mask is None or bool(mask[0, i, j])
+        ]
 
         def read_cells() -> None:
             self._ensure_contact()
@@ -444,6 +506,7 @@ class HardwareBackend(Backend):
             except Exception:
                 self._outputs_on = None  # unknown after a failure: force the next switch
                 raise
+
         self._read_op("cell-wise conductance read", attempt)
         return np.where(np.isnan(g), np.nan, v_read_v), g
 
@@ -451,8 +514,12 @@ class HardwareBackend(Backend):
     def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
         v_np = v[0].detach().cpu().double().numpy()
         if self.strategy == "parallel":
-            out = np.stack([self._read_op("array-board read", partial(self._board_read, x, transpose))
-                            for x in v_np])
+            out = np.stack(
+                [
+                    self._read_op("array-board read", partial(self._board_read, x, transpose))
+                    for x in v_np
+                ]
+            )
         else:
             g = self._cell_map(None)
             out = v_np @ (g.T if transpose else g)
@@ -468,7 +535,9 @@ class HardwareBackend(Backend):
         v_read = self.v_read if v_read_v is None else float(v_read_v)
         if self.strategy == "parallel":
             v_app, i_meas = np.full((rows, cols), np.nan), np.full((rows, cols), np.nan)
-            need = range(rows) if mask is None else [i for i in range(rows) if bool(mask[0, i].any())]
+            need = (
+                range(rows) if mask is None else [i for i in range(rows) if bool(mask[0, i].any())]
+            )
             for i in need:
                 v = np.zeros(rows)
                 v[i] = v_read
@@ -480,10 +549,17 @@ class HardwareBackend(Backend):
         def out(x: np.ndarray) -> Tensor:
             t = torch.as_tensor(x, dtype=self.dtype, device=self.torch_device).unsqueeze(0)
             return t if mask is None else t[mask]
+
         return Reading(out(v_app), out(i_meas), out(i_meas / v_app), self._read_floor_a)
 
-    def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
-               compliance_a: Tensor) -> None:
+    def _pulse(
+        self,
+        selected: Tensor | None,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        compliance_a: Tensor,
+    ) -> None:
         plan = self._pulse_plan(selected, v, width_s, count, compliance_a)
         # Every cell is charged the worst case of every pulse it sees in this request,
         # selected or half-selected, before anything is sent (per-cell limits alone let a
@@ -491,29 +567,45 @@ class HardwareBackend(Backend):
         energy = np.zeros(self._shape[1:])
         for mask, amp, width, n, comp in plan:
             energy += self._pulse_energy_j(mask, amp, width, n, comp)
-        self.limits.check_energy(torch.from_numpy(energy),
-                                 quantity="worst-case energy per cell of the whole pulse request "
-                                          "(selected and half-selected)")
+        self.limits.check_energy(
+            torch.from_numpy(energy),
+            quantity="worst-case energy per cell of the whole pulse request "
+            "(selected and half-selected)",
+        )
         for mask, amp, width, n, comp in plan:
             if self.strategy == "parallel":
                 self.transactions += 1
-                self._write_op("array-board pulse", partial(self._array.pulse_cells, mask, amp, width, n,
-                                       compliance_a=comp))
+                self._write_op(
+                    "array-board pulse",
+                    partial(self._array.pulse_cells, mask, amp, width, n, compliance_a=comp),
+                )
             else:
                 (i,), (j,) = np.nonzero(mask)
-                self._write_op("SMU pulse", partial(self._cell_pulse, int(i), int(j), amp, width, n,
-                                       comp))
+                self._write_op(
+                    "SMU pulse", partial(self._cell_pulse, int(i), int(j), amp, width, n, comp)
+                )
 
-    def _pulse_plan(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
-                    compliance_a: Tensor) -> list[tuple[np.ndarray, float, float, int, float]]:
+    def _pulse_plan(
+        self,
+        selected: Tensor | None,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        compliance_a: Tensor,
+    ) -> list[tuple[np.ndarray, float, float, int, float]]:
         """The (cell mask, amplitude, width, count, compliance) pulses a request is sent
         as: one per group of cells sharing the four on the array board, one per cell (one
         routed cell at a time: physically serial) on the SMUs."""
         shape = self._shape
         self._write_op("prober contact before pulsing", self._ensure_contact)
         sel = torch.ones(shape, dtype=torch.bool) if selected is None else selected.cpu()
-        fields = torch.stack([t.expand(shape).to(torch.float64).cpu()[sel]
-                              for t in (v, width_s, count, compliance_a)], 1)
+        fields = torch.stack(
+            [
+                t.expand(shape).to(torch.float64).cpu()[sel]
+                for t in (v, width_s, count, compliance_a)
+            ],
+            1,
+        )
         cells = sel[0].nonzero()
         groups, inverse = torch.unique(fields, dim=0, return_inverse=True)
         plan = []
@@ -532,8 +624,9 @@ class HardwareBackend(Backend):
             plan += [(m, amp, width, int(n), comp) for m in masks]
         return plan
 
-    def _pulse_energy_j(self, mask: np.ndarray, amp: float, width: float, n: int,
-                        comp: float) -> np.ndarray:
+    def _pulse_energy_j(
+        self, mask: np.ndarray, amp: float, width: float, n: int, comp: float
+    ) -> np.ndarray:
         """Worst-case energy per cell of one planned pulse. Board: the driver's row x
         column blocks, every cell limited to ``comp``. SMUs with a bias channel: the V/2
         scheme on one cell, half-selected cells limited by the larger of the drive and
@@ -544,8 +637,15 @@ class HardwareBackend(Backend):
             return v_half_energy_j(shape, row_column_blocks(mask), abs(amp), comp, width, n)
         if self._bias is not None:
             bias_a = self._bias.compliance or self.limits.compliance_max_a
-            return v_half_energy_j(shape, row_column_blocks(mask), abs(amp), comp, width, n,
-                                   half_current_a=max(comp, bias_a))
+            return v_half_energy_j(
+                shape,
+                row_column_blocks(mask),
+                abs(amp),
+                comp,
+                width,
+                n,
+                half_current_a=max(comp, bias_a),
+            )
         return np.full(shape, worst_case_energy_j(abs(amp), comp, width, n))
 
     def _cell_pulse(self, i: int, j: int, amp: float, width: float, n: int, comp: float) -> None:
@@ -622,11 +722,16 @@ class _ProberSite:
             self.positioned = True
         p.contact()
         if not p.contact_ok():
-            where = f"die {self.die} subsite {self.subsite}" if self.die is not None \
+            where = (
+                f"die {self.die} subsite {self.subsite}"
+                if self.die is not None
                 else "the current die"
-            raise HardwareError(f"{p.name}: no contact at {where} after touchdown (the "
-                                f"prober's contact status query reports none): nothing "
-                                f"was read or pulsed")
+            )
+            raise HardwareError(
+                f"{p.name}: no contact at {where} after touchdown (the "
+                f"prober's contact status query reports none): nothing "
+                f"was read or pulsed"
+            )
         self.confirmed = p.moves
 
 
@@ -649,6 +754,7 @@ def _device_bipolar(device: Any, source: str | None = None) -> bool:
     if device is None:
         return True
     from memhil.devices import build_device_model
+
     if _is_device_file(device):
         device = _relative_to(source, device)
     try:
@@ -657,8 +763,9 @@ def _device_bipolar(device: Any, source: str | None = None) -> bool:
         return True
 
 
-def _device_description(chip: Any) -> tuple[tuple[float, float], tuple[float, float] | None,
-                                             tuple[float, float] | None]:
+def _device_description(
+    chip: Any,
+) -> tuple[tuple[float, float], tuple[float, float] | None, tuple[float, float] | None]:
     """Conductance window and nominal pulses from the station's chip section, falling back
     to the simulator model of the same name (a description only: no physics is used)."""
     g = tuple(chip.conductance_range_s) if chip.conductance_range_s else None
@@ -666,9 +773,12 @@ def _device_description(chip: Any) -> tuple[tuple[float, float], tuple[float, fl
     rp = tuple(chip.reset_pulse) if chip.reset_pulse else None
     if g is None or sp is None or rp is None:
         from memhil.devices import build_device_model
+
         if chip.device is None:
-            raise ValueError("chip.conductance_range_s, set_pulse and reset_pulse are needed "
-                             "when chip.device names no known device model")
+            raise ValueError(
+                "chip.conductance_range_s, set_pulse and reset_pulse are needed "
+                "when chip.device names no known device model"
+            )
         model = build_device_model(chip.device)
         g = g or model.conductance_range()
         sp = sp or model.nominal_set_pulse

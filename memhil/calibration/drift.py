@@ -14,7 +14,8 @@ remains. ``per_column=True`` is the per-column variant (one alpha per output lin
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,8 +33,7 @@ def one_hot_probes(n_lines: int, amplitude_v: float = 0.2, dtype=torch.float32) 
 class DriftCompensator:
     """Stores r0 at programming time; ``factor()`` gives alpha now, ``apply`` scales outputs."""
 
-    def __init__(self, *, per_column: bool = False, eps: float = 1e-12,
-                 tile: int | None = None):
+    def __init__(self, *, per_column: bool = False, eps: float = 1e-12, tile: int | None = None):
         self.per_column = per_column
         self.eps = eps  # floor on the current mean (A); aihwkit's 1e-4 is in normalised units
         self.tile = tile
@@ -93,13 +93,17 @@ class DriftCompensator:
         return out * a.to(out.device, out.dtype if out.is_floating_point() else torch.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "drift_compensation", "per_column": self.per_column,
-                "r0": None if self.r0 is None else self.r0.tolist(), "t0_s": self.t0_s,
-                "alpha": None if self.alpha is None else self.alpha.tolist(),
-                "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+        return {
+            "kind": "drift_compensation",
+            "per_column": self.per_column,
+            "r0": None if self.r0 is None else self.r0.tolist(),
+            "t0_s": self.t0_s,
+            "alpha": None if self.alpha is None else self.alpha.tolist(),
+            "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DriftCompensator":
+    def from_dict(cls, data: Mapping[str, Any]) -> DriftCompensator:
         comp = cls(per_column=bool(data.get("per_column", False)))
         if data.get("r0") is not None:
             comp.r0 = torch.tensor(data["r0"], dtype=torch.float64)

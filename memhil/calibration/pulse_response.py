@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from memhil.analog.pulse_response import (PulseResponse, measure_pulse_response,
-                                          measure_set_response)
+from memhil.analog.pulse_response import PulseResponse, measure_pulse_response, measure_set_response
 
 __all__ = ["PulseResponse", "measure_pulse_response", "measure_set_response"]

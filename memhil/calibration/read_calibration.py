@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,15 +58,18 @@ class ReadCalibration:
         self.offset_a = torch.as_tensor(self.offset_a, dtype=torch.float64).cpu()
         self.gain = torch.as_tensor(self.gain, dtype=torch.float64).cpu()
         if self.offset_a.shape != self.gain.shape or self.gain.dim() != 2:
-            raise ValueError(f"offset {tuple(self.offset_a.shape)} and gain "
-                             f"{tuple(self.gain.shape)} must both be (tiles, cols)")
+            raise ValueError(
+                f"offset {tuple(self.offset_a.shape)} and gain "
+                f"{tuple(self.gain.shape)} must both be (tiles, cols)"
+            )
         if not bool((self.gain > 0).all()):
             raise ValueError("read-path gains must be > 0")
         if not self.date:
             self.date = _now_iso()
         if not self.version:
-            blob = json.dumps({"offset": self.offset_a.tolist(), "gain": self.gain.tolist(),
-                               "mode": self.mode})
+            blob = json.dumps(
+                {"offset": self.offset_a.tolist(), "gain": self.gain.tolist(), "mode": self.mode}
+            )
             self.version = f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}@{self.date}"
 
     def apply(self, currents: Tensor, *, tile: int | None = None) -> Tensor:
@@ -78,26 +82,38 @@ class ReadCalibration:
             t = 0 if tile is None else tile
             return (i - off[t]) / gain[t]
         if i.dim() != 3 or i.shape[0] != self.gain.shape[0]:
-            raise ValueError(f"currents of shape {tuple(i.shape)}: expected (tiles={self.gain.shape[0]}"
-                             ", batch, cols) or pass tile=")
+            raise ValueError(
+                f"currents of shape {tuple(i.shape)}: expected (tiles={self.gain.shape[0]}"
+                ", batch, cols) or pass tile="
+            )
         return (i - off[:, None, :]) / gain[:, None, :]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "kind": "read_calibration", "version": self.version,
-                "date": self.date, "mode": self.mode, "v_levels": list(self.v_levels),
-                "offset_a": self.offset_a.tolist(), "gain": self.gain.tolist(),
-                "extra": dict(self.extra)}
+        return {
+            "format": FORMAT,
+            "kind": "read_calibration",
+            "version": self.version,
+            "date": self.date,
+            "mode": self.mode,
+            "v_levels": list(self.v_levels),
+            "offset_a": self.offset_a.tolist(),
+            "gain": self.gain.tolist(),
+            "extra": dict(self.extra),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ReadCalibration":
+    def from_dict(cls, data: Mapping[str, Any]) -> ReadCalibration:
         if data.get("kind", "read_calibration") != "read_calibration":
             raise ValueError(f"not a read calibration: kind={data.get('kind')!r}")
-        return cls(offset_a=torch.tensor(data["offset_a"], dtype=torch.float64),
-                   gain=torch.tensor(data["gain"], dtype=torch.float64),
-                   mode=data.get("mode", "absolute"), v_levels=tuple(data.get("v_levels", ())),
-                   version=data.get("version", ""), date=data.get("date", ""),
-                   extra=dict(data.get("extra", {})))
-
+        return cls(
+            offset_a=torch.tensor(data["offset_a"], dtype=torch.float64),
+            gain=torch.tensor(data["gain"], dtype=torch.float64),
+            mode=data.get("mode", "absolute"),
+            v_levels=tuple(data.get("v_levels", ())),
+            version=data.get("version", ""),
+            date=data.get("date", ""),
+            extra=dict(data.get("extra", {})),
+        )
 
     def to_file(self, path: str | Path) -> Path:
         """Write the calibration as JSON (the versioned file a run records)."""
@@ -107,7 +123,7 @@ class ReadCalibration:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ReadCalibration":
+    def load(cls, path: str | Path) -> ReadCalibration:
         """Read a file written by ``to_file``; ``path`` is kept (``calibration_versions``
         records it with the file's content hash)."""
         cal = cls.from_dict(json.loads(Path(path).read_text()))
@@ -115,10 +131,14 @@ class ReadCalibration:
         return cal
 
 
-def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = None,
-                        reference_g_s: Tensor | None = None,
-                        v_levels: Sequence[float] = (0.05, 0.1, 0.15, 0.2),
-                        n_repeats: int = 4) -> ReadCalibration:
+def calibrate_read_path(
+    backend: Backend,
+    *,
+    reference_cells: Tensor | None = None,
+    reference_g_s: Tensor | None = None,
+    v_levels: Sequence[float] = (0.05, 0.1, 0.15, 0.2),
+    n_repeats: int = 4,
+) -> ReadCalibration:
     """Measure per-column offset and gain of ``backend.mvm``.
 
     ``reference_cells``: boolean mask broadcastable to ``(tiles, rows, cols)`` (None: every
@@ -129,8 +149,11 @@ def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = No
     ``n_repeats * (1 + len(v_levels))`` mvm calls.
     """
     tiles, rows, cols = backend.shape
-    mask = torch.ones(backend.shape, dtype=torch.bool) if reference_cells is None \
+    mask = (
+        torch.ones(backend.shape, dtype=torch.bool)
+        if reference_cells is None
         else backend.cell_mask(reference_cells).cpu()
+    )
     if not bool(mask.any()):
         raise ValueError("calibrate_read_path: no reference cells selected")
     levels = [float(v) for v in v_levels]
@@ -143,8 +166,9 @@ def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = No
         g = torch.as_tensor(reference_g_s, dtype=torch.float64).cpu()
         if g.dim() == 1:
             if g.numel() != int(mask.sum()):
-                raise ValueError(f"reference_g_s has {g.numel()} values for "
-                                 f"{int(mask.sum())} reference cells")
+                raise ValueError(
+                    f"reference_g_s has {g.numel()} values for {int(mask.sum())} reference cells"
+                )
             g_ref = torch.zeros(backend.shape, dtype=torch.float64)
             g_ref[mask] = g
         else:
@@ -153,8 +177,9 @@ def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = No
 
     # offsets: all rows at 0 V
     zeros = torch.zeros(1, rows, dtype=backend.dtype)
-    offset = torch.stack([backend.mvm(zeros).double().cpu()[:, 0, :]
-                          for _ in range(n_repeats)]).mean(0)  # (tiles, cols)
+    offset = torch.stack(
+        [backend.mvm(zeros).double().cpu()[:, 0, :] for _ in range(n_repeats)]
+    ).mean(0)  # (tiles, cols)
 
     # gains: one-hot drives of every row that holds a reference cell, at every level
     ref_rows = [r for r in range(rows) if bool(mask[:, r, :].any())]
@@ -170,7 +195,7 @@ def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = No
     currents = currents - offset[:, None, :]  # (tiles, n_drives, cols)
     r_idx = torch.tensor([m[0] for m in meta])
     v_val = torch.tensor([m[1] for m in meta], dtype=torch.float64)
-    x = v_val[None, :, None] * g_ref[:, r_idx, :]          # expected current, (tiles, n, cols)
+    x = v_val[None, :, None] * g_ref[:, r_idx, :]  # expected current, (tiles, n, cols)
     used = mask[:, r_idx, :].to(torch.float64)
     sxx = (used * x * x).sum(1)
     sxy = (used * x * currents).sum(1)
@@ -182,11 +207,17 @@ def calibrate_read_path(backend: Backend, *, reference_cells: Tensor | None = No
             if bool(sel.any()):
                 gain[t] = torch.where(sel, gain[t] / gain[t][sel].mean(), gain[t])
     if not bool((gain > 0).all()):
-        raise ValueError("calibrate_read_path: a column's measured gain is <= 0 (reference "
-                         "cells too weak for the read noise, or wiring reversed)")
-    return ReadCalibration(offset_a=offset, gain=gain, mode=mode, v_levels=tuple(levels),
-                           extra={"n_repeats": n_repeats,
-                                  "columns_without_reference": int((~has_ref).sum())})
+        raise ValueError(
+            "calibrate_read_path: a column's measured gain is <= 0 (reference "
+            "cells too weak for the read noise, or wiring reversed)"
+        )
+    return ReadCalibration(
+        offset_a=offset,
+        gain=gain,
+        mode=mode,
+        v_levels=tuple(levels),
+        extra={"n_repeats": n_repeats, "columns_without_reference": int((~has_ref).sum())},
+    )
 
 
 __all__ = ["ReadCalibration", "calibrate_read_path"]

@@ -46,20 +46,23 @@ def file_version(path: str | Path) -> dict[str, Any]:
     if _is_file_ref(path):
         try:
             from memhil.core.config import load_yaml
+
             entry["model"] = load_yaml(path).get("model")
         except Exception:  # noqa: BLE001 - metadata must not stop a run
             pass
     return entry
 
 
-def calibration_versions(backend: Any, description: dict[str, Any] | None = None
-                         ) -> dict[str, dict[str, Any]]:
+def calibration_versions(
+    backend: Any, description: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """``{use: {path, sha256, version, ...}}`` for the calibration files ``backend`` uses
     (its ``describe()["calibration_files"]``, or ``description``'s when given); ``{}`` when
     it uses none."""
     desc = backend.describe() if description is None else description
     out: dict[str, dict[str, Any]] = {
-        use: file_version(path) for use, path in desc.get("calibration_files", {}).items()}
+        use: file_version(path) for use, path in desc.get("calibration_files", {}).items()
+    }
     return out
 
 

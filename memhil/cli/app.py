@@ -12,6 +12,7 @@ from memhil.cli.common import EXIT_UNSAFE, EXIT_USAGE, CliError
 
 def _version() -> str:
     from memhil import __version__
+
     return __version__
 
 
@@ -24,8 +25,17 @@ def cli() -> None:
 
 def _register() -> None:
     from memhil.cli import demo, fit, mock_lab, models, protocols, run, runs, showcase
-    for cmd in (demo.command, showcase.command, run.command, fit.command, runs.command,
-                protocols.command, models.command, mock_lab.command):
+
+    for cmd in (
+        demo.command,
+        showcase.command,
+        run.command,
+        fit.command,
+        runs.command,
+        protocols.command,
+        models.command,
+        mock_lab.command,
+    ):
         cli.add_command(cmd)
 
 

@@ -24,8 +24,9 @@ class CliError(click.ClickException):
 
 def db_option(help_text: str = "SQLite run store"):
     """``--db PATH`` (after the subcommand; ``runs`` also takes it before its own)."""
-    return click.option("--db", "db", default=None, metavar="PATH",
-                        help=f"{help_text} (default {DEFAULT_DB})")
+    return click.option(
+        "--db", "db", default=None, metavar="PATH", help=f"{help_text} (default {DEFAULT_DB})"
+    )
 
 
 def existing_db(db: str | None) -> str:
@@ -33,8 +34,10 @@ def existing_db(db: str | None) -> str:
     empty database from a misspelled name."""
     path = db or DEFAULT_DB
     if not Path(path).is_file():
-        raise CliError(f"no run store {path!r} (a read command never creates one; "
-                       f"`memhil run` writes runs, `--db PATH` names another store)")
+        raise CliError(
+            f"no run store {path!r} (a read command never creates one; "
+            f"`memhil run` writes runs, `--db PATH` names another store)"
+        )
     return path
 
 

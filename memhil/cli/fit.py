@@ -24,17 +24,29 @@ def _fixed(ctx, param, items: tuple[str, ...]) -> dict[str, float]:
 
 @click.command("fit")
 @click.argument("run_ids", metavar="RUN_ID...", type=int, nargs=-1, required=True)
-@click.option("--model", type=click.Choice(["neurosim", "vteam"]), default="neurosim",
-              show_default=True, help="neurosim: LTP/LTD law, one run; vteam: threshold ODE, "
-              "pulse trains at several amplitudes")
+@click.option(
+    "--model",
+    type=click.Choice(["neurosim", "vteam"]),
+    default="neurosim",
+    show_default=True,
+    help="neurosim: LTP/LTD law, one run; vteam: threshold ODE, pulse trains at several amplitudes",
+)
 @db_option("SQLite run store to read (must exist)")
-@click.option("--out", default="fitted.yaml", show_default=True,
-              help="versioned device YAML to write")
-@click.option("--fix", "fixed", multiple=True, callback=_fixed, metavar="NAME=VALUE",
-              help="a held parameter (e.g. c2c_std=0.005; vteam: d_m, *_dtod, or a fitted "
-              "name to hold it); repeatable")
-def command(run_ids: tuple[int, ...], model: str, db: str | None, out: str,
-            fixed: dict[str, float]) -> int:
+@click.option(
+    "--out", default="fitted.yaml", show_default=True, help="versioned device YAML to write"
+)
+@click.option(
+    "--fix",
+    "fixed",
+    multiple=True,
+    callback=_fixed,
+    metavar="NAME=VALUE",
+    help="a held parameter (e.g. c2c_std=0.005; vteam: d_m, *_dtod, or a fitted "
+    "name to hold it); repeatable",
+)
+def command(
+    run_ids: tuple[int, ...], model: str, db: str | None, out: str, fixed: dict[str, float]
+) -> int:
     """Fit a device model to stored pulse_train run(s); several (or several amplitudes)
     for vteam."""
     from memhil.core.errors import ConfigError

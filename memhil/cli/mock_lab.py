@@ -14,12 +14,17 @@ def command() -> None:
 
 @command.command("serve")
 @click.argument("station", metavar="STATION.yaml")
-@click.option("--write-station", default=None, metavar="PATH",
-              help="write the live station (actual addresses) to this YAML file")
+@click.option(
+    "--write-station",
+    default=None,
+    metavar="PATH",
+    help="write the live station (actual addresses) to this YAML file",
+)
 def serve(station: str, write_station: str | None) -> int:
     """Serve every instrument of a station (with a mock: section) on loopback."""
     from memhil.core.errors import ConfigError
     from memhil.mock_hw.lab import serve as serve_lab
+
     try:
         serve_lab(station, ready_file=write_station)
     except ConfigError as exc:  # a bad station file, a port already in use

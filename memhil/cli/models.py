@@ -9,5 +9,6 @@ import click
 def command() -> int:
     """List the device models selectable by name."""
     from memhil.devices import device_model_names
+
     click.echo("\n".join(device_model_names()))
     return 0

@@ -29,8 +29,10 @@ def command(name: str | None) -> int:
     specs = protocol_specs()
     if name is not None:
         if name not in specs:
-            raise CliError(f"memhil protocols: error: unknown protocol {name!r} "
-                           f"(known: {', '.join(sorted(specs))})")
+            raise CliError(
+                f"memhil protocols: error: unknown protocol {name!r} "
+                f"(known: {', '.join(sorted(specs))})"
+            )
         specs = {name: specs[name]}
     for i, (pname, spec) in enumerate(sorted(specs.items())):
         if i:
@@ -38,13 +40,19 @@ def command(name: str | None) -> int:
         click.echo(f"{pname}: {spec.description}")
         for f in dataclasses.fields(spec.params_cls):
             unit = unit_of(f.name)
-            click.echo(f"  {f.name:<20}{unit or '-':<4}{_default(f):<16}"
-                       f"{str(f.type).replace('typing.', '')}")
+            click.echo(
+                f"  {f.name:<20}{unit or '-':<4}{_default(f):<16}"
+                f"{str(f.type).replace('typing.', '')}"
+            )
     if name is not None:
-        click.echo(f"\nexample file (memhil run FILE --sim):\n  protocol: {name}\n"
-                   f"  params: {{}}        # the defaults above\n  backend: sim")
+        click.echo(
+            f"\nexample file (memhil run FILE --sim):\n  protocol: {name}\n"
+            f"  params: {{}}        # the defaults above\n  backend: sim"
+        )
     else:
-        click.echo("\nA protocol file: protocol: NAME, params: {...}, backend: sim | "
-                   "{mock_lab: station.yaml} | {station: station.yaml}; memhil protocols NAME "
-                   "for one.")
+        click.echo(
+            "\nA protocol file: protocol: NAME, params: {...}, backend: sim | "
+            "{mock_lab: station.yaml} | {station: station.yaml}; memhil protocols NAME "
+            "for one."
+        )
     return 0

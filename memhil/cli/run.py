@@ -20,36 +20,69 @@ _DESCRIPTION = (
     "confirmed by a query; 2 error before any instrument command; "
     f"{EXIT_UNSAFE} the safe state of an instrument could NOT be confirmed (it is named, "
     "with the state that is unknown); 130 Ctrl-C. The full trace of a failure goes to "
-    "<db stem>.log beside the database.")
+    "<db stem>.log beside the database."
+)
 
 
 @click.command("run", help=_DESCRIPTION)
 @click.argument("protocol", metavar="FILE")
 @click.option("--station", metavar="STATION.yaml", default=None, help="a real bench")
-@click.option("--mock-lab", "mock_lab", metavar="STATION.yaml", default=None,
-              help="an in-process mock lab")
+@click.option(
+    "--mock-lab", "mock_lab", metavar="STATION.yaml", default=None, help="an in-process mock lab"
+)
 @click.option("--sim", is_flag=True, help="the simulator (defaults)")
 @db_option("SQLite run store, created when missing")
-@click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[RUN_ID]",
-              help="continue the last unfinished run of this file (or RUN_ID)")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="last",
+    default=None,
+    metavar="[RUN_ID]",
+    help="continue the last unfinished run of this file (or RUN_ID)",
+)
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-@click.option("--visa-library", metavar="PATH", default=None,
-              help="VISA library of a --station bench: '@py', '@sim' or a library path "
-                   "(loads native code, so never taken from a station file)")
-def command(protocol: str, station: str | None, mock_lab: str | None, sim: bool,
-            db: str | None, resume: str | None, no_progress: bool,
-            visa_library: str | None) -> int:
+@click.option(
+    "--visa-library",
+    metavar="PATH",
+    default=None,
+    help="VISA library of a --station bench: '@py', '@sim' or a library path "
+    "(loads native code, so never taken from a station file)",
+)
+def command(
+    protocol: str,
+    station: str | None,
+    mock_lab: str | None,
+    sim: bool,
+    db: str | None,
+    resume: str | None,
+    no_progress: bool,
+    visa_library: str | None,
+) -> int:
     from memhil.cli.common import CliError
 
     if sum(bool(x) for x in (station, mock_lab, sim)) > 1:
         raise CliError("memhil run: error: give at most one of --station, --mock-lab, --sim")
     if resume not in (None, "last") and not str(resume).isdigit():
         raise CliError(f"memhil run: error: --resume takes a run id (an integer), got {resume!r}")
-    args = _Args(protocol=protocol, station=station, mock_lab=mock_lab, sim=sim,
-                 db=db or DEFAULT_DB, no_progress=no_progress, visa_library=visa_library,
-                 resume=False if resume is None else True if resume == "last" else int(resume))
-    backend = ("sim" if sim else {"station": station} if station
-               else {"mock_lab": mock_lab} if mock_lab else None)
+    args = _Args(
+        protocol=protocol,
+        station=station,
+        mock_lab=mock_lab,
+        sim=sim,
+        db=db or DEFAULT_DB,
+        no_progress=no_progress,
+        visa_library=visa_library,
+        resume=False if resume is None else True if resume == "last" else int(resume),
+    )
+    backend = (
+        "sim"
+        if sim
+        else {"station": station}
+        if station
+        else {"mock_lab": mock_lab}
+        if mock_lab
+        else None
+    )
     return _run(args, backend)
 
 
@@ -75,8 +108,15 @@ def _header(args: _Args) -> str | None:
     data = load_yaml(args.protocol)  # a ConfigError here is the one-line exit 2
     name = data.get("protocol", "?") if isinstance(data, dict) else "?"
     cfg = data.get("backend") if isinstance(data, dict) else None
-    where = ("the simulator" if args.sim else f"the bench of {args.station}" if args.station
-             else f"a mock lab of {args.mock_lab}" if args.mock_lab else _where(cfg))
+    where = (
+        "the simulator"
+        if args.sim
+        else f"the bench of {args.station}"
+        if args.station
+        else f"a mock lab of {args.mock_lab}"
+        if args.mock_lab
+        else _where(cfg)
+    )
     return f"memhil run: {name} from {args.protocol} on {where}, into {args.db}"
 
 
@@ -139,9 +179,14 @@ def _run(args: _Args, backend) -> int:
     log_path = Path(args.db).with_suffix(".log")
     with _log_to(log_path):
         try:
-            run_id = run_protocol_file(args.protocol, backend=backend, db=args.db,
-                                       resume=args.resume, progress=not args.no_progress,
-                                       visa_library=args.visa_library)
+            run_id = run_protocol_file(
+                args.protocol,
+                backend=backend,
+                db=args.db,
+                resume=args.resume,
+                progress=not args.no_progress,
+                visa_library=args.visa_library,
+            )
         except (ConfigError, LimitError, ProtocolError) as exc:
             if getattr(exc, "memhil_run_id", None) is None:
                 print(f"memhil run: error: {exc}", file=sys.stderr)
@@ -149,17 +194,23 @@ def _run(args: _Args, backend) -> int:
             return _stopped(args, exc, "failed", log_path)
         except KeyboardInterrupt as exc:
             if getattr(exc, "memhil_run_id", None) is None:
-                print("memhil run: interrupted before the run started; nothing was stored",
-                      file=sys.stderr)
+                print(
+                    "memhil run: interrupted before the run started; nothing was stored",
+                    file=sys.stderr,
+                )
                 return 130
             return _stopped(args, exc, "interrupted", log_path)
         except SafeStateError as exc:  # the run completed, the final safe state did not
             if getattr(exc, "memhil_run_id", None) is not None:
                 return _stopped(args, exc, "failed", log_path)
             _log_trace(exc)
-            print(f"memhil run: the run's data is stored in {args.db}, but the safe state "
-                  f"was not confirmed:\n  " + "\n  ".join(exc.report.lines())
-                  + f"\n(full trace in {log_path})", file=sys.stderr)
+            print(
+                f"memhil run: the run's data is stored in {args.db}, but the safe state "
+                f"was not confirmed:\n  "
+                + "\n  ".join(exc.report.lines())
+                + f"\n(full trace in {log_path})",
+                file=sys.stderr,
+            )
             return EXIT_UNSAFE
         except Exception as exc:  # an instrument or device failure mid-run
             if getattr(exc, "memhil_run_id", None) is None:
@@ -171,16 +222,26 @@ def _run(args: _Args, backend) -> int:
 
 def _stopped(args: _Args, exc: BaseException, how: str, log_path: Path) -> int:
     run_id = exc.memhil_run_id  # type: ignore[attr-defined]  # set by run_protocol_file
-    where = (["--sim"] if args.sim else ["--station", args.station] if args.station
-             else ["--mock-lab", args.mock_lab] if args.mock_lab else [])
-    cmd = " ".join(["memhil", "run", args.protocol, *where, "--db", str(args.db),
-                    "--resume", str(run_id)])
+    where = (
+        ["--sim"]
+        if args.sim
+        else ["--station", args.station]
+        if args.station
+        else ["--mock-lab", args.mock_lab]
+        if args.mock_lab
+        else []
+    )
+    cmd = " ".join(
+        ["memhil", "run", args.protocol, *where, "--db", str(args.db), "--resume", str(run_id)]
+    )
     _log_trace(exc)
     why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else _first_cause(exc)
     safe, unsafe = _safe_state_lines(exc)
-    print(f"memhil run: {how}: {why}\n{safe}\nRun {run_id} in {args.db} holds every "
-          f"completed point; resume it with:\n  {cmd}\n(full trace in {log_path})",
-          file=sys.stderr)
+    print(
+        f"memhil run: {how}: {why}\n{safe}\nRun {run_id} in {args.db} holds every "
+        f"completed point; resume it with:\n  {cmd}\n(full trace in {log_path})",
+        file=sys.stderr,
+    )
     if unsafe:
         return EXIT_UNSAFE
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
@@ -226,9 +287,13 @@ def _safe_state_lines(exc: BaseException) -> tuple[str, bool]:
                 break
     if not isinstance(report, SafeStateReport):
         return "Safe state NOT CONFIRMED: no confirming query answered", True
-    head = ("Safe state confirmed by the instruments:" if report.confirmed else
-            "Safe state NOT CONFIRMED for " + ", ".join(e.component for e in report.unconfirmed)
-            + " (check the bench before touching it):")
+    head = (
+        "Safe state confirmed by the instruments:"
+        if report.confirmed
+        else "Safe state NOT CONFIRMED for "
+        + ", ".join(e.component for e in report.unconfirmed)
+        + " (check the bench before touching it):"
+    )
     return "\n".join([head, *("  " + line for line in report.lines())]), not report.confirmed
 
 
@@ -275,5 +340,3 @@ def _log_to(path: Path):
 
 def _log_trace(exc: BaseException) -> None:
     logging.getLogger("memhil.cli.run").error("memhil run stopped", exc_info=exc)
-
-

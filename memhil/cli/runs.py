@@ -70,13 +70,17 @@ def list_runs(ctx: click.Context, db: str | None) -> int:
     with RunStore(db) as store:
         infos = store.runs()
         mds = {r.run_id: store.metadata(r.run_id) for r in infos}
-    click.echo(f"{'id':>4}  {'date':<17}{'name':<24} {'protocol':<16} {'kind':<9} "
-               f"{'status':<12}{'points':>8}")
+    click.echo(
+        f"{'id':>4}  {'date':<17}{'name':<24} {'protocol':<16} {'kind':<9} "
+        f"{'status':<12}{'points':>8}"
+    )
     for r in infos:
         md = mds[r.run_id]
         name = r.name if r.continues is None else f"{r.name} (cont. {r.continues})"
-        click.echo(f"{r.run_id:>4}  {_date(r.started):<17}{name:<24} {_protocol(md):<16} "
-                   f"{_kind(md):<9} {r.status:<12}{r.n_points:>8}")
+        click.echo(
+            f"{r.run_id:>4}  {_date(r.started):<17}{name:<24} {_protocol(md):<16} "
+            f"{_kind(md):<9} {r.status:<12}{r.n_points:>8}"
+        )
     if not infos:
         click.echo(f"(no runs in {db})")
     return 0
@@ -107,34 +111,42 @@ def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
     raw_cfg = md.get("protocol_config")
     cfg: dict[str, Any] = raw_cfg if isinstance(raw_cfg, dict) else {}
     params = cfg.get("params") or {}
-    click.echo(f"run {run_id}: {root.name}, protocol {_protocol(md)} on {_kind(md)}, "
-               f"{info[chain[-1]].status}")
-    click.echo(f"  started   {_date(root.started)}, finished "
-               f"{_date(info[chain[-1]].completed)}; {len(df)} points"
-               + (f" in runs {', '.join(map(str, chain))}" if len(chain) > 1 else ""))
+    click.echo(
+        f"run {run_id}: {root.name}, protocol {_protocol(md)} on {_kind(md)}, "
+        f"{info[chain[-1]].status}"
+    )
+    click.echo(
+        f"  started   {_date(root.started)}, finished "
+        f"{_date(info[chain[-1]].completed)}; {len(df)} points"
+        + (f" in runs {', '.join(map(str, chain))}" if len(chain) > 1 else "")
+    )
     if cfg.get("file"):
         click.echo(f"  file      {cfg['file']}")
     if params:
-        click.echo("  params    " + ", ".join(f"{k}={_with_unit(k, v)}"
-                                             for k, v in params.items()))
+        click.echo("  params    " + ", ".join(f"{k}={_with_unit(k, v)}" for k, v in params.items()))
     if md.get("device_model") not in (None, ""):
         dm = md["device_model"]
         click.echo(f"  device    {dm.get('model', dm) if isinstance(dm, dict) else dm}")
     if "open_circuit" in df and (df["open_circuit"] > 0.5).any():
-        click.echo(f"  flag      {int((df['open_circuit'] > 0.5).sum())} point(s) read an "
-                   "open circuit (open_circuit = 1)")
+        click.echo(
+            f"  flag      {int((df['open_circuit'] > 0.5).sum())} point(s) read an "
+            "open circuit (open_circuit = 1)"
+        )
     units = {c: unit_of(c) for c in df.columns}
     head = df.head(SHOW_ROWS).rename(columns={c: f"{c} [{u}]" for c, u in units.items() if u})
     click.echo("")
     click.echo(head.to_string(index=False))
     if len(df) > SHOW_ROWS:
-        click.echo(f"... {len(df) - SHOW_ROWS} more (memhil runs export {run_id} FILE.nc "
-                   f"--db {db}); metadata: memhil runs show {run_id} --json --db {db}")
+        click.echo(
+            f"... {len(df) - SHOW_ROWS} more (memhil runs export {run_id} FILE.nc "
+            f"--db {db}); metadata: memhil runs show {run_id} --json --db {db}"
+        )
     return 0
 
 
 def _with_unit(name: str, value) -> str:
     from memhil.store.columns import unit_of
+
     unit = unit_of(name)
     return f"{value} {unit}" if unit and isinstance(value, (int, float)) else f"{value}"
 
@@ -170,11 +182,14 @@ def plot(ctx: click.Context, run_id: int, path: str, kind: str, db: str | None) 
         check_run_id(store, run_id, db)
         df = store.load(run_id)
     from memhil.store import plots
+
     try:
         written = getattr(plots, f"plot_{kind}")(df, path)
     except (KeyError, ValueError) as exc:  # the run lacks a column this plot needs
-        raise CliError(f"memhil runs plot: error: run {run_id} cannot be plotted as --kind "
-                       f"{kind}: {type(exc).__name__} {exc} (columns: "
-                       f"{', '.join(map(str, df.columns))})") from None
+        raise CliError(
+            f"memhil runs plot: error: run {run_id} cannot be plotted as --kind "
+            f"{kind}: {type(exc).__name__} {exc} (columns: "
+            f"{', '.join(map(str, df.columns))})"
+        ) from None
     click.echo(str(written))
     return 0

@@ -11,8 +11,9 @@ import dataclasses
 import math
 import re
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
 
@@ -42,9 +43,11 @@ class SafeStrictLoader(yaml.SafeLoader):
                     continue  # unhashable key: the base class reports it
                 if first is not key_node.start_mark:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         f"found duplicate key {key!r} (first at line {first.line + 1})",
-                        key_node.start_mark)
+                        key_node.start_mark,
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -63,9 +66,12 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError("<file>", f"cannot read: {exc}", str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError("<file>", f"not a UTF-8 text file (byte {exc.start}: "
-                          f"{exc.object[exc.start:exc.start + 1]!r}); is it a YAML file?",
-                          str(path)) from None
+        raise ConfigError(
+            "<file>",
+            f"not a UTF-8 text file (byte {exc.start}: "
+            f"{exc.object[exc.start : exc.start + 1]!r}); is it a YAML file?",
+            str(path),
+        ) from None
     try:
         data = yaml.load(text, Loader=SafeStrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
@@ -82,7 +88,9 @@ def _coerce(value: Any, annotation: Any, key: str, source: str | None) -> Any:
     args = typing.get_args(annotation)
     if annotation is Any:
         return value
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if origin is typing.Union or (
+        origin is not None and str(origin) == "<class 'types.UnionType'>"
+    ):
         if value is None and type(None) in args:
             return None
         errors = []
@@ -134,8 +142,9 @@ def _coerce(value: Any, annotation: Any, key: str, source: str | None) -> Any:
     return value
 
 
-def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, *, source: str | None = None,
-                 prefix: str = "") -> T:
+def from_mapping(
+    cls: type[T], mapping: Mapping[str, Any] | None, *, source: str | None = None, prefix: str = ""
+) -> T:
     """Build dataclass ``cls`` from ``mapping``; unknown keys and bad types raise ConfigError."""
     if mapping is None:
         mapping = {}

@@ -32,8 +32,16 @@ class LimitError(ValueError):
     field: str | None = None  # class defaults: subclasses that word their own message
     param: str | None = None
 
-    def __init__(self, quantity: str, value: float, limit: float, unit: str = "", *,
-                 field: str | None = None, param: str | None = None):
+    def __init__(
+        self,
+        quantity: str,
+        value: float,
+        limit: float,
+        unit: str = "",
+        *,
+        field: str | None = None,
+        param: str | None = None,
+    ):
         self.quantity = quantity
         self.value = value
         self.limit = limit

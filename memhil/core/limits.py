@@ -16,7 +16,7 @@ from memhil.core.errors import LimitError
 # float32 rounding can put it a few ulp above the float64 limit (2**-20 ~ 1e-6 relative).
 # Every layer (the Backend contract, the instrument guard, the tests at the chip) compares
 # with ``exceeds``, so a request one layer passes is never refused by the next.
-SLACK = 2.0 ** -20
+SLACK = 2.0**-20
 _SLACK = 1.0 + SLACK
 
 # Mains frequency assumed for an integration time given in power-line cycles: 50 Hz is
@@ -57,9 +57,15 @@ def row_column_blocks(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(rows), np.flatnonzero(m[rows[0]])) for rows in groups.values()]
 
 
-def v_half_energy_j(shape: tuple[int, int], blocks, v_abs: float, current_a: float,
-                    width_s: float, count: float,
-                    half_current_a: float | None = None) -> np.ndarray:
+def v_half_energy_j(
+    shape: tuple[int, int],
+    blocks,
+    v_abs: float,
+    current_a: float,
+    width_s: float,
+    count: float,
+    half_current_a: float | None = None,
+) -> np.ndarray:
     """Worst-case energy (J) per cell of V/2-scheme pulses over ``blocks`` (row set R x
     column set C each): cells of R x C see |V|, cells in R or in C (not both) see |V|/2,
     the rest 0 V. ``current_a`` limits a selected cell's current, ``half_current_a``
@@ -116,14 +122,23 @@ class Limits:
     def __post_init__(self) -> None:
         require(self.v_pulse_max_v > 0, "v_pulse_max_v", f"must be > 0, got {self.v_pulse_max_v}")
         require(self.v_read_max_v > 0, "v_read_max_v", f"must be > 0, got {self.v_read_max_v}")
-        require(0 < self.width_min_s <= self.width_max_s, "width_min_s",
-                f"need 0 < width_min_s ({self.width_min_s}) <= width_max_s ({self.width_max_s})")
-        require(0 < self.compliance_default_a <= self.compliance_max_a, "compliance_default_a",
-                f"need 0 < compliance_default_a ({self.compliance_default_a}) <= "
-                f"compliance_max_a ({self.compliance_max_a})")
+        require(
+            0 < self.width_min_s <= self.width_max_s,
+            "width_min_s",
+            f"need 0 < width_min_s ({self.width_min_s}) <= width_max_s ({self.width_max_s})",
+        )
+        require(
+            0 < self.compliance_default_a <= self.compliance_max_a,
+            "compliance_default_a",
+            f"need 0 < compliance_default_a ({self.compliance_default_a}) <= "
+            f"compliance_max_a ({self.compliance_max_a})",
+        )
         require(self.count_max >= 1, "count_max", f"must be >= 1, got {self.count_max}")
-        require(self.energy_max_j is None or self.energy_max_j > 0, "energy_max_j",
-                f"must be > 0 or null, got {self.energy_max_j}")
+        require(
+            self.energy_max_j is None or self.energy_max_j > 0,
+            "energy_max_j",
+            f"must be > 0 or null, got {self.energy_max_j}",
+        )
         require(self.period_max_s > 0, "period_max_s", f"must be > 0, got {self.period_max_s}")
 
     def check_read(self, v: Tensor) -> None:
@@ -134,8 +149,14 @@ class Limits:
             if exceeds(vmax, self.v_read_max_v):
                 raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V", field="v_read")
 
-    def check_pulse(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor,
-                    selected: Tensor | None) -> None:
+    def check_pulse(
+        self,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        compliance_a: Tensor,
+        selected: Tensor | None,
+    ) -> None:
         """Raise LimitError if any selected cell's request exceeds a limit (NaN does too).
 
         Arguments broadcast to the array; ``selected`` is a boolean mask or None (all).
@@ -143,14 +164,14 @@ class Limits:
         v_lo, v_hi = _extrema(v, selected)
         vmax = max(abs(v_lo), abs(v_hi)) if v_lo == v_lo else float("nan")
         if exceeds(vmax, self.v_pulse_max_v):
-            raise LimitError("pulse amplitude |V|", vmax, self.v_pulse_max_v, "V",
-                             field="amplitude")
+            raise LimitError(
+                "pulse amplitude |V|", vmax, self.v_pulse_max_v, "V", field="amplitude"
+            )
         wmin, wmax = _extrema(width_s, selected)
         if exceeds(wmax, self.width_max_s):
             raise LimitError("pulse width", wmax, self.width_max_s, "s", field="width")
         if below(wmin, self.width_min_s):
-            raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s",
-                             field="width")
+            raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s", field="width")
         nmin, nmax = _extrema(count, selected)
         if nmin < 0:
             raise LimitError("pulse count (must be >= 0)", nmin, 0, field="count")
@@ -162,11 +183,19 @@ class Limits:
         if not cmin > 0:
             raise LimitError("compliance (must be > 0)", cmin, 0.0, "A", field="compliance")
         if self.energy_max_j is not None:
-            self.check_energy(worst_case_energy_j(v.double().abs(), compliance_a.double(),
-                                                  width_s.double(), count.double()), selected)
+            self.check_energy(
+                worst_case_energy_j(
+                    v.double().abs(), compliance_a.double(), width_s.double(), count.double()
+                ),
+                selected,
+            )
 
-    def check_energy(self, energy_j: Tensor, selected: Tensor | None = None,
-                     quantity: str = "worst-case pulse energy per cell") -> None:
+    def check_energy(
+        self,
+        energy_j: Tensor,
+        selected: Tensor | None = None,
+        quantity: str = "worst-case pulse energy per cell",
+    ) -> None:
         """Raise LimitError if any (selected) cell's worst-case energy exceeds
         ``energy_max_j`` (no-op when it is None)."""
         if self.energy_max_j is None:

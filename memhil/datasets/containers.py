@@ -45,10 +45,14 @@ class ClassificationData:
     def seq_len(self) -> int:
         """Number of time steps T (sequences only)."""
         if self.train.x.dim() != 3:
-            raise ValueError(f"{self.name} is not a sequence dataset: x has shape {tuple(self.train.x.shape)}")
+            raise ValueError(
+                f"{self.name} is not a sequence dataset: x has shape {tuple(self.train.x.shape)}"
+            )
         return int(self.train.x.shape[1])
 
-    def with_validation(self, fraction: float = 0.2, seed: int = 0) -> tuple[ClassificationData, Split]:
+    def with_validation(
+        self, fraction: float = 0.2, seed: int = 0
+    ) -> tuple[ClassificationData, Split]:
         """Hold out a stratified ``fraction`` of the training split for model selection.
 
         Returns the data with the reduced training split, and the validation split.

@@ -26,8 +26,15 @@ def _split(make, n_train: int, n_test: int, seed: int) -> tuple[Split, Split]:
     return make(n_train, gen), make(n_test, gen)
 
 
-def copy_first_input(seq_len: int = 100, *, n_symbols: int = 4, noise_std: float = 0.3,
-                     n_train: int = 1000, n_test: int = 500, seed: int = 0) -> ClassificationData:
+def copy_first_input(
+    seq_len: int = 100,
+    *,
+    n_symbols: int = 4,
+    noise_std: float = 0.3,
+    n_train: int = 1000,
+    n_test: int = 500,
+    seed: int = 0,
+) -> ClassificationData:
     """Recall the symbol shown at step 0 after ``seq_len − 1`` steps of noise.
 
     Channels: ``n_symbols`` one-hot symbol channels plus a start flag (1 at step 0 only); the
@@ -50,8 +57,15 @@ def copy_first_input(seq_len: int = 100, *, n_symbols: int = 4, noise_std: float
     return ClassificationData(f"copy-first-T{seq_len}", train, test, n_symbols)
 
 
-def flip_flop(seq_len: int = 100, *, n_bits: int = 3, pulses_per_bit: float = 4.0,
-              n_train: int = 1000, n_test: int = 500, seed: int = 0) -> ClassificationData:
+def flip_flop(
+    seq_len: int = 100,
+    *,
+    n_bits: int = 3,
+    pulses_per_bit: float = 4.0,
+    n_train: int = 1000,
+    n_test: int = 500,
+    seed: int = 0,
+) -> ClassificationData:
     """N-bit flip-flop with sparse set/reset pulses (per-step targets).
 
     Each of ``n_bits`` input channels receives, at each step with probability
@@ -81,9 +95,16 @@ def flip_flop(seq_len: int = 100, *, n_bits: int = 3, pulses_per_bit: float = 4.
     return ClassificationData(f"flip-flop{n_bits}-T{seq_len}", train, test, 2)
 
 
-def delayed_recall(seq_len: int = 100, *, n_symbols: int = 4, distractor_rate: float = 0.5,
-                   cue_window: float = 0.1, n_train: int = 1000, n_test: int = 500,
-                   seed: int = 0) -> ClassificationData:
+def delayed_recall(
+    seq_len: int = 100,
+    *,
+    n_symbols: int = 4,
+    distractor_rate: float = 0.5,
+    cue_window: float = 0.1,
+    n_train: int = 1000,
+    n_test: int = 500,
+    seed: int = 0,
+) -> ClassificationData:
     """Store a cue at a random early step, ignore distractor symbols, recall at the end.
 
     Channels: ``n_symbols`` one-hot symbol channels, a "store" flag (1 with the cue) and a

@@ -43,10 +43,18 @@ def poisson_spikes(rate_hz: Tensor, dt_s: float, generator: torch.Generator) -> 
     return (torch.rand(p.shape, generator=generator) < p).to(torch.float32)
 
 
-def pattern_generation(*, n_samples: int = 6, n_train: int = 3, n_in: int = 100,
-                       rate_hz: float = 50.0, steps: int = 1000, dt_s: float = 1e-3,
-                       freqs_hz: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0), n_out: int = 1,
-                       seed: int = 0) -> SpikePatternTask:
+def pattern_generation(
+    *,
+    n_samples: int = 6,
+    n_train: int = 3,
+    n_in: int = 100,
+    rate_hz: float = 50.0,
+    steps: int = 1000,
+    dt_s: float = 1e-3,
+    freqs_hz: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0),
+    n_out: int = 1,
+    seed: int = 0,
+) -> SpikePatternTask:
     """``n_samples`` pairs of (``n_in`` Poisson channels at ``rate_hz``, target) of
     ``steps`` steps; each target is sum_f A_f sin(2 pi f t + phi_f) with A ~ U(0.5, 2),
     phi ~ U(0, 2 pi), divided by its largest |value| (so it spans [-1, 1]). The first
@@ -59,19 +67,32 @@ def pattern_generation(*, n_samples: int = 6, n_train: int = 3, n_in: int = 100,
     x = poisson_spikes(torch.full((n_samples, steps, n_in), rate_hz), dt_s, gen)
     t = torch.arange(steps, dtype=torch.float64) * dt_s
     f = torch.tensor(freqs_hz, dtype=torch.float64)
-    amp = torch.rand(n_samples, n_out, len(freqs_hz), generator=gen, dtype=torch.float64) * 1.5 + 0.5
-    phase = torch.rand(n_samples, n_out, len(freqs_hz), generator=gen, dtype=torch.float64) * 2 * math.pi
+    amp = (
+        torch.rand(n_samples, n_out, len(freqs_hz), generator=gen, dtype=torch.float64) * 1.5 + 0.5
+    )
+    phase = (
+        torch.rand(n_samples, n_out, len(freqs_hz), generator=gen, dtype=torch.float64)
+        * 2
+        * math.pi
+    )
     # (N, 1, K, F) over t (1, T, 1, 1) -> (N, T, K)
     wave = amp.unsqueeze(1) * torch.sin(2 * math.pi * f * t.view(1, -1, 1, 1) + phase.unsqueeze(1))
     y = wave.sum(-1)
     y = (y / y.abs().amax(1, keepdim=True)).to(torch.float32)
-    return SpikePatternTask("pattern_generation", Split(x[:n_train], y[:n_train]),
-                            Split(x[n_train:], y[n_train:]), dt_s)
+    return SpikePatternTask(
+        "pattern_generation", Split(x[:n_train], y[:n_train]), Split(x[n_train:], y[n_train:]), dt_s
+    )
 
 
-def spike_digits(*, coding: Literal["rate", "latency"] = "rate", steps_per_row: int = 10,
-                 max_rate_hz: float = 200.0, dt_s: float = 1e-3, test_fraction: float = 0.25,
-                 seed: int = 0) -> ClassificationData:
+def spike_digits(
+    *,
+    coding: Literal["rate", "latency"] = "rate",
+    steps_per_row: int = 10,
+    max_rate_hz: float = 200.0,
+    dt_s: float = 1e-3,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> ClassificationData:
     """Digits as spike trains: the 8 rows of an image are shown one after another, each for
     ``steps_per_row`` steps on 8 channels (one per column), x of shape (N, 8 * steps_per_row, 8).
 

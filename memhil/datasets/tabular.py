@@ -19,4 +19,6 @@ def iris(test_fraction: float = 0.3, seed: int = 0) -> ClassificationData:
     mean, std = x_tr.mean(0), x_tr.std(0)
     to_x = lambda a: torch.tensor((a - mean) / std, dtype=torch.float32)
     to_y = lambda a: torch.tensor(a, dtype=torch.long)
-    return ClassificationData("iris", Split(to_x(x_tr), to_y(y_tr)), Split(to_x(x_te), to_y(y_te)), 3)
+    return ClassificationData(
+        "iris", Split(to_x(x_tr), to_y(y_tr)), Split(to_x(x_te), to_y(y_te)), 3
+    )

@@ -36,11 +36,17 @@ def _read_split(name: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
 
     path = _data_dir() / name / f"{name}_{split}.ts"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is not in the installed sktime wheel; bundled sets: {sorted(BUNDLED)}")
+        raise FileNotFoundError(
+            f"{path} is not in the installed sktime wheel; bundled sets: {sorted(BUNDLED)}"
+        )
     frame, labels = load_from_tsfile(str(path), return_data_type="nested_univ")
     # nested frame: one column per channel, one pandas Series per cell -> (T_i, D) arrays
-    series = [np.stack([frame.iloc[i, c].to_numpy(dtype=np.float64) for c in range(frame.shape[1])], axis=-1)
-              for i in range(frame.shape[0])]
+    series = [
+        np.stack(
+            [frame.iloc[i, c].to_numpy(dtype=np.float64) for c in range(frame.shape[1])], axis=-1
+        )
+        for i in range(frame.shape[0])
+    ]
     return series, np.asarray(labels)
 
 

@@ -18,11 +18,12 @@ def _smooth_noise(n: int, size: int, cell: int, gen: torch.Generator) -> Tensor:
     """(n, size, size) smooth random field: coarse Gaussian noise, bicubic-upsampled."""
     coarse = torch.randn(n, 1, size // cell + 3, size // cell + 3, generator=gen)
     up = F.interpolate(coarse, scale_factor=cell, mode="bicubic", align_corners=False)
-    return up[:, 0, cell:cell + size, cell:cell + size]
+    return up[:, 0, cell : cell + size, cell : cell + size]
 
 
-def _vessel_paths(n: int, n_vessels: int, n_points: int, size: int, gen: torch.Generator
-                  ) -> tuple[Tensor, Tensor]:
+def _vessel_paths(
+    n: int, n_vessels: int, n_points: int, size: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Points (n, V, P, 2) along random curvilinear paths and their radii (n, V, P):
     headings do a smoothed random walk, radius tapers from a random start."""
     step = 0.5  # px between samples, fine enough for a continuous vessel at radius >= 0.6
@@ -61,8 +62,15 @@ def _splat(points: Tensor, radius: Tensor, size: int) -> tuple[Tensor, Tensor]:
     return out[0] > 0.5, out[1]
 
 
-def vessels(n_train: int = 160, n_test: int = 40, size: int = 64, n_vessels: int = 6,
-            seed: int = 0, noise_std: float = 0.08, contrast: float = 0.35) -> ClassificationData:
+def vessels(
+    n_train: int = 160,
+    n_test: int = 40,
+    size: int = 64,
+    n_vessels: int = 6,
+    seed: int = 0,
+    noise_std: float = 0.08,
+    contrast: float = 0.35,
+) -> ClassificationData:
     """Images x (N, 1, size, size) in about [0, 1] and masks y (N, size, size) int64
     (1 = vessel), as a 2-class per-pixel task. Vessels darken the background by
     ``contrast`` (Gaussian cross-profile); ``noise_std`` is the pixel noise."""
@@ -82,4 +90,6 @@ def vessels(n_train: int = 160, n_test: int = 40, size: int = 64, n_vessels: int
     image = image + noise_std * torch.randn(image.shape, generator=gen)
     x = image.clamp(0.0, 1.0).unsqueeze(1)
     y = mask.to(torch.int64)
-    return ClassificationData("vessels", Split(x[:n_train], y[:n_train]), Split(x[n_train:], y[n_train:]), 2)
+    return ClassificationData(
+        "vessels", Split(x[:n_train], y[:n_train]), Split(x[n_train:], y[n_train:]), 2
+    )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -54,8 +55,13 @@ class DeviceModel(ABC):
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def from_config(cls, mapping: Mapping[str, Any] | None = None, *, source: str | None = None,
-                    prefix: str = "device") -> "DeviceModel":
+    def from_config(
+        cls,
+        mapping: Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        prefix: str = "device",
+    ) -> DeviceModel:
         return cls(from_mapping(cls.Params, mapping or {}, source=source, prefix=prefix))
 
     def config(self) -> dict[str, Any]:
@@ -63,20 +69,29 @@ class DeviceModel(ABC):
         return {"model": self.name, **dataclasses.asdict(self.p)}
 
     # -- the plugin interface ---------------------------------------------------------
-    def sample_d2d(self, shape: tuple[int, ...], generator: torch.Generator,
-                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> D2D:
+    def sample_d2d(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> D2D:
         """Draw the per-device parameters (fixed for the device's life). Default: none."""
         return {}
 
     @abstractmethod
-    def initial_state(self, d2d: D2D, shape: tuple[int, ...], generator: torch.Generator,
-                      device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32) -> Tensor:
+    def initial_state(
+        self,
+        d2d: D2D,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         """The as-fabricated state, shape ``(*shape, k)``."""
 
     @abstractmethod
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         """Noise-free conductance in siemens (chord I(v_read)/v_read) at absolute time ``t_s``;
         ``v_read`` is a float or a tensor broadcastable to the cell shape (per-cell bias)."""
 
@@ -85,9 +100,17 @@ class DeviceModel(ABC):
         return None
 
     @abstractmethod
-    def step(self, state: Tensor, d2d: D2D, v: Tensor, width_s: Tensor, count: Tensor,
-             t_s: float, generator: torch.Generator,
-             compliance_a: Tensor | None = None) -> Tensor:
+    def step(
+        self,
+        state: Tensor,
+        d2d: D2D,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        t_s: float,
+        generator: torch.Generator,
+        compliance_a: Tensor | None = None,
+    ) -> Tensor:
         """State after ``count`` identical pulses of amplitude ``v`` (V) and width ``width_s``.
 
         ``v``, ``width_s`` and ``count`` (int64) are tensors of the full cell ``shape``;
@@ -118,8 +141,15 @@ class DeviceModel(ABC):
 
 # -- shared vectorized building blocks ------------------------------------------------
 
-def lognormal_spread(nominal: float, rel_sigma: float, shape: tuple[int, ...],
-                     generator: torch.Generator, device, dtype) -> Tensor:
+
+def lognormal_spread(
+    nominal: float,
+    rel_sigma: float,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    device,
+    dtype,
+) -> Tensor:
     """Per-device values ``nominal * exp(rel_sigma * xi)``: positive, median ``nominal``."""
     if rel_sigma == 0.0:
         return torch.full(shape, nominal, device=device, dtype=dtype)
@@ -127,16 +157,18 @@ def lognormal_spread(nominal: float, rel_sigma: float, shape: tuple[int, ...],
     return nominal * torch.exp(rel_sigma * xi)
 
 
-def c2c_factor(shape: tuple[int, ...], rel_sigma: float, generator: torch.Generator,
-               device, dtype) -> Tensor | float:
+def c2c_factor(
+    shape: tuple[int, ...], rel_sigma: float, generator: torch.Generator, device, dtype
+) -> Tensor | float:
     """Cycle-to-cycle multiplier ``1 + rel_sigma * xi`` (or 1.0 when the spread is zero)."""
     if rel_sigma == 0.0:
         return 1.0
     return 1.0 + rel_sigma * torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
-def repeat_pulses(state: Tensor, count: Tensor, one_pulse: Callable[[Tensor, Tensor], Tensor]
-                  ) -> Tensor:
+def repeat_pulses(
+    state: Tensor, count: Tensor, one_pulse: Callable[[Tensor, Tensor], Tensor]
+) -> Tensor:
     """Apply ``one_pulse(state, active_mask)`` ``max(count)`` times, a vectorized loop over
     the pulse index only: on pass ``n`` only cells with ``count > n`` change."""
     n_max = int(count.max().item()) if count.numel() else 0
@@ -152,8 +184,9 @@ def repeat_pulses(state: Tensor, count: Tensor, one_pulse: Callable[[Tensor, Ten
 _REGISTRY: dict[str, tuple[type[DeviceModel], dict[str, Any]]] = {}
 
 
-def register_device(name: str, defaults: Mapping[str, Any] | None = None
-                    ) -> Callable[[type[DeviceModel]], type[DeviceModel]]:
+def register_device(
+    name: str, defaults: Mapping[str, Any] | None = None
+) -> Callable[[type[DeviceModel]], type[DeviceModel]]:
     """Class decorator: make a model selectable by ``name`` (optionally with preset params)."""
 
     def deco(cls: type[DeviceModel]) -> type[DeviceModel]:
@@ -163,8 +196,9 @@ def register_device(name: str, defaults: Mapping[str, Any] | None = None
     return deco
 
 
-def register_alias(name: str, cls: type[DeviceModel], defaults: Mapping[str, Any] | None = None
-                   ) -> None:
+def register_alias(
+    name: str, cls: type[DeviceModel], defaults: Mapping[str, Any] | None = None
+) -> None:
     """Register ``cls`` under ``name`` with preset parameter overrides (e.g. a window)."""
     if name in _REGISTRY and _REGISTRY[name][0] is not cls:
         raise ValueError(f"device model name {name!r} is already registered")
@@ -177,8 +211,9 @@ def device_model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_device_model(config: str | Path | Mapping[str, Any] | DeviceModel, *,
-                       source: str | None = None) -> DeviceModel:
+def build_device_model(
+    config: str | Path | Mapping[str, Any] | DeviceModel, *, source: str | None = None
+) -> DeviceModel:
     """A device model from a name, a mapping ``{"model": name, **params}`` or a YAML file.
 
     A fitted parameter file is just such a YAML mapping. Unknown names or keys raise
@@ -197,11 +232,13 @@ def build_device_model(config: str | Path | Mapping[str, Any] | DeviceModel, *,
     params = dict(config)
     name = params.pop("model", None)
     if name is None:
-        raise ConfigError("device.model", "missing (one of: " + ", ".join(sorted(_REGISTRY)) + ")",
-                          source)
+        raise ConfigError(
+            "device.model", "missing (one of: " + ", ".join(sorted(_REGISTRY)) + ")", source
+        )
     if name not in _REGISTRY:
-        raise ConfigError("device.model", f"unknown model {name!r} (known: {sorted(_REGISTRY)})",
-                          source)
+        raise ConfigError(
+            "device.model", f"unknown model {name!r} (known: {sorted(_REGISTRY)})", source
+        )
     cls, defaults = _REGISTRY[name]
     merged = {**defaults, **params}
     model = cls.from_config(merged, source=source, prefix="device")

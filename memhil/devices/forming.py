@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memhil.devices.base import D2D, DeviceModel, register_device
 from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, register_device
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,27 @@ class FormingParams:
     wear_shape: float = 1.0
 
     def __post_init__(self) -> None:
-        require(self.wear_cycles >= 0, "wear_cycles", f"must be >= 0 (0 = no wear), got {self.wear_cycles}")
+        require(
+            self.wear_cycles >= 0,
+            "wear_cycles",
+            f"must be >= 0 (0 = no wear), got {self.wear_cycles}",
+        )
         require(self.wear_shape > 0, "wear_shape", f"must be > 0, got {self.wear_shape}")
         require(self.v_bd_mean_v > 0, "v_bd_mean_v", f"must be > 0 V, got {self.v_bd_mean_v}")
         require(self.v_bd_sigma_v >= 0, "v_bd_sigma_v", f"must be >= 0 V, got {self.v_bd_sigma_v}")
-        require(self.v_bd_per_decade_v >= 0, "v_bd_per_decade_v",
-                f"must be >= 0 V, got {self.v_bd_per_decade_v}")
-        for name in ("width_ref_s", "g_pristine_s", "g_formed_median_s", "g_reset_median_s",
-                     "v_set_v", "v_reset_v"):
+        require(
+            self.v_bd_per_decade_v >= 0,
+            "v_bd_per_decade_v",
+            f"must be >= 0 V, got {self.v_bd_per_decade_v}",
+        )
+        for name in (
+            "width_ref_s",
+            "g_pristine_s",
+            "g_formed_median_s",
+            "g_reset_median_s",
+            "v_set_v",
+            "v_reset_v",
+        ):
             require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         for name in ("g_pristine_log_sigma", "g_formed_log_sigma", "g_reset_log_sigma"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
@@ -110,8 +123,9 @@ class FormingRRAM(DeviceModel):
             return p.v_bd_per_decade_v * torch.log10(stress / p.width_ref_s)
         return p.v_bd_per_decade_v * math.log10(width_s * count / p.width_ref_s)
 
-    def forming_voltage_for_fraction(self, formed_fraction: Any, width_s: Any = None,
-                                     count: int = 1) -> Any:
+    def forming_voltage_for_fraction(
+        self, formed_fraction: Any, width_s: Any = None, count: int = 1
+    ) -> Any:
         """Pulse amplitude (V) that forms ``formed_fraction`` of pristine cells on average:
         mu + sigma Phi^{-1}(f), lowered for stress times ``count * width_s`` above
         ``width_ref_s`` (raised below it)."""
@@ -126,8 +140,9 @@ class FormingRRAM(DeviceModel):
             z = NormalDist().inv_cdf(formed_fraction)
         return p.v_bd_mean_v + p.v_bd_sigma_v * z - self._width_shift_v(width_s, count)
 
-    def forming_voltage_for_sparsity(self, sparsity: Any, width_s: Any = None,
-                                     count: int = 1) -> Any:
+    def forming_voltage_for_sparsity(
+        self, sparsity: Any, width_s: Any = None, count: int = 1
+    ) -> Any:
         """Pulse amplitude (V) that leaves ``sparsity`` of the cells unformed (pruned)."""
         return self.forming_voltage_for_fraction(1 - sparsity, width_s, count)
 
@@ -157,8 +172,7 @@ class FormingRRAM(DeviceModel):
             state[..., 0] = p.g_pristine_s
         return state
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         return state[..., 0].clone()
 
     def conductance_range(self) -> tuple[float, float]:
@@ -202,5 +216,9 @@ class FormingRRAM(DeviceModel):
         if p.wear_cycles == 0:
             return 0.0 * resets_seen
         ln_w0 = math.log(p.g_formed_median_s / p.g_reset_median_s)
-        n = torch.as_tensor(resets_seen, dtype=torch.float64) if not isinstance(resets_seen, Tensor) else resets_seen
+        n = (
+            torch.as_tensor(resets_seen, dtype=torch.float64)
+            if not isinstance(resets_seen, Tensor)
+            else resets_seen
+        )
         return ln_w0 * (1.0 - torch.exp(-((n / p.wear_cycles) ** p.wear_shape)))

@@ -4,7 +4,7 @@ fixed-step RK4 over one pulse, and pulse trains with cycle-to-cycle width noise.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -15,8 +15,13 @@ from memhil.devices.base import c2c_factor, repeat_pulses
 MAX_SUBSTEPS = 1024
 
 
-def rk4(x: Tensor, rate: Callable[[Tensor], Tensor], width_s: Tensor, stiffness_per_s: Tensor,
-        min_substeps: int) -> Tensor:
+def rk4(
+    x: Tensor,
+    rate: Callable[[Tensor], Tensor],
+    width_s: Tensor,
+    stiffness_per_s: Tensor,
+    min_substeps: int,
+) -> Tensor:
     """Integrate dx/dt = rate(x) over ``width_s`` (per cell) with fixed RK4 steps, clamping x
     to [0, 1] after each. The step count is at least ``min_substeps`` and large enough that
     h * lambda <= 1 for the per-cell bound ``stiffness_per_s`` >= |d rate/dx| (accurate, and
@@ -33,8 +38,14 @@ def rk4(x: Tensor, rate: Callable[[Tensor], Tensor], width_s: Tensor, stiffness_
     return x
 
 
-def c2c_pulses(state: Tensor, count: Tensor, width_s: Tensor, rel_std: float,
-               generator: torch.Generator, advance: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+def c2c_pulses(
+    state: Tensor,
+    count: Tensor,
+    width_s: Tensor,
+    rel_std: float,
+    generator: torch.Generator,
+    advance: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
     """Apply ``count`` pulses per cell, x <- advance(x, w), each with its own C2C factor on
     the effective width w = width_s (1 + rel_std xi), clipped at 0. Where the rate does not
     depend on x this scales the pulse's dx by exactly that factor; elsewhere it keeps x on

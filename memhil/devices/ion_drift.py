@@ -18,10 +18,9 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from memhil.devices.base import (
-    D2D, DeviceModel, lognormal_spread, register_alias, register_device)
-from memhil.devices.integration import c2c_pulses, rk4
 from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_alias, register_device
+from memhil.devices.integration import c2c_pulses, rk4
 
 Window = Literal["none", "joglekar", "biolek", "prodromakis"]
 
@@ -48,28 +47,38 @@ class LinearIonDrift(DeviceModel):
         mu_v_m2_per_vs: float = 1e-14
         x0: float = 0.1
         window: Window = "none"
-        p: int = 1                   # window exponent
-        j: float = 1.0               # Prodromakis window scale
-        v_threshold_v: float = 0.0   # state moves only while |device voltage| > this
-        substeps: int = 16           # min RK4 steps per pulse (raised when stiff)
-        r_on_dtod: float = 0.05      # relative (lognormal) D2D spreads
+        p: int = 1  # window exponent
+        j: float = 1.0  # Prodromakis window scale
+        v_threshold_v: float = 0.0  # state moves only while |device voltage| > this
+        substeps: int = 16  # min RK4 steps per pulse (raised when stiff)
+        r_on_dtod: float = 0.05  # relative (lognormal) D2D spreads
         r_off_dtod: float = 0.05
         mu_v_dtod: float = 0.05
-        dx_std: float = 0.05         # relative C2C spread of each pulse's dx (see c2c_pulses)
+        dx_std: float = 0.05  # relative C2C spread of each pulse's dx (see c2c_pulses)
 
         def __post_init__(self) -> None:
-            require(0 < self.r_on_ohm < self.r_off_ohm, "r_on_ohm",
-                    f"need 0 < r_on_ohm < r_off_ohm, got {self.r_on_ohm}, {self.r_off_ohm}")
+            require(
+                0 < self.r_on_ohm < self.r_off_ohm,
+                "r_on_ohm",
+                f"need 0 < r_on_ohm < r_off_ohm, got {self.r_on_ohm}, {self.r_off_ohm}",
+            )
             require(self.d_m > 0, "d_m", f"must be > 0 m, got {self.d_m}")
-            require(self.mu_v_m2_per_vs > 0, "mu_v_m2_per_vs",
-                    f"must be > 0, got {self.mu_v_m2_per_vs}")
+            require(
+                self.mu_v_m2_per_vs > 0, "mu_v_m2_per_vs", f"must be > 0, got {self.mu_v_m2_per_vs}"
+            )
             require(0.0 <= self.x0 <= 1.0, "x0", f"must be in [0, 1], got {self.x0}")
-            require(self.window in get_args(Window), "window",
-                    f"{self.window!r} is not one of {list(get_args(Window))}")
+            require(
+                self.window in get_args(Window),
+                "window",
+                f"{self.window!r} is not one of {list(get_args(Window))}",
+            )
             require(self.p >= 1, "p", f"must be >= 1, got {self.p}")
             require(self.j > 0, "j", f"must be > 0, got {self.j}")
-            require(self.v_threshold_v >= 0, "v_threshold_v",
-                    f"must be >= 0 V, got {self.v_threshold_v}")
+            require(
+                self.v_threshold_v >= 0,
+                "v_threshold_v",
+                f"must be >= 0 V, got {self.v_threshold_v}",
+            )
             require(self.substeps >= 1, "substeps", f"must be >= 1, got {self.substeps}")
             for name in ("r_on_dtod", "r_off_dtod", "mu_v_dtod", "dx_std"):
                 require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
@@ -79,17 +88,18 @@ class LinearIonDrift(DeviceModel):
         p = self.p
         return {
             "r_on_ohm": lognormal_spread(p.r_on_ohm, p.r_on_dtod, shape, generator, device, dtype),
-            "r_off_ohm": lognormal_spread(p.r_off_ohm, p.r_off_dtod, shape, generator, device,
-                                          dtype),
-            "mu_v_m2_per_vs": lognormal_spread(p.mu_v_m2_per_vs, p.mu_v_dtod, shape, generator,
-                                               device, dtype),
+            "r_off_ohm": lognormal_spread(
+                p.r_off_ohm, p.r_off_dtod, shape, generator, device, dtype
+            ),
+            "mu_v_m2_per_vs": lognormal_spread(
+                p.mu_v_m2_per_vs, p.mu_v_dtod, shape, generator, device, dtype
+            ),
         }
 
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         return 1.0 / self._resistance(state[..., 0], d2d)
 
     def conductance_range(self) -> tuple[float, float]:
@@ -127,12 +137,25 @@ class LinearIonDrift(DeviceModel):
         r_on = d2d["r_on_ohm"]
         lam = k * v.abs() / r_on * (slope + f_max * (d2d["r_off_ohm"] - r_on) / r_on)
         lam = lam * (count > 0)
-        return c2c_pulses(state, count, width_s, p.dx_std, generator,
-                          lambda x, w: rk4(x, rate, w, lam, p.substeps))
+        return c2c_pulses(
+            state,
+            count,
+            width_s,
+            p.dx_std,
+            generator,
+            lambda x, w: rk4(x, rate, w, lam, p.substeps),
+        )
 
     # -- current drive -----------------------------------------------------------------
-    def step_current(self, state: Tensor, d2d: D2D, i_a: Tensor, width_s: Tensor, count: Tensor,
-                     generator: torch.Generator) -> Tensor:
+    def step_current(
+        self,
+        state: Tensor,
+        d2d: D2D,
+        i_a: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        generator: torch.Generator,
+    ) -> Tensor:
         """State after ``count`` constant-current pulses of ``i_a`` (A), as an SMU sourcing
         current applies; the write threshold acts on the device voltage |i| R(x)."""
         p = self.p
@@ -164,8 +187,14 @@ class LinearIonDrift(DeviceModel):
             return r * above_threshold(x) if vth > 0.0 else r
 
         lam = k * i_a.abs() * self._window_bounds()[0] * (count > 0)
-        return c2c_pulses(state, count, width_s, p.dx_std, generator,
-                          lambda x, w: rk4(x, rate, w, lam, p.substeps))
+        return c2c_pulses(
+            state,
+            count,
+            width_s,
+            p.dx_std,
+            generator,
+            lambda x, w: rk4(x, rate, w, lam, p.substeps),
+        )
 
     # -- physics helpers ---------------------------------------------------------------
     def window_value(self, x: Tensor, drive: Tensor) -> Tensor:
@@ -187,7 +216,7 @@ class LinearIonDrift(DeviceModel):
         if p.window == "biolek":
             return 2.0 * p.p, 1.0
         if p.window == "prodromakis":
-            return p.j * p.p, p.j * (1.0 - 0.75 ** p.p)
+            return p.j * p.p, p.j * (1.0 - 0.75**p.p)
         return 0.0, 1.0
 
     def _resistance(self, x: Tensor, d2d: D2D) -> Tensor:
@@ -196,7 +225,7 @@ class LinearIonDrift(DeviceModel):
 
     def _mobility(self, d2d: D2D) -> Tensor:
         """k = mu_v R_on / D^2 in 1/(A s), per device."""
-        return d2d["mu_v_m2_per_vs"] * d2d["r_on_ohm"] / self.p.d_m ** 2
+        return d2d["mu_v_m2_per_vs"] * d2d["r_on_ohm"] / self.p.d_m**2
 
 
 register_alias("joglekar", LinearIonDrift, {"window": "joglekar", "p": 1})  # MemTorch default

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memhil.devices.base import (D2D, DeviceModel, lognormal_spread, register_alias,
-                                              register_device)
 from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_alias, register_device
+
 
 @dataclass(frozen=True)
 class NeuroSimParams:
@@ -61,11 +61,17 @@ class NeuroSimParams:
     v_threshold_v: float = 1.5
 
     def __post_init__(self) -> None:
-        require(0 <= self.g_min_s < self.g_max_s, "g_min_s",
-                f"need 0 <= g_min_s ({self.g_min_s}) < g_max_s ({self.g_max_s})")
+        require(
+            0 <= self.g_min_s < self.g_max_s,
+            "g_min_s",
+            f"need 0 <= g_min_s ({self.g_min_s}) < g_max_s ({self.g_max_s})",
+        )
         require(self.p_max > 0, "p_max", f"must be > 0 pulses, got {self.p_max}")
-        require(self.p_max_ltd is None or self.p_max_ltd > 0, "p_max_ltd",
-                f"must be > 0 pulses or null, got {self.p_max_ltd}")
+        require(
+            self.p_max_ltd is None or self.p_max_ltd > 0,
+            "p_max_ltd",
+            f"must be > 0 pulses or null, got {self.p_max_ltd}",
+        )
         for name in ("a_ltp", "a_ltd", "v_threshold_v"):
             require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         for name in ("c2c_std", "g_min_dtod", "g_max_dtod", "a_dtod"):
@@ -83,6 +89,7 @@ def _pick(up: Tensor, x: Any, y: Any, like: Tensor) -> Any:
     """``x`` where ``up`` else ``y``; stays a Python float when both are the same scalar."""
     if not isinstance(x, Tensor) and not isinstance(y, Tensor) and x == y:
         return x
+
     def as_t(z: Any) -> Tensor:
         return z if isinstance(z, Tensor) else torch.tensor(z, device=like.device, dtype=like.dtype)
 
@@ -158,8 +165,7 @@ class NeuroSimLTPLTD(DeviceModel):
         state[..., 0] = g_min
         return state
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         return state[..., 0].clone()
 
     def conductance_range(self) -> tuple[float, float]:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
 from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
 
 #: Mean pulses-to-conductance curve P(G) = 0.027 G^3 - 0.15 G^2 + 0.81 G, G in µS
 #: (Nandakumar et al. 2018; coefficients of G^3, G^2, G).
@@ -54,12 +54,12 @@ class PCMParams:
     m2: float = 0.091
     c2_s: float = 0.260e-6
     a2_s: float = 2.15e-6
-    a_pulses: float = 2.6            # decay constant of P, in pulses
-    g_min_s: float = 0.1e-6          # lower clip of SET updates
-    g_max_s: float = 12e-6           # upper clip of SET updates
+    a_pulses: float = 2.6  # decay constant of P, in pulses
+    g_min_s: float = 0.1e-6  # lower clip of SET updates
+    g_max_s: float = 12e-6  # upper clip of SET updates
     # RESET
-    g_reset_s: float = 0.1e-6        # G0
-    g_reset_std: float = 0.1         # relative spread of the RESET state
+    g_reset_s: float = 0.1e-6  # G0
+    g_reset_std: float = 0.1  # relative spread of the RESET state
     g_reset_floor_s: float = 0.01e-6
     # drift and read noise
     nu: float = 0.04
@@ -77,11 +77,17 @@ class PCMParams:
 
     def __post_init__(self) -> None:
         require(self.a_pulses > 0, "a_pulses", f"must be > 0, got {self.a_pulses}")
-        require(0 <= self.g_min_s < self.g_max_s, "g_min_s",
-                f"need 0 <= g_min_s ({self.g_min_s}) < g_max_s ({self.g_max_s})")
+        require(
+            0 <= self.g_min_s < self.g_max_s,
+            "g_min_s",
+            f"need 0 <= g_min_s ({self.g_min_s}) < g_max_s ({self.g_max_s})",
+        )
         require(self.g_reset_s > 0, "g_reset_s", f"must be > 0, got {self.g_reset_s}")
-        require(self.g_reset_floor_s >= 0, "g_reset_floor_s",
-                f"must be >= 0, got {self.g_reset_floor_s}")
+        require(
+            self.g_reset_floor_s >= 0,
+            "g_reset_floor_s",
+            f"must be >= 0, got {self.g_reset_floor_s}",
+        )
         require(self.t0_s > 0, "t0_s", f"must be > 0, got {self.t0_s}")
         require(self.nu >= 0, "nu", f"must be >= 0, got {self.nu}")
         for name in ("g_reset_std", "nu_dtod", "g_max_dtod", "granularity_s"):
@@ -116,8 +122,9 @@ class PCMDevice(DeviceModel):
         if p.nu_dtod > 0:
             d2d["nu"] = lognormal_spread(p.nu, p.nu_dtod, shape, generator, device, dtype)
         if p.g_max_dtod > 0:
-            d2d["g_max_s"] = lognormal_spread(p.g_max_s, p.g_max_dtod, shape, generator,
-                                              device, dtype).clamp_min_(p.g_min_s)
+            d2d["g_max_s"] = lognormal_spread(
+                p.g_max_s, p.g_max_dtod, shape, generator, device, dtype
+            ).clamp_min_(p.g_min_s)
         return d2d
 
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
@@ -129,8 +136,7 @@ class PCMDevice(DeviceModel):
         return state
 
     # -- read -------------------------------------------------------------------------
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         """Drifted conductance G (max(t - t_p, T0)/T0)^(-nu) in S.
 
         For ``t - t_p < T0`` (and before programming) no drift is applied: the fit's G is
@@ -172,18 +178,28 @@ class PCMDevice(DeviceModel):
                 return self._set_all(state, g_max, cmax, t_s, generator)
         return self._step_general(state, g_max, v, count, t_s, generator)
 
-    def _set_all(self, state: Tensor, g_max, n: int, t_s: float,
-                 generator: torch.Generator) -> Tensor:
+    def _set_all(
+        self, state: Tensor, g_max, n: int, t_s: float, generator: torch.Generator
+    ) -> Tensor:
         """All cells, ``n`` SET pulses: straight into the output's (strided) columns, no
         masks, no gathers, no contiguous copies (those cost more than the math)."""
         out = torch.empty_like(state)
-        self._set_pulses(state[..., 0], state[..., 1], out[..., 0], out[..., 1], n, g_max,
-                         generator)
+        self._set_pulses(
+            state[..., 0], state[..., 1], out[..., 0], out[..., 1], n, g_max, generator
+        )
         out[..., 2] = t_s
         return out
 
-    def _set_pulses(self, g_in: Tensor, p_in: Tensor, g_out: Tensor, p_out: Tensor, n: int,
-                    g_max, generator: torch.Generator) -> None:
+    def _set_pulses(
+        self,
+        g_in: Tensor,
+        p_in: Tensor,
+        g_out: Tensor,
+        p_out: Tensor,
+        n: int,
+        g_max,
+        generator: torch.Generator,
+    ) -> None:
         """``n`` SET pulses from (``g_in``, ``p_in``) into (``g_out``, ``p_out``), which may alias.
 
         Per pulse: one randn and nine elementwise ops,
@@ -205,8 +221,9 @@ class PCMDevice(DeviceModel):
             else:
                 torch.clamp(sig, p.g_min_s, g_max, out=g_out)
 
-    def _step_general(self, state: Tensor, g_max, v: Tensor, count: Tensor, t_s: float,
-                      generator: torch.Generator) -> Tensor:
+    def _step_general(
+        self, state: Tensor, g_max, v: Tensor, count: Tensor, t_s: float, generator: torch.Generator
+    ) -> Tensor:
         """Mixed SET / RESET / idle cells and per-cell counts: gather the programmed cells,
         sort SET cells by count so pass ``k`` works on a prefix (no masks), scatter back."""
         p = self.p

@@ -31,14 +31,19 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from memhil.devices.base import (
-    D2D, DeviceModel, lognormal_spread, register_device)
-from memhil.devices.integration import c2c_pulses, rk4
 from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
+from memhil.devices.integration import c2c_pulses, rk4
 
 # Per-device parameters and the relative D2D spread each is drawn with.
-_D2D = {"r_on_ohm": "r_on_dtod", "r_off_ohm": "r_off_dtod", "v_on_v": "v_on_dtod",
-        "v_off_v": "v_off_dtod", "k_on_m_per_s": "k_on_dtod", "k_off_m_per_s": "k_off_dtod"}
+_D2D = {
+    "r_on_ohm": "r_on_dtod",
+    "r_off_ohm": "r_off_dtod",
+    "v_on_v": "v_on_dtod",
+    "v_off_v": "v_off_dtod",
+    "k_on_m_per_s": "k_on_dtod",
+    "k_off_m_per_s": "k_off_dtod",
+}
 
 
 @register_device("vteam")
@@ -63,33 +68,45 @@ class VTEAMDevice(DeviceModel):
         k_off_m_per_s: float = 5e-4
         alpha_on: float = 3.0
         alpha_off: float = 1.0
-        v_on_v: float = 0.2          # SET threshold, applies to positive v
-        v_off_v: float = 0.02        # RESET threshold magnitude, applies to negative v
-        x0: float = 1.0              # as fabricated: fully OFF
+        v_on_v: float = 0.2  # SET threshold, applies to positive v
+        v_off_v: float = 0.02  # RESET threshold magnitude, applies to negative v
+        x0: float = 1.0  # as fabricated: fully OFF
         iv: Literal["linear", "exponential"] = "linear"
         window: Literal["none", "kvatinsky"] = "none"
-        a_on_m: float = 0.15e-9      # Kvatinsky window: ON motion fades below a_on
-        a_off_m: float = 2.85e-9     # OFF motion fades above a_off
-        w_c_m: float = 0.06e-9       # width of the fade
-        substeps: int = 16           # min RK4 steps per pulse (window "kvatinsky")
-        r_on_dtod: float = 0.05      # relative (lognormal) D2D spreads
+        a_on_m: float = 0.15e-9  # Kvatinsky window: ON motion fades below a_on
+        a_off_m: float = 2.85e-9  # OFF motion fades above a_off
+        w_c_m: float = 0.06e-9  # width of the fade
+        substeps: int = 16  # min RK4 steps per pulse (window "kvatinsky")
+        r_on_dtod: float = 0.05  # relative (lognormal) D2D spreads
         r_off_dtod: float = 0.05
         v_on_dtod: float = 0.05
         v_off_dtod: float = 0.05
         k_on_dtod: float = 0.05
         k_off_dtod: float = 0.05
-        dx_std: float = 0.05         # relative C2C spread of each pulse's dx (see c2c_pulses)
+        dx_std: float = 0.05  # relative C2C spread of each pulse's dx (see c2c_pulses)
 
         def __post_init__(self) -> None:
-            require(0 < self.r_on_ohm < self.r_off_ohm, "r_on_ohm",
-                    f"need 0 < r_on_ohm < r_off_ohm, got {self.r_on_ohm}, {self.r_off_ohm}")
-            for name in ("d_m", "k_on_m_per_s", "k_off_m_per_s", "alpha_on", "alpha_off",
-                         "v_on_v", "v_off_v", "w_c_m"):
+            require(
+                0 < self.r_on_ohm < self.r_off_ohm,
+                "r_on_ohm",
+                f"need 0 < r_on_ohm < r_off_ohm, got {self.r_on_ohm}, {self.r_off_ohm}",
+            )
+            for name in (
+                "d_m",
+                "k_on_m_per_s",
+                "k_off_m_per_s",
+                "alpha_on",
+                "alpha_off",
+                "v_on_v",
+                "v_off_v",
+                "w_c_m",
+            ):
                 require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
             require(0.0 <= self.x0 <= 1.0, "x0", f"must be in [0, 1], got {self.x0}")
             require(self.iv in ("linear", "exponential"), "iv", f"unknown I-V law {self.iv!r}")
-            require(self.window in ("none", "kvatinsky"), "window",
-                    f"unknown window {self.window!r}")
+            require(
+                self.window in ("none", "kvatinsky"), "window", f"unknown window {self.window!r}"
+            )
             require(self.substeps >= 1, "substeps", f"must be >= 1, got {self.substeps}")
             for name in (*_D2D.values(), "dx_std"):
                 require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
@@ -97,9 +114,12 @@ class VTEAMDevice(DeviceModel):
     # -- plugin interface --------------------------------------------------------------
     def sample_d2d(self, shape, generator, device="cpu", dtype=torch.float32) -> D2D:
         p = self.p
-        d2d = {name: lognormal_spread(getattr(p, name), getattr(p, spread), shape, generator,
-                                      device, dtype)
-               for name, spread in _D2D.items()}
+        d2d = {
+            name: lognormal_spread(
+                getattr(p, name), getattr(p, spread), shape, generator, device, dtype
+            )
+            for name, spread in _D2D.items()
+        }
         # Rates act on x = w / D: store k / D (1/s) so step skips a division per call.
         d2d["k_on_per_s"] = d2d.pop("k_on_m_per_s") / p.d_m
         d2d["k_off_per_s"] = d2d.pop("k_off_m_per_s") / p.d_m
@@ -108,8 +128,7 @@ class VTEAMDevice(DeviceModel):
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         x = state[..., 0]
         r_on, r_off = d2d["r_on_ohm"], d2d["r_off_ohm"]
         if self.p.iv == "exponential":  # R = R_on exp(ln(R_off / R_on) x)
@@ -161,8 +180,14 @@ class VTEAMDevice(DeviceModel):
 
             # max |f'| of either window is 1 / (e w_c), with w_c in units of D
             lam = torch.maximum(rate_on, rate_off) * (count > 0) * (p.d_m / (math.e * p.w_c_m))
-            return c2c_pulses(state, count, width_s, p.dx_std, generator,
-                              lambda y, w: rk4(y, rate, w, lam, p.substeps))
+            return c2c_pulses(
+                state,
+                count,
+                width_s,
+                p.dx_std,
+                generator,
+                lambda y, w: rk4(y, rate, w, lam, p.substeps),
+            )
 
         # Hot path: dx/dt depends on v only, so count pulses move x by rate * width * count.
         # Everything runs in place in two buffers: rate_off's becomes the new state and
@@ -195,8 +220,11 @@ class VTEAMDevice(DeviceModel):
     def _work_buffer(self, like: Tensor) -> Tensor:
         """A scratch tensor shaped like ``like``, reused across calls (not thread-safe)."""
         buf = getattr(self, "_work", None)
-        if buf is None or (buf.shape, buf.dtype, buf.device) != (like.shape, like.dtype,
-                                                                  like.device):
+        if buf is None or (buf.shape, buf.dtype, buf.device) != (
+            like.shape,
+            like.dtype,
+            like.device,
+        ):
             buf = self._work = torch.empty_like(like)
         return buf
 
@@ -209,4 +237,3 @@ class VTEAMDevice(DeviceModel):
         """Kvatinsky f_off: ~1 below a_off, vanishing towards the OFF bound x = 1."""
         p = self.p
         return torch.exp(-torch.exp((x - p.a_off_m / p.d_m) / (p.w_c_m / p.d_m)))
-

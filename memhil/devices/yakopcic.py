@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from memhil.devices.base import (
-    D2D, DeviceModel, lognormal_spread, register_device)
-from memhil.devices.integration import c2c_pulses, rk4
 from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
+from memhil.devices.integration import c2c_pulses, rk4
 
 
 @register_device("yakopcic")
@@ -44,33 +43,36 @@ class YakopcicDevice(DeviceModel):
         """Constants (SI units; V in volts inside the exponentials). The 5 % D2D/C2C
         spreads are a memhil choice."""
 
-        a1_a: float = 0.17           # I-V amplitude, V >= 0
-        a2_a: float = 0.17           # I-V amplitude, V < 0
+        a1_a: float = 0.17  # I-V amplitude, V >= 0
+        a2_a: float = 0.17  # I-V amplitude, V < 0
         b_per_v: float = 0.05
-        v_p_v: float = 0.16          # positive write threshold
-        v_n_v: float = 0.15          # negative write threshold magnitude
+        v_p_v: float = 0.16  # positive write threshold
+        v_n_v: float = 0.15  # negative write threshold magnitude
         a_p_per_s: float = 4000.0
         a_n_per_s: float = 4000.0
         x_p: float = 0.3
         x_n: float = 0.5
         alpha_p: float = 1.0
         alpha_n: float = 5.0
-        x0: float = 0.11             # as fabricated (HRS)
-        eta: int = 1                 # +1: positive V raises x; -1 reverses the polarity
-        substeps: int = 16           # min RK4 steps per pulse (raised when stiff)
-        a_dtod: float = 0.05         # relative (lognormal) D2D spreads; a scales a1 and a2
+        x0: float = 0.11  # as fabricated (HRS)
+        eta: int = 1  # +1: positive V raises x; -1 reverses the polarity
+        substeps: int = 16  # min RK4 steps per pulse (raised when stiff)
+        a_dtod: float = 0.05  # relative (lognormal) D2D spreads; a scales a1 and a2
         v_p_dtod: float = 0.05
         v_n_dtod: float = 0.05
         a_p_dtod: float = 0.05
         a_n_dtod: float = 0.05
-        dx_std: float = 0.05         # relative C2C spread of each pulse's dx (see c2c_pulses)
+        dx_std: float = 0.05  # relative C2C spread of each pulse's dx (see c2c_pulses)
 
         def __post_init__(self) -> None:
             for name in ("a1_a", "a2_a", "b_per_v", "v_p_v", "v_n_v", "a_p_per_s", "a_n_per_s"):
                 require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
             for name in ("x_p", "x_n"):
-                require(0 <= getattr(self, name) < 1, name,
-                        f"must be in [0, 1), got {getattr(self, name)}")
+                require(
+                    0 <= getattr(self, name) < 1,
+                    name,
+                    f"must be in [0, 1), got {getattr(self, name)}",
+                )
             require(0.0 < self.x0 < 1.0, "x0", f"must be in (0, 1), got {self.x0}")
             require(self.eta in (1, -1), "eta", f"must be +1 or -1, got {self.eta}")
             require(self.substeps >= 1, "substeps", f"must be >= 1, got {self.substeps}")
@@ -86,17 +88,14 @@ class YakopcicDevice(DeviceModel):
             "a2_a": p.a2_a * scale,
             "v_p_v": lognormal_spread(p.v_p_v, p.v_p_dtod, shape, generator, device, dtype),
             "v_n_v": lognormal_spread(p.v_n_v, p.v_n_dtod, shape, generator, device, dtype),
-            "a_p_per_s": lognormal_spread(p.a_p_per_s, p.a_p_dtod, shape, generator, device,
-                                          dtype),
-            "a_n_per_s": lognormal_spread(p.a_n_per_s, p.a_n_dtod, shape, generator, device,
-                                          dtype),
+            "a_p_per_s": lognormal_spread(p.a_p_per_s, p.a_p_dtod, shape, generator, device, dtype),
+            "a_n_per_s": lognormal_spread(p.a_n_per_s, p.a_n_dtod, shape, generator, device, dtype),
         }
 
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         return torch.full((*shape, 1), self.p.x0, device=device, dtype=dtype)
 
-    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor,
-                    t_s: float) -> Tensor:
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
         """Chord I(v_read)/v_read (``v_read`` a float or a per-cell tensor); at 0 V the
         small-signal limit a x b."""
         b = self.p.b_per_v
@@ -129,8 +128,14 @@ class YakopcicDevice(DeviceModel):
         # max |f'(x)|: alpha_p + 1/(1 - x_p) at x_p, alpha_n + 1/(1 - x_n) at 1 - x_n.
         slope = max(p.alpha_p + 1.0 / (1.0 - p.x_p), p.alpha_n + 1.0 / (1.0 - p.x_n))
         lam = rate0.abs() * slope
-        return c2c_pulses(state, count, width_s, p.dx_std, generator,
-                          lambda x, w: rk4(x, rate, w, lam, p.substeps))
+        return c2c_pulses(
+            state,
+            count,
+            width_s,
+            p.dx_std,
+            generator,
+            lambda x, w: rk4(x, rate, w, lam, p.substeps),
+        )
 
     # -- physics helpers ---------------------------------------------------------------
     def current(self, state: Tensor, d2d: D2D, v: Tensor) -> Tensor:
@@ -150,5 +155,6 @@ class YakopcicDevice(DeviceModel):
         one = torch.ones_like(x)
         f_up = torch.exp(-p.alpha_p * (x - p.x_p)) * ((p.x_p - x) / (1.0 - p.x_p) + 1.0)
         f_dn = torch.exp(p.alpha_n * (x + p.x_n - 1.0)) * x / (1.0 - p.x_n)
-        return torch.where(up, torch.where(x >= p.x_p, f_up, one),
-                           torch.where(x <= 1.0 - p.x_n, f_dn, one))
+        return torch.where(
+            up, torch.where(x >= p.x_p, f_up, one), torch.where(x <= 1.0 - p.x_n, f_dn, one)
+        )

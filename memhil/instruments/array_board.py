@@ -71,9 +71,9 @@ import numpy as np
 from pymeasure.adapters import SerialAdapter
 from pymeasure.instruments import Instrument
 
+from memhil.core.limits import row_column_blocks
 from memhil.instruments.registry import InstrumentRanges, register_instrument
 from memhil.instruments.session import resync_pymeasure
-from memhil.core.limits import row_column_blocks
 
 
 class ArrayBoardError(RuntimeError):
@@ -93,8 +93,15 @@ class ArrayBoard(Instrument):
     URL or port, a ``serial.Serial``, a VISA resource (``ASRL...::INSTR``) or an Adapter.
     """
 
-    def __init__(self, adapter: Any, name: str = "arrayboard", *, timeout: float = 5.0,
-                 baudrate: int = 115200, **kwargs: Any):
+    def __init__(
+        self,
+        adapter: Any,
+        name: str = "arrayboard",
+        *,
+        timeout: float = 5.0,
+        baudrate: int = 115200,
+        **kwargs: Any,
+    ):
         import serial  # pyserial
 
         if isinstance(adapter, str) and "://" in adapter and "::" not in adapter:
@@ -139,8 +146,11 @@ class ArrayBoard(Instrument):
         """``Resyncable``: flush and drain the port, ``*IDN?`` must answer
         ``MEMHIL,ARRAYBOARD,...`` (the protocol has no ``*CLS``); close and re-open the
         port (serial URL or VISA resource) if that fails. Line voltages are not touched."""
-        resync_pymeasure(self, identify=lambda: self.ask("*IDN?"),
-                         expected=lambda r: r.startswith("MEMHIL,ARRAYBOARD,"))
+        resync_pymeasure(
+            self,
+            identify=lambda: self.ask("*IDN?"),
+            expected=lambda r: r.startswith("MEMHIL,ARRAYBOARD,"),
+        )
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -152,9 +162,11 @@ class ArrayBoard(Instrument):
     v_max = Instrument.measurement("VMAX?", "Get the largest line voltage magnitude (V).")
 
     integration_time = Instrument.control(
-        "TINT?", "TINT %.6g",
+        "TINT?",
+        "TINT %.6g",
         "Control the ADC integration time of one read (s).",
-        check_set_errors=True)
+        check_set_errors=True,
+    )
 
     # -- ArrayIO --------------------------------------------------------------------------------
     def read_columns(self, v_rows: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -171,12 +183,20 @@ class ArrayBoard(Instrument):
         return np.stack([self.read_columns(x) for x in v])
 
     compliance = Instrument.control(
-        "COMP?", "COMP %.6g",
+        "COMP?",
+        "COMP %.6g",
         "Control the per-cell current compliance of the following pulses (A).",
-        check_set_errors=True)
+        check_set_errors=True,
+    )
 
-    def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
-                    count: int = 1, compliance_a: float | None = None) -> int:
+    def pulse_cells(
+        self,
+        mask: np.ndarray,
+        amplitude_v: float,
+        width_s: float,
+        count: int = 1,
+        compliance_a: float | None = None,
+    ) -> int:
         """Pulse the masked cells with the V/2 scheme; returns the PULSE commands sent.
         ``compliance_a`` (A): sent as ``COMP`` before the pulses (None: the board keeps
         the compliance it has)."""
@@ -187,8 +207,9 @@ class ArrayBoard(Instrument):
             raise ValueError(f"need width_s > 0 and an integer count >= 1, got {width_s}, {count}")
         if compliance_a is not None:
             if not 1e-9 <= compliance_a <= 0.1:
-                raise ValueError(f"compliance_a {compliance_a} A is outside the board's "
-                                 f"1e-9 .. 0.1 A")
+                raise ValueError(
+                    f"compliance_a {compliance_a} A is outside the board's 1e-9 .. 0.1 A"
+                )
             self._ok(f"COMP {_v(compliance_a)}")
         blocks = row_column_blocks(m)
         for rows, cols in blocks:
@@ -202,8 +223,9 @@ class ArrayBoard(Instrument):
         self._ok("ZERO")
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _read(self, command: str, v: Sequence[float] | np.ndarray, n_in: int,
-              n_out: int) -> np.ndarray:
+    def _read(
+        self, command: str, v: Sequence[float] | np.ndarray, n_in: int, n_out: int
+    ) -> np.ndarray:
         values = [float(x) for x in np.asarray(v, dtype=float).ravel()]
         if len(values) != n_in:
             raise ValueError(f"{command} needs {n_in} voltages, got {len(values)}")
@@ -230,6 +252,10 @@ def create(address: str, name: str, **options: Any) -> ArrayBoard:
 
 # protocol version 1: COMP <= 0.1 A, width <= 1 s, count <= 1e6; lines +-5 V (the
 # reference board's DACs; VMAX? reports a board's own)
-register_instrument("memhil_array_board", "array", create, options=("timeout", "baudrate"),
-                    ranges=InstrumentRanges(v_max_v=5.0, i_max_a=0.1, width_max_s=1.0,
-                                            count_max=10**6))
+register_instrument(
+    "memhil_array_board",
+    "array",
+    create,
+    options=("timeout", "baudrate"),
+    ranges=InstrumentRanges(v_max_v=5.0, i_max_a=0.1, width_max_s=1.0, count_max=10**6),
+)

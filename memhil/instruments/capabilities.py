@@ -7,8 +7,9 @@ else. Vendor specifics stay inside the adapters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -61,8 +62,15 @@ class SourceMeter(Protocol):
     def sweep(self, start: float, stop: float, points: int) -> SweepResult:
         """A buffered linear sweep of the source level, measured at every point."""
 
-    def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
-              period_s: float | None = None) -> None:
+    def pulse(
+        self,
+        level: float,
+        width_s: float,
+        count: int = 1,
+        *,
+        base: float = 0.0,
+        period_s: float | None = None,
+    ) -> None:
         """``count`` pulses to ``level`` of ``width_s`` from ``base``, output left at base."""
 
     def in_compliance(self) -> bool: ...
@@ -132,8 +140,14 @@ class ArrayIO(Protocol):
     def read_rows(self, v_cols: Sequence[float] | np.ndarray) -> np.ndarray:
         """Apply ``v_cols`` (V) to all columns, rows at virtual ground; row currents (A)."""
 
-    def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
-                    count: int = 1, compliance_a: float | None = None) -> None:
+    def pulse_cells(
+        self,
+        mask: np.ndarray,
+        amplitude_v: float,
+        width_s: float,
+        count: int = 1,
+        compliance_a: float | None = None,
+    ) -> None:
         """Pulse the masked cells (rows x cols bool) with the V/2 scheme, limiting each
         selected cell's current to ``compliance_a`` (None: the board's present setting)."""
 

@@ -41,21 +41,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 import math
 import numbers
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from memhil.core.errors import LimitError
-from memhil.instruments.capabilities import (
-    ArrayIO, Measurement, Prober, SourceMeter, SourceMode, SweepResult, SwitchMatrix,
-)
 from memhil.core.limits import (
-    LINE_FREQUENCY_HZ, NPLC_MAX, Limits, exceeds, row_column_blocks, v_half_energy_j,
+    LINE_FREQUENCY_HZ,
+    NPLC_MAX,
+    Limits,
+    exceeds,
+    row_column_blocks,
+    v_half_energy_j,
     worst_case_energy_j,
+)
+from memhil.instruments.capabilities import (
+    ArrayIO,
+    Measurement,
+    Prober,
+    SourceMeter,
+    SourceMode,
+    SweepResult,
+    SwitchMatrix,
 )
 
 log = logging.getLogger(__name__)
@@ -67,8 +79,14 @@ class InterlockError(LimitError):
     """A request refused because of the instrument's state (no compliance set, prober in
     contact, forbidden relay), not because a value is too large."""
 
-    def __init__(self, message: str, quantity: str = "interlock", value: float = math.nan,
-                 limit: float = math.nan, unit: str = ""):
+    def __init__(
+        self,
+        message: str,
+        quantity: str = "interlock",
+        value: float = math.nan,
+        limit: float = math.nan,
+        unit: str = "",
+    ):
         self.quantity = quantity
         self.value = value
         self.limit = limit
@@ -119,17 +137,21 @@ class SafeStateError(RuntimeError):
     """The safe state of one or more components was not confirmed. ``report`` holds every
     component's state; ``errors`` every (component, exception)."""
 
-    def __init__(self, errors: Sequence[tuple[str, BaseException]],
-                 report: SafeStateReport | None = None):
+    def __init__(
+        self, errors: Sequence[tuple[str, BaseException]], report: SafeStateReport | None = None
+    ):
         self.errors = list(errors)
-        self.report = report or SafeStateReport(tuple(
-            SafeStateEntry(who, "state unknown", False, e) for who, e in self.errors))
+        self.report = report or SafeStateReport(
+            tuple(SafeStateEntry(who, "state unknown", False, e) for who, e in self.errors)
+        )
         names = ", ".join(e.component for e in self.report.unconfirmed)
-        super().__init__(f"safe state NOT confirmed for {names}; the bench may not be safe: "
-                         f"{self.report}")
+        super().__init__(
+            f"safe state NOT confirmed for {names}; the bench may not be safe: {self.report}"
+        )
 
 
 # -- value checks ----------------------------------------------------------------------
+
 
 def _number(value: Any, quantity: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -170,16 +192,19 @@ def _scalar(x: float) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float64)
 
 
-def _check_pulse_rules(limits: Limits, v_abs: float, width_s: Any, count: int,
-                       current_a: float) -> None:
+def _check_pulse_rules(
+    limits: Limits, v_abs: float, width_s: Any, count: int, current_a: float
+) -> None:
     """Width, count and worst-case energy by ``Limits.check_pulse`` (0-dim tensors), for a
     request whose amplitude was already checked strictly by the caller."""
     width = _number(width_s, "pulse width")
-    limits.check_pulse(_scalar(v_abs), _scalar(width), _scalar(float(count)),
-                       _scalar(current_a), None)
+    limits.check_pulse(
+        _scalar(v_abs), _scalar(width), _scalar(float(count)), _scalar(current_a), None
+    )
 
 
 # -- SMU ---------------------------------------------------------------------------------
+
 
 def _resync(inner: Any) -> None:
     """Pass ``resync`` through to the wrapped adapter: it restores the connection and
@@ -188,7 +213,6 @@ def _resync(inner: Any) -> None:
     if fn is None:
         raise NotImplementedError(f"{type(inner).__name__} cannot resync its connection")
     fn()
-
 
 
 class GuardedSourceMeter:
@@ -225,16 +249,22 @@ class GuardedSourceMeter:
 
     def _need_mode(self, what: str) -> str:
         if self._mode is None:
-            raise InterlockError(f"{self.name}: {what} refused: set the source mode first "
-                                 f"(set_source_mode('voltage'|'current'))", "source mode")
+            raise InterlockError(
+                f"{self.name}: {what} refused: set the source mode first "
+                f"(set_source_mode('voltage'|'current'))",
+                "source mode",
+            )
         return self._mode
 
     def _need_compliance(self, what: str) -> float:
         self._need_mode(what)
         if self._compliance is None:
-            raise InterlockError(f"{self.name}: {what} refused: no compliance set on this "
-                                 f"channel since the source mode was set (compliance before "
-                                 f"output on)", "compliance")
+            raise InterlockError(
+                f"{self.name}: {what} refused: no compliance set on this "
+                f"channel since the source mode was set (compliance before "
+                f"output on)",
+                "compliance",
+            )
         return self._compliance
 
     def _check_level(self, value: Any, what: str = "source level") -> float:
@@ -246,11 +276,16 @@ class GuardedSourceMeter:
     # -- SourceMeter -----------------------------------------------------------------------
     def set_source_mode(self, mode: SourceMode) -> None:
         if mode not in _MODES:
-            raise InterlockError(f"{self.name}: source mode must be one of {list(_MODES)}, "
-                                 f"got {mode!r}", "source mode")
+            raise InterlockError(
+                f"{self.name}: source mode must be one of {list(_MODES)}, got {mode!r}",
+                "source mode",
+            )
         if self._smu.output_is_on():
-            raise InterlockError(f"{self.name}: source mode change refused while the output "
-                                 f"is on (turn it off first)", "source mode")
+            raise InterlockError(
+                f"{self.name}: source mode change refused while the output "
+                f"is on (turn it off first)",
+                "source mode",
+            )
         self._smu.set_source_mode(mode)
         self._mode = mode
         self._compliance = None
@@ -259,11 +294,13 @@ class GuardedSourceMeter:
     def set_compliance(self, limit: float) -> None:
         mode = self._need_mode("set_compliance")
         if mode == "voltage":
-            value = _check_positive_upto(limit, self._limits.compliance_max_a,
-                                         "current compliance", "A")
+            value = _check_positive_upto(
+                limit, self._limits.compliance_max_a, "current compliance", "A"
+            )
         else:
-            value = _check_positive_upto(limit, self._limits.v_pulse_max_v,
-                                         "voltage compliance", "V")
+            value = _check_positive_upto(
+                limit, self._limits.v_pulse_max_v, "voltage compliance", "V"
+            )
         self._smu.set_compliance(value)
         self._compliance = value
 
@@ -312,23 +349,31 @@ class GuardedSourceMeter:
             v, i = (self._compliance or lim.v_pulse_max_v), level
         else:
             v, i = level, (self._compliance or lim.compliance_max_a)
-        lim.check_energy(_scalar(worst_case_energy_j(v, i, nplc / LINE_FREQUENCY_HZ, 1)),
-                         quantity=f"{self.name}: worst-case energy of one measurement "
-                                  f"(|level| x compliance x nplc / {LINE_FREQUENCY_HZ:g} Hz)")
+        lim.check_energy(
+            _scalar(worst_case_energy_j(v, i, nplc / LINE_FREQUENCY_HZ, 1)),
+            quantity=f"{self.name}: worst-case energy of one measurement "
+            f"(|level| x compliance x nplc / {LINE_FREQUENCY_HZ:g} Hz)",
+        )
 
     def sweep(self, start: float, stop: float, points: int) -> SweepResult:
         self._check_level(start, "sweep start")
         self._check_level(stop, "sweep stop")
         if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 1:
-            raise LimitError(f"sweep points (must be an integer >= 1, got {points!r})",
-                             math.nan, 1)
+            raise LimitError(f"sweep points (must be an integer >= 1, got {points!r})", math.nan, 1)
         self._need_compliance("sweep")
         for value in np.linspace(float(start), float(stop), int(points)):
             self._check_level(float(value), "sweep point")
         return self._smu.sweep(float(start), float(stop), int(points))
 
-    def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
-              period_s: float | None = None) -> None:
+    def pulse(
+        self,
+        level: float,
+        width_s: float,
+        count: int = 1,
+        *,
+        base: float = 0.0,
+        period_s: float | None = None,
+    ) -> None:
         """Check, pulse, then switch the output off and confirm it by a query (the adapter
         leaves it on at ``base``). The energy counts the time at base too: per pulse
         |level| x width + |base| x (period - width), period None meaning 2 x width (the
@@ -340,8 +385,13 @@ class GuardedSourceMeter:
         width = _number(width_s, "pulse width")
         period = 2.0 * width if period_s is None else _number(period_s, "pulse period")
         if not period >= width:
-            raise InterlockError(f"{self.name}: pulse period {period:.6g} s is shorter than "
-                                 f"the width {width:.6g} s", "pulse period", period, width, "s")
+            raise InterlockError(
+                f"{self.name}: pulse period {period:.6g} s is shorter than the width {width:.6g} s",
+                "pulse period",
+                period,
+                width,
+                "s",
+            )
         if exceeds(period, self._limits.period_max_s):
             raise LimitError("pulse period", period, self._limits.period_max_s, "s")
         if self._mode == "voltage":
@@ -355,8 +405,9 @@ class GuardedSourceMeter:
             energy = worst_case_energy_j(compliance, 1.0, at_level + at_base, n)
         else:
             energy = worst_case_energy_j(1.0, current, v_lvl * width + v_b * (period - width), n)
-        self._limits.check_energy(_scalar(energy), quantity=f"{self.name}: worst-case pulse "
-                                  f"energy (level and base time)")
+        self._limits.check_energy(
+            _scalar(energy), quantity=f"{self.name}: worst-case pulse energy (level and base time)"
+        )
         if n == 0:
             return
         self._level = None
@@ -380,10 +431,13 @@ class GuardedSourceMeter:
         return "output off"
 
     def __repr__(self) -> str:
-        return f"GuardedSourceMeter({self.name!r}, mode={self._mode}, compliance={self._compliance})"
+        return (
+            f"GuardedSourceMeter({self.name!r}, mode={self._mode}, compliance={self._compliance})"
+        )
 
 
 # -- switch matrix -------------------------------------------------------------------------
+
 
 def _pair(pair: Any) -> tuple[int, int]:
     try:
@@ -411,12 +465,15 @@ class GuardedSwitchMatrix:
         checked = [_pair(p) for p in pairs]
         bad = [p for p in checked if p in self.forbidden]
         if bad:
-            raise InterlockError(f"{self.name}: relay(s) {bad} (port, line) are forbidden by "
-                                 f"wiring.forbidden; nothing was closed", "forbidden relay")
+            raise InterlockError(
+                f"{self.name}: relay(s) {bad} (port, line) are forbidden by "
+                f"wiring.forbidden; nothing was closed",
+                "forbidden relay",
+            )
         return checked
 
     def connect(self, port: int, line: int) -> None:
-        (p, l), = self._check([(port, line)])
+        ((p, l),) = self._check([(port, line)])
         self._matrix.connect(p, l)
 
     def disconnect(self, port: int, line: int) -> None:
@@ -437,8 +494,9 @@ class GuardedSwitchMatrix:
         self._matrix.safe_state()
         closed = self._matrix.connections()
         if closed:
-            raise InterlockError(f"{self.name}: relays {sorted(closed)} still closed after "
-                                 f"the safe state", "relay")
+            raise InterlockError(
+                f"{self.name}: relays {sorted(closed)} still closed after the safe state", "relay"
+            )
         return "all relays open"
 
     def __repr__(self) -> str:
@@ -446,6 +504,7 @@ class GuardedSwitchMatrix:
 
 
 # -- prober --------------------------------------------------------------------------------
+
 
 class GuardedProber:
     """A ``Prober`` that refuses X/Y moves while in contact, whatever the driver allows."""
@@ -463,8 +522,10 @@ class GuardedProber:
 
     def step_to(self, die: tuple[int, int], subsite: int = 0) -> None:
         if self._prober.in_contact():
-            raise InterlockError(f"{self.name}: step_to {die}/{subsite} refused while in "
-                                 f"contact (separate first)", "prober move")
+            raise InterlockError(
+                f"{self.name}: step_to {die}/{subsite} refused while in contact (separate first)",
+                "prober move",
+            )
         self.moves += 1
         self._prober.step_to(die, subsite)
 
@@ -490,8 +551,10 @@ class GuardedProber:
         self.moves += 1
         self._prober.safe_state()
         if self._prober.in_contact():
-            raise InterlockError(f"{self.name}: chuck still at contact height after the "
-                                 f"safe state (needles down)", "prober contact")
+            raise InterlockError(
+                f"{self.name}: chuck still at contact height after the safe state (needles down)",
+                "prober contact",
+            )
         return "separated (needles up)"
 
     def __repr__(self) -> str:
@@ -499,6 +562,7 @@ class GuardedProber:
 
 
 # -- array board ---------------------------------------------------------------------------
+
 
 class GuardedArrayIO:
     """An ``ArrayIO`` whose reads and pulses are checked against ``limits``."""
@@ -530,22 +594,38 @@ class GuardedArrayIO:
         arr = self._read_vector(v_cols, self.cols, "column")
         return self._array.read_rows(arr)
 
-    def pulse_cells(self, mask: np.ndarray, amplitude_v: float, width_s: float,
-                    count: int = 1, compliance_a: float | None = None) -> None:
+    def pulse_cells(
+        self,
+        mask: np.ndarray,
+        amplitude_v: float,
+        width_s: float,
+        count: int = 1,
+        compliance_a: float | None = None,
+    ) -> None:
         m = np.asarray(mask)
         if m.shape != (self.rows, self.cols) or m.dtype != np.bool_:
-            raise LimitError(f"pulse mask (need a bool array of shape {(self.rows, self.cols)}, "
-                             f"got {m.dtype} {m.shape})", math.nan, math.nan)
+            raise LimitError(
+                f"pulse mask (need a bool array of shape {(self.rows, self.cols)}, "
+                f"got {m.dtype} {m.shape})",
+                math.nan,
+                math.nan,
+            )
         amp = _check_abs(amplitude_v, self._limits.v_pulse_max_v, "pulse amplitude |V|", "V")
         n = _check_count(count, self._limits)
-        comp = (self._limits.compliance_default_a if compliance_a is None else
-                _check_positive_upto(compliance_a, self._limits.compliance_max_a, "pulse compliance", "A"))
+        comp = (
+            self._limits.compliance_default_a
+            if compliance_a is None
+            else _check_positive_upto(
+                compliance_a, self._limits.compliance_max_a, "pulse compliance", "A"
+            )
+        )
         _check_pulse_rules(self._limits, abs(amp), width_s, n, comp)
         # the driver pulses a non-product mask as several row x column blocks: every cell
         # is charged each block it is selected (|V|) or half-selected (|V|/2) by
         energy = v_half_energy_j(m.shape, row_column_blocks(m), abs(amp), comp, float(width_s), n)
-        self._limits.check_energy(torch.from_numpy(energy),
-                                  quantity="worst-case energy per cell of the V/2 pulses")
+        self._limits.check_energy(
+            torch.from_numpy(energy), quantity="worst-case energy per cell of the V/2 pulses"
+        )
         if n == 0 or not m.any():
             return
         self._array.pulse_cells(m, amp, float(width_s), n, compliance_a=comp)
@@ -561,6 +641,7 @@ class GuardedArrayIO:
 
 
 # -- safe state ----------------------------------------------------------------------------
+
 
 def _components(station: Any) -> list[tuple[str, Any]]:
     """Everything with a safe state, in the order it is made safe: SMU outputs off first,
@@ -587,17 +668,18 @@ def safe_state_all(station: Any) -> SafeStateReport:
         try:
             state = obj.safe_state()
         except BaseException as exc:  # attempt every component, re-raise below
-            log.critical("safe_state failed for %s: %s: %s", who, type(exc).__name__, exc,
-                         exc_info=exc)
+            log.critical(
+                "safe_state failed for %s: %s: %s", who, type(exc).__name__, exc, exc_info=exc
+            )
             errors.append((who, exc))
-            entries.append(SafeStateEntry(who, _UNKNOWN.get(_kind(who), "state unknown"),
-                                          False, exc))
+            entries.append(
+                SafeStateEntry(who, _UNKNOWN.get(_kind(who), "state unknown"), False, exc)
+            )
             continue
         if isinstance(state, str):
             entries.append(SafeStateEntry(who, state, True))
         else:  # an unguarded component that answered no confirming query
-            entries.append(SafeStateEntry(who, "safe state sent, not confirmed by a query",
-                                          False))
+            entries.append(SafeStateEntry(who, "safe state sent, not confirmed by a query", False))
     report = SafeStateReport(tuple(entries))
     interrupts = [e for _, e in errors if not isinstance(e, Exception)]
     if interrupts:  # a Ctrl-C during cleanup stays a Ctrl-C (every failure was logged above)
@@ -607,9 +689,12 @@ def safe_state_all(station: Any) -> SafeStateReport:
     return report
 
 
-_UNKNOWN = {"smu": "output state unknown (may be on)", "array": "line voltages unknown",
-            "matrix": "relay state unknown (may be closed)",
-            "prober": "chuck height unknown (needles may be down)"}
+_UNKNOWN = {
+    "smu": "output state unknown (may be on)",
+    "array": "line voltages unknown",
+    "matrix": "relay state unknown (may be closed)",
+    "prober": "chuck height unknown (needles may be down)",
+}
 
 
 def _kind(who: str) -> str:
@@ -630,7 +715,14 @@ def safe_session(station: Any) -> Iterator[Any]:
 
 
 __all__ = [
-    "GuardedArrayIO", "GuardedProber", "GuardedSourceMeter", "GuardedSwitchMatrix",
-    "InterlockError", "SafeStateEntry", "SafeStateError", "SafeStateReport", "safe_session",
+    "GuardedArrayIO",
+    "GuardedProber",
+    "GuardedSourceMeter",
+    "GuardedSwitchMatrix",
+    "InterlockError",
+    "SafeStateEntry",
+    "SafeStateError",
+    "SafeStateReport",
+    "safe_session",
     "safe_state_all",
 ]

@@ -20,8 +20,9 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, get_args
+from typing import Any, Literal, get_args
 
 from memhil.core.errors import ConfigError
 
@@ -97,10 +98,16 @@ _types: dict[str, InstrumentType] = {}
 _missing_builtins: dict[str, str] = {}  # module name -> reason (ModuleNotFoundError text)
 
 
-def register_instrument(name: str, role: str, factory: Factory, *, replace: bool = False,
-                        options: Iterable[str] | None = None,
-                        visa_option: str | None = None,
-                        ranges: InstrumentRanges | None = None) -> None:
+def register_instrument(
+    name: str,
+    role: str,
+    factory: Factory,
+    *,
+    replace: bool = False,
+    options: Iterable[str] | None = None,
+    visa_option: str | None = None,
+    ranges: InstrumentRanges | None = None,
+) -> None:
     """Register ``factory`` under the type ``name`` for ``role`` (smu, matrix, prober, array),
     with the type's ``ranges`` (station limits beyond them fail at load).
 
@@ -111,18 +118,28 @@ def register_instrument(name: str, role: str, factory: Factory, *, replace: bool
     if not isinstance(name, str) or not name or name != name.strip():
         raise ValueError(f"instrument type name must be a non-empty string, got {name!r}")
     if role not in ROLES:
-        raise ValueError(f"instrument type {name!r}: role must be one of {list(ROLES)}, got {role!r}")
+        raise ValueError(
+            f"instrument type {name!r}: role must be one of {list(ROLES)}, got {role!r}"
+        )
     if not callable(factory):
         raise TypeError(f"instrument type {name!r}: factory must be callable, got {factory!r}")
     module = getattr(factory, "__module__", "") or ""
     with _lock:
         old = _types.get(name)
         if old is not None and not replace and (old.factory is not factory or old.role != role):
-            raise ValueError(f"instrument type {name!r} is already registered "
-                             f"(role {old.role!r}, from {old.module or 'unknown module'})")
-        _types[name] = InstrumentType(name, role, factory, module,
-                                      None if options is None else frozenset(options),
-                                      visa_option, ranges)
+            raise ValueError(
+                f"instrument type {name!r} is already registered "
+                f"(role {old.role!r}, from {old.module or 'unknown module'})"
+            )
+        _types[name] = InstrumentType(
+            name,
+            role,
+            factory,
+            module,
+            None if options is None else frozenset(options),
+            visa_option,
+            ranges,
+        )
 
 
 def unregister_instrument(name: str) -> None:
@@ -143,7 +160,9 @@ def missing_builtin_modules() -> dict[str, str]:
         return dict(_missing_builtins)
 
 
-def get_instrument_type(name: Any, *, key: str = "type", source: str | None = None) -> InstrumentType:
+def get_instrument_type(
+    name: Any, *, key: str = "type", source: str | None = None
+) -> InstrumentType:
     """The registered type ``name``; ConfigError (naming ``key`` and ``source``) listing the
     known types otherwise."""
     with _lock:
@@ -153,8 +172,9 @@ def get_instrument_type(name: Any, *, key: str = "type", source: str | None = No
         missing = sorted(_missing_builtins)
     reason = f"unknown instrument type {name!r}; known types: {known or 'none registered'}"
     if missing:
-        reason += (f" (built-in adapter modules not available, their types are not "
-                   f"registered: {missing})")
+        reason += (
+            f" (built-in adapter modules not available, their types are not registered: {missing})"
+        )
     raise ConfigError(key, reason, source)
 
 
@@ -186,8 +206,19 @@ def load_builtin_instruments() -> dict[str, str]:
 
 
 __all__ = [
-    "BUILTIN_MODULES", "InstrumentRanges", "InstrumentType", "QCODES_VISA_OPTIONS",
-    "RANGE_CHECKS", "ROLES", "Role", "VISA_LIBRARIES_BY_NAME", "create_instrument",
-    "get_instrument_type", "instrument_types", "load_builtin_instruments",
-    "missing_builtin_modules", "register_instrument", "unregister_instrument",
+    "BUILTIN_MODULES",
+    "InstrumentRanges",
+    "InstrumentType",
+    "QCODES_VISA_OPTIONS",
+    "RANGE_CHECKS",
+    "ROLES",
+    "Role",
+    "VISA_LIBRARIES_BY_NAME",
+    "create_instrument",
+    "get_instrument_type",
+    "instrument_types",
+    "load_builtin_instruments",
+    "missing_builtin_modules",
+    "register_instrument",
+    "unregister_instrument",
 ]

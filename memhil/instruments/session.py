@@ -47,9 +47,19 @@ PROBE_TIMEOUT_S = 2.0
 PEER_CHECK_S = 0.25
 
 #: Session settings carried over when a VISA resource is re-opened.
-_VISA_SETTINGS = ("read_termination", "write_termination", "timeout", "encoding",
-                  "chunk_size", "query_delay", "baud_rate", "data_bits", "parity",
-                  "stop_bits", "flow_control")
+_VISA_SETTINGS = (
+    "read_termination",
+    "write_termination",
+    "timeout",
+    "encoding",
+    "chunk_size",
+    "query_delay",
+    "baud_rate",
+    "data_bits",
+    "parity",
+    "stop_bits",
+    "flow_control",
+)
 
 
 class ResyncError(ConnectionError):
@@ -57,9 +67,15 @@ class ResyncError(ConnectionError):
     answers the identity query wrongly even on a fresh session)."""
 
 
-def resync_session(name: str, address: Any, *, clean: Callable[[], None],
-                   identify: Callable[[], str], expected: Callable[[str], bool],
-                   reopen: Callable[[], None]) -> str:
+def resync_session(
+    name: str,
+    address: Any,
+    *,
+    clean: Callable[[], None],
+    identify: Callable[[], str],
+    expected: Callable[[str], bool],
+    reopen: Callable[[], None],
+) -> str:
     """``clean()``, ``identify()`` and check the reply with ``expected``; a reply that does
     not match is given one more drain and query (a late reply that arrived after the
     drain). If that fails or anything raises, ``reopen()`` the session and do it again.
@@ -69,8 +85,7 @@ def resync_session(name: str, address: Any, *, clean: Callable[[], None],
     for fresh in (False, True):
         try:
             if fresh:
-                log.warning("%s: re-opening the connection at %s (%s)", name, address,
-                            problems[-1])
+                log.warning("%s: re-opening the connection at %s (%s)", name, address, problems[-1])
                 reopen()
             for _ in range(2):
                 clean()
@@ -83,11 +98,14 @@ def resync_session(name: str, address: Any, *, clean: Callable[[], None],
         except Exception as exc:  # noqa: BLE001 - any failure means "not in a known state"
             last = exc
             problems.append(f"{type(exc).__name__}: {exc}")
-    raise ResyncError(f"{name}: cannot bring the connection at {address} back to a known "
-                      f"state: {'; '.join(problems)}") from last
+    raise ResyncError(
+        f"{name}: cannot bring the connection at {address} back to a known "
+        f"state: {'; '.join(problems)}"
+    ) from last
 
 
 # -- VISA (QCoDeS VisaInstrument.visa_handle, PyMeasure VISAAdapter.connection) ---------------
+
 
 def is_socket(handle: pyvisa.resources.MessageBasedResource) -> bool:
     return str(handle.resource_name).upper().endswith("::SOCKET")
@@ -116,8 +134,9 @@ def check_visa_open(handle: pyvisa.resources.MessageBasedResource) -> None:
             raise ConnectionError(f"{handle.resource_name}: the peer closed the connection")
 
 
-def read_watching_peer(handle: pyvisa.resources.MessageBasedResource,
-                       read: Callable[[], Any]) -> Any:
+def read_watching_peer(
+    handle: pyvisa.resources.MessageBasedResource, read: Callable[[], Any]
+) -> Any:
     """``read()`` (one read on ``handle``) within the session's timeout, in slices of
     ``PEER_CHECK_S``: a pyvisa-py socket whose peer closed the connection raises
     ``ConnectionError`` at the next slice instead of timing out at the end (pyvisa-py
@@ -129,8 +148,11 @@ def read_watching_peer(handle: pyvisa.resources.MessageBasedResource,
     try:
         while True:
             left_ms = None if deadline is None else (deadline - time.monotonic()) * 1000.0
-            handle.timeout = PEER_CHECK_S * 1000.0 if left_ms is None else \
-                max(1.0, min(left_ms, PEER_CHECK_S * 1000.0))
+            handle.timeout = (
+                PEER_CHECK_S * 1000.0
+                if left_ms is None
+                else max(1.0, min(left_ms, PEER_CHECK_S * 1000.0))
+            )
             try:
                 return read()
             except pyvisa.errors.VisaIOError as exc:
@@ -146,8 +168,11 @@ def read_watching_peer(handle: pyvisa.resources.MessageBasedResource,
             pass
 
 
-def drain_visa(handle: pyvisa.resources.MessageBasedResource, quiet_s: float = DRAIN_QUIET_S,
-               max_s: float = DRAIN_MAX_S) -> int:
+def drain_visa(
+    handle: pyvisa.resources.MessageBasedResource,
+    quiet_s: float = DRAIN_QUIET_S,
+    max_s: float = DRAIN_MAX_S,
+) -> int:
     """Read and discard input until none arrives for ``quiet_s``; returns the bytes
     dropped. The session's timeout is restored."""
     try:
@@ -172,8 +197,9 @@ def drain_visa(handle: pyvisa.resources.MessageBasedResource, quiet_s: float = D
     return dropped
 
 
-def visa_clean(handle: pyvisa.resources.MessageBasedResource,
-               device_clear: Callable[[], None] | None = None) -> None:
+def visa_clean(
+    handle: pyvisa.resources.MessageBasedResource, device_clear: Callable[[], None] | None = None
+) -> None:
     """Check the session is alive, device-clear it where that is a real viClear (not on
     SOCKET sessions: see the module docstring), then drain stale input."""
     check_visa_open(handle)
@@ -199,16 +225,18 @@ def visa_settings(handle: pyvisa.resources.MessageBasedResource) -> dict[str, An
     return out
 
 
-def apply_visa_settings(handle: pyvisa.resources.MessageBasedResource,
-                        settings: dict[str, Any]) -> None:
+def apply_visa_settings(
+    handle: pyvisa.resources.MessageBasedResource, settings: dict[str, Any]
+) -> None:
     for attr, value in settings.items():
         if hasattr(type(handle), attr):
             setattr(handle, attr, value)
 
 
-def reopen_visa(handle: pyvisa.resources.MessageBasedResource,
-                open_resource: Callable[[str], pyvisa.resources.MessageBasedResource]
-                ) -> pyvisa.resources.MessageBasedResource:
+def reopen_visa(
+    handle: pyvisa.resources.MessageBasedResource,
+    open_resource: Callable[[str], pyvisa.resources.MessageBasedResource],
+) -> pyvisa.resources.MessageBasedResource:
     """Open ``handle``'s resource again with ``open_resource(name)`` (which may close the
     old session itself) and give it the old session's settings; returns the new one."""
     settings, name = visa_settings(handle), str(handle.resource_name)
@@ -229,6 +257,7 @@ def visa_library(handle: pyvisa.resources.MessageBasedResource) -> str:
 
 
 # -- pyserial (PyMeasure SerialAdapter.connection) --------------------------------------------
+
 
 def serial_clean(port: Any, quiet_s: float = DRAIN_QUIET_S, max_s: float = DRAIN_MAX_S) -> None:
     """Discard buffered and late input on a pyserial port (raises ``SerialException``
@@ -273,8 +302,15 @@ def idn_matches(reply: str, known: Any = None) -> bool:
 
 # -- driver families ----------------------------------------------------------------------------
 
-def resync_qcodes(instr: Any, *, identify: Callable[[], str], expected: Callable[[str], bool],
-                  clear_status: bool = True, idle: Callable[[], None] | None = None) -> str:
+
+def resync_qcodes(
+    instr: Any,
+    *,
+    identify: Callable[[], str],
+    expected: Callable[[str], bool],
+    clear_status: bool = True,
+    idle: Callable[[], None] | None = None,
+) -> str:
     """``resync`` of a QCoDeS ``VisaInstrument``: device clear (where it is a real
     viClear), drain, ``idle()`` (commands that return the command interface to idle
     whatever state it is in, e.g. out of a half-loaded script), ``*CLS``
@@ -298,11 +334,18 @@ def resync_qcodes(instr: Any, *, identify: Callable[[], str], expected: Callable
         def open_resource(name: str) -> Any:
             instr.set_address(name, lib)
             return instr.visa_handle
+
         reopen_visa(instr.visa_handle, open_resource)
 
     try:
-        return resync_session(instr.name, instr.visa_handle.resource_name, clean=clean,
-                              identify=identify, expected=expected, reopen=reopen)
+        return resync_session(
+            instr.name,
+            instr.visa_handle.resource_name,
+            clean=clean,
+            identify=identify,
+            expected=expected,
+            reopen=reopen,
+        )
     finally:
         try:
             instr.timeout(saved_timeout)
@@ -310,8 +353,9 @@ def resync_qcodes(instr: Any, *, identify: Callable[[], str], expected: Callable
             pass
 
 
-def resync_pymeasure(instr: Any, *, identify: Callable[[], str],
-                     expected: Callable[[str], bool]) -> str:
+def resync_pymeasure(
+    instr: Any, *, identify: Callable[[], str], expected: Callable[[str], bool]
+) -> str:
     """``resync`` of a PyMeasure ``Instrument`` over a ``VISAAdapter`` (drain, device
     clear where real; re-open the resource through the adapter's resource manager) or a
     ``SerialAdapter`` (flush and drain; close and re-open the port or URL)."""
@@ -335,8 +379,14 @@ def resync_pymeasure(instr: Any, *, identify: Callable[[], str],
         if saved_ms is not None and saved_ms > PROBE_TIMEOUT_S * 1000.0:
             conn.timeout = PROBE_TIMEOUT_S * 1000.0  # re-opened sessions inherit it
         try:
-            return resync_session(instr.name, address, clean=clean, identify=identify,
-                                  expected=expected, reopen=reopen)
+            return resync_session(
+                instr.name,
+                address,
+                clean=clean,
+                identify=identify,
+                expected=expected,
+                reopen=reopen,
+            )
         finally:
             try:
                 if saved_ms is not None:
@@ -353,12 +403,30 @@ def resync_pymeasure(instr: Any, *, identify: Callable[[], str],
             reopen_serial(adapter.connection)
     else:
         raise NotImplementedError(f"{instr.name}: cannot resync a {type(adapter).__name__}")
-    return resync_session(instr.name, address, clean=clean, identify=identify,
-                          expected=expected, reopen=reopen)
+    return resync_session(
+        instr.name, address, clean=clean, identify=identify, expected=expected, reopen=reopen
+    )
 
 
-__all__ = ["DRAIN_MAX_S", "DRAIN_QUIET_S", "PEER_CHECK_S", "PROBE_TIMEOUT_S", "ResyncError",
-           "apply_visa_settings", "check_visa_open", "drain_visa", "idn_matches", "is_socket",
-           "read_watching_peer", "reopen_serial", "reopen_visa", "resync_pymeasure",
-           "resync_qcodes", "resync_session", "serial_clean", "visa_clean", "visa_library",
-           "visa_settings"]
+__all__ = [
+    "DRAIN_MAX_S",
+    "DRAIN_QUIET_S",
+    "PEER_CHECK_S",
+    "PROBE_TIMEOUT_S",
+    "ResyncError",
+    "apply_visa_settings",
+    "check_visa_open",
+    "drain_visa",
+    "idn_matches",
+    "is_socket",
+    "read_watching_peer",
+    "reopen_serial",
+    "reopen_visa",
+    "resync_pymeasure",
+    "resync_qcodes",
+    "resync_session",
+    "serial_clean",
+    "visa_clean",
+    "visa_library",
+    "visa_settings",
+]

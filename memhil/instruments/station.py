@@ -17,7 +17,8 @@ raise ``ConfigError`` naming the file, the dotted key and the reason)::
       width_min_s: 1.0e-6
       width_max_s: 1.0
       count_max: 100000
-      energy_max_j: 1.0e-6               #   or null; worst case |V| * I_compliance * width * count, per cell and request
+      energy_max_j: 1.0e-6               #   or null; worst case |V| * I_compliance * width
+                                         #   * count, per cell and request
       period_max_s: 10.0                 #   longest SMU pulse period
                                          # every limit must lie within each instrument type's ranges
     instruments:                         # required, at least one; name -> block
@@ -47,22 +48,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, cast
-
+from typing import Any, cast
 
 from memhil.core.config import from_mapping, load_yaml, require
 from memhil.core.errors import ConfigError
+from memhil.core.limits import Limits, exceeds
+from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.instruments.guard import (
-    GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, SafeStateReport,
+    GuardedArrayIO,
+    GuardedProber,
+    GuardedSourceMeter,
+    GuardedSwitchMatrix,
+    SafeStateReport,
     safe_state_all,
 )
-from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.instruments.registry import (
-    RANGE_CHECKS, VISA_LIBRARIES_BY_NAME, get_instrument_type, load_builtin_instruments,
+    RANGE_CHECKS,
+    VISA_LIBRARIES_BY_NAME,
+    get_instrument_type,
+    load_builtin_instruments,
 )
-from memhil.core.limits import Limits, exceeds
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +105,18 @@ class ChipConfig:
         require(self.rows >= 1, "rows", f"must be >= 1, got {self.rows}")
         require(self.cols >= 1, "cols", f"must be >= 1, got {self.cols}")
         g = self.conductance_range_s
-        require(g is None or (len(g) == 2 and 0 <= g[0] < g[1]), "conductance_range_s",
-                f"expected [g_min, g_max] with 0 <= g_min < g_max, got {g}")
+        require(
+            g is None or (len(g) == 2 and 0 <= g[0] < g[1]),
+            "conductance_range_s",
+            f"expected [g_min, g_max] with 0 <= g_min < g_max, got {g}",
+        )
         for name in ("set_pulse", "reset_pulse"):
             p = getattr(self, name)
-            require(p is None or (len(p) == 2 and p[1] > 0), name,
-                    f"expected [amplitude_v, width_s] with width > 0, got {p}")
+            require(
+                p is None or (len(p) == 2 and p[1] > 0),
+                name,
+                f"expected [amplitude_v, width_s] with width > 0, got {p}",
+            )
 
 
 @dataclass(frozen=True)
@@ -116,8 +130,11 @@ class InstrumentConfig:
     def __post_init__(self) -> None:
         require(bool(self.type.strip()), "type", "must be a non-empty type name")
         for k in self.options:
-            require(isinstance(k, str) and _NAME.match(k) is not None, f"options.{k}",
-                    "option names must be identifiers (letters, digits, '_')")
+            require(
+                isinstance(k, str) and _NAME.match(k) is not None,
+                f"options.{k}",
+                "option names must be identifiers (letters, digits, '_')",
+            )
 
 
 @dataclass(frozen=True)
@@ -134,8 +151,11 @@ class WiringConfig:
         ports: dict[int, str] = {}
         for key, port in self.smu_ports.items():
             where = f"smu_ports[{key}]"
-            require(isinstance(key, str) and all(_NAME.match(p) for p in key.split(".", 1)),
-                    where, "SMU channel must be '<instrument>' or '<instrument>.<channel>'")
+            require(
+                isinstance(key, str) and all(_NAME.match(p) for p in key.split(".", 1)),
+                where,
+                "SMU channel must be '<instrument>' or '<instrument>.<channel>'",
+            )
             require(_is_int(port), where, f"expected an integer port, got {port!r}")
             require(port >= 1, where, f"port must be >= 1, got {port}")
             require(port not in ports, where, f"port {port} is already used by {ports.get(port)!r}")
@@ -145,8 +165,11 @@ class WiringConfig:
             for i, line in enumerate(getattr(self, side)):
                 where = f"{side}[{i}]"
                 require(line >= 1, where, f"line must be >= 1, got {line}")
-                require(line not in lines, where, f"line {line} is used twice "
-                        f"(already {lines.get(line)})")
+                require(
+                    line not in lines,
+                    where,
+                    f"line {line} is used twice (already {lines.get(line)})",
+                )
                 lines[line] = where
         for i, port in enumerate(self.ground_ports):
             where = f"ground_ports[{i}]"
@@ -155,7 +178,11 @@ class WiringConfig:
         for i, pair in enumerate(self.forbidden):
             where = f"forbidden[{i}]"
             require(len(pair) == 2, where, f"expected a [port, line] pair, got {list(pair)}")
-            require(pair[0] >= 1 and pair[1] >= 1, where, f"port and line must be >= 1, got {list(pair)}")
+            require(
+                pair[0] >= 1 and pair[1] >= 1,
+                where,
+                f"port and line must be >= 1, got {list(pair)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -174,23 +201,33 @@ class StationConfig:
         """Plain data (YAML/JSON-ready); ``load_station_config(cfg.to_dict())`` rebuilds it."""
         return {
             "name": self.name,
-            "chip": {k: (list(v) if isinstance(v, tuple) else v)
-                     for k, v in dataclasses.asdict(self.chip).items() if v is not None},
+            "chip": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self.chip).items()
+                if v is not None
+            },
             "limits": dataclasses.asdict(self.limits),
-            "instruments": {n: {"type": i.type, "address": i.address, "options": dict(i.options)}
-                            for n, i in self.instruments.items()},
-            "wiring": {"smu_ports": dict(self.wiring.smu_ports), "rows": list(self.wiring.rows),
-                       "cols": list(self.wiring.cols),
-                       "forbidden": [list(p) for p in self.wiring.forbidden],
-                       "ground_ports": list(self.wiring.ground_ports)},
+            "instruments": {
+                n: {"type": i.type, "address": i.address, "options": dict(i.options)}
+                for n, i in self.instruments.items()
+            },
+            "wiring": {
+                "smu_ports": dict(self.wiring.smu_ports),
+                "rows": list(self.wiring.rows),
+                "cols": list(self.wiring.cols),
+                "forbidden": [list(p) for p in self.wiring.forbidden],
+                "ground_ports": list(self.wiring.ground_ports),
+            },
             "mock": dict(self.mock),
         }
 
 
 # -- loading -------------------------------------------------------------------------------
 
-def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | StationConfig, *,
-                        source: str | None = None) -> StationConfig:
+
+def load_station_config(
+    path_or_mapping: str | Path | Mapping[str, Any] | StationConfig, *, source: str | None = None
+) -> StationConfig:
     """Read and validate a station file (or a mapping). Built-in instrument types are
     loaded first so that ``type`` can be checked against the registry."""
     if isinstance(path_or_mapping, StationConfig):
@@ -216,8 +253,9 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
     chip = from_mapping(ChipConfig, data["chip"], source=source, prefix="chip")
     limits = from_mapping(Limits, data["limits"], source=source, prefix="limits")
     wiring = data.get("wiring")
-    wiring = from_mapping(WiringConfig, {} if wiring is None else wiring, source=source,
-                          prefix="wiring")
+    wiring = from_mapping(
+        WiringConfig, {} if wiring is None else wiring, source=source, prefix="wiring"
+    )
     mock = data.get("mock")
     mock = {} if mock is None else mock
     if not isinstance(mock, Mapping):
@@ -225,8 +263,9 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
 
     raw = data["instruments"]
     if not isinstance(raw, Mapping):
-        raise ConfigError("instruments", f"expected a mapping of name -> instrument, got {raw!r}",
-                          source)
+        raise ConfigError(
+            "instruments", f"expected a mapping of name -> instrument, got {raw!r}", source
+        )
     if not raw:
         raise ConfigError("instruments", "at least one instrument is required", source)
     load_builtin_instruments()
@@ -234,8 +273,11 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
     roles: dict[str, str] = {}
     for inst, block in raw.items():
         if not isinstance(inst, str) or not _NAME.match(inst):
-            raise ConfigError(f"instruments.{inst}", "instrument names must be identifiers "
-                              "(letters, digits, '_'; no dots)", source)
+            raise ConfigError(
+                f"instruments.{inst}",
+                "instrument names must be identifiers (letters, digits, '_'; no dots)",
+                source,
+            )
         key = f"instruments.{inst}"
         _require_keys(block, ("type", "address"), key, source)
         ic = from_mapping(InstrumentConfig, block, source=source, prefix=key)
@@ -244,13 +286,23 @@ def load_station_config(path_or_mapping: str | Path | Mapping[str, Any] | Statio
         role = itype.role
         for other, other_role in roles.items():
             if role in _SINGLE_ROLES and other_role == role:
-                raise ConfigError(f"{key}.type", f"a second {role!r} instrument ({other!r} is one);"
-                                  f" a station has at most one", source)
+                raise ConfigError(
+                    f"{key}.type",
+                    f"a second {role!r} instrument ({other!r} is one); a station has at most one",
+                    source,
+                )
         instruments[inst] = ic
         roles[inst] = role
 
-    cfg = StationConfig(chip=chip, limits=limits, instruments=instruments, wiring=wiring,
-                        mock=dict(mock), name=name, source=source)
+    cfg = StationConfig(
+        chip=chip,
+        limits=limits,
+        instruments=instruments,
+        wiring=wiring,
+        mock=dict(mock),
+        name=name,
+        source=source,
+    )
     _check_wiring(cfg, roles)
     _check_ranges(cfg)
     return cfg
@@ -262,13 +314,20 @@ def _check_options(ic: InstrumentConfig, itype: Any, key: str, source: str | Non
     allowed = itype.options
     for name, value in ic.options.items():
         if allowed is not None and name not in allowed:
-            raise ConfigError(f"{key}.options.{name}", f"not an option of type {ic.type!r} "
-                              f"(allowed: {sorted(allowed)})", source)
+            raise ConfigError(
+                f"{key}.options.{name}",
+                f"not an option of type {ic.type!r} (allowed: {sorted(allowed)})",
+                source,
+            )
         if name == itype.visa_option and value not in VISA_LIBRARIES_BY_NAME:
-            raise ConfigError(f"{key}.options.{name}", f"{value!r}: a station file selects a "
-                              f"VISA library only by name {list(VISA_LIBRARIES_BY_NAME)}; a "
-                              f"library path loads native code: give it on the command line "
-                              f"(memhil run --visa-library PATH)", source)
+            raise ConfigError(
+                f"{key}.options.{name}",
+                f"{value!r}: a station file selects a "
+                f"VISA library only by name {list(VISA_LIBRARIES_BY_NAME)}; a "
+                f"library path loads native code: give it on the command line "
+                f"(memhil run --visa-library PATH)",
+                source,
+            )
 
 
 def _check_ranges(cfg: StationConfig) -> None:
@@ -276,18 +335,23 @@ def _check_ranges(cfg: StationConfig) -> None:
     limit no instrument can honour fails at load, not in the middle of a run."""
     for limit_name, range_name, unit in RANGE_CHECKS:
         value = getattr(cfg.limits, limit_name)
-        bounds = [(getattr(t.ranges, range_name), inst, ic.type)
-                  for inst, ic in cfg.instruments.items()
-                  if (t := get_instrument_type(ic.type)).ranges is not None
-                  and getattr(t.ranges, range_name) is not None]
+        bounds = [
+            (getattr(t.ranges, range_name), inst, ic.type)
+            for inst, ic in cfg.instruments.items()
+            if (t := get_instrument_type(ic.type)).ranges is not None
+            and getattr(t.ranges, range_name) is not None
+        ]
         if not bounds:
             continue
         bound, inst, type_name = min(bounds, key=lambda b: b[0])  # the tightest names itself
         if exceeds(value, bound):
             u = f" {unit}" if unit else ""
-            raise ConfigError(f"limits.{limit_name}", f"{value:g}{u} is beyond the range of "
-                              f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
-                              cfg.source)
+            raise ConfigError(
+                f"limits.{limit_name}",
+                f"{value:g}{u} is beyond the range of "
+                f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
+                cfg.source,
+            )
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:
@@ -304,27 +368,41 @@ def _check_wiring(cfg: StationConfig, roles: dict[str, str]) -> None:
     for side, n in (("rows", cfg.chip.rows), ("cols", cfg.chip.cols)):
         lines = getattr(w, side)
         if has_matrix and not lines:
-            raise ConfigError(f"wiring.{side}", f"required with a switch matrix: the matrix "
-                              f"line of each of the {n} chip {side}", src)
+            raise ConfigError(
+                f"wiring.{side}",
+                f"required with a switch matrix: the matrix line of each of the {n} chip {side}",
+                src,
+            )
         if lines and len(lines) != n:
-            raise ConfigError(f"wiring.{side}", f"has {len(lines)} lines but chip.{side} is {n}", src)
+            raise ConfigError(
+                f"wiring.{side}", f"has {len(lines)} lines but chip.{side} is {n}", src
+            )
     if not has_matrix:
         for side in ("smu_ports", "forbidden", "ground_ports"):
             if getattr(w, side):
-                raise ConfigError(f"wiring.{side}", "no instrument of role 'matrix' is declared",
-                                  src)
+                raise ConfigError(
+                    f"wiring.{side}", "no instrument of role 'matrix' is declared", src
+                )
         return
     if smu_names and not w.smu_ports:
-        raise ConfigError("wiring.smu_ports", f"required with a switch matrix and SMUs "
-                          f"{smu_names}: the matrix input port of each SMU channel", src)
+        raise ConfigError(
+            "wiring.smu_ports",
+            f"required with a switch matrix and SMUs "
+            f"{smu_names}: the matrix input port of each SMU channel",
+            src,
+        )
     for key in w.smu_ports:
         inst = key.split(".", 1)[0]
         if roles.get(inst) != "smu":
-            raise ConfigError(f"wiring.smu_ports[{key}]", f"{inst!r} is not a declared SMU "
-                              f"instrument (SMUs: {smu_names})", src)
+            raise ConfigError(
+                f"wiring.smu_ports[{key}]",
+                f"{inst!r} is not a declared SMU instrument (SMUs: {smu_names})",
+                src,
+            )
 
 
 # -- the live station ----------------------------------------------------------------------
+
 
 def _identify(obj: Any) -> Any:
     """An instrument's identification where its driver offers one (QCoDeS ``get_idn``,
@@ -351,9 +429,15 @@ class Station:
     ``prober``, ``array``: the guarded instrument of that role or None.
     """
 
-    def __init__(self, config: StationConfig, instruments: dict[str, Any],
-                 smus: dict[str, GuardedSourceMeter], matrix: GuardedSwitchMatrix | None,
-                 prober: GuardedProber | None, array: GuardedArrayIO | None):
+    def __init__(
+        self,
+        config: StationConfig,
+        instruments: dict[str, Any],
+        smus: dict[str, GuardedSourceMeter],
+        matrix: GuardedSwitchMatrix | None,
+        prober: GuardedProber | None,
+        array: GuardedArrayIO | None,
+    ):
         self.config = config
         self.limits: Limits = config.limits
         self.smus = smus
@@ -364,8 +448,13 @@ class Station:
         self._closed = False
 
     @classmethod
-    def from_config(cls, config: StationConfig | Mapping[str, Any] | str | Path, *,
-                    safe_start: bool = True, visa_library: str | None = None) -> "Station":
+    def from_config(
+        cls,
+        config: StationConfig | Mapping[str, Any] | str | Path,
+        *,
+        safe_start: bool = True,
+        visa_library: str | None = None,
+    ) -> Station:
         """Build every instrument through the registry and wrap it in the guard. With
         ``safe_start`` every instrument is put in its safe state once built (a previous run
         may have left an output on). ``visa_library`` (a path or '@name', from the command
@@ -386,39 +475,56 @@ class Station:
                 proto = _PROTOCOL[itype.role]
                 if itype.role == "smu" and isinstance(obj, Mapping):
                     if not obj:
-                        raise TypeError(f"instrument {inst!r} ({ic.type}): factory returned no "
-                                        f"SMU channels")
+                        raise TypeError(
+                            f"instrument {inst!r} ({ic.type}): factory returned no SMU channels"
+                        )
                     for ch, smu in obj.items():
                         if not isinstance(ch, str) or not _NAME.match(ch):
-                            raise TypeError(f"instrument {inst!r} ({ic.type}): bad channel name "
-                                            f"{ch!r}")
+                            raise TypeError(
+                                f"instrument {inst!r} ({ic.type}): bad channel name {ch!r}"
+                            )
                         if not isinstance(smu, proto):
-                            raise TypeError(f"instrument {inst!r} ({ic.type}): channel {ch!r} is "
-                                            f"a {type(smu).__name__}, not a SourceMeter")
+                            raise TypeError(
+                                f"instrument {inst!r} ({ic.type}): channel {ch!r} is "
+                                f"a {type(smu).__name__}, not a SourceMeter"
+                            )
                         # isinstance(smu, proto) above, proto being SourceMeter for "smu"
-                        smus[f"{inst}.{ch}"] = GuardedSourceMeter(cast(SourceMeter, smu),
-                                                                  cfg.limits)
+                        smus[f"{inst}.{ch}"] = GuardedSourceMeter(
+                            cast(SourceMeter, smu), cfg.limits
+                        )
                     continue
                 if not isinstance(obj, proto):
-                    raise TypeError(f"instrument {inst!r} ({ic.type}): factory returned a "
-                                    f"{type(obj).__name__}, which does not implement "
-                                    f"{proto.__name__}")
+                    raise TypeError(
+                        f"instrument {inst!r} ({ic.type}): factory returned a "
+                        f"{type(obj).__name__}, which does not implement "
+                        f"{proto.__name__}"
+                    )
                 if itype.role == "smu":
                     smus[inst] = GuardedSourceMeter(cast(SourceMeter, obj), cfg.limits)
                 else:
                     single[itype.role] = obj
             for key in cfg.wiring.smu_ports:
                 if key not in smus:
-                    raise ConfigError(f"wiring.smu_ports[{key}]", f"no SMU channel {key!r}; the "
-                                      f"instruments provide {sorted(smus)}", src)
+                    raise ConfigError(
+                        f"wiring.smu_ports[{key}]",
+                        f"no SMU channel {key!r}; the instruments provide {sorted(smus)}",
+                        src,
+                    )
             array = single.get("array")
             if array is not None and (array.rows, array.cols) != (cfg.chip.rows, cfg.chip.cols):
-                raise ConfigError("chip", f"the array board is {array.rows}x{array.cols} but chip "
-                                  f"is {cfg.chip.rows}x{cfg.chip.cols}", src)
+                raise ConfigError(
+                    "chip",
+                    f"the array board is {array.rows}x{array.cols} but chip "
+                    f"is {cfg.chip.rows}x{cfg.chip.cols}",
+                    src,
+                )
             station = cls(
-                cfg, built, smus,
+                cfg,
+                built,
+                smus,
                 GuardedSwitchMatrix(single["matrix"], cfg.wiring.forbidden)
-                if "matrix" in single else None,
+                if "matrix" in single
+                else None,
                 GuardedProber(single["prober"]) if "prober" in single else None,
                 GuardedArrayIO(array, cfg.limits) if array is not None else None,
             )
@@ -434,7 +540,7 @@ class Station:
         return station
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **kwargs: Any) -> "Station":
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> Station:
         return cls.from_config(load_station_config(path), **kwargs)
 
     @property
@@ -446,10 +552,12 @@ class Station:
         try:
             return self.config.wiring.smu_ports[channel]
         except KeyError:
-            raise KeyError(f"SMU channel {channel!r} has no port in wiring.smu_ports "
-                           f"({sorted(self.config.wiring.smu_ports)})") from None
+            raise KeyError(
+                f"SMU channel {channel!r} has no port in wiring.smu_ports "
+                f"({sorted(self.config.wiring.smu_ports)})"
+            ) from None
 
-    def safe_state(self) -> "SafeStateReport":
+    def safe_state(self) -> SafeStateReport:
         """Outputs off at 0, array lines at 0 V, relays open, prober separated, each
         confirmed by a query (see ``guard.safe_state_all``): returns the report, or raises
         ``SafeStateError`` naming what was not confirmed."""
@@ -463,14 +571,22 @@ class Station:
                 role = get_instrument_type(ic.type).role
             except ConfigError:
                 role = None
-            entry: dict[str, Any] = {"type": ic.type, "role": role, "address": ic.address,
-                                     "idn": _identify(self._instruments.get(inst))}
+            entry: dict[str, Any] = {
+                "type": ic.type,
+                "role": role,
+                "address": ic.address,
+                "idn": _identify(self._instruments.get(inst)),
+            }
             obj = self._instruments.get(inst)
             if isinstance(obj, Mapping):
                 entry["channels"] = sorted(obj)
             instruments[inst] = entry
-        return {"name": self.config.name, "source": self.config.source,
-                "config": self.config.to_dict(), "instruments": instruments}
+        return {
+            "name": self.config.name,
+            "source": self.config.source,
+            "config": self.config.to_dict(),
+            "instruments": instruments,
+        }
 
     def close(self) -> None:
         """Safe state, then close every instrument connection (errors re-raised after all
@@ -486,7 +602,7 @@ class Station:
             finally:
                 _forget_qcodes(self.config.instruments)
 
-    def __enter__(self) -> "Station":
+    def __enter__(self) -> Station:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -518,7 +634,7 @@ def _close_all(instruments: Mapping[str, Any], raise_errors: bool = False) -> No
     seen: set[int] = set()
     errors: list[BaseException] = []
     for inst, obj in instruments.items():
-        for o in (list(obj.values()) if isinstance(obj, Mapping) else [obj]):
+        for o in list(obj.values()) if isinstance(obj, Mapping) else [obj]:
             close = getattr(o, "close", None)
             if close is None or id(o) in seen or not callable(close):
                 continue
@@ -532,5 +648,11 @@ def _close_all(instruments: Mapping[str, Any], raise_errors: bool = False) -> No
         raise errors[0]
 
 
-__all__ = ["ChipConfig", "InstrumentConfig", "Station", "StationConfig", "WiringConfig",
-           "load_station_config"]
+__all__ = [
+    "ChipConfig",
+    "InstrumentConfig",
+    "Station",
+    "StationConfig",
+    "WiringConfig",
+    "load_station_config",
+]

@@ -10,8 +10,8 @@ floating), so several instruments act on the chip at once (V/2 schemes, bias por
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from memhil.mock_hw.chip import MockChip
 
@@ -53,7 +53,9 @@ class MockBench:
         with self.lock:
             self.router = router
 
-    def drive(self, override: dict[str, float] | None = None) -> tuple[dict[int, float], dict[int, float]]:
+    def drive(
+        self, override: dict[str, float] | None = None
+    ) -> tuple[dict[int, float], dict[int, float]]:
         """The chip drive of every terminal that is on (``override`` replaces terminal
         voltages, for trying a level before committing to it). Raises ShortCircuit when
         two terminals fight over one line."""
@@ -70,8 +72,10 @@ class MockBench:
                     for line in lines:
                         target = rows if line[0] == "row" else cols
                         if line in owner and abs(target[line[1]] - level) > 1e-12:
-                            raise ShortCircuit(f"{key} and {owner[line]} both drive {line[0]} "
-                                               f"{line[1]} ({level} V vs {target[line[1]]} V)")
+                            raise ShortCircuit(
+                                f"{key} and {owner[line]} both drive {line[0]} "
+                                f"{line[1]} ({level} V vs {target[line[1]]} V)"
+                            )
                         owner[line] = key
                         target[line[1]] = level
         return rows, cols

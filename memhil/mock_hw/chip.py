@@ -14,8 +14,9 @@ re-implements a device law.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,9 +32,15 @@ _LEAK_S = 1e-15
 
 # The chip's own simulator has no safety limits of its own: the bench's guard is in the
 # instrument layer, and physics must follow whatever reaches the pins.
-_PHYSICS_LIMITS = {"v_pulse_max_v": 1e3, "v_read_max_v": 1e3, "width_min_s": 1e-15,
-                   "width_max_s": 1e9, "compliance_max_a": 1e3, "compliance_default_a": 1e3,
-                   "count_max": 10**9}
+_PHYSICS_LIMITS = {
+    "v_pulse_max_v": 1e3,
+    "v_read_max_v": 1e3,
+    "width_min_s": 1e-15,
+    "width_max_s": 1e9,
+    "compliance_max_a": 1e3,
+    "compliance_default_a": 1e3,
+    "count_max": 10**9,
+}
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,14 @@ class MockChip:
     driven lines conduct). Thread-safe: emulators call it from their server threads.
     """
 
-    def __init__(self, sim_config: Mapping[str, Any], *, clock: VirtualClock | None = None,
-                 wafer: WaferSpec | None = None, sneak_paths: bool = True):
+    def __init__(
+        self,
+        sim_config: Mapping[str, Any],
+        *,
+        clock: VirtualClock | None = None,
+        wafer: WaferSpec | None = None,
+        sneak_paths: bool = True,
+    ):
         cfg = dict(sim_config)
         if cfg.get("tiles", 1) != 1:
             raise ValueError(f"a mock chip is one array (tiles=1), got tiles={cfg['tiles']}")
@@ -106,6 +119,7 @@ class MockChip:
         device = cfg.get("device", "pcm")
         if isinstance(device, str) and device.endswith((".yaml", ".yml")):
             from memhil.core.config import load_yaml  # a parameter file, e.g. a fitted model
+
             device = load_yaml(device)
         device = {"model": device} if isinstance(device, str) else dict(device)
         override = dict(self.wafer.die_overrides.get(self.wafer.key(die), {}))
@@ -122,7 +136,9 @@ class MockChip:
             self.die = die
 
     # -- electrical network -------------------------------------------------------------
-    def node_voltages(self, rows: Drive, cols: Drive, g: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def node_voltages(
+        self, rows: Drive, cols: Drive, g: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Row and column line voltages (V) with ``rows``/``cols`` driven and the rest
         floating; floating lines follow from Kirchhoff's current law (sneak paths)."""
         if g is None:
@@ -145,7 +161,7 @@ class MockChip:
         # Unknowns: floating row voltages, then floating column voltages.
         a = torch.zeros(n_r + n_c, n_r + n_c, dtype=torch.float64)
         b = torch.zeros(n_r + n_c, dtype=torch.float64)
-        g_rr = g[fr][:, fc]                                  # floating row <-> floating col
+        g_rr = g[fr][:, fc]  # floating row <-> floating col
         a[:n_r, :n_r] = torch.diag(g[fr].sum(1) + _LEAK_S)
         a[n_r:, n_r:] = torch.diag(g[:, fc].sum(0) + _LEAK_S)
         a[:n_r, n_r:] = -g_rr
@@ -167,7 +183,7 @@ class MockChip:
             g = sim.sample_conductance()[0].double()
             for _ in range(2):
                 v_r, v_c = self.node_voltages(rows, cols, g)
-                v_cell = (v_r[:, None] - v_c[None, :])
+                v_cell = v_r[:, None] - v_c[None, :]
                 g = sim.sample_conductance(v_cell.to(sim.dtype).unsqueeze(0))[0].double()
             v_r, v_c = self.node_voltages(rows, cols, g)
             i_cell = g * (v_r[:, None] - v_c[None, :])
@@ -176,13 +192,24 @@ class MockChip:
             if not self.sneak_paths:
                 on = torch.zeros_like(i_cell, dtype=torch.bool)
                 if rows and cols:
-                    on[torch.tensor(sorted(rows))[:, None], torch.tensor(sorted(cols))[None, :]] = True
+                    on[torch.tensor(sorted(rows))[:, None], torch.tensor(sorted(cols))[None, :]] = (
+                        True
+                    )
                 i_cell = torch.where(on, i_cell, torch.zeros_like(i_cell))
-            return ({i: float(i_cell[i].sum()) for i in rows},
-                    {j: float(-i_cell[:, j].sum()) for j in cols})
+            return (
+                {i: float(i_cell[i].sum()) for i in rows},
+                {j: float(-i_cell[:, j].sum()) for j in cols},
+            )
 
-    def hold(self, rows: Drive, cols: Drive, duration_s: float, count: int = 1, *,
-             compliance_a: float | None = None) -> None:
+    def hold(
+        self,
+        rows: Drive,
+        cols: Drive,
+        duration_s: float,
+        count: int = 1,
+        *,
+        compliance_a: float | None = None,
+    ) -> None:
         """Hold the drive for ``duration_s`` (``count`` times): every cell is pulsed with
         its own row-minus-column voltage, and the virtual clock advances. ``compliance_a``
         (A): a per-cell current limit (the simulator lowers a cell's voltage to I_c / G at
@@ -200,12 +227,20 @@ class MockChip:
                 v_cell = torch.where(mask, v_cell, torch.zeros_like(v_cell))
             if self.applied is not None:
                 g = self.sim.sample_conductance(v_cell.unsqueeze(0))[0].double()
-                self.applied.append(Applied("hold", v_cell.double().clone(), float(duration_s),
-                                            int(count), compliance_a,
-                                            (g * v_cell.double()).abs()))
+                self.applied.append(
+                    Applied(
+                        "hold",
+                        v_cell.double().clone(),
+                        float(duration_s),
+                        int(count),
+                        compliance_a,
+                        (g * v_cell.double()).abs(),
+                    )
+                )
             if bool((v_cell != 0).any()):
-                self.sim.pulse(None, v_cell.unsqueeze(0), duration_s, count,
-                               compliance_a=compliance_a)
+                self.sim.pulse(
+                    None, v_cell.unsqueeze(0), duration_s, count, compliance_a=compliance_a
+                )
             else:
                 self.clock.advance(duration_s * count)
 

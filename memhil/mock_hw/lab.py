@@ -26,23 +26,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from memhil.backends.clock import VirtualClock
 from memhil.backends.hardware import HardwareBackend
 from memhil.core.config import from_mapping
 from memhil.core.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
-from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
-from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
+from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
+from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
-from memhil.mock_hw.server import FaultInjector, LineServer
 from memhil.mock_hw.emulators.velox import VeloxEmulator
+from memhil.mock_hw.server import FaultInjector, LineServer
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +64,55 @@ class MockConfig:
 
 # Which emulator stands in for each registered instrument type, and how the driver
 # options must be set to reach it over pyvisa-py.
-_VISA_OPTIONS = {"keithley2636b": {"visalib": "@py"}, "keithley2450": {"visalib": "@py"},
-                 "keysight_b2201": {"visalib": "@py"}, "formfactor_velox": {"visa_library": "@py"}}
+_VISA_OPTIONS = {
+    "keithley2636b": {"visalib": "@py"},
+    "keithley2450": {"visalib": "@py"},
+    "keysight_b2201": {"visalib": "@py"},
+    "formfactor_velox": {"visa_library": "@py"},
+}
 
 
 class MockLab:
     """Emulators for every instrument of ``station`` (a StationConfig, mapping or YAML
     path), sharing one chip and one virtual clock. Use as a context manager."""
 
-    def __init__(self, station: StationConfig | Mapping[str, Any] | str | Path, *,
-                 clock: VirtualClock | None = None, serve_array_board_tcp: bool = False):
+    def __init__(
+        self,
+        station: StationConfig | Mapping[str, Any] | str | Path,
+        *,
+        clock: VirtualClock | None = None,
+        serve_array_board_tcp: bool = False,
+    ):
         self.config = load_station_config(station)
         src = self.config.source
         self.mock = from_mapping(MockConfig, self.config.mock, source=src, prefix="mock")
         self.clock = clock or VirtualClock()
         chip_cfg = self.config.chip
         device = self.mock.device if self.mock.device is not None else (chip_cfg.device or "pcm")
-        if isinstance(device, str) and device.endswith((".yaml", ".yml")) and src \
-                and not Path(device).expanduser().is_absolute():
+        if (
+            isinstance(device, str)
+            and device.endswith((".yaml", ".yml"))
+            and src
+            and not Path(device).expanduser().is_absolute()
+        ):
             device = str((Path(src).parent / Path(device).expanduser()).resolve())  # a fit file
-        wafer = WaferSpec(dies=tuple(tuple(d) for d in self.mock.wafer.get("dies", [[0, 0]])),
-                          die_overrides=dict(self.mock.wafer.get("die_overrides", {})))
-        self.chip = MockChip({"rows": chip_cfg.rows, "cols": chip_cfg.cols, "device": device,
-                              "seed": self.mock.seed, "read": self.mock.read,
-                              "faults": self.mock.faults},
-                             clock=self.clock, wafer=wafer, sneak_paths=self.mock.sneak_paths)
+        wafer = WaferSpec(
+            dies=tuple(tuple(d) for d in self.mock.wafer.get("dies", [[0, 0]])),
+            die_overrides=dict(self.mock.wafer.get("die_overrides", {})),
+        )
+        self.chip = MockChip(
+            {
+                "rows": chip_cfg.rows,
+                "cols": chip_cfg.cols,
+                "device": device,
+                "seed": self.mock.seed,
+                "read": self.mock.read,
+                "faults": self.mock.faults,
+            },
+            clock=self.clock,
+            wafer=wafer,
+            sneak_paths=self.mock.sneak_paths,
+        )
         self.bench = MockBench(self.chip, self._fixed_router())
         self.emulators: dict[str, Any] = {}
         self.servers: dict[str, LineServer] = {}
@@ -110,8 +135,11 @@ class MockLab:
             r = routes.get(key)
             if r is None:
                 return [], []
-            return ([(str(a), int(b)) for a, b in r.get("hi", [])],
-                    [(str(a), int(b)) for a, b in r.get("lo", [])])
+            return (
+                [(str(a), int(b)) for a, b in r.get("hi", [])],
+                [(str(a), int(b)) for a, b in r.get("lo", [])],
+            )
+
         return router
 
     def _build(self) -> None:
@@ -128,23 +156,31 @@ class MockLab:
                 emu = Keithley2450Emulator(self.bench, name=name)
             elif t == "keysight_b2201":
                 w = self.config.wiring
-                emu = B220xEmulator(self.bench, {
-                    "ports": {self._terminal_key(k): v for k, v in w.smu_ports.items()},
-                    "rows": list(w.rows), "cols": list(w.cols),
-                    "ground": list(w.ground_ports or self.mock.ground_ports)},
-                    name=name, probe=prober)
+                emu = B220xEmulator(
+                    self.bench,
+                    {
+                        "ports": {self._terminal_key(k): v for k, v in w.smu_ports.items()},
+                        "rows": list(w.rows),
+                        "cols": list(w.cols),
+                        "ground": list(w.ground_ports or self.mock.ground_ports),
+                    },
+                    name=name,
+                    probe=prober,
+                )
             elif t == "memhil_array_board":
                 emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
             elif t == "formfactor_velox":
                 continue
             else:
-                raise ValueError(f"instruments.{name}.type: the mock lab has no emulator for "
-                                 f"{t!r} (has: keithley2636b, keithley2450, keysight_b2201, "
-                                 f"formfactor_velox, memhil_array_board)")
+                raise ValueError(
+                    f"instruments.{name}.type: the mock lab has no emulator for "
+                    f"{t!r} (has: keithley2636b, keithley2450, keysight_b2201, "
+                    f"formfactor_velox, memhil_array_board)"
+                )
             self.emulators[name] = emu
 
     # -- life cycle ---------------------------------------------------------------------
-    def start(self) -> "MockLab":
+    def start(self) -> MockLab:
         """Serve every instrument (port 0 in an address: a free port, see ``address``). A
         port that cannot be bound is a ConfigError naming the instrument, and whatever was
         already started is stopped."""
@@ -160,10 +196,12 @@ class MockLab:
                 try:
                     server = LineServer(emu.handle, name=name, port=port, faults=faults)
                 except OSError as exc:
-                    raise ConfigError(f"instruments.{name}.address",
-                                      f"cannot serve on 127.0.0.1:{port} ({exc.strerror or exc}); "
-                                      f"another mock lab may hold it: use port 0 (a free port)",
-                                      self.config.source) from None
+                    raise ConfigError(
+                        f"instruments.{name}.address",
+                        f"cannot serve on 127.0.0.1:{port} ({exc.strerror or exc}); "
+                        f"another mock lab may hold it: use port 0 (a free port)",
+                        self.config.source,
+                    ) from None
                 self.servers[name] = server.start()
                 if hasattr(emu, "server"):
                     emu.server = self.servers[name]
@@ -180,7 +218,7 @@ class MockLab:
                 emu.stop()
         self.servers.clear()
 
-    def __enter__(self) -> "MockLab":
+    def __enter__(self) -> MockLab:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -204,8 +242,9 @@ class MockLab:
         instruments = {}
         for name, inst in self.config.instruments.items():
             options = {**_VISA_OPTIONS.get(inst.type, {}), **inst.options}
-            instruments[name] = dataclasses.replace(inst, address=self.address(name),
-                                                    options=options)
+            instruments[name] = dataclasses.replace(
+                inst, address=self.address(name), options=options
+            )
         return dataclasses.replace(self.config, instruments=instruments)
 
     def faults(self, name: str) -> FaultInjector:
@@ -216,7 +255,9 @@ class MockLab:
         return self.servers[name].faults
 
     @classmethod
-    def open_backend(cls, station: StationConfig | Mapping[str, Any] | str | Path, **backend_kw: Any):
+    def open_backend(
+        cls, station: StationConfig | Mapping[str, Any] | str | Path, **backend_kw: Any
+    ):
         """A ``MockLabBackend`` over a fresh, started lab for ``station``, on the lab's
         virtual clock, touching down on the wafer's first die (``die=`` another) as any
         station with a prober does; closing the backend also closes the station and stops
@@ -264,14 +305,17 @@ class MockLabBackend(HardwareBackend):
                 p = Path(device).expanduser()
                 if not p.is_absolute() and self.lab.config.source:
                     p = Path(self.lab.config.source).parent / p
-                desc["calibration_files"] = {**desc["calibration_files"],
-                                             "mock.device": str(p.resolve())}
+                desc["calibration_files"] = {
+                    **desc["calibration_files"],
+                    "mock.device": str(p.resolve()),
+                }
         return desc
 
 
 def _close_qcodes(station: Any) -> None:
     """Forget the station's QCoDeS instruments (their names are global in QCoDeS)."""
     from qcodes.instrument import Instrument
+
     for name in station.config.instruments:
         if Instrument.exist(name):
             Instrument.find_instrument(name).close()
@@ -280,8 +324,9 @@ def _close_qcodes(station: Any) -> None:
 def _port_of(address: str) -> int:
     """The TCP port of a loopback VISA socket or ``socket://`` address, else 0 (pick a
     free one)."""
-    m = (re.match(r"TCPIP\d*::(127\.0\.0\.1|localhost)::(\d+)::SOCKET", address, re.I)
-         or re.match(r"socket://(127\.0\.0\.1|localhost):(\d+)", address, re.I))
+    m = re.match(r"TCPIP\d*::(127\.0\.0\.1|localhost)::(\d+)::SOCKET", address, re.I) or re.match(
+        r"socket://(127\.0\.0\.1|localhost):(\d+)", address, re.I
+    )
     return int(m.group(2)) if m else 0
 
 

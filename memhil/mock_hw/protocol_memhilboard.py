@@ -87,8 +87,9 @@ def lookup(board_id: str) -> LineDevice:
     with _registry_lock:
         dev = _registry.get(board_id)
     if dev is None:
-        raise SerialException(f"no memhil board registered as {board_id!r} "
-                              f"(registered: {registered()})")
+        raise SerialException(
+            f"no memhil board registered as {board_id!r} (registered: {registered()})"
+        )
     return dev
 
 
@@ -159,12 +160,12 @@ class Serial(SerialBase):
                     if t > now:
                         wait = t - now
                         break
-                    take = b[:size - len(out)]
+                    take = b[: size - len(out)]
                     out += take
                     if len(take) == len(b):
                         self._rx.pop(0)
                     else:
-                        self._rx[0] = (t, b[len(take):])
+                        self._rx[0] = (t, b[len(take) :])
             if len(out) >= size or timeout.expired():
                 break
             left = timeout.time_left() if self._timeout is not None else None
@@ -181,8 +182,12 @@ class Serial(SerialBase):
         dev = self._device
         rate = getattr(dev, "baudrate", None)
         if rate is not None and int(self._baudrate) != int(rate):
-            log.warning("%s: port at %s baud, board at %s: bytes lost to framing errors",
-                        self._port, self._baudrate, rate)
+            log.warning(
+                "%s: port at %s baud, board at %s: bytes lost to framing errors",
+                self._port,
+                self._baudrate,
+                rate,
+            )
             return len(data)
         term = getattr(dev, "terminator", "\n").encode()
         now = time.monotonic()
@@ -216,7 +221,7 @@ class Serial(SerialBase):
             return
         data = (reply.encode() if isinstance(reply, str) else bytes(reply)) + term
         if f is not None and f._take("garble"):
-            data = bytes(b ^ 0x5A for b in data[:-len(term)]) + term
+            data = bytes(b ^ 0x5A for b in data[: -len(term)]) + term
         if f is not None and f._take("late"):
             self._held = data
             return
@@ -227,7 +232,9 @@ class Serial(SerialBase):
         with self._lock:
             if self._chunk > 0:
                 for k in range(0, len(data), self._chunk):
-                    self._rx.append((t0 + self._gap * (k // self._chunk), data[k:k + self._chunk]))
+                    self._rx.append(
+                        (t0 + self._gap * (k // self._chunk), data[k : k + self._chunk])
+                    )
             else:
                 self._rx.append((t0, data))
 

@@ -76,7 +76,7 @@ class ScpiStatus:
         """Queue an error and set its ESR bit."""
         self.errors.append((int(code), message))
         self.esr |= esr_bit(code)
-        del self.errors[:-self.queue_size]
+        del self.errors[: -self.queue_size]
 
     def push_error(self, error: ScpiError) -> None:
         self.push(error.code, error.message)
@@ -97,8 +97,7 @@ class ScpiStatus:
 
     def stb(self) -> int:
         """``*STB?``: the status byte (error available; event summary of a nonzero ESR)."""
-        return (STB_ERROR_AVAILABLE if self.errors else 0) | \
-            (STB_EVENT_SUMMARY if self.esr else 0)
+        return (STB_ERROR_AVAILABLE if self.errors else 0) | (STB_EVENT_SUMMARY if self.esr else 0)
 
 
 class CommonCommands:
@@ -110,23 +109,30 @@ class CommonCommands:
     adds or replaces headers. An unknown header raises ``ScpiError`` -113.
     """
 
-    def __init__(self, idn: str | Callable[[], str], *, reset: Callable[[], None] | None = None,
-                 status: ScpiStatus | None = None,
-                 extra: Mapping[str, CommonHandler] | None = None):
+    def __init__(
+        self,
+        idn: str | Callable[[], str],
+        *,
+        reset: Callable[[], None] | None = None,
+        status: ScpiStatus | None = None,
+        extra: Mapping[str, CommonHandler] | None = None,
+    ):
         identify = idn if callable(idn) else (lambda: idn)
         self.table: dict[str, CommonHandler] = {"*IDN?": lambda args: identify()}
         if reset is not None:
             self.table["*RST"] = lambda args: reset()
         if status is not None:
-            self.table.update({
-                "*CLS": lambda args: status.clear(),
-                "*ESR?": lambda args: str(status.read_esr()),
-                "*STB?": lambda args: str(status.stb()),
-                "*OPC?": lambda args: "1",
-                "*OPC": lambda args: None,
-                "*WAI": lambda args: None,
-                "*TRG": lambda args: None,
-            })
+            self.table.update(
+                {
+                    "*CLS": lambda args: status.clear(),
+                    "*ESR?": lambda args: str(status.read_esr()),
+                    "*STB?": lambda args: str(status.stb()),
+                    "*OPC?": lambda args: "1",
+                    "*OPC": lambda args: None,
+                    "*WAI": lambda args: None,
+                    "*TRG": lambda args: None,
+                }
+            )
         for header, handler in (extra or {}).items():
             self.register(header, handler)
 
@@ -149,7 +155,17 @@ def is_common(command: str) -> bool:
     return command.lstrip().startswith("*")
 
 
-__all__ = ["ERROR_QUEUE_SIZE", "ESR_COMMAND_ERROR", "ESR_DEVICE_ERROR", "ESR_EXECUTION_ERROR",
-           "ESR_QUERY_ERROR", "STB_ERROR_AVAILABLE",
-           "STB_EVENT_SUMMARY", "CommonCommands", "ScpiError", "ScpiStatus", "esr_bit",
-           "is_common"]
+__all__ = [
+    "ERROR_QUEUE_SIZE",
+    "ESR_COMMAND_ERROR",
+    "ESR_DEVICE_ERROR",
+    "ESR_EXECUTION_ERROR",
+    "ESR_QUERY_ERROR",
+    "STB_ERROR_AVAILABLE",
+    "STB_EVENT_SUMMARY",
+    "CommonCommands",
+    "ScpiError",
+    "ScpiStatus",
+    "esr_bit",
+    "is_common",
+]

@@ -17,8 +17,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ class FaultInjector:
     next commands; ``latency_s`` delays every reply (wall time)."""
 
     latency_s: float = 0.0
-    silent: int = 0       # swallow the next N commands without a reply (a timeout)
-    garble: int = 0       # corrupt the next N replies
-    drop: int = 0         # close the connection on the next N commands, before replying
-    late: int = 0         # hold the next N replies back until the command after each arrives
+    silent: int = 0  # swallow the next N commands without a reply (a timeout)
+    garble: int = 0  # corrupt the next N replies
+    drop: int = 0  # close the connection on the next N commands, before replying
+    late: int = 0  # hold the next N replies back until the command after each arrives
     delay: dict = field(default_factory=dict, repr=False)  # fault -> commands to let pass first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -102,8 +102,16 @@ TRANSCRIPT_LINES = 10_000  # lines an emulator's transcript (command log) keeps
 class LineServer:
     """Serve ``handler`` on a loopback TCP port (0 = pick a free one) until ``stop``."""
 
-    def __init__(self, handler: Handler, *, name: str = "", host: str = "127.0.0.1",
-                 port: int = 0, terminator: str = "\n", faults: FaultInjector | None = None):
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        name: str = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        terminator: str = "\n",
+        faults: FaultInjector | None = None,
+    ):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the mock lab serves on loopback only, not {host!r}")
         self.handler = handler
@@ -127,7 +135,7 @@ class LineServer:
         """The VISA resource string a pyvisa-py driver opens."""
         return f"TCPIP0::127.0.0.1::{self.port}::SOCKET"
 
-    def start(self) -> "LineServer":
+    def start(self) -> LineServer:
         self._running.set()
         t = threading.Thread(target=self._accept_loop, name=f"mock-{self.name}", daemon=True)
         t.start()
@@ -142,7 +150,7 @@ class LineServer:
         for t in self._threads:
             t.join(timeout=2.0)
 
-    def __enter__(self) -> "LineServer":
+    def __enter__(self) -> LineServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -153,7 +161,7 @@ class LineServer:
         while self._running.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -172,7 +180,7 @@ class LineServer:
             while self._running.is_set():
                 try:
                     chunk = conn.recv(65536)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     continue
                 if not chunk:
                     return

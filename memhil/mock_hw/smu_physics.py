@@ -25,8 +25,9 @@ _COMPLIANCE_ITERATIONS = 12
 _COMPLIANCE_RTOL = 1e-6
 
 
-def solve_voltage_source(current_at: Callable[[float], float], level: float,
-                         limit: float) -> tuple[float, float, int]:
+def solve_voltage_source(
+    current_at: Callable[[float], float], level: float, limit: float
+) -> tuple[float, float, int]:
     """Operating point of a voltage source at ``level`` (V) with current limit ``limit`` (A)
     into a load whose current at a terminal voltage is ``current_at(v)``.
 
@@ -50,8 +51,9 @@ def solve_voltage_source(current_at: Callable[[float], float], level: float,
     return v, math.copysign(limit, i if i != 0 else level), CONDITION_CURRENT_LIMIT
 
 
-def solve_current_source(current_at: Callable[[float], float], level: float,
-                         limit: float) -> tuple[float, float, int]:
+def solve_current_source(
+    current_at: Callable[[float], float], level: float, limit: float
+) -> tuple[float, float, int]:
     """Operating point of a current source at ``level`` (A) with voltage limit ``limit``
     (V): the voltage is solved for the current on [0, ±limit] (Illinois regula falsi,
     Dowell and Jarratt, BIT 11, 1971; |I| is monotonic in |V|); when even the limit cannot
@@ -86,8 +88,15 @@ def solve_current_source(current_at: Callable[[float], float], level: float,
     return v, fv + level, 0
 
 
-def settle(bench: MockBench, terminal: SourceTerminal, *, output_on: bool, voltage_mode: bool,
-           level: float, limit: float) -> tuple[float, float, int]:
+def settle(
+    bench: MockBench,
+    terminal: SourceTerminal,
+    *,
+    output_on: bool,
+    voltage_mode: bool,
+    level: float,
+    limit: float,
+) -> tuple[float, float, int]:
     """Solve and apply the operating point of ``terminal`` now (no time passes): the
     terminal holds the compliant voltage afterwards. ``level`` and ``limit`` are V and A
     in voltage mode, A and V in current mode. Returns (V, I, condition bits); all zero
@@ -108,8 +117,12 @@ def settle(bench: MockBench, terminal: SourceTerminal, *, output_on: bool, volta
         return v, i, condition
 
 
-def integrate(bench: MockBench, settle_now: Callable[[], tuple[float, float]],
-              integration_s: float, delay_s: float = 0.0) -> tuple[float, float]:
+def integrate(
+    bench: MockBench,
+    settle_now: Callable[[], tuple[float, float]],
+    integration_s: float,
+    delay_s: float = 0.0,
+) -> tuple[float, float]:
     """One reading: hold the (re-solved) drive for ``delay_s`` and then for the integration
     time ``integration_s`` on the virtual clock, and return the (V, I) of the operating
     point at its end. ``settle_now`` re-solves and applies the operating point; it runs

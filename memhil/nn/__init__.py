@@ -5,5 +5,13 @@ from memhil.nn.mingru import CandidatePerturbation, MinGRU
 from memhil.nn.pooling import Pooling, pool_states
 from memhil.nn.scan import linear_recurrence_loop, linear_scan
 
-__all__ = ["LRU", "CandidatePerturbation", "LRUClassifier", "MinGRU", "Pooling",
-           "linear_recurrence_loop", "linear_scan", "pool_states"]
+__all__ = [
+    "LRU",
+    "CandidatePerturbation",
+    "LRUClassifier",
+    "MinGRU",
+    "Pooling",
+    "linear_recurrence_loop",
+    "linear_scan",
+    "pool_states",
+]

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from memhil.nn.scan import linear_recurrence_loop, linear_scan
 from memhil.nn.pooling import mean_state
+from memhil.nn.scan import linear_recurrence_loop, linear_scan
 
 
 class LRU(nn.Module):
@@ -23,11 +23,21 @@ class LRU(nn.Module):
     ``max_phase`` their phases; ``generator`` seeds the initialisation reproducibly.
     """
 
-    def __init__(self, d_model: int, d_state: int, *, r_min: float = 0.0, r_max: float = 0.99,
-                 max_phase: float = 2 * math.pi, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        *,
+        r_min: float = 0.0,
+        r_max: float = 0.99,
+        max_phase: float = 2 * math.pi,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if not 0.0 <= r_min < r_max < 1.0:
-            raise ValueError(f"need 0 <= r_min < r_max < 1 for a stable LRU, got r_min={r_min}, r_max={r_max}")
+            raise ValueError(
+                f"need 0 <= r_min < r_max < 1 for a stable LRU, got r_min={r_min}, r_max={r_max}"
+            )
         if d_model < 1 or d_state < 1:
             raise ValueError(f"d_model={d_model} and d_state={d_state} must be >= 1")
         u1 = torch.rand(d_state, generator=generator)
@@ -35,7 +45,7 @@ class LRU(nn.Module):
         radius = torch.sqrt(u1 * (r_max**2 - r_min**2) + r_min**2)
         self.nu_log = nn.Parameter(torch.log(-torch.log(radius)))
         self.theta_log = nn.Parameter(torch.log(max_phase * u2 + 1e-8))
-        self.gamma_log = nn.Parameter(0.5 * torch.log1p(-radius**2))
+        self.gamma_log = nn.Parameter(0.5 * torch.log1p(-(radius**2)))
         scale_b = 1.0 / math.sqrt(2 * d_model)
         self.b_re = nn.Parameter(torch.randn(d_state, d_model, generator=generator) * scale_b)
         self.b_im = nn.Parameter(torch.randn(d_state, d_model, generator=generator) * scale_b)
@@ -76,16 +86,27 @@ class LRUClassifier(nn.Module):
     ``lengths`` (true lengths of end-padded sequences) restricts the pooling to valid steps.
     """
 
-    def __init__(self, n_features: int, n_classes: int, *, d_model: int = 64, d_state: int = 64,
-                 depth: int = 2, r_min: float = 0.5, r_max: float = 0.999, dropout: float = 0.0,
-                 seed: int = 0):
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        *,
+        d_model: int = 64,
+        d_state: int = 64,
+        depth: int = 2,
+        r_min: float = 0.5,
+        r_max: float = 0.999,
+        dropout: float = 0.0,
+        seed: int = 0,
+    ):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # nn.Linear / LayerNorm init use the global generator
         self.encoder = nn.Linear(n_features, d_model)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(depth))
-        self.layers = nn.ModuleList(LRU(d_model, d_state, r_min=r_min, r_max=r_max, generator=gen)
-                                    for _ in range(depth))
+        self.layers = nn.ModuleList(
+            LRU(d_model, d_state, r_min=r_min, r_max=r_max, generator=gen) for _ in range(depth)
+        )
         self.glus = nn.ModuleList(nn.Linear(d_model, 2 * d_model) for _ in range(depth))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(d_model, n_classes)

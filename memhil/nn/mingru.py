@@ -31,8 +31,15 @@ class MinGRU(nn.Module):
     (``d_out=None``: the hidden states themselves); ``max_timescale`` selects the chrono
     gate-bias init (module docstring)."""
 
-    def __init__(self, d_in: int, d_state: int, d_out: int | None = None, *,
-                 max_timescale: float | None = None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_state: int,
+        d_out: int | None = None,
+        *,
+        max_timescale: float | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if d_in < 1 or d_state < 1:
             raise ValueError(f"d_in={d_in} and d_state={d_state} must be >= 1")
@@ -64,7 +71,9 @@ class MinGRU(nn.Module):
         """h̃_t, the candidate state (where the noise-injection evaluation adds its noise)."""
         return x @ self.w_h.t() + self.b_h
 
-    def coefficients(self, x: Tensor, perturb: CandidatePerturbation | None = None) -> tuple[Tensor, Tensor]:
+    def coefficients(
+        self, x: Tensor, perturb: CandidatePerturbation | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(A_t, B_t) = (1 − z_t, z_t h̃_t)."""
         z = torch.sigmoid(x @ self.w_z.t() + self.b_z)
         h_tilde = self.candidate(x)

@@ -1,5 +1,6 @@
-"""Pooling of sequence states (batch, T, units) into readout features (reservoirs, LRU, the CMRU backbone), respecting the true
-lengths of end-padded sequences: the last valid state, the mean over valid steps, or both."""
+"""Pooling of sequence states (batch, T, units) into readout features (reservoirs, LRU, the
+CMRU backbone), respecting the true lengths of end-padded sequences: the last valid state,
+the mean over valid steps, or both."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ def valid_mask(batch: int, steps: int, lengths: Tensor | None, device: torch.dev
         return torch.ones(batch, steps, dtype=torch.bool, device=device)
     lengths = lengths.to(device)
     if bool((lengths < 1).any()) or bool((lengths > steps).any()):
-        raise ValueError(f"lengths must lie in 1..{steps}, got min {int(lengths.min())}, "
-                         f"max {int(lengths.max())}")
+        raise ValueError(
+            f"lengths must lie in 1..{steps}, got min {int(lengths.min())}, "
+            f"max {int(lengths.max())}"
+        )
     return torch.arange(steps, device=device)[None, :] < lengths[:, None]
 
 

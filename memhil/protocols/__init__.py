@@ -6,10 +6,20 @@ pre-flight limit check, progress, checkpoints/resume and a guaranteed safe state
 """
 
 from memhil.protocols.journal import JournalFile, ListSink, MemoryJournal
+from memhil.protocols.library.switching import switching_stats
 from memhil.protocols.registry import ProtocolPlan, build_protocol, protocol_names
 from memhil.protocols.runner import ProtocolError, ProtocolLimitError, Runner, Summary
-from memhil.protocols.library.switching import switching_stats
 
-__all__ = ["JournalFile", "ListSink", "MemoryJournal", "ProtocolPlan", "build_protocol",
-           "protocol_names", "ProtocolError", "ProtocolLimitError", "Runner", "Summary",
-           "switching_stats"]
+__all__ = [
+    "JournalFile",
+    "ListSink",
+    "MemoryJournal",
+    "ProtocolPlan",
+    "build_protocol",
+    "protocol_names",
+    "ProtocolError",
+    "ProtocolLimitError",
+    "Runner",
+    "Summary",
+    "switching_stats",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -19,8 +20,9 @@ def resolve_cells(cells: Sequence[Sequence[int]] | None, caps: Capabilities) -> 
     """Explicit (tile, row, col) cells, sorted row-major and unique (the order in which a
     backend returns the reads of a cell list); None means every cell."""
     if cells is None:
-        return tuple((t, r, c) for t in range(caps.tiles) for r in range(caps.rows)
-                     for c in range(caps.cols))
+        return tuple(
+            (t, r, c) for t in range(caps.tiles) for r in range(caps.rows) for c in range(caps.cols)
+        )
     # each cell is a (tile, row, col) 3-tuple; mypy cannot see the length of tuple(genexpr)
     return tuple(sorted({tuple(int(x) for x in cell) for cell in cells}))  # type: ignore[misc]
 
@@ -66,8 +68,15 @@ class OpenCircuitCheck:
         flags = [] if self._flags is None else [bool(x) for x in self._flags.tolist()]
         n = sum(flags)
         if n:
-            log.warning("%s unit %s: %d of %d cell(s) read an open circuit in every read "
-                        "(|I| < %.3g A at %.3g V): no contact with the pads? stored with "
-                        "open_circuit = True", self.protocol, self.unit_key, n, len(flags),
-                        self._floor_a, self._v_v)
+            log.warning(
+                "%s unit %s: %d of %d cell(s) read an open circuit in every read "
+                "(|I| < %.3g A at %.3g V): no contact with the pads? stored with "
+                "open_circuit = True",
+                self.protocol,
+                self.unit_key,
+                n,
+                len(flags),
+                self._floor_a,
+                self._v_v,
+            )
         return flags

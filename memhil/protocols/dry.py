@@ -45,15 +45,18 @@ class DryBackend(Backend):
 
     def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
         self.ops.append(("mvm", {"shape": tuple(v.shape)}))
-        return v.sum(-1, keepdim=True) * self.g_s * torch.ones(
-            self._shape[1] if transpose else self._shape[2], dtype=v.dtype)
+        return (
+            v.sum(-1, keepdim=True)
+            * self.g_s
+            * torch.ones(self._shape[1] if transpose else self._shape[2], dtype=v.dtype)
+        )
 
     @property
     def read_voltage_v(self) -> float:
         return self._v_read
 
     @property
-    def site(self) -> "_DrySite | None":
+    def site(self) -> _DrySite | None:
         return _DrySite() if self.has_prober else None
 
     def _read_conductance(self, mask: Tensor | None, v_read_v: float | None = None) -> Tensor:

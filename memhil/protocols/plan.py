@@ -22,8 +22,9 @@ the parameter (``iv_sweep.v_max``) when a limit is exceeded.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any
 
 Cells = tuple[tuple[int, int, int], ...] | None
 Plan = Generator[Any, Any, Any]
@@ -73,18 +74,21 @@ class Now:
 @dataclass(frozen=True)
 class Checkpoint:
     """Open the resumable unit ``key``; reply True if it is already journaled (skip it)."""
+
     key: tuple
 
 
 @dataclass(frozen=True)
 class Commit:
     """Unit ``key`` completed: its buffered records go to the sink, then the journal."""
+
     key: tuple
 
 
 @dataclass(frozen=True)
 class IsDone:
     """Reply True if ``key`` is journaled; opens nothing."""
+
     key: tuple
 
 
@@ -152,13 +156,19 @@ def prefixed(plan: Plan, key_prefix: tuple, record_key: Mapping[str, Any]) -> Pl
     return (yield from map_messages(plan, prefix))
 
 
-def cell_records(protocol: str, cells: Sequence[tuple[int, int, int]], key: Mapping[str, Any],
-                 columns: Mapping[str, Iterable[Any]]) -> Plan:
+def cell_records(
+    protocol: str,
+    cells: Sequence[tuple[int, int, int]],
+    key: Mapping[str, Any],
+    columns: Mapping[str, Iterable[Any]],
+) -> Plan:
     """One Record per cell: key + (tile, row, col), values column-wise from ``columns``."""
     cols = {name: list(v) for name, v in columns.items()}
     for n, (t, r, c) in enumerate(cells):
-        yield Record({"protocol": protocol, **key, "tile": t, "row": r, "col": c},
-                     {name: _scalar(v[n]) for name, v in cols.items()})
+        yield Record(
+            {"protocol": protocol, **key, "tile": t, "row": r, "col": c},
+            {name: _scalar(v[n]) for name, v in cols.items()},
+        )
     return None
 
 

@@ -4,8 +4,9 @@ from a mapping via ``memhil.core.config.from_mapping`` (errors name the file and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from memhil.core.config import from_mapping
 from memhil.core.errors import ConfigError
@@ -41,20 +42,48 @@ def register(spec: ProtocolSpec) -> None:
 def _builtin() -> None:
     if _REGISTRY:
         return
-    from memhil.protocols.library import forming, iv_sweep, pulse_train, switching, timed_reads, wafer
+    from memhil.protocols.library import (
+        forming,
+        iv_sweep,
+        pulse_train,
+        switching,
+        timed_reads,
+        wafer,
+    )
+
     for spec in (
         ProtocolSpec("iv_sweep", iv_sweep.IVSweepParams, iv_sweep.plan, "bipolar staircase I-V"),
-        ProtocolSpec("forming", forming.FormingParams, forming.plan, "AutoFormer ramp to a read current"),
-        ProtocolSpec("switching", switching.SwitchingParams, switching.switching_plan, "SET/RESET cycles"),
+        ProtocolSpec(
+            "forming", forming.FormingParams, forming.plan, "AutoFormer ramp to a read current"
+        ),
+        ProtocolSpec(
+            "switching", switching.SwitchingParams, switching.switching_plan, "SET/RESET cycles"
+        ),
         ProtocolSpec("pulse_train", pulse_train.PulseTrainParams, pulse_train.plan, "LTP then LTD"),
-        ProtocolSpec("endurance", switching.EnduranceParams, switching.endurance_plan,
-                     "cycling until the window collapses"),
-        ProtocolSpec("retention", timed_reads.RetentionParams, timed_reads.retention_plan, "reads over time"),
-        ProtocolSpec("read_noise", timed_reads.ReadNoiseParams, timed_reads.read_noise_plan, "repeated reads"),
-        ProtocolSpec("conductance_map", timed_reads.ConductanceMapParams,
-                     timed_reads.conductance_map_plan, "one full read"),
-        ProtocolSpec("wafer_campaign", wafer.WaferCampaignParams, wafer.plan,
-                     "inner protocol per die/subsite over a prober"),
+        ProtocolSpec(
+            "endurance",
+            switching.EnduranceParams,
+            switching.endurance_plan,
+            "cycling until the window collapses",
+        ),
+        ProtocolSpec(
+            "retention", timed_reads.RetentionParams, timed_reads.retention_plan, "reads over time"
+        ),
+        ProtocolSpec(
+            "read_noise", timed_reads.ReadNoiseParams, timed_reads.read_noise_plan, "repeated reads"
+        ),
+        ProtocolSpec(
+            "conductance_map",
+            timed_reads.ConductanceMapParams,
+            timed_reads.conductance_map_plan,
+            "one full read",
+        ),
+        ProtocolSpec(
+            "wafer_campaign",
+            wafer.WaferCampaignParams,
+            wafer.plan,
+            "inner protocol per die/subsite over a prober",
+        ),
     ):
         register(spec)
 
@@ -70,15 +99,21 @@ def protocol_specs() -> dict[str, ProtocolSpec]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def build_protocol(name: str, params: Mapping[str, Any] | Any = None, *, source: str | None = None,
-                   prefix: str | None = None) -> ProtocolPlan:
+def build_protocol(
+    name: str,
+    params: Mapping[str, Any] | Any = None,
+    *,
+    source: str | None = None,
+    prefix: str | None = None,
+) -> ProtocolPlan:
     """The plan factory of protocol ``name``; ``params`` a mapping (from YAML) or the
     protocol's params dataclass. Config errors name ``source`` and ``prefix.key``
     (prefix defaults to the protocol name)."""
     _builtin()
     if name not in _REGISTRY:
-        raise ConfigError(prefix or "protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
-                          source)
+        raise ConfigError(
+            prefix or "protocol", f"unknown protocol {name!r} (known: {protocol_names()})", source
+        )
     spec = _REGISTRY[name]
     p: Any = from_mapping(spec.params_cls, params, source=source, prefix=prefix or name)
     return ProtocolPlan(name, p, spec.plan)

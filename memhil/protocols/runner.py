@@ -10,8 +10,9 @@ instead of subclassing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -19,8 +20,21 @@ from tqdm.auto import tqdm
 from memhil.backends.base import Backend, Reading
 from memhil.core.errors import LimitError
 from memhil.protocols.dry import DryBackend
-from memhil.protocols.plan import (MVM, Checkpoint, Commit, Contact, IsDone, Move, Now,
-                                   ProberMap, Pulse, Read, Record, Separate, Wait)
+from memhil.protocols.plan import (
+    MVM,
+    Checkpoint,
+    Commit,
+    Contact,
+    IsDone,
+    Move,
+    Now,
+    ProberMap,
+    Pulse,
+    Read,
+    Record,
+    Separate,
+    Wait,
+)
 
 
 class ProtocolError(RuntimeError):
@@ -32,13 +46,21 @@ class ProtocolLimitError(LimitError):
     refused request: ``protocol`` and ``params`` (parameter names; ``<pulse>``-style when
     the message maps none), joined into ``param`` (``iv_sweep.v_max``)."""
 
-    def __init__(self, exc: LimitError, protocol: str, params: tuple[str, ...],
-                 param: str | None = None):
+    def __init__(
+        self, exc: LimitError, protocol: str, params: tuple[str, ...], param: str | None = None
+    ):
         self.protocol = protocol
         self.params = tuple(params)
-        super().__init__(exc.quantity, exc.value, exc.limit, exc.unit, field=exc.field,
-                         param=param if param is not None
-                         else " / ".join(f"{protocol}.{p}" for p in self.params))
+        super().__init__(
+            exc.quantity,
+            exc.value,
+            exc.limit,
+            exc.unit,
+            field=exc.field,
+            param=param
+            if param is not None
+            else " / ".join(f"{protocol}.{p}" for p in self.params),
+        )
 
 
 # the request fields a worst-case energy is computed from
@@ -84,9 +106,16 @@ Handler = Callable[[Any, Pass], Any]
 
 
 class Runner:
-    def __init__(self, backend: Backend, *, sink: Any = None, journal: Any = None,
-                 progress: bool = True, safe_state: Callable[[], None] | None = None,
-                 max_preflight_ops: int = 5_000_000):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        sink: Any = None,
+        journal: Any = None,
+        progress: bool = True,
+        safe_state: Callable[[], None] | None = None,
+        max_preflight_ops: int = 5_000_000,
+    ):
         self.backend = backend
         self.sink = sink
         self.journal = journal
@@ -95,12 +124,21 @@ class Runner:
         self.max_preflight_ops = max_preflight_ops
         self._stack: list[tuple[tuple, list, bool]] = []  # (key, buffered records, skipped)
         self._commands: dict[type, Handler] = {}
-        for msg_type, handler in ((Pulse, self._pulse), (Read, self._read), (MVM, self._mvm),
-                                  (Wait, self._wait), (Now, self._now),
-                                  (Record, self._record_msg), (IsDone, self._is_done),
-                                  (Checkpoint, self._checkpoint), (Commit, self._commit),
-                                  (ProberMap, self._prober_op), (Move, self._prober_op),
-                                  (Contact, self._prober_op), (Separate, self._prober_op)):
+        for msg_type, handler in (
+            (Pulse, self._pulse),
+            (Read, self._read),
+            (MVM, self._mvm),
+            (Wait, self._wait),
+            (Now, self._now),
+            (Record, self._record_msg),
+            (IsDone, self._is_done),
+            (Checkpoint, self._checkpoint),
+            (Commit, self._commit),
+            (ProberMap, self._prober_op),
+            (Move, self._prober_op),
+            (Contact, self._prober_op),
+            (Separate, self._prober_op),
+        ):
             self.register_command(msg_type, handler)
 
     # -- the command table ------------------------------------------------------------
@@ -125,8 +163,14 @@ class Runner:
                 return handler
         raise ProtocolError(f"unknown plan message {msg!r}")
 
-    def drive(self, plan_factory: Callable[..., Any], backend: Backend, *, dry: bool,
-              on_op: Callable[[], None] | None = None) -> Summary:
+    def drive(
+        self,
+        plan_factory: Callable[..., Any],
+        backend: Backend,
+        *,
+        dry: bool,
+        on_op: Callable[[], None] | None = None,
+    ) -> Summary:
         """Run a fresh plan of ``plan_factory`` through the command table against
         ``backend``: the one loop of the pre-flight and the run. A dry pass stops an
         endless plan after ``max_preflight_ops`` and names the protocol parameter of a
@@ -144,8 +188,10 @@ class Runner:
                     break
                 s.ops += 1
                 if dry and s.ops > self.max_preflight_ops:
-                    raise ProtocolError(f"{name}: more than {self.max_preflight_ops} operations "
-                                        f"in the pre-flight (endless plan?)")
+                    raise ProtocolError(
+                        f"{name}: more than {self.max_preflight_ops} operations "
+                        f"in the pre-flight (endless plan?)"
+                    )
                 if on_op is not None:
                     on_op()
                 s.counts[type(msg).__name__] = s.counts.get(type(msg).__name__, 0) + 1
@@ -169,8 +215,7 @@ class Runner:
         return self.drive(plan_factory, DryBackend(self.backend, g_s=g_s), dry=True)
 
     # -- execution --------------------------------------------------------------------
-    def run(self, plan_factory: Callable[..., Any], *,
-            preflight: bool | Summary = True) -> Summary:
+    def run(self, plan_factory: Callable[..., Any], *, preflight: bool | Summary = True) -> Summary:
         """Pre-flight (unless told not to, or given the Summary of one already done), then
         execute on the backend. Records go to the sink as units commit; journaled units
         are skipped; the safe state is entered on success, error and KeyboardInterrupt
@@ -183,8 +228,7 @@ class Runner:
         self._stack = []
         bar = tqdm(total=total, desc=name, disable=not self.progress, leave=False)
         try:
-            summary = self.drive(plan_factory, self.backend, dry=False,
-                                 on_op=lambda: bar.update(1))
+            summary = self.drive(plan_factory, self.backend, dry=False, on_op=lambda: bar.update(1))
             if self._stack:
                 raise ProtocolError(f"{name}: unit {self._stack[-1][0]!r} never committed")
         finally:
@@ -201,8 +245,9 @@ class Runner:
         cells = None if msg.cells is None else list(msg.cells)
         if cells is not None and not cells:
             return None
-        p.backend.pulse(cells, msg.amplitude_v, msg.width_s, msg.count,
-                        compliance_a=msg.compliance_a)
+        p.backend.pulse(
+            cells, msg.amplitude_v, msg.width_s, msg.count, compliance_a=msg.compliance_a
+        )
         return None
 
     def _read(self, msg: Read, p: Pass) -> Reading:
@@ -249,8 +294,10 @@ class Runner:
         if p.dry:
             return None
         if not self._stack or self._stack[-1][0] != tuple(msg.key):
-            raise ProtocolError(f"Commit({msg.key!r}) does not close the open unit "
-                                f"{self._stack[-1][0] if self._stack else None!r}")
+            raise ProtocolError(
+                f"Commit({msg.key!r}) does not close the open unit "
+                f"{self._stack[-1][0] if self._stack else None!r}"
+            )
         key, buffered, skipped = self._stack.pop()
         if not skipped:
             for point in buffered:
@@ -264,9 +311,11 @@ class Runner:
     def _prober_op(self, msg: Any, p: Pass) -> None:
         site = p.backend.site
         if site is None:
-            raise ProtocolError(f"{type(msg).__name__}: this plan needs a prober, and the "
-                                f"backend has none (a HardwareBackend whose station has a "
-                                f"prober instrument)")
+            raise ProtocolError(
+                f"{type(msg).__name__}: this plan needs a prober, and the "
+                f"backend has none (a HardwareBackend whose station has a "
+                f"prober instrument)"
+            )
         if p.dry:
             return None
         if isinstance(msg, ProberMap):

@@ -12,16 +12,21 @@ Glue above ``backends`` and ``mock_hw`` (neither imports the other's side).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from memhil.backends.base import Backend
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
 
 
-def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None = None,
-                 visa_library: str | None = None) -> Backend:
+def open_backend(
+    config: str | Mapping[str, Any] | Path,
+    *,
+    source: str | None = None,
+    visa_library: str | None = None,
+) -> Backend:
     """A ready backend from an experiment configuration (its ``backend`` entry, or the
     entry itself); close it (or use ``with``) to leave instruments safe and stop a lab.
     ``visa_library``: the VISA library of a ``station`` bench (a path: command line only)."""
@@ -36,18 +41,23 @@ def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None =
         raise ConfigError("backend", f"expected 'sim' or a mapping, got {config!r}", source)
     kinds = [k for k in ("sim", "station", "mock_lab") if k in config]
     if len(kinds) != 1:
-        raise ConfigError("backend", "needs exactly one of: sim, station, mock_lab "
-                          f"(got {sorted(config)})", source)
+        raise ConfigError(
+            "backend",
+            f"needs exactly one of: sim, station, mock_lab (got {sorted(config)})",
+            source,
+        )
     kind = kinds[0]
     extra = {k: v for k, v in config.items() if k != kind}
     if kind == "sim":
         from memhil.backends.sim import SimBackend
+
         if extra:
             raise ConfigError(f"backend.{sorted(extra)[0]}", "unknown key next to 'sim'", source)
         return SimBackend(config["sim"] or {})
     if kind == "station":
         from memhil.backends.hardware import HardwareBackend
         from memhil.instruments.station import Station
+
         station = Station.from_config(config["station"], visa_library=visa_library)
         try:
             # closing the backend (safe state) also closes the station opened for it: its
@@ -57,4 +67,5 @@ def open_backend(config: str | Mapping[str, Any] | Path, *, source: str | None =
             station.close()
             raise
     from memhil.mock_hw.lab import MockLab
+
     return MockLab.open_backend(config["mock_lab"], **extra)

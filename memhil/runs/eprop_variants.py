@@ -17,9 +17,15 @@ from memhil.algorithms.eprop.training import (
 from memhil.backends.sim import SimBackend
 
 
-def build_variant(name: str | Variant, config: EpropConfig, *, seed: int = 0,
-                  device_mode: str | None = None, tuned: bool = True,
-                  **sim: Any) -> EpropNetwork:
+def build_variant(
+    name: str | Variant,
+    config: EpropConfig,
+    *,
+    seed: int = 0,
+    device_mode: str | None = None,
+    tuned: bool = True,
+    **sim: Any,
+) -> EpropNetwork:
     """An ``EpropNetwork`` for a named variant on a fresh PCM ``SimBackend`` sized for it
     (one tile per matrix); ``device_mode`` overrides the variant's PCM mode (ablations).
     ``tuned``: apply the variant's own hyperparameters (``Variant.config``, ``response_pulses``)
@@ -30,8 +36,24 @@ def build_variant(name: str | Variant, config: EpropConfig, *, seed: int = 0,
     if tuned:
         config = variant_config(v, config)
     tiles, rows, cols = required_shape(config.n_in, config.n_rec, config.n_out, v.n_devices)
-    backend = SimBackend({"tiles": tiles, "rows": rows, "cols": cols, "seed": seed,
-                          "device": pcm_device(cast(Any, device_mode or v.device)), **sim})
-    return EpropNetwork(backend, config, v.scheme, v.params, n_devices=v.n_devices,
-                        response_pulses=v.response_pulses if tuned else 20)
+    backend = SimBackend(
+        {
+            "tiles": tiles,
+            "rows": rows,
+            "cols": cols,
+            "seed": seed,
+            "device": pcm_device(cast(Any, device_mode or v.device)),
+            **sim,
+        }
+    )
+    return EpropNetwork(
+        backend,
+        config,
+        v.scheme,
+        v.params,
+        n_devices=v.n_devices,
+        response_pulses=v.response_pulses if tuned else 20,
+    )
+
+
 __all__ = ["build_variant"]

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 from memhil.core.errors import ConfigError
 from memhil.runs.protocol_file import META_CONFIG
@@ -25,15 +26,21 @@ def pulse_responses_from_run(store: Any, run_id: int):
     md = store.metadata(root)
     cfg = md.get(META_CONFIG) or {}
     if cfg.get("protocol") != "pulse_train":
-        raise ConfigError("run", f"run {run_id} is not a pulse_train run "
-                          f"(protocol {cfg.get('protocol')!r})", str(store.db_path)
-                          if hasattr(store, "db_path") else None)
-    from memhil.protocols.library.pulse_train import PulseTrainParams
+        raise ConfigError(
+            "run",
+            f"run {run_id} is not a pulse_train run (protocol {cfg.get('protocol')!r})",
+            str(store.db_path) if hasattr(store, "db_path") else None,
+        )
     from memhil.core.config import from_mapping
+    from memhil.protocols.library.pulse_train import PulseTrainParams
+
     p = from_mapping(PulseTrainParams, cfg.get("params") or {})
     if p.several:
-        raise ConfigError("run", f"run {run_id} pulses at several amplitudes: fit it with "
-                          f"the vteam model (--model vteam)")
+        raise ConfigError(
+            "run",
+            f"run {run_id} pulses at several amplitudes: fit it with "
+            f"the vteam model (--model vteam)",
+        )
     df = store.load(run_id)
     cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
     n_cells = int(df.groupby(cell_cols).ngroups) if cell_cols else 1
@@ -46,13 +53,14 @@ def pulse_responses_from_run(store: Any, run_id: int):
     mu, su = stats("ltp")
     md_, sd = stats("ltd")
     if len(mu) != p.n_pulses or len(md_) != p.n_pulses or len(m0) != 1:
-        raise ValueError(f"run {run_id} is incomplete: {len(mu)} LTP and {len(md_)} LTD "
-                         f"pulses of {p.n_pulses}")
+        raise ValueError(
+            f"run {run_id} is incomplete: {len(mu)} LTP and {len(md_)} LTD pulses of {p.n_pulses}"
+        )
     up_m = [float(m0.iloc[0])] + [float(mu[k]) for k in range(1, p.n_pulses + 1)]
     up_s = [float(s0.iloc[0])] + [float(su[k]) for k in range(1, p.n_pulses + 1)]
     dn_m = [up_m[-1]] + [float(md_[k]) for k in range(1, p.n_pulses + 1)]
     dn_s = [up_s[-1]] + [float(sd[k]) for k in range(1, p.n_pulses + 1)]
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    t = lambda x: torch.tensor(x, dtype=torch.float64)
     assert not p.several  # refused above: one amplitude per direction
     up = PulseResponse(float(cast(float, p.v_ltp)), p.width_s, t(up_m), t(up_s))
     down = PulseResponse(float(cast(float, p.v_ltd)), p.width_s, t(dn_m), t(dn_s))
@@ -72,27 +80,37 @@ def pulse_sequence_from_run(store: Any, run_id: int):
     root = store.chain(run_id)[0]
     cfg = store.metadata(root).get(META_CONFIG) or {}
     if cfg.get("protocol") != "pulse_train":
-        raise ConfigError("run", f"run {run_id} is not a pulse_train run "
-                          f"(protocol {cfg.get('protocol')!r})")
+        raise ConfigError(
+            "run", f"run {run_id} is not a pulse_train run (protocol {cfg.get('protocol')!r})"
+        )
     p = from_mapping(PulseTrainParams, cfg.get("params") or {})
     schedule = pulse_schedule(p)
     df = store.load(run_id)
     by_n = df.groupby("n")["g"]
     mean, std = by_n.mean(), by_n.std(ddof=1).fillna(0.0)
     if list(mean.index) != list(range(len(schedule) + 1)):
-        raise ValueError(f"run {run_id} is incomplete: {len(mean)} reads of "
-                         f"{len(schedule) + 1}")
+        raise ValueError(f"run {run_id} is incomplete: {len(mean)} reads of {len(schedule) + 1}")
     cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
     n_cells = int(df.groupby(cell_cols).ngroups) if cell_cols else 1
-    return PulseSequence(np.array([a for a, _ in schedule]), np.array([w for _, w in schedule]),
-                         mean.to_numpy(float), std.to_numpy(float), n_cells)
+    return PulseSequence(
+        np.array([a for a, _ in schedule]),
+        np.array([w for _, w in schedule]),
+        mean.to_numpy(float),
+        std.to_numpy(float),
+        n_cells,
+    )
 
 
 FIT_MODELS = ("neurosim", "vteam")
 
 
-def fit_run(db: str | Path, run_id: int | list[int], *, fixed: Mapping[str, Any] | None = None,
-            model: str = "neurosim"):
+def fit_run(
+    db: str | Path,
+    run_id: int | list[int],
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    model: str = "neurosim",
+):
     """Fit a device model to stored pulse_train run(s): ``neurosim`` (``fit_neurosim``, one
     run with one LTP/LTD amplitude) or ``vteam`` (``fit_vteam``, one or more runs, each with
     one or several amplitudes)."""
@@ -102,6 +120,7 @@ def fit_run(db: str | Path, run_id: int | list[int], *, fixed: Mapping[str, Any]
     where = f"{Path(db).resolve()} run {', '.join(map(str, ids))} (pulse_train)"
     if model == "vteam":
         from memhil.calibration.fit.vteam import fit_vteam
+
         with RunStore(db) as store:
             seqs = [pulse_sequence_from_run(store, r) for r in ids]
         return fit_vteam(seqs, fixed=fixed, source=where)
@@ -110,6 +129,7 @@ def fit_run(db: str | Path, run_id: int | list[int], *, fixed: Mapping[str, Any]
     if len(ids) != 1:
         raise ConfigError("run_id", f"the neurosim fit takes one run, got {ids}")
     from memhil.calibration.fit.neurosim import fit_neurosim
+
     with RunStore(db) as store:
         up, down, n = pulse_responses_from_run(store, ids[0])
     return fit_neurosim(up, down, n_cells=n, fixed=fixed, source=where)

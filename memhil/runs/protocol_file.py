@@ -18,19 +18,28 @@ instrument is contacted or any database opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
 from memhil.protocols import ProtocolLimitError, build_protocol
 from memhil.runs.backend_config import open_backend
 
-__all__ = ["ProtocolFile", "load_protocol_file", "resolve_backend_config", "offline_backend",
-           "file_errors", "PROTOCOL_FILE_KEYS", "META_FILE", "META_CONFIG", "plain"]
+__all__ = [
+    "ProtocolFile",
+    "load_protocol_file",
+    "resolve_backend_config",
+    "offline_backend",
+    "file_errors",
+    "PROTOCOL_FILE_KEYS",
+    "META_FILE",
+    "META_CONFIG",
+    "plain",
+]
 
 PROTOCOL_FILE_KEYS = ("protocol", "params", "backend", "name", "description")
 META_FILE = "protocol_file"  # run metadata: the protocol file's absolute path
@@ -48,9 +57,14 @@ class ProtocolFile:
     plan: Any  # the ProtocolPlan
 
     def config(self) -> dict:
-        return {"file": str(self.path), "protocol": self.protocol, "params": self.params,
-                "backend": plain(self.backend), "name": self.name,
-                "description": self.description}
+        return {
+            "file": str(self.path),
+            "protocol": self.protocol,
+            "params": self.params,
+            "backend": plain(self.backend),
+            "name": self.name,
+            "description": self.description,
+        }
 
 
 def plain(x: Any) -> Any:
@@ -80,8 +94,11 @@ def resolve_backend_config(config: Any, base: Path, source: str | None = None) -
             p = Path(v).expanduser()
             out[kind] = str(p if p.is_absolute() else (base / p).resolve())
     sim = out.get("sim")
-    if isinstance(sim, Mapping) and isinstance(sim.get("device"), str) \
-            and sim["device"].endswith((".yaml", ".yml")):
+    if (
+        isinstance(sim, Mapping)
+        and isinstance(sim.get("device"), str)
+        and sim["device"].endswith((".yaml", ".yml"))
+    ):
         p = Path(sim["device"]).expanduser()
         out["sim"] = {**sim, "device": str(p if p.is_absolute() else (base / p).resolve())}
     return out
@@ -101,9 +118,9 @@ def load_protocol_file(path: str | Path) -> ProtocolFile:
     if not isinstance(name, str):
         raise ConfigError("protocol", f"expected a protocol name, got {name!r}", src)
     from memhil.protocols.registry import protocol_names
+
     if name not in protocol_names():
-        raise ConfigError("protocol", f"unknown protocol {name!r} (known: {protocol_names()})",
-                          src)
+        raise ConfigError("protocol", f"unknown protocol {name!r} (known: {protocol_names()})", src)
     params = data.get("params") or {}
     if not isinstance(params, Mapping):
         raise ConfigError("params", f"expected a mapping, got {type(params).__name__}", src)
@@ -115,9 +132,15 @@ def load_protocol_file(path: str | Path) -> ProtocolFile:
     if not isinstance(desc, str):
         raise ConfigError("description", "expected a string", src)
     backend = resolve_backend_config(data.get("backend"), path.parent, src)
-    return ProtocolFile(path=path, protocol=name, params=dict(params), backend=backend,
-                        name=run_name, description=desc, plan=plan)
-
+    return ProtocolFile(
+        path=path,
+        protocol=name,
+        params=dict(params),
+        backend=backend,
+        name=run_name,
+        description=desc,
+        plan=plan,
+    )
 
 
 def file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimitError:
@@ -137,8 +160,9 @@ def file_errors(pf: ProtocolFile, backend: Any, where: str) -> Iterator[None]:
     except IndexError as exc:  # a cell outside the chip
         _, rows, cols = backend.shape
         key = "params.cells" if "cells" in pf.params else "params"
-        raise ConfigError(key, f"{exc} (the chip of {where} has {rows} x {cols} cells)",
-                          str(pf.path)) from None
+        raise ConfigError(
+            key, f"{exc} (the chip of {where} has {rows} x {cols} cells)", str(pf.path)
+        ) from None
 
 
 def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
@@ -147,11 +171,10 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
     itself contacts-free and is opened). Nothing is connected."""
     from types import SimpleNamespace
 
-    from memhil.backends.base import Capabilities
+    from memhil.backends.base import Backend, Capabilities
     from memhil.backends.hardware import _device_bipolar, _device_description
     from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
     from memhil.instruments.station import load_station_config
-    from memhil.backends.base import Backend
     from memhil.protocols.dry import DryBackend
 
     cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
@@ -163,13 +186,15 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
             sim.close()
     kind = next((k for k in ("station", "mock_lab") if k in cfg), None)
     if kind is None:
-        raise ConfigError("backend", "needs exactly one of: sim, station, mock_lab "
-                          f"(got {sorted(cfg)})", source)
+        raise ConfigError(
+            "backend", f"needs exactly one of: sim, station, mock_lab (got {sorted(cfg)})", source
+        )
     sc = load_station_config(cfg[kind])
     load_builtin_instruments()
-    roles = {get_instrument_type(i.type, key=f"instruments.{n}.type",
-                                 source=str(cfg[kind])).role
-             for n, i in sc.instruments.items()}
+    roles = {
+        get_instrument_type(i.type, key=f"instruments.{n}.type", source=str(cfg[kind])).role
+        for n, i in sc.instruments.items()
+    }
     strategy = cfg.get("strategy", "auto")
     if strategy == "auto":
         strategy = "parallel" if "array" in roles else "cell"
@@ -179,14 +204,27 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
         raise ConfigError("chip", str(exc), str(cfg[kind])) from None
     device = sc.chip.device
     caps = Capabilities(
-        tiles=1, rows=sc.chip.rows, cols=sc.chip.cols, read_strategy=strategy,
-        transpose_read=True, per_cell_amplitude=True, per_cell_width=True,
-        min_pulse_width_s=sc.limits.width_min_s, virtual_clock=kind == "mock_lab",
-        device_model=str(device or "unknown"), bipolar=_device_bipolar(device, sc.source),
-        conductance_range_s=g, set_pulse=set_pulse, reset_pulse=reset_pulse)
+        tiles=1,
+        rows=sc.chip.rows,
+        cols=sc.chip.cols,
+        read_strategy=strategy,
+        transpose_read=True,
+        per_cell_amplitude=True,
+        per_cell_width=True,
+        min_pulse_width_s=sc.limits.width_min_s,
+        virtual_clock=kind == "mock_lab",
+        device_model=str(device or "unknown"),
+        bipolar=_device_bipolar(device, sc.source),
+        conductance_range_s=g,
+        set_pulse=set_pulse,
+        reset_pulse=reset_pulse,
+    )
     v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
-    like = SimpleNamespace(shape=(1, sc.chip.rows, sc.chip.cols), limits=sc.limits,
-                           capabilities=caps, read_voltage_v=float(
-                               0.5 * sc.limits.v_read_max_v if v_read is None else v_read))
+    like = SimpleNamespace(
+        shape=(1, sc.chip.rows, sc.chip.cols),
+        limits=sc.limits,
+        capabilities=caps,
+        read_voltage_v=float(0.5 * sc.limits.v_read_max_v if v_read is None else v_read),
+    )
     # a stand-in with the attributes DryBackend reads: nothing here may connect
     return DryBackend(cast(Backend, like), has_prober="prober" in roles)

@@ -28,22 +28,37 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 from memhil.core.errors import ConfigError
 from memhil.protocols import ProtocolError, Runner, Summary, build_protocol
 from memhil.protocols.journal import key_text
 from memhil.protocols.plan import Record
 from memhil.runs.backend_config import open_backend
-from memhil.runs.protocol_file import (META_CONFIG, META_FILE, ProtocolFile, file_errors,
-                                       load_protocol_file, offline_backend, plain,
-                                       resolve_backend_config)
+from memhil.runs.protocol_file import (
+    META_CONFIG,
+    META_FILE,
+    ProtocolFile,
+    file_errors,
+    load_protocol_file,
+    offline_backend,
+    plain,
+    resolve_backend_config,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_protocol_file", "journal_path", "find_resumable_run", "column_name",
-           "station_identity", "check_resume_matches", "first_difference"]
+__all__ = [
+    "run_protocol_file",
+    "journal_path",
+    "find_resumable_run",
+    "column_name",
+    "station_identity",
+    "check_resume_matches",
+    "first_difference",
+]
 
 
 def journal_path(db: str | Path, run_id: int) -> Path:
@@ -54,9 +69,10 @@ def journal_path(db: str | Path, run_id: int) -> Path:
 # Some SQLite keywords (``index``, ``order`` ...) cannot be QCoDeS column names (QCoDeS
 # writes them unquoted); such record fields are stored with a trailing underscore
 # (``index`` -> ``index_``), listed in the run metadata ``column_map``.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sqlite_accepts(name: str) -> bool:
     import sqlite3
+
     conn = sqlite3.connect(":memory:")
     try:
         conn.execute(f"CREATE TABLE t (point INTEGER, {name} TEXT)")
@@ -93,6 +109,7 @@ class _RecordSchema:
                 for k in msg.values:
                     self.value_names.setdefault(str(k), None)
             return record(msg, p)
+
         runner.register_command(Record, collect)
 
     def preflight(self, plan_factory: Any) -> Summary:
@@ -120,8 +137,10 @@ class _StoreSink:
         row = {column_name(k): v for k, v in point.items()}
         unknown = set(row) - set(self.writer.keys) - set(self.writer.values)
         if unknown:
-            raise RuntimeError(f"record fields {sorted(unknown)} were not seen in the pre-flight "
-                               f"(store columns: {self.writer.keys + self.writer.values})")
+            raise RuntimeError(
+                f"record fields {sorted(unknown)} were not seen in the pre-flight "
+                f"(store columns: {self.writer.keys + self.writer.values})"
+            )
         k = tuple(row.get(name) for name in self.keys)
         if k in self.done:
             self.skipped += 1
@@ -145,6 +164,7 @@ class _StoreJournal:
         self.states = writer.units()  # key text -> (attempts, done)
         if legacy is not None and legacy.exists():
             from memhil.protocols.journal import JournalFile
+
             for text in JournalFile(legacy).keys:
                 if not self.states.get(text, (0, False))[1]:
                     writer.commit_unit(text)
@@ -158,9 +178,14 @@ class _StoreJournal:
         attempt = self.writer.start_unit(text)
         self.states[text] = (attempt, False)
         if attempt > 1:
-            log.warning("unit %s was started before and not completed (interrupted): it is "
-                        "redone, its pulses may be applied %d times (recorded in run %d, "
-                        "memhil_reapplied_units)", text, attempt, self.writer.root_run)
+            log.warning(
+                "unit %s was started before and not completed (interrupted): it is "
+                "redone, its pulses may be applied %d times (recorded in run %d, "
+                "memhil_reapplied_units)",
+                text,
+                attempt,
+                self.writer.root_run,
+            )
         return attempt
 
     def commit(self, key: tuple, flush: Any) -> None:
@@ -180,8 +205,7 @@ def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
     md: dict[str, Any] = {
         META_FILE: str(pf.path),
         META_CONFIG: pf.config(),
-        "backend_config": plain(backend_cfg) if backend_cfg is not None
-        else type(backend).__name__,
+        "backend_config": plain(backend_cfg) if backend_cfg is not None else type(backend).__name__,
         "capabilities": caps.as_dict(),
         "calibration_versions": _calibration_versions(backend, desc),
     }
@@ -194,9 +218,10 @@ def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
 
 def _calibration_versions(backend: Any, desc: dict) -> dict:
     from memhil.calibration.versions import calibration_versions
+
     try:
         return calibration_versions(backend, desc)
-    except Exception as exc:  # noqa: BLE001 - metadata must not stop a run
+    except Exception as exc:
         log.exception("recording calibration versions")
         return {"error": repr(exc)}
 
@@ -212,8 +237,11 @@ def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
         desc = backend.describe()
         if "station_config" in desc:
             return {"kind": "station", "station": plain(desc["station_config"])}
-        return {"kind": type(backend).__name__, "shape": list(backend.shape),
-                "device_model": plain(backend.capabilities.device_model)}
+        return {
+            "kind": type(backend).__name__,
+            "shape": list(backend.shape),
+            "device_model": plain(backend.capabilities.device_model),
+        }
     cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
     kind = next(k for k in ("sim", "station", "mock_lab") if k in cfg)
     extra = {k: plain(v) for k, v in cfg.items() if k != kind}
@@ -225,6 +253,7 @@ def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
 
 def _json_normal(x: Any) -> Any:
     import json
+
     return json.loads(json.dumps(plain(x), default=str))
 
 
@@ -251,6 +280,7 @@ def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
 
 def _lookup(tree: Any, dotted: str) -> Any:
     import re
+
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", dotted):
         if part.startswith("["):
             i = int(part[1:-1])
@@ -264,19 +294,25 @@ def _resolved_params(protocol: str, params: Any) -> dict:
     """A protocol's parameters with defaults filled in (so spelling out a default is no
     change), as JSON data."""
     import dataclasses
+
     return _json_normal(dataclasses.asdict(build_protocol(protocol, params or {}).params))
 
 
-def check_resume_matches(md: Mapping[str, Any], pf: ProtocolFile, identity: dict,
-                         backend_cfg: Any, run_id: int) -> None:
+def check_resume_matches(
+    md: Mapping[str, Any], pf: ProtocolFile, identity: dict, backend_cfg: Any, run_id: int
+) -> None:
     """Refuse to resume run ``run_id`` (metadata ``md``) with a different protocol or
     station: ConfigError naming the file and the first differing key."""
     cfg = md.get(META_CONFIG) or {}
     src = str(pf.path)
     old_proto = cfg.get("protocol")
     if old_proto is not None and old_proto != pf.protocol:
-        raise ConfigError("protocol", f"differs from the interrupted run {run_id} "
-                          f"({old_proto!r} there, {pf.protocol!r} here): cannot resume", src)
+        raise ConfigError(
+            "protocol",
+            f"differs from the interrupted run {run_id} "
+            f"({old_proto!r} there, {pf.protocol!r} here): cannot resume",
+            src,
+        )
     if old_proto is not None:
         try:
             old = _resolved_params(old_proto, cfg.get("params"))
@@ -285,9 +321,13 @@ def check_resume_matches(md: Mapping[str, Any], pf: ProtocolFile, identity: dict
         new = _resolved_params(pf.protocol, pf.params)
         key = first_difference(old, new)
         if key is not None:
-            raise ConfigError(f"params.{key}", f"differs from the interrupted run {run_id} "
-                              f"({_lookup(old, key)!r} there, {_lookup(new, key)!r} here): "
-                              f"cannot resume a changed protocol", src)
+            raise ConfigError(
+                f"params.{key}",
+                f"differs from the interrupted run {run_id} "
+                f"({_lookup(old, key)!r} there, {_lookup(new, key)!r} here): "
+                f"cannot resume a changed protocol",
+                src,
+            )
     old_id = md.get("station_identity")
     if old_id is None:
         log.warning("run %s records no station identity (older run): not checked", run_id)
@@ -301,11 +341,16 @@ def check_resume_matches(md: Mapping[str, Any], pf: ProtocolFile, identity: dict
             if isinstance(backend_cfg.get(kind), str):
                 where = backend_cfg[kind]
     # a station file's own key, else the protocol file's backend entry
-    short = key.split(".", 1)[1] if where != src and key.startswith("station.") \
-        else f"backend.{key}"
-    raise ConfigError(short, f"the station differs from the one of the interrupted run "
-                      f"{run_id} ({_lookup(old_id, key)!r} there, "
-                      f"{_lookup(_json_normal(identity), key)!r} here): cannot resume", where)
+    short = (
+        key.split(".", 1)[1] if where != src and key.startswith("station.") else f"backend.{key}"
+    )
+    raise ConfigError(
+        short,
+        f"the station differs from the one of the interrupted run "
+        f"{run_id} ({_lookup(old_id, key)!r} there, "
+        f"{_lookup(_json_normal(identity), key)!r} here): cannot resume",
+        where,
+    )
 
 
 def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
@@ -325,9 +370,15 @@ def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
     return best
 
 
-def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
-                      db: str | Path = "memhil.db", resume: bool | int = False,
-                      progress: bool = True, visa_library: str | None = None) -> int:
+def run_protocol_file(
+    protocol_path: str | Path,
+    *,
+    backend: Any = None,
+    db: str | Path = "memhil.db",
+    resume: bool | int = False,
+    progress: bool = True,
+    visa_library: str | None = None,
+) -> int:
     """Run a protocol file; returns the run id the points were written to.
 
     ``backend``: a backend configuration ("sim", ``{sim: {...}}``, ``{station: yaml}``,
@@ -345,15 +396,27 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
     own_backend = not isinstance(backend, Backend)
     backend_cfg = None
     if own_backend:
-        backend_cfg = pf.backend if backend is None else resolve_backend_config(
-            backend, Path.cwd(), "backend argument")
+        backend_cfg = (
+            pf.backend
+            if backend is None
+            else resolve_backend_config(backend, Path.cwd(), "backend argument")
+        )
         if backend_cfg is None:
-            raise ConfigError("backend", "no backend: give one in the file or on the command "
-                              "line (--sim, --station, --mock-lab)", src)
+            raise ConfigError(
+                "backend",
+                "no backend: give one in the file or on the command "
+                "line (--sim, --station, --mock-lab)",
+                src,
+            )
     if own_backend:  # every check the files allow, before any instrument or database
         assert backend_cfg is not None  # refused above
-        where = backend_cfg if isinstance(backend_cfg, str) else next(
-            (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
+        where = (
+            backend_cfg
+            if isinstance(backend_cfg, str)
+            else next(
+                (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim"
+            )
+        )
         offline = offline_backend(backend_cfg, src)
         with file_errors(pf, offline, where):
             _RecordSchema(Runner(offline, progress=False)).preflight(pf.plan)
@@ -368,12 +431,15 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
                 raise ConfigError("resume", f"no unfinished run of {src} in {db}", src)
             root_id = store.chain(root_id)[0]
             # before any instrument is opened: same protocol config, same station
-            check_resume_matches(store.metadata(root_id), pf,
-                                 station_identity(backend_cfg, None if own_backend else backend),
-                                 backend_cfg, root_id)
+            check_resume_matches(
+                store.metadata(root_id),
+                pf,
+                station_identity(backend_cfg, None if own_backend else backend),
+                backend_cfg,
+                root_id,
+            )
         visa = {} if visa_library is None else {"visa_library": visa_library}
-        be = open_backend(cast(Any, backend_cfg), source=src, **visa) if own_backend \
-            else backend
+        be = open_backend(cast(Any, backend_cfg), source=src, **visa) if own_backend else backend
         writer = None
         status = "failed"
         try:
@@ -381,19 +447,26 @@ def run_protocol_file(protocol_path: str | Path, *, backend: Any = None,
             schema = _RecordSchema(runner)
             with file_errors(pf, be, type(be).__name__):
                 summary = schema.preflight(pf.plan)  # nothing reaches the instruments
-            log.info("%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s", src,
-                     summary.ops, summary.pulses, summary.reads, summary.duration_s)
+            log.info(
+                "%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s",
+                src,
+                summary.ops,
+                summary.pulses,
+                summary.reads,
+                summary.duration_s,
+            )
             if root_id is None:
                 if not schema.key_names:
-                    raise ProtocolError(f"{src}: the protocol records nothing on this backend "
-                                        f"(pre-flight)")
-                fields = list(schema.key_names) + [v for v in schema.value_names
-                                                    if v not in schema.key_names]
+                    raise ProtocolError(
+                        f"{src}: the protocol records nothing on this backend (pre-flight)"
+                    )
+                fields = list(schema.key_names) + [
+                    v for v in schema.value_names if v not in schema.key_names
+                ]
                 keys = [column_name(k) for k in schema.key_names]
-                values = [column_name(v) for v in fields[len(keys):]]
+                values = [column_name(v) for v in fields[len(keys) :]]
                 md = _metadata(pf, be, backend_cfg)
-                md["station_identity"] = station_identity(backend_cfg,
-                                                          None if own_backend else be)
+                md["station_identity"] = station_identity(backend_cfg, None if own_backend else be)
                 md["column_map"] = {f: column_name(f) for f in fields if column_name(f) != f}
                 writer = store.new_run(pf.name, keys=keys, values=values, metadata=md)
                 root_id = writer.run_id

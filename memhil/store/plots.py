@@ -56,16 +56,28 @@ def _first(df: pd.DataFrame, names: Sequence[str]) -> str | None:
     return None
 
 
-def plot_iv(df: pd.DataFrame, path: str | Path, *, v: str = "v", i: str = "i",
-            cycle: str | None = None, title: str = "I-V") -> Path:
+def plot_iv(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    v: str = "v",
+    i: str = "i",
+    cycle: str | None = None,
+    title: str = "I-V",
+) -> Path:
     """I-V loops, log |I| vs V, one curve per cycle (``cycle`` column, default the
     first of ``cycle``/``step`` present; one curve if none)."""
     cycle = cycle or _first(df, ("cycle", "step"))
     fig, ax = _subplots()
     groups = df.groupby(cycle, sort=True) if cycle else [(None, df)]
     for c, g in groups:
-        ax.semilogy(g[v].to_numpy(), np.abs(g[i].to_numpy()) + _TINY, "-",
-                    lw=1, label=None if c is None else f"{cycle} {c}")
+        ax.semilogy(
+            g[v].to_numpy(),
+            np.abs(g[i].to_numpy()) + _TINY,
+            "-",
+            lw=1,
+            label=None if c is None else f"{cycle} {c}",
+        )
     ax.set_xlabel("V (V)")
     ax.set_ylabel("|I| (A)")
     ax.set_title(title)
@@ -75,9 +87,15 @@ def plot_iv(df: pd.DataFrame, path: str | Path, *, v: str = "v", i: str = "i",
     return _save(fig, path)
 
 
-def plot_pulse_response(df: pd.DataFrame, path: str | Path, *, g: str = "g",
-                        pulse: str | None = None, phase: str | None = None,
-                        title: str = "Pulse response (LTP/LTD)") -> Path:
+def plot_pulse_response(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    g: str = "g",
+    pulse: str | None = None,
+    phase: str | None = None,
+    title: str = "Pulse response (LTP/LTD)",
+) -> Path:
     """G vs pulse number; one curve per ``phase`` (e.g. "LTP"/"LTD") if present,
     pulse number from ``pulse``/``step`` or the row order."""
     pulse = pulse or _first(df, ("pulse", "step"))
@@ -98,8 +116,9 @@ def plot_pulse_response(df: pd.DataFrame, path: str | Path, *, g: str = "g",
     return _save(fig, path)
 
 
-def plot_conductance_map(g: Any, path: str | Path, *, title: str = "Conductance map",
-                         log: bool = False) -> Path:
+def plot_conductance_map(
+    g: Any, path: str | Path, *, title: str = "Conductance map", log: bool = False
+) -> Path:
     """Heat map of a 2-D conductance array (rows x cols) or of a DataFrame with
     ``row``, ``col``, ``g`` columns."""
     if isinstance(g, pd.DataFrame):
@@ -110,8 +129,7 @@ def plot_conductance_map(g: Any, path: str | Path, *, title: str = "Conductance 
     if log:
         arr = np.log10(np.abs(arr) + _TINY)
     fig, ax = _subplots()
-    im = ax.imshow(arr, cmap="viridis", origin="upper", aspect="auto",
-                   interpolation="nearest")
+    im = ax.imshow(arr, cmap="viridis", origin="upper", aspect="auto", interpolation="nearest")
     fig.colorbar(im, ax=ax, label="log10 G (S)" if log else "G (S)")
     ax.set_xlabel("col")
     ax.set_ylabel("row")
@@ -119,16 +137,28 @@ def plot_conductance_map(g: Any, path: str | Path, *, title: str = "Conductance 
     return _save(fig, path)
 
 
-def plot_retention(df: pd.DataFrame, path: str | Path, *, t: str = "t_s", g: str = "g",
-                   group: str | None = None, title: str = "Retention") -> Path:
+def plot_retention(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    t: str = "t_s",
+    g: str = "g",
+    group: str | None = None,
+    title: str = "Retention",
+) -> Path:
     """G vs time (log time axis); one curve per ``group`` (e.g. level/state) if given."""
     fig, ax = _subplots()
     groups = df.groupby(group, sort=True) if group else [(None, df)]
     for k, d in groups:
         tt = d[t].to_numpy(dtype=float)
         keep = tt > 0
-        ax.semilogx(tt[keep], d[g].to_numpy(dtype=float)[keep], ".-", ms=3,
-                    label=None if k is None else f"{group} {k}")
+        ax.semilogx(
+            tt[keep],
+            d[g].to_numpy(dtype=float)[keep],
+            ".-",
+            ms=3,
+            label=None if k is None else f"{group} {k}",
+        )
     if group:
         ax.legend(fontsize="small")
     ax.set_xlabel("t (s)")
@@ -138,9 +168,15 @@ def plot_retention(df: pd.DataFrame, path: str | Path, *, t: str = "t_s", g: str
     return _save(fig, path)
 
 
-def plot_endurance(df: pd.DataFrame, path: str | Path, *, cycle: str | None = None,
-                   hrs: str | None = None, lrs: str | None = None,
-                   title: str = "Endurance") -> Path:
+def plot_endurance(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    cycle: str | None = None,
+    hrs: str | None = None,
+    lrs: str | None = None,
+    title: str = "Endurance",
+) -> Path:
     """HRS and LRS vs cycle (log y).  Columns: ``cycle`` (or ``step``/row order) and
     either ``r_hrs``/``r_lrs`` (resistances) or ``g_hrs``/``g_lrs`` (conductances)."""
     cycle = cycle or _first(df, ("cycle", "step"))
@@ -161,8 +197,13 @@ def plot_endurance(df: pd.DataFrame, path: str | Path, *, cycle: str | None = No
     return _save(fig, path)
 
 
-def plot_wafer_map(values_by_die: Mapping[tuple[int, int], float], path: str | Path, *,
-                   title: str = "Wafer map", label: str = "value") -> Path:
+def plot_wafer_map(
+    values_by_die: Mapping[tuple[int, int], float],
+    path: str | Path,
+    *,
+    title: str = "Wafer map",
+    label: str = "value",
+) -> Path:
     """Wafer map: ``{(die_col, die_row): value}`` as coloured squares (missing dies
     blank), with the wafer outline."""
     if not values_by_die:
@@ -174,9 +215,13 @@ def plot_wafer_map(values_by_die: Mapping[tuple[int, int], float], path: str | P
     for (c, r), v in values_by_die.items():
         grid[int(r) - r0, int(c) - c0] = float(v)
     fig, ax = _subplots()
-    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", origin="lower",
-                   extent=(c0 - 0.5, max(cols) + 0.5, r0 - 0.5, max(rows) + 0.5),
-                   interpolation="nearest")
+    im = ax.imshow(
+        np.ma.masked_invalid(grid),
+        cmap="viridis",
+        origin="lower",
+        extent=(c0 - 0.5, max(cols) + 0.5, r0 - 0.5, max(rows) + 0.5),
+        interpolation="nearest",
+    )
     cx, cy = (c0 + max(cols)) / 2, (r0 + max(rows)) / 2
     rad = 0.5 * np.hypot(max(cols) - c0 + 1, max(rows) - r0 + 1)
     ax.add_patch(Circle((cx, cy), rad, fill=False, color="gray", lw=1))

@@ -101,13 +101,22 @@ __all__ = ["STATUSES", "RunInfo", "RunStore", "RunWriter"]
 
 STATUSES = ("completed", "failed", "interrupted")
 POINT = "point"
-_RESERVED = {"memhil_status", "memhil_keys", "memhil_values", "memhil_key_types",
-             "memhil_continues", "memhil_metadata_keys", "memhil_closed_at",
-             "memhil_reapplied_units"}
+_RESERVED = {
+    "memhil_status",
+    "memhil_keys",
+    "memhil_values",
+    "memhil_key_types",
+    "memhil_continues",
+    "memhil_metadata_keys",
+    "memhil_closed_at",
+    "memhil_reapplied_units",
+}
 _UNITS_TABLE = "memhil_units"
-_UNITS_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {_UNITS_TABLE} (root_run INTEGER NOT NULL, "
-                 "unit TEXT NOT NULL, attempts INTEGER NOT NULL, done INTEGER NOT NULL, "
-                 "PRIMARY KEY (root_run, unit))")
+_UNITS_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_UNITS_TABLE} (root_run INTEGER NOT NULL, "
+    "unit TEXT NOT NULL, attempts INTEGER NOT NULL, done INTEGER NOT NULL, "
+    "PRIMARY KEY (root_run, unit))"
+)
 
 
 @dataclass(frozen=True)
@@ -159,9 +168,16 @@ class RunWriter:
     """Writes the points of one run.  Use as a context manager: an exception closes
     the run ``"failed"`` (``KeyboardInterrupt``: ``"interrupted"``) and re-raises."""
 
-    def __init__(self, store: RunStore, dataset: Any, keys: Sequence[str],
-                 values: Sequence[str], key_types: dict[str, type] | None,
-                 next_point: int = 0, root_run: int | None = None):
+    def __init__(
+        self,
+        store: RunStore,
+        dataset: Any,
+        keys: Sequence[str],
+        values: Sequence[str],
+        key_types: dict[str, type] | None,
+        next_point: int = 0,
+        root_run: int | None = None,
+    ):
         self._store = store
         self.root_run = int(dataset.run_id) if root_run is None else int(root_run)
         self._ds = dataset
@@ -206,8 +222,8 @@ class RunWriter:
     def units(self) -> dict[str, tuple[int, bool]]:
         """Unit key text -> (attempts, done) of this run's chain."""
         rows = self._store.conn.execute(
-            f"SELECT unit, attempts, done FROM {_UNITS_TABLE} WHERE root_run = ?",
-            (self.root_run,)).fetchall()
+            f"SELECT unit, attempts, done FROM {_UNITS_TABLE} WHERE root_run = ?", (self.root_run,)
+        ).fetchall()
         return {u: (int(a), bool(d)) for u, a, d in rows}
 
     def start_unit(self, unit: str) -> int:
@@ -215,18 +231,25 @@ class RunWriter:
         attempt number. An attempt > 1 lists the unit in ``memhil_reapplied_units``."""
         conn = self._store.conn
         with atomic(conn):
-            conn.execute(f"INSERT INTO {_UNITS_TABLE} (root_run, unit, attempts, done) "
-                         "VALUES (?, ?, 1, 0) ON CONFLICT(root_run, unit) "
-                         "DO UPDATE SET attempts = attempts + 1",
-                         (self.root_run, unit))
+            conn.execute(
+                f"INSERT INTO {_UNITS_TABLE} (root_run, unit, attempts, done) "
+                "VALUES (?, ?, 1, 0) ON CONFLICT(root_run, unit) "
+                "DO UPDATE SET attempts = attempts + 1",
+                (self.root_run, unit),
+            )
             (attempts,) = conn.execute(
                 f"SELECT attempts FROM {_UNITS_TABLE} WHERE root_run = ? AND unit = ?",
-                (self.root_run, unit)).fetchone()
+                (self.root_run, unit),
+            ).fetchone()
             if attempts > 1:
-                again = [{"unit": _from_json(u), "attempts": a} for u, (a, _) in
-                         sorted(self.units().items()) if a > 1]
-                self._store._ds(self.root_run).add_metadata("memhil_reapplied_units",
-                                                            json.dumps(again))
+                again = [
+                    {"unit": _from_json(u), "attempts": a}
+                    for u, (a, _) in sorted(self.units().items())
+                    if a > 1
+                ]
+                self._store._ds(self.root_run).add_metadata(
+                    "memhil_reapplied_units", json.dumps(again)
+                )
         return int(attempts)
 
     def commit_unit(self, unit: str, points: Sequence[Mapping[str, Any]] = ()) -> list[int]:
@@ -234,9 +257,11 @@ class RunWriter:
         or neither are stored."""
         with self.transaction() as conn:
             idx = self.add_many(points)
-            conn.execute(f"INSERT INTO {_UNITS_TABLE} (root_run, unit, attempts, done) "
-                         "VALUES (?, ?, 1, 1) ON CONFLICT(root_run, unit) DO UPDATE SET done = 1",
-                         (self.root_run, unit))
+            conn.execute(
+                f"INSERT INTO {_UNITS_TABLE} (root_run, unit, attempts, done) "
+                "VALUES (?, ?, 1, 1) ON CONFLICT(root_run, unit) DO UPDATE SET done = 1",
+                (self.root_run, unit),
+            )
         return idx
 
     @contextlib.contextmanager
@@ -253,16 +278,17 @@ class RunWriter:
     def _row(self, point: Mapping[str, Any], index: int) -> dict[str, Any]:
         unknown = set(point) - set(self.keys) - set(self.values)
         if unknown:
-            raise KeyError(f"unknown columns {sorted(unknown)}; keys={self.keys}, "
-                           f"values={self.values}")
+            raise KeyError(
+                f"unknown columns {sorted(unknown)}; keys={self.keys}, values={self.values}"
+            )
         missing = [k for k in self.keys if k not in point]
         if missing:
             raise KeyError(f"missing key columns {missing}")
         if self._key_types is None:
-            self._key_types = {k: (str if isinstance(point[k], str) else int)
-                               for k in self.keys}
-            self._ds.add_metadata("memhil_key_types", json.dumps(
-                {k: t.__name__ for k, t in self._key_types.items()}))
+            self._key_types = {k: (str if isinstance(point[k], str) else int) for k in self.keys}
+            self._ds.add_metadata(
+                "memhil_key_types", json.dumps({k: t.__name__ for k, t in self._key_types.items()})
+            )
         row: dict[str, Any] = {POINT: index}
         for k in self.keys:
             v = point[k]
@@ -308,8 +334,7 @@ class RunStore:
     """A SQLite database of runs, opened with an explicit path (the global QCoDeS
     config, ``core.db_location``, is neither read nor changed)."""
 
-    def __init__(self, db_path: str | Path, experiment: str = "memhil",
-                 sample: str = "memhil"):
+    def __init__(self, db_path: str | Path, experiment: str = "memhil", sample: str = "memhil"):
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         if not self.db_path.exists():
@@ -331,10 +356,17 @@ class RunStore:
         self.close()
 
     # -- writing ----------------------------------------------------------------------
-    def new_run(self, name: str, *, keys: Sequence[str], values: Sequence[str],
-                metadata: Mapping[str, Any] | None = None,
-                key_types: Mapping[str, type] | None = None,
-                _continues: int | None = None, _first_point: int = 0) -> RunWriter:
+    def new_run(
+        self,
+        name: str,
+        *,
+        keys: Sequence[str],
+        values: Sequence[str],
+        metadata: Mapping[str, Any] | None = None,
+        key_types: Mapping[str, type] | None = None,
+        _continues: int | None = None,
+        _first_point: int = 0,
+    ) -> RunWriter:
         """Create a run.  ``metadata`` values are stored as JSON strings (strings as
         they are) with ``dataset.add_metadata``: station snapshot, protocol config,
         calibration versions, device-model parameters ...  ``key_types`` maps a key
@@ -352,24 +384,28 @@ class RunStore:
         if reserved:
             raise ValueError(f"metadata key {reserved[0]!r} is reserved")
         point = ParamSpecBase(POINT, "numeric", label="point index")
-        deps = [ParamSpecBase(k, "text") for k in keys] + \
-               [ParamSpecBase(v, "numeric") for v in values]
+        deps = [ParamSpecBase(k, "text") for k in keys] + [
+            ParamSpecBase(v, "numeric") for v in values
+        ]
         # one transaction: a crash never leaves a run without its metadata (unresumable)
         with atomic(self.conn):
-            ds = self._create_dataset(name, deps, point, keys, values, metadata, key_types,
-                                      _continues)
+            ds = self._create_dataset(
+                name, deps, point, keys, values, metadata, key_types, _continues
+            )
         root = None
         if _continues is not None:
             root = self.chain(int(_continues))[0]
-        return RunWriter(self, ds, keys, values,
-                         dict(key_types) if key_types else None, _first_point, root)
+        return RunWriter(
+            self, ds, keys, values, dict(key_types) if key_types else None, _first_point, root
+        )
 
-    def _create_dataset(self, name, deps, point, keys, values, metadata, key_types,
-                        _continues) -> Any:
-        ds = new_data_set(name, exp_id=self.experiment.exp_id, conn=self.conn,
-                          in_memory_cache=False)
-        ds.set_interdependencies(InterDependencies_(
-            dependencies={d: (point,) for d in deps}))
+    def _create_dataset(
+        self, name, deps, point, keys, values, metadata, key_types, _continues
+    ) -> Any:
+        ds = new_data_set(
+            name, exp_id=self.experiment.exp_id, conn=self.conn, in_memory_cache=False
+        )
+        ds.set_interdependencies(InterDependencies_(dependencies={d: (point,) for d in deps}))
         ds.mark_started(start_bg_writer=False)
         for mkey, mval in (metadata or {}).items():
             ds.add_metadata(mkey, _to_json(mval))
@@ -377,8 +413,9 @@ class RunStore:
         ds.add_metadata("memhil_keys", json.dumps(keys))
         ds.add_metadata("memhil_values", json.dumps(values))
         if key_types is not None:
-            ds.add_metadata("memhil_key_types", json.dumps(
-                {k: t.__name__ for k, t in key_types.items()}))
+            ds.add_metadata(
+                "memhil_key_types", json.dumps({k: t.__name__ for k, t in key_types.items()})
+            )
         if _continues is not None:
             ds.add_metadata("memhil_continues", str(int(_continues)))
         ds.add_metadata("memhil_status", "running")
@@ -406,10 +443,18 @@ class RunStore:
             if writable:
                 ds.add_metadata("memhil_status", "running")
                 return RunWriter(self, ds, keys, values, key_types, n, chain[0])
-        user_meta = {k: raw[k] for k in json.loads(raw.get("memhil_metadata_keys", "[]"))
-                     if k in raw}
-        return self.new_run(ds.name, keys=keys, values=values, metadata=user_meta,
-                            key_types=key_types, _continues=tail, _first_point=n)
+        user_meta = {
+            k: raw[k] for k in json.loads(raw.get("memhil_metadata_keys", "[]")) if k in raw
+        }
+        return self.new_run(
+            ds.name,
+            keys=keys,
+            values=values,
+            metadata=user_meta,
+            key_types=key_types,
+            _continues=tail,
+            _first_point=n,
+        )
 
     # -- reading ----------------------------------------------------------------------
     def _ds(self, run_id: int) -> Any:
@@ -419,8 +464,9 @@ class RunStore:
     def _key_types(raw: Mapping[str, Any]) -> dict[str, type] | None:
         if "memhil_key_types" not in raw:
             return None
-        return {k: (int if t == "int" else str)
-                for k, t in json.loads(raw["memhil_key_types"]).items()}
+        return {
+            k: (int if t == "int" else str) for k, t in json.loads(raw["memhil_key_types"]).items()
+        }
 
     def run_ids(self) -> list[int]:
         """Every run id in the database, ascending."""
@@ -436,8 +482,8 @@ class RunStore:
         if "memhil_continues" not in cols:
             return {}
         rows = self.conn.execute(
-            "SELECT run_id, memhil_continues FROM runs "
-            "WHERE memhil_continues IS NOT NULL").fetchall()
+            "SELECT run_id, memhil_continues FROM runs WHERE memhil_continues IS NOT NULL"
+        ).fetchall()
         return {int(r): int(c) for r, c in rows}
 
     def chain(self, run_id: int) -> list[int]:
@@ -467,11 +513,17 @@ class RunStore:
             if status is None:
                 status = "completed" if ds.completed else "running"
             c = md.get("memhil_continues")
-            out.append(RunInfo(run_id=rid, name=ds.name, status=str(status),
-                               n_points=int(ds.number_of_results),
-                               started=ds.run_timestamp_raw,
-                               completed=ds.completed_timestamp_raw,
-                               continues=int(c) if c is not None else None))
+            out.append(
+                RunInfo(
+                    run_id=rid,
+                    name=ds.name,
+                    status=str(status),
+                    n_points=int(ds.number_of_results),
+                    started=ds.run_timestamp_raw,
+                    completed=ds.completed_timestamp_raw,
+                    continues=int(c) if c is not None else None,
+                )
+            )
         return out
 
     def units(self, run_id: int) -> pd.DataFrame:
@@ -479,11 +531,17 @@ class RunStore:
         ``attempts`` (> 1: the unit was started again after a crash; its pulses may have
         been applied more than once) and ``done``."""
         root = self.chain(run_id)[0]
-        rows = self.conn.execute(f"SELECT unit, attempts, done FROM {_UNITS_TABLE} "
-                                 "WHERE root_run = ? ORDER BY rowid", (root,)).fetchall()
-        return pd.DataFrame({"unit": [_from_json(u) for u, _, _ in rows],
-                             "attempts": [int(a) for _, a, _ in rows],
-                             "done": [bool(d) for _, _, d in rows]})
+        rows = self.conn.execute(
+            f"SELECT unit, attempts, done FROM {_UNITS_TABLE} WHERE root_run = ? ORDER BY rowid",
+            (root,),
+        ).fetchall()
+        return pd.DataFrame(
+            {
+                "unit": [_from_json(u) for u, _, _ in rows],
+                "attempts": [int(a) for _, a, _ in rows],
+                "done": [bool(d) for _, _, d in rows],
+            }
+        )
 
     def metadata(self, run_id: int) -> dict[str, Any]:
         """All metadata of a run, JSON values parsed."""
@@ -496,8 +554,9 @@ class RunStore:
         values = json.loads(raw["memhil_values"])
         cols = [POINT] + keys + values
         # one SQLite row per point: read the results table directly (in write order)
-        sql = "SELECT {} FROM \"{}\" ORDER BY id".format(
-            ", ".join(f'"{c}"' for c in cols), ds.table_name)
+        sql = 'SELECT {} FROM "{}" ORDER BY id'.format(
+            ", ".join(f'"{c}"' for c in cols), ds.table_name
+        )
         rows = self.conn.execute(sql).fetchall()
         df = pd.DataFrame.from_records(rows, columns=cols)
         key_types = self._key_types(raw) or {}
@@ -524,8 +583,9 @@ class RunStore:
         missing = [k for k in key_names if k not in df.columns]
         if missing:
             raise KeyError(f"unknown columns {missing}")
-        return {tuple(_py(x) for x in row)
-                for row in df[key_names].itertuples(index=False, name=None)}
+        return {
+            tuple(_py(x) for x in row) for row in df[key_names].itertuples(index=False, name=None)
+        }
 
     def to_xarray(self, run_id: int):
         """xarray Dataset of the chain's points (dimension ``point``); the root run's
@@ -534,6 +594,7 @@ class RunStore:
         import xarray as xr
 
         from memhil.store.columns import unit_of
+
         chain = self.chain(run_id)
         xds = xr.Dataset.from_dataframe(self.load(run_id).set_index(POINT))
         for name in xds.data_vars:

@@ -14,23 +14,36 @@ from tests.backends import BackendUnderTest
 
 def ideal_backend(rows=16, cols=16, **read) -> SimBackend:
     """Noise-free NeuroSim devices and ideal converters: reads are exact."""
-    return SimBackend({"rows": rows, "cols": cols, "seed": 0, "read": read,
-                       "device": {"model": "neurosim", "c2c_std": 0.0}})
+    return SimBackend(
+        {
+            "rows": rows,
+            "cols": cols,
+            "seed": 0,
+            "read": read,
+            "device": {"model": "neurosim", "c2c_std": 0.0},
+        }
+    )
 
 
 def spread_states(layer: AnalogLinear, seed: int = 0) -> None:
     """Put the layer's devices in varied states (so W is not trivial)."""
     w = layer.weights
-    counts = torch.randint(0, 25, (w.mapping.in_features, w.mapping.n_cols),
-                           generator=torch.Generator().manual_seed(seed))
+    counts = torch.randint(
+        0,
+        25,
+        (w.mapping.in_features, w.mapping.n_cols),
+        generator=torch.Generator().manual_seed(seed),
+    )
     w.set_region(counts)
 
 
-@pytest.mark.parametrize("layout, n_devices", [("differential", 1), ("differential", 2),
-                                               ("reference", 1)])
+@pytest.mark.parametrize(
+    "layout, n_devices", [("differential", 1), ("differential", 2), ("reference", 1)]
+)
 def test_forward_and_transpose_equal_float_products_on_an_ideal_device(layout, n_devices):
-    layer = AnalogLinear(6, 3, ideal_backend(), layout=layout, n_devices=n_devices,
-                         row_offset=2, col_offset=1)
+    layer = AnalogLinear(
+        6, 3, ideal_backend(), layout=layout, n_devices=n_devices, row_offset=2, col_offset=1
+    )
     spread_states(layer)
     with torch.no_grad():
         layer.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
@@ -49,10 +62,18 @@ def test_forward_within_the_backends_noise(but: BackendUnderTest, make_backend):
     backend = make_backend(but)
     _, rows, cols = backend.shape
     n_out = cols // 2
-    layer = AnalogLinear(rows, n_out, backend, set_pulse=but.set_pulse, reset_pulse=but.reset_pulse,
-                         v_read=but.v_read, bias=False)
-    counts = torch.randint(0, 4, (rows, layer.weights.mapping.n_cols),
-                           generator=torch.Generator().manual_seed(1))
+    layer = AnalogLinear(
+        rows,
+        n_out,
+        backend,
+        set_pulse=but.set_pulse,
+        reset_pulse=but.reset_pulse,
+        v_read=but.v_read,
+        bias=False,
+    )
+    counts = torch.randint(
+        0, 4, (rows, layer.weights.mapping.n_cols), generator=torch.Generator().manual_seed(1)
+    )
     layer.weights.set_region(counts)
     g = layer.weights.read_conductance().double()
     m = layer.weights.mapping
@@ -113,8 +134,11 @@ def test_region_that_does_not_fit_names_the_sizes():
 
 def test_works_inside_torch_modules():
     backend = ideal_backend(rows=16, cols=32)
-    net = nn.Sequential(AnalogLinear(8, 6, backend), nn.ReLU(),
-                        AnalogLinear(6, 2, backend, row_offset=8, col_offset=12))
+    net = nn.Sequential(
+        AnalogLinear(8, 6, backend),
+        nn.ReLU(),
+        AnalogLinear(6, 2, backend, row_offset=8, col_offset=12),
+    )
     assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     net.eval()
     assert net(torch.randn(3, 8)).shape == (3, 2)
@@ -131,7 +155,7 @@ def test_online_update_scheme_learns_through_the_layer():
     g = torch.Generator().manual_seed(0)
     layer.eval()
     losses = []
-    for step in range(150):
+    for _step in range(150):
         x = torch.randn(16, 4, generator=g)
         layer.weight.grad = None
         loss = (layer(x) - x @ target.t()).pow(2).sum(-1).mean()

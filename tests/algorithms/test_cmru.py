@@ -10,30 +10,43 @@ import math
 import pytest
 import torch
 
-from memhil.algorithms.cmru.units import EpsSchedule, MemoryRecurrentUnit, heaviside, sign
+from memhil.algorithms.cmru.backbone import RecurrentBackbone
 from memhil.algorithms.cmru.deploy import (
     deploy_to_backend,
     gaussian_candidate_noise,
     noise_robustness,
     perturbed_weights,
 )
-from memhil.algorithms.cmru.backbone import RecurrentBackbone
 from memhil.algorithms.cmru.training import TrainConfig, evaluate, train
-from memhil.nn.scan import linear_scan
+from memhil.algorithms.cmru.units import EpsSchedule, MemoryRecurrentUnit, heaviside, sign
 from memhil.backends.sim import SimBackend
 from memhil.datasets import copy_first_input
 from memhil.mock_hw.lab import MockLab
+from memhil.nn.scan import linear_scan
 from tests.backends import _mock_station
 
 CELLS = [  # (variant, eps, learn_eps)
-    ("signed", 0.0, False), ("signed", 0.5, False), ("signed", 1.0, False), ("signed", 0.9, True),
-    ("fq", 0.0, False), ("fq", 1.0, False), ("fq", 0.5, True),
+    ("signed", 0.0, False),
+    ("signed", 0.5, False),
+    ("signed", 1.0, False),
+    ("signed", 0.9, True),
+    ("fq", 0.0, False),
+    ("fq", 1.0, False),
+    ("fq", 0.5, True),
 ]
 
 
 def _cell(variant: str, eps: float, learn: bool, seed: int = 0) -> MemoryRecurrentUnit:
-    cell = MemoryRecurrentUnit(6, 9, 4, eps=eps, learn_eps=learn, variant=variant,
-                               threshold_bias_init=0.6, generator=torch.Generator().manual_seed(seed))
+    cell = MemoryRecurrentUnit(
+        6,
+        9,
+        4,
+        eps=eps,
+        learn_eps=learn,
+        variant=variant,
+        threshold_bias_init=0.6,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return cell.double()
 
 
@@ -126,10 +139,19 @@ def trained():
     torch.set_num_threads(1)  # tiny tensors: extra threads only add contention
     try:
         data = copy_first_input(20, n_train=256, n_test=64, seed=0)
-        model = RecurrentBackbone(data.n_features, data.n_classes, cell="cmru", d_model=8, d_state=8,
-                                  mlp_ratio=2, dropout=0.0, seed=1)
-        result = train(model, data.train, TrainConfig(steps=150, batch_size=32, lr=1e-2, seed=0),
-                       data.test)
+        model = RecurrentBackbone(
+            data.n_features,
+            data.n_classes,
+            cell="cmru",
+            d_model=8,
+            d_state=8,
+            mlp_ratio=2,
+            dropout=0.0,
+            seed=1,
+        )
+        result = train(
+            model, data.train, TrainConfig(steps=150, batch_size=32, lr=1e-2, seed=0), data.test
+        )
     finally:
         torch.set_num_threads(threads)
     return model, data, result
@@ -144,8 +166,9 @@ def test_tiny_cmru_learns_copy_first_input(trained):
 def test_noise_injection_leaves_the_model_intact(trained):
     model, data, _ = trained
     clean = evaluate(model, data.test)
-    table = noise_robustness(model, data.test, candidate_stds=(0.0, 0.5), weight_stds=(0.0, 0.3),
-                             n_draws=2)
+    table = noise_robustness(
+        model, data.test, candidate_stds=(0.0, 0.5), weight_stds=(0.0, 0.3), n_draws=2
+    )
     assert table[("candidate", 0.0)] == clean and table[("weight", 0.0)] == clean
     assert evaluate(model, data.test) == clean  # perturbed_weights restored the weights
     before = [p.detach().clone() for p in model.parameters()]
@@ -159,15 +182,17 @@ def test_noise_injection_leaves_the_model_intact(trained):
 
 def _deployed_accuracy(model, data, backend) -> tuple[float, list]:
     deployed = copy.deepcopy(model)
-    layers = deploy_to_backend(deployed, backend,
-                               program_kw={"calibration_pulses": 8, "max_iterations": 10})
+    layers = deploy_to_backend(
+        deployed, backend, program_kw={"calibration_pulses": 8, "max_iterations": 10}
+    )
     return evaluate(deployed, data.test), layers
 
 
 def test_deployed_on_the_simulator_matches_the_float_model(trained):
     model, data, _ = trained
-    backend = SimBackend({"rows": 8, "cols": 56, "device": "neurosim", "seed": 0,
-                          "read": {"read_noise_rel": 0.01}})
+    backend = SimBackend(
+        {"rows": 8, "cols": 56, "device": "neurosim", "seed": 0, "read": {"read_noise_rel": 0.01}}
+    )
     acc, layers = _deployed_accuracy(model, data, backend)
     assert len(layers) == 3  # [W_c; W_β], W_out, head readout
     for layer in layers:  # programmed within ~10 % of each matrix's w_max (verify tolerance 5 %)
@@ -183,7 +208,9 @@ def test_deployed_on_the_mock_lab_matches_the_float_model(trained):
     try:
         small = copy_first_input(20, n_train=1, n_test=24, seed=5)  # mock-lab MVMs are slow
         deployed = copy.deepcopy(model)
-        deploy_to_backend(deployed, backend, program_kw={"calibration_pulses": 8, "max_iterations": 10})
+        deploy_to_backend(
+            deployed, backend, program_kw={"calibration_pulses": 8, "max_iterations": 10}
+        )
         acc = evaluate(deployed, small.test)
     finally:
         backend.close()

@@ -32,7 +32,9 @@ def test_copy_first_input_layout_and_seeding():
     assert torch.all(d.train.x[:, 0, 3] == 1) and torch.all(d.train.x[:, 1:, 3] == 0)
     again = copy_first_input(50, n_symbols=3, n_train=20, n_test=10, seed=3)
     assert torch.equal(d.train.x, again.train.x)
-    assert not torch.equal(d.train.x, copy_first_input(50, n_symbols=3, n_train=20, n_test=10, seed=4).train.x)
+    assert not torch.equal(
+        d.train.x, copy_first_input(50, n_symbols=3, n_train=20, n_test=10, seed=4).train.x
+    )
 
 
 def test_flip_flop_targets_follow_the_last_pulse():
@@ -69,8 +71,13 @@ def test_every_cell_runs_in_the_backbone_at_equal_budgets():
     budget = count_parameters(RecurrentBackbone(4, 3, cell="cmru", d_model=16, d_state=16))
     x = torch.randn(2, 12, 4)
     for kind in CELL_KINDS:
-        d_state = state_size_for_budget(kind, 16, count_parameters(
-            RecurrentBackbone(4, 3, cell="cmru", d_model=16, d_state=16).blocks[0].cell))
+        d_state = state_size_for_budget(
+            kind,
+            16,
+            count_parameters(
+                RecurrentBackbone(4, 3, cell="cmru", d_model=16, d_state=16).blocks[0].cell
+            ),
+        )
         model = RecurrentBackbone(4, 3, cell=kind, d_model=16, d_state=d_state)
         assert abs(count_parameters(model) - budget) <= 0.03 * budget, kind
         assert model(x).shape == (2, 3)
@@ -89,8 +96,17 @@ def test_every_cell_runs_in_the_backbone_at_equal_budgets():
 def _digits_backbone(seed: int) -> tuple[RecurrentBackbone, object]:
     """The benchmark's digits setting: standardized pixels, 32-dim positional encoding."""
     data = standardize(sequential_digits())
-    model = RecurrentBackbone(1, 10, cell="cmru", d_model=16, d_state=16, mlp_ratio=2,
-                              dropout=0.0, positional_dims=32, seed=seed)
+    model = RecurrentBackbone(
+        1,
+        10,
+        cell="cmru",
+        d_model=16,
+        d_state=16,
+        mlp_ratio=2,
+        dropout=0.0,
+        positional_dims=32,
+        seed=seed,
+    )
     return model, data
 
 
@@ -142,8 +158,9 @@ def test_baseline_long_memory_inits():
     assert float(lam.abs().min()) >= 0.9 - 1e-6 and float(lam.abs().max()) <= 0.999 + 1e-6
     assert float(lam.angle().abs().max()) <= math.pi / 10 + 1e-6
     # minGRU chrono init: retention 1 − z = 1 − 1/τ with τ in [1, T_max]
-    gru = build_cell("mingru", 16, 64, mingru_max_timescale=100.0,
-                     generator=torch.Generator().manual_seed(0))
+    gru = build_cell(
+        "mingru", 16, 64, mingru_max_timescale=100.0, generator=torch.Generator().manual_seed(0)
+    )
     tau = 1.0 / torch.sigmoid(gru.b_z.detach())
     assert float(tau.min()) >= 1.0 and float(tau.max()) <= 100.0 + 1e-3
     assert float(tau.median()) > 10.0  # most units remember for tens of steps, not ~2

@@ -10,6 +10,15 @@ from dataclasses import replace
 import pytest
 import torch
 
+from memhil.algorithms.eprop.lif import (
+    LIFParams,
+    low_pass,
+    low_pass_reverse,
+    pseudo_derivative,
+    readout,
+    run_lif,
+    spike,
+)
 from memhil.algorithms.eprop.training import (
     VARIANTS,
     EpropConfig,
@@ -23,20 +32,11 @@ from memhil.algorithms.eprop.training import (
     task_error,
     variant_config,
 )
-from memhil.runs.eprop_variants import build_variant
-from memhil.algorithms.eprop.lif import (
-    LIFParams,
-    low_pass,
-    low_pass_reverse,
-    pseudo_derivative,
-    readout,
-    run_lif,
-    spike,
-)
-from memhil.nn.scan import linear_recurrence_loop
 from memhil.backends.sim import SimBackend
 from memhil.datasets import pattern_generation
 from memhil.mock_hw.lab import MockLab
+from memhil.nn.scan import linear_recurrence_loop
+from memhil.runs.eprop_variants import build_variant
 
 P = LIFParams(thr=1.0)
 
@@ -116,8 +116,9 @@ def test_eprop_is_exact_bptt_without_recurrent_weights(loss):
     record = run_lif(x @ w_in.t(), lambda z: z @ w_rec.t(), P)
     y = readout(record.z @ w_out.t() + bias, P)
     got = eprop_gradients(x, record, task_error(y, target, loss, 30), w_out, P, 0.5, 10.0)
-    want, _ = bptt_gradients(x, target, w_in, w_rec, w_out, bias, P, reg=0.5, f0_hz=10.0,
-                             loss=loss, ce_window=30)
+    want, _ = bptt_gradients(
+        x, target, w_in, w_rec, w_out, bias, P, reg=0.5, f0_hz=10.0, loss=loss, ce_window=30
+    )
     for k in ("w_in", "w_rec", "w_out", "bias"):
         assert _cos(getattr(got, k), getattr(want, k)) > 1 - 1e-9, k
 
@@ -137,15 +138,37 @@ def test_gradient_check_against_bptt_on_ideal_devices():
     by the exactness test (W_rec = 0, cos = 1 - 1e-9) and the explicit-trace test above.
     """
     torch.manual_seed(0)
-    cfg = EpropConfig(n_in=20, n_rec=10, n_out=2, lif=P, feedback="symmetric", reg=0.5,
-                      f0_hz=10.0, init_std_in=0.3, init_std_rec=0.1, init_std_out=0.3)
+    cfg = EpropConfig(
+        n_in=20,
+        n_rec=10,
+        n_out=2,
+        lif=P,
+        feedback="symmetric",
+        reg=0.5,
+        f0_hz=10.0,
+        init_std_in=0.3,
+        init_std_rec=0.1,
+        init_std_out=0.3,
+    )
     net = build_variant("float", cfg, seed=0, device_mode="ideal")
     x, *_, target = _problem(seed=3, n_in=20, n=10, k=2, dtype=torch.float32)
     got, _, _ = net.gradients(x, target)
     w = {k: net.read_weight(k).double() for k in ("w_in", "w_rec", "w_out")}
-    want, _ = bptt_gradients(x.double(), target.double(), w["w_in"], w["w_rec"], w["w_out"],
-                             net.bias.double(), P, reg=0.5, f0_hz=10.0)
-    cos = {k: _cos(getattr(got, k).double(), getattr(want, k)) for k in ("w_in", "w_rec", "w_out", "bias")}
+    want, _ = bptt_gradients(
+        x.double(),
+        target.double(),
+        w["w_in"],
+        w["w_rec"],
+        w["w_out"],
+        net.bias.double(),
+        P,
+        reg=0.5,
+        f0_hz=10.0,
+    )
+    cos = {
+        k: _cos(getattr(got, k).double(), getattr(want, k))
+        for k in ("w_in", "w_rec", "w_out", "bias")
+    }
     print("e-prop vs BPTT cosine similarity:", {k: round(v, 3) for k, v in cos.items()})
     assert cos["w_out"] > 0.999 and cos["bias"] > 0.999
     assert cos["w_in"] > 0.85
@@ -169,12 +192,29 @@ def test_pcm_modes_and_unknown_names():
         pcm_device("bogus")
     with pytest.raises(ValueError, match="feedback"):
         EpropConfig(feedback="bogus")
-    assert set(VARIANTS) == {"float", "ideal_device", "sign", "stochastic", "multi",
-                             "mixed_precision"}
+    assert set(VARIANTS) == {
+        "float",
+        "ideal_device",
+        "sign",
+        "stochastic",
+        "multi",
+        "mixed_precision",
+    }
 
 
-SMALL = EpropConfig(n_in=12, n_rec=8, n_out=1, init_std_in=0.3, init_std_rec=0.1,
-                    init_std_out=0.1, lr_in=1e-3, lr_rec=1e-3, lr_out=1e-3, lr_bias=1e-3, reg=1.0)
+SMALL = EpropConfig(
+    n_in=12,
+    n_rec=8,
+    n_out=1,
+    init_std_in=0.3,
+    init_std_rec=0.1,
+    init_std_out=0.1,
+    lr_in=1e-3,
+    lr_rec=1e-3,
+    lr_out=1e-3,
+    lr_bias=1e-3,
+    reg=1.0,
+)
 
 
 def _small_task():
@@ -198,7 +238,7 @@ def test_every_variant_trains_with_pulses_counted_and_device_time_advancing(vari
         return orig(cells, amplitude, width_s, count, **kw)
 
     net.backend.pulse = counting
-    losses = [net.train_step(task.train.x[i:i + 1], task.train.y[i:i + 1]) for i in range(3)]
+    losses = [net.train_step(task.train.x[i : i + 1], task.train.y[i : i + 1]) for i in range(3)]
     issued = sum(spy)
     tally = net.training_pulses()
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -212,7 +252,10 @@ def test_every_variant_trains_with_pulses_counted_and_device_time_advancing(vari
     w_rec = net.weights["w_rec"]
     diag = torch.eye(8, dtype=torch.bool).t().repeat_interleave(w_rec.mapping.n_devices, 1)
     region_g = w_rec.read_conductance()
-    plus, minus = region_g[:, :8 * w_rec.mapping.n_devices], region_g[:, 8 * w_rec.mapping.n_devices:]
+    plus, minus = (
+        region_g[:, : 8 * w_rec.mapping.n_devices],
+        region_g[:, 8 * w_rec.mapping.n_devices :],
+    )
     # RESET level 0.1 µS (10 % spread, read noise 0.13 µS): far below one SET step (~2 µS)
     assert float(plus[diag].max()) < 1e-6 and float(minus[diag].max()) < 1e-6
 
@@ -247,21 +290,42 @@ def test_device_update_follows_the_negative_gradient(device_mode, floor):
 def test_mock_lab_hardware_backend_end_to_end():
     """The same training loop on the HardwareBackend over the mock lab (array board, PCM
     chip, one 8 x 10 tile holding all three matrices)."""
-    station = {"name": "eprop-pcm", "chip": {"rows": 8, "cols": 10, "device": "pcm"},
-               "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9,
-                          "compliance_max_a": 1e-3, "compliance_default_a": 1e-3},
-               "instruments": {"board": {"type": "memhil_array_board",
-                                         "address": "memhilboard://eprop"}},
-               "wiring": {}, "mock": {"device": {"model": "pcm"}, "seed": 3}}
-    cfg = EpropConfig(n_in=4, n_rec=4, n_out=1, init_std_in=0.3, init_std_rec=0.1,
-                      init_std_out=0.2, lr_in=1e-3, lr_rec=1e-3, lr_out=1e-3, lr_bias=1e-3, reg=1.0)
+    station = {
+        "name": "eprop-pcm",
+        "chip": {"rows": 8, "cols": 10, "device": "pcm"},
+        "limits": {
+            "v_pulse_max_v": 3.0,
+            "v_read_max_v": 0.5,
+            "width_min_s": 1e-9,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-3,
+        },
+        "instruments": {"board": {"type": "memhil_array_board", "address": "memhilboard://eprop"}},
+        "wiring": {},
+        "mock": {"device": {"model": "pcm"}, "seed": 3},
+    }
+    cfg = EpropConfig(
+        n_in=4,
+        n_rec=4,
+        n_out=1,
+        init_std_in=0.3,
+        init_std_rec=0.1,
+        init_std_out=0.2,
+        lr_in=1e-3,
+        lr_rec=1e-3,
+        lr_out=1e-3,
+        lr_bias=1e-3,
+        reg=1.0,
+    )
     task = pattern_generation(n_in=4, steps=30, rate_hz=200.0, seed=0)
     backend = MockLab.open_backend(station, strategy="parallel")
     try:
         assert backend.capabilities.device_model == "pcm" and not backend.capabilities.bipolar
         net = EpropNetwork(backend, cfg, "mixed_precision")
         t0 = backend.clock.now()
-        losses = [net.train_step(task.train.x[i:i + 1], task.train.y[i:i + 1]) for i in range(2)]
+        losses = [
+            net.train_step(task.train.x[i : i + 1], task.train.y[i : i + 1]) for i in range(2)
+        ]
         assert all(torch.isfinite(torch.tensor(losses)))
         assert net.training_pulses().set_pulses > 0
         assert backend.clock.now() - t0 >= 2 * cfg.wait_s - 1e-6
@@ -277,17 +341,30 @@ def test_float_eprop_learns_spike_digits_with_cross_entropy():
     digits: the bounds (CE down by > 0.1, accuracy > 20 % against a chance of 10 %) leave
     room without admitting chance."""
     from memhil.datasets import spike_digits
+
     data = spike_digits(steps_per_row=4, seed=0)
-    cfg = EpropConfig(n_in=8, n_rec=16, n_out=10, loss="ce", ce_window=8, init_std_in=0.5,
-                      init_std_rec=0.1, init_std_out=0.0, lr_in=1e-4, lr_rec=1e-4,
-                      lr_out=1e-4, lr_bias=1e-4, reg=1.0)
+    cfg = EpropConfig(
+        n_in=8,
+        n_rec=16,
+        n_out=10,
+        loss="ce",
+        ce_window=8,
+        init_std_in=0.5,
+        init_std_rec=0.1,
+        init_std_out=0.0,
+        lr_in=1e-4,
+        lr_rec=1e-4,
+        lr_out=1e-4,
+        lr_bias=1e-4,
+        reg=1.0,
+    )
     be = SimBackend({"tiles": 3, "rows": 16, "cols": 32, "device": "pcm", "seed": 0})
     net = EpropNetwork(be, cfg, "ideal")
     x, y = data.train.x[:64], data.train.y[:64]
     loss_before, _ = net.evaluate(x, y)
     for _ in range(10):
         for b in range(4):
-            net.train_step(x[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16])
+            net.train_step(x[b * 16 : (b + 1) * 16], y[b * 16 : (b + 1) * 16])
     loss_after, out = net.evaluate(x, y)
     accuracy = float((net.predict(out) == y).float().mean())
     print(f"CE {loss_before:.3f} -> {loss_after:.3f}, accuracy {accuracy:.2f}")

@@ -8,13 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memhil.algorithms.eqprop.training import (
-    EqPropConfig,
-    EqPropTrainer,
-    IdealConductances,
-    init_conductances,
-    sgd_step,
-)
 from memhil.algorithms.eqprop.devices import (
     MEMRISTOR_MODELS,
     local_slope,
@@ -24,6 +17,13 @@ from memhil.algorithms.eqprop.devices import (
     usable_range,
 )
 from memhil.algorithms.eqprop.network import NetworkSpec, ResistiveNetwork
+from memhil.algorithms.eqprop.training import (
+    EqPropConfig,
+    EqPropTrainer,
+    IdealConductances,
+    init_conductances,
+    sgd_step,
+)
 from memhil.backends.sim import SimBackend
 from memhil.datasets import iris
 from memhil.mock_hw.lab import MockLab
@@ -48,8 +48,10 @@ def data():
 
 def _random_g(spec: NetworkSpec, seed: int = 0) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return [G_MAX * (0.05 + 0.95 * torch.rand(s, generator=gen, dtype=torch.float64))
-            for s in spec.layer_shapes()]
+    return [
+        G_MAX * (0.05 + 0.95 * torch.rand(s, generator=gen, dtype=torch.float64))
+        for s in spec.layer_shapes()
+    ]
 
 
 def _flat(ts) -> torch.Tensor:
@@ -87,8 +89,11 @@ def test_eqprop_gradient_matches_implicit_gradient(data):
         minus = [t.clone() for t in g]
         plus[layer][i, j] += eps
         minus[layer][i, j] -= eps
-        fd = (net.loss(net.solve(plus, x), y).mean() - net.loss(net.solve(minus, x), y).mean()) \
-            / (2 * eps) * G_MAX
+        fd = (
+            (net.loss(net.solve(plus, x), y).mean() - net.loss(net.solve(minus, x), y).mean())
+            / (2 * eps)
+            * G_MAX
+        )
         implicit = net.implicit_gradient(g, x, y)[layer][i, j]
         # float64 solves to 1e-9 V: the FD quotient is good to ~1e-6 relative
         assert float(fd) == pytest.approx(float(implicit), rel=1e-5)
@@ -153,9 +158,20 @@ def test_device_update_realises_requested_change_through_backend():
     out with the right direction and size; the model (not the request) decides."""
     spec = NetworkSpec((2, 3, 2))
     cfg = memristor_device_config("hp", 10.0, variability=False)
-    with SimBackend({"tiles": 2, "rows": 6, "cols": 4, "device": cfg, "seed": 0,
-                     "limits": {"compliance_max_a": 0.05, "compliance_default_a": 0.05,
-                                "width_max_s": 100.0}}) as backend:
+    with SimBackend(
+        {
+            "tiles": 2,
+            "rows": 6,
+            "cols": 4,
+            "device": cfg,
+            "seed": 0,
+            "limits": {
+                "compliance_max_a": 0.05,
+                "compliance_default_a": 0.05,
+                "width_max_s": 100.0,
+            },
+        }
+    ) as backend:
         store = memristor_store(backend, spec.layer_shapes(), cfg, 10.0)
         targets = init_conductances(spec, store.g_min_s, store.g_max_s, seed=3, low=0.2, high=0.6)
         store.program(targets)
@@ -163,8 +179,9 @@ def test_device_update_realises_requested_change_through_backend():
         # the trajectory inverse of a deterministic model programs to within 1 %
         assert float(max(((a - b).abs() / b).max() for a, b in zip(g0, targets))) < 0.01
         gen = torch.Generator().manual_seed(0)
-        want = [0.05 * g * (2 * torch.rand(g.shape, generator=gen, dtype=torch.float64) - 1)
-                for g in g0]
+        want = [
+            0.05 * g * (2 * torch.rand(g.shape, generator=gen, dtype=torch.float64) - 1) for g in g0
+        ]
         store.apply(want)
         store.read()
         cos, ratio = store.update_fidelity[-1]
@@ -182,14 +199,20 @@ def test_training_through_mock_lab_hardware_backend(data):
     try:
         store = memristor_store(backend, spec.layer_shapes(), "neurosim", mode="count", seed=0)
         store.program(init_conductances(spec, store.g_min_s, store.g_max_s, seed=0), rounds=3)
-        trainer = EqPropTrainer(ResistiveNetwork(spec, store.g_max_s), store,
-                                EqPropConfig(lr=20.0, batch_size=35), seed=0)
+        trainer = EqPropTrainer(
+            ResistiveNetwork(spec, store.g_max_s),
+            store,
+            EqPropConfig(lr=20.0, batch_size=35),
+            seed=0,
+        )
         loss0, acc0 = trainer.evaluate(data.train.x, data.train.y)
         for _ in range(2):
             trainer.train_epoch(data.train.x, data.train.y)
         loss1, acc1 = trainer.evaluate(data.train.x, data.train.y)
-        print(f"mock lab: loss {loss0:.4f} -> {loss1:.4f}, accuracy {acc0:.2f} -> {acc1:.2f}, "
-              f"{store.pulses} pulses in {store.pulse_calls} calls")
+        print(
+            f"mock lab: loss {loss0:.4f} -> {loss1:.4f}, accuracy {acc0:.2f} -> {acc1:.2f}, "
+            f"{store.pulses} pulses in {store.pulse_calls} calls"
+        )
         assert loss1 < 0.5 * loss0
         assert acc1 > 0.5
         assert store.pulse_calls >= 6

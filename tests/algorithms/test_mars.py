@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from memhil.algorithms.mars.layer import MARS, SKIPS, MARSLayer, diagonal_recurrence
-from memhil.algorithms.mars.reservoirs import MFESN
 from memhil.algorithms.mars.readout import fit_ridge
+from memhil.algorithms.mars.reservoirs import MFESN
 from memhil.datasets import japanese_vowels, standardize
 
 
@@ -48,7 +48,9 @@ def test_scan_is_safe_for_thousands_of_steps():
     c = torch.rand(2, 1001, 3, generator=gen)
     ref = diagonal_recurrence(a, c, "loop")
     # the chunked form pads 1001 to 1024 with identity steps
-    assert (diagonal_recurrence(a, c, "chunked", chunk=32) - ref).abs().max() < 1e-4 * ref.abs().max()
+    assert (
+        diagonal_recurrence(a, c, "chunked", chunk=32) - ref
+    ).abs().max() < 1e-4 * ref.abs().max()
 
 
 def test_layer_is_the_mf_cell_without_recurrence():
@@ -86,8 +88,12 @@ def standardized_vowels():
 def vowels_slice():
     data = standardized_vowels()
     tr, te = data.train, data.test
-    return (tr.subset(torch.arange(0, len(tr), 2)), tr.subset(torch.arange(1, len(tr), 4)),
-            te.subset(torch.arange(0, len(te), 3)), data.n_classes)
+    return (
+        tr.subset(torch.arange(0, len(tr), 2)),
+        tr.subset(torch.arange(1, len(tr), 4)),
+        te.subset(torch.arange(0, len(te), 3)),
+        data.n_classes,
+    )
 
 
 def test_mars_beats_chance_on_japanese_vowels(vowels_slice):

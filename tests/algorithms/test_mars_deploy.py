@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.algorithms.mars.layer import MARS
 from memhil.algorithms.mars.deploy import deploy_mars, place_regions
+from memhil.algorithms.mars.layer import MARS
 from memhil.algorithms.mars.readout import fit_ridge
 from memhil.backends.sim import SimBackend
 from memhil.mock_hw.lab import MockLab
@@ -24,8 +24,9 @@ def trained():
     data, val = standardized_vowels().with_validation(0.25, seed=0)
     model = MARS(12, 8, 1, seed=0)
     feats = [model.features(s.x, s.lengths) for s in (data.train, val, data.test)]
-    readout = fit_ridge(feats[0], data.train.y, data.n_classes, val_features=feats[1],
-                        val_labels=val.y)
+    readout = fit_ridge(
+        feats[0], data.train.y, data.n_classes, val_features=feats[1], val_labels=val.y
+    )
     return model, readout, data.test, feats[2]
 
 
@@ -40,9 +41,16 @@ def test_regions_are_packed_and_overflow_names_the_sizes():
 def test_deployed_on_the_simulator_within_the_stated_drop(trained):
     model, readout, test, feats = trained
     float_acc = readout.accuracy(feats, test.y)
-    backend = SimBackend({"tiles": 2, "rows": 16, "cols": 32, "seed": 3,
-                          "device": {"model": "neurosim"},
-                          "read": {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10}})
+    backend = SimBackend(
+        {
+            "tiles": 2,
+            "rows": 16,
+            "cols": 32,
+            "seed": 3,
+            "device": {"model": "neurosim"},
+            "read": {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10},
+        }
+    )
     with backend:
         dep = deploy_mars(model, readout, backend, **NEUROSIM_PULSES)
         assert set(dep.reports) == {"w_in[0]", "readout"}

@@ -12,9 +12,11 @@ from memhil.algorithms.mars.readout import fit_ridge, one_hot_pm, ridge_path
 def _problem(seed=0, n=60, n_val=200, f=40, classes=3):
     gen = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, f, generator=gen, dtype=torch.float64) * 0.6
+
     def draw(m):
         y = torch.arange(m) % classes
         return centres[y] + torch.randn(m, f, generator=gen, dtype=torch.float64) * 1.5 + 3.0, y
+
     return draw(n), draw(n_val), classes
 
 
@@ -32,8 +34,9 @@ def test_fit_standardises_and_solves_the_centred_problem():
     model = fit_ridge(x, y, classes, lambdas=[2.0])
     z = (x - x.mean(0)) / x.std(0, unbiased=False)
     t = one_hot_pm(y, classes)
-    want = torch.linalg.solve(z.t() @ z + 2.0 * torch.eye(z.shape[1], dtype=torch.float64),
-                              z.t() @ (t - t.mean(0)))
+    want = torch.linalg.solve(
+        z.t() @ z + 2.0 * torch.eye(z.shape[1], dtype=torch.float64), z.t() @ (t - t.mean(0))
+    )
     assert torch.allclose(model.weight, want, atol=1e-10)
     assert torch.allclose(model.bias, t.mean(0))
     w, b = model.affine()

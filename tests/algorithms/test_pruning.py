@@ -37,8 +37,16 @@ from memhil.datasets import vessels
 
 def _sim(shape, seed=3, read_noise_rel=0.03):
     t, r, c = shape
-    return SimBackend({"tiles": t, "rows": r, "cols": c, "device": "rram_forming", "seed": seed,
-                       "read": {"read_noise_rel": read_noise_rel}})
+    return SimBackend(
+        {
+            "tiles": t,
+            "rows": r,
+            "cols": c,
+            "device": "rram_forming",
+            "seed": seed,
+            "read": {"read_noise_rel": read_noise_rel},
+        }
+    )
 
 
 def test_top_k_mask_keeps_largest_magnitudes():
@@ -96,8 +104,12 @@ def test_switch_limit_rule_and_flip_count():
     assert sched.value == pytest.approx(0.007)  # 15 steps, then it stays
 
     gen = torch.Generator().manual_seed(1)
-    src = MaskedWeight(torch.ones(8, 8), torch.full((1, 8, 8), 20e-6), torch.full((1, 8, 8), 1e-6),
-                       reprogram_noise_rel=0.0)
+    src = MaskedWeight(
+        torch.ones(8, 8),
+        torch.full((1, 8, 8), 20e-6),
+        torch.full((1, 8, 8), 1e-6),
+        reprogram_noise_rel=0.0,
+    )
     with torch.no_grad():
         src.scores.copy_(torch.randn(8, 8, generator=gen))
     before = src.mask.clone()
@@ -122,12 +134,15 @@ def test_switch_limiting_cuts_flips_in_training():
     y = (x[:, :4].sum(1) > 0).long()
     flips = {}
     for name, limit in (("off", None), ("on", ThresholdSchedule())):
+
         def masked(name, shape, gain):
             keep = torch.full((2, *shape), 20e-6)
             return MaskedWeight(torch.ones(shape), keep, keep / 20, gain=gain, seed=5)
+
         model = MLP(masked, (16, 2), bits=None)
-        flips[name] = train(model, x, y, cross_entropy, TrainConfig(epochs=4, batch_size=20,
-                                                                   switch_limit=limit)).flips
+        flips[name] = train(
+            model, x, y, cross_entropy, TrainConfig(epochs=4, batch_size=20, switch_limit=limit)
+        ).flips
     assert 0 < flips["on"] < flips["off"]
 
 
@@ -135,7 +150,9 @@ def test_quantize_activations_levels_and_gradient():
     x = torch.linspace(-1, 3, 101, requires_grad=True)
     q = quantize_activations(x, 3)
     assert len(torch.unique(q.detach())) <= 8
-    assert float((q - x).detach().abs().max()) <= 4 / 7 / 2 + 1e-6  # half a step of (max-min)/(2^3-1)
+    assert (
+        float((q - x).detach().abs().max()) <= 4 / 7 / 2 + 1e-6
+    )  # half a step of (max-min)/(2^3-1)
     q.sum().backward()
     assert bool((x.grad == 1).all())
     assert quantize_activations(x, None) is x
@@ -174,6 +191,7 @@ def test_deploy_pulses_exactly_the_flipped_cells(monkeypatch):
     def spy(cells, amplitude, width_s, count=1, *, compliance_a=None):
         calls.append((be.cell_mask(cells).clone(), float(amplitude)))
         real(cells, amplitude, width_s, count, compliance_a=compliance_a)
+
     monkeypatch.setattr(be, "pulse", spy)
     old = torch.tensor([[1, 1, 0, 0, 1]] * 4).float()
     new = torch.tensor([[1, 0, 1, 0, 1]] * 4).float()
@@ -195,7 +213,9 @@ def test_programmed_baseline_noise_conventions():
     w[0, 0] = 1.0  # sets w_max
     spread = {}
     for ref in ("target", "window"):
-        src = ProgrammedWeight(w, write_noise_rel=0.3, read_noise_rel=0.0, noise_reference=ref, seed=1)
+        src = ProgrammedWeight(
+            w, write_noise_rel=0.3, read_noise_rel=0.0, noise_reference=ref, seed=1
+        )
         spread[ref] = float(src.weight()[1:].std())
     # target: both cells at g_lo = 1 uS with 30 % noise -> weight std 0.3*1*sqrt2/39 ~ 0.011
     # (weights in units of w_max = 1; 15 % covers the sample std of ~4000 draws);
@@ -234,11 +254,14 @@ def test_vessels_generator_is_seeded_and_labelled():
         vessels(size=30)
 
 
-@pytest.mark.parametrize("build,x,out", [
-    (lambda f: DigitCNN(f), torch.rand(3, 1, 8, 8), (3, 10)),
-    (lambda f: ConvRNN(f), torch.randn(3, 7, 12), (3, 9)),
-    (lambda f: UNet(f, base=4), torch.rand(2, 1, 16, 16), (2, 2, 16, 16)),
-])
+@pytest.mark.parametrize(
+    "build,x,out",
+    [
+        (lambda f: DigitCNN(f), torch.rand(3, 1, 8, 8), (3, 10)),
+        (lambda f: ConvRNN(f), torch.randn(3, 7, 12), (3, 9)),
+        (lambda f: UNet(f, base=4), torch.rand(2, 1, 16, 16), (2, 2, 16, 16)),
+    ],
+)
 def test_networks_build_from_any_source(build, x, out):
     shapes = layer_shapes(build)
     float_net = build(lambda n, s, g: FloatWeight(s, gain=g))

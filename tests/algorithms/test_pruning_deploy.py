@@ -71,6 +71,7 @@ def test_mock_lab_deployment_pulses_and_accuracy(monkeypatch):
         def spy(cells, amplitude, width_s, count=1, *, compliance_a=None):
             calls.append((be.cell_mask(cells).clone(), float(amplitude)))
             real(cells, amplitude, width_s, count, compliance_a=compliance_a)
+
         monkeypatch.setattr(be, "pulse", spy)
         # a two-step forming ramp (2.4 V, then 2.8 V for the cells still unformed; V_bd ~
         # N(2 V, 0.2 V)) keeps the protocol run brief
@@ -114,8 +115,16 @@ def test_mock_lab_deployment_pulses_and_accuracy(monkeypatch):
     finally:
         be.close()
 
-    sim = SimBackend({"tiles": 1, "rows": 64, "cols": COLS, "device": "rram_forming", "seed": 5,
-                      "read": {"read_noise_rel": 0.03}})
+    sim = SimBackend(
+        {
+            "tiles": 1,
+            "rows": 64,
+            "cols": COLS,
+            "device": "rram_forming",
+            "seed": 5,
+            "read": {"read_noise_rel": 0.03},
+        }
+    )
     _, _, _, _, sim_deployed = _pipeline(sim, FormingRecipe(), data)
 
     # Margins: the deployed array differs from training only by read noise and the

@@ -69,7 +69,9 @@ def test_online_pooling_equals_pooling_of_the_stored_states(pool, cls):
         x[i, n:] = 0.0
     want = pool_states(res.states(x), lengths, pool)
     assert torch.allclose(res.features(x, lengths, pool=pool), want, atol=1e-6)
-    assert torch.allclose(res.features(x, pool=pool), pool_states(res.states(x), None, pool), atol=1e-6)
+    assert torch.allclose(
+        res.features(x, pool=pool), pool_states(res.states(x), None, pool), atol=1e-6
+    )
 
 
 def test_recurrent_matrix_has_the_requested_spectral_radius():

@@ -12,12 +12,16 @@ def test_scan_equals_loop_real(steps):
     a = torch.rand(3, steps, 5, generator=gen, dtype=torch.float64) * 0.999
     b = torch.randn(3, steps, 5, generator=gen, dtype=torch.float64)
     h0 = torch.randn(3, 5, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(linear_scan(a, b, h0), linear_recurrence_loop(a, b, h0), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        linear_scan(a, b, h0), linear_recurrence_loop(a, b, h0), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_scan_complex_broadcast_decay_float32():
     gen = torch.Generator().manual_seed(0)
-    lam = torch.polar(torch.rand(8, generator=gen) * 0.2 + 0.79, torch.rand(8, generator=gen) * 6.28)
+    lam = torch.polar(
+        torch.rand(8, generator=gen) * 0.2 + 0.79, torch.rand(8, generator=gen) * 6.28
+    )
     b = torch.randn(2, 1000, 8, generator=gen, dtype=torch.complex64)
     got = linear_scan(lam.view(1, 1, 8), b)
     want = linear_recurrence_loop(lam.view(1, 1, 8), b)

@@ -9,14 +9,12 @@ import math
 import pytest
 import torch
 
-from memhil.analog.weights import AnalogWeights, PulseSpec
 from memhil.analog.mapping import WeightMapping
-from memhil.analog.updates.schemes import (UpdateStep, available_update_schemes,
-                                       build_update_scheme)
+from memhil.analog.updates.schemes import UpdateStep, available_update_schemes, build_update_scheme
+from memhil.analog.weights import AnalogWeights, PulseSpec
 from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
 from memhil.core.errors import ConfigError
-
 from tests.backends import BackendUnderTest
 
 PCM_SET, PCM_RESET = PulseSpec(1.0, 100e-9), PulseSpec(-2.5, 50e-9)
@@ -54,18 +52,18 @@ class PulseSpy:
         self.calls.clear()
 
 
-def _setup(backend, set_pulse, reset_pulse, in_f, out_f, n_devices=1, reset_count=50,
-           n_pulses=12):
+def _setup(backend, set_pulse, reset_pulse, in_f, out_f, n_devices=1, reset_count=50, n_pulses=12):
     """Weights on tile 0; the SET response measured on tile 1 (fresh RESET first), or on
     the columns right of the weights on a one-tile backend."""
     cells = torch.zeros(backend.shape, dtype=torch.bool)
     if backend.shape[0] > 1:
         cells[1] = True
     else:
-        cells[0, :, 2 * out_f * n_devices:] = True
+        cells[0, :, 2 * out_f * n_devices :] = True
         assert cells.any(), "a one-tile backend needs spare columns for the calibration"
-    resp = measure_pulse_response(backend, cells, *set_pulse, n_pulses,
-                                  prepare=(*reset_pulse, reset_count))
+    resp = measure_pulse_response(
+        backend, cells, *set_pulse, n_pulses, prepare=(*reset_pulse, reset_count)
+    )
     g_lo, g_hi = float(resp.g_curve_s[0]), float(resp.g_curve_s[-1])
     mapping = WeightMapping(in_f, out_f, g_lo, g_hi, w_max=1.0, n_devices=n_devices)
     weights = AnalogWeights(backend, mapping, PulseSpec(*set_pulse), PulseSpec(*reset_pulse))
@@ -99,8 +97,13 @@ def _backend_setup(but: BackendUnderTest, make_backend):
 
 # -- registry -----------------------------------------------------------------------------
 def test_registry_names_and_errors():
-    assert set(available_update_schemes()) >= {"ideal", "sign", "stochastic", "multi",
-                                               "mixed_precision"}
+    assert set(available_update_schemes()) >= {
+        "ideal",
+        "sign",
+        "stochastic",
+        "multi",
+        "mixed_precision",
+    }
     with pytest.raises(ConfigError, match="no_such_scheme"):
         build_update_scheme("no_such_scheme")
     with pytest.raises(ValueError, match="bogus"):  # ConfigError is a ValueError
@@ -114,8 +117,9 @@ def test_registry_names_and_errors():
     with pytest.raises(ConfigError, match="ideal.refresh_threshold_s"):  # no devices to refresh
         build_update_scheme("ideal", refresh_threshold_s=6e-6)
     # base parameters are accepted by every device scheme
-    s = build_update_scheme("mixed_precision", max_pulses=4, transfer_every=2,
-                            refresh_threshold_s=6e-6, refresh_every=3)
+    s = build_update_scheme(
+        "mixed_precision", max_pulses=4, transfer_every=2, refresh_threshold_s=6e-6, refresh_every=3
+    )
     assert s.max_pulses == 4 and s.refresh_every == 3
 
 
@@ -192,8 +196,10 @@ def test_mixed_precision_keeps_remainder_and_waits_for_a_quantum(but, make_backe
     n_expected[0] = -1
     assert torch.equal(step.n, n_expected)
     counts = _region(weights, spy.counts(+1))
-    plus, minus = counts[:, :m.out_features], counts[:, m.out_features:]
-    assert torch.equal(plus, (n_expected > 0).t().long()) and torch.equal(minus, (n_expected < 0).t().long())
+    plus, minus = counts[:, : m.out_features], counts[:, m.out_features :]
+    assert torch.equal(plus, (n_expected > 0).t().long()) and torch.equal(
+        minus, (n_expected < 0).t().long()
+    )
     expected_chi = 4 * small.double() - n_expected.double() * q  # accumulated in float64
     assert torch.allclose(s.chi, expected_chi, rtol=0, atol=1e-15)
 
@@ -249,8 +255,9 @@ def test_stochastic_expected_pulses_match_delta_over_quantum():
     # same seed, same pulses
     be2, w2, r2 = _pcm_setup(32, 8)
     s2 = build_update_scheme("stochastic", seed=11).bind(w2, r2)
-    assert torch.equal(s2.apply(dw).n, build_update_scheme("stochastic", seed=11)
-                       .bind(weights, resp).apply(dw).n)
+    assert torch.equal(
+        s2.apply(dw).n, build_update_scheme("stochastic", seed=11).bind(weights, resp).apply(dw).n
+    )
 
 
 # -- multi-device round robin -----------------------------------------------------------------
@@ -297,12 +304,12 @@ def test_refresh_resets_saturated_pairs_and_preserves_the_weight():
     m = weights.mapping
     g = torch.Generator().manual_seed(4)
     hi = torch.randint(10, 15, (in_f, out_f), generator=g)  # ~7-8 µS: above the threshold
-    lo = torch.randint(2, 7, (in_f, out_f), generator=g)    # ~3.5-6 µS
+    lo = torch.randint(2, 7, (in_f, out_f), generator=g)  # ~3.5-6 µS
     flip = torch.rand(in_f, out_f, generator=g) < 0.5
     plus, minus = torch.where(flip, lo, hi), torch.where(flip, hi, lo)
     plus[:, 0] = minus[:, 0] = 0  # output 0 stays at RESET: never refreshed
     weights.set_region(torch.cat([plus, minus], 1))
-    g_before = be.true_conductance()[0, :, :m.n_cols]
+    g_before = be.true_conductance()[0, :, : m.n_cols]
     w_before = m.weights_from_conductance(g_before)
 
     spy = PulseSpy(be)
@@ -321,7 +328,7 @@ def test_refresh_resets_saturated_pairs_and_preserves_the_weight():
     refreshed = r_plus.squeeze(-1).t()  # (out, in)
     assert torch.equal(r_plus, r_minus) and int(refreshed.sum()) == step.refreshes
     assert not refreshed[0].any()  # the pairs at RESET were left alone
-    g_after = be.true_conductance()[0, :, :m.n_cols]
+    g_after = be.true_conductance()[0, :, : m.n_cols]
     w_after = m.weights_from_conductance(g_after)
     gp, gm = (x.squeeze(-1).t() for x in m.split(g_after))
     # the losing side of every refreshed pair is back at RESET (~0.1 µS)
@@ -341,7 +348,7 @@ def test_refresh_with_multi_device_cells_rewrites_all_devices_of_one_side():
     m = weights.mapping
     counts = torch.zeros(in_f, m.n_cols, dtype=torch.int64)
     counts[:, : out_f * n_dev] = 12  # + devices saturated-ish
-    counts[:, out_f * n_dev:] = 10   # - devices nearly as high: small difference
+    counts[:, out_f * n_dev :] = 10  # - devices nearly as high: small difference
     weights.set_region(counts)
     spy = PulseSpy(be)
     s = build_update_scheme("multi", refresh_threshold_s=5e-6).bind(weights, resp)
@@ -357,12 +364,17 @@ def test_refresh_with_multi_device_cells_rewrites_all_devices_of_one_side():
 
 
 # -- pulse accounting ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name,params,n_dev", [
-    ("sign", {}, 1), ("stochastic", {"seed": 3}, 1), ("multi", {}, 3),
-    ("mixed_precision", {"max_pulses": 3}, 1),
-    ("mixed_precision", {"refresh_threshold_s": 5e-6}, 1),
-    ("multi", {"refresh_threshold_s": 5e-6, "refresh_every": 2}, 2),
-])
+@pytest.mark.parametrize(
+    "name,params,n_dev",
+    [
+        ("sign", {}, 1),
+        ("stochastic", {"seed": 3}, 1),
+        ("multi", {}, 3),
+        ("mixed_precision", {"max_pulses": 3}, 1),
+        ("mixed_precision", {"refresh_threshold_s": 5e-6}, 1),
+        ("multi", {"refresh_threshold_s": 5e-6, "refresh_every": 2}, 2),
+    ],
+)
 def test_tally_equals_pulses_issued(name, params, n_dev):
     be, weights, resp = _pcm_setup(8, 3, n_devices=n_dev, seed=3)
     spy = PulseSpy(be)
@@ -403,15 +415,22 @@ def test_tally_equals_pulses_issued(name, params, n_dev):
 # the ratios were mixed 2.7-3.4, sign ~27, stochastic 5-8, multi ~3. `multi` (4x the
 # devices, noise averaged over 4 pairs) beats mixed precision here, unlike the e-prop
 # paper's ranking; it has not saturated after 400 (or 1000) steps.
-TOY = dict(n_in=16, n_out=4, sigma=0.8, lr=0.01, batch=16, steps=400, wait_s=38.6,
-           tail=50, every=10)
-TOY_SCHEMES = [("ideal", {}, 1), ("mixed_precision", {}, 1), ("sign", {}, 1),
-               ("stochastic", {"seed": 0}, 1), ("multi", {}, 4)]
+TOY = dict(
+    n_in=16, n_out=4, sigma=0.8, lr=0.01, batch=16, steps=400, wait_s=38.6, tail=50, every=10
+)
+TOY_SCHEMES = [
+    ("ideal", {}, 1),
+    ("mixed_precision", {}, 1),
+    ("sign", {}, 1),
+    ("stochastic", {"seed": 0}, 1),
+    ("multi", {}, 4),
+]
 TOY_SEEDS = (0, 1, 2, 3)
 
 
-def _train_toy(name, params, n_dev, seed, n_in, n_out, sigma, lr, batch, steps, wait_s,
-               tail, every):
+def _train_toy(
+    name, params, n_dev, seed, n_in, n_out, sigma, lr, batch, steps, wait_s, tail, every
+):
     g = torch.Generator().manual_seed(seed)
     w_star = torch.rand(n_out, n_in, generator=g) * 1.6 - 0.8
     x = torch.randn(steps * batch, n_in, generator=g)
@@ -422,7 +441,7 @@ def _train_toy(name, params, n_dev, seed, n_in, n_out, sigma, lr, batch, steps, 
     scheme = build_update_scheme(name, **params).bind(weights, resp)
     losses = []
     for t in range(steps):
-        xb, yb = x[t * batch:(t + 1) * batch], y[t * batch:(t + 1) * batch]
+        xb, yb = x[t * batch : (t + 1) * batch], y[t * batch : (t + 1) * batch]
         grad = 2 * (scheme.matvec(xb) - yb).t() @ xb / batch
         scheme.apply(-lr * grad)
         be.wait(wait_s)
@@ -440,16 +459,20 @@ def toy_results():
     try:
         for name, params, n_dev in TOY_SCHEMES:
             runs = [_train_toy(name, params, n_dev, s, **TOY) for s in TOY_SEEDS]
-            res[name] = dict(per_seed=[r[0] for r in runs],
-                             loss=sum(r[0] for r in runs) / len(runs),
-                             pulses=sum(r[1] for r in runs) / len(runs))
+            res[name] = dict(
+                per_seed=[r[0] for r in runs],
+                loss=sum(r[0] for r in runs) / len(runs),
+                pulses=sum(r[1] for r in runs) / len(runs),
+            )
     finally:
         torch.set_num_threads(threads)
     ideal = res["ideal"]["loss"]
     print("\nonline linear regression on PCM (seed-mean final loss, x ideal, pulses per run):")
     for name, r in res.items():
-        print(f"  {name:16s} {r['loss']:.3f}  ({r['loss'] / ideal:.2f}x)  pulses {r['pulses']:.0f}"
-              f"  per seed {[round(v, 3) for v in r['per_seed']]}")
+        print(
+            f"  {name:16s} {r['loss']:.3f}  ({r['loss'] / ideal:.2f}x)  pulses {r['pulses']:.0f}"
+            f"  per seed {[round(v, 3) for v in r['per_seed']]}"
+        )
     return res
 
 
@@ -466,6 +489,8 @@ def test_toy_sign_and_stochastic_clearly_worse(toy_results):
     # the ranking holds seed by seed: mixed precision beats sign and stochastic every time
     for k in range(len(TOY_SEEDS)):
         m = toy_results["mixed_precision"]["per_seed"][k]
-        assert m < toy_results["sign"]["per_seed"][k] and m < toy_results["stochastic"]["per_seed"][k]
+        assert (
+            m < toy_results["sign"]["per_seed"][k] and m < toy_results["stochastic"]["per_seed"][k]
+        )
     # accumulate-then-transfer issues far fewer pulses than stochastic rounding
     assert toy_results["mixed_precision"]["pulses"] < 0.5 * toy_results["stochastic"]["pulses"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.runs.backend_config import open_backend
 from memhil.backends.hardware import FaultLatchedError, HardwareBackend, HardwareError
 from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
 from memhil.core.errors import ConfigError
+from memhil.runs.backend_config import open_backend
 from tests.backends import _mock_station
 
 
@@ -54,11 +54,13 @@ def test_mean_pulse_response_matches_the_simulator_at_the_same_parameters(board)
     # measured cell-to-cell spread) plus 1 % for the read gain.
     cells_hw = torch.ones(board.shape, dtype=torch.bool)
     hw = measure_pulse_response(board, cells_hw, 2.0, 80e-9, 15, prepare=(-2.0, 80e-9, 40))
-    sim = SimBackend({"rows": 8, "cols": 8, "seed": 99, "device": "neurosim",
-                      "read": {"read_noise_rel": 0.01}})
-    ref = measure_pulse_response(sim, torch.ones(sim.shape, dtype=torch.bool), 2.0, 80e-9, 15,
-                                 prepare=(-2.0, 80e-9, 40))
-    se = torch.sqrt(hw.spread_s ** 2 / 64 + ref.spread_s ** 2 / 64)
+    sim = SimBackend(
+        {"rows": 8, "cols": 8, "seed": 99, "device": "neurosim", "read": {"read_noise_rel": 0.01}}
+    )
+    ref = measure_pulse_response(
+        sim, torch.ones(sim.shape, dtype=torch.bool), 2.0, 80e-9, 15, prepare=(-2.0, 80e-9, 40)
+    )
+    se = torch.sqrt(hw.spread_s**2 / 64 + ref.spread_s**2 / 64)
     assert ((hw.g_curve_s - ref.g_curve_s).abs() <= 4 * se + 0.01 * ref.g_curve_s).all()
     assert hw.g_curve_s[-1] > 10 * hw.g_curve_s[0]  # the curve was really traversed
 
@@ -133,10 +135,12 @@ def test_a_read_that_keeps_failing_ends_in_a_clean_failure():
         b.close()
 
 
-@pytest.mark.parametrize("device, bipolar", [("neurosim", True), ("pcm", False),
-                                             ({"model": "rram_forming"}, False)])
+@pytest.mark.parametrize(
+    "device, bipolar", [("neurosim", True), ("pcm", False), ({"model": "rram_forming"}, False)]
+)
 def test_bipolarity_comes_from_the_chips_device_model(device, bipolar):
     import copy
+
     st = copy.deepcopy(_mock_station("parallel", 2, 2))
     st["chip"]["device"] = device
     st["instruments"]["board"]["address"] = "memhilboard://bipolarity"

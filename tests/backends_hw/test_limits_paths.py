@@ -9,8 +9,8 @@ import torch
 
 from memhil.backends.hardware import HardwareBackend
 from memhil.core.errors import ConfigError, LimitError
-from memhil.instruments.station import Station, load_station_config
 from memhil.core.limits import exceeds
+from memhil.instruments.station import Station, load_station_config
 from memhil.mock_hw.lab import MockLab
 from tests.backends import _mock_station
 
@@ -76,8 +76,9 @@ def test_the_guard_bounds_a_non_product_mask_over_its_blocks():
         # one pulse: 2 V * 1e-3 A * 1e-6 s = 2e-9 J; cell (0, 1) is half-selected twice
         st.array.pulse_cells(mask, 2.0, 1e-6, 1, compliance_a=1e-3)
         with pytest.raises(LimitError, match="V/2"):
-            st.array.pulse_cells(mask | np.eye(ROWS, COLS, 1, dtype=bool), 2.0, 1e-6, 1,
-                                 compliance_a=1e-3)
+            st.array.pulse_cells(
+                mask | np.eye(ROWS, COLS, 1, dtype=bool), 2.0, 1e-6, 1, compliance_a=1e-3
+            )
         assert board.transactions == wire + 1 + ROWS  # COMP and 4 PULSEs of the first call
     finally:
         st.close()
@@ -90,8 +91,9 @@ def test_a_guard_refusal_inside_a_read_is_a_limit_error_with_no_resync():
         board = backend.lab.emulators["board"]
         wire = board.transactions
         with pytest.raises(LimitError, match="read voltage"):
-            backend._read_op("array-board read",
-                             lambda: backend.station.array.read_columns([1.0] * ROWS))
+            backend._read_op(
+                "array-board read", lambda: backend.station.array.read_columns([1.0] * ROWS)
+            )
         assert board.transactions == wire  # no resync, no retry, no safe state
     finally:
         backend.close()
@@ -110,13 +112,16 @@ def test_an_mvm_at_exactly_the_read_limit_passes_the_backend_and_the_guard():
         backend.close()
 
 
-@pytest.mark.parametrize("key,value,instrument", [
-    ("compliance_max_a", 50.0, "board"),
-    ("v_pulse_max_v", 1000.0, "board"),
-    ("v_read_max_v", 6.0, "board"),
-    ("width_max_s", 2.0, "board"),
-    ("count_max", 10**7, "board"),
-])
+@pytest.mark.parametrize(
+    "key,value,instrument",
+    [
+        ("compliance_max_a", 50.0, "board"),
+        ("v_pulse_max_v", 1000.0, "board"),
+        ("v_read_max_v", 6.0, "board"),
+        ("width_max_s", 2.0, "board"),
+        ("count_max", 10**7, "board"),
+    ],
+)
 def test_limits_beyond_an_instruments_range_fail_at_load(tmp_path, key, value, instrument):
     import yaml
 
@@ -143,8 +148,11 @@ def test_smu_station_limits_beyond_an_smus_range_fail_at_load(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
     # the tightest range names itself: the 2450 (1 A; the 2636B reaches 1.5 A)
-    with pytest.raises(ConfigError, match=r"limits\.compliance_max_a: 50 A is beyond the range "
-                                          r"of instruments\.bias \(keithley2450\): at most 1 A"):
+    with pytest.raises(
+        ConfigError,
+        match=r"limits\.compliance_max_a: 50 A is beyond the range "
+        r"of instruments\.bias \(keithley2450\): at most 1 A",
+    ):
         load_station_config(path)
     cfg["limits"]["compliance_max_a"] = 1e-3
     cfg["limits"]["v_pulse_max_v"] = 1000.0

@@ -13,10 +13,11 @@ import yaml
 from qcodes.instrument import Instrument
 
 from memhil.backends.hardware import FaultLatchedError, HardwareBackend, HardwareError
-from memhil.cli.app import EXIT_UNSAFE, main as cli_main
+from memhil.cli.app import EXIT_UNSAFE
+from memhil.cli.app import main as cli_main
+from memhil.instruments.adapters.velox import GarbledReplyError, StrictVelox
 from memhil.instruments.guard import SafeStateError
 from memhil.instruments.station import Station
-from memhil.instruments.adapters.velox import GarbledReplyError, StrictVelox
 from memhil.mock_hw.lab import MockLab
 
 ROWS = COLS = 4
@@ -28,22 +29,45 @@ def _station(board: bool = True) -> dict:
     an array board served over TCP, on a 4 x 4 NeuroSim chip; short timeouts."""
     visa = "TCPIP0::127.0.0.1::0::SOCKET"
     cfg = {
-        "name": "faults", "chip": {"rows": ROWS, "cols": COLS, "device": "neurosim"},
-        "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9,
-                   "compliance_max_a": 1e-3, "compliance_default_a": 1e-3},
+        "name": "faults",
+        "chip": {"rows": ROWS, "cols": COLS, "device": "neurosim"},
+        "limits": {
+            "v_pulse_max_v": 3.0,
+            "v_read_max_v": 0.5,
+            "width_min_s": 1e-9,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-3,
+        },
         "instruments": {
             "smu": {"type": "keithley2636b", "address": visa, "options": {"timeout": TIMEOUT_S}},
-            "matrix": {"type": "keysight_b2201", "address": visa,
-                       "options": {"timeout": TIMEOUT_S}},
-            "prober": {"type": "formfactor_velox", "address": visa,
-                       "options": {"timeout": int(TIMEOUT_S * 1000)}},
-            "board": {"type": "memhil_array_board", "address": "socket://127.0.0.1:0",
-                      "options": {"timeout": TIMEOUT_S}},
+            "matrix": {
+                "type": "keysight_b2201",
+                "address": visa,
+                "options": {"timeout": TIMEOUT_S},
+            },
+            "prober": {
+                "type": "formfactor_velox",
+                "address": visa,
+                "options": {"timeout": int(TIMEOUT_S * 1000)},
+            },
+            "board": {
+                "type": "memhil_array_board",
+                "address": "socket://127.0.0.1:0",
+                "options": {"timeout": TIMEOUT_S},
+            },
         },
-        "wiring": {"smu_ports": {"smu.smua": 1, "smu.smub": 2}, "rows": [1, 2, 3, 4],
-                   "cols": [5, 6, 7, 8], "ground_ports": [12]},
-        "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}, "seed": 5,
-                 "wafer": {"dies": [[0, 0], [1, 0]]}},
+        "wiring": {
+            "smu_ports": {"smu.smua": 1, "smu.smub": 2},
+            "rows": [1, 2, 3, 4],
+            "cols": [5, 6, 7, 8],
+            "ground_ports": [12],
+        },
+        "mock": {
+            "device": {"model": "neurosim"},
+            "read": {"read_noise_rel": 0.01},
+            "seed": 5,
+            "wafer": {"dies": [[0, 0], [1, 0]]},
+        },
     }
     if not board:  # a bench the backend reaches cell-wise (strategy "auto" picks "cell")
         del cfg["instruments"]["board"]
@@ -64,6 +88,7 @@ def served():
         be = HardwareBackend(st, clock=lab.clock, strategy=strategy)
         opened.append(be)
         return be
+
     yield lab, open_backend
     for be in opened:
         try:
@@ -76,8 +101,12 @@ def served():
 
 def _truth(lab) -> dict[str, bool]:
     """What the emulators say, per safe-state component kind."""
-    return {"smu": lab.sources_off(), "matrix": lab.emulators["matrix"].closed == set(),
-            "prober": not lab.emulators["prober"].in_contact, "array": True}
+    return {
+        "smu": lab.sources_off(),
+        "matrix": lab.emulators["matrix"].closed == set(),
+        "prober": not lab.emulators["prober"].in_contact,
+        "array": True,
+    }
 
 
 def _assert_report_is_true(report, lab) -> None:
@@ -98,6 +127,7 @@ def _script_offset(lab, be) -> int:
 
 
 # -- item: a dropped connection inside the 2600's pulse script ---------------------------------
+
 
 def test_a_connection_dropped_inside_a_pulse_script_ends_with_outputs_confirmed_off(served):
     lab, open_backend = served
@@ -132,6 +162,7 @@ def test_emulator_discards_a_script_whose_connection_closed(served):
     lab, _ = served
     emu = lab.emulators["smu"]
     import socket
+
     with socket.create_connection(("127.0.0.1", lab.servers["smu"].port)) as s:
         s.sendall(b"loadandrunscript\nsmua.source.output = 1\n")
         deadline = time.monotonic() + 5
@@ -145,6 +176,7 @@ def test_emulator_discards_a_script_whose_connection_closed(served):
 
 
 # -- items: the fault latch and recover() ---------------------------------------------------------
+
 
 def test_an_unconfirmed_safe_state_latches_until_recover_with_nothing_on_the_wire(served):
     lab, open_backend = served
@@ -164,7 +196,7 @@ def test_an_unconfirmed_safe_state_latches_until_recover_with_nothing_on_the_wir
     with pytest.raises(FaultLatchedError):
         be.read_conductance([(0, 0, 0)])
     assert {name: s.transactions for name, s in lab.servers.items()} == sent  # nothing sent
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - any failure; the point is the latch below
         be.recover()  # the prober is still unreachable: the fault stays latched
     assert be.fault is not None
     lab.faults("prober").clear()
@@ -173,6 +205,7 @@ def test_an_unconfirmed_safe_state_latches_until_recover_with_nothing_on_the_wir
 
 
 # -- item: the prober is resynced, retried, verified and strict -------------------------------------
+
 
 def test_a_dropped_prober_connection_is_reconnected_and_separate_is_verified(served):
     lab, open_backend = served
@@ -187,8 +220,13 @@ def test_a_dropped_prober_connection_is_reconnected_and_separate_is_verified(ser
 
 def test_a_garbled_prober_reply_is_rejected_not_taken_as_success(served):
     lab, _ = served
-    velox = StrictVelox(lab.address("prober"), visa_library="@py", read_termination="\n",
-                        write_termination="\n", timeout=int(TIMEOUT_S * 1000))
+    velox = StrictVelox(
+        lab.address("prober"),
+        visa_library="@py",
+        read_termination="\n",
+        write_termination="\n",
+        timeout=int(TIMEOUT_S * 1000),
+    )
     try:
         velox.chuck.move_contact()
         lab.faults("prober").garble_next()  # "0:" arrives as garbage without its ':'
@@ -200,14 +238,26 @@ def test_a_garbled_prober_reply_is_rejected_not_taken_as_success(served):
 
 # -- memhil run: the console tells the confirmed state, or names what is not -------------------------
 
+
 def _live(tmp_path, lab):
     path = tmp_path / "live.yaml"
     path.write_text(yaml.safe_dump(lab.station_config().to_dict(), sort_keys=False))
     proto = tmp_path / "train.yaml"
-    proto.write_text(yaml.safe_dump({
-        "protocol": "pulse_train", "name": "faults",
-        "params": {"cells": [[0, 0, 0]], "n_pulses": 3, "v_ltp": 1.0, "v_ltd": -1.0,
-                   "width_s": 1e-4}}))
+    proto.write_text(
+        yaml.safe_dump(
+            {
+                "protocol": "pulse_train",
+                "name": "faults",
+                "params": {
+                    "cells": [[0, 0, 0]],
+                    "n_pulses": 3,
+                    "v_ltp": 1.0,
+                    "v_ltd": -1.0,
+                    "width_s": 1e-4,
+                },
+            }
+        )
+    )
     return path, proto
 
 
@@ -239,8 +289,9 @@ def _run_cli(tmp_path, db, arm=lambda lab: None, on_smu_line=None):
         live, proto = _live(tmp_path, lab)
         arm(lab)
         t0 = time.monotonic()
-        code = cli_main(["run", str(proto), "--station", str(live), "--db", str(db),
-                         "--no-progress"])
+        code = cli_main(
+            ["run", str(proto), "--station", str(live), "--db", str(db), "--no-progress"]
+        )
         return code, time.monotonic() - t0, list(lab.emulators["smu"].transcript)
     finally:
         lab.stop()
@@ -248,8 +299,7 @@ def _run_cli(tmp_path, db, arm=lambda lab: None, on_smu_line=None):
 
 
 @pytest.mark.parametrize("unsafe", [False, True])
-def test_memhil_run_reports_each_instruments_safe_state_from_its_query(tmp_path, capsys,
-                                                                      unsafe):
+def test_memhil_run_reports_each_instruments_safe_state_from_its_query(tmp_path, capsys, unsafe):
     # where the first pulse script starts on the SMU's wire (a fault-free run: deterministic)
     code, _, transcript = _run_cli(tmp_path, tmp_path / "clean.db")
     assert code == 0
@@ -262,6 +312,7 @@ def test_memhil_run_reports_each_instruments_safe_state_from_its_query(tmp_path,
     def kill_prober(lab, line):  # from the first pulse on, the prober's connection is dead
         if unsafe and line.startswith("loadandrunscript"):
             lab.faults("prober").drop_next(10_000)
+
     db = tmp_path / "runs.db"
     code, elapsed_s, _ = _run_cli(tmp_path, db, arm, kill_prober)
     err = capsys.readouterr().err
@@ -276,8 +327,12 @@ def test_memhil_run_reports_each_instruments_safe_state_from_its_query(tmp_path,
     else:
         assert code == 1
         assert "Safe state confirmed by the instruments" in err
-        for line in ("smu smu.smua: output off (confirmed)", "smu smu.smub: output off",
-                     "matrix: all relays open", "prober: separated"):
+        for line in (
+            "smu smu.smua: output off (confirmed)",
+            "smu smu.smub: output off",
+            "matrix: all relays open",
+            "prober: separated",
+        ):
             assert line in err
     assert "--resume 1" in err
 
@@ -291,12 +346,15 @@ POINTS = (0, 7)
 @pytest.mark.slow
 @pytest.mark.parametrize("instrument", ["smu", "matrix", "board", "prober"])
 def test_fault_matrix_outputs_end_confirmed_off_or_the_failure_names_the_instrument(
-        served, instrument):
+    served, instrument
+):
     lab, open_backend = served
     be = open_backend("parallel" if instrument == "board" else "cell")
-    arm = {"drop": lab.faults(instrument).drop_next,
-           "silence": lab.faults(instrument).timeout_next,
-           "garble": lab.faults(instrument).garble_next}
+    arm = {
+        "drop": lab.faults(instrument).drop_next,
+        "silence": lab.faults(instrument).timeout_next,
+        "garble": lab.faults(instrument).garble_next,
+    }
     cells = [(0, 1, 2), (0, 3, 0)]
     t0 = time.monotonic()
     for fault in FAULTS:

@@ -17,8 +17,15 @@ from memhil.calibration.drift import DriftCompensator, one_hot_probes
 
 
 def _programmed_pcm(nu_dtod=0.0):
-    sim = SimBackend({"rows": 16, "cols": 8, "device": {"model": "pcm", "nu_dtod": nu_dtod},
-                      "seed": 7, "dtype": "float64"})
+    sim = SimBackend(
+        {
+            "rows": 16,
+            "cols": 8,
+            "device": {"model": "pcm", "nu_dtod": nu_dtod},
+            "seed": 7,
+            "dtype": "float64",
+        }
+    )
     gen = torch.Generator().manual_seed(0)
     sim.pulse(None, 1.0, 100e-9, torch.randint(1, 15, sim.shape, generator=gen))
     return sim

@@ -26,15 +26,21 @@ import pytest
 import torch
 
 from memhil.backends.sim import SimBackend
-from memhil.devices import build_device_model
 from memhil.calibration.fit.neurosim import FitResult, fit_neurosim, neurosim_curve
 from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
+from memhil.devices import build_device_model
 from memhil.mock_hw.lab import MockLab
-
 from tests.backends import _mock_station
 
-TRUE = {"model": "neurosim", "g_min_s": 1.0e-6, "g_max_s": 8.0e-6, "a_ltp": 5.0,
-        "a_ltd": 9.0, "p_max": 31.0, "c2c_std": 0.005}
+TRUE = {
+    "model": "neurosim",
+    "g_min_s": 1.0e-6,
+    "g_max_s": 8.0e-6,
+    "a_ltp": 5.0,
+    "a_ltd": 9.0,
+    "p_max": 31.0,
+    "c2c_std": 0.005,
+}
 SET, RESET = (2.0, 80e-9), (-2.0, 80e-9)
 N_PULSES, N_PREP = 40, 100
 
@@ -60,11 +66,16 @@ def mock_measurement():
 
 def test_fit_recovers_true_parameters_on_mock_lab(mock_measurement, tmp_path):
     up, down, n = mock_measurement
-    fit = fit_neurosim(up, down, n_cells=n, fixed={"c2c_std": TRUE["c2c_std"]},
-                       source="mock-lab board 8x8")
+    fit = fit_neurosim(
+        up, down, n_cells=n, fixed={"c2c_std": TRUE["c2c_std"]}, source="mock-lab board 8x8"
+    )
     span = TRUE["g_max_s"] - TRUE["g_min_s"]
-    allowance = {"g_min_s": 0.6 * TRUE["c2c_std"] * span, "g_max_s": 0.6 * TRUE["c2c_std"] * span,
-                 "a_ltp": 0.03 * TRUE["a_ltp"], "a_ltd": 0.03 * TRUE["a_ltd"]}
+    allowance = {
+        "g_min_s": 0.6 * TRUE["c2c_std"] * span,
+        "g_max_s": 0.6 * TRUE["c2c_std"] * span,
+        "a_ltp": 0.03 * TRUE["a_ltp"],
+        "a_ltd": 0.03 * TRUE["a_ltd"],
+    }
     for name, allow in allowance.items():
         err = abs(fit.params[name] - TRUE[name])
         assert fit.stderr[name] > 0 and math.isfinite(fit.stderr[name])
@@ -87,8 +98,9 @@ def test_fit_recovers_true_parameters_on_mock_lab(mock_measurement, tmp_path):
     assert back.version == fit.version
 
     # the simulator with the fitted file predicts the mock chip's pulse response
-    sim = SimBackend({"rows": 32, "cols": 32, "device": str(path), "seed": 5,
-                      "read": {"read_noise_rel": 0.01}})
+    sim = SimBackend(
+        {"rows": 32, "cols": 32, "device": str(path), "seed": 5, "read": {"read_noise_rel": 0.01}}
+    )
     assert sim.capabilities.device_model == "neurosim"
     pred_up, pred_down = _measure(sim, torch.ones(sim.shape, dtype=torch.bool))
     for meas, pred in ((up, pred_up), (down, pred_down)):
@@ -97,17 +109,28 @@ def test_fit_recovers_true_parameters_on_mock_lab(mock_measurement, tmp_path):
     # and the config mapping works the same way
     sim2 = SimBackend({"rows": 4, "cols": 4, "device": fit.device_config()})
     assert sim2.capabilities.conductance_range_s == pytest.approx(
-        (fit.params["g_min_s"], fit.params["g_max_s"]))
+        (fit.params["g_min_s"], fit.params["g_max_s"])
+    )
 
 
 def test_fit_exact_on_noise_free_curves():
     """On the model's own noise-free curves the fit is exact (no mismatch)."""
     k = torch.arange(41, dtype=torch.float64)
     p = dict(g_min_s=0.5e-6, g_max_s=10e-6, a_ltp=7.7, a_ltd=3.0, p_max=31.0)
-    up = PulseResponse(1.0, 1e-7, torch.as_tensor(neurosim_curve(
-        k.numpy(), p["g_min_s"], p["g_max_s"], p["a_ltp"], p["p_max"], True)))
-    down = PulseResponse(-1.0, 1e-7, torch.as_tensor(neurosim_curve(
-        k.numpy(), p["g_min_s"], p["g_max_s"], p["a_ltd"], p["p_max"], False)))
+    up = PulseResponse(
+        1.0,
+        1e-7,
+        torch.as_tensor(
+            neurosim_curve(k.numpy(), p["g_min_s"], p["g_max_s"], p["a_ltp"], p["p_max"], True)
+        ),
+    )
+    down = PulseResponse(
+        -1.0,
+        1e-7,
+        torch.as_tensor(
+            neurosim_curve(k.numpy(), p["g_min_s"], p["g_max_s"], p["a_ltd"], p["p_max"], False)
+        ),
+    )
     fit = fit_neurosim(up, down)
     for name in ("g_min_s", "g_max_s", "a_ltp", "a_ltd"):
         assert fit.params[name] == pytest.approx(p[name], rel=1e-6)
@@ -120,21 +143,39 @@ def test_fit_exact_on_noise_free_curves():
 def test_fit_on_simulator_population_and_version_hash():
     """Measured on the simulator itself (another backend): the same fit recovers the
     parameters; the version hash depends on the content only."""
-    true = {"model": "neurosim", "g_min_s": 2e-6, "g_max_s": 20e-6, "a_ltp": 12.0,
-            "a_ltd": 6.0, "c2c_std": 0.0}
-    sim = SimBackend({"rows": 8, "cols": 8, "device": true, "seed": 3,
-                      "read": {"read_noise_rel": 0.01}})
+    true = {
+        "model": "neurosim",
+        "g_min_s": 2e-6,
+        "g_max_s": 20e-6,
+        "a_ltp": 12.0,
+        "a_ltd": 6.0,
+        "c2c_std": 0.0,
+    }
+    sim = SimBackend(
+        {"rows": 8, "cols": 8, "device": true, "seed": 3, "read": {"read_noise_rel": 0.01}}
+    )
     cells = torch.ones(sim.shape, dtype=torch.bool)
     up, down = _measure(sim, cells)
     fit = fit_neurosim(up, down, n_cells=64)
     for name in ("g_min_s", "g_max_s", "a_ltp", "a_ltd"):
         # no C2C: only read noise (1 %/sqrt(64) per point) and the monotonic clean-up
         assert abs(fit.params[name] - true[name]) <= 3 * fit.stderr[name] + 0.01 * abs(true[name])
-    again = FitResult(model=fit.model, params=dict(fit.params), stderr=fit.stderr,
-                      residual_rms=fit.residual_rms, n_points=fit.n_points, date="2000-01-01")
+    again = FitResult(
+        model=fit.model,
+        params=dict(fit.params),
+        stderr=fit.stderr,
+        residual_rms=fit.residual_rms,
+        n_points=fit.n_points,
+        date="2000-01-01",
+    )
     assert again.version.split("@")[0] == fit.version.split("@")[0]
-    other = FitResult(model=fit.model, params={**fit.params, "a_ltp": 1.0}, stderr={},
-                      residual_rms=0.0, n_points=1)
+    other = FitResult(
+        model=fit.model,
+        params={**fit.params, "a_ltp": 1.0},
+        stderr={},
+        residual_rms=0.0,
+        n_points=1,
+    )
     assert other.version.split("@")[0] != fit.version.split("@")[0]
 
 

@@ -32,7 +32,6 @@ import torch
 import yaml
 
 from memhil.backends.sim import SimBackend
-from memhil.devices.vteam import VTEAMDevice
 from memhil.calibration.fit.neurosim import FitResult
 from memhil.calibration.fit.vteam import (
     FITTED,
@@ -41,15 +40,25 @@ from memhil.calibration.fit.vteam import (
     population_curve,
 )
 from memhil.cli.app import main as cli_main
+from memhil.devices.vteam import VTEAMDevice
 from memhil.mock_hw.lab import MockLab
 from memhil.store import RunStore
 
-SPREADS = {k: 0.01 for k in ("r_on_dtod", "r_off_dtod", "v_on_dtod", "v_off_dtod",
-                             "k_on_dtod", "k_off_dtod")}
+SPREADS = {
+    k: 0.01
+    for k in ("r_on_dtod", "r_off_dtod", "v_on_dtod", "v_off_dtod", "k_on_dtod", "k_off_dtod")
+}
 TRUE = {**{f.name: f.default for f in dataclasses.fields(VTEAMDevice.Params)}, **SPREADS}
 ROWS = 6
-TRAIN = {"n_pulses": 30, "v_ltp": [0.235, 0.25, 0.27], "v_ltd": [-0.06, -0.09, -0.13],
-         "width_s": 1e-9, "width_ltd_s": 1e-7, "compliance_a": 0.01, "v_read": 0.2}
+TRAIN = {
+    "n_pulses": 30,
+    "v_ltp": [0.235, 0.25, 0.27],
+    "v_ltd": [-0.06, -0.09, -0.13],
+    "width_s": 1e-9,
+    "width_ltd_s": 1e-7,
+    "compliance_a": 0.01,
+    "v_read": 0.2,
+}
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -73,8 +82,7 @@ def measured(tmp_path_factory):
     assert cli_main(["run", str(PROTOCOL), "--db", str(db), "--no-progress"]) == 0
     out = tmp / "fitted.yaml"
     fix = [a for k, v in SPREADS.items() for a in ("--fix", f"{k}={v}")]
-    assert cli_main(["fit", "1", "--model", "vteam", "--db", str(db), "--out", str(out),
-                     *fix]) == 0
+    assert cli_main(["fit", "1", "--model", "vteam", "--db", str(db), "--out", str(out), *fix]) == 0
     return tmp, db, out
 
 
@@ -94,8 +102,10 @@ def test_vteam_fit_recovers_mock_chip_parameters(measured, capsys):
     for name in FITTED:
         err = abs(fit.params[name] - TRUE[name])
         bound = 3 * fit.stderr[name] + floor * abs(TRUE[name])
-        print(f"{name}: true {TRUE[name]:.4g} fit {fit.params[name]:.5g} +/- "
-              f"{fit.stderr[name]:.2g} (|err| {err:.2g}, bound {bound:.2g})")
+        print(
+            f"{name}: true {TRUE[name]:.4g} fit {fit.params[name]:.5g} +/- "
+            f"{fit.stderr[name]:.2g} (|err| {err:.2g}, bound {bound:.2g})"
+        )
         assert 0 < fit.stderr[name] < math.inf
         assert err <= bound, name
     # the held parameters are in the file as given
@@ -115,6 +125,7 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
     """
     tmp, db, out = measured
     from memhil.runs.fit import pulse_sequence_from_run
+
     with RunStore(db) as store:
         seq = pulse_sequence_from_run(store, 1)
     span = seq.g_mean_s.max() - seq.g_mean_s.min()
@@ -127,9 +138,16 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
             g.append(float(backend.read_conductance(cells).double().mean()))
         return np.asarray(g)
 
-    sim = SimBackend({"rows": 16, "cols": 16, "device": str(out), "seed": 3,
-                      "read": {"read_noise_rel": 0.01},
-                      "limits": {"width_min_s": 1e-9, "compliance_max_a": 0.01}})
+    sim = SimBackend(
+        {
+            "rows": 16,
+            "cols": 16,
+            "device": str(out),
+            "seed": 3,
+            "read": {"read_noise_rel": 0.01},
+            "limits": {"width_min_s": 1e-9, "compliance_max_a": 0.01},
+        }
+    )
     assert sim.capabilities.device_model == "vteam"
     d_sim = predicted(sim) - seq.g_mean_s
     station = tmp / "twin.yaml"
@@ -140,7 +158,7 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
     finally:
         twin.close()
     for name, d in (("sim", d_sim), ("mock twin", d_twin)):
-        rms, worst = float(np.sqrt(np.mean(d ** 2))) / span, float(np.abs(d).max()) / span
+        rms, worst = float(np.sqrt(np.mean(d**2))) / span, float(np.abs(d).max()) / span
         print(f"{name}: rms |pred - measured| {rms:.4f}, max {worst:.4f} of the span")
         assert rms <= 0.03 and worst <= 0.15, name
 
@@ -148,22 +166,36 @@ def test_fitted_file_loads_in_simulator_and_mock_chip(measured):
 def test_fit_exact_on_its_own_population_curve():
     """Noise-free data from the fit's own population model (same D2D sample) -> the
     parameters to 1e-6, from a start 10-50 % away (the model defaults)."""
-    true = {**TRUE, "k_on_m_per_s": 5.0, "v_on_v": 0.18, "alpha_on": 2.5,
-            "k_off_m_per_s": 1e-3, "v_off_v": 0.03, "alpha_off": 1.5}
+    true = {
+        **TRUE,
+        "k_on_m_per_s": 5.0,
+        "v_on_v": 0.18,
+        "alpha_on": 2.5,
+        "k_off_m_per_s": 1e-3,
+        "v_off_v": 0.03,
+        "alpha_off": 1.5,
+    }
     amps = [0.22] * 25 + [-0.06] * 25 + [0.235] * 25 + [-0.09] * 25 + [0.25] * 25 + [-0.12] * 25
     widths = [1e-9 if a > 0 else 1e-7 for a in amps]
     z = np.random.default_rng(123).standard_normal((6, 4096))
-    g = population_curve(PulseSequence(np.array(amps), np.array(widths), np.zeros(len(amps) + 1)),
-                         true, z, x_start=1.0)
-    fit = fit_vteam([PulseSequence(np.array(amps), np.array(widths), g)], fixed=SPREADS,
-                    n_pop=4096, seed=123)
+    g = population_curve(
+        PulseSequence(np.array(amps), np.array(widths), np.zeros(len(amps) + 1)),
+        true,
+        z,
+        x_start=1.0,
+    )
+    fit = fit_vteam(
+        [PulseSequence(np.array(amps), np.array(widths), g)], fixed=SPREADS, n_pop=4096, seed=123
+    )
     for name in FITTED:
         assert fit.params[name] == pytest.approx(true[name], rel=1e-6), name
     assert fit.residual_rms < 1e-12
 
 
 def test_fit_vteam_rejects_bad_input():
-    seq = PulseSequence(np.array([0.25, -0.1]), np.array([1e-9, 1e-7]), np.array([1e-3, 2e-3, 1e-3]))
+    seq = PulseSequence(
+        np.array([0.25, -0.1]), np.array([1e-9, 1e-7]), np.array([1e-3, 2e-3, 1e-3])
+    )
     with pytest.raises(ValueError, match="unknown parameter"):
         fit_vteam([seq], fixed={"k_onn": 1.0})
     with pytest.raises(ValueError, match="window"):

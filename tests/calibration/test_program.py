@@ -15,13 +15,17 @@ import math
 import pytest
 import torch
 
-from memhil.analog.weights import AnalogWeights, PulseSpec
 from memhil.analog.mapping import WeightMapping
-from memhil.backends.sim import SimBackend
 from memhil.analog.program import (
-    ProgramReport, calibrate_region, program_and_verify, program_open_loop, program_weights)
+    ProgramReport,
+    calibrate_region,
+    program_and_verify,
+    program_open_loop,
+    program_weights,
+)
+from memhil.analog.weights import AnalogWeights, PulseSpec
+from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import PulseResponse, measure_pulse_response
-
 from tests.backends import BackendUnderTest
 
 N_CAL = 32  # pulses per calibration curve
@@ -47,11 +51,13 @@ def _calibrate(b, mask, set_pulse, reset_pulse, n=N_CAL):
     """Mean SET response (and RESET response on bipolar devices) measured on ``mask``."""
     rr = None
     if b.capabilities.bipolar:
-        rr = measure_pulse_response(b, mask, reset_pulse[0], reset_pulse[1], n,
-                                    prepare=(set_pulse[0], set_pulse[1], n))
+        rr = measure_pulse_response(
+            b, mask, reset_pulse[0], reset_pulse[1], n, prepare=(set_pulse[0], set_pulse[1], n)
+        )
     prep = n if b.capabilities.bipolar else 1
-    rs = measure_pulse_response(b, mask, set_pulse[0], set_pulse[1], n,
-                                prepare=(reset_pulse[0], reset_pulse[1], prep))
+    rs = measure_pulse_response(
+        b, mask, set_pulse[0], set_pulse[1], n, prepare=(reset_pulse[0], reset_pulse[1], prep)
+    )
     return rs, rr
 
 
@@ -79,14 +85,31 @@ def test_pcm_program_and_verify_64x64():
     mask = _all(b)
     rs, _ = _calibrate(b, mask, PCM_SET, PCM_RESET)
     targets = _uniform(int(mask.sum()), 1e-6, 8e-6)
-    rep = program_and_verify(b, mask, targets, set_pulse=PCM_SET, reset_pulse=PCM_RESET,
-                             tolerance_s=tol, response_set=rs, n_reads=8, margin_s=0.3e-6,
-                             max_resets=20)
+    rep = program_and_verify(
+        b,
+        mask,
+        targets,
+        set_pulse=PCM_SET,
+        reset_pulse=PCM_RESET,
+        tolerance_s=tol,
+        response_set=rs,
+        n_reads=8,
+        margin_s=0.3e-6,
+        max_resets=20,
+    )
 
     b2 = SimBackend(cfg)  # same seed: the same devices, calibrated the same way
     rs2, _ = _calibrate(b2, mask, PCM_SET, PCM_RESET)
-    ol = program_open_loop(b2, mask, targets, set_pulse=PCM_SET, reset_pulse=PCM_RESET,
-                           response_set=rs2, tolerance_s=tol, n_reads=8)
+    ol = program_open_loop(
+        b2,
+        mask,
+        targets,
+        set_pulse=PCM_SET,
+        reset_pulse=PCM_RESET,
+        response_set=rs2,
+        tolerance_s=tol,
+        n_reads=8,
+    )
 
     assert rep.method == "verify" and ol.method == "open_loop"
     assert rep.fraction_within >= 0.99
@@ -114,12 +137,28 @@ def test_vteam_program_and_verify_64x64():
     mask = _all(b)
     rs, rr = _calibrate(b, mask, VTEAM_SET, VTEAM_RESET)
     targets = _uniform(int(mask.sum()), 2e-3, 8e-3)
-    rep = program_and_verify(b, mask, targets, set_pulse=VTEAM_SET, reset_pulse=VTEAM_RESET,
-                             tolerance_s=tol, response_set=rs, response_reset=rr)
+    rep = program_and_verify(
+        b,
+        mask,
+        targets,
+        set_pulse=VTEAM_SET,
+        reset_pulse=VTEAM_RESET,
+        tolerance_s=tol,
+        response_set=rs,
+        response_reset=rr,
+    )
     b2 = SimBackend(cfg)
     rs2, rr2 = _calibrate(b2, mask, VTEAM_SET, VTEAM_RESET)
-    ol = program_open_loop(b2, mask, targets, set_pulse=VTEAM_SET, reset_pulse=VTEAM_RESET,
-                           response_set=rs2, response_reset=rr2, tolerance_s=tol)
+    ol = program_open_loop(
+        b2,
+        mask,
+        targets,
+        set_pulse=VTEAM_SET,
+        reset_pulse=VTEAM_RESET,
+        response_set=rs2,
+        response_reset=rr2,
+        tolerance_s=tol,
+    )
 
     assert rep.fraction_within >= 0.99
     assert rep.iterations <= 50
@@ -144,8 +183,9 @@ class _SpyBackend(SimBackend):
 
     def _pulse(self, selected, v, width_s, count, compliance_a):
         sel = torch.ones(self.shape, dtype=torch.bool) if selected is None else selected.clone()
-        self.requests.append((sel, *(x.expand(self.shape).clone()
-                                     for x in (v, width_s, count, compliance_a))))
+        self.requests.append(
+            (sel, *(x.expand(self.shape).clone() for x in (v, width_s, count, compliance_a)))
+        )
         super()._pulse(selected, v, width_s, count, compliance_a)
 
     def _read_conductance(self, mask):
@@ -155,8 +195,16 @@ class _SpyBackend(SimBackend):
 
 def _vteam_spy(shape=(2, 8, 8), **limits) -> _SpyBackend:
     t, r, c = shape
-    return _SpyBackend({"tiles": t, "rows": r, "cols": c, "device": "vteam", "seed": 5,
-                        "limits": {**VTEAM_LIMITS, **limits}})
+    return _SpyBackend(
+        {
+            "tiles": t,
+            "rows": r,
+            "cols": c,
+            "device": "vteam",
+            "seed": 5,
+            "limits": {**VTEAM_LIMITS, **limits},
+        }
+    )
 
 
 def test_verify_stays_within_limits_and_leaves_correct_cells_and_unmasked_cells_alone():
@@ -184,9 +232,17 @@ def test_verify_stays_within_limits_and_leaves_correct_cells_and_unmasked_cells_
     twin = _vteam_spy()
     rs, rr = _calibrate(twin, _all(twin), set_p, reset_p)
     b.requests.clear()
-    rep = program_and_verify(b, mask, tgt, set_pulse=set_p, reset_pulse=reset_p,
-                             tolerance_s=20e-6, max_pulses_per_step=50, response_set=rs,
-                             response_reset=rr)
+    rep = program_and_verify(
+        b,
+        mask,
+        tgt,
+        set_pulse=set_p,
+        reset_pulse=reset_p,
+        tolerance_s=20e-6,
+        max_pulses_per_step=50,
+        response_set=rs,
+        response_reset=rr,
+    )
     assert b.requests, "nothing was pulsed"
     e_max = 0.0
     for sel, v, w, n, comp in b.requests:
@@ -196,7 +252,7 @@ def test_verify_stays_within_limits_and_leaves_correct_cells_and_unmasked_cells_
         assert float(w[s].min()) >= lim.width_min_s * (1 - 1e-6)
         assert float(w[s].max()) <= lim.width_max_s
         assert int(n[s].max()) <= lim.count_max
-        assert float(comp[s].max()) <= lim.compliance_max_a * (1 + 2 ** -20)  # float32
+        assert float(comp[s].max()) <= lim.compliance_max_a * (1 + 2**-20)  # float32
         e_max = max(e_max, float((v.double().abs() * comp * w * n)[s].max()))
     assert e_max <= lim.energy_max_j * (1 + 1e-6)
     # shortened pulses actually happened, and at the floor
@@ -218,16 +274,26 @@ def test_done_cells_are_left_alone_and_reads_are_averaged():
     rs, rr = _calibrate(b, mask, VTEAM_SET, VTEAM_RESET)
     targets = _uniform(16, 2e-3, 6e-3, seed=2)
     b.reads = 0
-    rep = program_and_verify(b, mask, targets, set_pulse=VTEAM_SET, reset_pulse=VTEAM_RESET,
-                             tolerance_s=20e-6, n_reads=3, response_set=rs, response_reset=rr)
+    rep = program_and_verify(
+        b,
+        mask,
+        targets,
+        set_pulse=VTEAM_SET,
+        reset_pulse=VTEAM_RESET,
+        tolerance_s=20e-6,
+        n_reads=3,
+        response_set=rs,
+        response_reset=rr,
+    )
     assert rep.fraction_within == 1.0
     assert b.reads == 3 * (rep.iterations + 1)  # n_reads per iteration and for the final read
     # one pulse call per polarity per iteration at most
     assert rep.pulse_calls <= 2 * rep.iterations
     # a second pass over the programmed cells issues nothing: all are done at once
     n_req = len(b.requests)
-    rep2 = program_and_verify(b, mask, targets, set_pulse=VTEAM_SET, reset_pulse=VTEAM_RESET,
-                              tolerance_s=20e-6)
+    rep2 = program_and_verify(
+        b, mask, targets, set_pulse=VTEAM_SET, reset_pulse=VTEAM_RESET, tolerance_s=20e-6
+    )
     assert len(b.requests) == n_req and rep2.iterations == 1
     assert int(rep2.pulses.sum()) == 0 and rep2.fraction_within == 1.0
 
@@ -237,12 +303,22 @@ def test_pcm_overshoot_is_reset_and_retried_and_given_up_after_max_resets():
     mask = _all(b)
     b.pulse(mask, *PCM_SET, 30)  # every cell high, ~9 µS
     targets = torch.full((64,), 2e-6, dtype=torch.float64)
-    rep = program_and_verify(b, mask, targets, set_pulse=PCM_SET, reset_pulse=PCM_RESET,
-                             tolerance_s=1e-6, max_resets=0)
+    rep = program_and_verify(
+        b, mask, targets, set_pulse=PCM_SET, reset_pulse=PCM_RESET, tolerance_s=1e-6, max_resets=0
+    )
     # every cell started above target: with no retry allowed each is given up untouched
     assert int(rep.resets.sum()) == 0 and int(rep.pulses.sum()) == 0 and rep.iterations == 1
-    rep = program_and_verify(b, mask, targets, set_pulse=PCM_SET, reset_pulse=PCM_RESET,
-                             tolerance_s=1e-6, max_resets=5, n_reads=4, margin_s=0.3e-6)
+    rep = program_and_verify(
+        b,
+        mask,
+        targets,
+        set_pulse=PCM_SET,
+        reset_pulse=PCM_RESET,
+        tolerance_s=1e-6,
+        max_resets=5,
+        n_reads=4,
+        margin_s=0.3e-6,
+    )
     assert bool((rep.resets >= 1).all()) and int(rep.resets.max()) <= 5
     assert bool((rep.reset_pulses == rep.resets).all())  # one RESET pulse per retry
     assert rep.fraction_within >= 0.9
@@ -252,10 +328,12 @@ def test_pcm_overshoot_is_reset_and_retried_and_given_up_after_max_resets():
 # Weights on AnalogWeights
 # ---------------------------------------------------------------------------------------
 def _vteam_weights(in_f=8, out_f=4) -> AnalogWeights:
-    b = SimBackend({"rows": in_f, "cols": 2 * out_f + 2, "device": "vteam", "seed": 7,
-                    "limits": VTEAM_LIMITS})
-    mapping = WeightMapping(in_features=in_f, out_features=out_f, g_lo_s=2e-3, g_hi_s=8e-3,
-                            col_offset=1)
+    b = SimBackend(
+        {"rows": in_f, "cols": 2 * out_f + 2, "device": "vteam", "seed": 7, "limits": VTEAM_LIMITS}
+    )
+    mapping = WeightMapping(
+        in_features=in_f, out_features=out_f, g_lo_s=2e-3, g_hi_s=8e-3, col_offset=1
+    )
     return AnalogWeights(b, mapping, PulseSpec(*VTEAM_SET), PulseSpec(*VTEAM_RESET))
 
 
@@ -326,10 +404,19 @@ def test_program_and_verify_on_every_backend(but: BackendUnderTest, make_backend
         tol = max(0.5 * step, 4 * sigma / math.sqrt(n_reads))
         n = int(mask.sum())
         targets = _uniform(n, a, z, seed=1)
-        rep = program_and_verify(b, mask, targets, set_pulse=but.set_pulse,
-                                 reset_pulse=but.reset_pulse, tolerance_s=tol,
-                                 response_set=rs, response_reset=rr, n_reads=n_reads,
-                                 margin_s=2 * sigma / math.sqrt(n_reads), max_iterations=100)
+        rep = program_and_verify(
+            b,
+            mask,
+            targets,
+            set_pulse=but.set_pulse,
+            reset_pulse=but.reset_pulse,
+            tolerance_s=tol,
+            response_set=rs,
+            response_reset=rr,
+            n_reads=n_reads,
+            margin_s=2 * sigma / math.sqrt(n_reads),
+            max_iterations=100,
+        )
         assert rep.n_cells == n
         assert rep.fraction_within >= 0.95
         assert float(rep.error_s.abs().median()) <= tol
@@ -346,16 +433,31 @@ def test_report_properties_and_summary():
         achieved_s=torch.tensor([1.1e-6, 2e-6, 4e-6], dtype=torch.float64),
         error_s=torch.tensor([0.1e-6, 0.0, 1e-6], dtype=torch.float64),
         within=torch.tensor([True, True, False]),
-        set_pulses=torch.tensor([1, 2, 3]), reset_pulses=torch.tensor([0, 0, 3]),
-        resets=torch.tensor([0, 0, 1]), iterations=4, tolerance_s=0.5e-6, method="verify")
+        set_pulses=torch.tensor([1, 2, 3]),
+        reset_pulses=torch.tensor([0, 0, 3]),
+        resets=torch.tensor([0, 0, 1]),
+        iterations=4,
+        tolerance_s=0.5e-6,
+        method="verify",
+    )
     assert rep.fraction_within == pytest.approx(2 / 3)
     assert rep.pulses_per_cell == pytest.approx(3.0)
     assert rep.rms_error_s == pytest.approx(math.sqrt((0.01 + 1) / 3) * 1e-6)
     text = rep.summary()
     assert "66.67 %" in text and "µS" in text and "max 6" in text and "iterations: 4" in text
     assert len(text.splitlines()) >= 4
-    no_tol = ProgramReport(rep.target_s, rep.achieved_s, rep.error_s, rep.within,
-                           rep.set_pulses, rep.reset_pulses, rep.resets, 0, None, "open_loop")
+    no_tol = ProgramReport(
+        rep.target_s,
+        rep.achieved_s,
+        rep.error_s,
+        rep.within,
+        rep.set_pulses,
+        rep.reset_pulses,
+        rep.resets,
+        0,
+        None,
+        "open_loop",
+    )
     assert math.isnan(no_tol.fraction_within) and "n/a" in no_tol.summary()
 
 
@@ -391,14 +493,17 @@ def test_errors_name_the_offending_value():
     with pytest.raises(ValueError, match="response_set.*rising"):
         program_and_verify(b, mask, ok, **kw, response_set=falling)
     with pytest.raises(ValueError, match="response_set"):
-        program_open_loop(b, mask, ok, set_pulse=PCM_SET, reset_pulse=PCM_RESET,
-                          response_set=None)
+        program_open_loop(b, mask, ok, set_pulse=PCM_SET, reset_pulse=PCM_RESET, response_set=None)
     # a list of cells in row-major order and a scalar target are fine
     rep = program_and_verify(b, [(0, 1, 1), (0, 2, 3)], 3e-6, **kw, max_iterations=2)
     assert rep.n_cells == 2
     # weights
-    aw = AnalogWeights(b, WeightMapping(in_features=4, out_features=2, g_lo_s=1e-6,
-                                        g_hi_s=8e-6), PulseSpec(*PCM_SET), PulseSpec(*PCM_RESET))
+    aw = AnalogWeights(
+        b,
+        WeightMapping(in_features=4, out_features=2, g_lo_s=1e-6, g_hi_s=8e-6),
+        PulseSpec(*PCM_SET),
+        PulseSpec(*PCM_RESET),
+    )
     with pytest.raises(ValueError, match=r"weight of shape \(4, 2\).*\(2, 4\)"):
         program_weights(aw, torch.zeros(4, 2))
     with pytest.raises(ValueError, match="unknown method 'fast'"):
@@ -410,8 +515,12 @@ def test_program_weights_rejects_targets_outside_the_window_before_pulsing():
     b = SimBackend({"rows": 4, "cols": 4, "device": "pcm", "seed": 0})
     g0 = b.true_conductance()
     # a mapping whose window reaches past the device's 12 µS ceiling
-    aw = AnalogWeights(b, WeightMapping(in_features=4, out_features=2, g_lo_s=1e-6,
-                                        g_hi_s=20e-6), PulseSpec(*PCM_SET), PulseSpec(*PCM_RESET))
+    aw = AnalogWeights(
+        b,
+        WeightMapping(in_features=4, out_features=2, g_lo_s=1e-6, g_hi_s=20e-6),
+        PulseSpec(*PCM_SET),
+        PulseSpec(*PCM_RESET),
+    )
     with pytest.raises(ValueError, match=r"target 2e-05 S .* outside the device window"):
         program_weights(aw, torch.ones(2, 4))
     assert aw.tally.total == 0 and torch.equal(b.true_conductance(), g0)
@@ -424,13 +533,20 @@ def test_program_weights_accepts_a_full_window_mapping_in_float32():
     b = SimBackend({"rows": 4, "cols": 4, "device": "neurosim", "seed": 0})
     g_lo, g_hi = b.capabilities.conductance_range_s
     w = torch.tensor([[1.0, -1.0, 0.3, 0.0], [-1.0, 1.0, 0.0, -0.7]])
-    aw = AnalogWeights(b, WeightMapping(in_features=4, out_features=2, g_lo_s=g_lo, g_hi_s=g_hi),
-                       PulseSpec(2.0, 80e-9), PulseSpec(-2.0, 80e-9))
+    aw = AnalogWeights(
+        b,
+        WeightMapping(in_features=4, out_features=2, g_lo_s=g_lo, g_hi_s=g_hi),
+        PulseSpec(2.0, 80e-9),
+        PulseSpec(-2.0, 80e-9),
+    )
     assert aw.mapping.targets(w).dtype == torch.float32
     program_weights(aw, w)
     assert aw.tally.total > 0
-    wide = AnalogWeights(b, WeightMapping(in_features=4, out_features=2, g_lo_s=g_lo,
-                                          g_hi_s=g_hi * (1 + 1e-4)),
-                         PulseSpec(2.0, 80e-9), PulseSpec(-2.0, 80e-9))
+    wide = AnalogWeights(
+        b,
+        WeightMapping(in_features=4, out_features=2, g_lo_s=g_lo, g_hi_s=g_hi * (1 + 1e-4)),
+        PulseSpec(2.0, 80e-9),
+        PulseSpec(-2.0, 80e-9),
+    )
     with pytest.raises(ValueError, match="outside the device window"):
         program_weights(wide, w)

@@ -30,8 +30,8 @@ class GainOffsetBackend(Backend):
 
     def _mvm(self, v, *, transpose, tile):
         out = self.inner._mvm(v, transpose=transpose, tile=tile)
-        g = self.gain if tile is None else self.gain[tile:tile + 1]
-        o = self.offset if tile is None else self.offset[tile:tile + 1]
+        g = self.gain if tile is None else self.gain[tile : tile + 1]
+        o = self.offset if tile is None else self.offset[tile : tile + 1]
         if transpose:
             return out
         return out * g[:, None, :].to(out.dtype) + o[:, None, :].to(out.dtype)
@@ -44,8 +44,17 @@ class GainOffsetBackend(Backend):
 
 
 def _make(noise=0.0, seed=0):
-    sim = SimBackend({"tiles": 2, "rows": 16, "cols": 8, "device": {"model": "neurosim", "c2c_std": 0.0}, "seed": seed,
-                      "dtype": "float64", "read": {"read_noise_rel": noise}})
+    sim = SimBackend(
+        {
+            "tiles": 2,
+            "rows": 16,
+            "cols": 8,
+            "device": {"model": "neurosim", "c2c_std": 0.0},
+            "seed": seed,
+            "dtype": "float64",
+            "read": {"read_noise_rel": noise},
+        }
+    )
     gen = torch.Generator().manual_seed(42)
     gain = 1.0 + 0.2 * (2 * torch.rand(2, 8, generator=gen, dtype=torch.float64) - 1)
     offset = 50e-9 * (2 * torch.rand(2, 8, generator=gen, dtype=torch.float64) - 1)

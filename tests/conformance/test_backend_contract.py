@@ -10,7 +10,6 @@ import torch
 
 from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.core.errors import LimitError
-
 from tests.backends import BackendUnderTest
 
 
@@ -29,7 +28,7 @@ def _inputs(backend: Backend, n_lines: int, batch: int, amplitude: float) -> tor
 def _bring_up(backend: Backend, but: BackendUnderTest) -> None:
     """Put the cells in a spread of intermediate states so G is not uniform."""
     t, r, c = backend.shape
-    counts = (torch.arange(t * r * c).reshape(t, r, c) % 4)
+    counts = torch.arange(t * r * c).reshape(t, r, c) % 4
     backend.pulse(None, but.set_pulse[0], but.set_pulse[1], counts)
 
 
@@ -71,7 +70,9 @@ def test_mvm_equals_v_at_g_within_noise(backend: Backend, but: BackendUnderTest)
     ideal = v.double() @ g
     scale = v.double().abs() @ g
     err = (i - ideal).abs()
-    assert (err <= but.mvm_rtol * scale + but.mvm_atol_a).all(), float((err / (scale + 1e-30)).max())
+    assert (err <= but.mvm_rtol * scale + but.mvm_atol_a).all(), float(
+        (err / (scale + 1e-30)).max()
+    )
     # and it is not trivially small: the currents carry the conductances
     assert float(ideal.abs().max()) > 10 * but.mvm_atol_a
 
@@ -89,7 +90,10 @@ def test_transpose_read_is_consistent(backend: Backend, but: BackendUnderTest):
     v = _inputs(backend, r, 8, but.v_read)
     lhs = (backend.mvm(v).double() * u.double()).sum(-1)
     rhs = (backend.mvm_t(u).double() * v.double()).sum(-1)
-    tol = 2 * but.mvm_rtol * (v.double().abs() @ g * u.double().abs()).sum(-1) + 2 * c * but.mvm_atol_a
+    tol = (
+        2 * but.mvm_rtol * (v.double().abs() @ g * u.double().abs()).sum(-1)
+        + 2 * c * but.mvm_atol_a
+    )
     assert ((lhs - rhs).abs() <= tol).all()
 
 
@@ -108,15 +112,19 @@ def test_set_raises_and_reset_lowers_conductance(backend: Backend, but: BackendU
     assert g2[target].mean() < 0.7 * g1[target].mean(), "RESET pulses must lower G"
 
 
-@pytest.mark.parametrize("request_kw, quantity", [
-    ({"amplitude": 1e3}, "amplitude"),
-    ({"width_s": 1e3}, "width"),
-    ({"width_s": 1e-15}, "width"),
-    ({"count": 10**9}, "count"),
-    ({"compliance_a": 10.0}, "compliance"),
-])
-def test_limits_raise_before_any_state_change(backend: Backend, but: BackendUnderTest,
-                                              request_kw, quantity):
+@pytest.mark.parametrize(
+    "request_kw, quantity",
+    [
+        ({"amplitude": 1e3}, "amplitude"),
+        ({"width_s": 1e3}, "width"),
+        ({"width_s": 1e-15}, "width"),
+        ({"count": 10**9}, "count"),
+        ({"compliance_a": 10.0}, "compliance"),
+    ],
+)
+def test_limits_raise_before_any_state_change(
+    backend: Backend, but: BackendUnderTest, request_kw, quantity
+):
     _bring_up(backend, but)
     g_before = backend.read_conductance()
     t0 = backend.clock.now()
@@ -124,8 +132,11 @@ def test_limits_raise_before_any_state_change(backend: Backend, but: BackendUnde
     # per-cell request where only ONE cell is out of limits: nothing may be applied
     for key in ("amplitude", "width_s", "compliance_a"):
         if key in request_kw:
-            base = {"amplitude": but.set_pulse[0], "width_s": but.set_pulse[1],
-                    "compliance_a": backend.limits.compliance_default_a}[key]
+            base = {
+                "amplitude": but.set_pulse[0],
+                "width_s": but.set_pulse[1],
+                "compliance_a": backend.limits.compliance_default_a,
+            }[key]
             field = torch.full(backend.shape, base, dtype=torch.float64)
             field[0, 0, 0] = request_kw[key]
             kw[key] = field
@@ -158,7 +169,9 @@ def test_reads_apply_the_read_voltage_they_are_given(backend: Backend, but: Back
         assert torch.allclose(r.v_v.double(), torch.full((3,), v, dtype=torch.float64))
         assert torch.allclose(r.i_a.double(), r.g_s.double() * v, rtol=1e-5)
         assert not r.at_floor.any()
-    assert torch.allclose(r_lo.g_s, r_hi.g_s, rtol=0.06)  # two draws of 1 % read noise (+ PCM's own)
+    assert torch.allclose(
+        r_lo.g_s, r_hi.g_s, rtol=0.06
+    )  # two draws of 1 % read noise (+ PCM's own)
     assert backend.read_conductance(cells, v_read_v=hi).shape == (3,)
     with pytest.raises(LimitError, match="read voltage"):
         backend.read(cells, v_read_v=1.5 * backend.limits.v_read_max_v)
@@ -195,7 +208,7 @@ def test_a_read_at_exactly_the_read_limit_passes(backend: Backend):
     assert backend.mvm_t(v_t, tile=0).shape == (1, rows)
 
 
-@pytest.mark.parametrize("factor,passes", [(1 + 2.0 ** -22, True), (1 + 2.0 ** -18, False)])
+@pytest.mark.parametrize("factor,passes", [(1 + 2.0**-22, True), (1 + 2.0**-18, False)])
 def test_a_pulse_within_the_documented_slack_passes_every_layer(backend: Backend, factor, passes):
     from memhil.core.limits import SLACK
 
@@ -208,11 +221,14 @@ def test_a_pulse_within_the_documented_slack_passes_every_layer(backend: Backend
             backend.pulse([(0, 0, 0)], amp, 1e-6)
 
 
-@pytest.mark.parametrize("cells,match", [
-    ([(0, 0.5, 0)], "integers"),            # would pulse cell (0, 0, 0)
-    ([(0, 1), (0, 2), (1, 1)], "triples"),  # three pairs read as two triples
-    ([], "empty"),
-])
+@pytest.mark.parametrize(
+    "cells,match",
+    [
+        ([(0, 0.5, 0)], "integers"),  # would pulse cell (0, 0, 0)
+        ([(0, 1), (0, 2), (1, 1)], "triples"),  # three pairs read as two triples
+        ([], "empty"),
+    ],
+)
 def test_bad_cell_lists_are_refused_with_a_clear_message(backend: Backend, cells, match):
     t0 = backend.clock.now()
     with pytest.raises(ValueError, match=match):

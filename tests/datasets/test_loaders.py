@@ -23,9 +23,9 @@ def test_japanese_vowels_padding_and_lengths():
     lengths = data.train.lengths
     assert lengths is not None and int(lengths.min()) >= 7 and int(lengths.max()) <= data.seq_len
     i = int(lengths.argmin())
-    assert torch.all(data.train.x[i, lengths[i]:] == 0)
+    assert torch.all(data.train.x[i, lengths[i] :] == 0)
     z = datasets.standardize(data)
-    assert torch.all(z.train.x[i, lengths[i]:] == 0)  # padding stays zero
+    assert torch.all(z.train.x[i, lengths[i] :] == 0)  # padding stays zero
     valid = torch.arange(data.seq_len)[None, :] < lengths[:, None]
     assert abs(float(z.train.x[valid].mean())) < 1e-4
 

@@ -4,7 +4,7 @@ instrument would, so tests can assert on exactly what reached the "instrument"."
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,8 +20,18 @@ class Recorder:
 
     def commands(self) -> list[tuple]:
         """Calls that change something (queries left out)."""
-        queries = {"output_is_on", "measure", "in_compliance", "connections", "position",
-                   "in_contact", "contact_ok", "read_columns", "read_rows", "get_idn"}
+        queries = {
+            "output_is_on",
+            "measure",
+            "in_compliance",
+            "connections",
+            "position",
+            "in_contact",
+            "contact_ok",
+            "read_columns",
+            "read_rows",
+            "get_idn",
+        }
         return [c for c in self.calls if c[0] not in queries]
 
     def close(self) -> None:
@@ -178,7 +188,9 @@ class FakeArray(Recorder):
         return np.zeros(self.rows)
 
     def pulse_cells(self, mask, amplitude_v, width_s, count=1, compliance_a=None):
-        self.calls.append(("pulse_cells", np.array(mask), amplitude_v, width_s, count, compliance_a))
+        self.calls.append(
+            ("pulse_cells", np.array(mask), amplitude_v, width_s, count, compliance_a)
+        )
         self.lines_v = 0.0
 
     def safe_state(self):

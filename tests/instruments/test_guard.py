@@ -13,17 +13,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memhil.core.errors import LimitError
-from memhil.instruments.guard import (
-    GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, InterlockError,
-    SafeStateError, safe_session, safe_state_all,
-)
-from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
 from memhil.core.limits import Limits, exceeds
+from memhil.instruments.capabilities import ArrayIO, Prober, SourceMeter, SwitchMatrix
+from memhil.instruments.guard import (
+    GuardedArrayIO,
+    GuardedProber,
+    GuardedSourceMeter,
+    GuardedSwitchMatrix,
+    InterlockError,
+    SafeStateError,
+    safe_session,
+    safe_state_all,
+)
 from tests.instruments.fakes import FakeArray, FakeMatrix, FakeProber, FakeSMU
 
-LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,
-                compliance_default_a=1e-4, width_min_s=1e-6, width_max_s=1.0,
-                count_max=1000, energy_max_j=1e-6)
+LIMITS = Limits(
+    v_pulse_max_v=2.0,
+    v_read_max_v=0.3,
+    compliance_max_a=1e-3,
+    compliance_default_a=1e-4,
+    width_min_s=1e-6,
+    width_max_s=1.0,
+    count_max=1000,
+    energy_max_j=1e-6,
+)
 
 
 def guarded(mode: str | None = "voltage", compliance: float | None = 1e-4):
@@ -37,8 +50,9 @@ def guarded(mode: str | None = "voltage", compliance: float | None = 1e-4):
     return smu, fake
 
 
-def test_guarded_instruments_implement_the_protocols(fake_smu, fake_matrix, fake_prober,
-                                                     fake_array):
+def test_guarded_instruments_implement_the_protocols(
+    fake_smu, fake_matrix, fake_prober, fake_array
+):
     assert isinstance(GuardedSourceMeter(fake_smu, LIMITS), SourceMeter)
     assert isinstance(GuardedSwitchMatrix(fake_matrix), SwitchMatrix)
     assert isinstance(GuardedProber(fake_prober), Prober)
@@ -46,6 +60,7 @@ def test_guarded_instruments_implement_the_protocols(fake_smu, fake_matrix, fake
 
 
 # -- SMU: value limits -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", [2.0001, -2.5, 100.0, math.nan, math.inf, -math.inf])
 def test_voltage_level_beyond_limit_is_refused_and_nothing_sent(value):
@@ -70,9 +85,17 @@ def test_current_mode_level_is_checked_against_compliance_max():
     assert fake.commands() == [("set_level", 1e-3)]
 
 
-@pytest.mark.parametrize("mode,value", [("voltage", 2e-3), ("voltage", 0.0), ("voltage", -1e-4),
-                                        ("voltage", math.nan), ("current", 2.5),
-                                        ("current", 0.0)])
+@pytest.mark.parametrize(
+    "mode,value",
+    [
+        ("voltage", 2e-3),
+        ("voltage", 0.0),
+        ("voltage", -1e-4),
+        ("voltage", math.nan),
+        ("current", 2.5),
+        ("current", 0.0),
+    ],
+)
 def test_compliance_beyond_limit_is_refused(mode, value):
     smu, fake = guarded(mode=mode, compliance=None)
     with pytest.raises(LimitError):
@@ -97,9 +120,13 @@ def test_non_numbers_are_refused():
 
 def test_requests_before_a_source_mode_are_refused():
     smu, fake = guarded(mode=None, compliance=None)
-    for call in (lambda: smu.set_level(0.1), lambda: smu.set_compliance(1e-4),
-                 lambda: smu.output(True), lambda: smu.sweep(0, 0.1, 3),
-                 lambda: smu.pulse(1.0, 1e-3)):
+    for call in (
+        lambda: smu.set_level(0.1),
+        lambda: smu.set_compliance(1e-4),
+        lambda: smu.output(True),
+        lambda: smu.sweep(0, 0.1, 3),
+        lambda: smu.pulse(1.0, 1e-3),
+    ):
         with pytest.raises(InterlockError, match="source mode"):
             call()
     assert fake.commands() == []
@@ -109,6 +136,7 @@ def test_requests_before_a_source_mode_are_refused():
 
 
 # -- SMU: compliance before output -------------------------------------------------------
+
 
 def test_output_on_needs_a_compliance_since_the_last_mode_change():
     smu, fake = guarded(compliance=None)
@@ -168,15 +196,25 @@ def test_reads_and_output_off_pass():
     smu.safe_state()
     # the level is unknown before a source mode is set: the measure asks whether the output
     # is on (it is off: nothing to bound)
-    assert [c[0] for c in fake.calls] == ["output_is_on", "measure", "output", "output_is_on",
-                                           "in_compliance", "set_nplc", "safe_state",
-                                           "output_is_on"]
+    assert [c[0] for c in fake.calls] == [
+        "output_is_on",
+        "measure",
+        "output",
+        "output_is_on",
+        "in_compliance",
+        "set_nplc",
+        "safe_state",
+        "output_is_on",
+    ]
 
 
 # -- SMU: sweeps and pulses --------------------------------------------------------------
 
-@pytest.mark.parametrize("start,stop,points", [(0.0, 2.5, 11), (-3.0, 0.0, 5), (0.0, 1.0, 0),
-                                               (0.0, math.nan, 3), (0.0, 1.0, 2.5)])
+
+@pytest.mark.parametrize(
+    "start,stop,points",
+    [(0.0, 2.5, 11), (-3.0, 0.0, 5), (0.0, 1.0, 0), (0.0, math.nan, 3), (0.0, 1.0, 2.5)],
+)
 def test_sweep_checked_before_anything_is_sent(start, stop, points):
     smu, fake = guarded()
     with pytest.raises(LimitError):
@@ -194,18 +232,21 @@ def test_sweep_needs_compliance_and_passes_within_limits():
     assert len(result.source) == 5
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(level=2.1, width_s=1e-3),                  # amplitude
-    dict(level=1.0, width_s=1e-7),                  # too short
-    dict(level=1.0, width_s=2.0),                   # too long
-    dict(level=1.0, width_s=1e-3, count=1001),      # too many
-    dict(level=1.0, width_s=1e-3, count=-1),
-    dict(level=1.0, width_s=1e-3, count=1.5),
-    dict(level=1.0, width_s=1e-3, count=20),        # energy 1 V * 1e-4 A * 1e-3 s * 20 = 2e-6 J
-    dict(level=1.0, width_s=1e-3, base=-2.5),       # base beyond the level limit
-    dict(level=1.0, width_s=math.nan),
-    dict(level=1.0, width_s=1e-3, period_s=1e-4),   # period shorter than the width
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(level=2.1, width_s=1e-3),  # amplitude
+        dict(level=1.0, width_s=1e-7),  # too short
+        dict(level=1.0, width_s=2.0),  # too long
+        dict(level=1.0, width_s=1e-3, count=1001),  # too many
+        dict(level=1.0, width_s=1e-3, count=-1),
+        dict(level=1.0, width_s=1e-3, count=1.5),
+        dict(level=1.0, width_s=1e-3, count=20),  # energy 1 V * 1e-4 A * 1e-3 s * 20 = 2e-6 J
+        dict(level=1.0, width_s=1e-3, base=-2.5),  # base beyond the level limit
+        dict(level=1.0, width_s=math.nan),
+        dict(level=1.0, width_s=1e-3, period_s=1e-4),  # period shorter than the width
+    ],
+)
 def test_pulse_refusals_send_nothing(kwargs):
     smu, fake = guarded()
     with pytest.raises(LimitError):
@@ -245,6 +286,7 @@ def test_current_mode_pulse_energy_at_the_voltage_compliance():
 
 
 # -- matrix, prober, array -------------------------------------------------------------
+
 
 def test_forbidden_relay_never_closes(fake_matrix):
     fake = fake_matrix
@@ -292,15 +334,19 @@ def test_array_reads_and_pulses_are_checked(fake_array):
     a.read_columns([0.1, 0.2, 0.3, -0.3])
     a.read_rows([0.0, 0.1, 0.2])
     n = len(fake.calls)
-    for call in (lambda: a.read_columns([0.1, 0.2, 0.31, 0.0]),
-                 lambda: a.read_columns([0.1, 0.2, 0.3]),
-                 lambda: a.read_rows([0.0, math.nan, 0.0]),
-                 lambda: a.pulse_cells(np.ones((4, 3), bool), 2.5, 1e-3),
-                 lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-9),
-                 lambda: a.pulse_cells(np.ones((3, 3), bool), 1.0, 1e-3),
-                 lambda: a.pulse_cells(np.ones((4, 3)), 1.0, 1e-3),
-                 lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-3, compliance_a=2 * LIMITS.compliance_max_a),
-                 lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-3, compliance_a=0.0)):
+    for call in (
+        lambda: a.read_columns([0.1, 0.2, 0.31, 0.0]),
+        lambda: a.read_columns([0.1, 0.2, 0.3]),
+        lambda: a.read_rows([0.0, math.nan, 0.0]),
+        lambda: a.pulse_cells(np.ones((4, 3), bool), 2.5, 1e-3),
+        lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-9),
+        lambda: a.pulse_cells(np.ones((3, 3), bool), 1.0, 1e-3),
+        lambda: a.pulse_cells(np.ones((4, 3)), 1.0, 1e-3),
+        lambda: a.pulse_cells(
+            np.ones((4, 3), bool), 1.0, 1e-3, compliance_a=2 * LIMITS.compliance_max_a
+        ),
+        lambda: a.pulse_cells(np.ones((4, 3), bool), 1.0, 1e-3, compliance_a=0.0),
+    ):
         with pytest.raises(LimitError):
             call()
     assert len(fake.calls) == n
@@ -313,14 +359,25 @@ def test_array_reads_and_pulses_are_checked(fake_array):
 
 # -- safe_session ------------------------------------------------------------------------
 
+
 def bench():
-    smus = {"smu.smua": GuardedSourceMeter(FakeSMU("smua"), LIMITS),
-            "smu.smub": GuardedSourceMeter(FakeSMU("smub"), LIMITS)}
-    fakes = SimpleNamespace(smua=smus["smu.smua"]._smu, smub=smus["smu.smub"]._smu,
-                            matrix=FakeMatrix(), prober=FakeProber(), array=FakeArray())
-    station = SimpleNamespace(smus=smus, matrix=GuardedSwitchMatrix(fakes.matrix, [(1, 9)]),
-                              prober=GuardedProber(fakes.prober),
-                              array=GuardedArrayIO(fakes.array, LIMITS))
+    smus = {
+        "smu.smua": GuardedSourceMeter(FakeSMU("smua"), LIMITS),
+        "smu.smub": GuardedSourceMeter(FakeSMU("smub"), LIMITS),
+    }
+    fakes = SimpleNamespace(
+        smua=smus["smu.smua"]._smu,
+        smub=smus["smu.smub"]._smu,
+        matrix=FakeMatrix(),
+        prober=FakeProber(),
+        array=FakeArray(),
+    )
+    station = SimpleNamespace(
+        smus=smus,
+        matrix=GuardedSwitchMatrix(fakes.matrix, [(1, 9)]),
+        prober=GuardedProber(fakes.prober),
+        array=GuardedArrayIO(fakes.array, LIMITS),
+    )
     return station, fakes
 
 
@@ -359,7 +416,7 @@ def test_safe_session_on_exception_reraises():
     with pytest.raises(ZeroDivisionError):
         with safe_session(station):
             drive(station, fakes)
-            1 / 0
+            1 / 0  # noqa: B018 - the error the safe session must survive
     assert_safe(fakes)
 
 
@@ -375,10 +432,15 @@ def test_safe_session_on_keyboard_interrupt_reraises():
 def test_safe_session_order_outputs_off_before_relays_open_before_lift():
     station, fakes = bench()
     order = []
-    for who, fake in (("smua", fakes.smua), ("smub", fakes.smub), ("matrix", fakes.matrix),
-                      ("prober", fakes.prober), ("array", fakes.array)):
+    for who, fake in (
+        ("smua", fakes.smua),
+        ("smub", fakes.smub),
+        ("matrix", fakes.matrix),
+        ("prober", fakes.prober),
+        ("array", fakes.array),
+    ):
         original = fake.safe_state
-        fake.safe_state = (lambda o=original, w=who: (order.append(w), o()))
+        fake.safe_state = lambda o=original, w=who: (order.append(w), o())
     with safe_session(station):
         pass
     assert order == ["smua", "smub", "array", "matrix", "prober"]
@@ -401,15 +463,20 @@ def test_safe_state_report_names_each_component_and_what_its_query_confirmed():
     drive(station, fakes)
     report = safe_state_all(station)
     assert report.confirmed
-    assert [e.component for e in report.entries] == ["smu smu.smua", "smu smu.smub", "array",
-                                                         "matrix", "prober"]
+    assert [e.component for e in report.entries] == [
+        "smu smu.smua",
+        "smu smu.smub",
+        "array",
+        "matrix",
+        "prober",
+    ]
     assert "output off" in report.lines()[0] and "separated" in report.lines()[-1]
     # a safe state the query contradicts is not confirmed, and says what is unknown
     fakes.prober.safe_state = lambda: None  # the command "succeeds", the chuck stays down
     fakes.prober.contacted = True
     with pytest.raises(SafeStateError, match="prober") as info:
         safe_state_all(station)
-    bad, = info.value.report.unconfirmed
+    (bad,) = info.value.report.unconfirmed
     assert bad.component == "prober" and "needles may be down" in bad.line()
     assert all(e.confirmed for e in info.value.report.entries if e.component != "prober")
 
@@ -451,20 +518,28 @@ volts = st.floats(min_value=-2.2, max_value=2.2)
 amps = st.floats(min_value=-1.2e-3, max_value=1.2e-3)
 value = st.one_of(volts, amps, anyfloat)
 mode_request = st.tuples(st.just("mode"), st.sampled_from(["voltage", "current", "bogus"]))
-compliance_request = st.tuples(st.just("compliance"),
-                               st.one_of(st.floats(1e-6, 1.1e-3), st.floats(0.01, 2.2), anyfloat))
+compliance_request = st.tuples(
+    st.just("compliance"), st.one_of(st.floats(1e-6, 1.1e-3), st.floats(0.01, 2.2), anyfloat)
+)
 requests = st.one_of(
     mode_request,
     compliance_request,
     st.tuples(st.just("level"), value),
     st.tuples(st.just("output"), st.booleans()),
     st.tuples(st.just("sweep"), value, value, st.integers(-1, 30)),
-    st.tuples(st.just("pulse"), value,
-              st.one_of(st.sampled_from([1e-6, 1e-5, 1e-3, 1.0, 1e-7, 1.1]), st.floats(0, 2.0)),
-              st.one_of(st.integers(0, 5), st.integers(-1, 2000)),
-              st.one_of(st.just(0.0), value)),
-    st.tuples(st.just("safe"),),
-    st.tuples(st.just("measure"),),
+    st.tuples(
+        st.just("pulse"),
+        value,
+        st.one_of(st.sampled_from([1e-6, 1e-5, 1e-3, 1.0, 1e-7, 1.1]), st.floats(0, 2.0)),
+        st.one_of(st.integers(0, 5), st.integers(-1, 2000)),
+        st.one_of(st.just(0.0), value),
+    ),
+    st.tuples(
+        st.just("safe"),
+    ),
+    st.tuples(
+        st.just("measure"),
+    ),
 )
 
 
@@ -474,8 +549,11 @@ def _level_ok(mode, value):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(mode_request, max_size=1), st.lists(compliance_request, max_size=1),
-       st.lists(requests, max_size=40))
+@given(
+    st.lists(mode_request, max_size=1),
+    st.lists(compliance_request, max_size=1),
+    st.lists(requests, max_size=40),
+)
 def test_property_no_unsafe_request_reaches_the_smu(prefix_mode, prefix_compliance, seq):
     seq = prefix_mode + prefix_compliance + seq
     fake = FakeSMU()
@@ -539,6 +617,7 @@ def test_safe_state_is_confirmed_by_a_query():
             self.calls.append(("safe_state",))  # an output that ignores the off command
 
     from memhil.instruments.guard import InterlockError
+
     smu = GuardedSourceMeter(StuckOn(), LIMITS)
     smu._smu.on = True
     with pytest.raises(InterlockError, match="still on"):

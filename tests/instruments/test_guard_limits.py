@@ -6,13 +6,21 @@ from __future__ import annotations
 import pytest
 
 from memhil.core.errors import LimitError
-from memhil.instruments.guard import GuardedSourceMeter
 from memhil.core.limits import Limits
+from memhil.instruments.guard import GuardedSourceMeter
 from tests.instruments.fakes import FakeSMU
 
-LIMITS = Limits(v_pulse_max_v=2.0, v_read_max_v=0.3, compliance_max_a=1e-3,
-                compliance_default_a=1e-4, width_min_s=1e-6, width_max_s=1.0,
-                count_max=1000, energy_max_j=1e-6, period_max_s=1.0)
+LIMITS = Limits(
+    v_pulse_max_v=2.0,
+    v_read_max_v=0.3,
+    compliance_max_a=1e-3,
+    compliance_default_a=1e-4,
+    width_min_s=1e-6,
+    width_max_s=1.0,
+    count_max=1000,
+    energy_max_j=1e-6,
+    period_max_s=1.0,
+)
 
 
 def guarded(compliance: float = 1e-4) -> tuple[GuardedSourceMeter, FakeSMU]:

@@ -12,10 +12,17 @@ import pytest
 from memhil.core.errors import ConfigError, LimitError
 from memhil.instruments import registry
 from memhil.instruments.guard import (
-    GuardedArrayIO, GuardedProber, GuardedSourceMeter, GuardedSwitchMatrix, safe_session,
+    GuardedArrayIO,
+    GuardedProber,
+    GuardedSourceMeter,
+    GuardedSwitchMatrix,
+    safe_session,
 )
 from memhil.instruments.registry import (
-    get_instrument_type, instrument_types, load_builtin_instruments, register_instrument,
+    get_instrument_type,
+    instrument_types,
+    load_builtin_instruments,
+    register_instrument,
     unregister_instrument,
 )
 from memhil.instruments.station import Station, StationConfig, load_station_config
@@ -23,7 +30,9 @@ from tests.instruments.fakes import FakeArray, FakeMatrix, FakeProber, FakeSMU
 
 STATION_YAML = """\
 chip: {rows: 8, cols: 8, device: vteam}
-limits: {v_pulse_max_v: 2.0, v_read_max_v: 0.3, compliance_max_a: 1.0e-3, compliance_default_a: 1.0e-4, width_min_s: 1.0e-6, width_max_s: 1.0, energy_max_j: 1.0e-6}
+limits: {v_pulse_max_v: 2.0, v_read_max_v: 0.3, compliance_max_a: 1.0e-3,
+         compliance_default_a: 1.0e-4, width_min_s: 1.0e-6, width_max_s: 1.0,
+         energy_max_j: 1.0e-6}
 instruments:
   smu:    {type: fake_2ch_smu, address: "TCPIP0::127.0.0.1::5025::SOCKET", options: {}}
   matrix: {type: fake_matrix, address: "TCPIP0::127.0.0.1::5026::SOCKET"}
@@ -44,8 +53,10 @@ def _record(obj):
 
 
 def make_2ch(address, name, **options):
-    return {"smua": _record(FakeSMU("smua", idn=f"FAKE,2CH,{address}")),
-            "smub": _record(FakeSMU("smub"))}
+    return {
+        "smua": _record(FakeSMU("smua", idn=f"FAKE,2CH,{address}")),
+        "smub": _record(FakeSMU("smub")),
+    }
 
 
 def make_1ch(address, name, **options):
@@ -72,10 +83,15 @@ def make_failing(address, name, **options):
     raise ConnectionRefusedError(f"nothing listens at {address}")
 
 
-FAKE_TYPES = {"fake_2ch_smu": ("smu", make_2ch), "fake_1ch_smu": ("smu", make_1ch),
-              "fake_matrix": ("matrix", make_matrix), "fake_prober": ("prober", make_prober),
-              "fake_array": ("array", make_array), "fake_not_an_smu": ("smu", make_not_an_smu),
-              "fake_failing": ("matrix", make_failing)}
+FAKE_TYPES = {
+    "fake_2ch_smu": ("smu", make_2ch),
+    "fake_1ch_smu": ("smu", make_1ch),
+    "fake_matrix": ("matrix", make_matrix),
+    "fake_prober": ("prober", make_prober),
+    "fake_array": ("array", make_array),
+    "fake_not_an_smu": ("smu", make_not_an_smu),
+    "fake_failing": ("matrix", make_failing),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +110,7 @@ def station_file(tmp_path):
         path = tmp_path / name
         path.write_text(textwrap.dedent(text))
         return path
+
     return write
 
 
@@ -113,6 +130,7 @@ def error_for(station_file, text) -> ConfigError:
 
 # -- loading ---------------------------------------------------------------------------
 
+
 def test_load_the_documented_example(station_file):
     cfg = load_station_config(station_file())
     assert isinstance(cfg, StationConfig)
@@ -130,36 +148,71 @@ def test_yaml_floats_without_a_dot_are_numbers(station_file):
     assert load_station_config(station_file(text)).limits.width_min_s == 1e-6
 
 
-@pytest.mark.parametrize("old,new,key,reason", [
-    ("mock: {}", "mocks: {}", "mocks", "unknown key"),
-    ("device: vteam", "device: vteam, tiles: 2", "chip.tiles", "unknown key"),
-    ("energy_max_j: 1.0e-6", "energy_max_j: 1.0e-6, v_max: 3", "limits.v_max", "unknown key"),
-    ("options: {}", "options: {}, adress: x", "instruments.smu.adress", "unknown key"),
-    ("  forbidden: [[1, 9]]", "  forbidden: [[1, 9]]\n  ground: 3", "wiring.ground",
-     "unknown key"),
-    ("rows: 8,", "rows: eight,", "chip.rows", "expected an integer"),
-    ("v_pulse_max_v: 2.0", "v_pulse_max_v: high", "limits.v_pulse_max_v", "expected a number"),
-    ("options: {}", "options: [1]", "instruments.smu.options", "expected a mapping"),
-    ("rows: [1, 2, 3, 4, 5, 6, 7, 8]", "rows: [1, 2, 3, x, 5, 6, 7, 8]", "wiring.rows[3]",
-     "expected an integer"),
-    ("rows: 8,", "rows: 0,", "chip.rows", "must be >= 1"),
-    ("rows: [1, 2, 3, 4, 5, 6, 7, 8]", "rows: [1, 2, 3, 4, 5, 6, 7]", "wiring.rows",
-     "has 7 lines but chip.rows is 8"),
-    ("cols: [9, 10, 11, 12, 13, 14, 15, 16]", "cols: [9, 10, 11, 12, 13, 14, 15, 16, 17]",
-     "wiring.cols", "has 9 lines but chip.cols is 8"),
-    ("cols: [9, 10, 11, 12, 13, 14, 15, 16]", "cols: [9, 10, 11, 12, 13, 14, 15, 3]",
-     "wiring.cols[7]", "line 3 is used twice"),
-    ("rows: [1, 2, 3, 4, 5, 6, 7, 8]", "rows: [1, 2, 3, 4, 5, 6, 7, 7]", "wiring.rows[7]",
-     "used twice"),
-    ("smu.smub: 2", "smu.smub: 1", "wiring.smu_ports[smu.smub]", "port 1 is already used"),
-    ("smu.smub: 2", "k2450: 2", "wiring.smu_ports[k2450]", "not a declared SMU"),
-    ("forbidden: [[1, 9]]", "forbidden: [[1, 9, 3]]", "wiring.forbidden[0]", "pair"),
-    ("type: fake_matrix", "type: keysight_b9999", "instruments.matrix.type",
-     "unknown instrument type 'keysight_b9999'"),
-    ("type: fake_matrix, ", "", "instruments.matrix.type", "required key is missing"),
-    ("compliance_default_a: 1.0e-4", "compliance_default_a: 1.0e-2", "limits.compliance_default_a",
-     "compliance_max_a"),
-])
+@pytest.mark.parametrize(
+    "old,new,key,reason",
+    [
+        ("mock: {}", "mocks: {}", "mocks", "unknown key"),
+        ("device: vteam", "device: vteam, tiles: 2", "chip.tiles", "unknown key"),
+        ("energy_max_j: 1.0e-6", "energy_max_j: 1.0e-6, v_max: 3", "limits.v_max", "unknown key"),
+        ("options: {}", "options: {}, adress: x", "instruments.smu.adress", "unknown key"),
+        (
+            "  forbidden: [[1, 9]]",
+            "  forbidden: [[1, 9]]\n  ground: 3",
+            "wiring.ground",
+            "unknown key",
+        ),
+        ("rows: 8,", "rows: eight,", "chip.rows", "expected an integer"),
+        ("v_pulse_max_v: 2.0", "v_pulse_max_v: high", "limits.v_pulse_max_v", "expected a number"),
+        ("options: {}", "options: [1]", "instruments.smu.options", "expected a mapping"),
+        (
+            "rows: [1, 2, 3, 4, 5, 6, 7, 8]",
+            "rows: [1, 2, 3, x, 5, 6, 7, 8]",
+            "wiring.rows[3]",
+            "expected an integer",
+        ),
+        ("rows: 8,", "rows: 0,", "chip.rows", "must be >= 1"),
+        (
+            "rows: [1, 2, 3, 4, 5, 6, 7, 8]",
+            "rows: [1, 2, 3, 4, 5, 6, 7]",
+            "wiring.rows",
+            "has 7 lines but chip.rows is 8",
+        ),
+        (
+            "cols: [9, 10, 11, 12, 13, 14, 15, 16]",
+            "cols: [9, 10, 11, 12, 13, 14, 15, 16, 17]",
+            "wiring.cols",
+            "has 9 lines but chip.cols is 8",
+        ),
+        (
+            "cols: [9, 10, 11, 12, 13, 14, 15, 16]",
+            "cols: [9, 10, 11, 12, 13, 14, 15, 3]",
+            "wiring.cols[7]",
+            "line 3 is used twice",
+        ),
+        (
+            "rows: [1, 2, 3, 4, 5, 6, 7, 8]",
+            "rows: [1, 2, 3, 4, 5, 6, 7, 7]",
+            "wiring.rows[7]",
+            "used twice",
+        ),
+        ("smu.smub: 2", "smu.smub: 1", "wiring.smu_ports[smu.smub]", "port 1 is already used"),
+        ("smu.smub: 2", "k2450: 2", "wiring.smu_ports[k2450]", "not a declared SMU"),
+        ("forbidden: [[1, 9]]", "forbidden: [[1, 9, 3]]", "wiring.forbidden[0]", "pair"),
+        (
+            "type: fake_matrix",
+            "type: keysight_b9999",
+            "instruments.matrix.type",
+            "unknown instrument type 'keysight_b9999'",
+        ),
+        ("type: fake_matrix, ", "", "instruments.matrix.type", "required key is missing"),
+        (
+            "compliance_default_a: 1.0e-4",
+            "compliance_default_a: 1.0e-2",
+            "limits.compliance_default_a",
+            "compliance_max_a",
+        ),
+    ],
+)
 def test_errors_name_file_key_and_reason(station_file, old, new, key, reason):
     err = error_for(station_file, edit(STATION_YAML, old, new))
     assert err.key == key, str(err)
@@ -198,11 +251,17 @@ def test_yaml_is_loaded_safely(station_file):
 
 
 def test_roles_and_wiring_consistency(station_file):
-    text = edit(STATION_YAML, "instruments:\n", "instruments:\n  matrix2: {type: fake_matrix, address: x}\n")
+    text = edit(
+        STATION_YAML, "instruments:\n", "instruments:\n  matrix2: {type: fake_matrix, address: x}\n"
+    )
     err = error_for(station_file, text)
     assert err.key == "instruments.matrix.type" and "at most one" in err.reason
 
-    no_matrix = edit(STATION_YAML, '  matrix: {type: fake_matrix, address: "TCPIP0::127.0.0.1::5026::SOCKET"}\n', "")
+    no_matrix = edit(
+        STATION_YAML,
+        '  matrix: {type: fake_matrix, address: "TCPIP0::127.0.0.1::5026::SOCKET"}\n',
+        "",
+    )
     err = error_for(station_file, no_matrix)
     assert err.key == "wiring.smu_ports" and "matrix" in err.reason
 
@@ -219,12 +278,19 @@ def test_roles_and_wiring_consistency(station_file):
 
 
 def test_array_board_station_needs_no_wiring():
-    cfg = load_station_config({
-        "chip": {"rows": 4, "cols": 3},
-        "limits": {"v_pulse_max_v": 2.0},
-        "instruments": {"board": {"type": "fake_array", "address": "loop://",
-                                  "options": {"rows": 4, "cols": 3}}},
-    })
+    cfg = load_station_config(
+        {
+            "chip": {"rows": 4, "cols": 3},
+            "limits": {"v_pulse_max_v": 2.0},
+            "instruments": {
+                "board": {
+                    "type": "fake_array",
+                    "address": "loop://",
+                    "options": {"rows": 4, "cols": 3},
+                }
+            },
+        }
+    )
     st = Station.from_config(cfg)
     assert isinstance(st.array, GuardedArrayIO) and st.matrix is None and st.smus == {}
     with pytest.raises(LimitError):
@@ -232,6 +298,7 @@ def test_array_board_station_needs_no_wiring():
 
 
 # -- registry ------------------------------------------------------------------------
+
 
 def test_registry_rejects_unknown_names():
     with pytest.raises(ConfigError) as info:
@@ -258,14 +325,18 @@ def test_builtin_loading_tolerates_only_missing_modules(tmp_path, monkeypatch, c
     (pkg / "__init__.py").write_text("")
     (pkg / "good.py").write_text(
         "from memhil.instruments.registry import register_instrument\n"
-        "register_instrument('fake_builtin', 'prober', lambda a, n, **o: None)\n")
+        "register_instrument('fake_builtin', 'prober', lambda a, n, **o: None)\n"
+    )
     (pkg / "broken.py").write_text("raise RuntimeError('adapter bug')\n")
     (pkg / "needs_dep.py").write_text("import memhil_no_such_dependency\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "memhil_fake_adapters", raising=False)
     try:
-        monkeypatch.setattr(registry, "BUILTIN_MODULES",
-                            ("memhil_fake_adapters.good", "memhil_fake_adapters.not_yet"))
+        monkeypatch.setattr(
+            registry,
+            "BUILTIN_MODULES",
+            ("memhil_fake_adapters.good", "memhil_fake_adapters.not_yet"),
+        )
         with caplog.at_level("DEBUG", logger="memhil.instruments.registry"):
             types = load_builtin_instruments()
         assert types["fake_builtin"] == "prober"
@@ -292,6 +363,7 @@ def test_real_builtin_list_loads():
 
 
 # -- the live station ------------------------------------------------------------------
+
 
 def test_station_builds_guarded_instruments(station_file):
     st = Station.from_config(load_station_config(station_file()))
@@ -329,8 +401,11 @@ def test_station_builds_guarded_instruments(station_file):
 
 def test_from_config_accepts_a_path_and_single_channel_smus(station_file):
     text = edit(STATION_YAML, "smu_ports: {smu.smua: 1, smu.smub: 2}", "smu_ports: {k2450: 1}")
-    text = edit(text, '  smu:    {type: fake_2ch_smu, address: "TCPIP0::127.0.0.1::5025::SOCKET", options: {}}',
-                "  k2450: {type: fake_1ch_smu, address: GPIB0::24::INSTR}")
+    text = edit(
+        text,
+        '  smu:    {type: fake_2ch_smu, address: "TCPIP0::127.0.0.1::5025::SOCKET", options: {}}',
+        "  k2450: {type: fake_1ch_smu, address: GPIB0::24::INSTR}",
+    )
     text = edit(text, "instruments:\n", "instruments:\n  prober: {type: fake_prober, address: x}\n")
     with Station.from_config(station_file(text)) as st:
         assert list(st.smus) == ["k2450"]
@@ -365,15 +440,19 @@ def test_factory_failures_close_what_was_built(station_file):
 
 
 def test_array_board_size_must_match_the_chip():
-    cfg = {"chip": {"rows": 4, "cols": 3}, "limits": {},
-           "instruments": {"board": {"type": "fake_array", "address": "loop://"}}}
+    cfg = {
+        "chip": {"rows": 4, "cols": 3},
+        "limits": {},
+        "instruments": {"board": {"type": "fake_array", "address": "loop://"}},
+    }
     with pytest.raises(ConfigError, match="8x8"):
         Station.from_config(cfg)
 
 
 def test_safe_session_over_a_station(station_file):
-    text = edit(STATION_YAML, "instruments:\n",
-                "instruments:\n  prober: {type: fake_prober, address: x}\n")
+    text = edit(
+        STATION_YAML, "instruments:\n", "instruments:\n  prober: {type: fake_prober, address: x}\n"
+    )
     st = Station.from_config(station_file(text))
     prober, smua, smub, matrix = BUILT
     with pytest.raises(KeyboardInterrupt):

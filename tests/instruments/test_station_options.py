@@ -26,17 +26,22 @@ def make_visa_smu(address, name, **options):
 
 @pytest.fixture
 def visa_type():
-    register_instrument("fake_visa_smu", "smu", make_visa_smu,
-                        options=("visalib", "timeout"), visa_option="visalib")
+    register_instrument(
+        "fake_visa_smu", "smu", make_visa_smu, options=("visalib", "timeout"), visa_option="visalib"
+    )
     SEEN.clear()
     yield
     unregister_instrument("fake_visa_smu")
 
 
 def _station(smu_type: str, options: dict) -> dict:
-    return {"chip": {"rows": 2, "cols": 2, "device": "vteam"}, "limits": {},
-            "instruments": {"smu": {"type": smu_type, "address": "GPIB0::26::INSTR",
-                                    "options": options}}}
+    return {
+        "chip": {"rows": 2, "cols": 2, "device": "vteam"},
+        "limits": {},
+        "instruments": {
+            "smu": {"type": smu_type, "address": "GPIB0::26::INSTR", "options": options}
+        },
+    }
 
 
 def _write(tmp_path, data) -> Path:
@@ -45,22 +50,28 @@ def _write(tmp_path, data) -> Path:
     return path
 
 
-@pytest.mark.parametrize("smu_type, option", [("keithley2636b", "visalib"),
-                                              ("keithley2450", "visalib"),
-                                              ("fake_visa_smu", "visalib")])
-def test_a_visa_library_path_in_a_station_file_is_refused(smu_type, option, visa_type,
-                                                         tmp_path):
+@pytest.mark.parametrize(
+    "smu_type, option",
+    [("keithley2636b", "visalib"), ("keithley2450", "visalib"), ("fake_visa_smu", "visalib")],
+)
+def test_a_visa_library_path_in_a_station_file_is_refused(smu_type, option, visa_type, tmp_path):
     path = _write(tmp_path, _station(smu_type, {option: "/tmp/evil/libvisa.so"}))
-    with pytest.raises(ConfigError, match=rf"bench\.yaml: instruments\.smu\.options\.{option}: "
-                       r"'/tmp/evil/libvisa\.so'.*--visa-library"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"bench\.yaml: instruments\.smu\.options\.{option}: "
+        r"'/tmp/evil/libvisa\.so'.*--visa-library",
+    ):
         load_station_config(path)
     assert SEEN == []
 
 
 def test_options_are_an_allow_list_per_type(tmp_path):
     path = _write(tmp_path, _station("keithley2636b", {"timeout": 2, "pyvisa_backend": "x"}))
-    with pytest.raises(ConfigError, match=r"instruments\.smu\.options\.pyvisa_backend: not an "
-                       r"option of type 'keithley2636b'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"instruments\.smu\.options\.pyvisa_backend: not an "
+        r"option of type 'keithley2636b'",
+    ):
         load_station_config(path)
 
 
@@ -83,8 +94,17 @@ def test_memhil_run_refuses_a_station_file_with_a_library_path(tmp_path, capsys)
     station = _write(tmp_path, data)
     proto = tmp_path / "p.yaml"
     proto.write_text("protocol: conductance_map\n")
-    code = cli_main(["run", str(proto), "--station", str(station), "--db",
-                     str(tmp_path / "x.db"), "--no-progress"])
+    code = cli_main(
+        [
+            "run",
+            str(proto),
+            "--station",
+            str(station),
+            "--db",
+            str(tmp_path / "x.db"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "instruments.smu.options.visalib" in err and "--visa-library" in err

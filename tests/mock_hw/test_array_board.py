@@ -13,20 +13,29 @@ import torch
 from memhil.instruments.array_board import ArrayBoard, ArrayBoardError
 from memhil.instruments.capabilities import ArrayIO
 from memhil.mock_hw import protocol_memhilboard
-from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 from memhil.mock_hw.chip import MockChip
+from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 
 N = 16
 NOISE = 0.002
 
 
 def make_chip(noise: float = NOISE, seed: int = 5) -> MockChip:
-    chip = MockChip({"rows": N, "cols": N, "device": {"model": "hp", "dx_std": 0.0},
-                     "seed": seed, "dtype": "float64", "read": {"read_noise_rel": noise}},
-                    sneak_paths=True)
-    amp = 3.0 * torch.rand((1, N, N), generator=torch.Generator().manual_seed(seed),
-                           dtype=torch.float64)
-    chip.sim.pulse(None, amp, 0.2, 1)   # random states
+    chip = MockChip(
+        {
+            "rows": N,
+            "cols": N,
+            "device": {"model": "hp", "dx_std": 0.0},
+            "seed": seed,
+            "dtype": "float64",
+            "read": {"read_noise_rel": noise},
+        },
+        sneak_paths=True,
+    )
+    amp = 3.0 * torch.rand(
+        (1, N, N), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    chip.sim.pulse(None, amp, 0.2, 1)  # random states
     return chip
 
 
@@ -34,8 +43,7 @@ def make_chip(noise: float = NOISE, seed: int = 5) -> MockChip:
 def rig():
     opened: list = []
 
-    def make(board_id: str = "b16", url_options: str = "", chip: MockChip | None = None,
-             **emu_kw):
+    def make(board_id: str = "b16", url_options: str = "", chip: MockChip | None = None, **emu_kw):
         chip = chip or make_chip()
         emu = ArrayBoardEmulator(chip, board_id, **emu_kw).start()
         opened.append(emu)
@@ -65,7 +73,7 @@ def test_serial_url_reaches_the_registered_board(rig):
 def test_row_by_row_read_in_16_transactions_matches_v_at_g(rig):
     chip, emu, board = rig()
     g = chip.sim.true_conductance()[0].numpy()
-    v = 0.1 * np.eye(N)                          # one row pattern per transaction
+    v = 0.1 * np.eye(N)  # one row pattern per transaction
     before = emu.transactions
     i = board.mvm(v)
     assert emu.transactions - before == N
@@ -105,11 +113,11 @@ def test_reads_charge_the_integration_time_to_the_virtual_clock(rig):
 
 def test_v_half_pulses_change_the_selected_cells_as_the_model_says(rig):
     chip, _emu, board = rig(chip=make_chip(noise=0.0))
-    reference = make_chip(noise=0.0).sim       # same devices, stepped directly
+    reference = make_chip(noise=0.0).sim  # same devices, stepped directly
     g0 = chip.sim.true_conductance()[0].numpy()
     mask = np.zeros((N, N), bool)
-    mask[3, [2, 9]] = True                     # two groups: rows {3} x cols {2, 9}
-    mask[[7, 11], 5] = True                    #             rows {7, 11} x col {5}
+    mask[3, [2, 9]] = True  # two groups: rows {3} x cols {2, 9}
+    mask[[7, 11], 5] = True  #             rows {7, 11} x col {5}
     amp, width = 2.0, 0.02
     t0 = chip.clock.now()
     assert board.pulse_cells(mask, amp, width, count=2) == 2
@@ -133,10 +141,10 @@ def test_v_half_pulses_change_the_selected_cells_as_the_model_says(rig):
 def test_board_errors(rig):
     _chip, _emu, board = rig()
     with pytest.raises(ArrayBoardError) as e:
-        board.read_columns(np.full(N, 6.0))    # beyond VMAX
+        board.read_columns(np.full(N, 6.0))  # beyond VMAX
     assert e.value.code == 3
     with pytest.raises(ValueError):
-        board.read_columns(np.zeros(N - 1))    # caught by the driver, nothing sent
+        board.read_columns(np.zeros(N - 1))  # caught by the driver, nothing sent
     with pytest.raises(ArrayBoardError) as e:  # a raw non-product mask
         board.ask("PULSE " + format((1 << 0) | (1 << (N + 1)), "X") + ",1,1e-3,1")
     assert e.value.code == 4
@@ -146,18 +154,17 @@ def test_board_errors(rig):
 
 
 def test_partial_reads_echo_and_baud_rate(rig):
-    chip, emu, board = rig(url_options="?chunk=5&gap=0.0002")   # replies in 5-byte pieces
+    chip, emu, board = rig(url_options="?chunk=5&gap=0.0002")  # replies in 5-byte pieces
     g = chip.sim.true_conductance()[0].numpy()
-    np.testing.assert_allclose(board.read_columns(0.1 * np.eye(N)[4]), 0.1 * g[4],
-                               rtol=6 * NOISE)
+    np.testing.assert_allclose(board.read_columns(0.1 * np.eye(N)[4]), 0.1 * g[4], rtol=6 * NOISE)
     port = serial.serial_for_url(emu.url + "?chunk=3&gap=0.01", timeout=1.0, baudrate=115200)
     try:
         port.write(b"SIZE?\r\n")
-        assert 0 < port.in_waiting <= 3        # only the first piece has arrived
+        assert 0 < port.in_waiting <= 3  # only the first piece has arrived
         assert port.read(2) == b"16"
         assert port.read_until(b"\n") == b",16\n"
         port.timeout = 0.05
-        assert port.read(10) == b""            # nothing more: read times out empty
+        assert port.read(10) == b""  # nothing more: read times out empty
     finally:
         port.close()
     echo = serial.serial_for_url(emu.url + "?echo=1", timeout=0.5, baudrate=115200)
@@ -170,7 +177,7 @@ def test_partial_reads_echo_and_baud_rate(rig):
     slow = serial.serial_for_url(emu.url, timeout=0.05, baudrate=9600)
     try:
         slow.write(b"SIZE?\n")
-        assert slow.read(6) == b""            # framing errors: the board never answers
+        assert slow.read(6) == b""  # framing errors: the board never answers
     finally:
         slow.close()
 
@@ -181,7 +188,7 @@ def test_injected_faults(rig):
     emu.faults.timeout_next()
     with pytest.raises(TimeoutError):
         board.read_columns(np.zeros(N))
-    assert board.id.startswith("MEMHIL")       # the next command is answered
+    assert board.id.startswith("MEMHIL")  # the next command is answered
     emu.faults.garble_next()
     with pytest.raises((ValueError, ArrayBoardError, UnicodeDecodeError)):
         board.read_columns(np.zeros(N))
@@ -199,14 +206,20 @@ def test_board_through_pyvisa_asrl_resource(rig):
     visa_board = ArrayBoard(f"ASRL{emu.url}::INSTR", visa_library="@py")
     try:
         assert (visa_board.rows, visa_board.cols) == (N, N)
-        np.testing.assert_allclose(visa_board.read_columns(0.1 * np.eye(N)[0]), 0.1 * g[0],
-                                   rtol=6 * NOISE)
+        np.testing.assert_allclose(
+            visa_board.read_columns(0.1 * np.eye(N)[0]), 0.1 * g[0], rtol=6 * NOISE
+        )
     finally:
         visa_board.close()
     rm = pyvisa.ResourceManager("@py")
     try:
-        res = rm.open_resource(f"ASRL{emu.url}::INSTR", baud_rate=115200,
-                               read_termination="\n", write_termination="\n", timeout=1000)
+        res = rm.open_resource(
+            f"ASRL{emu.url}::INSTR",
+            baud_rate=115200,
+            read_termination="\n",
+            write_termination="\n",
+            timeout=1000,
+        )
         assert res.query("SIZE?") == "16,16"
         res.close()
     finally:
@@ -218,8 +231,14 @@ def test_pulse_compliance_limits_the_set(rig):
     pulsed at 0.3 V with a 0.2 mA compliance sees at most I_c / G = 0.2 V = v_on, so it
     does not SET; the limit holds for later pulses; at 10 mA it SETs, and the board's
     result equals the simulator's own compliance model for the same pulses."""
-    device = {"model": "vteam", "v_on_dtod": 0.0, "r_on_dtod": 0.0, "r_off_dtod": 0.0,
-              "k_on_dtod": 0.0, "dx_std": 0.0}
+    device = {
+        "model": "vteam",
+        "v_on_dtod": 0.0,
+        "r_on_dtod": 0.0,
+        "r_off_dtod": 0.0,
+        "k_on_dtod": 0.0,
+        "dx_std": 0.0,
+    }
     chip = MockChip({"rows": 2, "cols": 2, "device": device, "seed": 1, "dtype": "float64"})
     _chip, emu, board = rig(board_id="b16comp", chip=chip)
     everything = np.ones((2, 2), bool)
@@ -234,8 +253,16 @@ def test_pulse_compliance_limits_the_set(rig):
     assert (g1 > 5 * g0).all()  # SET
     # the same pulses on the simulator with its per-cell compliance
     from memhil.backends.sim import SimBackend
-    ref = SimBackend({"rows": 2, "cols": 2, "device": device, "dtype": "float64",
-                      "limits": {"compliance_max_a": 0.1}})
+
+    ref = SimBackend(
+        {
+            "rows": 2,
+            "cols": 2,
+            "device": device,
+            "dtype": "float64",
+            "limits": {"compliance_max_a": 0.1},
+        }
+    )
     ref.pulse(None, 0.3, 1e-6, 3, compliance_a=2e-4)
     ref.pulse(None, 0.3, 1e-6, 1, compliance_a=1e-2)
     np.testing.assert_allclose(g1, ref.true_conductance()[0].numpy(), rtol=1e-9)

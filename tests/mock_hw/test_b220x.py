@@ -24,17 +24,19 @@ import torch
 
 from memhil.instruments.adapters.b220x import B220xMatrix, SwitchMatrixError
 from memhil.instruments.capabilities import SwitchMatrix
-from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip
+from memhil.mock_hw.emulators.b220x import B220xEmulator
 
 R = C = 8
 V_READ = 0.2
 SMUA, SMUB, SMUC, GND = 1, 2, 3, 12
-WIRING = {"ports": {"smu.smua": SMUA, "smu.smub": SMUB, "smu.smuc": SMUC},
-          "ground": [GND],
-          "rows": list(range(1, R + 1)),            # outputs 1..8
-          "cols": list(range(R + 1, R + C + 1))}    # outputs 9..16
+WIRING = {
+    "ports": {"smu.smua": SMUA, "smu.smub": SMUB, "smu.smuc": SMUC},
+    "ground": [GND],
+    "rows": list(range(1, R + 1)),  # outputs 1..8
+    "cols": list(range(R + 1, R + C + 1)),
+}  # outputs 9..16
 ROW = WIRING["rows"]
 COL = WIRING["cols"]
 _names = itertools.count()
@@ -42,11 +44,20 @@ _names = itertools.count()
 
 def make_chip(*, sneak: bool = True, noise: float = 0.005, seed: int = 3) -> MockChip:
     """An 8 x 8 HP ion-drift array (ohmic, deterministic writes) with random states."""
-    chip = MockChip({"rows": R, "cols": C, "device": {"model": "hp", "dx_std": 0.0},
-                     "seed": seed, "dtype": "float64", "read": {"read_noise_rel": noise}},
-                    sneak_paths=sneak)
-    amp = 3.0 * torch.rand((1, R, C), generator=torch.Generator().manual_seed(seed),
-                           dtype=torch.float64)
+    chip = MockChip(
+        {
+            "rows": R,
+            "cols": C,
+            "device": {"model": "hp", "dx_std": 0.0},
+            "seed": seed,
+            "dtype": "float64",
+            "read": {"read_noise_rel": noise},
+        },
+        sneak_paths=sneak,
+    )
+    amp = 3.0 * torch.rand(
+        (1, R, C), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     chip.sim.pulse(None, amp, 0.2, 1)  # x spread over ~[0.1, 0.75]: G 65..330 uS
     return chip
 
@@ -57,8 +68,9 @@ class Lab:
         self.bench = MockBench(chip)
         self.emu = B220xEmulator(self.bench, WIRING).start()
         try:
-            self.matrix = B220xMatrix(self.emu.resource_name, name=f"b2201_{next(_names)}",
-                                      visalib="@py")
+            self.matrix = B220xMatrix(
+                self.emu.resource_name, name=f"b2201_{next(_names)}", visalib="@py"
+            )
         except Exception:
             self.emu.stop()
             raise
@@ -95,7 +107,7 @@ class Lab:
         self.term("smu.smub", v / 2)
         self.term("smu.smuc", 0.0)
         self.term("smu.smua", v)
-        i_full = -self.bench.current("smu.smuc")   # current into column j's ammeter
+        i_full = -self.bench.current("smu.smuc")  # current into column j's ammeter
         self.term("smu.smua", v / 2)
         i_half = -self.bench.current("smu.smuc")
         return (i_full - i_half) / (v / 2)
@@ -144,7 +156,7 @@ def test_driver_init_and_connections_round_trip(lab):
 
 
 def test_cell_read_through_the_matrix_matches_the_true_conductance():
-    chip = make_chip(sneak=False)   # ideal selectors: a floating read sees only the cell
+    chip = make_chip(sneak=False)  # ideal selectors: a floating read sees only the cell
     lb = Lab(chip)
     try:
         g_true = chip.sim.true_conductance()[0].numpy()
@@ -169,8 +181,8 @@ def test_v_half_read_beats_the_floating_read_with_sneak_paths(lab):
     err_floating, err_v_half = rms_rel(floating), rms_rel(v_half)
     # sneak paths only ever add current to a floating read
     assert (floating > g_true).all()
-    assert err_floating > 1.0                 # measured ~3.7 (368 %)
-    assert err_v_half < 0.06                  # read noise only (~0.03)
+    assert err_floating > 1.0  # measured ~3.7 (368 %)
+    assert err_v_half < 0.06  # read noise only (~0.03)
     assert err_v_half < err_floating / 20
     # every single cell is closer with V/2
     assert (np.abs(v_half - g_true) < np.abs(floating - g_true)).all()
@@ -205,16 +217,18 @@ def test_v_half_pulse_disturbs_half_selected_cells_by_the_model(lab):
     lb = lab(noise=0.001)
     chip = lb.chip
     i, j, amp, width = 2, 5, 2.0, 0.05
-    reference = make_chip(noise=0.001).sim   # the same devices (same seeds), stepped directly
+    reference = make_chip(noise=0.001).sim  # the same devices (same seeds), stepped directly
     np.testing.assert_array_equal(reference.true_conductance(), chip.sim.true_conductance())
     g0 = chip.sim.true_conductance()[0].numpy()
     half = [(i, k) for k in range(C) if k != j] + [(k, j) for k in range(R) if k != i]
     measured0 = {c: lb.v_half_read(*c) for c in [(i, j), *half]}
 
     lb.matrix.open_all()
-    lb.matrix.connect_many([(SMUA, ROW[i]), (GND, COL[j])] +
-                           [(SMUB, ROW[k]) for k in range(R) if k != i] +
-                           [(SMUB, COL[k]) for k in range(C) if k != j])
+    lb.matrix.connect_many(
+        [(SMUA, ROW[i]), (GND, COL[j])]
+        + [(SMUB, ROW[k]) for k in range(R) if k != i]
+        + [(SMUB, COL[k]) for k in range(C) if k != j]
+    )
     lb.term("smu.smuc", None)
     lb.term("smu.smub", amp / 2)
     lb.term("smu.smua", amp)
@@ -230,14 +244,14 @@ def test_v_half_pulse_disturbs_half_selected_cells_by_the_model(lab):
     reference.pulse(None, v, width, 1)
     g1 = chip.sim.true_conductance()[0].numpy()
     g_model = reference.true_conductance()[0].numpy()
-    np.testing.assert_allclose(g1, g_model, rtol=1e-9)        # the chip follows the model
+    np.testing.assert_allclose(g1, g_model, rtol=1e-9)  # the chip follows the model
 
     dg = g1 - g0
     unselected = np.ones((R, C), bool)
     unselected[i, :] = unselected[:, j] = False
-    assert (dg[unselected] == 0).all()                         # 0 V: untouched
+    assert (dg[unselected] == 0).all()  # 0 V: untouched
     assert dg[i, j] > 0
-    assert all(dg[c] > 0 for c in half)                        # V/2 disturbs (no threshold)
+    assert all(dg[c] > 0 for c in half)  # V/2 disturbs (no threshold)
     # measured (V/2 reads before/after) vs model change of every half-selected cell
     for c in half:
         measured = lb.v_half_read(*c) - measured0[c]
@@ -262,24 +276,24 @@ def test_stuck_relays_ignore_commands_and_are_found_electrically(lab):
     assert lb.emu.route("smu.smub") == ([("row", 4)], [])
     lb.matrix.connect(GND, COL[2])
     lb.term("smu.smua", None)
-    lb.term("smu.smub", 0.1)                   # smub is routed nowhere, yet it conducts:
+    lb.term("smu.smub", 0.1)  # smub is routed nowhere, yet it conducts:
     g_true = lb.chip.sim.true_conductance()[0].numpy()
-    i_b = lb.bench.current("smu.smub")         # row 4 -> column 2 (ground), plus sneak paths
+    i_b = lb.bench.current("smu.smub")  # row 4 -> column 2 (ground), plus sneak paths
     assert i_b >= 0.1 * g_true[4, 2] * (1 - 1e-9)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        lb.matrix.disconnect(SMUB, ROW[4])   # the command is accepted...
-    assert lb.emu.route("smu.smub")[0] == [("row", 4)]   # ...and ignored by the relay
+        lb.matrix.disconnect(SMUB, ROW[4])  # the command is accepted...
+    assert lb.emu.route("smu.smub")[0] == [("row", 4)]  # ...and ignored by the relay
 
 
 def test_matrix_errors_reach_the_queue_and_the_status_byte(lab):
     lb = lab()
-    lb.driver.write(":CLOS (@01599)")          # input 15 does not exist
+    lb.driver.write(":CLOS (@01599)")  # input 15 does not exist
     assert int(lb.driver.get_status()) & 16
     assert lb.driver.get_error().startswith("-222")
     assert lb.driver.get_error() == '+0,"No error"'
     lb.driver.write(":FROB 0")
     assert lb.driver.get_error().startswith("-100")
-    with pytest.raises(ValueError):             # the driver validates before sending
+    with pytest.raises(ValueError):  # the driver validates before sending
         lb.matrix.connect(15, 1)
     assert lb.emu.closed == set()

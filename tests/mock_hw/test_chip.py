@@ -70,7 +70,10 @@ def test_v_half_write_disturbs_half_selected_cells_by_the_model():
         half[1, :], half[:, 2] = True, True
         half[1, 2] = False
         assert bool((g1[half] != g0[half]).any()) == disturbed
-        assert torch.equal(g1[~half & ~(torch.arange(c.rows)[:, None] == 1)], g0[~half & ~(torch.arange(c.rows)[:, None] == 1)])
+        assert torch.equal(
+            g1[~half & ~(torch.arange(c.rows)[:, None] == 1)],
+            g0[~half & ~(torch.arange(c.rows)[:, None] == 1)],
+        )
 
 
 def test_hold_advances_the_virtual_clock():
@@ -81,8 +84,7 @@ def test_hold_advances_the_virtual_clock():
 
 
 def test_each_die_is_its_own_array_with_its_overrides():
-    wafer = WaferSpec(dies=((0, 0), (1, 0), (2, 0)),
-                      die_overrides={"2,0": {"g_max_s": 2e-5}})
+    wafer = WaferSpec(dies=((0, 0), (1, 0), (2, 0)), die_overrides={"2,0": {"g_max_s": 2e-5}})
     c = MockChip({"rows": 3, "cols": 3, "device": QUIET}, wafer=wafer)
     c.sim.pulse(None, 2.0, 80e-9, 40)
     g00 = c.sim.true_conductance()

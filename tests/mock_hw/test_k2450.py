@@ -24,8 +24,12 @@ from memhil.mock_hw.chip import MockChip
 from memhil.mock_hw.emulators.k2450 import SOURCE_STATUS_LIMIT, Keithley2450Emulator
 from memhil.mock_hw.server import LineServer
 
-CFG = {"rows": 4, "cols": 4, "seed": 7,
-       "device": {"model": "yakopcic", "a_p_per_s": 400.0, "a_n_per_s": 400.0}}
+CFG = {
+    "rows": 4,
+    "cols": 4,
+    "seed": 7,
+    "device": {"model": "yakopcic", "a_p_per_s": 400.0, "a_n_per_s": 400.0},
+}
 ROW, COL = 1, 2
 NPLC, LINEFREQ = 0.01, 60.0
 T_INT = NPLC / LINEFREQ
@@ -79,8 +83,8 @@ def test_dual_sweep_traces_a_pinched_hysteresis_loop_that_matches_the_chip_model
     v = np.linspace(-VMAX, VMAX, NPTS)
     k0, kp, km = NPTS // 2, int(np.argmin(abs(v - 0.5))), int(np.argmin(abs(v + 0.5)))
     assert abs(up[k0]) < 1e-12 and abs(down_at_v[k0]) < 1e-12  # pinched at 0 V
-    assert down_at_v[kp] / up[kp] > 2.0   # 3.3x measured
-    assert down_at_v[km] / up[km] > 3.0   # 4.5x measured
+    assert down_at_v[kp] / up[kp] > 2.0  # 3.3x measured
+    assert down_at_v[km] / up[km] > 3.0  # 4.5x measured
     assert np.trapezoid(np.abs(down_at_v - up), v) > 0.2 * np.abs(up).max() * VMAX
 
     ref = reference_sweep(MockChip(CFG), np.concatenate([v, v[::-1]]))
@@ -125,9 +129,10 @@ def test_fail_abort_stops_the_sweep_at_the_first_limited_point(lab, k2450):
 
 # -- faults --------------------------------------------------------------------------------
 
+
 def test_injected_silence_is_a_visa_timeout_and_the_link_recovers(lab, k2450):
     k2450.sense.nplc()  # a query: the fixture's writes have all been handled,
-    k2450.timeout(0.3)                 # so the silence cannot fall on one of them
+    k2450.timeout(0.3)  # so the silence cannot fall on one of them
     lab.server.faults.timeout_next()
     with pytest.raises(VisaIOError) as err:
         k2450.source.limit()
@@ -162,6 +167,7 @@ def test_wrong_language_mode_is_refused_by_the_adapter(lab):
 
 
 # -- the SourceMeter adapter -----------------------------------------------------------------
+
 
 @pytest.fixture
 def smu(lab):

@@ -38,7 +38,7 @@ CFG = {"rows": 4, "cols": 4, "device": {"model": "yakopcic"}, "seed": 7}
 ROW, COL = 1, 2
 NPLC, LINEFREQ = 0.001, 60.0
 T_INT = NPLC / LINEFREQ
-VMAX, NPTS = 1.0, 41          # 0.05 V steps, V = 0 is point 20
+VMAX, NPTS = 1.0, 41  # 0.05 V steps, V = 0 is point 20
 # float32 binary readback, rounded towards zero by the emulator: relative error < 2^-23
 RTOL_REAL32 = 2.5e-7
 
@@ -94,6 +94,7 @@ def reference_sweep(chip: MockChip, levels: np.ndarray) -> np.ndarray:
 
 # -- acceptance: pinched hysteresis through the unmodified driver ---------------------------
 
+
 def test_fast_sweep_traces_a_pinched_hysteresis_loop_that_matches_the_chip_model(lab, keith):
     smua = keith.smua
     smua.nplc(NPLC)
@@ -135,14 +136,16 @@ def test_low_compliance_clamps_every_point_and_sets_the_status(lab, keith):
     smua = keith.smua
     smua.nplc(NPLC)
     smua.limiti(limit)
-    data = np.concatenate([fast_sweep(smua, -VMAX, VMAX, NPTS),
-                           fast_sweep(smua, VMAX, -VMAX, NPTS)])
+    data = np.concatenate(
+        [fast_sweep(smua, -VMAX, VMAX, NPTS), fast_sweep(smua, VMAX, -VMAX, NPTS)]
+    )
     assert np.abs(data).max() <= limit  # never above the compliance, not even by rounding
     clamped = np.isclose(np.abs(data), limit, rtol=1e-6)
     assert clamped.sum() >= 10  # the ends of both branches sit at the limit
     # the instrument flagged exactly those readings in its buffer (last sweep)
-    raw = keith.ask_raw(f"format.data = format.ASCII printbuffer(1, {NPTS}, "
-                        "smua.nvbuffer1.statuses)")
+    raw = keith.ask_raw(
+        f"format.data = format.ASCII printbuffer(1, {NPTS}, smua.nvbuffer1.statuses)"
+    )
     statuses = np.array([float(x) for x in raw.split(",")]).astype(int)
     flagged = (statuses & BUFFER_STATUS_COMPLIANCE) != 0
     np.testing.assert_array_equal(flagged, clamped[NPTS:])
@@ -165,17 +168,16 @@ def test_low_compliance_clamps_every_point_and_sets_the_status(lab, keith):
 
 def test_time_trace_readings_are_dt_apart_on_the_virtual_clock():
     # 1 x 1 chip of a drifting PCM cell without read noise: a retention measurement.
-    cfg = {"rows": 1, "cols": 1, "device": {"model": "pcm", "m3": 0.0, "c3_s": 0.0},
-           "seed": 3}
+    cfg = {"rows": 1, "cols": 1, "device": {"model": "pcm", "m3": 0.0, "c3_s": 0.0}, "seed": 3}
     lab = _lab(cfg, lambda key: ([("row", 0)], [("col", 0)]) if key == "smu.smua" else ([], []))
     try:
         lab.chip.sim.pulse(None, 1.0, 100e-9, 10)  # SET the cell (t_p = end of the pulses)
         t_p = float(lab.chip.sim.state[0, 0, 0, 2])
-        lab.chip.wait(100.0)                       # past the drift onset T0 = 38.6 s
+        lab.chip.wait(100.0)  # past the drift onset T0 = 38.6 s
         k = Keithley2636B("k2636b_tt", lab.server.resource_name, visalib="@py", timeout=5)
         smua = k.smua
         smua.nplc(0.01)
-        smua.volt(0.1)     # a read level: below the 0.5 V SET gate, the state is untouched
+        smua.volt(0.1)  # a read level: below the 0.5 V SET gate, the state is untouched
         smua.output("on")
         npts, dt = 200, 10.0
         smua.timetrace_npts(npts)
@@ -189,8 +191,10 @@ def test_time_trace_readings_are_dt_apart_on_the_virtual_clock():
         # float32 hold durations in the simulator: each reading is within ~1 us of its slot
         assert lab.chip.clock.now() - t0 == pytest.approx((npts - 1) * dt + t_int, abs=2e-6)
         assert wall < 0.01 * npts * dt  # 2000 s of virtual time in well under 20 s
-        raw = k.ask_raw(f"format.asciiprecision = 12 format.data = format.ASCII "
-                        f"printbuffer(1, {npts}, smua.nvbuffer1.timestamps)")
+        raw = k.ask_raw(
+            f"format.asciiprecision = 12 format.data = format.ASCII "
+            f"printbuffer(1, {npts}, smua.nvbuffer1.timestamps)"
+        )
         stamps = np.array([float(x) for x in raw.split(",")])
         np.testing.assert_allclose(np.diff(stamps), dt, rtol=0, atol=2e-6)
         # the readings follow the PCM drift law G ~ (t - t_p)^-nu of the simulator
@@ -204,6 +208,7 @@ def test_time_trace_readings_are_dt_apart_on_the_virtual_clock():
 
 
 # -- faults --------------------------------------------------------------------------------
+
 
 def test_injected_silence_is_a_visa_timeout_and_the_link_recovers(lab, keith):
     keith.smua.nplc()  # a query: earlier writes have all been handled, so the silence
@@ -238,6 +243,7 @@ def test_dropped_connection_raises_instead_of_answering(lab, keith):
 
 
 # -- the SourceMeter adapter -----------------------------------------------------------------
+
 
 @pytest.fixture
 def smus(lab):
@@ -275,8 +281,7 @@ def test_adapter_measure_sweep_and_compliance_flags(lab, smus):
     np.testing.assert_array_equal(r.in_compliance, np.isclose(abs(r.current_a), 2e-3, rtol=1e-6))
     assert r.in_compliance.any() and not r.in_compliance.all()
     assert np.all(np.abs(r.voltage_v[r.in_compliance]) < np.abs(r.source[r.in_compliance]))
-    np.testing.assert_allclose(r.voltage_v[~r.in_compliance], r.source[~r.in_compliance],
-                               atol=1e-6)
+    np.testing.assert_allclose(r.voltage_v[~r.in_compliance], r.source[~r.in_compliance], atol=1e-6)
     m = a.measure()  # left at -1 V after the dual sweep: in compliance
     assert m.in_compliance and m.current_a == pytest.approx(-2e-3) and -VMAX < m.voltage_v < 0
     assert a.in_compliance()
@@ -339,6 +344,7 @@ def test_adapter_detects_a_corrupted_binary_sweep(lab):
 
 # -- the TSP interpreter at the wire ----------------------------------------------------------
 
+
 def test_unknown_commands_are_queued_errors_without_a_reply(lab):
     emu = lab.emu
     assert emu.handle("smua.source.bogus = 1") is None
@@ -354,11 +360,15 @@ def test_unknown_commands_are_queued_errors_without_a_reply(lab):
 def test_tsp_subset_evaluates_lua_and_prints_like_the_instrument(lab):
     emu = lab.emu
     assert emu.handle("print(localnode.model)") == b"2636B\n"
-    assert emu.handle("x = 0 for k = 1, 10, 2 do x = x + k end print(x, x .. 'V')") == \
-        b"2.50000e+01\t25V\n"
+    assert (
+        emu.handle("x = 0 for k = 1, 10, 2 do x = x + k end print(x, x .. 'V')")
+        == b"2.50000e+01\t25V\n"
+    )
     assert emu.handle("if 1 < 2 and not false then print('yes') else print('no') end") == b"yes\n"
     emu.handle("format.data = format.REAL32 format.byteorder = format.LITTLEENDIAN")
-    assert emu.handle("printnumber(1.5, -2)") == b"#0" + np.array([1.5, -2], "<f4").tobytes() + b"\n"
+    assert (
+        emu.handle("printnumber(1.5, -2)") == b"#0" + np.array([1.5, -2], "<f4").tobytes() + b"\n"
+    )
     emu.handle("format.byteorder = format.BIGENDIAN")
     assert emu.handle("printnumber(1.5)") == b"#0" + np.array([1.5], ">f4").tobytes() + b"\n"
     # a named script runs later, on demand

@@ -19,23 +19,40 @@ ROWS, COLS = 4, 4
 
 
 def station_yaml(tmp_path, **mock):
-    mock_cfg = {"device": {"model": "neurosim", "c2c_std": 0.0}, "seed": 3, "sneak_paths": False,
-                "ground_ports": [12], "wafer": {"dies": [[0, 0], [1, 0], [2, 0]]}, **mock}
+    mock_cfg = {
+        "device": {"model": "neurosim", "c2c_std": 0.0},
+        "seed": 3,
+        "sneak_paths": False,
+        "ground_ports": [12],
+        "wafer": {"dies": [[0, 0], [1, 0], [2, 0]]},
+        **mock,
+    }
     import yaml
+
     cfg = {
         "name": "mock_bench",
         "chip": {"rows": ROWS, "cols": COLS},
-        "limits": {"v_pulse_max_v": 2.5, "v_read_max_v": 0.3, "compliance_max_a": 1e-3,
-                   "compliance_default_a": 1e-4, "width_min_s": 1e-6, "width_max_s": 1.0,
-                   "energy_max_j": 1e-5},
+        "limits": {
+            "v_pulse_max_v": 2.5,
+            "v_read_max_v": 0.3,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-4,
+            "width_min_s": 1e-6,
+            "width_max_s": 1.0,
+            "energy_max_j": 1e-5,
+        },
         "instruments": {
             "smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "prober": {"type": "formfactor_velox", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "board": {"type": "memhil_array_board", "address": "memhilboard://board"},
         },
-        "wiring": {"smu_ports": {"smu.smua": 1, "smu.smub": 2},
-                   "rows": [1, 2, 3, 4], "cols": [5, 6, 7, 8], "forbidden": [[2, 5]]},
+        "wiring": {
+            "smu_ports": {"smu.smua": 1, "smu.smub": 2},
+            "rows": [1, 2, 3, 4],
+            "cols": [5, 6, 7, 8],
+            "forbidden": [[2, 5]],
+        },
         "mock": mock_cfg,
     }
     path = tmp_path / "station.yaml"
@@ -59,7 +76,9 @@ def lab_station(tmp_path):
 def test_routed_cell_reads_its_conductance(lab_station):
     lab, station = lab_station
     smu = station.smus["smu.smua"]
-    station.matrix.connect_many([(1, 2), (12, 7)])  # smua -> row 1 (line 2), col 2 (line 7) -> ground
+    station.matrix.connect_many(
+        [(1, 2), (12, 7)]
+    )  # smua -> row 1 (line 2), col 2 (line 7) -> ground
     smu.set_source_mode("voltage")
     smu.set_compliance(1e-4)
     smu.set_level(0.2)
@@ -105,6 +124,7 @@ def test_guard_refusals_never_reach_the_emulators(lab_station):
 
 def test_a_timeout_surfaces_and_the_session_still_ends_safe(lab_station):
     from pyvisa.errors import VisaIOError
+
     lab, station = lab_station
     smu = station.smus["smu.smua"]
     smu.set_source_mode("voltage")
@@ -117,7 +137,7 @@ def test_a_timeout_surfaces_and_the_session_still_ends_safe(lab_station):
             smu.output(True)
             assert smu.output_is_on()  # sync: TSP writes have no reply, so arm the fault
             lab.faults("smu").timeout_next()  # only once they are processed; the measurement
-            smu.measure()                     # query then gets no reply
+            smu.measure()  # query then gets no reply
     assert lab.sources_off()  # and the commands after the timeout reached the emulator
 
 
@@ -128,12 +148,27 @@ def test_the_array_board_reads_the_whole_array_in_one_transaction(lab_station):
     before = lab.emulators["board"].transactions
     i = board.read_columns([0.1] * ROWS)
     assert lab.emulators["board"].transactions - before == 1
-    assert torch.allclose(torch.as_tensor(i, dtype=torch.float64), torch.full((ROWS,), 0.1, dtype=torch.float64) @ g, rtol=1e-6)
+    assert torch.allclose(
+        torch.as_tensor(i, dtype=torch.float64),
+        torch.full((ROWS,), 0.1, dtype=torch.float64) @ g,
+        rtol=1e-6,
+    )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests=st.lists(st.tuples(st.sampled_from(["mode", "compliance", "level", "output", "pulse"]),
-                                   st.floats(-5.0, 5.0), st.floats(1e-7, 3e-3)), min_size=1, max_size=8))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from(["mode", "compliance", "level", "output", "pulse"]),
+            st.floats(-5.0, 5.0),
+            st.floats(1e-7, 3e-3),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_no_guarded_request_sequence_sources_beyond_the_limits(lab_station, requests):
     lab, station = lab_station
     smu = station.smus["smu.smua"]

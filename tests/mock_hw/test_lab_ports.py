@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memhil.runs.backend_config import open_backend
 from memhil.cli.app import main as cli_main
 from memhil.core.errors import ConfigError
 from memhil.instruments.station import load_station_config
 from memhil.mock_hw.lab import MockLab
+from memhil.runs.backend_config import open_backend
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -44,9 +44,21 @@ def test_readme_usages_serve_and_run_at_once_on_free_ports(tmp_path):
     import time
 
     live = tmp_path / "live.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "memhil", "mock-lab", "serve",
-                             str(EXAMPLES / "mock_station.yaml"), "--write-station", str(live)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memhil",
+            "mock-lab",
+            "serve",
+            str(EXAMPLES / "mock_station.yaml"),
+            "--write-station",
+            str(live),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not live.exists():
@@ -72,20 +84,26 @@ def test_readme_usages_serve_and_run_at_once_on_free_ports(tmp_path):
 def test_a_busy_port_is_a_config_error_and_releases_the_servers_started(busy_port, tmp_path):
     path = _with_port(tmp_path, "mock_station.yaml", "prober", busy_port)  # the 3rd served
     lab = MockLab(path)
-    with pytest.raises(ConfigError, match=rf"bench\.yaml: instruments\.prober\.address: cannot "
-                       rf"serve on 127\.0\.0\.1:{busy_port}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"bench\.yaml: instruments\.prober\.address: cannot "
+        rf"serve on 127\.0\.0\.1:{busy_port}",
+    ):
         lab.start()
     assert lab.servers == {}
 
 
-def test_memhil_run_and_serve_with_a_busy_port_exit_2_and_leave_no_database(busy_port,
-                                                                           tmp_path, capsys):
+def test_memhil_run_and_serve_with_a_busy_port_exit_2_and_leave_no_database(
+    busy_port, tmp_path, capsys
+):
     path = _with_port(tmp_path, "mock_station.yaml", "matrix", busy_port)
     proto = tmp_path / "p.yaml"
     proto.write_text("protocol: conductance_map\n")
     db = tmp_path / "runs.db"
-    assert cli_main(["run", str(proto), "--mock-lab", str(path), "--db", str(db),
-                     "--no-progress"]) == 2
+    assert (
+        cli_main(["run", str(proto), "--mock-lab", str(path), "--db", str(db), "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "instruments.matrix.address" in err, err
     assert not db.exists()

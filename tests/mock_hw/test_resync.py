@@ -32,8 +32,8 @@ from memhil.mock_hw.lab import MockLab
 log = logging.getLogger(__name__)
 
 ROWS, COLS = 4, 4
-TIMEOUT_S = 0.3          # driver timeouts: short, so injected timeouts cost little
-SLOW_S = 10.0            # timeout for a query that must see a reply already on its way
+TIMEOUT_S = 0.3  # driver timeouts: short, so injected timeouts cost little
+SLOW_S = 10.0  # timeout for a query that must see a reply already on its way
 V_READ = 0.2
 SMUA_PORT, GND_PORT = 1, 12
 ROW_LINE, COL_LINE = 2, 7  # row 1, column 2 (wiring rows 1..4, cols 5..8)
@@ -44,19 +44,30 @@ def _station_yaml(tmp_path, board: str = "board"):
     cfg = {
         "name": "resync_bench",
         "chip": {"rows": ROWS, "cols": COLS},
-        "limits": {"v_pulse_max_v": 2.5, "v_read_max_v": 0.3, "compliance_max_a": 1e-3,
-                   "compliance_default_a": 1e-4},
+        "limits": {
+            "v_pulse_max_v": 2.5,
+            "v_read_max_v": 0.3,
+            "compliance_max_a": 1e-3,
+            "compliance_default_a": 1e-4,
+        },
         "instruments": {
             "smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             "prober": {"type": "formfactor_velox", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
             board: {"type": "memhil_array_board", "address": f"memhilboard://{board}"},
         },
-        "wiring": {"smu_ports": {"smu.smua": SMUA_PORT, "smu.smub": 3},
-                   "rows": [1, 2, 3, 4], "cols": [5, 6, 7, 8]},
-        "mock": {"device": {"model": "neurosim", "c2c_std": 0.0}, "seed": 3,
-                 "sneak_paths": False, "ground_ports": [GND_PORT],
-                 "wafer": {"dies": [[0, 0]]}},
+        "wiring": {
+            "smu_ports": {"smu.smua": SMUA_PORT, "smu.smub": 3},
+            "rows": [1, 2, 3, 4],
+            "cols": [5, 6, 7, 8],
+        },
+        "mock": {
+            "device": {"model": "neurosim", "c2c_std": 0.0},
+            "seed": 3,
+            "sneak_paths": False,
+            "ground_ports": [GND_PORT],
+            "wafer": {"dies": [[0, 0]]},
+        },
     }
     path = tmp_path / "station.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -70,17 +81,17 @@ def _rig(lab):
     warmed up (the chip model's first evaluation is slow in wall time)."""
     opened = []
     try:
-        smus = keithley2600.create(lab.address("smu"), "smu", visalib="@py",
-                                   timeout=TIMEOUT_S)
+        smus = keithley2600.create(lab.address("smu"), "smu", visalib="@py", timeout=TIMEOUT_S)
         opened.append(smus["smua"])
-        matrix = b220x.create(lab.address("matrix"), "matrix", visalib="@py",
-                              timeout=TIMEOUT_S)
+        matrix = b220x.create(lab.address("matrix"), "matrix", visalib="@py", timeout=TIMEOUT_S)
         opened.append(matrix)
-        prober = velox.create(lab.address("prober"), "prober", visa_library="@py",
-                              timeout=int(TIMEOUT_S * 1000))
+        prober = velox.create(
+            lab.address("prober"), "prober", visa_library="@py", timeout=int(TIMEOUT_S * 1000)
+        )
         opened.append(prober)
-        board_name = next(n for n, i in lab.config.instruments.items()
-                          if i.type == "memhil_array_board")
+        board_name = next(
+            n for n, i in lab.config.instruments.items() if i.type == "memhil_array_board"
+        )
         board = array_board.create(lab.address(board_name), board_name, timeout=TIMEOUT_S)
         opened.append(board)
         prober.load_map([(0, 0)])
@@ -102,8 +113,7 @@ def _rig(lab):
         board.read_columns([0.1] * ROWS)
         port.timeout = t
         g = lab.chip.sim.true_conductance()[0].double().numpy()
-        yield SimpleNamespace(lab=lab, smu=smu, matrix=matrix, prober=prober, board=board,
-                              g=g)
+        yield SimpleNamespace(lab=lab, smu=smu, matrix=matrix, prober=prober, board=board, g=g)
     finally:
         for name in lab.emulators:
             lab.faults(name).clear()
@@ -148,6 +158,7 @@ def _attempt(fn):
 
 # -- common ---------------------------------------------------------------------------------
 
+
 def test_every_adapter_is_resyncable_and_resync_is_idempotent(rig):
     transactions = {n: rig.lab.servers[n].transactions for n in ("smu", "matrix")}
     for inst in (rig.smu, rig.matrix, rig.prober, rig.board):
@@ -156,8 +167,9 @@ def test_every_adapter_is_resyncable_and_resync_is_idempotent(rig):
     rig.smu.resync()
     # a healthy session: no reconnect; the 2600 gets its leave-script lines, *CLS and the
     # identity query per resync
-    assert rig.lab.servers["smu"].transactions - transactions["smu"] == \
-        2 * (len(LEAVE_SCRIPT_LINES) + 2)
+    assert rig.lab.servers["smu"].transactions - transactions["smu"] == 2 * (
+        len(LEAVE_SCRIPT_LINES) + 2
+    )
     assert rig.lab.servers["matrix"].transactions - transactions["matrix"] == 2
     assert rig.smu.output_is_on()
     assert rig.matrix.connections() == {(SMUA_PORT, ROW_LINE), (GND_PORT, COL_LINE)}
@@ -165,6 +177,7 @@ def test_every_adapter_is_resyncable_and_resync_is_idempotent(rig):
 
 
 # -- Keithley 2636B (QCoDeS over pyvisa-py TCPIP SOCKET) --------------------------------------
+
 
 def _smu_ok(rig):
     m = rig.smu.measure()
@@ -190,7 +203,7 @@ def test_k2636b_a_late_reply_poisons_the_session_until_resync(rig):
     smu, instr = rig.smu, rig.smu.instrument
     rig.lab.faults("smu").late_next()
     with pytest.raises(VisaIOError):
-        instr.ask("localnode.linefreq")   # times out; its reply arrives later
+        instr.ask("localnode.linefreq")  # times out; its reply arrives later
     with instr.timeout.set_to(SLOW_S):
         assert float(instr.ask("localnode.model")) == 60.0  # linefreq answers the next query
     smu.resync()
@@ -246,8 +259,9 @@ def test_b2201_resync_after_a_timeout(rig):
     rig.lab.faults("matrix").timeout_next()
     with pytest.raises(VisaIOError):
         rig.matrix.connections()
-    log.info("B2201, next query after a timeout without resync: %r",
-             _attempt(rig.matrix.connections))
+    log.info(
+        "B2201, next query after a timeout without resync: %r", _attempt(rig.matrix.connections)
+    )
     rig.matrix.resync()
     _matrix_ok(rig)
 
@@ -286,6 +300,7 @@ def test_b2201_resync_after_a_garbled_reply(rig):
 
 # -- array board (PyMeasure over pyserial) ----------------------------------------------------
 
+
 def _board_ok(rig):
     i = rig.board.read_columns([0.1] * ROWS)
     np.testing.assert_allclose(i, np.full(ROWS, 0.1) @ rig.g, rtol=1e-6)
@@ -295,8 +310,10 @@ def test_array_board_resync_after_a_timeout(rig):
     rig.lab.faults("board").timeout_next()
     with pytest.raises(TimeoutError):
         rig.board.read_columns([0.1] * ROWS)
-    log.info("board, next read after a timeout without resync: %r",
-             _attempt(lambda: rig.board.read_columns([0.1] * ROWS)))
+    log.info(
+        "board, next read after a timeout without resync: %r",
+        _attempt(lambda: rig.board.read_columns([0.1] * ROWS)),
+    )
     rig.board.resync()
     _board_ok(rig)
 
@@ -343,11 +360,11 @@ def test_array_board_resync_raises_when_the_board_is_gone(own_rig):
         own_rig.board.resync()
 
 
-
 def test_array_board_over_visa_asrl_resync_reconnects(rig):
     """The same board through pyvisa-py's ASRL resource (PyMeasure VISAAdapter)."""
-    board = array_board.ArrayBoard("ASRLmemhilboard://board::INSTR", "board_visa",
-                                   visa_library="@py", timeout=TIMEOUT_S)
+    board = array_board.ArrayBoard(
+        "ASRLmemhilboard://board::INSTR", "board_visa", visa_library="@py", timeout=TIMEOUT_S
+    )
     try:
         _board_ok(SimpleNamespace(board=board, g=rig.g))
         rig.lab.faults("board").drop_next()
@@ -358,7 +375,9 @@ def test_array_board_over_visa_asrl_resync_reconnects(rig):
     finally:
         board.close()
 
+
 # -- Velox (PyMeasure over pyvisa-py) ---------------------------------------------------------
+
 
 def test_velox_resync_reconnects_after_a_dropped_connection(rig):
     # the adapter's own retry resyncs (re-opening the connection) and asks again
@@ -371,29 +390,37 @@ def test_velox_resync_reconnects_after_a_dropped_connection(rig):
 
 # -- Keithley 2450 (QCoDeS over pyvisa-py TCPIP SOCKET) ---------------------------------------
 
+
 @pytest.fixture
 def k2450_rig():
     """A 2450 wired straight to cell (1, 2) (no matrix), sourcing V_READ, output on."""
-    lab = MockLab({
-        "chip": {"rows": ROWS, "cols": COLS},
-        "limits": {"compliance_max_a": 1e-3},
-        "instruments": {"k2450": {"type": "keithley2450",
-                                  "address": "TCPIP0::127.0.0.1::0::SOCKET"}},
-        "mock": {"device": {"model": "neurosim", "c2c_std": 0.0}, "seed": 3,
-                 "sneak_paths": False,
-                 "routes": {"k2450": {"hi": [["row", CELL[0]]], "lo": [["col", CELL[1]]]}}},
-    }).start()
+    lab = MockLab(
+        {
+            "chip": {"rows": ROWS, "cols": COLS},
+            "limits": {"compliance_max_a": 1e-3},
+            "instruments": {
+                "k2450": {"type": "keithley2450", "address": "TCPIP0::127.0.0.1::0::SOCKET"}
+            },
+            "mock": {
+                "device": {"model": "neurosim", "c2c_std": 0.0},
+                "seed": 3,
+                "sneak_paths": False,
+                "routes": {"k2450": {"hi": [["row", CELL[0]]], "lo": [["col", CELL[1]]]}},
+            },
+        }
+    ).start()
     smu = None
     try:
-        smu = keithley2450.create(lab.address("k2450"), "k2450", visalib="@py",
-                                  timeout=TIMEOUT_S)
+        smu = keithley2450.create(lab.address("k2450"), "k2450", visalib="@py", timeout=TIMEOUT_S)
         smu.set_source_mode("voltage")
         smu.set_compliance(1e-4)
         smu.set_level(V_READ)
         smu.output(True)
         with smu.instrument.timeout.set_to(10.0):
             smu.measure()
-        yield SimpleNamespace(lab=lab, smu=smu, g=lab.chip.sim.true_conductance()[0].double().numpy())
+        yield SimpleNamespace(
+            lab=lab, smu=smu, g=lab.chip.sim.true_conductance()[0].double().numpy()
+        )
     finally:
         if smu is not None:
             _attempt(smu.close)

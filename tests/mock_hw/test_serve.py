@@ -18,16 +18,32 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mock_station.yaml"
 
 def test_serve_in_a_separate_process(tmp_path):
     import yaml
+
     cfg = yaml.safe_load(EXAMPLE.read_text())
     for inst in cfg["instruments"].values():  # free ports: tests may run in parallel
-        inst["address"] = ("socket://127.0.0.1:0" if inst["type"] == "memhil_array_board"
-                           else "TCPIP0::127.0.0.1::0::SOCKET")
+        inst["address"] = (
+            "socket://127.0.0.1:0"
+            if inst["type"] == "memhil_array_board"
+            else "TCPIP0::127.0.0.1::0::SOCKET"
+        )
     station_file = tmp_path / "station.yaml"
     station_file.write_text(yaml.safe_dump(cfg))
     live_file = tmp_path / "live.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "memhil", "mock-lab", "serve", str(station_file),
-                             "--write-station", str(live_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memhil",
+            "mock-lab",
+            "serve",
+            str(station_file),
+            "--write-station",
+            str(live_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not live_file.exists():

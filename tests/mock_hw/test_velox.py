@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from pymeasure.instruments.formfactor.velox import Velox
 
+from memhil.instruments.adapters.velox import ProberInterlockError, VeloxProber
 from memhil.instruments.array_board import ArrayBoard
 from memhil.instruments.capabilities import Prober
-from memhil.instruments.adapters.velox import ProberInterlockError, VeloxProber
-from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
-from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
+from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
+from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
 
 DIES = ((0, 0), (1, 0), (1, 1))
@@ -25,15 +25,26 @@ OVERRIDES = {"1,0": {"r_off_ohm": 8e3}, "1,1": {"r_off_ohm": 4e3}}
 
 @pytest.fixture
 def lab():
-    chip = MockChip({"rows": 4, "cols": 4, "device": {"model": "hp", "dx_std": 0.0},
-                     "read": {"read_noise_rel": 0.002}},
-                    wafer=WaferSpec(dies=DIES, die_overrides=OVERRIDES))
+    chip = MockChip(
+        {
+            "rows": 4,
+            "cols": 4,
+            "device": {"model": "hp", "dx_std": 0.0},
+            "read": {"read_noise_rel": 0.002},
+        },
+        wafer=WaferSpec(dies=DIES, die_overrides=OVERRIDES),
+    )
     emu = VeloxEmulator(chip, subsites=2).start()
     board_emu = ArrayBoardEmulator(chip, "velox-test-board", probe=emu).start()
     velox = board = None
     try:
-        velox = Velox(emu.resource_name, visa_library="@py", read_termination="\n",
-                      write_termination="\n", timeout=2000)
+        velox = Velox(
+            emu.resource_name,
+            visa_library="@py",
+            read_termination="\n",
+            write_termination="\n",
+            timeout=2000,
+        )
         board = ArrayBoard(board_emu.url, timeout=2.0)
         yield chip, emu, velox, board
     finally:
@@ -63,18 +74,18 @@ def test_stepping_across_the_map_selects_each_die_until_703(lab):
     seen = [chip.die]
     while True:
         reply = velox.wafermap.step_next_die()
-        if velox.wafermap.end_reached:      # 703: a status, not an exception
+        if velox.wafermap.end_reached:  # 703: a status, not an exception
             assert velox.error_code == 703
             break
         assert reply[:2] == list(chip.die)
         seen.append(chip.die)
     assert seen == list(DIES)
-    assert chip.die == (1, 1)               # stays on the last die
-    assert chip.clock.now() > t0            # moves take (virtual) time
-    velox.wafermap.step_to_die(1, 0, 1)     # explicit die and subsite
+    assert chip.die == (1, 1)  # stays on the last die
+    assert chip.clock.now() > t0  # moves take (virtual) time
+    velox.wafermap.step_to_die(1, 0, 1)  # explicit die and subsite
     assert (chip.die, emu.site) == ((1, 0), 1)
     with pytest.raises(ConnectionError, match="701"):
-        velox.wafermap.step_to_die(5, 5)    # not on the map
+        velox.wafermap.step_to_die(5, 5)  # not on the map
     assert not velox.wafermap.end_reached
 
 
@@ -83,10 +94,12 @@ def test_station_refuses_moves_in_contact_and_adapter_interlocks(lab):
     velox.wafermap.step_first_die()
     velox.chuck.move_contact()
     assert emu.in_contact
-    for move in (lambda: velox.wafermap.step_next_die(),
-                 lambda: velox.wafermap.step_to_die(1, 1),
-                 lambda: velox.chuck.move_index(1, 0, "home"),
-                 lambda: velox.chuck.move(100, 0, "home")):
+    for move in (
+        lambda: velox.wafermap.step_next_die(),
+        lambda: velox.wafermap.step_to_die(1, 1),
+        lambda: velox.chuck.move_index(1, 0, "home"),
+        lambda: velox.chuck.move(100, 0, "home"),
+    ):
         with pytest.raises(ConnectionError, match="705"):
             move()
         assert chip.die == (0, 0)
@@ -106,7 +119,7 @@ def test_station_refuses_moves_in_contact_and_adapter_interlocks(lab):
     prober.step_to((1, 1), 1)
     assert prober.position() == ((1, 1), 1) and chip.die == (1, 1)
     with pytest.raises(ValueError):
-        prober.step_to((3, 3))               # not in the loaded map: nothing sent
+        prober.step_to((3, 3))  # not in the loaded map: nothing sent
 
 
 def test_each_die_has_its_own_devices(lab):
@@ -121,7 +134,8 @@ def test_each_die_has_its_own_devices(lab):
         mean_g[die] = float(board.read_columns(v).sum() / (0.1 * 16))
         prober.separate()
         r_off = {"0,0": 16e3, **{k: o["r_off_ohm"] for k, o in OVERRIDES.items()}}[
-            f"{die[0]},{die[1]}"]
+            f"{die[0]},{die[1]}"
+        ]
         assert chip.sim.model.p.r_off_ohm == r_off
         # x0 = 0.1, R_on << R_off: G ~ 1 / (0.1 R_on + 0.9 R_off), 5 % D2D spread
         assert mean_g[die] == pytest.approx(1 / (0.1 * 100 + 0.9 * r_off), rel=0.05)
@@ -135,7 +149,7 @@ def test_end_of_map_through_the_adapter(lab):
     assert prober.step_first() == (0, 0)
     assert prober.step_next() == (1, 0)
     assert prober.step_next() == (1, 1)
-    assert prober.step_next() is None       # 703
+    assert prober.step_next() is None  # 703
     assert velox.wafermap.end_reached
     assert prober.position() == ((1, 1), 0)
 
@@ -150,31 +164,34 @@ def test_lost_contact_is_detected_and_terminals_read_open(lab):
     prober = VeloxProber(velox, continuity=continuity)
     prober.load_map(DIES)
     prober.step_to((0, 0))
-    assert not prober.contact_ok()                  # separated: no contact
-    assert np.all(board.read_columns(v) == 0.0)     # the board reaches nothing
+    assert not prober.contact_ok()  # separated: no contact
+    assert np.all(board.read_columns(v) == 0.0)  # the board reaches nothing
     prober.contact()
     assert prober.contact_ok()
     assert np.all(board.read_columns(v) > 0)
 
-    emu.lose_contact()                              # needles lift off the pads
-    assert prober.in_contact()                      # the station cannot tell...
-    assert not prober.contact_ok()                  # ...the continuity check can
+    emu.lose_contact()  # needles lift off the pads
+    assert prober.in_contact()  # the station cannot tell...
+    assert not prober.contact_ok()  # ...the continuity check can
     assert np.all(board.read_columns(v) == 0.0)
     # a matrix behind the same probes routes nothing either: the bench reads open
     bench = MockBench(chip)
-    matrix = B220xEmulator(bench, {"ports": {"smu.smua": 1}, "ground": [12],
-                                   "rows": [1, 2, 3, 4], "cols": [5, 6, 7, 8]}, probe=emu)
+    matrix = B220xEmulator(
+        bench,
+        {"ports": {"smu.smua": 1}, "ground": [12], "rows": [1, 2, 3, 4], "cols": [5, 6, 7, 8]},
+        probe=emu,
+    )
     matrix.closed |= {(1, 1), (12, 5)}
     term = bench.terminal("smu.smua")
     term.output_on, term.voltage_v = True, 0.1
     assert bench.current("smu.smua") == 0.0
 
-    prober.separate()                               # a fresh touchdown clears it
+    prober.separate()  # a fresh touchdown clears it
     prober.contact()
     assert prober.contact_ok()
     assert bench.current("smu.smua") > 0.0
 
-    emu.lose_contact(persistent=True)               # contaminated pads: stays lost
+    emu.lose_contact(persistent=True)  # contaminated pads: stays lost
     prober.separate()
     prober.contact()
     assert not prober.contact_ok()

@@ -13,8 +13,16 @@ import pytest
 from memhil.backends.sim import SimBackend
 from memhil.core.errors import ConfigError
 from memhil.mock_hw.lab import MockLab
-from memhil.protocols import (JournalFile, ListSink, ProtocolError, ProtocolLimitError, Runner,
-                              build_protocol, protocol_names, switching_stats)
+from memhil.protocols import (
+    JournalFile,
+    ListSink,
+    ProtocolError,
+    ProtocolLimitError,
+    Runner,
+    build_protocol,
+    protocol_names,
+    switching_stats,
+)
 from tests.backends import _mock_station
 
 
@@ -34,6 +42,7 @@ def mock_factory():
         b = MockLab.open_backend(st, strategy="parallel")
         opened.append(b)
         return b
+
     yield make
     for b in opened:
         b.close()
@@ -45,8 +54,15 @@ def run(backend, name, params, **kw):
     return sink
 
 
-FORMING = {"v_start": 1.4, "v_step": 0.1, "v_max": 3.0, "width_s": 1e-6,
-           "compliance_a": 5e-5, "i_target_a": 1e-6, "v_read": 0.2}
+FORMING = {
+    "v_start": 1.4,
+    "v_step": 0.1,
+    "v_max": 3.0,
+    "width_s": 1e-6,
+    "compliance_a": 5e-5,
+    "i_target_a": 1e-6,
+    "v_read": 0.2,
+}
 
 
 @pytest.mark.parametrize("where", ["sim", "mock"])
@@ -56,7 +72,9 @@ def test_forming_stops_at_target_within_compliance(where, mock_factory):
     cells = {(p["tile"], p["row"], p["col"]) for p in pts}
     assert len(cells) == 16
     for cell in cells:
-        seq = sorted((p for p in pts if (p["tile"], p["row"], p["col"]) == cell), key=lambda p: p["step"])
+        seq = sorted(
+            (p for p in pts if (p["tile"], p["row"], p["col"]) == cell), key=lambda p: p["step"]
+        )
         flags = [p["formed"] for p in seq]
         assert flags[-1] and flags.count(True) == 1  # reached the target, then no more pulses
         assert all(p["i_read_a"] <= p["compliance_a"] for p in seq)
@@ -81,8 +99,14 @@ LRS_MEDIAN, HRS_MEDIAN, LOG_SIGMA = 20e-6, 1e-6, 0.5
 def test_endurance_window_and_stop_on_collapse(where, mock_factory):
     b = sim("rram_forming") if where == "sim" else mock_factory("rram_forming")
     run(b, "forming", FORMING)
-    params = {"cycles": 40, "read_every": 10, "v_set": 1.2, "v_reset": -1.2,
-              "compliance_set_a": 1e-3, "min_window": 2.0}
+    params = {
+        "cycles": 40,
+        "read_every": 10,
+        "v_set": 1.2,
+        "v_reset": -1.2,
+        "compliance_set_a": 1e-3,
+        "min_window": 2.0,
+    }
     pts = run(b, "endurance", params).points
     assert sorted({p["cycle"] for p in pts}) == [10, 20, 30, 40]  # healthy window: no stop
     stats = switching_stats(pts)
@@ -100,12 +124,26 @@ def test_endurance_stops_when_the_model_window_collapses(where, mock_factory):
     """A device whose LRS/HRS window is 1.5 (LRS median 1.5 uS, HRS 1 uS, 10 % log spread)
     is below ``min_window`` = 2: the run stops at the first read; one whose window is 20
     runs all cycles (previous test). Formed by one 3 V pulse (V_bd ~ N(2 V, 0.2 V))."""
-    device = {"model": "rram_forming", "g_formed_median_s": 1.5e-6, "g_formed_log_sigma": 0.1,
-              "g_reset_log_sigma": 0.1}
+    device = {
+        "model": "rram_forming",
+        "g_formed_median_s": 1.5e-6,
+        "g_formed_log_sigma": 0.1,
+        "g_reset_log_sigma": 0.1,
+    }
     b = sim(device) if where == "sim" else mock_factory(device)
     b.pulse(None, 3.0, 1e-6, compliance_a=1e-3)
-    pts = run(b, "endurance", {"cycles": 40, "read_every": 10, "v_set": 1.2, "v_reset": -1.2,
-                               "compliance_set_a": 1e-3, "min_window": 2.0}).points
+    pts = run(
+        b,
+        "endurance",
+        {
+            "cycles": 40,
+            "read_every": 10,
+            "v_set": 1.2,
+            "v_reset": -1.2,
+            "compliance_set_a": 1e-3,
+            "min_window": 2.0,
+        },
+    ).points
     assert {p["cycle"] for p in pts} == {10} and len(pts) == 16
     # median of 16 ratios of two 10 %-log-normal draws: 1.5 x/ e^(0.14 * 1.25 * 2.5 / 4)
     assert 1.3 < switching_stats(pts)["window_median"] < 1.7
@@ -119,12 +157,26 @@ def test_endurance_follows_the_model_window_closing(where, mock_factory):
     run stops at c = 30. Per cell ln(LRS/HRS) has sigma 0.1 * sqrt(2) = 0.14 (two 10 %
     log-normal draws; 1 % read noise is negligible); the median of 16 cells has a standard
     error of 1.25 * 0.14 / 4 = 0.044 in ln, and the tolerance is 4 of them (0.18)."""
-    device = {"model": "rram_forming", "g_formed_log_sigma": 0.1, "g_reset_log_sigma": 0.1,
-              "wear_cycles": 25.0}
+    device = {
+        "model": "rram_forming",
+        "g_formed_log_sigma": 0.1,
+        "g_reset_log_sigma": 0.1,
+        "wear_cycles": 25.0,
+    }
     b = sim(device) if where == "sim" else mock_factory(device)
     b.pulse(None, 3.0, 1e-6, compliance_a=1e-3)  # form every cell (V_bd ~ N(2 V, 0.2 V))
-    pts = run(b, "endurance", {"cycles": 60, "read_every": 10, "v_set": 1.2, "v_reset": -1.2,
-                               "compliance_set_a": 1e-3, "min_window": 3.0}).points
+    pts = run(
+        b,
+        "endurance",
+        {
+            "cycles": 60,
+            "read_every": 10,
+            "v_set": 1.2,
+            "v_reset": -1.2,
+            "compliance_set_a": 1e-3,
+            "min_window": 3.0,
+        },
+    ).points
     assert sorted({p["cycle"] for p in pts}) == [10, 20, 30]  # stopped when W < 3
     for c in (10, 20, 30):
         measured = statistics.median(p["window"] for p in pts if p["cycle"] == c)
@@ -144,19 +196,22 @@ def test_switching_statistics_match_model_c2c_spread(where, mock_factory):
     (16 cells, chi^2 with 15 dof): 0.025 within a factor 2.6 covers its 99.9 % band."""
     b = sim("rram_forming") if where == "sim" else mock_factory("rram_forming")
     b.pulse(None, 3.0, 1e-6, compliance_a=1e-3)  # form every cell
-    pts = run(b, "switching", {"cycles": 10, "v_set": 1.2, "v_reset": -1.2,
-                               "compliance_set_a": 1e-3}).points
+    pts = run(
+        b, "switching", {"cycles": 10, "v_set": 1.2, "v_reset": -1.2, "compliance_set_a": 1e-3}
+    ).points
     assert len(pts) == 160
     for name, median in (("g_lrs", LRS_MEDIAN), ("g_hrs", HRS_MEDIAN)):
         ln = [math.log(p[name]) for p in pts]
         assert abs(statistics.fmean(ln) - math.log(median)) < 0.16, (name, statistics.fmean(ln))
         assert abs(statistics.pstdev(ln) - LOG_SIGMA) < 0.12, (name, statistics.pstdev(ln))
-        per_cell = [[math.log(p[name]) for p in pts if (p["tile"], p["row"], p["col"]) == c]
-                    for c in _cells(pts)]
+        per_cell = [
+            [math.log(p[name]) for p in pts if (p["tile"], p["row"], p["col"]) == c]
+            for c in _cells(pts)
+        ]
         c2c = statistics.fmean(statistics.pvariance(x) for x in per_cell) * 10 / 9
         var_means = statistics.variance(statistics.fmean(x) for x in per_cell)
         assert abs(math.sqrt(c2c) - LOG_SIGMA) < 0.12, (name, math.sqrt(c2c))
-        assert LOG_SIGMA ** 2 / 10 / 2.6 < var_means < LOG_SIGMA ** 2 / 10 * 2.6, (name, var_means)
+        assert LOG_SIGMA**2 / 10 / 2.6 < var_means < LOG_SIGMA**2 / 10 * 2.6, (name, var_means)
     stats = switching_stats(pts)
     assert stats["n"] == 160 and 10 < stats["window_median"] < 40
 
@@ -164,9 +219,19 @@ def test_switching_statistics_match_model_c2c_spread(where, mock_factory):
 @pytest.mark.parametrize("where", ["sim", "mock"])
 def test_retention_pcm_follows_drift(where, mock_factory):
     b = sim("pcm") if where == "sim" else mock_factory("pcm")
-    pts = run(b, "retention", {"program_v": 1.0, "program_width_s": 100e-9, "program_count": 10,
-                               "spacing": "log", "t_first_s": 100.0, "duration_s": 1e5,
-                               "n_points": 16}).points
+    pts = run(
+        b,
+        "retention",
+        {
+            "program_v": 1.0,
+            "program_width_s": 100e-9,
+            "program_count": 10,
+            "spacing": "log",
+            "t_first_s": 100.0,
+            "duration_s": 1e5,
+            "n_points": 16,
+        },
+    ).points
     xs, ys = [], []
     for k in sorted({p["index"] for p in pts}):
         row = [p for p in pts if p["index"] == k]
@@ -185,7 +250,9 @@ def test_pulse_train_monotone_saturating(where, mock_factory):
     run(b, "pulse_train", {"n_pulses": 1, "v_ltp": -2.0 + 4.0, "v_ltd": -2.0, "width_s": 80e-9})
     for _ in range(40):  # start from G_min
         b.pulse(None, -2.0, 80e-9)
-    pts = run(b, "pulse_train", {"n_pulses": 40, "v_ltp": 2.0, "v_ltd": -2.0, "width_s": 80e-9}).points
+    pts = run(
+        b, "pulse_train", {"n_pulses": 40, "v_ltp": 2.0, "v_ltd": -2.0, "width_s": 80e-9}
+    ).points
 
     def curve(phase):
         by_n = {}
@@ -193,6 +260,7 @@ def test_pulse_train_monotone_saturating(where, mock_factory):
             if p["phase"] == phase:
                 by_n.setdefault(p["pulse"], []).append(p["g"])
         return [statistics.fmean(by_n[k]) for k in sorted(by_n)]
+
     ltp, ltd = curve("ltp"), curve("ltd")
     tol = 0.03 * max(ltp)
     assert all(b2 >= a - tol for a, b2 in zip(ltp, ltp[1:]))
@@ -209,6 +277,7 @@ def vteam_2x2(mock_factory):
         if where == "sim":
             return sim("vteam", 2, 2)
         return mock_factory("vteam", rows=2, cols=2)
+
     return make
 
 
@@ -220,13 +289,19 @@ def test_iv_sweep_vteam_hysteresis(where, vteam_2x2):
     pts = run(vteam_2x2(where), "iv_sweep", IV).points
 
     def i_at(branch, v):
-        return statistics.fmean(p["i"] for p in pts if p["branch"] == branch and abs(p["v"] - v) < 1e-9)
+        return statistics.fmean(
+            p["i"] for p in pts if p["branch"] == branch and abs(p["v"] - v) < 1e-9
+        )
+
     # VTEAM thresholds: SET above v_on = 0.2 V, RESET below -v_off = -0.02 V
     assert i_at("down+", 0.1) > 3 * i_at("up+", 0.1)  # SET during the + sweep
     assert abs(i_at("down-", -0.1)) < abs(i_at("up-", -0.05) / 0.05 * 0.1)  # RESET on the - side
     for cell in _cells(pts):  # no SET below threshold: G stays at the cell's first read
-        up = [p["g"] for p in pts if p["branch"] == "up+" and p["v"] < 0.19
-              and (p["tile"], p["row"], p["col"]) == cell]
+        up = [
+            p["g"]
+            for p in pts
+            if p["branch"] == "up+" and p["v"] < 0.19 and (p["tile"], p["row"], p["col"]) == cell
+        ]
         assert max(up) <= up[0] * 1.03  # 3 x the 1 % read noise
 
 
@@ -240,8 +315,10 @@ def test_iv_sweep_compliance_limits_set(where, vteam_2x2):
     ic = 2e-4
     pts = run(vteam_2x2(where), "iv_sweep", {**IV, "compliance_a": ic}).points
     for cell in _cells(pts):
-        seq = sorted((p for p in pts if (p["tile"], p["row"], p["col"]) == cell and p["v"] > 0),
-                     key=lambda p: p["step"])
+        seq = sorted(
+            (p for p in pts if (p["tile"], p["row"], p["col"]) == cell and p["v"] > 0),
+            key=lambda p: p["step"],
+        )
         for before, after in itertools.pairwise(seq):
             if before["g"] > 1.15 * ic / 0.2:
                 assert after["g"] <= before["g"] * 1.03, (cell, before, after)  # 1 % read noise x 3
@@ -259,7 +336,9 @@ def test_preflight_rejects_and_nothing_reaches_backend(where, mock_factory, monk
     with pytest.raises(ProtocolLimitError, match=r"forming\.compliance_a"):
         Runner(b, progress=False).run(build_protocol("forming", {**FORMING, "compliance_a": 1.0}))
     with pytest.raises(ProtocolLimitError, match=r"retention\.v_read"):
-        Runner(b, progress=False).run(build_protocol("retention", {"v_read": 2.0, "duration_s": 10}))
+        Runner(b, progress=False).run(
+            build_protocol("retention", {"v_read": 2.0, "duration_s": 10})
+        )
     assert calls == []
 
 
@@ -290,28 +369,39 @@ def test_interrupt_safe_state_journal_and_resume(exc, where, mock_factory, tmp_p
         if state["n"] == 2 * n_steps + 5:  # mid third cycle
             raise exc()
         return real_pulse(*a, **k)
+
     b.pulse = flaky
     journal = JournalFile(tmp_path / "j.jsonl")
     sink = ListSink()
     with pytest.raises(exc):
-        Runner(b, sink=sink, journal=journal, progress=False,
-               safe_state=lambda: safe.append(1)).run(build_protocol("iv_sweep", params))
+        Runner(
+            b, sink=sink, journal=journal, progress=False, safe_state=lambda: safe.append(1)
+        ).run(build_protocol("iv_sweep", params))
     assert safe == [1]
     entries = [__import__("json").loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
     assert [e["key"] for e in entries if "key" in e] == [["iv_sweep", 0], ["iv_sweep", 1]]
     assert [e["started"] for e in entries if "started" in e] == [["iv_sweep", c] for c in range(3)]
     assert {p["cycle"] for p in sink.points} == {0, 1}
     b.pulse = real_pulse
-    Runner(b, sink=sink, journal=JournalFile(tmp_path / "j.jsonl"), progress=False,
-           safe_state=lambda: safe.append(2)).run(build_protocol("iv_sweep", params))
+    Runner(
+        b,
+        sink=sink,
+        journal=JournalFile(tmp_path / "j.jsonl"),
+        progress=False,
+        safe_state=lambda: safe.append(2),
+    ).run(build_protocol("iv_sweep", params))
     assert safe == [1, 2]
     keys = [(p["cycle"], p["step"], p["tile"], p["row"], p["col"]) for p in sink.points]
     assert len(keys) == len(set(keys)) == 4 * n_steps * 16
     resumed = JournalFile(tmp_path / "j.jsonl")
     assert len(resumed.keys) == 4
     # the unit in flight at the interrupt was started twice: its pulses may repeat
-    assert resumed.attempts == {'["iv_sweep",0]': 1, '["iv_sweep",1]': 1,
-                                '["iv_sweep",2]': 2, '["iv_sweep",3]': 1}
+    assert resumed.attempts == {
+        '["iv_sweep",0]': 1,
+        '["iv_sweep",1]': 1,
+        '["iv_sweep",2]': 2,
+        '["iv_sweep",3]': 1,
+    }
 
 
 def test_default_safe_state_on_hardware(mock_factory):
@@ -325,7 +415,9 @@ def test_default_safe_state_on_hardware(mock_factory):
 
 def test_wafer_campaign_needs_prober():
     with pytest.raises(ProtocolError, match="prober"):
-        Runner(sim("neurosim"), progress=False).run(build_protocol("wafer_campaign", {"dies": [[0, 0]]}))
+        Runner(sim("neurosim"), progress=False).run(
+            build_protocol("wafer_campaign", {"dies": [[0, 0]]})
+        )
 
 
 def test_read_noise_and_map(mock_factory):

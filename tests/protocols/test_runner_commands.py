@@ -43,13 +43,16 @@ def test_a_new_message_type_is_handled_once_registered():
 
 
 def test_the_preflight_names_every_parameter_of_a_refused_energy():
-    b = SimBackend({"rows": 2, "cols": 2, "device": "neurosim", "seed": 3,
-                    "limits": {"energy_max_j": 1e-12}})
+    b = SimBackend(
+        {"rows": 2, "cols": 2, "device": "neurosim", "seed": 3, "limits": {"energy_max_j": 1e-12}}
+    )
 
     def plan(caps):
-        yield Pulse(None, 2.0, 1e-6, 1, 1e-3,
-                    keys(amplitude="v", width="w", count="n", compliance="i_cc"))
+        yield Pulse(
+            None, 2.0, 1e-6, 1, 1e-3, keys(amplitude="v", width="w", count="n", compliance="i_cc")
+        )
         yield Read(None)
+
     plan.name = "demo"
     with pytest.raises(ProtocolLimitError) as info:
         Runner(b, progress=False).preflight(plan)
@@ -65,5 +68,10 @@ def test_limit_errors_carry_their_facts_as_attributes():
     with pytest.raises(LimitError) as info:
         b.pulse(None, 100.0, 1e-7)
     exc = info.value
-    assert (exc.field, exc.value, exc.limit, exc.unit, exc.param) == \
-        ("amplitude", 100.0, b.limits.v_pulse_max_v, "V", None)
+    assert (exc.field, exc.value, exc.limit, exc.unit, exc.param) == (
+        "amplitude",
+        100.0,
+        b.limits.v_pulse_max_v,
+        "V",
+        None,
+    )

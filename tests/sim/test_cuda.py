@@ -14,8 +14,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.parametrize("device", ["neurosim", "vteam", "pcm"])
 def test_pulses_reads_and_layers_run_on_cuda(device):
-    cfg = {"tiles": 2, "rows": 32, "cols": 16, "seed": 0, "torch_device": "cuda",
-           "read": {"dac_bits": 8, "adc_bits": 8}}
+    cfg = {
+        "tiles": 2,
+        "rows": 32,
+        "cols": 16,
+        "seed": 0,
+        "torch_device": "cuda",
+        "read": {"dac_bits": 8, "adc_bits": 8},
+    }
     if device != "pcm":
         cfg["device"] = {"model": device, **({"c2c_std": 0.0} if device == "neurosim" else {})}
     else:

@@ -18,23 +18,23 @@ import pytest
 import torch
 import yaml
 
+from memhil.core.errors import ConfigError
 from memhil.devices import (
     DeviceModel,
     build_device_model,
     device_model_names,
 )
-from memhil.core.errors import ConfigError
 
 NAMES = device_model_names()
-SHAPE = (2, 3, 4)          # arbitrary leading shape (tiles, rows, cols)
-T_WRITE = 1.0              # absolute time (s) at the end of the test pulses
-T_READ = 100.0             # read time (s): later than the writes, so drift models drift
+SHAPE = (2, 3, 4)  # arbitrary leading shape (tiles, rows, cols)
+T_WRITE = 1.0  # absolute time (s) at the end of the test pulses
+T_READ = 100.0  # read time (s): later than the writes, so drift models drift
 V_READ = 0.2
 DTYPES = [torch.float32, torch.float64]
 
 
 class Pulse(NamedTuple):
-    v: float        # V; positive potentiates (SET), negative depresses (RESET)
+    v: float  # V; positive potentiates (SET), negative depresses (RESET)
     width_s: float
     count: int
 
@@ -55,21 +55,33 @@ class Recipe(NamedTuple):
     noisy: Mapping[str, Any] = {}
 
 
-_NEUROSIM = Recipe(set=Pulse(2.0, 80e-9, 5), reset=Pulse(-2.0, 80e-9, 5),
-                   saturate=Pulse(2.0, 80e-9, 200),
-                   noisy={"g_min_dtod": 0.1, "g_max_dtod": 0.1, "a_dtod": 0.2})
+_NEUROSIM = Recipe(
+    set=Pulse(2.0, 80e-9, 5),
+    reset=Pulse(-2.0, 80e-9, 5),
+    saturate=Pulse(2.0, 80e-9, 200),
+    noisy={"g_min_dtod": 0.1, "g_max_dtod": 0.1, "a_dtod": 0.2},
+)
 # HP moves x by ~1e-3 per ms at 1 V (Strukov constants): pulses of tens of ms to seconds
 # (short ones here: the windows' RK4 takes ~16 substeps per ms at 1 V).
-_ION_DRIFT = Recipe(set=Pulse(1.0, 0.02, 1), reset=Pulse(-1.0, 0.02, 1),
-                    saturate=Pulse(1.0, 1.0, 1))
+_ION_DRIFT = Recipe(
+    set=Pulse(1.0, 0.02, 1), reset=Pulse(-1.0, 0.02, 1), saturate=Pulse(1.0, 1.0, 1)
+)
 
 RECIPES: dict[str, Recipe] = {
     # SET >= 0.5 V (width does not enter the fit), RESET <= -0.5 V.
-    "pcm": Recipe(set=Pulse(1.0, 100e-9, 5), reset=Pulse(-2.5, 100e-9, 1),
-                  saturate=Pulse(1.0, 100e-9, 100), noisy={"nu_dtod": 0.2, "g_max_dtod": 0.1}),
+    "pcm": Recipe(
+        set=Pulse(1.0, 100e-9, 5),
+        reset=Pulse(-2.5, 100e-9, 1),
+        saturate=Pulse(1.0, 100e-9, 100),
+        noisy={"nu_dtod": 0.2, "g_max_dtod": 0.1},
+    ),
     # +2.8 V is 4 sigma above the mean breakdown voltage: forms ~all cells; -1.2 V RESETs.
-    "rram_forming": Recipe(set=Pulse(2.8, 1e-6, 1), reset=Pulse(-1.2, 1e-6, 1),
-                           saturate=Pulse(2.8, 1e-6, 10), noisy={"g_pristine_log_sigma": 0.1}),
+    "rram_forming": Recipe(
+        set=Pulse(2.8, 1e-6, 1),
+        reset=Pulse(-1.2, 1e-6, 1),
+        saturate=Pulse(2.8, 1e-6, 10),
+        noisy={"g_pristine_log_sigma": 0.1},
+    ),
     # NeuroSim writes with +-2 V (threshold 1.5 V); 200 pulses saturate the 31-level curve.
     "neurosim": _NEUROSIM,
     "ltp_ltd": _NEUROSIM,
@@ -78,11 +90,13 @@ RECIPES: dict[str, Recipe] = {
     "biolek": _ION_DRIFT,
     "prodromakis": _ION_DRIFT,
     # Just above the 0.2 V SET threshold, 1 us moves x by ~0.4; -0.2 V RESETs fully.
-    "vteam": Recipe(set=Pulse(0.21, 1e-6, 1), reset=Pulse(-0.2, 1e-6, 1),
-                    saturate=Pulse(0.3, 1e-6, 2)),  # one such pulse already saturates
+    "vteam": Recipe(
+        set=Pulse(0.21, 1e-6, 1), reset=Pulse(-0.2, 1e-6, 1), saturate=Pulse(0.3, 1e-6, 2)
+    ),  # one such pulse already saturates
     # +-0.5 V for 0.1 ms moves x by ~0.2 per pulse; 1 V for ms saturates.
-    "yakopcic": Recipe(set=Pulse(0.5, 1e-4, 2), reset=Pulse(-0.5, 1e-4, 2),
-                       saturate=Pulse(1.0, 1e-3, 10)),
+    "yakopcic": Recipe(
+        set=Pulse(0.5, 1e-4, 2), reset=Pulse(-0.5, 1e-4, 2), saturate=Pulse(1.0, 1e-3, 10)
+    ),
 }
 
 
@@ -96,14 +110,18 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
 #: (registered name, parameter overrides): every name at its defaults, then the variants.
 CASES = [pytest.param(name, {}, id=name) for name in NAMES] + [
     pytest.param(name, v, id=name + "-" + ",".join(f"{k}={x}" for k, x in v.items()))
-    for name, vs in VARIANTS.items() for v in vs]
+    for name, vs in VARIANTS.items()
+    for v in vs
+]
 
 
 def recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        pytest.fail(f"device model {name!r} has no programming recipe: add an entry to RECIPES "
-                    f"in {__file__} (a SET pulse that programs it, a RESET pulse or None, a "
-                    "saturating train, and overrides that switch its D2D spreads on)")
+        pytest.fail(
+            f"device model {name!r} has no programming recipe: add an entry to RECIPES "
+            f"in {__file__} (a SET pulse that programs it, a RESET pulse or None, a "
+            "saturating train, and overrides that switch its D2D spreads on)"
+        )
     return RECIPES[name]
 
 
@@ -111,8 +129,7 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def model(name: str, variant: Mapping[str, Any] | None = None,
-          noisy: bool = False) -> DeviceModel:
+def model(name: str, variant: Mapping[str, Any] | None = None, noisy: bool = False) -> DeviceModel:
     """The model by name, with a variant's overrides and, if ``noisy``, its D2D spreads on."""
     overrides = recipe(name).noisy if noisy else {}
     return build_device_model({"model": name, **(variant or {}), **overrides})
@@ -155,10 +172,13 @@ def check_conductance(m: DeviceModel, state, d2d, shape=SHAPE):
 
 # -- the recipe table -----------------------------------------------------------------
 
+
 def test_recipe_table_covers_every_model():
     missing = sorted(set(NAMES) - set(RECIPES))
-    assert not missing, (f"registered device models without a programming recipe: {missing}; "
-                         f"add them to RECIPES in {__file__}")
+    assert not missing, (
+        f"registered device models without a programming recipe: {missing}; "
+        f"add them to RECIPES in {__file__}"
+    )
     stale = sorted((set(RECIPES) | set(VARIANTS)) - set(NAMES))
     assert not stale, f"RECIPES or VARIANTS name models that are not registered: {stale}"
 
@@ -174,6 +194,7 @@ def test_recipe_matches_the_model_kind(name):
 
 
 # -- construction and configuration ---------------------------------------------------
+
 
 @pytest.mark.parametrize("name, variant", CASES)
 def test_build_by_name_and_config_round_trip(name, variant):
@@ -232,6 +253,7 @@ def test_conductance_range_in_siemens(name, variant):
 
 # -- seeded randomness ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name, variant", CASES)
 def test_d2d_and_initial_state_are_seeded(name, variant):
     m = model(name, variant, noisy=True)
@@ -256,6 +278,7 @@ def test_c2c_is_seeded(name, variant):
 
 
 # -- step: shapes, idle cells, purity, dtype ------------------------------------------
+
 
 @pytest.mark.parametrize("name, variant", CASES)
 def test_count_zero_and_zero_volt_cells_unchanged(name, variant):
@@ -347,6 +370,7 @@ def test_conductance_ceiling_bounds_saturated_cells(name, variant, dtype):
 
 
 # -- generic physics: polarity --------------------------------------------------------
+
 
 @pytest.mark.parametrize("name, variant", CASES)
 def test_positive_pulses_raise_and_negative_pulses_lower_mean_conductance(name, variant):

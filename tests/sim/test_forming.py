@@ -28,10 +28,18 @@ def _chip(model: FormingRRAM, seed: int = 0, shape=SHAPE, dtype=torch.float64):
 
 def _pulse(model, state, d2d, v, *, count=1, width_s=1e-6, compliance_a=None, seed=5):
     shape = state.shape[:-1]
-    full = lambda x: torch.full(shape, x, dtype=state.dtype)  # noqa: E731
+    full = lambda x: torch.full(shape, x, dtype=state.dtype)
     comp = None if compliance_a is None else full(compliance_a)
-    return model.step(state, d2d, full(v), full(width_s),
-                      torch.full(shape, count, dtype=torch.int64), 1.0, _gen(seed), comp)
+    return model.step(
+        state,
+        d2d,
+        full(v),
+        full(width_s),
+        torch.full(shape, count, dtype=torch.int64),
+        1.0,
+        _gen(seed),
+        comp,
+    )
 
 
 @pytest.mark.parametrize("f", [0.1, 0.5, 0.9])
@@ -53,8 +61,9 @@ def test_forming_voltage_cdf_values():
     assert m.forming_voltage_for_fraction(0.5) == pytest.approx(2.2)
     assert m.forming_voltage_for_fraction(0.8413447460685429) == pytest.approx(2.5, abs=1e-9)
     t = m.forming_voltage_for_fraction(torch.tensor([0.5, 0.1], dtype=torch.float64))
-    assert torch.allclose(t, torch.tensor([2.2, 2.2 - 0.3 * 1.2815515655446004],
-                                          dtype=torch.float64))
+    assert torch.allclose(
+        t, torch.tensor([2.2, 2.2 - 0.3 * 1.2815515655446004], dtype=torch.float64)
+    )
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError):
             m.forming_voltage_for_fraction(bad)
@@ -165,16 +174,36 @@ def test_wear_raises_hrs_by_the_closed_form():
 
     from memhil.backends.sim import SimBackend
 
-    sim = SimBackend({"tiles": 1, "rows": 1, "cols": 2, "dtype": "float64",
-                      "device": {"model": "rram_forming", "v_bd_sigma_v": 0.0,
-                                 "g_formed_log_sigma": 0.0, "g_reset_log_sigma": 0.0,
-                                 "wear_cycles": 10.0, "wear_shape": 2.0}})
+    sim = SimBackend(
+        {
+            "tiles": 1,
+            "rows": 1,
+            "cols": 2,
+            "dtype": "float64",
+            "device": {
+                "model": "rram_forming",
+                "v_bd_sigma_v": 0.0,
+                "g_formed_log_sigma": 0.0,
+                "g_reset_log_sigma": 0.0,
+                "wear_cycles": 10.0,
+                "wear_shape": 2.0,
+            },
+        }
+    )
     sim.pulse(None, 3.0, 1e-6)  # form
     for n in range(25):
         sim.pulse(None, -1.2, 1e-6)
         want = 1e-6 * 20.0 ** (1.0 - math.exp(-((n / 10.0) ** 2)))
-        assert torch.allclose(sim.read_conductance(), torch.full((1, 1, 2), want, dtype=torch.float64),
-                              rtol=1e-9, atol=0.0), n
+        assert torch.allclose(
+            sim.read_conductance(),
+            torch.full((1, 1, 2), want, dtype=torch.float64),
+            rtol=1e-9,
+            atol=0.0,
+        ), n
         sim.pulse(None, 1.2, 1e-6)
-        assert torch.allclose(sim.read_conductance(), torch.full((1, 1, 2), 20e-6, dtype=torch.float64),
-                              rtol=1e-9, atol=0.0)
+        assert torch.allclose(
+            sim.read_conductance(),
+            torch.full((1, 1, 2), 20e-6, dtype=torch.float64),
+            rtol=1e-9,
+            atol=0.0,
+        )

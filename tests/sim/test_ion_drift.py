@@ -35,6 +35,7 @@ def full(n: int, value, dtype=F64):
 
 # -- closed forms ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("i_a, x0", [(1e-5, 0.1), (-1e-5, 0.9)])
 def test_constant_current_is_linear(i_a, x0):
     m = exact_model("hp")
@@ -49,8 +50,8 @@ def test_constant_current_is_linear(i_a, x0):
 def _voltage_closed_form(x0, v, t, r_on=100.0, r_off=16e3):
     # R_off x - b x^2/2 = R_off x0 - b x0^2/2 + k v t, smaller root of the quadratic.
     b = r_off - r_on
-    c = r_off * x0 - 0.5 * b * x0 ** 2 + K * v * t
-    return (r_off - np.sqrt(r_off ** 2 - 2.0 * b * c)) / b
+    c = r_off * x0 - 0.5 * b * x0**2 + K * v * t
+    return (r_off - np.sqrt(r_off**2 - 2.0 * b * c)) / b
 
 
 @pytest.mark.parametrize("v, x0", [(1.0, 0.1), (-1.0, 0.8)])
@@ -58,15 +59,22 @@ def test_constant_voltage_matches_analytic_trajectory(v, x0):
     m = exact_model("hp")
     t = np.array([1e-3, 0.05, 0.2, 0.5])
     d2d, s = cells(m, x0, 4)
-    out = m.step(s, d2d, full(4, v), torch.tensor(t), torch.ones(4, dtype=torch.int64), 0.0,
-                 gen())[:, 0].numpy()
+    out = m.step(s, d2d, full(4, v), torch.tensor(t), torch.ones(4, dtype=torch.int64), 0.0, gen())[
+        :, 0
+    ].numpy()
     ref = _voltage_closed_form(x0, v, t)
     assert np.all((ref > 0) & (ref < 1)) and np.ptp(ref) > 0.1
     # Same trajectory, rationalised root vs textbook root: float64 rounding on O(1) values.
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-10)
     # And against a direct integration of dx/dt = k v / R(x) (solver tolerance 1e-11).
-    sol = solve_ivp(lambda _, x: K * v / (16e3 - (16e3 - 100.0) * x), (0, t[-1]), [x0],
-                    t_eval=t, rtol=1e-11, atol=1e-13)
+    sol = solve_ivp(
+        lambda _, x: K * v / (16e3 - (16e3 - 100.0) * x),
+        (0, t[-1]),
+        [x0],
+        t_eval=t,
+        rtol=1e-11,
+        atol=1e-13,
+    )
     np.testing.assert_allclose(out, sol.y[0], rtol=0, atol=1e-8)
 
 
@@ -96,6 +104,7 @@ def test_joglekar_p1_logistic_under_constant_current(i_a, x0):
 
 # -- windows --------------------------------------------------------------------------
 
+
 def test_joglekar_window_vanishes_at_both_bounds():
     m = exact_model("joglekar", p=2)
     x = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
@@ -108,7 +117,7 @@ def test_biolek_window_is_direction_dependent():
     m = exact_model("biolek", p=2)
     x = torch.tensor([0.0, 1.0], dtype=F64)
     up, down = m.window_value(x, full(2, 1.0)), m.window_value(x, full(2, -1.0))
-    assert up[1] == 0.0 and up[0] == 1.0      # i > 0: zero at x = 1 only
+    assert up[1] == 0.0 and up[0] == 1.0  # i > 0: zero at x = 1 only
     assert down[0] == 0.0 and down[1] == 1.0  # i < 0: zero at x = 0 only
 
 
@@ -119,7 +128,7 @@ def test_prodromakis_window_formula():
     f = m.window_value(x, torch.ones_like(x))
     assert torch.allclose(f, j * (1 - ((x - 0.5) ** 2 + 0.75) ** p), rtol=0, atol=1e-15)
     assert abs(f[0]) < 1e-15 and abs(f[-1]) < 1e-15
-    assert f[5] == pytest.approx(j * (1 - 0.75 ** p), abs=1e-15)
+    assert f[5] == pytest.approx(j * (1 - 0.75**p), abs=1e-15)
 
 
 @pytest.mark.parametrize("x0, i_a", [(0.0, 1e-4), (1.0, -1e-4)])
@@ -130,12 +139,12 @@ def test_biolek_leaves_a_bound_where_joglekar_locks(x0, i_a):
         d2d, s = cells(m, x0, 1)
         out = m.step_current(s, d2d, full(1, i_a), full(1, 0.05), count, gen())
         assert (out.item() != x0) is moves, name
-        out_v = m.step(s, d2d, full(1, 1.0 if i_a > 0 else -1.0), full(1, 0.01), count, 0.0,
-                       gen())
+        out_v = m.step(s, d2d, full(1, 1.0 if i_a > 0 else -1.0), full(1, 0.01), count, 0.0, gen())
         assert (out_v.item() != x0) is moves, name
 
 
 # -- threshold and polarity -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_write_threshold(name):
@@ -144,7 +153,7 @@ def test_write_threshold(name):
     v = torch.tensor([0.5, -0.55, 0.6, -0.6], dtype=F64)
     out = m.step(s, d2d, v, full(4, 0.01), torch.full((4,), 20), 0.0, gen())[:, 0]
     assert torch.equal(out[:2], s[:2, 0])  # at or below 0.55 V: exactly no motion
-    assert out[2] > 0.5 > out[3]           # above: positive SETs, negative RESETs
+    assert out[2] > 0.5 > out[3]  # above: positive SETs, negative RESETs
 
 
 def test_current_drive_stops_where_device_voltage_reaches_threshold():
@@ -164,13 +173,16 @@ def test_positive_pulses_raise_conductance(name):
     s = torch.full((8, 1), 0.5)
     g0 = m.conductance(s, d2d, 0.2, 0.0)
     w, n = torch.full((8,), 0.01), torch.full((8,), 3)
-    assert (m.conductance(m.step(s, d2d, torch.full((8,), 1.0), w, n, 0.0, g), d2d, 0.2, 0)
-            > g0).all()
-    assert (m.conductance(m.step(s, d2d, torch.full((8,), -1.0), w, n, 0.0, g), d2d, 0.2, 0)
-            < g0).all()
+    assert (
+        m.conductance(m.step(s, d2d, torch.full((8,), 1.0), w, n, 0.0, g), d2d, 0.2, 0) > g0
+    ).all()
+    assert (
+        m.conductance(m.step(s, d2d, torch.full((8,), -1.0), w, n, 0.0, g), d2d, 0.2, 0) < g0
+    ).all()
 
 
 # -- aliases and the current drive ---------------------------------------------------
+
 
 @pytest.mark.parametrize("name, window", NAMES.items())
 def test_alias_selects_window(name, window):

@@ -16,13 +16,18 @@ from memhil.backends.sim.ir_drop import first_order, ideal_currents, solve_exact
 F64 = torch.float64
 
 # A 4x4 hand case: mixed conductances 10..100 uS.
-G_4X4 = 1e-6 * torch.tensor([[10.0, 40.0, 70.0, 100.0],
-                             [25.0, 55.0, 85.0, 15.0],
-                             [90.0, 60.0, 30.0, 20.0],
-                             [45.0, 75.0, 35.0, 65.0]], dtype=F64)
-V_4X4 = torch.tensor([[0.20, -0.10, 0.15, 0.05],
-                      [-0.20, 0.20, -0.05, 0.10],
-                      [0.10, 0.10, 0.10, 0.10]], dtype=F64)
+G_4X4 = 1e-6 * torch.tensor(
+    [
+        [10.0, 40.0, 70.0, 100.0],
+        [25.0, 55.0, 85.0, 15.0],
+        [90.0, 60.0, 30.0, 20.0],
+        [45.0, 75.0, 35.0, 65.0],
+    ],
+    dtype=F64,
+)
+V_4X4 = torch.tensor(
+    [[0.20, -0.10, 0.15, 0.05], [-0.20, 0.20, -0.05, 0.10], [0.10, 0.10, 0.10, 0.10]], dtype=F64
+)
 
 
 def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -36,8 +41,9 @@ def test_exact_kcl_at_every_node_4x4(r_source, r_sense):
     r_wire = 50.0
     g = G_4X4.unsqueeze(0)
     v = V_4X4.unsqueeze(0)
-    i_cols, vr, vc = solve_exact(g, v, r_wire, r_source_ohm=r_source, r_sense_ohm=r_sense,
-                                 return_nodes=True)
+    i_cols, vr, vc = solve_exact(
+        g, v, r_wire, r_source_ohm=r_source, r_sense_ohm=r_sense, return_nodes=True
+    )
     assert i_cols.shape == (1, 3, 4) and vr.shape == (1, 3, 4, 4) and vc.shape == (1, 3, 4, 4)
     assert i_cols.dtype == F64
     n_rows, n_cols = G_4X4.shape
@@ -48,7 +54,7 @@ def test_exact_kcl_at_every_node_4x4(r_source, r_sense):
         Vc = vc[0, b]
         for r in range(n_rows):
             for c in range(n_cols):
-                cell = G_4X4[r, c] * (Vr[r, c] - Vc[r, c])   # row node -> column node
+                cell = G_4X4[r, c] * (Vr[r, c] - Vc[r, c])  # row node -> column node
                 # Row-line node (r, c): currents leaving through the wires and the cell.
                 if c == 0:
                     left = (Vr[r, 0] - vs[r]) / (r_wire + r_source)
@@ -62,7 +68,7 @@ def test_exact_kcl_at_every_node_4x4(r_source, r_sense):
                 if r < n_rows - 1:
                     down = (Vc[r, c] - Vc[r + 1, c]) * g_w
                 else:
-                    down = (Vc[r, c] - 0.0) / (r_wire + r_sense)   # into the virtual ground
+                    down = (Vc[r, c] - 0.0) / (r_wire + r_sense)  # into the virtual ground
                 kcl_col = up + down - cell
                 assert abs(float(kcl_col)) < 1e-12, (b, "col", r, c, float(kcl_col))
         # Sense current = terminal current = sum of the cell currents of the column.
@@ -84,7 +90,7 @@ def test_exact_single_cell_matches_hand_formula(r, c, r_source, r_sense):
     v = torch.zeros(1, 2, n_rows, dtype=F64)
     v[0, 0, r] = 0.2
     v[0, 1, r] = -0.13
-    v[0, 1, (r + 1) % n_rows] = 0.3      # drives a row with no device: no effect
+    v[0, 1, (r + 1) % n_rows] = 0.3  # drives a row with no device: no effect
     r_path = (c + 1) * r_wire + (n_rows - r) * r_wire + r_source + r_sense
     expected = v[0, :, r] / (r_path + 1.0 / g_cell)
     i_cols = solve_exact(g, v, r_wire, r_source_ohm=r_source, r_sense_ohm=r_sense)
@@ -108,8 +114,11 @@ def _random_case(tiles, batch, rows, cols, seed, dtype=F64):
 def test_tiny_wire_resistance_gives_ideal(model):
     g, v = _random_case(2, 8, 16, 12, seed=1)
     ideal = v @ g
-    fn = (lambda rw: solve_exact(g, v, rw)) if model == "exact" else (
-        lambda rw: first_order(g, v, rw, iterations=2))
+    fn = (
+        (lambda rw: solve_exact(g, v, rw))
+        if model == "exact"
+        else (lambda rw: first_order(g, v, rw, iterations=2))
+    )
     # The IR-drop error is first order in r_wire: ~4e-11 relative at 1e-9 ohm here.
     assert _rel_err(fn(1e-9), ideal) < 1e-9
     assert _rel_err(fn(1e-12), ideal) < 1e-12
@@ -190,7 +199,7 @@ def test_first_order_terminal_resistances_converge_to_exact(r_source, r_sense):
 def test_first_order_chunking_is_exact(method):
     g, v = _random_case(3, 10, 8, 8, seed=4)
     slab = 8 * 8
-    ref = first_order(g, v, 5.0, iterations=3, method=method)          # one shot
+    ref = first_order(g, v, 5.0, iterations=3, method=method)  # one shot
     for max_elements in (slab * 7, slab * 4, slab * 2, slab, 1):
         out = first_order(g, v, 5.0, iterations=3, max_elements=max_elements, method=method)
         # Bitwise equal on CPU; the matmul path leaves BLAS room to block differently.
@@ -210,14 +219,17 @@ def test_first_order_cumsum_and_matmul_agree(dtype):
 @pytest.mark.parametrize("model", ["exact", "first_order"])
 def test_tiles_solve_independently(model):
     g, v = _random_case(2, 5, 12, 10, seed=5)
-    g[1] *= 0.3                                       # clearly different tiles
-    fn = (lambda gg, vv: solve_exact(gg, vv, 20.0, r_source_ohm=7.0)) if model == "exact" else (
-        lambda gg, vv: first_order(gg, vv, 20.0, iterations=2, r_source_ohm=7.0))
+    g[1] *= 0.3  # clearly different tiles
+    fn = (
+        (lambda gg, vv: solve_exact(gg, vv, 20.0, r_source_ohm=7.0))
+        if model == "exact"
+        else (lambda gg, vv: first_order(gg, vv, 20.0, iterations=2, r_source_ohm=7.0))
+    )
     both = fn(g, v)
     assert both.shape == (2, 5, 10)
     for t in range(2):
-        alone = fn(g[t:t + 1], v[t:t + 1])
-        torch.testing.assert_close(both[t:t + 1], alone, rtol=1e-13, atol=0)
+        alone = fn(g[t : t + 1], v[t : t + 1])
+        torch.testing.assert_close(both[t : t + 1], alone, rtol=1e-13, atol=0)
     # A (1, B, R) input is broadcast over the tiles.
     shared = fn(g, v[:1])
     torch.testing.assert_close(shared[1:], fn(g[1:], v[:1]), rtol=1e-13, atol=0)
@@ -227,7 +239,7 @@ def test_transposed_read_shapes_and_limit():
     g, _ = _random_case(2, 1, 6, 9, seed=6)
     gen = torch.Generator().manual_seed(7)
     v_cols = 0.4 * torch.rand(2, 3, 9, generator=gen, dtype=F64) - 0.2
-    gt = g.transpose(-1, -2)                         # drive columns, sense rows (mvm_t)
+    gt = g.transpose(-1, -2)  # drive columns, sense rows (mvm_t)
     out = solve_exact(gt, v_cols, 1e-12)
     assert out.shape == (2, 3, 6)
     torch.testing.assert_close(out, v_cols @ gt, rtol=1e-10, atol=0)

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from memhil.core.errors import ConfigError
 from memhil.devices.base import build_device_model
 from memhil.devices.neurosim import NeuroSimLTPLTD
-from memhil.core.errors import ConfigError
 
 US = 1e-6
 F64 = torch.float64
@@ -26,8 +26,9 @@ def _pulse(m, state, v, count, seed=1, d2d=None):
     shape = state.shape[:-1]
     cnt = count if isinstance(count, torch.Tensor) else torch.full(shape, count)
     vv = v if isinstance(v, torch.Tensor) else torch.full(shape, v, dtype=state.dtype)
-    return m.step(state, d2d or {}, vv, torch.full(shape, 8e-8, dtype=state.dtype), cnt, 0.0,
-                  _gen(seed))
+    return m.step(
+        state, d2d or {}, vv, torch.full(shape, 8e-8, dtype=state.dtype), cnt, 0.0, _gen(seed)
+    )
 
 
 def _g(n_cells, g_s):

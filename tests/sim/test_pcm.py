@@ -29,9 +29,15 @@ def _state(n: int, g_s: float, p: float, t_p: float = 0.0, dtype=F64) -> torch.T
 
 def _pulse(model, state, v, count, t_s=1.0, seed=1, d2d=None):
     shape = state.shape[:-1]
-    return model.step(state, d2d or {}, torch.full(shape, v, dtype=state.dtype),
-                      torch.full(shape, 1e-7, dtype=state.dtype),
-                      torch.full(shape, count, dtype=torch.int64), t_s, _gen(seed))
+    return model.step(
+        state,
+        d2d or {},
+        torch.full(shape, v, dtype=state.dtype),
+        torch.full(shape, 1e-7, dtype=state.dtype),
+        torch.full(shape, count, dtype=torch.int64),
+        t_s,
+        _gen(seed),
+    )
 
 
 def test_set_step_mean_and_spread_match_formulas():
@@ -70,7 +76,7 @@ def test_first_pulse_after_reset_matches_clipped_gaussian():
     nd = NormalDist()
     mean_y = mu * nd.cdf(a) + sigma * nd.pdf(a)
     ey2 = (mu * mu + sigma * sigma) * nd.cdf(a) + mu * sigma * nd.pdf(a)
-    std_y = math.sqrt(ey2 - mean_y ** 2)
+    std_y = math.sqrt(ey2 - mean_y**2)
     out = _pulse(m, _state(n, 0.1 * US, 1.0), 1.0, 1)
     dg = (out[:, 0] - 0.1 * US) / US
     # SE with 1e6 samples ~0.1 %; 2 % tolerance.
@@ -186,14 +192,14 @@ def test_mixed_counts_and_polarities_in_one_call():
     out = m.step(s, {}, v, torch.full_like(v, 1e-7), cnt, 9.0, _gen(5))
     assert torch.equal(out[:n], s[:n])
     for i, c in enumerate(counts[1:], start=1):
-        block = out[i * n:(i + 1) * n]
+        block = out[i * n : (i + 1) * n]
         ref = _pulse(m, _state(n, 0.1 * US, 1.0), 1.0, c, seed=40 + c)
         # independent samples of 1e5: SE of the mean difference < 0.5 %.
         assert block[:, 0].mean().item() == pytest.approx(ref[:, 0].mean().item(), rel=0.02)
         assert block[:, 0].std().item() == pytest.approx(ref[:, 0].std().item(), rel=0.02)
         assert torch.allclose(block[:, 1], ref[:, 1], rtol=1e-12)
         assert torch.all(block[:, 2] == 9.0)
-    rs = out[len(counts) * n:]
+    rs = out[len(counts) * n :]
     assert rs[:, 0].mean().item() / US == pytest.approx(0.1, rel=0.01)
     assert torch.all(rs[:, 1] == 1.0)
 
@@ -216,13 +222,14 @@ def test_pulses_for_follows_the_cubic():
     m = PCMDevice()
 
     def cubic(g_us):
-        return 0.027 * g_us ** 3 - 0.15 * g_us ** 2 + 0.81 * g_us
+        return 0.027 * g_us**3 - 0.15 * g_us**2 + 0.81 * g_us
 
     g_from = torch.tensor([0.1, 0.1, 2.0, 5.0, 8.0, 6.0])
     g_to = torch.tensor([1.0, 5.0, 6.0, 10.0, 12.0, 2.0])
     n = m.pulses_for(g_from * US, g_to * US)
-    expect = [max(0, math.floor(cubic(t) - cubic(f)))
-              for f, t in zip(g_from.tolist(), g_to.tolist())]
+    expect = [
+        max(0, math.floor(cubic(t) - cubic(f))) for f, t in zip(g_from.tolist(), g_to.tolist())
+    ]
     assert n.dtype == torch.int64 and n.tolist() == expect
     assert m.mean_pulse_curve(5 * US).item() == pytest.approx(cubic(5.0), rel=1e-12)
     assert m.p.granularity_s == pytest.approx(0.75e-6)
@@ -232,8 +239,9 @@ def test_set_stays_in_the_clip_window_and_flags():
     m = PCMDevice()
     shape = (16, 16)
     s = m.initial_state({}, shape, _gen())
-    out = m.step(s, {}, torch.ones(shape), torch.full(shape, 1e-7), torch.full(shape, 3), 5.0,
-                 _gen(1))
+    out = m.step(
+        s, {}, torch.ones(shape), torch.full(shape, 1e-7), torch.full(shape, 3), 5.0, _gen(1)
+    )
     g = m.conductance(out, {}, 0.2, 5.0)
     assert torch.all((g >= 0.1e-6) & (g <= 12e-6))
     assert m.conductance_range() == (0.1e-6, 12e-6)

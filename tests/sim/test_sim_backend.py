@@ -7,16 +7,20 @@ import math
 import pytest
 import torch
 
-from memhil.backends.sim import SimBackend
-from memhil.backends.sim import ir_drop
+from memhil.backends.sim import SimBackend, ir_drop
 from memhil.backends.sim.read_path import quantize_symmetric
 from memhil.core.errors import ConfigError, LimitError
 
 
 def quiet_sim(**kw) -> SimBackend:
     """A NeuroSim-device array with no read noise, so reads are exact."""
-    cfg = {"tiles": 2, "rows": 16, "cols": 8, "seed": 3,
-           "device": {"model": "neurosim", "c2c_std": 0.0}}
+    cfg = {
+        "tiles": 2,
+        "rows": 16,
+        "cols": 8,
+        "seed": 3,
+        "device": {"model": "neurosim", "c2c_std": 0.0},
+    }
     cfg.update(kw)
     sim = SimBackend(cfg)
     counts = torch.randint(0, 20, sim.shape, generator=torch.Generator().manual_seed(0))
@@ -36,8 +40,9 @@ def test_ideal_read_path_is_exact_matmul():
     v = torch.rand(5, 16) * 0.2
     g = sim.true_conductance()
     assert torch.allclose(sim.mvm(v), v @ g, rtol=1e-5, atol=0)
-    assert torch.allclose(sim.mvm_t(torch.ones(3, 8) * 0.1), 0.1 * torch.ones(3, 8) @ g.transpose(-1, -2),
-                          rtol=1e-5)
+    assert torch.allclose(
+        sim.mvm_t(torch.ones(3, 8) * 0.1), 0.1 * torch.ones(3, 8) @ g.transpose(-1, -2), rtol=1e-5
+    )
     assert torch.equal(sim.read_conductance(), g)
 
 
@@ -65,7 +70,7 @@ def test_read_noise_has_the_configured_std(mode):
     g = sim.true_conductance()[0]
     v = torch.full((1, 16), 0.1)
     samples = torch.stack([sim.mvm(v, tile=0)[0] for _ in range(4000)])
-    expected_std = 0.05 * torch.sqrt((v[0, :, None] ** 2 * g ** 2).sum(0))
+    expected_std = 0.05 * torch.sqrt((v[0, :, None] ** 2 * g**2).sum(0))
     # 4000 samples: std estimate has relative s.e. 1/sqrt(2*4000) ~ 1.1 %; allow 5 %
     assert torch.allclose(samples.std(0), expected_std, rtol=0.05)
     assert torch.allclose(samples.mean(0), v[0] @ g, rtol=0.01)
@@ -90,8 +95,15 @@ def test_output_noise_is_additive():
 
 
 def test_stuck_at_faults_fraction_and_behaviour():
-    sim = SimBackend({"rows": 128, "cols": 128, "device": {"model": "neurosim", "c2c_std": 0.0},
-                      "faults": {"stuck_on_fraction": 0.05, "stuck_off_fraction": 0.1}, "seed": 1})
+    sim = SimBackend(
+        {
+            "rows": 128,
+            "cols": 128,
+            "device": {"model": "neurosim", "c2c_std": 0.0},
+            "faults": {"stuck_on_fraction": 0.05, "stuck_off_fraction": 0.1},
+            "seed": 1,
+        }
+    )
     n = 128 * 128
     # binomial s.d. of the fraction: sqrt(p(1-p)/n) ~ 0.0017 (on), 0.0023 (off); allow 4 s.d.
     assert abs(float(sim.stuck_on.float().mean()) - 0.05) < 4 * math.sqrt(0.05 * 0.95 / n)
@@ -120,11 +132,14 @@ def test_ir_drop_read_path_uses_the_line_model(mode):
     sim = quiet_sim(read={"ir_drop": mode, "r_wire_ohm": 20.0, "ir_drop_iterations": 2})
     v = torch.rand(4, 16) * 0.2
     g = sim.true_conductance()
-    expected = (ir_drop.solve_exact(g, v.expand(2, 4, 16), 20.0).float() if mode == "exact"
-                else ir_drop.first_order(g, v.expand(2, 4, 16), 20.0, iterations=2))
+    expected = (
+        ir_drop.solve_exact(g, v.expand(2, 4, 16), 20.0).float()
+        if mode == "exact"
+        else ir_drop.first_order(g, v.expand(2, 4, 16), 20.0, iterations=2)
+    )
     i = sim.mvm(v)
     assert torch.allclose(i, expected, rtol=1e-4)
-    assert (i.abs().sum() < (v @ g).abs().sum())  # line resistance only loses current
+    assert i.abs().sum() < (v @ g).abs().sum()  # line resistance only loses current
 
 
 def test_compliance_caps_the_pulse_voltage():
@@ -164,6 +179,7 @@ def test_same_seed_same_chip_and_history():
         sim = SimBackend({"rows": 8, "cols": 8, "device": "pcm", "seed": seed})
         sim.pulse(None, 1.0, 100e-9, 3)
         return sim.read_conductance()
+
     assert torch.equal(run(5), run(5))
     assert not torch.equal(run(5), run(6))
 
@@ -197,8 +213,7 @@ def test_yaml_chip_with_device_file(tmp_path):
 
 
 def test_energy_limit_is_checked_at_worst_case_compliance():
-    sim = SimBackend({"rows": 4, "cols": 4, "device": "neurosim",
-                      "limits": {"energy_max_j": 1e-9}})
+    sim = SimBackend({"rows": 4, "cols": 4, "device": "neurosim", "limits": {"energy_max_j": 1e-9}})
     # 2 V * 1 mA * 80 ns * 10 pulses = 1.6e-9 J > 1e-9 J
     with pytest.raises(LimitError, match="energy"):
         sim.pulse(None, 2.0, 80e-9, 10)
@@ -229,9 +244,10 @@ def test_compliance_is_re_evaluated_every_pulse_of_a_train():
     g = sim.true_conductance()
     v_on = sim.model.p.v_on_v
     assert (g * v_on <= 1e-3 * 1.05).all(), float(g.max())  # one small step past the cap
-    assert (g * v_on >= 1e-3 * 0.9).all(), float(g.min())   # ...and it did get there
-    unlimited = SimBackend({"rows": 4, "cols": 4, "device": device, "seed": 0,
-                            "limits": {"compliance_max_a": 0.1}})
+    assert (g * v_on >= 1e-3 * 0.9).all(), float(g.min())  # ...and it did get there
+    unlimited = SimBackend(
+        {"rows": 4, "cols": 4, "device": device, "seed": 0, "limits": {"compliance_max_a": 0.1}}
+    )
     unlimited.pulse(None, 0.21, 1e-8, 1000, compliance_a=0.1)
     assert (unlimited.true_conductance() > 2 * g).all()
 

@@ -9,8 +9,15 @@ import torch
 from memhil.devices import VTEAMDevice, build_device_model
 
 F64 = torch.float64
-EXACT = dict(r_on_dtod=0.0, r_off_dtod=0.0, v_on_dtod=0.0, v_off_dtod=0.0, k_on_dtod=0.0,
-             k_off_dtod=0.0, dx_std=0.0)
+EXACT = dict(
+    r_on_dtod=0.0,
+    r_off_dtod=0.0,
+    v_on_dtod=0.0,
+    v_off_dtod=0.0,
+    k_on_dtod=0.0,
+    k_off_dtod=0.0,
+    dx_std=0.0,
+)
 K_ON, K_OFF = 10.0 / 3e-9, 5e-4 / 3e-9  # published rates over D, 1/s (x = w / D)
 
 
@@ -29,8 +36,7 @@ def pulse(m, s, d2d, v, width, count, seed=0):
     def t(value, dtype):
         return torch.as_tensor(value, dtype=dtype).expand(shape).contiguous()
 
-    return m.step(s, d2d, t(v, s.dtype), t(width, s.dtype), t(count, torch.int64), 0.0,
-                  gen(seed))
+    return m.step(s, d2d, t(v, s.dtype), t(width, s.dtype), t(count, torch.int64), 0.0, gen(seed))
 
 
 def cells(m, x0, n, dtype=F64):
@@ -61,8 +67,9 @@ def test_single_pulse_rate_law():
     d2d, s = cells(m, 0.5, 2)
     v, w = torch.tensor([0.21, -0.03], dtype=F64), 1e-7
     dx = pulse(m, s, d2d, v, w, 1)[:, 0] - 0.5
-    expect = torch.tensor([-K_ON * (0.21 / 0.2 - 1) ** 3 * w, K_OFF * (0.03 / 0.02 - 1) * w],
-                          dtype=F64)
+    expect = torch.tensor(
+        [-K_ON * (0.21 / 0.2 - 1) ** 3 * w, K_OFF * (0.03 / 0.02 - 1) * w], dtype=F64
+    )
     assert torch.allclose(dx, expect, rtol=1e-12, atol=0)  # closed form: rounding only
 
 
@@ -156,17 +163,25 @@ def test_set_under_compliance_stops_where_the_source_reaches_threshold(iv):
     without compliance goes to R_on. Exact model (no spread): closed form to 1e-9."""
     from memhil.backends.sim import SimBackend
 
-    sim = SimBackend({"tiles": 1, "rows": 2, "cols": 3, "dtype": "float64",
-                      "device": {"model": "vteam", "iv": iv, **EXACT},
-                      "limits": {"compliance_max_a": 0.1, "compliance_default_a": 0.1,
-                                 "energy_max_j": None}})
+    sim = SimBackend(
+        {
+            "tiles": 1,
+            "rows": 2,
+            "cols": 3,
+            "dtype": "float64",
+            "device": {"model": "vteam", "iv": iv, **EXACT},
+            "limits": {"compliance_max_a": 0.1, "compliance_default_a": 0.1, "energy_max_j": None},
+        }
+    )
     g0 = sim.read_conductance()
     ic = 2e-4
     v_on = sim.model.p.v_on_v
     assert float(g0.max()) * 0.5 > ic  # the pulse starts in compliance: V is lowered at once
     sim.pulse(None, 0.5, 1e-3, compliance_a=ic)  # far longer than a full SET takes
-    torch.testing.assert_close(sim.read_conductance(), torch.full_like(g0, ic / v_on),
-                               rtol=1e-9, atol=0.0)
+    torch.testing.assert_close(
+        sim.read_conductance(), torch.full_like(g0, ic / v_on), rtol=1e-9, atol=0.0
+    )
     sim.pulse(None, 0.5, 1e-3)  # a compliance (0.1 A) that cannot bind: all the way to R_on
-    torch.testing.assert_close(sim.read_conductance(),
-                               torch.full_like(g0, 1 / sim.model.p.r_on_ohm), rtol=1e-9, atol=0.0)
+    torch.testing.assert_close(
+        sim.read_conductance(), torch.full_like(g0, 1 / sim.model.p.r_on_ohm), rtol=1e-9, atol=0.0
+    )

@@ -33,16 +33,18 @@ def pulse(m, s, d2d, v, width, count, seed=0):
     def t(value, dtype):
         return torch.as_tensor(value, dtype=dtype).expand(shape).contiguous()
 
-    return m.step(s, d2d, t(v, s.dtype), t(width, s.dtype), t(count, torch.int64), 0.0,
-                  gen(seed))
+    return m.step(s, d2d, t(v, s.dtype), t(width, s.dtype), t(count, torch.int64), 0.0, gen(seed))
 
 
 def reference(x0, v, t_end):
     """dx/dt = eta g(V) f(x) from the published equations, integrated by scipy (float64)."""
     a_p = a_n = 4000.0
     v_p, v_n, x_p, x_n, alpha_p, alpha_n = 0.16, 0.15, 0.3, 0.5, 1.0, 5.0
-    g = a_p * (math.exp(v) - math.exp(v_p)) if v > v_p else (
-        -a_n * (math.exp(-v) - math.exp(v_n)) if v < -v_n else 0.0)
+    g = (
+        a_p * (math.exp(v) - math.exp(v_p))
+        if v > v_p
+        else (-a_n * (math.exp(-v) - math.exp(v_n)) if v < -v_n else 0.0)
+    )
 
     def f(x):
         if v > 0 and x >= x_p:
@@ -51,8 +53,9 @@ def reference(x0, v, t_end):
             return math.exp(alpha_n * (x + x_n - 1)) * x / (1 - x_n)
         return 1.0
 
-    sol = solve_ivp(lambda _, x: [g * f(x[0])], (0.0, t_end), [x0], method="LSODA",
-                    rtol=1e-12, atol=1e-14)
+    sol = solve_ivp(
+        lambda _, x: [g * f(x[0])], (0.0, t_end), [x0], method="LSODA", rtol=1e-12, atol=1e-14
+    )
     return sol.y[0, -1]
 
 
@@ -74,17 +77,20 @@ def test_polarity():
     assert g[0] > g0[0] and g[1] < g0[1]
 
 
-@pytest.mark.parametrize("v, x0, substeps, tol", [
-    # Smooth stretch of f (no kink crossed): RK4 at the default 16 substeps, error << 1e-7.
-    (-0.5, 0.11, 16, 1e-7),
-    (0.2, 0.35, 16, 1e-7),
-    # Trajectories crossing the kinks of f at x_p / 1 - x_n (f' jumps): the step straddling
-    # a kink is only low-order accurate, ~1e-5 at 16 substeps, ~h^2 smaller when refined.
-    (0.5, 0.11, 16, 5e-5),
-    (-1.0, 1.0, 16, 5e-5),
-    (-0.5, 1.0, 16, 5e-5),
-    (-0.5, 1.0, 256, 1e-6),
-])
+@pytest.mark.parametrize(
+    "v, x0, substeps, tol",
+    [
+        # Smooth stretch of f (no kink crossed): RK4 at the default 16 substeps, error << 1e-7.
+        (-0.5, 0.11, 16, 1e-7),
+        (0.2, 0.35, 16, 1e-7),
+        # Trajectories crossing the kinks of f at x_p / 1 - x_n (f' jumps): the step straddling
+        # a kink is only low-order accurate, ~1e-5 at 16 substeps, ~h^2 smaller when refined.
+        (0.5, 0.11, 16, 5e-5),
+        (-1.0, 1.0, 16, 5e-5),
+        (-0.5, 1.0, 16, 5e-5),
+        (-0.5, 1.0, 256, 1e-6),
+    ],
+)
 def test_rk4_matches_reference_integration(v, x0, substeps, tol):
     m = model(**EXACT, substeps=substeps)
     d2d, s = cells(m, x0, 1)
@@ -99,8 +105,12 @@ def test_threshold_rate_formula():
     m = model(**EXACT)
     d2d, _ = cells(m, 0.5, 4)
     v = torch.tensor([0.5, 0.16, -0.15, -0.7], dtype=F64)
-    expect = [4000 * (math.exp(0.5) - math.exp(0.16)), 0.0, 0.0,
-              -4000 * (math.exp(0.7) - math.exp(0.15))]
+    expect = [
+        4000 * (math.exp(0.5) - math.exp(0.16)),
+        0.0,
+        0.0,
+        -4000 * (math.exp(0.7) - math.exp(0.15)),
+    ]
     np.testing.assert_allclose(m.threshold_rate(d2d, v).numpy(), expect, rtol=1e-12)
 
 

@@ -19,11 +19,11 @@ from qcodes.dataset.sqlite.connection import AtomicConnection  # noqa: E402
 
 from memhil.backends.base import Backend  # noqa: E402
 from memhil.core.errors import ConfigError  # noqa: E402
-from memhil.runs.protocol_run import run_protocol_file  # noqa: E402
-from memhil.protocols.journal import key_text  # noqa: E402
 from memhil.protocols.dry import DryBackend  # noqa: E402
+from memhil.protocols.journal import key_text  # noqa: E402
 from memhil.protocols.plan import Checkpoint  # noqa: E402
 from memhil.protocols.runner import Runner  # noqa: E402
+from memhil.runs.protocol_run import run_protocol_file  # noqa: E402
 from memhil.store import RunStore  # noqa: E402
 
 PROTOCOL = """protocol: pulse_train
@@ -78,6 +78,7 @@ def runner_init(self, *a, **kw):
         if not p.dry and not self.journal.done(msg.key):
             _log(f"U {key_text(msg.key)}")  # a unit opens (is not skipped)
         return checkpoint(msg, p)
+
     self.register_command(Checkpoint, logged)
 
 
@@ -113,9 +114,12 @@ def _units(db: Path) -> dict:
             return {}
         u = store.units(runs[0].run_id)
         md = store.metadata(runs[0].run_id)
-    return {"units": {key_text(k): [int(a), bool(d)] for k, a, d in
-                      zip(u["unit"], u["attempts"], u["done"])},
-            "reapplied": md.get("memhil_reapplied_units", [])}
+    return {
+        "units": {
+            key_text(k): [int(a), bool(d)] for k, a, d in zip(u["unit"], u["attempts"], u["done"])
+        },
+        "reapplied": md.get("memhil_reapplied_units", []),
+    }
 
 
 def _pulses(log: Path) -> list[str]:
@@ -132,13 +136,18 @@ def main(workdir: str, stride: int) -> None:
     _child(proto, ref_db, ref_log, None)  # uninterrupted, counted as the kills are
     lines = _pulses(ref_log)
     opened = next(int(x.split()[1]) for x in lines if x.startswith("R "))
-    ref = {"points": _points(ref_db), "log": [x for x in lines if x[0] in "PU"],
-           "pulses": sum(x[0] == "P" for x in lines), "commits": sum(x[0] == "C" for x in lines),
-           "units": _units(ref_db)}
+    ref = {
+        "points": _points(ref_db),
+        "log": [x for x in lines if x[0] in "PU"],
+        "pulses": sum(x[0] == "P" for x in lines),
+        "commits": sum(x[0] == "C" for x in lines),
+        "units": _units(ref_db),
+    }
     report = {"ref": ref, "kills": []}
     commits = [n for n in range(1, ref["commits"] + 1) if n > opened or (n - 1) % stride == 0]
-    kill_points = [("pulse", n) for n in range(1, ref["pulses"] + 1)] + \
-                  [(kind, n) for n in commits for kind in ("before-commit", "after-commit")]
+    kill_points = [("pulse", n) for n in range(1, ref["pulses"] + 1)] + [
+        (kind, n) for n in commits for kind in ("before-commit", "after-commit")
+    ]
     for kind, n in kill_points:
         db, log = work / f"{kind}-{n}.db", work / f"{kind}-{n}.log"
         status = _child(proto, db, log, (kind, n))
@@ -159,13 +168,21 @@ def main(workdir: str, stride: int) -> None:
         finally:
             os.close(state["log"])
             state["log"] = None
-        resumed_log = [x for x in _pulses(log) if x[0] in "PU"][len(killed_log):]
-        report["kills"].append({
-            "kind": kind, "n": n, "exit": status, "how": how,
-            "killed_log": killed_log, "after_kill": after_kill,
-            "resumed_units": [x[2:] for x in resumed_log if x.startswith("U ")],
-            "resumed_pulses": sum(int(x.split()[1]) for x in resumed_log if x[0] == "P"),
-            "points": _points(db), "final": _units(db)})
+        resumed_log = [x for x in _pulses(log) if x[0] in "PU"][len(killed_log) :]
+        report["kills"].append(
+            {
+                "kind": kind,
+                "n": n,
+                "exit": status,
+                "how": how,
+                "killed_log": killed_log,
+                "after_kill": after_kill,
+                "resumed_units": [x[2:] for x in resumed_log if x.startswith("U ")],
+                "resumed_pulses": sum(int(x.split()[1]) for x in resumed_log if x[0] == "P"),
+                "points": _points(db),
+                "final": _units(db),
+            }
+        )
     print(json.dumps(report))
 
 

@@ -18,8 +18,14 @@ PARAMS = {"g_min_s": 1e-6, "g_max_s": 9e-6, "a_ltp": 5.0, "a_ltd": 7.0, "p_max":
 
 
 def _fit_file(tmp_path, name="fitted.yaml", **change) -> tuple:
-    fit = FitResult(model="neurosim", params={**PARAMS, **change}, stderr={"a_ltp": 0.1},
-                    residual_rms=1e-8, n_points=80, source="test")
+    fit = FitResult(
+        model="neurosim",
+        params={**PARAMS, **change},
+        stderr={"a_ltp": 0.1},
+        residual_rms=1e-8,
+        n_points=80,
+        source="test",
+    )
     path = fit.to_yaml(tmp_path / name)
     return fit, path
 
@@ -40,9 +46,15 @@ def _run(tmp_path, backend_line: str, backend=None) -> dict:
 def test_simulator_with_fitted_device_file(tmp_path):
     fit, path = _fit_file(tmp_path)
     versions = _run(tmp_path, "backend: {sim: {rows: 2, cols: 2, device: fitted.yaml}}\n")
-    assert versions == {"sim.device": {"path": str(path.resolve()), "sha256": _sha(path),
-                                       "version": fit.version, "fit_source": "test",
-                                       "model": "neurosim"}}
+    assert versions == {
+        "sim.device": {
+            "path": str(path.resolve()),
+            "sha256": _sha(path),
+            "version": fit.version,
+            "fit_source": "test",
+            "model": "neurosim",
+        }
+    }
 
 
 def test_mock_lab_with_fitted_chip_and_mock_device(tmp_path):

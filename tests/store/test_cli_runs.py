@@ -10,8 +10,15 @@ from memhil.store import RunStore
 
 def test_runs_cli(tmp_path, capsys):
     db = tmp_path / "runs.db"
-    with RunStore(db) as store, store.new_run("iv", keys=["row", "col", "step"], values=["v", "i"],
-                                              metadata={"protocol": {"name": "iv_sweep"}}) as w:
+    with (
+        RunStore(db) as store,
+        store.new_run(
+            "iv",
+            keys=["row", "col", "step"],
+            values=["v", "i"],
+            metadata={"protocol": {"name": "iv_sweep"}},
+        ) as w,
+    ):
         for k in range(5):
             w.add(row=0, col=1, step=k, v=0.1 * k, i=1e-6 * k)
         run_id = w.run_id

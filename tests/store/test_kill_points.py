@@ -25,9 +25,14 @@ def _applied(log: list[str]) -> int:
 
 def _kill_matrix(tmp_path: Path, stride: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "tests.store.killpoints", str(tmp_path),
-                          str(stride)], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.store.killpoints", str(tmp_path), str(stride)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
@@ -57,8 +62,12 @@ def _check(report: dict) -> None:
         assert len(in_flight) <= 1, where
         opened = [x[2:] for x in k["killed_log"] if x.startswith("U ")]
         if opened and opened[-1] not in recorded:  # its start mark was not committed yet:
-            assert not any(x.startswith("P ") for x in  # so none of its pulses went out
-                           k["killed_log"][k["killed_log"].index(f"U {opened[-1]}"):]), where
+            assert not any(
+                x.startswith("P ")
+                for x in k["killed_log"][  # so none of its pulses went out
+                    k["killed_log"].index(f"U {opened[-1]}") :
+                ]
+            ), where
         # pulses sent in the killed attempt of the unit in flight: the only extra ones
         wasted = 0
         if in_flight:
@@ -66,10 +75,10 @@ def _check(report: dict) -> None:
             wasted = _applied(k["killed_log"][start:])
         assert killed_pulses + k["resumed_pulses"] == _applied(ref["log"]) + wasted, where
         # the unit in flight (and only it) is redone and recorded; done units are not
-        assert k["final"]["reapplied"] == [{"unit": json.loads(u), "attempts": 2}
-                                           for u in in_flight], where
-        assert {u: a for u, (a, _) in final.items() if a > 1} == \
-            {u: 2 for u in in_flight}, where
+        assert k["final"]["reapplied"] == [
+            {"unit": json.loads(u), "attempts": 2} for u in in_flight
+        ], where
+        assert {u: a for u, (a, _) in final.items() if a > 1} == {u: 2 for u in in_flight}, where
         # the resume opens exactly the units not done at the kill, none done before
         assert k["resumed_units"] == [u for u in ref_opened if u not in done], where
 
@@ -91,8 +100,14 @@ def test_killed_while_creating_the_database_leaves_no_unusable_file(tmp_path):
     """Killed at every 3rd SQL statement of a new database's creation (QCoDeS's schema
     upgrades are several transactions), the path then opens and takes a run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "tests.store.killcreate", str(tmp_path), "3"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.store.killcreate", str(tmp_path), "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert report["statements"] > 30  # the kills reached into the schema creation

@@ -27,8 +27,15 @@ META = {
 
 def _points(n, die=(0, 0), subsite="A", start=0):
     for k in range(start, start + n):
-        yield dict(die_col=die[0], die_row=die[1], subsite=subsite, step=k,
-                   v=0.1 * k, i=1e-6 * k, g=1e-5 * (k + 1))
+        yield dict(
+            die_col=die[0],
+            die_row=die[1],
+            subsite=subsite,
+            step=k,
+            v=0.1 * k,
+            i=1e-6 * k,
+            g=1e-5 * (k + 1),
+        )
 
 
 @pytest.fixture
@@ -93,8 +100,9 @@ def test_unclosed_writer_in_killed_process_keeps_points(tmp_path):
             w.add(row=k, col=2 * k, g=1e-6 * k)
         os._exit(3)  # killed: no close, no flush, no atexit
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert r.returncode == 3, r.stderr
     s = RunStore(db)
     (info,) = s.runs()
@@ -146,7 +154,9 @@ def test_completed_keys(store):
     for p in _points(2, die=(2, 0), subsite="B"):
         w.add(**p)
     assert store.completed_keys(w.run_id, ["die_col", "die_row", "subsite"]) == {
-        (0, 1, "A"), (2, 0, "B")}
+        (0, 1, "A"),
+        (2, 0, "B"),
+    }
     ck = store.completed_keys(w.run_id, KEYS)
     assert (0, 1, "A", 2) in ck and (2, 0, "B", 1) in ck and len(ck) == 5
     assert all(type(t[0]) is int and type(t[2]) is str for t in ck)
@@ -205,8 +215,9 @@ def test_resume_interrupted_run_appends_in_place(store):
 
 
 def test_resume_completed_run_creates_continuation_chain(store):
-    with store.new_run("c", keys=["row", "subsite"], values=["g"],
-                       metadata={"cfg": {"n": 6}, "s": "x"}) as w:
+    with store.new_run(
+        "c", keys=["row", "subsite"], values=["g"], metadata={"cfg": {"n": 6}, "s": "x"}
+    ) as w:
         w.add(row=0, subsite="A", g=0.0)
         w.add(row=1, subsite="A", g=1.0)
     root = w.run_id
@@ -225,7 +236,11 @@ def test_resume_completed_run_creates_continuation_chain(store):
         df = store.load(rid)
         assert list(df["row"]) == [0, 1, 2, 3] and list(df["point"]) == [0, 1, 2, 3]
     assert store.completed_keys(root, ["row", "subsite"]) == {
-        (0, "A"), (1, "A"), (2, "B"), (3, "B")}
+        (0, "A"),
+        (1, "A"),
+        (2, "B"),
+        (3, "B"),
+    }
     # w3 is interrupted (not completed in QCoDeS): resuming appends to it in place
     w4 = store.open_run(root)
     assert w4.run_id == w3.run_id
@@ -248,23 +263,37 @@ def _png_ok(path):
 def test_plots_write_pngs(tmp_path):
     rng = np.random.default_rng(0)
     v = np.concatenate([np.linspace(0, 1, 20), np.linspace(1, -1, 40), np.linspace(-1, 0, 20)])
-    iv = pd.concat([pd.DataFrame({"cycle": c, "v": v, "i": 1e-6 * v * (1 + c)})
-                    for c in range(3)], ignore_index=True)
-    pulses = pd.DataFrame({"pulse": np.arange(100),
-                           "phase": ["LTP"] * 50 + ["LTD"] * 50,
-                           "g": np.r_[np.linspace(1e-6, 1e-4, 50), np.linspace(1e-4, 1e-6, 50)]})
+    iv = pd.concat(
+        [pd.DataFrame({"cycle": c, "v": v, "i": 1e-6 * v * (1 + c)}) for c in range(3)],
+        ignore_index=True,
+    )
+    pulses = pd.DataFrame(
+        {
+            "pulse": np.arange(100),
+            "phase": ["LTP"] * 50 + ["LTD"] * 50,
+            "g": np.r_[np.linspace(1e-6, 1e-4, 50), np.linspace(1e-4, 1e-6, 50)],
+        }
+    )
     ret = pd.DataFrame({"t_s": np.logspace(0, 4, 30), "g": 1e-4 * (1 - 0.01 * rng.random(30))})
-    endu = pd.DataFrame({"cycle": np.arange(200), "r_hrs": 1e6 * (1 + 0.1 * rng.random(200)),
-                         "r_lrs": 1e4 * (1 + 0.1 * rng.random(200))})
-    wafer = {(c, r): float(c + r) for c in range(-3, 4) for r in range(-3, 4)
-             if c * c + r * r <= 10}
+    endu = pd.DataFrame(
+        {
+            "cycle": np.arange(200),
+            "r_hrs": 1e6 * (1 + 0.1 * rng.random(200)),
+            "r_lrs": 1e4 * (1 + 0.1 * rng.random(200)),
+        }
+    )
+    wafer = {
+        (c, r): float(c + r) for c in range(-3, 4) for r in range(-3, 4) if c * c + r * r <= 10
+    }
     out = [
         plots.plot_iv(iv, tmp_path / "iv.png"),
         plots.plot_pulse_response(pulses, tmp_path / "pulse.png"),
         plots.plot_conductance_map(rng.random((8, 8)) * 1e-4, tmp_path / "map.png"),
-        plots.plot_conductance_map(pd.DataFrame({"row": [0, 0, 1, 1], "col": [0, 1, 0, 1],
-                                                 "g": [1e-6, 2e-6, 3e-6, 4e-6]}),
-                                   tmp_path / "map_df.png", log=True),
+        plots.plot_conductance_map(
+            pd.DataFrame({"row": [0, 0, 1, 1], "col": [0, 1, 0, 1], "g": [1e-6, 2e-6, 3e-6, 4e-6]}),
+            tmp_path / "map_df.png",
+            log=True,
+        ),
         plots.plot_retention(ret, tmp_path / "sub" / "ret.png"),
         plots.plot_endurance(endu, tmp_path / "endu.png"),
         plots.plot_wafer_map(wafer, tmp_path / "wafer.png"),
@@ -275,6 +304,6 @@ def test_plots_write_pngs(tmp_path):
 
 def test_plot_from_store(store, tmp_path):
     with store.new_run("iv", keys=["step"], values=["v", "i"], metadata={}) as w:
-        for k, vv in enumerate(np.linspace(-1, 1, 21)):
+        for vv in np.linspace(-1, 1, 21):
             w.add(step=0, v=vv, i=1e-6 * vv)
     _png_ok(plots.plot_iv(store.load(w.run_id), tmp_path / "iv.png"))

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.nn.lru import LRU
 from memhil.nn.mingru import MinGRU
-from memhil.nn.scan import linear_scan
 from memhil.nn.pooling import last_state, mean_state
+from memhil.nn.scan import linear_scan
 
 #: Cell names the backbone understands.
 CELL_KINDS = ("bmru", "cmru", "acmru", "acmru_learned", "fq_bmru", "fq_cmru", "lru", "mingru")
@@ -55,11 +55,21 @@ class LRUCell(nn.Module):
         return self.lru.readout(linear_scan(lam.view(1, 1, -1), bx), x)
 
 
-def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Generator | None = None,
-               eps: float | None = None, slope: float = 1.0, threshold_bias_init: float = 1.0,
-               amplitude_init: float = 1.0,
-               lru_r_min: float = 0.9, lru_r_max: float = 0.999, lru_max_phase: float = math.pi / 10,
-               mingru_max_timescale: float | None = 1000.0) -> nn.Module:
+def build_cell(
+    kind: str,
+    d_model: int,
+    d_state: int,
+    *,
+    generator: torch.Generator | None = None,
+    eps: float | None = None,
+    slope: float = 1.0,
+    threshold_bias_init: float = 1.0,
+    amplitude_init: float = 1.0,
+    lru_r_min: float = 0.9,
+    lru_r_max: float = 0.999,
+    lru_max_phase: float = math.pi / 10,
+    mingru_max_timescale: float | None = 1000.0,
+) -> nn.Module:
     """A cell mapping (B, T, d_model) → (B, T, d_model) with ``d_state`` recurrent units.
 
     ``kind`` is one of :data:`CELL_KINDS`; ``eps`` overrides the αCMRU ε (default 0.5; the
@@ -70,28 +80,43 @@ def build_cell(kind: str, d_model: int, d_state: int, *, generator: torch.Genera
     2023 use r_min 0.9, r_max 0.999, phase π/10 on long-range tasks); the minGRU chrono gate
     bias with timescales up to ``mingru_max_timescale`` steps (None: uniform like the weights).
     """
-    mem: _MemoryUnitOptions = {"generator": generator, "slope": slope,
-                               "threshold_bias_init": threshold_bias_init,
-                               "amplitude_init": amplitude_init}
+    mem: _MemoryUnitOptions = {
+        "generator": generator,
+        "slope": slope,
+        "threshold_bias_init": threshold_bias_init,
+        "amplitude_init": amplitude_init,
+    }
     if kind == "bmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.0, **mem)
     if kind == "cmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=1.0, **mem)
     if kind == "acmru":
-        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.5 if eps is None else eps, **mem)
+        return MemoryRecurrentUnit(
+            d_model, d_state, d_model, eps=0.5 if eps is None else eps, **mem
+        )
     if kind == "acmru_learned":
-        return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.9 if eps is None else eps,
-                                   learn_eps=True, **mem)
+        return MemoryRecurrentUnit(
+            d_model, d_state, d_model, eps=0.9 if eps is None else eps, learn_eps=True, **mem
+        )
     if kind == "fq_bmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=0.0, variant="fq", **mem)
     if kind == "fq_cmru":
         return MemoryRecurrentUnit(d_model, d_state, d_model, eps=1.0, variant="fq", **mem)
     if kind == "lru":
-        return LRUCell(LRU(d_model, d_state, r_min=lru_r_min, r_max=lru_r_max,
-                           max_phase=lru_max_phase, generator=generator))
+        return LRUCell(
+            LRU(
+                d_model,
+                d_state,
+                r_min=lru_r_min,
+                r_max=lru_r_max,
+                max_phase=lru_max_phase,
+                generator=generator,
+            )
+        )
     if kind == "mingru":
-        return MinGRU(d_model, d_state, d_model, max_timescale=mingru_max_timescale,
-                      generator=generator)
+        return MinGRU(
+            d_model, d_state, d_model, max_timescale=mingru_max_timescale, generator=generator
+        )
     raise ValueError(f"unknown cell kind {kind!r}; choose from {CELL_KINDS}")
 
 
@@ -155,9 +180,22 @@ class RecurrentBackbone(nn.Module):
     ``cell_kw`` goes to :func:`build_cell`.
     """
 
-    def __init__(self, n_features: int, n_out: int, *, cell: str = "cmru", d_model: int = 32,
-                 d_state: int = 32, depth: int = 1, mlp_ratio: int = 4, dropout: float = 0.1,
-                 readout: Readout = "last", positional_dims: int = 0, seed: int = 0, **cell_kw):
+    def __init__(
+        self,
+        n_features: int,
+        n_out: int,
+        *,
+        cell: str = "cmru",
+        d_model: int = 32,
+        d_state: int = 32,
+        depth: int = 1,
+        mlp_ratio: int = 4,
+        dropout: float = 0.1,
+        readout: Readout = "last",
+        positional_dims: int = 0,
+        seed: int = 0,
+        **cell_kw,
+    ):
         super().__init__()
         if readout not in ("last", "mean", "all"):
             raise ValueError(f"unknown readout {readout!r} (last, mean, all)")
@@ -168,11 +206,24 @@ class RecurrentBackbone(nn.Module):
         if positional_dims < 0 or positional_dims % 2:
             raise ValueError(f"positional_dims={positional_dims} must be 0 or an even number")
         self.positional_dims = positional_dims
-        self.positional_mlp = None if positional_dims == 0 else nn.Sequential(
-            nn.Linear(d_model + positional_dims, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.positional_mlp = (
+            None
+            if positional_dims == 0
+            else nn.Sequential(
+                nn.Linear(d_model + positional_dims, d_model),
+                nn.GELU(),
+                nn.Linear(d_model, d_model),
+            )
+        )
         self.blocks = nn.ModuleList(
-            ResidualBlock(build_cell(cell, d_model, d_state, generator=gen, **cell_kw), d_model,
-                          mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth))
+            ResidualBlock(
+                build_cell(cell, d_model, d_state, generator=gen, **cell_kw),
+                d_model,
+                mlp_ratio=mlp_ratio,
+                dropout=dropout,
+            )
+            for _ in range(depth)
+        )
         self.norm_out = nn.LayerNorm(d_model)
         self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, n_out))
 
@@ -180,8 +231,9 @@ class RecurrentBackbone(nn.Module):
     def cells(self) -> list[nn.Module]:
         return [cast(ResidualBlock, b).cell for b in self.blocks]
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None,
-                perturb: CandidatePerturbation | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, perturb: CandidatePerturbation | None = None
+    ) -> Tensor:
         u = self.encoder(x)
         if self.positional_mlp is not None:
             pos = sinusoidal_positions(x.shape[1], self.positional_dims).to(u)

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor, nn
 
-from memhil.analog.linear import AnalogLinear
-from memhil.analog.placement import pack_columns
-from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.algorithms.cmru.backbone import RecurrentBackbone
 from memhil.algorithms.cmru.training import evaluate
+from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
+from memhil.analog.linear import AnalogLinear
+from memhil.analog.placement import pack_columns
 from memhil.backends.base import Backend
 from memhil.datasets.containers import Split
 
@@ -47,15 +47,26 @@ class Placement:
     col_offset: int
 
 
-def _analog_copy(weight: Tensor, bias: Tensor | None, backend: Backend, place: Placement,
-                 seed: int, **analog_kw) -> AnalogLinear:
+def _analog_copy(
+    weight: Tensor, bias: Tensor | None, backend: Backend, place: Placement, seed: int, **analog_kw
+) -> AnalogLinear:
     """An AnalogLinear holding ``weight`` (``w_max`` = its largest |w|) at ``place``, 1 %
     inside the device window (targets at the exact edges can round outside it in float32)."""
-    return AnalogLinear.from_weights(weight, bias, backend, window_margin=0.01, tile=place.tile,
-                                     col_offset=place.col_offset, seed=seed, **analog_kw)
+    return AnalogLinear.from_weights(
+        weight,
+        bias,
+        backend,
+        window_margin=0.01,
+        tile=place.tile,
+        col_offset=place.col_offset,
+        seed=seed,
+        **analog_kw,
+    )
 
 
-def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool = True) -> list[Placement]:
+def plan_placement(
+    model: RecurrentBackbone, backend: Backend, *, readout: bool = True
+) -> list[Placement]:
     """Lay the deployed matrices side by side along the columns of the backend's tiles
     (differential pairs: two columns per output), starting a new tile when one is full.
 
@@ -72,15 +83,27 @@ def plan_placement(model: RecurrentBackbone, backend: Backend, *, readout: bool 
     if readout:
         last = cast("nn.Linear | AnalogLinear", model.head[-1])
         shapes.append(("head.readout", last.out_features, last.in_features))
-    regions = pack_columns([(n_in, 2 * n_out) for _, n_out, n_in in shapes], backend.shape,
-                           names=[name for name, _, _ in shapes])
-    return [Placement(name, n_out, n_in, r.tile, r.col)
-            for (name, n_out, n_in), r in zip(shapes, regions)]
+    regions = pack_columns(
+        [(n_in, 2 * n_out) for _, n_out, n_in in shapes],
+        backend.shape,
+        names=[name for name, _, _ in shapes],
+    )
+    return [
+        Placement(name, n_out, n_in, r.tile, r.col)
+        for (name, n_out, n_in), r in zip(shapes, regions)
+    ]
 
 
-def deploy_to_backend(model: RecurrentBackbone, backend: Backend, *, readout: bool = True,
-                      program_method: Method = "verify", seed: int = 0, program_kw: dict | None = None,
-                      **analog_kw) -> list[AnalogLinear]:
+def deploy_to_backend(
+    model: RecurrentBackbone,
+    backend: Backend,
+    *,
+    readout: bool = True,
+    program_method: Method = "verify",
+    seed: int = 0,
+    program_kw: dict | None = None,
+    **analog_kw,
+) -> list[AnalogLinear]:
     """Move the memory units' projections (and the final readout) of ``model`` onto
     ``backend`` in place and program the devices to the trained weights.
 
@@ -103,7 +126,9 @@ def deploy_to_backend(model: RecurrentBackbone, backend: Backend, *, readout: bo
                 cell.input_projection = layer
             else:
                 assert cell.out is not None  # planned only where the unit has an output map
-                layer = _analog_copy(cell.out.weight, cell.out.bias, backend, place, seed + k, **analog_kw)
+                layer = _analog_copy(
+                    cell.out.weight, cell.out.bias, backend, place, seed + k, **analog_kw
+                )
                 cell.out = layer
         layer.program(method=program_method, **(program_kw or {}))
         layers.append(layer)
@@ -130,7 +155,9 @@ def gaussian_candidate_noise(rel_std: float, generator: torch.Generator) -> Cand
 
 
 @contextlib.contextmanager
-def perturbed_weights(model: nn.Module, rel_std: float, generator: torch.Generator) -> Iterator[None]:
+def perturbed_weights(
+    model: nn.Module, rel_std: float, generator: torch.Generator
+) -> Iterator[None]:
     """Inside the block, every weight matrix (parameters with ≥ 2 dims) carries additive
     N(0, (rel_std · max|W|)²) noise; the trained values are restored on exit."""
     if rel_std < 0:
@@ -150,17 +177,28 @@ def perturbed_weights(model: nn.Module, rel_std: float, generator: torch.Generat
                 p.copy_(value)
 
 
-def noise_robustness(model: nn.Module, split: Split, *, candidate_stds: Sequence[float] = (0.0, 0.1, 0.3),
-                     weight_stds: Sequence[float] = (0.0, 0.02, 0.05), n_draws: int = 3,
-                     seed: int = 0) -> dict[tuple[str, float], float]:
+def noise_robustness(
+    model: nn.Module,
+    split: Split,
+    *,
+    candidate_stds: Sequence[float] = (0.0, 0.1, 0.3),
+    weight_stds: Sequence[float] = (0.0, 0.02, 0.05),
+    n_draws: int = 3,
+    seed: int = 0,
+) -> dict[tuple[str, float], float]:
     """Mean accuracy over ``n_draws`` noise draws for each candidate-noise level
     (key ("candidate", std)) and each weight-noise level (key ("weight", std))."""
     gen = torch.Generator().manual_seed(seed)
     out: dict[tuple[str, float], float] = {}
     for std in candidate_stds:
         draws = 1 if std == 0 else n_draws
-        out[("candidate", std)] = sum(
-            evaluate(model, split, perturb=gaussian_candidate_noise(std, gen)) for _ in range(draws)) / draws
+        out[("candidate", std)] = (
+            sum(
+                evaluate(model, split, perturb=gaussian_candidate_noise(std, gen))
+                for _ in range(draws)
+            )
+            / draws
+        )
     for std in weight_stds:
         draws = 1 if std == 0 else n_draws
         acc = 0.0

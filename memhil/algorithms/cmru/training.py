@@ -64,15 +64,20 @@ def loss_and_correct(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, *, batch_size: int = 256,
-             perturb: CandidatePerturbation | None = None) -> float:
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int = 256,
+    perturb: CandidatePerturbation | None = None,
+) -> float:
     """Accuracy of ``model`` (eval mode) on ``split``; ``perturb`` acts on the cells' candidates."""
     was_training = model.training
     model.eval()
     correct, total = 0, 0
     for i in range(0, len(split), batch_size):
-        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
-        lengths = None if split.lengths is None else split.lengths[i:i + batch_size]
+        x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+        lengths = None if split.lengths is None else split.lengths[i : i + batch_size]
         _, c, n = loss_and_correct(model(x, lengths, perturb=perturb), y)
         correct += int(c)
         total += n
@@ -80,19 +85,29 @@ def evaluate(model: nn.Module, split: Split, *, batch_size: int = 256,
     return correct / total
 
 
-def train(model: nn.Module, train_split: Split, config: TrainConfig | None = None,
-          test_split: Split | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    train_split: Split,
+    config: TrainConfig | None = None,
+    test_split: Split | None = None,
+) -> TrainResult:
     """Fit ``model`` on ``train_split`` with this module's recipe; returns losses and accuracies."""
     cfg = config or TrainConfig()
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if _is_recurrent(name) or p.dim() < 2 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps)))
+        opt, lambda k: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps))
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult()
     model.train()
@@ -111,9 +126,12 @@ def train(model: nn.Module, train_split: Split, config: TrainConfig | None = Non
         result.losses.append(float(loss.detach()))
         result.batch_accuracies.append(int(correct) / count)
         result.steps = step + 1
-        recent = result.batch_accuracies[-cfg.window:]
-        if (cfg.stop_accuracy is not None and len(recent) == cfg.window
-                and sum(recent) / cfg.window >= cfg.stop_accuracy):
+        recent = result.batch_accuracies[-cfg.window :]
+        if (
+            cfg.stop_accuracy is not None
+            and len(recent) == cfg.window
+            and sum(recent) / cfg.window >= cfg.stop_accuracy
+        ):
             break
     if cfg.eval_train:
         result.train_accuracy = evaluate(model, train_split)

@@ -127,10 +127,21 @@ class MemoryRecurrentUnit(nn.Module):
 
     eps_value: Tensor
 
-    def __init__(self, d_in: int, d_state: int, d_out: int | None = None, *, eps: float = 1.0,
-                 learn_eps: bool = False, variant: Variant = "signed", slope: float = 1.0,
-                 amplitude_init: float = 1.0, threshold_bias_init: float = 1.0,
-                 quantize_initial_state: bool = True, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_state: int,
+        d_out: int | None = None,
+        *,
+        eps: float = 1.0,
+        learn_eps: bool = False,
+        variant: Variant = "signed",
+        slope: float = 1.0,
+        amplitude_init: float = 1.0,
+        threshold_bias_init: float = 1.0,
+        quantize_initial_state: bool = True,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if d_in < 1 or d_state < 1:
             raise ValueError(f"d_in={d_in} and d_state={d_state} must be >= 1")
@@ -163,7 +174,9 @@ class MemoryRecurrentUnit(nn.Module):
             self.b_c = nn.Parameter(uniform(d_state).abs())
             self.beta_low = nn.Parameter(torch.full((d_state,), 0.5 * float(threshold_bias_init)))
             self.delta_raw = nn.Parameter(torch.full((d_state,), math.log(math.expm1(0.5))))
-            self.amplitude_raw = nn.Parameter(torch.full((d_state,), math.log(math.expm1(amplitude_init))))
+            self.amplitude_raw = nn.Parameter(
+                torch.full((d_state,), math.log(math.expm1(amplitude_init)))
+            )
             s0 = torch.randint(0, 2, (d_state,), generator=generator).float()
         self.initial_state = nn.Parameter(s0)
         if self.learn_eps:
@@ -175,8 +188,9 @@ class MemoryRecurrentUnit(nn.Module):
         #: e.g. an ``AnalogLinear`` holding ``projection_weights()`` on a crossbar.
         self.input_projection: nn.Module | None = None
         #: A deployment replaces the output map by an ``AnalogLinear``.
-        self.out: nn.Linear | AnalogLinear | None = (nn.Linear(d_state, d_out)
-                                                     if d_out is not None else None)
+        self.out: nn.Linear | AnalogLinear | None = (
+            nn.Linear(d_state, d_out) if d_out is not None else None
+        )
         if self.out is not None and generator is not None:
             assert d_out is not None  # self.out exists
             with torch.no_grad():
@@ -237,13 +251,15 @@ class MemoryRecurrentUnit(nn.Module):
             y = x @ w.t() + b
         if self.variant == "fq":
             return torch.relu(y), None
-        return y[..., :self.d_state], y[..., self.d_state:]
+        return y[..., : self.d_state], y[..., self.d_state :]
 
     def candidate(self, x: Tensor) -> Tensor:
         """c_t: the pre-switch candidate (FQ: a non-negative current)."""
         return self._project(x)[0]
 
-    def gates(self, x: Tensor, perturb: CandidatePerturbation | None = None) -> tuple[Tensor, Tensor]:
+    def gates(
+        self, x: Tensor, perturb: CandidatePerturbation | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Switch gates of the recurrence: (z_t or 1 − hold_t, target written on a switch).
 
         ``perturb`` maps c_t to a perturbed c_t (the noise-injection evaluation)."""
@@ -259,7 +275,9 @@ class MemoryRecurrentUnit(nn.Module):
         z = heaviside(c.abs() - beta.abs(), self.slope)
         return z, sign(c, self.slope)
 
-    def coefficients(self, x: Tensor, perturb: CandidatePerturbation | None = None) -> tuple[Tensor, Tensor]:
+    def coefficients(
+        self, x: Tensor, perturb: CandidatePerturbation | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(A_t, B_t) of s_t = A_t s_{t−1} + B_t: A = 1 − z + ε z, B = z · target."""
         z, target = self.gates(x, perturb)
         return 1.0 - z + self.eps * z, z * target
@@ -296,8 +314,10 @@ class MemoryRecurrentUnit(nn.Module):
 
     def extra_repr(self) -> str:
         eps = "learned" if self.learn_eps else f"{float(self.eps_value):g}"
-        return (f"d_in={self.d_in}, d_state={self.d_state}, d_out={self.d_out}, eps={eps}, "
-                f"variant={self.variant}, slope={self.slope:g}")
+        return (
+            f"d_in={self.d_in}, d_state={self.d_state}, d_out={self.d_out}, eps={eps}, "
+            f"variant={self.variant}, slope={self.slope:g}"
+        )
 
 
 def bmru(d_in: int, d_state: int, d_out: int | None = None, **kw) -> MemoryRecurrentUnit:
@@ -310,7 +330,14 @@ def cmru(d_in: int, d_state: int, d_out: int | None = None, **kw) -> MemoryRecur
     return MemoryRecurrentUnit(d_in, d_state, d_out, eps=1.0, **kw)
 
 
-def acmru(d_in: int, d_state: int, d_out: int | None = None, *, eps: float = 0.5,
-          learn_eps: bool = False, **kw) -> MemoryRecurrentUnit:
+def acmru(
+    d_in: int,
+    d_state: int,
+    d_out: int | None = None,
+    *,
+    eps: float = 0.5,
+    learn_eps: bool = False,
+    **kw,
+) -> MemoryRecurrentUnit:
     """The relaxed cumulative unit (0 < ε < 1, fixed or learned per unit)."""
     return MemoryRecurrentUnit(d_in, d_state, d_out, eps=eps, learn_eps=learn_eps, **kw)

@@ -106,8 +106,13 @@ class LIFRecord:
         return torch.cat([torch.zeros_like(self.z[:, :1]), self.z[:, :-1]], dim=1)
 
 
-def run_lif(input_current: Tensor, recurrent: Callable[[Tensor], Tensor], params: LIFParams,
-            *, reset_grad: bool = False) -> LIFRecord:
+def run_lif(
+    input_current: Tensor,
+    recurrent: Callable[[Tensor], Tensor],
+    params: LIFParams,
+    *,
+    reset_grad: bool = False,
+) -> LIFRecord:
     """Integrate the LIF layer over time.
 
     ``input_current`` (batch, T, N) is W_in x_t for every step (computed beforehand in one

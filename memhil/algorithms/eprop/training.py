@@ -37,7 +37,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from memhil.analog.weights import AnalogWeights, PulseSpec, PulseTally
 from memhil.algorithms.eprop.lif import (
     LIFParams,
     LIFRecord,
@@ -48,9 +47,10 @@ from memhil.algorithms.eprop.lif import (
     run_lif,
 )
 from memhil.analog.mapping import WeightMapping
-from memhil.analog.updates.schemes import SignUpdate, UpdateScheme, build_update_scheme
-from memhil.backends.base import Backend
 from memhil.analog.pulse_response import PulseResponse, measure_set_response
+from memhil.analog.updates.schemes import SignUpdate, UpdateScheme, build_update_scheme
+from memhil.analog.weights import AnalogWeights, PulseSpec, PulseTally
+from memhil.backends.base import Backend
 
 LossKind = Literal["mse", "ce"]
 MATRICES = ("w_in", "w_rec", "w_out")
@@ -98,12 +98,25 @@ class EpropConfig:
         for name in ("n_in", "n_rec", "n_out", "ce_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EpropConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_in", "lr_rec", "lr_out", "lr_bias", "reg", "f0_hz", "grad_clip",
-                     "init_std_in", "init_std_rec", "init_std_out", "wait_s"):
+        for name in (
+            "lr_in",
+            "lr_rec",
+            "lr_out",
+            "lr_bias",
+            "reg",
+            "f0_hz",
+            "grad_clip",
+            "init_std_in",
+            "init_std_rec",
+            "init_std_out",
+            "wait_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"EpropConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.feedback not in ("random", "symmetric"):
-            raise ValueError(f"EpropConfig.feedback must be 'random' or 'symmetric', got {self.feedback!r}")
+            raise ValueError(
+                f"EpropConfig.feedback must be 'random' or 'symmetric', got {self.feedback!r}"
+            )
         if self.loss not in ("mse", "ce"):
             raise ValueError(f"EpropConfig.loss must be 'mse' or 'ce', got {self.loss!r}")
 
@@ -151,15 +164,23 @@ class EpropGradients:
     bias: Tensor
 
     def clamp(self, limit: float) -> EpropGradients:
-        return EpropGradients(*(g.clamp(-limit, limit) for g in
-                                (self.w_in, self.w_rec, self.w_out, self.bias)))
+        return EpropGradients(
+            *(g.clamp(-limit, limit) for g in (self.w_in, self.w_rec, self.w_out, self.bias))
+        )
 
     def as_dict(self) -> dict[str, Tensor]:
         return {"w_in": self.w_in, "w_rec": self.w_rec, "w_out": self.w_out, "bias": self.bias}
 
 
-def eprop_gradients(x: Tensor, record: LIFRecord, err: Tensor, feedback: Tensor,
-                    params: LIFParams, reg: float = 0.0, f0_hz: float = 0.0) -> EpropGradients:
+def eprop_gradients(
+    x: Tensor,
+    record: LIFRecord,
+    err: Tensor,
+    feedback: Tensor,
+    params: LIFParams,
+    reg: float = 0.0,
+    f0_hz: float = 0.0,
+) -> EpropGradients:
     """e-prop gradients of one batch of sequences.
 
     ``x`` (batch, T, N_in) input spikes, ``record`` the forward pass, ``err`` = dE/dy
@@ -188,21 +209,40 @@ def eligibility_traces(pre: Tensor, v: Tensor, params: LIFParams) -> tuple[Tenso
     return e, low_pass(e, params.kappa, dim=1)
 
 
-def eprop_gradient_from_traces(e: Tensor, e_filtered: Tensor, err: Tensor, feedback: Tensor,
-                               z: Tensor, params: LIFParams, reg: float = 0.0,
-                               f0_hz: float = 0.0) -> Tensor:
+def eprop_gradient_from_traces(
+    e: Tensor,
+    e_filtered: Tensor,
+    err: Tensor,
+    feedback: Tensor,
+    z: Tensor,
+    params: LIFParams,
+    reg: float = 0.0,
+    f0_hz: float = 0.0,
+) -> Tensor:
     """grad W_ji = sum_t L_j,t F_kappa(e_ji)_t + reg (f_j - f0) sum_t e_ji,t, read straight
     off explicit traces (the textbook form of the rule)."""
     learning = err @ feedback
     rate_term = reg * (z.mean((0, 1)) - f0_hz * params.dt_s)
-    return (torch.einsum("btj,btji->ji", learning, e_filtered)
-            + rate_term.unsqueeze(-1) * e.sum((0, 1)))
+    return torch.einsum("btj,btji->ji", learning, e_filtered) + rate_term.unsqueeze(-1) * e.sum(
+        (0, 1)
+    )
 
 
-def bptt_gradients(x: Tensor, target: Tensor, w_in: Tensor, w_rec: Tensor, w_out: Tensor,
-                   bias: Tensor, params: LIFParams, *, reg: float = 0.0, f0_hz: float = 0.0,
-                   loss: LossKind = "mse", ce_window: int = 20,
-                   reset_grad: bool = False) -> tuple[EpropGradients, Tensor]:
+def bptt_gradients(
+    x: Tensor,
+    target: Tensor,
+    w_in: Tensor,
+    w_rec: Tensor,
+    w_out: Tensor,
+    bias: Tensor,
+    params: LIFParams,
+    *,
+    reg: float = 0.0,
+    f0_hz: float = 0.0,
+    loss: LossKind = "mse",
+    ce_window: int = 20,
+    reset_grad: bool = False,
+) -> tuple[EpropGradients, Tensor]:
     """BPTT of the same loss through the time loop (pseudo-derivative as the surrogate);
     returns the gradients and the loss. ``reset_grad`` lets the gradient flow through the
     reset term as well (e-prop always drops it)."""
@@ -211,19 +251,27 @@ def bptt_gradients(x: Tensor, target: Tensor, w_in: Tensor, w_rec: Tensor, w_out
     off_diag = 1.0 - torch.eye(a_rec.shape[0], dtype=a_rec.dtype)
     w_rec_eff = a_rec * off_diag
     with torch.enable_grad():
-        record = run_lif(x.to(a_in.dtype) @ a_in.t(), lambda z: z @ w_rec_eff.t(), params,
-                         reset_grad=reset_grad)
+        record = run_lif(
+            x.to(a_in.dtype) @ a_in.t(), lambda z: z @ w_rec_eff.t(), params, reset_grad=reset_grad
+        )
         y = readout(record.z @ a_out.t() + a_b, params)
-        total = (task_loss(y, target, loss, ce_window)
-                 + rate_loss(record.z, reg, f0_hz * params.dt_s))
+        total = task_loss(y, target, loss, ce_window) + rate_loss(
+            record.z, reg, f0_hz * params.dt_s
+        )
         grads = torch.autograd.grad(total, leaves)
     return EpropGradients(*grads), total.detach()
 
 
 # -- placement on a backend ---------------------------------------------------------------------
-def place_matrices(shape: tuple[int, int, int], n_in: int, n_rec: int, n_out: int,
-                   n_devices: int, g_window_s: tuple[float, float],
-                   w_max: float = 1.0) -> dict[str, WeightMapping]:
+def place_matrices(
+    shape: tuple[int, int, int],
+    n_in: int,
+    n_rec: int,
+    n_out: int,
+    n_devices: int,
+    g_window_s: tuple[float, float],
+    w_max: float = 1.0,
+) -> dict[str, WeightMapping]:
     """Mappings of W_in (n_rec, n_in), W_rec (n_rec, n_rec), W_out (n_out, n_rec).
 
     With three or more tiles each matrix gets its own tile (a per-step recurrent read then
@@ -234,14 +282,18 @@ def place_matrices(shape: tuple[int, int, int], n_in: int, n_rec: int, n_out: in
     g_lo, g_hi = g_window_s
     kw: dict[str, Any] = {"g_lo_s": g_lo, "g_hi_s": g_hi, "w_max": w_max, "n_devices": n_devices}
     if shape[0] >= 3:
-        maps = {"w_in": WeightMapping(n_in, n_rec, tile=0, **kw),
-                "w_rec": WeightMapping(n_rec, n_rec, tile=1, **kw),
-                "w_out": WeightMapping(n_rec, n_out, tile=2, **kw)}
+        maps = {
+            "w_in": WeightMapping(n_in, n_rec, tile=0, **kw),
+            "w_rec": WeightMapping(n_rec, n_rec, tile=1, **kw),
+            "w_out": WeightMapping(n_rec, n_out, tile=2, **kw),
+        }
     else:
         rec_cols = 2 * n_rec * n_devices
-        maps = {"w_in": WeightMapping(n_in, n_rec, **kw),
-                "w_rec": WeightMapping(n_rec, n_rec, row_offset=n_in, **kw),
-                "w_out": WeightMapping(n_rec, n_out, row_offset=n_in, col_offset=rec_cols, **kw)}
+        maps = {
+            "w_in": WeightMapping(n_in, n_rec, **kw),
+            "w_rec": WeightMapping(n_rec, n_rec, row_offset=n_in, **kw),
+            "w_out": WeightMapping(n_rec, n_out, row_offset=n_in, col_offset=rec_cols, **kw),
+        }
     for m in maps.values():
         m.check_fits(shape)
     return maps
@@ -271,24 +323,35 @@ class EpropNetwork:
     weight scale, w = (G+ - G-) / (g_hi - g_lo) for w_max = 1.
     """
 
-    def __init__(self, backend: Backend, config: EpropConfig, scheme: str = "mixed_precision",
-                 scheme_params: dict[str, Any] | None = None, *, n_devices: int = 1,
-                 g_window_s: tuple[float, float] | None = None,
-                 set_pulse: tuple[float, float] | None = None,
-                 reset_pulse: tuple[float, float] | None = None,
-                 response_pulses: int = 20):
+    def __init__(
+        self,
+        backend: Backend,
+        config: EpropConfig,
+        scheme: str = "mixed_precision",
+        scheme_params: dict[str, Any] | None = None,
+        *,
+        n_devices: int = 1,
+        g_window_s: tuple[float, float] | None = None,
+        set_pulse: tuple[float, float] | None = None,
+        reset_pulse: tuple[float, float] | None = None,
+        response_pulses: int = 20,
+    ):
         self.backend, self.config = backend, config
         caps = backend.capabilities
         window = g_window_s if g_window_s is not None else caps.conductance_range_s
         sp = set_pulse if set_pulse is not None else caps.set_pulse
         rp = reset_pulse if reset_pulse is not None else caps.reset_pulse
         if sp is None or rp is None:
-            raise ValueError("set_pulse and reset_pulse are needed: the backend names no nominal pulses")
+            raise ValueError(
+                "set_pulse and reset_pulse are needed: the backend names no nominal pulses"
+            )
         self.set_pulse, self.reset_pulse = PulseSpec(*sp), PulseSpec(*rp)
-        maps = place_matrices(backend.shape, config.n_in, config.n_rec, config.n_out,
-                              n_devices, window)
-        self.weights = {k: AnalogWeights(backend, m, self.set_pulse, self.reset_pulse)
-                        for k, m in maps.items()}
+        maps = place_matrices(
+            backend.shape, config.n_in, config.n_rec, config.n_out, n_devices, window
+        )
+        self.weights = {
+            k: AnalogWeights(backend, m, self.set_pulse, self.reset_pulse) for k, m in maps.items()
+        }
         self.response = self._measure_response(response_pulses)
         gen = torch.Generator().manual_seed(config.seed)
         self._program_initial(gen)
@@ -313,7 +376,9 @@ class EpropNetwork:
                 assert isinstance(s, SignUpdate)  # scheme == "sign" (checked above)
                 s.threshold = grad_threshold * lrs[k] / s.quantum
         self.bias = torch.zeros(config.n_out)
-        self.random_feedback = torch.randn(config.n_out, config.n_rec, generator=gen) / config.n_rec ** 0.5
+        self.random_feedback = (
+            torch.randn(config.n_out, config.n_rec, generator=gen) / config.n_rec**0.5
+        )
         self.scheme_name = scheme
         self.updates = 0
 
@@ -333,8 +398,9 @@ class EpropNetwork:
         """Mean SET response of all the network's devices (RESET before and after)."""
         cells = self._all_cells()
         self._reset_all(cells)
-        return measure_set_response(self.backend, cells, self.set_pulse, self.reset_pulse,
-                                    n_pulses, n_reset=_N_RESET)
+        return measure_set_response(
+            self.backend, cells, self.set_pulse, self.reset_pulse, n_pulses, n_reset=_N_RESET
+        )
 
     def _program_initial(self, gen: torch.Generator) -> None:
         """Open-loop SET counts from RESET to the targets of Gaussian initial weights."""
@@ -421,7 +487,7 @@ class EpropNetwork:
 
     def predict(self, y: Tensor) -> Tensor:
         """Class per sequence: argmax of the readout averaged over the last ``ce_window`` steps."""
-        return y[:, -self.config.ce_window:].mean(1).argmax(-1)
+        return y[:, -self.config.ce_window :].mean(1).argmax(-1)
 
     def training_pulses(self) -> PulseTally:
         """Device pulses issued by the updates (and refreshes) since initialization."""
@@ -436,8 +502,9 @@ class EpropNetwork:
 
 
 # -- the variants of the benchmark ----------------------------------------------------------------
-def pcm_device(mode: Literal["nandakumar", "ideal", "no_noise", "no_drift"] = "nandakumar",
-               **overrides: Any) -> dict[str, Any]:
+def pcm_device(
+    mode: Literal["nandakumar", "ideal", "no_noise", "no_drift"] = "nandakumar", **overrides: Any
+) -> dict[str, Any]:
     """PCM device settings for the simulator: the Nandakumar model; ``ideal`` = srnn-pcm's
     "perf mode" (ideal 4-bit memory: constant step G_max/16 = 0.75 µS, no programming or
     read noise, no drift); ``no_noise`` keeps the state-dependent mean step and drift but
@@ -490,37 +557,49 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "float": Variant("ideal"),
     "ideal_device": Variant(
-        "mixed_precision", device="ideal", response_pulses=15,
+        "mixed_precision",
+        device="ideal",
+        response_pulses=15,
         source="EpropConfig defaults; 15-pulse response: perf-mode PCM steps 0.75 µS up to "
-               "G_max = 12 µS, so 15 pulses measure the true step (20 pulses hit G_max and "
-               "gave 0.595 µS, transferring 26 % more than asked)"),
+        "G_max = 12 µS, so 15 pulses measure the true step (20 pulses hit G_max and "
+        "gave 0.595 µS, transferring 26 % more than asked)",
+    ),
     "sign": Variant(
-        "sign", {"grad_threshold": {"w_in": 99.0, "w_rec": math.inf, "w_out": 99.0}},
+        "sign",
+        {"grad_threshold": {"w_in": 99.0, "w_rec": math.inf, "w_out": 99.0}},
         source="validation search: srnn-pcm's grad_thr 0.9 pulses every weight at every "
-               "update here (per-sequence gradients: median 20-2400, clipped at 100) and "
-               "blew up (MSE ~1e3-1e4, then silent); 99 pulses only clipped gradients, and "
-               "W_rec is not written (with 99 on W_rec the recurrent overshoots drove the "
-               "network to ~280 Hz, MSE ~600)"),
+        "update here (per-sequence gradients: median 20-2400, clipped at 100) and "
+        "blew up (MSE ~1e3-1e4, then silent); 99 pulses only clipped gradients, and "
+        "W_rec is not written (with 99 on W_rec the recurrent overshoots drove the "
+        "network to ~280 Hz, MSE ~600)",
+    ),
     "stochastic": Variant(
-        "stochastic", config={"lr_in": 1e-5, "lr_rec": 1e-5, "lr_out": 3e-6},
+        "stochastic",
+        config={"lr_in": 1e-5, "lr_rec": 1e-5, "lr_out": 3e-6},
         source="validation search: the pulse probability is |ΔW| / quantum, so lr sets "
-               "srnn-pcm's prob_scale (= quantum / lr; its 120 / 780 are in its own units); "
-               "lr / 10 gave final MSE 0.47 / 0.31 / 2.1 (seeds 100-102) against 0.26 / "
-               "0.38 / 13.5 with only lr_rec lowered to 3e-5 (runaway to ~60-130 Hz)"),
+        "srnn-pcm's prob_scale (= quantum / lr; its 120 / 780 are in its own units); "
+        "lr / 10 gave final MSE 0.47 / 0.31 / 2.1 (seeds 100-102) against 0.26 / "
+        "0.38 / 13.5 with only lr_rec lowered to 3e-5 (runaway to ~60-130 Hz)",
+    ),
     "multi": Variant(
-        "multi", {"refresh_threshold_s": 9e-6, "refresh_every": 10}, n_devices=4,
+        "multi",
+        {"refresh_threshold_s": 9e-6, "refresh_every": 10},
+        n_devices=4,
         config={"lr_rec": 3e-5, "lr_out": 3e-4},
         source="refresh 9 µS (srnn-pcm); validation search: n = round(|ΔW| / (quantum / N)) "
-               "drops every |ΔW| < quantum / 2N = 0.0046, so the float lr_out 3e-5 (|ΔW| <= "
-               "3e-3 at the clip) never wrote W_out; lr_out 3e-4 writes it (final MSE 0.158 / "
-               "0.169 vs 0.181 / 0.186 at 3e-5, seeds 100 / 101) and lr_rec 3e-5 as for mixed "
-               "precision; multi still stays near the zero-output MSE (rates < 2 Hz)"),
+        "drops every |ΔW| < quantum / 2N = 0.0046, so the float lr_out 3e-5 (|ΔW| <= "
+        "3e-3 at the clip) never wrote W_out; lr_out 3e-4 writes it (final MSE 0.158 / "
+        "0.169 vs 0.181 / 0.186 at 3e-5, seeds 100 / 101) and lr_rec 3e-5 as for mixed "
+        "precision; multi still stays near the zero-output MSE (rates < 2 Hz)",
+    ),
     "mixed_precision": Variant(
-        "mixed_precision", config={"lr_rec": 3e-5, "lr_out": 2e-5},
+        "mixed_precision",
+        config={"lr_rec": 3e-5, "lr_out": 2e-5},
         source="validation search: lr_rec 1e-4 -> 3e-5 (30 epochs: final MSE 0.113 vs float "
-               "0.095, mean of 3 seeds; at 1e-4 one seed ran away to ~250 Hz, MSE ~1500, from "
-               "the first transfers' overshoot on W_rec); lr_out 3e-5 -> 2e-5 (60 epochs: "
-               "0.076 vs 0.081, float 0.051; within seed noise); srnn-pcm's ratios: see above"),
+        "0.095, mean of 3 seeds; at 1e-4 one seed ran away to ~250 Hz, MSE ~1500, from "
+        "the first transfers' overshoot on W_rec); lr_out 3e-5 -> 2e-5 (60 epochs: "
+        "0.076 vs 0.081, float 0.051; within seed noise); srnn-pcm's ratios: see above",
+    ),
 }
 
 
@@ -528,5 +607,3 @@ def variant_config(name: str | Variant, config: EpropConfig) -> EpropConfig:
     """``config`` with the variant's own hyperparameters (``Variant.config``) applied."""
     v = VARIANTS[name] if isinstance(name, str) else name
     return replace(config, **v.config)
-
-

@@ -30,9 +30,9 @@ from torch import Tensor
 
 from memhil.analog.placement import Region, one_per_tile
 from memhil.backends.base import Backend
-from memhil.devices import build_device_model
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
+from memhil.devices import build_device_model
 
 #: The six memristor models of the sweep (``docs/algorithms.md#from-a-desired-change-to-pulses``).
 MEMRISTOR_MODELS = ("hp", "joglekar", "biolek", "prodromakis", "vteam", "yakopcic")
@@ -42,6 +42,7 @@ Inverse = Literal["local", "trajectory"]
 
 
 # -- the idealised inverse ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LocalSlope:
@@ -65,8 +66,11 @@ class LocalSlope:
         """Dose (s or pulses) the linearised model needs for |dG| from G; inf where the
         slope is 0."""
         s = self.slope_at(g_s)
-        return torch.where(s > 0, dg_abs_s.to(torch.float64) / s.clamp_min(1e-300),
-                           torch.full_like(s, float("inf")))
+        return torch.where(
+            s > 0,
+            dg_abs_s.to(torch.float64) / s.clamp_min(1e-300),
+            torch.full_like(s, float("inf")),
+        )
 
     def trajectory_dose(self, g_from_s: Tensor, g_to_s: Tensor) -> Tensor:
         """Dose along the tabulated mean trajectory from ``g_from_s`` to ``g_to_s``
@@ -79,8 +83,9 @@ class LocalSlope:
 
     def _time_table(self) -> Tensor:
         s = 0.5 * (self.slope[1:] + self.slope[:-1])
-        step = torch.where(s > 0, self.g_s.diff() / s.clamp_min(1e-300),
-                           torch.full_like(s, float("inf")))
+        step = torch.where(
+            s > 0, self.g_s.diff() / s.clamp_min(1e-300), torch.full_like(s, float("inf"))
+        )
         return torch.cat([torch.zeros(1, dtype=step.dtype), step.cumsum(0)])
 
     def full_range_dose(self) -> float:
@@ -100,9 +105,18 @@ class _Placement(TypedDict):
     dtype: torch.dtype
 
 
-def local_slope(device: str | Mapping[str, Any], amplitude_v: float, width_s: float,
-                mode: PulseMode = "width", *, v_read: float = 0.2, n_grid: int = 201,
-                n_replicas: int = 32, probe_fraction: float = 1e-3, seed: int = 0) -> LocalSlope:
+def local_slope(
+    device: str | Mapping[str, Any],
+    amplitude_v: float,
+    width_s: float,
+    mode: PulseMode = "width",
+    *,
+    v_read: float = 0.2,
+    n_grid: int = 201,
+    n_replicas: int = 32,
+    probe_fraction: float = 1e-3,
+    seed: int = 0,
+) -> LocalSlope:
     """Tabulate a device model's local pulse response on a grid of its state.
 
     The grid spans the state (x in [0, 1], or G in the model's range for models whose
@@ -118,22 +132,39 @@ def local_slope(device: str | Mapping[str, Any], amplitude_v: float, width_s: fl
     if model.state_names == ("x",):
         # uniform plus geometric towards both bounds: G(x) can be steep there (HP: 1/R(x))
         ends = torch.logspace(-6.0, 0.0, n_grid // 3, dtype=torch.float64)
-        grid = torch.unique(torch.cat([torch.linspace(0.0, 1.0, n_grid - 2 * (n_grid // 3),
-                                                      dtype=torch.float64), ends, 1.0 - ends]))
+        grid = torch.unique(
+            torch.cat(
+                [
+                    torch.linspace(0.0, 1.0, n_grid - 2 * (n_grid // 3), dtype=torch.float64),
+                    ends,
+                    1.0 - ends,
+                ]
+            )
+        )
     elif model.state_names == ("g_s",):
         lo, hi = model.conductance_range()
         grid = torch.linspace(lo, hi, n_grid, dtype=torch.float64)
     else:
-        raise ConfigError("device", f"model {model.name!r} has state {model.state_names}; "
-                                    "the EqProp inverse needs a one-component state x or g_s")
+        raise ConfigError(
+            "device",
+            f"model {model.name!r} has state {model.state_names}; "
+            "the EqProp inverse needs a one-component state x or g_s",
+        )
     shape = (grid.numel(), n_replicas)
     d2d = model.sample_d2d(shape, gen, **dd)
     state = grid[:, None, None].expand(*shape, 1).contiguous()
     dose = width_s * probe_fraction if mode == "width" else 1.0
     width = width_s * probe_fraction if mode == "width" else width_s
     v = torch.full(shape, float(amplitude_v), **dd)
-    new = model.step(state, d2d, v, torch.full(shape, width, **dd),
-                     torch.ones(shape, dtype=torch.int64), 0.0, gen)
+    new = model.step(
+        state,
+        d2d,
+        v,
+        torch.full(shape, width, **dd),
+        torch.ones(shape, dtype=torch.int64),
+        0.0,
+        gen,
+    )
     g0 = model.conductance(state, d2d, v_read, 0.0)
     g1 = model.conductance(new, d2d, v_read, 0.0)
     sign = 1.0 if amplitude_v > 0 else -1.0
@@ -164,10 +195,18 @@ class PulsePlan:
     count: Tensor
 
 
-def plan_pulses(g_s: Tensor, delta_s: Tensor, set_slope: LocalSlope, reset_slope: LocalSlope,
-                *, width_min_s: float, max_dose: tuple[float, float],
-                generator: torch.Generator, count_max: int = 1000,
-                inverse: Inverse = "local") -> PulsePlan:
+def plan_pulses(
+    g_s: Tensor,
+    delta_s: Tensor,
+    set_slope: LocalSlope,
+    reset_slope: LocalSlope,
+    *,
+    width_min_s: float,
+    max_dose: tuple[float, float],
+    generator: torch.Generator,
+    count_max: int = 1000,
+    inverse: Inverse = "local",
+) -> PulsePlan:
     """Pulses that the linearised model says give ``delta_s`` from ``g_s``.
 
     ``width`` mode: one pulse of the dose's width; a dose below ``width_min_s`` becomes a
@@ -183,14 +222,18 @@ def plan_pulses(g_s: Tensor, delta_s: Tensor, set_slope: LocalSlope, reset_slope
         dose = torch.where(up, set_slope.dose(g_s, mag), reset_slope.dose(g_s, mag))
     elif inverse == "trajectory":
         g_to = g_s.to(torch.float64) + delta_s.to(torch.float64)
-        dose = torch.where(up, set_slope.trajectory_dose(g_s, g_to),
-                           reset_slope.trajectory_dose(g_s, g_to))
+        dose = torch.where(
+            up, set_slope.trajectory_dose(g_s, g_to), reset_slope.trajectory_dose(g_s, g_to)
+        )
     else:
         raise ConfigError("inverse", f"must be 'local' or 'trajectory', got {inverse!r}")
     dose = torch.where(up, dose.clamp(max=max_dose[0]), dose.clamp(max=max_dose[1]))
     dose = torch.where(mag > 0, dose, torch.zeros_like(dose))
-    amp = torch.where(up, torch.full_like(dose, set_slope.amplitude_v),
-                      torch.full_like(dose, reset_slope.amplitude_v))
+    amp = torch.where(
+        up,
+        torch.full_like(dose, set_slope.amplitude_v),
+        torch.full_like(dose, reset_slope.amplitude_v),
+    )
     u = torch.rand(dose.shape, generator=generator, dtype=torch.float64)
     if mode == "width":
         short = dose < width_min_s
@@ -198,20 +241,24 @@ def plan_pulses(g_s: Tensor, delta_s: Tensor, set_slope: LocalSlope, reset_slope
         width = torch.where(short, torch.full_like(dose, width_min_s), dose)
         count = torch.where(short, hit, dose > 0).to(torch.int64)
     else:
-        width = torch.where(up, torch.full_like(dose, set_slope.width_s),
-                            torch.full_like(dose, reset_slope.width_s))
+        width = torch.where(
+            up, torch.full_like(dose, set_slope.width_s), torch.full_like(dose, reset_slope.width_s)
+        )
         count = torch.floor(dose + u).clamp(0, count_max).to(torch.int64)
     return PulsePlan(amp, width, count)
 
 
 # -- conductances on a backend -----------------------------------------------------------
 
-def place_layers(array_shape: tuple[int, int, int], layer_shapes: Sequence[tuple[int, int]]
-                 ) -> list[Region]:
+
+def place_layers(
+    array_shape: tuple[int, int, int], layer_shapes: Sequence[tuple[int, int]]
+) -> list[Region]:
     """One layer per tile when there are enough tiles, else side by side along the
     columns of tile 0; raises naming the sizes when the layers do not fit."""
-    return one_per_tile(layer_shapes, array_shape,
-                        names=[f"layer {i}" for i in range(len(layer_shapes))])
+    return one_per_tile(
+        layer_shapes, array_shape, names=[f"layer {i}" for i in range(len(layer_shapes))]
+    )
 
 
 class DeviceConductances:
@@ -222,13 +269,28 @@ class DeviceConductances:
     inverse; ``program`` sets initial targets by a few read-pulse rounds.
     """
 
-    def __init__(self, backend: Backend, layer_shapes: Sequence[tuple[int, int]],
-                 set_slope: LocalSlope, reset_slope: LocalSlope, g_min_s: float, g_max_s: float,
-                 *, seed: int = 0, compliance_a: float | None = None, count_max: int = 1000,
-                 inverse: Inverse = "local"):
-        require(0 < g_min_s < g_max_s, "g_min_s", f"need 0 < g_min_s ({g_min_s}) < g_max_s ({g_max_s})")
-        require(set_slope.amplitude_v > 0 > reset_slope.amplitude_v, "set_slope",
-                "need a positive (SET) and a negative (RESET) amplitude")
+    def __init__(
+        self,
+        backend: Backend,
+        layer_shapes: Sequence[tuple[int, int]],
+        set_slope: LocalSlope,
+        reset_slope: LocalSlope,
+        g_min_s: float,
+        g_max_s: float,
+        *,
+        seed: int = 0,
+        compliance_a: float | None = None,
+        count_max: int = 1000,
+        inverse: Inverse = "local",
+    ):
+        require(
+            0 < g_min_s < g_max_s, "g_min_s", f"need 0 < g_min_s ({g_min_s}) < g_max_s ({g_max_s})"
+        )
+        require(
+            set_slope.amplitude_v > 0 > reset_slope.amplitude_v,
+            "set_slope",
+            "need a positive (SET) and a negative (RESET) amplitude",
+        )
         require(set_slope.mode == reset_slope.mode, "mode", "SET and RESET tables differ in mode")
         self.backend = backend
         self.placements = place_layers(backend.shape, layer_shapes)
@@ -240,8 +302,10 @@ class DeviceConductances:
         self._gen = torch.Generator().manual_seed(seed)
         lim = backend.limits
         if set_slope.mode == "width":
-            self._max_dose = (min(lim.width_max_s, set_slope.full_range_dose()),
-                              min(lim.width_max_s, reset_slope.full_range_dose()))
+            self._max_dose = (
+                min(lim.width_max_s, set_slope.full_range_dose()),
+                min(lim.width_max_s, reset_slope.full_range_dose()),
+            )
         else:
             self._max_dose = (float(self.count_max), float(self.count_max))
         self.pulse_calls = 0
@@ -262,8 +326,12 @@ class DeviceConductances:
             self._pending = None
         return [t.clone() for t in self._last_read]
 
-    def apply(self, delta_s: Sequence[Tensor], g_s: Sequence[Tensor] | None = None,
-              inverse: Inverse | None = None) -> None:
+    def apply(
+        self,
+        delta_s: Sequence[Tensor],
+        g_s: Sequence[Tensor] | None = None,
+        inverse: Inverse | None = None,
+    ) -> None:
         """Request the changes ``delta_s`` (S per layer) from the conductances ``g_s``
         (default: the last ``read``, which the rule's step was computed from) with one
         pulse call."""
@@ -275,17 +343,27 @@ class DeviceConductances:
         for p, g, d in zip(self.placements, g_s, delta_s):
             g_full[p.region()] = g
             d_full[p.region()] = d
-        plan = plan_pulses(g_full, d_full, self.set_slope, self.reset_slope,
-                           width_min_s=self.backend.limits.width_min_s, max_dose=self._max_dose,
-                           generator=self._gen, count_max=self.count_max,
-                           inverse=inverse or self.inverse)
+        plan = plan_pulses(
+            g_full,
+            d_full,
+            self.set_slope,
+            self.reset_slope,
+            width_min_s=self.backend.limits.width_min_s,
+            max_dose=self._max_dose,
+            generator=self._gen,
+            count_max=self.count_max,
+            inverse=inverse or self.inverse,
+        )
         mask = plan.count > 0
         if not bool(mask.any()):
             return
-        self._pending = (torch.cat([t.flatten() for t in g_s]),
-                         torch.cat([t.flatten() for t in delta_s]))
-        self.backend.pulse(mask, plan.amplitude_v, plan.width_s, plan.count,
-                           compliance_a=self.compliance_a)
+        self._pending = (
+            torch.cat([t.flatten() for t in g_s]),
+            torch.cat([t.flatten() for t in delta_s]),
+        )
+        self.backend.pulse(
+            mask, plan.amplitude_v, plan.width_s, plan.count, compliance_a=self.compliance_a
+        )
         self.pulse_calls += 1
         self.pulses += int(plan.count.sum())
 
@@ -299,8 +377,14 @@ class DeviceConductances:
         self.update_fidelity.clear()
 
 
-def memristor_device_config(model: str, ratio: float, *, r_on_ohm: float | None = None,
-                            variability: bool = True, **params: Any) -> dict[str, Any]:
+def memristor_device_config(
+    model: str,
+    ratio: float,
+    *,
+    r_on_ohm: float | None = None,
+    variability: bool = True,
+    **params: Any,
+) -> dict[str, Any]:
     """Device mapping for ``model`` with R_off / R_on = ``ratio`` where the model has both
     resistances (HP and its windows, VTEAM; R_on kept at the model's default unless given).
     Yakopcic has no such parameters and is returned unchanged (see the module docstring).
@@ -310,8 +394,9 @@ def memristor_device_config(model: str, ratio: float, *, r_on_ohm: float | None 
     base = build_device_model(model)
     cfg: dict[str, Any] = {"model": model}
     if not variability:
-        cfg.update({f.name: 0.0 for f in dataclasses.fields(base.p)
-                    if f.name.endswith(("_dtod", "_std"))})
+        cfg.update(
+            {f.name: 0.0 for f in dataclasses.fields(base.p) if f.name.endswith(("_dtod", "_std"))}
+        )
     cfg.update(params)
     if hasattr(base.p, "r_on_ohm") and hasattr(base.p, "r_off_ohm"):
         r_on = base.p.r_on_ohm if r_on_ohm is None else r_on_ohm
@@ -319,26 +404,36 @@ def memristor_device_config(model: str, ratio: float, *, r_on_ohm: float | None 
     return cfg
 
 
-def usable_range(device: str | Mapping[str, Any], ratio: float | None = None
-                 ) -> tuple[float, float]:
+def usable_range(
+    device: str | Mapping[str, Any], ratio: float | None = None
+) -> tuple[float, float]:
     """(g_min, g_max) the learning rule uses: the model's g_max and g_max / ratio (None:
     the model's own nominal range)."""
     g_min, g_max = build_device_model(device).conductance_range()
     return (g_min, g_max) if ratio is None else (g_max / ratio, g_max)
 
 
-def memristor_store(backend: Backend, layer_shapes: Sequence[tuple[int, int]],
-                    device: str | Mapping[str, Any], ratio: float | None = None, *,
-                    mode: PulseMode = "width",
-                    v_read: float = 0.2, inverse: Inverse = "local", seed: int = 0
-                    ) -> DeviceConductances:
+def memristor_store(
+    backend: Backend,
+    layer_shapes: Sequence[tuple[int, int]],
+    device: str | Mapping[str, Any],
+    ratio: float | None = None,
+    *,
+    mode: PulseMode = "width",
+    v_read: float = 0.2,
+    inverse: Inverse = "local",
+    seed: int = 0,
+) -> DeviceConductances:
     """A ``DeviceConductances`` for ``backend`` whose inverse is the nominal ``device``
     model at its nominal SET/RESET pulses, clipping to ``usable_range(device, ratio)``."""
     model = build_device_model(device)
     if model.nominal_set_pulse is None or model.nominal_reset_pulse is None:
         raise ConfigError("device", f"model {model.name!r} declares no nominal SET/RESET pulse")
-    tables = [local_slope(device, amp, width, mode, v_read=v_read, seed=seed)
-              for amp, width in (model.nominal_set_pulse, model.nominal_reset_pulse)]
+    tables = [
+        local_slope(device, amp, width, mode, v_read=v_read, seed=seed)
+        for amp, width in (model.nominal_set_pulse, model.nominal_reset_pulse)
+    ]
     g_min, g_max = usable_range(device, ratio)
-    return DeviceConductances(backend, layer_shapes, tables[0], tables[1], g_min, g_max,
-                              seed=seed, inverse=inverse)
+    return DeviceConductances(
+        backend, layer_shapes, tables[0], tables[1], g_min, g_max, seed=seed, inverse=inverse
+    )

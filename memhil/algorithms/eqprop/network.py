@@ -58,10 +58,21 @@ class NetworkSpec:
     target_v: float = 0.2
 
     def __post_init__(self) -> None:
-        require(len(self.sizes) >= 2 and all(int(s) >= 1 for s in self.sizes), "sizes",
-                f"need (features, hidden..., classes) with every size >= 1, got {self.sizes}")
-        for name in ("input_scale_v", "input_clip_v", "bias_v", "gain", "diode_v_th",
-                     "diode_smooth_v", "diode_g_rel", "target_v"):
+        require(
+            len(self.sizes) >= 2 and all(int(s) >= 1 for s in self.sizes),
+            "sizes",
+            f"need (features, hidden..., classes) with every size >= 1, got {self.sizes}",
+        )
+        for name in (
+            "input_scale_v",
+            "input_clip_v",
+            "bias_v",
+            "gain",
+            "diode_v_th",
+            "diode_smooth_v",
+            "diode_g_rel",
+            "target_v",
+        ):
             require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
 
     @property
@@ -88,8 +99,15 @@ class ResistiveNetwork:
     weights, a simulator and a hardware backend's read-back conductances.
     """
 
-    def __init__(self, spec: NetworkSpec, g_ref_s: float, *, tol_v: float = 1e-9,
-                 max_iter: int = 50, dtype: torch.dtype = torch.float64):
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        g_ref_s: float,
+        *,
+        tol_v: float = 1e-9,
+        max_iter: int = 50,
+        dtype: torch.dtype = torch.float64,
+    ):
         require(g_ref_s > 0, "g_ref_s", f"must be > 0 S, got {g_ref_s}")
         self.spec = spec
         self.g_ref_s = float(g_ref_s)
@@ -150,11 +168,19 @@ class ResistiveNetwork:
     def drops(self, v: Tensor, u: Tensor) -> list[Tensor]:
         """Voltage across every conductance, input node minus output node: (B, n_in, n_out)
         per layer."""
-        return [self._layer_inputs(l, v, u)[:, :, None] - v[:, None, self._slices[l]]
-                for l in range(self.spec.n_layers)]
+        return [
+            self._layer_inputs(l, v, u)[:, :, None] - v[:, None, self._slices[l]]
+            for l in range(self.spec.n_layers)
+        ]
 
-    def gradient(self, g: Sequence[Tensor], v: Tensor, u: Tensor, beta_rel: float = 0.0,
-                 y: Tensor | None = None) -> Tensor:
+    def gradient(
+        self,
+        g: Sequence[Tensor],
+        v: Tensor,
+        u: Tensor,
+        beta_rel: float = 0.0,
+        y: Tensor | None = None,
+    ) -> Tensor:
         """dE/dV (B, n_free) of the scaled co-content, normalised conductances ``g``."""
         s = self.spec
         grad = torch.zeros_like(v)
@@ -178,15 +204,25 @@ class ResistiveNetwork:
             grad[:, self._slices[-1]] += self._scale[-1] * beta_rel * self._loss_grad(v, y)
         return grad
 
-    def kcl_residual_a(self, g_s: Sequence[Tensor], v: Tensor, x: Tensor, beta_rel: float = 0.0,
-                       y: Tensor | None = None) -> Tensor:
+    def kcl_residual_a(
+        self,
+        g_s: Sequence[Tensor],
+        v: Tensor,
+        x: Tensor,
+        beta_rel: float = 0.0,
+        y: Tensor | None = None,
+    ) -> Tensor:
         """Net current (A) leaving every free node (B, n_free), the amplifiers' backward
         currents and the nudge sources included: zero at an equilibrium (Kirchhoff)."""
         g = self.normalise(g_s)
         u = self.input_voltages(x)
         r = self.gradient(g, v, u, beta_rel, y)
-        scale = torch.cat([torch.full((sl.stop - sl.start,), c, dtype=self.dtype)
-                           for sl, c in zip(self._slices, self._scale)])
+        scale = torch.cat(
+            [
+                torch.full((sl.stop - sl.start,), c, dtype=self.dtype)
+                for sl, c in zip(self._slices, self._scale)
+            ]
+        )
         return r / scale * self.g_ref_s
 
     def _hessian_const(self, g: Sequence[Tensor], beta_rel: float) -> Tensor:
@@ -201,7 +237,7 @@ class ResistiveNetwork:
                 n_h = s.sizes[l]
                 gh = gl[:n_h]
                 sp = self._slices[l - 1]
-                k[sp, sp] += torch.diag(c * s.gain ** 2 * gh.sum(1))
+                k[sp, sp] += torch.diag(c * s.gain**2 * gh.sum(1))
                 k[sp, sl] += -c * s.gain * gh
                 k[sl, sp] += -c * s.gain * gh.T
         if beta_rel != 0.0:
@@ -225,14 +261,22 @@ class ResistiveNetwork:
         out = []
         for l, (gl, shape) in enumerate(zip(g_s, shapes)):
             if tuple(gl.shape) != shape:
-                raise ValueError(f"layer {l} conductances have shape {tuple(gl.shape)}, "
-                                 f"the network needs {shape}")
+                raise ValueError(
+                    f"layer {l} conductances have shape {tuple(gl.shape)}, "
+                    f"the network needs {shape}"
+                )
             out.append(gl.to(self.dtype) / self.g_ref_s)
         return out
 
     # -- the solver --------------------------------------------------------------------
-    def solve(self, g_s: Sequence[Tensor], x: Tensor, beta_rel: float = 0.0,
-              y: Tensor | None = None, v0: Tensor | None = None) -> Tensor:
+    def solve(
+        self,
+        g_s: Sequence[Tensor],
+        x: Tensor,
+        beta_rel: float = 0.0,
+        y: Tensor | None = None,
+        v0: Tensor | None = None,
+    ) -> Tensor:
         """Node voltages (B, n_free) at the minimum of E (+ beta L): damped Newton with a
         backtracking line search on the residual norm, batched over samples. Stops when
         every node's KCL residual, divided by its total conductance (a voltage error),
@@ -260,14 +304,22 @@ class ResistiveNetwork:
                         break
                     t = torch.where(bad.unsqueeze(1), 0.5 * t, t)
                 v, r = v_try, r_try
-            raise RuntimeError(f"nodal solver did not converge in {self.max_iter} iterations "
-                               f"(largest voltage error {float((r.abs() / kdiag).max()):.3g} V, "
-                               f"tolerance {self.tol_v} V)")
+            raise RuntimeError(
+                f"nodal solver did not converge in {self.max_iter} iterations "
+                f"(largest voltage error {float((r.abs() / kdiag).max()):.3g} V, "
+                f"tolerance {self.tol_v} V)"
+            )
 
     # -- EqProp and the reference gradient ----------------------------------------------
-    def eqprop_gradient(self, g_s: Sequence[Tensor], x: Tensor, y: Tensor, beta_rel: float,
-                        centered: bool = True, v_free: Tensor | None = None
-                        ) -> tuple[list[Tensor], Tensor]:
+    def eqprop_gradient(
+        self,
+        g_s: Sequence[Tensor],
+        x: Tensor,
+        y: Tensor,
+        beta_rel: float,
+        centered: bool = True,
+        v_free: Tensor | None = None,
+    ) -> tuple[list[Tensor], Tensor]:
         """EqProp estimate of dL/dG per conductance, mean over the batch, in units of
         1/g_ref (i.e. dL/d(G/g_ref), V^2), and the free equilibrium.
 
@@ -284,12 +336,13 @@ class ResistiveNetwork:
             lo, span = self.drops(v_free, u), beta_rel
         hi = self.drops(v_pos, u)
         c_out = self._scale[-1]
-        grads = [(self._scale[l] / c_out) * 0.5 * (hi[l] ** 2 - lo[l] ** 2).mean(0) / span
-                 for l in range(self.spec.n_layers)]
+        grads = [
+            (self._scale[l] / c_out) * 0.5 * (hi[l] ** 2 - lo[l] ** 2).mean(0) / span
+            for l in range(self.spec.n_layers)
+        ]
         return grads, v_free
 
-    def implicit_gradient(self, g_s: Sequence[Tensor], x: Tensor, y: Tensor
-                          ) -> list[Tensor]:
+    def implicit_gradient(self, g_s: Sequence[Tensor], x: Tensor, y: Tensor) -> list[Tensor]:
         """Reference dL/d(G/g_ref) of the mean free-phase loss by autograd through the
         equilibrium: one differentiable Newton step from the converged voltages has the
         implicit-function-theorem derivative dV*/dG = -H^-1 d(dE/dV)/dG exactly."""

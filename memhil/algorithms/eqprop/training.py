@@ -50,7 +50,9 @@ class IdealConductances:
     """Conductances as exact numbers: every requested change happens (the reference)."""
 
     def __init__(self, g_s: Sequence[Tensor], g_min_s: float, g_max_s: float):
-        require(0 < g_min_s < g_max_s, "g_min_s", f"need 0 < g_min_s ({g_min_s}) < g_max_s ({g_max_s})")
+        require(
+            0 < g_min_s < g_max_s, "g_min_s", f"need 0 < g_min_s ({g_min_s}) < g_max_s ({g_max_s})"
+        )
         self.g_min_s, self.g_max_s = float(g_min_s), float(g_max_s)
         self._g = [t.detach().to(torch.float64).clone() for t in g_s]
 
@@ -61,16 +63,25 @@ class IdealConductances:
         self._g = [(g + d).clamp(self.g_min_s, self.g_max_s) for g, d in zip(self._g, delta_s)]
 
 
-def init_conductances(spec: NetworkSpec, g_min_s: float, g_max_s: float, *, seed: int = 0,
-                      low: float = 0.0, high: float = 0.5) -> list[Tensor]:
+def init_conductances(
+    spec: NetworkSpec,
+    g_min_s: float,
+    g_max_s: float,
+    *,
+    seed: int = 0,
+    low: float = 0.0,
+    high: float = 0.5,
+) -> list[Tensor]:
     """Random initial conductances (S), uniform in the fraction [low, high] of the range
     [g_min, g_max] (seeded); small conductances leave room to grow either branch of a pair."""
     require(0.0 <= low < high <= 1.0, "low", f"need 0 <= low ({low}) < high ({high}) <= 1")
     gen = torch.Generator().manual_seed(seed)
     span = g_max_s - g_min_s
-    return [g_min_s + span * (low + (high - low) * torch.rand(shape, generator=gen,
-                                                                   dtype=torch.float64))
-            for shape in spec.layer_shapes()]
+    return [
+        g_min_s
+        + span * (low + (high - low) * torch.rand(shape, generator=gen, dtype=torch.float64))
+        for shape in spec.layer_shapes()
+    ]
 
 
 @dataclass(frozen=True)
@@ -90,12 +101,19 @@ class EqPropConfig:
         lrs = self.lr if isinstance(self.lr, tuple) else (self.lr,)
         require(all(v > 0 for v in lrs), "lr", f"must be > 0, got {self.lr}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.max_rel_change > 0, "max_rel_change",
-                f"must be > 0, got {self.max_rel_change}")
+        require(
+            self.max_rel_change > 0, "max_rel_change", f"must be > 0, got {self.max_rel_change}"
+        )
 
 
-def sgd_step(grads: Sequence[Tensor], g_s: Sequence[Tensor], lr: float | Sequence[float],
-             g_min_s: float, g_max_s: float, max_rel_change: float = 0.5) -> list[Tensor]:
+def sgd_step(
+    grads: Sequence[Tensor],
+    g_s: Sequence[Tensor],
+    lr: float | Sequence[float],
+    g_min_s: float,
+    g_max_s: float,
+    max_rel_change: float = 0.5,
+) -> list[Tensor]:
     """Desired conductance changes (S): -lr g_max grad, limited to +-max_rel_change G and
     such that G + dG stays in [g_min, g_max]. ``grads`` are dL/d(G/g_max)."""
     lrs = list(lr) if isinstance(lr, (tuple, list)) else [cast(float, lr)] * len(grads)
@@ -123,8 +141,14 @@ class EqPropTrainer:
     """Mini-batch EqProp: per batch one free and one (two if centred) nudged relaxation,
     the local gradient, one clipped SGD step realised by the store."""
 
-    def __init__(self, network: ResistiveNetwork, store: ConductanceStore,
-                 config: EqPropConfig = EqPropConfig(), *, seed: int = 0):
+    def __init__(
+        self,
+        network: ResistiveNetwork,
+        store: ConductanceStore,
+        config: EqPropConfig = EqPropConfig(),
+        *,
+        seed: int = 0,
+    ):
         self.net, self.store, self.cfg = network, store, config
         self._gen = torch.Generator().manual_seed(seed)
 
@@ -132,8 +156,9 @@ class EqPropTrainer:
         """One update on the batch (x, y); returns the batch's free-phase loss (V^2)."""
         g = self.store.read()
         grads, v_free = self.net.eqprop_gradient(g, x, y, self.cfg.beta_rel, self.cfg.centered)
-        delta = sgd_step(grads, g, self.cfg.lr, self.store.g_min_s, self.store.g_max_s,
-                         self.cfg.max_rel_change)
+        delta = sgd_step(
+            grads, g, self.cfg.lr, self.store.g_min_s, self.store.g_max_s, self.cfg.max_rel_change
+        )
         self.store.apply(delta)
         return float(self.net.loss(v_free, y).mean())
 
@@ -142,7 +167,7 @@ class EqPropTrainer:
         order = torch.randperm(x.shape[0], generator=self._gen)
         losses = []
         for start in range(0, x.shape[0], self.cfg.batch_size):
-            idx = order[start:start + self.cfg.batch_size]
+            idx = order[start : start + self.cfg.batch_size]
             losses.append(self.step(x[idx], y[idx]) * idx.numel())
         return sum(losses) / x.shape[0]
 
@@ -153,8 +178,12 @@ class EqPropTrainer:
         acc = float((self.net.outputs(v).argmax(1) == y).double().mean())
         return float(self.net.loss(v, y).mean()), acc
 
-    def fit(self, data: ClassificationData, epochs: int,
-            on_epoch: Callable[[int, History], None] | None = None) -> History:
+    def fit(
+        self,
+        data: ClassificationData,
+        epochs: int,
+        on_epoch: Callable[[int, History], None] | None = None,
+    ) -> History:
         """Train for ``epochs``; records loss and accuracies before and after each epoch."""
         hist = History()
         tr, te = data.train, data.test

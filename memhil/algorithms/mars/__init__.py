@@ -5,5 +5,14 @@ from memhil.algorithms.mars.layer import MARS, MARSLayer
 from memhil.algorithms.mars.readout import RidgeClassifier, fit_ridge
 from memhil.algorithms.mars.reservoirs import MFESN, LeakyESN
 
-__all__ = ["MARS", "MFESN", "DeployedMARS", "LeakyESN", "MARSLayer", "RidgeClassifier",
-           "deploy_mars", "fit_ridge", "place_regions"]
+__all__ = [
+    "MARS",
+    "MFESN",
+    "DeployedMARS",
+    "LeakyESN",
+    "MARSLayer",
+    "RidgeClassifier",
+    "deploy_mars",
+    "fit_ridge",
+    "place_regions",
+]

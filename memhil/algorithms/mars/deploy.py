@@ -16,17 +16,18 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor
 
-from memhil.analog.linear import AnalogLinear
-from memhil.analog.placement import pack_columns
 from memhil.algorithms.mars.layer import MARS, MARSLayer, Method
 from memhil.algorithms.mars.readout import RidgeClassifier
-from memhil.nn.pooling import Pooling
-from memhil.backends.base import Backend
+from memhil.analog.linear import AnalogLinear
+from memhil.analog.placement import pack_columns
 from memhil.analog.program import ProgramReport
+from memhil.backends.base import Backend
+from memhil.nn.pooling import Pooling
 
 
-def place_regions(sizes: list[tuple[int, int]], shape: tuple[int, int, int]
-                  ) -> list[tuple[int, int]]:
+def place_regions(
+    sizes: list[tuple[int, int]], shape: tuple[int, int, int]
+) -> list[tuple[int, int]]:
     """(tile, col_offset) for matrices of (rows, cols) ``sizes``, packed left to right on
     a tile and spilling to the next tile; ValueError naming the sizes when they do not fit."""
     return [(r.tile, r.col) for r in pack_columns(sizes, shape)]
@@ -46,12 +47,19 @@ class DeployedMARS:
     reports: dict[str, ProgramReport] = field(default_factory=dict)
 
     @torch.no_grad()
-    def features(self, x: Tensor, lengths: Tensor | None = None,
-                 batch_size: int | None = None) -> Tensor:
+    def features(
+        self, x: Tensor, lengths: Tensor | None = None, batch_size: int | None = None
+    ) -> Tensor:
         """Pooled features with the input projections read from the array."""
-        return self.model.features(x, lengths, pool=self.pool, layers=self.layers,
-                                   method=self.method, batch_size=batch_size,
-                                   projections=self.projections)
+        return self.model.features(
+            x,
+            lengths,
+            pool=self.pool,
+            layers=self.layers,
+            method=self.method,
+            batch_size=batch_size,
+            projections=self.projections,
+        )
 
     @torch.no_grad()
     def decision_from_features(self, features: Tensor) -> Tensor:
@@ -72,12 +80,20 @@ class DeployedMARS:
         return float((pred == labels).double().mean())
 
 
-def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
-                pool: Pooling = "mean_last", layers: Literal["all", "last"] = "all",
-                deploy_projections: bool = True, method: Method = "scan",
-                program: Literal["verify", "open_loop"] = "verify",
-                tolerance_s: float | None = None, program_kw: dict[str, Any] | None = None,
-                **layer_kw: Any) -> DeployedMARS:
+def deploy_mars(
+    model: MARS,
+    readout: RidgeClassifier,
+    backend: Backend,
+    *,
+    pool: Pooling = "mean_last",
+    layers: Literal["all", "last"] = "all",
+    deploy_projections: bool = True,
+    method: Method = "scan",
+    program: Literal["verify", "open_loop"] = "verify",
+    tolerance_s: float | None = None,
+    program_kw: dict[str, Any] | None = None,
+    **layer_kw: Any,
+) -> DeployedMARS:
     """Program ``readout`` (and, with ``deploy_projections``, every layer's W_in) onto
     ``backend`` and return the in-memory classifier. ``pool``/``layers`` must be those the
     readout was trained with. Regions are packed onto the tiles in order (projections, then
@@ -88,8 +104,10 @@ def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
     w_std = readout.weight.t()  # (classes, features), acts on standardised features
     mats: list[tuple[str, Tensor, Tensor | None]] = []
     if deploy_projections:
-        mats += [(f"w_in[{i}]", cast(MARSLayer, layer).w_in, None)
-                 for i, layer in enumerate(model.layers)]
+        mats += [
+            (f"w_in[{i}]", cast(MARSLayer, layer).w_in, None)
+            for i, layer in enumerate(model.layers)
+        ]
     mats.append(("readout", w_std, readout.bias))
     sizes = [(w.shape[1], 2 * w.shape[0] * layer_kw.get("n_devices", 1)) for _, w, _ in mats]
     if layer_kw.get("layout") == "reference":
@@ -99,12 +117,14 @@ def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, *,
     built: list[AnalogLinear] = []
     for (name, w, b), (tile, col) in zip(mats, places):
         # 2 % inside the device window: the verify loop's band stays off the saturated ends
-        layer = AnalogLinear.from_weights(w, b, backend, window_margin=0.02, tile=tile,
-                                          col_offset=col, **layer_kw)
+        layer = AnalogLinear.from_weights(
+            w, b, backend, window_margin=0.02, tile=tile, col_offset=col, **layer_kw
+        )
         m = layer.weights.mapping
         tol = 0.02 * (m.g_hi_s - m.g_lo_s) if tolerance_s is None else tolerance_s
         reports[name] = layer.program(method=program, tolerance_s=tol, **(program_kw or {}))
         built.append(layer)
-    projections: list[AnalogLinear | None] = ([*built[:-1]] if deploy_projections
-                                              else [None] * model.depth)
+    projections: list[AnalogLinear | None] = (
+        [*built[:-1]] if deploy_projections else [None] * model.depth
+    )
     return DeployedMARS(model, readout, built[-1], projections, pool, layers, method, reports)

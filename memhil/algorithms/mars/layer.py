@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from memhil.algorithms.mars.reservoirs import MFDevice, check_decay_range, uniform
-from memhil.nn.scan import linear_recurrence_loop, linear_scan
 from memhil.nn.pooling import Pooling, pool_states, valid_mask
+from memhil.nn.scan import linear_recurrence_loop, linear_scan
 
 Skip = Literal["input", "temporal", "equilibrium", "none"]
 SKIPS: tuple[str, ...] = ("input", "temporal", "equilibrium", "none")
@@ -79,10 +79,19 @@ class MARSLayer(nn.Module):
     b: Tensor
     dt: Tensor
 
-    def __init__(self, n_in: int, n_units: int, *, input_scale: float = 1.0,
-                 bias_scale: float = 0.1, gamma: float = 1.0, p: float = 5.0,
-                 dt: float | tuple[float, float] = 0.01, device: MFDevice | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        n_in: int,
+        n_units: int,
+        *,
+        input_scale: float = 1.0,
+        bias_scale: float = 0.1,
+        gamma: float = 1.0,
+        p: float = 5.0,
+        dt: float | tuple[float, float] = 0.01,
+        device: MFDevice | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if n_in < 1 or n_units < 1:
             raise ValueError(f"n_in={n_in} and n_units={n_units} must be >= 1")
@@ -93,8 +102,10 @@ class MARSLayer(nn.Module):
             if not 0 < dt_min <= dt_max:
                 raise ValueError(f"dt range must satisfy 0 < dt_min <= dt_max, got {dt}")
             check_decay_range(gamma, dt_min, device)
-            self.decay_range = (check_decay_range(gamma, dt_max, device)[0],
-                                check_decay_range(gamma, dt_min, device)[1])
+            self.decay_range = (
+                check_decay_range(gamma, dt_max, device)[0],
+                check_decay_range(gamma, dt_min, device)[1],
+            )
             u = torch.rand(n_units, generator=gen, dtype=torch.float64)
             steps = torch.exp(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
         else:
@@ -116,9 +127,15 @@ class MARSLayer(nn.Module):
         kp, kd = self.device_model.rates(v)
         return self.gamma - self.dt * (kp + kd), self.dt * kp
 
-    def forward(self, x: Tensor, *, method: Method = "scan", chunk: int = 32,
-                projection: Projection | None = None,
-                equilibrium: bool = True) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        method: Method = "scan",
+        chunk: int = 32,
+        projection: Projection | None = None,
+        equilibrium: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
         """States h (batch, T, units) and, with ``equilibrium``, the instantaneous
         equilibria h*_t = c_t / (1 - a_t) (else None)."""
         a, c = self.coefficients(self.project(x) if projection is None else projection(x))
@@ -141,13 +158,24 @@ class MARS(nn.Module):
 
     skip_proj: Tensor
 
-    def __init__(self, n_features: int, n_units: int = 100, depth: int = 1, *,
-                 skip: Skip = "temporal", input_scale: float = 1.0, bias_scale: float = 0.1,
-                 gamma: float = 1.0, p: float = 5.0,
-                 dt: float | tuple[float, float] = (0.001, 0.09),
-                 upper_input_scale: float = 1.0,
-                 upper_dt: float | tuple[float, float] | None = None,
-                 normalize: bool = True, device: MFDevice | None = None, seed: int = 0):
+    def __init__(
+        self,
+        n_features: int,
+        n_units: int = 100,
+        depth: int = 1,
+        *,
+        skip: Skip = "temporal",
+        input_scale: float = 1.0,
+        bias_scale: float = 0.1,
+        gamma: float = 1.0,
+        p: float = 5.0,
+        dt: float | tuple[float, float] = (0.001, 0.09),
+        upper_input_scale: float = 1.0,
+        upper_dt: float | tuple[float, float] | None = None,
+        normalize: bool = True,
+        device: MFDevice | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -156,24 +184,46 @@ class MARS(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         self.skip, self.normalize, self.depth = skip, normalize, depth
         upper_scale = upper_input_scale * math.sqrt(3.0 / n_units)
-        layers = [MARSLayer(n_features, n_units, input_scale=input_scale, bias_scale=bias_scale,
-                            gamma=gamma, p=p, dt=dt, device=device, generator=gen)]
+        layers = [
+            MARSLayer(
+                n_features,
+                n_units,
+                input_scale=input_scale,
+                bias_scale=bias_scale,
+                gamma=gamma,
+                p=p,
+                dt=dt,
+                device=device,
+                generator=gen,
+            )
+        ]
         for _ in range(depth - 1):
-            layers.append(MARSLayer(n_units, n_units, input_scale=upper_scale,
-                                    bias_scale=bias_scale, gamma=gamma, p=p,
-                                    dt=dt if upper_dt is None else upper_dt, device=device,
-                                    generator=gen))
+            layers.append(
+                MARSLayer(
+                    n_units,
+                    n_units,
+                    input_scale=upper_scale,
+                    bias_scale=bias_scale,
+                    gamma=gamma,
+                    p=p,
+                    dt=dt if upper_dt is None else upper_dt,
+                    device=device,
+                    generator=gen,
+                )
+            )
         self.layers = nn.ModuleList(layers)
         # fixed random projection of the raw input for the ``input`` skip of layer 1
-        self.register_buffer("skip_proj", torch.randn(n_units, n_features, generator=gen)
-                             / math.sqrt(n_features))
+        self.register_buffer(
+            "skip_proj", torch.randn(n_units, n_features, generator=gen) / math.sqrt(n_features)
+        )
 
     @property
     def n_units(self) -> int:
         return cast(MARSLayer, self.layers[0]).n_units
 
-    def _skip_signal(self, level: int, x: Tensor, h: Tensor, h_eq: Tensor | None,
-                     mask: Tensor) -> Tensor:
+    def _skip_signal(
+        self, level: int, x: Tensor, h: Tensor, h_eq: Tensor | None, mask: Tensor
+    ) -> Tensor:
         if self.skip == "none":
             u = h
         elif self.skip == "equilibrium":
@@ -189,9 +239,15 @@ class MARS(nn.Module):
         rms = ((u * m).pow(2).sum((1, 2)) / (m.sum((1, 2)) * u.shape[-1])).sqrt()
         return u / rms.clamp_min(1e-12).view(-1, 1, 1)
 
-    def layer_states(self, x: Tensor, lengths: Tensor | None = None, *,
-                     method: Method = "scan", chunk: int = 32,
-                     projections: Sequence[Projection | None] | None = None) -> list[Tensor]:
+    def layer_states(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        method: Method = "scan",
+        chunk: int = 32,
+        projections: Sequence[Projection | None] | None = None,
+    ) -> list[Tensor]:
         """States (batch, T, units) of every layer for inputs x (batch, T, features).
 
         ``projections`` optionally replaces each layer's x @ W_in.T (e.g. by an array read).
@@ -200,7 +256,9 @@ class MARS(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.layers[0].n_in:
             raise ValueError(f"x must be (batch, T, {self.layers[0].n_in}), got {tuple(x.shape)}")
         if projections is not None and len(projections) != self.depth:
-            raise ValueError(f"give one projection per layer ({self.depth}), got {len(projections)}")
+            raise ValueError(
+                f"give one projection per layer ({self.depth}), got {len(projections)}"
+            )
         mask = valid_mask(x.shape[0], x.shape[1], lengths, x.device)
         out, u = [], x
         for level, layer in enumerate(self.layers):
@@ -213,10 +271,18 @@ class MARS(nn.Module):
         return out
 
     @torch.no_grad()
-    def features(self, x: Tensor, lengths: Tensor | None = None, *, pool: Pooling = "mean_last",
-                 layers: Literal["all", "last"] = "all", method: Method = "scan",
-                 chunk: int = 32, batch_size: int | None = None,
-                 projections: Sequence[Projection | None] | None = None) -> Tensor:
+    def features(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        pool: Pooling = "mean_last",
+        layers: Literal["all", "last"] = "all",
+        method: Method = "scan",
+        chunk: int = 32,
+        batch_size: int | None = None,
+        projections: Sequence[Projection | None] | None = None,
+    ) -> Tensor:
         """Readout features (batch, F): pooled states of all layers (or of the last),
         computed ``batch_size`` samples at a time. The default keeps each (batch, T, units)
         tensor near :data:`BLOCK_BYTES`: on a CPU, tensors of tens of MB cost more in fresh
@@ -230,8 +296,8 @@ class MARS(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         parts = []
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            lb = None if lengths is None else lengths[start:start + batch_size]
+            xb = x[start : start + batch_size]
+            lb = None if lengths is None else lengths[start : start + batch_size]
             states = self.layer_states(xb, lb, method=method, chunk=chunk, projections=projections)
             if layers == "last":
                 states = states[-1:]

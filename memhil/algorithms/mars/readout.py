@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 #: Default penalty grid (on standardised features).
-LAMBDAS: tuple[float, ...] = tuple(10.0 ** k for k in range(-6, 5))
+LAMBDAS: tuple[float, ...] = tuple(10.0**k for k in range(-6, 5))
 
 
 @dataclass
@@ -53,8 +53,9 @@ class RidgeClassifier:
 def one_hot_pm(labels: Tensor, n_classes: int) -> Tensor:
     """±1 one-hot targets (batch, classes), float64."""
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got {int(labels.min())}.."
-                         f"{int(labels.max())}")
+        raise ValueError(
+            f"labels must lie in 0..{n_classes - 1}, got {int(labels.min())}..{int(labels.max())}"
+        )
     y = -torch.ones(labels.shape[0], n_classes, dtype=torch.float64, device=labels.device)
     y[torch.arange(labels.shape[0], device=labels.device), labels.long()] = 1.0
     return y
@@ -87,16 +88,24 @@ def _fit(features: Tensor, labels: Tensor, n_classes: int, lam: float) -> RidgeC
     return RidgeClassifier(w, y_mean, mean, scale, float(lam))
 
 
-def fit_ridge(features: Tensor, labels: Tensor, n_classes: int, *,
-              val_features: Tensor | None = None, val_labels: Tensor | None = None,
-              lambdas: tuple[float, ...] | list[float] = LAMBDAS, refit: bool = True
-              ) -> RidgeClassifier:
+def fit_ridge(
+    features: Tensor,
+    labels: Tensor,
+    n_classes: int,
+    *,
+    val_features: Tensor | None = None,
+    val_labels: Tensor | None = None,
+    lambdas: tuple[float, ...] | list[float] = LAMBDAS,
+    refit: bool = True,
+) -> RidgeClassifier:
     """Fit the ridge readout; with a validation split, choose λ from ``lambdas`` by
     validation accuracy (ties go to the larger λ) and, with ``refit``, refit on train and
     validation together. Without one, ``lambdas`` must hold exactly one value."""
     if features.dim() != 2 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"features must be (n, F) matching labels ({labels.shape[0]}), got "
-                         f"{tuple(features.shape)}")
+        raise ValueError(
+            f"features must be (n, F) matching labels ({labels.shape[0]}), got "
+            f"{tuple(features.shape)}"
+        )
     lambdas = list(lambdas)
     if not lambdas:
         raise ValueError("the penalty grid `lambdas` is empty")
@@ -115,8 +124,9 @@ def fit_ridge(features: Tensor, labels: Tensor, n_classes: int, *,
     best = max(acc.tolist())
     lam = max(lam for lam, a in scores.items() if a == best)
     if refit:
-        model = _fit(torch.cat([features, val_features]), torch.cat([labels, val_labels]),
-                     n_classes, lam)
+        model = _fit(
+            torch.cat([features, val_features]), torch.cat([labels, val_labels]), n_classes, lam
+        )
     else:
         i = lambdas.index(lam)
         model = RidgeClassifier(path[i], y_mean, mean, scale, lam)

@@ -74,12 +74,16 @@ def check_decay_range(gamma: float, dt: float, device: MFDevice) -> tuple[float,
     s_min, s_max = device.rate_sum_range()
     a_min, a_max = gamma - dt * s_max, gamma - dt * s_min
     if a_min <= 0.0:
-        raise ValueError(f"decay a = gamma - dt*(kp+kd) reaches {a_min:.6g} <= 0 (gamma={gamma}, "
-                         f"dt={dt}, max kp+kd={s_max:.6g}); need a in (0, 1): lower dt below "
-                         f"{gamma / s_max:.6g}")
+        raise ValueError(
+            f"decay a = gamma - dt*(kp+kd) reaches {a_min:.6g} <= 0 (gamma={gamma}, "
+            f"dt={dt}, max kp+kd={s_max:.6g}); need a in (0, 1): lower dt below "
+            f"{gamma / s_max:.6g}"
+        )
     if a_max >= 1.0:
-        raise ValueError(f"decay a = gamma - dt*(kp+kd) reaches {a_max:.6g} >= 1 (gamma={gamma}, "
-                         f"dt={dt}); need a in (0, 1)")
+        raise ValueError(
+            f"decay a = gamma - dt*(kp+kd) reaches {a_max:.6g} >= 1 (gamma={gamma}, "
+            f"dt={dt}); need a in (0, 1)"
+        )
     return a_min, a_max
 
 
@@ -133,7 +137,7 @@ class _SequentialReservoir(nn.Module):
         self.check_input(x)
         batch, steps, _ = x.shape
         mask = valid_mask(batch, steps, lengths, x.device).to(x.dtype).unsqueeze(-1)
-        last_t = (mask.squeeze(-1).sum(1).long() - 1)
+        last_t = mask.squeeze(-1).sum(1).long() - 1
         h = self.initial_state(batch, x)
         total = torch.zeros_like(h)
         last = torch.zeros_like(h)
@@ -163,9 +167,20 @@ class MFESN(_SequentialReservoir):
     :func:`recurrent_matrix` with spectral radius ~``rho``; nothing is trained here.
     """
 
-    def __init__(self, n_features: int, n_units: int = 100, *, rho: float = 0.9,
-                 input_scale: float = 1.0, bias_scale: float = 0.1, gamma: float = 1.0,
-                 p: float = 5.0, dt: float = 0.01, device: MFDevice = MFDevice(), seed: int = 0):
+    def __init__(
+        self,
+        n_features: int,
+        n_units: int = 100,
+        *,
+        rho: float = 0.9,
+        input_scale: float = 1.0,
+        bias_scale: float = 0.1,
+        gamma: float = 1.0,
+        p: float = 5.0,
+        dt: float = 0.01,
+        device: MFDevice = MFDevice(),
+        seed: int = 0,
+    ):
         super().__init__()
         if n_features < 1 or n_units < 1:
             raise ValueError(f"n_features={n_features} and n_units={n_units} must be >= 1")
@@ -187,9 +202,17 @@ class LeakyESN(_SequentialReservoir):
     """Leaky-integrator ESN: h_t = (1 - leak) h_{t-1} + leak tanh(W_in x_t + W h_{t-1} + b),
     same initialisation as the MF-ESN."""
 
-    def __init__(self, n_features: int, n_units: int = 100, *, rho: float = 0.9,
-                 input_scale: float = 1.0, bias_scale: float = 0.1, leak: float = 0.5,
-                 seed: int = 0):
+    def __init__(
+        self,
+        n_features: int,
+        n_units: int = 100,
+        *,
+        rho: float = 0.9,
+        input_scale: float = 1.0,
+        bias_scale: float = 0.1,
+        leak: float = 0.5,
+        seed: int = 0,
+    ):
         super().__init__()
         if not 0.0 < leak <= 1.0:
             raise ValueError(f"leak must lie in (0, 1], got {leak}")

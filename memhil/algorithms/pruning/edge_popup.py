@@ -29,6 +29,7 @@ from memhil.analog.mapping import WeightMapping
 from memhil.analog.placement import pack_columns
 from memhil.backends.base import Backend
 
+
 # Weight regions use WeightMapping with one siemens per weight unit: combine() = G+ - G-.
 class _Window(TypedDict):
     g_lo_s: float
@@ -40,15 +41,21 @@ _UNIT_WINDOW: _Window = {"g_lo_s": 0.0, "g_hi_s": 1.0, "w_max": 1.0}
 
 
 # -- where the layers live on the backend ------------------------------------------------
-def layout_layers(shapes: Sequence[tuple[int, int]], backend_shape: tuple[int, int, int]
-                  ) -> list[WeightMapping]:
+def layout_layers(
+    shapes: Sequence[tuple[int, int]], backend_shape: tuple[int, int, int]
+) -> list[WeightMapping]:
     """Place (out, in) weight matrices as differential regions, side by side along the
     columns of a tile, moving to the next tile when one is full; raise naming the layer
     that does not fit."""
-    regions = pack_columns([(n_in, 2 * n_out) for n_out, n_in in shapes], backend_shape,
-                           names=[f"layer {i}" for i in range(len(shapes))])
-    return [WeightMapping(n_in, n_out, tile=r.tile, col_offset=r.col, **_UNIT_WINDOW)
-            for (n_out, n_in), r in zip(shapes, regions)]
+    regions = pack_columns(
+        [(n_in, 2 * n_out) for n_out, n_in in shapes],
+        backend_shape,
+        names=[f"layer {i}" for i in range(len(shapes))],
+    )
+    return [
+        WeightMapping(n_in, n_out, tile=r.tile, col_offset=r.col, **_UNIT_WINDOW)
+        for (n_out, n_in), r in zip(shapes, regions)
+    ]
 
 
 def backend_shape_for(shapes: Sequence[tuple[int, int]]) -> tuple[int, int, int]:
@@ -62,8 +69,12 @@ def random_signs(shapes: Sequence[tuple[int, int]], seed: int) -> list[Tensor]:
     return [torch.randint(0, 2, shape, generator=gen).float().mul_(2).sub_(1) for shape in shapes]
 
 
-def active_cells(mapping: WeightMapping, sign: Tensor, backend_shape: tuple[int, int, int],
-                 select: Tensor | None = None) -> Tensor:
+def active_cells(
+    mapping: WeightMapping,
+    sign: Tensor,
+    backend_shape: tuple[int, int, int],
+    select: Tensor | None = None,
+) -> Tensor:
     """Backend mask of the active cell of each selected weight's pair (+ cell where
     sign > 0, - cell where sign < 0); ``select`` (out, in) bool, default all weights."""
     sel = torch.ones_like(sign, dtype=torch.bool) if select is None else select.bool()
@@ -72,9 +83,12 @@ def active_cells(mapping: WeightMapping, sign: Tensor, backend_shape: tuple[int,
     return mapping.cell_mask(backend_shape, plus | minus)
 
 
-def active_cells_all(mappings: Sequence[WeightMapping], signs: Sequence[Tensor],
-                     backend_shape: tuple[int, int, int],
-                     selects: Sequence[Tensor | None] | None = None) -> Tensor:
+def active_cells_all(
+    mappings: Sequence[WeightMapping],
+    signs: Sequence[Tensor],
+    backend_shape: tuple[int, int, int],
+    selects: Sequence[Tensor | None] | None = None,
+) -> Tensor:
     """Union over layers of :func:`active_cells`."""
     mask = torch.zeros(backend_shape, dtype=torch.bool)
     for i, (m, s) in enumerate(zip(mappings, signs)):
@@ -120,14 +134,20 @@ class SwitchPulses:
         set_p = self.set_pulse or caps.set_pulse
         reset_p = self.reset_pulse or caps.reset_pulse
         if set_p is None or reset_p is None:
-            raise ValueError(f"backend device {caps.device_model!r} has no nominal SET/RESET "
-                             "pulse; pass SwitchPulses(set_pulse=..., reset_pulse=...)")
+            raise ValueError(
+                f"backend device {caps.device_model!r} has no nominal SET/RESET "
+                "pulse; pass SwitchPulses(set_pulse=..., reset_pulse=...)"
+            )
         if set_p[0] <= 0 or reset_p[0] >= 0:
-            raise ValueError(f"SET amplitude must be > 0 V and RESET < 0 V, got {set_p[0]}, {reset_p[0]}")
+            raise ValueError(
+                f"SET amplitude must be > 0 V and RESET < 0 V, got {set_p[0]}, {reset_p[0]}"
+            )
         return set_p, reset_p
 
 
-def form_random_weights(backend: Backend, cells: Tensor, recipe: FormingRecipe = FormingRecipe()) -> None:
+def form_random_weights(
+    backend: Backend, cells: Tensor, recipe: FormingRecipe = FormingRecipe()
+) -> None:
     """Form the pristine ``cells`` (backend mask) so that each draws a random conductance."""
     if recipe.method == "pulse":
         backend.pulse(cells, recipe.amplitude_v, recipe.width_s, compliance_a=recipe.compliance_a)
@@ -146,14 +166,16 @@ def form_random_weights(backend: Backend, cells: Tensor, recipe: FormingRecipe =
         v = recipe.v_start + k * recipe.v_step
         if v > recipe.amplitude_v * (1 + 1e-9):
             break
-        backend.pulse(active, min(v, recipe.amplitude_v), recipe.width_s,
-                      compliance_a=recipe.compliance_a)
+        backend.pulse(
+            active, min(v, recipe.amplitude_v), recipe.width_s, compliance_a=recipe.compliance_a
+        )
         active = unformed(active)
         k += 1
 
 
-def read_magnitudes(backend: Backend, mappings: Sequence[WeightMapping], signs: Sequence[Tensor],
-                    n_reads: int = 1) -> list[Tensor]:
+def read_magnitudes(
+    backend: Backend, mappings: Sequence[WeightMapping], signs: Sequence[Tensor], n_reads: int = 1
+) -> list[Tensor]:
     """``n_reads`` fresh readouts of every layer: sign0 * (G+ - G-) clamped at 0, in S,
     shape (n_reads, out, in) per layer (each read carries the backend's read noise)."""
     reads = torch.stack([backend.read_conductance().float().cpu() for _ in range(n_reads)])
@@ -173,8 +195,13 @@ class PairStates:
     prune: list[Tensor]
 
 
-def measure_pair_states(backend: Backend, mappings: Sequence[WeightMapping], signs: Sequence[Tensor],
-                        n_reads: int = 8, pulses: SwitchPulses = SwitchPulses()) -> PairStates:
+def measure_pair_states(
+    backend: Backend,
+    mappings: Sequence[WeightMapping],
+    signs: Sequence[Tensor],
+    n_reads: int = 8,
+    pulses: SwitchPulses = SwitchPulses(),
+) -> PairStates:
     """After forming: RESET every active cell and read ``n_reads`` times (the pruned
     residual), then SET them again (a fresh random LRS draw, as re-forming) and read
     ``n_reads`` times (the kept weights). The array is left with every weight kept."""
@@ -203,9 +230,14 @@ class Deployment:
         return int(self.set_cells.sum())
 
 
-def deploy_masks(backend: Backend, mappings: Sequence[WeightMapping], signs: Sequence[Tensor],
-                 old_masks: Sequence[Tensor], new_masks: Sequence[Tensor],
-                 pulses: SwitchPulses = SwitchPulses()) -> Deployment:
+def deploy_masks(
+    backend: Backend,
+    mappings: Sequence[WeightMapping],
+    signs: Sequence[Tensor],
+    old_masks: Sequence[Tensor],
+    new_masks: Sequence[Tensor],
+    pulses: SwitchPulses = SwitchPulses(),
+) -> Deployment:
     """Program the mask change on the array: a weight going 1 -> 0 gets a RESET of its
     active cell (it keeps the small RESET conductance), 0 -> 1 a SET (a fresh LRS draw);
     unchanged weights are not touched. One vectorized pulse call per polarity."""
@@ -221,7 +253,9 @@ def deploy_masks(backend: Backend, mappings: Sequence[WeightMapping], signs: Seq
     return Deployment(reset, set_)
 
 
-def backend_linear(backend: Backend, mapping: WeightMapping, x: Tensor, v_in: float = 0.2) -> Tensor:
+def backend_linear(
+    backend: Backend, mapping: WeightMapping, x: Tensor, v_in: float = 0.2
+) -> Tensor:
     """x @ (G+ - G-) in S x (x units), computed by the array: inputs scaled per sample to
     at most ``v_in`` volts on the rows, differential column currents rescaled back."""
     s = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
@@ -248,8 +282,9 @@ def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
     return hard + soft - soft.detach()
 
 
-def switch_limited_mask(candidate: Tensor, previous: Tensor, scores: Tensor, scores_ref: Tensor,
-                        threshold: float) -> tuple[Tensor, Tensor]:
+def switch_limited_mask(
+    candidate: Tensor, previous: Tensor, scores: Tensor, scores_ref: Tensor, threshold: float
+) -> tuple[Tensor, Tensor]:
     """Keep a bit's previous value unless its score moved by at least ``threshold``
     relative to the reference score (|S_ref - S| / |S_ref| >= threshold); returns the
     mask and the boolean map of the bits that flipped."""
@@ -281,7 +316,7 @@ class _QuantizeActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits):
         lo, hi = x.detach().min(), x.detach().max()
-        step = (hi - lo).clamp_min(1e-12) / (2 ** bits - 1)
+        step = (hi - lo).clamp_min(1e-12) / (2**bits - 1)
         return torch.round((x - lo) / step) * step + lo
 
     @staticmethod
@@ -327,12 +362,23 @@ class MaskedWeight(WeightSource):
     keep_gain: Tensor
     prune_gain: Tensor
 
-    def __init__(self, sign: Tensor, keep: Tensor, prune: Tensor, *, gain: float = math.sqrt(2),
-                 keep_fraction: float = 0.5, reprogram_noise_rel: float = 0.15, seed: int = 0):
+    def __init__(
+        self,
+        sign: Tensor,
+        keep: Tensor,
+        prune: Tensor,
+        *,
+        gain: float = math.sqrt(2),
+        keep_fraction: float = 0.5,
+        reprogram_noise_rel: float = 0.15,
+        seed: int = 0,
+    ):
         super().__init__()
         if keep.shape != prune.shape or keep.shape[1:] != sign.shape:
-            raise ValueError(f"banks {tuple(keep.shape)}/{tuple(prune.shape)} do not match signs "
-                             f"{tuple(sign.shape)}")
+            raise ValueError(
+                f"banks {tuple(keep.shape)}/{tuple(prune.shape)} do not match signs "
+                f"{tuple(sign.shape)}"
+            )
         self.keep_fraction = keep_fraction
         self.reprogram_noise_rel = reprogram_noise_rel
         self._gen = torch.Generator().manual_seed(seed)
@@ -404,7 +450,9 @@ class FloatWeight(WeightSource):
     def __init__(self, shape: tuple[int, int], *, gain: float = math.sqrt(2), seed: int = 0):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(shape, generator=gen) * self.kaiming_sigma(shape[1], gain))
+        self.w = nn.Parameter(
+            torch.randn(shape, generator=gen) * self.kaiming_sigma(shape[1], gain)
+        )
 
     def weight(self) -> Tensor:
         return self.w
@@ -420,15 +468,26 @@ class ProgrammedWeight(WeightSource):
 
     g: Tensor
 
-    def __init__(self, w: Tensor, *, write_noise_rel: float = 0.3, read_noise_rel: float = 0.03,
-                 g_lo_s: float = 1e-6, g_hi_s: float = 40e-6, noise_reference: str = "target",
-                 seed: int = 0):
+    def __init__(
+        self,
+        w: Tensor,
+        *,
+        write_noise_rel: float = 0.3,
+        read_noise_rel: float = 0.03,
+        g_lo_s: float = 1e-6,
+        g_hi_s: float = 40e-6,
+        noise_reference: str = "target",
+        seed: int = 0,
+    ):
         super().__init__()
         if noise_reference not in ("target", "window"):
-            raise ValueError(f"noise_reference must be 'target' or 'window', got {noise_reference!r}")
+            raise ValueError(
+                f"noise_reference must be 'target' or 'window', got {noise_reference!r}"
+            )
         w = w.detach().float()
-        self.mapping = WeightMapping(w.shape[1], w.shape[0], g_lo_s, g_hi_s,
-                                     w_max=float(w.abs().max().clamp_min(1e-12)))
+        self.mapping = WeightMapping(
+            w.shape[1], w.shape[0], g_lo_s, g_hi_s, w_max=float(w.abs().max().clamp_min(1e-12))
+        )
         self._gen = torch.Generator().manual_seed(seed)
         g = self.mapping.targets(w)
         sigma = write_noise_rel * (g if noise_reference == "target" else g_hi_s - g_lo_s)
@@ -454,7 +513,11 @@ def set_read_index(model: nn.Module, index: int) -> None:
 
 def refresh_masks(model: nn.Module, threshold: float = 0.0) -> int:
     """Refresh every masked layer; returns the flips of this step."""
-    return sum(src.refresh_mask(threshold) for src in weight_sources(model) if isinstance(src, MaskedWeight))
+    return sum(
+        src.refresh_mask(threshold)
+        for src in weight_sources(model)
+        if isinstance(src, MaskedWeight)
+    )
 
 
 def masks_of(model: nn.Module) -> list[Tensor]:
@@ -486,9 +549,16 @@ class TrainResult:
         return sum(self.flips_per_epoch)
 
 
-def train(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor],
-          cfg: TrainConfig, *, validate: Callable[[nn.Module], float] | None = None,
-          extra_inputs: Callable[[Tensor], dict] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    cfg: TrainConfig,
+    *,
+    validate: Callable[[nn.Module], float] | None = None,
+    extra_inputs: Callable[[Tensor], dict] | None = None,
+) -> TrainResult:
     """Train scores (masked layers) or weights (float layers): one readout index per
     batch, masks refreshed after every step with the current switch-limit threshold, and
     the threshold lowered one step whenever ``validate(model)`` (run after each epoch)
@@ -557,19 +627,29 @@ class HardwareWeights:
     signs: list[Tensor]
     states: PairStates
 
-    def masked_factory(self, *, keep_fraction: float = 0.5, reprogram_noise_rel: float = 0.15,
-                       seed: int = 0) -> Callable[[str, tuple[int, int], float], WeightSource]:
+    def masked_factory(
+        self, *, keep_fraction: float = 0.5, reprogram_noise_rel: float = 0.15, seed: int = 0
+    ) -> Callable[[str, tuple[int, int], float], WeightSource]:
         """Source factory for the pruned random network (layers taken in build order)."""
         counter = self._counter()
 
         def make(name: str, shape: tuple[int, int], gain: float) -> WeightSource:
             i = counter(name, shape)
-            return MaskedWeight(self.signs[i], self.states.keep[i], self.states.prune[i], gain=gain,
-                                keep_fraction=keep_fraction, reprogram_noise_rel=reprogram_noise_rel,
-                                seed=seed + 7919 * i)
+            return MaskedWeight(
+                self.signs[i],
+                self.states.keep[i],
+                self.states.prune[i],
+                gain=gain,
+                keep_fraction=keep_fraction,
+                reprogram_noise_rel=reprogram_noise_rel,
+                seed=seed + 7919 * i,
+            )
+
         return make
 
-    def readout_only_factory(self, seed: int = 0) -> Callable[[str, tuple[int, int], float], WeightSource]:
+    def readout_only_factory(
+        self, seed: int = 0
+    ) -> Callable[[str, tuple[int, int], float], WeightSource]:
         """Every layer fixed at its formed weights except the one named ``readout``,
         which is a trainable float layer."""
         counter = self._counter()
@@ -579,6 +659,7 @@ class HardwareWeights:
             if name == "readout":
                 return FloatWeight(shape, gain=gain, seed=seed)
             return FixedWeight(self.signs[i], self.states.keep[i], gain=gain)
+
         return make
 
     def _counter(self) -> Callable[[str, tuple[int, int]], int]:
@@ -588,18 +669,29 @@ class HardwareWeights:
         def next_layer(name: str, shape: tuple[int, int]) -> int:
             i = taken[0]
             if i >= len(self.signs):
-                raise ValueError(f"layer {i} ({name}) has no hardware region: only {len(self.signs)} drawn")
+                raise ValueError(
+                    f"layer {i} ({name}) has no hardware region: only {len(self.signs)} drawn"
+                )
             have = tuple(self.signs[i].shape)
             if have != tuple(shape):
-                raise ValueError(f"layer {i} ({name}) wants {tuple(shape)}, the hardware holds {have}")
+                raise ValueError(
+                    f"layer {i} ({name}) wants {tuple(shape)}, the hardware holds {have}"
+                )
             taken[0] += 1
             return i
+
         return next_layer
 
 
-def draw_hardware_weights(backend: Backend, shapes: Sequence[tuple[int, int]], *, sign_seed: int = 0,
-                          recipe: FormingRecipe = FormingRecipe(), n_reads: int = 8,
-                          pulses: SwitchPulses = SwitchPulses()) -> HardwareWeights:
+def draw_hardware_weights(
+    backend: Backend,
+    shapes: Sequence[tuple[int, int]],
+    *,
+    sign_seed: int = 0,
+    recipe: FormingRecipe = FormingRecipe(),
+    n_reads: int = 8,
+    pulses: SwitchPulses = SwitchPulses(),
+) -> HardwareWeights:
     """Lay the layers out on ``backend``, form one cell per weight pair (fixed random
     sign), and measure the pruned and kept readout banks (:func:`measure_pair_states`)."""
     mappings = layout_layers(shapes, backend.shape)

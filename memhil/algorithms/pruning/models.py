@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memhil.analog.mapping import WeightMapping
 from memhil.algorithms.pruning.edge_popup import (
     FloatWeight,
     MaskedWeight,
@@ -24,6 +23,7 @@ from memhil.algorithms.pruning.edge_popup import (
     backend_linear,
     quantize_activations,
 )
+from memhil.analog.mapping import WeightMapping
 from memhil.backends.base import Backend
 
 SourceFactory = Callable[[str, tuple[int, int], float], WeightSource]
@@ -66,7 +66,9 @@ class SourcedConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.source.weight()
-        return F.conv2d(x, w.view(w.shape[0], self.in_ch, self.kernel, self.kernel), padding=self.padding)
+        return F.conv2d(
+            x, w.view(w.shape[0], self.in_ch, self.kernel, self.kernel), padding=self.padding
+        )
 
 
 class SourcedConv1d(nn.Module):
@@ -79,13 +81,16 @@ class SourcedConv1d(nn.Module):
         return F.conv1d(x, w.view(w.shape[0], self.in_ch, self.kernel), padding=self.padding)
 
 
-def layer_shapes(build: Callable[[SourceFactory], nn.Module]) -> list[tuple[str, tuple[int, int], float]]:
+def layer_shapes(
+    build: Callable[[SourceFactory], nn.Module],
+) -> list[tuple[str, tuple[int, int], float]]:
     """(name, (out, in), gain) of every weight matrix of a network, in build order."""
     seen: list[tuple[str, tuple[int, int], float]] = []
 
     def probe(name, shape, gain):
         seen.append((name, shape, gain))
         return FloatWeight(shape, gain=gain)
+
     build(probe)
     return seen
 
@@ -97,8 +102,15 @@ class MLP(nn.Module):
         super().__init__()
         n = len(sizes) - 1
         self.layers = nn.ModuleList(
-            SourcedLinear(factory("readout" if i == n - 1 else f"fc{i}", (sizes[i + 1], sizes[i]),
-                                  READOUT_GAIN if i == n - 1 else RELU_GAIN)) for i in range(n))
+            SourcedLinear(
+                factory(
+                    "readout" if i == n - 1 else f"fc{i}",
+                    (sizes[i + 1], sizes[i]),
+                    READOUT_GAIN if i == n - 1 else RELU_GAIN,
+                )
+            )
+            for i in range(n)
+        )
         self.bits = bits
 
     def forward(self, x: Tensor) -> Tensor:
@@ -115,8 +127,14 @@ class MLP(nn.Module):
 class DigitCNN(nn.Module):
     """8x8 digits: conv 3x3 -> BN -> ReLU -> conv 3x3 -> maxpool -> BN -> ReLU -> FC -> FC."""
 
-    def __init__(self, factory: SourceFactory, channels=(32, 32), hidden: int = 64,
-                 n_classes: int = 10, bits: int | None = 4):
+    def __init__(
+        self,
+        factory: SourceFactory,
+        channels=(32, 32),
+        hidden: int = 64,
+        n_classes: int = 10,
+        bits: int | None = 4,
+    ):
         super().__init__()
         c1, c2 = channels
         self.conv1 = SourcedConv2d(factory("conv1", (c1, 9), RELU_GAIN), 1, 3, 1)
@@ -139,8 +157,15 @@ class ConvRNN(nn.Module):
     """Sequences (N, T, D): conv1d over time -> BN -> ReLU -> ReLU-RNN (input and
     recurrent weights masked) -> mean over the valid steps -> FC."""
 
-    def __init__(self, factory: SourceFactory, n_in: int = 12, channels: int = 32, hidden: int = 64,
-                 n_classes: int = 9, bits: int | None = 3):
+    def __init__(
+        self,
+        factory: SourceFactory,
+        n_in: int = 12,
+        channels: int = 32,
+        hidden: int = 64,
+        n_classes: int = 9,
+        bits: int | None = 3,
+    ):
         super().__init__()
         self.conv = SourcedConv1d(factory("conv", (channels, n_in * 3), RELU_GAIN), n_in, 3, 1)
         self.bn = nn.BatchNorm1d(channels, affine=False)
@@ -172,11 +197,17 @@ class UNet(nn.Module):
     """Small U-Net (``depth`` downsamplings, bilinear upsampling, skip concatenation),
     every conv masked, 2-class output per pixel."""
 
-    def __init__(self, factory: SourceFactory, base: int = 8, depth: int = 2, n_in: int = 1,
-                 bits: int | None = 6):
+    def __init__(
+        self,
+        factory: SourceFactory,
+        base: int = 8,
+        depth: int = 2,
+        n_in: int = 1,
+        bits: int | None = 6,
+    ):
         super().__init__()
         self.bits = bits
-        chans = [base * 2 ** i for i in range(depth + 1)]
+        chans = [base * 2**i for i in range(depth + 1)]
         self.convs = nn.ModuleDict()
         self.bns = nn.ModuleDict()
 

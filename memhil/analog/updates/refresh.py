@@ -18,13 +18,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from memhil.analog.weights import AnalogWeights
 from memhil.analog.pulse_response import PulseResponse
+from memhil.analog.weights import AnalogWeights
 
 
-def refresh_pairs(weights: AnalogWeights, response: PulseResponse, threshold_s: float, *,
-                  reset_pulses: int = 1, max_pulses: int | None = None,
-                  g_region: Tensor | None = None) -> Tensor:
+def refresh_pairs(
+    weights: AnalogWeights,
+    response: PulseResponse,
+    threshold_s: float,
+    *,
+    reset_pulses: int = 1,
+    max_pulses: int | None = None,
+    g_region: Tensor | None = None,
+) -> Tensor:
     """Refresh every weight whose + or - devices hold a conductance above ``threshold_s``.
 
     Only pairs whose difference fits below the threshold after the rewrite

@@ -44,15 +44,16 @@ update, with ``refresh_reset_pulses`` RESET pulses per device (1 for PCM's abrup
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from memhil.analog.weights import AnalogWeights
-from memhil.analog.updates.refresh import refresh_pairs
 from memhil.analog.pulse_response import PulseResponse
+from memhil.analog.updates.refresh import refresh_pairs
+from memhil.analog.weights import AnalogWeights
 from memhil.core.errors import ConfigError
 
 
@@ -90,13 +91,24 @@ class UpdateScheme:
     name = "base"
     needs_devices = True
 
-    def __init__(self, *, refresh_threshold_s: float | None = None, refresh_every: int = 1,
-                 refresh_reset_pulses: int = 1):
-        _check(refresh_threshold_s is None or refresh_threshold_s > 0, "refresh_threshold_s",
-               f"must be > 0 S or None, got {refresh_threshold_s}")
+    def __init__(
+        self,
+        *,
+        refresh_threshold_s: float | None = None,
+        refresh_every: int = 1,
+        refresh_reset_pulses: int = 1,
+    ):
+        _check(
+            refresh_threshold_s is None or refresh_threshold_s > 0,
+            "refresh_threshold_s",
+            f"must be > 0 S or None, got {refresh_threshold_s}",
+        )
         _check(refresh_every >= 1, "refresh_every", f"must be >= 1, got {refresh_every}")
-        _check(refresh_reset_pulses >= 1, "refresh_reset_pulses",
-               f"must be >= 1, got {refresh_reset_pulses}")
+        _check(
+            refresh_reset_pulses >= 1,
+            "refresh_reset_pulses",
+            f"must be >= 1, got {refresh_reset_pulses}",
+        )
         self.refresh_threshold_s = refresh_threshold_s
         self.refresh_every = int(refresh_every)
         self.refresh_reset_pulses = int(refresh_reset_pulses)
@@ -106,19 +118,22 @@ class UpdateScheme:
         self.steps = 0
 
     # -- binding ----------------------------------------------------------------------
-    def bind(self, weights: AnalogWeights, response: PulseResponse | None = None) -> "UpdateScheme":
+    def bind(self, weights: AnalogWeights, response: PulseResponse | None = None) -> UpdateScheme:
         """Attach the weights to update and the devices' SET pulse response; returns self."""
         m = weights.mapping
         if self.needs_devices:
             if m.layout != "differential":
-                raise ValueError(f"update scheme {self.name!r} needs the differential layout, "
-                                 f"got {m.layout!r}")
+                raise ValueError(
+                    f"update scheme {self.name!r} needs the differential layout, got {m.layout!r}"
+                )
             if response is None:
                 raise ValueError(f"update scheme {self.name!r} needs the SET pulse response")
             if not response.rising or response.granularity_s <= 0:
-                raise ValueError(f"update scheme {self.name!r} needs a rising (SET) pulse response "
-                                 f"with a positive granularity, got amplitude "
-                                 f"{response.amplitude_v} V, granularity {response.granularity_s} S")
+                raise ValueError(
+                    f"update scheme {self.name!r} needs a rising (SET) pulse response "
+                    f"with a positive granularity, got amplitude "
+                    f"{response.amplitude_v} V, granularity {response.granularity_s} S"
+                )
         self.weights, self.response = weights, response
         if response is not None:
             self.quantum = response.granularity_s / m.scale
@@ -136,7 +151,9 @@ class UpdateScheme:
 
     def _bound(self) -> AnalogWeights:
         if self.weights is None:
-            raise RuntimeError(f"update scheme {self.name!r} is not bound: call bind(weights, response)")
+            raise RuntimeError(
+                f"update scheme {self.name!r} is not bound: call bind(weights, response)"
+            )
         return self.weights
 
     @property
@@ -154,14 +171,27 @@ class UpdateScheme:
         before = (w.tally.set_pulses, w.tally.reset_pulses, w.tally.calls, w.tally.refreshes)
         self.steps += 1
         n = self._update(delta_w)
-        if (self.needs_devices and self.refresh_threshold_s is not None
-                and self.steps % self.refresh_every == 0):
+        if (
+            self.needs_devices
+            and self.refresh_threshold_s is not None
+            and self.steps % self.refresh_every == 0
+        ):
             assert self.response is not None  # bind requires it where needs_devices
-            refresh_pairs(w, self.response, self.refresh_threshold_s,
-                          reset_pulses=self.refresh_reset_pulses, max_pulses=self.count_cap)
+            refresh_pairs(
+                w,
+                self.response,
+                self.refresh_threshold_s,
+                reset_pulses=self.refresh_reset_pulses,
+                max_pulses=self.count_cap,
+            )
         t = w.tally
-        return UpdateStep(set_pulses=t.set_pulses - before[0], reset_pulses=t.reset_pulses - before[1],
-                          calls=t.calls - before[2], refreshes=t.refreshes - before[3], n=n)
+        return UpdateStep(
+            set_pulses=t.set_pulses - before[0],
+            reset_pulses=t.reset_pulses - before[1],
+            calls=t.calls - before[2],
+            refreshes=t.refreshes - before[3],
+            n=n,
+        )
 
     def _update(self, delta_w: Tensor) -> Tensor | None:
         raise NotImplementedError
@@ -192,10 +222,12 @@ _REGISTRY: dict[str, type[UpdateScheme]] = {}
 
 def register_update_scheme(name: str) -> Callable[[type[UpdateScheme]], type[UpdateScheme]]:
     """Class decorator: make a scheme buildable by ``name``."""
+
     def deco(cls: type[UpdateScheme]) -> type[UpdateScheme]:
         cls.name = name
         _REGISTRY[name] = cls
         return cls
+
     return deco
 
 
@@ -221,14 +253,18 @@ def build_update_scheme(name: str, **params: Any) -> UpdateScheme:
     """The scheme registered as ``name`` with ``params``; unknown names and parameters
     raise ConfigError (a ValueError) naming them."""
     if name not in _REGISTRY:
-        raise ConfigError("update_scheme", f"unknown update scheme {name!r} "
-                                           f"(known: {', '.join(available_update_schemes())})")
+        raise ConfigError(
+            "update_scheme",
+            f"unknown update scheme {name!r} (known: {', '.join(available_update_schemes())})",
+        )
     cls = _REGISTRY[name]
     allowed = _parameters(cls)
     for key in params:
         if key not in allowed:
-            raise ConfigError(f"{name}.{key}", f"unknown parameter of update scheme {name!r} "
-                                               f"(known: {', '.join(allowed)})")
+            raise ConfigError(
+                f"{name}.{key}",
+                f"unknown parameter of update scheme {name!r} (known: {', '.join(allowed)})",
+            )
     return cls(**params)
 
 
@@ -309,8 +345,11 @@ class MultiDeviceUpdate(UpdateScheme):
     steps, so every device gets its share of the pulses."""
 
     def __init__(self, *, max_pulses: int | None = None, **base: Any):
-        _check(max_pulses is None or max_pulses >= 1, "max_pulses",
-               f"must be >= 1 or None, got {max_pulses}")
+        _check(
+            max_pulses is None or max_pulses >= 1,
+            "max_pulses",
+            f"must be >= 1 or None, got {max_pulses}",
+        )
         super().__init__(**base)
         self.max_pulses = max_pulses
         self.pointer: Tensor | None = None  # (2, out, in): next device of the + / - side
@@ -347,8 +386,11 @@ class MixedPrecisionUpdate(UpdateScheme):
     χ -= n·quantum. χ is float64."""
 
     def __init__(self, *, max_pulses: int | None = None, transfer_every: int = 1, **base: Any):
-        _check(max_pulses is None or max_pulses >= 1, "max_pulses",
-               f"must be >= 1 or None, got {max_pulses}")
+        _check(
+            max_pulses is None or max_pulses >= 1,
+            "max_pulses",
+            f"must be >= 1 or None, got {max_pulses}",
+        )
         _check(transfer_every >= 1, "transfer_every", f"must be >= 1, got {transfer_every}")
         super().__init__(**base)
         self.max_pulses = max_pulses

@@ -7,8 +7,9 @@ shape ``(tiles, rows, cols)``; reads and pulses are tensor ops over all tiles an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,8 +18,8 @@ from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
-from memhil.devices.base import DeviceModel, build_device_model
 from memhil.backends.sim.read_path import quantize_scaled_, quantize_to_steps
+from memhil.devices.base import DeviceModel, build_device_model
 
 
 class SimBackend(Backend):
@@ -32,27 +33,38 @@ class SimBackend(Backend):
     at the start of that pulse (within-pulse limiting of an abrupt switch is not modelled).
     """
 
-    def __init__(self, config: SimConfig | Mapping[str, Any] | str | Path | None = None, *,
-                 clock: VirtualClock | None = None):
+    def __init__(
+        self,
+        config: SimConfig | Mapping[str, Any] | str | Path | None = None,
+        *,
+        clock: VirtualClock | None = None,
+    ):
         self.config = cfg = SimConfig.load(config)
         self._device = torch.device(cfg.torch_device)
         self._dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.model: DeviceModel = build_device_model(
-            cfg.device, source=str(config) if isinstance(config, (str, Path)) else None)
+            cfg.device, source=str(config) if isinstance(config, (str, Path)) else None
+        )
         self._clock = clock if clock is not None else VirtualClock()
         self._shape = (cfg.tiles, cfg.rows, cfg.cols)
 
         def generator(offset: int) -> torch.Generator:
             return torch.Generator(device=self._device).manual_seed(cfg.seed * 3 + offset)
 
-        self._gen_build, self._gen_program, self._gen_read = generator(0), generator(1), generator(2)
+        self._gen_build, self._gen_program, self._gen_read = (
+            generator(0),
+            generator(1),
+            generator(2),
+        )
         dd: dict[str, Any] = dict(device=self._device, dtype=self._dtype)
         self.d2d = self.model.sample_d2d(self._shape, self._gen_build, **dd)
         self.state = self.model.initial_state(self.d2d, self._shape, self._gen_build, **dd)
         self.stuck_on, self.stuck_off = self._draw_faults()
         g_min, g_max = self.model.conductance_range()
         self._g_stuck_on = cfg.faults.g_stuck_on_s if cfg.faults.g_stuck_on_s is not None else g_max
-        self._g_stuck_off = cfg.faults.g_stuck_off_s if cfg.faults.g_stuck_off_s is not None else g_min
+        self._g_stuck_off = (
+            cfg.faults.g_stuck_off_s if cfg.faults.g_stuck_off_s is not None else g_min
+        )
         self._version = 0
         self._t_last_write = self._clock.now()
         self._g_cache: tuple[int, float, Tensor, Tensor | None] | None = None
@@ -87,13 +99,22 @@ class SimBackend(Backend):
     @property
     def capabilities(self) -> Capabilities:
         t, r, c = self._shape
-        return Capabilities(tiles=t, rows=r, cols=c, read_strategy="parallel", transpose_read=True,
-                            per_cell_amplitude=True, per_cell_width=True,
-                            min_pulse_width_s=self.limits.width_min_s, virtual_clock=True,
-                            device_model=self.model.name, bipolar=self.model.bipolar,
-                            conductance_range_s=self.model.conductance_range(),
-                            set_pulse=self.model.nominal_set_pulse,
-                            reset_pulse=self.model.nominal_reset_pulse)
+        return Capabilities(
+            tiles=t,
+            rows=r,
+            cols=c,
+            read_strategy="parallel",
+            transpose_read=True,
+            per_cell_amplitude=True,
+            per_cell_width=True,
+            min_pulse_width_s=self.limits.width_min_s,
+            virtual_clock=True,
+            device_model=self.model.name,
+            bipolar=self.model.bipolar,
+            conductance_range_s=self.model.conductance_range(),
+            set_pulse=self.model.nominal_set_pulse,
+            reset_pulse=self.model.nominal_reset_pulse,
+        )
 
     # -- simulation-only access (tests, diagnostics; not part of the contract) --------
     def true_conductance(self) -> Tensor:
@@ -109,8 +130,14 @@ class SimBackend(Backend):
             return self._noisy(g, std)
         g = self.model.conductance(self.state, self.d2d, v, self._clock.now())
         if self._any_stuck:
-            g = torch.where(self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g)
-            g = torch.where(self.stuck_off, torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device), g)
+            g = torch.where(
+                self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g
+            )
+            g = torch.where(
+                self.stuck_off,
+                torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device),
+                g,
+            )
         return self._noisy(g, self._noise_std(g))
 
     def inject_stuck(self, on: Tensor | None = None, off: Tensor | None = None) -> None:
@@ -125,6 +152,7 @@ class SimBackend(Backend):
     def snapshot(self) -> dict[str, Any]:
         """The configuration that reproduces this chip (for run metadata)."""
         import dataclasses
+
         cfg = dataclasses.asdict(self.config)
         cfg["device"] = self.model.config()
         return {"backend": "sim", "config": cfg, "clock_s": self._clock.now()}
@@ -158,12 +186,19 @@ class SimBackend(Backend):
         cache = self._g_cache
         if cache is not None and cache[0] == self._version:
             if not self.model.drifts or t - cache[1] <= (
-                    self.config.read.drift_refresh_rel * (cache[1] - self._t_last_write)):
+                self.config.read.drift_refresh_rel * (cache[1] - self._t_last_write)
+            ):
                 return cache[2], cache[3]
         g = self.model.conductance(self.state, self.d2d, self.config.read.v_read, t)
         if self._any_stuck:
-            g = torch.where(self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g)
-            g = torch.where(self.stuck_off, torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device), g)
+            g = torch.where(
+                self.stuck_on, torch.as_tensor(self._g_stuck_on, dtype=g.dtype, device=g.device), g
+            )
+            g = torch.where(
+                self.stuck_off,
+                torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device),
+                g,
+            )
         std = self._noise_std(g)
         self._g_cache = (self._version, t, g, std)
         return g, std
@@ -201,8 +236,8 @@ class SimBackend(Backend):
         rp = self.config.read
         g, std = self._read_state()
         if tile is not None:
-            g = g[tile:tile + 1]
-            std = std[tile:tile + 1] if std is not None else None
+            g = g[tile : tile + 1]
+            std = std[tile : tile + 1] if std is not None else None
         if transpose:
             g = g.transpose(-1, -2)
             std = std.transpose(-1, -2) if std is not None else None
@@ -214,20 +249,26 @@ class SimBackend(Backend):
             i = ir_drop.solve_exact(g_read, v * v_scale, rp.r_wire_ohm).to(self._dtype)
             v_scale = 1.0
         elif rp.ir_drop == "first_order":
-            i = ir_drop.first_order(g_read, v * v_scale, rp.r_wire_ohm, iterations=rp.ir_drop_iterations)
+            i = ir_drop.first_order(
+                g_read, v * v_scale, rp.r_wire_ohm, iterations=rp.ir_drop_iterations
+            )
             v_scale = 1.0
         else:
             i = torch.matmul(v, g_read)
         if rp.noise_mode == "per_sample" and std is not None:
             sigma = torch.matmul(v * v, std * std).sqrt_()
-            i.addcmul_(sigma, torch.randn(i.shape, generator=self._gen_read, device=i.device,
-                                          dtype=i.dtype))
+            i.addcmul_(
+                sigma,
+                torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
+            )
         if rp.output_noise_a > 0:
             if v_scale != 1.0:
                 i.mul_(v_scale)
                 v_scale = 1.0
-            i.add_(torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
-                   alpha=rp.output_noise_a)
+            i.add_(
+                torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
+                alpha=rp.output_noise_a,
+            )
         if rp.adc_bits is not None:
             i = quantize_scaled_(i, v_scale, rp.adc_bits, self._adc_range(g.shape[-2]))
         elif v_scale != 1.0:
@@ -249,8 +290,14 @@ class SimBackend(Backend):
         self._clock.advance(rows_read * self.config.timing.t_read_s)
         return g if mask is None else g[mask]
 
-    def _pulse(self, selected: Tensor | None, v: Tensor, width_s: Tensor, count: Tensor,
-               compliance_a: Tensor) -> None:
+    def _pulse(
+        self,
+        selected: Tensor | None,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        compliance_a: Tensor,
+    ) -> None:
         shape = self._shape
 
         def cells(x: Tensor) -> Tensor:
@@ -263,7 +310,9 @@ class SimBackend(Backend):
             v_cells, n_cells = cells(v), cells(count)
         else:  # the model leaves cells with v == 0 and count == 0 untouched
             v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
-            n_cells = torch.where(selected, count, torch.zeros((), dtype=count.dtype, device=v.device))
+            n_cells = torch.where(
+                selected, count, torch.zeros((), dtype=count.dtype, device=v.device)
+            )
         w_cells, c_cells = cells(width_s.to(self._dtype)), cells(compliance_a.to(self._dtype))
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
@@ -287,15 +336,27 @@ class SimBackend(Backend):
         zero = torch.zeros((), dtype=n_cells.dtype, device=n_cells.device)
         for k in range(n_max):
             g0 = self._conductance_now()
-            v_cap = torch.where(v_cells.abs() * g0 > c_cells,
-                                v_cells.sign() * (c_cells / g0.clamp_min(1e-15)), v_cells)
+            v_cap = torch.where(
+                v_cells.abs() * g0 > c_cells,
+                v_cells.sign() * (c_cells / g0.clamp_min(1e-15)),
+                v_cells,
+            )
             t_k = t_start + duration * (k + 1) / n_max
             self._clock.advance(t_k - self._clock.now())
             self._step(v_cap, w_cells, torch.where(n_cells > k, one, zero), c_cells, t_k)
 
-    def _step(self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor | None,
-              t_end: float) -> None:
-        self.state = self.model.step(self.state, self.d2d, v, width_s, count, t_end,
-                                     self._gen_program, compliance_a=compliance_a)
+    def _step(
+        self, v: Tensor, width_s: Tensor, count: Tensor, compliance_a: Tensor | None, t_end: float
+    ) -> None:
+        self.state = self.model.step(
+            self.state,
+            self.d2d,
+            v,
+            width_s,
+            count,
+            t_end,
+            self._gen_program,
+            compliance_a=compliance_a,
+        )
         self._version += 1
         self._t_last_write = t_end

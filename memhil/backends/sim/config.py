@@ -3,9 +3,10 @@ timing and safety limits, loadable from a mapping or a YAML file."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from memhil.backends.base import Limits
 from memhil.core.config import from_mapping, load_yaml, require
@@ -47,16 +48,28 @@ class ReadPathConfig:
             bits = getattr(self, name)
             require(bits is None or 2 <= bits <= 24, name, f"must be 2..24 or null, got {bits}")
         require(self.dac_range_v > 0, "dac_range_v", f"must be > 0 V, got {self.dac_range_v}")
-        require(self.adc_range_a is None or self.adc_range_a > 0, "adc_range_a",
-                f"must be > 0 A or null, got {self.adc_range_a}")
+        require(
+            self.adc_range_a is None or self.adc_range_a > 0,
+            "adc_range_a",
+            f"must be > 0 A or null, got {self.adc_range_a}",
+        )
         for name in ("read_noise_rel", "read_noise_abs_s", "output_noise_a", "r_wire_ohm"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
-        require(self.ir_drop == "none" or self.r_wire_ohm > 0, "r_wire_ohm",
-                f"ir_drop={self.ir_drop!r} needs r_wire_ohm > 0")
-        require(0 <= self.drift_refresh_rel <= 0.01, "drift_refresh_rel",
-                f"must be in [0, 0.01], got {self.drift_refresh_rel}")
-        require(self.ir_drop_iterations >= 1, "ir_drop_iterations",
-                f"must be >= 1, got {self.ir_drop_iterations}")
+        require(
+            self.ir_drop == "none" or self.r_wire_ohm > 0,
+            "r_wire_ohm",
+            f"ir_drop={self.ir_drop!r} needs r_wire_ohm > 0",
+        )
+        require(
+            0 <= self.drift_refresh_rel <= 0.01,
+            "drift_refresh_rel",
+            f"must be in [0, 0.01], got {self.drift_refresh_rel}",
+        )
+        require(
+            self.ir_drop_iterations >= 1,
+            "ir_drop_iterations",
+            f"must be >= 1, got {self.ir_drop_iterations}",
+        )
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,11 @@ class FaultConfig:
         for name in ("stuck_on_fraction", "stuck_off_fraction"):
             v = getattr(self, name)
             require(0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
-        require(self.stuck_on_fraction + self.stuck_off_fraction <= 1.0, "stuck_on_fraction",
-                "stuck_on_fraction + stuck_off_fraction must be <= 1")
+        require(
+            self.stuck_on_fraction + self.stuck_off_fraction <= 1.0,
+            "stuck_on_fraction",
+            "stuck_on_fraction + stuck_off_fraction must be <= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,7 @@ class SimConfig:
             require(v >= 1, name, f"must be >= 1, got {v}")
 
     @classmethod
-    def load(cls, source: str | Path | Mapping[str, Any] | "SimConfig" | None) -> "SimConfig":
+    def load(cls, source: str | Path | Mapping[str, Any] | SimConfig | None) -> SimConfig:
         """From a SimConfig, a mapping or a YAML file (errors name file and key)."""
         if isinstance(source, SimConfig):
             return source

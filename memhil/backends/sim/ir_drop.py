@@ -94,11 +94,13 @@ def _check_inputs(g_s: Tensor, v_rows: Tensor) -> tuple[Tensor, Tensor, torch.dt
     if v_rows.shape[-1] != r:
         raise ValueError(
             f"v_rows has {v_rows.shape[-1]} row voltages but g_s has {r} rows "
-            f"(g_s {tuple(g_s.shape)}, v_rows {tuple(v_rows.shape)})")
+            f"(g_s {tuple(g_s.shape)}, v_rows {tuple(v_rows.shape)})"
+        )
     if v_rows.shape[0] not in (t, 1):
         raise ValueError(
             f"v_rows has {v_rows.shape[0]} tiles but g_s has {t} "
-            f"(g_s {tuple(g_s.shape)}, v_rows {tuple(v_rows.shape)})")
+            f"(g_s {tuple(g_s.shape)}, v_rows {tuple(v_rows.shape)})"
+        )
     if v_rows.shape[0] != t:
         v_rows = v_rows.expand(t, -1, -1)
     dtype = torch.result_type(g_s, v_rows)
@@ -107,8 +109,9 @@ def _check_inputs(g_s: Tensor, v_rows: Tensor) -> tuple[Tensor, Tensor, torch.dt
     return g_s, v_rows, dtype
 
 
-def _check_resistances(r_wire_ohm: float, r_source_ohm: float, r_sense_ohm: float
-                       ) -> tuple[float, float, float]:
+def _check_resistances(
+    r_wire_ohm: float, r_source_ohm: float, r_sense_ohm: float
+) -> tuple[float, float, float]:
     vals = (float(r_wire_ohm), float(r_source_ohm), float(r_sense_ohm))
     for name, v in zip(("r_wire_ohm", "r_source_ohm", "r_sense_ohm"), vals):
         if not math.isfinite(v) or v < 0.0:
@@ -123,8 +126,9 @@ def ideal_currents(g_s: Tensor, v_rows: Tensor) -> Tensor:
 
 
 # -- exact nodal solve ----------------------------------------------------------------------
-def _wire_matrix(rows: int, cols: int, g_wire: float, g_src: float, g_snk: float,
-                 device: torch.device) -> Tensor:
+def _wire_matrix(
+    rows: int, cols: int, g_wire: float, g_src: float, g_snk: float, device: torch.device
+) -> Tensor:
     """Conductance matrix of the wires alone over the 2 R C line nodes (float64).
 
     Node numbering: row-line node (r, c) -> r * C + c; column-line node (r, c) -> R C + r * C + c.
@@ -145,14 +149,20 @@ def _wire_matrix(rows: int, cols: int, g_wire: float, g_src: float, g_snk: float
     diag[idx[:, 0]] += g_src
     diag[rc + idx[-1, :]] += g_snk
     a = torch.diag(diag)
-    a[ea, eb] = -g_wire          # each off-diagonal pair occurs once
+    a[ea, eb] = -g_wire  # each off-diagonal pair occurs once
     a[eb, ea] = -g_wire
     return a
 
 
-def solve_exact(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, r_source_ohm: float = 0.0,
-                r_sense_ohm: float = 0.0, return_nodes: bool = False,
-                max_cells: int = MAX_DENSE_CELLS):
+def solve_exact(
+    g_s: Tensor,
+    v_rows: Tensor,
+    r_wire_ohm: float,
+    r_source_ohm: float = 0.0,
+    r_sense_ohm: float = 0.0,
+    return_nodes: bool = False,
+    max_cells: int = MAX_DENSE_CELLS,
+):
     """Exact column currents of a passive crossbar read with line resistance.
 
     Modified nodal analysis over the 2 R C line nodes (geometry in the module docstring),
@@ -189,7 +199,8 @@ def solve_exact(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, r_source_ohm: fl
             raise ValueError(
                 "solve_exact: r_wire_ohm = 0 with a nonzero r_source_ohm/r_sense_ohm is not "
                 "supported by the nodal solve (zero-resistance line nodes collapse); pass a "
-                "tiny r_wire_ohm such as 1e-9 instead")
+                "tiny r_wire_ohm such as 1e-9 instead"
+            )
         i_cols = torch.matmul(v_rows.to(dtype), g_s.to(dtype))
         if not return_nodes:
             return i_cols
@@ -202,7 +213,8 @@ def solve_exact(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, r_source_ohm: fl
         raise ValueError(
             f"solve_exact: a {rows}x{cols} array ({rc} cells, {2 * rc} unknowns) exceeds the "
             f"dense nodal-solve limit of {max_cells} cells (e.g. 64x64); use first_order for "
-            f"large arrays")
+            f"large arrays"
+        )
     n = 2 * rc
 
     g64 = g_s.to(torch.float64)
@@ -218,8 +230,8 @@ def solve_exact(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, r_source_ohm: fl
 
     i_out, vr_out, vc_out = [], [], []
     for t0 in range(0, t, chunk):
-        g = g64[t0:t0 + chunk]                       # (t, R, C)
-        v = v64[t0:t0 + chunk]                       # (t, B, R)
+        g = g64[t0 : t0 + chunk]  # (t, R, C)
+        v = v64[t0 : t0 + chunk]  # (t, B, R)
         tc = g.shape[0]
         gf = g.reshape(tc, rc)
         a = base.expand(tc, n, n).clone()
@@ -229,9 +241,9 @@ def solve_exact(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, r_source_ohm: fl
         a[:, ac, ar] -= gf
         # x = x0 + d with x0 = ideal voltages (rows at v, columns at 0); then A d = b - A x0,
         # and b - A x0 is minus the ideal cell current on row nodes, plus on column nodes.
-        inj = g.unsqueeze(1) * v.unsqueeze(-1)       # (t, B, R, C) ideal cell currents
+        inj = g.unsqueeze(1) * v.unsqueeze(-1)  # (t, B, R, C) ideal cell currents
         inj = inj.reshape(tc, bsz, rc)
-        rhs = torch.cat([-inj, inj], dim=-1).transpose(1, 2)   # (t, N, B)
+        rhs = torch.cat([-inj, inj], dim=-1).transpose(1, 2)  # (t, N, B)
         # One LU per tile serves all B right-hand sides. Tiles are factored one at a time:
         # with torch 2.13 + MKL, batched getrf returns invalid pivots ("Parameter 6 was
         # incorrect on entry to DLASWP") once torch.set_num_threads has been changed in the
@@ -261,8 +273,15 @@ def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
     return torch.flip(torch.cumsum(torch.flip(x, (dim,)), dim), (dim,))
 
 
-def _relax(g: Tensor, v: Tensor, r_row: Tensor, r_col: Tensor, iterations: int,
-           damping: float, use_matmul: bool) -> Tensor:
+def _relax(
+    g: Tensor,
+    v: Tensor,
+    r_row: Tensor,
+    r_col: Tensor,
+    iterations: int,
+    damping: float,
+    use_matmul: bool,
+) -> Tensor:
     """Relaxation on one chunk: g (t, 1, R, C), v (t, b, R, 1) -> column currents (t, b, C).
 
     ``r_row`` (C,): row-line segment resistances, segment k feeding node (r, k) (k = 0 from
@@ -277,9 +296,9 @@ def _relax(g: Tensor, v: Tensor, r_row: Tensor, r_col: Tensor, iterations: int,
         # sum_{k <= min(c, c')} r_row[k]; the column voltage at row r from a cell current at
         # r' is sum_{k >= max(r, r')} r_col[k].
         r_cum = torch.cumsum(r_row, 0)
-        m_row = torch.minimum(r_cum[:, None], r_cum[None, :])            # (C, C)
+        m_row = torch.minimum(r_cum[:, None], r_cum[None, :])  # (C, C)
         r_rev = _rev_cumsum(r_col[:, 0], 0)
-        m_col = torch.minimum(r_rev[:, None], r_rev[None, :])            # (R, R)
+        m_col = torch.minimum(r_rev[:, None], r_rev[None, :])  # (R, R)
     dv = dv0
     for _ in range(iterations):
         i_cell = g * dv
@@ -298,9 +317,17 @@ def _relax(g: Tensor, v: Tensor, r_row: Tensor, r_col: Tensor, iterations: int,
     return (g * dv).sum(dim=-2)
 
 
-def first_order(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, iterations: int = 1,
-                r_source_ohm: float = 0.0, r_sense_ohm: float = 0.0,
-                max_elements: int = 2**24, damping: float = 1.0, method: str = "auto") -> Tensor:
+def first_order(
+    g_s: Tensor,
+    v_rows: Tensor,
+    r_wire_ohm: float,
+    iterations: int = 1,
+    r_source_ohm: float = 0.0,
+    r_sense_ohm: float = 0.0,
+    max_elements: int = 2**24,
+    damping: float = 1.0,
+    method: str = "auto",
+) -> Tensor:
     """Cheap IR-drop model: CrossSim-style fixed-point relaxation of the cell voltages.
 
     Starts from the ideal cell voltages ``dV0[r, c] = v_rows[r]``; each iteration computes
@@ -359,18 +386,20 @@ def first_order(g_s: Tensor, v_rows: Tensor, r_wire_ohm: float, iterations: int 
     r_col[-1] += r_sns
 
     slab = rows * cols
-    pairs = max(1, int(max_elements) // slab)          # (tile, batch) slabs per chunk
+    pairs = max(1, int(max_elements) // slab)  # (tile, batch) slabs per chunk
     t_chunk = min(t, pairs)
     b_chunk = max(1, min(bsz, pairs // t_chunk))
     if t_chunk == t and b_chunk == bsz:
-        return _relax(g.unsqueeze(1), v.unsqueeze(-1), r_row, r_col, iterations, float(damping),
-                      use_matmul)
+        return _relax(
+            g.unsqueeze(1), v.unsqueeze(-1), r_row, r_col, iterations, float(damping), use_matmul
+        )
 
     out = torch.empty(t, bsz, cols, dtype=dtype, device=g.device)
     for t0 in range(0, t, t_chunk):
-        gt = g[t0:t0 + t_chunk].unsqueeze(1)
+        gt = g[t0 : t0 + t_chunk].unsqueeze(1)
         for b0 in range(0, bsz, b_chunk):
-            vt = v[t0:t0 + t_chunk, b0:b0 + b_chunk].unsqueeze(-1)
-            out[t0:t0 + t_chunk, b0:b0 + b_chunk] = _relax(gt, vt, r_row, r_col, iterations,
-                                                          float(damping), use_matmul)
+            vt = v[t0 : t0 + t_chunk, b0 : b0 + b_chunk].unsqueeze(-1)
+            out[t0 : t0 + t_chunk, b0 : b0 + b_chunk] = _relax(
+                gt, vt, r_row, r_col, iterations, float(damping), use_matmul
+            )
     return out

@@ -39,9 +39,10 @@ import datetime as _dt
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -59,8 +60,11 @@ def _now_iso() -> str:
 
 
 def _content_hash(model: str, params: Mapping[str, Any]) -> str:
-    blob = json.dumps({"model": model, "params": {k: params[k] for k in sorted(params)}},
-                      sort_keys=True, default=float)
+    blob = json.dumps(
+        {"model": model, "params": {k: params[k] for k in sorted(params)}},
+        sort_keys=True,
+        default=float,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -93,28 +97,40 @@ class FitResult:
 
     def device_model(self):
         from memhil.devices import build_device_model
+
         return build_device_model(self.device_config())
 
     def metadata(self) -> dict[str, Any]:
-        return {"format": FIT_FORMAT, "version": self.version, "date": self.date,
-                "source": self.source, "stderr": dict(self.stderr),
-                "residual_rms_s": self.residual_rms, "n_points": self.n_points,
-                "covariance": self.covariance}
+        return {
+            "format": FIT_FORMAT,
+            "version": self.version,
+            "date": self.date,
+            "source": self.source,
+            "stderr": dict(self.stderr),
+            "residual_rms_s": self.residual_rms,
+            "n_points": self.n_points,
+            "covariance": self.covariance,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.device_config(), "memhil_fit": self.metadata()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FitResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> FitResult:
         data = dict(data)
         meta = dict(data.pop("memhil_fit", {}) or {})
         model = data.pop("model")
-        return cls(model=model, params={k: v for k, v in data.items()},
-                   stderr=dict(meta.get("stderr", {})),
-                   residual_rms=float(meta.get("residual_rms_s", float("nan"))),
-                   n_points=int(meta.get("n_points", 0)), version=meta.get("version", ""),
-                   source=meta.get("source", ""), date=meta.get("date", ""),
-                   covariance=dict(meta.get("covariance", {})))
+        return cls(
+            model=model,
+            params={k: v for k, v in data.items()},
+            stderr=dict(meta.get("stderr", {})),
+            residual_rms=float(meta.get("residual_rms_s", float("nan"))),
+            n_points=int(meta.get("n_points", 0)),
+            version=meta.get("version", ""),
+            source=meta.get("source", ""),
+            date=meta.get("date", ""),
+            covariance=dict(meta.get("covariance", {})),
+        )
 
     # -- files --------------------------------------------------------------------------
     @staticmethod
@@ -127,21 +143,29 @@ class FitResult:
         metadata as a leading comment block, plus the sidecar ``<path>.fit.json``."""
         path = Path(path)
         meta = self.metadata()
-        comment = yaml.safe_dump({"memhil_fit": {k: meta[k] for k in
-                                                 ("version", "date", "source", "stderr",
-                                                  "residual_rms_s", "n_points")}},
-                                 sort_keys=False)
+        comment = yaml.safe_dump(
+            {
+                "memhil_fit": {
+                    k: meta[k]
+                    for k in ("version", "date", "source", "stderr", "residual_rms_s", "n_points")
+                }
+            },
+            sort_keys=False,
+        )
         header = "".join(f"# {line}\n" for line in comment.splitlines())
         body = yaml.safe_dump(self.device_config(), sort_keys=False)
-        path.write_text(f"# memhil fitted device parameters (fit metadata also in "
-                        f"{self.sidecar_path(path).name})\n{header}{body}")
+        path.write_text(
+            f"# memhil fitted device parameters (fit metadata also in "
+            f"{self.sidecar_path(path).name})\n{header}{body}"
+        )
         self.sidecar_path(path).write_text(json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "FitResult":
+    def load(cls, path: str | Path) -> FitResult:
         """Read a parameter file written by ``to_yaml`` (metadata from its sidecar)."""
         from memhil.core.config import load_yaml
+
         data = load_yaml(path)
         side = cls.sidecar_path(path)
         if side.exists():
@@ -151,12 +175,14 @@ class FitResult:
 
 # -- NeuroSim -----------------------------------------------------------------------------
 
+
 def _sat(p_max: float, a: float) -> float:
     return 1.0 / -math.expm1(-p_max / a)
 
 
-def neurosim_curve(k: np.ndarray, g_min: float, g_max: float, a: float, p_max: float,
-                   rising: bool) -> np.ndarray:
+def neurosim_curve(
+    k: np.ndarray, g_min: float, g_max: float, a: float, p_max: float, rising: bool
+) -> np.ndarray:
     """Mean G after ``k`` pulses on the NeuroSim LTP (``rising``) or LTD curve."""
     frac = -np.expm1(-np.asarray(k, dtype=float) / a) * _sat(p_max, a)
     frac = np.minimum(frac, 1.0)
@@ -164,8 +190,9 @@ def neurosim_curve(k: np.ndarray, g_min: float, g_max: float, a: float, p_max: f
     return g_min + frac * span if rising else g_max - frac * span
 
 
-def _curve_data(resp: PulseResponse, n_cells: int | None) -> tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray | None]:
+def _curve_data(
+    resp: PulseResponse, n_cells: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     g = resp.g_curve_s.numpy().astype(float)
     k = np.arange(g.size, dtype=float)
     sigma = None
@@ -174,9 +201,15 @@ def _curve_data(resp: PulseResponse, n_cells: int | None) -> tuple[np.ndarray, n
     return k, g, sigma
 
 
-def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
-                 p_max: float = DEFAULT_P_MAX, n_cells: int | None = None,
-                 fixed: Mapping[str, Any] | None = None, source: str = "") -> FitResult:
+def fit_neurosim(
+    up: PulseResponse,
+    down: PulseResponse | None = None,
+    *,
+    p_max: float = DEFAULT_P_MAX,
+    n_cells: int | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    source: str = "",
+) -> FitResult:
     """Fit the NeuroSim LTP (``up``) and optionally LTD (``down``) curve.
 
     ``up`` must be a rising response that starts from a full RESET, ``down`` a falling one
@@ -197,9 +230,8 @@ def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
     span0 = float(g_all.max() - g_all.min()) or scale
     floor = 1e-4 * span0
     weights = []
-    for k, g, sigma, _ in data:
-        weights.append(np.ones_like(g) if sigma is None
-                       else 1.0 / np.maximum(sigma, floor) * floor)
+    for _k, g, sigma, _ in data:
+        weights.append(np.ones_like(g) if sigma is None else 1.0 / np.maximum(sigma, floor) * floor)
 
     names = ["g_min_s", "g_max_s", "a_ltp"] + (["a_ltd"] if down is not None else [])
 
@@ -208,18 +240,27 @@ def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
         out = []
         for i, (k, g, _, rising) in enumerate(data):
             a = x[2] if rising else x[3]
-            out.append((neurosim_curve(k, g_min, g_max, a, p_max, rising) - g) / scale
-                       * weights[i])
+            out.append((neurosim_curve(k, g_min, g_max, a, p_max, rising) - g) / scale * weights[i])
         return np.concatenate(out)
 
     # start: ends of the curves and a mid nonlinearity
-    x0 = np.array([g_all.min() / scale, g_all.max() / scale, p_max / 4]
-                  + ([p_max / 4] if down is not None else []))
+    x0 = np.array(
+        [g_all.min() / scale, g_all.max() / scale, p_max / 4]
+        + ([p_max / 4] if down is not None else [])
+    )
     lo = np.array([0.0, 0.0, 1e-2 * p_max] + ([1e-2 * p_max] if down is not None else []))
     hi = np.array([np.inf, np.inf, 1e3 * p_max] + ([1e3 * p_max] if down is not None else []))
     x0 = np.clip(x0, lo + 1e-9, None)
-    sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
-                        xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    sol = least_squares(
+        residuals,
+        x0,
+        bounds=(lo, hi),
+        x_scale="jac",
+        method="trf",
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+    )
 
     m, p = sol.fun.size, sol.x.size
     s2 = float(sol.fun @ sol.fun) / max(m - p, 1)
@@ -250,11 +291,18 @@ def fit_neurosim(up: PulseResponse, down: PulseResponse | None = None, *,
         params[key] = value
     # validate against the model's own checks now, not when the file is loaded
     from memhil.devices import build_device_model
+
     build_device_model({"model": "neurosim", **params})
     cov_d = {a: {b: float(cov[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)}
-    return FitResult(model="neurosim", params=params, stderr=stderr,
-                     residual_rms=float(np.sqrt(np.mean(raw ** 2))), n_points=int(m),
-                     source=source, covariance=cov_d)
+    return FitResult(
+        model="neurosim",
+        params=params,
+        stderr=stderr,
+        residual_rms=float(np.sqrt(np.mean(raw**2))),
+        n_points=int(m),
+        source=source,
+        covariance=cov_d,
+    )
 
 
 __all__ = ["FitResult", "fit_neurosim", "neurosim_curve", "DEFAULT_P_MAX"]

@@ -37,13 +37,27 @@ from scipy.optimize import least_squares
 
 from memhil.calibration.fit.neurosim import FitResult
 
-FITTED = ("r_on_ohm", "r_off_ohm", "k_on_m_per_s", "v_on_v", "alpha_on",
-          "k_off_m_per_s", "v_off_v", "alpha_off")
+FITTED = (
+    "r_on_ohm",
+    "r_off_ohm",
+    "k_on_m_per_s",
+    "v_on_v",
+    "alpha_on",
+    "k_off_m_per_s",
+    "v_off_v",
+    "alpha_off",
+)
 _ON = ("k_on_m_per_s", "v_on_v", "alpha_on")
 _OFF = ("k_off_m_per_s", "v_off_v", "alpha_off")
 # D2D spread parameter of each per-device quantity (as in the simulator's VTEAM)
-_D2D = {"r_on_ohm": "r_on_dtod", "r_off_ohm": "r_off_dtod", "v_on_v": "v_on_dtod",
-        "v_off_v": "v_off_dtod", "k_on_m_per_s": "k_on_dtod", "k_off_m_per_s": "k_off_dtod"}
+_D2D = {
+    "r_on_ohm": "r_on_dtod",
+    "r_off_ohm": "r_off_dtod",
+    "v_on_v": "v_on_dtod",
+    "v_off_v": "v_off_dtod",
+    "k_on_m_per_s": "k_on_dtod",
+    "k_off_m_per_s": "k_off_dtod",
+}
 _HELD = ("d_m", "x0", "dx_std", *_D2D.values())
 
 
@@ -64,8 +78,10 @@ class PulseSequence:
         w = np.broadcast_to(np.asarray(self.width_s, dtype=float), a.shape).copy()
         g = np.asarray(self.g_mean_s, dtype=float).ravel()
         if g.size != a.size + 1:
-            raise ValueError(f"g_mean_s needs {a.size + 1} values (before and after each of "
-                             f"{a.size} pulses), got {g.size}")
+            raise ValueError(
+                f"g_mean_s needs {a.size + 1} values (before and after each of "
+                f"{a.size} pulses), got {g.size}"
+            )
         object.__setattr__(self, "amplitude_v", a)
         object.__setattr__(self, "width_s", w)
         object.__setattr__(self, "g_mean_s", g)
@@ -90,19 +106,21 @@ def _defaults() -> dict[str, Any]:
     import dataclasses
 
     from memhil.devices.vteam import VTEAMDevice
+
     return {f.name: f.default for f in dataclasses.fields(VTEAMDevice.Params)}
 
 
-def population_curve(seq: PulseSequence, params: Mapping[str, float], z: np.ndarray,
-                     x_start: float | None = None) -> np.ndarray:
+def population_curve(
+    seq: PulseSequence, params: Mapping[str, float], z: np.ndarray, x_start: float | None = None
+) -> np.ndarray:
     """Mean G (S) before and after each pulse of ``seq`` of a VTEAM population (no window,
     linear I-V) with nominal ``params`` and D2D normal deviates ``z`` (6, n_pop)."""
-    cell = {name: params[name] * np.exp(params[_D2D[name]] * z[i])
-            for i, name in enumerate(_D2D)}
+    cell = {name: params[name] * np.exp(params[_D2D[name]] * z[i]) for i, name in enumerate(_D2D)}
     r_on, r_off = cell["r_on_ohm"], cell["r_off_ohm"]
     if x_start is None:  # from the first mean read, nominal resistances
-        x_start = (1.0 / seq.g_mean_s[0] - params["r_on_ohm"]) / (params["r_off_ohm"]
-                                                                  - params["r_on_ohm"])
+        x_start = (1.0 / seq.g_mean_s[0] - params["r_on_ohm"]) / (
+            params["r_off_ohm"] - params["r_on_ohm"]
+        )
     x = np.full(r_on.shape, float(np.clip(x_start, 0.0, 1.0)))
     d = params["d_m"]
     out = [np.mean(1.0 / (r_on + (r_off - r_on) * x))]
@@ -117,9 +135,15 @@ def population_curve(seq: PulseSequence, params: Mapping[str, float], z: np.ndar
     return np.asarray(out)
 
 
-def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | None = None,
-              start: Mapping[str, float] | None = None, n_pop: int = 512, seed: int = 0,
-              source: str = "") -> FitResult:
+def fit_vteam(
+    sequences: Sequence[PulseSequence],
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    start: Mapping[str, float] | None = None,
+    n_pop: int = 512,
+    seed: int = 0,
+    source: str = "",
+) -> FitResult:
     """Fit VTEAM to one or more measured pulse sequences (each from its own start state).
 
     ``fixed``: held parameters (``d_m``, the ``*_dtod`` spreads, ``dx_std``, ``x0``, or any
@@ -130,12 +154,16 @@ def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | 
     fixed = dict(fixed or {})
     for key in ("iv", "window"):
         if key in fixed and fixed.pop(key) != _defaults()[key]:
-            raise ValueError(f"fit_vteam: only the linear I-V law without a window is fitted "
-                             f"(closed form); got {key}")
+            raise ValueError(
+                f"fit_vteam: only the linear I-V law without a window is fitted "
+                f"(closed form); got {key}"
+            )
     unknown = set(fixed) - set(FITTED) - set(_HELD)
     if unknown:
-        raise ValueError(f"fit_vteam: unknown parameter(s) {sorted(unknown)} "
-                         f"(fitted: {list(FITTED)}, held: {list(_HELD)})")
+        raise ValueError(
+            f"fit_vteam: unknown parameter(s) {sorted(unknown)} "
+            f"(fitted: {list(FITTED)}, held: {list(_HELD)})"
+        )
     params.update({k: float(v) for k, v in fixed.items()})
     g_all = np.concatenate([s.g_mean_s for s in sequences])
     guess = {"r_on_ohm": 1.0 / g_all.max(), "r_off_ohm": 1.0 / g_all.min()}
@@ -144,9 +172,13 @@ def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | 
         if k not in fixed:
             params[k] = float(v)
     amps = np.concatenate([s.amplitude_v for s in sequences])
-    names = [n for n in FITTED if n not in fixed
-             and not (n in _ON and not (amps > 0).any())
-             and not (n in _OFF and not (amps < 0).any())]
+    names = [
+        n
+        for n in FITTED
+        if n not in fixed
+        and not (n in _ON and not (amps > 0).any())
+        and not (n in _OFF and not (amps < 0).any())
+    ]
     z = np.random.default_rng(seed).standard_normal((len(_D2D), n_pop))
 
     span = float(g_all.max() - g_all.min()) or float(g_all.max())
@@ -165,8 +197,9 @@ def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | 
         p = with_x(x)
         if p["r_off_ohm"] <= p["r_on_ohm"]:
             return np.full(sum(s.g_mean_s.size for s in sequences), 1e6)
-        return np.concatenate([(population_curve(s, p, z) - s.g_mean_s) * w
-                               for s, w in zip(sequences, weights)])
+        return np.concatenate(
+            [(population_curve(s, p, z) - s.g_mean_s) * w for s, w in zip(sequences, weights)]
+        )
 
     x0 = np.log([params[n] for n in names])
     lo, hi = x0 - math.log(1e3), x0 + math.log(1e3)
@@ -174,8 +207,18 @@ def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | 
         if n.startswith("alpha"):
             lo[i], hi[i] = math.log(0.2), math.log(10.0)
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
-    sol = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale="jac",
-                        diff_step=1e-6, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+    sol = least_squares(
+        residuals,
+        x0,
+        bounds=(lo, hi),
+        method="trf",
+        x_scale="jac",
+        diff_step=1e-6,
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+        max_nfev=2000,
+    )
     m, k = sol.fun.size, sol.x.size
     s2 = float(sol.fun @ sol.fun) / max(m - k, 1)
     jtj = sol.jac.T @ sol.jac
@@ -189,13 +232,19 @@ def fit_vteam(sequences: Sequence[PulseSequence], *, fixed: Mapping[str, Any] | 
     raw = np.concatenate([population_curve(s, fitted, z) - s.g_mean_s for s in sequences])
     out = {n: float(fitted[n]) for n in FITTED + _HELD}
     from memhil.devices import build_device_model
+
     build_device_model({"model": "vteam", **out})  # the model's own checks, now
     return FitResult(
-        model="vteam", params=out,
+        model="vteam",
+        params=out,
         stderr={n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)},
-        residual_rms=float(np.sqrt(np.mean(raw ** 2))), n_points=int(m), source=source,
-        covariance={a: {b: float(cov[i, j]) for j, b in enumerate(names)}
-                    for i, a in enumerate(names)})
+        residual_rms=float(np.sqrt(np.mean(raw**2))),
+        n_points=int(m),
+        source=source,
+        covariance={
+            a: {b: float(cov[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)
+        },
+    )
 
 
 __all__ = ["FITTED", "PulseSequence", "fit_vteam", "population_curve"]

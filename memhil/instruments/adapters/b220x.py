@@ -18,7 +18,7 @@ from typing import Any
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 from qcodes.instrument_drivers.Keysight.keysight_b220x import KeysightB220X
 
-from memhil.instruments.registry import InstrumentRanges, QCODES_VISA_OPTIONS, register_instrument
+from memhil.instruments.registry import QCODES_VISA_OPTIONS, InstrumentRanges, register_instrument
 from memhil.instruments.session import idn_matches, resync_qcodes
 
 
@@ -72,8 +72,11 @@ class B220xMatrix:
         driver connected to; re-open the VISA session if that fails. Relays are left as
         they are."""
         drv = self.driver
-        resync_qcodes(drv, identify=lambda: drv.ask("*IDN?"),
-                      expected=lambda r: idn_matches(r, drv.IDN.cache.get(get_if_invalid=False)))
+        resync_qcodes(
+            drv,
+            identify=lambda: drv.ask("*IDN?"),
+            expected=lambda r: idn_matches(r, drv.IDN.cache.get(get_if_invalid=False)),
+        )
 
     def close(self) -> None:
         self.driver.close()
@@ -93,8 +96,10 @@ class B220xMatrix:
                 if err.lstrip("+").split(",")[0].strip() == "0":
                     break
                 errors.append(err)
-            raise SwitchMatrixError(f"{self.name}: {fn.__name__}{args} rejected: "
-                                    f"{'; '.join(errors) or 'status byte set'}")
+            raise SwitchMatrixError(
+                f"{self.name}: {fn.__name__}{args} rejected: "
+                f"{'; '.join(errors) or 'status byte set'}"
+            )
 
 
 def create(address: str, name: str, **options: Any) -> B220xMatrix:
@@ -103,6 +108,11 @@ def create(address: str, name: str, **options: Any) -> B220xMatrix:
 
 
 # B2201A relays: 200 V, 1 A (Keysight B2200A/B2201A data sheet)
-register_instrument("keysight_b2201", "matrix", create, options=QCODES_VISA_OPTIONS,
-                    visa_option="visalib",
-                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0))
+register_instrument(
+    "keysight_b2201",
+    "matrix",
+    create,
+    options=QCODES_VISA_OPTIONS,
+    visa_option="visalib",
+    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0),
+)

@@ -51,8 +51,10 @@ class Keithley2450SourceMeter(QCodesSourceMeter):
 
     def __init__(self, instrument: Keithley2450, name: str | None = None):
         if "source_function" not in instrument.parameters:
-            raise RuntimeError(f"{instrument.name}: the 2450 is not in SCPI language mode; "
-                               "run set_correct_language() and power-cycle it")
+            raise RuntimeError(
+                f"{instrument.name}: the 2450 is not in SCPI language mode; "
+                "run set_correct_language() and power-cycle it"
+            )
         super().__init__(instrument, name or instrument.name)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -112,21 +114,39 @@ class Keithley2450SourceMeter(QCodesSourceMeter):
     def sweep(self, start: float, stop: float, points: int, *, dual: bool = False) -> SweepResult:
         self._check_sweep(points)
         n = 2 * points if dual else points
-        reading, sourced, status = self._run_sweep(start, stop, points, delay_s=0.0, count=1,
-                                                   dual=dual, expected=n)
+        reading, sourced, status = self._run_sweep(
+            start, stop, points, delay_s=0.0, count=1, dual=dual, expected=n
+        )
         src = np.linspace(start, stop, points)
         if dual:
             src = np.concatenate([src, src[::-1]])
         return self._sweep_result(src, sourced, reading, (status & SOURCE_STATUS_LIMIT) != 0)
 
-    def _run_sweep(self, start: float, stop: float, points: int, *, delay_s: float, count: int,
-                   dual: bool, expected: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run_sweep(
+        self,
+        start: float,
+        stop: float,
+        points: int,
+        *,
+        delay_s: float,
+        count: int,
+        dual: bool,
+        expected: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         instr = self.instrument
         source, buf = instr.source, self._buffer()
         buf.clear_buffer()
-        source.sweep_setup(start, stop, points, delay=delay_s, sweep_count=count,
-                           range_mode="BEST", fail_abort="OFF", dual="ON" if dual else "OFF",
-                           buffer_name=buf.buffer_name)
+        source.sweep_setup(
+            start,
+            stop,
+            points,
+            delay=delay_s,
+            sweep_count=count,
+            range_mode="BEST",
+            fail_abort="OFF",
+            dual="ON" if dual else "OFF",
+            buffer_name=buf.buffer_name,
+        )
         duration = expected * (delay_s + self._t_int())
         try:
             source.sweep_start()
@@ -140,26 +160,45 @@ class Keithley2450SourceMeter(QCodesSourceMeter):
                 raw = buf.get_data(1, n)
             finally:
                 buf.elements(previous or [])
-            values = self._floats(raw, "sweep readback", ",".join(raw),
-                                  expected=3 * n).reshape(n, 3)
+            values = self._floats(raw, "sweep readback", ",".join(raw), expected=3 * n).reshape(
+                n, 3
+            )
             buf.clear_buffer()
         finally:
             source.sweep_reset()
         return values[:, 0], values[:, 1], values[:, 2].astype(np.int64)
 
-    def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
-              period_s: float | None = None) -> None:
+    def pulse(
+        self,
+        level: float,
+        width_s: float,
+        count: int = 1,
+        *,
+        base: float = 0.0,
+        period_s: float | None = None,
+    ) -> None:
         self._check_pulse(width_s, count)
         if period_s is not None and not math.isclose(period_s, 2 * width_s, rel_tol=1e-6):
-            raise ValueError(f"{self.name}: the 2450 pulses with a 50 % duty cycle (one source "
-                             f"delay for level and base): period_s must be None or "
-                             f"{2 * width_s} s, got {period_s}")
+            raise ValueError(
+                f"{self.name}: the 2450 pulses with a 50 % duty cycle (one source "
+                f"delay for level and base): period_s must be None or "
+                f"{2 * width_s} s, got {period_s}"
+            )
         t_int = self._t_int()
         if width_s < t_int:
-            raise ValueError(f"{self.name}: width {width_s} s is shorter than the integration "
-                             f"time {t_int} s (lower the NPLC)")
-        self._run_sweep(level, base, 2, delay_s=width_s - t_int, count=int(count), dual=False,
-                        expected=2 * int(count))
+            raise ValueError(
+                f"{self.name}: width {width_s} s is shorter than the integration "
+                f"time {t_int} s (lower the NPLC)"
+            )
+        self._run_sweep(
+            level,
+            base,
+            2,
+            delay_s=width_s - t_int,
+            count=int(count),
+            dual=False,
+            expected=2 * int(count),
+        )
         self.set_level(base)
 
     def in_compliance(self) -> bool:
@@ -172,8 +211,13 @@ def create(address: str, name: str, **options: Any) -> Keithley2450SourceMeter:
 
 
 # 2450: +-200 V, +-1 A (the QCoDeS driver's source range validators)
-register_instrument("keithley2450", "smu", create, options=QCODES_VISA_OPTIONS,
-                    visa_option="visalib",
-                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0))
+register_instrument(
+    "keithley2450",
+    "smu",
+    create,
+    options=QCODES_VISA_OPTIONS,
+    visa_option="visalib",
+    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.0),
+)
 
 __all__ = ["SOURCE_STATUS_LIMIT", "Keithley2450SourceMeter", "create"]

@@ -124,24 +124,29 @@ class Keithley2600SourceMeter(QCodesSourceMeter):
         for a, b in [(start, stop)] + ([(stop, start)] if dual else []):
             # collectsourcevalues can only change on an empty buffer: clear first
             self.channel.write(f"{ch}.nvbuffer1.clear() {ch}.nvbuffer1.collectsourcevalues = 1")
-            self.channel.setup_fastsweep(LinSweep(param, a, b, points),
-                                         mode="IV" if voltage else "VI")
+            self.channel.setup_fastsweep(
+                LinSweep(param, a, b, points), mode="IV" if voltage else "VI"
+            )
             readings = np.asarray(self.channel.fastsweep(), dtype=float)
-            statuses, values, check = self._buffer_columns(points, "statuses", "sourcevalues",
-                                                           "readings")
+            statuses, values, check = self._buffer_columns(
+                points, "statuses", "sourcevalues", "readings"
+            )
             # The driver strips the binary block's '#0' header without checking it: compare
             # with the buffer's ASCII readings (6 digits) so that a corrupted transfer
             # raises instead of returning wrong currents.
             if not np.allclose(readings, check, rtol=1e-5, atol=0.0, equal_nan=False):
                 bad = int(np.argmax(~np.isclose(readings, check, rtol=1e-5, atol=0.0)))
-                raise ValueError(f"{self.name}: fast-sweep binary readback is corrupt (point "
-                                 f"{bad}: {readings[bad]!r} vs {check[bad]!r} in the buffer)")
+                raise ValueError(
+                    f"{self.name}: fast-sweep binary readback is corrupt (point "
+                    f"{bad}: {readings[bad]!r} vs {check[bad]!r} in the buffer)"
+                )
             src.append(np.linspace(a, b, points))
             meas.append(readings)
             comp.append((statuses.astype(np.int64) & BUFFER_STATUS_COMPLIANCE) != 0)
             sourced.append(values)
-        return self._sweep_result(np.concatenate(src), np.concatenate(sourced),
-                                  np.concatenate(meas), np.concatenate(comp))
+        return self._sweep_result(
+            np.concatenate(src), np.concatenate(sourced), np.concatenate(meas), np.concatenate(comp)
+        )
 
     def _buffer_columns(self, n: int, *fields: str) -> list[np.ndarray]:
         """Columns of ``nvbuffer1`` (1..n) in one ASCII ``printbuffer`` query."""
@@ -149,15 +154,23 @@ class Keithley2600SourceMeter(QCodesSourceMeter):
         cols = ", ".join(f"{ch}.nvbuffer1.{f}" for f in fields)
         raw = self.instrument.ask_raw(f"format.data = format.ASCII printbuffer(1, {n}, {cols})")
         values = self._floats(raw.split(","), "buffer readback", raw, expected=n * len(fields))
-        return [values[k::len(fields)] for k in range(len(fields))]
+        return [values[k :: len(fields)] for k in range(len(fields))]
 
-    def pulse(self, level: float, width_s: float, count: int = 1, *, base: float = 0.0,
-              period_s: float | None = None) -> None:
+    def pulse(
+        self,
+        level: float,
+        width_s: float,
+        count: int = 1,
+        *,
+        base: float = 0.0,
+        period_s: float | None = None,
+    ) -> None:
         self._check_pulse(width_s, count)
         off_s = width_s if period_s is None else period_s - width_s
         if off_s < 0:
-            raise ValueError(f"{self.name}: period {period_s} s is shorter than the width "
-                             f"{width_s} s")
+            raise ValueError(
+                f"{self.name}: period {period_s} s is shorter than the width {width_s} s"
+            )
         ch, x = self._tsp(), "v" if self.source_mode == "voltage" else "i"
         script = [
             f"{ch}.source.level{x} = {base:.12g}",
@@ -192,13 +205,20 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
     """Open a Keithley 2636B at ``address`` (``options`` go to the QCoDeS driver, e.g.
     ``visalib="@py"``, ``timeout``) and return its channels as ``SourceMeter``s."""
     instr = Keithley2636B(name, address, **options)
-    return {ch.channel: Keithley2600SourceMeter(ch, name=f"{name}.{ch.channel}")
-            for ch in instr.channels}
+    return {
+        ch.channel: Keithley2600SourceMeter(ch, name=f"{name}.{ch.channel}")
+        for ch in instr.channels
+    }
 
 
 # 2636B: +-200 V, 1.5 A DC (the QCoDeS driver's _vranges and _ilimit_minmax tables)
-register_instrument("keithley2636b", "smu", create, options=QCODES_VISA_OPTIONS,
-                    visa_option="visalib",
-                    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.5))
+register_instrument(
+    "keithley2636b",
+    "smu",
+    create,
+    options=QCODES_VISA_OPTIONS,
+    visa_option="visalib",
+    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.5),
+)
 
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "LEAVE_SCRIPT_LINES", "Keithley2600SourceMeter", "create"]

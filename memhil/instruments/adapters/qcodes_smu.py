@@ -75,8 +75,9 @@ class QCodesSourceMeter:
     # -- SourceMeter ---------------------------------------------------------------------------
     def set_source_mode(self, mode: SourceMode) -> None:
         if mode not in ("voltage", "current"):
-            raise ValueError(f"{self.name}: source mode must be 'voltage' or 'current', "
-                             f"got {mode!r}")
+            raise ValueError(
+                f"{self.name}: source mode must be 'voltage' or 'current', got {mode!r}"
+            )
         self._write_mode(mode)
         self._mode, self._level = mode, None
 
@@ -101,8 +102,12 @@ class QCodesSourceMeter:
         ``*CLS``, and the identity query must name the instrument the driver connected
         to; re-open the VISA session if that fails. Outputs and levels are left as they
         are; the cached mode and level are re-read on next use."""
-        resync_qcodes(self.instrument, identify=self._identify, expected=self._identity_ok,
-                      idle=self._leave_busy_state)
+        resync_qcodes(
+            self.instrument,
+            identify=self._identify,
+            expected=self._identity_ok,
+            idle=self._leave_busy_state,
+        )
         self._mode = self._level = None
 
     def close(self) -> None:
@@ -117,15 +122,23 @@ class QCodesSourceMeter:
             return Measurement(voltage_v=sourced, current_a=measured, in_compliance=limited)
         return Measurement(voltage_v=measured, current_a=sourced, in_compliance=limited)
 
-    def _sweep_result(self, source: np.ndarray, sourced: np.ndarray, measured: np.ndarray,
-                      in_compliance: np.ndarray) -> SweepResult:
+    def _sweep_result(
+        self,
+        source: np.ndarray,
+        sourced: np.ndarray,
+        measured: np.ndarray,
+        in_compliance: np.ndarray,
+    ) -> SweepResult:
         """A sweep from its programmed levels and the sourced and measured values."""
         voltage = self.source_mode == "voltage"
         self._level = float(source[-1])
-        return SweepResult(source=source, voltage_v=sourced if voltage else measured,
-                           current_a=measured if voltage else sourced,
-                           in_compliance=in_compliance,
-                           mode="voltage" if voltage else "current")
+        return SweepResult(
+            source=source,
+            voltage_v=sourced if voltage else measured,
+            current_a=measured if voltage else sourced,
+            in_compliance=in_compliance,
+            mode="voltage" if voltage else "current",
+        )
 
     def _check_sweep(self, points: int) -> None:
         if points < 2:
@@ -137,8 +150,9 @@ class QCodesSourceMeter:
         if int(count) != count or count < 1:
             raise ValueError(f"{self.name}: pulse count must be an integer >= 1, got {count}")
 
-    def _floats(self, values: Iterable[str], what: str, text: str,
-                expected: int | None = None) -> np.ndarray:
+    def _floats(
+        self, values: Iterable[str], what: str, text: str, expected: int | None = None
+    ) -> np.ndarray:
         """``values`` (``expected`` of them) as floats; a ValueError naming ``what`` and the
         reply ``text`` (its first 80 characters) for a garbled or truncated reply."""
         try:
@@ -146,8 +160,9 @@ class QCodesSourceMeter:
         except ValueError as exc:
             raise ValueError(f"{self.name}: cannot parse {what} {text[:80]!r}") from exc
         if expected is not None and out.size != expected:
-            raise ValueError(f"{self.name}: expected {expected} values in the {what}, got "
-                             f"{out.size}")
+            raise ValueError(
+                f"{self.name}: expected {expected} values in the {what}, got {out.size}"
+            )
         return out
 
 

@@ -40,7 +40,10 @@ from pymeasure.instruments.formfactor.velox import Velox
 
 from memhil.instruments.registry import register_instrument
 from memhil.instruments.session import (
-    ResyncError, idn_matches, read_watching_peer, resync_pymeasure,
+    ResyncError,
+    idn_matches,
+    read_watching_peer,
+    resync_pymeasure,
 )
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,11 @@ class StrictVelox(Velox):
         self.wafermap.end_reached = False
         conn = getattr(self.adapter, "connection", None)
         raw = super(Velox, self).read  # the adapter's line, before Velox's parsing
-        got = (read_watching_peer(conn, raw)
-               if isinstance(conn, pyvisa.resources.MessageBasedResource) else raw())
+        got = (
+            read_watching_peer(conn, raw)
+            if isinstance(conn, pyvisa.resources.MessageBasedResource)
+            else raw()
+        )
         if self._bare_reply:
             return got
         m = _REPLY.fullmatch(got.strip())
@@ -103,16 +109,32 @@ def _communication_failure(exc: BaseException) -> bool:
     a ``ProberError`` is the prober's own answer and ``ResyncError`` means resync failed."""
     if isinstance(exc, (ProberError, ResyncError)):
         return False
-    return isinstance(exc, (pyvisa.errors.VisaIOError, pyvisa.errors.InvalidSession,
-                            OSError, ValueError, TimeoutError))
+    return isinstance(
+        exc,
+        (
+            pyvisa.errors.VisaIOError,
+            pyvisa.errors.InvalidSession,
+            OSError,
+            ValueError,
+            TimeoutError,
+        ),
+    )
 
 
 class VeloxProber:
     """A FormFactor Velox station as a memhil ``Prober``."""
 
-    def __init__(self, velox: Velox | str, name: str = "prober", *,
-                 continuity: Callable[[], bool] | None = None, velocity: float = 100.0,
-                 contact_tolerance_um: float = 1.0, retries: int = 2, **velox_kwargs: Any):
+    def __init__(
+        self,
+        velox: Velox | str,
+        name: str = "prober",
+        *,
+        continuity: Callable[[], bool] | None = None,
+        velocity: float = 100.0,
+        contact_tolerance_um: float = 1.0,
+        retries: int = 2,
+        **velox_kwargs: Any,
+    ):
         if isinstance(velox, str):
             velox_kwargs.setdefault("read_termination", "\n")
             velox_kwargs.setdefault("write_termination", "\n")
@@ -137,9 +159,15 @@ class VeloxProber:
             except Exception as exc:  # classified, re-raised unless retried
                 if not _communication_failure(exc) or attempt == self.retries:
                     raise
-                log.warning("%s: %s failed (%s: %s); resynchronizing and retrying (%d/%d)",
-                            self.name, what, type(exc).__name__, exc, attempt + 1,
-                            self.retries)
+                log.warning(
+                    "%s: %s failed (%s: %s); resynchronizing and retrying (%d/%d)",
+                    self.name,
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    attempt + 1,
+                    self.retries,
+                )
                 self.resync()
         raise AssertionError("unreachable")
 
@@ -166,12 +194,15 @@ class VeloxProber:
         if not 0 <= subsite < self._subsites:
             raise ValueError(f"{self.name}: subsite {subsite} not in 0..{self._subsites - 1}")
         self._interlock(f"step to die {die}")
-        self._op("step to die", lambda: self.velox.wafermap.step_to_die(
-            die[0], die[1], subsite if subsite else None))
+        self._op(
+            "step to die",
+            lambda: self.velox.wafermap.step_to_die(die[0], die[1], subsite if subsite else None),
+        )
         got = self.position()
         if got != (die, subsite):
-            raise RuntimeError(f"{self.name}: asked for die {die} subsite {subsite}, "
-                               f"the station reports {got}")
+            raise RuntimeError(
+                f"{self.name}: asked for die {die} subsite {subsite}, the station reports {got}"
+            )
 
     def step_first(self) -> tuple[int, int]:
         """First die of the station's map (subsite 0)."""
@@ -191,7 +222,8 @@ class VeloxProber:
 
     def position(self) -> tuple[tuple[int, int], int]:
         col, row, _x, _y, site, *_ = self._op(
-            "ReadMapPosition", lambda: self.velox.values("ReadMapPosition", separator=" "))
+            "ReadMapPosition", lambda: self.velox.values("ReadMapPosition", separator=" ")
+        )
         return (int(col), int(row)), int(site)
 
     # -- chuck height ----------------------------------------------------------------------
@@ -200,17 +232,18 @@ class VeloxProber:
 
     def separate(self) -> None:
         """Chuck to separation height, verified by reading the height back."""
-        self._op("MoveChuckSeparation",
-                 lambda: self.velox.chuck.move_separation(self.velocity))
+        self._op("MoveChuckSeparation", lambda: self.velox.chuck.move_separation(self.velocity))
         if self.in_contact():
-            raise ProberError(-1, f"{self.name}: chuck still at contact height after "
-                                  f"MoveChuckSeparation")
+            raise ProberError(
+                -1, f"{self.name}: chuck still at contact height after MoveChuckSeparation"
+            )
 
     def in_contact(self) -> bool:
         def query() -> bool:
             z = float(self.velox.values("ReadChuckPosition Y Z", separator=" ")[2])
             contact = float(self.velox.values("ReadChuckHeights Y", separator=" ")[0])
             return contact >= 0 and z >= contact - self.contact_tolerance_um
+
         return self._op("ReadChuckPosition", query)
 
     def contact_ok(self) -> bool:
@@ -226,8 +259,9 @@ class VeloxProber:
         ``*IDN?`` (SCI has no ``*CLS``) must look like an identity and equal the first
         one seen; re-open the VISA resource if that fails. The chuck is not moved."""
         velox = self.velox
-        self._idn = resync_pymeasure(velox, identify=lambda: velox.ask("*IDN?"),
-                                     expected=lambda r: idn_matches(r, self._idn))
+        self._idn = resync_pymeasure(
+            velox, identify=lambda: velox.ask("*IDN?"), expected=lambda r: idn_matches(r, self._idn)
+        )
 
     def close(self) -> None:
         adapter = getattr(self.velox, "adapter", None)
@@ -236,8 +270,9 @@ class VeloxProber:
 
     def _interlock(self, what: str) -> None:
         if self.in_contact():
-            raise ProberInterlockError(f"{self.name}: {what} refused: the chuck is in "
-                                       "contact; separate first")
+            raise ProberInterlockError(
+                f"{self.name}: {what} refused: the chuck is in contact; separate first"
+            )
 
 
 def create(address: str, name: str, **options: Any) -> VeloxProber:
@@ -245,7 +280,17 @@ def create(address: str, name: str, **options: Any) -> VeloxProber:
     return VeloxProber(address, name, **options)
 
 
-register_instrument("formfactor_velox", "prober", create,
-                    options=("visa_library", "timeout", "velocity", "contact_tolerance_um",
-                             "read_termination", "write_termination"),
-                    visa_option="visa_library")
+register_instrument(
+    "formfactor_velox",
+    "prober",
+    create,
+    options=(
+        "visa_library",
+        "timeout",
+        "velocity",
+        "contact_tolerance_um",
+        "read_termination",
+        "write_termination",
+    ),
+    visa_option="visa_library",
+)

@@ -55,9 +55,18 @@ class _BoardError(Exception):
 class ArrayBoardEmulator:
     """A ``rows x cols`` line-parallel board wired to every line of ``chip``."""
 
-    def __init__(self, chip: MockChip, board_id: str = "board0", name: str = "arrayboard", *,
-                 integration_s: float = 1e-3, v_max: float = 5.0, baudrate: int | None = 115200,
-                 probe: Any | None = None, faults: FaultInjector | None = None):
+    def __init__(
+        self,
+        chip: MockChip,
+        board_id: str = "board0",
+        name: str = "arrayboard",
+        *,
+        integration_s: float = 1e-3,
+        v_max: float = 5.0,
+        baudrate: int | None = 115200,
+        probe: Any | None = None,
+        faults: FaultInjector | None = None,
+    ):
         self.chip = chip
         self.board_id = board_id
         self.name = name
@@ -201,10 +210,16 @@ class ArrayBoardEmulator:
             self.chip.wait(width * count)
             return
         half = 0.5 * amp
-        rows = {i: (amp if i in sel_rows else half) for i in range(self.rows)
-                if ("row", i) not in self._dead}
-        cols = {j: (0.0 if j in sel_cols else half) for j in range(self.cols)
-                if ("col", j) not in self._dead}
+        rows = {
+            i: (amp if i in sel_rows else half)
+            for i in range(self.rows)
+            if ("row", i) not in self._dead
+        }
+        cols = {
+            j: (0.0 if j in sel_cols else half)
+            for j in range(self.cols)
+            if ("col", j) not in self._dead
+        }
         self.chip.hold(rows, cols, width, count, compliance_a=self.compliance_a)
 
 

@@ -72,8 +72,14 @@ class B220xEmulator(ServedEmulator):
 
     idn = "Agilent Technologies,B2201A,MY00000001,A.01.10"
 
-    def __init__(self, bench: MockBench, wiring: Mapping[str, Any], name: str = "matrix", *,
-                 probe: Any | None = None):
+    def __init__(
+        self,
+        bench: MockBench,
+        wiring: Mapping[str, Any],
+        name: str = "matrix",
+        *,
+        probe: Any | None = None,
+    ):
         self.bench = bench
         self.name = name
         self.probe = probe
@@ -91,8 +97,10 @@ class B220xEmulator(ServedEmulator):
             raise ValueError(f"array lines must be distinct outputs 1..{N_OUTPUTS}, got {lines}")
         chip = bench.chip
         if len(rows) > chip.rows or len(cols) > chip.cols:
-            raise ValueError(f"wiring has {len(rows)} rows / {len(cols)} cols, the chip "
-                             f"{chip.rows} x {chip.cols}")
+            raise ValueError(
+                f"wiring has {len(rows)} rows / {len(cols)} cols, the chip "
+                f"{chip.rows} x {chip.cols}"
+            )
         self._line_of_output: dict[int, Line] = {o: ("row", i) for i, o in enumerate(rows)}
         self._line_of_output.update({o: ("col", j) for j, o in enumerate(cols)})
         self.lock = threading.RLock()
@@ -149,8 +157,10 @@ class B220xEmulator(ServedEmulator):
         with self.lock:
             conn = set(self.closed)
             used = {o for _, o in conn}
-            for mode, port, enabled in ((self.bias_mode, self.bias_port, self.bias_enabled),
-                                        (self.gnd_mode, self.gnd_port, self.gnd_enabled)):
+            for mode, port, enabled in (
+                (self.bias_mode, self.bias_port, self.bias_enabled),
+                (self.gnd_mode, self.gnd_port, self.gnd_enabled),
+            ):
                 if mode and port > 0:
                     auto = {o for o in enabled if o not in used}
                     conn |= {(port, o) for o in auto}
@@ -296,12 +306,11 @@ class B220xEmulator(ServedEmulator):
             return None
         if head in (prefix + ":CHAN:ENAB?", prefix + ":CHAN:DIS?"):
             want = head.endswith("ENAB?")
-            return ",".join("1" if (o in enabled) == want else "0"
-                            for _, o in self._channels(arg))
+            return ",".join("1" if (o in enabled) == want else "0" for _, o in self._channels(arg))
         return _NOT_MINE
 
     def _close(self, chans: list[tuple[int, int]]) -> None:
-        for i, o in chans:
+        for i, _o in chans:
             for mode, port in ((self.bias_mode, self.bias_port), (self.gnd_mode, self.gnd_port)):
                 if mode and i == port:
                     raise _range_error("Bias/GND port cannot be connected in this mode")
@@ -374,20 +383,31 @@ class B220xEmulator(ServedEmulator):
                 out.append(ends[0])
             elif len(ends) == 2:
                 (i0, o0), (i1, o1) = ends
-                out.extend((i, o) for i in range(min(i0, i1), max(i0, i1) + 1)
-                           for o in range(min(o0, o1), max(o0, o1) + 1))
+                out.extend(
+                    (i, o)
+                    for i in range(min(i0, i1), max(i0, i1) + 1)
+                    for o in range(min(o0, o1), max(o0, o1) + 1)
+                )
             else:
                 raise _command_error("Invalid channel range")
         return out
 
 
-
-
 _NOT_MINE = object()
 
-_LONG = {"CLOSE": "CLOS", "ROUTE": "", "CONNECTION": "CONN", "SEQUENCE": "SEQ",
-         "SYSTEM": "SYST", "ERROR": "ERR", "CHANNEL": "CHAN", "ENABLE": "ENAB",
-         "DISABLE": "DIS", "COUPLE": "COUP", "DETECTION": "DET"}
+_LONG = {
+    "CLOSE": "CLOS",
+    "ROUTE": "",
+    "CONNECTION": "CONN",
+    "SEQUENCE": "SEQ",
+    "SYSTEM": "SYST",
+    "ERROR": "ERR",
+    "CHANNEL": "CHAN",
+    "ENABLE": "ENAB",
+    "DISABLE": "DIS",
+    "COUPLE": "COUP",
+    "DETECTION": "DET",
+}
 
 
 def _long_to_short(head: str) -> str:

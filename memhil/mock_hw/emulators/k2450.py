@@ -61,19 +61,71 @@ log = logging.getLogger(__name__)
 SOURCE_STATUS_LIMIT = 0x08
 
 _LONG_FORMS = (
-    "SOURce", "SENSe", "VOLTage", "CURRent", "RESistance", "FUNCtion", "RANGe", "AUTO",
-    "ILIMit", "VLIMit", "TRIPped", "LEVel", "IMMediate", "AMPLitude", "DELay", "USER", "READ",
-    "BACK", "SWEep", "LINear", "OUTPut", "STATe", "ROUTe", "TERMinals", "SYSTem",
-    "LFRequency", "TRACe", "DATA", "POINts", "ACTual", "CLEar", "MAKE", "DELete", "TRIGger",
-    "MEASure", "FETCh", "INITiate", "ABORt", "NPLCycles", "RSENse", "AZERo", "ONCE", "COUNt",
-    "STATus", "ERRor", "NEXT", "FRONt", "REAR", "LIMit",
+    "SOURce",
+    "SENSe",
+    "VOLTage",
+    "CURRent",
+    "RESistance",
+    "FUNCtion",
+    "RANGe",
+    "AUTO",
+    "ILIMit",
+    "VLIMit",
+    "TRIPped",
+    "LEVel",
+    "IMMediate",
+    "AMPLitude",
+    "DELay",
+    "USER",
+    "READ",
+    "BACK",
+    "SWEep",
+    "LINear",
+    "OUTPut",
+    "STATe",
+    "ROUTe",
+    "TERMinals",
+    "SYSTem",
+    "LFRequency",
+    "TRACe",
+    "DATA",
+    "POINts",
+    "ACTual",
+    "CLEar",
+    "MAKE",
+    "DELete",
+    "TRIGger",
+    "MEASure",
+    "FETCh",
+    "INITiate",
+    "ABORt",
+    "NPLCycles",
+    "RSENse",
+    "AZERo",
+    "ONCE",
+    "COUNt",
+    "STATus",
+    "ERRor",
+    "NEXT",
+    "FRONt",
+    "REAR",
+    "LIMit",
 )
 _SHORT = {long.upper(): "".join(c for c in long if c.isupper()) for long in _LONG_FORMS}
 _SHORTS = set(_SHORT.values())
 
-_ELEMENT_LONG = {"READING": "READ", "SOURCE": "SOUR", "RELATIVE": "REL", "SECONDS": "SEC",
-                 "FRACTIONAL": "FRAC", "STATUS": "STAT", "SOURSTATUS": "SOURSTAT",
-                 "TSTAMP": "TST", "FORMATTED": "FORM", "SOURFORMATTED": "SOURFORM"}
+_ELEMENT_LONG = {
+    "READING": "READ",
+    "SOURCE": "SOUR",
+    "RELATIVE": "REL",
+    "SECONDS": "SEC",
+    "FRACTIONAL": "FRAC",
+    "STATUS": "STAT",
+    "SOURSTATUS": "SOURSTAT",
+    "TSTAMP": "TST",
+    "FORMATTED": "FORM",
+    "SOURFORMATTED": "SOURFORM",
+}
 
 
 def _short(node: str) -> str:
@@ -158,8 +210,8 @@ class _Buffer:
 
 @dataclass
 class _Settings:
-    source_func: str = "VOLT"            # VOLT | CURR
-    sense_func: str = "CURR:DC"          # CURR:DC | VOLT:DC | RES
+    source_func: str = "VOLT"  # VOLT | CURR
+    sense_func: str = "CURR:DC"  # CURR:DC | VOLT:DC | RES
     level: dict = field(default_factory=lambda: {"VOLT": 0.0, "CURR": 0.0})
     limit: dict = field(default_factory=lambda: {"VOLT": 1.05e-4, "CURR": 2.1})  # ILIM, VLIM
     src_range: dict = field(default_factory=lambda: {"VOLT": 0.02, "CURR": 1e-8})
@@ -182,8 +234,15 @@ class _Settings:
 class Keithley2450Emulator:
     """A Keithley 2450 SMU (SCPI mode) on a mock bench; terminal key ``"<name>.smu"``."""
 
-    def __init__(self, bench: MockBench, name: str = "smu2450", *, linefreq: float = 60.0,
-                 language: str = "SCPI", serial: str = "04424242"):
+    def __init__(
+        self,
+        bench: MockBench,
+        name: str = "smu2450",
+        *,
+        linefreq: float = 60.0,
+        language: str = "SCPI",
+        serial: str = "04424242",
+    ):
         self.bench = bench
         self.name = name
         self.key = f"{name}.smu"
@@ -195,9 +254,11 @@ class Keithley2450Emulator:
         self._lock = threading.RLock()
         self.status = ScpiStatus()  # :SYSTem:ERRor? and *ESR?
         self.common = CommonCommands(
-            f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b", reset=self.reset,
-            status=self.status, extra={"*LANG?": lambda args: self.language,
-                                       "*LANG": self._set_language})
+            f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b",
+            reset=self.reset,
+            status=self.status,
+            extra={"*LANG?": lambda args: self.language, "*LANG": self._set_language},
+        )
         self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}
@@ -326,7 +387,9 @@ class Keithley2450Emulator:
                     raise ScpiError(-109, "Missing parameter")
                 vals = args + [None] * (9 - len(args))
                 self.sweep = {
-                    "func": n[1], "start": _num(args[0]), "stop": _num(args[1]),
+                    "func": n[1],
+                    "start": _num(args[0]),
+                    "stop": _num(args[1]),
                     "points": int(_num(args[2])),
                     "delay": -1.0 if vals[3] is None else _num(vals[3]),
                     "count": 1 if vals[4] is None else int(_num(vals[4])),
@@ -406,9 +469,16 @@ class Keithley2450Emulator:
                 return f'"{s.sense_func}"'
             f: str | None
             f = _unquote(args[0]).upper()
-            f = {"CURR": "CURR:DC", "CURRENT": "CURR:DC", "CURR:DC": "CURR:DC",
-                 "VOLT": "VOLT:DC", "VOLTAGE": "VOLT:DC", "VOLT:DC": "VOLT:DC",
-                 "RES": "RES", "RESISTANCE": "RES"}.get(f)
+            f = {
+                "CURR": "CURR:DC",
+                "CURRENT": "CURR:DC",
+                "CURR:DC": "CURR:DC",
+                "VOLT": "VOLT:DC",
+                "VOLTAGE": "VOLT:DC",
+                "VOLT:DC": "VOLT:DC",
+                "RES": "RES",
+                "RESISTANCE": "RES",
+            }.get(f)
             if f is None:
                 raise ScpiError(-224, f"Illegal parameter value {args[0]!r}")
             s.sense_func = f
@@ -431,8 +501,12 @@ class Keithley2450Emulator:
                 raise ScpiError(-222, f"Data out of range: NPLC {x:g} (0.01..10)")
             s.nplc[f] = x
             return None
-        table = {("RANG",): (s.sens_range, float), ("RANG", "AUTO"): (s.sens_autorange, int),
-                 ("RSEN",): (s.rsense, int), ("AZER",): (s.azero, int)}
+        table = {
+            ("RANG",): (s.sens_range, float),
+            ("RANG", "AUTO"): (s.sens_autorange, int),
+            ("RSEN",): (s.rsense, int),
+            ("AZER",): (s.azero, int),
+        }
         if tuple(rest) in table:
             store, kind = table[tuple(rest)]
             if q:
@@ -454,9 +528,10 @@ class Keithley2450Emulator:
             name = _unquote(args[0])
             if name in self.buffers:
                 raise ScpiError(-222, f"buffer {name!r} exists")
-            self.buffers[name] = _Buffer(size=int(_num(args[1])) if len(args) > 1 else 10000,
-                                         style=(args[2].upper() if len(args) > 2 and args[2]
-                                                else "STAN"))
+            self.buffers[name] = _Buffer(
+                size=int(_num(args[1])) if len(args) > 1 else 10000,
+                style=(args[2].upper() if len(args) > 2 and args[2] else "STAN"),
+            )
             return None
         if n == ["DEL"] and not q:
             name = _unquote(args[0])
@@ -472,7 +547,7 @@ class Keithley2450Emulator:
                 return str(self._buffer(args[0] if args else "'defbuffer1'").size)
             buf = self._buffer(args[1] if len(args) > 1 else "'defbuffer1'")
             buf.size = int(_num(args[0]))
-            del buf.readings[:-buf.size or None]
+            del buf.readings[: -buf.size or None]
             return None
         if n == ["ACT"] and q:
             return str(len(self._buffer(args[0] if args else "'defbuffer1'").readings))
@@ -487,10 +562,11 @@ class Keithley2450Emulator:
             a, b = int(_num(args[0])), int(_num(args[1]))
             buf = self._buffer(args[2] if len(args) > 2 else "'defbuffer1'")
             if not (1 <= a <= b <= len(buf.readings)):
-                raise ScpiError(-222, f"Data out of range: {a}..{b} of "
-                                      f"{len(buf.readings)} readings")
+                raise ScpiError(
+                    -222, f"Data out of range: {a}..{b} of {len(buf.readings)} readings"
+                )
             elements = args[3:] or ["READ"]
-            return ",".join(self._elements(r, buf, elements) for r in buf.readings[a - 1:b])
+            return ",".join(self._elements(r, buf, elements) for r in buf.readings[a - 1 : b])
         raise ScpiError(-113, f"Undefined header {cmd!r}")
 
     def _buffer(self, arg: str) -> _Buffer:
@@ -555,8 +631,14 @@ class Keithley2450Emulator:
         """Solve the operating point now (no time passes); returns (V, I)."""
         s = self.s
         f = s.source_func
-        v, i, cond = settle(self.bench, self.terminal, output_on=s.output == 1,
-                            voltage_mode=f == "VOLT", level=s.level[f], limit=s.limit[f])
+        v, i, cond = settle(
+            self.bench,
+            self.terminal,
+            output_on=s.output == 1,
+            voltage_mode=f == "VOLT",
+            level=s.level[f],
+            limit=s.limit[f],
+        )
         self.tripped = cond != 0
         return v, i
 
@@ -569,9 +651,15 @@ class Keithley2450Emulator:
         value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else 9.9e37}[func]
         unit = {"CURR": "Amp DC", "VOLT": "Volt DC", "RES": "Ohm"}[func]
         src_is_v = s.source_func == "VOLT"
-        r = _Reading(reading=value, source=v if src_is_v else i, t=self.clock.now() - self._t0,
-                     status=0, source_status=SOURCE_STATUS_LIMIT if self.tripped else 0,
-                     unit=unit, source_unit="Volt DC" if src_is_v else "Amp DC")
+        r = _Reading(
+            reading=value,
+            source=v if src_is_v else i,
+            t=self.clock.now() - self._t0,
+            status=0,
+            source_status=SOURCE_STATUS_LIMIT if self.tripped else 0,
+            unit=unit,
+            source_unit="Volt DC" if src_is_v else "Amp DC",
+        )
         buf.append(r)
         return r
 
@@ -581,8 +669,9 @@ class Keithley2450Emulator:
             raise ScpiError(-221, "Settings conflict: no sweep configured")
         s = self.s
         if sw["func"] != s.source_func:
-            raise ScpiError(-221, f"Settings conflict: sweep of {sw['func']} while sourcing "
-                                  f"{s.source_func}")
+            raise ScpiError(
+                -221, f"Settings conflict: sweep of {sw['func']} while sourcing {s.source_func}"
+            )
         buf = self._buffer(sw["buffer"])
         levels = list(np.linspace(sw["start"], sw["stop"], sw["points"]))
         if sw["dual"]:

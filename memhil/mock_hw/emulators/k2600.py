@@ -91,6 +91,7 @@ BUFFER_STATUS_COMPLIANCE = 0x40
 #: what the 2600 returns for an overflowed / undefined reading (e.g. R at 0 A).
 OVERFLOW = 9.91e37
 
+
 @dataclass
 class _Buffer:
     """A dedicated reading buffer (``smuX.nvbuffer1``)."""
@@ -128,8 +129,9 @@ class _Field:
     @property
     def values(self) -> list[float]:
         if self.name == "sourcevalues" and not self.buf.collectsourcevalues:
-            raise TspError("TSP Runtime error: source values were not collected "
-                           "(collectsourcevalues = 0)")
+            raise TspError(
+                "TSP Runtime error: source values were not collected (collectsourcevalues = 0)"
+            )
         if self.name == "timestamps" and not self.buf.collecttimestamps:
             raise TspError("TSP Runtime error: timestamps were not collected")
         return getattr(self.buf, self.name)
@@ -152,7 +154,7 @@ class _Field:
 
 @dataclass
 class _ChannelState:
-    func: int = 1            # 0 = OUTPUT_DCAMPS, 1 = OUTPUT_DCVOLTS
+    func: int = 1  # 0 = OUTPUT_DCAMPS, 1 = OUTPUT_DCVOLTS
     levelv: float = 0.0
     leveli: float = 0.0
     limitv: float = 20.0
@@ -174,8 +176,8 @@ class _ChannelState:
     autozero: int = 2
     m_delay: float = 0.0
     sense: int = 0
-    condition: int = 0       # status.measurement.instrument.smuX.condition
-    v_actual: float = 0.0    # the voltage the terminal holds now (after compliance)
+    condition: int = 0  # status.measurement.instrument.smuX.condition
+    v_actual: float = 0.0  # the voltage the terminal holds now (after compliance)
     i_actual: float = 0.0
 
 
@@ -201,20 +203,33 @@ class _Smu:
         self.terminal.output_on = False
         self.terminal.voltage_v = 0.0
 
-    def _setter(self, attr: str, kind: type = float, lo: float | None = None,
-                hi: float | None = None, choices: Sequence[float] | None = None,
-                resolve: bool = False) -> Callable[[Any], None]:
+    def _setter(
+        self,
+        attr: str,
+        kind: type = float,
+        lo: float | None = None,
+        hi: float | None = None,
+        choices: Sequence[float] | None = None,
+        resolve: bool = False,
+    ) -> Callable[[Any], None]:
         def set_(value: Any) -> None:
             x = num(value)
             if choices is not None and x not in choices:
-                raise TspError(f"TSP Runtime error: parameter value {x:g} out of range for "
-                               f"{self.channel}.{attr}", -1110)
+                raise TspError(
+                    f"TSP Runtime error: parameter value {x:g} out of range for "
+                    f"{self.channel}.{attr}",
+                    -1110,
+                )
             if (lo is not None and x < lo) or (hi is not None and x > hi):
-                raise TspError(f"TSP Runtime error: parameter value {x:g} out of range "
-                               f"[{lo:g}, {hi:g}] for {self.channel}.{attr}", -1110)
+                raise TspError(
+                    f"TSP Runtime error: parameter value {x:g} out of range "
+                    f"[{lo:g}, {hi:g}] for {self.channel}.{attr}",
+                    -1110,
+                )
             setattr(self.s, attr, kind(x))
             if resolve:
                 self.operating_point()
+
         return set_
 
     def _prop(self, attr: str, **kw: Any) -> Prop:
@@ -225,69 +240,94 @@ class _Smu:
         vmax = 200.0 if model.startswith("26") and model[2] in "13" else 40.0
         imax = 1.5 if vmax == 200.0 else 3.0
         buffers = {name: self._buffer_obj(name, b) for name, b in self.buffers.items()}
-        source = Obj(f"{self.channel}.source", {
-            "func": self._prop("func", kind=int, choices=(0, 1), resolve=True),
-            "levelv": self._prop("levelv", lo=-vmax, hi=vmax, resolve=True),
-            "leveli": self._prop("leveli", lo=-imax, hi=imax, resolve=True),
-            "limitv": self._prop("limitv", lo=0.0, hi=vmax, resolve=True),
-            "limiti": self._prop("limiti", lo=0.0, hi=imax, resolve=True),
-            "output": self._prop("output", kind=int, choices=(0, 1, 2), resolve=True),
-            "offmode": self._prop("offmode", kind=int, choices=(0, 1, 2, 3)),
-            "rangev": self._prop("rangev", lo=0.0, hi=vmax),
-            "rangei": self._prop("rangei", lo=0.0, hi=imax),
-            "autorangev": self._prop("autorangev", kind=int, choices=(0, 1)),
-            "autorangei": self._prop("autorangei", kind=int, choices=(0, 1)),
-            "delay": self._prop("source_delay", lo=-1.0),
-            "compliance": Prop(self._compliance),
-            "settling": Prop(lambda: 0.0, lambda v: None),
-            "highc": Prop(lambda: 0.0, lambda v: None),
-            "sink": Prop(lambda: 0.0, lambda v: None),
-        })
-        measure = Obj(f"{self.channel}.measure", {
-            "nplc": self._prop("nplc", lo=0.001, hi=25.0),
-            "count": self._prop("count", kind=int, lo=1, hi=60000),
-            "interval": self._prop("interval", lo=0.0, hi=1.0e6),
-            "rangev": self._prop("m_rangev", lo=0.0, hi=vmax),
-            "rangei": self._prop("m_rangei", lo=0.0, hi=imax),
-            "autorangev": self._prop("m_autorangev", kind=int, choices=(0, 1)),
-            "autorangei": self._prop("m_autorangei", kind=int, choices=(0, 1, 2)),
-            "autozero": self._prop("autozero", kind=int, choices=(0, 1, 2)),
-            "delay": self._prop("m_delay", lo=-1.0),
-            "i": Fn(lambda buf=None: self.measure("i", buf), "measure.i"),
-            "v": Fn(lambda buf=None: self.measure("v", buf), "measure.v"),
-            "r": Fn(lambda buf=None: self.measure("r", buf), "measure.r"),
-            "p": Fn(lambda buf=None: self.measure("p", buf), "measure.p"),
-            "iv": Fn(lambda ib=None, vb=None: self.measure("iv", ib, vb), "measure.iv"),
-        })
-        return Obj(self.channel, {
-            "source": source, "measure": measure, **buffers,
-            "sense": self._prop("sense", kind=int, choices=(0, 1, 3)),
-            "reset": Fn(self.reset, "reset"),
-            "abort": Fn(lambda: None, "abort"),
-            "OUTPUT_DCAMPS": 0.0, "OUTPUT_DCVOLTS": 1.0, "OUTPUT_OFF": 0.0,
-            "OUTPUT_ON": 1.0, "OUTPUT_HIGH_Z": 2.0, "SENSE_LOCAL": 0.0, "SENSE_REMOTE": 1.0,
-            "SENSE_CALA": 3.0, "AUTORANGE_OFF": 0.0, "AUTORANGE_ON": 1.0,
-            "AUTORANGE_FOLLOW_LIMIT": 2.0, "AUTOZERO_OFF": 0.0, "AUTOZERO_ONCE": 1.0,
-            "AUTOZERO_AUTO": 2.0, "OUTPUT_NORMAL": 0.0, "OUTPUT_ZERO": 2.0,
-        })
+        source = Obj(
+            f"{self.channel}.source",
+            {
+                "func": self._prop("func", kind=int, choices=(0, 1), resolve=True),
+                "levelv": self._prop("levelv", lo=-vmax, hi=vmax, resolve=True),
+                "leveli": self._prop("leveli", lo=-imax, hi=imax, resolve=True),
+                "limitv": self._prop("limitv", lo=0.0, hi=vmax, resolve=True),
+                "limiti": self._prop("limiti", lo=0.0, hi=imax, resolve=True),
+                "output": self._prop("output", kind=int, choices=(0, 1, 2), resolve=True),
+                "offmode": self._prop("offmode", kind=int, choices=(0, 1, 2, 3)),
+                "rangev": self._prop("rangev", lo=0.0, hi=vmax),
+                "rangei": self._prop("rangei", lo=0.0, hi=imax),
+                "autorangev": self._prop("autorangev", kind=int, choices=(0, 1)),
+                "autorangei": self._prop("autorangei", kind=int, choices=(0, 1)),
+                "delay": self._prop("source_delay", lo=-1.0),
+                "compliance": Prop(self._compliance),
+                "settling": Prop(lambda: 0.0, lambda v: None),
+                "highc": Prop(lambda: 0.0, lambda v: None),
+                "sink": Prop(lambda: 0.0, lambda v: None),
+            },
+        )
+        measure = Obj(
+            f"{self.channel}.measure",
+            {
+                "nplc": self._prop("nplc", lo=0.001, hi=25.0),
+                "count": self._prop("count", kind=int, lo=1, hi=60000),
+                "interval": self._prop("interval", lo=0.0, hi=1.0e6),
+                "rangev": self._prop("m_rangev", lo=0.0, hi=vmax),
+                "rangei": self._prop("m_rangei", lo=0.0, hi=imax),
+                "autorangev": self._prop("m_autorangev", kind=int, choices=(0, 1)),
+                "autorangei": self._prop("m_autorangei", kind=int, choices=(0, 1, 2)),
+                "autozero": self._prop("autozero", kind=int, choices=(0, 1, 2)),
+                "delay": self._prop("m_delay", lo=-1.0),
+                "i": Fn(lambda buf=None: self.measure("i", buf), "measure.i"),
+                "v": Fn(lambda buf=None: self.measure("v", buf), "measure.v"),
+                "r": Fn(lambda buf=None: self.measure("r", buf), "measure.r"),
+                "p": Fn(lambda buf=None: self.measure("p", buf), "measure.p"),
+                "iv": Fn(lambda ib=None, vb=None: self.measure("iv", ib, vb), "measure.iv"),
+            },
+        )
+        return Obj(
+            self.channel,
+            {
+                "source": source,
+                "measure": measure,
+                **buffers,
+                "sense": self._prop("sense", kind=int, choices=(0, 1, 3)),
+                "reset": Fn(self.reset, "reset"),
+                "abort": Fn(lambda: None, "abort"),
+                "OUTPUT_DCAMPS": 0.0,
+                "OUTPUT_DCVOLTS": 1.0,
+                "OUTPUT_OFF": 0.0,
+                "OUTPUT_ON": 1.0,
+                "OUTPUT_HIGH_Z": 2.0,
+                "SENSE_LOCAL": 0.0,
+                "SENSE_REMOTE": 1.0,
+                "SENSE_CALA": 3.0,
+                "AUTORANGE_OFF": 0.0,
+                "AUTORANGE_ON": 1.0,
+                "AUTORANGE_FOLLOW_LIMIT": 2.0,
+                "AUTOZERO_OFF": 0.0,
+                "AUTOZERO_ONCE": 1.0,
+                "AUTOZERO_AUTO": 2.0,
+                "OUTPUT_NORMAL": 0.0,
+                "OUTPUT_ZERO": 2.0,
+            },
+        )
 
     def _buffer_obj(self, name: str, b: _Buffer) -> Obj:
         def flag(attr: str) -> Prop:
-            return Prop(lambda: float(getattr(b, attr)),
-                        lambda v: setattr(b, attr, int(num(v))))
-        return Obj(f"{self.channel}.{name}", {
-            "clear": Fn(lambda: b.clear(self.emu.clock.now()), "clear"),
-            "n": Prop(lambda: float(len(b.readings))),
-            "capacity": Prop(lambda: float(b.capacity)),
-            "appendmode": flag("appendmode"),
-            "collectsourcevalues": flag("collectsourcevalues"),
-            "collecttimestamps": flag("collecttimestamps"),
-            "basetimestamp": Prop(lambda: b.basetimestamp),
-            "readings": _Field(b, "readings"),
-            "statuses": _Field(b, "statuses"),
-            "timestamps": _Field(b, "timestamps"),
-            "sourcevalues": _Field(b, "sourcevalues"),
-        })
+            return Prop(lambda: float(getattr(b, attr)), lambda v: setattr(b, attr, int(num(v))))
+
+        return Obj(
+            f"{self.channel}.{name}",
+            {
+                "clear": Fn(lambda: b.clear(self.emu.clock.now()), "clear"),
+                "n": Prop(lambda: float(len(b.readings))),
+                "capacity": Prop(lambda: float(b.capacity)),
+                "appendmode": flag("appendmode"),
+                "collectsourcevalues": flag("collectsourcevalues"),
+                "collecttimestamps": flag("collecttimestamps"),
+                "basetimestamp": Prop(lambda: b.basetimestamp),
+                "readings": _Field(b, "readings"),
+                "statuses": _Field(b, "statuses"),
+                "timestamps": _Field(b, "timestamps"),
+                "sourcevalues": _Field(b, "sourcevalues"),
+            },
+        )
 
     def _compliance(self) -> bool:
         self.operating_point()
@@ -299,10 +339,14 @@ class _Smu:
         compliant voltage, update the condition register; returns (V, I) as reported."""
         s = self.s
         voltage_mode = s.func == 1
-        v, i, cond = settle(self.emu.bench, self.terminal, output_on=s.output == 1,
-                            voltage_mode=voltage_mode,
-                            level=s.levelv if voltage_mode else s.leveli,
-                            limit=s.limiti if voltage_mode else s.limitv)
+        v, i, cond = settle(
+            self.emu.bench,
+            self.terminal,
+            output_on=s.output == 1,
+            voltage_mode=voltage_mode,
+            level=s.levelv if voltage_mode else s.leveli,
+            limit=s.limiti if voltage_mode else s.limitv,
+        )
         s.condition, s.v_actual, s.i_actual = cond, v, i
         return v, i
 
@@ -321,8 +365,7 @@ class _Smu:
         for k in range(n):
             v, i = integrate(emu.bench, self.operating_point, t_int)
             status = BUFFER_STATUS_COMPLIANCE if s.condition else 0
-            values = {"i": i, "v": v, "p": v * i,
-                      "r": (v / i) if i != 0 else OVERFLOW}
+            values = {"i": i, "v": v, "p": v * i, "r": (v / i) if i != 0 else OVERFLOW}
             source = v if s.func == 1 else i
             t = emu.clock.now()
             if kind == "iv":
@@ -373,9 +416,16 @@ class Keithley2600Emulator:
     power-line frequency used for NPLC integration times.
     """
 
-    def __init__(self, bench: MockBench, name: str = "smu", model: str = "2636B",
-                 channels: Sequence[str] = ("smua", "smub"), *, linefreq: float = 60.0,
-                 serial: str = "4242424"):
+    def __init__(
+        self,
+        bench: MockBench,
+        name: str = "smu",
+        model: str = "2636B",
+        channels: Sequence[str] = ("smua", "smub"),
+        *,
+        linefreq: float = 60.0,
+        serial: str = "4242424",
+    ):
         self.bench = bench
         self.name = name
         self.model = model
@@ -385,10 +435,12 @@ class Keithley2600Emulator:
         self._lock = threading.RLock()
         self.status = ScpiStatus()  # the error queue (errorqueue.*) and *ESR?
         self.common = CommonCommands(
-            f"Keithley Instruments Inc., Model {model}, {serial}, 4.0.5", reset=self.reset,
-            status=self.status)
-        self.format_data = 1        # ASCII
-        self.format_byteorder = 0   # NORMAL (big endian)
+            f"Keithley Instruments Inc., Model {model}, {serial}, 4.0.5",
+            reset=self.reset,
+            status=self.status,
+        )
+        self.format_data = 1  # ASCII
+        self.format_byteorder = 0  # NORMAL (big endian)
         self.ascii_precision = 0
         self._loading: dict[int | None, _Loading] = {}  # connection -> script being loaded
         self._out: list[bytes] = []
@@ -414,8 +466,11 @@ class Keithley2600Emulator:
                     return self._end_script(loading)
                 if len(loading.lines) >= SCRIPT_LINES_MAX:
                     del self._loading[session]
-                    self._error(-286, f"TSP Runtime error: script longer than "
-                                      f"{SCRIPT_LINES_MAX} lines abandoned (no endscript)")
+                    self._error(
+                        -286,
+                        f"TSP Runtime error: script longer than "
+                        f"{SCRIPT_LINES_MAX} lines abandoned (no endscript)",
+                    )
                     return None
                 loading.lines.append(line)
                 return None
@@ -423,7 +478,8 @@ class Keithley2600Emulator:
             if head and head[0] in ("loadandrunscript", "loadscript"):
                 self._loading[session] = _Loading(
                     name=head[1].strip() if len(head) > 1 else None,
-                    run=head[0] == "loadandrunscript")
+                    run=head[0] == "loadandrunscript",
+                )
                 return None
             if text == "abort":  # stops a running script: none runs between commands here
                 return None
@@ -456,8 +512,7 @@ class Keithley2600Emulator:
         so recovery must still put the outputs in their safe state itself."""
         with self._lock:
             if self._loading.pop(session, None) is not None:
-                log.warning("%s: connection closed while loading a script: discarded",
-                            self.name)
+                log.warning("%s: connection closed while loading a script: discarded", self.name)
 
     def _end_script(self, loading: _Loading) -> bytes | None:
         src = "\n".join(loading.lines)
@@ -507,6 +562,7 @@ class Keithley2600Emulator:
                 if x not in choices:
                     raise TspError(f"TSP Runtime error: parameter value {x} out of range", -1110)
                 setattr(self, attr, x)
+
             return set_
 
         def set_linefreq(v: Any) -> None:
@@ -515,27 +571,42 @@ class Keithley2600Emulator:
                 raise TspError("TSP Runtime error: line frequency must be 50 or 60", -1110)
             self.linefreq = x
 
-        fmt = Obj("format", {
-            "data": Prop(lambda: float(self.format_data), setter("format_data", (1, 2, 3))),
-            "byteorder": Prop(lambda: float(self.format_byteorder),
-                              setter("format_byteorder", (0, 1))),
-            "asciiprecision": Prop(lambda: float(self.ascii_precision),
-                                   setter("ascii_precision", tuple(range(17)))),
-            "ASCII": 1.0, "SREAL": 2.0, "REAL32": 2.0, "REAL": 3.0, "REAL64": 3.0,
-            "NORMAL": 0.0, "BIGENDIAN": 0.0, "NETWORK": 0.0, "SWAPPED": 1.0,
-            "LITTLEENDIAN": 1.0,
-        })
-        localnode = Obj("localnode", {
-            "model": self.model,
-            "serialno": self.serial,
-            "revision": "4.0.5",
-            "description": f"Keithley Instruments SMU {self.model} - {self.serial} (memhil mock)",
-            "linefreq": Prop(lambda: self.linefreq, set_linefreq),
-            "autolinefreq": Prop(lambda: False, lambda v: None),
-            "prompts": Prop(lambda: 0.0, lambda v: None),
-            "prompts4882": Prop(lambda: 0.0, lambda v: None),
-            "showerrors": Prop(lambda: 0.0, lambda v: None),
-        })
+        fmt = Obj(
+            "format",
+            {
+                "data": Prop(lambda: float(self.format_data), setter("format_data", (1, 2, 3))),
+                "byteorder": Prop(
+                    lambda: float(self.format_byteorder), setter("format_byteorder", (0, 1))
+                ),
+                "asciiprecision": Prop(
+                    lambda: float(self.ascii_precision), setter("ascii_precision", tuple(range(17)))
+                ),
+                "ASCII": 1.0,
+                "SREAL": 2.0,
+                "REAL32": 2.0,
+                "REAL": 3.0,
+                "REAL64": 3.0,
+                "NORMAL": 0.0,
+                "BIGENDIAN": 0.0,
+                "NETWORK": 0.0,
+                "SWAPPED": 1.0,
+                "LITTLEENDIAN": 1.0,
+            },
+        )
+        localnode = Obj(
+            "localnode",
+            {
+                "model": self.model,
+                "serialno": self.serial,
+                "revision": "4.0.5",
+                "description": f"Keithley Instruments SMU {self.model} - {self.serial} (memhil mock)",
+                "linefreq": Prop(lambda: self.linefreq, set_linefreq),
+                "autolinefreq": Prop(lambda: False, lambda v: None),
+                "prompts": Prop(lambda: 0.0, lambda v: None),
+                "prompts4882": Prop(lambda: 0.0, lambda v: None),
+                "showerrors": Prop(lambda: 0.0, lambda v: None),
+            },
+        )
 
         def err_next():
             error = self.status.pop()
@@ -544,54 +615,96 @@ class Keithley2600Emulator:
             code, msg = error
             return (float(code), msg, 30.0, 0.0)
 
-        errorqueue = Obj("errorqueue", {
-            "count": Prop(lambda: float(len(self.status.errors))),
-            "next": Fn(err_next, "errorqueue.next"),
-            "clear": Fn(lambda: self.status.errors.clear(), "errorqueue.clear"),
-        })
+        errorqueue = Obj(
+            "errorqueue",
+            {
+                "count": Prop(lambda: float(len(self.status.errors))),
+                "next": Fn(err_next, "errorqueue.next"),
+                "clear": Fn(lambda: self.status.errors.clear(), "errorqueue.clear"),
+            },
+        )
+
         def condition(smu: _Smu) -> Callable[[], float]:
             return lambda: float(smu.s.condition)
 
-        instrument = Obj("status.measurement.instrument", {
-            ch: Obj(f"status.measurement.instrument.{ch}", {
-                "condition": Prop(condition(smu)),
-                "event": Prop(condition(smu)),
-                "enable": Prop(lambda: 0.0, lambda v: None),
-            }) for ch, smu in self.smus.items()})
-        status = Obj("status", {
-            "measurement": Obj("status.measurement", {
-                "instrument": instrument,
-                "condition": Prop(lambda: float(any(s.s.condition for s in self.smus.values()))),
-            }),
-            "condition": Prop(lambda: 0.0),
-            "reset": Fn(lambda: None, "status.reset"),
-        })
-        display = Obj("display", {
-            "clear": Fn(lambda: None, "display.clear"),
-            "settext": Fn(lambda text="": None, "display.settext"),
-            "sendkey": Fn(lambda key=0: None, "display.sendkey"),
-            "screen": Prop(lambda: 2.0, lambda v: None),
-            "SMUA": 0.0, "SMUB": 1.0, "SMUA_SMUB": 2.0, "USER": 3.0,
-        })
-        timer = Obj("timer", {
-            "reset": Fn(lambda: setattr(self, "_timer_t0", self.clock.now()), "timer.reset"),
-            "measure": Obj("timer.measure", {
-                "t": Fn(lambda: self.clock.now() - self._timer_t0, "timer.measure.t")}),
-        })
+        instrument = Obj(
+            "status.measurement.instrument",
+            {
+                ch: Obj(
+                    f"status.measurement.instrument.{ch}",
+                    {
+                        "condition": Prop(condition(smu)),
+                        "event": Prop(condition(smu)),
+                        "enable": Prop(lambda: 0.0, lambda v: None),
+                    },
+                )
+                for ch, smu in self.smus.items()
+            },
+        )
+        status = Obj(
+            "status",
+            {
+                "measurement": Obj(
+                    "status.measurement",
+                    {
+                        "instrument": instrument,
+                        "condition": Prop(
+                            lambda: float(any(s.s.condition for s in self.smus.values()))
+                        ),
+                    },
+                ),
+                "condition": Prop(lambda: 0.0),
+                "reset": Fn(lambda: None, "status.reset"),
+            },
+        )
+        display = Obj(
+            "display",
+            {
+                "clear": Fn(lambda: None, "display.clear"),
+                "settext": Fn(lambda text="": None, "display.settext"),
+                "sendkey": Fn(lambda key=0: None, "display.sendkey"),
+                "screen": Prop(lambda: 2.0, lambda v: None),
+                "SMUA": 0.0,
+                "SMUB": 1.0,
+                "SMUA_SMUB": 2.0,
+                "USER": 3.0,
+            },
+        )
+        timer = Obj(
+            "timer",
+            {
+                "reset": Fn(lambda: setattr(self, "_timer_t0", self.clock.now()), "timer.reset"),
+                "measure": Obj(
+                    "timer.measure",
+                    {"t": Fn(lambda: self.clock.now() - self._timer_t0, "timer.measure.t")},
+                ),
+            },
+        )
         g.update(self.smus_objs())
-        g.update({
-            "format": fmt, "localnode": localnode, "errorqueue": errorqueue,
-            "status": status, "display": display, "timer": timer,
-            "beeper": Obj("beeper", {"beep": Fn(lambda *a: None, "beeper.beep"),
-                                     "enable": Prop(lambda: 0.0, lambda v: None)}),
-            "print": Fn(self._print, "print"),
-            "printbuffer": Fn(self._printbuffer, "printbuffer"),
-            "printnumber": Fn(self._printnumber, "printnumber"),
-            "delay": Fn(self._delay, "delay"),
-            "waitcomplete": Fn(lambda *a: None, "waitcomplete"),
-            "opc": Fn(lambda: None, "opc"),
-            "reset": Fn(lambda *a: self.reset(), "reset"),
-        })
+        g.update(
+            {
+                "format": fmt,
+                "localnode": localnode,
+                "errorqueue": errorqueue,
+                "status": status,
+                "display": display,
+                "timer": timer,
+                "beeper": Obj(
+                    "beeper",
+                    {
+                        "beep": Fn(lambda *a: None, "beeper.beep"),
+                        "enable": Prop(lambda: 0.0, lambda v: None),
+                    },
+                ),
+                "print": Fn(self._print, "print"),
+                "printbuffer": Fn(self._printbuffer, "printbuffer"),
+                "printnumber": Fn(self._printnumber, "printnumber"),
+                "delay": Fn(self._delay, "delay"),
+                "waitcomplete": Fn(lambda *a: None, "waitcomplete"),
+                "opc": Fn(lambda: None, "opc"),
+                "reset": Fn(lambda *a: self.reset(), "reset"),
+            }
+        )
         g.update(standard_library())
 
     def smus_objs(self) -> dict[str, Obj]:
@@ -625,8 +738,9 @@ class Keithley2600Emulator:
     def _printnumber(self, *values: Any) -> None:
         nums = [num(v) for v in values]
         if self.format_data == 1:
-            self._emit((", ".join(fmt_number(x, self.ascii_precision) for x in nums)
-                        + "\n").encode())
+            self._emit(
+                (", ".join(fmt_number(x, self.ascii_precision) for x in nums) + "\n").encode()
+            )
         else:
             self._emit(b"#0" + self._pack(nums) + b"\n")
 
@@ -640,16 +754,25 @@ class Keithley2600Emulator:
                 raise TspError("TSP Runtime error: bad argument to printbuffer (buffer expected)")
             vals = f.values
             if not (1 <= a <= b <= len(vals)):
-                raise TspError(f"TSP Runtime error: printbuffer index out of range "
-                               f"({a}..{b} of {len(vals)})", -1113)
-            cols.append(vals[a - 1:b])
+                raise TspError(
+                    f"TSP Runtime error: printbuffer index out of range ({a}..{b} of {len(vals)})",
+                    -1113,
+                )
+            cols.append(vals[a - 1 : b])
         values = [col[k] for k in range(b - a + 1) for col in cols]  # interleaved per index
         if self.format_data == 1:
-            self._emit((", ".join(fmt_number(x, self.ascii_precision) for x in values)
-                        + "\n").encode())
+            self._emit(
+                (", ".join(fmt_number(x, self.ascii_precision) for x in values) + "\n").encode()
+            )
         else:
             self._emit(b"#0" + self._pack(values) + b"\n")
 
 
-__all__ = ["BUFFER_STATUS_COMPLIANCE", "CONDITION_CURRENT_LIMIT", "CONDITION_VOLTAGE_LIMIT",
-           "SCRIPT_LINES_MAX", "Keithley2600Emulator", "TspError"]
+__all__ = [
+    "BUFFER_STATUS_COMPLIANCE",
+    "CONDITION_CURRENT_LIMIT",
+    "CONDITION_VOLTAGE_LIMIT",
+    "SCRIPT_LINES_MAX",
+    "Keithley2600Emulator",
+    "TspError",
+]

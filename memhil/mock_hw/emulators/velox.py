@@ -76,11 +76,19 @@ class VeloxEmulator(ServedEmulator):
     idn = "FormFactor,Velox,MOCK0001,3.7.0"
     version = "3.7.0.20 memhil-mock"
 
-    def __init__(self, chip: MockChip, name: str = "prober", *, subsites: int = 1,
-                 index_um: tuple[float, float] = (5000.0, 5000.0),
-                 contact_height_um: float = 10000.0, align_dist_um: float = 50.0,
-                 separation_dist_um: float = 300.0, step_time_s: float = 0.5,
-                 z_time_s: float = 0.2):
+    def __init__(
+        self,
+        chip: MockChip,
+        name: str = "prober",
+        *,
+        subsites: int = 1,
+        index_um: tuple[float, float] = (5000.0, 5000.0),
+        contact_height_um: float = 10000.0,
+        align_dist_um: float = 50.0,
+        separation_dist_um: float = 300.0,
+        step_time_s: float = 0.5,
+        z_time_s: float = 0.2,
+    ):
         if subsites < 1:
             raise ValueError(f"subsites must be >= 1, got {subsites}")
         self.chip = chip
@@ -117,8 +125,10 @@ class VeloxEmulator(ServedEmulator):
         """The die under the probes (None when the chuck is between dies)."""
         for d in self.dies:
             x, y = self._die_xy(d)
-            if abs(self.x_um - x) <= 0.5 * self.index_um[0] - 1e-9 and \
-                    abs(self.y_um - y) <= 0.5 * self.index_um[1] - 1e-9:
+            if (
+                abs(self.x_um - x) <= 0.5 * self.index_um[0] - 1e-9
+                and abs(self.y_um - y) <= 0.5 * self.index_um[1] - 1e-9
+            ):
                 return d
         return None
 
@@ -224,8 +234,10 @@ class VeloxEmulator(ServedEmulator):
         return f"{self.x_um:.1f} {self.y_um:.1f} {self._z():.1f}"
 
     def _cmd_readchuckheights(self, args: list[str]) -> str:
-        return (f"{self.contact_height_um:.1f} 0.0 {self.align_dist_um:.1f} "
-                f"{self.separation_dist_um:.1f} 0.0")
+        return (
+            f"{self.contact_height_um:.1f} 0.0 {self.align_dist_um:.1f} "
+            f"{self.separation_dist_um:.1f} 0.0"
+        )
 
     def _cmd_stepfirstdie(self, args: list[str]) -> str:
         self._step_to_index(0, 0)
@@ -255,9 +267,11 @@ class VeloxEmulator(ServedEmulator):
 
     # -- mechanics ----------------------------------------------------------------------------
     def _z(self) -> float:
-        return {CONTACT: self.contact_height_um,
-                ALIGN: self.contact_height_um - self.align_dist_um,
-                SEPARATED: self.contact_height_um - self.separation_dist_um}[self.height]
+        return {
+            CONTACT: self.contact_height_um,
+            ALIGN: self.contact_height_um - self.align_dist_um,
+            SEPARATED: self.contact_height_um - self.separation_dist_um,
+        }[self.height]
 
     def _z_move(self, height: str) -> None:
         if height != self.height:
@@ -266,8 +280,9 @@ class VeloxEmulator(ServedEmulator):
 
     def _refuse_in_contact(self, what: str) -> None:
         if self.in_contact:
-            raise _VeloxError(ERR_IN_CONTACT, f"Chuck is in contact: {what} refused, "
-                                              "move to separation first")
+            raise _VeloxError(
+                ERR_IN_CONTACT, f"Chuck is in contact: {what} refused, move to separation first"
+            )
 
     def _require_die(self) -> None:
         if self.die is None:
@@ -307,8 +322,6 @@ class VeloxEmulator(ServedEmulator):
 
     def _die_xy(self, die: tuple[int, int]) -> tuple[float, float]:
         return die[0] * self.index_um[0], die[1] * self.index_um[1]
-
-
 
 
 def _velocity(args: list[str], pos: int) -> float:

@@ -31,6 +31,22 @@ from memhil.mock_hw.tsp.values import (
     typename,
 )
 
-__all__ = ["Fn", "Interpreter", "LuaFunction", "LuaTable", "Obj", "Prop", "Script", "TspError",
-           "fmt_number", "lua_tostring", "num", "parse", "standard_library", "tonumber",
-           "tostring", "truthy", "typename"]
+__all__ = [
+    "Fn",
+    "Interpreter",
+    "LuaFunction",
+    "LuaTable",
+    "Obj",
+    "Prop",
+    "Script",
+    "TspError",
+    "fmt_number",
+    "lua_tostring",
+    "num",
+    "parse",
+    "standard_library",
+    "tonumber",
+    "tostring",
+    "truthy",
+    "typename",
+]

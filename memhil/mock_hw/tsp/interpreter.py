@@ -51,8 +51,11 @@ class Interpreter:
     def _step(self) -> None:
         self._steps += 1
         if self._steps > self.max_steps:
-            raise TspError(f"TSP Runtime error: instruction budget of {self.max_steps} "
-                           f"statements exceeded (endless loop?)", -286)
+            raise TspError(
+                f"TSP Runtime error: instruction budget of {self.max_steps} "
+                f"statements exceeded (endless loop?)",
+                -286,
+            )
 
     def run(self, src: str) -> None:
         block = parse(src)
@@ -245,7 +248,7 @@ class Interpreter:
         if op == "%":
             return x - math.floor(x / y) * y
         if op == "^":
-            return x ** y
+            return x**y
         raise TspError(f"TSP Runtime error: unknown operator {op}")  # pragma: no cover
 
     num = staticmethod(num)
@@ -274,14 +277,21 @@ def tonumber(v: Any) -> float | None:
 def standard_library() -> dict[str, Any]:
     """The part of Lua's standard library TSP scripts use: ``math``, ``tostring``,
     ``tonumber``."""
-    math_ = Obj("math", {
-        "abs": Fn(lambda x: abs(num(x))),
-        "min": Fn(lambda *x: min(num(v) for v in x)),
-        "max": Fn(lambda *x: max(num(v) for v in x)),
-        "floor": Fn(lambda x: float(math.floor(num(x)))),
-        "ceil": Fn(lambda x: float(math.ceil(num(x)))),
-        "sqrt": Fn(lambda x: math.sqrt(num(x))),
-        "huge": math.inf, "pi": math.pi,
-    })
-    return {"math": math_, "tostring": Fn(lua_tostring, "tostring"),
-            "tonumber": Fn(tonumber, "tonumber")}
+    math_ = Obj(
+        "math",
+        {
+            "abs": Fn(lambda x: abs(num(x))),
+            "min": Fn(lambda *x: min(num(v) for v in x)),
+            "max": Fn(lambda *x: max(num(v) for v in x)),
+            "floor": Fn(lambda x: float(math.floor(num(x)))),
+            "ceil": Fn(lambda x: float(math.ceil(num(x)))),
+            "sqrt": Fn(lambda x: math.sqrt(num(x))),
+            "huge": math.inf,
+            "pi": math.pi,
+        },
+    )
+    return {
+        "math": math_,
+        "tostring": Fn(lua_tostring, "tostring"),
+        "tonumber": Fn(tonumber, "tonumber"),
+    }

@@ -9,18 +9,41 @@ from typing import Any
 
 from memhil.mock_hw.tsp.errors import TspError
 
-_TOKEN_RE = re.compile(r"""
+_TOKEN_RE = re.compile(
+    r"""
     (?P<ws>[ \t\r\n]+)
   | (?P<comment>--[^\n]*)
   | (?P<num>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>\.\.|==|~=|<=|>=|[-+*/%^#<>=(){}\[\];:,.])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
-_KEYWORDS = {"and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if",
-             "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until",
-             "while"}
+_KEYWORDS = {
+    "and",
+    "break",
+    "do",
+    "else",
+    "elseif",
+    "end",
+    "false",
+    "for",
+    "function",
+    "if",
+    "in",
+    "local",
+    "nil",
+    "not",
+    "or",
+    "repeat",
+    "return",
+    "then",
+    "true",
+    "until",
+    "while",
+}
 
 
 @dataclass
@@ -40,12 +63,15 @@ def tokenize(src: str) -> list[Tok]:
     while pos < len(src):
         m = _TOKEN_RE.match(src, pos)
         if m is None:
-            raise TspError(f"TSP Syntax error at line {line}: unexpected symbol near "
-                           f"{src[pos:pos + 10]!r}", -285)
+            raise TspError(
+                f"TSP Syntax error at line {line}: unexpected symbol near {src[pos : pos + 10]!r}",
+                -285,
+            )
         kind, text = m.lastgroup, m.group()
         if kind == "num":
-            toks.append(Tok("num", float(int(text, 16)) if text[:2].lower() == "0x"
-                            else float(text), line))
+            toks.append(
+                Tok("num", float(int(text, 16)) if text[:2].lower() == "0x" else float(text), line)
+            )
         elif kind == "str":
             toks.append(Tok("str", bytes(text[1:-1], "utf-8").decode("unicode_escape"), line))
         elif kind == "name":

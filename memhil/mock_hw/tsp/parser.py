@@ -11,12 +11,24 @@ from memhil.mock_hw.tsp.errors import TspError
 from memhil.mock_hw.tsp.lexer import Tok, tokenize
 
 _BINARY_PRIORITY = {  # (left, right) binding power, Lua 5.x
-    "or": (1, 1), "and": (2, 2),
-    "<": (3, 3), ">": (3, 3), "<=": (3, 3), ">=": (3, 3), "~=": (3, 3), "==": (3, 3),
-    "..": (5, 4), "+": (6, 6), "-": (6, 6), "*": (7, 7), "/": (7, 7), "%": (7, 7),
+    "or": (1, 1),
+    "and": (2, 2),
+    "<": (3, 3),
+    ">": (3, 3),
+    "<=": (3, 3),
+    ">=": (3, 3),
+    "~=": (3, 3),
+    "==": (3, 3),
+    "..": (5, 4),
+    "+": (6, 6),
+    "-": (6, 6),
+    "*": (7, 7),
+    "/": (7, 7),
+    "%": (7, 7),
     "^": (10, 9),
 }
 _UNARY_PRIORITY = 8
+
 
 class Parser:
     """Recursive descent over the token list; statements and expressions as tuples."""
@@ -47,8 +59,11 @@ class Parser:
         t = self.accept(kind, value)
         if t is None:
             got = self.peek()
-            raise TspError(f"TSP Syntax error at line {got.line}: '{value or kind}' expected "
-                           f"near '{got.value if got.value is not None else '<eof>'}'", -285)
+            raise TspError(
+                f"TSP Syntax error at line {got.line}: '{value or kind}' expected "
+                f"near '{got.value if got.value is not None else '<eof>'}'",
+                -285,
+            )
         return t
 
     # -- statements
@@ -61,14 +76,22 @@ class Parser:
 
     def block(self) -> list:
         stmts: list[tuple] = []
-        while not (self.check("eof") or self.check("kw", "end") or self.check("kw", "else")
-                   or self.check("kw", "elseif") or self.check("kw", "until")):
+        while not (
+            self.check("eof")
+            or self.check("kw", "end")
+            or self.check("kw", "else")
+            or self.check("kw", "elseif")
+            or self.check("kw", "until")
+        ):
             if self.accept("op", ";"):
                 continue
             if self.check("kw", "return"):
                 line = self.next().line
-                exprs = [] if (self.check("eof") or self.check("kw", "end")
-                               or self.check("op", ";")) else self.exprlist()
+                exprs = (
+                    []
+                    if (self.check("eof") or self.check("kw", "end") or self.check("op", ";"))
+                    else self.exprlist()
+                )
                 stmts.append(("return", exprs, line))
                 self.accept("op", ";")
                 break
@@ -231,8 +254,11 @@ class Parser:
             e = self.expr()
             self.expect("op", ")")
             return ("paren", e)
-        raise TspError(f"TSP Syntax error at line {t.line}: unexpected symbol near "
-                       f"'{t.value if t.value is not None else '<eof>'}'", -285)
+        raise TspError(
+            f"TSP Syntax error at line {t.line}: unexpected symbol near "
+            f"'{t.value if t.value is not None else '<eof>'}'",
+            -285,
+        )
 
     def suffixedexp(self) -> tuple:
         e = self.primaryexp()

@@ -42,8 +42,9 @@ class Obj:
 
     def tsp_get(self, key: Any) -> Any:
         if key not in self._m:
-            raise TspError(f"TSP Runtime error: attempt to index field '{key}' of "
-                           f"'{self._name}' (a nil value)")
+            raise TspError(
+                f"TSP Runtime error: attempt to index field '{key}' of '{self._name}' (a nil value)"
+            )
         m = self._m[key]
         return m.get() if isinstance(m, Prop) else m
 
@@ -134,8 +135,7 @@ def fmt_number(x: float, precision: int) -> str:
 def num(v: Any) -> float:
     """A TSP value as a number (Lua coerces numeric strings); anything else is a TSP error."""
     if isinstance(v, bool) or v is None:
-        raise TspError(f"TSP Runtime error: attempt to perform arithmetic on a "
-                       f"{typename(v)} value")
+        raise TspError(f"TSP Runtime error: attempt to perform arithmetic on a {typename(v)} value")
     if isinstance(v, (int, float)):
         return float(v)
     if isinstance(v, str):
@@ -143,5 +143,4 @@ def num(v: Any) -> float:
             return float(v)
         except ValueError:
             pass
-    raise TspError(f"TSP Runtime error: attempt to perform arithmetic on a "
-                   f"{typename(v)} value")
+    raise TspError(f"TSP Runtime error: attempt to perform arithmetic on a {typename(v)} value")

@@ -27,10 +27,22 @@ class FormingParams:
     cells: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
-        positive(self, "v_start", "v_step", "v_max", "width_s", "width_max_s", "compliance_a",
-                 "i_target_a", "v_read")
-        require(self.v_start <= self.v_max, "v_start",
-                f"must be <= v_max ({self.v_max}), got {self.v_start}")
+        positive(
+            self,
+            "v_start",
+            "v_step",
+            "v_max",
+            "width_s",
+            "width_max_s",
+            "compliance_a",
+            "i_target_a",
+            "v_read",
+        )
+        require(
+            self.v_start <= self.v_max,
+            "v_start",
+            f"must be <= v_max ({self.v_max}), got {self.v_start}",
+        )
         check_cells(self.cells)
 
 
@@ -41,7 +53,7 @@ def ramp(p: FormingParams) -> list[tuple[float, float]]:
         v = p.v_start + k * p.v_step
         if v > p.v_max * (1 + 1e-9):
             return out
-        w = min(p.width_s * 2 ** k, p.width_max_s) if p.double_width else p.width_s
+        w = min(p.width_s * 2**k, p.width_max_s) if p.double_width else p.width_s
         out.append((min(v, p.v_max), w))
         k += 1
 
@@ -55,15 +67,32 @@ def plan(p: FormingParams, caps):
             break
 
         def body(step=step, v=v, w=w, todo=tuple(active)):
-            yield Pulse(todo, v, w, 1, p.compliance_a,
-                        keys(amplitude="v_max", width="width_max_s" if p.double_width else "width_s",
-                             compliance="compliance_a"))
+            yield Pulse(
+                todo,
+                v,
+                w,
+                1,
+                p.compliance_a,
+                keys(
+                    amplitude="v_max",
+                    width="width_max_s" if p.double_width else "width_s",
+                    compliance="compliance_a",
+                ),
+            )
             r = yield Read(todo, "form", p.v_read, keys(v_read="v_read"))
             i = r.i_a.abs()  # measured; pristine cells read low by design: no open-circuit flag
-            yield from cell_records("forming", todo, {"step": step},
-                                    {"v_pulse": [v] * len(todo), "width_s": [w] * len(todo),
-                                     **read_columns(r), "compliance_a": [p.compliance_a] * len(todo),
-                                     "formed": (i >= p.i_target_a).tolist()})
+            yield from cell_records(
+                "forming",
+                todo,
+                {"step": step},
+                {
+                    "v_pulse": [v] * len(todo),
+                    "width_s": [w] * len(todo),
+                    **read_columns(r),
+                    "compliance_a": [p.compliance_a] * len(todo),
+                    "formed": (i >= p.i_target_a).tolist(),
+                },
+            )
             return [c for c, ok in zip(todo, (i >= p.i_target_a).tolist()) if ok]
 
         formed = yield from unit(("forming", step), body())

@@ -29,9 +29,11 @@ class IVSweepParams:
 
 def levels(p: IVSweepParams) -> list[tuple[str, float]]:
     """(branch, V) of one cycle: up+, down+, up- (towards v_min), down-."""
+
     def ramp(a: float, b: float) -> list[float]:
         n = max(1, round(abs(b - a) / p.v_step))
         return [a + (b - a) * k / n for k in range(1, n + 1)]
+
     v_neg = -p.v_max if p.v_min is None else p.v_min
     out = [("up+", v) for v in ramp(0.0, p.v_max)]
     out += [("down+", v) for v in ramp(p.v_max, 0.0)[:-1]]
@@ -44,14 +46,26 @@ def plan(p: IVSweepParams, caps):
     cells = resolve_cells(p.cells, caps)
     lv = levels(p)
     for cycle in range(p.cycles):
+
         def body(cycle=cycle):
             for step, (branch, v) in enumerate(lv):
                 src = "v_max" if v > 0 else ("v_min" if p.v_min is not None else "v_max")
-                yield Pulse(cells, v, p.step_width_s, 1, p.compliance_a,
-                            keys(amplitude=src, width="step_width_s", compliance="compliance_a"))
+                yield Pulse(
+                    cells,
+                    v,
+                    p.step_width_s,
+                    1,
+                    p.compliance_a,
+                    keys(amplitude=src, width="step_width_s", compliance="compliance_a"),
+                )
                 r = yield Read(cells, "iv", p.v_read, keys(v_read="v_read"))
                 # i: the current at the sweep level v implied by the chord conductance read
                 # at v_read (the read's own applied voltage and current are stored too)
-                yield from cell_records("iv_sweep", cells, {"cycle": cycle, "step": step, "branch": branch},
-                                        {"v": [v] * len(cells), **read_columns(r), "i": r.g_s * v})
+                yield from cell_records(
+                    "iv_sweep",
+                    cells,
+                    {"cycle": cycle, "step": step, "branch": branch},
+                    {"v": [v] * len(cells), **read_columns(r), "i": r.g_s * v},
+                )
+
         yield from unit(("iv_sweep", cycle), body())

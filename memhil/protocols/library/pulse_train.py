@@ -13,8 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memhil.core.config import require
-from memhil.protocols.common import (OpenCircuitCheck, check_cells, positive, read_columns,
-                                     resolve_cells)
+from memhil.protocols.common import (
+    OpenCircuitCheck,
+    check_cells,
+    positive,
+    read_columns,
+    resolve_cells,
+)
 from memhil.protocols.plan import Pulse, Read, cell_records, keys, unit
 
 
@@ -31,13 +36,22 @@ class PulseTrainParams:
 
     def __post_init__(self) -> None:
         positive(self, "n_pulses", "width_s", "compliance_a", "v_read")
-        require(self.width_ltd_s is None or self.width_ltd_s > 0, "width_ltd_s",
-                f"must be > 0, got {self.width_ltd_s}")
-        require(isinstance(self.v_ltp, float) == isinstance(self.v_ltd, float), "v_ltd",
-                "v_ltp and v_ltd must both be numbers or both be lists")
+        require(
+            self.width_ltd_s is None or self.width_ltd_s > 0,
+            "width_ltd_s",
+            f"must be > 0, got {self.width_ltd_s}",
+        )
+        require(
+            isinstance(self.v_ltp, float) == isinstance(self.v_ltd, float),
+            "v_ltd",
+            "v_ltp and v_ltd must both be numbers or both be lists",
+        )
         ltp, ltd = self.amplitudes()
-        require(len(ltp) > 0 and len(ltp) == len(ltd), "v_ltd",
-                f"needs as many amplitudes as v_ltp ({len(ltp)}), got {len(ltd)}")
+        require(
+            len(ltp) > 0 and len(ltp) == len(ltd),
+            "v_ltd",
+            f"needs as many amplitudes as v_ltp ({len(ltp)}), got {len(ltd)}",
+        )
         for v in ltp:
             require(v > 0, "v_ltp", f"must be > 0, got {v}")
         for v in ltd:
@@ -51,7 +65,7 @@ class PulseTrainParams:
 
     def amplitudes(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(LTP amplitudes, LTD amplitudes), one per train."""
-        as_tuple = (lambda v: (float(v),) if isinstance(v, (int, float)) else tuple(map(float, v)))
+        as_tuple = lambda v: (float(v),) if isinstance(v, (int, float)) else tuple(map(float, v))
         return as_tuple(self.v_ltp), as_tuple(self.v_ltd)
 
     @property
@@ -68,33 +82,63 @@ def plan(p: PulseTrainParams, caps):
         r = yield Read(cells, "start", p.v_read, keys(v_read="v_read"))
         check = OpenCircuitCheck("pulse_train", ("pulse_train", "start"))
         check.add(r)
-        yield from cell_records("pulse_train", cells,
-                                {"phase": "start", **train_key(0), "pulse": 0, "n": 0},
-                                {**read_columns(r), "open_circuit": check.flags()})
+        yield from cell_records(
+            "pulse_train",
+            cells,
+            {"phase": "start", **train_key(0), "pulse": 0, "n": 0},
+            {**read_columns(r), "open_circuit": check.flags()},
+        )
+
     yield from unit(("pulse_train", "start"), start())
     n0 = 0
     for train, (v_up, v_down) in enumerate(zip(*p.amplitudes())):
         for phase, v, key, width, wkey in (
-                ("ltp", v_up, "v_ltp", p.width_s, "width_s"),
-                ("ltd", v_down, "v_ltd", p.ltd_width_s,
-                 "width_s" if p.width_ltd_s is None else "width_ltd_s")):
+            ("ltp", v_up, "v_ltp", p.width_s, "width_s"),
+            (
+                "ltd",
+                v_down,
+                "v_ltd",
+                p.ltd_width_s,
+                "width_s" if p.width_ltd_s is None else "width_ltd_s",
+            ),
+        ):
             unit_key = ("pulse_train", train, phase) if several else ("pulse_train", phase)
 
-            def body(phase=phase, v=v, key=key, width=width, wkey=wkey, train=train, n0=n0,
-                     unit_key=unit_key):
+            def body(
+                phase=phase,
+                v=v,
+                key=key,
+                width=width,
+                wkey=wkey,
+                train=train,
+                n0=n0,
+                unit_key=unit_key,
+            ):
                 check = OpenCircuitCheck("pulse_train", unit_key)
                 rows = []
                 for k in range(1, p.n_pulses + 1):
-                    yield Pulse(cells, v, width, 1, p.compliance_a,
-                                keys(amplitude=key, width=wkey, compliance="compliance_a"))
+                    yield Pulse(
+                        cells,
+                        v,
+                        width,
+                        1,
+                        p.compliance_a,
+                        keys(amplitude=key, width=wkey, compliance="compliance_a"),
+                    )
                     r = yield Read(cells, phase, p.v_read, keys(v_read="v_read"))
                     check.add(r)
-                    rows.append(({"phase": phase, **train_key(train), "pulse": k, "n": n0 + k},
-                                 read_columns(r)))
+                    rows.append(
+                        (
+                            {"phase": phase, **train_key(train), "pulse": k, "n": n0 + k},
+                            read_columns(r),
+                        )
+                    )
                 flags = check.flags()  # records are stored when the unit commits anyway
                 for rec_key, columns in rows:
-                    yield from cell_records("pulse_train", cells, rec_key,
-                                            {**columns, "open_circuit": flags})
+                    yield from cell_records(
+                        "pulse_train", cells, rec_key, {**columns, "open_circuit": flags}
+                    )
+
             yield from unit(unit_key, body())
             n0 += p.n_pulses
 

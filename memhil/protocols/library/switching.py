@@ -4,12 +4,13 @@ cycles, stop when the LRS/HRS window collapses below ``min_window``)."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from memhil.core.config import require
 from memhil.protocols.common import check_cells, positive, read_columns, resolve_cells
-from memhil.protocols.plan import IsDone, Pulse, Read, cell_records, keys, unit, Checkpoint, Commit
+from memhil.protocols.plan import Checkpoint, Commit, IsDone, Pulse, Read, cell_records, keys, unit
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,18 @@ class SwitchingParams:
     cells: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
-        positive(self, "cycles", "v_set", "width_set_s", "width_reset_s", "count_set",
-                 "count_reset", "compliance_set_a", "compliance_reset_a", "v_read")
+        positive(
+            self,
+            "cycles",
+            "v_set",
+            "width_set_s",
+            "width_reset_s",
+            "count_set",
+            "count_reset",
+            "compliance_set_a",
+            "compliance_reset_a",
+            "v_read",
+        )
         require(self.v_reset < 0, "v_reset", f"must be < 0 (RESET polarity), got {self.v_reset}")
         check_cells(self.cells)
 
@@ -46,34 +57,77 @@ class EnduranceParams(SwitchingParams):
 
 def _cycle(p: SwitchingParams, cells):
     """RESET, read HRS, SET, read LRS; returns the two Readings."""
-    yield Pulse(cells, p.v_reset, p.width_reset_s, p.count_reset, p.compliance_reset_a,
-                keys(amplitude="v_reset", width="width_reset_s", count="count_reset",
-                     compliance="compliance_reset_a"))
+    yield Pulse(
+        cells,
+        p.v_reset,
+        p.width_reset_s,
+        p.count_reset,
+        p.compliance_reset_a,
+        keys(
+            amplitude="v_reset",
+            width="width_reset_s",
+            count="count_reset",
+            compliance="compliance_reset_a",
+        ),
+    )
     g_hrs = yield Read(cells, "hrs", p.v_read, keys(v_read="v_read"))
-    yield Pulse(cells, p.v_set, p.width_set_s, p.count_set, p.compliance_set_a,
-                keys(amplitude="v_set", width="width_set_s", count="count_set",
-                     compliance="compliance_set_a"))
+    yield Pulse(
+        cells,
+        p.v_set,
+        p.width_set_s,
+        p.count_set,
+        p.compliance_set_a,
+        keys(
+            amplitude="v_set", width="width_set_s", count="count_set", compliance="compliance_set_a"
+        ),
+    )
     g_lrs = yield Read(cells, "lrs", p.v_read, keys(v_read="v_read"))
     return g_hrs, g_lrs
 
 
 def _pulse_only(p: SwitchingParams, cells):
-    yield Pulse(cells, p.v_reset, p.width_reset_s, p.count_reset, p.compliance_reset_a,
-                keys(amplitude="v_reset", width="width_reset_s", count="count_reset",
-                     compliance="compliance_reset_a"))
-    yield Pulse(cells, p.v_set, p.width_set_s, p.count_set, p.compliance_set_a,
-                keys(amplitude="v_set", width="width_set_s", count="count_set",
-                     compliance="compliance_set_a"))
+    yield Pulse(
+        cells,
+        p.v_reset,
+        p.width_reset_s,
+        p.count_reset,
+        p.compliance_reset_a,
+        keys(
+            amplitude="v_reset",
+            width="width_reset_s",
+            count="count_reset",
+            compliance="compliance_reset_a",
+        ),
+    )
+    yield Pulse(
+        cells,
+        p.v_set,
+        p.width_set_s,
+        p.count_set,
+        p.compliance_set_a,
+        keys(
+            amplitude="v_set", width="width_set_s", count="count_set", compliance="compliance_set_a"
+        ),
+    )
 
 
 def switching_plan(p: SwitchingParams, caps):
     cells = resolve_cells(p.cells, caps)
     for cycle in range(p.cycles):
+
         def body(cycle=cycle):
             hrs, lrs = yield from _cycle(p, cells)
-            yield from cell_records("switching", cells, {"cycle": cycle},
-                                    {**read_columns(hrs, "_hrs"), **read_columns(lrs, "_lrs"),
-                                     "window": lrs.g_s / hrs.g_s})
+            yield from cell_records(
+                "switching",
+                cells,
+                {"cycle": cycle},
+                {
+                    **read_columns(hrs, "_hrs"),
+                    **read_columns(lrs, "_lrs"),
+                    "window": lrs.g_s / hrs.g_s,
+                },
+            )
+
         yield from unit(("switching", cycle), body())
 
 
@@ -91,9 +145,12 @@ def endurance_plan(p: EnduranceParams, caps):
                 yield from _pulse_only(p, cells)
             hrs, lrs = yield from _cycle(p, cells)
             window = lrs.g_s / hrs.g_s
-            yield from cell_records("endurance", cells, {"cycle": start + n},
-                                    {**read_columns(hrs, "_hrs"), **read_columns(lrs, "_lrs"),
-                                     "window": window})
+            yield from cell_records(
+                "endurance",
+                cells,
+                {"cycle": start + n},
+                {**read_columns(hrs, "_hrs"), **read_columns(lrs, "_lrs"), "window": window},
+            )
             return float(window.median())
 
         median = yield from unit(("endurance", start + n), body())
@@ -114,5 +171,12 @@ def switching_stats(points: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
     def cv(x):
         return statistics.pstdev(x) / statistics.fmean(x) if x else float("nan")
-    return {"n": len(lrs), "hrs_median_s": statistics.median(hrs), "lrs_median_s": statistics.median(lrs),
-            "hrs_cv": cv(hrs), "lrs_cv": cv(lrs), "window_median": statistics.median(win)}
+
+    return {
+        "n": len(lrs),
+        "hrs_median_s": statistics.median(hrs),
+        "lrs_median_s": statistics.median(lrs),
+        "hrs_cv": cv(hrs),
+        "lrs_cv": cv(lrs),
+        "window_median": statistics.median(win),
+    }

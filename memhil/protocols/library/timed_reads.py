@@ -8,18 +8,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 from memhil.core.config import require
-from memhil.protocols.common import (OpenCircuitCheck, check_cells, positive, read_columns,
-                                     resolve_cells)
+from memhil.protocols.common import (
+    OpenCircuitCheck,
+    check_cells,
+    positive,
+    read_columns,
+    resolve_cells,
+)
 from memhil.protocols.plan import Now, Pulse, Read, Wait, cell_records, keys, unit
 
 
 @dataclass(frozen=True)
 class RetentionParams:
     duration_s: float = 1e4
-    interval_s: float = 100.0       # linear spacing: the read period
+    interval_s: float = 100.0  # linear spacing: the read period
     spacing: Literal["linear", "log"] = "linear"
-    t_first_s: float = 1.0          # log spacing: first read after programming
-    n_points: int = 20              # log spacing: reads from t_first_s to duration_s
+    t_first_s: float = 1.0  # log spacing: first read after programming
+    n_points: int = 20  # log spacing: reads from t_first_s to duration_s
     program_v: float | None = None  # optional programming pulse before the first read
     program_width_s: float = 1e-6
     program_count: int = 1
@@ -28,10 +33,22 @@ class RetentionParams:
     cells: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
-        positive(self, "duration_s", "interval_s", "t_first_s", "n_points", "program_width_s",
-                 "program_count", "compliance_a", "v_read")
-        require(self.t_first_s <= self.duration_s, "t_first_s",
-                f"must be <= duration_s ({self.duration_s})")
+        positive(
+            self,
+            "duration_s",
+            "interval_s",
+            "t_first_s",
+            "n_points",
+            "program_width_s",
+            "program_count",
+            "compliance_a",
+            "v_read",
+        )
+        require(
+            self.t_first_s <= self.duration_s,
+            "t_first_s",
+            f"must be <= duration_s ({self.duration_s})",
+        )
         check_cells(self.cells)
 
     def times(self) -> list[float]:
@@ -40,7 +57,7 @@ class RetentionParams:
             if n == 1:
                 return [self.duration_s]
             r = (self.duration_s / self.t_first_s) ** (1 / (n - 1))
-            return [self.t_first_s * r ** k for k in range(n)]
+            return [self.t_first_s * r**k for k in range(n)]
         n = int(self.duration_s // self.interval_s + 1e-9)
         return [self.interval_s * k for k in range(n + 1)]
 
@@ -48,13 +65,26 @@ class RetentionParams:
 def retention_plan(p: RetentionParams, caps):
     cells = resolve_cells(p.cells, caps)
     if p.program_v is not None:
+
         def program():
-            yield Pulse(cells, p.program_v, p.program_width_s, p.program_count, p.compliance_a,
-                        keys(amplitude="program_v", width="program_width_s",
-                             count="program_count", compliance="compliance_a"))
+            yield Pulse(
+                cells,
+                p.program_v,
+                p.program_width_s,
+                p.program_count,
+                p.compliance_a,
+                keys(
+                    amplitude="program_v",
+                    width="program_width_s",
+                    count="program_count",
+                    compliance="compliance_a",
+                ),
+            )
+
         yield from unit(("retention", "program"), program())
     t0 = yield Now()
     for k, t in enumerate(p.times()):
+
         def body(k=k, t=t):
             now = yield Now()
             if t0 + t > now:
@@ -63,9 +93,13 @@ def retention_plan(p: RetentionParams, caps):
             t_read = (yield Now()) - t0
             check = OpenCircuitCheck("retention", ("retention", k))
             check.add(r)
-            yield from cell_records("retention", cells, {"index": k},
-                                    {"t_s": [t_read] * len(cells), **read_columns(r),
-                                     "open_circuit": check.flags()})
+            yield from cell_records(
+                "retention",
+                cells,
+                {"index": k},
+                {"t_s": [t_read] * len(cells), **read_columns(r), "open_circuit": check.flags()},
+            )
+
         yield from unit(("retention", k), body())
 
 
@@ -86,6 +120,7 @@ class ReadNoiseParams:
 def read_noise_plan(p: ReadNoiseParams, caps):
     cells = resolve_cells(p.cells, caps)
     for start in range(0, p.n_reads, p.checkpoint_every):
+
         def body(start=start):
             check = OpenCircuitCheck("read_noise", ("read_noise", start))
             rows = []
@@ -98,8 +133,10 @@ def read_noise_plan(p: ReadNoiseParams, caps):
                 rows.append(({"read": k}, {"t_s": [t] * len(cells), **read_columns(r)}))
             flags = check.flags()
             for key, columns in rows:
-                yield from cell_records("read_noise", cells, key,
-                                        {**columns, "open_circuit": flags})
+                yield from cell_records(
+                    "read_noise", cells, key, {**columns, "open_circuit": flags}
+                )
+
         yield from unit(("read_noise", start), body())
 
 
@@ -120,6 +157,8 @@ def conductance_map_plan(p: ConductanceMapParams, caps):
         r = yield Read(cells, "map", p.v_read, keys(v_read="v_read"))
         check = OpenCircuitCheck("conductance_map", ("conductance_map",))
         check.add(r)
-        yield from cell_records("conductance_map", cells, {},
-                                {**read_columns(r), "open_circuit": check.flags()})
+        yield from cell_records(
+            "conductance_map", cells, {}, {**read_columns(r), "open_circuit": check.flags()}
+        )
+
     yield from unit(("conductance_map",), body())

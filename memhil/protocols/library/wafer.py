@@ -8,7 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from memhil.core.config import require
-from memhil.protocols.plan import Checkpoint, Commit, Contact, IsDone, Move, ProberMap, Separate, prefixed
+from memhil.protocols.plan import (
+    Checkpoint,
+    Commit,
+    Contact,
+    IsDone,
+    Move,
+    ProberMap,
+    Separate,
+    prefixed,
+)
 
 
 @dataclass(frozen=True)
@@ -23,14 +32,19 @@ class WaferCampaignParams:
         require(len(self.dies) > 0, "dies", "must list at least one [x, y] die")
         require(self.subsites >= 1, "subsites", f"must be >= 1, got {self.subsites}")
         require(self.inner != "wafer_campaign", "inner", "a campaign cannot nest a campaign")
-        from memhil.protocols.registry import protocol_names, build_protocol
-        require(self.inner in protocol_names(), "inner",
-                f"unknown protocol {self.inner!r} (known: {protocol_names()})")
+        from memhil.protocols.registry import build_protocol, protocol_names
+
+        require(
+            self.inner in protocol_names(),
+            "inner",
+            f"unknown protocol {self.inner!r} (known: {protocol_names()})",
+        )
         build_protocol(self.inner, self.inner_params, prefix="inner_params")  # validate now
 
 
 def plan(p: WaferCampaignParams, caps):
     from memhil.protocols.registry import build_protocol
+
     inner = build_protocol(p.inner, p.inner_params)
     if p.load_map:
         yield ProberMap(tuple((int(d[0]), int(d[1])) for d in p.dies), p.subsites)
@@ -42,7 +56,9 @@ def plan(p: WaferCampaignParams, caps):
                 continue
             yield Move(die, sub)
             yield Contact()
-            yield from prefixed(inner(caps), site_key, {"die_x": die[0], "die_y": die[1], "subsite": sub})
+            yield from prefixed(
+                inner(caps), site_key, {"die_x": die[0], "die_y": die[1], "subsite": sub}
+            )
             yield Separate()
             yield Checkpoint(site_key)
             yield Commit(site_key)
