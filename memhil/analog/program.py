@@ -309,8 +309,8 @@ def program_open_loop(
     only grades it. ``cells`` is a backend mask, a row-major list of (tile, row, col) or
     None (all); ``targets_s`` is 1-D in mask order or shaped like the array.
     """
-    s_amp, s_w = _pulse_pair(set_pulse, "set_pulse", +1)
-    r_amp, r_w = _pulse_pair(reset_pulse, "reset_pulse", -1)
+    s_amp, set_width_s = _pulse_pair(set_pulse, "set_pulse", +1)
+    r_amp, reset_width_s = _pulse_pair(reset_pulse, "reset_pulse", -1)
     if response_set is None:
         raise ValueError("open-loop programming needs response_set (the mean SET response)")
     response_set = _check_response(response_set, "response_set", True)
@@ -323,18 +323,18 @@ def program_open_loop(
     mask, target = _select(backend, cells, targets_s)
     n = target.numel()
     w = _Writer(backend, mask, compliance_a)
-    set_max = _max_count(backend, s_amp, s_w, compliance_a, None)
-    reset_max = _max_count(backend, r_amp, r_w, compliance_a, None)
+    set_max = _max_count(backend, s_amp, set_width_s, compliance_a, None)
+    reset_max = _max_count(backend, r_amp, reset_width_s, compliance_a, None)
     zeros = torch.zeros(n, dtype=torch.int64)
     set_n, reset_n = zeros.clone(), zeros.clone()
     if not backend.capabilities.bipolar or response_reset is None:
         if reset_count > reset_max:
             raise ValueError(f"reset_count {reset_count} exceeds the per-call limit {reset_max}")
         reset_n = torch.full((n,), reset_count, dtype=torch.int64)
-        w.pulse(reset_n, r_amp, r_w)
+        w.pulse(reset_n, r_amp, reset_width_s)
         g = _read(backend, mask, n_reads)
         set_n = response_set.pulses_between(g, target).round().clamp(0, set_max).to(torch.int64)
-        w.pulse(set_n, s_amp, s_w)
+        w.pulse(set_n, s_amp, set_width_s)
     else:
         g = _read(backend, mask, n_reads)
         up = target > g
@@ -342,8 +342,8 @@ def program_open_loop(
         k_reset = response_reset.pulses_between(g, target).round().clamp(0, reset_max)
         set_n = torch.where(up, k_set, 0).to(torch.int64)
         reset_n = torch.where(~up, k_reset, 0).to(torch.int64)
-        w.pulse(set_n, s_amp, s_w)
-        w.pulse(reset_n, r_amp, r_w)
+        w.pulse(set_n, s_amp, set_width_s)
+        w.pulse(reset_n, r_amp, reset_width_s)
     achieved = _read(backend, mask, n_reads)
     return _report(
         target, achieved, tolerance_s, set_n, reset_n, zeros.clone(), 0, "open_loop", w.calls
@@ -425,8 +425,8 @@ def program_and_verify(
     ``targets_s`` is 1-D in mask order (or shaped like the array); ``set_pulse`` /
     ``reset_pulse`` are ``PulseSpec`` or (amplitude V, width s).
     """
-    s_amp, s_w = _pulse_pair(set_pulse, "set_pulse", +1)
-    r_amp, r_w = _pulse_pair(reset_pulse, "reset_pulse", -1)
+    s_amp, set_width_s = _pulse_pair(set_pulse, "set_pulse", +1)
+    r_amp, reset_width_s = _pulse_pair(reset_pulse, "reset_pulse", -1)
     _check_tol(tolerance_s)
     response_set = _check_response(response_set, "response_set", True)
     response_reset = _check_response(response_reset, "response_reset", False)
@@ -447,13 +447,13 @@ def program_and_verify(
     mask, target = _select(backend, cells, targets_s)
     caps, lim = backend.capabilities, backend.limits
     bipolar = bool(caps.bipolar)
-    set_max = _max_count(backend, s_amp, s_w, compliance_a, max_pulses_per_step)
-    reset_max = _max_count(backend, r_amp, r_w, compliance_a, max_pulses_per_step)
+    set_max = _max_count(backend, s_amp, set_width_s, compliance_a, max_pulses_per_step)
+    reset_max = _max_count(backend, r_amp, reset_width_s, compliance_a, max_pulses_per_step)
     w_min = max(lim.width_min_s, caps.min_pulse_width_s)
     scale_width = bool(adapt and bipolar and caps.per_cell_width)
-    if scale_width and (s_w < w_min or r_w < w_min):
+    if scale_width and (set_width_s < w_min or reset_width_s < w_min):
         raise ValueError(
-            f"pulse widths ({s_w}, {r_w}) s lie below the backend's minimum width {w_min} s"
+            f"pulse widths ({set_width_s}, {reset_width_s}) s lie below the backend's minimum width {w_min} s"
         )
 
     n = target.numel()
@@ -482,15 +482,15 @@ def program_and_verify(
             k = torch.where(flat, (tgt - g_from).abs() / max(resp.granularity_s, 1e-30), k)
         return gain * k * f
 
-    def issue(amount: Tensor, k_max: int, nominal_w: float) -> tuple[Tensor, Tensor | None]:
+    def issue(amount: Tensor, k_max: int, nominal_width_s: float) -> tuple[Tensor, Tensor | None]:
         """Counts (and widths) for commanded steps ``amount`` (nominal pulses)."""
         counts = amount.round().clamp(1, k_max).to(torch.int64)
         if not scale_width:
             return counts, None
         widths = torch.where(
             amount < 1.0,
-            (amount * nominal_w).clamp(w_min, nominal_w),
-            torch.full_like(amount, nominal_w),
+            (amount * nominal_width_s).clamp(w_min, nominal_width_s),
+            torch.full_like(amount, nominal_width_s),
         )
         return counts, widths
 
@@ -562,21 +562,21 @@ def program_and_verify(
         s_sel = set_amount > 0
         if bool(r_sel.any()):
             if bipolar:
-                c, wd = issue(reset_amount[r_sel], reset_max, r_w)
+                c, wd = issue(reset_amount[r_sel], reset_max, reset_width_s)
             else:
                 c, wd = torch.ones(int(r_sel.sum()), dtype=torch.int64), None
             r_counts[idx[r_sel]] = c
             if wd is not None:
-                r_widths = torch.full((n,), r_w, dtype=torch.float64)
+                r_widths = torch.full((n,), reset_width_s, dtype=torch.float64)
                 r_widths[idx[r_sel]] = wd
-            w.pulse(r_counts, r_amp, r_w, r_widths)
+            w.pulse(r_counts, r_amp, reset_width_s, r_widths)
         if bool(s_sel.any()):
-            c, wd = issue(set_amount[s_sel], set_max, s_w)
+            c, wd = issue(set_amount[s_sel], set_max, set_width_s)
             s_counts[idx[s_sel]] = c
             if wd is not None:
-                s_widths = torch.full((n,), s_w, dtype=torch.float64)
+                s_widths = torch.full((n,), set_width_s, dtype=torch.float64)
                 s_widths[idx[s_sel]] = wd
-            w.pulse(s_counts, s_amp, s_w, s_widths)
+            w.pulse(s_counts, s_amp, set_width_s, s_widths)
         set_n += s_counts
         reset_n += r_counts
         last_dir = torch.where(s_counts > 0, 0, torch.where(r_counts > 0, 1, -1))
