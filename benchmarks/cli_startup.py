@@ -37,7 +37,7 @@ def one_run(work: Path, k: int) -> dict[str, float]:
             "--no-progress",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(work / f"s{k}.stderr").open("w"),
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -48,7 +48,8 @@ def one_run(work: Path, k: int) -> dict[str, float]:
     code = proc.wait()
     t_end = time.perf_counter() - t0
     if code != 0 or not first.startswith("memhil run:"):
-        raise SystemExit(f"memhil run failed ({code}): {first}{rest}")
+        err = (work / f"s{k}.stderr").read_text()
+        raise SystemExit(f"memhil run failed ({code}): {first}{rest}{err}")
     return {"first_output_s": t_first, "total_s": t_end}
 
 
