@@ -5,20 +5,27 @@ currents) plus a digital bias; ``transpose`` (and the input gradient) is one ``m
 The ``weight`` parameter holds the intended weights: ``program`` writes it to the
 devices, hardware-aware training (``hwa_noise``) trains it in float with device noise
 injected, and ``apply_delta`` changes the devices online through an update scheme.
+How the layer sits on the array is one ``AnalogLinearConfig`` (keywords or a YAML
+mapping build it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
 
 from memhil.analog.mapping import Layout, WeightMapping
 from memhil.analog.pulse_response import measure_set_response
-from memhil.analog.weights import AnalogWeights, InputScaling, PulseSpec
+from memhil.analog.weights import AnalogWeights, InputScaling
 from memhil.backends.base import Backend
+from memhil.core.config import from_mapping, require
+from memhil.core.types import PulseSpec
 
 if TYPE_CHECKING:
     from memhil.analog.program import Method
@@ -51,13 +58,114 @@ class _ArrayMatmul(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
+Backward = Literal["analog", "digital"]
+
+
+@dataclass(frozen=True)
+class AnalogLinearConfig:
+    """Everything about an ``AnalogLinear`` but its shape and backend: weight scale,
+    cell layout, placement, pulses, read path, training mode and update scheme. Load it
+    from YAML with ``from_mapping(AnalogLinearConfig, data)`` (unknown keys rejected)."""
+
+    bias: bool = True
+    """A digital bias added after the array's product."""
+    layout: Layout = "differential"
+    """Differential pairs (+ and - side) or one reference column."""
+    n_devices: int = 1
+    """Devices per side of a cell (multi-device cells)."""
+    tile: int = 0
+    """Tile the region lies on."""
+    row_offset: int = 0
+    """First row of the region."""
+    col_offset: int = 0
+    """First column of the region."""
+    w_max: float | None = None
+    """Weight mapped to the full window; None: 1.0 (``from_digital``: the largest |w|)."""
+    g_window_s: tuple[float, float] | None = None
+    """Conductance window (S) for weights; None: the backend's usable range."""
+    set_pulse: PulseSpec | None = None
+    """SET pulse (amplitude V, width s); None: the backend's nominal one."""
+    reset_pulse: PulseSpec | None = None
+    """RESET pulse (amplitude V, width s); None: the backend's nominal one."""
+    v_read: float | None = None
+    """Read voltage (V) of the input encoding; None: the backend's own."""
+    input_scaling: InputScaling = "absmax"
+    """Inputs scaled per batch by their largest |x|, or by the fixed ``x_max``."""
+    x_max: float = 1.0
+    """Input mapped to the full read voltage with fixed scaling."""
+    backward: Backward = "analog"
+    """Input gradient by the array's transpose read, or digitally from ``weight``."""
+    hwa_noise: float = 0.0
+    """Hardware-aware training: weight-noise std in units of w_max (0: off)."""
+    update: Any = None
+    """Online update scheme: a name of ``memhil.analog.updates.schemes``, an instance,
+    or None for an inference-only layer."""
+    update_params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the named update scheme (the fields of its ``Params``)."""
+    seed: int = 0
+    """Seed of the initial weights and of the hardware-aware noise."""
+
+    def __post_init__(self) -> None:
+        require(self.layout in get_args(Layout), "layout", f"must be one of {get_args(Layout)}")
+        require(self.n_devices >= 1, "n_devices", f"must be >= 1, got {self.n_devices}")
+        for key in ("tile", "row_offset", "col_offset"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        require(
+            self.w_max is None or self.w_max > 0, "w_max", f"must be > 0 or None, got {self.w_max}"
+        )
+        if self.g_window_s is not None:
+            g_lo, g_hi = self.g_window_s
+            require(0 <= g_lo < g_hi, "g_window_s", f"must be 0 <= g_lo < g_hi S, got {g_lo, g_hi}")
+        for key in ("set_pulse", "reset_pulse"):
+            object.__setattr__(self, key, _as_pulse(getattr(self, key), key))
+        require(
+            self.input_scaling in get_args(InputScaling),
+            "input_scaling",
+            f"must be one of {get_args(InputScaling)}",
+        )
+        require(self.x_max > 0, "x_max", f"must be > 0, got {self.x_max}")
+        require(self.backward in get_args(Backward), "backward", "must be 'analog' or 'digital'")
+        require(self.hwa_noise >= 0, "hwa_noise", f"must be >= 0, got {self.hwa_noise}")
+        require(
+            isinstance(self.update_params, Mapping),
+            "update_params",
+            f"must be a mapping, got {self.update_params!r}",
+        )
+
+
+def _as_pulse(value: Any, key: str) -> PulseSpec | None:
+    """``value`` as a PulseSpec: None, a PulseSpec or an (amplitude V, width s) pair."""
+    if value is None or isinstance(value, PulseSpec):
+        return value
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    )
+    require(ok, key, f"expected (amplitude V, width s), got {value!r}")
+    return PulseSpec(float(value[0]), float(value[1]))
+
+
+def build_config(
+    config: AnalogLinearConfig | Mapping[str, Any] | None = None, **kw: Any
+) -> AnalogLinearConfig:
+    """``config`` (a config, a mapping or None: the defaults) with the keywords ``kw``
+    overriding its fields; unknown keys and bad values raise ConfigError naming the key."""
+    if isinstance(config, AnalogLinearConfig):
+        if not kw:
+            return config
+        config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return from_mapping(AnalogLinearConfig, {**(config or {}), **kw})
+
+
 class AnalogLinear(nn.Module):
     """A linear layer on crossbar devices; works on any Backend.
 
-    ``g_window_s`` (default: the backend's usable conductance range) and ``w_max`` set
-    the weight scale; ``layout``/``n_devices`` choose differential pairs, multi-device
-    cells or a reference column; the region starts at (``tile``, ``row_offset``,
-    ``col_offset``). ``update`` names the online update scheme (see
+    Configured by an ``AnalogLinearConfig`` (or a mapping of its fields), the keywords
+    overriding it: ``g_window_s`` (default: the backend's usable conductance range) and
+    ``w_max`` set the weight scale; ``layout``/``n_devices`` choose differential pairs,
+    multi-device cells or a reference column; the region starts at (``tile``,
+    ``row_offset``, ``col_offset``). ``update`` names the online update scheme (see
     ``memhil.analog.updates.schemes``) or is None for inference-only layers.
     """
 
@@ -66,76 +174,69 @@ class AnalogLinear(nn.Module):
         in_features: int,
         out_features: int,
         backend: Backend,
-        *,
-        bias: bool = True,
-        layout: Layout = "differential",
-        n_devices: int = 1,
-        tile: int = 0,
-        row_offset: int = 0,
-        col_offset: int = 0,
-        w_max: float = 1.0,
-        g_window_s: tuple[float, float] | None = None,
-        set_pulse: PulseSpec | tuple[float, float] | None = None,
-        reset_pulse: PulseSpec | tuple[float, float] | None = None,
-        v_read: float | None = None,
-        input_scaling: InputScaling = "absmax",
-        x_max: float = 1.0,
-        backward: Literal["analog", "digital"] = "analog",
-        hwa_noise: float = 0.0,
-        update: Any = None,
-        seed: int = 0,
+        config: AnalogLinearConfig | Mapping[str, Any] | None = None,
+        **kw: Any,
     ):
         super().__init__()
+        cfg = self.config = build_config(config, **kw)
         caps = backend.capabilities
-        g_lo, g_hi = g_window_s if g_window_s is not None else caps.conductance_range_s
+        g_lo, g_hi = cfg.g_window_s if cfg.g_window_s is not None else caps.conductance_range_s
+        w_max = 1.0 if cfg.w_max is None else cfg.w_max
         mapping = WeightMapping(
             in_features,
             out_features,
             g_lo,
             g_hi,
             w_max=w_max,
-            layout=layout,
-            n_devices=n_devices,
-            tile=tile,
-            row_offset=row_offset,
-            col_offset=col_offset,
+            layout=cfg.layout,
+            n_devices=cfg.n_devices,
+            tile=cfg.tile,
+            row_offset=cfg.row_offset,
+            col_offset=cfg.col_offset,
         )
-        set_pulse = _pulse_spec(set_pulse, caps.set_pulse, "set_pulse")
-        reset_pulse = _pulse_spec(reset_pulse, caps.reset_pulse, "reset_pulse")
+        set_pulse = _pulse_spec(cfg.set_pulse, caps.set_pulse, "set_pulse")
+        reset_pulse = _pulse_spec(cfg.reset_pulse, caps.reset_pulse, "reset_pulse")
         self.weights = AnalogWeights(
             backend,
             mapping,
             set_pulse,
             reset_pulse,
-            v_read=v_read,
-            input_scaling=input_scaling,
-            x_max=x_max,
+            v_read=cfg.v_read,
+            input_scaling=cfg.input_scaling,
+            x_max=cfg.x_max,
         )
         self.in_features, self.out_features = in_features, out_features
-        self.backward_mode = backward
-        self.hwa_noise = hwa_noise
-        self._gen = torch.Generator().manual_seed(seed)
+        self.backward_mode = cfg.backward
+        self.hwa_noise = cfg.hwa_noise
+        self._gen = torch.Generator().manual_seed(cfg.seed)
         bound = min(1.0 / math.sqrt(in_features), w_max)
         w = (torch.rand(out_features, in_features, generator=self._gen) * 2 - 1) * bound
         self.weight = nn.Parameter(w)
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(out_features)) if cfg.bias else None
         self.scheme = None
-        if update is not None:
-            self.set_update_scheme(update)
+        if cfg.update is not None:
+            self.set_update_scheme(cfg.update, **cfg.update_params)
 
     # -- conversion from and to float layers (aihwkit's from_digital / to_digital) ----------
     @classmethod
     def from_digital(
-        cls, module: nn.Module, backend: Backend, *, window_margin: float = 0.02, **kw: Any
+        cls,
+        module: nn.Module,
+        backend: Backend,
+        config: AnalogLinearConfig | Mapping[str, Any] | None = None,
+        *,
+        window_margin: float = 0.02,
+        **kw: Any,
     ) -> AnalogLinear:
         """An AnalogLinear (in eval mode) holding ``module``'s ``weight`` (out, in) and
         ``bias``, not yet programmed (call ``program``); ``w_max`` defaults to the largest
         |w|. Without ``g_window_s`` the backend's window is shrunk by ``window_margin`` of
         its span at each end, so float32 targets never round outside it and the verify
-        loop avoids the saturated ends. Other keywords go to the constructor."""
+        loop avoids the saturated ends. ``config`` and the keywords configure the layer as
+        in the constructor (``bias`` follows the module)."""
         bias = getattr(module, "bias", None)
         return cls.from_weights(
-            cast(Tensor, module.weight), bias, backend, window_margin=window_margin, **kw
+            cast(Tensor, module.weight), bias, backend, config, window_margin=window_margin, **kw
         )
 
     @classmethod
@@ -144,6 +245,7 @@ class AnalogLinear(nn.Module):
         weight: Tensor,
         bias: Tensor | None,
         backend: Backend,
+        config: AnalogLinearConfig | Mapping[str, Any] | None = None,
         *,
         window_margin: float = 0.02,
         **kw: Any,
@@ -151,12 +253,15 @@ class AnalogLinear(nn.Module):
         """``from_digital`` for a bare (out, in) ``weight`` and optional ``bias``."""
         weight = weight.detach()
         out_f, in_f = weight.shape
-        kw.setdefault("w_max", float(weight.abs().max().clamp_min(1e-12)))
-        if kw.get("g_window_s") is None:
+        cfg = build_config(config, **kw)
+        fill: dict[str, Any] = {"bias": bias is not None}
+        if cfg.w_max is None:
+            fill["w_max"] = float(weight.abs().max().clamp_min(1e-12))
+        if cfg.g_window_s is None:
             g_lo, g_hi = backend.capabilities.conductance_range_s
             margin = window_margin * (g_hi - g_lo)
-            kw["g_window_s"] = (g_lo + margin, g_hi - margin)
-        layer = cls(in_f, out_f, backend, bias=bias is not None, **kw)
+            fill["g_window_s"] = (g_lo + margin, g_hi - margin)
+        layer = cls(in_f, out_f, backend, build_config(cfg, **fill))
         with torch.no_grad():
             layer.weight.copy_(weight.float())
             if bias is not None:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from memhil.core.errors import LimitError
 from memhil.core.limits import Limits, worst_case_energy_j
+from memhil.core.types import PulseSpec, as_pulse
 
 
 @runtime_checkable
@@ -53,8 +54,13 @@ class Capabilities:
     conductance_range_s: tuple[float, float]  # nominal usable (g_min, g_max) for weights
     buffer_depth: int | None = None
     # nominal programming pulses (amplitude V, width s) for the devices, when known
-    set_pulse: tuple[float, float] | None = None
-    reset_pulse: tuple[float, float] | None = None
+    set_pulse: PulseSpec | None = None
+    reset_pulse: PulseSpec | None = None
+
+    def __post_init__(self) -> None:
+        # (amplitude, width) pairs from device presets become the one pulse type
+        for key in ("set_pulse", "reset_pulse"):
+            object.__setattr__(self, key, as_pulse(getattr(self, key)))
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

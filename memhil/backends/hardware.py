@@ -47,6 +47,7 @@ from memhil.backends.base import Backend, Capabilities, Clock, Reading
 from memhil.backends.clock import WallClock
 from memhil.core.errors import LimitError
 from memhil.core.limits import Limits, row_column_blocks, v_half_energy_j, worst_case_energy_j
+from memhil.core.types import as_pulse
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -208,8 +209,8 @@ class HardwareBackend(Backend):
             device_model=str(self.station.config.chip.device or "unknown"),
             bipolar=self._bipolar(),
             conductance_range_s=self._g_range,
-            set_pulse=self._set_pulse,
-            reset_pulse=self._reset_pulse,
+            set_pulse=as_pulse(self._set_pulse),
+            reset_pulse=as_pulse(self._reset_pulse),
         )
 
     def device_model(self) -> Any:

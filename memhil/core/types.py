@@ -15,5 +15,13 @@ class PulseSpec(NamedTuple):
     width_s: float
 
 
+def as_pulse(value: tuple[float, float] | None) -> PulseSpec | None:
+    """``value`` (None, a PulseSpec or an (amplitude V, width s) pair) as a PulseSpec."""
+    if value is None or isinstance(value, PulseSpec):
+        return value
+    amplitude_v, width_s = value
+    return PulseSpec(float(amplitude_v), float(width_s))
+
+
 CellList = tuple[tuple[int, int, int], ...]
 """Cells as ``(tile, row, col)`` index triples."""

@@ -10,10 +10,9 @@ import torch
 
 from memhil.backends.base import Capabilities, Reading
 from memhil.core.config import require
+from memhil.core.types import CellList
 
 log = logging.getLogger("memhil.protocols")
-
-CellList = tuple[tuple[int, int, int], ...]
 
 
 def resolve_cells(cells: Sequence[Sequence[int]] | None, caps: Capabilities) -> CellList:

@@ -26,7 +26,9 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Cells = tuple[tuple[int, int, int], ...] | None
+from memhil.core.types import CellList
+
+Cells = CellList | None
 Plan = Generator[Any, Any, Any]
 
 

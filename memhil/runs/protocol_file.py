@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
+from memhil.core.types import as_pulse
 from memhil.protocols import ProtocolLimitError, build_protocol
 from memhil.runs.backend_config import open_backend
 
@@ -216,8 +217,8 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
         device_model=str(device or "unknown"),
         bipolar=_device_bipolar(device, sc.source),
         conductance_range_s=g,
-        set_pulse=set_pulse,
-        reset_pulse=reset_pulse,
+        set_pulse=as_pulse(set_pulse),
+        reset_pulse=as_pulse(reset_pulse),
     )
     v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
     like = SimpleNamespace(

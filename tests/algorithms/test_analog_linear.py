@@ -7,8 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from memhil.analog.linear import AnalogLinear
+from memhil.analog.linear import AnalogLinear, AnalogLinearConfig
 from memhil.backends.sim import SimBackend
+from memhil.core.config import from_mapping
+from memhil.core.errors import ConfigError
+from memhil.core.types import PulseSpec
 from tests.backends import BackendUnderTest
 
 
@@ -187,3 +190,40 @@ def test_from_digital_programs_a_float_layer_and_to_digital_reads_it_back():
     # per device, two devices per weight: 2 % of w_max)
     assert torch.allclose(back.weight, digital.weight, atol=0.021 * m.w_max)
     assert torch.equal(layer.to_digital(realistic=False).weight, layer.weight.detach())
+
+
+def test_config_from_a_mapping_builds_the_same_layer_as_keywords():
+    data = {"bias": False, "n_devices": 2, "w_max": 0.5, "set_pulse": [1.0, 1e-7], "seed": 4}
+    cfg = from_mapping(AnalogLinearConfig, data, source="layer.yaml")
+    assert cfg.set_pulse == PulseSpec(1.0, 1e-7) and isinstance(cfg.set_pulse, PulseSpec)
+    a = AnalogLinear(4, 2, ideal_backend(), cfg)
+    b = AnalogLinear(4, 2, ideal_backend(), **data)
+    assert a.config == b.config and torch.equal(a.weight, b.weight)
+    assert a.bias is None and a.weights.mapping.n_devices == 2
+    # keywords override the config's fields
+    assert AnalogLinear(4, 2, ideal_backend(), cfg, w_max=0.25).weights.mapping.w_max == 0.25
+    with pytest.raises(ConfigError, match=r"layer.yaml: n_device: unknown key"):
+        from_mapping(AnalogLinearConfig, {"n_device": 2}, source="layer.yaml")
+    with pytest.raises(ConfigError, match="hwa_nosie: unknown key"):
+        AnalogLinear(4, 2, ideal_backend(), hwa_nosie=0.1)
+    with pytest.raises(ConfigError, match="set_pulse: expected"):
+        AnalogLinearConfig(set_pulse=(1.0,))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="x_max: must be > 0"):
+        AnalogLinear(4, 2, ideal_backend(), {"x_max": 0.0})
+
+
+def test_from_digital_takes_a_config():
+    digital = nn.Linear(4, 2)
+    cfg = AnalogLinearConfig(n_devices=2, g_window_s=(2e-6, 8e-6))
+    layer = AnalogLinear.from_digital(digital, ideal_backend(), cfg)
+    m = layer.weights.mapping
+    assert (m.n_devices, m.g_lo_s, m.g_hi_s) == (2, 2e-6, 8e-6)
+    assert m.w_max == pytest.approx(float(digital.weight.detach().abs().max()))
+    assert torch.equal(layer.weight, digital.weight) and not layer.training
+
+
+def test_backend_pulses_are_the_one_pulse_type():
+    caps = ideal_backend().capabilities
+    assert isinstance(caps.set_pulse, PulseSpec) and isinstance(caps.reset_pulse, PulseSpec)
+    amplitude_v, width_s = caps.set_pulse  # still unpacks as an (amplitude, width) pair
+    assert caps.set_pulse == (amplitude_v, width_s)

@@ -10,10 +10,18 @@ import pytest
 import torch
 
 from memhil.analog.mapping import WeightMapping
-from memhil.analog.updates.schemes import UpdateStep, available_update_schemes, build_update_scheme
+from memhil.analog.updates.schemes import (
+    MixedPrecisionParams,
+    SignParams,
+    SignUpdate,
+    UpdateStep,
+    available_update_schemes,
+    build_update_scheme,
+)
 from memhil.analog.weights import AnalogWeights, PulseSpec
 from memhil.backends.sim import SimBackend
 from memhil.calibration.pulse_response import measure_pulse_response
+from memhil.core.config import from_mapping
 from memhil.core.errors import ConfigError
 from tests.backends import BackendUnderTest
 
@@ -121,6 +129,25 @@ def test_registry_names_and_errors():
         "mixed_precision", max_pulses=4, transfer_every=2, refresh_threshold_s=6e-6, refresh_every=3
     )
     assert s.max_pulses == 4 and s.refresh_every == 3
+
+
+def test_scheme_params_are_dataclasses_validated_and_named():
+    p = from_mapping(MixedPrecisionParams, {"max_pulses": 4, "refresh_threshold_s": 6e-6})
+    assert (p.max_pulses, p.transfer_every, p.refresh_threshold_s) == (4, 1, 6e-6)
+    s = build_update_scheme("mixed_precision", **vars(p))
+    assert s.params == p and s.max_pulses == 4 and s.refresh_threshold_s == 6e-6
+    with pytest.raises(ConfigError, match="max_pulses: must be >= 1"):
+        MixedPrecisionParams(max_pulses=0)
+    with pytest.raises(ConfigError, match=r"sign\.threshold: expected a number"):
+        build_update_scheme("sign", threshold="big")
+    with pytest.raises(ConfigError, match=r"multi\.transfer_every: unknown key"):
+        build_update_scheme("multi", transfer_every=2)
+    with pytest.raises(ConfigError, match=r"ideal\.init"):
+        build_update_scheme("ideal", init="ones")
+    # a scheme is built from its params dataclass as well
+    assert SignUpdate(SignParams(threshold=2.0)).threshold == 2.0
+    with pytest.raises(TypeError, match="SignParams"):
+        SignUpdate(MixedPrecisionParams())
 
 
 def test_bind_checks_and_unbound_use():

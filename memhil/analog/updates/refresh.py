@@ -15,11 +15,40 @@ call and one SET call, whatever the number of pairs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from memhil.analog.pulse_response import PulseResponse
 from memhil.analog.weights import AnalogWeights
+from memhil.core.config import require
+
+
+@dataclass(frozen=True)
+class RefreshParams:
+    """When and how a device update scheme refreshes saturated pairs (``refresh_pairs``);
+    the base of every device scheme's parameters."""
+
+    refresh_threshold_s: float | None = None
+    """Conductance (S) above which a device's pair is refreshed; None: refresh off."""
+    refresh_every: int = 1
+    """Check for saturated pairs every this many update steps."""
+    refresh_reset_pulses: int = 1
+    """RESET pulses per device (1 for PCM's abrupt RESET, more for a gradual one)."""
+
+    def __post_init__(self) -> None:
+        require(
+            self.refresh_threshold_s is None or self.refresh_threshold_s > 0,
+            "refresh_threshold_s",
+            f"must be > 0 S or None, got {self.refresh_threshold_s}",
+        )
+        require(self.refresh_every >= 1, "refresh_every", f"must be >= 1, got {self.refresh_every}")
+        require(
+            self.refresh_reset_pulses >= 1,
+            "refresh_reset_pulses",
+            f"must be >= 1, got {self.refresh_reset_pulses}",
+        )
 
 
 def refresh_pairs(

@@ -35,6 +35,10 @@ Conventions:
   adds one ``reset_region`` and one ``set_region`` call. No Python loop over weights.
 * **Layout.** Device schemes need the differential layout (a + and a - side).
 
+Parameters: each scheme declares a frozen dataclass (``Params``: ``IdealParams``,
+``SignParams``, ...) that ``build_update_scheme`` fills from its keywords, rejecting
+unknown keys and bad values with a ConfigError naming ``scheme.key``.
+
 Refresh (every device scheme): ``refresh_threshold_s`` (S, default None = off; a usual
 value is 0.75 of the mapping's g_hi, aihwkit's one-sided cell; srnn-pcm uses 9 µS, and
 runs mixed precision with refresh off), checked every ``refresh_every`` steps after the
@@ -43,17 +47,17 @@ update, with ``refresh_reset_pulses`` RESET pulses per device (1 for PCM's abrup
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor
 
 from memhil.analog.pulse_response import PulseResponse
-from memhil.analog.updates.refresh import refresh_pairs
+from memhil.analog.updates.refresh import RefreshParams, refresh_pairs
 from memhil.analog.weights import AnalogWeights
+from memhil.core.config import from_mapping, require
 from memhil.core.errors import ConfigError
 
 
@@ -75,43 +79,104 @@ class UpdateStep:
         return self.set_pulses + self.reset_pulses
 
 
-def _check(cond: bool, key: str, reason: str) -> None:
-    if not cond:
-        raise ConfigError(key, reason)
+# -- parameters: one frozen dataclass per scheme ----------------------------------------------
+@dataclass(frozen=True)
+class IdealParams:
+    """Parameters of ``ideal`` (no device writes, hence no refresh)."""
+
+    init: Literal["zero", "read"] = "zero"
+    """Start of the float shadow: zero (freshly RESET pairs) or the weights read at bind."""
+
+    def __post_init__(self) -> None:
+        require(
+            self.init in ("zero", "read"), "init", f"must be 'zero' or 'read', got {self.init!r}"
+        )
+
+
+@dataclass(frozen=True)
+class SignParams(RefreshParams):
+    """Parameters of ``sign`` (Manhattan rule)."""
+
+    threshold: float = 0.5
+    """Stop-learning threshold θ in quanta: a pulse where |ΔW| > θ·quantum."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.threshold >= 0, "threshold", f"must be >= 0 (in quanta), got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class StochasticParams(RefreshParams):
+    """Parameters of ``stochastic`` (stochastic rounding to single pulses)."""
+
+    seed: int = 0
+    """Seed of the scheme's own random generator."""
+
+
+@dataclass(frozen=True)
+class MultiParams(RefreshParams):
+    """Parameters of ``multi`` (N devices per sign, round robin)."""
+
+    max_pulses: int | None = None
+    """Most pulses per weight and step over the N devices; None: N x the backend's count_max."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_max_pulses(self.max_pulses)
+
+
+@dataclass(frozen=True)
+class MixedPrecisionParams(RefreshParams):
+    """Parameters of ``mixed_precision`` (accumulate and transfer)."""
+
+    max_pulses: int | None = None
+    """Most pulses per device and transfer; None: the backend's count_max."""
+    transfer_every: int = 1
+    """Transfer the accumulator to the devices every this many steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_max_pulses(self.max_pulses)
+        require(
+            self.transfer_every >= 1, "transfer_every", f"must be >= 1, got {self.transfer_every}"
+        )
+
+
+def _check_max_pulses(max_pulses: int | None) -> None:
+    require(
+        max_pulses is None or max_pulses >= 1,
+        "max_pulses",
+        f"must be >= 1 or None, got {max_pulses}",
+    )
 
 
 class UpdateScheme:
     """Base: binding, the quantum, SET-only pulse placement, refresh and pulse accounting.
 
-    Subclasses implement ``_update(delta_w) -> Tensor | None`` returning the signed pulse
-    counts per weight (out, in) they programmed (or None), using ``_program_cells`` or
-    ``set_region`` directly.
+    Subclasses declare ``Params`` (a frozen dataclass) and implement
+    ``_update(delta_w) -> Tensor | None`` returning the signed pulse counts per weight
+    (out, in) they programmed (or None), using ``_program_cells`` or ``set_region``
+    directly. A scheme is built from a ``Params`` instance or from keywords (checked by
+    ``from_mapping``: unknown keys and bad values raise ConfigError naming ``name.key``).
     """
 
     name = "base"
     needs_devices = True
+    Params: ClassVar[type[Any]] = RefreshParams
 
-    def __init__(
-        self,
-        *,
-        refresh_threshold_s: float | None = None,
-        refresh_every: int = 1,
-        refresh_reset_pulses: int = 1,
-    ):
-        _check(
-            refresh_threshold_s is None or refresh_threshold_s > 0,
-            "refresh_threshold_s",
-            f"must be > 0 S or None, got {refresh_threshold_s}",
-        )
-        _check(refresh_every >= 1, "refresh_every", f"must be >= 1, got {refresh_every}")
-        _check(
-            refresh_reset_pulses >= 1,
-            "refresh_reset_pulses",
-            f"must be >= 1, got {refresh_reset_pulses}",
-        )
-        self.refresh_threshold_s = refresh_threshold_s
-        self.refresh_every = int(refresh_every)
-        self.refresh_reset_pulses = int(refresh_reset_pulses)
+    def __init__(self, params: Any = None, /, **kw: Any):
+        if params is None:
+            params = from_mapping(type(self).Params, kw, prefix=self.name)
+        elif kw or not isinstance(params, type(self).Params):
+            raise TypeError(
+                f"update scheme {self.name!r} takes a {type(self).Params.__name__} "
+                f"or keywords, got {type(params).__name__} and {sorted(kw)}"
+            )
+        self.params = params
+        refresh = params if isinstance(params, RefreshParams) else RefreshParams()
+        self.refresh_threshold_s = refresh.refresh_threshold_s
+        self.refresh_every = refresh.refresh_every
+        self.refresh_reset_pulses = refresh.refresh_reset_pulses
         self.weights: AnalogWeights | None = None
         self.response: PulseResponse | None = None
         self.quantum = float("nan")
@@ -235,37 +300,16 @@ def available_update_schemes() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _parameters(cls: type) -> list[str]:
-    """Keyword parameters a scheme accepts: its own, and its bases' while the ``__init__``
-    passes ``**base`` on."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return names
-
-
 def build_update_scheme(name: str, **params: Any) -> UpdateScheme:
-    """The scheme registered as ``name`` with ``params``; unknown names and parameters
-    raise ConfigError (a ValueError) naming them."""
+    """The scheme registered as ``name`` with ``params`` (the fields of its ``Params``);
+    unknown names, unknown parameters and bad values raise ConfigError (a ValueError)
+    naming them."""
     if name not in _REGISTRY:
         raise ConfigError(
             "update_scheme",
             f"unknown update scheme {name!r} (known: {', '.join(available_update_schemes())})",
         )
-    cls = _REGISTRY[name]
-    allowed = _parameters(cls)
-    for key in params:
-        if key not in allowed:
-            raise ConfigError(
-                f"{name}.{key}",
-                f"unknown parameter of update scheme {name!r} (known: {', '.join(allowed)})",
-            )
-    return cls(**params)
+    return _REGISTRY[name](**params)
 
 
 # -- the schemes --------------------------------------------------------------------------
@@ -276,11 +320,11 @@ class IdealUpdate(UpdateScheme):
     devices hold at ``bind`` (``init="read"``). Needs no pulse response."""
 
     needs_devices = False
+    Params = IdealParams
 
-    def __init__(self, *, init: str = "zero"):
-        _check(init in ("zero", "read"), "init", f"must be 'zero' or 'read', got {init!r}")
-        super().__init__()
-        self.init = init
+    def __init__(self, params: IdealParams | None = None, /, **kw: Any):
+        super().__init__(params, **kw)
+        self.init = cast(IdealParams, self.params).init
         self.shadow: Tensor | None = None
 
     def _on_bind(self) -> None:
@@ -307,10 +351,12 @@ class SignUpdate(UpdateScheme):
     """Manhattan rule with a stop-learning threshold: one SET pulse on the + side where
     ΔW > θ·quantum, on the - side where ΔW < -θ·quantum, none in between."""
 
-    def __init__(self, *, threshold: float = 0.5, **base: Any):
-        _check(threshold >= 0, "threshold", f"must be >= 0 (in quanta), got {threshold}")
-        super().__init__(**base)
-        self.threshold = float(threshold)
+    Params = SignParams
+
+    def __init__(self, params: SignParams | None = None, /, **kw: Any):
+        super().__init__(params, **kw)
+        # mutable: e-prop sets it from a gradient threshold once the quantum is known
+        self.threshold = cast(SignParams, self.params).threshold
 
     def _update(self, delta_w: Tensor) -> Tensor:
         thr = self.threshold * self.quantum
@@ -324,9 +370,11 @@ class StochasticUpdate(UpdateScheme):
     """Stochastic rounding to single pulses: with probability min(1, |ΔW| / quantum) one
     SET pulse on the side given by the sign (unbiased up to one quantum per step)."""
 
-    def __init__(self, *, seed: int = 0, **base: Any):
-        super().__init__(**base)
-        self.seed = int(seed)
+    Params = StochasticParams
+
+    def __init__(self, params: StochasticParams | None = None, /, **kw: Any):
+        super().__init__(params, **kw)
+        self.seed = cast(StochasticParams, self.params).seed
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def _update(self, delta_w: Tensor) -> Tensor:
@@ -344,14 +392,11 @@ class MultiDeviceUpdate(UpdateScheme):
     that side's N devices from a per-weight, per-side pointer that persists between
     steps, so every device gets its share of the pulses."""
 
-    def __init__(self, *, max_pulses: int | None = None, **base: Any):
-        _check(
-            max_pulses is None or max_pulses >= 1,
-            "max_pulses",
-            f"must be >= 1 or None, got {max_pulses}",
-        )
-        super().__init__(**base)
-        self.max_pulses = max_pulses
+    Params = MultiParams
+
+    def __init__(self, params: MultiParams | None = None, /, **kw: Any):
+        super().__init__(params, **kw)
+        self.max_pulses = cast(MultiParams, self.params).max_pulses
         self.pointer: Tensor | None = None  # (2, out, in): next device of the + / - side
 
     def _on_bind(self) -> None:
@@ -385,16 +430,12 @@ class MixedPrecisionUpdate(UpdateScheme):
     ``max_pulses``) as SET pulses on the side given by the sign and keep the remainder,
     χ -= n·quantum. χ is float64."""
 
-    def __init__(self, *, max_pulses: int | None = None, transfer_every: int = 1, **base: Any):
-        _check(
-            max_pulses is None or max_pulses >= 1,
-            "max_pulses",
-            f"must be >= 1 or None, got {max_pulses}",
-        )
-        _check(transfer_every >= 1, "transfer_every", f"must be >= 1, got {transfer_every}")
-        super().__init__(**base)
-        self.max_pulses = max_pulses
-        self.transfer_every = int(transfer_every)
+    Params = MixedPrecisionParams
+
+    def __init__(self, params: MixedPrecisionParams | None = None, /, **kw: Any):
+        super().__init__(params, **kw)
+        p = cast(MixedPrecisionParams, self.params)
+        self.max_pulses, self.transfer_every = p.max_pulses, p.transfer_every
         self.chi: Tensor | None = None
 
     def _on_bind(self) -> None:

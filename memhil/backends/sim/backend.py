@@ -19,6 +19,7 @@ from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
 from memhil.backends.sim.read_path import quantize_scaled_, quantize_to_steps
+from memhil.core.types import as_pulse
 from memhil.devices.base import DeviceModel, build_device_model
 
 
@@ -112,8 +113,8 @@ class SimBackend(Backend):
             device_model=self.model.name,
             bipolar=self.model.bipolar,
             conductance_range_s=self.model.conductance_range(),
-            set_pulse=self.model.nominal_set_pulse,
-            reset_pulse=self.model.nominal_reset_pulse,
+            set_pulse=as_pulse(self.model.nominal_set_pulse),
+            reset_pulse=as_pulse(self.model.nominal_reset_pulse),
         )
 
     # -- simulation-only access (tests, diagnostics; not part of the contract) --------
