@@ -1,7 +1,7 @@
 """Weights on conductances: mapping, placement on tiles, AnalogLinear, program-and-verify,
 pulse responses and online update schemes, all written on the Backend contract."""
 
-from memhil.analog.linear import AnalogLinear
+from memhil.analog.linear import AnalogLinear, AnalogLinearConfig
 from memhil.analog.mapping import Layout, WeightMapping
 from memhil.analog.placement import Region, one_per_tile, pack_columns
 from memhil.analog.program import (
@@ -25,6 +25,7 @@ from memhil.core.types import CellList, PulseSpec
 
 __all__ = [
     "AnalogLinear",
+    "AnalogLinearConfig",
     "AnalogWeights",
     "CellList",
     "InputScaling",
