@@ -16,6 +16,7 @@ from memhil.core.errors import ConfigError
 from memhil.instruments.station import load_station_config
 from memhil.mock_hw.lab import MockLab
 from memhil.runs.backend_config import open_backend
+from tests.served_lab import serve_mock_lab
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -38,33 +39,8 @@ def _with_port(tmp_path, station: str, instrument: str, port: int) -> Path:
 def test_readme_usages_serve_and_run_at_once_on_free_ports(tmp_path):
     """``memhil mock-lab serve examples/mock_station.yaml`` (its own process) and a run on
     ``--mock-lab examples/mock_station.yaml`` (this process) at the same time."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     live = tmp_path / "live.yaml"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "memhil",
-            "mock-lab",
-            "serve",
-            str(EXAMPLES / "mock_station.yaml"),
-            "--write-station",
-            str(live),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not live.exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the mock lab did not come up"
-            time.sleep(0.1)
+    with serve_mock_lab(EXAMPLES / "mock_station.yaml", live) as lab_process:
         served = {i.address for i in load_station_config(live).instruments.values()}
         assert not any(a.endswith((":0", "::0::SOCKET")) for a in served)  # ports reported
         lab = MockLab(EXAMPLES / "mock_station.yaml").start()
@@ -73,12 +49,9 @@ def test_readme_usages_serve_and_run_at_once_on_free_ports(tmp_path):
             assert mine and not mine & served
         finally:
             lab.stop()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    assert lab_process.returncode == 0, lab_process.out
     for address in served:  # each reported on the console
-        assert address in out
+        assert address in lab_process.out
 
 
 def test_a_busy_port_is_a_config_error_and_releases_the_servers_started(busy_port, tmp_path):

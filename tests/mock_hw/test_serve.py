@@ -3,15 +3,12 @@ in this process drives over loopback, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from qcodes.instrument import Instrument
 
 from memhil.instruments.station import Station, load_station_config
+from tests.served_lab import serve_mock_lab
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mock_station.yaml"
 
@@ -29,27 +26,7 @@ def test_serve_in_a_separate_process(tmp_path):
     station_file = tmp_path / "station.yaml"
     station_file.write_text(yaml.safe_dump(cfg))
     live_file = tmp_path / "live.yaml"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "memhil",
-            "mock-lab",
-            "serve",
-            str(station_file),
-            "--write-station",
-            str(live_file),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not live_file.exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the mock lab did not come up"
-            time.sleep(0.1)
+    with serve_mock_lab(station_file, live_file) as served:
         live = load_station_config(live_file)
         assert live.instruments["smu"].address != cfg["instruments"]["smu"]["address"]
         with Station.from_config(live) as station:
@@ -67,8 +44,5 @@ def test_serve_in_a_separate_process(tmp_path):
             assert m.current_a > 0  # a VTEAM cell conducts (>= 1 mS * 0.05 V with sneak paths)
             assert station.array.read_columns([0.05] * 8).shape == (8,)
         Instrument.close_all()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
-    assert "mock lab stopped" in out
+    assert served.returncode == 0, served.out
+    assert "mock lab stopped" in served.out
