@@ -78,8 +78,12 @@ class DriftCompensator:
             raise RuntimeError("DriftCompensator: call reference() right after programming first")
         forward = forward if forward is not None else self._forward
         probe = torch.as_tensor(probe_inputs) if probe_inputs is not None else self._probe
-        # after from_dict() without a forward, this fails inside _run as it always has
-        now = self._stat(self._run(forward, probe))  # type: ignore[arg-type]  # see above
+        if forward is None or probe is None:  # restored by from_dict(): nothing to re-measure
+            raise RuntimeError(
+                "DriftCompensator: give factor() the forward (and probe_inputs) to re-measure "
+                "with; a compensator restored by from_dict() keeps only its reference"
+            )
+        now = self._stat(self._run(forward, probe))
         self.alpha = self.r0 / now.clamp_min(self.eps)
         return self.alpha
 

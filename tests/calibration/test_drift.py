@@ -79,3 +79,9 @@ def test_errors():
         comp.apply(torch.ones(3))
     with pytest.raises(ValueError):
         comp.reference(lambda v: v)
+
+
+def test_a_restored_compensator_asks_for_its_forward_instead_of_failing_inside():
+    comp = DriftCompensator.from_dict(DriftCompensator().to_dict() | {"r0": 1.0})
+    with pytest.raises(RuntimeError, match="give factor\\(\\) the forward"):
+        comp.factor()
