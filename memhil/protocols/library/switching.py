@@ -55,9 +55,8 @@ class EnduranceParams(SwitchingParams):
         positive(self, "read_every", "min_window")
 
 
-def _cycle(p: SwitchingParams, cells):
-    """RESET, read HRS, SET, read LRS; returns the two Readings."""
-    yield Pulse(
+def _reset(p: SwitchingParams, cells) -> Pulse:
+    return Pulse(
         cells,
         p.v_reset,
         p.width_reset_s,
@@ -70,8 +69,10 @@ def _cycle(p: SwitchingParams, cells):
             compliance="compliance_reset_a",
         ),
     )
-    g_hrs = yield Read(cells, "hrs", p.v_read, keys(v_read="v_read"))
-    yield Pulse(
+
+
+def _set(p: SwitchingParams, cells) -> Pulse:
+    return Pulse(
         cells,
         p.v_set,
         p.width_set_s,
@@ -81,34 +82,20 @@ def _cycle(p: SwitchingParams, cells):
             amplitude="v_set", width="width_set_s", count="count_set", compliance="compliance_set_a"
         ),
     )
+
+
+def _cycle(p: SwitchingParams, cells):
+    """RESET, read HRS, SET, read LRS; returns the two Readings."""
+    yield _reset(p, cells)
+    g_hrs = yield Read(cells, "hrs", p.v_read, keys(v_read="v_read"))
+    yield _set(p, cells)
     g_lrs = yield Read(cells, "lrs", p.v_read, keys(v_read="v_read"))
     return g_hrs, g_lrs
 
 
 def _pulse_only(p: SwitchingParams, cells):
-    yield Pulse(
-        cells,
-        p.v_reset,
-        p.width_reset_s,
-        p.count_reset,
-        p.compliance_reset_a,
-        keys(
-            amplitude="v_reset",
-            width="width_reset_s",
-            count="count_reset",
-            compliance="compliance_reset_a",
-        ),
-    )
-    yield Pulse(
-        cells,
-        p.v_set,
-        p.width_set_s,
-        p.count_set,
-        p.compliance_set_a,
-        keys(
-            amplitude="v_set", width="width_set_s", count="count_set", compliance="compliance_set_a"
-        ),
-    )
+    yield _reset(p, cells)
+    yield _set(p, cells)
 
 
 def switching_plan(p: SwitchingParams, caps):
