@@ -146,8 +146,19 @@ def drive(backend: HardwareBackend, lab: MockLab, requests, tally: Tally) -> Non
             getattr(e, "transactions", 0) for n, e in lab.emulators.items() if n not in lab.servers
         )
 
+    def settle() -> None:
+        # A write has no reply, so the server may count the last command of the previous
+        # request after this one began: one query per connection (answered in order, after
+        # every earlier line) makes the counts final before they are compared.
+        for smu in backend.station.smus.values():
+            smu.output_is_on()
+        if backend.station.matrix is not None:
+            backend.station.matrix.connections()
+
     for req in requests:
         lab.chip.applied = []
+        if lab.servers:
+            settle()
         before = wire()
         tally.requests += 1
         try:
