@@ -419,9 +419,9 @@ def _train(
 
             metrics = bars.drive(exp.train_epoch(epoch), f"epoch {epoch + 1}/{epochs}", on_step)
             rec.add("epoch", epoch, -1, {**metrics, **rec.tally()})
-            bar.update(1)
             if metrics:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+            bar.update(1)
             done = epoch + 1
             if done % every == 0 or done == epochs:
                 rec.commit(json.dumps(["train", unit_start]), done, state(done))
