@@ -148,7 +148,7 @@ class ExperimentConfig:
     ``train`` (``Experiment.train_config``) and ``deploy`` (``Experiment.deploy_config``)."""
 
     model: Any
-    train: TrainConfig
+    train: Any  # an instance of ``train_config`` (a TrainConfig subclass): epochs, seed ...
     deploy: Any
 
 
