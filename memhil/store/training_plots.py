@@ -38,7 +38,8 @@ def _require(df: pd.DataFrame, phase: str) -> pd.DataFrame:
 
 def plot_learning_curve(df: pd.DataFrame, path: str | Path) -> Path:
     """Each per-epoch metric against the epoch (one panel per metric), with the final
-    value on the backend (o) and in float (x) at the end where the run has them."""
+    test value on the backend (o) and in float (x) half an epoch after the last where the
+    run has them (``accuracy`` on the ``val_accuracy`` panel)."""
     ep = _require(df, "epoch")
     ep = ep[~ep["metric"].isin(TALLY_METRICS)]
     metrics = list(dict.fromkeys(ep["metric"]))
@@ -49,10 +50,12 @@ def plot_learning_curve(df: pd.DataFrame, path: str | Path) -> Path:
         s = ep[ep["metric"] == m].sort_values("epoch")
         ax.plot(s["epoch"] + 1, s["value"], "-o", ms=3, label="training")
         for phase, marker in (("backend", "o"), ("float", "x")):
-            fin = df[(df["phase"] == phase) & (df["metric"] == m)]
+            # a validation curve (val_accuracy) ends with the final test value (accuracy)
+            final = m[4:] if m.startswith("val_") and m[4:] not in metrics else m
+            fin = df[(df["phase"] == phase) & (df["metric"] == final)]
             if len(fin):
                 x = int(fin["epoch"].iloc[0]) + 0.5
-                ax.plot([x], [fin["value"].iloc[0]], marker, ms=8, label=f"final, {phase}")
+                ax.plot([x], [fin["value"].iloc[0]], marker, ms=8, label=f"test {final}, {phase}")
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
