@@ -70,9 +70,9 @@ def run(
         # 1. characterize: two pulse-train runs, one to build from, one held out
         for _ in range(2):
             run_protocol_file(HERE / "pulse_trains.yaml", backend=chip, db=db, progress=False)
-        with RunStore(db) as store:
-            ids = store.run_ids()[-2:]
-            build, held = (traces_from_run(store, r) for r in ids)
+        with RunStore(db) as runs:
+            ids = runs.run_ids()[-2:]
+            build, held = (traces_from_run(runs, r) for r in ids)
         twin = build_empirical([build], source=f"{db} run {ids[0]}").device_config()
         fidelity = {
             name: check_model(build_device_model(spec), held)
