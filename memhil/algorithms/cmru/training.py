@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from memhil.algorithms.cmru.diagnostics import CellInputRecorder, gradient_norms
 from memhil.algorithms.cmru.units import CandidatePerturbation, EpsSchedule
+from memhil.algorithms.metrics import PredictionSummary, prediction_summary
 from memhil.datasets.containers import Split
 
 
@@ -35,18 +37,24 @@ class TrainConfig:
     window: int = 20
     #: evaluate the whole training split at the end (costly for long sequences)
     eval_train: bool = True
+    #: record :mod:`~memhil.algorithms.cmru.diagnostics` every this many steps (0: never)
+    diagnostics_every: int = 0
 
 
 @dataclass
 class TrainResult:
     """Loss (and mini-batch accuracy) per step and the final accuracies (test where a split
-    was given); ``steps`` is the number of updates actually made."""
+    was given); ``steps`` is the number of updates actually made. ``test_predictions`` is
+    the histogram and collapse flag of the test predictions; ``diagnostics`` one dict per
+    recorded step (``step``, gradient norms per group, memory-unit statistics)."""
 
     losses: list[float] = field(default_factory=list)
     batch_accuracies: list[float] = field(default_factory=list)
     steps: int = 0
     train_accuracy: float = float("nan")
     test_accuracy: float = float("nan")
+    test_predictions: PredictionSummary | None = None
+    diagnostics: list[dict[str, float]] = field(default_factory=list)
 
 
 def _is_recurrent(name: str) -> bool:
@@ -61,6 +69,35 @@ def loss_and_correct(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
     target = y.to(logits.dtype)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
     return loss, ((logits > 0) == (y > 0)).sum(), y.numel()
+
+
+def _predictions(logits: Tensor, y: Tensor) -> Tensor:
+    return logits.argmax(-1) if y.dim() == 1 else (logits > 0).long()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, *, batch_size: int = 256) -> tuple[Tensor, int]:
+    """(predictions, number of classes) of ``model`` (eval mode) on ``split``: class indices
+    for sequence labels, 0/1 per step and bit for bit targets."""
+    was_training = model.training
+    model.eval()
+    out = []
+    n_classes = 2
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+        lengths = None if split.lengths is None else split.lengths[i : i + batch_size]
+        logits = model(x, lengths)
+        n_classes = logits.shape[-1] if y.dim() == 1 else 2
+        out.append(_predictions(logits, y))
+    model.train(was_training)
+    return torch.cat(out), n_classes
+
+
+def summarize_predictions(model: nn.Module, split: Split) -> PredictionSummary:
+    """Histogram and collapse flag of ``model``'s predictions on ``split``."""
+    preds, n_classes = predict(model, split)
+    labels = split.y if split.y.dim() == 1 else (split.y > 0).long()
+    return prediction_summary(preds, n_classes, labels)
 
 
 @torch.no_grad()
@@ -112,14 +149,23 @@ def train(
     result = TrainResult()
     model.train()
     n = len(train_split)
+    recorder = CellInputRecorder(model) if cfg.diagnostics_every > 0 else None
     for step in range(cfg.steps):
         if cfg.eps_schedule is not None:
             cfg.eps_schedule.apply(model, step)
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
         batch = train_split.subset(idx)
+        diagnose = recorder is not None and step % cfg.diagnostics_every == 0
+        if recorder is not None:
+            recorder.active = diagnose
         loss, correct, count = loss_and_correct(model(batch.x, batch.lengths), batch.y)
         opt.zero_grad()
         loss.backward()
+        if diagnose:
+            assert recorder is not None
+            result.diagnostics.append(
+                {"step": float(step), **gradient_norms(model), **recorder.statistics(batch.x)}
+            )
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         sched.step()
@@ -133,8 +179,11 @@ def train(
             and sum(recent) / cfg.window >= cfg.stop_accuracy
         ):
             break
+    if recorder is not None:
+        recorder.remove()
     if cfg.eval_train:
         result.train_accuracy = evaluate(model, train_split)
     if test_split is not None:
         result.test_accuracy = evaluate(model, test_split)
+        result.test_predictions = summarize_predictions(model, test_split)
     return result
