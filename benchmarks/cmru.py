@@ -46,7 +46,8 @@ from memhil.algorithms.cmru.backbone import (
     state_size_for_budget,
 )
 from memhil.algorithms.cmru.deploy import noise_robustness
-from memhil.algorithms.cmru.training import TrainConfig, train
+from memhil.algorithms.cmru.training import TrainConfig, evaluate, train
+from memhil.algorithms.metrics import format_accuracy, steps_to_converge
 from memhil.datasets import (
     copy_first_input,
     delayed_recall,
@@ -63,6 +64,9 @@ MODELS = {
     "minGRU": "mingru",
 }
 D_MODEL, D_STATE_REF, MLP_RATIO = 16, 16, 2
+MEMORY_UNITS = ("bmru", "cmru", "acmru_learned")
+DIAGNOSTICS_EVERY = 25  # steps between diagnostics records (one extra scan of the batch)
+LENGTH_TASKS, LENGTH_FACTORS = ("copy", "flipflop", "recall"), (2, 10)
 DIGITS_POSITIONAL_DIMS = 32
 
 
@@ -139,13 +143,13 @@ def main() -> None:
     noise_tasks = ("recall", "flipflop")
     rows = []
     noise_models = {task: {name: [] for name in MODELS} for task in noise_tasks}
-    header = f"{'task':<10}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<22}{'conv.':>6}  {'steps':>6}"
+    header = f"{'task':<10}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<30}{'conv.':>6}  {'steps':>6}"
     print(header)
     print("-" * len(header))
     for st in settings:
         data = make_data(st.task, st.seq_len, n_train, n_test, seed=0)
         for name, kind in MODELS.items():
-            accs, steps, params = [], [], 0
+            accs, steps, params, preds, diags, to_conv, longer = [], [], 0, [], [], [], []
             for seed in range(seeds):
                 model = build_model(kind, data, d_states[name], seed, st.task)
                 params = count_parameters(model)
@@ -156,13 +160,22 @@ def main() -> None:
                     seed=seed,
                     stop_accuracy=0.99,
                     eval_train=False,
+                    diagnostics_every=DIAGNOSTICS_EVERY if kind in MEMORY_UNITS else 0,
                 )
                 result = train(model, data.train, cfg, data.test)
+                assert result.test_predictions is not None  # a test split was given
                 accs.append(result.test_accuracy)
                 steps.append(result.steps)
+                preds.append(result.test_predictions.as_dict())
+                diags.append(result.diagnostics)
+                to_conv.append(_steps_to_converge(result.batch_accuracies, st.threshold))
+                if st.task in LENGTH_TASKS and st.seq_len == settings[0].seq_len:
+                    longer.append(_length_generalisation(model, st, n_test))
                 if st.task in noise_tasks and st.seq_len == settings[0].seq_len:
                     noise_models[st.task][name].append((model, data.test))
-            conv = sum(a >= st.threshold for a in accs) / len(accs)
+            collapsed = [p["collapsed"] for p in preds]
+            # a collapsed run (constant predictor) never counts as converged
+            conv = sum(a >= st.threshold and not c for a, c in zip(accs, collapsed)) / len(accs)
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             row = {
                 "task": st.task,
@@ -174,13 +187,22 @@ def main() -> None:
                 "sd": sd,
                 "converged": conv,
                 "steps": steps,
+                "steps_to_converge": to_conv,
+                "collapsed": collapsed,
+                "predictions": preds,
+                "diagnostics": diags,
+                "length_generalisation": longer,
             }
             rows.append(row)
+            acc = format_accuracy(row["mean"], sd, sum(collapsed), len(accs))
             print(
                 f"{st.task:<10}{st.seq_len:>5}  {name:<7}{params:>7}  "
-                f"{row['mean']:.3f} ± {sd:.3f}{'':<9}{conv:>6.2f}  {statistics.mean(steps):>6.0f}",
+                f"{acc:<30}{conv:>6.2f}  {statistics.mean(steps):>6.0f}",
                 flush=True,
             )
+
+    _print_length_generalisation(rows)
+    _print_diagnostics(rows)
 
     cand_stds, weight_stds = (0.0, 0.1, 0.3, 1.0), (0.0, 0.02, 0.05, 0.1)
     noise = {}
@@ -223,6 +245,94 @@ def main() -> None:
         json.dumps({"rows": rows, "noise": noise, "d_states": d_states, "wall_s": wall}, indent=1)
     )
     _plot(rows, out / ("accuracy_quick.png" if args.quick else "accuracy.png"))
+
+
+def _steps_to_converge(batch_accuracies: list[float], threshold: float) -> int | None:
+    """First step after which the 20-step mean mini-batch accuracy stays >= ``threshold``."""
+    return steps_to_converge(batch_accuracies, target=1.0, margin=1.0 - threshold, window=20)
+
+
+def _length_generalisation(model: RecurrentBackbone, st: Setting, n_test: int) -> dict[str, float]:
+    """Test accuracy of a model trained at T on fresh test sequences of 2T and 10T (the
+    same generator; the cue window and flip rate scale with T as the generator defines)."""
+    out = {}
+    for factor in LENGTH_FACTORS:
+        out[f"{factor}T"] = evaluate(
+            model, _test_split(st.task, factor * st.seq_len, n_test), batch_size=64
+        )
+    return out
+
+
+_TEST_SPLITS: dict[tuple[str, int, int], object] = {}
+
+
+def _test_split(task: str, seq_len: int, n_test: int):
+    """A test split of ``task`` at ``seq_len`` (generated once per length)."""
+    key = (task, seq_len, n_test)
+    if key not in _TEST_SPLITS:
+        _TEST_SPLITS[key] = make_data(task, seq_len, 2, n_test, seed=1).test
+    return _TEST_SPLITS[key]
+
+
+def _print_length_generalisation(rows: list[dict]) -> None:
+    """Train at T, test at 2T and 10T (mean ± sd over seeds)."""
+    rows = [r for r in rows if r["length_generalisation"]]
+    if not rows:
+        return
+    print(
+        "\nlength generalisation: trained at T, tested at "
+        + ", ".join(f"{f}T" for f in LENGTH_FACTORS)
+    )
+    head = f"{'task':<10}{'T':>5}  {'model':<7}{'at T':>14}" + "".join(
+        f"{f'at {f}T':>16}" for f in LENGTH_FACTORS
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        cells = []
+        for f in LENGTH_FACTORS:
+            v = [g[f"{f}T"] for g in r["length_generalisation"]]
+            cells.append(
+                f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.3f}"
+            )
+        at_t = f"{r['mean']:.3f} ± {r['sd']:.3f}"
+        flag = f" [{sum(r['collapsed'])} collapsed at T]" if any(r["collapsed"]) else ""
+        print(
+            f"{r['task']:<10}{r['T']:>5}  {r['model']:<7}{at_t:>14}"
+            + "".join(f"{c:>16}" for c in cells)
+            + flag,
+            flush=True,
+        )
+
+
+def _print_diagnostics(rows: list[dict]) -> None:
+    """Memory units: units switching on every blank step and mean |s_T| at the first and the
+    last recorded training step, largest cell-gradient norm, steps-to-converge per seed."""
+    rows = [r for r in rows if any(r["diagnostics"])]
+    if not rows:
+        return
+    print(
+        "\nmemory-unit diagnostics (mean over seeds; first -> last recorded step): units switching"
+        " on every blank step, mean |s_T|, max cell-gradient norm; steps-to-converge per seed"
+    )
+    head = f"{'task':<10}{'T':>5}  {'model':<7}{'blank units':>14}{'|s_T|':>16}{'grad cell':>11}  steps-to-converge"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        d = [seed for seed in r["diagnostics"] if seed]
+
+        def ends(key: str, d: list[list[dict]] = d) -> str:
+            a = statistics.mean(s[0].get(key, float("nan")) for s in d)
+            b = statistics.mean(s[-1].get(key, float("nan")) for s in d)
+            return f"{a:.1f} -> {b:.1f}"
+
+        grad = max(x.get("grad_norm_cell", 0.0) for s in d for x in s)
+        conv = " ".join("-" if c is None else str(c) for c in r["steps_to_converge"])
+        print(
+            f"{r['task']:<10}{r['T']:>5}  {r['model']:<7}{ends('units_switching_every_blank'):>14}"
+            f"{ends('abs_s_T_mean'):>16}{grad:>11.2g}  {conv}",
+            flush=True,
+        )
 
 
 def _plot(rows: list[dict], path: Path) -> None:

@@ -36,6 +36,7 @@ from memhil.algorithms.eqprop.training import (
     IdealConductances,
     init_conductances,
 )
+from memhil.algorithms.metrics import prediction_summary
 from memhil.backends.sim import SimBackend
 from memhil.datasets import digits, iris, standardize
 
@@ -79,6 +80,8 @@ def run_one(model: str, ratio: float, seed: int, args, data, sizes) -> dict:
         store.program(init_conductances(spec, g_min, g_max, seed=seed))
     trainer = EqPropTrainer(ResistiveNetwork(spec, g_max), store, cfg, seed=seed)
     hist = trainer.fit(data, args.epochs)
+    test_logits = trainer.net.outputs(trainer.net.solve(store.read(), data.test.x))
+    predictions = prediction_summary(test_logits.argmax(1), data.n_classes, data.test.y)
     if model != "ideal":
         fid = store.update_fidelity
         fidelity = sum(c for c, _ in fid) / max(1, len(fid))
@@ -89,6 +92,7 @@ def run_one(model: str, ratio: float, seed: int, args, data, sizes) -> dict:
         "test_acc": hist.test_acc,
         "train_loss": hist.train_loss,
         "final_test_acc": hist.test_acc[-1],
+        **predictions.as_dict(),
         "fidelity_cos": fidelity,
         "wall_s": time.perf_counter() - t0,
     }
@@ -104,7 +108,10 @@ def table(results: list[dict], models, ratios, key: str, fmt) -> str:
                 [x[key] for x in results if x["model"] == m and x["ratio"] == r],
                 dtype=torch.float64,
             )
-            row += f"{fmt(vals):>16}"
+            n_coll = sum(x["collapsed"] for x in results if x["model"] == m and x["ratio"] == r)
+            # a collapsed run's accuracy never stands without the flag beside it
+            flag = f" [{n_coll} collapsed]" if n_coll and key == "final_test_acc" else ""
+            row += f"{fmt(vals):>16}{flag}"
         lines.append(row)
     return "\n".join(lines)
 

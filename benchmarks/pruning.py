@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from memhil.algorithms.metrics import prediction_summary
 from memhil.algorithms.pruning.edge_popup import (
     FloatWeight,
     ProgrammedWeight,
@@ -121,6 +122,9 @@ def _scores(task: Task, model, split, read_indices=(0,)) -> dict[str, float]:
             z = _forward(model, split.x, split.lengths if task.seq else None)
             if "accuracy" in task.metrics:
                 out["accuracy"].append(float((z.argmax(-1) == split.y).float().mean()))
+                # a (near-)constant predictor: one class takes >= 90 % of the predictions
+                summary = prediction_summary(z.argmax(-1), z.shape[-1], split.y)
+                out.setdefault("collapsed", []).append(float(summary.collapsed))
             else:
                 p = F.softmax(z, 1)[:, 1].flatten().numpy()
                 y = split.y.flatten().numpy()
@@ -213,7 +217,7 @@ def run_task(task: Task, seed: int) -> dict:
                     )
             runs.append(_scores(task, noisy, task.data.test))
         key = f"noisy_{round(p * 100)}" + ("" if ref == "target" else "_window")
-        res[key] = {m: sum(r[m] for r in runs) / len(runs) for m in task.metrics}
+        res[key] = {m: sum(r[m] for r in runs) / len(runs) for m in runs[0]}
     return res
 
 
@@ -239,8 +243,9 @@ def table(results: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in results:
         for i, m in enumerate(r["metrics"]):
+            # "c": a collapsed run (one class takes >= 90 % of the test predictions)
             row = f"{r['task'] if i == 0 else '':<26}{m:<9}" + "".join(
-                f"{100 * r[k][m]:>10.1f}" for k, _ in COLUMNS
+                f"{100 * r[k][m]:>9.1f}{'c' if r[k].get('collapsed') else ' '}" for k, _ in COLUMNS
             )
             if i == 0:
                 ops = [r[f"{k}_flips"] for k in ("pruned_sl", "pruned_sl5", "pruned")]
@@ -305,7 +310,8 @@ def main(argv=None) -> None:
         "relative write noise (n15%win: sigma = 15 % of the 1-40 uS window); "
         "SL = switch limiting, threshold 1 % -> 0.7 % (paper), SLx5 = "
         "5 % -> 3.5 %;\nops = mask flips during training (SET/RESET events), ratio = noSL/SL "
-        f"ops; deployRST = RESET pulses of the final deployment; wall {time.time() - t0:.0f} s"
+        f"ops; deployRST = RESET pulses of the final deployment; c = collapsed (one class takes "
+        f">= 90 % of the test predictions); wall {time.time() - t0:.0f} s"
     )
     (args.out / "pruning.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out)

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BENCHMARKS = ["mars", "cmru", "eprop_pcm", "eqprop_memristors", "pruning"]
+BENCHMARKS = ["mars", "cmru", "cmru_budget", "eprop_pcm", "eqprop_memristors", "pruning"]
 
 
 @pytest.mark.slow
