@@ -20,7 +20,13 @@ on a 2-core machine shared with one other job, one thread (two seed processes in
 were measured to take twice as long each there, so the runs are sequential).
 
 Convergence criterion: test accuracy ≥ 0.95 on the retention tasks (flip-flop: per-step bit
-accuracy), ≥ 0.80 on sequential digits. Noise tables: the delayed-recall (T = 100) models of
+accuracy), ≥ 0.80 on sequential digits, and not collapsed: a run whose test predictions are
+≥ 90 % one class (a constant predictor) is printed ``[k/n collapsed]`` beside its mean and
+never counts as converged. Steps-to-converge per seed: first step after which the 20-step
+mean mini-batch accuracy stays ≥ the threshold. Memory-unit diagnostics every 25 steps
+(units switching on every blank step, mean |s_T|, cell-gradient norm), and length
+generalisation: the T = 100 models tested on fresh sequences of 2T and 10T. The T = 1000
+budget question is ``benchmarks/cmru_budget.py``'s. Noise tables: the delayed-recall (T = 100) models of
 every seed and the flip-flop (T = 100) models, evaluated with Gaussian noise on the candidate
 (std relative to its RMS) and on every weight matrix (std relative to the matrix's max |w|),
 mean over 3 draws.
@@ -46,7 +52,7 @@ from memhil.algorithms.cmru.backbone import (
     state_size_for_budget,
 )
 from memhil.algorithms.cmru.deploy import noise_robustness
-from memhil.algorithms.cmru.training import TrainConfig, evaluate, train
+from memhil.algorithms.cmru.training import TrainConfig, evaluate, summarize_predictions, train
 from memhil.algorithms.metrics import format_accuracy, steps_to_converge
 from memhil.datasets import (
     copy_first_input,
@@ -255,11 +261,11 @@ def _steps_to_converge(batch_accuracies: list[float], threshold: float) -> int |
 def _length_generalisation(model: RecurrentBackbone, st: Setting, n_test: int) -> dict[str, float]:
     """Test accuracy of a model trained at T on fresh test sequences of 2T and 10T (the
     same generator; the cue window and flip rate scale with T as the generator defines)."""
-    out = {}
+    out: dict[str, float] = {}
     for factor in LENGTH_FACTORS:
-        out[f"{factor}T"] = evaluate(
-            model, _test_split(st.task, factor * st.seq_len, n_test), batch_size=64
-        )
+        split = _test_split(st.task, factor * st.seq_len, n_test)
+        out[f"{factor}T"] = evaluate(model, split, batch_size=64)
+        out[f"{factor}T_collapsed"] = float(summarize_predictions(model, split).collapsed)
     return out
 
 
@@ -283,8 +289,8 @@ def _print_length_generalisation(rows: list[dict]) -> None:
         "\nlength generalisation: trained at T, tested at "
         + ", ".join(f"{f}T" for f in LENGTH_FACTORS)
     )
-    head = f"{'task':<10}{'T':>5}  {'model':<7}{'at T':>14}" + "".join(
-        f"{f'at {f}T':>16}" for f in LENGTH_FACTORS
+    head = f"{'task':<10}{'T':>5}  {'model':<7}{'at T':>30}" + "".join(
+        f"{f'at {f}T':>30}" for f in LENGTH_FACTORS
     )
     print(head)
     print("-" * len(head))
@@ -292,15 +298,13 @@ def _print_length_generalisation(rows: list[dict]) -> None:
         cells = []
         for f in LENGTH_FACTORS:
             v = [g[f"{f}T"] for g in r["length_generalisation"]]
-            cells.append(
-                f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.3f}"
-            )
-        at_t = f"{r['mean']:.3f} ± {r['sd']:.3f}"
-        flag = f" [{sum(r['collapsed'])} collapsed at T]" if any(r["collapsed"]) else ""
+            n_coll = int(sum(g[f"{f}T_collapsed"] for g in r["length_generalisation"]))
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            cells.append(format_accuracy(statistics.mean(v), sd, n_coll, len(v)))
+        at_t = format_accuracy(r["mean"], r["sd"], sum(r["collapsed"]), len(r["collapsed"]))
         print(
-            f"{r['task']:<10}{r['T']:>5}  {r['model']:<7}{at_t:>14}"
-            + "".join(f"{c:>16}" for c in cells)
-            + flag,
+            f"{r['task']:<10}{r['T']:>5}  {r['model']:<7}{at_t:>30}"
+            + "".join(f"{c:>30}" for c in cells),
             flush=True,
         )
 
@@ -324,7 +328,7 @@ def _print_diagnostics(rows: list[dict]) -> None:
         def ends(key: str, d: list[list[dict]] = d) -> str:
             a = statistics.mean(s[0].get(key, float("nan")) for s in d)
             b = statistics.mean(s[-1].get(key, float("nan")) for s in d)
-            return f"{a:.1f} -> {b:.1f}"
+            return "-" if a != a else f"{a:.1f} -> {b:.1f}"  # NaN: the task has no blank steps
 
         grad = max(x.get("grad_norm_cell", 0.0) for s in d for x in s)
         conv = " ".join("-" if c is None else str(c) for c in r["steps_to_converge"])

@@ -438,6 +438,10 @@ def _train(
     rec.commit(json.dumps(["deploy"]), epochs, None, deployed=True)
 
 
+#: metrics.PredictionSummary.metrics(): shown as a flag beside the headline, not as numbers
+_COLLAPSE = ("collapsed", "top_class_fraction", "majority_fraction")
+
+
 def training_summary(df: Any, md: Mapping[str, Any]) -> list[str]:
     """A training run in a few lines with units: algorithm, dataset, epochs, the headline
     metric on the backend and in float, the learning curve's ends, pulses and energy."""
@@ -467,9 +471,14 @@ def training_summary(df: Any, md: Mapping[str, Any]) -> list[str]:
     b, f = final("backend"), final("float")
     if b or f:
         parts = [f"{head} {fmt(head, b[head])} on the backend" if head in b else ""]
+        if b.get("collapsed"):  # a constant predictor's accuracy never stands unflagged
+            parts[0] += (
+                f" [COLLAPSED: one class takes {100 * b['top_class_fraction']:.0f} % of the test "
+                f"predictions; a constant predictor scores {100 * b['majority_fraction']:.1f} %]"
+            )
         if head in f:
             parts.append(f"{fmt(head, f[head])} in float")
-        others = [f"{k} {fmt(k, v)}" for k, v in b.items() if k != head]
+        others = [f"{k} {fmt(k, v)}" for k, v in b.items() if k != head and k not in _COLLAPSE]
         lines.append(
             "  final     "
             + ", ".join(p for p in parts if p)

@@ -90,3 +90,24 @@ def test_steps_to_converge_reports_recorded_step_numbers():
     assert steps_to_converge(curve, target=1.0, margin=0.0, window=1, steps=[10, 20, 30, 40]) == 30
     with pytest.raises(ValueError, match="3 step numbers for a curve of 4"):
         steps_to_converge(curve, margin=0.1, steps=[1, 2, 3])
+
+
+def test_a_training_run_summary_flags_a_collapsed_final_accuracy():
+    import pandas as pd
+
+    from memhil.runs.experiment_run import training_summary
+
+    rows = [
+        ("backend", 1, -1, "accuracy", 66 / 256),
+        ("backend", 1, -1, "collapsed", 1.0),
+        ("backend", 1, -1, "top_class_fraction", 1.0),
+        ("backend", 1, -1, "majority_fraction", 66 / 256),
+        ("float", 1, -1, "accuracy", 66 / 256),
+    ]
+    df = pd.DataFrame(rows, columns=["phase", "epoch", "step", "metric", "value"])
+    final = next(line for line in training_summary(df, {}) if "final" in line)
+    assert "accuracy 25.8 % on the backend [COLLAPSED: one class takes 100 %" in final
+    assert "a constant predictor scores 25.8 %]" in final
+    assert "top_class_fraction" not in final  # the flag, not the raw numbers
+    df.loc[df["metric"] == "collapsed", "value"] = 0.0
+    assert "COLLAPSED" not in next(line for line in training_summary(df, {}) if "final" in line)

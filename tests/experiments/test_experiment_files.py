@@ -115,7 +115,15 @@ def test_a_training_run_on_the_mock_lab_records_the_same_kind_of_run(experiment_
     # every flip is one SET or RESET pulse on top of prepare's (form, RESET, SET, prune)
     assert tally["set_pulses"] + tally["reset_pulses"] >= float(flips.iloc[0]) > 0
     assert {n for n, _, _ in arrays} == {"g_s.tile0", "g_s.tile0.deployed"}
-    assert len(df[df["phase"] == "backend"]) == 1
+    backend = df[df["phase"] == "backend"].set_index("metric")["value"]
+    # the accuracy once, with the collapse flag of its test predictions beside it
+    assert set(backend.index) == {
+        "accuracy",
+        "collapsed",
+        "top_class_fraction",
+        "majority_fraction",
+    }
+    assert backend["collapsed"] in (0.0, 1.0)
 
 
 def test_the_file_loads_with_the_dataset_options_applied():

@@ -43,6 +43,7 @@ from memhil.algorithms.experiment import (
     no_steps,
     register_algorithm,
 )
+from memhil.algorithms.metrics import prediction_summary
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
@@ -261,8 +262,10 @@ class EqPropExperiment(Experiment):
     def _scores(self, g: Sequence[torch.Tensor]) -> dict[str, float]:
         x, y = self.data.test.x.double(), self.data.test.y
         v = self.net.solve(list(g), x)
-        acc = float((self.net.outputs(v).argmax(1) == y).double().mean())
-        return {"accuracy": acc, "loss_v2": float(self.net.loss(v, y).mean())}
+        pred = self.net.outputs(v).argmax(1)
+        acc = float((pred == y).double().mean())
+        collapse = prediction_summary(pred, self.data.n_classes, y).metrics()
+        return {"accuracy": acc, "loss_v2": float(self.net.loss(v, y).mean()), **collapse}
 
     def evaluate(self) -> dict[str, float]:
         """Test accuracy of the network on the conductances read from the backend."""

@@ -32,6 +32,7 @@ from memhil.algorithms.experiment import (
     check_pulse_request,
     register_algorithm,
 )
+from memhil.algorithms.metrics import prediction_summary
 from memhil.algorithms.pruning.edge_popup import (
     FormingRecipe,
     HardwareWeights,
@@ -332,10 +333,17 @@ class PruningExperiment(Experiment):
         return {"loss": sum(losses) / len(y), "val_accuracy": val, "flips": float(flips)}
 
     def _accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        return self._scores(x, y)["accuracy"]
+
+    def _scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Accuracy and the collapse flag of the test predictions (metrics.prediction_summary)."""
         self.net.eval()
         set_read_index(self.net, 0)
         with torch.no_grad():
-            return float((self.net(x).argmax(-1) == y).float().mean())
+            z = self.net(x)
+        pred = z.argmax(-1)
+        collapse = prediction_summary(pred, z.shape[-1], y).metrics()
+        return {"accuracy": float((pred == y).float().mean()), **collapse}
 
     def deploy(self) -> Work:
         masks = masks_of(self.net)
@@ -350,17 +358,17 @@ class PruningExperiment(Experiment):
         per sample to at most ``INFERENCE_V`` volts on the rows)."""
         self.net.attach(self.backend, self.mappings)
         try:
-            acc = self._accuracy(self.data.test.x.float(), self.data.test.y)
+            scores = self._scores(self.data.test.x.float(), self.data.test.y)
         finally:
             self.net.attach(None)
-        return {"accuracy": acc}
+        return scores
 
     def evaluate_float(self) -> dict[str, float]:
         """Test accuracy on the last readouts of each state, without read noise."""
         for i, src in enumerate(self._sources()):
             src.keep = self.bank_keep[i][None].clone()
             src.prune = self.bank_prune[i][None].clone()
-        return {"accuracy": self._accuracy(self.data.test.x.float(), self.data.test.y)}
+        return self._scores(self.data.test.x.float(), self.data.test.y)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
