@@ -111,7 +111,8 @@ def report(rows: list[dict], margin: float) -> None:
             acc = format_accuracy(mean, sd, n_coll, len(rs)) + f" (n={len(rs)})"
             print(f"{name:<7}{budget:>7}  {acc:<34}{delta:>9}  {conv}", flush=True)
             prev = mean
-    print(f"* doubling the budget moved the mean accuracy by more than the margin {margin}")
+    if len({r["budget"] for r in rows}) > 1:
+        print(f"* doubling the budget moved the mean accuracy by more than the margin {margin}")
 
 
 def main() -> None:
@@ -174,7 +175,9 @@ def main() -> None:
                 print(
                     f"  {name} B={budget} seed {seed}: acc {row['acc']:.3f}"
                     f"{' COLLAPSED' if row['collapsed'] else ''} histogram {row['histogram']}, "
-                    f"{row['steps']} steps (converged at {row['steps_to_converge']}), "
+                    f"{row['steps']} steps (converged at {row['steps_to_converge']})"
+                    + (f" after {row['curriculum_steps']} at T = 100" if args.curriculum else "")
+                    + ", "
                     f"units switching every blank {d0.get('units_switching_every_blank', float('nan')):.1f}"
                     f" -> {d1.get('units_switching_every_blank', float('nan')):.1f}, "
                     f"mean |s_T| {d0.get('abs_s_T_mean', float('nan')):.0f} -> "
