@@ -150,6 +150,7 @@ def main() -> None:
     rows = []
     noise_models = {task: {name: [] for name in MODELS} for task in noise_tasks}
     header = f"{'task':<10}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<30}{'conv.':>6}  {'steps':>6}"
+    header += "  steps-to-converge per seed"
     print(header)
     print("-" * len(header))
     for st in settings:
@@ -203,7 +204,8 @@ def main() -> None:
             acc = format_accuracy(row["mean"], sd, sum(collapsed), len(accs))
             print(
                 f"{st.task:<10}{st.seq_len:>5}  {name:<7}{params:>7}  "
-                f"{acc:<30}{conv:>6.2f}  {statistics.mean(steps):>6.0f}",
+                f"{acc:<30}{conv:>6.2f}  {statistics.mean(steps):>6.0f}  "
+                + " ".join("-" if c is None else str(c) for c in to_conv),
                 flush=True,
             )
 
