@@ -291,8 +291,8 @@ def _print_length_generalisation(rows: list[dict]) -> None:
         "\nlength generalisation: trained at T, tested at "
         + ", ".join(f"{f}T" for f in LENGTH_FACTORS)
     )
-    head = f"{'task':<10}{'T':>5}  {'model':<7}{'at T':>30}" + "".join(
-        f"{f'at {f}T':>30}" for f in LENGTH_FACTORS
+    head = f"{'task':<10}{'T':>5}  {'model':<7}  {'at T':<30}" + "".join(
+        f"{f'at {f}T':<30}" for f in LENGTH_FACTORS
     )
     print(head)
     print("-" * len(head))
@@ -305,8 +305,8 @@ def _print_length_generalisation(rows: list[dict]) -> None:
             cells.append(format_accuracy(statistics.mean(v), sd, n_coll, len(v)))
         at_t = format_accuracy(r["mean"], r["sd"], sum(r["collapsed"]), len(r["collapsed"]))
         print(
-            f"{r['task']:<10}{r['T']:>5}  {r['model']:<7}{at_t:>30}"
-            + "".join(f"{c:>30}" for c in cells),
+            f"{r['task']:<10}{r['T']:>5}  {r['model']:<7}  {at_t:<30}"
+            + "".join(f"{c:<30}" for c in cells),
             flush=True,
         )
 
