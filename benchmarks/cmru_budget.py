@@ -115,6 +115,20 @@ def report(rows: list[dict], margin: float) -> None:
         print(f"* doubling the budget moved the mean accuracy by more than the margin {margin}")
 
 
+def report_files(paths: list[Path], margin: float) -> None:
+    """The table of several results files (e.g. seeds run in parallel processes), one table
+    per curriculum setting."""
+    merged: dict[tuple, dict] = {}
+    for path in paths:
+        for r in json.loads(path.read_text())["rows"]:
+            merged[(r["model"], r["T"], r["budget"], r["seed"], r["curriculum_steps"] > 0)] = r
+    for curriculum in (False, True):
+        rows = [r for k, r in merged.items() if k[-1] == curriculum]
+        if rows:
+            print(f"\n{'with' if curriculum else 'without'} the T = 100 curriculum:")
+            report(rows, margin)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq-len", type=int, default=1000)
@@ -128,7 +142,17 @@ def main() -> None:
     ap.add_argument("--diagnostics-every", type=int, default=50)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/out/cmru_budget")
+    ap.add_argument(
+        "--report",
+        nargs="+",
+        metavar="JSON",
+        help="print the table of stored results files (rows merged; a run once per model, "
+        "budget, seed and curriculum) instead of training",
+    )
     args = ap.parse_args()
+    if args.report:
+        report_files([Path(p) for p in args.report], args.margin)
+        return
     if args.quick:
         args.seq_len, args.budgets, args.seeds, args.batch_size = 50, "20,40", 1, 16
         args.curriculum = min(args.curriculum, 20)
@@ -146,10 +170,11 @@ def main() -> None:
     data_short = (
         make_data("recall", short_len, n_train, n_test, seed=0) if args.curriculum else None
     )
-    tag = f"T{args.seq_len}" + (f"_curriculum{args.curriculum}" if args.curriculum else "")
-    tag += f"_seeds{args.first_seed}-{args.first_seed + args.seeds - 1}" + (
-        "_quick" if args.quick else ""
-    )
+    # one file per invocation: processes run side by side never share one
+    tag = f"T{args.seq_len}_{'-'.join(names)}_B{'-'.join(map(str, budgets))}"
+    tag += f"_curriculum{args.curriculum}" if args.curriculum else ""
+    tag += f"_seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"
+    tag += "_quick" if args.quick else ""
     out = Path(args.out) / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     print(
