@@ -14,7 +14,7 @@ papers' length curriculum). Diagnostics (units switching on every blank step, |s
 the first and last recorded step show the plateau's cause.
 
 Run: ``python benchmarks/cmru_budget.py --seq-len 1000 --budgets 300,600,1200 --seeds 5``
-(``--quick``: T = 50, budgets 20,40, 1 seed, a smoke run). Results append to
+(``--quick``: T = 50, budgets 10,20, 1 seed, a smoke run). Results append to
 ``benchmarks/out/cmru_budget/<tag>.json`` after every run, so a partial study survives.
 """
 
@@ -154,7 +154,7 @@ def main() -> None:
         report_files([Path(p) for p in args.report], args.margin)
         return
     if args.quick:
-        args.seq_len, args.budgets, args.seeds, args.batch_size = 50, "20,40", 1, 16
+        args.seq_len, args.budgets, args.seeds, args.batch_size = 50, "10,20", 1, 16
         args.curriculum = min(args.curriculum, 20)
     budgets = [int(b) for b in args.budgets.split(",")]
     if any(b2 != 2 * b1 for b1, b2 in zip(budgets, budgets[1:], strict=False)):
