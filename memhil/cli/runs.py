@@ -31,28 +31,15 @@ def _db(ctx: click.Context, db: str | None) -> str:
 
 
 def _protocol(md: dict) -> str:
-    """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry."""
-    cfg = md.get("protocol_config")
-    if isinstance(cfg, dict) and cfg.get("protocol"):
-        return str(cfg["protocol"])
-    p = md.get("protocol")
-    if isinstance(p, dict):
-        return str(p.get("name", "-"))
-    return str(p) if p else "-"
+    from memhil.store.run_facts import protocol_of  # the store loads QCoDeS: not at startup
+
+    return protocol_of(md)
 
 
 def _kind(md: dict) -> str:
-    """Where the run was measured: sim, mock_lab or station."""
-    ident = md.get("station_identity")
-    if isinstance(ident, dict) and ident.get("kind"):  # an open backend gives its class
-        kind = str(ident["kind"])
-        return "sim" if kind == "SimBackend" else kind
-    cfg = md.get("backend_config")
-    if cfg == "sim":
-        return "sim"
-    if isinstance(cfg, dict):
-        return next((k for k in ("sim", "mock_lab", "station") if k in cfg), "-")
-    return "-"
+    from memhil.store.run_facts import measured_on
+
+    return measured_on(md)
 
 
 def _date(t: float | None) -> str:

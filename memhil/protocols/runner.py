@@ -41,6 +41,12 @@ class ProtocolError(RuntimeError):
     """A plan cannot run on this backend (e.g. it needs a prober and there is none)."""
 
 
+class StopRequested(KeyboardInterrupt):
+    """A stop asked for from outside the process (the monitor's stop button): raised between
+    units, so it takes the Ctrl-C path (unit in flight already committed, safe state
+    entered, run left ``interrupted`` and resumable)."""
+
+
 class ProtocolLimitError(LimitError):
     """A LimitError raised by the pre-flight, naming the protocol parameters that set the
     refused request: ``protocol`` and ``params`` (parameter names; ``<pulse>``-style when
@@ -115,6 +121,7 @@ class Runner:
         progress: bool = True,
         safe_state: Callable[[], None] | None = None,
         max_preflight_ops: int = 5_000_000,
+        stop_requested: Callable[[], bool] | None = None,
     ):
         self.backend = backend
         self.sink = sink
@@ -122,6 +129,7 @@ class Runner:
         self.progress = progress
         self.safe_state = safe_state or backend.safe_state
         self.max_preflight_ops = max_preflight_ops
+        self.stop_requested = stop_requested  # asked before each unit starts
         self._stack: list[tuple[tuple, list, bool]] = []  # (key, buffered records, skipped)
         self._commands: dict[type, Handler] = {}
         for msg_type, handler in (
@@ -284,6 +292,8 @@ class Runner:
         if p.dry:
             return False
         done = self.journal is not None and self.journal.done(msg.key)
+        if not done and self.stop_requested is not None and self.stop_requested():
+            raise StopRequested(f"stop requested before unit {tuple(msg.key)!r}")
         if not done:  # a done unit is skipped by the plan: nothing to open or commit
             if self.journal is not None:  # durably "started" before its first operation
                 self.journal.start(tuple(msg.key))

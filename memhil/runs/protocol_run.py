@@ -47,6 +47,7 @@ from memhil.runs.protocol_file import (
     plain,
     resolve_backend_config,
 )
+from memhil.store.stop_request import clear_stop, stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -468,6 +469,8 @@ def run_protocol_file(
                 md = _metadata(pf, be, backend_cfg)
                 md["station_identity"] = station_identity(backend_cfg, None if own_backend else be)
                 md["column_map"] = {f: column_name(f) for f in fields if column_name(f) != f}
+                # what the pre-flight counted: the monitor's progress and ETA
+                md["preflight"] = {"records": summary.records, "units": summary.units}
                 writer = store.new_run(pf.name, keys=keys, values=values, metadata=md)
                 root_id = writer.run_id
                 done: set[tuple] = set()
@@ -477,6 +480,8 @@ def run_protocol_file(
                 done = set(store.completed_keys(root_id, keys))
             runner.sink = _StoreSink(writer, keys, done)
             runner.journal = _StoreJournal(writer, journal_path(db, root_id))
+            clear_stop(db, root_id)  # a request honoured before must not stop a resume
+            runner.stop_requested = functools.partial(stop_requested, db, root_id)
             try:
                 runner.run(pf.plan, preflight=summary)
             except BaseException as exc:
@@ -491,6 +496,8 @@ def run_protocol_file(
             try:
                 if writer is not None and not writer.closed:
                     writer.close(status)
+                if root_id is not None:
+                    clear_stop(db, root_id)
             finally:
                 if own_backend:
                     try:
