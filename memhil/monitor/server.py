@@ -215,50 +215,71 @@ class _Events(_Base):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
 
+    gone = False
+
+    def on_connection_close(self) -> None:
+        self.gone = True
+
     async def send(self, event: str, data: Any) -> None:
         self.write(f"event: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n")
         await self.flush()
 
+    async def heartbeat(self) -> None:
+        """A comment line: finds a page that went away, keeps proxies from timing out."""
+        self.write(": heartbeat\n\n")
+        await self.flush()
+
+    async def stream(self, step: Any) -> None:
+        """``await step()`` after each change of the store (at least once a second) until
+        the page goes away or the server stops."""
+        try:
+            while not self.gone:
+                await step()
+                await self.monitor.wait_change(1.0)
+        except (StreamClosedError, asyncio.CancelledError):
+            self.gone = True
+
 
 class RunsEvents(_Events):
     async def get(self) -> None:
-        last = None
-        try:
-            while True:
-                runs = self.monitor.view.runs()
-                # durations and ETAs of running runs move every second: resent then too
-                text = json.dumps(runs, allow_nan=False)
-                if text != last:
-                    await self.send("runs", {"runs": runs, "t": time.time()})
-                    last = text
-                else:
-                    self.write(": heartbeat\n\n")
-                    await self.flush()
-                await self.monitor.wait_change(1.0)
-        except StreamClosedError:
-            return
+        last: list[str] = [""]
+
+        async def step() -> None:
+            runs = self.monitor.view.runs()
+            # durations and ETAs of running runs move every second: resent then too
+            text = json.dumps(runs, allow_nan=False)
+            if text != last[0]:
+                await self.send("runs", {"runs": runs, "t": time.time()})
+                last[0] = text
+            else:
+                await self.heartbeat()
+
+        await self.stream(step)
 
 
 class RunEvents(_Events):
     async def get(self, run_id: str) -> None:
         view = self.monitor.view
         rid = int(run_id)
-        cursor = self._run_or_404(view.cursor_at, rid, int(self.get_argument("since", "0")))
-        last_entry = None
-        try:
-            while True:
-                cols, cursor = view.points(rid, cursor)
-                if cols["point"]:
-                    await self.send("points", {"next": cursor.n, "columns": cols})
-                entry = view.run_entry(rid)
-                entry["stop_requested"] = stop_requested(self.monitor.db, entry["id"])
-                text = json.dumps(entry, allow_nan=False)
-                if text != last_entry:
-                    await self.send("run", entry)
-                    last_entry = text
-                await self.monitor.wait_change(1.0)
-        except StreamClosedError:
-            return
+        state = {
+            "cursor": self._run_or_404(view.cursor_at, rid, int(self.get_argument("since", "0"))),
+            "entry": "",
+        }
+
+        async def step() -> None:
+            cols, state["cursor"] = view.points(rid, state["cursor"])
+            if cols["point"]:
+                await self.send("points", {"next": state["cursor"].n, "columns": cols})
+            entry = view.run_entry(rid)
+            entry["stop_requested"] = stop_requested(self.monitor.db, entry["id"])
+            text = json.dumps(entry, allow_nan=False)
+            if text != state["entry"]:
+                await self.send("run", entry)
+                state["entry"] = text
+            else:
+                await self.heartbeat()
+
+        await self.stream(step)
 
 
 def make_app(
@@ -294,14 +315,21 @@ class Served:
     """A monitor serving in a thread of its own (``memhil monitor`` serves in the main
     thread with ``serve``): ``url`` (with the token), ``token``, ``stop()``."""
 
-    def __init__(self, db: str | Path, host: str = "127.0.0.1", port: int = 0, poll_s: float = 0.1):
+    def __init__(
+        self,
+        db: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        poll_s: float = 0.1,
+        reads_need_token: bool | None = None,
+    ):
         import threading
 
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.token = new_token()
-        self._args = (db, host, port, poll_s)
+        self._args = (db, host, port, poll_s, reads_need_token)
         self._thread = threading.Thread(target=self._main, name="memhil-monitor", daemon=True)
         self._thread.start()
         self._ready.wait(60)
@@ -311,17 +339,20 @@ class Served:
             raise RuntimeError("the monitor did not start within 60 s")
 
     def _main(self) -> None:
-        db, host, port, poll_s = self._args
         try:
-            asyncio.run(self._serve(db, host, port, poll_s))
+            asyncio.run(self._serve(*self._args))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the starting thread
             self._error = exc
             self._ready.set()
 
-    async def _serve(self, db: Any, host: str, port: int, poll_s: float) -> None:
+    async def _serve(
+        self, db: Any, host: str, port: int, poll_s: float, reads_need_token: bool | None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        server, monitor, self.port = start_server(db, host, port, self.token, poll_s)
+        server, monitor, self.port = start_server(
+            db, host, port, self.token, poll_s, reads_need_token
+        )
         self.url = url_of(host, self.port, self.token)
         self._ready.set()
         try:
@@ -342,14 +373,22 @@ def url_of(host: str, port: int, token: str) -> str:
 
 
 def start_server(
-    db: str | Path, host: str, port: int, token: str, poll_s: float = 0.1
+    db: str | Path,
+    host: str,
+    port: int,
+    token: str,
+    poll_s: float = 0.1,
+    reads_need_token: bool | None = None,
 ) -> tuple[Any, Monitor, int]:
     """Bind ``host:port`` (0: a free port) and serve the monitor of ``db`` in the running
-    loop; returns the HTTP server, the Monitor and the port bound."""
+    loop; returns the HTTP server, the Monitor and the port bound. Reads need the token
+    too on any host but loopback (``reads_need_token`` overrides)."""
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
-    app, monitor = make_app(db, token=token, reads_need_token=not is_loopback(host), poll_s=poll_s)
+    if reads_need_token is None:
+        reads_need_token = not is_loopback(host)
+    app, monitor = make_app(db, token=token, reads_need_token=reads_need_token, poll_s=poll_s)
     sockets = bind_sockets(port, host)
     server = HTTPServer(app)
     server.add_sockets(sockets)

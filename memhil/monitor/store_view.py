@@ -55,7 +55,12 @@ def _parse(value: Any) -> Any:
 
 
 def _finite(x: Any) -> Any:
-    """JSON has no NaN or infinity: they travel as null."""
+    """JSON has no NaN or infinity: they travel as null (QCoDeS stores NaN as 'nan')."""
+    if isinstance(x, str):
+        try:
+            x = float(x)
+        except ValueError:
+            return x
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -288,9 +293,10 @@ class StoreView:
             cursor.n += len(rows)
             left -= len(rows)
             for j, c in enumerate(cols, start=1):
-                col = [_finite(r[j]) for r in rows]
                 if c == POINT or c in keys:
-                    col = [_key(v) for v in col]
+                    col = [_key(r[j]) for r in rows]
+                else:
+                    col = [_finite(r[j]) for r in rows]
                 out[c].extend(col)
             for c in names:
                 if c not in have:
@@ -336,14 +342,21 @@ class StoreView:
                             **{f"metric.{k}": v for k, v in (t.get("metrics") or {}).items()},
                         }
                     )
-        if not trials:  # a sweep that records its trials as points: one row per trial
+        cfg = md.get("sweep_config") or md.get("sweep") or {}
+        if not trials:  # a sweep that records one point per trial: axes named in its config
             pts, _ = self.points(run_id)
             keys, values = self._columns(run_id)
-            n = len(pts[POINT])
-            for i in range(n):
+            named = cfg.get("axes") if isinstance(cfg, dict) else None
+            axes_cols = list(named) if isinstance(named, (list, dict)) else keys
+            for i in range(len(pts[POINT])):
                 row: dict[str, Any] = {"trial": pts[POINT][i]}
-                row.update({f"param.{k}": pts[k][i] for k in keys})
-                row.update({f"metric.{v}": pts[v][i] for v in values if v != "status"})
+                if "status" in pts:
+                    row["status"] = pts["status"][i]
+                for c in (*keys, *values):
+                    if c == "status":
+                        continue
+                    kind = "param" if c in axes_cols else "metric"
+                    row[f"{kind}.{c}"] = pts[c][i]
                 trials.append(row)
         axes = sorted({k[6:] for t in trials for k in t if k.startswith("param.")})
         metrics = sorted({k[7:] for t in trials for k in t if k.startswith("metric.")})
@@ -353,7 +366,7 @@ class StoreView:
             "axes": axes,
             "metrics": metrics,
             "trials": trials,
-            "config": md.get("sweep_config") or md.get("sweep"),
+            "config": cfg,
         }
 
 

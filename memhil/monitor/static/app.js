@@ -152,8 +152,9 @@ class MapPlot {
     this.div = div; this.spec = spec; this.cells = new Map(); this.n = 0;
     Plotly.newPlot(div, [], {
       title: { text: spec.title, font: { size: 14 } }, margin: { l: 60, r: 20, t: 40, b: 50 },
-      xaxis: { title: { text: spec.xlabel }, dtick: 1 }, yaxis: { title: { text: spec.ylabel },
-        autorange: spec.type === "heatmap" ? "reversed" : true, scaleanchor: "x" },
+      xaxis: { title: { text: spec.xlabel }, dtick: spec.type === "wafer" ? 1 : undefined, constrain: "domain" },
+      yaxis: { title: { text: spec.ylabel }, dtick: spec.type === "wafer" ? 1 : undefined,
+        autorange: spec.type === "heatmap" ? "reversed" : true, scaleanchor: "x", constrain: "domain" },
     }, { responsive: true, displaylogo: false });
   }
   add(cols) {
