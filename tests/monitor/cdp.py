@@ -66,7 +66,10 @@ class Chromium:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
             pages = [p for p in json.load(r) if p.get("type") == "page"]
-        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self._exit = contextlib.ExitStack()
+        self.ws = self._exit.enter_context(
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        )
         self._ids = itertools.count(1)
         self.call("Page.enable")
         self.call("Runtime.enable")
@@ -110,7 +113,7 @@ class Chromium:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.ws.close()
+            self._exit.close()
         self.proc.terminate()
         try:
             self.proc.wait(10)

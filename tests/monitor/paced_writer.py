@@ -1,9 +1,12 @@
 """A protocol run in a process of its own, on the mock lab slowed to a bench's pace: every
 emulated instrument answers ``latency_s`` late (wall time), so a monitor test sees points
-arrive over seconds, as from a real bench. Prints one JSON line: the run id, how it ended
-and the safe state the instruments confirmed.
+arrive over seconds, as from a real bench. While the file ``HOLD`` exists, from the run's
+first unit on, every reply is ``HOLD_LATENCY_S`` late instead: the test holds the run slow
+until it has seen what it checks (no race between a fast run and a slow page), then lets it
+finish quickly. Prints
+one JSON line: the run id, how it ended and the safe state the instruments confirmed.
 
-    python -m tests.monitor.paced_writer DB PROTOCOL.yaml STATION.yaml LATENCY_S
+    python -m tests.monitor.paced_writer DB PROTOCOL.yaml STATION.yaml LATENCY_S HOLD
 """
 
 from __future__ import annotations
@@ -11,15 +14,39 @@ from __future__ import annotations
 import json
 import sys
 
+HOLD_LATENCY_S = 0.3
 
-def main(db: str, protocol: str, station: str, latency_s: float) -> int:
+
+def main(db: str, protocol: str, station: str, latency_s: float, hold: str) -> int:
+    import contextlib
+    import sqlite3
+    import threading
+    import time
+    from pathlib import Path
+
     from memhil.mock_hw.lab import MockLab
     from memhil.protocols import StopRequested
     from memhil.runs.protocol_run import run_protocol_file
 
     backend = MockLab.open_backend(station)
-    for name in backend.lab.emulators:
-        backend.lab.faults(name).latency_s = latency_s
+    faults = {name: backend.lab.faults(name) for name in backend.lab.emulators}
+    done = threading.Event()
+
+    def units_started() -> bool:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+                return c.execute("SELECT count(*) FROM memhil_units").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    def pace() -> None:  # held from the first unit on: the set-up before runs at full speed
+        while not done.is_set():
+            held = Path(hold).exists() and units_started()
+            for f in faults.values():
+                f.latency_s = HOLD_LATENCY_S if held else latency_s
+            time.sleep(0.05)
+
+    threading.Thread(target=pace, daemon=True).start()
     out: dict = {}
     try:
         out["run_id"] = run_protocol_file(protocol, backend=backend, db=db, progress=False)
@@ -27,6 +54,7 @@ def main(db: str, protocol: str, station: str, latency_s: float) -> int:
     except StopRequested as exc:
         out["run_id"] = exc.memhil_run_id  # type: ignore[attr-defined]
         out["outcome"] = "stopped"
+    done.set()
     report = backend.last_safe_state
     out["safe_state_confirmed"] = bool(getattr(report, "confirmed", False))
     out["safe_state"] = [] if report is None else report.lines()
@@ -37,4 +65,4 @@ def main(db: str, protocol: str, station: str, latency_s: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]))

@@ -8,7 +8,8 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const main = document.getElementById("main");
 let source = null;  // the page's EventSource
-window.memhil = { plotted: 0, page: null, status: null };
+window.memhil = { plotted: 0, page: null, status: null, errors: [] };
+window.addEventListener("error", e => window.memhil.errors.push(String(e.message)));
 
 function token() {
   const q = new URLSearchParams(location.search).get("token");
@@ -102,7 +103,7 @@ class LinePlot {
         const name = (s.y.length > 1 ? yc + " " : "") + this.key(cols, i);
         let idx = this.traces.get(name);
         if (idx === undefined) {
-          idx = this.traces.size + this.meanIdx.size + fresh.length;
+          idx = this.div.data.length + fresh.length;  // after every trace drawn or pending
           const c = s.color ? cols[s.color][i] : this.traces.size;
           const color = s.y.length > 1 ? PALETTE[yi % PALETTE.length] : PALETTE[Math.abs(Number(c) || 0) % PALETTE.length];
           fresh.push({ name, idx, trace: {
@@ -120,7 +121,6 @@ class LinePlot {
         this.n += 1;
       });
     }
-    const data = this.div.data;
     for (const f of fresh) { f.trace.x = ext.get(f.idx).x; f.trace.y = ext.get(f.idx).y; ext.delete(f.idx); }
     if (fresh.length) Plotly.addTraces(this.div, fresh.map(f => f.trace));
     if (ext.size) {
@@ -128,8 +128,7 @@ class LinePlot {
       Plotly.extendTraces(this.div, { x: idx.map(i => ext.get(i).x), y: idx.map(i => ext.get(i).y) }, idx);
     }
     if (s.mean && this.traces.size > 1) this.updateMean();
-    if (this.traces.size > 24) Plotly.relayout(this.div, { showlegend: false });
-    return data;
+    if (this.traces.size > 24 && this.div.layout.showlegend) Plotly.relayout(this.div, { showlegend: false });
   }
   updateMean() {
     for (const yc of this.spec.y) {
@@ -176,7 +175,7 @@ class MapPlot {
 }
 
 function runPage(id) {
-  window.memhil.page = "run"; window.memhil.plotted = 0;
+  window.memhil.page = "run"; window.memhil.plotted = 0; window.memhil.status = null;
   main.innerHTML = `<h2 id="title">run ${id}</h2><div class="facts" id="facts"></div>
     <div><button class="stop" id="stop" disabled>Stop after the unit in flight</button>
     <span class="note" id="stopnote"></span> <span class="note">plotted <span id="plotted">0</span> points</span></div>

@@ -1,0 +1,152 @@
+"""End to end in a real headless Chromium: protocol runs written by another process appear
+in the monitor live, their plots grow, one ends completed, a stop request from the page
+ends another resumable with the instruments' outputs confirmed off; a screenshot of each
+page kind is saved and checked to be non-blank.
+
+Robust by construction: every wait polls with a deadline of a minute, and the writer is
+held slow (``paced_writer``'s HOLD file) until the page has seen what the test checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memhil.monitor.server import Served
+from memhil.store import RunStore
+from tests.monitor.cdp import Chromium, chromium_path
+
+ROOT = Path(__file__).resolve().parents[2]
+STATION = ROOT / "examples" / "mock_station.yaml"
+RETENTION = """protocol: retention
+name: {name}
+params: {{program_v: 1.5, program_width_s: 1.0e-6, duration_s: 1.0e4, spacing: log,
+         t_first_s: 1.0, n_points: {n}, v_read: 0.2, cells: [[0, 0, 0], [0, 3, 3], [0, 5, 2]]}}
+"""
+
+
+def _writer(tmp: Path, db: Path, name: str, n: int, hold: Path) -> subprocess.Popen:
+    proto = tmp / f"{name}.yaml"
+    proto.write_text(RETENTION.format(name=name, n=n))
+    hold.touch()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.monitor.paced_writer", str(db), str(proto)]
+        + [str(STATION), "0.002", str(hold)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _non_blank(path: Path) -> None:
+    """A page drawn: many colours and real contrast, not a white (or one-colour) frame."""
+    px = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    colours = len(np.unique(px.reshape(-1, 3), axis=0))
+    assert px.std() > 10 and colours > 50, f"{path} looks blank ({colours} colours)"
+
+
+def _row(name: str) -> str:
+    """JS: the run list row of run ``name`` as {id, status, n}, or null."""
+    return (
+        "(() => { for (const tr of document.querySelectorAll('#runs tbody tr[data-id]')) {"
+        f" if (tr.querySelector('a') && tr.querySelector('a').textContent === {name!r})"
+        " return {id: Number(tr.dataset.id), status: tr.dataset.status,"
+        " n: Number(tr.querySelector('td.n').textContent)}; } return null; })()"
+    )
+
+
+@pytest.mark.slow
+def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_path):
+    assert chromium_path(), "no chromium: apt-get install -y chromium (.ci/run does)"
+    db, ids = store_db
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    hold, hold_stop = tmp_path / "hold", tmp_path / "hold_stop"
+    served = Served(db)
+    # both writers start now: their start-up (imports, mock lab, pre-flight) overlaps
+    writer = _writer(tmp_path, db, "retention_live", 16, hold)
+    stopping = _writer(tmp_path, db, "retention_stop", 40, hold_stop)
+    try:
+        with Chromium() as page:
+            # 1. the run list: a run written by another process appears, running
+            page.goto(served.url + "#/")
+            page.wait_for("window.memhil && window.memhil.page === 'list'", "the run list")
+            row = page.wait_for(
+                f"(r => r && r.status === 'running' && r)({_row('retention_live')})",
+                "the live run in the list, running",
+            )
+            page.screenshot(shots / "run_list.png")
+
+            # 2. its page: the plotted point count grows while it runs, then completes
+            page.goto(served.url + f"#/run/{row['id']}")
+            first = page.wait_for(
+                "window.memhil.status === 'running' && window.memhil.plotted > 0"
+                " && window.memhil.plotted",
+                "points plotted while running",
+            )
+            page.wait_for(
+                f"window.memhil.status === 'running' && window.memhil.plotted > {first}",
+                "the plotted point count to grow while running",
+            )
+            hold.unlink()  # seen: let it finish fast
+            page.wait_for("window.memhil.status === 'completed'", "the run to complete")
+            done = _finish(writer)
+            assert done["outcome"] == "completed"
+            n = RunStore(db).load(done["run_id"]).shape[0]
+            page.wait_for(f"window.memhil.plotted === {n}", f"all {n} points plotted")
+            page.screenshot(shots / "run_page.png")
+
+            # 3. a stop request from the page: the second run ends resumable, outputs off
+            page.goto(served.url + "#/")
+            row = page.wait_for(
+                f"(r => r && r.status === 'running' && r.n > 0 && r)({_row('retention_stop')})",
+                "the second run running with points",
+            )
+            page.goto(served.url + f"#/run/{row['id']}")
+            page.wait_for(
+                "window.memhil.status === 'running' && !document.getElementById('stop').disabled",
+                "the stop button of a running run",
+            )
+            page.js("document.getElementById('stop').click()")
+            hold_stop.unlink()
+            page.wait_for("window.memhil.status === 'resumable'", "the run to stop resumable")
+            stopped = _finish(stopping)
+            assert stopped["outcome"] == "stopped" and stopped["run_id"] == row["id"]
+            assert stopped["safe_state_confirmed"] and stopped["sources_off"]
+            assert any("output off (confirmed)" in line for line in stopped["safe_state"])
+            with RunStore(db) as store:
+                units = store.units(row["id"])
+                n_stopped = len(store.load(row["id"]))
+            assert units["done"].all() and 0 < n_stopped < 40 * 3  # stopped between units
+            page.wait_for(f"window.memhil.plotted === {n_stopped}", "every stored point")
+            page.screenshot(shots / "run_page_stopped.png")
+
+            # 4. the sweep page: the trial table and metric vs axis
+            page.goto(served.url + f"#/sweep/{ids['sweep']}")
+            page.wait_for("window.memhil.page === 'sweep' && window.memhil.plotted === 3", "trials")
+            page.screenshot(shots / "sweep_page.png")
+            assert page.js("window.memhil.errors") == []  # no script error on any page
+    finally:
+        for proc in (writer, stopping):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        served.stop()
+    for png in sorted(shots.glob("*.png")):
+        _non_blank(png)
+    assert len(list(shots.glob("*.png"))) == 4
