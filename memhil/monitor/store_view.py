@@ -150,15 +150,18 @@ class StoreView:
             chains.setdefault(root, []).append(rid)
         return chains
 
-    def runs(self, now_s: float | None = None) -> list[dict[str, Any]]:
+    def runs(self, now_s: float | None = None, only: int | None = None) -> list[dict[str, Any]]:
         """One entry per run chain (a resumed run shows once): id, name, kind, status,
-        started, duration, progress and ETA, where it was measured, points, plot kind."""
+        started, duration, progress and ETA, where it was measured, points, plot kind
+        (``only``: the chain holding that run id alone)."""
         now_s = time.time() if now_s is None else now_s
         rows = self._rows()
         by_id = {int(r["run_id"]): r for r in rows}
         units = self._units()
         out = []
         for root, chain in self._chains(rows).items():
+            if only is not None and int(only) not in chain:
+                continue  # one run's page asks for its own entry only
             first, last = by_id[root], by_id[chain[-1]]
             md = first["md"]
             n = sum(self._count(by_id[r]["result_table_name"]) for r in chain)
@@ -207,7 +210,7 @@ class StoreView:
 
     def run_entry(self, run_id: int) -> dict[str, Any]:
         """The run list's entry of the chain holding ``run_id``."""
-        entry = next((r for r in self.runs() if int(run_id) in r["chain"]), None)
+        entry = next(iter(self.runs(only=run_id)), None)
         if entry is None:
             raise KeyError(f"no run {run_id} in {self.db_path}")
         return entry

@@ -37,7 +37,10 @@ class Chromium:
         exe = chromium_path()
         if exe is None:
             raise RuntimeError("no chromium on PATH (apt-get install -y chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="memhil-chromium-")
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="memhil-chromium-",
+            ignore_cleanup_errors=True,  # a helper may still write
+        )
         self.proc = subprocess.Popen(
             [
                 exe,
@@ -88,9 +91,15 @@ class Chromium:
     def goto(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
-    def js(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page (None while it throws)."""
-        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def js(self, expression: str, await_promise: bool = False) -> Any:
+        """The value of a JavaScript expression in the page (None while it throws); with
+        ``await_promise`` the value the promise it returns resolves to."""
+        res = self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
         if "exceptionDetails" in res:
             return None
         return res["result"].get("value")

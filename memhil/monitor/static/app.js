@@ -3,12 +3,14 @@
 // plots are drawn from the definitions of memhil/monitor/plot_kinds.py with Plotly.js.
 "use strict";
 
-const WEBGL_ABOVE = 5000;  // points: scattergl (WebGL) keeps 10^5 points smooth
+const WEBGL_ABOVE = 5000;  // points: scattergl (WebGL) keeps 10^5 points smooth (URL: webgl_above=N)
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const main = document.getElementById("main");
 let source = null;  // the page's EventSource
-window.memhil = { plotted: 0, page: null, status: null, errors: [] };
+// plotted: points drawn on this page; drawn: [time ms, plotted] of recent frames (the
+// latency benchmark reads it); errors: script errors (the browser test asserts none)
+window.memhil = { plotted: 0, page: null, status: null, errors: [], drawn: [] };
 window.addEventListener("error", e => window.memhil.errors.push(String(e.message)));
 
 function token() {
@@ -78,7 +80,8 @@ class LinePlot {
   // one trace per (group, y column); the mean over groups at each x as a dashed trace
   constructor(div, spec, expected) {
     this.div = div; this.spec = spec; this.traces = new Map(); this.n = 0;
-    this.kind = expected > WEBGL_ABOVE ? "scattergl" : "scatter";
+    const above = Number(new URLSearchParams(location.search).get("webgl_above") || WEBGL_ABOVE);
+    this.kind = expected > above ? "scattergl" : "scatter";
     this.sums = new Map();  // (y column, x) -> [sum, count] for the mean
     this.meanIdx = new Map();
     const layout = {
@@ -207,6 +210,8 @@ function runPage(id) {
       for (const c of Object.keys(batch[0])) cols[c] = [].concat(...batch.map(b => b[c]));
       plots.forEach(p => p.add(cols));
       window.memhil.plotted += cols.point.length;
+      window.memhil.drawn.push([performance.timeOrigin + performance.now(), window.memhil.plotted]);
+      if (window.memhil.drawn.length > 2000) window.memhil.drawn.shift();
       document.getElementById("plotted").textContent = window.memhil.plotted;
     };
     const es = events(`/events/runs/${run.id}?since=0`);
