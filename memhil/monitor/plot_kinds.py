@@ -193,9 +193,8 @@ def plots_for(kind: str, keys: list[str], values: list[str]) -> list[dict[str, A
                 continue
             s.update(xlabel=s["x"], ylabel=s["y"], zlabel=label(s["z"]))
         elif s["type"] == "wafer":
-            die = [c for c in ("die_x", "die_y") if c in keys] or [
-                c for c in ("die_col", "die_row") if c in keys
-            ]
+            die: list[str] = [c for c in ("die_x", "die_y") if c in keys]
+            die = die or [c for c in ("die_col", "die_row") if c in keys]
             if len(die) != 2 or s["z"] not in cols:
                 continue
             s.update(x=die[0], y=die[1], xlabel="die x", ylabel="die y", zlabel=label(s["z"]))

@@ -85,7 +85,7 @@ class LinePlot {
     this.sums = new Map();  // (y column, x) -> [sum, count] for the mean
     this.meanIdx = new Map();
     const layout = {
-      title: { text: spec.title, font: { size: 14 } }, margin: { l: 80, r: 20, t: 40, b: 55 },
+      title: { text: spec.title, font: { size: 14 }, x: 0.01, xanchor: "left" }, margin: { l: 80, r: 20, t: 40, b: 55 },
       xaxis: { title: { text: spec.xlabel }, type: spec.logx ? "log" : "linear", exponentformat: "power" },
       yaxis: { title: { text: spec.ylabel }, type: spec.logy ? "log" : "linear", exponentformat: "power", automargin: true },
       showlegend: true, legend: { font: { size: 10 } }, uirevision: "keep",
@@ -153,7 +153,7 @@ class MapPlot {
   constructor(div, spec) {
     this.div = div; this.spec = spec; this.cells = new Map(); this.n = 0;
     Plotly.newPlot(div, [], {
-      title: { text: spec.title, font: { size: 14 } }, margin: { l: 60, r: 20, t: 40, b: 50 },
+      title: { text: spec.title, font: { size: 14 }, x: 0.01, xanchor: "left" }, margin: { l: 60, r: 20, t: 40, b: 50 },
       xaxis: { title: { text: spec.xlabel }, dtick: spec.type === "wafer" ? 1 : undefined, constrain: "domain" },
       yaxis: { title: { text: spec.ylabel }, dtick: spec.type === "wafer" ? 1 : undefined,
         autorange: spec.type === "heatmap" ? "reversed" : true, scaleanchor: "x", constrain: "domain" },
