@@ -3,7 +3,10 @@
 // plots are drawn from the definitions of memhil/monitor/plot_kinds.py with Plotly.js.
 "use strict";
 
-const WEBGL_ABOVE = 5000;  // points: scattergl (WebGL) keeps 10^5 points smooth (URL: webgl_above=N)
+// WebGL (scattergl) only when asked (URL: webgl_above=N): the overview below draws at most
+// DRAW_BUDGET points, which SVG draws faster than WebGL without a GPU (a remote desktop, a
+// headless browser; benchmarks/monitor_latency.py compares both)
+const WEBGL_ABOVE = Infinity;
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const main = document.getElementById("main");
@@ -76,14 +79,43 @@ function runFacts(r) {
     (r.stop_requested ? `<span><b>stop</b> requested: finishing the unit in flight</span>` : "");
 }
 
+// Above EXACT points a line plot draws an overview: per trace, the min and max of y in
+// consecutive buckets (the shape of a path, loops included), DRAW_BUDGET points in all;
+// zooming redraws the visible x range the same way, in full once it holds few enough.
+const EXACT = 5000;
+const DRAW_BUDGET = 5000;
+
+function decimate(x, y, range, buckets) {
+  let idx = [];
+  if (range) { for (let i = 0; i < x.length; i++) if (x[i] >= range[0] && x[i] <= range[1]) idx.push(i); }
+  else idx = null;
+  const n = idx ? idx.length : x.length;
+  const at = k => (idx ? idx[k] : k);
+  if (n <= 2 * buckets) {
+    const ks = Array.from({ length: n }, (_, k) => at(k));
+    return { x: ks.map(i => x[i]), y: ks.map(i => y[i]) };
+  }
+  const ox = [], oy = [], size = n / buckets;
+  for (let b = 0; b < buckets; b++) {
+    const k0 = Math.floor(b * size), k1 = Math.min(n, Math.floor((b + 1) * size));
+    let lo = at(k0), hi = at(k0);
+    for (let k = k0 + 1; k < k1; k++) { const i = at(k); if (y[i] < y[lo]) lo = i; if (y[i] > y[hi]) hi = i; }
+    for (const i of lo <= hi ? [lo, hi] : [hi, lo]) { ox.push(x[i]); oy.push(y[i]); }
+  }
+  return { x: ox, y: oy };
+}
+
 class LinePlot {
   // one trace per (group, y column); the mean over groups at each x as a dashed trace
   constructor(div, spec, expected) {
     this.div = div; this.spec = spec; this.traces = new Map(); this.n = 0;
-    const above = Number(new URLSearchParams(location.search).get("webgl_above") || WEBGL_ABOVE);
+    const above = Number(new URLSearchParams(location.search).get("webgl_above") ?? WEBGL_ABOVE);
     this.kind = expected > above ? "scattergl" : "scatter";
     this.sums = new Map();  // (y column, x) -> [sum, count] for the mean
     this.meanIdx = new Map();
+    this.full = [];  // trace index -> every point {x: [], y: []} (the overview draws fewer)
+    this.range = null;  // the zoomed x range, in data units
+    this.timer = null;
     const layout = {
       title: { text: spec.title, font: { size: 14 }, x: 0.01, xanchor: "left" }, margin: { l: 80, r: 20, t: 40, b: 55 },
       xaxis: { title: { text: spec.xlabel }, type: spec.logx ? "log" : "linear", exponentformat: "power" },
@@ -91,6 +123,17 @@ class LinePlot {
       showlegend: true, legend: { font: { size: 10 } }, uirevision: "keep",
     };
     Plotly.newPlot(div, [], layout, { responsive: true, displaylogo: false });
+    div.on("plotly_relayout", ev => this.zoomed(ev));
+  }
+  get overview() { return this.n > EXACT; }
+  zoomed(ev) {
+    let r = null;
+    if (ev["xaxis.range[0]"] !== undefined) r = [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+    else if (ev["xaxis.range"]) r = ev["xaxis.range"];
+    else if (!ev["xaxis.autorange"]) return;
+    if (r && this.spec.logx) r = r.map(v => 10 ** v);  // a log axis's range is in decades
+    this.range = r;
+    if (this.overview) this.redraw();
   }
   key(cols, i) { return this.spec.group.map(g => `${g} ${cols[g][i]}`).join(", "); }
   add(cols) {
@@ -114,9 +157,11 @@ class LinePlot {
             line: { width: 1, color }, marker: { size: 4, color, symbol: yi ? "circle-open" : "circle" },
             legendgroup: s.y.length > 1 ? yc : undefined, opacity: s.mean ? 0.6 : 1 } });
           this.traces.set(name, idx);
+          this.full[idx] = { x: [], y: [] };
         }
         if (!ext.has(idx)) ext.set(idx, { x: [], y: [] });
         ext.get(idx).x.push(x); ext.get(idx).y.push(y);
+        this.full[idx].x.push(x); this.full[idx].y.push(y);
         if (s.mean) {
           const k = yc + "|" + x, v = this.sums.get(k) || [0, 0, yc, x];
           v[0] += y; v[1] += 1; this.sums.set(k, v);
@@ -124,19 +169,32 @@ class LinePlot {
         this.n += 1;
       });
     }
-    for (const f of fresh) { f.trace.x = ext.get(f.idx).x; f.trace.y = ext.get(f.idx).y; ext.delete(f.idx); }
-    if (fresh.length) Plotly.addTraces(this.div, fresh.map(f => f.trace));
-    if (ext.size) {
-      const idx = [...ext.keys()];
-      Plotly.extendTraces(this.div, { x: idx.map(i => ext.get(i).x), y: idx.map(i => ext.get(i).y) }, idx);
+    if (this.overview) {  // new traces empty now, everything drawn by the (throttled) redraw
+      if (fresh.length) Plotly.addTraces(this.div, fresh.map(f => f.trace));
+      if (!this.timer) this.timer = setTimeout(() => { this.timer = null; this.redraw(); }, 250);
+    } else {
+      for (const f of fresh) { f.trace.x = ext.get(f.idx).x; f.trace.y = ext.get(f.idx).y; ext.delete(f.idx); }
+      if (fresh.length) Plotly.addTraces(this.div, fresh.map(f => f.trace));
+      if (ext.size) {
+        const idx = [...ext.keys()];
+        Plotly.extendTraces(this.div, { x: idx.map(i => ext.get(i).x), y: idx.map(i => ext.get(i).y) }, idx);
+      }
+      if (s.mean && this.traces.size > 1) this.updateMean();
     }
-    if (s.mean && this.traces.size > 1) this.updateMean();
     if (this.traces.size > 24 && this.div.layout.showlegend) Plotly.relayout(this.div, { showlegend: false });
+  }
+  redraw() {
+    const idx = [...this.traces.values()];
+    const buckets = Math.max(25, Math.floor(DRAW_BUDGET / 2 / Math.max(1, idx.length)));
+    const parts = idx.map(i => decimate(this.full[i].x, this.full[i].y, this.range, buckets));
+    Plotly.restyle(this.div, { x: parts.map(p => p.x), y: parts.map(p => p.y) }, idx);
+    if (this.spec.mean && this.traces.size > 1) this.updateMean();
   }
   updateMean() {
     for (const yc of this.spec.y) {
       const pts = [...this.sums.values()].filter(v => v[2] === yc).sort((a, b) => a[3] - b[3]);
-      const x = pts.map(v => v[3]), y = pts.map(v => v[0] / v[1]);
+      let x = pts.map(v => v[3]), y = pts.map(v => v[0] / v[1]);
+      if (this.overview) ({ x, y } = decimate(x, y, this.range, 1000));
       if (!this.meanIdx.has(yc)) {
         this.meanIdx.set(yc, this.div.data.length);
         Plotly.addTraces(this.div, { type: this.kind, mode: "lines", name: "mean " + yc, x, y,
