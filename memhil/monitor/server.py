@@ -162,6 +162,11 @@ class StaticHandler(_Base):
         self.write(self._cache[name])
 
 
+class NoIconHandler(_Base):
+    def get(self) -> None:
+        self.set_status(204)  # no icon: the browser asks once, and no 404 is logged
+
+
 class RunsHandler(_Base):
     def get(self) -> None:
         self.write_json({"runs": self.monitor.view.runs(), "db": str(self.monitor.db)})
@@ -292,6 +297,7 @@ def make_app(
     app = tornado.web.Application(
         [
             (r"/", PageHandler, kw),
+            (r"/favicon.ico", NoIconHandler, kw),
             (r"/static/([A-Za-z0-9_.\-]+)", StaticHandler, kw),
             (r"/api/runs", RunsHandler, kw),
             (r"/api/runs/(\d+)", RunHandler, kw),

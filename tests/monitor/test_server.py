@@ -102,3 +102,30 @@ def test_events_push_a_point_committed_after_the_page_connected(served):
             if name == "points":
                 events.append(data)
     assert events[0]["columns"]["point"] == [10] and events[0]["columns"]["phase"] == ["ltd"]
+
+
+def test_the_command_prints_a_url_that_serves_the_store(store_db):
+    import subprocess
+    import sys
+
+    db, ids = store_db
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memhil", "monitor", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = next(line.strip() for line in proc.stdout if line.strip().startswith("http"))
+        assert url.startswith("http://127.0.0.1:") and "?token=" in url
+        status, runs = _get(url.split("/?")[0] + "/api/runs")
+        assert status == 200 and {r["id"] for r in runs["runs"]} == {
+            ids["iv"],
+            ids["running"],
+            ids["chained"],
+            ids["sweep"],
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
