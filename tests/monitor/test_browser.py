@@ -31,6 +31,30 @@ params: {{program_v: 1.5, program_width_s: 1.0e-6, duration_s: 1.0e4, spacing: l
 """
 
 
+DENSE_CELLS, DENSE_STEPS = 4, 2000
+
+
+def _dense_run(db: Path) -> int:
+    """A completed pulse train of 8000 points (one transaction): past the page's overview."""
+    with RunStore(db) as store:
+        w = store.new_run(
+            "dense",
+            keys=["n", "tile", "row", "col"],
+            values=["g"],
+            metadata={"protocol_config": {"protocol": "pulse_train"}, "backend_config": "sim"},
+        )
+        with w.transaction():
+            w.add_many(
+                [
+                    {"n": k, "tile": 0, "row": r, "col": 0, "g": 1e-6 * (1 + r + (k % 97) / 97)}
+                    for k in range(DENSE_STEPS)
+                    for r in range(DENSE_CELLS)
+                ]
+            )
+        w.close("completed")
+        return w.run_id
+
+
 def _writer(tmp: Path, db: Path, name: str, n: int, hold: Path) -> subprocess.Popen:
     proto = tmp / f"{name}.yaml"
     proto.write_text(RETENTION.format(name=name, n=n))
@@ -74,6 +98,7 @@ def _row(name: str) -> str:
 def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_path):
     assert chromium_path(), "no chromium: apt-get install -y chromium (.ci/run does)"
     db, ids = store_db
+    dense = _dense_run(db)
     shots = tmp_path / "screenshots"
     shots.mkdir()
     hold, hold_stop = tmp_path / "hold", tmp_path / "hold_stop"
@@ -140,6 +165,17 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             page.goto(served.url + f"#/sweep/{ids['sweep']}")
             page.wait_for("window.memhil.page === 'sweep' && window.memhil.plotted === 3", "trials")
             page.screenshot(shots / "sweep_page.png")
+
+            # 5. a run of many points: an overview of at most 5000, every point once zoomed in
+            page.goto(served.url + f"#/run/{dense}")
+            page.wait_for(f"window.memhil.plotted === {DENSE_CELLS * DENSE_STEPS}", "dense run")
+            drawn = "document.getElementById('plot0').data.slice(0, {}).reduce((s, t) => s + t.x.length, 0)"
+            page.wait_for(f"{drawn.format(DENSE_CELLS)} > 0", "the overview drawn")
+            assert page.js(drawn.format(DENSE_CELLS)) <= 5000
+            page.js("Plotly.relayout('plot0', {'xaxis.range': [100, 199]})")
+            page.wait_for(
+                f"{drawn.format(DENSE_CELLS)} === {DENSE_CELLS * 100}", "all points in view"
+            )
             assert page.js("window.memhil.errors") == []  # no script error on any page
     finally:
         for proc in (writer, stopping):
