@@ -7,7 +7,7 @@ dict the page draws with Plotly (``memhil/monitor/static/app.js``):
 * ``lines``: ``y`` (one column or several) vs ``x``, one trace per ``group`` (``"cell"``
   stands for the cell's key columns: die, subsite, tile, row, col), coloured by the
   ``color`` column when given; ``logx`` / ``logy``; ``abs`` plots |y|; ``mean`` adds the
-  mean over cells at each x;
+  mean over cells at each x; ``filter``: ``[column, regex, keep]`` rows select points;
 * ``heatmap``: ``z`` over ``x`` x ``y`` key columns, filling in as points arrive;
 * ``wafer``: the mean of ``z`` per die (``die_x``, ``die_y``), filling in die by die.
 
@@ -16,14 +16,13 @@ Axis labels carry the unit read from the column name (:func:`memhil.store.column
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from memhil.store.columns import unit_of
 from memhil.store.run_facts import protocol_of, run_kind
 
-__all__ = ["CELL_KEYS", "PLOT_KINDS", "label", "plot_kind", "plots_for"]
+__all__ = ["CELL_KEYS", "PLOT_KINDS", "TALLY", "label", "plot_kind", "plots_for"]
 
 #: The key columns that name one device (``"cell"`` in a plot's ``group``).
 CELL_KEYS = ("die_x", "die_y", "die_col", "die_row", "subsite", "tile", "row", "col")
@@ -108,27 +107,32 @@ PLOT_KINDS: dict[str, list[dict[str, Any]]] = {
             "title": "Pulse response of every die's cells, with the mean",
         },
     ],
+    # a training run stores one point per (phase, epoch, step, metric): ``value``
     "experiment": [
         {
             "type": "lines",
             "x": "epoch",
-            "y": "<metrics>",
-            "group": [],
+            "y": "value",
+            "group": ["metric"],
+            "filter": [["phase", "^epoch$", True], ["metric", "<tally>", False]],
             "markers": True,
-            "title": "Learning curves",
+            "title": "Learning curves: each metric per epoch",
         },
         {
             "type": "lines",
             "x": "epoch",
-            "y": "<tallies>",
-            "group": [],
+            "y": "value",
+            "group": ["metric"],
+            "filter": [["phase", "^epoch$", True], ["metric", "<tally>", True]],
             "markers": True,
-            "title": "Pulse tallies",
+            "logy": True,
+            "ylabel": "pulses (count) / energy (J)",
+            "title": "Pulse tallies: SET and RESET pulses and their energy, cumulative per epoch",
         },
     ],
 }
-#: Columns of a training run that count pulses or their energy (the rest are metrics).
-_TALLY = re.compile(r"(pulse|set|reset|energy|_j$|count)", re.IGNORECASE)
+#: Metrics of a training run that count pulses or their energy (the rest are learning curves).
+TALLY = r"(pulse|set|reset|energy|_j$|count)"
 _X_FALLBACK = ("epoch", "step", "n", "pulse", "cycle", "index_", "point")
 
 
@@ -163,10 +167,6 @@ def plots_for(kind: str, keys: list[str], values: list[str]) -> list[dict[str, A
         s = dict(spec)
         if s["type"] == "lines":
             y = s["y"]
-            if y == "<metrics>":
-                y = [v for v in values if not _TALLY.search(v)]
-            elif y == "<tallies>":
-                y = [v for v in values if _TALLY.search(v)]
             ys = [y] if isinstance(y, str) else list(y)
             ys = [c for c in ys if c in cols]
             x = s["x"] if s["x"] in cols else next(c for c in _X_FALLBACK if c in cols)
@@ -188,6 +188,15 @@ def plots_for(kind: str, keys: list[str], values: list[str]) -> list[dict[str, A
             )
             if s.get("color") not in cols:
                 s.pop("color", None)
+            # keep a point when its column matches the pattern (True) or does not (False)
+            filters = [
+                [c, TALLY if p == "<tally>" else p, keep] for c, p, keep in s.get("filter", [])
+            ]
+            if any(c not in cols for c, _, _ in filters):
+                continue
+            s["filter"] = filters
+            if "ylabel" in spec:
+                s["ylabel"] = spec["ylabel"]
         elif s["type"] == "heatmap":
             if not {s["x"], s["y"], s["z"]} <= cols:
                 continue

@@ -324,8 +324,9 @@ class StoreView:
     def sweep(self, run_id: int) -> dict[str, Any]:
         """A sweep's trial table: one row per trial run (its axis values, status and
         metrics), the axes and the metrics. Trials are the runs whose metadata
-        ``sweep_trial`` names this sweep (``{"sweep": id, "params": {...}}``), and the
-        sweep's own points, if it records one row per trial."""
+        ``sweep_trial`` names this sweep (``{"sweep": id, "trial": k, "axes": {...},
+        "metrics": {...}}``, as ``memhil.sweeps`` tags them), else the sweep's own points,
+        one per trial."""
         runs = {r["id"]: r for r in self.runs()}
         md = self.metadata(run_id)
         have = self._run_columns()
@@ -337,14 +338,17 @@ class StoreView:
                 t = _parse(raw)
                 if isinstance(t, dict) and int(t.get("sweep", -1)) == int(run_id):
                     entry = runs.get(int(rid), {})
+                    axes = t.get("axes") or t.get("params") or {}
                     trials.append(
                         {
+                            "trial": t.get("trial", len(trials)),
                             "run_id": int(rid),
                             "status": entry.get("status", "-"),
-                            **{f"param.{k}": v for k, v in (t.get("params") or {}).items()},
+                            **{f"param.{k}": v for k, v in axes.items()},
                             **{f"metric.{k}": v for k, v in (t.get("metrics") or {}).items()},
                         }
                     )
+            trials.sort(key=lambda row: (row["trial"], row["run_id"]))
         cfg = md.get("sweep_config") or md.get("sweep") or {}
         if not trials:  # a sweep that records one point per trial: axes named in its config
             pts, _ = self.points(run_id)

@@ -73,6 +73,42 @@ def write_store(db: Path) -> dict[str, int]:
         for k, (v, acc) in enumerate(((1.0, 0.8), (1.5, 0.9), (2.0, float("nan")))):
             sweep.add(status="completed" if k < 2 else "running", v_ltp_v=v, accuracy=acc)
         ids["sweep"] = sweep.run_id
+
+        # a training run as memhil.runs.experiment_run stores it: one point per metric
+        exp = store.new_run(
+            "train",
+            keys=["phase", "epoch", "step", "metric"],
+            values=["value"],
+            metadata={"memhil_kind": "experiment", "algorithm": "mars"},
+            key_types={"phase": str, "epoch": int, "step": int, "metric": str},
+        )
+        for epoch in range(2):
+            for metric, v in (("loss", 1.0 / (epoch + 1)), ("accuracy", 0.5 + 0.2 * epoch)):
+                exp.add(phase="epoch", epoch=epoch, step=-1, metric=metric, value=v)
+            exp.add(phase="epoch", epoch=epoch, step=-1, metric="set_pulses", value=100 * epoch)
+            exp.add(phase="train", epoch=epoch, step=0, metric="loss", value=2.0)
+        exp.close("completed")
+        ids["experiment"] = exp.run_id
+
+        # a sweep as memhil.sweeps stores it: its own run, and one run per trial tagged
+        tagged = store.new_run(
+            "lr_sweep", keys=["trial"], values=[], metadata={"sweep": {"axes": ["lr"]}}
+        )
+        tagged.close("completed")
+        ids["tagged_sweep"] = tagged.run_id
+        for trial, (lr, acc) in enumerate(((0.1, 0.7), (0.01, 0.85))):
+            tag = {
+                "sweep": tagged.run_id,
+                "trial": trial,
+                "axes": {"lr": lr},
+                "metrics": {"accuracy": acc},
+            }
+            t = store.new_run(
+                "trial", keys=["epoch"], values=["accuracy"], metadata={"sweep_trial": tag}
+            )
+            t.add(epoch=0, accuracy=acc)
+            t.close("completed" if trial == 0 else "failed")
+            ids[f"trial{trial}"] = t.run_id
     return ids
 
 

@@ -6,7 +6,10 @@ until it has seen what it checks (no race between a fast run and a slow page), t
 finish quickly. Prints
 one JSON line: the run id, how it ended and the safe state the instruments confirmed.
 
-    python -m tests.monitor.paced_writer DB PROTOCOL.yaml STATION.yaml LATENCY_S HOLD
+    python -m tests.monitor.paced_writer DB PROTOCOL.yaml STATION.yaml LATENCY_S HOLD [GO]
+
+With GO, the run starts once that file exists (the start-up before it: imports, the mock
+lab): QCoDeS creates runs in one database from one process at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import sys
 HOLD_LATENCY_S = 0.3
 
 
-def main(db: str, protocol: str, station: str, latency_s: float, hold: str) -> int:
+def main(
+    db: str, protocol: str, station: str, latency_s: float, hold: str, go: str | None = None
+) -> int:
     import contextlib
     import sqlite3
     import threading
@@ -47,6 +52,8 @@ def main(db: str, protocol: str, station: str, latency_s: float, hold: str) -> i
             time.sleep(0.05)
 
     threading.Thread(target=pace, daemon=True).start()
+    while go is not None and not Path(go).exists():
+        time.sleep(0.05)
     out: dict = {}
     try:
         out["run_id"] = run_protocol_file(protocol, backend=backend, db=db, progress=False)
@@ -65,4 +72,5 @@ def main(db: str, protocol: str, station: str, latency_s: float, hold: str) -> i
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]))
+    args = sys.argv[1:]
+    sys.exit(main(args[0], args[1], args[2], float(args[3]), args[4], *args[5:6]))

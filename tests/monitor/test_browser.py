@@ -55,14 +55,17 @@ def _dense_run(db: Path) -> int:
         return w.run_id
 
 
-def _writer(tmp: Path, db: Path, name: str, n: int, hold: Path) -> subprocess.Popen:
+def _writer(
+    tmp: Path, db: Path, name: str, n: int, hold: Path, go: Path | None = None
+) -> subprocess.Popen:
     proto = tmp / f"{name}.yaml"
     proto.write_text(RETENTION.format(name=name, n=n))
     hold.touch()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.monitor.paced_writer", str(db), str(proto)]
-        + [str(STATION), "0.002", str(hold)],
+        + [str(STATION), "0.002", str(hold)]
+        + ([str(go)] if go else []),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -103,9 +106,11 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
     shots.mkdir()
     hold, hold_stop = tmp_path / "hold", tmp_path / "hold_stop"
     served = Served(db)
-    # both writers start now: their start-up (imports, mock lab, pre-flight) overlaps
+    # both writers start now (their start-up overlaps); the second creates its run when told
+    # (GO): QCoDeS creates runs in one database from one process at a time
+    go = tmp_path / "go"
     writer = _writer(tmp_path, db, "retention_live", 16, hold)
-    stopping = _writer(tmp_path, db, "retention_stop", 40, hold_stop)
+    stopping = _writer(tmp_path, db, "retention_stop", 40, hold_stop, go)
     try:
         with Chromium() as page:
             # 1. the run list: a run written by another process appears, running
@@ -132,6 +137,7 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             page.wait_for("window.memhil.status === 'completed'", "the run to complete")
             done = _finish(writer)
             assert done["outcome"] == "completed"
+            go.touch()
             n = RunStore(db).load(done["run_id"]).shape[0]
             page.wait_for(f"window.memhil.plotted === {n}", f"all {n} points plotted")
             page.screenshot(shots / "run_page.png")
@@ -166,7 +172,15 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             page.wait_for("window.memhil.page === 'sweep' && window.memhil.plotted === 3", "trials")
             page.screenshot(shots / "sweep_page.png")
 
-            # 5. a run of many points: an overview of at most 5000, every point once zoomed in
+            # 5. a training run: learning curves and pulse tallies, one trace per metric
+            page.goto(served.url + f"#/run/{ids['experiment']}")
+            page.wait_for("window.memhil.plotted === 8", "the training run's points")
+            names = "id => document.getElementById(id).data.map(t => t.name)"
+            assert page.js(f"({names})('plot0')") == ["metric loss", "metric accuracy"]
+            assert page.js(f"({names})('plot1')") == ["metric set_pulses"]
+            page.screenshot(shots / "experiment_page.png")
+
+            # 6. a run of many points: an overview of at most 5000, every point once zoomed in
             page.goto(served.url + f"#/run/{dense}")
             page.wait_for(f"window.memhil.plotted === {DENSE_CELLS * DENSE_STEPS}", "dense run")
             drawn = "document.getElementById('plot0').data.slice(0, {}).reduce((s, t) => s + t.x.length, 0)"
@@ -185,4 +199,4 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
         served.stop()
     for png in sorted(shots.glob("*.png")):
         _non_blank(png)
-    assert len(list(shots.glob("*.png"))) == 4
+    assert len(list(shots.glob("*.png"))) == 5

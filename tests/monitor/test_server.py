@@ -44,7 +44,7 @@ def served(store_db):
 def test_data_endpoints_serve_runs_points_since_a_cursor_and_sweeps(served):
     s, _, ids, base = served
     status, runs = _get(f"{base}/api/runs")
-    assert status == 200 and len(runs["runs"]) == 4
+    assert status == 200 and len(runs["runs"]) == len(ids) - 1  # a continuation shows once
     status, pts = _get(f"{base}/api/runs/{ids['iv']}/points?since=4")
     assert status == 200 and pts["columns"]["point"] == [4, 5] and pts["next"] == 6
     status, run = _get(f"{base}/api/runs/{ids['continuation']}")
@@ -120,12 +120,8 @@ def test_the_command_prints_a_url_that_serves_the_store(store_db):
         url = next(line.strip() for line in proc.stdout if line.strip().startswith("http"))
         assert url.startswith("http://127.0.0.1:") and "?token=" in url
         status, runs = _get(url.split("/?")[0] + "/api/runs")
-        assert status == 200 and {r["id"] for r in runs["runs"]} == {
-            ids["iv"],
-            ids["running"],
-            ids["chained"],
-            ids["sweep"],
-        }
+        assert status == 200
+        assert {r["id"] for r in runs["runs"]} == {v for k, v in ids.items() if k != "continuation"}
     finally:
         proc.terminate()
         proc.wait(30)

@@ -7,14 +7,14 @@ import sqlite3
 import pytest
 
 from memhil.monitor import StoreView
-from memhil.monitor.plot_kinds import plots_for
+from memhil.monitor.plot_kinds import TALLY, plots_for
 
 
 def test_run_list_has_one_entry_per_chain_with_kind_status_progress_and_backend(store_db):
     db, ids = store_db
     view = StoreView(db)
     runs = {r["id"]: r for r in view.runs(now_s=None)}
-    assert set(runs) == {ids["iv"], ids["running"], ids["chained"], ids["sweep"]}
+    assert set(runs) == {v for k, v in ids.items() if k != "continuation"}
     iv, running, chained = runs[ids["iv"]], runs[ids["running"]], runs[ids["chained"]]
     assert (iv["kind"], iv["protocol"], iv["status"], iv["backend"]) == (
         "protocol",
@@ -30,7 +30,8 @@ def test_run_list_has_one_entry_per_chain_with_kind_status_progress_and_backend(
     # in flight: a protocol run stopped cleanly between units is resumable
     assert chained["chain"] == [ids["chained"], ids["continuation"]]
     assert chained["n_points"] == 2 and chained["status"] == "resumable"
-    assert runs[ids["sweep"]]["kind"] == "sweep"
+    assert runs[ids["sweep"]]["kind"] == runs[ids["tagged_sweep"]]["kind"] == "sweep"
+    assert runs[ids["experiment"]]["kind"] == "experiment"
 
 
 def test_points_since_a_cursor_continue_across_the_chain_and_nan_travels_as_null(store_db):
@@ -72,6 +73,14 @@ def test_sweep_table_lists_each_trial_with_its_axis_metric_and_status(store_db):
     assert [t["metric.accuracy"] for t in sweep["trials"]] == [0.8, 0.9, None]
 
 
+def test_a_sweep_of_tagged_trial_runs_lists_each_trial_run(store_db):
+    db, ids = store_db
+    sweep = StoreView(db).sweep(ids["tagged_sweep"])
+    assert sweep["axes"] == ["lr"] and sweep["metrics"] == ["accuracy"]
+    rows = [(t["trial"], t["run_id"], t["status"], t["param.lr"]) for t in sweep["trials"]]
+    assert rows == [(0, ids["trial0"], "completed", 0.1), (1, ids["trial1"], "failed", 0.01)]
+
+
 def test_the_view_cannot_write_to_the_store(store_db):
     db, _ = store_db
     view = StoreView(db)
@@ -88,7 +97,11 @@ def test_plot_definitions_follow_the_run_kind_with_units_in_every_label(store_db
     assert (iv["xlabel"], iv["ylabel"]) == ("V (V)", "|I (A)|")
     (end,) = plots_for("endurance", ["cycle", "tile", "row", "col"], ["g_hrs", "g_lrs"])
     assert end["y"] == ["g_lrs", "g_hrs"] and "G HRS (S)" in end["ylabel"]
-    learn, tally = plots_for("experiment", ["epoch"], ["loss", "accuracy", "pulses_set"])
-    assert learn["y"] == ["loss", "accuracy"] and tally["y"] == ["pulses_set"]
+    learn, tally = StoreView(db).run(ids["experiment"])["plots"]
+    assert learn["x"] == "epoch" and learn["y"] == ["value"] and learn["group"] == ["metric"]
+    assert ["metric", TALLY, False] in learn["filter"] and ["metric", TALLY, True] in tally[
+        "filter"
+    ]
+    assert ["phase", "^epoch$", True] in learn["filter"] and tally["logy"]
     (heat,) = plots_for("conductance_map", ["tile", "row", "col"], ["g"])
     assert heat["zlabel"] == "G (S)"

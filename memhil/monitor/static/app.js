@@ -116,6 +116,7 @@ class LinePlot {
     this.full = [];  // trace index -> every point {x: [], y: []} (the overview draws fewer)
     this.range = null;  // the zoomed x range, in data units
     this.timer = null;
+    this.filters = (spec.filter || []).map(([c, p, keep]) => [c, new RegExp(p, "i"), keep]);
     const layout = {
       title: { text: spec.title, font: { size: 14 }, x: 0.01, xanchor: "left" }, margin: { l: 80, r: 20, t: 40, b: 55 },
       xaxis: { title: { text: spec.xlabel }, type: spec.logx ? "log" : "linear", exponentformat: "power" },
@@ -142,6 +143,7 @@ class LinePlot {
     const fresh = [];
     for (let i = 0; i < n; i++) {
       const x = cols[s.x][i];
+      if (this.filters.some(([c, re, keep]) => re.test(String(cols[c][i])) !== keep)) continue;
       s.y.forEach((yc, yi) => {
         let y = cols[yc][i];
         if (y === null || x === null) return;
