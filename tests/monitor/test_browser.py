@@ -55,29 +55,32 @@ def _dense_run(db: Path) -> int:
         return w.run_id
 
 
-def _writer(
-    tmp: Path, db: Path, name: str, n: int, hold: Path, go: Path | None = None
-) -> subprocess.Popen:
-    proto = tmp / f"{name}.yaml"
-    proto.write_text(RETENTION.format(name=name, n=n))
-    hold.touch()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _writer(tmp: Path, db: Path, runs: list[tuple[str, int, Path]]) -> subprocess.Popen:
+    """One writer process for ``runs`` (name, reads, HOLD file), one after the other."""
+    args = []
+    for name, n, hold in runs:
+        proto = tmp / f"{name}.yaml"
+        proto.write_text(RETENTION.format(name=name, n=n))
+        hold.touch()
+        args += [str(proto), str(hold)]
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.monitor.paced_writer", str(db), str(proto)]
-        + [str(STATION), "0.002", str(hold)]
-        + ([str(go)] if go else []),
+        [sys.executable, "-m", "tests.monitor.paced_writer", str(db), str(STATION), "0.002"] + args,
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def _finish(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    return json.loads(out.strip().splitlines()[-1])
+def _next_result(proc: subprocess.Popen) -> dict:
+    """The writer's report of its next run (a JSON line)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            return json.loads(line)
+    _, err = proc.communicate(timeout=60)
+    raise AssertionError(f"the writer ended (rc {proc.returncode}): {err[-2000:]}")
 
 
 def _non_blank(path: Path) -> None:
@@ -106,11 +109,13 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
     shots.mkdir()
     hold, hold_stop = tmp_path / "hold", tmp_path / "hold_stop"
     served = Served(db)
-    # both writers start now (their start-up overlaps); the second creates its run when told
-    # (GO): QCoDeS creates runs in one database from one process at a time
-    go = tmp_path / "go"
-    writer = _writer(tmp_path, db, "retention_live", 16, hold)
-    stopping = _writer(tmp_path, db, "retention_stop", 40, hold_stop, go)
+    # one writer process, one run after the other (QCoDeS creates runs in one database from
+    # one process at a time): the live run, then the run to stop
+    writer = _writer(
+        tmp_path,
+        db,
+        [("retention_live", 16, hold), ("retention_stop", 40, hold_stop)],
+    )
     try:
         with Chromium() as page:
             # 1. the run list: a run written by another process appears, running
@@ -135,9 +140,8 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             )
             hold.unlink()  # seen: let it finish fast
             page.wait_for("window.memhil.status === 'completed'", "the run to complete")
-            done = _finish(writer)
+            done = _next_result(writer)
             assert done["outcome"] == "completed"
-            go.touch()
             n = RunStore(db).load(done["run_id"]).shape[0]
             page.wait_for(f"window.memhil.plotted === {n}", f"all {n} points plotted")
             page.screenshot(shots / "run_page.png")
@@ -156,7 +160,7 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             page.js("document.getElementById('stop').click()")
             hold_stop.unlink()
             page.wait_for("window.memhil.status === 'resumable'", "the run to stop resumable")
-            stopped = _finish(stopping)
+            stopped = _next_result(writer)
             assert stopped["outcome"] == "stopped" and stopped["run_id"] == row["id"]
             assert stopped["safe_state_confirmed"] and stopped["sources_off"]
             assert any("output off (confirmed)" in line for line in stopped["safe_state"])
@@ -192,10 +196,11 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             )
             assert page.js("window.memhil.errors") == []  # no script error on any page
     finally:
-        for proc in (writer, stopping):
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        try:
+            writer.communicate(timeout=60)  # the writer closes the mock lab and exits
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            writer.communicate()
         served.stop()
     for png in sorted(shots.glob("*.png")):
         _non_blank(png)
