@@ -8,9 +8,13 @@ import copy
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from memhil.backends.sim import SimBackend
+from memhil.cli import main
+from memhil.cli.runs import PLOT_KINDS
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
 from memhil.mock_hw.lab import MockLab
@@ -23,7 +27,9 @@ from memhil.protocols import (
 )
 from memhil.protocols.library.multistate_seeker import closed_form_levels
 from memhil.protocols.plan import Read
+from memhil.store import RunStore, plots
 from tests.backends import _mock_station
+from tests.served_lab import serve_mock_lab
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "protocols"
 
@@ -98,7 +104,7 @@ def test_multistate_seeker_counts_the_levels_read_and_programming_noise_allow(wh
     sigma_s = math.sqrt(sigma_read_s**2 + tol_s**2 / 3)
     # a ladder step of 2 z sigma * 3/4: every second target counts, with equal margins
     # (2 z sigma / 3 ~ 2 uS, several standard errors of the 60-read estimates) either side
-    z, n = 3.0, (11 if where == "sim" else 5)  # the mock lab's reads cost more
+    z, n = 3.0, (7 if where == "sim" else 3)  # the mock lab's reads cost more
     dg_s = 0.75 * 2 * z * sigma_s
     b = backend(
         where,
@@ -395,3 +401,77 @@ def test_sequence_resumes_after_an_interruption_without_repeating_units(tmp_path
     assert len(sink.points) == 4
     rest = run(b, "sequence", seq, journal=JournalFile(journal))
     assert [p["cycle"] for p in sink.points + rest] == [p["cycle"] for p in full]
+
+
+@pytest.mark.slow  # a second process imports memhil (several seconds on a loaded machine)
+def test_switch_seeker_and_multi_bias_on_a_served_mock_lab(tmp_path):
+    """Both run by ``memhil run --station`` against the mock lab served as its own process
+    (a VTEAM board without device spreads), over loopback sockets."""
+    cfg = load_yaml(EXAMPLES.parent / "mock_vteam_station.yaml")
+    cfg["mock"]["device"] = VTEAM
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump(cfg))
+    live, db = tmp_path / "live.yaml", tmp_path / "runs.db"
+    with serve_mock_lab(station, live):
+        for name in ("switch_seeker", "multi_bias"):
+            argv = ["run", str(EXAMPLES / f"{name}.yaml"), "--station", str(live)]
+            assert main([*argv, "--db", str(db), "--no-progress"]) == 0
+    with RunStore(db) as store:
+        seek, bias = store.load(1), store.load(2)
+    result = seek[seek["record"] == "result"]
+    step = 0.01  # the example's ramp step; thresholds v_on = 0.2 V, v_off = 0.02 V
+    pos = result[result["polarity"] == "positive"]["v_switch_v"]
+    neg = result[result["polarity"] == "negative"]["v_switch_v"]
+    assert ((pos - 0.2 > 0) & (pos - 0.2 <= step + 1e-9)).all()
+    assert ((-neg - 0.02 > 0) & (-neg - 0.02 <= step + 1e-9)).all()
+    assert len(bias) == 9 and bias["parallel"].all()  # the board reads lines at once
+    # within 1/R_off .. 1/R_on (S), with the station's 1 % read noise
+    assert ((bias["g"] > 0.97e-3) & (bias["g"] < 2.06e-2)).all()
+
+
+def test_each_new_protocol_has_a_plot_of_its_records(tmp_path):
+    vol = {"model": "volatile", "volatile_fraction": 0.5}
+    cases = [
+        (
+            "switch_seeker",
+            VTEAM,
+            {
+                "v_start_v": 0.1,
+                "v_stop_v": 0.3,
+                "v_step_v": 0.05,
+                "v_read_v": 0.01,
+                "compliance_a": 0.05,
+            },
+        ),
+        ("multistate", vol, {"n_targets": 3, "trials": 1, "n_reads": 2, "hold_s": 0.0}),
+        ("stdp", _stdp_device(), {"delays_s": [1e-6, -1e-6], "v_floor_v": 0.15}),
+        ("volatility", vol, {"n_points": 5}),
+        ("chronoamperometry", vol, {"n_points": 4}),
+        ("multi_bias", vol, {"row": 0}),
+        (
+            "sequence",
+            vol,
+            {
+                "blocks": [
+                    {"read": {}},
+                    {"pulse": {"amplitude_v": 1.0, "width_s": 1e-6}},
+                    {"read": {}},
+                ]
+            },
+        ),
+    ]
+    for kind, device, params in cases:
+        protocol = "multistate_seeker" if kind == "multistate" else kind
+        b = SimBackend(
+            {
+                "rows": 1,
+                "cols": 2,
+                "device": device,
+                "seed": 7,
+                "limits": {"compliance_max_a": 0.05},
+            }
+        )
+        df = pd.DataFrame(run(b, protocol, params))
+        out = getattr(plots, f"plot_{kind}")(df, tmp_path / f"{kind}.png")
+        assert out.read_bytes()[:4] == b"\x89PNG", kind
+        assert kind in PLOT_KINDS  # `memhil runs plot RUN --kind KIND`
