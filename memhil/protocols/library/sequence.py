@@ -340,15 +340,16 @@ class SequenceParams:
     v_read_v: float = 0.2
     compliance_a: float = 1e-3
     cells: tuple[tuple[int, int, int], ...] | None = None
-    parsed: tuple[Block, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         positive(self, "v_read_v", "compliance_a")
         require(bool(self.name), "name", "must be non-empty")
         check_cells(self.cells)
-        parsed = parse_blocks(self.blocks, "blocks", True)
-        _check(parsed, (), {"index_key": self.index_key})
-        object.__setattr__(self, "parsed", parsed)
+        _check(self.parsed(), (), {"index_key": self.index_key})
+
+    def parsed(self) -> tuple[Block, ...]:
+        """The blocks, typed (raises ConfigError naming the block key)."""
+        return parse_blocks(self.blocks, "blocks", True)
 
 
 class _State:
@@ -445,7 +446,7 @@ def plan(p: SequenceParams, caps):
                 for child in b.children:
                     yield from run_block(child)
 
-    for i, b in enumerate(p.parsed):
+    for i, b in enumerate(p.parsed()):
         if b.kind != "loop":
             key: tuple = (p.name, i)
             if (yield Checkpoint(key)):
