@@ -475,3 +475,25 @@ def test_each_new_protocol_has_a_plot_of_its_records(tmp_path):
         out = getattr(plots, f"plot_{kind}")(df, tmp_path / f"{kind}.png")
         assert out.read_bytes()[:4] == b"\x89PNG", kind
         assert kind in PLOT_KINDS  # `memhil runs plot RUN --kind KIND`
+
+
+RESUME_CASES = {
+    "switch_seeker": {"v_start_v": 0.5, "v_stop_v": 1.0, "v_step_v": 0.25},
+    "multistate_seeker": {"n_targets": 2, "trials": 1, "n_reads": 2, "hold_s": 0.0},
+    "converge_to_state": {"targets_s": [30e-6]},
+    "stdp": {"delays_s": [1e-6, -1e-6]},
+    "volatility": {"n_points": 4, "t_last_s": 1e-3},
+    "chronoamperometry": {"n_points": 2, "duration_s": 1e-3},
+    "multi_bias": {},
+    "sequence": {"blocks": [{"pulse": {"amplitude_v": 1.0, "width_s": 1e-6}}, {"read": {}}]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUME_CASES))
+def test_a_journaled_run_is_not_repeated_on_resume(name, tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    b = SimBackend({"rows": 1, "cols": 2, "device": "volatile", "seed": 7})
+    first = run(b, name, RESUME_CASES[name], journal=JournalFile(journal))
+    calls = b.tally.calls
+    again = run(b, name, RESUME_CASES[name], journal=JournalFile(journal))
+    assert first and not again and b.tally.calls == calls  # nothing stored or pulsed twice

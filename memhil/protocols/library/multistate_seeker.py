@@ -62,6 +62,7 @@ class MultiStateParams(ConvergeParams):
         )
         require(self.reset_v < 0, "reset_v", f"must be < 0 (RESET polarity), got {self.reset_v}")
         require(self.hold_s >= 0, "hold_s", f"must be >= 0 s, got {self.hold_s}")
+        require(self.n_reads >= 2, "n_reads", f"must be >= 2 (a spread), got {self.n_reads}")
         require(
             0.5 < self.confidence < 1.0,
             "confidence",

@@ -1,6 +1,6 @@
 """SwitchSeeker: the switching threshold and polarity of each cell, by a ramp of pulse
 amplitude with a read after every pulse (the SwitchSeeker module of ArC ONE, ArC Instruments' characterization
-software; ``docs/protocols.md#switch_seeker``).
+software; ``docs/protocols.md``).
 
 Per polarity in ``polarities`` order: a reference read, then pulses of amplitude
 ``v_start_v, v_start_v + v_step_v, ... <= v_stop_v`` (the sign of the polarity), a read
