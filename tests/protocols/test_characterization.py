@@ -497,3 +497,12 @@ def test_a_journaled_run_is_not_repeated_on_resume(name, tmp_path):
     calls = b.tally.calls
     again = run(b, name, RESUME_CASES[name], journal=JournalFile(journal))
     assert first and not again and b.tally.calls == calls  # nothing stored or pulsed twice
+
+
+def test_a_row_outside_the_chip_is_one_line_naming_file_and_key(tmp_path, capsys):
+    f = tmp_path / "mb.yaml"
+    f.write_text("protocol: multi_bias\nparams: {row: 9}\nbackend: {sim: {rows: 4, cols: 4}}\n")
+    assert main(["run", str(f), "--db", str(tmp_path / "r.db"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{f}: params.row: must be < 4 (rows), got 9"), err
+    assert "Traceback" not in err
