@@ -7,6 +7,7 @@ from memhil.devices.base import (
     register_alias,
     register_device,
 )
+from memhil.devices.empirical import EmpiricalDevice
 from memhil.devices.forming import FormingRRAM
 from memhil.devices.ion_drift import LinearIonDrift
 from memhil.devices.neurosim import NeuroSimLTPLTD
@@ -17,6 +18,7 @@ from memhil.devices.yakopcic import YakopcicDevice
 
 __all__ = [
     "DeviceModel",
+    "EmpiricalDevice",
     "FormingRRAM",
     "LinearIonDrift",
     "NeuroSimLTPLTD",
