@@ -309,7 +309,7 @@ def plot_stdp(df: pd.DataFrame, path: str | Path, *, title: str = "STDP") -> Pat
     fig, ax = _subplots()
     for label, d in _by_cell(_records(df, "delay")):
         d = d.sort_values("delay_s")
-        ax.plot(d["delay_s"], d["dg_s"], "o-", ms=3, label=label)
+        ax.plot(d["delay_s"], d["g_change"], "o-", ms=3, label=label)
     ax.axhline(0.0, color="gray", lw=0.5)
     return _finish(fig, ax, path, "delay t_post - t_pre (s)", "ΔG (S)", title)
 

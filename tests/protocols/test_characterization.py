@@ -119,7 +119,7 @@ def test_multistate_seeker_counts_the_levels_read_and_programming_noise_allow(wh
             "g_low_s": 10e-6,
             "g_high_s": 10e-6 + (n - 1) * dg_s,
             "n_targets": n,
-            "tolerance_s": tol_s,
+            "g_tolerance_s": tol_s,
             "trials": 3,
             "n_reads": 10,
             "n_verify_reads": 8,
@@ -154,7 +154,7 @@ def test_converge_to_state_stores_the_program_and_verify_report(where, backend):
     pts = run(
         b,
         "converge_to_state",
-        {"targets_s": [30e-6, 40e-6], "tolerance_s": 0.5e-6, "cells": [[0, 0, 0], [0, 1, 1]]},
+        {"g_targets_s": [30e-6, 40e-6], "g_tolerance_s": 0.5e-6, "cells": [[0, 0, 0], [0, 1, 1]]},
     )
     assert [(p["row"], p["g_target"]) for p in pts] == [(0, 30e-6), (1, 40e-6)]
     for p in pts:
@@ -186,7 +186,7 @@ def test_stdp_sign_and_time_constant_match_the_spike_tail(where, backend):
     pts = run(b, "stdp", {"delays_s": delays, "tau_s": 2e-6, "v_floor_v": 0.15})
     for p in pts:
         if p["record"] == "delay":
-            assert math.copysign(1.0, p["dg_s"]) == math.copysign(1.0, p["delay_s"])
+            assert math.copysign(1.0, p["g_change"]) == math.copysign(1.0, p["delay_s"])
         else:
             # changes of ~3 % of G: the G(x) curvature biases the fit by about 1 %
             assert p["tau_plus_s"] == pytest.approx(2e-6, rel=0.03)
@@ -482,7 +482,7 @@ def test_each_new_protocol_has_a_plot_of_its_records(tmp_path):
 RESUME_CASES = {
     "switch_seeker": {"v_start_v": 0.5, "v_stop_v": 1.0, "v_step_v": 0.25},
     "multistate_seeker": {"n_targets": 2, "trials": 1, "n_reads": 2, "hold_s": 0.0},
-    "converge_to_state": {"targets_s": [30e-6]},
+    "converge_to_state": {"g_targets_s": [30e-6]},
     "stdp": {"delays_s": [1e-6, -1e-6]},
     "volatility": {"n_points": 4, "t_last_s": 1e-3},
     "chronoamperometry": {"n_points": 2, "duration_s": 1e-3},

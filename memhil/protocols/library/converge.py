@@ -15,8 +15,8 @@ from memhil.protocols.plan import Program, cell_records, keys, unit
 
 @dataclass(frozen=True)
 class ConvergeParams:
-    targets_s: tuple[float, ...] = (20e-6,)  # one conductance per cell, or one for all
-    tolerance_s: float = 1e-6
+    g_targets_s: tuple[float, ...] = (20e-6,)  # one conductance per cell, or one for all
+    g_tolerance_s: float = 1e-6
     set_v: float = 1.0
     set_width_s: float = 1e-6
     reset_v: float = -1.0
@@ -29,7 +29,7 @@ class ConvergeParams:
     def __post_init__(self) -> None:
         positive(
             self,
-            "tolerance_s",
+            "g_tolerance_s",
             "set_v",
             "set_width_s",
             "reset_width_s",
@@ -38,25 +38,25 @@ class ConvergeParams:
             "compliance_a",
         )
         require(self.reset_v < 0, "reset_v", f"must be < 0 (RESET polarity), got {self.reset_v}")
-        require(len(self.targets_s) > 0, "targets_s", "must list at least one conductance")
-        for g in self.targets_s:
-            require(g > 0, "targets_s", f"each target must be > 0 S, got {g}")
+        require(len(self.g_targets_s) > 0, "g_targets_s", "must list at least one conductance")
+        for g in self.g_targets_s:
+            require(g > 0, "g_targets_s", f"each target must be > 0 S, got {g}")
         check_cells(self.cells)
         require(
-            len(self.targets_s) == 1
+            len(self.g_targets_s) == 1
             or self.cells is None
-            or len(self.targets_s) == len(self.cells),
-            "targets_s",
-            f"needs one target or one per cell ({len(self.cells or ())}), got {len(self.targets_s)}",
+            or len(self.g_targets_s) == len(self.cells),
+            "g_targets_s",
+            f"needs one target or one per cell ({len(self.cells or ())}), got {len(self.g_targets_s)}",
         )
 
 
-def program_message(p: ConvergeParams, cells, targets_s) -> Program:
+def program_message(p: ConvergeParams, cells, g_targets_s) -> Program:
     """The ``Program`` message of these parameters for ``cells`` (shared with the seekers)."""
     return Program(
         tuple(cells),
-        tuple(float(g) for g in targets_s),
-        p.tolerance_s,
+        tuple(float(g) for g in g_targets_s),
+        p.g_tolerance_s,
         (p.set_v, p.set_width_s),
         (p.reset_v, p.reset_width_s),
         p.max_iterations,
@@ -71,7 +71,7 @@ def report_columns(report) -> dict:
     return {
         "g_target": report.target_s,
         "g": report.achieved_s,
-        "error_g_s": report.error_s,
+        "g_error": report.error_s,
         "within": report.within,
         "set_pulses": report.set_pulses,
         "reset_pulses": report.reset_pulses,
@@ -81,10 +81,10 @@ def report_columns(report) -> dict:
 
 def plan(p: ConvergeParams, caps):
     cells = resolve_cells(p.cells, caps)
-    if len(p.targets_s) == 1:
-        targets = [p.targets_s[0]] * len(cells)
+    if len(p.g_targets_s) == 1:
+        targets = [p.g_targets_s[0]] * len(cells)
     else:  # the params list the cells in file order: targets follow them
-        given = {tuple(int(x) for x in c): g for c, g in zip(p.cells or (), p.targets_s)}
+        given = {tuple(int(x) for x in c): g for c, g in zip(p.cells or (), p.g_targets_s)}
         targets = [given[c] for c in cells]
 
     def body():

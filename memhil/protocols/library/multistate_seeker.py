@@ -35,7 +35,7 @@ from memhil.protocols.plan import Read, Wait, cell_records, keys, unit
 
 @dataclass(frozen=True)
 class MultiStateParams(ConvergeParams):
-    targets_s: tuple[float, ...] = ()  # explicit ladder (S); empty: g_low_s..g_high_s
+    g_targets_s: tuple[float, ...] = ()  # explicit ladder (S); empty: g_low_s..g_high_s
     g_low_s: float = 10e-6
     g_high_s: float = 90e-6
     n_targets: int = 9
@@ -49,7 +49,7 @@ class MultiStateParams(ConvergeParams):
     def __post_init__(self) -> None:
         positive(
             self,
-            "tolerance_s",
+            "g_tolerance_s",
             "set_v",
             "set_width_s",
             "reset_width_s",
@@ -68,21 +68,21 @@ class MultiStateParams(ConvergeParams):
             "confidence",
             f"must lie in (0.5, 1), got {self.confidence}",
         )
-        if not self.targets_s:
+        if not self.g_targets_s:
             require(self.n_targets >= 2, "n_targets", f"must be >= 2, got {self.n_targets}")
             require(
                 0 < self.g_low_s < self.g_high_s,
                 "g_high_s",
                 f"need 0 < g_low_s ({self.g_low_s}) < g_high_s ({self.g_high_s})",
             )
-        for g in self.targets_s:
-            require(g > 0, "targets_s", f"each target must be > 0 S, got {g}")
+        for g in self.g_targets_s:
+            require(g > 0, "g_targets_s", f"each target must be > 0 S, got {g}")
         check_cells(self.cells)
 
     def ladder(self) -> list[float]:
         """The targets (S), ascending."""
-        if self.targets_s:
-            return sorted(float(g) for g in self.targets_s)
+        if self.g_targets_s:
+            return sorted(float(g) for g in self.g_targets_s)
         step = (self.g_high_s - self.g_low_s) / (self.n_targets - 1)
         return [self.g_low_s + k * step for k in range(self.n_targets)]
 
@@ -111,8 +111,8 @@ def plan(p: MultiStateParams, caps):
     cells = resolve_cells(p.cells, caps)
     ladder = p.ladder()
     verify = ConvergeParams(
-        targets_s=(ladder[0],),
-        tolerance_s=p.tolerance_s,
+        g_targets_s=(ladder[0],),
+        g_tolerance_s=p.g_tolerance_s,
         set_v=p.set_v,
         set_width_s=p.set_width_s,
         reset_v=p.reset_v,

@@ -15,9 +15,9 @@ exact for a threshold device whose threshold lies above ``v_floor_v``.
 For a device whose rate is linear above its threshold ``v_th`` (VTEAM with alpha = 1) and
 ``a_plus = v_th``, the change of state is ``prop. exp(-|delay| / tau_s)``: the STDP time
 constant is the tail's. Per delay, ``pairs`` spike pairs between two reads; records
-``record = "delay"`` (``delay_s``, ``g_before``, ``g_after``, ``dg_s``) and per cell
+``record = "delay"`` (``delay_s``, ``g_before``, ``g_after``, ``g_change``) and per cell
 ``record = "fit"``: ``tau_plus_s``/``tau_minus_s`` from a straight-line fit of
-``log|dg|`` against ``|delay|`` on each side (NaN with fewer than two changes of the
+``log|g_change|`` against ``|delay|`` on each side (NaN with fewer than two changes of the
 expected sign). One unit (the fit needs every delay).
 """
 
@@ -145,7 +145,7 @@ def plan(p: STDPParams, caps):
                     "delay_s": [delay] * len(cells),
                     "g_before": before.g_s,
                     "g_after": after.g_s,
-                    "dg_s": dg,
+                    "g_change": dg,
                 },
             )
         d = torch.tensor(p.delays_s, dtype=torch.float64)
