@@ -272,7 +272,6 @@ class Runner:
         return p.backend.mvm(torch.as_tensor(msg.v_rows), tile=msg.tile)
 
     def _program(self, msg: Program, p: Pass) -> Any:
-        p.summary.pulses += 1
         p.summary.v_max = max(p.summary.v_max, abs(msg.set_pulse[0]), abs(msg.reset_pulse[0]))
         iterations = msg.max_iterations
         if p.dry:
@@ -282,8 +281,9 @@ class Runner:
                 p.backend.pulse(
                     list(msg.cells), amplitude_v, width_s, 1, compliance_a=msg.compliance_a
                 )
+                p.summary.pulses += 1
             iterations = 1
-        return program_and_verify(
+        report = program_and_verify(
             p.backend,
             list(msg.cells),
             torch.tensor(msg.targets_s, dtype=torch.float64),
@@ -294,6 +294,8 @@ class Runner:
             n_reads=msg.n_reads,
             compliance_a=msg.compliance_a,
         )
+        p.summary.pulses += report.pulse_calls  # the pulse calls the loop made
+        return report
 
     def _energy_check(self, msg: EnergyCheck, p: Pass) -> None:
         p.backend.limits.check_energy(
