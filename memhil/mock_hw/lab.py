@@ -19,6 +19,11 @@ The station's ``mock:`` section describes the chip under the probes::
       wafer: {dies: [[0, 0], [1, 0], [2, 0]], die_overrides: {"2,0": {r_on_ohm: 80}}}
       ground_ports: [12]              # (prefer wiring.ground_ports) matrix inputs at LO
       routes: {smu.smua: {hi: [[row, 0]], lo: [[col, 0]]}}   # without a matrix
+      visa: {"GPIB0::23::INSTR": matrix}  # more bench addresses for the @memhil VISA library
+
+An instrument's ``address`` may be its bench address (``GPIB0::22::INSTR``): the lab then
+serves it on a free loopback port, and the ``@memhil`` pyvisa backend
+(``memhil.mock_hw.visa``) opens the bench address there (docs/mock-lab.md).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class MockConfig:
     wafer: dict = field(default_factory=dict)
     ground_ports: tuple[int, ...] = ()
     routes: dict = field(default_factory=dict)
+    visa: dict = field(default_factory=dict)  # extra VISA resource -> instrument (@memhil)
 
 
 # Which emulator stands in for each registered instrument type, and how the driver
@@ -339,8 +345,11 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
 
     import yaml
 
+    from memhil.mock_hw.visa import register_served, unregister_served
+
     stop = threading.Event()
     with MockLab(station, serve_array_board_tcp=True) as lab:
+        registered = register_served(lab)  # bench addresses for '@memhil' clients
         live = lab.station_config()
         for name, inst in live.instruments.items():
             out(f"{name:<10} {inst.type:<20} {inst.address}")
@@ -355,4 +364,5 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+            unregister_served(registered)
     out("mock lab stopped")
