@@ -43,6 +43,7 @@ import logging
 import math
 import re
 import threading
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES
 from memhil.mock_hw.smu_physics import integrate, settle
+from memhil.mock_hw.smu_ranges import K2450
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +254,7 @@ class Keithley2450Emulator:
         self.language = language
         self.serial = serial
         self._lock = threading.RLock()
+        self._noise = np.random.default_rng(zlib.crc32(name.encode()))  # reproducible
         self.status = ScpiStatus()  # :SYSTem:ERRor? and *ESR?
         self.common = CommonCommands(
             f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b",
@@ -407,6 +410,7 @@ class Keithley2450Emulator:
             raise ScpiError(-113, f"Undefined header {cmd!r}")
         f, rest = n[0], n[1:]
         lim_name = "ILIM" if f == "VOLT" else "VLIM"
+        ranges = K2450.source_v if f == "VOLT" else K2450.source_i
         if not rest:
             if q:
                 return _fmt(s.level[f])
@@ -414,6 +418,12 @@ class Keithley2450Emulator:
             vmax = 210.0 if f == "VOLT" else 1.05
             if abs(x) > vmax:
                 raise ScpiError(-222, f"Data out of range: {x:g}")
+            # a fixed source range refuses a level beyond its full scale (2450 manual:
+            # ranges have 105 % over-range); -222 is our assumption of its error number
+            if not s.src_autorange[f] and not K2450.source_fits(s.src_range[f], x):
+                raise ScpiError(
+                    -222, f"Data out of range: {x:g} beyond the {s.src_range[f]:g} range"
+                )
             s.level[f] = x
             self._settle()
             return None
@@ -421,7 +431,8 @@ class Keithley2450Emulator:
             if q:
                 return _fmt(s.limit[f])
             x = _num(args[0])
-            if not (0 < x <= (1.05 if f == "VOLT" else 210.0)):
+            lo = K2450.limit_i_min if f == "VOLT" else K2450.limit_v_min
+            if not (lo <= x <= (1.05 if f == "VOLT" else 210.0)):
                 raise ScpiError(-222, f"Data out of range: {x:g}")
             s.limit[f] = x
             self._settle()
@@ -431,8 +442,13 @@ class Keithley2450Emulator:
             return "1" if (self.tripped and s.source_func == f) else "0"
         if rest == ["RANG"]:
             if q:
+                if s.src_autorange[f]:  # the level chooses the range
+                    return _fmt(K2450.snap(ranges, s.level[f]) or ranges[-1])
                 return _fmt(s.src_range[f])
-            s.src_range[f], s.src_autorange[f] = abs(_num(args[0])), 0
+            r = K2450.snap(ranges, _num(args[0]))
+            if r is None:
+                raise ScpiError(-222, f"Data out of range: {args[0]}")
+            s.src_range[f], s.src_autorange[f] = r, 0
             return None
         if rest == ["RANG", "AUTO"]:
             if q:
@@ -511,7 +527,13 @@ class Keithley2450Emulator:
             store, kind = table[tuple(rest)]
             if q:
                 return _fmt(store[f]) if kind is float else str(store[f])
-            store[f] = kind(_num(args[0]))
+            value = kind(_num(args[0]))
+            if rest == ["RANG"] and f != "RES":  # snaps to the range that holds it
+                snapped = K2450.snap(K2450.measure_i if f == "CURR" else K2450.measure_v, value)
+                if snapped is None:
+                    raise ScpiError(-222, f"Data out of range: {args[0]}")
+                value = snapped
+            store[f] = value
             if rest == ["RANG"]:
                 s.sens_autorange[f] = 0
             return None
@@ -648,7 +670,12 @@ class Keithley2450Emulator:
         func = s.sense_func.split(":")[0]
         t_int = s.nplc[func] / self.linefreq
         v, i = integrate(self.bench, self._settle, t_int, delay_s)
-        value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else 9.9e37}[func]
+        if not self.tripped:  # the noise floor (a reading clamped at the limit is exact)
+            i += float(self._noise.normal(0.0, K2450.noise_floor_a))
+        value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else K2450.overflow}[func]
+        if func in ("CURR", "VOLT") and not s.sens_autorange[func]:
+            table = K2450.measure_i if func == "CURR" else K2450.measure_v
+            value = K2450.reading(table, s.sens_range[func], value)
         unit = {"CURR": "Amp DC", "VOLT": "Volt DC", "RES": "Ohm"}[func]
         src_is_v = s.source_func == "VOLT"
         r = _Reading(
