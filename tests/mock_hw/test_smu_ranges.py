@@ -98,7 +98,9 @@ def test_open_circuit_reads_the_noise_floor_not_zero():
     emu.handle("smua.source.levelv = 0.2 smua.source.output = 1 smua.measure.count = 50")
     emu.handle("smua.nvbuffer1.clear()")
     emu.handle("smua.measure.i(smua.nvbuffer1)")
-    readings = [float(x) for x in ask(emu, "printbuffer(1, 50, smua.nvbuffer1.readings)").split(",")]
+    readings = [
+        float(x) for x in ask(emu, "printbuffer(1, 50, smua.nvbuffer1.readings)").split(",")
+    ]
     assert all(r != 0.0 for r in readings)
     # RMS of 50 normal draws: within 40 % of sigma (chi distribution, > 4 sigma margin)
     rms = (sum(r * r for r in readings) / len(readings)) ** 0.5
