@@ -94,20 +94,3 @@ def test_a_protocol_file_runs_on_the_bench_station_with_only_the_visa_library_ch
     )
     (info,) = [r for r in RunStore(tmp_path / "r.db").runs() if r.run_id == run_id]
     assert info.status == "completed" and info.n_points > 0
-
-
-def test_a_served_lab_is_reached_from_another_process_and_unregisters_on_stop(tmp_path):
-    from tests.served_lab import serve_mock_lab
-
-    station = tmp_path / "bench.yaml"
-    station.write_text(BENCH.read_text())
-    with serve_mock_lab(station, tmp_path / "live.yaml"):
-        assert mock_visa.served_resources(station) is not None
-        rm = pyvisa.ResourceManager(f"{station}@memhil")
-        matrix = rm.open_resource("GPIB0::22::INSTR")
-        matrix.write(":ROUT:CLOS (@10109)")  # no read termination set: the END of GPIB
-        assert matrix.query(":ROUT:CLOS? (@10109)").strip() == "1"
-        rm.close()
-        assert not mock_visa._labs  # nothing was started in this process
-    assert mock_visa.served_resources(station) is None
-    assert not mock_visa.registry_file(station).exists()

@@ -112,6 +112,25 @@ _LONG_FORMS = (
     "FRONt",
     "REAR",
     "LIMit",
+    "STATistics",
+    "AVERage",
+    "MAXimum",
+    "MINimum",
+    "STDDev",
+    "PK2Pk",
+    "PRESet",
+    "ENABle",
+    "MEASurement",
+    "OPERation",
+    "QUEStionable",
+    "FORMat",
+    "FEED",
+    "CONTrol",
+    "LOAD",
+    "SMODe",
+    "TCONtrol",
+    "BEEPer",
+    "COUNt",
 )
 _SHORT = {long.upper(): "".join(c for c in long if c.isupper()) for long in _LONG_FORMS}
 _SHORTS = set(_SHORT.values())
@@ -230,6 +249,11 @@ class _Settings:
     sens_user_delay: dict = field(default_factory=dict)
     count: int = 1
     output: int = 0
+    off_mode: dict = field(default_factory=lambda: {"VOLT": "NORM", "CURR": "NORM"})
+    # :SENS:<f>:AVERage filter: [state, type, count] (stored; readings are single samples)
+    average: dict = field(
+        default_factory=lambda: {f: [0, "REP", 10] for f in ("CURR", "VOLT", "RES")}
+    )
     terminals: str | None = "FRON"  # None after a refused ROUT:TERM
 
 
@@ -260,8 +284,18 @@ class Keithley2450Emulator:
             f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b",
             reset=self.reset,
             status=self.status,
-            extra={"*LANG?": lambda args: self.language, "*LANG": self._set_language},
+            extra={
+                "*LANG?": lambda args: self.language,
+                "*LANG": self._set_language,
+                "*TST?": lambda args: "0",  # self-test passed
+                "*SRE": lambda args: self._set_register("sre", args),
+                "*SRE?": lambda args: str(self.registers["sre"]),
+                "*ESE": lambda args: self._set_register("ese", args),
+                "*ESE?": lambda args: str(self.registers["ese"]),
+            },
         )
+        #: enable registers (IEEE 488.2 *SRE/*ESE, :STATus:<reg>:ENABle), stored and read back
+        self.registers: dict[str, int] = {"sre": 0, "ese": 0, "MEAS": 0, "OPER": 0, "QUES": 0}
         self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}
@@ -297,8 +331,8 @@ class Keithley2450Emulator:
         query = head.endswith("?")
         head = head.rstrip("?")
         args = [a.strip() for a in _split_outside_quotes(rest, ",")] if rest.strip() else []
-        if head.startswith("*"):
-            return self.common(head + ("?" if query else ""), args)
+        if head.lstrip(":").startswith("*"):  # ":*CLS" (PyMeasure's reset) is *CLS
+            return self.common(head.lstrip(":") + ("?" if query else ""), args)
         if self.language != "SCPI":
             raise ScpiError(-113, f"Undefined header {cmd!r} (instrument is in {self.language})")
         nodes = [_short(n) for n in head.lstrip(":").split(":") if n]
@@ -311,6 +345,12 @@ class Keithley2450Emulator:
     def errors(self) -> list[tuple[int, str]]:
         """The error queue, oldest first: (code, message)."""
         return self.status.errors
+
+    def _set_register(self, name: str, args: Sequence[str]) -> None:
+        value = int(_num(args[0])) if args else -1
+        if not 0 <= value <= 65535:
+            raise ScpiError(-222, f"Data out of range: {args[0] if args else ''}")
+        self.registers[name] = value
 
     def _set_language(self, args: Sequence[str]) -> None:
         if args:
@@ -331,6 +371,36 @@ class Keithley2450Emulator:
             return f'{code},"{msg}"'
         if key == "SYST:LFR" and q:
             return f"{self.linefreq:g}"
+        if key == "SYST:ERR:COUN" and q:
+            return str(len(self.status.errors))
+        if key == "SYST:BEEP" and not q:
+            return None
+        if key == "STAT:PRES" and not q:  # enable registers to their preset (0)
+            for reg in ("MEAS", "OPER", "QUES"):
+                self.registers[reg] = 0
+            return None
+        if len(n) == 3 and n[0] == "STAT" and n[2] == "ENAB" and n[1] in ("MEAS", "OPER", "QUES"):
+            if q:
+                return str(self.registers[n[1]])
+            self._set_register(n[1], args)
+            return None
+        if key == "FORM:DATA" or key == "FORM":
+            if q:
+                return "ASC"
+            if _short(_unquote(args[0])) not in ("ASC", "ASCII"):  # binary: not emulated
+                raise ScpiError(-224, f"Illegal parameter value {args[0]} (the mock sends ASCII)")
+            return None
+        if key == "TRIG:LOAD" and not q:
+            return self._trigger_load(args)
+        if len(n) == 3 and n[0] == "OUTP" and n[1] in ("VOLT", "CURR") and n[2] == "SMOD":
+            if q:
+                return s.off_mode[n[1]]
+            mode = _short(_unquote(args[0]))
+            mode = {"HIMPEDANCE": "HIMP", "NORMAL": "NORM", "GUARD": "GUAR"}.get(mode, mode)
+            if mode not in ("HIMP", "NORM", "ZERO", "GUAR"):
+                raise ScpiError(-224, f"Illegal parameter value {args[0]!r}")
+            s.off_mode[n[1]] = mode
+            return None
         if key in ("OUTP", "OUTP:STAT"):
             if q:
                 return str(s.output)
@@ -359,6 +429,8 @@ class Keithley2450Emulator:
             for _ in range(max(1, s.count)):
                 last = self._measure_into(buf)
             assert last is not None  # the loop runs at least once
+            if len(args) > 1:  # :READ? "buffer", <elements>: those elements of the reading
+                return self._elements(last, buf, args[1:])
             return _fmt(last.reading)
         if n and n[0] == "FETC" and q:
             buf = self._buffer(args[0] if args else "'defbuffer1'")
@@ -367,7 +439,10 @@ class Keithley2450Emulator:
             elements = args[1:] or ["READ"]
             return self._elements(buf.readings[-1], buf, elements)
         if key == "INIT":
-            self._run_sweep()
+            if self.sweep is not None and self.sweep.get("kind") == "simple":
+                self._run_simple_loop()
+            else:
+                self._run_sweep()
             return None
         if n and n[0] == "TRAC":
             return self._trace(n[1:], q, args, cmd)
@@ -509,6 +584,30 @@ class Keithley2450Emulator:
         if not n or n[0] not in ("CURR", "VOLT", "RES"):
             raise ScpiError(-113, f"Undefined header {cmd!r}")
         f, rest = n[0], n[1:]
+        if rest and rest[0] == "AVER":
+            avg = s.average[f]
+            sub = rest[1:]
+            if sub in ([], ["STAT"]):
+                if q:
+                    return str(avg[0])
+                avg[0] = 1 if _unquote(args[0]).upper() in ("1", "ON") else 0
+            elif sub == ["TCON"]:
+                if q:
+                    return avg[1]
+                kind = _short(_unquote(args[0]))[:3]
+                if kind not in ("REP", "MOV"):
+                    raise ScpiError(-224, f"Illegal parameter value {args[0]!r}")
+                avg[1] = kind
+            elif sub == ["COUN"]:
+                if q:
+                    return str(avg[2])
+                count = int(_num(args[0]))
+                if not 1 <= count <= 100:
+                    raise ScpiError(-222, f"Data out of range: {count} (1..100)")
+                avg[2] = count
+            else:
+                raise ScpiError(-113, f"Undefined header {cmd!r}")
+            return None
         if rest == ["NPLC"]:
             if q:
                 return f"{s.nplc[f]:g}"
@@ -578,11 +677,35 @@ class Keithley2450Emulator:
             for _ in range(max(1, self.s.count)):
                 self._measure_into(buf)
             return None
+        if n and n[0] == "FEED" and not q:
+            # the 2400's buffer feed (PyMeasure's KeithleyBuffer sends it to a 2450): the
+            # 2450's buffers always take the readings, so it is accepted and has no effect
+            # (an assumption: a 2450 in SCPI mode may answer -113 here)
+            return None
+        if n and n[0] == "STAT" and q:
+            buf = self._buffer(args[0] if args else "'defbuffer1'")
+            values = np.array([r.reading for r in buf.readings])
+            if values.size == 0:
+                raise ScpiError(-230, "Data corrupt or stale: buffer is empty")
+            stat = {
+                "AVER": values.mean,
+                "MAX": values.max,
+                "MIN": values.min,
+                "STDD": lambda: values.std(ddof=1) if values.size > 1 else 0.0,
+                "PK2P": lambda: values.max() - values.min(),
+            }.get(n[1] if len(n) > 1 else "")
+            if stat is None:
+                raise ScpiError(-113, f"Undefined header {cmd!r}")
+            return _fmt(float(stat()))
         if n == ["DATA"] and q:
+            buf = self._buffer(args[2] if len(args) > 2 else "'defbuffer1'")
+            if not args:  # every reading of the default buffer
+                if not buf.readings:
+                    raise ScpiError(-230, "Data corrupt or stale: buffer is empty")
+                args = ["1", str(len(buf.readings))]
             if len(args) < 2:
                 raise ScpiError(-109, "Missing parameter")
             a, b = int(_num(args[0])), int(_num(args[1]))
-            buf = self._buffer(args[2] if len(args) > 2 else "'defbuffer1'")
             if not (1 <= a <= b <= len(buf.readings)):
                 raise ScpiError(
                     -222, f"Data out of range: {a}..{b} of {len(buf.readings)} readings"
@@ -642,6 +765,7 @@ class Keithley2450Emulator:
             self.s = _Settings()
             for b in self.buffers.values():
                 b.readings.clear()
+                b.size = _Buffer().size  # *RST restores the default buffers' capacity
             for name in [k for k in self.buffers if k not in ("defbuffer1", "defbuffer2")]:
                 del self.buffers[name]
             self.sweep = None
@@ -689,6 +813,34 @@ class Keithley2450Emulator:
         )
         buf.append(r)
         return r
+
+    def _trigger_load(self, args: list[str]) -> None:
+        """``:TRIG:LOAD "SimpleLoop", count[, delay[, "buffer"]]`` or ``"Empty"``: the
+        trigger-model templates a script runs with ``:INIT`` (2450 manual, trigger model
+        templates; the other templates are not emulated)."""
+        name = _unquote(args[0]).upper() if args else ""
+        if name == "EMPTY":
+            self.sweep = None
+            return None
+        if name != "SIMPLELOOP" or len(args) < 2:
+            raise ScpiError(-224, f"Illegal parameter value {args[0] if args else ''!r}")
+        count = int(_num(args[1]))
+        if count < 1:
+            raise ScpiError(-222, f"Data out of range: count {count}")
+        self.sweep = {
+            "kind": "simple",
+            "count": count,
+            "delay": _num(args[2]) if len(args) > 2 else 0.0,
+            "buffer": args[3] if len(args) > 3 else "'defbuffer1'",
+        }
+        return None
+
+    def _run_simple_loop(self) -> None:
+        sw = self.sweep
+        assert sw is not None
+        buf = self._buffer(sw["buffer"])
+        for _ in range(sw["count"]):
+            self._measure_into(buf, sw["delay"])
 
     def _run_sweep(self) -> None:
         sw = self.sweep
