@@ -34,6 +34,7 @@ def served(tmp_path_factory):
     assert mock_visa.served_resources(STATION) is None  # unregistered when it stopped
 
 
+@pytest.mark.slow  # a served lab in its own process, and six lab scripts
 @pytest.mark.parametrize("client", CLIENTS)
 def test_client_script_runs_unchanged_against_the_served_lab(served, client):
     module = importlib.import_module(f"tests.mock_hw.clients.{client}")

@@ -109,12 +109,7 @@ class B220xEmulator(ServedEmulator):
         self._stuck_open: set[tuple[int, int]] = set()
         self._reset_state()
         self.status = ScpiStatus(ERROR_QUEUE_SIZE)  # :SYST:ERR? and *ESR?
-        self.common = CommonCommands(
-            self.idn,
-            reset=self._reset_state,
-            status=self.status,
-            extra={"*TST?": lambda args: "0"},  # self-test passed
-        )
+        self.common = CommonCommands(self.idn, reset=self._reset_state, status=self.status)
         self.server: LineServer | None = None
         bench.set_router(self.route)
 

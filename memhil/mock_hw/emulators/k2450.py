@@ -287,15 +287,10 @@ class Keithley2450Emulator:
             extra={
                 "*LANG?": lambda args: self.language,
                 "*LANG": self._set_language,
-                "*TST?": lambda args: "0",  # self-test passed
-                "*SRE": lambda args: self._set_register("sre", args),
-                "*SRE?": lambda args: str(self.registers["sre"]),
-                "*ESE": lambda args: self._set_register("ese", args),
-                "*ESE?": lambda args: str(self.registers["ese"]),
             },
         )
-        #: enable registers (IEEE 488.2 *SRE/*ESE, :STATus:<reg>:ENABle), stored and read back
-        self.registers: dict[str, int] = {"sre": 0, "ese": 0, "MEAS": 0, "OPER": 0, "QUES": 0}
+        #: :STATus:<reg>:ENABle registers, stored and read back (no service request is raised)
+        self.registers: dict[str, int] = {"MEAS": 0, "OPER": 0, "QUES": 0}
         self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from memhil.mock_hw.bench import MockBench
+from memhil.mock_hw.bench import SHORT_PATH_OHM, MockBench
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
 from memhil.mock_hw.smu_physics import (
@@ -179,6 +179,10 @@ class _ChannelState:
     autozero: int = 2
     m_delay: float = 0.0
     sense: int = 0
+    filter_enable: int = 0  # smuX.measure.filter: stored (readings are single samples)
+    filter_type: int = 1  # FILTER_REPEAT_AVG
+    filter_count: int = 1
+    contact_threshold: float = 50.0  # smuX.contact.threshold (ohm)
     condition: int = 0  # status.measurement.instrument.smuX.condition
     v_actual: float = 0.0  # the voltage the terminal holds now (after compliance)
     i_actual: float = 0.0
@@ -202,6 +206,7 @@ class _Smu:
     def reset(self) -> None:
         self.s = _ChannelState()
         now = self.emu.clock.now()
+        self.buffers = {k: b for k, b in self.buffers.items() if k.startswith("nvbuffer")}
         for b in self.buffers.values():
             b.clear(now)
             b.appendmode, b.collectsourcevalues, b.collecttimestamps = 0, 0, 1
@@ -361,6 +366,14 @@ class _Smu:
                 "autorangei": self._autorange_prop("m_autorangei", m_ri, "m_rangei", (0, 1, 2)),
                 "autozero": self._prop("autozero", kind=int, choices=(0, 1, 2)),
                 "delay": self._prop("m_delay", lo=-1.0),
+                "filter": Obj(
+                    f"{self.channel}.measure.filter",
+                    {
+                        "enable": self._prop("filter_enable", kind=int, choices=(0, 1)),
+                        "type": self._prop("filter_type", kind=int, choices=(0, 1, 2)),
+                        "count": self._prop("filter_count", kind=int, lo=1, hi=100),
+                    },
+                ),
                 "i": Fn(lambda buf=None: self.measure("i", buf), "measure.i"),
                 "v": Fn(lambda buf=None: self.measure("v", buf), "measure.v"),
                 "r": Fn(lambda buf=None: self.measure("r", buf), "measure.r"),
@@ -375,6 +388,16 @@ class _Smu:
                 "measure": measure,
                 **buffers,
                 "sense": self._prop("sense", kind=int, choices=(0, 1, 3)),
+                "makebuffer": Fn(self._make_buffer, "makebuffer"),
+                "contact": Obj(
+                    f"{self.channel}.contact",
+                    {
+                        "check": Fn(self._contact_check, "contact.check"),
+                        "r": Fn(self._contact_r, "contact.r"),
+                        "threshold": self._prop("contact_threshold", lo=1.0, hi=1e6),
+                        "speed": Prop(lambda: 0.0, lambda v: None),
+                    },
+                ),
                 "reset": Fn(self.reset, "reset"),
                 "abort": Fn(lambda: None, "abort"),
                 "OUTPUT_DCAMPS": 0.0,
@@ -391,6 +414,11 @@ class _Smu:
                 "AUTOZERO_OFF": 0.0,
                 "AUTOZERO_ONCE": 1.0,
                 "AUTOZERO_AUTO": 2.0,
+                "FILTER_MOVING_AVG": 0.0,
+                "FILTER_REPEAT_AVG": 1.0,
+                "FILTER_MEDIAN": 2.0,
+                "ENABLE": 1.0,
+                "DISABLE": 0.0,
                 "OUTPUT_NORMAL": 0.0,
                 "OUTPUT_ZERO": 2.0,
             },
@@ -416,6 +444,30 @@ class _Smu:
                 "sourcevalues": _Field(b, "sourcevalues"),
             },
         )
+
+    def _make_buffer(self, size: Any) -> Obj:
+        """``smuX.makebuffer(n)``: a dynamically allocated reading buffer of ``n`` readings."""
+        n = int(num(size))
+        if not 1 <= n <= 60000:
+            raise TspError(f"TSP Runtime error: buffer size {n} out of range (1..60000)", -1110)
+        name = f"buffer{len(self.buffers) - 1}"
+        buf = self.buffers[name] = _Buffer(capacity=n)
+        buf.clear(self.emu.clock.now())
+        return self._buffer_obj(name, buf)
+
+    def _contact_r(self) -> tuple[float, float]:
+        """``smuX.contact.r()``: (HI, LO) contact resistance (ohm); a terminal that reaches
+        no chip line (no route, needles lifted) reads the overflow value. The resistance
+        of a closed path is the short-path assumption of the bench (``SHORT_PATH_OHM``)."""
+        hi, _ = self.emu.bench.router(self.key)
+        r = SHORT_PATH_OHM if hi else self.table.overflow
+        return r, r
+
+    def _contact_check(self) -> bool:
+        """``smuX.contact.check()``: true when both contact resistances are below
+        ``smuX.contact.threshold``."""
+        r_hi, r_lo = self._contact_r()
+        return max(r_hi, r_lo) < self.s.contact_threshold
 
     def _compliance(self) -> bool:
         self.operating_point()
@@ -478,7 +530,7 @@ class _Smu:
         if b is None:
             return None
         if isinstance(b, Obj):
-            for name, buf in self.buffers.items():
+            for name, buf in self.buffers.items():  # nvbuffer1/2 and makebuffer's
                 if b._name == f"{self.channel}.{name}":
                     return buf
         raise TspError("TSP Runtime error: bad argument (reading buffer expected)")
@@ -573,8 +625,9 @@ class Keithley2600Emulator:
             if text == "abort":  # stops a running script: none runs between commands here
                 return None
             if text.startswith("*"):
+                header, _, arg = text.partition(" ")
                 try:
-                    return self.common(text)
+                    return self.common(header, [arg.strip()] if arg.strip() else [])
                 except ScpiError as exc:
                     self._error(exc.code, exc.message)
                     return None
