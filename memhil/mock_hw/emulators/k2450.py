@@ -45,7 +45,7 @@ import re
 import threading
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -386,7 +386,8 @@ class Keithley2450Emulator:
                 raise ScpiError(-224, f"Illegal parameter value {args[0]} (the mock sends ASCII)")
             return None
         if key == "TRIG:LOAD" and not q:
-            return self._trigger_load(args)
+            self._trigger_load(args)
+            return None
         if len(n) == 3 and n[0] == "OUTP" and n[1] in ("VOLT", "CURR") and n[2] == "SMOD":
             if q:
                 return s.off_mode[n[1]]
@@ -589,10 +590,10 @@ class Keithley2450Emulator:
             elif sub == ["TCON"]:
                 if q:
                     return avg[1]
-                kind = _short(_unquote(args[0]))[:3]
-                if kind not in ("REP", "MOV"):
+                tcon = _short(_unquote(args[0]))[:3]
+                if tcon not in ("REP", "MOV"):
                     raise ScpiError(-224, f"Illegal parameter value {args[0]!r}")
-                avg[1] = kind
+                avg[1] = tcon
             elif sub == ["COUN"]:
                 if q:
                     return str(avg[2])
@@ -682,16 +683,17 @@ class Keithley2450Emulator:
             values = np.array([r.reading for r in buf.readings])
             if values.size == 0:
                 raise ScpiError(-230, "Data corrupt or stale: buffer is empty")
-            stat = {
-                "AVER": values.mean,
-                "MAX": values.max,
-                "MIN": values.min,
-                "STDD": lambda: values.std(ddof=1) if values.size > 1 else 0.0,
-                "PK2P": lambda: values.max() - values.min(),
-            }.get(n[1] if len(n) > 1 else "")
-            if stat is None:
+            which = n[1] if len(n) > 1 else ""
+            stats: dict[str, Callable[[], float]] = {
+                "AVER": lambda: float(values.mean()),
+                "MAX": lambda: float(values.max()),
+                "MIN": lambda: float(values.min()),
+                "STDD": lambda: float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "PK2P": lambda: float(values.max() - values.min()),
+            }
+            if which not in stats:
                 raise ScpiError(-113, f"Undefined header {cmd!r}")
-            return _fmt(float(stat()))
+            return _fmt(stats[which]())
         if n == ["DATA"] and q:
             buf = self._buffer(args[2] if len(args) > 2 else "'defbuffer1'")
             if not args:  # every reading of the default buffer
