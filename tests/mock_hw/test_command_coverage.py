@@ -111,3 +111,15 @@ def test_2450_trigger_template_statistics_read_elements_and_format(k2450):
     assert k2450.handle(":SYST:ERR:COUN?") == "1"
     assert k2450.handle(":SYST:ERR?").startswith("-224")
     k2450.handle(":OUTP OFF")
+
+
+def test_2450_lang_takes_effect_after_a_power_cycle(k2450):
+    k2450.handle("*LANG TSP")
+    assert k2450.handle("*LANG?") == "SCPI"  # still the active command set
+    assert k2450.handle(":SOUR:FUNC?") == "VOLT"  # SCPI still served
+    k2450.power_cycle()
+    assert k2450.handle("*LANG?") == "TSP"
+    k2450.handle(":SOUR:FUNC?")  # a SCPI header in TSP mode: refused
+    assert [c for c, _ in k2450.errors] == [-113]
+    k2450.handle("*LANG SCPI")
+    k2450.power_cycle()  # the error queue starts empty after power-on

@@ -24,7 +24,23 @@ Implemented SCPI subset:
 * ``:TRACe:MAKE``, ``:DELete``, ``:CLEar``, ``:POINts`` / ``?``, ``:ACTual?``, ``:TRIGger``,
   ``:DATA? start, end[, 'buffer'[, elements]]`` with elements READing, SOURce, RELative,
   SEConds, FRACtional, STATus, SOURSTATus, UNIT, SOURUNIT, TSTamp, DATE, TIME,
-  FORMatted, SOURFORMatted.
+  FORMatted, SOURFORMatted; ``:TRACe:DATA?`` without a range (every reading),
+  ``:TRACe:STATistics:AVERage?|MAXimum?|MINimum?|STDDev?|PK2Pk? ['buffer']``,
+  ``:TRACe:FEED[:CONTrol]`` (the 2400's buffer feed, as PyMeasure sends it: accepted
+  without effect, an assumption)
+* ``:READ?``/``:MEASure? 'buffer', <elements>`` (the requested elements of the reading)
+* ``:TRIGger:LOAD "SimpleLoop", count[, delay[, 'buffer']]`` / ``"Empty"`` then ``:INIT``
+* ``*TST?``, ``*ESE``, ``*SRE`` (``memhil.mock_hw.scpi``), ``:STATus:PRESet``,
+  ``:STATus:MEASurement|OPERation|QUEStionable:ENABle``, ``:SYSTem:ERRor:COUNt?``,
+  ``:SYSTem:BEEPer``, ``:FORMat:DATA ASCii`` (binary formats are refused, not emulated),
+  ``:OUTPut:<f>:SMODe HIMP|NORM|ZERO|GUAR``, ``:SENS:<f>:AVERage[:STATe]|:TCONtrol|:COUNt``
+  (stored; readings are single samples); ``*LANG`` takes effect at ``power_cycle()``;
+  ``*RST`` restores the default buffers' capacity.
+
+Ranges (``memhil.mock_hw.smu_ranges.K2450``): range requests snap to the 2450's ranges; a
+level beyond a fixed source range is refused with -222 (our assumption of the error
+number); a reading beyond a fixed measure range is 9.9e37; current readings carry the
+noise floor.
 
 Physics and compliance are those of the 2600 emulator (``memhil.mock_hw.smu_physics``):
 each reading holds the drive for the source delay and then for the integration time
@@ -276,6 +292,7 @@ class Keithley2450Emulator:
         self.clock = bench.chip.clock
         self.linefreq = float(linefreq)
         self.language = language
+        self.pending_language: str | None = None  # *LANG, active after power_cycle()
         self.serial = serial
         self._lock = threading.RLock()
         self._noise = np.random.default_rng(zlib.crc32(name.encode()))  # reproducible
@@ -348,8 +365,22 @@ class Keithley2450Emulator:
         self.registers[name] = value
 
     def _set_language(self, args: Sequence[str]) -> None:
-        if args:
-            self.language = _unquote(args[0]).upper()
+        """``*LANG SCPI|TSP|SCPI2400``: the command set after the next power cycle (2450
+        manual, ``*LANG``: the change takes effect when the instrument restarts);
+        ``*LANG?`` reports the active one until then."""
+        lang = _unquote(args[0]).upper() if args else ""
+        if lang not in ("SCPI", "TSP", "SCPI2400"):
+            raise ScpiError(-224, f"Illegal parameter value {args[0] if args else ''!r}")
+        self.pending_language = lang
+
+    def power_cycle(self) -> None:
+        """Switch the instrument off and on: the ``*LANG`` chosen since takes effect, and
+        every setting, buffer and output is at its power-on state."""
+        with self._lock:
+            self.language = self.pending_language or self.language
+            self.pending_language = None
+            self.reset()
+            self.status.clear()
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch(self, n: list[str], key: str, q: bool, args: list[str], cmd: str) -> str | None:

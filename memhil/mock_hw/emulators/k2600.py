@@ -30,7 +30,18 @@ as on the instrument):
   delay/offmode/compliance``; ``measure.nplc/count/interval/rangev/rangei/autorangev/
   autorangei/autozero/delay`` and ``measure.i/v/r/p/iv([buffer])``; ``nvbuffer1/2``:
   ``clear()``, ``n``, ``appendmode``, ``collectsourcevalues``, ``collecttimestamps``,
-  ``readings``, ``statuses``, ``timestamps``, ``sourcevalues`` (1-based indexing).
+  ``readings``, ``statuses``, ``timestamps``, ``sourcevalues`` (1-based indexing);
+  ``smuX.makebuffer(n)`` (a dynamic buffer); ``smuX.contact.check()/r()/threshold``
+  (a terminal that reaches a chip line through the matrix and the probes is in contact);
+  ``smuX.measure.filter.enable/type/count`` (stored; readings are single samples)
+* ``*TST?``, ``*ESE``, ``*SRE``; Lua ``string``/``table``/``math``/``type``
+  (``memhil.mock_hw.tsp``)
+
+Ranges (``memhil.mock_hw.smu_ranges``): ``rangev``/``rangei`` snap to the model's ranges
+and turn that autorange off; a level beyond a fixed source range raises error 5005 when
+the output turns on (or the level is set with it on) and is not applied; readings beyond
+a fixed measure range are 9.91e37; ``limiti``/``limitv`` have the model's minimum;
+current readings carry the noise floor (not in compliance).
 
 Physics (``memhil.mock_hw.smu_physics``). The source level goes to the channel's bench
 terminal (``"<name>.<smuX>"``). A measurement with the output on holds the present drive
