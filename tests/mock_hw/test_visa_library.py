@@ -18,9 +18,15 @@ LIB = f"{BENCH}@memhil"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_labs():
+def _close_drivers():
     yield
     Instrument.close_all()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_labs():
+    """One lab of the bench station serves this module's tests (as one process would)."""
+    yield
     mock_visa.stop_in_process_labs()
 
 
@@ -57,6 +63,7 @@ def test_one_chip_for_every_client_qcodes_and_pymeasure_drivers():
 
     matrix = KeysightB2201("m", "GPIB0::22::INSTR", visalib=LIB)
     smu = Keithley2600("TCPIP0::10.0.0.5::inst0::INSTR", visa_library=LIB)
+    matrix.reset()  # all relays open, whatever an earlier test of this lab left
     smu.ChA.compliance_current = 1e-3
     smu.ChA.source_voltage = 0.05
     smu.ChA.source_output = "ON"
