@@ -19,6 +19,13 @@ The station's ``mock:`` section describes the chip under the probes::
       wafer: {dies: [[0, 0], [1, 0], [2, 0]], die_overrides: {"2,0": {r_on_ohm: 80}}}
       ground_ports: [12]              # (prefer wiring.ground_ports) matrix inputs at LO
       routes: {smu.smua: {hi: [[row, 0]], lo: [[col, 0]]}}   # without a matrix
+      visa: {"GPIB0::23::INSTR": matrix}  # more bench addresses for the @memhil VISA library
+      time: {mode: realtime, scale: 1.0, latency: true}  # default: virtual, no latency;
+                                      # `mock-lab serve`: realtime with latency (lab_time)
+
+An instrument's ``address`` may be its bench address (``GPIB0::22::INSTR``): the lab then
+serves it on a free loopback port, and the ``@memhil`` pyvisa backend
+(``memhil.mock_hw.visa``) opens the bench address there (docs/mock-lab.md).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
+from memhil.mock_hw.lab_time import PacedClock, SyncedEmulator, TimeConfig, WallClockSync
 from memhil.mock_hw.server import FaultInjector, LineServer
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,8 @@ class MockConfig:
     wafer: dict = field(default_factory=dict)
     ground_ports: tuple[int, ...] = ()
     routes: dict = field(default_factory=dict)
+    visa: dict = field(default_factory=dict)  # extra VISA resource -> instrument (@memhil)
+    time: dict = field(default_factory=dict)  # mode / scale / latency (lab_time.TimeConfig)
 
 
 # Which emulator stands in for each registered instrument type, and how the driver
@@ -82,11 +92,19 @@ class MockLab:
         *,
         clock: VirtualClock | None = None,
         serve_array_board_tcp: bool = False,
+        served: bool = False,
     ):
         self.config = load_station_config(station)
         src = self.config.source
         self.mock = from_mapping(MockConfig, self.config.mock, source=src, prefix="mock")
-        self.clock = clock or VirtualClock()
+        self.time = from_mapping(
+            TimeConfig,
+            TimeConfig.with_defaults(self.mock.time, serve=served),
+            source=src,
+            prefix="mock.time",
+        )
+        self.clock = clock or PacedClock(pace_scale=self.time.scale if self.time.latency else None)
+        self._sync: WallClockSync | None = None
         chip_cfg = self.config.chip
         device = self.mock.device if self.mock.device is not None else (chip_cfg.device or "pcm")
         if (
@@ -184,6 +202,8 @@ class MockLab:
         """Serve every instrument (port 0 in an address: a free port, see ``address``). A
         port that cannot be bound is a ConfigError naming the instrument, and whatever was
         already started is stopped."""
+        if self.time.mode == "realtime" and isinstance(self.clock, PacedClock):
+            self._sync = WallClockSync(self.bench, self.clock, self.time.scale)
         try:
             for name, emu in self.emulators.items():
                 inst = self.config.instruments[name]
@@ -194,7 +214,10 @@ class MockLab:
                 port = _port_of(inst.address)
                 faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
                 try:
-                    server = LineServer(emu.handle, name=name, port=port, faults=faults)
+                    handle = (
+                        emu.handle if self._sync is None else SyncedEmulator(emu, self._sync).handle
+                    )
+                    server = LineServer(handle, name=name, port=port, faults=faults)
                 except OSError as exc:
                     raise ConfigError(
                         f"instruments.{name}.address",
@@ -339,11 +362,19 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
 
     import yaml
 
+    from memhil.mock_hw.visa import register_served, unregister_served
+
     stop = threading.Event()
-    with MockLab(station, serve_array_board_tcp=True) as lab:
+    with MockLab(station, serve_array_board_tcp=True, served=True) as lab:
+        registered = register_served(lab)  # bench addresses for '@memhil' clients
         live = lab.station_config()
         for name, inst in live.instruments.items():
             out(f"{name:<10} {inst.type:<20} {inst.address}")
+        t = lab.time
+        out(
+            f"chip time: {t.mode}, {t.scale:g} chip s per wall s, "
+            f"latency {'on' if t.latency else 'off'} (mock.time)"
+        )
         if ready_file is not None:
             Path(ready_file).write_text(yaml.safe_dump(live.to_dict(), sort_keys=False))
         out("mock lab running; Ctrl-C to stop")
@@ -355,4 +386,5 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+            unregister_served(registered)
     out("mock lab stopped")
