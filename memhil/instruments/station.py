@@ -352,6 +352,21 @@ def _check_ranges(cfg: StationConfig) -> None:
                 f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
                 cfg.source,
             )
+    floors = [
+        (t.ranges.width_min_s, inst, ic.type)
+        for inst, ic in cfg.instruments.items()
+        if (t := get_instrument_type(ic.type)).ranges is not None
+        and t.ranges.width_min_s is not None
+    ]
+    if floors:  # the backend advertises width_min_s: no shorter pulse than the slowest pulser
+        floor, inst, type_name = max(floors, key=lambda b: b[0])
+        if cfg.limits.width_min_s < floor:
+            raise ConfigError(
+                "limits.width_min_s",
+                f"{cfg.limits.width_min_s:g} s is shorter than the shortest pulse of "
+                f"instruments.{inst} ({type_name}): at least {floor:g} s",
+                cfg.source,
+            )
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:

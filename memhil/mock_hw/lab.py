@@ -40,6 +40,7 @@ from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
 from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 from memhil.mock_hw.emulators.b220x import B220xEmulator
+from memhil.mock_hw.emulators.b1500 import B1500Emulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
@@ -69,6 +70,7 @@ _VISA_OPTIONS = {
     "keithley2450": {"visalib": "@py"},
     "keysight_b2201": {"visalib": "@py"},
     "formfactor_velox": {"visa_library": "@py"},
+    "keysight_b1500a": {"visalib": "@py"},
 }
 
 
@@ -154,6 +156,8 @@ class MockLab:
                 emu = Keithley2600Emulator(self.bench, name=name, model="2636B")
             elif t == "keithley2450":
                 emu = Keithley2450Emulator(self.bench, name=name)
+            elif t == "keysight_b1500a":
+                emu = B1500Emulator(self.bench, name=name)
             elif t == "keysight_b2201":
                 w = self.config.wiring
                 emu = B220xEmulator(
@@ -174,7 +178,7 @@ class MockLab:
             else:
                 raise ValueError(
                     f"instruments.{name}.type: the mock lab has no emulator for "
-                    f"{t!r} (has: keithley2636b, keithley2450, keysight_b2201, "
+                    f"{t!r} (has: keithley2636b, keithley2450, keysight_b1500a, keysight_b2201, "
                     f"formfactor_velox, memhil_array_board)"
                 )
             self.emulators[name] = emu
