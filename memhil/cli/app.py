@@ -24,7 +24,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from memhil.cli import demo, fit, mock_lab, models, protocols, run, runs, showcase
+    from memhil.cli import bench, demo, fit, mock_lab, models, protocols, run, runs, showcase
 
     for cmd in (
         demo.command,
@@ -35,6 +35,7 @@ def _register() -> None:
         protocols.command,
         models.command,
         mock_lab.command,
+        bench.command,
     ):
         cli.add_command(cmd)
 
