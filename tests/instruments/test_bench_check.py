@@ -17,13 +17,15 @@ from memhil.runs.bench_check import check_bench
 BENCHES = Path(__file__).resolve().parents[2] / "examples" / "benches"
 
 
-def test_the_checklist_passes_on_the_b1500a_bench_over_the_mock_lab(capsys):
-    assert main(["bench", "check", str(BENCHES / "b1500a_b2201_velox.yaml"), "--mock"]) == 0
+def test_the_checklist_passes_on_the_bench(bench_station, capsys):
+    # the --bench station on its instruments, else the B1500A example over the mock lab
+    station, mock = bench_station
+    assert main(["bench", "check", station, *(["--mock"] if mock else [])]) == 0
     out = capsys.readouterr().out
-    for check in ("identity", "safe state", "prober contact", "device read", "compliance clamp"):
+    for check in ("identity", "safe state", "prober contact", "compliance clamp"):
         line = next(x for x in out.splitlines() if x.startswith(check))
-        assert " PASS " in line, line
-    assert "bench check passed: b1500a_b2201_velox" in out
+        assert " PASS " in line or " n/a " in line, line
+    assert "bench check passed: " in out
 
 
 def test_a_resistor_out_of_tolerance_and_a_lost_contact_fail_with_a_clear_line():
