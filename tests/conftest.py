@@ -3,7 +3,7 @@
 that station (a real bench, or the live station file of a served mock lab) and nothing
 else is collected."""
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
     items[:] = keep
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bench_backend(station: str) -> BackendUnderTest:
     """The station of ``--bench`` as a backend under test: its chip section's nominal
     pulses, half the read limit for reads, and the MVM tolerances of the mock stations
