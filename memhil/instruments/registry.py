@@ -41,6 +41,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "memhil.instruments.adapters.b220x",
     "memhil.instruments.adapters.velox",
     "memhil.instruments.adapters.b1500",
+    "memhil.instruments.adapters.sentio",
     "memhil.instruments.array_board",
 )
 

@@ -43,6 +43,7 @@ from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.emulators.b1500 import B1500Emulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
+from memhil.mock_hw.emulators.sentio import SentioEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
 from memhil.mock_hw.server import FaultInjector, LineServer
 
@@ -145,10 +146,12 @@ class MockLab:
         return router
 
     def _build(self) -> None:
-        prober = None
+        prober: Any = None
         for name, inst in self.config.instruments.items():
             if inst.type == "formfactor_velox":
                 prober = self.emulators[name] = VeloxEmulator(self.chip, name=name)
+            elif inst.type == "mpi_sentio":
+                prober = self.emulators[name] = SentioEmulator(self.chip, name=name)
         for name, inst in self.config.instruments.items():
             t = inst.type
             emu: Any
@@ -173,13 +176,13 @@ class MockLab:
                 )
             elif t == "memhil_array_board":
                 emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
-            elif t == "formfactor_velox":
+            elif t in ("formfactor_velox", "mpi_sentio"):
                 continue
             else:
                 raise ValueError(
                     f"instruments.{name}.type: the mock lab has no emulator for "
                     f"{t!r} (has: keithley2636b, keithley2450, keysight_b1500a, keysight_b2201, "
-                    f"formfactor_velox, memhil_array_board)"
+                    f"formfactor_velox, mpi_sentio, memhil_array_board)"
                 )
             self.emulators[name] = emu
 
