@@ -42,6 +42,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "memhil.instruments.adapters.velox",
     "memhil.instruments.adapters.b1500",
     "memhil.instruments.adapters.sentio",
+    "memhil.instruments.adapters.arc2",
     "memhil.instruments.array_board",
 )
 

@@ -38,6 +38,7 @@ from memhil.core.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
+from memhil.mock_hw.emulators.arc2 import EmulatedArC2
 from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.emulators.b1500 import B1500Emulator
@@ -176,13 +177,15 @@ class MockLab:
                 )
             elif t == "memhil_array_board":
                 emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
+            elif t == "arc2":  # pyarc2's USB link has no wire to emulate: its API is
+                emu = EmulatedArC2(self.chip, name=name, probe=prober)
             elif t in ("formfactor_velox", "mpi_sentio"):
                 continue
             else:
                 raise ValueError(
                     f"instruments.{name}.type: the mock lab has no emulator for "
                     f"{t!r} (has: keithley2636b, keithley2450, keysight_b1500a, keysight_b2201, "
-                    f"formfactor_velox, mpi_sentio, memhil_array_board)"
+                    f"formfactor_velox, mpi_sentio, memhil_array_board, arc2)"
                 )
             self.emulators[name] = emu
 
@@ -194,6 +197,9 @@ class MockLab:
         try:
             for name, emu in self.emulators.items():
                 inst = self.config.instruments[name]
+                if isinstance(emu, EmulatedArC2):
+                    emu.start()  # arc2mock://<name>, in-process
+                    continue
                 if isinstance(emu, ArrayBoardEmulator):
                     emu.start()  # in-process pyserial URL
                     if not self._serve_board_tcp:
@@ -221,7 +227,7 @@ class MockLab:
         for server in self.servers.values():
             server.stop()
         for emu in self.emulators.values():
-            if isinstance(emu, ArrayBoardEmulator):
+            if isinstance(emu, (ArrayBoardEmulator, EmulatedArC2)):
                 emu.stop()
         self.servers.clear()
 
@@ -235,7 +241,7 @@ class MockLab:
     def address(self, name: str) -> str:
         """The live address of instrument ``name``."""
         emu = self.emulators[name]
-        if isinstance(emu, ArrayBoardEmulator) and name not in self.servers:
+        if isinstance(emu, (ArrayBoardEmulator, EmulatedArC2)) and name not in self.servers:
             return emu.url
         if name not in self.servers:
             raise RuntimeError(f"{name} is not served: start() the lab first")

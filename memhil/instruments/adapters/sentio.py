@@ -21,10 +21,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sentio_prober_control.Communication.CommunicatorTcpIp import CommunicatorTcpIp
-from sentio_prober_control.Sentio.Enumerations import ChuckSite, ZReference
-from sentio_prober_control.Sentio.ProberSentio import SentioProber
-
 from memhil.instruments.adapters.velox import ProberInterlockError
 from memhil.instruments.registry import register_instrument
 from memhil.instruments.session import ResyncError
@@ -63,7 +59,12 @@ class SentioProberAdapter:
         self._subsites = 1
         self.sentio = self._open()
 
-    def _open(self) -> SentioProber:
+    def _open(self) -> Any:
+        # imported here: the package prints a line per subpackage on import, which every
+        # `memhil` command would show if the registry imported it
+        from sentio_prober_control.Communication.CommunicatorTcpIp import CommunicatorTcpIp
+        from sentio_prober_control.Sentio.ProberSentio import SentioProber
+
         return SentioProber(CommunicatorTcpIp.create(sentio_address(self.address)))
 
     # -- wafer map -------------------------------------------------------------------------
@@ -107,6 +108,8 @@ class SentioProberAdapter:
             raise RuntimeError(f"{self.name}: chuck still at contact height after separation")
 
     def in_contact(self) -> bool:
+        from sentio_prober_control.Sentio.Enumerations import ChuckSite, ZReference
+
         z = float(self.sentio.get_chuck_z(ZReference.Zero))
         contact = float(self.sentio.get_chuck_site_height(ChuckSite.Wafer)[0])
         return z >= contact - self.contact_tolerance_um
