@@ -43,6 +43,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "memhil.instruments.adapters.b1500",
     "memhil.instruments.adapters.sentio",
     "memhil.instruments.adapters.arc2",
+    "memhil.instruments.adapters.k4200",
     "memhil.instruments.array_board",
 )
 

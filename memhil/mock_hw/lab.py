@@ -44,6 +44,7 @@ from memhil.mock_hw.emulators.b220x import B220xEmulator
 from memhil.mock_hw.emulators.b1500 import B1500Emulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
+from memhil.mock_hw.emulators.k4200 import Keithley4200Emulator
 from memhil.mock_hw.emulators.sentio import SentioEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
 from memhil.mock_hw.server import FaultInjector, LineServer
@@ -73,6 +74,7 @@ _VISA_OPTIONS = {
     "keysight_b2201": {"visalib": "@py"},
     "formfactor_velox": {"visa_library": "@py"},
     "keysight_b1500a": {"visalib": "@py"},
+    "keithley4200a": {"visa_library": "@py"},
 }
 
 
@@ -162,6 +164,8 @@ class MockLab:
                 emu = Keithley2450Emulator(self.bench, name=name)
             elif t == "keysight_b1500a":
                 emu = B1500Emulator(self.bench, name=name)
+            elif t == "keithley4200a":
+                emu = Keithley4200Emulator(self.bench, name=name)
             elif t == "keysight_b2201":
                 w = self.config.wiring
                 emu = B220xEmulator(
@@ -184,7 +188,7 @@ class MockLab:
             else:
                 raise ValueError(
                     f"instruments.{name}.type: the mock lab has no emulator for "
-                    f"{t!r} (has: keithley2636b, keithley2450, keysight_b1500a, keysight_b2201, "
+                    f"{t!r} (has: keithley2636b, keithley2450, keithley4200a, keysight_b1500a, keysight_b2201, "
                     f"formfactor_velox, mpi_sentio, memhil_array_board, arc2)"
                 )
             self.emulators[name] = emu
@@ -207,7 +211,13 @@ class MockLab:
                 port = _port_of(inst.address)
                 faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
                 try:
-                    server = LineServer(emu.handle, name=name, port=port, faults=faults)
+                    server = LineServer(
+                        emu.handle,
+                        name=name,
+                        port=port,
+                        faults=faults,
+                        terminator=getattr(emu, "terminator", "\n"),  # KXCI: NUL
+                    )
                 except OSError as exc:
                     raise ConfigError(
                         f"instruments.{name}.address",
