@@ -64,6 +64,8 @@ def test_a_pulse_below_40_ns_is_refused_before_anything_is_queued(board):
     with pytest.raises(ValueError, match="4e-08"):
         arc.pulse_cells(np.ones((4, 3), dtype=bool), 2.0, 10e-9)
     assert emu.operations == []
+    arc.pulse_cells(np.eye(4, 3, dtype=bool), 2.0, float(np.float32(40e-9)))  # float32 floor
+    assert emu.operations[-1] == "execute"
     with pytest.raises(ArC2Error, match="40 ns"):
         emu.pulse_slice_masked(16, 2.0, 10, [0])
 

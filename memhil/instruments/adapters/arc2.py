@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from memhil.core.limits import SLACK
 from memhil.instruments.registry import InstrumentRanges, register_instrument
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class ArC2Array:
         if mask.shape != (self.rows, self.cols):
             raise ValueError(f"{self.name}: mask shape {mask.shape} != {(self.rows, self.cols)}")
         nanos = round(width_s * 1e9)
-        if width_s < PULSE_WIDTH_MIN_S or nanos < 1:
+        # the limits' float32 slack: a width asked equal to the floor arrives as float32
+        if width_s < PULSE_WIDTH_MIN_S * (1 - SLACK) or nanos < 1:
             raise ValueError(
                 f"{self.name}: pulse width {width_s:g} s is below the ArC TWO's "
                 f"{PULSE_WIDTH_MIN_S:g} s"

@@ -199,6 +199,9 @@ class B1500SourceMeter(QCodesSourceMeter):
         period_s: float | None = None,
     ) -> None:
         self._check_pulse(width_s, count)
+        # whole microseconds (the SMU's timing is far coarser): a width asked equal to the
+        # floor arrives as float32 (memhil.core.limits.SLACK) and must not fall below it
+        width_s = round(float(width_s), 6)
         if self.source_mode != "voltage":
             raise ValueError(f"{self.name}: SMU pulses are voltage pulses here (PV/PWV)")
         if not PULSE_WIDTH_MIN_S <= width_s <= PULSE_WIDTH_MAX_S:
