@@ -42,14 +42,20 @@ def check(station: str, mock: bool, visa_library: str | None) -> int:
             f"memhil bench check: error: {station} declares no test_structure (a resistor "
             f"or a sacrificial device the check may drive); refusing to touch the chip"
         )
-    if mock:
-        from memhil.mock_hw.lab import MockLab
+    try:
+        if mock:
+            from memhil.mock_hw.lab import MockLab
 
-        backend = MockLab.open_backend(station)
-    else:
-        from memhil.runs.backend_config import open_backend
+            backend = MockLab.open_backend(station)
+        else:
+            from memhil.runs.backend_config import open_backend
 
-        backend = open_backend({"station": station}, visa_library=visa_library)
+            backend = open_backend({"station": station}, visa_library=visa_library)
+    except Exception as exc:  # noqa: BLE001 - an instrument that cannot be reached: one line
+        text = " ".join(str(exc).split())
+        raise CliError(
+            f"memhil bench check: error: cannot open {station}: {type(exc).__name__}: {text}"
+        ) from None
     try:
         results = check_bench(backend)
     finally:

@@ -78,3 +78,16 @@ def test_a_bad_test_structure_names_its_key(bad, match):
     station["test_structure"].update(bad)
     with pytest.raises(ConfigError, match=rf"test_structure.*{match}"):
         load_station_config(station)
+
+
+def test_a_bench_that_cannot_be_opened_is_one_line(tmp_path, capsys):
+    import yaml
+
+    station = load_yaml(BENCHES / "k2636b_b2201_velox.yaml")
+    station["instruments"]["smu"]["address"] = "TCPIP0::127.0.0.1::1::SOCKET"  # nothing there
+    station["instruments"]["smu"]["options"] = {"visalib": "@py", "timeout": 1}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(station))
+    assert main(["bench", "check", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("memhil bench check: error: cannot open")
