@@ -45,10 +45,14 @@ from memhil.core.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
+from memhil.mock_hw.emulators.arc2 import EmulatedArC2
 from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 from memhil.mock_hw.emulators.b220x import B220xEmulator
+from memhil.mock_hw.emulators.b1500 import B1500Emulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
+from memhil.mock_hw.emulators.k4200 import Keithley4200Emulator
+from memhil.mock_hw.emulators.sentio import SentioEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
 from memhil.mock_hw.lab_time import PacedClock, SyncedEmulator, TimeConfig, WallClockSync
 from memhil.mock_hw.server import FaultInjector, LineServer
@@ -79,6 +83,8 @@ _VISA_OPTIONS = {
     "keithley2450": {"visalib": "@py"},
     "keysight_b2201": {"visalib": "@py"},
     "formfactor_velox": {"visa_library": "@py"},
+    "keysight_b1500a": {"visalib": "@py"},
+    "keithley4200a": {"visa_library": "@py"},
 }
 
 
@@ -161,10 +167,12 @@ class MockLab:
         return router
 
     def _build(self) -> None:
-        prober = None
+        prober: Any = None
         for name, inst in self.config.instruments.items():
             if inst.type == "formfactor_velox":
                 prober = self.emulators[name] = VeloxEmulator(self.chip, name=name)
+            elif inst.type == "mpi_sentio":
+                prober = self.emulators[name] = SentioEmulator(self.chip, name=name)
         for name, inst in self.config.instruments.items():
             t = inst.type
             emu: Any
@@ -172,6 +180,10 @@ class MockLab:
                 emu = Keithley2600Emulator(self.bench, name=name, model="2636B")
             elif t == "keithley2450":
                 emu = Keithley2450Emulator(self.bench, name=name)
+            elif t == "keysight_b1500a":
+                emu = B1500Emulator(self.bench, name=name)
+            elif t == "keithley4200a":
+                emu = Keithley4200Emulator(self.bench, name=name)
             elif t == "keysight_b2201":
                 w = self.config.wiring
                 emu = B220xEmulator(
@@ -187,13 +199,15 @@ class MockLab:
                 )
             elif t == "memhil_array_board":
                 emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
-            elif t == "formfactor_velox":
+            elif t == "arc2":  # pyarc2's USB link has no wire to emulate: its API is
+                emu = EmulatedArC2(self.chip, name=name, probe=prober)
+            elif t in ("formfactor_velox", "mpi_sentio"):
                 continue
             else:
                 raise ValueError(
                     f"instruments.{name}.type: the mock lab has no emulator for "
-                    f"{t!r} (has: keithley2636b, keithley2450, keysight_b2201, "
-                    f"formfactor_velox, memhil_array_board)"
+                    f"{t!r} (has: keithley2636b, keithley2450, keithley4200a, keysight_b1500a, keysight_b2201, "
+                    f"formfactor_velox, mpi_sentio, memhil_array_board, arc2)"
                 )
             self.emulators[name] = emu
 
@@ -207,6 +221,9 @@ class MockLab:
         try:
             for name, emu in self.emulators.items():
                 inst = self.config.instruments[name]
+                if isinstance(emu, EmulatedArC2):
+                    emu.start()  # arc2mock://<name>, in-process
+                    continue
                 if isinstance(emu, ArrayBoardEmulator):
                     emu.start()  # in-process pyserial URL
                     if not self._serve_board_tcp:
@@ -217,7 +234,13 @@ class MockLab:
                     handle = (
                         emu.handle if self._sync is None else SyncedEmulator(emu, self._sync).handle
                     )
-                    server = LineServer(handle, name=name, port=port, faults=faults)
+                    server = LineServer(
+                        handle,
+                        name=name,
+                        port=port,
+                        faults=faults,
+                        terminator=getattr(emu, "terminator", "\n"),  # KXCI: NUL
+                    )
                 except OSError as exc:
                     raise ConfigError(
                         f"instruments.{name}.address",
@@ -237,7 +260,7 @@ class MockLab:
         for server in self.servers.values():
             server.stop()
         for emu in self.emulators.values():
-            if isinstance(emu, ArrayBoardEmulator):
+            if isinstance(emu, (ArrayBoardEmulator, EmulatedArC2)):
                 emu.stop()
         self.servers.clear()
 
@@ -251,7 +274,7 @@ class MockLab:
     def address(self, name: str) -> str:
         """The live address of instrument ``name``."""
         emu = self.emulators[name]
-        if isinstance(emu, ArrayBoardEmulator) and name not in self.servers:
+        if isinstance(emu, (ArrayBoardEmulator, EmulatedArC2)) and name not in self.servers:
             return emu.url
         if name not in self.servers:
             raise RuntimeError(f"{name} is not served: start() the lab first")
