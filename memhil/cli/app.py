@@ -24,12 +24,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from memhil.cli import demo, fit, mock_lab, models, protocols, run, runs, showcase
+    from memhil.cli import demo, fit, mock_lab, models, protocols, run, runs, showcase, sweep
 
     for cmd in (
         demo.command,
         showcase.command,
         run.command,
+        sweep.command,
         fit.command,
         runs.command,
         protocols.command,
