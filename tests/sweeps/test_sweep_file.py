@@ -1,0 +1,111 @@
+"""Sweep files without Ray: expansion, the dotted keys validated against the base file at
+load (file:key errors), every trial pre-flighted, the inline executor's one-writer
+hand-back, and the sweep table (mean ± sd over seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from memhil.cli.app import main as cli_main
+from memhil.core.errors import ConfigError
+from memhil.store import RunStore
+from memhil.store.run_records import META_SWEEP_TRIAL, metadata_of_runs
+from memhil.sweeps import load_sweep_file, run_sweep
+from memhil.sweeps.results import sweep_table, trial_runs
+
+BASE = """\
+protocol: pulse_train
+name: ltp_ltd
+params: {n_pulses: 2, v_ltp: 1.0, v_ltd: -1.0, width_s: 8.0e-8, v_read: 0.2,
+         cells: [[0, 0, 0], [0, 1, 1]]}
+backend: {sim: {rows: 2, cols: 2, device: {model: neurosim, g_max_dtod: 0.1}}}
+"""
+
+
+def write(tmp_path, sweep: str, base: str = BASE):
+    (tmp_path / "base.yaml").write_text(base)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(sweep)
+    return path
+
+
+def test_trials_are_the_grid_product_times_random_points_times_seeds_in_order(tmp_path):
+    path = write(
+        tmp_path,
+        "base: base.yaml\n"
+        "grid: {backend.sim.device.g_max_dtod: [0.0, 0.2], params.v_ltp: [0.5, 1.0]}\n"
+        "random: {n: 2, seed: 7, space: {params.width_s: {loguniform: [1.0e-8, 1.0e-7]}}}\n"
+        "seeds: 2\n",
+    )
+    sweep = load_sweep_file(path)
+    assert len(sweep.trials) == 2 * 2 * 2 * 2
+    assert sweep.axes == ["backend.sim.device.g_max_dtod", "params.v_ltp", "params.width_s"]
+    first, last = sweep.trials[0], sweep.trials[-1]
+    assert first.axes["backend.sim.device.g_max_dtod"] == 0.0 and first.axes["params.v_ltp"] == 0.5
+    assert [t.seed for t in sweep.trials[:4]] == [0, 1, 0, 1]  # seeds innermost
+    assert last.overrides["backend.sim.seed"] == 1 and last.station is None
+    widths = {t.axes["params.width_s"] for t in sweep.trials}
+    assert len(widths) == 2 and all(1e-8 <= w <= 1e-7 for w in widths)
+    # the draw is seeded: the same file gives the same points
+    assert [t.axes for t in load_sweep_file(path).trials] == [t.axes for t in sweep.trials]
+    data = sweep.trial_data(last)  # the key lands inside the base file's mappings
+    assert data["backend"]["sim"]["device"] == {"model": "neurosim", "g_max_dtod": 0.2}
+    assert data["params"]["v_ltp"] == 1.0 and data["backend"]["sim"]["seed"] == 1
+
+
+@pytest.mark.parametrize(
+    "sweep_text, key, words",
+    [
+        ("grid: {params.v_ltpp: [1.0]}", "grid.params.v_ltpp", "unknown"),
+        ("grid: {params.v_ltp: [1.0, 50.0]}", "grid.params.v_ltp", "50.0 fails in trial 1"),
+        ("grid: {name.x: [1]}", "grid.name.x", "'name' is 'ltp_ltd' in the base file"),
+        ("grid: {params.v_ltp: []}", "grid.params.v_ltp", "non-empty list"),
+        ("seeds: [0, 0]", "seeds", "repeats"),
+        (
+            "random: {n: 2, space: {params.v_ltp: {normal: [0, 1]}}}",
+            "random.space.params.v_ltp",
+            "",
+        ),
+        ("resources: {num_cpus: -1}", "resources.num_cpus", ">= 0"),
+        ("grids: {}", "grids", "unknown key"),
+    ],
+)
+def test_a_bad_sweep_names_the_sweep_file_and_its_key(tmp_path, sweep_text, key, words):
+    path = write(tmp_path, f"base: base.yaml\n{sweep_text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_sweep_file(path)
+    assert info.value.source == str(path)
+    assert info.value.key == key, str(info.value)
+    assert words in info.value.reason
+
+
+def test_the_cli_refuses_a_bad_sweep_in_one_line_before_starting_ray(tmp_path, capsys):
+    path = write(tmp_path, "base: base.yaml\ngrid: {params.v_ltp: [1.0, 50.0]}\n")
+    db = tmp_path / "runs.db"
+    assert cli_main(["sweep", str(path), "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "grid.params.v_ltp" in err and str(path) in err
+    assert not db.exists()  # nothing stored, no Ray started
+
+
+def test_inline_sweep_stores_one_tagged_run_per_trial_and_a_table_over_seeds(tmp_path):
+    path = write(tmp_path, "base: base.yaml\ngrid: {params.v_ltp: [0.5, 1.0]}\nseeds: [0, 1]\n")
+    db = tmp_path / "runs.db"
+    out = run_sweep(path, db=db, executor="inline", progress=False)
+    assert out.completed == [0, 1, 2, 3] and out.failed == {}
+    with RunStore(db) as store:
+        runs = trial_runs(store, out.sweep_id)
+        tags = metadata_of_runs(store, META_SWEEP_TRIAL)
+        table, axes, metrics = sweep_table(store, out.sweep_id, ["g", "g_cell_sd"])
+        params = {r: store.metadata(r)["protocol_config"]["params"] for r in runs["run_id"]}
+    assert sorted(runs["trial"]) == [0, 1, 2, 3] and set(runs["status"]) == {"completed"}
+    for row in runs.to_dict("records"):
+        assert tags[row["run_id"]]["sweep"] == out.sweep_id
+        assert params[row["run_id"]]["v_ltp"] == row["params.v_ltp"]  # the axis reached the run
+    assert axes == ["params.v_ltp"] and list(table["n"]) == [2, 2]
+    g = runs.set_index("trial")["g"]
+    # mean and sample sd over the two seeds of v_ltp = 0.5 (trials 0 and 1)
+    assert table["g_mean"].iloc[0] == pytest.approx((g[0] + g[1]) / 2, rel=1e-12)
+    assert table["g_sd"].iloc[0] == pytest.approx(abs(g[0] - g[1]) / math.sqrt(2), rel=1e-9)
