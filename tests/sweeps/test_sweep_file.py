@@ -109,3 +109,15 @@ def test_inline_sweep_stores_one_tagged_run_per_trial_and_a_table_over_seeds(tmp
     # mean and sample sd over the two seeds of v_ltp = 0.5 (trials 0 and 1)
     assert table["g_mean"].iloc[0] == pytest.approx((g[0] + g[1]) / 2, rel=1e-12)
     assert table["g_sd"].iloc[0] == pytest.approx(abs(g[0] - g[1]) / math.sqrt(2), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name, n_trials", [("device_variability", 18), ("read_voltage_mock_lab", 3)]
+)
+def test_the_example_sweeps_load_and_every_trial_passes_its_preflight(name, n_trials):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / f"{name}.yaml"
+    sweep = load_sweep_file(path)
+    assert len(sweep.trials) == n_trials
+    assert sweep.stations() == set()  # the simulator, a mock lab of each trial's own: parallel
