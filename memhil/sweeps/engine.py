@@ -177,15 +177,16 @@ def _events_ray(
     import ray
 
     remote = ray.remote(max_retries=0)(run_trial)
-    gens: dict[Any, int] = {}
+    gens: dict[Any, int] = {}  # ObjectRefGenerator -> trial
     for spec in specs:
         opts = sweep.resources.ray_options(trials[spec.index].station)
         gens[remote.options(**opts).remote(spec)] = spec.index
     started: dict[int, float] = {}
-    pending = list(gens)
+    pending: list[Any] = list(gens)
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            gen: Any
             for gen in ready:
                 index = gens[gen]
                 try:

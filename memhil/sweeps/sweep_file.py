@@ -276,7 +276,7 @@ def _expand(
     seeds: list[int] | None,
     seed_key: str | None,
 ) -> list[Trial]:
-    trials = []
+    trials: list[Trial] = []
     combos = list(itertools.product(*grid.values())) if grid else [()]
     for combo in combos:
         for point in points:
