@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from memhil.store.run_store import POINT, RunStore
@@ -45,6 +46,9 @@ class RunRecord:
     metadata: dict[str, Any]
     points: pd.DataFrame = field(repr=False)  # columns: keys + values (no ``point``)
     status: str
+    #: ``(name, step, array)`` stored with the run (conductance snapshots); checkpoints
+    #: are not carried: a record is a finished run, nothing resumes it.
+    arrays: list[tuple[str, int, np.ndarray]] = field(default_factory=list, repr=False)
 
 
 def read_run_record(store: RunStore, run_id: int) -> RunRecord:
@@ -64,6 +68,7 @@ def read_run_record(store: RunStore, run_id: int) -> RunRecord:
         metadata=user,
         points=points,
         status=infos[chain[-1]].status,
+        arrays=store.arrays(run_id),
     )
 
 
@@ -74,7 +79,7 @@ def write_run_record(
     name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> int:
-    """Store ``record`` as a new run of ``store`` (its points in one transaction), with
+    """Store ``record`` as a new run of ``store`` (its points and arrays in one transaction), with
     ``metadata`` added to the record's own; returns the new run id. The run is closed with
     the record's status ("running" from a process that died: "failed")."""
     key_types = (
@@ -91,7 +96,10 @@ def write_run_record(
     )
     try:
         rows = record.points[record.keys + record.values].to_dict("records")
-        writer.add_many(rows)
+        with writer.transaction():
+            writer.add_many(rows)
+            for name, step, array in record.arrays:
+                writer.add_array(name, step, array)
     except BaseException:
         writer.close("failed")
         raise

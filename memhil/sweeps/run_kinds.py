@@ -13,8 +13,8 @@ A sweep needs five things of its base file, and nothing else:
 * ``run(obj, db)``: the run itself, into the run store at ``db``; returns the run id;
 * ``final_metrics(record)``: the stored run summarised as a few numbers.
 
-Experiment files (``algorithm:``) join by adding an ``ExperimentRunKind`` to ``RUN_KINDS``
-with the same five methods over the experiment loader and runner.
+Two kinds: protocol files (``protocol:``) and experiment files (``algorithm:``); a new kind
+of run file joins a sweep by adding its ``RunKind`` to ``RUN_KINDS``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from typing import Any, ClassVar, Protocol
 from memhil.core.errors import ConfigError
 from memhil.store.run_records import RunRecord
 
-__all__ = ["RUN_KINDS", "ProtocolRunKind", "RunKind", "kind_of", "station_resource"]
+__all__ = [
+    "RUN_KINDS",
+    "ExperimentRunKind",
+    "ProtocolRunKind",
+    "RunKind",
+    "kind_of",
+    "station_resource",
+]
 
 
 def station_resource(name: str) -> str:
@@ -63,6 +70,25 @@ class RunKind(Protocol):
 _CELL_KEYS = ("die_col", "die_row", "subsite", "tile", "row", "col")
 
 
+def _spelled_out(data: Mapping[str, Any]) -> dict:
+    """``data`` with ``backend: sim`` spelled ``{sim: {}}``, so a sweep reaches
+    ``backend.sim.<key>``."""
+    out = copy.deepcopy(dict(data))
+    if out.get("backend") == "sim":
+        out["backend"] = {"sim": {}}
+    return out
+
+
+def _station(backend_cfg: Any) -> str | None:
+    """The station resource of a ``{station: file}`` backend; None for the simulator or
+    a mock lab of the run's own."""
+    if isinstance(backend_cfg, Mapping) and "station" in backend_cfg:
+        from memhil.instruments.station import load_station_config
+
+        return station_resource(load_station_config(backend_cfg["station"]).name)
+    return None
+
+
 class ProtocolRunKind:
     """Protocol files (``memhil.runs.protocol_file``), run by ``run_protocol_file``."""
 
@@ -73,12 +99,7 @@ class ProtocolRunKind:
         return "protocol" in data
 
     def normalize(self, data: Mapping[str, Any]) -> dict:
-        """``data`` with ``backend: sim`` spelled ``{sim: {}}``, so a sweep reaches
-        ``backend.sim.<key>``."""
-        out = copy.deepcopy(dict(data))
-        if out.get("backend") == "sim":
-            out["backend"] = {"sim": {}}
-        return out
+        return _spelled_out(data)
 
     def load(self, data: Mapping[str, Any], path: Path) -> Any:
         from memhil.runs.protocol_file import protocol_file_from_mapping
@@ -93,12 +114,7 @@ class ProtocolRunKind:
         preflight_offline(obj)
 
     def station(self, obj: Any) -> str | None:
-        cfg = obj.backend
-        if isinstance(cfg, Mapping) and "station" in cfg:
-            from memhil.instruments.station import load_station_config
-
-            return station_resource(load_station_config(cfg["station"]).name)
-        return None  # the simulator, or a mock lab of the run's own
+        return _station(obj.backend)
 
     def run(self, obj: Any, db: Path) -> int:
         from memhil.runs.protocol_run import run_protocol_file
@@ -124,7 +140,59 @@ class ProtocolRunKind:
         return out
 
 
-RUN_KINDS: dict[str, RunKind] = {k.name: k for k in (ProtocolRunKind(),)}
+class ExperimentRunKind:
+    """Experiment files (``memhil.runs.experiment_file``: ``algorithm:``), run by
+    ``run_experiment_file``; a seed sets ``train.seed``."""
+
+    name: ClassVar[str] = "experiment"
+    seed_key: ClassVar[str] = "train.seed"
+
+    def matches(self, data: Mapping[str, Any]) -> bool:
+        from memhil.runs.experiment_file import is_experiment_file
+
+        return is_experiment_file(data)
+
+    def normalize(self, data: Mapping[str, Any]) -> dict:
+        return _spelled_out(data)
+
+    def load(self, data: Mapping[str, Any], path: Path) -> Any:
+        from memhil.runs.experiment_file import experiment_file_from_mapping
+
+        return experiment_file_from_mapping(data, path)
+
+    def preflight(self, obj: Any) -> None:
+        from memhil.runs.experiment_run import preflight_offline
+
+        if obj.backend is None:
+            raise ConfigError("backend", "a swept experiment file names its backend", str(obj.path))
+        preflight_offline(obj)
+
+    def station(self, obj: Any) -> str | None:
+        return _station(obj.backend)
+
+    def run(self, obj: Any, db: Path) -> int:
+        from memhil.runs.experiment_run import run_experiment_file
+
+        return run_experiment_file(obj, db=db, progress=False)
+
+    def final_metrics(self, record: RunRecord) -> dict[str, float]:
+        """The metrics evaluated after deployment: on the backend (``accuracy`` ...) and
+        in float (``accuracy_float`` ...), and the pulse tallies at the end of deployment
+        (``set_pulses``, ``reset_pulses``, ``pulse_energy_j``)."""
+        df = record.points
+        if df.empty or "phase" not in df:
+            return {}
+        out: dict[str, float] = {}
+        for phase, suffix in (("backend", ""), ("float", "_float")):
+            sel = df[df["phase"] == phase]
+            out.update({f"{m}{suffix}": float(v) for m, v in zip(sel["metric"], sel["value"])})
+        deploy = df[(df["phase"] == "deploy") & (df["step"] == -1)]
+        tally = ("set_pulses", "reset_pulses", "pulse_energy_j")
+        out.update({m: float(v) for m, v in zip(deploy["metric"], deploy["value"]) if m in tally})
+        return out
+
+
+RUN_KINDS: dict[str, RunKind] = {k.name: k for k in (ProtocolRunKind(), ExperimentRunKind())}
 
 
 def kind_of(data: Mapping[str, Any], path: Path) -> RunKind:
@@ -134,6 +202,7 @@ def kind_of(data: Mapping[str, Any], path: Path) -> RunKind:
             return kind
     raise ConfigError(
         "<root>",
-        "not a run file a sweep can use: expected a protocol file (protocol:)",
+        "not a run file a sweep can use: expected a protocol file (protocol:) or an "
+        "experiment file (algorithm:)",
         str(path),
     )

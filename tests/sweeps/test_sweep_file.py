@@ -121,3 +121,35 @@ def test_the_example_sweeps_load_and_every_trial_passes_its_preflight(name, n_tr
     sweep = load_sweep_file(path)
     assert len(sweep.trials) == n_trials
     assert sweep.stations() == set()  # the simulator, a mock lab of each trial's own: parallel
+
+
+EXPERIMENT = """\
+algorithm: eqprop
+dataset: {name: iris, features: [2, 3], classes: [0, 1], standardize: true}
+model: {sizes: [2, 2, 2], g_min_s: 1.05e-3, g_max_s: 5.0e-3}
+train: {epochs: 1, seed: 0, batch_size: 50, lr: 5.0}
+deploy: {mode: width, inverse: local, program_rounds: 1}
+backend: {sim: {rows: 8, cols: 8, device: vteam}}
+"""
+
+
+@pytest.mark.slow
+def test_an_experiment_file_is_swept_through_the_same_seam_its_seed_at_train_seed(tmp_path):
+    with pytest.raises(ConfigError) as info:  # its keys are checked against its schema too
+        load_sweep_file(write(tmp_path, "base: base.yaml\ngrid: {train.lrr: [2.0]}\n", EXPERIMENT))
+    assert info.value.key == "grid.train.lrr"
+    path = write(tmp_path, "base: base.yaml\ngrid: {train.lr: [2.0]}\nseeds: [3]\n", EXPERIMENT)
+    sweep = load_sweep_file(path)
+    assert sweep.kind.name == "experiment" and sweep.seed_key == "train.seed"
+    db = tmp_path / "runs.db"
+    out = run_sweep(sweep, db=db, executor="inline", progress=False)
+    assert out.completed == [0], out.failed
+    with RunStore(db) as store:
+        (run_id,) = trial_runs(store, out.sweep_id)["run_id"]
+        md = store.metadata(run_id)
+        table, _, metrics = sweep_table(store, out.sweep_id)
+        arrays = store.arrays(run_id)
+    assert md["seeds"] == {"train": 3} and md["experiment_config"]["train"]["lr"] == 2.0
+    assert {"accuracy", "accuracy_float", "set_pulses"} <= set(metrics)
+    assert 0.0 <= table["accuracy_mean"].iloc[0] <= 1.0
+    assert any(name.endswith(".deployed") for name, _, _ in arrays)  # snapshots handed back
