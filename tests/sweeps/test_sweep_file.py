@@ -112,7 +112,13 @@ def test_inline_sweep_stores_one_tagged_run_per_trial_and_a_table_over_seeds(tmp
 
 
 @pytest.mark.parametrize(
-    "name, n_trials", [("device_variability", 18), ("read_voltage_mock_lab", 3)]
+    "name, n_trials",
+    [
+        ("device_variability", 18),
+        ("read_voltage_mock_lab", 3),
+        pytest.param("eqprop_iris_lr", 9, marks=pytest.mark.slow),
+        pytest.param("pruning_keep_fraction", 12, marks=pytest.mark.slow),
+    ],
 )
 def test_the_example_sweeps_load_and_every_trial_passes_its_preflight(name, n_trials):
     from pathlib import Path
