@@ -90,10 +90,17 @@ def test_the_cli_refuses_a_bad_sweep_in_one_line_before_starting_ray(tmp_path, c
     assert not db.exists()  # nothing stored, no Ray started
 
 
-def test_inline_sweep_stores_one_tagged_run_per_trial_and_a_table_over_seeds(tmp_path):
-    path = write(tmp_path, "base: base.yaml\ngrid: {params.v_ltp: [0.5, 1.0]}\nseeds: [0, 1]\n")
-    db = tmp_path / "runs.db"
-    out = run_sweep(path, db=db, executor="inline", progress=False)
+@pytest.fixture(scope="module")
+def inline_sweep(tmp_path_factory):
+    """Two v_ltp values x two seeds, run one after the other in this process."""
+    folder = tmp_path_factory.mktemp("inline")
+    path = write(folder, "base: base.yaml\ngrid: {params.v_ltp: [0.5, 1.0]}\nseeds: [0, 1]\n")
+    db = folder / "runs.db"
+    return db, run_sweep(path, db=db, executor="inline", progress=False)
+
+
+def test_inline_sweep_stores_one_tagged_run_per_trial_and_a_table_over_seeds(inline_sweep):
+    db, out = inline_sweep
     assert out.completed == [0, 1, 2, 3] and out.failed == {}
     with RunStore(db) as store:
         runs = trial_runs(store, out.sweep_id)
@@ -109,6 +116,22 @@ def test_inline_sweep_stores_one_tagged_run_per_trial_and_a_table_over_seeds(tmp
     # mean and sample sd over the two seeds of v_ltp = 0.5 (trials 0 and 1)
     assert table["g_mean"].iloc[0] == pytest.approx((g[0] + g[1]) / 2, rel=1e-12)
     assert table["g_sd"].iloc[0] == pytest.approx(abs(g[0] - g[1]) / math.sqrt(2), rel=1e-9)
+
+
+def test_runs_show_and_plot_a_sweep(inline_sweep, tmp_path, capsys):
+    db, out = inline_sweep
+    sid = str(out.sweep_id)
+    assert cli_main(["runs", "show", sid, "--db", str(db), "--metric", "g"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"sweep {sid}: sweep, 4 trials of protocol file")
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["params.v_ltp", "n"])
+    assert "g [S]" in lines[header] and len(lines) == header + 3  # one row per v_ltp
+    assert all("±" in line for line in lines[header + 1 :])  # mean ± sd over 2 seeds
+    png = tmp_path / "g.png"
+    assert cli_main(["runs", "plot", sid, str(png), "--metric", "g_cell_sd", "--db", str(db)]) == 0
+    assert png.stat().st_size > 0
+    assert cli_main(["runs", "plot", sid, str(png), "--metric", "nope", "--db", str(db)]) == 2
+    assert "no metric 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
