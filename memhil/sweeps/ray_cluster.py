@@ -50,6 +50,24 @@ def _check(resources: dict[str, float], needs: dict[str, float], source: str | N
         )
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse at once a ``HOST:PORT`` nobody answers on (Ray itself retries for minutes);
+    ``auto`` and ``ray://`` client addresses are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5.0).close()
+    except OSError as exc:
+        raise ConfigError(
+            "--address",
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start its head "
+            f"with `ray start --head --port={port}` (docs/sweeps.md)",
+        ) from None
+
+
 @contextlib.contextmanager
 def ray_session(
     *,
@@ -73,6 +91,7 @@ def ray_session(
         yield RaySession("the Ray instance of this process", res)
         return
     if address is not None:
+        _check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:

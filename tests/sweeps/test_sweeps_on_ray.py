@@ -20,6 +20,7 @@ import pytest
 import ray
 import yaml
 
+from memhil.core.errors import ConfigError
 from memhil.mock_hw.lab import MockLab
 from memhil.store import RunStore
 from memhil.store.run_records import META_SWEEP, META_SWEEP_TRIAL, metadata_of_runs
@@ -219,3 +220,19 @@ def test_resume_after_the_driver_was_killed_runs_only_the_missing_trials(
         status = {r.run_id: r.status for r in store.runs()}
     assert sorted(runs["trial"]) == [0, 1, 2, 3]  # no trial ran twice
     assert set(runs["status"]) == {"completed"} and status[sweep_id] == "completed"
+
+
+def test_a_station_the_cluster_does_not_offer_is_refused_before_any_trial(
+    ray_address, stations, tmp_path
+):
+    live, _ = stations
+    other = tmp_path / "other.yaml"
+    other.write_text(live.read_text().replace("name: mock_bench", "name: other_bench", 1))
+    path = sweep_file(
+        tmp_path, (other, other), "base: base.yaml\ngrid: {{backend: [{{station: {live}}}]}}\n"
+    )
+    db = tmp_path / "runs.db"
+    with pytest.raises(ConfigError) as info:
+        run_sweep(path, db=db, progress=False)
+    assert info.value.key == "resources" and "station:other_bench" in info.value.reason
+    assert "ray start" in info.value.reason and not db.exists()  # nothing submitted or stored
