@@ -75,9 +75,11 @@ def _check_resume(sweep: SweepFile, definition: dict, sweep_id: int) -> None:
         )
 
 
-def _empty_record(sweep: SweepFile) -> RunRecord:
-    """The run of a trial that failed before its own run was created."""
-    return RunRecord(sweep.name, [], [], None, {}, pd.DataFrame(), "failed")
+def _empty_record(sweep: SweepFile, trial: Trial) -> RunRecord:
+    """The run of a trial that failed before its own run was created: no points, the
+    base file and the trial's content of it as metadata."""
+    md = {"run_file": str(sweep.base), "run_config": sweep.trial_data(trial)}
+    return RunRecord(sweep.name, [], [], None, md, pd.DataFrame(), "failed")
 
 
 class _Driver:
@@ -115,7 +117,7 @@ class _Driver:
         from memhil.store.run_records import write_run_record
 
         t0 = time.perf_counter()
-        record = res.record or _empty_record(self.sweep)
+        record = res.record or _empty_record(self.sweep, trial)
         status = record.status if res.error is None else "failed"
         metrics = self.sweep.kind.final_metrics(record) if status == "completed" else {}
         tag = {
