@@ -244,7 +244,11 @@ def run_sweep(
         if not Path(db).is_file():
             raise ConfigError("--resume", f"no run store {db}", str(sweep.path))
         with RunStore(db) as store:
-            _check_resume(sweep, sweep_definition(store, resume), resume)
+            try:
+                definition = sweep_definition(store, resume)
+            except ConfigError as exc:
+                raise ConfigError("--resume", exc.reason, str(sweep.path)) from None
+            _check_resume(sweep, definition, resume)
             done = completed_trials(store, resume)
     todo = [t for t in sweep.trials if t.index not in done]
     if resume is not None and not todo:
