@@ -24,7 +24,18 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from memhil.cli import demo, fit, mock_lab, models, protocols, run, runs, showcase, sweep
+    from memhil.cli import (
+        demo,
+        fit,
+        mock_lab,
+        models,
+        protocols,
+        run,
+        runs,
+        showcase,
+        sweep,
+        twin,
+    )
 
     for cmd in (
         demo.command,
@@ -36,6 +47,7 @@ def _register() -> None:
         protocols.command,
         models.command,
         mock_lab.command,
+        twin.command,
     ):
         cli.add_command(cmd)
 

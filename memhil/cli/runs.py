@@ -13,7 +13,17 @@ from memhil.cli.common import DEFAULT_DB, CliError, check_run_id, db_option, exi
 
 __all__ = ["DEFAULT_DB", "PLOT_KINDS", "command"]
 
-PLOT_KINDS = ("iv", "pulse_response", "conductance_map", "retention", "endurance")
+PLOT_KINDS: tuple[str, ...] = ("iv", "pulse_response", "conductance_map", "retention", "endurance")
+# the characterization library's plots (memhil.store.plots)
+PLOT_KINDS += (
+    "switch_seeker",
+    "multistate",
+    "stdp",
+    "volatility",
+    "chronoamperometry",
+    "multi_bias",
+    "sequence",
+)
 #: Plots of training runs (experiment files): ``memhil.store.training_plots``.
 TRAINING_PLOT_KINDS = ("learning_curve", "pulse_counts", "conductance")
 #: Rows of points ``runs show`` prints (the rest: ``runs export``).

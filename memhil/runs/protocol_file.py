@@ -161,11 +161,16 @@ def file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimit
 @contextmanager
 def file_errors(pf: ProtocolFile, backend: Any, where: str) -> Iterator[None]:
     """A pre-flight of ``pf`` on ``backend`` whose errors name the protocol file and key:
-    limits (ProtocolLimitError), cells outside the chip of ``where`` (ConfigError)."""
+    limits (ProtocolLimitError), cells outside the chip of ``where`` and parameters the
+    plan checks against the chip (ConfigError)."""
     try:
         yield
     except ProtocolLimitError as exc:
         raise file_limit_error(exc, pf) from None
+    except ConfigError as exc:  # a parameter the plan checks against the chip (a row)
+        if exc.source is not None:
+            raise
+        raise ConfigError(f"params.{exc.key}", exc.reason, str(pf.path)) from None
     except IndexError as exc:  # a cell outside the chip
         _, rows, cols = backend.shape
         key = "params.cells" if "cells" in pf.params else "params"
