@@ -34,6 +34,7 @@ def _register() -> None:
         run,
         runs,
         showcase,
+        sweep,
         twin,
     )
 
@@ -41,6 +42,7 @@ def _register() -> None:
         demo.command,
         showcase.command,
         run.command,
+        sweep.command,
         fit.command,
         runs.command,
         protocols.command,

@@ -57,7 +57,9 @@ def _protocol(md: dict) -> str:
 
 
 def _kind(md: dict) -> str:
-    """Where the run was measured: sim, mock_lab or station."""
+    """Where the run was measured: sim, mock_lab or station (a sweep's own run: sweep)."""
+    if "sweep" in md:
+        return "sweep"
     ident = md.get("station_identity")
     if isinstance(ident, dict) and ident.get("kind"):  # an open backend gives its class
         kind = str(ident["kind"])
@@ -104,13 +106,20 @@ def list_runs(ctx: click.Context, db: str | None) -> int:
 @command.command("show")
 @click.argument("run_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="all metadata as JSON instead")
+@click.option(
+    "--metric", "metrics", multiple=True, metavar="NAME", help="a sweep: only these metrics"
+)
 @db_option("SQLite run store to read (must exist)")
 @click.pass_context
-def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
+def show(
+    ctx: click.Context, run_id: int, as_json: bool, metrics: tuple[str, ...], db: str | None
+) -> int:
     """A run in short: protocol, parameters, where, status, columns with units, first
-    points (``--json``: every metadata entry)."""
+    points (``--json``: every metadata entry). A sweep (RUN_ID its sweep id): axis values
+    x final metrics, mean ± sd over seeds."""
     from memhil.store import RunStore
     from memhil.store.columns import unit_of
+    from memhil.store.run_records import META_SWEEP
 
     db = _db(ctx, db)
     with RunStore(db) as store:
@@ -119,6 +128,10 @@ def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
         if as_json:
             click.echo(json.dumps(md, indent=2, default=str))
             return 0
+        if META_SWEEP in md:
+            from memhil.cli.sweep import show_sweep
+
+            return show_sweep(store, run_id, metrics, db)
         info = {r.run_id: r for r in store.runs()}
         chain = store.chain(run_id)
         df = store.load(run_id)
@@ -203,19 +216,36 @@ def export(ctx: click.Context, run_id: int, path: str, db: str | None) -> int:
 @click.argument("path")
 @click.option(
     "--kind",
-    required=True,
     type=click.Choice(PLOT_KINDS + TRAINING_PLOT_KINDS),
-    help="what to plot",
+    help="what to plot (a run)",
 )
+@click.option("--metric", default=None, metavar="NAME", help="a sweep: the final metric")
+@click.option("--x", "x_axis", default=None, metavar="AXIS", help="a sweep: the axis along x")
 @db_option("SQLite run store to read (must exist)")
 @click.pass_context
-def plot(ctx: click.Context, run_id: int, path: str, kind: str, db: str | None) -> int:
-    """A run as a PNG."""
+def plot(
+    ctx: click.Context,
+    run_id: int,
+    path: str,
+    kind: str | None,
+    metric: str | None,
+    x_axis: str | None,
+    db: str | None,
+) -> int:
+    """A run as a PNG; a sweep (RUN_ID its sweep id): a final metric against one axis,
+    one line per value of the other axes, the sd over seeds as error bars."""
     from memhil.store import RunStore
+    from memhil.store.run_records import META_SWEEP
 
     db = _db(ctx, db)
     with RunStore(db) as store:
         check_run_id(store, run_id, db)
+        if META_SWEEP in store.metadata(run_id):
+            from memhil.cli.sweep import plot_sweep_command
+
+            return plot_sweep_command(store, run_id, path, metric, x_axis, db)
+        if kind is None:
+            raise CliError("memhil runs plot: error: missing option --kind (what to plot)")
         df = store.load(run_id)
         arrays = store.arrays(run_id) if kind == "conductance" else []
     from memhil.store import plots, training_plots

@@ -33,6 +33,7 @@ from memhil.runs.backend_config import open_backend
 __all__ = [
     "ProtocolFile",
     "load_protocol_file",
+    "protocol_file_from_mapping",
     "resolve_backend_config",
     "offline_backend",
     "file_errors",
@@ -108,8 +109,15 @@ def resolve_backend_config(config: Any, base: Path, source: str | None = None) -
 def load_protocol_file(path: str | Path) -> ProtocolFile:
     """Parse and validate a protocol file (no instrument is touched)."""
     path = Path(path).resolve()
+    return protocol_file_from_mapping(load_yaml(path), path)
+
+
+def protocol_file_from_mapping(data: Mapping[str, Any], path: str | Path) -> ProtocolFile:
+    """Validate the content ``data`` of protocol file ``path`` (a sweep's trial is its base
+    file's content with some keys changed): errors name ``path`` and the key; relative
+    paths resolve against ``path``'s folder."""
+    path = Path(path).resolve()
     src = str(path)
-    data = load_yaml(path)
     unknown = sorted(set(data) - set(PROTOCOL_FILE_KEYS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown key (allowed: {list(PROTOCOL_FILE_KEYS)})", src)
