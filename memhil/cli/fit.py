@@ -3,6 +3,8 @@ as a versioned device YAML."""
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from memhil.cli.common import CliError, check_run_id, db_option, existing_db
@@ -26,10 +28,12 @@ def _fixed(ctx, param, items: tuple[str, ...]) -> dict[str, float]:
 @click.argument("run_ids", metavar="RUN_ID...", type=int, nargs=-1, required=True)
 @click.option(
     "--model",
-    type=click.Choice(["neurosim", "vteam"]),
+    type=click.Choice(["neurosim", "vteam", "forming", "pcm"]),
     default="neurosim",
     show_default=True,
-    help="neurosim: LTP/LTD law, one run; vteam: threshold ODE, pulse trains at several amplitudes",
+    help="neurosim: LTP/LTD law, one pulse_train run; vteam: threshold ODE, pulse trains at "
+    "several amplitudes; forming: breakdown-voltage distribution, one forming run; pcm: "
+    "drift (retention runs) and read noise (read_noise runs)",
 )
 @db_option("SQLite run store to read (must exist)")
 @click.option(
@@ -47,8 +51,7 @@ def _fixed(ctx, param, items: tuple[str, ...]) -> dict[str, float]:
 def command(
     run_ids: tuple[int, ...], model: str, db: str | None, out: str, fixed: dict[str, float]
 ) -> int:
-    """Fit a device model to stored pulse_train run(s); several (or several amplitudes)
-    for vteam."""
+    """Fit a device model to stored run(s) and write it as a versioned device YAML."""
     from memhil.core.errors import ConfigError
     from memhil.runs.fit import fit_run
     from memhil.store import RunStore
@@ -64,6 +67,10 @@ def command(
     for name, value in fit.params.items():
         err = fit.stderr.get(name)
         click.echo(f"{name:<10} {value:.6g}" + (f" +/- {err:.2g}" if err is not None else ""))
-    click.echo(f"residual rms {fit.residual_rms:.3g} S over {fit.n_points} points")
+    if math.isfinite(fit.residual_rms):
+        unit = "(of ln G)" if model == "pcm" else "S"
+        click.echo(f"residual rms {fit.residual_rms:.3g} {unit} over {fit.n_points} points")
+    else:
+        click.echo(f"{fit.n_points} cells")
     click.echo(f"{fit.to_yaml(out)} (version {fit.version})")
     return 0

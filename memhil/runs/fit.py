@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -12,7 +13,13 @@ from typing import Any, cast
 from memhil.core.errors import ConfigError
 from memhil.runs.protocol_file import META_CONFIG
 
-__all__ = ["pulse_responses_from_run", "pulse_sequence_from_run", "fit_run", "FIT_MODELS"]
+__all__ = [
+    "pulse_responses_from_run",
+    "pulse_sequence_from_run",
+    "forming_intervals_from_run",
+    "fit_run",
+    "FIT_MODELS",
+]
 
 
 def pulse_responses_from_run(store: Any, run_id: int):
@@ -101,7 +108,77 @@ def pulse_sequence_from_run(store: Any, run_id: int):
     )
 
 
-FIT_MODELS = ("neurosim", "vteam")
+def _protocol_of(store: Any, run_id: int) -> str | None:
+    return (store.metadata(store.chain(run_id)[0]).get(META_CONFIG) or {}).get("protocol")
+
+
+def forming_intervals_from_run(store: Any, run_id: int):
+    """Per cell of a stored ``forming`` ramp: the interval (v_low, v_high] holding its
+    breakdown voltage (v_high = inf for a cell never formed, v_low = -inf for one formed
+    by the first step) and the reads right after forming of the cells below their
+    compliance cap. Cells formed before the ramp (the pre-read) have no records."""
+    import numpy as np
+
+    if _protocol_of(store, run_id) != "forming":
+        raise ConfigError(
+            "run", f"run {run_id} is not a forming run (protocol {_protocol_of(store, run_id)!r})"
+        )
+    df = store.load(run_id).sort_values("step")
+    cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
+    lo, hi, g_formed = [], [], []
+    for _, cell in df.groupby(cell_cols):  # a loop over a ramp's records, not a hot path
+        formed = cell[cell["formed"].astype(bool)]
+        if formed.empty:
+            lo.append(float(cell["v_pulse"].max()))
+            hi.append(math.inf)
+            continue
+        first = formed.iloc[0]
+        before = cell[cell["step"] < first["step"]]
+        lo.append(float(before["v_pulse"].max()) if not before.empty else -math.inf)
+        hi.append(float(first["v_pulse"]))
+        cap_s = float(first["compliance_a"]) / abs(float(first["v_pulse"]))
+        if float(first["g"]) < 0.95 * cap_s:
+            g_formed.append(float(first["g"]))
+    return np.array(lo), np.array(hi), np.array(g_formed)
+
+
+def _fit_pcm(store: Any, ids: list[int], where: str):
+    """Drift from ``retention`` runs, read noise from ``read_noise`` runs (either or both)."""
+
+    from memhil.calibration.fit.neurosim import FitResult
+    from memhil.calibration.fit.pcm import fit_drift
+    from memhil.runs.twin import read_noise_from_run
+
+    params: dict[str, Any] = {}
+    stderr: dict[str, float] = {}
+    n_points, rms = 0, float("nan")
+    for rid in ids:
+        protocol = _protocol_of(store, rid)
+        if protocol == "retention":
+            from memhil.runs.protocol_run import column_name
+
+            df = store.load(rid)
+            cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
+            index = column_name("index")  # a reserved word in SQL: stored as index_
+            g = df.pivot_table(index=cell_cols, columns=index, values="g")
+            t = df.groupby(index)["t_s"].mean().reindex(g.columns)
+            fit = fit_drift(t.to_numpy(float), g.to_numpy(float))
+            params.update(fit.params)
+            stderr.update(fit.stderr)
+            n_points, rms = n_points + fit.n_points, fit.residual_rms
+        elif protocol == "read_noise":
+            m3, c3 = read_noise_from_run(store, rid)
+            params.update({"m3": m3, "c3_s": c3})
+            n_points += int(len(store.load(rid)))
+        else:
+            raise ConfigError(
+                "run",
+                f"run {rid} ({protocol!r}): the pcm fit takes retention and read_noise runs",
+            )
+    return FitResult("pcm", params, stderr, rms, n_points, source=where)
+
+
+FIT_MODELS = ("neurosim", "vteam", "forming", "pcm")
 
 
 def fit_run(
@@ -111,13 +188,27 @@ def fit_run(
     fixed: Mapping[str, Any] | None = None,
     model: str = "neurosim",
 ):
-    """Fit a device model to stored pulse_train run(s): ``neurosim`` (``fit_neurosim``, one
-    run with one LTP/LTD amplitude) or ``vteam`` (``fit_vteam``, one or more runs, each with
-    one or several amplitudes)."""
+    """Fit a device model to stored run(s): ``neurosim`` (``fit_neurosim``, one pulse_train
+    run with one LTP/LTD amplitude), ``vteam`` (``fit_vteam``, pulse_train runs, each with one
+    or several amplitudes), ``forming`` (the breakdown-voltage distribution and formed
+    conductance of a forming ramp) or ``pcm`` (drift from retention runs, read noise from
+    read_noise runs)."""
     from memhil.store import RunStore
 
     ids = [int(run_id)] if isinstance(run_id, int) else [int(r) for r in run_id]
-    where = f"{Path(db).resolve()} run {', '.join(map(str, ids))} (pulse_train)"
+    where = f"{Path(db).resolve()} run {', '.join(map(str, ids))}"
+    if model == "forming":
+        from memhil.calibration.fit.forming import fit_breakdown
+
+        if len(ids) != 1:
+            raise ConfigError("run_id", f"the forming fit takes one run, got {ids}")
+        with RunStore(db) as store:
+            lo, hi, g = forming_intervals_from_run(store, ids[0])
+        return fit_breakdown(lo, hi, g_formed_s=g, source=where + " (forming)")
+    if model == "pcm":
+        with RunStore(db) as store:
+            return _fit_pcm(store, ids, where)
+    where += " (pulse_train)"
     if model == "vteam":
         from memhil.calibration.fit.vteam import fit_vteam
 

@@ -24,11 +24,19 @@ from matplotlib.patches import Circle
 __all__ = [
     "DPI",
     "FIGSIZE",
+    "plot_chronoamperometry",
     "plot_conductance_map",
     "plot_endurance",
     "plot_iv",
+    "plot_multi_bias",
+    "plot_multistate",
     "plot_pulse_response",
     "plot_retention",
+    "plot_sequence",
+    "plot_stdp",
+    "plot_switch_seeker",
+    "plot_transient",
+    "plot_volatility",
     "plot_wafer_map",
 ]
 
@@ -303,3 +311,120 @@ def plot_wafer_map(
     ax.set_ylabel("die row")
     ax.set_title(title)
     return _save(fig, path)
+
+
+# -- the characterization library (switch_seeker ... sequence) ---------------------------
+_CELL = ["tile", "row", "col"]
+
+
+def _by_cell(df: pd.DataFrame) -> Any:
+    """(label, rows) per cell of a protocol's records (one group when no cell columns)."""
+    cols = [c for c in _CELL if c in df.columns]
+    if not cols:
+        return [("", df)]
+    return ((f"cell {k}", d) for k, d in df.groupby(cols, sort=True))
+
+
+def _records(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows whose ``record`` key is ``kind`` (all rows when there is no such key)."""
+    return df[df["record"] == kind] if "record" in df.columns else df
+
+
+def _finish(fig: Figure, ax: Any, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(ax.get_lines()) <= 12 and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_switch_seeker(df: pd.DataFrame, path: str | Path, *, title: str = "SwitchSeeker") -> Path:
+    """G vs pulse amplitude per cell and polarity (``record = "step"`` rows); the
+    switching voltages (``record = "result"``) as vertical marks."""
+    steps, results = _records(df, "step"), _records(df, "result")
+    fig, ax = _subplots()
+    for label, d in _by_cell(steps):
+        for pol, dp in d.groupby("polarity", sort=False):
+            ax.semilogy(dp["v_pulse_v"], dp["g"], ".-", ms=3, label=f"{label} {pol}")
+    for v in results["v_switch_v"].dropna():
+        ax.axvline(float(v), color="gray", lw=0.5, ls="--")
+    return _finish(fig, ax, path, "pulse amplitude (V)", "G (S)", title)
+
+
+def plot_multistate(df: pd.DataFrame, path: str | Path, *, title: str = "MultiStateSeeker") -> Path:
+    """Level means with +-z sigma bars vs target, per cell; counted levels filled."""
+    levels = _records(df, "level")
+    z = float(_records(df, "result")["z"].iloc[0]) if "z" in df.columns else 3.0
+    fig, ax = _subplots()
+    for label, d in _by_cell(levels):
+        bars = ax.errorbar(
+            d["g_target"],
+            d["g_mean"],
+            yerr=z * d["g_std"],
+            fmt="o",
+            ms=3,
+            mfc="none",
+            capsize=2,
+            label=label,
+        )
+        kept = d[d["counted"].astype(bool)]
+        ax.plot(kept["g_target"], kept["g_mean"], "o", ms=4, color=bars[0].get_color())
+    return _finish(fig, ax, path, "target G (S)", f"read G (S), ±{z:.3g} σ", title)
+
+
+def plot_stdp(df: pd.DataFrame, path: str | Path, *, title: str = "STDP") -> Path:
+    """Conductance change vs spike delay (t_post - t_pre), per cell."""
+    fig, ax = _subplots()
+    for label, d in _by_cell(_records(df, "delay")):
+        d = d.sort_values("delay_s")
+        ax.plot(d["delay_s"], d["g_change"], "o-", ms=3, label=label)
+    ax.axhline(0.0, color="gray", lw=0.5)
+    return _finish(fig, ax, path, "delay t_post - t_pre (s)", "ΔG (S)", title)
+
+
+def plot_transient(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    y: str = "g",
+    title: str = "Transient",
+) -> Path:
+    """``y`` vs time since programming or bias onset (``t_s``, log axis), per cell: the
+    volatility and chronoamperometry records (their fit rows carry no time)."""
+    d0 = _records(df, "read")
+    d0 = d0[d0["t_s"] > 0]
+    fig, ax = _subplots()
+    for label, d in _by_cell(d0):
+        ax.semilogx(d["t_s"], d[y], ".-", ms=3, label=label)
+    return _finish(fig, ax, path, "t (s)", "I (A)" if y.startswith("i") else "G (S)", title)
+
+
+def plot_volatility(df: pd.DataFrame, path: str | Path) -> Path:
+    return plot_transient(df, path, y="g", title="Volatility")
+
+
+def plot_chronoamperometry(df: pd.DataFrame, path: str | Path) -> Path:
+    return plot_transient(df, path, y="i_read_a", title="Chronoamperometry")
+
+
+def plot_multi_bias(df: pd.DataFrame, path: str | Path, *, title: str = "MultiBias") -> Path:
+    """Mean column current of the driven row vs column (bars: min..max of the repeats)."""
+    stats = df.groupby("col")["i_a"].agg(["mean", "min", "max"])
+    fig, ax = _subplots()
+    ax.errorbar(
+        stats.index,
+        stats["mean"],
+        yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+        fmt="o",
+    )
+    return _finish(fig, ax, path, "column", "I (A)", title)
+
+
+def plot_sequence(df: pd.DataFrame, path: str | Path, *, title: str = "Sequence") -> Path:
+    """G of every stored read in record order, per cell (any sequence's reads)."""
+    fig, ax = _subplots()
+    for label, d in _by_cell(df[df["g"].notna()] if "g" in df.columns else df):
+        ax.plot(np.arange(len(d)), d["g"], ".-", ms=3, label=label)
+    return _finish(fig, ax, path, "read", "G (S)", title)

@@ -14,7 +14,10 @@ KINDS = ("protocol", "experiment", "sweep")
 
 
 def protocol_of(md: Mapping[str, Any]) -> str:
-    """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry."""
+    """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry;
+    for a training run its algorithm."""
+    if md.get("memhil_kind") == "experiment":
+        return str(md.get("algorithm", "-"))
     cfg = md.get("protocol_config")
     if isinstance(cfg, Mapping) and cfg.get("protocol"):
         return str(cfg["protocol"])

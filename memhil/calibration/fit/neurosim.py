@@ -55,6 +55,13 @@ DEFAULT_P_MAX = 31.0
 FIT_FORMAT = 1
 
 
+def _plain(value: Any) -> Any:
+    """Numbers as floats, nested sequences (the tables of a data-driven model) as lists."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    return float(value)
+
+
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -75,7 +82,7 @@ class FitResult:
     number of points used. ``version`` = ``<content hash>@<UTC timestamp>``."""
 
     model: str
-    params: dict[str, float]
+    params: dict[str, Any]
     stderr: dict[str, float]
     residual_rms: float
     n_points: int
@@ -93,7 +100,7 @@ class FitResult:
     # -- using the fit ------------------------------------------------------------------
     def device_config(self) -> dict[str, Any]:
         """The mapping for ``SimBackend({"device": ...})`` / ``build_device_model``."""
-        return {"model": self.model, **{k: float(v) for k, v in self.params.items()}}
+        return {"model": self.model, **{k: _plain(v) for k, v in self.params.items()}}
 
     def device_model(self):
         from memhil.devices import build_device_model

@@ -1,0 +1,119 @@
+"""``memhil twin build RUN_ID... --out twin.yaml`` and ``memhil twin check MODEL RUN_ID...``:
+a data-driven device model from stored pulse trains, and any device model checked against
+held-out runs of the chip (docs/twin.md)."""
+
+from __future__ import annotations
+
+import click
+
+from memhil.cli.common import CliError, check_run_id, db_option, existing_db
+
+
+@click.group("twin")
+def command() -> None:
+    """Digital twins: build a device model from measured pulse trains, check models against
+    held-out runs."""
+
+
+def _check_ids(db: str, run_ids: tuple[int, ...]) -> None:
+    from memhil.store import RunStore
+
+    with RunStore(db) as store:
+        for rid in run_ids:
+            check_run_id(store, rid, db)
+
+
+@command.command("build")
+@click.argument("run_ids", metavar="RUN_ID...", type=int, nargs=-1, required=True)
+@db_option("SQLite run store to read (must exist)")
+@click.option("--out", default="twin.yaml", show_default=True, help="device YAML to write")
+@click.option(
+    "--knots",
+    type=click.IntRange(2, 200),
+    default=16,
+    show_default=True,
+    help="conductance knots of the step tables",
+)
+@click.option(
+    "--read-noise",
+    "read_noise_run",
+    type=int,
+    default=None,
+    metavar="RUN_ID",
+    help="a read_noise run to take the read noise from (else estimated from the trains)",
+)
+def build(
+    run_ids: tuple[int, ...], db: str | None, out: str, knots: int, read_noise_run: int | None
+) -> int:
+    """Build an empirical device model from stored pulse_train run(s)."""
+    from memhil.core.errors import ConfigError
+    from memhil.runs.twin import build_twin
+
+    db = existing_db(db)
+    _check_ids(db, run_ids + ((read_noise_run,) if read_noise_run is not None else ()))
+    try:
+        fit = build_twin(db, list(run_ids), n_knots=knots, read_noise_run=read_noise_run)
+    except (ConfigError, ValueError) as exc:
+        raise CliError(f"memhil twin build: error: {exc}") from None
+    p = fit.params
+    classes = ", ".join(f"{v:+g} V/{w:g} s" for v, w in zip(p["pulse_v"], p["pulse_width_s"]))
+    click.echo(f"pulse classes     {classes}")
+    click.echo(f"conductance       {p['g_min_s'] * 1e6:.4g} - {p['g_max_s'] * 1e6:.4g} µS")
+    click.echo(
+        f"read noise        {p['read_noise_rel']:.3%} of G + {p['read_noise_floor_s'] * 1e9:.3g} nS"
+    )
+    dtod = ", ".join(f"{d:.1%}" for d in p["step_dtod"])
+    click.echo(f"device-to-device  {dtod} of the mean step (per pulse class)")
+    click.echo(f"steps used        {fit.n_points}")
+    click.echo(f"{fit.to_yaml(out)} (version {fit.version})")
+    return 0
+
+
+@command.command("check")
+@click.argument("model", metavar="MODEL")
+@click.argument("run_ids", metavar="RUN_ID...", type=int, nargs=-1, required=True)
+@db_option("SQLite run store to read (must exist)")
+@click.option(
+    "--compare",
+    "others",
+    multiple=True,
+    metavar="MODEL",
+    help="another device model (YAML or name) to rank against MODEL; repeatable",
+)
+@click.option("--plot", "plot_path", default=None, metavar="PNG", help="measured vs predicted")
+@click.option("--seed", type=int, default=0, show_default=True)
+def check(
+    model: str,
+    run_ids: tuple[int, ...],
+    db: str | None,
+    others: tuple[str, ...],
+    plot_path: str | None,
+    seed: int,
+) -> int:
+    """Replay held-out pulse_train run(s) on MODEL (a device YAML or a model name) and
+    report how well it predicts them; exit 1 when MODEL is not consistent with the data."""
+    from memhil.calibration.twin import KS_ALPHA, MEAN_ERROR_MAX
+    from memhil.core.errors import ConfigError
+    from memhil.runs.twin import check_twin, plot_twin_check
+
+    db = existing_db(db)
+    _check_ids(db, run_ids)
+    try:
+        checks, trace = check_twin(db, [model, *others], list(run_ids), seed=seed)
+    except (ConfigError, ValueError) as exc:
+        raise CliError(f"memhil twin check: error: {exc}") from None
+    click.echo(f"held out: {trace.source} ({trace.cells} cells, {trace.v.size} pulses)")
+    click.echo(f"{'model':<28} {'mean err':>9} {'spread err':>10} {'KS D':>6} {'KS p':>8}  verdict")
+    for c in sorted(checks, key=lambda c: c.mean_error_rel + c.ks_distance):
+        verdict = "consistent" if c.consistent else "inconsistent"
+        click.echo(
+            f"{str(c.model)[-28:]:<28} {c.mean_error_rel:>9.2%} {c.spread_error_rel:>10.2%} "
+            f"{c.ks_distance:>6.3f} {c.ks_p:>8.2g}  {verdict}"
+        )
+    click.echo(
+        f"(errors relative to the measured conductance span; consistent: every pulse class's "
+        f"KS p >= {KS_ALPHA} and mean error <= {MEAN_ERROR_MAX:.0%})"
+    )
+    if plot_path:
+        click.echo(str(plot_twin_check(checks, trace, plot_path)))
+    return 0 if checks[0].consistent else 1

@@ -1,0 +1,210 @@
+"""A data-driven device model: the measured distribution of the conductance change per pulse,
+conditioned on the present conductance and on the pulse, as a regular device plugin.
+
+What a digital twin needs when no physical law fits the chip (docs/twin.md): for each
+measured pulse class c (amplitude, width; the polarity is the amplitude's sign) and at
+conductance knots g_k, the mean step ``mu_c(g_k)`` and its cycle-to-cycle std
+``sigma_c(g_k)``; between knots both are interpolated linearly, beyond the end knots held
+flat. One pulse of class c on a device whose conductance is G::
+
+    G <- clip(G + s_d mu_c(G) + sigma_c(G) xi,  g_min, g_max),   xi ~ N(0, 1) per event
+
+where ``s_d`` is the device's own step scale for that class, drawn once (log-normal,
+median 1, relative spread ``step_dtod[c]``): the device-to-device part that repeated trains of one cell separate
+from the cycle-to-cycle part (``memhil.calibration.twin``). Read noise is ``read_noise_rel
+G + read_noise_floor_s`` (std), the chord conductance is G at any read voltage (an ohmic
+read, as the pulse-train data it is built from was read at one voltage).
+
+A pulse is matched to the measured class of the same polarity nearest in
+``|ln(|v|/|v_c|)| + |ln(w/w_c)|``; a pulse weaker than ``min_amplitude_ratio`` times the
+smallest measured amplitude of its polarity leaves the device unchanged (the model knows
+nothing about pulses it never saw, and says so in its range rather than extrapolating).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from memhil.core.config import require
+from memhil.devices.base import D2D, DeviceModel, register_device
+
+
+@dataclass(frozen=True)
+class EmpiricalParams:
+    """Step tables of an empirical device (SI units: siemens, volts, seconds).
+
+    ``step_mean_s[c][k]`` and ``step_std_s[c][k]``: mean and cycle-to-cycle std of the
+    conductance change of one pulse of class ``c`` (``pulse_v[c]``, ``pulse_width_s[c]``) at
+    conductance ``g_knots_s[k]``. ``g0_mean_s``/``g0_std_s``: the as-fabricated (first
+    read) conductance distribution.
+    """
+
+    g_min_s: float = 1e-6
+    g_max_s: float = 1e-5
+    g_knots_s: tuple[float, ...] = (1e-6, 1e-5)
+    pulse_v: tuple[float, ...] = (1.0, -1.0)
+    pulse_width_s: tuple[float, ...] = (1e-6, 1e-6)
+    step_mean_s: tuple[tuple[float, ...], ...] = ((1e-7, 1e-7), (-1e-7, -1e-7))
+    step_std_s: tuple[tuple[float, ...], ...] = ((0.0, 0.0), (0.0, 0.0))
+    step_dtod: tuple[float, ...] = (0.0, 0.0)
+    g0_mean_s: float = 1e-6
+    g0_std_s: float = 0.0
+    read_noise_rel: float = 0.0
+    read_noise_floor_s: float = 0.0
+    min_amplitude_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        require(0 <= self.g_min_s < self.g_max_s, "g_max_s", "needs 0 <= g_min_s < g_max_s")
+        k = len(self.g_knots_s)
+        require(k >= 1, "g_knots_s", "needs at least one knot")
+        require(
+            all(a < b for a, b in zip(self.g_knots_s, self.g_knots_s[1:])),
+            "g_knots_s",
+            "must be strictly increasing",
+        )
+        c = len(self.pulse_v)
+        require(c >= 1, "pulse_v", "needs at least one pulse class")
+        require(len(self.pulse_width_s) == c, "pulse_width_s", f"needs {c} widths (one per class)")
+        require(all(v != 0 for v in self.pulse_v), "pulse_v", "amplitudes must be non-zero")
+        require(all(w > 0 for w in self.pulse_width_s), "pulse_width_s", "widths must be > 0")
+        for key in ("step_mean_s", "step_std_s"):
+            table = getattr(self, key)
+            require(
+                len(table) == c and all(len(row) == k for row in table),
+                key,
+                f"must be {c} rows (pulse classes) of {k} values (knots)",
+            )
+        require(min(min(r) for r in self.step_std_s) >= 0, "step_std_s", "must be >= 0")
+        require(
+            len(self.step_dtod) == c and min(self.step_dtod) >= 0,
+            "step_dtod",
+            f"must be {c} values >= 0 (one per pulse class)",
+        )
+        for key in ("g0_std_s", "read_noise_rel", "read_noise_floor_s"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        require(
+            0 < self.min_amplitude_ratio <= 1,
+            "min_amplitude_ratio",
+            f"must be in (0, 1], got {self.min_amplitude_ratio}",
+        )
+
+
+@register_device("empirical")
+class EmpiricalDevice(DeviceModel):
+    """Measured step statistics as a device model (see the module docstring)."""
+
+    name = "empirical"
+    state_names = ("g_s",)
+    bipolar = True
+    drifts = False
+    Params = EmpiricalParams
+
+    def __init__(self, params=None, **overrides):
+        super().__init__(params, **overrides)
+        p = self.p
+        # the measured pulses are the nominal ones: the most positive and most negative class
+        ups = [(v, w) for v, w in zip(p.pulse_v, p.pulse_width_s) if v > 0]
+        downs = [(v, w) for v, w in zip(p.pulse_v, p.pulse_width_s) if v < 0]
+        self.nominal_set_pulse = max(ups) if ups else None
+        self.nominal_reset_pulse = min(downs) if downs else None
+        self._tables: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
+
+    def _t(self, device, dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(knots, mean table, std table, class amplitudes, class widths) on device/dtype."""
+        key = (str(device), dtype)
+        if key not in self._tables:
+            p = self.p
+            t = lambda x: torch.tensor(x, device=device, dtype=dtype)
+            self._tables[key] = (
+                t(p.g_knots_s),
+                t(p.step_mean_s),
+                t(p.step_std_s),
+                t(p.pulse_v),
+                t(p.pulse_width_s),
+            )
+        return self._tables[key]
+
+    # -- plugin interface -------------------------------------------------------------
+    def sample_d2d(self, shape, generator, device="cpu", dtype=torch.float32) -> D2D:
+        """Each device's step scale per pulse class, ``(*shape, classes)``."""
+        if max(self.p.step_dtod) == 0:
+            return {}
+        sigma = torch.tensor(self.p.step_dtod, device=device, dtype=dtype)
+        xi = torch.randn((*shape, sigma.numel()), generator=generator, device=device, dtype=dtype)
+        return {"step_scale": torch.exp(sigma * xi)}
+
+    def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
+        p = self.p
+        g = p.g0_mean_s + p.g0_std_s * torch.randn(
+            shape, generator=generator, device=device, dtype=dtype
+        )
+        return g.clamp(p.g_min_s, p.g_max_s).unsqueeze(-1)
+
+    def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
+        return state[..., 0].clone()
+
+    def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor | None:
+        p = self.p
+        if p.read_noise_rel == 0 and p.read_noise_floor_s == 0:
+            return None
+        return p.read_noise_rel * g_s.abs() + p.read_noise_floor_s
+
+    def conductance_range(self) -> tuple[float, float]:
+        return self.p.g_min_s, self.p.g_max_s
+
+    def conductance_ceiling(self, d2d: D2D) -> float | None:
+        return self.p.g_max_s
+
+    def pulse_class(self, v: Tensor, width_s: Tensor) -> Tensor:
+        """Index of the measured pulse class each pulse maps to, -1 where none applies."""
+        _, _, _, cv, cw = self._t(v.device, v.dtype)
+        tiny = torch.finfo(v.dtype).tiny
+        av = v.abs().clamp_min(tiny).unsqueeze(-1)
+        dist = (av.log() - cv.abs().log()).abs() + (
+            width_s.clamp_min(tiny).unsqueeze(-1).log() - cw.log()
+        ).abs()
+        same_sign = torch.sign(v).unsqueeze(-1) == torch.sign(cv)
+        dist = torch.where(same_sign, dist, torch.full_like(dist, torch.inf))
+        cls = dist.argmin(-1)
+        weakest = torch.where(same_sign, cv.abs(), torch.full_like(dist, torch.inf)).amin(-1)
+        programs = (v != 0) & (v.abs() >= self.p.min_amplitude_ratio * weakest)
+        return torch.where(programs, cls, torch.full_like(cls, -1))
+
+    def step_statistics(self, g_s: Tensor, cls: Tensor) -> tuple[Tensor, Tensor]:
+        """Interpolated (mean, std) of the step of class ``cls`` at conductance ``g_s``."""
+        knots, mean_t, std_t, _, _ = self._t(g_s.device, g_s.dtype)
+        k = knots.numel()
+        c = cls.clamp_min(0)
+        if k == 1:
+            return mean_t[c, 0], std_t[c, 0]
+        i = torch.searchsorted(knots, g_s.contiguous()).clamp(1, k - 1)
+        lo, hi = knots[i - 1], knots[i]
+        w = ((g_s - lo) / (hi - lo)).clamp(0.0, 1.0)
+        flat_mean, flat_std = mean_t.flatten(), std_t.flatten()
+        a, b = c * k + i - 1, c * k + i
+        mean = flat_mean[a] + w * (flat_mean[b] - flat_mean[a])
+        std = flat_std[a] + w * (flat_std[b] - flat_std[a])
+        return mean, std
+
+    def step(self, state, d2d, v, width_s, count, t_s, generator, compliance_a=None) -> Tensor:
+        p = self.p
+        cls = self.pulse_class(v, width_s)
+        count = torch.where(cls >= 0, count, torch.zeros_like(count))
+        scale = d2d.get("step_scale")
+        if scale is not None:  # the scale of the class each cell's pulse belongs to
+            scale = scale.gather(-1, cls.clamp_min(0).unsqueeze(-1))[..., 0]
+        g = state[..., 0]
+        n_max = int(count.max().item()) if count.numel() else 0
+        # a loop over the pulse index only (each pulse's step depends on the G it starts
+        # from, and the table has no closed-form composition); all cells move at once
+        for n in range(n_max):
+            active = count > n
+            mean, std = self.step_statistics(g, cls)
+            if scale is not None:
+                mean = mean * scale
+            xi = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+            g = torch.where(active, (g + mean + std * xi).clamp(p.g_min_s, p.g_max_s), g)
+        return g.unsqueeze(-1)

@@ -1,0 +1,209 @@
+"""Digital twins (``memhil.devices.empirical``, ``memhil.calibration.twin``, ``memhil twin``).
+
+The empirical model against its closed form; the builder recovering the read noise and the
+device-to-device step spread it is built to separate; and round trips on the mock lab: a
+NeuroSim, a VTEAM and a PCM chip (true models hidden from the builder) are measured with
+repeated LTP/LTD trains, a twin is built from one set of devices (or one run) and checked
+on held-out devices (or a second run). The twin must be consistent with the held-out data
+(KS p >= 0.01 on every pulse class, mean trajectory within 5 % of the span) and a wrong
+model must not be.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from memhil.calibration.twin import PulseTrace, build_empirical, check_model, replay
+from memhil.core.errors import ConfigError
+from memhil.devices import build_device_model
+from memhil.mock_hw.lab import MockLab
+from memhil.runs.twin import read_noise_from_run, traces_from_run
+from memhil.store import RunStore
+from tests.backends import _mock_station
+
+TABLE = {
+    "model": "empirical",
+    "g_min_s": 1e-6,
+    "g_max_s": 9e-6,
+    "g_knots_s": [1e-6, 5e-6, 9e-6],
+    "pulse_v": [2.0, -2.0],
+    "pulse_width_s": [1e-7, 1e-7],
+    "step_mean_s": [[4e-7, 2e-7, 0.0], [0.0, -2e-7, -4e-7]],
+    "step_std_s": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+}
+
+
+def _pulses(model, g, v, n):
+    shape = g.shape
+    gen = torch.Generator().manual_seed(0)
+    full = lambda x, dt=torch.float64: torch.full(shape, x, dtype=dt)
+    state = g.unsqueeze(-1).to(torch.float64)
+    return model.step(state, {}, full(v), full(1e-7), full(n, torch.int64), 0.0, gen)[..., 0]
+
+
+def test_empirical_steps_follow_the_interpolated_table_in_closed_form():
+    m = build_device_model(TABLE)
+    # below the middle knot the mean step is linear in G: 4e-7 - 0.05 (G - 1e-6), so from
+    # 1 uS n pulses give G_n = 1e-6 + 8e-6 (1 - 0.95^n) (a geometric approach to 9 uS)
+    g = _pulses(m, torch.tensor([1e-6], dtype=torch.float64), 2.0, 5)
+    assert float(g) == pytest.approx(1e-6 + 8e-6 * (1 - 0.95**5), rel=1e-9)
+    # a pulse of the other polarity walks down the mirrored table; a weak pulse (below half
+    # the weakest measured amplitude) and a zero count change nothing
+    assert float(_pulses(m, torch.tensor([9e-6], dtype=torch.float64), -2.0, 1)) == pytest.approx(
+        8.6e-6, rel=1e-9
+    )
+    assert float(_pulses(m, torch.tensor([3e-6], dtype=torch.float64), 0.9, 3)) == 3e-6
+    assert float(_pulses(m, torch.tensor([3e-6], dtype=torch.float64), 2.0, 0)) == 3e-6
+    assert m.nominal_set_pulse == (2.0, 1e-7) and m.nominal_reset_pulse == (-2.0, 1e-7)
+
+
+def test_empirical_tables_are_validated_with_their_key():
+    with pytest.raises(ConfigError, match="step_mean_s"):
+        build_device_model({**TABLE, "step_mean_s": [[0.0, 0.0, 0.0]]})
+    with pytest.raises(ConfigError, match="g_knots_s"):
+        build_device_model({**TABLE, "g_knots_s": [1e-6, 1e-6, 9e-6]})
+
+
+def test_builder_separates_read_noise_and_device_to_device_spread():
+    # truth: an empirical device with 20 % D2D step scale and 2 % read noise; 256 cells x
+    # 4 cycles give the builder 61k steps. Tolerances: the estimators' own scatter at this
+    # size, measured over seeds 0-4 (read noise within 0.2 points, D2D within 0.04).
+    truth = build_device_model(
+        {
+            **TABLE,
+            "step_std_s": [[5e-8] * 3, [5e-8] * 3],
+            "step_dtod": [0.2, 0.1],
+            "read_noise_rel": 0.02,
+        }
+    )
+    v = np.array(([2.0] * 30 + [-2.0] * 30) * 4)
+    start = PulseTrace(np.full((256, v.size + 1), 1e-6), v, np.full(v.size, 1e-7))
+    measured = PulseTrace(replay(truth, start, replicates=1, seed=3)[0], v, start.width_s)
+    fit = build_empirical([measured])
+    assert fit.params["read_noise_rel"] == pytest.approx(0.02, abs=0.002)
+    assert fit.params["step_dtod"] == pytest.approx([0.2, 0.1], abs=0.04)
+    # and it predicts 256 other devices of the same kind (a fresh draw of the truth)
+    others = PulseTrace(replay(truth, start, replicates=1, seed=4)[0], v, start.width_s)
+    assert check_model(fit.device_model(), others).consistent
+
+
+def _pulse_train(tmp_path, device: dict, pulse_set, pulse_reset, v_read, runs=1, **limits):
+    """Run ``runs`` pulse_train runs (2 cycles of 15 + 15 pulses, all 64 cells) and then a
+    read_noise run (20 reads) on a mock lab whose chip is ``device``; returns the store."""
+    from memhil.runs.protocol_run import run_protocol_file
+
+    station = _mock_station("parallel", 8, 8)
+    station["chip"]["device"] = device["model"]
+    station["mock"]["device"] = device
+    station["limits"].update(limits)
+    proto = tmp_path / "train.yaml"
+    (v_up, w_up), (v_dn, w_dn) = pulse_set, pulse_reset
+    proto.write_text(
+        "protocol: pulse_train\nparams: {n_pulses: 15, "
+        f"v_ltp: [{v_up}, {v_up}], v_ltd: [{v_dn}, {v_dn}], width_s: {w_up}, "
+        f"width_ltd_s: {w_dn}, v_read: {v_read}, compliance_a: 1.0e-2}}\n"
+    )
+    reads = tmp_path / "reads.yaml"
+    reads.write_text(f"protocol: read_noise\nparams: {{n_reads: 20, v_read: {v_read}}}\n")
+    db = tmp_path / "runs.db"
+    backend = MockLab.open_backend(station, strategy="parallel")
+    try:
+        for _ in range(runs):
+            run_protocol_file(proto, backend=backend, db=db, progress=False)
+        run_protocol_file(reads, backend=backend, db=db, progress=False)
+    finally:
+        backend.close()
+    return db
+
+
+# (chip, SET pulse, RESET pulse, read voltage, a wrong model). A VTEAM chip is not here:
+# its abrupt threshold switching at a per-device moment is a hidden state that a table of
+# steps conditioned on G cannot carry (docs/twin.md, limits), and the check says so.
+CHIPS = {
+    "neurosim": (
+        {
+            "model": "neurosim",
+            "g_min_s": 1e-6,
+            "g_max_s": 8e-6,
+            "a_ltp": 5.0,
+            "a_ltd": 9.0,
+            "p_max": 31.0,
+            "c2c_std": 0.01,
+        },
+        (2.0, 8e-8),
+        (-2.0, 8e-8),
+        0.2,
+        "neurosim",
+    ),
+    # a PCM chip whose read-noise floor (0.02 uS) sits below its RESET state: with the
+    # published 0.13 uS floor a third of the RESET reads are censored at 0 S
+    "pcm": ({"model": "pcm", "c3_s": 2e-8}, (1.0, 1e-7), (-2.5, 5e-8), 0.2, "vteam"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chip", sorted(CHIPS))
+def test_twin_of_a_mock_chip_predicts_held_out_devices_and_a_wrong_model_does_not(tmp_path, chip):
+    device, up, down, v_read, wrong = CHIPS[chip]
+    db = _pulse_train(tmp_path, device, up, down, v_read, compliance_max_a=1e-2)
+    with RunStore(db) as store:
+        build, held = traces_from_run(store, 1).split_cells(2)
+        # PCM's cycle-to-cycle SET noise (~1 uS) drowns its read noise in the trains, so
+        # its read noise comes from the read_noise run; NeuroSim's from the trains alone
+        noise = read_noise_from_run(store, 2) if chip == "pcm" else None
+    twin = build_empirical([build], read_noise=noise).device_model()
+    right = check_model(twin, held)
+    assert right.consistent, (right.mean_error_rel, [c.ks_p for c in right.classes])
+    assert right.mean_error_rel < 0.05
+    bad = check_model(build_device_model(wrong), held)
+    assert not bad.consistent
+    assert bad.ks_distance > 2 * right.ks_distance
+
+
+def test_cli_builds_a_twin_and_checks_it_against_a_second_run(tmp_path, capsys):
+    from memhil.cli import main
+
+    device, up, down, v_read, _ = CHIPS["neurosim"]
+    db = _pulse_train(tmp_path, device, up, down, v_read, runs=2, compliance_max_a=1e-2)
+    out = tmp_path / "twin.yaml"
+    assert main(["twin", "build", "1", "--db", str(db), "--out", str(out)]) == 0
+    assert (
+        main(
+            ["twin", "check", str(out), "2", "--db", str(db), "--plot", str(tmp_path / "check.png")]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "consistent" in text and (tmp_path / "check.png").stat().st_size > 10_000
+    # a generic model is ranked below the twin and fails (exit 1)
+    assert main(["twin", "check", "neurosim", "2", "--db", str(db), "--compare", str(out)]) == 1
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "consistent" in ln]
+    assert lines[0].startswith(str(out)[-28:]) and "inconsistent" in lines[1]
+    # a run that is not a pulse train, or an unknown run, is one line, exit 2
+    assert main(["twin", "build", "3", "--db", str(db)]) == 2
+    assert main(["twin", "build", "7", "--db", str(db)]) == 2
+    assert math.isfinite(max(build_device_model(str(out)).p.step_dtod))
+
+
+@pytest.mark.slow
+def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_model(tmp_path):
+    """examples/twin/worked_example.py, shortened (3 epochs, 2 simulated chips per
+    prediction): the network trained on the twin and deployed on the mock chip; the twin's
+    predicted loss is nearer the chip's than the generic NeuroSim model's, by more than
+    the twin's own spread over simulated chips."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / "twin" / "worked_example.py"
+    spec = importlib.util.spec_from_file_location("worked_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.run(epochs=3, db=tmp_path / "ex.db", replicas=2)["results"]
+    chip_loss = out["chip"][0][0]
+    twin = np.array([loss for loss, _ in out["twin prediction"]])
+    generic = np.array([loss for loss, _ in out["generic prediction"]])
+    assert abs(twin.mean() - chip_loss) + 2 * twin.std() < abs(generic.mean() - chip_loss)
