@@ -127,7 +127,7 @@ PLOT_KINDS: dict[str, list[dict[str, Any]]] = {
             "markers": True,
             "logy": True,
             "ylabel": "pulses (count) / energy (J)",
-            "title": "Pulse tallies: SET and RESET pulses and their energy, cumulative per epoch",
+            "title": "Pulse tallies (SET, RESET, energy), cumulative",
         },
     ],
 }
