@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -260,7 +260,7 @@ class MARSExperiment(Experiment):
             limits.check_read(torch.tensor([d.v_read]))
 
     def train_epoch(self, epoch: int) -> Work:
-        train: MARSTrain = self.config.train
+        train = cast(MARSTrain, self.config.train)
         b = train.batch_size
         splits = (self.split.train, self.val)
         total = sum(-(-len(s) // b) for s in splits) + 1
