@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor
 
+from memhil.algorithms.deployment import check_deploy_pulses, deploy_step, sequence_data
 from memhil.algorithms.experiment import (
     Experiment,
     ExperimentConfig,
@@ -32,7 +33,7 @@ from memhil.analog.mapping import Layout
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
-from memhil.datasets.containers import ClassificationData, Split, standardize
+from memhil.datasets.containers import Split, standardize
 from memhil.nn.pooling import Pooling
 
 
@@ -164,17 +165,6 @@ class MARSDeploy:
             )
 
 
-def sequence_data(data: Any, key: str = "dataset") -> ClassificationData:
-    """``data`` when it is a sequence classification set; ConfigError naming ``key`` if not."""
-    if not isinstance(data, ClassificationData) or data.train.x.dim() != 3:
-        kind = type(data).__name__
-        shape = tuple(data.train.x.shape) if isinstance(data, ClassificationData) else None
-        raise ConfigError(
-            key, f"needs a sequence classification set (x of shape (N, T, D)), got {kind} {shape}"
-        )
-    return data
-
-
 @register_algorithm
 class MARSExperiment(Experiment):
     """MARS reservoirs with a ridge readout, trained in float, deployed by
@@ -247,17 +237,7 @@ class MARSExperiment(Experiment):
             key = "deploy.projections" if self.config.deploy.projections else "model.n_units"
             raise ConfigError(key, f"{exc} (regions {sizes})") from None
         d: MARSDeploy = self.config.deploy
-        caps, limits = self.backend.capabilities, self.backend.limits
-        for key, given, nominal in (
-            ("set_pulse", d.set_pulse, caps.set_pulse),
-            ("reset_pulse", d.reset_pulse, caps.reset_pulse),
-        ):
-            pulse = given if given is not None else nominal
-            if pulse is None:
-                raise ConfigError(f"deploy.{key}", "the backend names no nominal pulse: give one")
-            limits.check_pulse_spec(pulse[0], pulse[1], param=f"deploy.{key}")
-        if d.v_read is not None:
-            limits.check_read(torch.tensor([d.v_read]))
+        check_deploy_pulses(self.backend, d.set_pulse, d.reset_pulse, d.v_read)
 
     def train_epoch(self, epoch: int) -> Work:
         train = cast(MARSTrain, self.config.train)
@@ -312,16 +292,13 @@ class MARSExperiment(Experiment):
             **layer_kw,
         )
         names = [name for name, _, _ in self._matrix_sizes()]
-        per = d.max_iterations + 1  # calibration, then the verify iterations
-        total = len(names) * per
         while True:
             try:
                 name, progress = next(steps)
             except StopIteration as done:
                 self.deployed = done.value
                 break
-            k = names.index(name) * per + (progress.phase != "calibrate") * (1 + progress.iteration)
-            yield Step(k, total)
+            yield deploy_step(names.index(name), len(names), progress, d.max_iterations)
         reports = self.deployed.reports
         n_cells = sum(int(r.within.numel()) for r in reports.values())
         return {
