@@ -112,6 +112,7 @@ __all__ = [
     "TrainConfig",
     "Work",
     "algorithm_names",
+    "check_pulse_request",
     "get_algorithm",
     "no_steps",
     "register_algorithm",
@@ -147,7 +148,7 @@ class ExperimentConfig:
     ``train`` (``Experiment.train_config``) and ``deploy`` (``Experiment.deploy_config``)."""
 
     model: Any
-    train: TrainConfig
+    train: Any  # an instance of ``train_config`` (a TrainConfig subclass): epochs, seed ...
     deploy: Any
 
 
@@ -258,6 +259,34 @@ class Experiment(ABC):
     def snapshot_tiles(self) -> list[int] | None:
         """The tiles whose conductances a checkpoint snapshot reads (None: all tiles)."""
         return None
+
+
+def check_pulse_request(
+    backend: Backend,
+    key: str,
+    amplitude_v: float,
+    width_s: float,
+    count: int = 1,
+    compliance_a: float | None = None,
+) -> None:
+    """For ``preflight``: refuse a pulse request beyond ``backend.limits`` before it is
+    sent, with a LimitError whose ``param`` is the config ``key`` (``deploy.set_v``)."""
+    import torch
+
+    from memhil.core.errors import LimitError
+
+    lim = backend.limits
+
+    def t(x: float) -> torch.Tensor:
+        return torch.tensor([float(x)], dtype=torch.float64)
+
+    c = lim.compliance_default_a if compliance_a is None else compliance_a
+    try:
+        lim.check_pulse(t(amplitude_v), t(width_s), torch.tensor([int(count)]), t(c), None)
+    except LimitError as exc:
+        raise LimitError(
+            exc.quantity, exc.value, exc.limit, exc.unit, field=exc.field, param=key
+        ) from None
 
 
 # -- registry ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""``memhil run FILE``: run a protocol file into the run store, then say what was stored
-and what to look at next. Torch, QCoDeS and the instruments load only once the command
+"""``memhil run FILE``: run a protocol or experiment file into the run store, then say
+what was stored and what to look at next. Torch, QCoDeS and the instruments load only once the command
 line is accepted and the first line (what runs where) is printed."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import click
 from memhil.cli.common import DEFAULT_DB, EXIT_UNSAFE, db_option
 
 _DESCRIPTION = (
-    "Run protocol FILE (protocol:, params:, backend:, name:) into the run store.\n\n"
+    "Run FILE into the run store: a protocol file (protocol:, params:, backend:) or an "
+    "experiment file (algorithm:, dataset:, model:, train:, deploy:, backend:).\n\n"
     "Exit status: 0 completed; 1 failed during the run, every instrument's safe state "
     "confirmed by a query; 2 error before any instrument command; "
     f"{EXIT_UNSAFE} the safe state of an instrument could NOT be confirmed (it is named, "
@@ -41,6 +42,7 @@ _DESCRIPTION = (
     help="continue the last unfinished run of this file (or RUN_ID)",
 )
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--quiet", is_flag=True, help="no progress bars and no first line: the summary only")
 @click.option(
     "--visa-library",
     metavar="PATH",
@@ -56,6 +58,7 @@ def command(
     db: str | None,
     resume: str | None,
     no_progress: bool,
+    quiet: bool,
     visa_library: str | None,
 ) -> int:
     from memhil.cli.common import CliError
@@ -70,7 +73,8 @@ def command(
         mock_lab=mock_lab,
         sim=sim,
         db=db or DEFAULT_DB,
-        no_progress=no_progress,
+        no_progress=no_progress or quiet,
+        quiet=quiet,
         visa_library=visa_library,
         resume=False if resume is None else True if resume == "last" else int(resume),
     )
@@ -93,6 +97,7 @@ class _Args:
     sim: bool
     db: str
     no_progress: bool
+    quiet: bool
     visa_library: str | None
     resume: bool | int
 
@@ -106,7 +111,7 @@ def _header(args: _Args) -> str | None:
     from memhil.core.config import load_yaml
 
     data = load_yaml(args.protocol)  # a ConfigError here is the one-line exit 2
-    name = data.get("protocol", "?") if isinstance(data, dict) else "?"
+    name = data.get("protocol", data.get("algorithm", "?")) if isinstance(data, dict) else "?"
     cfg = data.get("backend") if isinstance(data, dict) else None
     where = (
         "the simulator"
@@ -151,6 +156,10 @@ def _summary(args: _Args, run_id: int, elapsed_s: float) -> str:
         flags.append(f"{len(again)} unit(s) applied more than once (see runs show --json)")
     runs = f"run {run_id}" if len(chain) == 1 else f"run {chain[0]} (continued in {chain[-1]})"
     lines = [f"{runs} completed: {len(df)} points stored in {args.db} in {elapsed_s:.1f} s"]
+    if md.get("memhil_kind") == "experiment":
+        from memhil.runs.experiment_run import training_summary
+
+        lines += training_summary(df, md)
     lines += [f"  flag: {f}" for f in flags]
     lines.append(f"next: memhil runs show {chain[0]} --db {args.db}")
     return "\n".join(lines)
@@ -171,15 +180,23 @@ def _run(args: _Args, backend) -> int:
     except (ConfigError, LimitError) as exc:
         print(f"memhil run: error: {exc}", file=sys.stderr)
         return 2
-    print(header, flush=True)
+    if not args.quiet:
+        print(header, flush=True)
+    from memhil.core.config import load_yaml
     from memhil.instruments.guard import SafeStateError
     from memhil.protocols import ProtocolError
+    from memhil.runs.experiment_file import is_experiment_file
+    from memhil.runs.experiment_run import run_experiment_file
     from memhil.runs.protocol_run import run_protocol_file
+
+    run_file = (
+        run_experiment_file if is_experiment_file(load_yaml(args.protocol)) else run_protocol_file
+    )
 
     log_path = Path(args.db).with_suffix(".log")
     with _log_to(log_path):
         try:
-            run_id = run_protocol_file(
+            run_id = run_file(
                 args.protocol,
                 backend=backend,
                 db=args.db,
@@ -307,7 +324,7 @@ class _ConsoleLine(logging.Formatter):
 
 #: Loggers whose warnings are findings about the data (an open-circuit unit, a re-applied
 #: unit) and reach the console; instrument chatter during recovery stays in the log file.
-_CONSOLE_LOGGERS = ("memhil.protocols", "memhil.runs.protocol_run")
+_CONSOLE_LOGGERS = ("memhil.protocols", "memhil.runs.protocol_run", "memhil.runs.experiment_run")
 
 
 def _console_worthy(record: logging.LogRecord) -> bool:

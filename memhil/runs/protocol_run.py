@@ -58,6 +58,7 @@ __all__ = [
     "station_identity",
     "check_resume_matches",
     "first_difference",
+    "backend_provenance",
 ]
 
 
@@ -200,11 +201,19 @@ class _StoreJournal:
 
 
 def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
+    return {
+        META_FILE: str(pf.path),
+        META_CONFIG: pf.config(),
+        **backend_provenance(backend, backend_cfg),
+    }
+
+
+def backend_provenance(backend: Any, backend_cfg: Any) -> dict:
+    """What a run records about where it ran: the backend configuration, capabilities,
+    calibration versions, the station snapshot (or mock device) and the device model."""
     caps = backend.capabilities
     desc = backend.describe()
     md: dict[str, Any] = {
-        META_FILE: str(pf.path),
-        META_CONFIG: pf.config(),
         "backend_config": plain(backend_cfg) if backend_cfg is not None else type(backend).__name__,
         "capabilities": caps.as_dict(),
         "calibration_versions": _calibration_versions(backend, desc),

@@ -117,6 +117,14 @@ _UNITS_SCHEMA = (
     "unit TEXT NOT NULL, attempts INTEGER NOT NULL, done INTEGER NOT NULL, "
     "PRIMARY KEY (root_run, unit))"
 )
+# Arrays of a run (conductance snapshots per tile, training checkpoints) as BLOBs keyed by
+# the chain's root run: ``kind`` "array" (an .npy payload) or "checkpoint" (opaque bytes).
+_BLOBS_TABLE = "memhil_blobs"
+_BLOBS_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_BLOBS_TABLE} (root_run INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, name TEXT NOT NULL, step INTEGER NOT NULL, data BLOB NOT NULL, "
+    "PRIMARY KEY (root_run, kind, name, step))"
+)
 
 
 @dataclass(frozen=True)
@@ -264,6 +272,31 @@ class RunWriter:
             )
         return idx
 
+    # -- arrays and checkpoints (training runs) ----------------------------------------
+    def add_array(self, name: str, step: int, array: Any) -> None:
+        """Store ``array`` (numpy-convertible) as ``name`` at ``step`` (e.g. the
+        conductances of one tile at a checkpoint, in S); replaces an array of the same
+        name and step (a redone step after resume). Inside ``transaction()`` it commits
+        with the points written there."""
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        self._put_blob("array", name, step, buf.getvalue())
+
+    def save_checkpoint(self, step: int, payload: bytes) -> None:
+        """Store a checkpoint (opaque bytes) at ``step``; the latest is read back by
+        :meth:`RunStore.last_checkpoint`."""
+        self._put_blob("checkpoint", "checkpoint", step, payload)
+
+    def _put_blob(self, kind: str, name: str, step: int, data: bytes) -> None:
+        with atomic(self._store.conn) as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO {_BLOBS_TABLE} (root_run, kind, name, step, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.root_run, kind, name, int(step), sqlite3.Binary(data)),
+            )
+
     @contextlib.contextmanager
     def transaction(self):
         """One SQLite transaction around the writes inside (all or none are stored)."""
@@ -341,8 +374,9 @@ class RunStore:
             _create_db(self.db_path, experiment, sample)
         self.conn = connect(str(self.db_path))
         self.experiment = load_or_create_experiment(experiment, sample, conn=self.conn)
-        with atomic(self.conn) as conn:  # databases created by older versions lack it
+        with atomic(self.conn) as conn:  # databases created by older versions lack them
             conn.execute(_UNITS_SCHEMA)
+            conn.execute(_BLOBS_SCHEMA)
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self) -> None:
@@ -543,6 +577,30 @@ class RunStore:
             }
         )
 
+    def arrays(self, run_id: int, name: str | None = None) -> list[tuple[str, int, np.ndarray]]:
+        """``(name, step, array)`` of the arrays stored for ``run_id``'s chain (all, or
+        those called ``name``), ordered by name then step."""
+        import io
+
+        root = self.chain(run_id)[0]
+        sql = f"SELECT name, step, data FROM {_BLOBS_TABLE} WHERE root_run = ? AND kind = 'array'"
+        args: tuple = (root,)
+        if name is not None:
+            sql += " AND name = ?"
+            args += (name,)
+        rows = self.conn.execute(sql + " ORDER BY name, step", args).fetchall()
+        return [(n, int(k), np.load(io.BytesIO(d), allow_pickle=False)) for n, k, d in rows]
+
+    def last_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
+        """``(step, payload)`` of the latest checkpoint of ``run_id``'s chain, or None."""
+        root = self.chain(run_id)[0]
+        row = self.conn.execute(
+            f"SELECT step, data FROM {_BLOBS_TABLE} WHERE root_run = ? AND kind = 'checkpoint' "
+            "ORDER BY step DESC LIMIT 1",
+            (root,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     def metadata(self, run_id: int) -> dict[str, Any]:
         """All metadata of a run, JSON values parsed."""
         return {k: _from_json(v) for k, v in self._ds(run_id).metadata.items()}
@@ -629,6 +687,7 @@ def _create_db(path: Path, experiment: str, sample: str) -> None:
             load_or_create_experiment(experiment, sample, conn=conn)
             with atomic(conn) as c:
                 c.execute(_UNITS_SCHEMA)
+                c.execute(_BLOBS_SCHEMA)
         finally:
             conn.close()
         try:

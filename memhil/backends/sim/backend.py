@@ -158,6 +158,37 @@ class SimBackend(Backend):
         cfg["device"] = self.model.config()
         return {"backend": "sim", "config": cfg, "clock_s": self._clock.now()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The chip as it stands (device state, stuck cells, the programming and read
+        random streams, the clock): a training checkpoint, so that ``load_state_dict`` on a
+        simulator built from the same configuration continues exactly from here."""
+        import copy
+
+        return {
+            "state": copy.deepcopy(self.state),
+            "stuck_on": self.stuck_on.clone(),
+            "stuck_off": self.stuck_off.clone(),
+            "gen_program": self._gen_program.get_state(),
+            "gen_read": self._gen_read.get_state(),
+            "clock_s": self._clock.now(),
+            "t_last_write_s": self._t_last_write,
+        }
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()`` (of a simulator with this configuration); the clock
+        moves forward to the saved time (it never runs backwards)."""
+        import copy
+
+        self.state = copy.deepcopy(sd["state"])
+        self.stuck_on, self.stuck_off = sd["stuck_on"].clone(), sd["stuck_off"].clone()
+        self._any_stuck = bool(self.stuck_on.any() or self.stuck_off.any())
+        self._gen_program.set_state(sd["gen_program"])
+        self._gen_read.set_state(sd["gen_read"])
+        self._clock.advance(max(0.0, float(sd["clock_s"]) - self._clock.now()))
+        self._t_last_write = float(sd["t_last_write_s"])
+        self._version += 1
+        self._g_cache = None
+
     def describe(self) -> dict[str, Any]:
         """The device model as configured (a name, a mapping or a fitted file, which is
         then a calibration file in use)."""

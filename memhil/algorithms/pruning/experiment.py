@@ -1,0 +1,406 @@
+"""``algorithm: pruning``: edge-popup pruning of random weights drawn on the backend, with
+the devices in the training loop (Li et al., "Pruning random resistive memory for
+optimizing analogue AI", arXiv 2311.07164, 2023; ``docs/algorithms.md#pruning``).
+
+``prepare`` forms one cell of each differential pair (random sign, random magnitude) and
+measures the kept and pruned states. Each training step then reads the array afresh (the
+forward pass sees each weight as it is now, the gradient the difference between its kept
+and pruned readouts), takes an SGD step on the scores, refreshes the top-k masks (switch
+limited) and programs every mask flip on the backend: RESET to prune, SET to reinstate.
+``train.in_loop: false`` trains on the measured readout banks in software instead (the
+paper's simulation) and ``deploy`` programs the final masks. Evaluation runs the MLP's
+layers through ``mvm`` on the array; the float reference uses the last readouts of each
+cell without read noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from memhil.algorithms.experiment import (
+    Experiment,
+    ExperimentConfig,
+    Step,
+    TrainConfig,
+    Work,
+    check_pulse_request,
+    register_algorithm,
+)
+from memhil.algorithms.pruning.edge_popup import (
+    FormingRecipe,
+    HardwareWeights,
+    MaskedWeight,
+    PairStates,
+    SwitchPulses,
+    ThresholdSchedule,
+    active_cells_all,
+    deploy_masks,
+    form_random_weights,
+    layout_layers,
+    masks_of,
+    measure_pair_states,
+    random_signs,
+    read_magnitudes,
+    refresh_masks,
+    set_read_index,
+    weight_sources,
+)
+from memhil.algorithms.pruning.models import MLP
+from memhil.backends.base import Backend
+from memhil.core.config import require
+from memhil.core.errors import ConfigError
+
+__all__ = ["PruningDeploy", "PruningExperiment", "PruningModel", "PruningTrain"]
+
+#: Largest row voltage (V) of the analog inference (``edge_popup.backend_linear``'s default).
+INFERENCE_V = 0.2
+
+
+@dataclass(frozen=True)
+class PruningModel:
+    """The MLP and how its random weights are drawn on the chip."""
+
+    sizes: tuple[int, ...] = (8, 4)
+    """(features, hidden..., classes); each layer (out, in) takes ``in`` rows and
+    ``2 out`` columns (differential pairs), placed side by side along a tile's columns."""
+    bits: int | None = 4
+    """Activation quantization between layers (None: off)."""
+    keep_fraction: float = 0.5
+    """Fraction of the weights of each layer that stays connected (top-k of the scores)."""
+    sign_seed: int = 0
+    """Seed of the fixed random signs (which cell of each pair is formed)."""
+    forming_method: Literal["pulse", "protocol"] = "pulse"
+    """``pulse``: one pulse on every active cell; ``protocol``: the AutoFormer ramp."""
+    forming_v: float = 2.8
+    """Forming (or, on a device without forming, first SET) amplitude (V)."""
+    forming_width_s: float = 1e-6
+    forming_compliance_a: float = 2e-4
+    bank_reads: int = 4
+    """Readouts of each state (kept, pruned) measured in ``prepare``."""
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.sizes) >= 2 and all(s >= 1 for s in self.sizes),
+            "sizes",
+            f"need (features, ..., classes), each >= 1, got {list(self.sizes)}",
+        )
+        require(
+            0 < self.keep_fraction <= 1,
+            "keep_fraction",
+            f"must lie in (0, 1], got {self.keep_fraction}",
+        )
+        require(self.bank_reads >= 1, "bank_reads", f"must be >= 1, got {self.bank_reads}")
+        require(self.forming_width_s > 0, "forming_width_s", "must be > 0 s")
+
+
+@dataclass(frozen=True)
+class PruningTrain(TrainConfig):
+    """SGD with momentum, weight decay and a cosine schedule on the scores; switch
+    limiting lowers its threshold from ``switch_limit_start`` to ``switch_limit_end`` in
+    ``switch_limit_steps`` steps, one per improvement of the validation accuracy."""
+
+    batch_size: int = 60
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float | None = 5.0
+    switch_limit: bool = True
+    switch_limit_start: float = 0.01
+    switch_limit_end: float = 0.007
+    switch_limit_steps: int = 15
+    validation_fraction: float = 0.2
+    """Held-out share of the training split that drives the switch-limit schedule."""
+    in_loop: bool = True
+    """Fresh readouts and mask flips on the backend each step (False: on the readout banks
+    in software, masks programmed by ``deploy``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(
+            0 < self.validation_fraction < 1,
+            "validation_fraction",
+            f"must lie in (0, 1), got {self.validation_fraction}",
+        )
+
+
+@dataclass(frozen=True)
+class PruningDeploy:
+    """Pulses that prune (RESET) and reinstate (SET) a weight."""
+
+    set_v: float | None = None
+    """SET amplitude (V); None with ``set_width_s`` None: the device's nominal SET."""
+    set_width_s: float | None = None
+    reset_v: float | None = None
+    reset_width_s: float | None = None
+    compliance_a: float = 2e-4
+    """SET compliance (A)."""
+
+    def __post_init__(self) -> None:
+        for a, b in (("set_v", "set_width_s"), ("reset_v", "reset_width_s")):
+            require(
+                (getattr(self, a) is None) == (getattr(self, b) is None),
+                a,
+                f"give {a} and {b} together (or neither: the nominal pulse)",
+            )
+        require(self.set_v is None or self.set_v > 0, "set_v", f"must be > 0 V, got {self.set_v}")
+        require(
+            self.reset_v is None or self.reset_v < 0,
+            "reset_v",
+            f"must be < 0 V, got {self.reset_v}",
+        )
+
+
+@register_algorithm
+class PruningExperiment(Experiment):
+    name = "pruning"
+    description = "edge-popup pruning of random weights formed on the chip"
+    model_config = PruningModel
+    train_config = PruningTrain
+    deploy_config = PruningDeploy
+    headline = "accuracy"
+
+    def __init__(self, config: ExperimentConfig, data: Any, backend: Backend):
+        super().__init__(config, data, backend)
+        from memhil.datasets import ClassificationData
+
+        m: PruningModel = config.model
+        t: PruningTrain = config.train
+        d: PruningDeploy = config.deploy
+        if not isinstance(data, ClassificationData) or data.train.x.dim() != 2:
+            raise ConfigError("dataset", "pruning's MLP takes tabular classification data (N, D)")
+        if m.sizes[0] != data.n_features or m.sizes[-1] != data.n_classes:
+            raise ConfigError(
+                "model.sizes",
+                f"{list(m.sizes)} must start with the dataset's {data.n_features} features "
+                f"and end with its {data.n_classes} classes",
+            )
+        self.train_data, self.val = data.with_validation(t.validation_fraction, t.seed)
+        self.shapes = [(m.sizes[i + 1], m.sizes[i]) for i in range(len(m.sizes) - 1)]
+        try:
+            self.mappings = layout_layers(self.shapes, backend.shape)
+        except ValueError as exc:
+            raise ConfigError("model.sizes", f"{exc}") from None
+        self.signs = random_signs(self.shapes, m.sign_seed)
+        self.recipe = FormingRecipe(
+            method=m.forming_method,
+            amplitude_v=m.forming_v,
+            width_s=m.forming_width_s,
+            compliance_a=m.forming_compliance_a,
+        )
+        self.pulses = SwitchPulses(
+            set_pulse=None if d.set_v is None else (d.set_v, float(d.set_width_s or 0)),
+            reset_pulse=None if d.reset_v is None else (d.reset_v, float(d.reset_width_s or 0)),
+            compliance_a=d.compliance_a,
+        )
+        # placeholder banks until ``prepare`` measures the chip (or ``load_state`` restores)
+        ones = [torch.ones(m.bank_reads, *s) for s in self.shapes]
+        self._build(PairStates(ones, [0.01 * o for o in ones]))
+        self.gen = torch.Generator().manual_seed(t.seed)
+        self.schedule = (
+            ThresholdSchedule(t.switch_limit_start, t.switch_limit_end, t.switch_limit_steps)
+            if t.switch_limit
+            else None
+        )
+        self.best_val = -math.inf
+        self.read_index = 0
+        self.flips = 0
+        self.on_chip = [torch.ones(s) for s in self.shapes]  # the masks programmed on the chip
+
+    def _build(self, states: PairStates) -> None:
+        """The network on readout banks ``states`` (keep/prune per layer), its optimizer
+        and schedule; the last readout of each state is the float reference."""
+        m: PruningModel = self.config.model
+        t: PruningTrain = self.config.train
+        hw = HardwareWeights(self.mappings, self.signs, states)
+        self.net = MLP(
+            hw.masked_factory(
+                keep_fraction=m.keep_fraction,
+                # in the loop the chip supplies the reprogramming noise
+                reprogram_noise_rel=0.0 if t.in_loop else 0.15,
+                seed=t.seed,
+            ),
+            tuple(m.sizes),
+            bits=m.bits,
+        )
+        self.bank_keep = [k[-1].clone() for k in states.keep]
+        self.bank_prune = [p[-1].clone() for p in states.prune]
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(
+            self.params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
+        steps = max(1, t.epochs * math.ceil(len(self.train_data.train) / t.batch_size))
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps)
+
+    def _sources(self) -> list[MaskedWeight]:
+        return [s for s in weight_sources(self.net) if isinstance(s, MaskedWeight)]
+
+    # -- phases -----------------------------------------------------------------------
+    def preflight(self) -> None:
+        m: PruningModel = self.config.model
+        d: PruningDeploy = self.config.deploy
+        be = self.backend
+        check_pulse_request(
+            be,
+            "model.forming_v",
+            m.forming_v,
+            m.forming_width_s,
+            compliance_a=m.forming_compliance_a,
+        )
+        try:
+            (v_set, w_set), (v_reset, w_reset) = self.pulses.resolve(be)
+        except ValueError as exc:
+            raise ConfigError("deploy.set_v", str(exc)) from None
+        check_pulse_request(be, "deploy.set_v", v_set, w_set, compliance_a=d.compliance_a)
+        check_pulse_request(be, "deploy.reset_v", v_reset, w_reset)
+        be.limits.check_read(torch.tensor([INFERENCE_V]))
+
+    def prepare(self) -> Work:
+        m: PruningModel = self.config.model
+        be = self.backend
+        form_random_weights(be, active_cells_all(self.mappings, self.signs, be.shape), self.recipe)
+        yield Step(0, 3)
+        states = measure_pair_states(be, self.mappings, self.signs, m.bank_reads, self.pulses)
+        self._build(states)
+        yield Step(1, 3)
+        # every weight is kept after the measurement: program the initial top-k masks
+        masks = masks_of(self.net)
+        dep = deploy_masks(be, self.mappings, self.signs, self.on_chip, masks, self.pulses)
+        self.on_chip = [mk.clone() for mk in masks]
+        yield Step(2, 3)
+        keep = torch.cat([k.flatten() for k in self.bank_keep])
+        prune = torch.cat([p.flatten() for p in self.bank_prune])
+        return {
+            "g_keep_mean_s": float(keep.mean()),
+            "g_prune_mean_s": float(prune.mean()),
+            "cells_pruned": float(dep.n_reset),
+        }
+
+    def _fresh_readout(self) -> None:
+        """Read the array once: each weight's current state updates its bank, and the
+        layers see the chip as it is (kept weights their LRS, pruned their residual)."""
+        fresh = read_magnitudes(self.backend, self.mappings, self.signs, 1)
+        for i, (src, f) in enumerate(zip(self._sources(), fresh)):
+            on = self.on_chip[i].bool()
+            self.bank_keep[i] = torch.where(on, f[0], self.bank_keep[i])
+            self.bank_prune[i] = torch.where(on, self.bank_prune[i], f[0])
+            src.keep = self.bank_keep[i][None].clone()
+            src.prune = self.bank_prune[i][None].clone()
+
+    def _program_flips(self) -> None:
+        masks = masks_of(self.net)
+        deploy_masks(self.backend, self.mappings, self.signs, self.on_chip, masks, self.pulses)
+        self.on_chip = [mk.clone() for mk in masks]
+
+    def train_epoch(self, epoch: int) -> Work:
+        t: PruningTrain = self.config.train
+        x, y = self.train_data.train.x.float(), self.train_data.train.y
+        batches = torch.randperm(len(y), generator=self.gen).split(t.batch_size)
+        losses, flips = [], 0
+        self.net.train()
+        for i, idx in enumerate(batches):
+            if t.in_loop:
+                self._fresh_readout()
+            set_read_index(self.net, self.read_index)
+            self.read_index += 1
+            loss = F.cross_entropy(self.net(x[idx]), y[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            if t.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            n = refresh_masks(self.net, self.schedule.value if self.schedule else 0.0)
+            if t.in_loop and n:
+                self._program_flips()
+            flips += n
+            losses.append(float(loss.detach()) * len(idx))
+            yield Step(i, len(batches), {"loss": float(loss.detach()), "flips": float(n)})
+        self.flips += flips
+        val = self._accuracy(self.val.x.float(), self.val.y)
+        if val > self.best_val:
+            self.best_val = val
+            if self.schedule is not None:
+                self.schedule.improved()
+        return {"loss": sum(losses) / len(y), "val_accuracy": val, "flips": float(flips)}
+
+    def _accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.net.eval()
+        set_read_index(self.net, 0)
+        with torch.no_grad():
+            return float((self.net(x).argmax(-1) == y).float().mean())
+
+    def deploy(self) -> Work:
+        masks = masks_of(self.net)
+        changed = sum(int((a != b).sum()) for a, b in zip(self.on_chip, masks))
+        if changed:  # trained in software: program the final masks now
+            self._program_flips()
+        yield Step(0, 1)
+        return {"mask_flips": float(self.flips), "cells_programmed_at_deploy": float(changed)}
+
+    def evaluate(self) -> dict[str, float]:
+        """Test accuracy with every layer computed by ``mvm`` on the array (inputs scaled
+        per sample to at most ``INFERENCE_V`` volts on the rows)."""
+        self.net.attach(self.backend, self.mappings)
+        try:
+            acc = self._accuracy(self.data.test.x.float(), self.data.test.y)
+        finally:
+            self.net.attach(None)
+        return {"accuracy": acc}
+
+    def evaluate_float(self) -> dict[str, float]:
+        """Test accuracy on the last readouts of each state, without read noise."""
+        for i, src in enumerate(self._sources()):
+            src.keep = self.bank_keep[i][None].clone()
+            src.prune = self.bank_prune[i][None].clone()
+        return {"accuracy": self._accuracy(self.data.test.x.float(), self.data.test.y)}
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": {k: v.clone() for k, v in self.net.state_dict().items()},
+            "scales": [s.scale for s in self._sources()],
+            "source_gens": [s._gen.get_state() for s in self._sources()],
+            "source_flips": [s.flips for s in self._sources()],
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "gen": self.gen.get_state(),
+            "schedule_taken": None if self.schedule is None else self.schedule.taken,
+            "best_val": self.best_val,
+            "read_index": self.read_index,
+            "flips": self.flips,
+            "bank_keep": [b.clone() for b in self.bank_keep],
+            "bank_prune": [b.clone() for b in self.bank_prune],
+            "on_chip": [b.clone() for b in self.on_chip],
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        sd = state["net"]  # the banks take the saved shapes before the load
+        for name, src in self.net.named_modules():
+            if isinstance(src, MaskedWeight):
+                src.keep = sd[f"{name}.keep"].clone()
+                src.prune = sd[f"{name}.prune"].clone()
+        self.net.load_state_dict(sd)
+        for src, scale, g, f in zip(
+            self._sources(), state["scales"], state["source_gens"], state["source_flips"]
+        ):
+            src.scale, src.flips = float(scale), int(f)
+            src._gen.set_state(g)
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"])
+        if self.schedule is not None:
+            self.schedule.taken = int(state["schedule_taken"])
+        self.best_val = float(state["best_val"])
+        self.read_index = int(state["read_index"])
+        self.flips = int(state["flips"])
+        self.bank_keep = [b.clone() for b in state["bank_keep"]]
+        self.bank_prune = [b.clone() for b in state["bank_prune"]]
+        self.on_chip = [b.clone() for b in state["on_chip"]]
