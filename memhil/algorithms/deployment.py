@@ -4,12 +4,13 @@ run (``memhil.analog.program.ProgramProgress``) inside a deployment of several m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from memhil.algorithms.experiment import Step
-from memhil.analog.program import ProgramProgress
+from memhil.analog.program import ProgramProgress, ProgramReport
 from memhil.backends.base import Backend
 from memhil.core.errors import ConfigError, LimitError
 from memhil.datasets.containers import ClassificationData
@@ -71,3 +72,17 @@ def deploy_step(
     per = max_iterations + 1
     offset = 0 if progress.phase == "calibrate" else 1 + progress.iteration
     return Step(matrix * per + min(offset, per - 1), n_matrices * per)
+
+
+def deploy_metrics(reports: Sequence[ProgramReport]) -> dict[str, float]:
+    """Deployment metrics from the programming reports of every matrix: cells programmed,
+    the share within the verify band, the RMS conductance error and the verify iterations."""
+    n_cells = sum(int(r.within.numel()) for r in reports)
+    errors = torch.cat([r.error_s.double().flatten() for r in reports])
+    return {
+        "matrices": float(len(reports)),
+        "cells": float(n_cells),
+        "within_tolerance": sum(float(r.within.double().sum()) for r in reports) / max(n_cells, 1),
+        "rms_error_s": float(errors.pow(2).mean().sqrt()) if errors.numel() else 0.0,
+        "verify_iterations": float(sum(r.iterations for r in reports)),
+    }

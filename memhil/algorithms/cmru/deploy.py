@@ -26,7 +26,12 @@ from memhil.algorithms.cmru.training import evaluate
 from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.analog.linear import AnalogLinear
 from memhil.analog.placement import pack_columns
-from memhil.analog.program import ProgramProgress, program_weights_steps, run_to_end
+from memhil.analog.program import (
+    ProgramProgress,
+    ProgramReport,
+    program_weights_steps,
+    run_to_end,
+)
 from memhil.backends.base import Backend
 from memhil.datasets.containers import Split
 
@@ -111,9 +116,10 @@ def deploy_to_backend_steps(
     seed: int = 0,
     program_kw: dict | None = None,
     **analog_kw,
-) -> Generator[tuple[str, ProgramProgress], None, list[AnalogLinear]]:
+) -> Generator[tuple[str, ProgramProgress], None, list[tuple[AnalogLinear, ProgramReport]]]:
     """``deploy_to_backend`` as a generator of (matrix name, ProgramProgress), one item per
-    calibration and verify iteration of each matrix; returns the AnalogLinear layers."""
+    calibration and verify iteration of each matrix; returns each AnalogLinear layer with
+    the report of its programming."""
     layers = []
     for k, place in enumerate(plan_placement(model, backend, readout=readout, outputs=outputs)):
         parts = place.name.split(".")
@@ -140,9 +146,9 @@ def deploy_to_backend_steps(
         while True:
             try:
                 yield place.name, next(steps)
-            except StopIteration:
+            except StopIteration as done:
+                layers.append((layer, done.value))
                 break
-        layers.append(layer)
     return layers
 
 
@@ -155,7 +161,7 @@ def deploy_to_backend(model: RecurrentBackbone, backend: Backend, **kw) -> list[
     ``analog_kw`` goes to :class:`AnalogLinear` (e.g. ``set_pulse``, ``v_read``),
     ``program_kw`` to the programming routine.
     """
-    return run_to_end(deploy_to_backend_steps(model, backend, **kw))
+    return [layer for layer, _ in run_to_end(deploy_to_backend_steps(model, backend, **kw))]
 
 
 # ---------------------------------------------------------------------------------------

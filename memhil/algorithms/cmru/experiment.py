@@ -16,7 +16,12 @@ from memhil.algorithms.cmru.backbone import Readout, RecurrentBackbone
 from memhil.algorithms.cmru.deploy import deploy_to_backend_steps, plan_placement
 from memhil.algorithms.cmru.training import TrainConfig as RecipeConfig
 from memhil.algorithms.cmru.training import Trainer, evaluate
-from memhil.algorithms.deployment import check_deploy_pulses, deploy_step, sequence_data
+from memhil.algorithms.deployment import (
+    check_deploy_pulses,
+    deploy_metrics,
+    deploy_step,
+    sequence_data,
+)
 from memhil.algorithms.experiment import (
     Experiment,
     ExperimentConfig,
@@ -111,6 +116,9 @@ class CMRUDeploy:
     """Verify band (S); None: 5 % of the programmed conductance window."""
     max_iterations: int = 50
     """Most verify iterations per matrix."""
+    g_window_s: tuple[float, float] | None = None
+    """Conductance window (S) the weights map onto; None: the backend's range, 2 % inside
+    each end."""
     v_read: float | None = None
     """Read voltage (V) of the input encoding; None: the backend's own."""
     set_pulse: tuple[float, float] | None = None
@@ -129,6 +137,11 @@ class CMRUDeploy:
         )
         require(
             self.v_read is None or self.v_read > 0, "v_read", f"must be > 0 V, got {self.v_read}"
+        )
+        require(
+            self.g_window_s is None or 0 <= self.g_window_s[0] < self.g_window_s[1],
+            "g_window_s",
+            f"need [g_lo, g_hi] with 0 <= g_lo < g_hi S, got {self.g_window_s}",
         )
 
 
@@ -205,7 +218,7 @@ class CMRUExperiment(Experiment):
         self.float_model = copy.deepcopy(self.model)
         self.model.eval()
         analog_kw: dict[str, Any] = {}
-        for key in ("v_read", "set_pulse", "reset_pulse"):
+        for key in ("g_window_s", "v_read", "set_pulse", "reset_pulse"):
             if getattr(d, key) is not None:
                 analog_kw[key] = getattr(d, key)
         program_kw: dict[str, Any] = {}
@@ -234,10 +247,7 @@ class CMRUExperiment(Experiment):
                 layers = done.value
                 break
             yield deploy_step(places.index(name), len(places), progress, d.max_iterations)
-        n_cells = sum(
-            int(layer.weights.mapping.cell_mask(self.backend.shape).sum()) for layer in layers
-        )
-        return {"matrices": float(len(layers)), "cells": float(n_cells)}
+        return deploy_metrics([report for _, report in layers])
 
     def evaluate(self) -> dict[str, float]:
         if self.float_model is None:

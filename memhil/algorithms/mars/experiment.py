@@ -16,7 +16,12 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor
 
-from memhil.algorithms.deployment import check_deploy_pulses, deploy_step, sequence_data
+from memhil.algorithms.deployment import (
+    check_deploy_pulses,
+    deploy_metrics,
+    deploy_step,
+    sequence_data,
+)
 from memhil.algorithms.experiment import (
     Experiment,
     ExperimentConfig,
@@ -33,7 +38,7 @@ from memhil.analog.mapping import Layout
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
-from memhil.datasets.containers import Split, standardize
+from memhil.datasets.containers import Split
 from memhil.nn.pooling import Pooling
 
 
@@ -68,8 +73,6 @@ class MARSModel:
     """Pool every layer's states, or the last layer's only."""
     method: Method = "scan"
     """Evaluation of the recurrence (scan, chunked, loop: identical states)."""
-    standardize: bool = True
-    """Standardise the inputs with training-split statistics."""
     validation_fraction: float = 0.2
     """Stratified share of the training split on which the ridge penalty is chosen."""
     lambdas: tuple[float, ...] = LAMBDAS
@@ -136,6 +139,9 @@ class MARSDeploy:
     """Differential pairs or one reference column per matrix."""
     n_devices: int = 1
     """Devices per side of a weight."""
+    g_window_s: tuple[float, float] | None = None
+    """Conductance window (S) the weights map onto; None: the backend's range, 2 % inside
+    each end."""
     v_read: float | None = None
     """Read voltage (V) of the input encoding; None: the backend's own."""
     set_pulse: tuple[float, float] | None = None
@@ -155,6 +161,11 @@ class MARSDeploy:
         require(self.n_devices >= 1, "n_devices", f"must be >= 1, got {self.n_devices}")
         require(
             self.v_read is None or self.v_read > 0, "v_read", f"must be > 0 V, got {self.v_read}"
+        )
+        require(
+            self.g_window_s is None or 0 <= self.g_window_s[0] < self.g_window_s[1],
+            "g_window_s",
+            f"need [g_lo, g_hi] with 0 <= g_lo < g_hi S, got {self.g_window_s}",
         )
         for key in ("set_pulse", "reset_pulse"):
             pulse = getattr(self, key)
@@ -181,8 +192,6 @@ class MARSExperiment(Experiment):
         super().__init__(config, data, backend)
         m: MARSModel = config.model
         full = sequence_data(data)
-        if m.standardize:
-            full = standardize(full)
         self.split, self.val = full.with_validation(m.validation_fraction, seed=config.train.seed)
         self.reservoir = MARS(
             full.n_features,
@@ -275,7 +284,7 @@ class MARSExperiment(Experiment):
         d: MARSDeploy = self.config.deploy
         m: MARSModel = self.config.model
         layer_kw: dict[str, Any] = {"layout": d.layout, "n_devices": d.n_devices}
-        for key in ("v_read", "set_pulse", "reset_pulse"):
+        for key in ("g_window_s", "v_read", "set_pulse", "reset_pulse"):
             if getattr(d, key) is not None:
                 layer_kw[key] = getattr(d, key)
         steps = deploy_mars_steps(
@@ -299,17 +308,7 @@ class MARSExperiment(Experiment):
                 self.deployed = done.value
                 break
             yield deploy_step(names.index(name), len(names), progress, d.max_iterations)
-        reports = self.deployed.reports
-        n_cells = sum(int(r.within.numel()) for r in reports.values())
-        return {
-            "cells": float(n_cells),
-            "within_tolerance": sum(float(r.within.double().sum()) for r in reports.values())
-            / max(n_cells, 1),
-            "verify_iterations": float(sum(r.iterations for r in reports.values())),
-            "rms_error_s": float(
-                torch.cat([r.error_s.double() for r in reports.values()]).pow(2).mean().sqrt()
-            ),
-        }
+        return deploy_metrics(list(self.deployed.reports.values()))
 
     def evaluate(self) -> dict[str, float]:
         if self.deployed is None:
