@@ -14,6 +14,8 @@ from memhil.cli.common import DEFAULT_DB, CliError, check_run_id, db_option, exi
 __all__ = ["DEFAULT_DB", "PLOT_KINDS", "command"]
 
 PLOT_KINDS = ("iv", "pulse_response", "conductance_map", "retention", "endurance")
+#: Plots of training runs (experiment files): ``memhil.store.training_plots``.
+TRAINING_PLOT_KINDS = ("learning_curve", "pulse_counts", "conductance")
 #: Rows of points ``runs show`` prints (the rest: ``runs export``).
 SHOW_ROWS = 8
 
@@ -31,7 +33,10 @@ def _db(ctx: click.Context, db: str | None) -> str:
 
 
 def _protocol(md: dict) -> str:
-    """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry."""
+    """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry;
+    for a training run its algorithm."""
+    if md.get("memhil_kind") == "experiment":
+        return str(md.get("algorithm", "-"))
     cfg = md.get("protocol_config")
     if isinstance(cfg, dict) and cfg.get("protocol"):
         return str(cfg["protocol"])
@@ -108,6 +113,22 @@ def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
         chain = store.chain(run_id)
         df = store.load(run_id)
     root = info[chain[0]]
+    if md.get("memhil_kind") == "experiment":
+        from memhil.runs.experiment_run import training_summary
+
+        click.echo(
+            f"run {run_id}: {root.name}, {_protocol(md)} on {_kind(md)}, "
+            f"{info[chain[-1]].status}; {len(df)} points"
+            + (f" in runs {', '.join(map(str, chain))}" if len(chain) > 1 else "")
+        )
+        click.echo(f"  file      {md.get('protocol_file', '-')}")
+        for line in training_summary(df, md):
+            click.echo(line)
+        click.echo(
+            f"plots: memhil runs plot {run_id} FILE.png --kind "
+            f"{{{','.join(TRAINING_PLOT_KINDS)}}} --db {db}"
+        )
+        return 0
     raw_cfg = md.get("protocol_config")
     cfg: dict[str, Any] = raw_cfg if isinstance(raw_cfg, dict) else {}
     params = cfg.get("params") or {}
@@ -170,7 +191,12 @@ def export(ctx: click.Context, run_id: int, path: str, db: str | None) -> int:
 @command.command("plot")
 @click.argument("run_id", type=int)
 @click.argument("path")
-@click.option("--kind", required=True, type=click.Choice(PLOT_KINDS), help="what to plot")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(PLOT_KINDS + TRAINING_PLOT_KINDS),
+    help="what to plot",
+)
 @db_option("SQLite run store to read (must exist)")
 @click.pass_context
 def plot(ctx: click.Context, run_id: int, path: str, kind: str, db: str | None) -> int:
@@ -181,10 +207,16 @@ def plot(ctx: click.Context, run_id: int, path: str, kind: str, db: str | None) 
     with RunStore(db) as store:
         check_run_id(store, run_id, db)
         df = store.load(run_id)
-    from memhil.store import plots
+        arrays = store.arrays(run_id) if kind == "conductance" else []
+    from memhil.store import plots, training_plots
 
     try:
-        written = getattr(plots, f"plot_{kind}")(df, path)
+        if kind == "conductance":
+            written = training_plots.plot_conductance(arrays, path)
+        elif kind in TRAINING_PLOT_KINDS:
+            written = getattr(training_plots, f"plot_{kind}")(df, path)
+        else:
+            written = getattr(plots, f"plot_{kind}")(df, path)
     except (KeyError, ValueError) as exc:  # the run lacks a column this plot needs
         raise CliError(
             f"memhil runs plot: error: run {run_id} cannot be plotted as --kind "

@@ -37,6 +37,14 @@ and "unit done" cannot disagree after a crash. A unit started more than once (it
 have been applied more than once) is listed in the root run's metadata
 ``memhil_reapplied_units`` (``[{"unit": key, "attempts": n}]``) and by :meth:`RunStore.units`.
 
+Arrays and checkpoints
+----------------------
+A training run keeps arrays (conductance snapshots per tile, :meth:`RunWriter.add_array`,
+read back by :meth:`RunStore.arrays`) and checkpoints (opaque bytes,
+:meth:`RunWriter.save_checkpoint` / :meth:`RunStore.last_checkpoint`) in the table
+``memhil_blobs`` of the same database, keyed by the chain's root run, name and step; written
+inside :meth:`RunWriter.transaction` they commit with the unit's points and done mark.
+
 Creation
 --------
 A new database file is created and initialised under a temporary name in the same folder

@@ -69,13 +69,17 @@ class EqPropModel:
     init_high: float = 0.5
     """Initial conductances uniform in [0, init_high] of the window."""
 
-    def __post_init__(self) -> None:
-        require(
-            len(self.sizes) >= 2 and all(s >= 1 for s in self.sizes),
-            "sizes",
-            f"need (features, ..., classes), each >= 1, got {list(self.sizes)}",
+    def spec(self) -> NetworkSpec:
+        return NetworkSpec(
+            tuple(self.sizes),
+            input_scale_v=self.input_scale_v,
+            gain=self.gain,
+            target_v=self.target_v,
         )
+
+    def __post_init__(self) -> None:
         require(0 < self.init_high <= 1, "init_high", f"must lie in (0, 1], got {self.init_high}")
+        self.spec()  # NetworkSpec's own checks, named model.<key>
         if self.g_min_s is not None and self.g_max_s is not None:
             require(
                 0 < self.g_min_s < self.g_max_s,
@@ -152,9 +156,7 @@ class EqPropExperiment(Experiment):
                 f"{list(m.sizes)} must start with the dataset's {data.n_features} features "
                 f"and end with its {data.n_classes} classes",
             )
-        self.spec = NetworkSpec(
-            tuple(m.sizes), input_scale_v=m.input_scale_v, gain=m.gain, target_v=m.target_v
-        )
+        self.spec = m.spec()
         device = m.device or backend.capabilities.device_model
         try:
             model = build_device_model(device)
@@ -211,10 +213,17 @@ class EqPropExperiment(Experiment):
         targets = init_conductances(
             self.spec, self.g_min_s, self.g_max_s, seed=t.seed, high=m.init_high
         )
-        self.store.program(targets, rounds=self.config.deploy.program_rounds)
-        self.shadow = [g.clone() for g in targets]
-        yield Step(0, 1)
-        return {}
+        # DeviceConductances.program, a round at a time for the progress bar
+        rounds = self.config.deploy.program_rounds
+        for r in range(rounds):
+            g = self.store.read()
+            self.store.apply([tg - gl for tg, gl in zip(targets, g)], g, inverse="trajectory")
+            yield Step(r, rounds)
+        g = self.store.read()
+        self.store.update_fidelity.clear()
+        self.shadow = [t.clone() for t in targets]
+        err = torch.cat([(a - b).abs().flatten() for a, b in zip(g, targets)])
+        return {"program_error_mean_s": float(err.mean()), "program_error_max_s": float(err.max())}
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One EqProp update on the devices (``EqPropTrainer.step``), keeping the float
