@@ -201,6 +201,9 @@ class EpropExperiment(Experiment):
                 f"needs spike sequences (a SpikePatternTask or sequence classification set), "
                 f"got {type(data).__name__}",
             )
+        if len(data.train) == 0 or len(data.test) == 0:
+            sizes = f"{len(data.train)} training and {len(data.test)} test sequences"
+            raise ConfigError("dataset", f"needs both splits non-empty, got {sizes}")
         self.train_split, self.test_split = data.train, data.test
         self.net_config = m.network_config(int(data.train.x.shape[-1]), n_out, config.train.seed)
         self.net: EpropNetwork | None = None
