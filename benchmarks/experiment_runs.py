@@ -1,0 +1,79 @@
+"""The benchmarks' door to the experiment runner: ``--backend`` and ``--db`` options, and
+one call that runs an experiment configuration (the mapping an experiment file holds)
+through ``memhil.runs.experiment_run`` into a run store and returns its final metrics, so
+a benchmark row is reproducible from the stored run (``memhil runs show ID --db DB``)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memhil.runs.experiment_run import run_experiment_file
+from memhil.store import RunStore
+
+BACKEND_HELP = (
+    "where the experiment rows run: 'sim' (the simulator with defaults), "
+    "'mock_lab=STATION.yaml' (the mock lab serving that station) or 'station=BENCH.yaml' "
+    "(a bench); default: the benchmark's own simulators"
+)
+
+
+def add_run_options(ap: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--db`` on a benchmark's command line."""
+    ap.add_argument("--backend", default=None, type=parse_backend, help=BACKEND_HELP)
+    ap.add_argument(
+        "--db",
+        default=None,
+        help="run store (SQLite) that keeps every experiment row as a run "
+        "(default: a temporary one, discarded)",
+    )
+
+
+def parse_backend(text: str) -> Any:
+    """``sim``, ``mock_lab=PATH`` or ``station=PATH`` as an experiment file's ``backend:``."""
+    if text == "sim":
+        return "sim"
+    kind, sep, path = text.partition("=")
+    if not sep or kind not in ("mock_lab", "station") or not path:
+        raise argparse.ArgumentTypeError(
+            f"--backend {text!r}: expected sim, mock_lab=STATION.yaml or station=BENCH.yaml"
+        )
+    return {kind: str(Path(path).resolve())}
+
+
+def backend_label(backend: Any) -> str:
+    """A short name of a backend entry for a printed table."""
+    if backend == "sim":
+        return "sim"
+    if isinstance(backend, Mapping) and "sim" in backend:
+        device = (backend["sim"] or {}).get("device", "pcm")
+        return f"sim {device.get('model') if isinstance(device, Mapping) else device}"
+    if isinstance(backend, Mapping):
+        kind = next(iter(backend))
+        return f"{kind} {Path(str(backend[kind])).name}"
+    return str(backend)
+
+
+def run_experiment(
+    spec: Mapping[str, Any], *, db: str | Path | None = None, name: str = "benchmark"
+) -> tuple[int, dict[str, dict[str, float]]]:
+    """Run ``spec`` (an experiment file's mapping, ``backend:`` included) into the run
+    store ``db`` (a temporary one when None); returns the run id and the final metrics by
+    phase (``backend``, ``float``, ``deploy``)."""
+    with tempfile.TemporaryDirectory(prefix="memhil-bench-") as tmp:
+        path = Path(tmp) / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(dict(spec), sort_keys=False))
+        store_path = Path(db) if db is not None else Path(tmp) / "runs.db"
+        run_id = run_experiment_file(path, db=store_path, progress=False)
+        with RunStore(store_path) as store:
+            df = store.load(run_id)
+    out: dict[str, dict[str, float]] = {}
+    for phase in ("backend", "float", "deploy"):
+        sel = df[df["phase"] == phase]
+        out[phase] = {str(k): float(v) for k, v in zip(sel["metric"], sel["value"])}
+    return run_id, out
