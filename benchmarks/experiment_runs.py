@@ -77,3 +77,36 @@ def run_experiment(
         sel = df[df["phase"] == phase]
         out[phase] = {str(k): float(v) for k, v in zip(sel["metric"], sel["value"])}
     return run_id, out
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "experiments"
+
+
+def run_example(
+    example: str,
+    *,
+    backend: Any = None,
+    db: str | Path | None = None,
+    **sections: Mapping[str, Any],
+) -> tuple[int, dict[str, dict[str, float]], str]:
+    """Run the shipped ``examples/experiments/<example>.yaml`` (its ``backend:`` replaced by
+    ``backend`` when given, each of ``sections`` merged into its section) through the
+    runner into ``db``; returns the run id, the final metrics by phase and one printed line
+    (headline on the backend and in float, pulses, energy, the run id)."""
+    spec = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    for key, value in sections.items():
+        spec[key] = {**(spec.get(key) or {}), **value}
+    if backend is not None:
+        spec["backend"] = backend
+    run_id, m = run_experiment(spec, db=db, name=example)
+    on_chip, in_float, dep = m["backend"], m["float"], m["deploy"]
+    head = "accuracy" if "accuracy" in on_chip else next(iter(on_chip), "")
+    line = (
+        f"{spec['algorithm']} experiment ({example}.yaml) on {backend_label(spec['backend'])}: "
+        f"{head} {on_chip.get(head, float('nan')):.3f} on the backend, "
+        f"{in_float.get(head, float('nan')):.3f} in float; "
+        f"{int(dep.get('set_pulses', 0))} SET / {int(dep.get('reset_pulses', 0))} RESET pulses, "
+        f"{dep.get('pulse_energy_j', 0.0):.3g} J (run {run_id}"
+        f"{'' if db is None else f' in {db}'})"
+    )
+    return run_id, m, line
