@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from memhil.core.errors import ConfigError, LimitError
 from memhil.runs.experiment_run import run_experiment_file
 from memhil.store import RunStore
 
@@ -88,17 +89,27 @@ def run_example(
     backend: Any = None,
     db: str | Path | None = None,
     **sections: Mapping[str, Any],
-) -> tuple[int, dict[str, dict[str, float]], str]:
+) -> tuple[int | None, dict[str, dict[str, float]], str]:
     """Run the shipped ``examples/experiments/<example>.yaml`` (its ``backend:`` replaced by
     ``backend`` when given, each of ``sections`` merged into its section) through the
     runner into ``db``; returns the run id, the final metrics by phase and one printed line
-    (headline on the backend and in float, pulses, energy, the run id)."""
+    (headline on the backend and in float, pulses, energy, the run id). A file the
+    pre-flight refuses on that backend (too small a chip, pulses beyond its limits) gives
+    run id None and the refusal as the line."""
     spec = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
     for key, value in sections.items():
         spec[key] = {**(spec.get(key) or {}), **value}
     if backend is not None:
         spec["backend"] = backend
-    run_id, m = run_experiment(spec, db=db, name=example)
+    try:
+        run_id, m = run_experiment(spec, db=db, name=example)
+    except (ConfigError, LimitError) as exc:  # the pre-flight's refusal: one line, no run
+        label = backend_label(spec["backend"])
+        return (
+            None,
+            {},
+            f"{spec['algorithm']} experiment ({example}.yaml) on {label}: refused before any pulse: {exc}",
+        )
     on_chip, in_float, dep = m["backend"], m["float"], m["deploy"]
     head = "accuracy" if "accuracy" in on_chip else next(iter(on_chip), "")
     line = (

@@ -41,6 +41,7 @@ import yaml
 from experiment_runs import (  # benchmarks/experiment_runs.py (scripts run from this folder)
     add_run_options,
     backend_label,
+    run_example,
     run_experiment,
 )
 
@@ -266,8 +267,11 @@ def deployment(n_units: int, backend=None, db: str | None = None) -> list[str]:
     """Accuracy lost when W_in and the readout run in memory (JapaneseVowels, MARS d1): the
     MARS experiment (``algorithm: mars``) through the experiment runner, each row a run in
     the store ``db``. Default rows: the simulator with NeuroSim and PCM devices (W_in and
-    the readout deployed) and the mock lab's array board (readout only); ``backend``: one
-    row on that backend (readout only, so small chips fit), its nominal pulses."""
+    the readout deployed) and the mock lab's array board (readout only). With ``backend``:
+    the shipped ``examples/experiments/mars_vowels.yaml`` (three speakers, readout only,
+    sized and pulsed for the 8 x 8 VTEAM chip of ``examples/mock_station.yaml``) on it."""
+    if backend is not None:
+        return [run_example("mars_vowels", backend=backend, db=db)[2]]
     rows = 2 * n_units + 16
     mock_station = {
         "name": "mars-bench",
@@ -302,14 +306,11 @@ def deployment(n_units: int, backend=None, db: str | None = None) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         station_path = Path(tmp) / "mars_bench_station.yaml"
         station_path.write_text(yaml.safe_dump(mock_station))
-        if backend is None:
-            targets = [
-                (sim("neurosim"), {**neurosim, "projections": True}),
-                (sim("pcm"), {**pcm, "projections": True}),
-                ({"mock_lab": str(station_path)}, {**neurosim, "projections": False}),
-            ]
-        else:
-            targets = [(backend, {"projections": False})]
+        targets = [
+            (sim("neurosim"), {**neurosim, "projections": True}),
+            (sim("pcm"), {**pcm, "projections": True}),
+            ({"mock_lab": str(station_path)}, {**neurosim, "projections": False}),
+        ]
         lines: list[str] = []
         for target, deploy in targets:
             spec = {
@@ -322,8 +323,10 @@ def deployment(n_units: int, backend=None, db: str | None = None) -> list[str]:
             }
             run_id, m = run_experiment(spec, db=db, name="mars_deployment")
             acc, float_acc = m["backend"]["accuracy"], m["float"]["accuracy"]
-            if not lines:
-                lines.append(f"JapaneseVowels, MARS d1 N={n_units}: float accuracy {float_acc:.3f}")
+            if not any(line.startswith("JapaneseVowels") for line in lines):
+                lines.insert(
+                    0, f"JapaneseVowels, MARS d1 N={n_units}: float accuracy {float_acc:.3f}"
+                )
             ro = m["backend"].get("readout_accuracy", acc)
             full = (
                 f"; W_in + readout {acc:.3f} (drop {float_acc - acc:+.3f})"

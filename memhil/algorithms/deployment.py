@@ -28,18 +28,28 @@ def sequence_data(data: Any, key: str = "dataset") -> ClassificationData:
     return data
 
 
-def check_deploy_pulses(
+def check_deploy_settings(
     backend: Backend,
     set_pulse: tuple[float, float] | None,
     reset_pulse: tuple[float, float] | None,
     v_read: float | None = None,
+    g_window_s: tuple[float, float] | None = None,
     *,
     section: str = "deploy",
 ) -> None:
     """Pre-flight of the SET/RESET pulses (given, or the backend's nominal ones where None)
-    and the read voltage against ``backend.limits``: LimitError / ConfigError naming
-    ``section.set_pulse`` etc., before any device is touched."""
+    and the read voltage against ``backend.limits``, and of the conductance window against
+    the backend's device window: LimitError / ConfigError naming ``section.set_pulse``
+    etc., before any device is touched."""
     caps, limits = backend.capabilities, backend.limits
+    if g_window_s is not None:
+        lo, hi = caps.conductance_range_s
+        if not lo <= g_window_s[0] < g_window_s[1] <= hi:
+            raise ConfigError(
+                f"{section}.g_window_s",
+                f"[{g_window_s[0]:.4g}, {g_window_s[1]:.4g}] S lies outside the backend's "
+                f"device window [{lo:.4g}, {hi:.4g}] S",
+            )
     for key, given, nominal in (
         ("set_pulse", set_pulse, caps.set_pulse),
         ("reset_pulse", reset_pulse, caps.reset_pulse),

@@ -93,6 +93,9 @@ def test_mars_preflight_refuses_what_does_not_fit_or_exceeds_the_limits():
     with pytest.raises(LimitError) as lim:
         build(deploy={"set_pulse": [9.0, 1e-7]}).preflight()
     assert lim.value.param == "deploy.set_pulse" and lim.value.value == 9.0
+    with pytest.raises(ConfigError) as err:  # the PCM window is 0.1 to 12 uS
+        build(deploy={"g_window_s": [1e-6, 1e-3]}).preflight()
+    assert err.value.key == "deploy.g_window_s" and "device window" in err.value.reason
     table = Split(torch.zeros(6, 3), torch.tensor([0, 1, 0, 1, 0, 1]))
     with pytest.raises(ConfigError) as err:  # tabular, not sequences
         MARS(MARS.configure({}, {}, {}), ClassificationData("flat", table, table, 2), tiny)

@@ -17,7 +17,7 @@ from memhil.algorithms.cmru.deploy import deploy_to_backend_steps, plan_placemen
 from memhil.algorithms.cmru.training import TrainConfig as RecipeConfig
 from memhil.algorithms.cmru.training import Trainer, evaluate
 from memhil.algorithms.deployment import (
-    check_deploy_pulses,
+    check_deploy_settings,
     deploy_metrics,
     deploy_step,
     sequence_data,
@@ -197,7 +197,7 @@ class CMRUExperiment(Experiment):
         except ValueError as exc:
             key = "deploy.outputs" if d.outputs or d.readout else "model.d_state"
             raise ConfigError(key, str(exc)) from None
-        check_deploy_pulses(self.backend, d.set_pulse, d.reset_pulse, d.v_read)
+        check_deploy_settings(self.backend, d.set_pulse, d.reset_pulse, d.v_read, d.g_window_s)
 
     def train_epoch(self, epoch: int) -> Work:
         t = cast(CMRUTrain, self.config.train)

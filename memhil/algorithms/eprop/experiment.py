@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor
 
-from memhil.algorithms.deployment import check_deploy_pulses
+from memhil.algorithms.deployment import check_deploy_settings
 from memhil.algorithms.eprop.lif import LIFParams, readout, run_lif
 from memhil.algorithms.eprop.training import (
     EpropConfig,
@@ -248,7 +248,7 @@ class EpropExperiment(Experiment):
             place_matrices(self.backend.shape, c.n_in, c.n_rec, c.n_out, m.n_devices, window)
         except ValueError as exc:
             raise ConfigError("model.n_rec", f"the network does not fit the array: {exc}") from None
-        check_deploy_pulses(self.backend, d.set_pulse, d.reset_pulse)
+        check_deploy_settings(self.backend, d.set_pulse, d.reset_pulse, g_window_s=d.g_window_s)
 
     def prepare(self) -> Work:
         yield Step(0, 1)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from memhil.algorithms.deployment import (
-    check_deploy_pulses,
+    check_deploy_settings,
     deploy_metrics,
     deploy_step,
     sequence_data,
@@ -246,7 +246,7 @@ class MARSExperiment(Experiment):
             key = "deploy.projections" if self.config.deploy.projections else "model.n_units"
             raise ConfigError(key, f"{exc} (regions {sizes})") from None
         d: MARSDeploy = self.config.deploy
-        check_deploy_pulses(self.backend, d.set_pulse, d.reset_pulse, d.v_read)
+        check_deploy_settings(self.backend, d.set_pulse, d.reset_pulse, d.v_read, d.g_window_s)
 
     def train_epoch(self, epoch: int) -> Work:
         train = cast(MARSTrain, self.config.train)
