@@ -78,6 +78,7 @@ def test_a_classification_set_trains_with_cross_entropy():
     ("sections", "key"),
     [
         ({"model": {"scheme": "magic"}}, "model.scheme"),
+        ({"model": {"scheme_params": {"transfer_every": 0}}}, "model.scheme_params.transfer_every"),
         ({"model": {"tau_rec_s": 0.0}}, "model.tau_rec_s"),
         ({"model": {"loss": "ce"}}, "model.loss"),  # a regression task
         ({"train": {"batch_size": 0}}, "train.batch_size"),

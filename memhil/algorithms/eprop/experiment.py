@@ -35,7 +35,7 @@ from memhil.algorithms.experiment import (
     no_steps,
     register_algorithm,
 )
-from memhil.analog.updates.schemes import available_update_schemes
+from memhil.analog.updates.schemes import available_update_schemes, build_update_scheme
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
@@ -122,6 +122,16 @@ class EpropModel:
             require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         known = available_update_schemes()
         require(self.scheme in known, "scheme", f"{self.scheme!r} is not one of {known}")
+        params = {k: v for k, v in self.scheme_params.items() if k != "grad_threshold"}
+        try:  # the scheme's own Params check its options now, not at the first update
+            build_update_scheme(self.scheme, **params)
+        except ConfigError as exc:
+            raise ConfigError(f"scheme_params.{exc.key.split('.', 1)[-1]}", exc.reason) from None
+        require(
+            "grad_threshold" not in self.scheme_params or self.scheme == "sign",
+            "scheme_params.grad_threshold",
+            f"applies to the sign scheme, not {self.scheme!r}",
+        )
 
     def network_config(self, n_in: int, n_out: int, seed: int) -> EpropConfig:
         """The ``EpropConfig`` of a network with ``n_in`` inputs and ``n_out`` outputs."""
