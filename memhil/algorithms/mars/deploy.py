@@ -34,6 +34,12 @@ def place_regions(
     return [(r.tile, r.col) for r in pack_columns(sizes, shape)]
 
 
+def region_size(n_in: int, n_out: int, layout: str, n_devices: int = 1) -> tuple[int, int]:
+    """(rows, cols) of devices an (n_out, n_in) matrix takes: a reference column for the
+    ``reference`` layout, else ``n_devices`` differential pairs per output."""
+    return (n_in, n_out + 1) if layout == "reference" else (n_in, 2 * n_out * n_devices)
+
+
 @dataclass
 class DeployedMARS:
     """A MARS classifier whose projections (where deployed) and readout run in the array."""
@@ -113,9 +119,8 @@ def deploy_mars_steps(
             for i, layer in enumerate(model.layers)
         ]
     mats.append(("readout", w_std, readout.bias))
-    sizes = [(w.shape[1], 2 * w.shape[0] * layer_kw.get("n_devices", 1)) for _, w, _ in mats]
-    if layer_kw.get("layout") == "reference":
-        sizes = [(w.shape[1], w.shape[0] + 1) for _, w, _ in mats]
+    layout, n_devices = layer_kw.get("layout", "differential"), layer_kw.get("n_devices", 1)
+    sizes = [region_size(w.shape[1], w.shape[0], layout, n_devices) for _, w, _ in mats]
     places = place_regions(sizes, backend.shape)
     reports: dict[str, ProgramReport] = {}
     built: list[AnalogLinear] = []

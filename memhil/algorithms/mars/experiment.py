@@ -30,7 +30,12 @@ from memhil.algorithms.experiment import (
     Work,
     register_algorithm,
 )
-from memhil.algorithms.mars.deploy import DeployedMARS, deploy_mars_steps, place_regions
+from memhil.algorithms.mars.deploy import (
+    DeployedMARS,
+    deploy_mars_steps,
+    place_regions,
+    region_size,
+)
 from memhil.algorithms.mars.layer import MARS, SKIPS, Method, Skip
 from memhil.algorithms.mars.readout import LAMBDAS, RidgeClassifier, fit_ridge
 from memhil.algorithms.mars.reservoirs import MFDevice, check_decay_range
@@ -228,9 +233,9 @@ class MARSExperiment(Experiment):
                 (f"w_in[{i}]", n_in if i == 0 else m.n_units, m.n_units) for i in range(m.depth)
             ]
         mats.append(("readout", m.n_features, self.split.n_classes))
-        if d.layout == "reference":
-            return [(name, rows, outs + 1) for name, rows, outs in mats]
-        return [(name, rows, 2 * outs * d.n_devices) for name, rows, outs in mats]
+        return [
+            (name, *region_size(rows, outs, d.layout, d.n_devices)) for name, rows, outs in mats
+        ]
 
     def _require_readout(self) -> RidgeClassifier:
         if self.readout is None:
