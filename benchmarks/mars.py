@@ -20,19 +20,30 @@ NeuroSim and PCM devices, mock-lab array board). Full run: about 5 min on a load
 2-core machine.
 
 Run: ``python benchmarks/mars.py`` (``--quick`` for a < 1 min smoke run); writes
-``results.json`` and ``mars.png`` under ``--out``.
+``results.json`` and ``mars.png`` under ``--out``. The deployment rows are MARS
+experiments (``algorithm: mars``) run through the experiment runner: ``--db runs.db``
+keeps each as a run (``memhil runs show ID``), ``--backend mock_lab=STATION.yaml`` (or
+``station=BENCH.yaml``, ``sim``) runs that row on another backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
+from experiment_runs import (  # benchmarks/experiment_runs.py (scripts run from this folder)
+    add_run_options,
+    backend_label,
+    run_example,
+    run_experiment,
+)
 
 from memhil.algorithms.mars.layer import MARS, SKIPS
 from memhil.algorithms.mars.readout import fit_ridge
@@ -252,51 +263,17 @@ def _best_time(fn: Callable[[], object], repeats: int = 2) -> float:
     return best
 
 
-def deployment(n_units: int, n_test: int | None) -> list[str]:
-    """Accuracy lost when W_in and the readout run in memory (JapaneseVowels, MARS d1)."""
-    from memhil.algorithms.mars.deploy import deploy_mars
-    from memhil.backends.sim import SimBackend
-    from memhil.mock_hw.lab import MockLab
-
-    data, val = standardize(japanese_vowels()).with_validation(0.2, seed=0)
-    test = _subset(data.test, n_test)
-    model = MARS(data.n_features, n_units, 1, seed=0)
-    feats = [model.features(s.x, s.lengths) for s in (data.train, val, test)]
-    readout = fit_ridge(
-        feats[0], data.train.y, data.n_classes, val_features=feats[1], val_labels=val.y
-    )
-    float_acc = readout.accuracy(feats[2], test.y)
-    lines = [
-        (
-            f"JapaneseVowels, MARS d1 N={n_units}, {len(test)} test sequences: "
-            f"float accuracy {float_acc:.3f}"
-        )
-    ]
-    pulses = {"neurosim": ((2.0, 80e-9), (-2.0, 80e-9)), "pcm": ((1.0, 100e-9), (-2.5, 50e-9))}
+def deployment(n_units: int, backend=None, db: str | None = None) -> list[str]:
+    """Accuracy lost when W_in and the readout run in memory (JapaneseVowels, MARS d1): the
+    MARS experiment (``algorithm: mars``) through the experiment runner, each row a run in
+    the store ``db``. Default rows: the simulator with NeuroSim and PCM devices (W_in and
+    the readout deployed) and the mock lab's array board (readout only). With ``backend``:
+    the shipped ``examples/experiments/mars_vowels.yaml`` (three speakers, readout only,
+    sized and pulsed for the 8 x 8 VTEAM chip of ``examples/mock_station.yaml``) on it."""
+    if backend is not None:
+        return [run_example("mars_vowels", backend=backend, db=db)[2]]
     rows = 2 * n_units + 16
-    for device, (set_p, reset_p) in pulses.items():
-        backend = SimBackend(
-            {
-                "tiles": 2,
-                "rows": rows,
-                "cols": rows,
-                "seed": 1,
-                "device": {"model": device},
-                "read": {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10},
-            }
-        )
-        with backend:
-            dep = deploy_mars(
-                model, readout, backend, set_pulse=set_p, reset_pulse=reset_p, v_read=0.2
-            )
-            ro = dep.accuracy_from_features(feats[2], test.y)
-            full = dep.accuracy(test.x, test.y, test.lengths)
-        within = ", ".join(f"{k} {100 * r.fraction_within:.0f} %" for k, r in dep.reports.items())
-        lines.append(
-            f"  sim {device:8s} readout in memory {ro:.3f} (drop {float_acc - ro:+.3f}); "
-            f"W_in + readout {full:.3f} (drop {float_acc - full:+.3f}); within ±2 %: {within}"
-        )
-    station = {
+    mock_station = {
         "name": "mars-bench",
         "chip": {"rows": rows, "cols": 2 * 9 + 2, "device": "neurosim"},
         "limits": {
@@ -310,25 +287,57 @@ def deployment(n_units: int, n_test: int | None) -> list[str]:
         "wiring": {},
         "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}, "seed": 11},
     }
-    backend = MockLab.open_backend(station, strategy="parallel")
-    try:
-        dep = deploy_mars(
-            model,
-            readout,
-            backend,
-            deploy_projections=False,
-            set_pulse=(2.0, 80e-9),
-            reset_pulse=(-2.0, 80e-9),
-            v_read=0.2,
-        )
-        ro = dep.accuracy_from_features(feats[2], test.y)
-    finally:
-        backend.close()
-    lines.append(
-        f"  mock lab (array board, neurosim) readout in memory {ro:.3f} "
-        f"(drop {float_acc - ro:+.3f}); within ±2 %: "
-        f"{100 * dep.reports['readout'].fraction_within:.0f} %"
-    )
+    read = {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10}
+    neurosim = {"set_pulse": [2.0, 80e-9], "reset_pulse": [-2.0, 80e-9], "v_read": 0.2}
+    pcm = {"set_pulse": [1.0, 100e-9], "reset_pulse": [-2.5, 50e-9], "v_read": 0.2}
+
+    def sim(device: str) -> dict:
+        return {
+            "sim": {
+                "tiles": 2,
+                "rows": rows,
+                "cols": rows,
+                "seed": 1,
+                "device": device,
+                "read": read,
+            }
+        }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        station_path = Path(tmp) / "mars_bench_station.yaml"
+        station_path.write_text(yaml.safe_dump(mock_station))
+        targets = [
+            (sim("neurosim"), {**neurosim, "projections": True}),
+            (sim("pcm"), {**pcm, "projections": True}),
+            ({"mock_lab": str(station_path)}, {**neurosim, "projections": False}),
+        ]
+        lines: list[str] = []
+        for target, deploy in targets:
+            spec = {
+                "algorithm": "mars",
+                "dataset": {"name": "japanese_vowels", "standardize": True},
+                "model": {"n_units": n_units, "depth": 1},
+                "train": {"epochs": 1, "seed": 0},
+                "deploy": {"tolerance_s": None, **deploy},
+                "backend": target,
+            }
+            run_id, m = run_experiment(spec, db=db, name="mars_deployment")
+            acc, float_acc = m["backend"]["accuracy"], m["float"]["accuracy"]
+            if not any(line.startswith("JapaneseVowels") for line in lines):
+                lines.insert(
+                    0, f"JapaneseVowels, MARS d1 N={n_units}: float accuracy {float_acc:.3f}"
+                )
+            ro = m["backend"].get("readout_accuracy", acc)
+            full = (
+                f"; W_in + readout {acc:.3f} (drop {float_acc - acc:+.3f})"
+                if deploy["projections"]
+                else ""
+            )
+            lines.append(
+                f"  {backend_label(target):22s} readout in memory {ro:.3f} "
+                f"(drop {float_acc - ro:+.3f}){full}; within ±2 %: "
+                f"{100 * m['deploy']['within_tolerance']:.0f} % of the cells (run {run_id})"
+            )
     return lines
 
 
@@ -361,6 +370,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small slices, few epochs (< 1 min)")
     ap.add_argument("--out", default="benchmarks/out/mars")
     ap.add_argument("--depth", type=int, default=3)
+    add_run_options(ap)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -439,7 +449,7 @@ def main() -> None:
     results["speed_sweep"] = sweep
     print()
     print("In-memory deployment (program-and-verify to ±2 % of the window):")
-    dep_lines = deployment(16 if args.quick else 32, 60 if args.quick else None)
+    dep_lines = deployment(16 if args.quick else 32, args.backend, args.db)
     for line in dep_lines:
         print(line, flush=True)
     results["deployment"] = dep_lines
