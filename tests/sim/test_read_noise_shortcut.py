@@ -32,7 +32,7 @@ def test_single_input_read_noise_matches_the_per_device_draw():
     sim = pcm_array(read_noise_rel=0.05)
     # PCM's read noise has an offset c3: some cells lie within 6 std of 0 S and take the
     # exact clipped draw of their own, the rest go through the column shortcut
-    low = sim._read_cache().near_zero
+    low = sim._read_cache().column_noise_terms()[1]
     assert low is not None and 0 < int(low.sum()) < low.numel()
     v = torch.linspace(-0.2, 0.2, 32).unsqueeze(0)
     n = 4000
@@ -51,7 +51,7 @@ def test_single_input_read_noise_matches_the_per_device_draw():
 
 def test_single_input_read_draws_one_value_per_column():
     sim = pcm_array(read_noise_rel=0.05)
-    low = sim._read_cache().near_zero
+    low = sim._read_cache().column_noise_terms()[1]
     n_low = 0 if low is None else int(low.sum())
     sim.mvm(torch.full((1, 32), 0.1), tile=0)
     probe = torch.randn(1, generator=sim._gen_read)

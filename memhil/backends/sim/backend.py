@@ -27,17 +27,31 @@ from memhil.devices.base import DeviceModel, build_device_model
 CLIP_FREE_STDS = 6.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class _ReadState:
-    """Cached read state: conductance (S), read-noise std, the variance (S^2) of the cells
-    whose clip at 0 S never binds, and the mask of the others (None when there are none)."""
+    """Cached read state: conductance (S) and read-noise std (S) at time ``t_s``; the
+    column-noise terms (:meth:`column_noise_terms`) are derived on the first MVM that
+    needs them, so writes followed by single-cell reads never pay for them."""
 
     version: int
     t_s: float
     g: Tensor
     std: Tensor | None
-    var: Tensor | None
-    near_zero: Tensor | None
+    _terms: tuple[Tensor, Tensor | None] | None = None
+
+    def column_noise_terms(self) -> tuple[Tensor, Tensor | None]:
+        """(variance (S^2) of the cells whose clip at 0 S never binds, mask of the others
+        or None). A read is G + std N(0, 1) clipped at 0 S; the clip binds with probability
+        < 1e-9 where G lies 6 std above 0 S, so only the cells below need their own draw."""
+        assert self.std is not None
+        if self._terms is None:
+            var = self.std * self.std
+            low = self.g < CLIP_FREE_STDS * self.std
+            if bool(low.any()):
+                self._terms = (torch.where(low, 0.0, var), low)
+            else:
+                self._terms = (var, None)
+        return self._terms
 
 
 class SimBackend(Backend):
@@ -222,15 +236,7 @@ class SimBackend(Backend):
                 torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device),
                 g,
             )
-        std = self._noise_std(g)
-        var, near_zero = None, None
-        if std is not None:
-            # a read is G + std N(0, 1) clipped at 0 S; the clip binds with probability
-            # < 1e-9 where G lies 6 std above 0 S, so only the cells below need their own draw
-            low = g < CLIP_FREE_STDS * std
-            near_zero = low if bool(low.any()) else None
-            var = std * std if near_zero is None else torch.where(low, 0.0, std * std)
-        self._g_cache = _ReadState(self._version, t, g, std, var, near_zero)
+        self._g_cache = _ReadState(self._version, t, g, self._noise_std(g))
         return self._g_cache
 
     def _noise_std(self, g: Tensor) -> Tensor | None:
@@ -284,7 +290,7 @@ class SimBackend(Backend):
 
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         g = g.transpose(-1, -2) if transpose else g
-        std, var, near_zero = view(cache.std), view(cache.var), view(cache.near_zero)
+        std = view(cache.std)
         if rp.dac_bits is not None:
             v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
         column_noise = std is not None and (
@@ -300,9 +306,12 @@ class SimBackend(Backend):
         else:
             i = torch.matmul(v, g_read)
         if column_noise:
-            assert std is not None and var is not None
+            assert std is not None
+            var_free, low = cache.column_noise_terms()
+            var, near_zero = view(var_free), view(low)
             if rp.noise_mode == "per_sample":  # the clip at 0 S is not modelled per sample
                 var = std * std if near_zero is not None else var
+            assert var is not None
             sigma = torch.matmul(v * v, var).sqrt_()
             xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
             i.addcmul_(sigma, xi)
