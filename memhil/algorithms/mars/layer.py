@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -166,6 +167,28 @@ class MARSLayer(nn.Module):
         shape = (*x.shape[:2], self.n_units)
         return a.view(shape), c.view(shape)
 
+    def _states_fused(self, projected: Tensor) -> Tensor:
+        """The states from the compiled fused kernel (float32 CPU, no autograd): the
+        coefficients of :meth:`coefficients` and the recurrence in one pass."""
+        from memhil.algorithms.mars.kernels import mf_states  # numba: imported on first use
+
+        lc0, c1, ld0, d1 = self._log_lines()
+        z = projected.detach().contiguous()
+        out = torch.empty(z.shape, dtype=torch.float32)
+        f32 = np.float32
+        mf_states(
+            z.numpy(),
+            self.b.detach().float().contiguous().numpy(),
+            f32(self.p),
+            lc0.float().contiguous().numpy(),
+            f32(c1),
+            ld0.float().contiguous().numpy(),
+            f32(d1),
+            f32(self.gamma),
+            out.numpy(),
+        )
+        return out
+
     def forward(
         self,
         x: Tensor,
@@ -178,13 +201,16 @@ class MARSLayer(nn.Module):
         """States h (batch, T, units) and, with ``equilibrium``, the instantaneous
         equilibria h*_t = c_t / (1 - a_t) (else None).
 
-        Without autograd on a CPU, ``scan`` runs the blocked coefficients and the compiled
-        recurrence in place (the work-efficient path); otherwise plain tensor ops."""
+        Without autograd on a CPU, ``scan`` runs the fused compiled kernel (float32, no
+        equilibria) or the blocked coefficients and the compiled recurrence in place;
+        otherwise plain tensor ops."""
         projected = None if projection is None else projection(x)
         grad = torch.is_grad_enabled() and (
             x.requires_grad or (projected is not None and projected.requires_grad)
         )
         fast = method == "scan" and not grad and x.device.type == "cpu"
+        if fast and not equilibrium and x.dtype == torch.float32:
+            return self._states_fused(self.project(x) if projected is None else projected), None
         if fast and x.dtype in (torch.float32, torch.float64):
             a, c = self._coefficients_blocked(x, projected)
             h_eq = c / (1 - a) if equilibrium else None
