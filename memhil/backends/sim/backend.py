@@ -19,7 +19,7 @@ from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
-from memhil.backends.sim.read_path import quantize_symmetric
+from memhil.backends.sim.read_path import quantize_symmetric, quantize_symmetric_
 from memhil.core.types import as_pulse
 from memhil.devices.base import DeviceModel, build_device_model
 
@@ -327,8 +327,8 @@ class SimBackend(Backend):
                 torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
                 alpha=rp.output_noise_a,
             )
-        if rp.adc_bits is not None:
-            i = quantize_symmetric(i, rp.adc_bits, self._adc_range(g.shape[-2]))
+        if rp.adc_bits is not None:  # in place: i is this call's own tensor
+            quantize_symmetric_(i, rp.adc_bits, self._adc_range(g.shape[-2]))
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
 
