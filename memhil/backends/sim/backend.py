@@ -40,15 +40,17 @@ class _ReadState:
     _terms: tuple[Tensor, Tensor | None] | None = None
 
     def column_noise_terms(self) -> tuple[Tensor, Tensor | None]:
-        """(variance (S^2) of the cells whose clip at 0 S never binds, mask of the others
-        or None). A read is G + std N(0, 1) clipped at 0 S; the clip binds with probability
-        < 1e-9 where G lies 6 std above 0 S, so only the cells below need their own draw."""
+        """(variance (S^2) of the cells whose clip at 0 S never binds, (n, 3) indices
+        (tile, row, col) of the others or None). A read is G + std N(0, 1) clipped at 0 S;
+        the clip binds with probability < 1e-9 where G lies 6 std above 0 S, so only the
+        cells below need a draw of their own."""
         assert self.std is not None
         if self._terms is None:
             var = self.std * self.std
             low = self.g < CLIP_FREE_STDS * self.std
-            if bool(low.any()):
-                self._terms = (torch.where(low, 0.0, var), low)
+            cells = low.nonzero()
+            if cells.shape[0]:
+                self._terms = (var.masked_fill_(low, 0.0), cells)
             else:
                 self._terms = (var, None)
         return self._terms
@@ -307,21 +309,17 @@ class SimBackend(Backend):
             i = torch.matmul(v, g_read)
         if column_noise:
             assert std is not None
-            var_free, low = cache.column_noise_terms()
-            var, near_zero = view(var_free), view(low)
+            var_free, low_cells = cache.column_noise_terms()
             if rp.noise_mode == "per_sample":  # the clip at 0 S is not modelled per sample
-                var = std * std if near_zero is not None else var
+                var = std * std if low_cells is not None else view(var_free)
+            else:
+                var = view(var_free)
             assert var is not None
             sigma = torch.matmul(v * v, var).sqrt_()
             xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
             i.addcmul_(sigma, xi)
-            if rp.noise_mode == "per_read" and near_zero is not None:
-                # cells whose clip can bind: their own clipped draw, added exactly
-                delta = torch.zeros_like(g)
-                g_low = g[near_zero]
-                noisy = self._noisy(g_low, std[near_zero])
-                delta[near_zero] = noisy - g_low
-                i.add_(torch.matmul(v, delta))
+            if rp.noise_mode == "per_read" and low_cells is not None:
+                self._add_clipped_cells(i, v, cache, low_cells, tile, transpose)
         if rp.output_noise_a > 0:
             i.add_(
                 torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
@@ -331,6 +329,31 @@ class SimBackend(Backend):
             quantize_symmetric_(i, rp.adc_bits, self._adc_range(g.shape[-2]))
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
+
+    def _add_clipped_cells(
+        self,
+        i: Tensor,
+        v: Tensor,
+        cache: _ReadState,
+        cells: Tensor,
+        tile: int | None,
+        transpose: bool,
+    ) -> None:
+        """Add to single-input currents ``i`` (tiles, 1, out) the read noise of the cells
+        within 6 std of 0 S, each its own clipped draw: O(such cells), no array-sized op."""
+        assert cache.std is not None
+        t_i, r_i, c_i = cells.unbind(1)
+        if tile is not None:
+            keep = t_i == tile
+            t_i, r_i, c_i = t_i[keep], r_i[keep], c_i[keep]
+        if t_i.numel() == 0:
+            return
+        g_low = cache.g[t_i, r_i, c_i]
+        dg = self._noisy(g_low, cache.std[t_i, r_i, c_i]) - g_low
+        line_in, line_out = (c_i, r_i) if transpose else (r_i, c_i)
+        t_out = torch.zeros_like(t_i) if tile is not None else t_i
+        zero = torch.zeros_like(t_i)
+        i.index_put_((t_out, zero, line_out), v[t_out, zero, line_in] * dg, accumulate=True)
 
     @property
     def read_voltage_v(self) -> float:
