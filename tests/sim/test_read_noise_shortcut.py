@@ -91,3 +91,12 @@ def test_single_input_transpose_read_on_every_tile_has_the_per_device_moments():
     # 5 s.e. of the mean; the clip's bias on the few near-zero cells stays inside it here
     assert ((fast.mean(0) - mean).abs() < 5 * sd / n**0.5).all()
     assert torch.allclose(fast.std(0), sd, rtol=0.07)  # s.e. of a std from 3000: 1.3 %
+
+
+def test_a_single_input_on_a_mostly_near_zero_array_keeps_the_per_device_draw():
+    sim = SimBackend({"rows": 32, "cols": 4, "seed": 5, "device": "pcm"})  # unprogrammed
+    sim.mvm(torch.full((1, 32), 0.1), tile=0)
+    probe = torch.randn(1, generator=sim._gen_read)
+    want = torch.Generator().manual_seed(5 * 3 + 2)
+    torch.randn(1, 32, 4, generator=want)  # one draw per device
+    assert torch.equal(probe, torch.randn(1, generator=want))

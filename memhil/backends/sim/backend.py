@@ -25,6 +25,9 @@ from memhil.devices.base import DeviceModel, build_device_model
 
 #: A cell whose G lies this many read-noise std above 0 S is never clipped (P < 1e-9).
 CLIP_FREE_STDS = 6.0
+#: A single-input read takes the column shortcut while at most 1 / this of its cells are
+#: near 0 S (each then needs its own draw).
+NEAR_ZERO_MAX_FRACTION = 16
 
 
 @dataclass
@@ -38,6 +41,13 @@ class _ReadState:
     g: Tensor
     std: Tensor | None
     _terms: tuple[Tensor, Tensor | None] | None = None
+
+    def few_near_zero(self) -> bool:
+        """Whether at most 1/16 of the cells lie within 6 std of 0 S: each costs a gather,
+        a draw and a scatter (~10x a dense draw per cell), so beyond that a single-input
+        read is cheaper with the per-device draw."""
+        cells = self.column_noise_terms()[1]
+        return cells is None or cells.shape[0] * NEAR_ZERO_MAX_FRACTION <= self.g.numel()
 
     def column_noise_terms(self) -> tuple[Tensor, Tensor | None]:
         """(variance (S^2) of the cells whose clip at 0 S never binds, (n, 3) indices
@@ -277,9 +287,10 @@ class SimBackend(Backend):
         Gaussian of independent per-device noise, N(0, sum_j v_j^2 sigma_jk^2): one matmul
         of squares and a (batch, cols) draw instead of a rows x cols draw per input. A
         ``per_read`` call shares one conductance realization across its batch, so it keeps
-        the per-device draw, except for a batch of one input per tile without IR drop:
-        there the column shortcut has exactly the per-device draw's distribution, the few
-        cells within 6 std of 0 S (where the clip at 0 S can bind) drawn on their own.
+        the per-device draw, except for a batch of one input per tile without IR drop and
+        with at most 1/16 of the cells within 6 std of 0 S: there the column shortcut has
+        exactly the per-device draw's distribution, those few cells (where the clip at 0 S
+        can bind) drawn on their own.
         """
         rp = self.config.read
         cache = self._read_cache()
@@ -296,7 +307,8 @@ class SimBackend(Backend):
         if rp.dac_bits is not None:
             v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
         column_noise = std is not None and (
-            rp.noise_mode == "per_sample" or (v.shape[-2] == 1 and rp.ir_drop == "none")
+            rp.noise_mode == "per_sample"
+            or (v.shape[-2] == 1 and rp.ir_drop == "none" and cache.few_near_zero())
         )
         g_read = g if column_noise else self._noisy(g, std)
         if rp.ir_drop == "exact":
