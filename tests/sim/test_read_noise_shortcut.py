@@ -35,16 +35,16 @@ def test_single_input_read_noise_matches_the_per_device_draw():
     low = sim._read_cache().column_noise_terms()[1]
     assert low is not None and 0 < low.shape[0] < 32 * 4
     v = torch.linspace(-0.2, 0.2, 32).unsqueeze(0)
-    n = 4000
+    n = 2000
     fast = torch.stack([sim.mvm(v, tile=0)[0] for _ in range(n)])
     ref = per_device_reads(sim, v, n)
     g, std = sim._read_state()
     mean = v[0] @ g[0]
     sd = torch.sqrt((v[0, :, None] ** 2 * std[0] ** 2).sum(0))
-    # 4000 samples: mean s.e. sd/63, std s.e. ~1.1 %; bounds at ~5 s.e.
+    # 2000 samples: mean s.e. sd/45, std s.e. 1/sqrt(2n) ~1.6 %; bounds at ~5 s.e.
     assert ((fast.mean(0) - mean).abs() < 5 * sd / n**0.5).all()
-    assert torch.allclose(fast.std(0), sd, rtol=0.06)
-    assert torch.allclose(ref.std(0), sd, rtol=0.06)
+    assert torch.allclose(fast.std(0), sd, rtol=0.08)
+    assert torch.allclose(ref.std(0), sd, rtol=0.08)
     for col in range(4):  # seeded: deterministic; a wrong variance gives p < 1e-10 here
         assert stats.ks_2samp(fast[:, col].numpy(), ref[:, col].numpy()).pvalue > 1e-3
 
@@ -83,14 +83,14 @@ def test_single_input_transpose_read_on_every_tile_has_the_per_device_moments():
     sim.pulse(None, 1.0, 100e-9, counts)
     assert sim._read_cache().column_noise_terms()[1] is not None  # both paths in play
     v = torch.linspace(-0.2, 0.2, 32).expand(2, 1, 32)
-    n = 3000
+    n = 1500
     fast = torch.stack([sim.mvm_t(v)[:, 0] for _ in range(n)])  # (n, tiles, rows)
     g, std = sim._read_state()
     mean = torch.einsum("tc,trc->tr", v[:, 0], g)
     sd = torch.sqrt(torch.einsum("tc,trc->tr", v[:, 0] ** 2, std**2))
     # 5 s.e. of the mean; the clip's bias on the few near-zero cells stays inside it here
     assert ((fast.mean(0) - mean).abs() < 5 * sd / n**0.5).all()
-    assert torch.allclose(fast.std(0), sd, rtol=0.07)  # s.e. of a std from 3000: 1.3 %
+    assert torch.allclose(fast.std(0), sd, rtol=0.09)  # s.e. of a std from 1500: 1.8 %
 
 
 def test_a_single_input_on_a_mostly_near_zero_array_keeps_the_per_device_draw():
