@@ -30,7 +30,7 @@ _P5 = _f32(5.0000001201e-1)
 _FLAGS = {"contract", "arcp", "nsz"}
 
 
-@numba.njit(fastmath=_FLAGS, cache=True, nogil=True)
+@numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def exp_f32(x, out, exponent_bits):
     """out = exp(x) for float32 vectors (x clipped to [-87, 88], the float32 range);
     ``exponent_bits`` is an int32 scratch vector of the same length."""
@@ -46,7 +46,7 @@ def exp_f32(x, out, exponent_bits):
         out[j] *= scale[j]
 
 
-@numba.njit(fastmath=_FLAGS, cache=True, nogil=True)
+@numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def mf_states(z, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     """States of h_t = a_t h_{t-1} + c_t from h_0 = 0 for projected inputs z (B, T, N):
     s = sigmoid(p (z + bias)), c = exp(log_c0 + c1 s), a = gamma - c - exp(log_d0 - d1 s)."""
