@@ -30,17 +30,30 @@ _P5 = _f32(5.0000001201e-1)
 _FLAGS = {"contract", "arcp", "nsz"}
 
 
+@numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
+def _exp_parts(x):
+    """(m, k) with exp(x) = m 2^k for float32 x (clipped to [-87, 88], the float32 range)."""
+    y = min(max(x, _f32(-87.0)), _f32(88.0))
+    k = np.floor(y * _LOG2E + _f32(0.5))
+    r = y - k * _LN2_HI - k * _LN2_LO
+    poly = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    return poly * (r * r) + r + _f32(1.0), k
+
+
+@numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
+def _pow2_bits(k):
+    """The int32 bit pattern of the float 2^k (|k| <= 127): read back through a float view,
+    which keeps the loop free of scalar bit casts, so it vectorizes."""
+    return (np.int32(k) + np.int32(127)) << 23
+
+
 @numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def exp_f32(x, out, exponent_bits):
-    """out = exp(x) for float32 vectors (x clipped to [-87, 88], the float32 range);
-    ``exponent_bits`` is an int32 scratch vector of the same length."""
+    """out = exp(x) for float32 vectors; ``exponent_bits``: int32 scratch of the same length."""
     for j in range(x.shape[0]):
-        y = min(max(x[j], _f32(-87.0)), _f32(88.0))
-        k = np.floor(y * _LOG2E + _f32(0.5))
-        r = y - k * _LN2_HI - k * _LN2_LO
-        poly = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-        out[j] = poly * (r * r) + r + _f32(1.0)
-        exponent_bits[j] = (np.int32(k) + np.int32(127)) << 23  # the float 2^k
+        m, k = _exp_parts(x[j])
+        out[j] = m
+        exponent_bits[j] = _pow2_bits(k)
     scale = exponent_bits.view(np.float32)
     for j in range(x.shape[0]):
         out[j] *= scale[j]
@@ -49,26 +62,31 @@ def exp_f32(x, out, exponent_bits):
 @numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def mf_states(z, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     """States of h_t = a_t h_{t-1} + c_t from h_0 = 0 for projected inputs z (B, T, N):
-    s = sigmoid(p (z + bias)), c = exp(log_c0 + c1 s), a = gamma - c - exp(log_d0 - d1 s)."""
+    s = sigmoid(p (z + bias)), c = exp(log_c0 + c1 s), a = gamma - c - exp(log_d0 - d1 s).
+    Per step three loops over the units: the drive's exp, the two rate exps, the update
+    (each exp as mantissa and 2^k bits, multiplied in the next loop)."""
     batch, steps, units = z.shape
     h = np.zeros(units, np.float32)
-    u = np.empty(units, np.float32)
     e = np.empty(units, np.float32)
     c = np.empty(units, np.float32)
     d = np.empty(units, np.float32)
-    bits = np.empty(units, np.int32)
+    e_bits = np.empty(units, np.int32)
+    c_bits = np.empty(units, np.int32)
+    d_bits = np.empty(units, np.int32)
+    e_pow, c_pow, d_pow = e_bits.view(np.float32), c_bits.view(np.float32), d_bits.view(np.float32)
     for i in range(batch):
         h[:] = 0.0
         for t in range(steps):
             for j in range(units):
-                u[j] = -p * (z[i, t, j] + bias[j])
-            exp_f32(u, e, bits)
+                e[j], k = _exp_parts(-p * (z[i, t, j] + bias[j]))
+                e_bits[j] = _pow2_bits(k)
             for j in range(units):
-                s = _f32(1.0) / (_f32(1.0) + e[j])
-                u[j] = log_c0[j] + c1 * s
-                e[j] = log_d0[j] - d1 * s
-            exp_f32(u, c, bits)
-            exp_f32(e, d, bits)
+                s = _f32(1.0) / (_f32(1.0) + e[j] * e_pow[j])
+                c[j], kc = _exp_parts(log_c0[j] + c1 * s)
+                d[j], kd = _exp_parts(log_d0[j] - d1 * s)
+                c_bits[j] = _pow2_bits(kc)
+                d_bits[j] = _pow2_bits(kd)
             for j in range(units):
-                h[j] = (gamma - c[j] - d[j]) * h[j] + c[j]
+                cj = c[j] * c_pow[j]
+                h[j] = (gamma - cj - d[j] * d_pow[j]) * h[j] + cj
                 out[i, t, j] = h[j]
