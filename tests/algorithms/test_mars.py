@@ -156,6 +156,7 @@ def test_fused_kernel_exp_is_within_one_ulp_and_states_match_the_torch_path():
     with torch.no_grad():
         fused, _ = layer(x, equilibrium=False)  # the fused kernel
         a, c = layer.coefficients(layer.project(x))
+        given = layer._states_fused(x, layer.project(x))  # a projection computed outside
     ref = diagonal_recurrence(a, c, "loop")
     # states in (0, 1); exps differ by < 1 ulp, accumulated over ~1/(1-a) <= ~1e3 steps
-    assert (fused - ref).abs().max() < 1e-5
+    assert (fused - ref).abs().max() < 1e-5 and (given - ref).abs().max() < 1e-5

@@ -59,13 +59,33 @@ def exp_f32(x, out, exponent_bits):
         out[j] *= scale[j]
 
 
+@numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
+def _rates_and_update(e, e_bits, c, c_bits, d, d_bits, h, row, lc0, c1, ld0, d1, gamma):
+    """Given the drive's exp(-p (z + bias)) as mantissa ``e`` and 2^k bits, the two rate
+    exps and the state update h = (gamma - c - d) h + c, written to ``row``."""
+    e_pow, c_pow, d_pow = e_bits.view(np.float32), c_bits.view(np.float32), d_bits.view(np.float32)
+    for j in range(h.shape[0]):
+        s = _f32(1.0) / (_f32(1.0) + e[j] * e_pow[j])
+        c[j], kc = _exp_parts(lc0[j] + c1 * s)
+        d[j], kd = _exp_parts(ld0[j] - d1 * s)
+        c_bits[j] = _pow2_bits(kc)
+        d_bits[j] = _pow2_bits(kd)
+    for j in range(h.shape[0]):
+        cj = c[j] * c_pow[j]
+        h[j] = (gamma - cj - d[j] * d_pow[j]) * h[j] + cj
+        row[j] = h[j]
+
+
 @numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
-def mf_states(z, bias, p, log_c0, c1, log_d0, d1, gamma, out):
-    """States of h_t = a_t h_{t-1} + c_t from h_0 = 0 for projected inputs z (B, T, N):
-    s = sigmoid(p (z + bias)), c = exp(log_c0 + c1 s), a = gamma - c - exp(log_d0 - d1 s).
-    Per step three loops over the units: the drive's exp, the two rate exps, the update
-    (each exp as mantissa and 2^k bits, multiplied in the next loop)."""
-    batch, steps, units = z.shape
+def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
+    """States of h_t = a_t h_{t-1} + c_t from h_0 = 0 for inputs x (B, T, K) and the input
+    weights w (K, N), or for already projected inputs z = x @ W_in.T (B, T, N) with
+    ``w`` of shape (0, 0): z = x w, s = sigmoid(p (z + bias)), c = exp(log_c0 + c1 s),
+    a = gamma - c - exp(log_d0 - d1 s). Per step three loops over the units: drive,
+    rates, update (each exp as a mantissa and 2^k bits, multiplied in the next loop)."""
+    batch, steps, k_in = x.shape
+    units = bias.shape[0]
+    projected = w.shape[0] == 0
     h = np.zeros(units, np.float32)
     e = np.empty(units, np.float32)
     c = np.empty(units, np.float32)
@@ -73,20 +93,22 @@ def mf_states(z, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     e_bits = np.empty(units, np.int32)
     c_bits = np.empty(units, np.int32)
     d_bits = np.empty(units, np.int32)
-    e_pow, c_pow, d_pow = e_bits.view(np.float32), c_bits.view(np.float32), d_bits.view(np.float32)
+    z = np.empty(units, np.float32)
     for i in range(batch):
         h[:] = 0.0
         for t in range(steps):
+            if projected:
+                for j in range(units):
+                    z[j] = x[i, t, j]
+            else:  # the projection in the loop: no (B, T, N) tensor of z in memory
+                for j in range(units):
+                    z[j] = x[i, t, 0] * w[0, j]
+                for k in range(1, k_in):
+                    for j in range(units):
+                        z[j] += x[i, t, k] * w[k, j]
             for j in range(units):
-                e[j], k = _exp_parts(-p * (z[i, t, j] + bias[j]))
-                e_bits[j] = _pow2_bits(k)
-            for j in range(units):
-                s = _f32(1.0) / (_f32(1.0) + e[j] * e_pow[j])
-                c[j], kc = _exp_parts(log_c0[j] + c1 * s)
-                d[j], kd = _exp_parts(log_d0[j] - d1 * s)
-                c_bits[j] = _pow2_bits(kc)
-                d_bits[j] = _pow2_bits(kd)
-            for j in range(units):
-                cj = c[j] * c_pow[j]
-                h[j] = (gamma - cj - d[j] * d_pow[j]) * h[j] + cj
-                out[i, t, j] = h[j]
+                e[j], kk = _exp_parts(-p * (z[j] + bias[j]))
+                e_bits[j] = _pow2_bits(kk)
+            _rates_and_update(
+                e, e_bits, c, c_bits, d, d_bits, h, out[i, t], log_c0, c1, log_d0, d1, gamma
+            )

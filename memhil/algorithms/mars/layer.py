@@ -32,6 +32,9 @@ METHODS: tuple[str, ...] = ("scan", "chunked", "loop")
 BLOCK_BYTES = 4_000_000
 #: Elements per block of the in-place coefficient chain: three float32 blocks stay in L2.
 BLOCK_ELEMENTS = 65_536
+#: Up to this many input features the fused kernel projects inside its loop (K N
+#: multiply-adds per step beat a separate matmul pass over (batch, T, units) there).
+FUSED_MAX_INPUTS = 16
 #: A replacement for a layer's input projection x @ W_in.T (e.g. a crossbar read).
 Projection = Callable[[Tensor], Tensor]
 
@@ -167,17 +170,24 @@ class MARSLayer(nn.Module):
         shape = (*x.shape[:2], self.n_units)
         return a.view(shape), c.view(shape)
 
-    def _states_fused(self, projected: Tensor) -> Tensor:
+    def _states_fused(self, x: Tensor, projected: Tensor | None) -> Tensor:
         """The states from the compiled fused kernel (float32 CPU, no autograd): the
-        coefficients of :meth:`coefficients` and the recurrence in one pass."""
+        coefficients of :meth:`coefficients` and the recurrence in one pass; the input
+        projection runs inside it too for up to :data:`FUSED_MAX_INPUTS` features."""
         from memhil.algorithms.mars.kernels import mf_states  # numba: imported on first use
 
         lc0, c1, ld0, d1 = self._log_lines()
-        z = projected.detach().contiguous()
-        out = torch.empty(z.shape, dtype=torch.float32)
+        if projected is None and self.n_in > FUSED_MAX_INPUTS:
+            projected = self.project(x)
+        if projected is None:
+            src, w = x.detach().contiguous(), self.w_in.detach().t().contiguous()
+        else:
+            src, w = projected.detach().contiguous(), torch.empty(0, 0)
+        out = torch.empty(*src.shape[:2], self.n_units, dtype=torch.float32)
         f32 = np.float32
         mf_states(
-            z.numpy(),
+            src.numpy(),
+            w.float().numpy(),
             self.b.detach().float().contiguous().numpy(),
             f32(self.p),
             lc0.float().contiguous().numpy(),
@@ -210,7 +220,7 @@ class MARSLayer(nn.Module):
         )
         fast = method == "scan" and not grad and x.device.type == "cpu"
         if fast and not equilibrium and x.dtype == torch.float32:
-            return self._states_fused(self.project(x) if projected is None else projected), None
+            return self._states_fused(x, projected), None
         if fast and x.dtype in (torch.float32, torch.float64):
             a, c = self._coefficients_blocked(x, projected)
             h_eq = c / (1 - a) if equilibrium else None
