@@ -97,6 +97,17 @@ RECIPES: dict[str, Recipe] = {
     "yakopcic": Recipe(
         set=Pulse(0.5, 1e-4, 2), reset=Pulse(-0.5, 1e-4, 2), saturate=Pulse(1.0, 1e-3, 10)
     ),
+    # the default table: +-0.1 uS per 1 V / 1 us pulse over 1-10 uS; 100 pulses saturate
+    "empirical": Recipe(
+        set=Pulse(1.0, 1e-6, 5),
+        reset=Pulse(-1.0, 1e-6, 5),
+        saturate=Pulse(1.0, 1e-6, 100),
+        noisy={
+            "step_dtod": (0.2, 0.2),
+            "step_std_s": ((2e-8, 2e-8), (2e-8, 2e-8)),
+            "g0_std_s": 1e-7,
+        },
+    ),
     # 1 V (twice the threshold) for 1 us moves x by 0.05, half of it relaxing (tau 1 ms)
     "volatile": Recipe(
         set=Pulse(1.0, 1e-6, 4),
