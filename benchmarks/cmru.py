@@ -32,6 +32,9 @@ every seed and the flip-flop (T = 100) models, evaluated with Gaussian noise on 
 mean over 3 draws.
 
 Run: ``python benchmarks/cmru.py`` (``--quick``: T ∈ {20, 50}, 2 seeds, 60 steps, < 1 min).
+The last row runs ``examples/experiments/cmru_copy_first.yaml`` through the experiment
+runner: ``--backend mock_lab=examples/mock_station.yaml`` (or ``sim``, ``station=...``)
+moves it, ``--db runs.db`` keeps it as a run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
 
 from memhil.algorithms.cmru.backbone import (
     RecurrentBackbone,
@@ -122,6 +126,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/out/cmru")
+    add_run_options(ap)
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_start = time.time()
@@ -244,6 +249,12 @@ def main() -> None:
                 + "".join(f"{mean[('weight', s)]:>8.3f}" for s in weight_stds),
                 flush=True,
             )
+
+    # the same recipe as an experiment run: trained in float, projections programmed on a chip
+    print("\nexperiment run (memory-unit projections deployed by program-and-verify):")
+    quick = {"train": {"epochs": 1}, "deploy": {"max_iterations": 10}} if args.quick else {}
+    _, _, line = run_example("cmru_copy_first", backend=args.backend, db=args.db, **quick)
+    print(line, flush=True)
 
     wall = time.time() - t_start
     print(f"\nwall time {wall:.0f} s")

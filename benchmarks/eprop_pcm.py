@@ -15,6 +15,9 @@ curves and the pulse counts; writes a PNG plot and a JSON of the curves.
                                               # per arm) + ablation (30 epochs), arms in 2
                                               # processes: ~10 min wall on a shared 2-core box
     python benchmarks/eprop_pcm.py --quick    # smoke run (< 1 min)
+
+The last row runs ``examples/experiments/eprop_pattern.yaml`` through the experiment
+runner (``--backend``, ``--db``: see ``benchmarks/experiment_runs.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
 
 from memhil.algorithms.eprop.training import VARIANTS, EpropConfig
 from memhil.datasets import pattern_generation
@@ -249,6 +253,7 @@ def main() -> None:
     )
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/eprop_pcm"))
+    add_run_options(ap)
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -351,6 +356,11 @@ def main() -> None:
             indent=1,
         )
     )
+    # the same learning rule as an experiment run, with the devices in the loop
+    print("\nexperiment run (mixed precision on the devices of one chip):")
+    quick = {"train": {"epochs": 2}} if args.quick else {}
+    _, _, line = run_example("eprop_pattern", backend=args.backend, db=args.db, **quick)
+    print(line, flush=True)
     print(
         f"plot: {args.out / 'eprop_pcm_loss.png'}; wall time {time.perf_counter() - t_start:.0f} s"
     )

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
 
 from memhil.algorithms.eqprop.devices import (
     MEMRISTOR_MODELS,
@@ -175,6 +176,7 @@ def main(argv=None) -> None:
         action="store_true",
         help="keep the models' default 5 %% D2D and C2C spreads (default: off)",
     )
+    add_run_options(p)
     args = p.parse_args(argv)
     if args.quick:
         args.ratios, args.seeds, args.epochs = [2.0, 100.0], 1, 4
@@ -204,6 +206,10 @@ def main(argv=None) -> None:
     print(
         table(results, [m for m in args.models if m != "ideal"], args.ratios, "fidelity_cos", cos)
     )
+    print("\nexperiment run (EqProp updates on the devices of one chip):")
+    quick = {"train": {"epochs": 2}} if args.quick else {}
+    _, _, line = run_example("eqprop_iris", backend=args.backend, db=args.db, **quick)
+    print(line, flush=True)
     print(f"\nwall time {wall:.0f} s")
     plot(results, args.models, args.ratios, args.out / f"learning_curves_{args.task}.png")
     (args.out / f"results_{args.task}.json").write_text(

@@ -19,24 +19,39 @@ from memhil.backends.sim import SimBackend
 from memhil.mock_hw.lab import MockLab
 
 
-def station(strategy: str, n: int) -> dict:
-    if strategy == "parallel":
+def station(strategy: str, n: int, bench: str = "") -> dict:
+    """``bench``: ``arc2`` (ArC TWO, parallel) or ``b1500`` (B1500A SMUs, cell) instead of
+    the array board / the 2636B."""
+    width_min_s = {"arc2": 4e-8, "b1500": 5e-4}.get(bench, 1e-9)
+    chip_extra = {"b1500": {"set_pulse": [2.0, 1e-3], "reset_pulse": [-2.0, 1e-3]}}.get(bench, {})
+    if strategy == "parallel" and bench == "arc2":
+        instruments = {
+            "arc": {"type": "arc2", "address": "arc2://0", "options": {"rows": n, "cols": n}}
+        }
+        wiring = {}
+    elif strategy == "parallel":
         instruments = {"board": {"type": "memhil_array_board", "address": "memhilboard://bench"}}
         wiring = {}
     else:
+        smu = (
+            {"spa": {"type": "keysight_b1500a", "address": "TCPIP0::127.0.0.1::0::SOCKET"}}
+            if bench == "b1500"
+            else {"smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"}}
+        )
         instruments = {
-            "smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+            **smu,
             "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
         }
+        ports = ["spa.smu1", "spa.smu2"] if bench == "b1500" else ["smu.smua", "smu.smub"]
         wiring = {
-            "smu_ports": {"smu.smua": 1, "smu.smub": 2},
+            "smu_ports": {ports[0]: 1, ports[1]: 2},
             "rows": list(range(1, n + 1)),
             "cols": list(range(n + 1, 2 * n + 1)),
             "ground_ports": [12],
         }
     return {
-        "chip": {"rows": n, "cols": n, "device": "neurosim"},
-        "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": 1e-9},
+        "chip": {"rows": n, "cols": n, "device": "neurosim", **chip_extra},
+        "limits": {"v_pulse_max_v": 3.0, "v_read_max_v": 0.5, "width_min_s": width_min_s},
         "instruments": instruments,
         "wiring": wiring,
         "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}},
@@ -59,17 +74,23 @@ def main() -> None:
     sim = SimBackend({"rows": n, "cols": n, "device": "neurosim"})
     n_cell = min(n, 24)  # one B2201 card: 48 output lines for rows + columns
     rows = {f"simulator (floor) {n}x{n}": measure(sim, n)}  # no instrument transactions
-    for strategy, size in (("parallel", n), ("cell", n_cell)):
-        backend = MockLab.open_backend(station(strategy, size), strategy=strategy)
+    for strategy, size, bench in (
+        ("parallel", n, ""),
+        ("parallel", n, "arc2"),
+        ("cell", n_cell, ""),
+        ("cell", n_cell, "b1500"),
+    ):
+        backend = MockLab.open_backend(station(strategy, size, bench), strategy=strategy)
+        label = {"": "", "arc2": " ArC TWO", "b1500": " B1500A"}[bench]
         try:
-            rows[f"hardware {strategy} {size}x{size}"] = measure(backend, size)
+            rows[f"hardware {strategy}{label} {size}x{size}"] = measure(backend, size)
         finally:
             backend.close()
     print("array over the mock lab (virtual clock; wall time is the framework's)")
-    print(f"  {'strategy':<28}{'full read':>26}{'MVM batch of 64':>30}")
+    print(f"  {'strategy':<36}{'full read':>26}{'MVM batch of 64':>30}")
     for name, (n_read, t_read, n_mvm, t_mvm) in rows.items():
         print(
-            f"  {name:<28}{n_read:8d} transactions {t_read:7.3f} s"
+            f"  {name:<36}{n_read:8d} transactions {t_read:7.3f} s"
             f"{n_mvm:10d} transactions {t_mvm:7.3f} s"
         )
     par = rows[f"hardware parallel {n}x{n}"]

@@ -20,19 +20,30 @@ NeuroSim and PCM devices, mock-lab array board). Full run: about 5 min on a load
 2-core machine.
 
 Run: ``python benchmarks/mars.py`` (``--quick`` for a < 1 min smoke run); writes
-``results.json`` and ``mars.png`` under ``--out``.
+``results.json`` and ``mars.png`` under ``--out``. The deployment rows are MARS
+experiments (``algorithm: mars``) run through the experiment runner: ``--db runs.db``
+keeps each as a run (``memhil runs show ID``), ``--backend mock_lab=STATION.yaml`` (or
+``station=BENCH.yaml``, ``sim``) runs that row on another backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
+from experiment_runs import (  # benchmarks/experiment_runs.py (scripts run from this folder)
+    add_run_options,
+    backend_label,
+    run_example,
+    run_experiment,
+)
 
 from memhil.algorithms.mars.layer import MARS, SKIPS
 from memhil.algorithms.mars.readout import fit_ridge
@@ -57,6 +68,7 @@ class Row:
     accuracy: float
     train_s: float
     note: str = ""
+    val_accuracy: float = float("nan")  # at the chosen λ: what model choices are made on
 
 
 def _subset(split: Split, n: int | None) -> Split:
@@ -78,7 +90,8 @@ def fit_reservoir(
     readout = fit_ridge(f_tr, data.train.y, data.n_classes, val_features=f_va, val_labels=val.y)
     train_s = time.perf_counter() - t0
     acc = readout.accuracy(features(data.test), data.test.y)
-    return Row(data.name, name, acc, train_s, note or f"λ={readout.lam:g}")
+    val_acc = readout.val_accuracy[readout.lam]
+    return Row(data.name, name, acc, train_s, note or f"λ={readout.lam:g}", val_acc)
 
 
 def train_lru(
@@ -164,6 +177,8 @@ def run_dataset(
     )
     mars1 = MARS(d, depth=1, seed=0, **MARS_KW)
     timings = {}
+    for method in methods:  # load the compiled kernels once per process, outside the timing
+        mars1.features(data.train.x[:1], None, method=method)
     for method in methods:
         row = fit_reservoir(
             f"MARS d1 [{method}]",
@@ -243,6 +258,63 @@ def speed_sweep(batches: tuple[int, ...], lengths: tuple[int, ...]) -> list[str]
     return lines
 
 
+def speed_table(quick: bool) -> list[str]:
+    """MF-ESN time / MARS d1 time, interleaved medians in one process: the states alone
+    (batch 32, univariate random input) and full training (states of train + validation
+    and the ridge fit with λ chosen on validation) on ACSF1 and PLAID; test accuracies
+    alongside, and the process's peak resident memory."""
+    import resource
+
+    from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
+
+    from memhil.datasets import plaid
+
+    reps = 3 if quick else 5
+    lines = ["MF-ESN / MARS d1 (N = 100, default scan path), 1 thread, interleaved medians:"]
+    for steps in (1000,) if quick else (1000, 4000):
+        x = torch.randn(32, steps, 1, generator=torch.Generator().manual_seed(steps))
+        mf, mars = MFESN(1, 100, seed=0), MARS(1, 100, 1, seed=0)
+        t = median_times({"mf": lambda: mf.features(x), "mars": lambda: mars.features(x)}, reps)
+        lines.append(
+            f"  states, batch 32, T = {steps:4d}: MF-ESN {1e3 * t['mf']:8.1f} ms, MARS "
+            f"{1e3 * t['mars']:7.1f} ms, ratio {t['mf'] / t['mars']:5.1f}x (target >= 10x)"
+        )
+    for name, load in (("ACSF1", acsf1), ("PLAID", plaid)):
+        data = load()
+        if quick:
+            data = ClassificationData(
+                data.name, _subset(data.train, 40), _subset(data.test, 40), data.n_classes
+            )
+        data, val = standardize(data).with_validation(0.2, seed=0)
+        mf = MFESN(data.n_features, 100, rho=0.9, input_scale=1.0, dt=0.01, seed=0)
+        mars = MARS(data.n_features, depth=1, seed=0, **MARS_KW)
+        models = {
+            "mf": lambda s: mf.features(s.x, s.lengths),
+            "mars": lambda s: mars.features(s.x, s.lengths),
+        }
+
+        def train(feats: Callable[[Split], torch.Tensor]) -> object:
+            return fit_ridge(
+                feats(data.train),
+                data.train.y,
+                data.n_classes,
+                val_features=feats(val),
+                val_labels=val.y,
+            )
+
+        t = median_times({k: (lambda f=f: train(f)) for k, f in models.items()}, reps, warmup=1)
+        acc = {k: train(f).accuracy(f(data.test), data.test.y) for k, f in models.items()}
+        lines.append(
+            f"  full training, {name} (T = {data.seq_len}, {len(data.train) + len(val)} "
+            f"sequences): MF-ESN {t['mf']:6.2f} s, MARS {t['mars']:6.2f} s, ratio "
+            f"{t['mf'] / t['mars']:5.1f}x (target >= 10x); test accuracy MF-ESN "
+            f"{acc['mf']:.3f}, MARS {acc['mars']:.3f}"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines.append(f"  peak resident memory of this process: {peak:.0f} MiB")
+    return lines
+
+
 def _best_time(fn: Callable[[], object], repeats: int = 2) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -252,51 +324,17 @@ def _best_time(fn: Callable[[], object], repeats: int = 2) -> float:
     return best
 
 
-def deployment(n_units: int, n_test: int | None) -> list[str]:
-    """Accuracy lost when W_in and the readout run in memory (JapaneseVowels, MARS d1)."""
-    from memhil.algorithms.mars.deploy import deploy_mars
-    from memhil.backends.sim import SimBackend
-    from memhil.mock_hw.lab import MockLab
-
-    data, val = standardize(japanese_vowels()).with_validation(0.2, seed=0)
-    test = _subset(data.test, n_test)
-    model = MARS(data.n_features, n_units, 1, seed=0)
-    feats = [model.features(s.x, s.lengths) for s in (data.train, val, test)]
-    readout = fit_ridge(
-        feats[0], data.train.y, data.n_classes, val_features=feats[1], val_labels=val.y
-    )
-    float_acc = readout.accuracy(feats[2], test.y)
-    lines = [
-        (
-            f"JapaneseVowels, MARS d1 N={n_units}, {len(test)} test sequences: "
-            f"float accuracy {float_acc:.3f}"
-        )
-    ]
-    pulses = {"neurosim": ((2.0, 80e-9), (-2.0, 80e-9)), "pcm": ((1.0, 100e-9), (-2.5, 50e-9))}
+def deployment(n_units: int, backend=None, db: str | None = None) -> list[str]:
+    """Accuracy lost when W_in and the readout run in memory (JapaneseVowels, MARS d1): the
+    MARS experiment (``algorithm: mars``) through the experiment runner, each row a run in
+    the store ``db``. Default rows: the simulator with NeuroSim and PCM devices (W_in and
+    the readout deployed) and the mock lab's array board (readout only). With ``backend``:
+    the shipped ``examples/experiments/mars_vowels.yaml`` (three speakers, readout only,
+    sized and pulsed for the 8 x 8 VTEAM chip of ``examples/mock_station.yaml``) on it."""
+    if backend is not None:
+        return [run_example("mars_vowels", backend=backend, db=db)[2]]
     rows = 2 * n_units + 16
-    for device, (set_p, reset_p) in pulses.items():
-        backend = SimBackend(
-            {
-                "tiles": 2,
-                "rows": rows,
-                "cols": rows,
-                "seed": 1,
-                "device": {"model": device},
-                "read": {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10},
-            }
-        )
-        with backend:
-            dep = deploy_mars(
-                model, readout, backend, set_pulse=set_p, reset_pulse=reset_p, v_read=0.2
-            )
-            ro = dep.accuracy_from_features(feats[2], test.y)
-            full = dep.accuracy(test.x, test.y, test.lengths)
-        within = ", ".join(f"{k} {100 * r.fraction_within:.0f} %" for k, r in dep.reports.items())
-        lines.append(
-            f"  sim {device:8s} readout in memory {ro:.3f} (drop {float_acc - ro:+.3f}); "
-            f"W_in + readout {full:.3f} (drop {float_acc - full:+.3f}); within ±2 %: {within}"
-        )
-    station = {
+    mock_station = {
         "name": "mars-bench",
         "chip": {"rows": rows, "cols": 2 * 9 + 2, "device": "neurosim"},
         "limits": {
@@ -310,25 +348,57 @@ def deployment(n_units: int, n_test: int | None) -> list[str]:
         "wiring": {},
         "mock": {"device": {"model": "neurosim"}, "read": {"read_noise_rel": 0.01}, "seed": 11},
     }
-    backend = MockLab.open_backend(station, strategy="parallel")
-    try:
-        dep = deploy_mars(
-            model,
-            readout,
-            backend,
-            deploy_projections=False,
-            set_pulse=(2.0, 80e-9),
-            reset_pulse=(-2.0, 80e-9),
-            v_read=0.2,
-        )
-        ro = dep.accuracy_from_features(feats[2], test.y)
-    finally:
-        backend.close()
-    lines.append(
-        f"  mock lab (array board, neurosim) readout in memory {ro:.3f} "
-        f"(drop {float_acc - ro:+.3f}); within ±2 %: "
-        f"{100 * dep.reports['readout'].fraction_within:.0f} %"
-    )
+    read = {"read_noise_rel": 0.01, "dac_bits": 8, "adc_bits": 10}
+    neurosim = {"set_pulse": [2.0, 80e-9], "reset_pulse": [-2.0, 80e-9], "v_read": 0.2}
+    pcm = {"set_pulse": [1.0, 100e-9], "reset_pulse": [-2.5, 50e-9], "v_read": 0.2}
+
+    def sim(device: str) -> dict:
+        return {
+            "sim": {
+                "tiles": 2,
+                "rows": rows,
+                "cols": rows,
+                "seed": 1,
+                "device": device,
+                "read": read,
+            }
+        }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        station_path = Path(tmp) / "mars_bench_station.yaml"
+        station_path.write_text(yaml.safe_dump(mock_station))
+        targets = [
+            (sim("neurosim"), {**neurosim, "projections": True}),
+            (sim("pcm"), {**pcm, "projections": True}),
+            ({"mock_lab": str(station_path)}, {**neurosim, "projections": False}),
+        ]
+        lines: list[str] = []
+        for target, deploy in targets:
+            spec = {
+                "algorithm": "mars",
+                "dataset": {"name": "japanese_vowels", "standardize": True},
+                "model": {"n_units": n_units, "depth": 1},
+                "train": {"epochs": 1, "seed": 0},
+                "deploy": {"tolerance_s": None, **deploy},
+                "backend": target,
+            }
+            run_id, m = run_experiment(spec, db=db, name="mars_deployment")
+            acc, float_acc = m["backend"]["accuracy"], m["float"]["accuracy"]
+            if not any(line.startswith("JapaneseVowels") for line in lines):
+                lines.insert(
+                    0, f"JapaneseVowels, MARS d1 N={n_units}: float accuracy {float_acc:.3f}"
+                )
+            ro = m["backend"].get("readout_accuracy", acc)
+            full = (
+                f"; W_in + readout {acc:.3f} (drop {float_acc - acc:+.3f})"
+                if deploy["projections"]
+                else ""
+            )
+            lines.append(
+                f"  {backend_label(target):22s} readout in memory {ro:.3f} "
+                f"(drop {float_acc - ro:+.3f}){full}; within ±2 %: "
+                f"{100 * m['deploy']['within_tolerance']:.0f} % of the cells (run {run_id})"
+            )
     return lines
 
 
@@ -361,7 +431,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small slices, few epochs (< 1 min)")
     ap.add_argument("--out", default="benchmarks/out/mars")
     ap.add_argument("--depth", type=int, default=3)
+    add_run_options(ap)
+    ap.add_argument(
+        "--speed", action="store_true", help="only the MF-ESN / MARS speed table (~1 min)"
+    )
     args = ap.parse_args()
+    if args.speed:
+        for line in speed_table(args.quick):
+            print(line, flush=True)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -407,29 +485,30 @@ def main() -> None:
             "lru_curve": curve,
         }
     seq_sets = [k for k in results]
-    mean_acc = {}
+    mean_val, mean_test = {}, {}
     for skip in SKIPS:
-        accs = [
-            r["accuracy"]
+        rows = [
+            r
             for k in seq_sets
             for r in results[k]["rows"]
             if r["model"] == f"MARS d{args.depth} skip={skip}"
         ]
-        mean_acc[skip] = sum(accs) / len(accs)
-    d1 = [
-        max(r["accuracy"] for r in results[k]["rows"] if r["model"].startswith("MARS d1"))
-        for k in seq_sets
-    ]
+        mean_val[skip] = sum(r["val_accuracy"] for r in rows) / len(rows)
+        mean_test[skip] = sum(r["accuracy"] for r in rows) / len(rows)
     ablation = (
-        f"skip ablation, mean test accuracy over {len(seq_sets)} sets at depth "
-        f"{args.depth}: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in mean_acc.items())
-        + f" (depth 1: {sum(d1) / len(d1):.3f}); best: {max(mean_acc, key=mean_acc.get)}"
-        + " (library default: temporal)"
+        f"skip ablation at depth {args.depth} over {len(seq_sets)} sets, mean validation "
+        "accuracy (the choice) / test accuracy (reported only): "
+        + ", ".join(f"{k} {mean_val[k]:.3f} / {mean_test[k]:.3f}" for k in SKIPS)
+        + f"; best on validation: {max(mean_val, key=mean_val.get)} (library default: temporal)"
     )
     print(ablation)
     print()
     results["skip_ablation"] = ablation
+    speed = speed_table(args.quick)
+    for line in speed:
+        print(line, flush=True)
+    results["speed_table"] = speed
+    print()
     print("Speed of the states alone vs batch size and T (random inputs):")
     sweep = speed_sweep(
         (1, 8) if args.quick else (1, 32), (100, 1000) if args.quick else (100, 1000, 4000)
@@ -439,7 +518,7 @@ def main() -> None:
     results["speed_sweep"] = sweep
     print()
     print("In-memory deployment (program-and-verify to ±2 % of the window):")
-    dep_lines = deployment(16 if args.quick else 32, 60 if args.quick else None)
+    dep_lines = deployment(16 if args.quick else 32, args.backend, args.db)
     for line in dep_lines:
         print(line, flush=True)
     results["deployment"] = dep_lines

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
 
 from memhil.algorithms.metrics import prediction_summary
 from memhil.algorithms.pruning.edge_popup import (
@@ -290,6 +291,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/pruning"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", default="all", help="comma-separated task indices (0-3) or 'all'")
+    add_run_options(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -313,6 +315,10 @@ def main(argv=None) -> None:
         f"ops; deployRST = RESET pulses of the final deployment; c = collapsed (one class takes "
         f">= 90 % of the test predictions); wall {time.time() - t0:.0f} s"
     )
+    print("\nexperiment run (fresh readouts and mask flips on the devices of one chip):")
+    quick = {"train": {"epochs": 1}} if args.quick else {}
+    _, _, line = run_example("pruning_digits", backend=args.backend, db=args.db, **quick)
+    print(line, flush=True)
     (args.out / "pruning.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out)
 

@@ -5,6 +5,8 @@
 2. Pulse-update throughput on a 1024x1024 array, PCM and VTEAM, in device-updates/s
    (one update = one pulse applied to one device), for the device model's ``step`` alone
    and through ``SimBackend.pulse`` (limit checks, compliance, clock). Target >= 1e8/s.
+3. Memory: bytes per simulated cell of each device model (state, D2D parameters, fault
+   masks, the cached read state) and the process's peak resident memory.
 
 Run: ``python benchmarks/sim_throughput.py`` (add ``--quick`` for fewer repetitions).
 """
@@ -91,6 +93,30 @@ def bench_pulses(reps: int) -> None:
             )
 
 
+def bytes_per_cell() -> None:
+    """Bytes held per cell by each registered device model on a 256 x 256 array: the
+    state and D2D tensors, the stuck-at masks and the cached conductance and noise std."""
+    import resource
+
+    from memhil.devices.base import device_model_names
+
+    n = 256
+    print(f"Memory per simulated cell ({n}x{n}, float32)")
+    for name in device_model_names():
+        sim = SimBackend({"rows": n, "cols": n, "device": name, "seed": 0})
+        sim.mvm(torch.zeros(1, n), tile=0)  # fills the read cache
+        tensors = [sim.state, *sim.d2d.values(), sim.stuck_on, sim.stuck_off]
+        g, std = sim._read_state()
+        tensors += [g] + ([] if std is None else [std])
+        total = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+        print(
+            f"  {name:<14}{total / (n * n):6.1f} B/cell   (state {tuple(sim.state.shape[3:])} "
+            f"x {sim.state.element_size()} B, {len(sim.d2d)} D2D tensors)"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak resident memory of this process: {peak:.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -98,6 +124,7 @@ def main() -> None:
     reps = 5 if args.quick else 20
     bench_mvm(reps)
     bench_pulses(reps)
+    bytes_per_cell()
 
 
 if __name__ == "__main__":

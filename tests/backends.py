@@ -130,3 +130,35 @@ BACKENDS += [
         mvm_atol_a=2e-8,
     ),
 ]
+
+
+def _b1500_station(rows: int, cols: int) -> dict:
+    """A parameter-analyzer station over the mock lab: a B1500A's three SMUs (drive, sense,
+    V/2 bias) through a B2201 with a ground port, cell-wise; SMU pulses are >= 500 us, so
+    the station's pulse floor and the chip's nominal pulses say so."""
+    station = _mock_station("cell", rows, cols)
+    station["name"] = "conformance-b1500"
+    station["instruments"] = {
+        "spa": {"type": "keysight_b1500a", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+        "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+    }
+    station["wiring"]["smu_ports"] = {"spa.smu1": 1, "spa.smu2": 2, "spa.smu3": 3}
+    station["limits"]["width_min_s"] = 500e-6
+    station["chip"].update(set_pulse=[2.0, 1e-3], reset_pulse=[-2.0, 1e-3])
+    return station
+
+
+# The B1500A station (NeuroSim's pulse law counts pulses, no width dependence, so the
+# SMU's 1 ms pulses act as the 80 ns ones above; tolerances as for the other mock stations).
+# Not in BACKENDS: every backend-level test over it takes ~70 s (cell-wise reads with SMU
+# integration times); tests/instruments/test_b1500.py runs a subset, and the whole suite
+# runs on it with ``pytest --bench examples/benches/b1500_velox.yaml``.
+B1500_BACKEND = BackendUnderTest(
+    name="hw-mock-b1500",
+    make=lambda: MockLab.open_backend(_b1500_station(4, 6), strategy="cell"),
+    set_pulse=(2.0, 1e-3),
+    reset_pulse=(-2.0, 1e-3),
+    v_read=0.2,
+    mvm_rtol=0.08,
+    mvm_atol_a=2e-8,
+)

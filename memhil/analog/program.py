@@ -13,8 +13,9 @@ code is needed: the same routine programs the simulator, the mock lab and a benc
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -35,6 +36,31 @@ _FACTOR_MIN, _FACTOR_MAX = 2.0**-12, 2.0**12
 # ---------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProgramProgress:
+    """Where a programming run stands: ``iteration`` (0-based) of at most
+    ``max_iterations`` verify rounds (calibration is ``phase`` "calibrate"), with
+    ``remaining`` of ``n_cells`` cells still being programmed: what a progress bar shows."""
+
+    iteration: int
+    max_iterations: int
+    remaining: int
+    n_cells: int
+    phase: Literal["calibrate", "verify", "open_loop"] = "verify"
+
+
+R = TypeVar("R")
+
+
+def run_to_end(steps: Generator[Any, None, R]) -> R:
+    """Drive a generator of progress items to its end and return its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
 @dataclass
 class ProgramReport:
     """Outcome of programming, per selected cell (1-D tensors in row-major mask order,
@@ -360,7 +386,7 @@ def _check_tol(tol: float | None, allow_none: bool = False) -> None:
 # ---------------------------------------------------------------------------------------
 # Program and verify
 # ---------------------------------------------------------------------------------------
-def program_and_verify(
+def program_and_verify_steps(
     backend: Backend,
     cells: CellSelection,
     targets_s: Any,
@@ -378,8 +404,10 @@ def program_and_verify(
     margin_s: float = 0.0,
     adapt: bool = True,
     compliance_a: float | None = None,
-) -> ProgramReport:
-    """Closed-loop programming of ``targets_s`` to within ``±tolerance_s``.
+) -> Generator[ProgramProgress, None, ProgramReport]:
+    """Closed-loop programming of ``targets_s`` to within ``±tolerance_s``, as a generator
+    that yields a :class:`ProgramProgress` before each read-and-pulse iteration and returns
+    the :class:`ProgramReport` (``program_and_verify`` runs it to the end).
 
     Each iteration reads every unfinished cell once (``n_reads`` reads averaged, to beat
     read noise) and issues at most one pulse call per polarity, all vectorized:
@@ -501,6 +529,7 @@ def program_and_verify(
         if idx.numel() == 0:
             break
         iterations = it + 1
+        yield ProgramProgress(it, int(max_iterations), int(idx.numel()), n)
         sub_mask = torch.zeros_like(mask)
         sub_mask[mask] = active.to(mask.device)
         g = _read(backend, sub_mask, int(n_reads))
@@ -588,6 +617,15 @@ def program_and_verify(
     return _report(target, achieved, tol, set_n, reset_n, resets, iterations, "verify", w.calls)
 
 
+def program_and_verify(
+    backend: Backend, cells: CellSelection, targets_s: Any, **kw: Any
+) -> ProgramReport:
+    """Closed-loop programming of ``targets_s`` to within ``±tolerance_s``: runs
+    :func:`program_and_verify_steps` (whose docstring describes the loop and the keywords)
+    to the end and returns its report."""
+    return run_to_end(program_and_verify_steps(backend, cells, targets_s, **kw))
+
+
 # ---------------------------------------------------------------------------------------
 # Weight matrices on AnalogWeights
 # ---------------------------------------------------------------------------------------
@@ -651,7 +689,7 @@ class _RegionPulses(TypedDict):
     response_reset: PulseResponse | None
 
 
-def program_weights(
+def program_weights_steps(
     weights: AnalogWeights,
     weight: Tensor,
     *,
@@ -661,8 +699,10 @@ def program_weights(
     response_reset: PulseResponse | None = None,
     calibration_pulses: int = 32,
     **kw: Any,
-) -> ProgramReport:
-    """Program the (out, in) matrix ``weight`` onto ``weights``' region.
+) -> Generator[ProgramProgress, None, ProgramReport]:
+    """Program the (out, in) matrix ``weight`` onto ``weights``' region, as a generator of
+    :class:`ProgramProgress` (one item before the calibration, one per verify iteration)
+    that returns the :class:`ProgramReport`; ``program_weights`` runs it to the end.
 
     Targets come from ``weights.mapping.targets(weight)`` (clipped to ±w_max), cells from
     ``weights.mapping.cell_mask``, pulses from ``weights.set_pulse`` / ``reset_pulse``.
@@ -694,7 +734,9 @@ def program_weights(
     _select(b, mask, targets)  # bad targets fail before any calibration pulse
     need_set = response_set is None
     need_reset = bool(b.capabilities.bipolar) and response_reset is None
+    n_cells = int(mask.sum())
     if need_set or need_reset:
+        yield ProgramProgress(0, 1, n_cells, n_cells, "calibrate")
         rs, rr = calibrate_region(
             weights, n_pulses=calibration_pulses, set_curve=need_set, reset_curve=need_reset
         )
@@ -708,10 +750,19 @@ def program_weights(
         response_reset=response_reset,
     )
     if method == "verify":
-        report = program_and_verify(b, mask, targets, tolerance_s=tolerance_s, **pulses, **kw)
+        report = yield from program_and_verify_steps(
+            b, mask, targets, tolerance_s=tolerance_s, **pulses, **kw
+        )
     else:
+        yield ProgramProgress(0, 1, n_cells, n_cells, "open_loop")
         report = program_open_loop(b, mask, targets, tolerance_s=tolerance_s, **pulses, **kw)
     weights.tally.set_pulses += int(report.set_pulses.sum())
     weights.tally.reset_pulses += int(report.reset_pulses.sum())
     weights.tally.calls += report.pulse_calls
     return report
+
+
+def program_weights(weights: AnalogWeights, weight: Tensor, **kw: Any) -> ProgramReport:
+    """Program the (out, in) matrix ``weight`` onto ``weights``' region: runs
+    :func:`program_weights_steps` (whose docstring gives the keywords) to the end."""
+    return run_to_end(program_weights_steps(weights, weight, **kw))

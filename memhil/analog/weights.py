@@ -86,6 +86,10 @@ class AnalogWeights:
         return x * (self.v_read / alpha), alpha / self.v_read
 
     def _region_input(self, v: Tensor, n_lines: int, offset: int) -> Tensor:
+        """``v`` on lines offset.. of ``n_lines``, 0 V elsewhere (``v`` itself when the
+        region spans every line: no copy of the batch)."""
+        if offset == 0 and v.shape[-1] == n_lines and v.dtype == self.backend.dtype:
+            return v
         full = torch.zeros(
             *v.shape[:-1], n_lines, dtype=self.backend.dtype, device=self.backend.torch_device
         )

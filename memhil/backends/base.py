@@ -10,6 +10,7 @@ then call the ``_``-prefixed hooks that each implementation provides.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -283,13 +284,19 @@ class Backend(ABC):
     ) -> None:
         """Add a request that was applied to ``tally`` (on the backend's torch device:
         no host synchronization per pulse)."""
-        shape = self.shape
+        cells = math.prod(self.shape)
+
+        def total(x: Tensor) -> Tensor:
+            # broadcasting repeats every element of x cells / x.numel() times: summing x
+            # and scaling is exact and never touches a full-array (stride-0) view
+            return x.sum() * (cells // x.numel())
+
         n_sel = n.to(torch.float64) if mask is None else torch.where(mask, n, 0).to(torch.float64)
         sums = torch.stack(
             [
-                torch.broadcast_to(n_sel * (v > 0), shape).sum(),
-                torch.broadcast_to(n_sel * (v < 0), shape).sum(),
-                torch.broadcast_to(worst_case_energy_j(v.abs(), c, w, n_sel), shape).sum(),
+                total(n_sel * (v > 0)),
+                total(n_sel * (v < 0)),
+                total(worst_case_energy_j(v.abs(), c, w, n_sel)),
             ]
         )
         prev = getattr(self, "_pulse_sums", None)

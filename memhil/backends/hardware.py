@@ -152,6 +152,7 @@ class HardwareBackend(Backend):
             )
         )
         self._g_range, self._set_pulse, self._reset_pulse = _device_description(cfg.chip)
+        _check_nominal_pulses(self._set_pulse, self._reset_pulse, station.limits, cfg.source)
         self.transactions = 0  # instrument operations issued (for reports and benchmarks)
         self.fault: str | None = None  # latched: why the safe state was not confirmed
         self.last_safe_state: Any = None  # the last SafeStateReport (or SafeStateError)
@@ -762,6 +763,26 @@ def _device_bipolar(device: Any, source: str | None = None) -> bool:
         return bool(build_device_model(device).bipolar)
     except (ValueError, OSError):  # ConfigError is a ValueError
         return True
+
+
+def _check_nominal_pulses(
+    set_pulse: Any, reset_pulse: Any, limits: Limits, source: str | None
+) -> None:
+    """The nominal pulses the backend advertises must be pulses it accepts: a device
+    model's 10 ns SET on a bench whose ``limits.width_min_s`` is 1 us would make every
+    caller of ``capabilities.set_pulse`` fail at its first pulse (docs/bench-bringup.md)."""
+    from memhil.core.errors import ConfigError
+
+    for key, pulse in (("set_pulse", set_pulse), ("reset_pulse", reset_pulse)):
+        if pulse is not None and float(pulse[1]) < limits.width_min_s:
+            raise ConfigError(
+                f"chip.{key}",
+                f"the nominal pulse ({float(pulse[0]):g} V, {float(pulse[1]):g} s) is "
+                f"shorter than limits.width_min_s = {limits.width_min_s:g} s, the shortest "
+                f"pulse this bench makes: give chip.{key} as [amplitude_v, width_s] with a "
+                f"width it can make",
+                source,
+            )
 
 
 def _device_description(

@@ -24,18 +24,34 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from memhil.cli import demo, fit, mock_lab, models, protocols, run, runs, showcase, twin
+    from memhil.cli import (
+        bench,
+        demo,
+        fit,
+        mock_lab,
+        models,
+        monitor,
+        protocols,
+        run,
+        runs,
+        showcase,
+        sweep,
+        twin,
+    )
 
     for cmd in (
         demo.command,
         showcase.command,
         run.command,
+        sweep.command,
         fit.command,
         runs.command,
         protocols.command,
         models.command,
         mock_lab.command,
+        monitor.command,
         twin.command,
+        bench.command,
     ):
         cli.add_command(cmd)
 

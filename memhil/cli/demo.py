@@ -190,7 +190,7 @@ def run_demo(
         )
         g0 = np.zeros((rows, cols))
         g0[m["row"].to_numpy(), m["col"].to_numpy()] = m["g"].to_numpy()
-        plots.plot_conductance_map(g0 * 1e6, out_dir / "die0_formed_map_uS.png", log=True)
+        plots.plot_conductance_map(g0, out_dir / "die0_formed_map.png", log=True)
         formed_g = g0[g0 * 0.2 >= forming["i_target_a"]]
         rows_out.append(
             (

@@ -252,7 +252,7 @@ def _stopped(args: _Args, exc: BaseException, how: str, log_path: Path) -> int:
         ["memhil", "run", args.protocol, *where, "--db", str(args.db), "--resume", str(run_id)]
     )
     _log_trace(exc)
-    why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else _first_cause(exc)
+    why = (str(exc) or "Ctrl-C") if isinstance(exc, KeyboardInterrupt) else _first_cause(exc)
     safe, unsafe = _safe_state_lines(exc)
     print(
         f"memhil run: {how}: {why}\n{safe}\nRun {run_id} in {args.db} holds every "

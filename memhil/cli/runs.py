@@ -13,7 +13,17 @@ from memhil.cli.common import DEFAULT_DB, CliError, check_run_id, db_option, exi
 
 __all__ = ["DEFAULT_DB", "PLOT_KINDS", "command"]
 
-PLOT_KINDS = ("iv", "pulse_response", "conductance_map", "retention", "endurance")
+PLOT_KINDS: tuple[str, ...] = ("iv", "pulse_response", "conductance_map", "retention", "endurance")
+# the characterization library's plots (memhil.store.plots)
+PLOT_KINDS += (
+    "switch_seeker",
+    "multistate",
+    "stdp",
+    "volatility",
+    "chronoamperometry",
+    "multi_bias",
+    "sequence",
+)
 #: Plots of training runs (experiment files): ``memhil.store.training_plots``.
 TRAINING_PLOT_KINDS = ("learning_curve", "pulse_counts", "conductance")
 #: Rows of points ``runs show`` prints (the rest: ``runs export``).
@@ -35,29 +45,16 @@ def _db(ctx: click.Context, db: str | None) -> str:
 def _protocol(md: dict) -> str:
     """The protocol of a run: a protocol file's ``protocol``, else a ``protocol`` entry;
     for a training run its algorithm."""
-    if md.get("memhil_kind") == "experiment":
-        return str(md.get("algorithm", "-"))
-    cfg = md.get("protocol_config")
-    if isinstance(cfg, dict) and cfg.get("protocol"):
-        return str(cfg["protocol"])
-    p = md.get("protocol")
-    if isinstance(p, dict):
-        return str(p.get("name", "-"))
-    return str(p) if p else "-"
+    from memhil.store.run_facts import protocol_of  # the store loads QCoDeS: not at startup
+
+    return protocol_of(md)
 
 
 def _kind(md: dict) -> str:
-    """Where the run was measured: sim, mock_lab or station."""
-    ident = md.get("station_identity")
-    if isinstance(ident, dict) and ident.get("kind"):  # an open backend gives its class
-        kind = str(ident["kind"])
-        return "sim" if kind == "SimBackend" else kind
-    cfg = md.get("backend_config")
-    if cfg == "sim":
-        return "sim"
-    if isinstance(cfg, dict):
-        return next((k for k in ("sim", "mock_lab", "station") if k in cfg), "-")
-    return "-"
+    """Where the run was measured: sim, mock_lab or station (a sweep's own run: sweep)."""
+    from memhil.store.run_facts import measured_on
+
+    return "sweep" if "sweep" in md else measured_on(md)
 
 
 def _date(t: float | None) -> str:
@@ -94,13 +91,20 @@ def list_runs(ctx: click.Context, db: str | None) -> int:
 @command.command("show")
 @click.argument("run_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="all metadata as JSON instead")
+@click.option(
+    "--metric", "metrics", multiple=True, metavar="NAME", help="a sweep: only these metrics"
+)
 @db_option("SQLite run store to read (must exist)")
 @click.pass_context
-def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
+def show(
+    ctx: click.Context, run_id: int, as_json: bool, metrics: tuple[str, ...], db: str | None
+) -> int:
     """A run in short: protocol, parameters, where, status, columns with units, first
-    points (``--json``: every metadata entry)."""
+    points (``--json``: every metadata entry). A sweep (RUN_ID its sweep id): axis values
+    x final metrics, mean ± sd over seeds."""
     from memhil.store import RunStore
     from memhil.store.columns import unit_of
+    from memhil.store.run_records import META_SWEEP
 
     db = _db(ctx, db)
     with RunStore(db) as store:
@@ -109,6 +113,10 @@ def show(ctx: click.Context, run_id: int, as_json: bool, db: str | None) -> int:
         if as_json:
             click.echo(json.dumps(md, indent=2, default=str))
             return 0
+        if META_SWEEP in md:
+            from memhil.cli.sweep import show_sweep
+
+            return show_sweep(store, run_id, metrics, db)
         info = {r.run_id: r for r in store.runs()}
         chain = store.chain(run_id)
         df = store.load(run_id)
@@ -193,19 +201,36 @@ def export(ctx: click.Context, run_id: int, path: str, db: str | None) -> int:
 @click.argument("path")
 @click.option(
     "--kind",
-    required=True,
     type=click.Choice(PLOT_KINDS + TRAINING_PLOT_KINDS),
-    help="what to plot",
+    help="what to plot (a run)",
 )
+@click.option("--metric", default=None, metavar="NAME", help="a sweep: the final metric")
+@click.option("--x", "x_axis", default=None, metavar="AXIS", help="a sweep: the axis along x")
 @db_option("SQLite run store to read (must exist)")
 @click.pass_context
-def plot(ctx: click.Context, run_id: int, path: str, kind: str, db: str | None) -> int:
-    """A run as a PNG."""
+def plot(
+    ctx: click.Context,
+    run_id: int,
+    path: str,
+    kind: str | None,
+    metric: str | None,
+    x_axis: str | None,
+    db: str | None,
+) -> int:
+    """A run as a PNG; a sweep (RUN_ID its sweep id): a final metric against one axis,
+    one line per value of the other axes, the sd over seeds as error bars."""
     from memhil.store import RunStore
+    from memhil.store.run_records import META_SWEEP
 
     db = _db(ctx, db)
     with RunStore(db) as store:
         check_run_id(store, run_id, db)
+        if META_SWEEP in store.metadata(run_id):
+            from memhil.cli.sweep import plot_sweep_command
+
+            return plot_sweep_command(store, run_id, path, metric, x_axis, db)
+        if kind is None:
+            raise CliError("memhil runs plot: error: missing option --kind (what to plot)")
         df = store.load(run_id)
         arrays = store.arrays(run_id) if kind == "conductance" else []
     from memhil.store import plots, training_plots

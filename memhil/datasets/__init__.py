@@ -14,7 +14,14 @@ from memhil.datasets.spike_tasks import (
     spike_digits,
 )
 from memhil.datasets.tabular import iris
-from memhil.datasets.ucr import BUNDLED, acsf1, japanese_vowels, load_ucr
+from memhil.datasets.ucr import (
+    BUNDLED,
+    acsf1,
+    classification_sets,
+    japanese_vowels,
+    load_ucr,
+    plaid,
+)
 from memhil.datasets.vessels import vessels
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "SpikePatternTask",
     "Split",
     "acsf1",
+    "classification_sets",
     "copy_first_input",
     "delayed_recall",
     "digit_images",
@@ -32,6 +40,7 @@ __all__ = [
     "japanese_vowels",
     "load_ucr",
     "pattern_generation",
+    "plaid",
     "sequential_digits",
     "spike_digits",
     "standardize",

@@ -13,13 +13,14 @@ import torch
 
 from memhil.datasets.containers import ClassificationData, Split
 
-#: Bundled sets and why memhil uses them.
+#: Notes on the bundled sets memhil's examples use; :func:`classification_sets` lists all.
 BUNDLED = {
     "JapaneseVowels": "12-dim LPC cepstra, 9 speakers, length 7..29, 270 train / 370 test",
     "ACSF1": "univariate power consumption, T = 1460, 10 classes, 100 / 100",
     "BasicMotions": "6-dim accelerometer/gyroscope, T = 100, 4 classes, 40 / 40",
     "GunPoint": "univariate, T = 150, 2 classes, 50 / 150",
     "OSULeaf": "univariate, T = 427, 6 classes, 200 / 242",
+    "PLAID": "univariate appliance currents, T = 100..1344, 11 classes, 537 / 537",
 }
 
 
@@ -31,13 +32,33 @@ def _data_dir() -> Path:
     return Path(sktime.__file__).parent / "datasets" / "data"
 
 
+def classification_sets() -> list[str]:
+    """Every classification set the installed sktime wheel ships: a ``NAME/NAME_TRAIN.ts``
+    and ``NAME_TEST.ts`` pair whose header declares class labels (``@classLabel true``)."""
+    names = []
+    for train in sorted(_data_dir().glob("*/*_TRAIN.ts")):
+        name = train.parent.name
+        if train.name != f"{name}_TRAIN.ts" or not (train.parent / f"{name}_TEST.ts").exists():
+            continue
+        with train.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                low = line.strip().lower()
+                if low.startswith("@classlabel"):
+                    if low.split()[1:2] == ["true"]:
+                        names.append(name)
+                    break
+                if low.startswith("@data"):
+                    break
+    return names
+
+
 def _read_split(name: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
     from sktime.datasets import load_from_tsfile
 
     path = _data_dir() / name / f"{name}_{split}.ts"
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} is not in the installed sktime wheel; bundled sets: {sorted(BUNDLED)}"
+            f"{path} is not in the installed sktime wheel; bundled sets: {classification_sets()}"
         )
     frame, labels = load_from_tsfile(str(path), return_data_type="nested_univ")
     # nested frame: one column per channel, one pandas Series per cell -> (T_i, D) arrays
@@ -51,13 +72,15 @@ def _read_split(name: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def load_ucr(name: str) -> ClassificationData:
-    """Load a bundled UCR/UEA set as (N, T, D) float32 sequences, zero-padded at the end.
+    """Load a bundled UCR/UEA classification set (any of :func:`classification_sets`) as
+    (N, T, D) float32 sequences, zero-padded at the end.
 
     Labels are mapped to 0..C-1 in sorted order of the original label strings; ``lengths``
-    is set when lengths vary (JapaneseVowels).
+    is set when lengths vary (JapaneseVowels, PLAID).
     """
-    if name not in BUNDLED:
-        raise KeyError(f"unknown dataset {name!r}; bundled sets: {sorted(BUNDLED)}")
+    available = classification_sets()
+    if name not in available:
+        raise KeyError(f"unknown dataset {name!r}; bundled classification sets: {available}")
     tr_series, tr_labels = _read_split(name, "TRAIN")
     te_series, te_labels = _read_split(name, "TEST")
     classes = sorted(set(tr_labels.tolist()) | set(te_labels.tolist()), key=_label_key)
@@ -88,6 +111,12 @@ def japanese_vowels() -> ClassificationData:
 def acsf1() -> ClassificationData:
     """ACSF1: univariate, T = 1460, 10 classes — the long-sequence set (T ≥ 1000)."""
     return load_ucr("ACSF1")
+
+
+def plaid() -> ClassificationData:
+    """PLAID: univariate appliance current, T = 100..1344 (padded, ``lengths`` set),
+    11 classes, 537 / 537: the long-sequence set with the most sequences."""
+    return load_ucr("PLAID")
 
 
 def _label_key(label: str):

@@ -12,6 +12,7 @@ from memhil.devices.forming import FormingRRAM
 from memhil.devices.ion_drift import LinearIonDrift
 from memhil.devices.neurosim import NeuroSimLTPLTD
 from memhil.devices.pcm import PCMDevice
+from memhil.devices.volatile import VolatileDevice
 from memhil.devices.vteam import VTEAMDevice
 from memhil.devices.yakopcic import YakopcicDevice
 
@@ -23,6 +24,7 @@ __all__ = [
     "NeuroSimLTPLTD",
     "PCMDevice",
     "VTEAMDevice",
+    "VolatileDevice",
     "YakopcicDevice",
     "build_device_model",
     "device_model_names",

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from memhil.core.config import require
-from memhil.devices.base import D2D, DeviceModel, register_device
+from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,12 @@ class EmpiricalDevice(DeviceModel):
 
     # -- plugin interface -------------------------------------------------------------
     def sample_d2d(self, shape, generator, device="cpu", dtype=torch.float32) -> D2D:
-        """Each device's step scale per pulse class, ``(*shape, classes)``."""
-        if max(self.p.step_dtod) == 0:
-            return {}
-        sigma = torch.tensor(self.p.step_dtod, device=device, dtype=dtype)
-        xi = torch.randn((*shape, sigma.numel()), generator=generator, device=device, dtype=dtype)
-        return {"step_scale": torch.exp(sigma * xi)}
+        """Each device's step scale per pulse class: ``step_scale_<c>``, log-normal."""
+        return {
+            f"step_scale_{c}": lognormal_spread(1.0, sigma, shape, generator, device, dtype)
+            for c, sigma in enumerate(self.p.step_dtod)
+            if sigma > 0
+        }
 
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         p = self.p
@@ -193,9 +193,11 @@ class EmpiricalDevice(DeviceModel):
         p = self.p
         cls = self.pulse_class(v, width_s)
         count = torch.where(cls >= 0, count, torch.zeros_like(count))
-        scale = d2d.get("step_scale")
-        if scale is not None:  # the scale of the class each cell's pulse belongs to
-            scale = scale.gather(-1, cls.clamp_min(0).unsqueeze(-1))[..., 0]
+        scale = None  # each cell's own step scale for the class of its pulse
+        for c in range(len(self.p.pulse_v)):  # a loop over the few pulse classes
+            if f"step_scale_{c}" in d2d:
+                base = torch.ones_like(state[..., 0]) if scale is None else scale
+                scale = torch.where(cls == c, d2d[f"step_scale_{c}"], base)
         g = state[..., 0]
         n_max = int(count.max().item()) if count.numel() else 0
         # a loop over the pulse index only (each pulse's step depends on the G it starts

@@ -181,12 +181,19 @@ class PCMDevice(DeviceModel):
     def _set_all(
         self, state: Tensor, g_max, n: int, t_s: float, generator: torch.Generator
     ) -> Tensor:
-        """All cells, ``n`` SET pulses: straight into the output's (strided) columns, no
-        masks, no gathers, no contiguous copies (those cost more than the math)."""
+        """All cells, ``n`` SET pulses, no masks and no gathers. One pulse goes straight into
+        the output's (strided) columns; a train runs on contiguous copies of G and P (each
+        pulse's ~10 passes then vectorize) that are written back once, so the cost per
+        pulse does not grow with ``n``."""
         out = torch.empty_like(state)
-        self._set_pulses(
-            state[..., 0], state[..., 1], out[..., 0], out[..., 1], n, g_max, generator
-        )
+        if n == 1:
+            g_out, p_out = out[..., 0], out[..., 1]
+            self._set_pulses(state[..., 0], state[..., 1], g_out, p_out, n, g_max, generator)
+        else:
+            g, pp = state[..., 0].contiguous(), state[..., 1].contiguous()
+            self._set_pulses(g, pp, g, pp, n, g_max, generator)
+            out[..., 0] = g
+            out[..., 1] = pp
         out[..., 2] = t_s
         return out
 

@@ -40,6 +40,10 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "memhil.instruments.adapters.keithley2450",
     "memhil.instruments.adapters.b220x",
     "memhil.instruments.adapters.velox",
+    "memhil.instruments.adapters.b1500",
+    "memhil.instruments.adapters.sentio",
+    "memhil.instruments.adapters.arc2",
+    "memhil.instruments.adapters.k4200",
     "memhil.instruments.array_board",
 )
 
@@ -63,6 +67,8 @@ class InstrumentRanges:
     """Longest pulse it produces (s)."""
     count_max: int | None = None
     """Most pulses of one command."""
+    width_min_s: float | None = None
+    """Shortest pulse it produces (s): a station's ``limits.width_min_s`` may not be below."""
 
 
 # (station limit, range field, unit): each limit must lie within the range of every

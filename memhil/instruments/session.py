@@ -252,7 +252,9 @@ def reopen_visa(
 def visa_library(handle: pyvisa.resources.MessageBasedResource) -> str:
     """The ``visalib`` string that opens a resource manager of ``handle``'s backend."""
     lib = handle.visalib
-    backend = {"PyVisaLibrary": "py", "SimVisaLibrary": "sim"}.get(type(lib).__name__, "ivi")
+    backend = {"PyVisaLibrary": "py", "SimVisaLibrary": "sim", "MockLabVisaLibrary": "memhil"}.get(
+        type(lib).__name__, "ivi"
+    )
     return "@py" if backend == "py" else f"{lib.library_path}@{backend}"
 
 

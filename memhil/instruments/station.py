@@ -75,7 +75,7 @@ from memhil.instruments.registry import (
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOP_KEYS = ("name", "chip", "limits", "instruments", "wiring", "mock")
+_TOP_KEYS = ("name", "chip", "limits", "instruments", "wiring", "mock", "test_structure")
 _REQUIRED = ("chip", "limits", "instruments")
 _SINGLE_ROLES = ("matrix", "prober", "array")
 _PROTOCOL = {"smu": SourceMeter, "matrix": SwitchMatrix, "prober": Prober, "array": ArrayIO}
@@ -186,6 +186,43 @@ class WiringConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceStructure:
+    """The one structure ``memhil bench check`` may touch (the ``test_structure:`` section):
+    a resistor or a sacrificial device at crossbar position ``cell`` (row, col), whose
+    resistance ``r_ohm`` a read must find within ``tolerance_rel``; ``compliance_a`` is the
+    limit of the compliance-clamp check (default: a tenth of V_read / r_ohm)."""
+
+    kind: str
+    cell: tuple[int, ...]
+    r_ohm: float
+    tolerance_rel: float = 0.05
+    compliance_a: float | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            self.kind in ("resistor", "device"),
+            "kind",
+            f"expected 'resistor' or 'device' (a sacrificial device), got {self.kind!r}",
+        )
+        require(
+            len(self.cell) == 2 and all(_is_int(x) and x >= 0 for x in self.cell),
+            "cell",
+            f"expected [row, col] (integers >= 0), got {list(self.cell)}",
+        )
+        require(self.r_ohm > 0, "r_ohm", f"must be > 0 ohm, got {self.r_ohm}")
+        require(
+            0 < self.tolerance_rel < 1,
+            "tolerance_rel",
+            f"must be in (0, 1), got {self.tolerance_rel}",
+        )
+        require(
+            self.compliance_a is None or self.compliance_a > 0,
+            "compliance_a",
+            f"must be > 0 A, got {self.compliance_a}",
+        )
+
+
+@dataclass(frozen=True)
 class StationConfig:
     """A validated station file (build it with ``load_station_config``)."""
 
@@ -196,6 +233,7 @@ class StationConfig:
     mock: dict[str, Any] = field(default_factory=dict)
     name: str = "station"
     source: str | None = field(default=None, compare=False)
+    test_structure: ReferenceStructure | None = None
 
     def to_dict(self) -> dict:
         """Plain data (YAML/JSON-ready); ``load_station_config(cfg.to_dict())`` rebuilds it."""
@@ -219,6 +257,16 @@ class StationConfig:
                 "ground_ports": list(self.wiring.ground_ports),
             },
             "mock": dict(self.mock),
+            **(
+                {}
+                if self.test_structure is None
+                else {
+                    "test_structure": {
+                        **dataclasses.asdict(self.test_structure),
+                        "cell": list(self.test_structure.cell),
+                    }
+                }
+            ),
         }
 
 
@@ -261,6 +309,13 @@ def load_station_config(
     if not isinstance(mock, Mapping):
         raise ConfigError("mock", f"expected a mapping, got {mock!r}", source)
 
+    structure = data.get("test_structure")
+    if structure is not None:
+        _require_keys(structure, ("kind", "cell", "r_ohm"), "test_structure", source)
+        structure = from_mapping(
+            ReferenceStructure, structure, source=source, prefix="test_structure"
+        )
+
     raw = data["instruments"]
     if not isinstance(raw, Mapping):
         raise ConfigError(
@@ -302,8 +357,17 @@ def load_station_config(
         mock=dict(mock),
         name=name,
         source=source,
+        test_structure=structure,
     )
     _check_wiring(cfg, roles)
+    if structure is not None and not (
+        structure.cell[0] < chip.rows and structure.cell[1] < chip.cols
+    ):
+        raise ConfigError(
+            "test_structure.cell",
+            f"{list(structure.cell)} is outside the {chip.rows} x {chip.cols} chip",
+            source,
+        )
     _check_ranges(cfg)
     return cfg
 
@@ -350,6 +414,21 @@ def _check_ranges(cfg: StationConfig) -> None:
                 f"limits.{limit_name}",
                 f"{value:g}{u} is beyond the range of "
                 f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
+                cfg.source,
+            )
+    floors = [
+        (t.ranges.width_min_s, inst, ic.type)
+        for inst, ic in cfg.instruments.items()
+        if (t := get_instrument_type(ic.type)).ranges is not None
+        and t.ranges.width_min_s is not None
+    ]
+    if floors:  # the backend advertises width_min_s: no shorter pulse than the slowest pulser
+        floor, inst, type_name = max(floors, key=lambda b: b[0])
+        if cfg.limits.width_min_s < floor:
+            raise ConfigError(
+                "limits.width_min_s",
+                f"{cfg.limits.width_min_s:g} s is shorter than the shortest pulse of "
+                f"instruments.{inst} ({type_name}): at least {floor:g} s",
                 cfg.source,
             )
 
@@ -651,6 +730,7 @@ def _close_all(instruments: Mapping[str, Any], raise_errors: bool = False) -> No
 __all__ = [
     "ChipConfig",
     "InstrumentConfig",
+    "ReferenceStructure",
     "Station",
     "StationConfig",
     "WiringConfig",

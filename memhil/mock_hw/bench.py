@@ -5,6 +5,11 @@ emulator installs a ``router`` telling which chip lines a terminal reaches (with
 matrix, a fixed route). The bench combines all terminals whose output is on into one
 chip drive (HI lines at the terminal's voltage, LO lines at 0 V, everything else
 floating), so several instruments act on the chip at once (V/2 schemes, bias ports).
+
+A line that two terminals hold at different voltages (a source routed onto a grounded
+line, two SMUs on one line) is a short through the matrix: the line sits at ground (or,
+between two sources, midway) and each source drives ``SHORT_PATH_OHM`` into it, so its
+compliance limits the current and sets its status, as on a bench.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ class SourceTerminal:
     voltage_v: float = 0.0
 
 
-class ShortCircuit(RuntimeError):
-    """Two terminals hold the same chip line at different voltages."""
+#: Resistance of a short between two terminals through the matrix (ohm): two relay
+#: contacts and the wiring. An assumption of the order of a B2200A path (about 1 ohm per
+#: relay); it only sets how far a source in compliance lowers its voltage.
+SHORT_PATH_OHM = 2.0
 
 
 class MockBench:
@@ -57,32 +64,47 @@ class MockBench:
         self, override: dict[str, float] | None = None
     ) -> tuple[dict[int, float], dict[int, float]]:
         """The chip drive of every terminal that is on (``override`` replaces terminal
-        voltages, for trying a level before committing to it). Raises ShortCircuit when
-        two terminals fight over one line."""
-        rows: dict[int, float] = {}
-        cols: dict[int, float] = {}
-        owner: dict[Line, str] = {}
+        voltages, for trying a level before committing to it); a shorted line sits at
+        ground, or midway between the sources that fight over it."""
+        rows, cols, _ = self._solve(override)
+        return rows, cols
+
+    def _solve(
+        self, override: dict[str, float] | None
+    ) -> tuple[dict[int, float], dict[int, float], dict[str, float]]:
+        """(row drive, column drive, short current out of each terminal's HI (A))."""
+        held: dict[Line, list[tuple[str | None, float]]] = {}  # line -> (HI key | None=LO, V)
         with self.lock:
             for key, term in self.terminals.items():
                 if not term.output_on:
                     continue
                 v = override.get(key, term.voltage_v) if override else term.voltage_v
                 hi, lo = self.router(key)
-                for lines, level in ((hi, v), (lo, 0.0)):
-                    for line in lines:
-                        target = rows if line[0] == "row" else cols
-                        if line in owner and abs(target[line[1]] - level) > 1e-12:
-                            raise ShortCircuit(
-                                f"{key} and {owner[line]} both drive {line[0]} "
-                                f"{line[1]} ({level} V vs {target[line[1]]} V)"
-                            )
-                        owner[line] = key
-                        target[line[1]] = level
-        return rows, cols
+                for line in _unique(hi):
+                    held.setdefault(line, []).append((key, v))
+                for line in _unique(lo):
+                    held.setdefault(line, []).append((None, 0.0))
+        rows: dict[int, float] = {}
+        cols: dict[int, float] = {}
+        shorts: dict[str, float] = {}
+        for line, holders in held.items():
+            levels = {lvl for _, lvl in holders}
+            if len(levels) == 1 or len(holders) == 1:
+                level = holders[0][1]
+            elif any(k is None for k, _ in holders):
+                level = 0.0  # ground holds the line
+            else:
+                his = {k: lvl for k, lvl in holders}
+                level = sum(his.values()) / len(his)
+            for k, lvl in holders:
+                if k is not None and lvl != level:
+                    shorts[k] = shorts.get(k, 0.0) + (lvl - level) / SHORT_PATH_OHM
+            (rows if line[0] == "row" else cols)[line[1]] = level
+        return rows, cols, shorts
 
     def current(self, key: str, override: dict[str, float] | None = None) -> float:
-        """Current (A) flowing out of terminal ``key``'s HI into the chip (0 when off or
-        unrouted)."""
+        """Current (A) flowing out of terminal ``key``'s HI into the chip and into any
+        terminal it is shorted to (0 when off or unrouted)."""
         with self.lock:
             term = self.terminals.get(key)
             if term is None or not term.output_on:
@@ -90,9 +112,10 @@ class MockBench:
             hi, _ = self.router(key)
             if not hi:
                 return 0.0
-            rows, cols = self.drive(override)
+            rows, cols, shorts = self._solve(override)
             i_rows, i_cols = self.chip.currents(rows, cols)
-            return sum(i_rows[i] if kind == "row" else i_cols[i] for kind, i in _unique(hi))
+            i_chip = sum(i_rows[i] if kind == "row" else i_cols[i] for kind, i in _unique(hi))
+            return i_chip + shorts.get(key, 0.0)
 
     def hold(self, duration_s: float, count: int = 1) -> None:
         """Keep the present drive for ``duration_s`` (cells switch, clock advances)."""

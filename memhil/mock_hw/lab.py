@@ -19,6 +19,13 @@ The station's ``mock:`` section describes the chip under the probes::
       wafer: {dies: [[0, 0], [1, 0], [2, 0]], die_overrides: {"2,0": {r_on_ohm: 80}}}
       ground_ports: [12]              # (prefer wiring.ground_ports) matrix inputs at LO
       routes: {smu.smua: {hi: [[row, 0]], lo: [[col, 0]]}}   # without a matrix
+      visa: {"GPIB0::23::INSTR": matrix}  # more bench addresses for the @memhil VISA library
+      time: {mode: realtime, scale: 1.0, latency: true}  # default: virtual, no latency;
+                                      # `mock-lab serve`: realtime with latency (lab_time)
+
+An instrument's ``address`` may be its bench address (``GPIB0::22::INSTR``): the lab then
+serves it on a free loopback port, and the ``@memhil`` pyvisa backend
+(``memhil.mock_hw.visa``) opens the bench address there (docs/mock-lab.md).
 """
 
 from __future__ import annotations
@@ -38,11 +45,16 @@ from memhil.core.errors import ConfigError
 from memhil.instruments.station import StationConfig, load_station_config
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
+from memhil.mock_hw.emulators.arc2 import EmulatedArC2
 from memhil.mock_hw.emulators.array_board import ArrayBoardEmulator
 from memhil.mock_hw.emulators.b220x import B220xEmulator
+from memhil.mock_hw.emulators.b1500 import B1500Emulator
 from memhil.mock_hw.emulators.k2450 import Keithley2450Emulator
 from memhil.mock_hw.emulators.k2600 import Keithley2600Emulator
+from memhil.mock_hw.emulators.k4200 import Keithley4200Emulator
+from memhil.mock_hw.emulators.sentio import SentioEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
+from memhil.mock_hw.lab_time import PacedClock, SyncedEmulator, TimeConfig, WallClockSync
 from memhil.mock_hw.server import FaultInjector, LineServer
 
 log = logging.getLogger(__name__)
@@ -60,6 +72,8 @@ class MockConfig:
     wafer: dict = field(default_factory=dict)
     ground_ports: tuple[int, ...] = ()
     routes: dict = field(default_factory=dict)
+    visa: dict = field(default_factory=dict)  # extra VISA resource -> instrument (@memhil)
+    time: dict = field(default_factory=dict)  # mode / scale / latency (lab_time.TimeConfig)
 
 
 # Which emulator stands in for each registered instrument type, and how the driver
@@ -69,6 +83,8 @@ _VISA_OPTIONS = {
     "keithley2450": {"visalib": "@py"},
     "keysight_b2201": {"visalib": "@py"},
     "formfactor_velox": {"visa_library": "@py"},
+    "keysight_b1500a": {"visalib": "@py"},
+    "keithley4200a": {"visa_library": "@py"},
 }
 
 
@@ -82,11 +98,19 @@ class MockLab:
         *,
         clock: VirtualClock | None = None,
         serve_array_board_tcp: bool = False,
+        served: bool = False,
     ):
         self.config = load_station_config(station)
         src = self.config.source
         self.mock = from_mapping(MockConfig, self.config.mock, source=src, prefix="mock")
-        self.clock = clock or VirtualClock()
+        self.time = from_mapping(
+            TimeConfig,
+            TimeConfig.with_defaults(self.mock.time, serve=served),
+            source=src,
+            prefix="mock.time",
+        )
+        self.clock = clock or PacedClock(pace_scale=self.time.scale if self.time.latency else None)
+        self._sync: WallClockSync | None = None
         chip_cfg = self.config.chip
         device = self.mock.device if self.mock.device is not None else (chip_cfg.device or "pcm")
         if (
@@ -143,10 +167,12 @@ class MockLab:
         return router
 
     def _build(self) -> None:
-        prober = None
+        prober: Any = None
         for name, inst in self.config.instruments.items():
             if inst.type == "formfactor_velox":
                 prober = self.emulators[name] = VeloxEmulator(self.chip, name=name)
+            elif inst.type == "mpi_sentio":
+                prober = self.emulators[name] = SentioEmulator(self.chip, name=name)
         for name, inst in self.config.instruments.items():
             t = inst.type
             emu: Any
@@ -154,6 +180,10 @@ class MockLab:
                 emu = Keithley2600Emulator(self.bench, name=name, model="2636B")
             elif t == "keithley2450":
                 emu = Keithley2450Emulator(self.bench, name=name)
+            elif t == "keysight_b1500a":
+                emu = B1500Emulator(self.bench, name=name)
+            elif t == "keithley4200a":
+                emu = Keithley4200Emulator(self.bench, name=name)
             elif t == "keysight_b2201":
                 w = self.config.wiring
                 emu = B220xEmulator(
@@ -169,13 +199,15 @@ class MockLab:
                 )
             elif t == "memhil_array_board":
                 emu = ArrayBoardEmulator(self.chip, board_id=name, name=name, probe=prober)
-            elif t == "formfactor_velox":
+            elif t == "arc2":  # pyarc2's USB link has no wire to emulate: its API is
+                emu = EmulatedArC2(self.chip, name=name, probe=prober)
+            elif t in ("formfactor_velox", "mpi_sentio"):
                 continue
             else:
                 raise ValueError(
                     f"instruments.{name}.type: the mock lab has no emulator for "
-                    f"{t!r} (has: keithley2636b, keithley2450, keysight_b2201, "
-                    f"formfactor_velox, memhil_array_board)"
+                    f"{t!r} (has: keithley2636b, keithley2450, keithley4200a, keysight_b1500a, keysight_b2201, "
+                    f"formfactor_velox, mpi_sentio, memhil_array_board, arc2)"
                 )
             self.emulators[name] = emu
 
@@ -184,9 +216,14 @@ class MockLab:
         """Serve every instrument (port 0 in an address: a free port, see ``address``). A
         port that cannot be bound is a ConfigError naming the instrument, and whatever was
         already started is stopped."""
+        if self.time.mode == "realtime" and isinstance(self.clock, PacedClock):
+            self._sync = WallClockSync(self.bench, self.clock, self.time.scale)
         try:
             for name, emu in self.emulators.items():
                 inst = self.config.instruments[name]
+                if isinstance(emu, EmulatedArC2):
+                    emu.start()  # arc2mock://<name>, in-process
+                    continue
                 if isinstance(emu, ArrayBoardEmulator):
                     emu.start()  # in-process pyserial URL
                     if not self._serve_board_tcp:
@@ -194,7 +231,16 @@ class MockLab:
                 port = _port_of(inst.address)
                 faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
                 try:
-                    server = LineServer(emu.handle, name=name, port=port, faults=faults)
+                    handle = (
+                        emu.handle if self._sync is None else SyncedEmulator(emu, self._sync).handle
+                    )
+                    server = LineServer(
+                        handle,
+                        name=name,
+                        port=port,
+                        faults=faults,
+                        terminator=getattr(emu, "terminator", "\n"),  # KXCI: NUL
+                    )
                 except OSError as exc:
                     raise ConfigError(
                         f"instruments.{name}.address",
@@ -214,7 +260,7 @@ class MockLab:
         for server in self.servers.values():
             server.stop()
         for emu in self.emulators.values():
-            if isinstance(emu, ArrayBoardEmulator):
+            if isinstance(emu, (ArrayBoardEmulator, EmulatedArC2)):
                 emu.stop()
         self.servers.clear()
 
@@ -228,7 +274,7 @@ class MockLab:
     def address(self, name: str) -> str:
         """The live address of instrument ``name``."""
         emu = self.emulators[name]
-        if isinstance(emu, ArrayBoardEmulator) and name not in self.servers:
+        if isinstance(emu, (ArrayBoardEmulator, EmulatedArC2)) and name not in self.servers:
             return emu.url
         if name not in self.servers:
             raise RuntimeError(f"{name} is not served: start() the lab first")
@@ -339,11 +385,19 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
 
     import yaml
 
+    from memhil.mock_hw.visa import register_served, unregister_served
+
     stop = threading.Event()
-    with MockLab(station, serve_array_board_tcp=True) as lab:
+    with MockLab(station, serve_array_board_tcp=True, served=True) as lab:
+        registered = register_served(lab)  # bench addresses for '@memhil' clients
         live = lab.station_config()
         for name, inst in live.instruments.items():
             out(f"{name:<10} {inst.type:<20} {inst.address}")
+        t = lab.time
+        out(
+            f"chip time: {t.mode}, {t.scale:g} chip s per wall s, "
+            f"latency {'on' if t.latency else 'off'} (mock.time)"
+        )
         if ready_file is not None:
             Path(ready_file).write_text(yaml.safe_dump(live.to_dict(), sort_keys=False))
         out("mock lab running; Ctrl-C to stop")
@@ -355,4 +409,5 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+            unregister_served(registered)
     out("mock lab stopped")

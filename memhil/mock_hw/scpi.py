@@ -9,7 +9,9 @@ what it supports and extends with its own (``*LANG`` on the 2450). An emulator r
 vol. 2, chapter 21.8). Instrument-specific error readback (``:SYSTem:ERRor?``,
 ``errorqueue.next()``) stays with each emulator: its reply format is the instrument's.
 
-Emulator conventions: ``*OPC``, ``*WAI`` and ``*TRG`` do nothing (every command has
+``*ESE``/``*SRE`` store their register for reading back (``*STB?`` summarises any
+event, whatever ``*ESE`` enables, and nothing raises a service request); ``*TST?``
+answers 0 (passed). Emulator conventions: ``*OPC``, ``*WAI`` and ``*TRG`` do nothing (every command has
 completed when its reply is sent, so nothing is pending); ``*OPC?`` answers 1. The error
 queue keeps the newest ``ERROR_QUEUE_SIZE`` errors.
 """
@@ -71,6 +73,8 @@ class ScpiStatus:
         self.queue_size = int(queue_size)
         self.errors: list[tuple[int, str]] = []
         self.esr = 0
+        self.ese = 0  # *ESE: standard event status enable register (stored, read back)
+        self.sre = 0  # *SRE: service request enable register (stored, read back)
 
     def push(self, code: int, message: str) -> None:
         """Queue an error and set its ESR bit."""
@@ -131,6 +135,11 @@ class CommonCommands:
                     "*OPC": lambda args: None,
                     "*WAI": lambda args: None,
                     "*TRG": lambda args: None,
+                    "*TST?": lambda args: "0",  # self-test passed
+                    "*ESE": lambda args: _set_register(status, "ese", args),
+                    "*ESE?": lambda args: str(status.ese),
+                    "*SRE": lambda args: _set_register(status, "sre", args),
+                    "*SRE?": lambda args: str(status.sre),
                 }
             )
         for header, handler in (extra or {}).items():
@@ -148,6 +157,17 @@ class CommonCommands:
         if handler is None:
             raise ScpiError(-113, f"Undefined header {header.strip()}")
         return handler(args)
+
+
+def _set_register(status: ScpiStatus, name: str, args: Sequence[str]) -> None:
+    """``*ESE n`` / ``*SRE n``: an 8-bit enable register (IEEE 488.2, 10.10 and 10.34)."""
+    try:
+        value = int(float(args[0])) if args else -1
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 255:
+        raise ScpiError(-222, f"Data out of range: {args[0] if args else '(missing)'}")
+    setattr(status, name, value)
 
 
 def is_common(command: str) -> bool:

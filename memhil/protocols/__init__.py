@@ -8,7 +8,13 @@ pre-flight limit check, progress, checkpoints/resume and a guaranteed safe state
 from memhil.protocols.journal import JournalFile, ListSink, MemoryJournal
 from memhil.protocols.library.switching import switching_stats
 from memhil.protocols.registry import ProtocolPlan, build_protocol, protocol_names
-from memhil.protocols.runner import ProtocolError, ProtocolLimitError, Runner, Summary
+from memhil.protocols.runner import (
+    ProtocolError,
+    ProtocolLimitError,
+    Runner,
+    StopRequested,
+    Summary,
+)
 
 __all__ = [
     "JournalFile",
@@ -18,6 +24,7 @@ __all__ = [
     "build_protocol",
     "protocol_names",
     "ProtocolError",
+    "StopRequested",
     "ProtocolLimitError",
     "Runner",
     "Summary",

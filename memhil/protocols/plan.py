@@ -64,6 +64,35 @@ class MVM:
 
 
 @dataclass(frozen=True)
+class Program:
+    """Program-and-verify ``cells`` to ``targets_s`` (S, one per cell, in the order of
+    ``cells``) with ``memhil.analog.program.program_and_verify``; reply: its
+    ``ProgramReport`` (per-cell achieved conductance, pulses, within tolerance)."""
+
+    cells: CellList
+    targets_s: tuple[float, ...]
+    tolerance_s: float
+    set_pulse: tuple[float, float]  # (amplitude V, width s)
+    reset_pulse: tuple[float, float]
+    max_iterations: int = 50
+    n_reads: int = 1
+    compliance_a: float | None = None
+    keys: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class EnergyCheck:
+    """Refuse (LimitError) a bias of ``|amplitude_v|`` held ``duration_s`` at
+    ``compliance_a`` whose worst-case energy per cell exceeds ``Limits.energy_max_j``:
+    the energy limit applied to a whole hold made of several requests. Reply: None."""
+
+    amplitude_v: float
+    duration_s: float
+    compliance_a: float
+    keys: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Wait:
     seconds: float
 

@@ -43,11 +43,18 @@ def _builtin() -> None:
     if _REGISTRY:
         return
     from memhil.protocols.library import (
+        converge,
         forming,
         iv_sweep,
+        multi_bias,
+        multistate_seeker,
         pulse_train,
+        sequence,
+        stdp,
+        switch_seeker,
         switching,
         timed_reads,
+        transients,
         wafer,
     )
 
@@ -83,6 +90,49 @@ def _builtin() -> None:
             wafer.WaferCampaignParams,
             wafer.plan,
             "inner protocol per die/subsite over a prober",
+        ),
+        ProtocolSpec(
+            "switch_seeker",
+            switch_seeker.SwitchSeekerParams,
+            switch_seeker.plan,
+            "ramped pulses until the state switches: threshold and polarity",
+        ),
+        ProtocolSpec(
+            "multistate_seeker",
+            multistate_seeker.MultiStateParams,
+            multistate_seeker.plan,
+            "distinguishable, stable conductance levels",
+        ),
+        ProtocolSpec(
+            "converge_to_state",
+            converge.ConvergeParams,
+            converge.plan,
+            "program-and-verify to target conductances",
+        ),
+        ProtocolSpec("stdp", stdp.STDPParams, stdp.plan, "conductance change vs spike delay"),
+        ProtocolSpec(
+            "volatility",
+            transients.VolatilityParams,
+            transients.volatility_plan,
+            "relaxation right after programming",
+        ),
+        ProtocolSpec(
+            "chronoamperometry",
+            transients.ChronoParams,
+            transients.chronoamperometry_plan,
+            "current vs time under constant bias",
+        ),
+        ProtocolSpec(
+            "multi_bias",
+            multi_bias.MultiBiasParams,
+            multi_bias.plan,
+            "one row driven, columns read",
+        ),
+        ProtocolSpec(
+            "sequence",
+            sequence.SequenceParams,
+            sequence.plan,
+            "user-composed pulse/read/wait/ramp/loop blocks",
         ),
     ):
         register(spec)

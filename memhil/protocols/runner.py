@@ -17,18 +17,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from memhil.analog.program import program_and_verify
 from memhil.backends.base import Backend, Reading
 from memhil.core.errors import LimitError
+from memhil.core.limits import worst_case_energy_j
 from memhil.protocols.dry import DryBackend
 from memhil.protocols.plan import (
     MVM,
     Checkpoint,
     Commit,
     Contact,
+    EnergyCheck,
     IsDone,
     Move,
     Now,
     ProberMap,
+    Program,
     Pulse,
     Read,
     Record,
@@ -39,6 +43,12 @@ from memhil.protocols.plan import (
 
 class ProtocolError(RuntimeError):
     """A plan cannot run on this backend (e.g. it needs a prober and there is none)."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """A stop asked for from outside the process (the monitor's stop button): raised between
+    units, so it takes the Ctrl-C path (unit in flight already committed, safe state
+    entered, run left ``interrupted`` and resumable)."""
 
 
 class ProtocolLimitError(LimitError):
@@ -115,6 +125,7 @@ class Runner:
         progress: bool = True,
         safe_state: Callable[[], None] | None = None,
         max_preflight_ops: int = 5_000_000,
+        stop_requested: Callable[[], bool] | None = None,
     ):
         self.backend = backend
         self.sink = sink
@@ -122,6 +133,7 @@ class Runner:
         self.progress = progress
         self.safe_state = safe_state or backend.safe_state
         self.max_preflight_ops = max_preflight_ops
+        self.stop_requested = stop_requested  # asked before each unit starts
         self._stack: list[tuple[tuple, list, bool]] = []  # (key, buffered records, skipped)
         self._commands: dict[type, Handler] = {}
         for msg_type, handler in (
@@ -129,6 +141,8 @@ class Runner:
             (Read, self._read),
             (MVM, self._mvm),
             (Wait, self._wait),
+            (Program, self._program),
+            (EnergyCheck, self._energy_check),
             (Now, self._now),
             (Record, self._record_msg),
             (IsDone, self._is_done),
@@ -265,6 +279,40 @@ class Runner:
         p.summary.mvms += 1
         return p.backend.mvm(torch.as_tensor(msg.v_rows), tile=msg.tile)
 
+    def _program(self, msg: Program, p: Pass) -> Any:
+        p.summary.v_max = max(p.summary.v_max, abs(msg.set_pulse[0]), abs(msg.reset_pulse[0]))
+        iterations = msg.max_iterations
+        if p.dry:
+            # Dry reads never converge: check one pulse of each polarity (the loop caps
+            # its counts by the limits itself) and run a single iteration for the reply.
+            for amplitude_v, width_s in (msg.set_pulse, msg.reset_pulse):
+                p.backend.pulse(
+                    list(msg.cells), amplitude_v, width_s, 1, compliance_a=msg.compliance_a
+                )
+                p.summary.pulses += 1
+            iterations = 1
+        report = program_and_verify(
+            p.backend,
+            list(msg.cells),
+            torch.tensor(msg.targets_s, dtype=torch.float64),
+            set_pulse=msg.set_pulse,
+            reset_pulse=msg.reset_pulse,
+            tolerance_s=msg.tolerance_s,
+            max_iterations=iterations,
+            n_reads=msg.n_reads,
+            compliance_a=msg.compliance_a,
+        )
+        p.summary.pulses += report.pulse_calls  # the pulse calls the loop made
+        return report
+
+    def _energy_check(self, msg: EnergyCheck, p: Pass) -> None:
+        p.backend.limits.check_energy(
+            torch.as_tensor(
+                worst_case_energy_j(abs(msg.amplitude_v), msg.compliance_a, msg.duration_s, 1)
+            ),
+            quantity="worst-case energy of the whole hold per cell",
+        )
+
     def _wait(self, msg: Wait, p: Pass) -> None:
         p.backend.wait(msg.seconds)
 
@@ -284,6 +332,8 @@ class Runner:
         if p.dry:
             return False
         done = self.journal is not None and self.journal.done(msg.key)
+        if not done and self.stop_requested is not None and self.stop_requested():
+            raise StopRequested(f"stop requested before unit {tuple(msg.key)!r}")
         if not done:  # a done unit is skipped by the plan: nothing to open or commit
             if self.journal is not None:  # durably "started" before its first operation
                 self.journal.start(tuple(msg.key))

@@ -42,6 +42,7 @@ __all__ = [
     "is_experiment_file",
     "load_dataset",
     "load_experiment_file",
+    "experiment_file_from_mapping",
     "with_source",
 ]
 
@@ -231,8 +232,15 @@ def _digest(data: Any) -> str:
 def load_experiment_file(path: str | Path) -> ExperimentFile:
     """Parse and validate an experiment file (no instrument is touched)."""
     path = Path(path).resolve()
+    return experiment_file_from_mapping(load_yaml(path), path)
+
+
+def experiment_file_from_mapping(data: Mapping[str, Any], path: str | Path) -> ExperimentFile:
+    """Validate the content ``data`` of experiment file ``path`` (a sweep's trial is its
+    base file's content with some keys changed): errors name ``path`` and the key;
+    relative paths resolve against ``path``'s folder."""
+    path = Path(path).resolve()
     src = str(path)
-    data = load_yaml(path)
     unknown = sorted(set(data) - set(EXPERIMENT_FILE_KEYS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown key (allowed: {list(EXPERIMENT_FILE_KEYS)})", src)

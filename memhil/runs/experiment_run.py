@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "META_EXPERIMENT",
     "METRIC_KEYS",
+    "preflight_offline",
     "run_experiment_file",
     "training_summary",
 ]
@@ -268,8 +269,18 @@ def _restore(payload: bytes, exp: Experiment, backend: Any) -> tuple[int, dict]:
     return int(state["epochs_done"]), dict(state["tally"])
 
 
+def preflight_offline(ef: ExperimentFile, backend_cfg: Any = None) -> None:
+    """Build and pre-flight ``ef`` on a dry stand-in of ``backend_cfg`` (default: the
+    file's own backend) made from the configuration files alone: nothing is contacted,
+    no database opened; errors name the file and key."""
+    backend_cfg = ef.backend if backend_cfg is None else backend_cfg
+    if backend_cfg is None:
+        raise ConfigError("backend", "no backend to pre-flight on", str(ef.path))
+    _build(ef, offline_backend(backend_cfg, str(ef.path)))
+
+
 def run_experiment_file(
-    experiment_path: str | Path,
+    experiment_path: str | Path | ExperimentFile,
     *,
     backend: Any = None,
     db: str | Path = "memhil.db",
@@ -284,7 +295,11 @@ def run_experiment_file(
     from memhil.backends.base import Backend
     from memhil.store import RunStore
 
-    ef = load_experiment_file(experiment_path)
+    ef = (
+        experiment_path
+        if isinstance(experiment_path, ExperimentFile)
+        else load_experiment_file(experiment_path)
+    )
     src = str(ef.path)
     own_backend = not isinstance(backend, Backend)
     backend_cfg = None
@@ -300,7 +315,7 @@ def run_experiment_file(
                 "no backend: give one in the file or on the command line (--sim, --station, --mock-lab)",
                 src,
             )
-        _build(ef, offline_backend(backend_cfg, src))  # every check the files allow
+        preflight_offline(ef, backend_cfg)  # every check the files allow
     new_db = not Path(db).exists()
     store = RunStore(db)
     writer = None

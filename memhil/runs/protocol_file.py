@@ -33,6 +33,7 @@ from memhil.runs.backend_config import open_backend
 __all__ = [
     "ProtocolFile",
     "load_protocol_file",
+    "protocol_file_from_mapping",
     "resolve_backend_config",
     "offline_backend",
     "file_errors",
@@ -108,8 +109,15 @@ def resolve_backend_config(config: Any, base: Path, source: str | None = None) -
 def load_protocol_file(path: str | Path) -> ProtocolFile:
     """Parse and validate a protocol file (no instrument is touched)."""
     path = Path(path).resolve()
+    return protocol_file_from_mapping(load_yaml(path), path)
+
+
+def protocol_file_from_mapping(data: Mapping[str, Any], path: str | Path) -> ProtocolFile:
+    """Validate the content ``data`` of protocol file ``path`` (a sweep's trial is its base
+    file's content with some keys changed): errors name ``path`` and the key; relative
+    paths resolve against ``path``'s folder."""
+    path = Path(path).resolve()
     src = str(path)
-    data = load_yaml(path)
     unknown = sorted(set(data) - set(PROTOCOL_FILE_KEYS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown key (allowed: {list(PROTOCOL_FILE_KEYS)})", src)
@@ -153,11 +161,16 @@ def file_limit_error(exc: ProtocolLimitError, pf: ProtocolFile) -> ProtocolLimit
 @contextmanager
 def file_errors(pf: ProtocolFile, backend: Any, where: str) -> Iterator[None]:
     """A pre-flight of ``pf`` on ``backend`` whose errors name the protocol file and key:
-    limits (ProtocolLimitError), cells outside the chip of ``where`` (ConfigError)."""
+    limits (ProtocolLimitError), cells outside the chip of ``where`` and parameters the
+    plan checks against the chip (ConfigError)."""
     try:
         yield
     except ProtocolLimitError as exc:
         raise file_limit_error(exc, pf) from None
+    except ConfigError as exc:  # a parameter the plan checks against the chip (a row)
+        if exc.source is not None:
+            raise
+        raise ConfigError(f"params.{exc.key}", exc.reason, str(pf.path)) from None
     except IndexError as exc:  # a cell outside the chip
         _, rows, cols = backend.shape
         key = "params.cells" if "cells" in pf.params else "params"

@@ -47,11 +47,13 @@ from memhil.runs.protocol_file import (
     plain,
     resolve_backend_config,
 )
+from memhil.store.stop_request import clear_stop, stop_requested
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "run_protocol_file",
+    "preflight_offline",
     "journal_path",
     "find_resumable_run",
     "column_name",
@@ -364,6 +366,8 @@ def check_resume_matches(
 
 def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
     """The most recent run of ``protocol_path`` whose chain did not complete."""
+    from memhil.store.run_records import META_SWEEP_TRIAL
+
     target = str(Path(protocol_path).resolve())
     infos = {r.run_id: r for r in store.runs()}
     best = None
@@ -371,16 +375,33 @@ def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
         if info.continues is not None:
             continue  # look at roots; the chain's last run decides
         md = store.metadata(rid)
-        if md.get(META_FILE) != target:
-            continue
+        if md.get(META_FILE) != target or META_SWEEP_TRIAL in md:
+            continue  # another file's run, or a sweep's trial (`memhil sweep --resume`)
         last = store.chain(rid)[-1]
         if infos[last].status != "completed":
             best = rid if best is None else max(best, rid)
     return best
 
 
+def preflight_offline(pf: ProtocolFile, backend_cfg: Any = None) -> Summary:
+    """Pre-flight ``pf`` on a dry stand-in of ``backend_cfg`` (default: the file's own
+    backend) built from the configuration files alone: limit, cell-range and record
+    errors name the file and key; no instrument is contacted, no database opened."""
+    backend_cfg = pf.backend if backend_cfg is None else backend_cfg
+    if backend_cfg is None:
+        raise ConfigError("backend", "no backend to pre-flight on", str(pf.path))
+    where = (
+        backend_cfg
+        if isinstance(backend_cfg, str)
+        else next((str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim")
+    )
+    offline = offline_backend(backend_cfg, str(pf.path))
+    with file_errors(pf, offline, where):
+        return _RecordSchema(Runner(offline, progress=False)).preflight(pf.plan)
+
+
 def run_protocol_file(
-    protocol_path: str | Path,
+    protocol_path: str | Path | ProtocolFile,
     *,
     backend: Any = None,
     db: str | Path = "memhil.db",
@@ -388,7 +409,8 @@ def run_protocol_file(
     progress: bool = True,
     visa_library: str | None = None,
 ) -> int:
-    """Run a protocol file; returns the run id the points were written to.
+    """Run a protocol file (a path, or a ``ProtocolFile`` already loaded); returns the run
+    id the points were written to.
 
     ``backend``: a backend configuration ("sim", ``{sim: {...}}``, ``{station: yaml}``,
     ``{mock_lab: yaml}``; paths relative to the working directory), or an open Backend
@@ -400,7 +422,11 @@ def run_protocol_file(
     from memhil.backends.base import Backend
     from memhil.store import RunStore
 
-    pf = load_protocol_file(protocol_path)
+    pf = (
+        protocol_path
+        if isinstance(protocol_path, ProtocolFile)
+        else load_protocol_file(protocol_path)
+    )
     src = str(pf.path)
     own_backend = not isinstance(backend, Backend)
     backend_cfg = None
@@ -419,16 +445,7 @@ def run_protocol_file(
             )
     if own_backend:  # every check the files allow, before any instrument or database
         assert backend_cfg is not None  # refused above
-        where = (
-            backend_cfg
-            if isinstance(backend_cfg, str)
-            else next(
-                (str(backend_cfg[k]) for k in ("station", "mock_lab") if k in backend_cfg), "sim"
-            )
-        )
-        offline = offline_backend(backend_cfg, src)
-        with file_errors(pf, offline, where):
-            _RecordSchema(Runner(offline, progress=False)).preflight(pf.plan)
+        preflight_offline(pf, backend_cfg)
     new_db = not Path(db).exists()
     store = RunStore(db)
     writer = None
@@ -477,6 +494,8 @@ def run_protocol_file(
                 md = _metadata(pf, be, backend_cfg)
                 md["station_identity"] = station_identity(backend_cfg, None if own_backend else be)
                 md["column_map"] = {f: column_name(f) for f in fields if column_name(f) != f}
+                # what the pre-flight counted: the monitor's progress and ETA
+                md["preflight"] = {"records": summary.records, "units": summary.units}
                 writer = store.new_run(pf.name, keys=keys, values=values, metadata=md)
                 root_id = writer.run_id
                 done: set[tuple] = set()
@@ -486,6 +505,8 @@ def run_protocol_file(
                 done = set(store.completed_keys(root_id, keys))
             runner.sink = _StoreSink(writer, keys, done)
             runner.journal = _StoreJournal(writer, journal_path(db, root_id))
+            clear_stop(db, root_id)  # a request honoured before must not stop a resume
+            runner.stop_requested = functools.partial(stop_requested, db, root_id)
             try:
                 runner.run(pf.plan, preflight=summary)
             except BaseException as exc:
@@ -500,6 +521,8 @@ def run_protocol_file(
             try:
                 if writer is not None and not writer.closed:
                     writer.close(status)
+                if root_id is not None:
+                    clear_stop(db, root_id)
             finally:
                 if own_backend:
                     try:

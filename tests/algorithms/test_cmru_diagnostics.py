@@ -12,7 +12,7 @@ from memhil.algorithms.cmru.diagnostics import (
     memory_unit_statistics,
     parameter_group,
 )
-from memhil.algorithms.cmru.training import TrainConfig, train
+from memhil.algorithms.cmru.training import TrainConfig, evaluate, scores, train
 from memhil.algorithms.cmru.units import cmru
 from memhil.datasets import delayed_recall
 
@@ -59,5 +59,9 @@ def test_training_returns_diagnostics_and_the_prediction_histogram():
     summary = result.test_predictions
     assert summary is not None and sum(summary.counts) == len(data.test)
     assert len(summary.counts) == data.n_classes
+    # one pass gives the accuracy and the flag (what the experiment records as final metrics)
+    one_pass = scores(model, data.test)
+    assert one_pass["accuracy"] == pytest.approx(evaluate(model, data.test))
+    assert one_pass["collapsed"] == float(summary.collapsed)
     # the hooks are gone after training: another forward records nothing
     assert not any(m._forward_hooks for m in model.modules())

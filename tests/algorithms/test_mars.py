@@ -104,3 +104,59 @@ def test_mars_beats_chance_on_japanese_vowels(vowels_slice):
     acc = readout.accuracy(feats[2], test.y)
     # chance is 1/9; the full-size model reaches ~0.97, this 32-unit one on half the data ~0.9
     assert acc > 0.75
+
+
+def test_blocked_coefficients_are_the_plain_coefficients_to_float32_rounding():
+    gen = torch.Generator().manual_seed(8)
+    layer = MARSLayer(3, 7, dt=(0.001, 0.09), generator=gen)
+    x = torch.randn(2, 40_000, 3, generator=gen)  # > one block of rows
+    a, c = layer._coefficients_blocked(x, None)
+    a_ref, c_ref = layer.coefficients(layer.project(x))
+    # same ops, same order; torch may still pick a vector or a scalar (FMA or not) loop
+    # for a broadcast add by shape, so allow a few ulps of values in (0, 1): 4 * 2**-24
+    tol = 4 * 2.0**-24
+    assert (a - a_ref).abs().max() <= tol and (c - c_ref).abs().max() <= tol
+    a, c = layer._coefficients_blocked(x, layer.project(x))
+    assert (a - a_ref).abs().max() <= tol and (c - c_ref).abs().max() <= tol
+
+
+def test_layer_gradient_flows_through_the_autograd_path():
+    layer = MARSLayer(2, 5)
+    x = torch.randn(2, 30, 2, dtype=torch.float64, requires_grad=True)
+    layer = layer.double()
+    h, _ = layer(x, equilibrium=False)
+    (g,) = torch.autograd.grad(h.sum(), x)
+    h_loop, _ = layer(x, method="loop", equilibrium=False)
+    (g_loop,) = torch.autograd.grad(h_loop.sum(), x)
+    torch.testing.assert_close(g, g_loop, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mars_states_on_cuda_equal_the_cpu_states():
+    model = MARS(2, 16, 2, seed=3)
+    x = torch.randn(3, 200, 2, generator=torch.Generator().manual_seed(3))
+    cpu = model.features(x)
+    gpu = model.cuda().features(x.cuda()).cpu()
+    assert (cpu - gpu).abs().max() < 1e-4  # float32 scan vs loop order over 200 steps
+
+
+def test_fused_kernel_exp_is_within_one_ulp_and_states_match_the_torch_path():
+    import numpy as np
+
+    from memhil.algorithms.mars.kernels import exp_f32
+
+    x = np.linspace(-87.0, 88.0, 100_001, dtype=np.float32)
+    out = np.empty_like(x)
+    exp_f32(x, out, np.empty(x.shape, np.int32))
+    rel = np.abs(out.astype(np.float64) / np.exp(x.astype(np.float64)) - 1.0)
+    assert rel.max() < 2.0**-23  # Cephes expf: below one float32 ulp
+    gen = torch.Generator().manual_seed(11)
+    layer = MARSLayer(2, 9, dt=(0.001, 0.09), generator=gen)
+    x = torch.randn(3, 2000, 2, generator=gen)
+    with torch.no_grad():
+        fused, _ = layer(x, equilibrium=False)  # the fused kernel
+        a, c = layer.coefficients(layer.project(x))
+        given = layer._states_fused(x, layer.project(x))  # a projection computed outside
+    ref = diagonal_recurrence(a, c, "loop")
+    # states in (0, 1); exps differ by < 1 ulp, accumulated over ~1/(1-a) <= ~1e3 steps
+    assert (fused - ref).abs().max() < 1e-5 and (given - ref).abs().max() < 1e-5

@@ -67,3 +67,24 @@ def test_errors_name_the_problem():
         fit_ridge(x, y, 2, lambdas=[1.0])
     with pytest.raises(ValueError, match=">= 0"):
         ridge_path(x, x[:, :2], [-1.0])
+
+
+def test_accuracy_ties_go_to_the_lower_validation_error_stable_under_rounding():
+    (x, y), (xv, yv), classes = _problem(seed=3, n=40, n_val=30)
+    grid = [10.0**k for k in range(-3, 5)]
+    model = fit_ridge(x, y, classes, val_features=xv, val_labels=yv, lambdas=grid)
+    acc = model.val_accuracy
+    best = max(acc.values())
+    tied = [lam for lam, a in acc.items() if a == best]
+    assert len(tied) >= 2  # 30 validation samples: accuracy is coarse, ties are the rule
+
+    def val_error(lam):
+        fit = fit_ridge(x, y, classes, lambdas=[lam])
+        return float((fit.decision(xv) - one_hot_pm(yv, classes)).pow(2).mean())
+
+    assert model.lam == min(tied, key=val_error)
+    # features equal up to float32 rounding choose the same penalty
+    gen = torch.Generator().manual_seed(9)
+    wobble = lambda f: f * (1 + 1e-7 * torch.randn(f.shape, generator=gen, dtype=f.dtype))
+    again = fit_ridge(wobble(x), y, classes, val_features=wobble(xv), val_labels=yv, lambdas=grid)
+    assert again.lam == model.lam

@@ -1,8 +1,10 @@
 """Offline loaders: shapes, label ranges, seeded splits, padding and standardization."""
 
+import pytest
 import torch
 
 from memhil import datasets
+from memhil.datasets import classification_sets, load_ucr
 
 
 def test_sequential_digits_is_the_image_read_pixel_by_pixel():
@@ -43,3 +45,25 @@ def test_validation_split_is_stratified_and_disjoint():
     assert set(val.y.tolist()) == {0, 1, 2}
     rows = {tuple(r.tolist()) for r in reduced.train.x}
     assert not any(tuple(r.tolist()) in rows for r in val.x)
+
+
+def test_every_classification_set_in_the_sktime_wheel_is_listed():
+    names = classification_sets()
+    # sktime 1.2's wheel: the regression set Tecator and forecasting CSVs are not listed
+    assert {"ACSF1", "ArrowHead", "JapaneseVowels", "OSULeaf", "PLAID"} <= set(names)
+    assert "Tecator" not in names and "Covid3Month" not in names
+
+
+@pytest.mark.parametrize("name", ["PLAID", "ArrowHead"])
+def test_sets_beyond_the_examples_load(name):
+    data = load_ucr(name)
+    assert data.train.x.dim() == 3 and data.train.x.shape[1:] == data.test.x.shape[1:]
+    assert int(data.train.y.max()) < data.n_classes and int(data.train.y.min()) == 0
+    if name == "PLAID":  # ragged appliance traces, T = 100..1344
+        assert data.train.lengths is not None and int(data.train.lengths.max()) == 1344
+        assert data.n_classes == 11 and len(data.train) == 537
+
+
+def test_an_unknown_set_names_the_available_ones():
+    with pytest.raises(KeyError, match="PLAID"):
+        load_ucr("NoSuchSet")

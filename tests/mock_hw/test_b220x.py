@@ -293,7 +293,24 @@ def test_matrix_errors_reach_the_queue_and_the_status_byte(lab):
     assert lb.driver.get_error().startswith("-222")
     assert lb.driver.get_error() == '+0,"No error"'
     lb.driver.write(":FROB 0")
-    assert lb.driver.get_error().startswith("-100")
+    assert lb.driver.get_error().startswith("-113")  # undefined header (SCPI-1999 21.8.9)
     with pytest.raises(ValueError):  # the driver validates before sending
         lb.matrix.connect(15, 1)
     assert lb.emu.closed == set()
+
+
+def test_the_manuals_route_prefixed_forms_open_card_all_and_self_test(lab):
+    """B2200A/B2201A User's Guide, SCPI command reference: every relay command sits under
+    ``[:ROUTe]``; ``:OPEN:CARD`` takes a card number or ALL; ``*TST?`` answers 0 on a pass."""
+    lb = lab()
+    lb.driver.write(":ROUT:CLOS (@10109,10210)")
+    assert lb.driver.ask(":ROUT:CLOS? (@10109,10210,10311)") == "1,1,0"
+    assert lb.driver.ask(":ROUTE:CONN:RULE? 1") == "FREE"
+    lb.driver.write(":ROUT:OPEN:CARD ALL")
+    assert lb.driver.ask("*OPC?") == "1"  # the write has been handled
+    assert lb.emu.closed == set()
+    assert lb.driver.ask("*TST?") == "0"
+    lb.driver.write(":ROUT:FROB")
+    assert int(lb.driver.ask("*STB?")) & 4  # error available
+    assert lb.driver.get_error().startswith("-113")
+    assert lb.driver.get_error() == '+0,"No error"'

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.mock_hw.bench import MockBench, ShortCircuit
+from memhil.mock_hw.bench import SHORT_PATH_OHM, MockBench
 from memhil.mock_hw.chip import MockChip, WaferSpec
 
 QUIET = {"model": "neurosim", "c2c_std": 0.0}
@@ -97,7 +97,7 @@ def test_each_die_is_its_own_array_with_its_overrides():
         c.select_die((5, 5))
 
 
-def test_bench_combines_terminals_and_detects_shorts():
+def test_bench_combines_terminals_and_shorts_them_through_the_path_resistance():
     c = chip()
     routes = {"a.smua": ([("row", 1)], [("col", 2)]), "a.smub": ([("row", 1)], [])}
     bench = MockBench(c, lambda key: routes.get(key, ([], [])))
@@ -107,8 +107,11 @@ def test_bench_combines_terminals_and_detects_shorts():
     assert i == pytest.approx(c.currents({1: 0.2}, {2: 0.0})[0][1])
     tb = bench.terminal("a.smub")
     tb.output_on, tb.voltage_v = True, 0.1
-    with pytest.raises(ShortCircuit, match="row 1"):
-        bench.current("a.smua")
+    # two sources on one line: a short through the matrix, the line midway between them
+    i_row = c.currents({1: 0.15}, {2: 0.0})[0][1]
+    assert bench.current("a.smua") == pytest.approx(i_row + 0.05 / SHORT_PATH_OHM)
+    rows, cols = bench.drive()
+    assert rows == {1: pytest.approx(0.15)} and cols == {2: 0.0}
     tb.output_on = False
     assert bench.current("a.smub") == 0.0
     bench.all_off()

@@ -113,8 +113,11 @@ def test_fast_sweep_traces_a_pinched_hysteresis_loop_that_matches_the_chip_model
     # down branch just after SET: > 3x (4.5x measured).
     assert down_at_v[kp] / up[kp] > 2.0
     assert down_at_v[km] / up[km] > 3.0
-    # the sinh I-V keeps the sign of V on both branches (no offset, no crossing)
-    assert np.all(np.sign(up) == np.sign(v)) and np.all(np.sign(down_at_v) == np.sign(v))
+    # the sinh I-V keeps the sign of V on both branches (no offset, no crossing); at 0 V
+    # the reading is the instrument's noise floor, of either sign
+    nz = v != 0
+    assert np.all(np.sign(up[nz]) == np.sign(v[nz]))
+    assert np.all(np.sign(down_at_v[nz]) == np.sign(v[nz]))
     # area enclosed by the two lobes, ∫|I_down - I_up| dV, against the I-V scale
     area = np.trapezoid(np.abs(down_at_v - up), v)
     assert area > 0.2 * np.abs(up).max() * VMAX
@@ -123,8 +126,9 @@ def test_fast_sweep_traces_a_pinched_hysteresis_loop_that_matches_the_chip_model
     ref = MockChip(CFG)
     ref_up = reference_sweep(ref, lua_setpoints(-VMAX, VMAX, NPTS))
     ref_down = reference_sweep(ref, lua_setpoints(VMAX, -VMAX, NPTS))
-    np.testing.assert_allclose(up, ref_up, rtol=RTOL_REAL32, atol=1e-15)
-    np.testing.assert_allclose(down, ref_down, rtol=RTOL_REAL32, atol=1e-15)
+    # atol: 5 sigma of the 2636B's noise floor (smu_ranges.K2636B.noise_floor_a, 20 fA)
+    np.testing.assert_allclose(up, ref_up, rtol=RTOL_REAL32, atol=1e-13)
+    np.testing.assert_allclose(down, ref_down, rtol=RTOL_REAL32, atol=1e-13)
     # ... and the chip was held for 2 x 41 integration times of virtual time (the
     # simulator applies widths in float32: relative rounding < 6e-8)
     assert lab.chip.clock.now() == pytest.approx(2 * NPTS * T_INT, rel=1e-6)

@@ -347,7 +347,7 @@ def test_config_errors_name_key():
         build_protocol("iv_sweep", {"v_stepp": 0.1})
     with pytest.raises(ConfigError, match=r"cfg\.yaml: forming\.v_start"):
         build_protocol("forming", {"v_start": 5.0, "v_max": 3.0}, source="cfg.yaml")
-    assert "wafer_campaign" in protocol_names() and len(protocol_names()) == 9
+    assert "wafer_campaign" in protocol_names() and len(protocol_names()) == 17
 
 
 class Boom(Exception):

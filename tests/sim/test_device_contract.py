@@ -97,6 +97,24 @@ RECIPES: dict[str, Recipe] = {
     "yakopcic": Recipe(
         set=Pulse(0.5, 1e-4, 2), reset=Pulse(-0.5, 1e-4, 2), saturate=Pulse(1.0, 1e-3, 10)
     ),
+    # the default table: +-0.1 uS per 1 V / 1 us pulse over 1-10 uS; 100 pulses saturate
+    "empirical": Recipe(
+        set=Pulse(1.0, 1e-6, 5),
+        reset=Pulse(-1.0, 1e-6, 5),
+        saturate=Pulse(1.0, 1e-6, 100),
+        noisy={
+            "step_dtod": (0.2, 0.2),
+            "step_std_s": ((2e-8, 2e-8), (2e-8, 2e-8)),
+            "g0_std_s": 1e-7,
+        },
+    ),
+    # 1 V (twice the threshold) for 1 us moves x by 0.05, half of it relaxing (tau 1 ms)
+    "volatile": Recipe(
+        set=Pulse(1.0, 1e-6, 4),
+        reset=Pulse(-1.0, 1e-6, 2),
+        saturate=Pulse(1.0, 1e-5, 100),
+        noisy={"tau_dtod": 0.2, "k_dtod": 0.2, "dx_std": 0.05},
+    ),
 }
 
 
@@ -105,6 +123,7 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "vteam": [{"window": "kvatinsky"}, {"iv": "exponential"}],
     "rram_forming": [{"v_bd_per_decade_v": 0.1}],
     "neurosim": [{"a_ltd": 3.0, "p_max_ltd": 20.0}],
+    "volatile": [{"volatile_fraction": 0.0, "dx_std": 0.1}],
 }
 
 #: (registered name, parameter overrides): every name at its defaults, then the variants.

@@ -14,7 +14,7 @@ each matrix's largest |w|; :func:`noise_robustness` tabulates accuracy against b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -26,6 +26,12 @@ from memhil.algorithms.cmru.training import evaluate
 from memhil.algorithms.cmru.units import CandidatePerturbation, MemoryRecurrentUnit
 from memhil.analog.linear import AnalogLinear
 from memhil.analog.placement import pack_columns
+from memhil.analog.program import (
+    ProgramProgress,
+    ProgramReport,
+    program_weights_steps,
+    run_to_end,
+)
 from memhil.backends.base import Backend
 from memhil.datasets.containers import Split
 
@@ -65,10 +71,16 @@ def _analog_copy(
 
 
 def plan_placement(
-    model: RecurrentBackbone, backend: Backend, *, readout: bool = True
+    model: RecurrentBackbone,
+    backend: Backend | tuple[int, int, int],
+    *,
+    readout: bool = True,
+    outputs: bool = True,
 ) -> list[Placement]:
     """Lay the deployed matrices side by side along the columns of the backend's tiles
-    (differential pairs: two columns per output), starting a new tile when one is full.
+    (differential pairs: two columns per output), starting a new tile when one is full:
+    every memory unit's input projection, its output map (with ``outputs``) and the final
+    readout (with ``readout``). ``backend`` may be the (tiles, rows, cols) shape alone.
 
     Raises ValueError naming the matrix and the array size when a matrix does not fit.
     """
@@ -78,14 +90,14 @@ def plan_placement(
             raise TypeError(f"block {i} holds a {type(cell).__name__}; only memory units deploy")
         w, _ = cell.projection_weights()
         shapes.append((f"blocks.{i}.cell.input_projection", w.shape[0], w.shape[1]))
-        if cell.out is not None:
+        if outputs and cell.out is not None:
             shapes.append((f"blocks.{i}.cell.out", cell.out.out_features, cell.out.in_features))
     if readout:
         last = cast("nn.Linear | AnalogLinear", model.head[-1])
         shapes.append(("head.readout", last.out_features, last.in_features))
     regions = pack_columns(
         [(n_in, 2 * n_out) for _, n_out, n_in in shapes],
-        backend.shape,
+        backend if isinstance(backend, tuple) else backend.shape,
         names=[name for name, _, _ in shapes],
     )
     return [
@@ -94,24 +106,22 @@ def plan_placement(
     ]
 
 
-def deploy_to_backend(
+def deploy_to_backend_steps(
     model: RecurrentBackbone,
     backend: Backend,
     *,
     readout: bool = True,
+    outputs: bool = True,
     program_method: Method = "verify",
     seed: int = 0,
     program_kw: dict | None = None,
     **analog_kw,
-) -> list[AnalogLinear]:
-    """Move the memory units' projections (and the final readout) of ``model`` onto
-    ``backend`` in place and program the devices to the trained weights.
-
-    Returns the AnalogLinear layers (their ``weights.tally`` counts the pulses).
-    ``analog_kw`` goes to :class:`AnalogLinear` (e.g. ``set_pulse``, ``v_read``).
-    """
+) -> Generator[tuple[str, ProgramProgress], None, list[tuple[AnalogLinear, ProgramReport]]]:
+    """``deploy_to_backend`` as a generator of (matrix name, ProgramProgress), one item per
+    calibration and verify iteration of each matrix; returns each AnalogLinear layer with
+    the report of its programming."""
     layers = []
-    for k, place in enumerate(plan_placement(model, backend, readout=readout)):
+    for k, place in enumerate(plan_placement(model, backend, readout=readout, outputs=outputs)):
         parts = place.name.split(".")
         if place.name == "head.readout":
             last = cast("nn.Linear | AnalogLinear", model.head[-1])
@@ -130,9 +140,28 @@ def deploy_to_backend(
                     cell.out.weight, cell.out.bias, backend, place, seed + k, **analog_kw
                 )
                 cell.out = layer
-        layer.program(method=program_method, **(program_kw or {}))
-        layers.append(layer)
+        steps = program_weights_steps(
+            layer.weights, layer.weight.detach(), method=program_method, **(program_kw or {})
+        )
+        while True:
+            try:
+                yield place.name, next(steps)
+            except StopIteration as done:
+                layers.append((layer, done.value))
+                break
     return layers
+
+
+def deploy_to_backend(model: RecurrentBackbone, backend: Backend, **kw) -> list[AnalogLinear]:
+    """Move the memory units' projections (with ``outputs``, their output maps; with
+    ``readout``, the final readout) of ``model`` onto ``backend`` in place and program
+    the devices to the trained weights: runs :func:`deploy_to_backend_steps` to the end.
+
+    Returns the AnalogLinear layers (their ``weights.tally`` counts the pulses).
+    ``analog_kw`` goes to :class:`AnalogLinear` (e.g. ``set_pulse``, ``v_read``),
+    ``program_kw`` to the programming routine.
+    """
+    return [layer for layer, _ in run_to_end(deploy_to_backend_steps(model, backend, **kw))]
 
 
 # ---------------------------------------------------------------------------------------

@@ -95,9 +95,19 @@ def predict(model: nn.Module, split: Split, *, batch_size: int = 256) -> tuple[T
 
 def summarize_predictions(model: nn.Module, split: Split) -> PredictionSummary:
     """Histogram and collapse flag of ``model``'s predictions on ``split``."""
+    return _predictions_and_summary(model, split)[2]
+
+
+def scores(model: nn.Module, split: Split) -> dict[str, float]:
+    """Accuracy and the collapse metrics (``PredictionSummary.metrics``) from one pass."""
+    preds, labels, summary = _predictions_and_summary(model, split)
+    return {"accuracy": float((preds == labels).double().mean()), **summary.metrics()}
+
+
+def _predictions_and_summary(model: nn.Module, split: Split):
     preds, n_classes = predict(model, split)
     labels = split.y if split.y.dim() == 1 else (split.y > 0).long()
-    return prediction_summary(preds, n_classes, labels)
+    return preds, labels, prediction_summary(preds, n_classes, labels)
 
 
 @torch.no_grad()
@@ -122,6 +132,85 @@ def evaluate(
     return correct / total
 
 
+class Trainer:
+    """This module's recipe, one mini-batch at a time: AdamW with the parameter groups,
+    the cosine schedule over ``config.steps`` and the seeded batch sampler, with their
+    state for checkpoints (``train`` runs it to the end)."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None):
+        cfg = self.config = config or TrainConfig()
+        self.model = model
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, p in model.named_parameters():
+            (no_decay if _is_recurrent(name) or p.dim() < 2 else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            betas=(0.9, 0.99),
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda k: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps)),
+        )
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.steps = 0
+        #: one dict per ``config.diagnostics_every`` steps (see :class:`TrainResult`)
+        self.diagnostics: list[dict[str, float]] = []
+        self._recorder = CellInputRecorder(model) if cfg.diagnostics_every > 0 else None
+
+    def step(self, split: Split) -> tuple[float, float]:
+        """One update on a mini-batch drawn from ``split``: (loss, mini-batch accuracy)."""
+        cfg, model = self.config, self.model
+        if cfg.eps_schedule is not None:
+            cfg.eps_schedule.apply(model, self.steps)
+        model.train()
+        n = len(split)
+        idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=self.generator)
+        batch = split.subset(idx)
+        rec = self._recorder
+        diagnose = rec is not None and self.steps % cfg.diagnostics_every == 0
+        if rec is not None:
+            rec.active = diagnose
+        loss, correct, count = loss_and_correct(model(batch.x, batch.lengths), batch.y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if diagnose:
+            assert rec is not None
+            self.diagnostics.append(
+                {"step": float(self.steps), **gradient_norms(model), **rec.statistics(batch.x)}
+            )
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.steps += 1
+        return float(loss.detach()), int(correct) / count
+
+    def close(self) -> None:
+        """Remove the diagnostics hooks from the model."""
+        if self._recorder is not None:
+            self._recorder.remove()
+            self._recorder = None
+
+    def state_dict(self) -> dict:
+        """Optimiser, schedule, sampler and step count (the model's own state is apart)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])
+
+
 def train(
     model: nn.Module,
     train_split: Split,
@@ -130,47 +219,12 @@ def train(
 ) -> TrainResult:
     """Fit ``model`` on ``train_split`` with this module's recipe; returns losses and accuracies."""
     cfg = config or TrainConfig()
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        (no_decay if _is_recurrent(name) or p.dim() < 2 else decay).append(p)
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(0.9, 0.99),
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps))
-    )
-    gen = torch.Generator().manual_seed(cfg.seed)
+    trainer = Trainer(model, cfg)
     result = TrainResult()
-    model.train()
-    n = len(train_split)
-    recorder = CellInputRecorder(model) if cfg.diagnostics_every > 0 else None
     for step in range(cfg.steps):
-        if cfg.eps_schedule is not None:
-            cfg.eps_schedule.apply(model, step)
-        idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
-        batch = train_split.subset(idx)
-        diagnose = recorder is not None and step % cfg.diagnostics_every == 0
-        if recorder is not None:
-            recorder.active = diagnose
-        loss, correct, count = loss_and_correct(model(batch.x, batch.lengths), batch.y)
-        opt.zero_grad()
-        loss.backward()
-        if diagnose:
-            assert recorder is not None
-            result.diagnostics.append(
-                {"step": float(step), **gradient_norms(model), **recorder.statistics(batch.x)}
-            )
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        sched.step()
-        result.losses.append(float(loss.detach()))
-        result.batch_accuracies.append(int(correct) / count)
+        loss, accuracy = trainer.step(train_split)
+        result.losses.append(loss)
+        result.batch_accuracies.append(accuracy)
         result.steps = step + 1
         recent = result.batch_accuracies[-cfg.window :]
         if (
@@ -179,8 +233,8 @@ def train(
             and sum(recent) / cfg.window >= cfg.stop_accuracy
         ):
             break
-    if recorder is not None:
-        recorder.remove()
+    trainer.close()
+    result.diagnostics = trainer.diagnostics
     if cfg.eval_train:
         result.train_accuracy = evaluate(model, train_split)
     if test_split is not None:

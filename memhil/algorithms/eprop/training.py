@@ -31,7 +31,8 @@ the squared error by the readout cross-entropy on the last ``ce_window`` steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -320,7 +321,9 @@ class EpropNetwork:
     late ones approach saturation), and Gaussian initial weights are written
     open loop (SET counts from the response); the float ``ideal`` scheme starts from the
     weights read back. ``g_window_s`` (default: the backend's conductance range) sets the
-    weight scale, w = (G+ - G-) / (g_hi - g_lo) for w_max = 1.
+    weight scale, w = (G+ - G-) / (g_hi - g_lo) for w_max = 1. Given ``response`` (that
+    measurement, from ``state_dict``), the devices are taken to hold the network already
+    and nothing is pulsed: restore the rest with ``load_state_dict`` (a resumed run).
     """
 
     def __init__(
@@ -335,6 +338,7 @@ class EpropNetwork:
         set_pulse: tuple[float, float] | None = None,
         reset_pulse: tuple[float, float] | None = None,
         response_pulses: int = 20,
+        response: PulseResponse | None = None,
     ):
         self.backend, self.config = backend, config
         caps = backend.capabilities
@@ -352,9 +356,12 @@ class EpropNetwork:
         self.weights = {
             k: AnalogWeights(backend, m, self.set_pulse, self.reset_pulse) for k, m in maps.items()
         }
-        self.response = self._measure_response(response_pulses)
         gen = torch.Generator().manual_seed(config.seed)
-        self._program_initial(gen)
+        if response is None:
+            self.response = self._measure_response(response_pulses)
+            self._program_initial(gen)
+        else:  # the devices already hold the network (a resumed run): no pulse here
+            self.response = response
         self.init_tally = {k: replace(w.tally) for k, w in self.weights.items()}
         self.schemes: dict[str, UpdateScheme] = {}
         lrs = self._learning_rates()
@@ -381,6 +388,44 @@ class EpropNetwork:
         )
         self.scheme_name = scheme
         self.updates = 0
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The digital state training changes (tensors and plain data): the measured SET
+        response, the schemes' accumulators, the output bias, the feedback weights and
+        the pulse tallies; the devices hold the weights."""
+        r = self.response
+        return {
+            "response": {
+                "amplitude_v": r.amplitude_v,
+                "width_s": r.width_s,
+                "g_curve_s": r.g_curve_s.clone(),
+                "spread_s": None if r.spread_s is None else r.spread_s.clone(),
+            },
+            "schemes": {k: s.state_dict() for k, s in self.schemes.items()},
+            "bias": self.bias.clone(),
+            "random_feedback": self.random_feedback.clone(),
+            "updates": self.updates,
+            "tally": {k: asdict(w.tally) for k, w in self.weights.items()},
+            "init_tally": {k: asdict(t) for k, t in self.init_tally.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()`` into a network built with ``response`` from it."""
+        for k, s in self.schemes.items():
+            s.load_state_dict(state["schemes"][k])
+        self.bias = state["bias"].clone()
+        self.random_feedback = state["random_feedback"].clone()
+        self.updates = int(state["updates"])
+        for k, w in self.weights.items():
+            w.tally = PulseTally(**state["tally"][k])
+        self.init_tally = {k: PulseTally(**t) for k, t in state["init_tally"].items()}
+
+    @staticmethod
+    def response_from_state(state: Mapping[str, Any]) -> PulseResponse:
+        """The SET response saved by ``state_dict`` (the ``response`` of a resumed network)."""
+        r = state["response"]
+        return PulseResponse(r["amplitude_v"], r["width_s"], r["g_curve_s"], r["spread_s"])
 
     # -- setup ---------------------------------------------------------------------------------
     def _all_cells(self) -> Tensor:

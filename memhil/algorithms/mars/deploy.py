@@ -10,6 +10,7 @@ hardware backend over the mock lab, a bench.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -20,7 +21,7 @@ from memhil.algorithms.mars.layer import MARS, MARSLayer, Method
 from memhil.algorithms.mars.readout import RidgeClassifier
 from memhil.analog.linear import AnalogLinear
 from memhil.analog.placement import pack_columns
-from memhil.analog.program import ProgramReport
+from memhil.analog.program import ProgramProgress, ProgramReport, program_weights_steps, run_to_end
 from memhil.backends.base import Backend
 from memhil.nn.pooling import Pooling
 
@@ -31,6 +32,12 @@ def place_regions(
     """(tile, col_offset) for matrices of (rows, cols) ``sizes``, packed left to right on
     a tile and spilling to the next tile; ValueError naming the sizes when they do not fit."""
     return [(r.tile, r.col) for r in pack_columns(sizes, shape)]
+
+
+def region_size(n_in: int, n_out: int, layout: str, n_devices: int = 1) -> tuple[int, int]:
+    """(rows, cols) of devices an (n_out, n_in) matrix takes: a reference column for the
+    ``reference`` layout, else ``n_devices`` differential pairs per output."""
+    return (n_in, n_out + 1) if layout == "reference" else (n_in, 2 * n_out * n_devices)
 
 
 @dataclass
@@ -80,7 +87,7 @@ class DeployedMARS:
         return float((pred == labels).double().mean())
 
 
-def deploy_mars(
+def deploy_mars_steps(
     model: MARS,
     readout: RidgeClassifier,
     backend: Backend,
@@ -93,8 +100,11 @@ def deploy_mars(
     tolerance_s: float | None = None,
     program_kw: dict[str, Any] | None = None,
     **layer_kw: Any,
-) -> DeployedMARS:
-    """Program ``readout`` (and, with ``deploy_projections``, every layer's W_in) onto
+) -> Generator[tuple[str, ProgramProgress], None, DeployedMARS]:
+    """``deploy_mars`` as a generator of (matrix name, ProgramProgress), one item per
+    calibration and verify iteration of each matrix; returns the DeployedMARS.
+
+    Program ``readout`` (and, with ``deploy_projections``, every layer's W_in) onto
     ``backend`` and return the in-memory classifier. ``pool``/``layers`` must be those the
     readout was trained with. Regions are packed onto the tiles in order (projections, then
     the readout); ``layer_kw`` goes to each ``AnalogLinear`` (pulses, v_read, layout, ...).
@@ -109,9 +119,8 @@ def deploy_mars(
             for i, layer in enumerate(model.layers)
         ]
     mats.append(("readout", w_std, readout.bias))
-    sizes = [(w.shape[1], 2 * w.shape[0] * layer_kw.get("n_devices", 1)) for _, w, _ in mats]
-    if layer_kw.get("layout") == "reference":
-        sizes = [(w.shape[1], w.shape[0] + 1) for _, w, _ in mats]
+    layout, n_devices = layer_kw.get("layout", "differential"), layer_kw.get("n_devices", 1)
+    sizes = [region_size(w.shape[1], w.shape[0], layout, n_devices) for _, w, _ in mats]
     places = place_regions(sizes, backend.shape)
     reports: dict[str, ProgramReport] = {}
     built: list[AnalogLinear] = []
@@ -122,9 +131,28 @@ def deploy_mars(
         )
         m = layer.weights.mapping
         tol = 0.02 * (m.g_hi_s - m.g_lo_s) if tolerance_s is None else tolerance_s
-        reports[name] = layer.program(method=program, tolerance_s=tol, **(program_kw or {}))
+        steps = program_weights_steps(
+            layer.weights,
+            layer.weight.detach(),
+            method=program,
+            tolerance_s=tol,
+            **(program_kw or {}),
+        )
+        while True:
+            try:
+                yield name, next(steps)
+            except StopIteration as done:
+                reports[name] = done.value
+                break
         built.append(layer)
     projections: list[AnalogLinear | None] = (
         [*built[:-1]] if deploy_projections else [None] * model.depth
     )
     return DeployedMARS(model, readout, built[-1], projections, pool, layers, method, reports)
+
+
+def deploy_mars(model: MARS, readout: RidgeClassifier, backend: Backend, **kw: Any) -> DeployedMARS:
+    """Program ``readout`` (and, by default, every layer's W_in) onto ``backend`` and return
+    the in-memory classifier: runs :func:`deploy_mars_steps` (whose docstring gives the
+    keywords) to the end."""
+    return run_to_end(deploy_mars_steps(model, readout, backend, **kw))

@@ -16,12 +16,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from memhil.algorithms.mars.reservoirs import MFDevice, check_decay_range, uniform
 from memhil.nn.pooling import Pooling, pool_states, valid_mask
-from memhil.nn.scan import linear_recurrence_loop, linear_scan
+from memhil.nn.scan import linear_recurrence_loop, linear_scan, linear_scan_in_place
 
 Skip = Literal["input", "temporal", "equilibrium", "none"]
 SKIPS: tuple[str, ...] = ("input", "temporal", "equilibrium", "none")
@@ -29,6 +30,11 @@ Method = Literal["scan", "chunked", "loop"]
 METHODS: tuple[str, ...] = ("scan", "chunked", "loop")
 #: Target size in bytes of one (batch, T, units) state tensor in ``MARS.features``.
 BLOCK_BYTES = 4_000_000
+#: Elements per block of the in-place coefficient chain: three float32 blocks stay in L2.
+BLOCK_ELEMENTS = 65_536
+#: Up to this many input features the fused kernel projects inside its loop (K N
+#: multiply-adds per step beat a separate matmul pass over (batch, T, units) there).
+FUSED_MAX_INPUTS = 16
 #: A replacement for a layer's input projection x @ W_in.T (e.g. a crossbar read).
 Projection = Callable[[Tensor], Tensor]
 
@@ -121,11 +127,77 @@ class MARSLayer(nn.Module):
         """The input projection x @ W_in.T: the part a crossbar computes."""
         return x @ self.w_in.t()
 
+    def _log_lines(self) -> tuple[Tensor, float, Tensor, float]:
+        """Per-unit (ln c0, c1, ln d0, d1) with c_t = exp(ln c0 + c1 s_t) = dt kp_t and
+        dt kd_t = exp(ln d0 - d1 s_t), s_t = sigmoid(p (W_in x_t + b))."""
+        lp0, lp1, ld0, ld1 = self.device_model.log_rate_lines()
+        log_dt = torch.log(self.dt)
+        return log_dt + lp0, lp1, log_dt + ld0, ld1
+
     def coefficients(self, projected: Tensor) -> tuple[Tensor, Tensor]:
-        """(a_t, c_t) of the recurrence from the projected input W_in x_t."""
-        v = self.device_model.voltage(projected + self.b, self.p)
-        kp, kd = self.device_model.rates(v)
-        return self.gamma - self.dt * (kp + kd), self.dt * kp
+        """(a_t, c_t) of the recurrence from the projected input W_in x_t:
+        a = gamma - dt (kp + kd), c = dt kp."""
+        lc0, c1, ld0, d1 = self._log_lines()
+        s = torch.sigmoid((projected + self.b) * self.p)
+        c = torch.exp(torch.add(lc0, s, alpha=c1))
+        return self.gamma - c - torch.exp(torch.add(ld0, s, alpha=-d1)), c
+
+    def _coefficients_blocked(self, x: Tensor, projected: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The same (a, c) as :meth:`coefficients` (no autograd), as a chain of in-place
+        ops over row blocks of :data:`BLOCK_ELEMENTS`: the ~8 passes run in cache instead of
+        through memory, and no temporaries are allocated (measured ~5x faster on a CPU)."""
+        lc0, c1, ld0, d1 = self._log_lines()
+        rows = x.shape[0] * x.shape[1]
+        a = torch.empty(rows, self.n_units, dtype=x.dtype, device=x.device)
+        c = torch.empty_like(a)
+        if projected is None:
+            x_rows, w_t = x.reshape(rows, -1), self.w_in.t()
+        else:
+            z_rows = projected.reshape(rows, self.n_units)
+        step = max(1, BLOCK_ELEMENTS // self.n_units)
+        # the same ops in the same order as coefficients(), so both give identical bits
+        # (a - 1 cancels in the equilibria, which would magnify any rounding difference)
+        for lo in range(0, rows, step):
+            ab, cb = a[lo : lo + step], c[lo : lo + step]
+            if projected is None:
+                torch.matmul(x_rows[lo : lo + step], w_t, out=ab)
+            else:
+                ab.copy_(z_rows[lo : lo + step])
+            ab.add_(self.b).mul_(self.p).sigmoid_()
+            torch.add(lc0, ab, alpha=c1, out=cb).exp_()
+            torch.add(ld0, ab, alpha=-d1, out=ab).exp_()
+            torch.sub(torch.rsub(cb, self.gamma), ab, out=ab)
+        shape = (*x.shape[:2], self.n_units)
+        return a.view(shape), c.view(shape)
+
+    def _states_fused(self, x: Tensor, projected: Tensor | None) -> Tensor:
+        """The states from the compiled fused kernel (float32 CPU, no autograd): the
+        coefficients of :meth:`coefficients` and the recurrence in one pass; the input
+        projection runs inside it too for up to :data:`FUSED_MAX_INPUTS` features."""
+        from memhil.algorithms.mars.kernels import mf_states  # numba: imported on first use
+
+        lc0, c1, ld0, d1 = self._log_lines()
+        if projected is None and self.n_in > FUSED_MAX_INPUTS:
+            projected = self.project(x)
+        if projected is None:
+            src, w = x.detach().contiguous(), self.w_in.detach().t().contiguous()
+        else:
+            src, w = projected.detach().contiguous(), torch.empty(0, 0)
+        out = torch.empty(*src.shape[:2], self.n_units, dtype=torch.float32)
+        f32 = np.float32
+        mf_states(
+            src.numpy(),
+            w.float().numpy(),
+            self.b.detach().float().contiguous().numpy(),
+            f32(self.p),
+            lc0.float().contiguous().numpy(),
+            f32(c1),
+            ld0.float().contiguous().numpy(),
+            f32(d1),
+            f32(self.gamma),
+            out.numpy(),
+        )
+        return out
 
     def forward(
         self,
@@ -137,8 +209,23 @@ class MARSLayer(nn.Module):
         equilibrium: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """States h (batch, T, units) and, with ``equilibrium``, the instantaneous
-        equilibria h*_t = c_t / (1 - a_t) (else None)."""
-        a, c = self.coefficients(self.project(x) if projection is None else projection(x))
+        equilibria h*_t = c_t / (1 - a_t) (else None).
+
+        Without autograd on a CPU, ``scan`` runs the fused compiled kernel (float32, no
+        equilibria) or the blocked coefficients and the compiled recurrence in place;
+        otherwise plain tensor ops."""
+        projected = None if projection is None else projection(x)
+        grad = torch.is_grad_enabled() and (
+            x.requires_grad or (projected is not None and projected.requires_grad)
+        )
+        fast = method == "scan" and not grad and x.device.type == "cpu"
+        if fast and not equilibrium and x.dtype == torch.float32:
+            return self._states_fused(x, projected), None
+        if fast and x.dtype in (torch.float32, torch.float64):
+            a, c = self._coefficients_blocked(x, projected)
+            h_eq = c / (1 - a) if equilibrium else None
+            return linear_scan_in_place(a, c, dim=1), h_eq
+        a, c = self.coefficients(self.project(x) if projected is None else projected)
         h_eq = c / (1 - a) if equilibrium else None
         return diagonal_recurrence(a, c, method, chunk), h_eq
 

@@ -99,8 +99,9 @@ def fit_ridge(
     refit: bool = True,
 ) -> RidgeClassifier:
     """Fit the ridge readout; with a validation split, choose λ from ``lambdas`` by
-    validation accuracy (ties go to the larger λ) and, with ``refit``, refit on train and
-    validation together. Without one, ``lambdas`` must hold exactly one value."""
+    validation accuracy (ties by the lower validation squared error, then the larger λ)
+    and, with ``refit``, refit on train and validation together. Without one, ``lambdas``
+    must hold exactly one value."""
     if features.dim() != 2 or features.shape[0] != labels.shape[0]:
         raise ValueError(
             f"features must be (n, F) matching labels ({labels.shape[0]}), got "
@@ -118,11 +119,19 @@ def fit_ridge(
     y_mean = y.mean(0)
     path = ridge_path(x, y - y_mean, lambdas)  # (L, F, C)
     xv = (val_features.to(torch.float64) - mean) / scale
-    pred = (torch.einsum("nf,lfc->lnc", xv, path) + y_mean).argmax(-1)  # (L, n_val)
+    decision = torch.einsum("nf,lfc->lnc", xv, path) + y_mean  # (L, n_val, C)
+    pred = decision.argmax(-1)
     acc = (pred == val_labels.to(pred.device)).double().mean(1)
+    # ties in accuracy (a count out of n_val) are common; the validation squared error of
+    # the ±1 targets breaks them smoothly, so features that differ by rounding choose the
+    # same λ (the larger λ wins an exact tie)
+    err = (decision - one_hot_pm(val_labels, n_classes)).pow(2).mean((1, 2))
     scores = {float(lam): float(a) for lam, a in zip(lambdas, acc)}
     best = max(acc.tolist())
-    lam = max(lam for lam, a in scores.items() if a == best)
+    lam = min(
+        (lam for lam, a in scores.items() if a == best),
+        key=lambda lam: (float(err[lambdas.index(lam)]), -lam),
+    )
     if refit:
         model = _fit(
             torch.cat([features, val_features]), torch.cat([labels, val_labels]), n_classes, lam

@@ -51,6 +51,19 @@ class MFDevice:
         kd = self.kd0 * torch.exp((-self.eta_d * self.alpha) * v)
         return kp, kd
 
+    def log_rate_lines(self) -> tuple[float, float, float, float]:
+        """(lp0, lp1, ld0, ld1) with ln kp = lp0 + lp1 s and ln kd = ld0 - ld1 s for
+        s = sigmoid(p z): the rates as exponentials of one affine map of s, which lets a
+        step of the MF cell fold its constants (and dt) into two exps."""
+        span = self.v_hi_v - self.v_lo_v
+        up, down = self.eta_p * self.alpha, self.eta_d * self.alpha
+        return (
+            math.log(self.kp0) + up * self.v_lo_v,
+            up * span,
+            math.log(self.kd0) - down * self.v_lo_v,
+            down * span,
+        )
+
     def rate_sum_range(self) -> tuple[float, float]:
         """Exact (min, max) of kp + kd over the voltage window: the sum is convex in v, so the
         maximum sits at an end of the window and the minimum at the stationary point (clipped)."""

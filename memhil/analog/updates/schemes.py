@@ -47,7 +47,7 @@ update, with ``refresh_reset_pulses`` RESET pulses per device (1 for PCM's abrup
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, cast
 
@@ -209,6 +209,29 @@ class UpdateScheme:
     def _on_bind(self) -> None:
         pass
 
+    # -- checkpoints ------------------------------------------------------------------
+    #: Attributes (tensors or generators) besides ``steps`` that change while training.
+    state_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What training changes in the scheme (the step count, accumulators, pointers,
+        generator states), for a checkpoint; the devices hold the rest."""
+        out: dict[str, Any] = {"steps": self.steps}
+        for name in self.state_attributes:
+            value = getattr(self, name)
+            out[name] = value.get_state() if isinstance(value, torch.Generator) else value.clone()
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()`` into a scheme bound to the same weights."""
+        self.steps = int(state["steps"])
+        for name in self.state_attributes:
+            value = getattr(self, name)
+            if isinstance(value, torch.Generator):
+                value.set_state(state[name])
+            else:
+                setattr(self, name, state[name].clone())
+
     @property
     def shape(self) -> tuple[int, int]:
         m = self._bound().mapping
@@ -320,6 +343,7 @@ class IdealUpdate(UpdateScheme):
     devices hold at ``bind`` (``init="read"``). Needs no pulse response."""
 
     needs_devices = False
+    state_attributes = ("shadow",)
     Params = IdealParams
 
     def __init__(self, params: IdealParams | None = None, /, **kw: Any):
@@ -370,6 +394,7 @@ class StochasticUpdate(UpdateScheme):
     """Stochastic rounding to single pulses: with probability min(1, |ΔW| / quantum) one
     SET pulse on the side given by the sign (unbiased up to one quantum per step)."""
 
+    state_attributes = ("generator",)
     Params = StochasticParams
 
     def __init__(self, params: StochasticParams | None = None, /, **kw: Any):
@@ -392,6 +417,7 @@ class MultiDeviceUpdate(UpdateScheme):
     that side's N devices from a per-weight, per-side pointer that persists between
     steps, so every device gets its share of the pulses."""
 
+    state_attributes = ("pointer",)
     Params = MultiParams
 
     def __init__(self, params: MultiParams | None = None, /, **kw: Any):
@@ -430,6 +456,7 @@ class MixedPrecisionUpdate(UpdateScheme):
     ``max_pulses``) as SET pulses on the side given by the sign and keep the remainder,
     χ -= n·quantum. χ is float64."""
 
+    state_attributes = ("chi",)
     Params = MixedPrecisionParams
 
     def __init__(self, params: MixedPrecisionParams | None = None, /, **kw: Any):

@@ -8,6 +8,7 @@ shape ``(tiles, rows, cols)``; reads and pulses are tensor ops over all tiles an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,51 @@ from memhil.backends.base import Backend, Capabilities, Limits
 from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
-from memhil.backends.sim.read_path import quantize_scaled_, quantize_to_steps
+from memhil.backends.sim.read_path import quantize_symmetric, quantize_symmetric_
 from memhil.core.types import as_pulse
 from memhil.devices.base import DeviceModel, build_device_model
+
+#: A cell whose G lies this many read-noise std above 0 S is never clipped (P < 1e-9).
+CLIP_FREE_STDS = 6.0
+#: A single-input read takes the column shortcut while at most 1 / this of its cells are
+#: near 0 S (each then needs its own draw).
+NEAR_ZERO_MAX_FRACTION = 16
+
+
+@dataclass
+class _ReadState:
+    """Cached read state: conductance (S) and read-noise std (S) at time ``t_s``; the
+    column-noise terms (:meth:`column_noise_terms`) are derived on the first MVM that
+    needs them, so writes followed by single-cell reads never pay for them."""
+
+    version: int
+    t_s: float
+    g: Tensor
+    std: Tensor | None
+    _terms: tuple[Tensor, Tensor | None] | None = None
+
+    def few_near_zero(self) -> bool:
+        """Whether at most 1/16 of the cells lie within 6 std of 0 S: each costs a gather,
+        a draw and a scatter (~10x a dense draw per cell), so beyond that a single-input
+        read is cheaper with the per-device draw."""
+        cells = self.column_noise_terms()[1]
+        return cells is None or cells.shape[0] * NEAR_ZERO_MAX_FRACTION <= self.g.numel()
+
+    def column_noise_terms(self) -> tuple[Tensor, Tensor | None]:
+        """(variance (S^2) of the cells whose clip at 0 S never binds, (n, 3) indices
+        (tile, row, col) of the others or None). A read is G + std N(0, 1) clipped at 0 S;
+        the clip binds with probability < 1e-9 where G lies 6 std above 0 S, so only the
+        cells below need a draw of their own."""
+        assert self.std is not None
+        if self._terms is None:
+            var = self.std * self.std
+            low = self.g < CLIP_FREE_STDS * self.std
+            cells = low.nonzero()
+            if cells.shape[0]:
+                self._terms = (var.masked_fill_(low, 0.0), cells)
+            else:
+                self._terms = (var, None)
+        return self._terms
 
 
 class SimBackend(Backend):
@@ -68,7 +111,7 @@ class SimBackend(Backend):
         )
         self._version = 0
         self._t_last_write = self._clock.now()
-        self._g_cache: tuple[int, float, Tensor, Tensor | None] | None = None
+        self._g_cache: _ReadState | None = None
         self._any_stuck = bool(self.stuck_on.any() or self.stuck_off.any())
         ceiling = self.model.conductance_ceiling(self.d2d)  # + margin for float32 rounding
         self._g_ceiling = None if ceiling is None else ceiling * (1.0 + 1e-4)
@@ -211,16 +254,21 @@ class SimBackend(Backend):
         return self._read_state()[0]
 
     def _read_state(self) -> tuple[Tensor, Tensor | None]:
-        """Conductance now and the std of its read noise, computed together and cached
-        until the state changes or, for drifting devices, until the clock has moved by
-        ``drift_refresh_rel`` of the time since the last write."""
+        """Conductance now and the std of its read noise (see :meth:`_read_cache`)."""
+        cache = self._read_cache()
+        return cache.g, cache.std
+
+    def _read_cache(self) -> _ReadState:
+        """Conductance now, the std and variance of its read noise, computed together and
+        cached until the state changes or, for drifting devices, until the clock has moved
+        by ``drift_refresh_rel`` of the time since the last write."""
         t = self._clock.now()
         cache = self._g_cache
-        if cache is not None and cache[0] == self._version:
-            if not self.model.drifts or t - cache[1] <= (
-                self.config.read.drift_refresh_rel * (cache[1] - self._t_last_write)
+        if cache is not None and cache.version == self._version:
+            if not self.model.drifts or t - cache.t_s <= (
+                self.config.read.drift_refresh_rel * (cache.t_s - self._t_last_write)
             ):
-                return cache[2], cache[3]
+                return cache
         g = self.model.conductance(self.state, self.d2d, self.config.read.v_read, t)
         if self._any_stuck:
             g = torch.where(
@@ -231,9 +279,8 @@ class SimBackend(Backend):
                 torch.as_tensor(self._g_stuck_off, dtype=g.dtype, device=g.device),
                 g,
             )
-        std = self._noise_std(g)
-        self._g_cache = (self._version, t, g, std)
-        return g, std
+        self._g_cache = _ReadState(self._version, t, g, self._noise_std(g))
+        return self._g_cache
 
     def _noise_std(self, g: Tensor) -> Tensor | None:
         rp = self.config.read
@@ -265,48 +312,91 @@ class SimBackend(Backend):
 
     # -- contract hooks ---------------------------------------------------------------
     def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
+        """Column currents with read noise, converters and IR drop.
+
+        Read noise: ``per_sample`` adds to each output current the exact output-referred
+        Gaussian of independent per-device noise, N(0, sum_j v_j^2 sigma_jk^2): one matmul
+        of squares and a (batch, cols) draw instead of a rows x cols draw per input. A
+        ``per_read`` call shares one conductance realization across its batch, so it keeps
+        the per-device draw, except for a batch of one input per tile without IR drop and
+        with at most 1/16 of the cells within 6 std of 0 S: there the column shortcut has
+        exactly the per-device draw's distribution, those few cells (where the clip at 0 S
+        can bind) drawn on their own.
+        """
         rp = self.config.read
-        g, std = self._read_state()
-        if tile is not None:
-            g = g[tile : tile + 1]
-            std = std[tile : tile + 1] if std is not None else None
-        if transpose:
-            g = g.transpose(-1, -2)
-            std = std.transpose(-1, -2) if std is not None else None
-        v_scale = 1.0  # the DAC step size, folded into the output scaling
+        cache = self._read_cache()
+
+        def view(x: Tensor | None) -> Tensor | None:  # the tile and orientation read
+            if x is None:
+                return None
+            x = x if tile is None else x[tile : tile + 1]
+            return x.transpose(-1, -2) if transpose else x
+
+        g = cache.g if tile is None else cache.g[tile : tile + 1]
+        g = g.transpose(-1, -2) if transpose else g
+        std = view(cache.std)
         if rp.dac_bits is not None:
-            v, v_scale = quantize_to_steps(v, rp.dac_bits, rp.dac_range_v)
-        g_read = self._noisy(g, std) if rp.noise_mode == "per_read" else g
+            v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+        column_noise = std is not None and (
+            rp.noise_mode == "per_sample"
+            or (v.shape[-2] == 1 and rp.ir_drop == "none" and cache.few_near_zero())
+        )
+        g_read = g if column_noise else self._noisy(g, std)
         if rp.ir_drop == "exact":
-            i = ir_drop.solve_exact(g_read, v * v_scale, rp.r_wire_ohm).to(self._dtype)
-            v_scale = 1.0
+            i = ir_drop.solve_exact(g_read, v, rp.r_wire_ohm).to(self._dtype)
         elif rp.ir_drop == "first_order":
-            i = ir_drop.first_order(
-                g_read, v * v_scale, rp.r_wire_ohm, iterations=rp.ir_drop_iterations
-            )
-            v_scale = 1.0
+            i = ir_drop.first_order(g_read, v, rp.r_wire_ohm, iterations=rp.ir_drop_iterations)
+        elif g_read.shape[0] == 1:  # one tile: a plain matrix product (no batched-GEMM setup)
+            i = torch.matmul(v[0], g_read[0]).unsqueeze(0)
         else:
             i = torch.matmul(v, g_read)
-        if rp.noise_mode == "per_sample" and std is not None:
-            sigma = torch.matmul(v * v, std * std).sqrt_()
-            i.addcmul_(
-                sigma,
-                torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
-            )
+        if column_noise:
+            assert std is not None
+            var_free, low_cells = cache.column_noise_terms()
+            if rp.noise_mode == "per_sample":  # the clip at 0 S is not modelled per sample
+                var = std * std if low_cells is not None else view(var_free)
+            else:
+                var = view(var_free)
+            assert var is not None
+            sigma = torch.matmul(v * v, var).sqrt_()
+            xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
+            i.addcmul_(sigma, xi)
+            if rp.noise_mode == "per_read" and low_cells is not None:
+                self._add_clipped_cells(i, v, cache, low_cells, tile, transpose)
         if rp.output_noise_a > 0:
-            if v_scale != 1.0:
-                i.mul_(v_scale)
-                v_scale = 1.0
             i.add_(
                 torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
                 alpha=rp.output_noise_a,
             )
-        if rp.adc_bits is not None:
-            i = quantize_scaled_(i, v_scale, rp.adc_bits, self._adc_range(g.shape[-2]))
-        elif v_scale != 1.0:
-            i.mul_(v_scale)
+        if rp.adc_bits is not None:  # in place: i is this call's own tensor
+            quantize_symmetric_(i, rp.adc_bits, self._adc_range(g.shape[-2]))
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
+
+    def _add_clipped_cells(
+        self,
+        i: Tensor,
+        v: Tensor,
+        cache: _ReadState,
+        cells: Tensor,
+        tile: int | None,
+        transpose: bool,
+    ) -> None:
+        """Add to single-input currents ``i`` (tiles, 1, out) the read noise of the cells
+        within 6 std of 0 S, each its own clipped draw: O(such cells), no array-sized op."""
+        assert cache.std is not None
+        t_i, r_i, c_i = cells.unbind(1)
+        if tile is not None:
+            keep = t_i == tile
+            t_i, r_i, c_i = t_i[keep], r_i[keep], c_i[keep]
+        if t_i.numel() == 0:
+            return
+        g_low = cache.g[t_i, r_i, c_i]
+        dg = self._noisy(g_low, cache.std[t_i, r_i, c_i]) - g_low
+        line_in, line_out = (c_i, r_i) if transpose else (r_i, c_i)
+        t_out = torch.zeros_like(t_i) if tile is not None else t_i
+        zero = torch.zeros_like(t_i)
+        i.index_put_((t_out, zero, line_out), v[t_out, zero, line_in] * dg, accumulate=True)
 
     @property
     def read_voltage_v(self) -> float:

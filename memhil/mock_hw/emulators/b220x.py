@@ -25,14 +25,15 @@ not touch the pads: every terminal reads an open circuit.
 
 SCPI served: the common commands of ``memhil.mock_hw.scpi`` (``*IDN?``, ``*RST``,
 ``*CLS``, ``*ESR?``, ``*STB?``, ``*OPC?``, ...), ``:SYST:ERR?``,
-``:CLOS <list>``, ``:OPEN <list>``, ``:OPEN:CARD <c>``, ``:CLOS:CARD? <c>``,
+``*TST?`` (0: passed), each with or without the manual's ``:ROUTe`` prefix:
+``:CLOS <list>``, ``:OPEN <list>``, ``:OPEN:CARD <c|ALL>``, ``:CLOS:CARD? <c>``,
 ``:CLOS? <list>`` (1/0 per channel), ``:CONN:RULE[?]``, ``:CONN:SEQ[?]``,
 ``:BIAS[?]``, ``:BIAS:PORT[?]``, ``:BIAS:CHAN:ENAB|DIS <list>`` / ``:CARD <c>``, the
 same under ``:AGND``, ``:AGND:UNUSED[?]``, ``:COUP[?]``, ``:COUP:PORT[?]``,
 ``:COUP:PORT:DET``. Channel lists are ``(@cIIOO,...)`` with card digit ``c`` (0 = the
 auto-configured card, 1..4 accepted), input ``II`` 01..14 and output ``OO`` 01..48;
 ``cIIOO:cIIOO`` ranges close the rectangle of inputs x outputs. Errors go to the error
-queue (``-100,"Command error"``, ``-222,"Data out of range"``) and set the standard
+queue (``-113,"Undefined header"``, ``-100,"Command error"``, ``-222,"Data out of range"``) and set the standard
 event status register bits (32 command error, 16 execution error) read by ``*ESR?``,
 which the driver's status poll turns into a warning.
 """
@@ -271,7 +272,7 @@ class B220xEmulator(ServedEmulator):
             return "'" + ",".join(str(p) for p in self.couple_ports) + "'"
         if head == ":COUP:PORT:DET":
             return None
-        raise _command_error("Undefined header")
+        raise ScpiError(-113, "Undefined header")
 
     def _mode_commands(self, head: str, arg: str, prefix: str, attr: str) -> Any:
         if head == prefix:
@@ -331,6 +332,9 @@ class B220xEmulator(ServedEmulator):
     # -- parsing --------------------------------------------------------------------------
     @staticmethod
     def _card(arg: str) -> int:
+        """A card number 0..4; ``ALL`` (every card: the one card here) is 0."""
+        if arg.strip().upper() == "ALL":
+            return 0
         try:
             card = int(arg.strip())
         except ValueError:
@@ -398,6 +402,7 @@ _NOT_MINE = object()
 _LONG = {
     "CLOSE": "CLOS",
     "ROUTE": "",
+    "ROUT": "",
     "CONNECTION": "CONN",
     "SEQUENCE": "SEQ",
     "SYSTEM": "SYST",

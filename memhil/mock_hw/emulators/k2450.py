@@ -24,7 +24,23 @@ Implemented SCPI subset:
 * ``:TRACe:MAKE``, ``:DELete``, ``:CLEar``, ``:POINts`` / ``?``, ``:ACTual?``, ``:TRIGger``,
   ``:DATA? start, end[, 'buffer'[, elements]]`` with elements READing, SOURce, RELative,
   SEConds, FRACtional, STATus, SOURSTATus, UNIT, SOURUNIT, TSTamp, DATE, TIME,
-  FORMatted, SOURFORMatted.
+  FORMatted, SOURFORMatted; ``:TRACe:DATA?`` without a range (every reading),
+  ``:TRACe:STATistics:AVERage?|MAXimum?|MINimum?|STDDev?|PK2Pk? ['buffer']``,
+  ``:TRACe:FEED[:CONTrol]`` (the 2400's buffer feed, as PyMeasure sends it: accepted
+  without effect, an assumption)
+* ``:READ?``/``:MEASure? 'buffer', <elements>`` (the requested elements of the reading)
+* ``:TRIGger:LOAD "SimpleLoop", count[, delay[, 'buffer']]`` / ``"Empty"`` then ``:INIT``
+* ``*TST?``, ``*ESE``, ``*SRE`` (``memhil.mock_hw.scpi``), ``:STATus:PRESet``,
+  ``:STATus:MEASurement|OPERation|QUEStionable:ENABle``, ``:SYSTem:ERRor:COUNt?``,
+  ``:SYSTem:BEEPer``, ``:FORMat:DATA ASCii`` (binary formats are refused, not emulated),
+  ``:OUTPut:<f>:SMODe HIMP|NORM|ZERO|GUAR``, ``:SENS:<f>:AVERage[:STATe]|:TCONtrol|:COUNt``
+  (stored; readings are single samples); ``*LANG`` takes effect at ``power_cycle()``;
+  ``*RST`` restores the default buffers' capacity.
+
+Ranges (``memhil.mock_hw.smu_ranges.K2450``): range requests snap to the 2450's ranges; a
+level beyond a fixed source range is refused with -222 (our assumption of the error
+number); a reading beyond a fixed measure range is 9.9e37; current readings carry the
+noise floor.
 
 Physics and compliance are those of the 2600 emulator (``memhil.mock_hw.smu_physics``):
 each reading holds the drive for the source delay and then for the integration time
@@ -43,8 +59,9 @@ import logging
 import math
 import re
 import threading
+import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +71,7 @@ from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES
 from memhil.mock_hw.smu_physics import integrate, settle
+from memhil.mock_hw.smu_ranges import K2450
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +128,25 @@ _LONG_FORMS = (
     "FRONt",
     "REAR",
     "LIMit",
+    "STATistics",
+    "AVERage",
+    "MAXimum",
+    "MINimum",
+    "STDDev",
+    "PK2Pk",
+    "PRESet",
+    "ENABle",
+    "MEASurement",
+    "OPERation",
+    "QUEStionable",
+    "FORMat",
+    "FEED",
+    "CONTrol",
+    "LOAD",
+    "SMODe",
+    "TCONtrol",
+    "BEEPer",
+    "COUNt",
 )
 _SHORT = {long.upper(): "".join(c for c in long if c.isupper()) for long in _LONG_FORMS}
 _SHORTS = set(_SHORT.values())
@@ -228,6 +265,11 @@ class _Settings:
     sens_user_delay: dict = field(default_factory=dict)
     count: int = 1
     output: int = 0
+    off_mode: dict = field(default_factory=lambda: {"VOLT": "NORM", "CURR": "NORM"})
+    # :SENS:<f>:AVERage filter: [state, type, count] (stored; readings are single samples)
+    average: dict = field(
+        default_factory=lambda: {f: [0, "REP", 10] for f in ("CURR", "VOLT", "RES")}
+    )
     terminals: str | None = "FRON"  # None after a refused ROUT:TERM
 
 
@@ -250,15 +292,22 @@ class Keithley2450Emulator:
         self.clock = bench.chip.clock
         self.linefreq = float(linefreq)
         self.language = language
+        self.pending_language: str | None = None  # *LANG, active after power_cycle()
         self.serial = serial
         self._lock = threading.RLock()
+        self._noise = np.random.default_rng(zlib.crc32(name.encode()))  # reproducible
         self.status = ScpiStatus()  # :SYSTem:ERRor? and *ESR?
         self.common = CommonCommands(
             f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b",
             reset=self.reset,
             status=self.status,
-            extra={"*LANG?": lambda args: self.language, "*LANG": self._set_language},
+            extra={
+                "*LANG?": lambda args: self.language,
+                "*LANG": self._set_language,
+            },
         )
+        #: :STATus:<reg>:ENABle registers, stored and read back (no service request is raised)
+        self.registers: dict[str, int] = {"MEAS": 0, "OPER": 0, "QUES": 0}
         self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)  # the last lines
         self.s = _Settings()
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(), "defbuffer2": _Buffer()}
@@ -294,8 +343,8 @@ class Keithley2450Emulator:
         query = head.endswith("?")
         head = head.rstrip("?")
         args = [a.strip() for a in _split_outside_quotes(rest, ",")] if rest.strip() else []
-        if head.startswith("*"):
-            return self.common(head + ("?" if query else ""), args)
+        if head.lstrip(":").startswith("*"):  # ":*CLS" (PyMeasure's reset) is *CLS
+            return self.common(head.lstrip(":") + ("?" if query else ""), args)
         if self.language != "SCPI":
             raise ScpiError(-113, f"Undefined header {cmd!r} (instrument is in {self.language})")
         nodes = [_short(n) for n in head.lstrip(":").split(":") if n]
@@ -309,9 +358,29 @@ class Keithley2450Emulator:
         """The error queue, oldest first: (code, message)."""
         return self.status.errors
 
+    def _set_register(self, name: str, args: Sequence[str]) -> None:
+        value = int(_num(args[0])) if args else -1
+        if not 0 <= value <= 65535:
+            raise ScpiError(-222, f"Data out of range: {args[0] if args else ''}")
+        self.registers[name] = value
+
     def _set_language(self, args: Sequence[str]) -> None:
-        if args:
-            self.language = _unquote(args[0]).upper()
+        """``*LANG SCPI|TSP|SCPI2400``: the command set after the next power cycle (2450
+        manual, ``*LANG``: the change takes effect when the instrument restarts);
+        ``*LANG?`` reports the active one until then."""
+        lang = _unquote(args[0]).upper() if args else ""
+        if lang not in ("SCPI", "TSP", "SCPI2400"):
+            raise ScpiError(-224, f"Illegal parameter value {args[0] if args else ''!r}")
+        self.pending_language = lang
+
+    def power_cycle(self) -> None:
+        """Switch the instrument off and on: the ``*LANG`` chosen since takes effect, and
+        every setting, buffer and output is at its power-on state."""
+        with self._lock:
+            self.language = self.pending_language or self.language
+            self.pending_language = None
+            self.reset()
+            self.status.clear()
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch(self, n: list[str], key: str, q: bool, args: list[str], cmd: str) -> str | None:
@@ -328,6 +397,37 @@ class Keithley2450Emulator:
             return f'{code},"{msg}"'
         if key == "SYST:LFR" and q:
             return f"{self.linefreq:g}"
+        if key == "SYST:ERR:COUN" and q:
+            return str(len(self.status.errors))
+        if key == "SYST:BEEP" and not q:
+            return None
+        if key == "STAT:PRES" and not q:  # enable registers to their preset (0)
+            for reg in ("MEAS", "OPER", "QUES"):
+                self.registers[reg] = 0
+            return None
+        if len(n) == 3 and n[0] == "STAT" and n[2] == "ENAB" and n[1] in ("MEAS", "OPER", "QUES"):
+            if q:
+                return str(self.registers[n[1]])
+            self._set_register(n[1], args)
+            return None
+        if key == "FORM:DATA" or key == "FORM":
+            if q:
+                return "ASC"
+            if _short(_unquote(args[0])) not in ("ASC", "ASCII"):  # binary: not emulated
+                raise ScpiError(-224, f"Illegal parameter value {args[0]} (the mock sends ASCII)")
+            return None
+        if key == "TRIG:LOAD" and not q:
+            self._trigger_load(args)
+            return None
+        if len(n) == 3 and n[0] == "OUTP" and n[1] in ("VOLT", "CURR") and n[2] == "SMOD":
+            if q:
+                return s.off_mode[n[1]]
+            mode = _short(_unquote(args[0]))
+            mode = {"HIMPEDANCE": "HIMP", "NORMAL": "NORM", "GUARD": "GUAR"}.get(mode, mode)
+            if mode not in ("HIMP", "NORM", "ZERO", "GUAR"):
+                raise ScpiError(-224, f"Illegal parameter value {args[0]!r}")
+            s.off_mode[n[1]] = mode
+            return None
         if key in ("OUTP", "OUTP:STAT"):
             if q:
                 return str(s.output)
@@ -356,6 +456,8 @@ class Keithley2450Emulator:
             for _ in range(max(1, s.count)):
                 last = self._measure_into(buf)
             assert last is not None  # the loop runs at least once
+            if len(args) > 1:  # :READ? "buffer", <elements>: those elements of the reading
+                return self._elements(last, buf, args[1:])
             return _fmt(last.reading)
         if n and n[0] == "FETC" and q:
             buf = self._buffer(args[0] if args else "'defbuffer1'")
@@ -364,7 +466,10 @@ class Keithley2450Emulator:
             elements = args[1:] or ["READ"]
             return self._elements(buf.readings[-1], buf, elements)
         if key == "INIT":
-            self._run_sweep()
+            if self.sweep is not None and self.sweep.get("kind") == "simple":
+                self._run_simple_loop()
+            else:
+                self._run_sweep()
             return None
         if n and n[0] == "TRAC":
             return self._trace(n[1:], q, args, cmd)
@@ -407,6 +512,7 @@ class Keithley2450Emulator:
             raise ScpiError(-113, f"Undefined header {cmd!r}")
         f, rest = n[0], n[1:]
         lim_name = "ILIM" if f == "VOLT" else "VLIM"
+        ranges = K2450.source_v if f == "VOLT" else K2450.source_i
         if not rest:
             if q:
                 return _fmt(s.level[f])
@@ -414,6 +520,12 @@ class Keithley2450Emulator:
             vmax = 210.0 if f == "VOLT" else 1.05
             if abs(x) > vmax:
                 raise ScpiError(-222, f"Data out of range: {x:g}")
+            # a fixed source range refuses a level beyond its full scale (2450 manual:
+            # ranges have 105 % over-range); -222 is our assumption of its error number
+            if not s.src_autorange[f] and not K2450.source_fits(s.src_range[f], x):
+                raise ScpiError(
+                    -222, f"Data out of range: {x:g} beyond the {s.src_range[f]:g} range"
+                )
             s.level[f] = x
             self._settle()
             return None
@@ -421,7 +533,8 @@ class Keithley2450Emulator:
             if q:
                 return _fmt(s.limit[f])
             x = _num(args[0])
-            if not (0 < x <= (1.05 if f == "VOLT" else 210.0)):
+            lo = K2450.limit_i_min if f == "VOLT" else K2450.limit_v_min
+            if not (lo <= x <= (1.05 if f == "VOLT" else 210.0)):
                 raise ScpiError(-222, f"Data out of range: {x:g}")
             s.limit[f] = x
             self._settle()
@@ -431,8 +544,13 @@ class Keithley2450Emulator:
             return "1" if (self.tripped and s.source_func == f) else "0"
         if rest == ["RANG"]:
             if q:
+                if s.src_autorange[f]:  # the level chooses the range
+                    return _fmt(K2450.snap(ranges, s.level[f]) or ranges[-1])
                 return _fmt(s.src_range[f])
-            s.src_range[f], s.src_autorange[f] = abs(_num(args[0])), 0
+            r = K2450.snap(ranges, _num(args[0]))
+            if r is None:
+                raise ScpiError(-222, f"Data out of range: {args[0]}")
+            s.src_range[f], s.src_autorange[f] = r, 0
             return None
         if rest == ["RANG", "AUTO"]:
             if q:
@@ -493,6 +611,30 @@ class Keithley2450Emulator:
         if not n or n[0] not in ("CURR", "VOLT", "RES"):
             raise ScpiError(-113, f"Undefined header {cmd!r}")
         f, rest = n[0], n[1:]
+        if rest and rest[0] == "AVER":
+            avg = s.average[f]
+            sub = rest[1:]
+            if sub in ([], ["STAT"]):
+                if q:
+                    return str(avg[0])
+                avg[0] = 1 if _unquote(args[0]).upper() in ("1", "ON") else 0
+            elif sub == ["TCON"]:
+                if q:
+                    return avg[1]
+                tcon = _short(_unquote(args[0]))[:3]
+                if tcon not in ("REP", "MOV"):
+                    raise ScpiError(-224, f"Illegal parameter value {args[0]!r}")
+                avg[1] = tcon
+            elif sub == ["COUN"]:
+                if q:
+                    return str(avg[2])
+                count = int(_num(args[0]))
+                if not 1 <= count <= 100:
+                    raise ScpiError(-222, f"Data out of range: {count} (1..100)")
+                avg[2] = count
+            else:
+                raise ScpiError(-113, f"Undefined header {cmd!r}")
+            return None
         if rest == ["NPLC"]:
             if q:
                 return f"{s.nplc[f]:g}"
@@ -511,7 +653,13 @@ class Keithley2450Emulator:
             store, kind = table[tuple(rest)]
             if q:
                 return _fmt(store[f]) if kind is float else str(store[f])
-            store[f] = kind(_num(args[0]))
+            value = kind(_num(args[0]))
+            if rest == ["RANG"] and f != "RES":  # snaps to the range that holds it
+                snapped = K2450.snap(K2450.measure_i if f == "CURR" else K2450.measure_v, value)
+                if snapped is None:
+                    raise ScpiError(-222, f"Data out of range: {args[0]}")
+                value = snapped
+            store[f] = value
             if rest == ["RANG"]:
                 s.sens_autorange[f] = 0
             return None
@@ -556,11 +704,36 @@ class Keithley2450Emulator:
             for _ in range(max(1, self.s.count)):
                 self._measure_into(buf)
             return None
+        if n and n[0] == "FEED" and not q:
+            # the 2400's buffer feed (PyMeasure's KeithleyBuffer sends it to a 2450): the
+            # 2450's buffers always take the readings, so it is accepted and has no effect
+            # (an assumption: a 2450 in SCPI mode may answer -113 here)
+            return None
+        if n and n[0] == "STAT" and q:
+            buf = self._buffer(args[0] if args else "'defbuffer1'")
+            values = np.array([r.reading for r in buf.readings])
+            if values.size == 0:
+                raise ScpiError(-230, "Data corrupt or stale: buffer is empty")
+            which = n[1] if len(n) > 1 else ""
+            stats: dict[str, Callable[[], float]] = {
+                "AVER": lambda: float(values.mean()),
+                "MAX": lambda: float(values.max()),
+                "MIN": lambda: float(values.min()),
+                "STDD": lambda: float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "PK2P": lambda: float(values.max() - values.min()),
+            }
+            if which not in stats:
+                raise ScpiError(-113, f"Undefined header {cmd!r}")
+            return _fmt(stats[which]())
         if n == ["DATA"] and q:
+            buf = self._buffer(args[2] if len(args) > 2 else "'defbuffer1'")
+            if not args:  # every reading of the default buffer
+                if not buf.readings:
+                    raise ScpiError(-230, "Data corrupt or stale: buffer is empty")
+                args = ["1", str(len(buf.readings))]
             if len(args) < 2:
                 raise ScpiError(-109, "Missing parameter")
             a, b = int(_num(args[0])), int(_num(args[1]))
-            buf = self._buffer(args[2] if len(args) > 2 else "'defbuffer1'")
             if not (1 <= a <= b <= len(buf.readings)):
                 raise ScpiError(
                     -222, f"Data out of range: {a}..{b} of {len(buf.readings)} readings"
@@ -620,6 +793,7 @@ class Keithley2450Emulator:
             self.s = _Settings()
             for b in self.buffers.values():
                 b.readings.clear()
+                b.size = _Buffer().size  # *RST restores the default buffers' capacity
             for name in [k for k in self.buffers if k not in ("defbuffer1", "defbuffer2")]:
                 del self.buffers[name]
             self.sweep = None
@@ -648,7 +822,12 @@ class Keithley2450Emulator:
         func = s.sense_func.split(":")[0]
         t_int = s.nplc[func] / self.linefreq
         v, i = integrate(self.bench, self._settle, t_int, delay_s)
-        value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else 9.9e37}[func]
+        if not self.tripped:  # the noise floor (a reading clamped at the limit is exact)
+            i += float(self._noise.normal(0.0, K2450.noise_floor_a))
+        value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else K2450.overflow}[func]
+        if func in ("CURR", "VOLT") and not s.sens_autorange[func]:
+            table = K2450.measure_i if func == "CURR" else K2450.measure_v
+            value = K2450.reading(table, s.sens_range[func], value)
         unit = {"CURR": "Amp DC", "VOLT": "Volt DC", "RES": "Ohm"}[func]
         src_is_v = s.source_func == "VOLT"
         r = _Reading(
@@ -662,6 +841,34 @@ class Keithley2450Emulator:
         )
         buf.append(r)
         return r
+
+    def _trigger_load(self, args: list[str]) -> None:
+        """``:TRIG:LOAD "SimpleLoop", count[, delay[, "buffer"]]`` or ``"Empty"``: the
+        trigger-model templates a script runs with ``:INIT`` (2450 manual, trigger model
+        templates; the other templates are not emulated)."""
+        name = _unquote(args[0]).upper() if args else ""
+        if name == "EMPTY":
+            self.sweep = None
+            return None
+        if name != "SIMPLELOOP" or len(args) < 2:
+            raise ScpiError(-224, f"Illegal parameter value {args[0] if args else ''!r}")
+        count = int(_num(args[1]))
+        if count < 1:
+            raise ScpiError(-222, f"Data out of range: count {count}")
+        self.sweep = {
+            "kind": "simple",
+            "count": count,
+            "delay": _num(args[2]) if len(args) > 2 else 0.0,
+            "buffer": args[3] if len(args) > 3 else "'defbuffer1'",
+        }
+        return None
+
+    def _run_simple_loop(self) -> None:
+        sw = self.sweep
+        assert sw is not None
+        buf = self._buffer(sw["buffer"])
+        for _ in range(sw["count"]):
+            self._measure_into(buf, sw["delay"])
 
     def _run_sweep(self) -> None:
         sw = self.sweep

@@ -30,7 +30,18 @@ as on the instrument):
   delay/offmode/compliance``; ``measure.nplc/count/interval/rangev/rangei/autorangev/
   autorangei/autozero/delay`` and ``measure.i/v/r/p/iv([buffer])``; ``nvbuffer1/2``:
   ``clear()``, ``n``, ``appendmode``, ``collectsourcevalues``, ``collecttimestamps``,
-  ``readings``, ``statuses``, ``timestamps``, ``sourcevalues`` (1-based indexing).
+  ``readings``, ``statuses``, ``timestamps``, ``sourcevalues`` (1-based indexing);
+  ``smuX.makebuffer(n)`` (a dynamic buffer); ``smuX.contact.check()/r()/threshold``
+  (a terminal that reaches a chip line through the matrix and the probes is in contact);
+  ``smuX.measure.filter.enable/type/count`` (stored; readings are single samples)
+* ``*TST?``, ``*ESE``, ``*SRE``; Lua ``string``/``table``/``math``/``type``
+  (``memhil.mock_hw.tsp``)
+
+Ranges (``memhil.mock_hw.smu_ranges``): ``rangev``/``rangei`` snap to the model's ranges
+and turn that autorange off; a level beyond a fixed source range raises error 5005 when
+the output turns on (or the level is set with it on) and is not applied; readings beyond
+a fixed measure range are 9.91e37; ``limiti``/``limitv`` have the model's minimum;
+current readings carry the noise floor (not in compliance).
 
 Physics (``memhil.mock_hw.smu_physics``). The source level goes to the channel's bench
 terminal (``"<name>.<smuX>"``). A measurement with the output on holds the present drive
@@ -53,8 +64,10 @@ rounded towards zero so that a clamped reading never exceeds the limit after rou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +75,7 @@ from typing import Any
 
 import numpy as np
 
-from memhil.mock_hw.bench import MockBench
+from memhil.mock_hw.bench import SHORT_PATH_OHM, MockBench
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
 from memhil.mock_hw.smu_physics import (
@@ -71,6 +84,7 @@ from memhil.mock_hw.smu_physics import (
     integrate,
     settle,
 )
+from memhil.mock_hw.smu_ranges import k2600_table
 from memhil.mock_hw.tsp import (
     Fn,
     Interpreter,
@@ -176,6 +190,10 @@ class _ChannelState:
     autozero: int = 2
     m_delay: float = 0.0
     sense: int = 0
+    filter_enable: int = 0  # smuX.measure.filter: stored (readings are single samples)
+    filter_type: int = 1  # FILTER_REPEAT_AVG
+    filter_count: int = 1
+    contact_threshold: float = 50.0  # smuX.contact.threshold (ohm)
     condition: int = 0  # status.measurement.instrument.smuX.condition
     v_actual: float = 0.0  # the voltage the terminal holds now (after compliance)
     i_actual: float = 0.0
@@ -191,12 +209,15 @@ class _Smu:
         self.terminal = emu.bench.terminal(self.key)
         self.s = _ChannelState()
         self.buffers = {"nvbuffer1": _Buffer(), "nvbuffer2": _Buffer()}
+        self.table = k2600_table(emu.model)
+        self._noise = np.random.default_rng(zlib.crc32(self.key.encode()))  # reproducible
         self.obj = self._build()
 
     # -- settings ---------------------------------------------------------------------------
     def reset(self) -> None:
         self.s = _ChannelState()
         now = self.emu.clock.now()
+        self.buffers = {k: b for k, b in self.buffers.items() if k.startswith("nvbuffer")}
         for b in self.buffers.values():
             b.clear(now)
             b.appendmode, b.collectsourcevalues, b.collecttimestamps = 0, 0, 1
@@ -226,6 +247,8 @@ class _Smu:
                     f"[{lo:g}, {hi:g}] for {self.channel}.{attr}",
                     -1110,
                 )
+            if resolve:
+                self._check_source(dataclasses.replace(self.s, **{attr: kind(x)}))
             setattr(self.s, attr, kind(x))
             if resolve:
                 self.operating_point()
@@ -235,10 +258,91 @@ class _Smu:
     def _prop(self, attr: str, **kw: Any) -> Prop:
         return Prop(lambda: float(getattr(self.s, attr)), self._setter(attr, **kw))
 
+    def _range_prop(
+        self, attr: str, auto: str, ranges: tuple[float, ...], level: str | None = None
+    ) -> Prop:
+        """A range attribute: a value selects the smallest range that holds it and turns
+        that function's autorange off (2600B manual, "Range considerations"); with source
+        autorange on, the level chooses the range that is read back."""
+
+        def get() -> float:
+            if level is not None and getattr(self.s, auto):
+                return self.table.snap(ranges, getattr(self.s, level)) or ranges[-1]
+            return float(getattr(self.s, attr))
+
+        def set_(value: Any) -> None:
+            x = num(value)
+            r = self.table.snap(ranges, x)
+            if r is None:
+                raise TspError(
+                    f"TSP Runtime error: parameter value {x:g} out of range "
+                    f"[{-ranges[-1]:g}, {ranges[-1]:g}] for {self.channel}.{attr}",
+                    -1110,
+                )
+            setattr(self.s, attr, r)
+            setattr(self.s, auto, 0)
+
+        return Prop(get, set_)
+
+    def _autorange_prop(self, auto: str, range_prop: Prop, attr: str, choices: tuple) -> Prop:
+        """An autorange switch: turning it off keeps the range it had chosen."""
+
+        def set_(value: Any) -> None:
+            x = int(num(value))
+            if x not in choices:
+                raise TspError(
+                    f"TSP Runtime error: parameter value {x} out of range for "
+                    f"{self.channel}.{auto}",
+                    -1110,
+                )
+            if x == 0 and getattr(self.s, auto):
+                setattr(self.s, attr, range_prop.get())
+            setattr(self.s, auto, x)
+
+        return Prop(lambda: float(getattr(self.s, auto)), set_)
+
+    def _check_source(self, proposed: _ChannelState) -> None:
+        """Refuse an output level beyond a fixed source range: the 2600B raises its error
+        when the output turns on with such a level, or when it is set with the output on,
+        and sources nothing (manual, "Range considerations": no error while the output is
+        off). Error 5005 "Value too big for range" is the 2600 error table's entry as we
+        recall it: check it against the manual's error list."""
+        if proposed.output != 1:
+            return
+        t = self.table
+        if proposed.func == 1:
+            auto, rng, lvl, unit = proposed.autorangev, proposed.rangev, proposed.levelv, "V"
+        else:
+            auto, rng, lvl, unit = proposed.autorangei, proposed.rangei, proposed.leveli, "A"
+        if not auto and not t.source_fits(rng, lvl):
+            raise TspError(
+                f"Value too big for range ({lvl:g} {unit} on the {rng:g} {unit} range of "
+                f"{self.channel})",
+                5005,
+            )
+
+    def _read(self, kind: str, value: float) -> float:
+        """``value`` (the physics) as the instrument reads it: the noise floor added to a
+        current not clamped at a limit, the overflow value beyond the measure range (the
+        source range when sourcing and measuring the same quantity)."""
+        s, t = self.s, self.table
+        if kind == "i":
+            if s.condition == 0:
+                value += float(self._noise.normal(0.0, t.noise_floor_a))
+            fixed = (
+                (not s.autorangei, s.rangei) if s.func == 0 else (not s.m_autorangei, s.m_rangei)
+            )
+            return t.reading(t.measure_i, fixed[1] if fixed[0] else None, value)
+        fixed = (not s.autorangev, s.rangev) if s.func == 1 else (not s.m_autorangev, s.m_rangev)
+        return t.reading(t.measure_v, fixed[1] if fixed[0] else None, value)
+
     def _build(self) -> Obj:
-        model = self.emu.model
-        vmax = 200.0 if model.startswith("26") and model[2] in "13" else 40.0
-        imax = 1.5 if vmax == 200.0 else 3.0
+        t = self.table
+        vmax, imax = t.source_v[-1], t.source_i[-1]
+        src_rv = self._range_prop("rangev", "autorangev", t.source_v, "levelv")
+        src_ri = self._range_prop("rangei", "autorangei", t.source_i, "leveli")
+        m_rv = self._range_prop("m_rangev", "m_autorangev", t.measure_v)
+        m_ri = self._range_prop("m_rangei", "m_autorangei", t.measure_i)
         buffers = {name: self._buffer_obj(name, b) for name, b in self.buffers.items()}
         source = Obj(
             f"{self.channel}.source",
@@ -246,14 +350,14 @@ class _Smu:
                 "func": self._prop("func", kind=int, choices=(0, 1), resolve=True),
                 "levelv": self._prop("levelv", lo=-vmax, hi=vmax, resolve=True),
                 "leveli": self._prop("leveli", lo=-imax, hi=imax, resolve=True),
-                "limitv": self._prop("limitv", lo=0.0, hi=vmax, resolve=True),
-                "limiti": self._prop("limiti", lo=0.0, hi=imax, resolve=True),
+                "limitv": self._prop("limitv", lo=t.limit_v_min, hi=vmax, resolve=True),
+                "limiti": self._prop("limiti", lo=t.limit_i_min, hi=imax, resolve=True),
                 "output": self._prop("output", kind=int, choices=(0, 1, 2), resolve=True),
                 "offmode": self._prop("offmode", kind=int, choices=(0, 1, 2, 3)),
-                "rangev": self._prop("rangev", lo=0.0, hi=vmax),
-                "rangei": self._prop("rangei", lo=0.0, hi=imax),
-                "autorangev": self._prop("autorangev", kind=int, choices=(0, 1)),
-                "autorangei": self._prop("autorangei", kind=int, choices=(0, 1)),
+                "rangev": src_rv,
+                "rangei": src_ri,
+                "autorangev": self._autorange_prop("autorangev", src_rv, "rangev", (0, 1)),
+                "autorangei": self._autorange_prop("autorangei", src_ri, "rangei", (0, 1)),
                 "delay": self._prop("source_delay", lo=-1.0),
                 "compliance": Prop(self._compliance),
                 "settling": Prop(lambda: 0.0, lambda v: None),
@@ -267,12 +371,20 @@ class _Smu:
                 "nplc": self._prop("nplc", lo=0.001, hi=25.0),
                 "count": self._prop("count", kind=int, lo=1, hi=60000),
                 "interval": self._prop("interval", lo=0.0, hi=1.0e6),
-                "rangev": self._prop("m_rangev", lo=0.0, hi=vmax),
-                "rangei": self._prop("m_rangei", lo=0.0, hi=imax),
-                "autorangev": self._prop("m_autorangev", kind=int, choices=(0, 1)),
-                "autorangei": self._prop("m_autorangei", kind=int, choices=(0, 1, 2)),
+                "rangev": m_rv,
+                "rangei": m_ri,
+                "autorangev": self._autorange_prop("m_autorangev", m_rv, "m_rangev", (0, 1)),
+                "autorangei": self._autorange_prop("m_autorangei", m_ri, "m_rangei", (0, 1, 2)),
                 "autozero": self._prop("autozero", kind=int, choices=(0, 1, 2)),
                 "delay": self._prop("m_delay", lo=-1.0),
+                "filter": Obj(
+                    f"{self.channel}.measure.filter",
+                    {
+                        "enable": self._prop("filter_enable", kind=int, choices=(0, 1)),
+                        "type": self._prop("filter_type", kind=int, choices=(0, 1, 2)),
+                        "count": self._prop("filter_count", kind=int, lo=1, hi=100),
+                    },
+                ),
                 "i": Fn(lambda buf=None: self.measure("i", buf), "measure.i"),
                 "v": Fn(lambda buf=None: self.measure("v", buf), "measure.v"),
                 "r": Fn(lambda buf=None: self.measure("r", buf), "measure.r"),
@@ -287,6 +399,16 @@ class _Smu:
                 "measure": measure,
                 **buffers,
                 "sense": self._prop("sense", kind=int, choices=(0, 1, 3)),
+                "makebuffer": Fn(self._make_buffer, "makebuffer"),
+                "contact": Obj(
+                    f"{self.channel}.contact",
+                    {
+                        "check": Fn(self._contact_check, "contact.check"),
+                        "r": Fn(self._contact_r, "contact.r"),
+                        "threshold": self._prop("contact_threshold", lo=1.0, hi=1e6),
+                        "speed": Prop(lambda: 0.0, lambda v: None),
+                    },
+                ),
                 "reset": Fn(self.reset, "reset"),
                 "abort": Fn(lambda: None, "abort"),
                 "OUTPUT_DCAMPS": 0.0,
@@ -303,6 +425,11 @@ class _Smu:
                 "AUTOZERO_OFF": 0.0,
                 "AUTOZERO_ONCE": 1.0,
                 "AUTOZERO_AUTO": 2.0,
+                "FILTER_MOVING_AVG": 0.0,
+                "FILTER_REPEAT_AVG": 1.0,
+                "FILTER_MEDIAN": 2.0,
+                "ENABLE": 1.0,
+                "DISABLE": 0.0,
                 "OUTPUT_NORMAL": 0.0,
                 "OUTPUT_ZERO": 2.0,
             },
@@ -328,6 +455,30 @@ class _Smu:
                 "sourcevalues": _Field(b, "sourcevalues"),
             },
         )
+
+    def _make_buffer(self, size: Any) -> Obj:
+        """``smuX.makebuffer(n)``: a dynamically allocated reading buffer of ``n`` readings."""
+        n = int(num(size))
+        if not 1 <= n <= 60000:
+            raise TspError(f"TSP Runtime error: buffer size {n} out of range (1..60000)", -1110)
+        name = f"buffer{len(self.buffers) - 1}"
+        buf = self.buffers[name] = _Buffer(capacity=n)
+        buf.clear(self.emu.clock.now())
+        return self._buffer_obj(name, buf)
+
+    def _contact_r(self) -> tuple[float, float]:
+        """``smuX.contact.r()``: (HI, LO) contact resistance (ohm); a terminal that reaches
+        no chip line (no route, needles lifted) reads the overflow value. The resistance
+        of a closed path is the short-path assumption of the bench (``SHORT_PATH_OHM``)."""
+        hi, _ = self.emu.bench.router(self.key)
+        r = SHORT_PATH_OHM if hi else self.table.overflow
+        return r, r
+
+    def _contact_check(self) -> bool:
+        """``smuX.contact.check()``: true when both contact resistances are below
+        ``smuX.contact.threshold``."""
+        r_hi, r_lo = self._contact_r()
+        return max(r_hi, r_lo) < self.s.contact_threshold
 
     def _compliance(self) -> bool:
         self.operating_point()
@@ -363,10 +514,11 @@ class _Smu:
         result: Any = None
         t_start = emu.clock.now()
         for k in range(n):
-            v, i = integrate(emu.bench, self.operating_point, t_int)
+            v_true, i_true = integrate(emu.bench, self.operating_point, t_int)
             status = BUFFER_STATUS_COMPLIANCE if s.condition else 0
+            v, i = self._read("v", v_true), self._read("i", i_true)
             values = {"i": i, "v": v, "p": v * i, "r": (v / i) if i != 0 else OVERFLOW}
-            source = v if s.func == 1 else i
+            source = v_true if s.func == 1 else i_true
             t = emu.clock.now()
             if kind == "iv":
                 for b, x in zip(bufs, (i, v)):
@@ -389,7 +541,7 @@ class _Smu:
         if b is None:
             return None
         if isinstance(b, Obj):
-            for name, buf in self.buffers.items():
+            for name, buf in self.buffers.items():  # nvbuffer1/2 and makebuffer's
                 if b._name == f"{self.channel}.{name}":
                     return buf
         raise TspError("TSP Runtime error: bad argument (reading buffer expected)")
@@ -484,8 +636,9 @@ class Keithley2600Emulator:
             if text == "abort":  # stops a running script: none runs between commands here
                 return None
             if text.startswith("*"):
+                header, _, arg = text.partition(" ")
                 try:
-                    return self.common(text)
+                    return self.common(header, [arg.strip()] if arg.strip() else [])
                 except ScpiError as exc:
                     self._error(exc.code, exc.message)
                     return None

@@ -24,6 +24,13 @@ Commands served::
     StepNextDie                        next die of the map; 703 at the end (stays put)
     StepNextDie col row [site]         that die / subsite            (refused in contact)
     ReadMapPosition [pos]              0: <col> <row> <x> <y> <site> <sites>
+    MoveChuckSubsite x y [ref] [unit] [v]  XY move from the present die's home (refused in contact)
+    ReadChuckStatus                    0: <initialized 1> <height C|A|S> <on a die 1|0> <x> <y>
+    ReadProberStatus                   0: <prober id> <height C|A|S> <map end 1|0>
+
+The replies of ``ReadChuckStatus`` and ``ReadProberStatus`` are the mock's (the SCI
+manual's field lists were not at hand): a script may rely on the leading ``0:`` and the
+height letter, not on the field order of the bench's firmware.
 
 Error codes (the mock's; real Velox codes differ except 703): 1 unknown command,
 2 invalid parameter, 701 die not on the wafer map, 703 end of wafer map, 704 not on a
@@ -219,6 +226,25 @@ class VeloxEmulator(ServedEmulator):
             raise _VeloxError(ERR_PARAM, f"Unit {unit} not supported")
         self._xy_move(x * scale[0], y * scale[1], ref)
         return ""
+
+    def _cmd_movechucksubsite(self, args: list[str]) -> str:
+        """An XY move measured from the present die's home (a subsite of the die)."""
+        x, y = float(args[0]), float(args[1])
+        unit = args[3].upper() if len(args) > 3 else "Y"
+        _velocity(args, 4)
+        scale = {"Y": 1.0, "I": 25.4}.get(unit)
+        if scale is None:
+            raise _VeloxError(ERR_PARAM, f"Unit {unit} not supported")
+        self._xy_move(x * scale, y * scale, "D")
+        return ""
+
+    def _cmd_readchuckstatus(self, args: list[str]) -> str:
+        on_die = 1 if self.die is not None else 0
+        return f"1 {self.height[0].upper()} {on_die} {self.x_um:.1f} {self.y_um:.1f}"
+
+    def _cmd_readproberstatus(self, args: list[str]) -> str:
+        end = 1 if self.map_index >= len(self.dies) - 1 else 0
+        return f"{self.idn.split(',')[2]} {self.height[0].upper()} {end}"
 
     def _cmd_setchuckindex(self, args: list[str]) -> str:
         x, y = float(args[0]), float(args[1])

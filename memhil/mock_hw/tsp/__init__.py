@@ -5,8 +5,10 @@ scripts is built from ``Obj``/``Prop``/``Fn`` (``memhil.mock_hw.tsp.values``).
 Implemented: assignments (multiple targets and values), calls, ``local``, ``function``,
 numeric ``for``, ``while``, ``repeat``, ``if``/``elseif``/``else``, ``do``, ``break``,
 ``return`` with multiple values, table constructors, arithmetic, comparisons, ``and``/``or``/
-``not``, ``..``, ``#``; ``math``, ``tostring``, ``tonumber``. Not implemented: generic
-``for ... in``, metatables, coroutines, string methods.
+``not``, ``..``, ``#``; ``math``, ``string`` (format, len, sub, upper, lower, rep),
+``table`` (insert, remove, getn, concat), ``type``, ``tostring``, ``tonumber``. Not
+implemented: generic ``for ... in``, metatables, coroutines, ``s:method()`` calls,
+string patterns (``find``, ``gsub``).
 """
 
 from memhil.mock_hw.tsp.errors import TspError

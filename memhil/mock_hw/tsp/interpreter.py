@@ -4,6 +4,7 @@ an instruction budget so that an endless loop sent by any client cannot hang the
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from memhil.mock_hw.tsp.errors import TspError
@@ -275,23 +276,145 @@ def tonumber(v: Any) -> float | None:
 
 
 def standard_library() -> dict[str, Any]:
-    """The part of Lua's standard library TSP scripts use: ``math``, ``tostring``,
-    ``tonumber``."""
+    """The part of Lua 5.0's standard library (the 2600B's Lua) that lab scripts use:
+    ``math``, ``string``, ``table``, ``type``, ``tostring``, ``tonumber`` (Ierusalimschy
+    et al., Lua 5.0 Reference Manual, 2003, section 5)."""
+
+    def unary(f):
+        return Fn(lambda x: float(f(num(x))))
+
     math_ = Obj(
         "math",
         {
             "abs": Fn(lambda x: abs(num(x))),
             "min": Fn(lambda *x: min(num(v) for v in x)),
             "max": Fn(lambda *x: max(num(v) for v in x)),
-            "floor": Fn(lambda x: float(math.floor(num(x)))),
-            "ceil": Fn(lambda x: float(math.ceil(num(x)))),
-            "sqrt": Fn(lambda x: math.sqrt(num(x))),
+            "floor": unary(math.floor),
+            "ceil": unary(math.ceil),
+            "sqrt": unary(math.sqrt),
+            "exp": unary(math.exp),
+            "log": unary(math.log),
+            "log10": unary(math.log10),
+            "sin": unary(math.sin),
+            "cos": unary(math.cos),
+            "tan": unary(math.tan),
+            "asin": unary(math.asin),
+            "acos": unary(math.acos),
+            "atan": unary(math.atan),
+            "rad": unary(math.radians),
+            "deg": unary(math.degrees),
+            "pow": Fn(lambda x, y: num(x) ** num(y)),
+            "mod": Fn(lambda x, y: math.fmod(num(x), num(y))),
+            "fmod": Fn(lambda x, y: math.fmod(num(x), num(y))),
             "huge": math.inf,
             "pi": math.pi,
         },
     )
+    string_ = Obj(
+        "string",
+        {
+            "format": Fn(_string_format, "string.format"),
+            "len": Fn(lambda s: float(len(_string(s))), "string.len"),
+            "sub": Fn(_string_sub, "string.sub"),
+            "upper": Fn(lambda s: _string(s).upper(), "string.upper"),
+            "lower": Fn(lambda s: _string(s).lower(), "string.lower"),
+            "rep": Fn(lambda s, n: _string(s) * int(num(n)), "string.rep"),
+        },
+    )
+    table_ = Obj(
+        "table",
+        {
+            "insert": Fn(_table_insert, "table.insert"),
+            "remove": Fn(_table_remove, "table.remove"),
+            "getn": Fn(lambda t: float(len(_table(t))), "table.getn"),
+            "concat": Fn(_table_concat, "table.concat"),
+        },
+    )
     return {
         "math": math_,
+        "string": string_,
+        "table": table_,
+        "type": Fn(typename, "type"),
         "tostring": Fn(lua_tostring, "tostring"),
         "tonumber": Fn(tonumber, "tonumber"),
     }
+
+
+def _string(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return lua_tostring(v)
+    raise TspError(f"TSP Runtime error: bad argument (string expected, got {typename(v)})")
+
+
+def _table(v: Any) -> LuaTable:
+    if not isinstance(v, LuaTable):
+        raise TspError(f"TSP Runtime error: bad argument (table expected, got {typename(v)})")
+    return v
+
+
+def _string_format(fmt: Any, *args: Any) -> str:
+    """``string.format``: C printf conversions (``%d`` takes a Lua number)."""
+    spec = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?([diouxXeEfgGqsc%])")
+    values = list(args)
+    out: list[str] = []
+    pos = 0
+    for m in spec.finditer(_string(fmt)):
+        out.append(_string(fmt)[pos : m.start()])
+        pos = m.end()
+        conv = m.group(1)
+        if conv == "%":
+            out.append("%")
+            continue
+        if not values:
+            raise TspError("TSP Runtime error: bad argument to 'format' (no value)")
+        v = values.pop(0)
+        text = m.group(0)
+        if conv in "diouxXc":
+            out.append(text.replace("i", "d").replace("u", "d") % int(num(v)))
+        elif conv in "eEfgG":
+            out.append(text % num(v))
+        else:  # s, q
+            out.append(text.replace("q", "s") % lua_tostring(v))
+    out.append(_string(fmt)[pos:])
+    return "".join(out)
+
+
+def _string_sub(s: Any, i: Any, j: Any = -1) -> str:
+    text = _string(s)
+    n = len(text)
+    a, b = int(num(i)), int(num(j))
+    a = a + n + 1 if a < 0 else max(a, 1)
+    b = b + n + 1 if b < 0 else min(b, n)
+    return text[a - 1 : b] if a <= b else ""
+
+
+def _table_insert(t: Any, *args: Any) -> None:
+    tab = _table(t)
+    n = len(tab)
+    if len(args) == 1:
+        tab.tsp_set(float(n + 1), args[0])
+        return
+    pos, value = int(num(args[0])), args[1]
+    for k in range(n, pos - 1, -1):
+        tab.tsp_set(float(k + 1), tab.tsp_get(float(k)))
+    tab.tsp_set(float(pos), value)
+
+
+def _table_remove(t: Any, pos: Any = None) -> Any:
+    tab = _table(t)
+    n = len(tab)
+    if n == 0:
+        return None
+    k = n if pos is None else int(num(pos))
+    value = tab.tsp_get(float(k))
+    for m in range(k, n):
+        tab.tsp_set(float(m), tab.tsp_get(float(m + 1)))
+    tab.d.pop(float(n), None)
+    return value
+
+
+def _table_concat(t: Any, sep: Any = "") -> str:
+    tab = _table(t)
+    return _string(sep).join(_string(tab.tsp_get(float(k))) for k in range(1, len(tab) + 1))

@@ -71,7 +71,17 @@ class LuaTable:
         return self.d.get(table_key(key))
 
     def tsp_set(self, key: Any, value: Any) -> None:
-        self.d[table_key(key)] = value
+        if value is None:
+            self.d.pop(table_key(key), None)
+        else:
+            self.d[table_key(key)] = value
+
+    def __len__(self) -> int:
+        """``#t``: the border of the array part (1..n all set)."""
+        n = 0
+        while float(n + 1) in self.d:
+            n += 1
+        return n
 
 
 def table_key(k: Any) -> Any:
