@@ -114,7 +114,9 @@ def run_example(
     head = "accuracy" if "accuracy" in on_chip else next(iter(on_chip), "")
     line = (
         f"{spec['algorithm']} experiment ({example}.yaml) on {backend_label(spec['backend'])}: "
-        f"{head} {on_chip.get(head, float('nan')):.3f} on the backend, "
+        f"{head} {on_chip.get(head, float('nan')):.3f}"
+        + (" [collapsed]" if on_chip.get("collapsed") else "")  # one class >= 90 % of predictions
+        + " on the backend, "
         f"{in_float.get(head, float('nan')):.3f} in float; "
         f"{int(dep.get('set_pulses', 0))} SET / {int(dep.get('reset_pulses', 0))} RESET pulses, "
         f"{dep.get('pulse_energy_j', 0.0):.3g} J (run {run_id}"
