@@ -51,7 +51,12 @@ from memhil.algorithms.experiment import Experiment, Step, Work
 from memhil.core.errors import ConfigError, LimitError
 from memhil.runs.backend_config import open_backend
 from memhil.runs.experiment_file import ExperimentFile, load_experiment_file, with_source
-from memhil.runs.protocol_file import META_FILE, offline_backend, plain, resolve_backend_config
+from memhil.runs.protocol_file import (
+    META_FILE,
+    chosen_backend,
+    offline_backend,
+    plain,
+)
 from memhil.runs.protocol_run import (
     backend_provenance,
     find_resumable_run,
@@ -302,19 +307,8 @@ def run_experiment_file(
     )
     src = str(ef.path)
     own_backend = not isinstance(backend, Backend)
-    backend_cfg = None
+    backend_cfg = chosen_backend(ef.backend, backend, src) if own_backend else None
     if own_backend:
-        backend_cfg = (
-            ef.backend
-            if backend is None
-            else resolve_backend_config(backend, Path.cwd(), "backend argument")
-        )
-        if backend_cfg is None:
-            raise ConfigError(
-                "backend",
-                "no backend: give one in the file or on the command line (--sim, --station, --mock-lab)",
-                src,
-            )
         preflight_offline(ef, backend_cfg)  # every check the files allow
     new_db = not Path(db).exists()
     store = RunStore(db)

@@ -106,6 +106,25 @@ def resolve_backend_config(config: Any, base: Path, source: str | None = None) -
     return out
 
 
+def chosen_backend(file_backend: Any, backend: Any, source: str) -> Any:
+    """The backend configuration a run of a file uses: ``backend`` (a configuration, paths
+    relative to the working directory) or else the file's ``backend:`` entry; a ConfigError
+    naming the command-line options when there is neither."""
+    cfg = (
+        file_backend
+        if backend is None
+        else resolve_backend_config(backend, Path.cwd(), "backend argument")
+    )
+    if cfg is None:
+        raise ConfigError(
+            "backend",
+            "no backend: give one in the file or on the command line (--sim, --station, "
+            "--mock-lab)",
+            source,
+        )
+    return cfg
+
+
 def load_protocol_file(path: str | Path) -> ProtocolFile:
     """Parse and validate a protocol file (no instrument is touched)."""
     path = Path(path).resolve()

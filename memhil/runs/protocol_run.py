@@ -41,11 +41,11 @@ from memhil.runs.protocol_file import (
     META_CONFIG,
     META_FILE,
     ProtocolFile,
+    chosen_backend,
     file_errors,
     load_protocol_file,
     offline_backend,
     plain,
-    resolve_backend_config,
 )
 from memhil.store.stop_request import clear_stop, stop_requested
 
@@ -429,22 +429,8 @@ def run_protocol_file(
     )
     src = str(pf.path)
     own_backend = not isinstance(backend, Backend)
-    backend_cfg = None
-    if own_backend:
-        backend_cfg = (
-            pf.backend
-            if backend is None
-            else resolve_backend_config(backend, Path.cwd(), "backend argument")
-        )
-        if backend_cfg is None:
-            raise ConfigError(
-                "backend",
-                "no backend: give one in the file or on the command "
-                "line (--sim, --station, --mock-lab)",
-                src,
-            )
+    backend_cfg = chosen_backend(pf.backend, backend, src) if own_backend else None
     if own_backend:  # every check the files allow, before any instrument or database
-        assert backend_cfg is not None  # refused above
         preflight_offline(pf, backend_cfg)
     new_db = not Path(db).exists()
     store = RunStore(db)
