@@ -311,6 +311,7 @@ class MockLab:
         from memhil.instruments.station import Station
 
         lab = cls(station).start()
+        st = None
         try:
             st = Station.from_config(lab.station_config())
             if st.prober is not None:  # the backend touches down on its die (default: the
@@ -318,7 +319,13 @@ class MockLab:
                 backend_kw.setdefault("die", tuple(lab.chip.wafer.dies[0]))
             return MockLabBackend(lab, st, **backend_kw)
         except BaseException:
-            lab.stop()
+            # a backend refused at open (a nominal pulse below the floor ...) leaves no
+            # connection and no QCoDeS name behind: the station can be opened again
+            try:
+                if st is not None:
+                    st.close()
+            finally:
+                lab.stop()
             raise
 
     def sources_off(self) -> bool:

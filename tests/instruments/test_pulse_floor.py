@@ -36,3 +36,7 @@ def test_a_nominal_pulse_shorter_than_the_floor_is_refused_at_open():
     del station["chip"]["set_pulse"]  # VTEAM's own: 0.21 V for 10 ns
     with pytest.raises(ConfigError, match=r"chip.set_pulse.*1e-08 s.*width_min_s = 1e-06"):
         MockLab.open_backend(station)
+    # the refusal left no connection and no QCoDeS instrument name behind: the corrected
+    # station opens at once in the same process
+    station["chip"]["set_pulse"] = [0.206, 1e-6]
+    MockLab.open_backend(station).close()
