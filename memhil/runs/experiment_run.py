@@ -59,8 +59,8 @@ from memhil.runs.protocol_file import (
 )
 from memhil.runs.protocol_run import (
     backend_provenance,
-    find_resumable_run,
     first_difference,
+    resume_root,
     station_identity,
 )
 
@@ -314,12 +314,8 @@ def run_experiment_file(
     store = RunStore(db)
     writer = None
     try:
-        root_id = None
-        if resume is not False and resume is not None:
-            root_id = find_resumable_run(store, ef.path) if resume is True else int(resume)
-            if root_id is None:
-                raise ConfigError("resume", f"no unfinished run of {src} in {db}", src)
-            root_id = store.chain(root_id)[0]
+        root_id = resume_root(store, ef.path, resume, src, db)
+        if root_id is not None:
             _check_resume(
                 store.metadata(root_id),
                 ef,

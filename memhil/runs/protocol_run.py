@@ -400,6 +400,17 @@ def preflight_offline(pf: ProtocolFile, backend_cfg: Any = None) -> Summary:
         return _RecordSchema(Runner(offline, progress=False)).preflight(pf.plan)
 
 
+def resume_root(store: Any, path: Any, resume: bool | int | None, src: str, db: Any) -> int | None:
+    """The root run a ``--resume`` continues (True: the most recent unfinished run of the
+    file at ``path``; an int: that run's chain), or None for a new run."""
+    if resume is False or resume is None:
+        return None
+    root_id = find_resumable_run(store, path) if resume is True else int(resume)
+    if root_id is None:
+        raise ConfigError("resume", f"no unfinished run of {src} in {db}", src)
+    return store.chain(root_id)[0]
+
+
 def run_protocol_file(
     protocol_path: str | Path | ProtocolFile,
     *,
@@ -436,12 +447,8 @@ def run_protocol_file(
     store = RunStore(db)
     writer = None
     try:
-        root_id = None
-        if resume is not False and resume is not None:
-            root_id = find_resumable_run(store, pf.path) if resume is True else int(resume)
-            if root_id is None:
-                raise ConfigError("resume", f"no unfinished run of {src} in {db}", src)
-            root_id = store.chain(root_id)[0]
+        root_id = resume_root(store, pf.path, resume, src, db)
+        if root_id is not None:
             # before any instrument is opened: same protocol config, same station
             check_resume_matches(
                 store.metadata(root_id),
