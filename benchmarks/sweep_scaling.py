@@ -1,7 +1,8 @@
 """A 12-trial simulator sweep run twice in one process: sequentially (the trials one after
 the other in this process, ``executor="inline"``) and on a local Ray instance of 2 CPUs;
 their wall times and ratio (target >= 1.7x on 2 cores), Ray's fixed start-up cost (the
-instance, and its 2 workers importing memhil's run stack) printed apart, and the driver's
+instance, and its 2 workers importing memhil's run stack and pre-flighting one trial, as
+the driver did) printed apart, and the driver's
 time storing each trial's run (the store's one writer).
 
 The sweep: LTP/LTD pulse trains (``pulse_train``, 60 + 60 pulses, 4 cells read after each)
@@ -41,13 +42,14 @@ resources: {num_cpus: 1}
 """
 
 
-def _warm() -> int:
-    """What a worker imports before its first trial (the run stack: torch, QCoDeS, the
-    protocols and the store); returns the worker's pid."""
-    import memhil.runs.protocol_run
-    import memhil.store.run_records
-    import memhil.sweeps.trial  # noqa: F401
+def _warm(spec) -> int:
+    """Bring a worker to where the driver's process is once it has pre-flighted the sweep:
+    the run stack imported and one trial's file loaded and pre-flighted (the first-call
+    costs of the protocol, the device model and torch); returns the worker's pid."""
+    from memhil.sweeps.run_kinds import RUN_KINDS
 
+    kind = RUN_KINDS[spec.kind]
+    kind.preflight(kind.load(spec.data, Path(spec.base)))
     time.sleep(0.5)  # hold the worker so the second task starts the second one
     return os.getpid()
 
@@ -61,6 +63,7 @@ def main() -> None:
     import ray
 
     from memhil.sweeps import load_sweep_file, run_sweep
+    from memhil.sweeps.trial import TrialSpec
 
     work = Path(tempfile.mkdtemp(prefix="sweep_scaling-"))
     (work / "base.yaml").write_text(BASE.replace("N_PULSES", "10" if args.quick else "60"))
@@ -79,7 +82,9 @@ def main() -> None:
     t_init = time.perf_counter() - t0
     t0 = time.perf_counter()
     warm = ray.remote(num_cpus=1)(_warm)
-    pids = ray.get([warm.remote() for _ in range(2)])
+    first = sweep.trials[0]
+    spec = TrialSpec(first.index, sweep.kind.name, str(sweep.base), sweep.trial_data(first))
+    pids = ray.get([warm.remote(spec) for _ in range(2)])
     t_warm = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
