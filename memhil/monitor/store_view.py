@@ -23,6 +23,7 @@ from typing import Any
 from memhil.monitor.plot_kinds import plot_kind, plots_for
 from memhil.store.run_facts import measured_on, protocol_of, run_kind
 from memhil.store.run_store import POINT
+from memhil.store.run_writer_liveness import META_WRITER, shown_status
 
 __all__ = ["PointCursor", "StoreView"]
 
@@ -168,6 +169,7 @@ class StoreView:
             stored = last["md"].get("memhil_status")
             if stored is None:
                 stored = "completed" if last["is_completed"] else "running"
+            stored = shown_status(str(stored), last["md"].get(META_WRITER))
             done, open_units = units.get(root, (0, 0))
             status = str(stored)
             if status in ("interrupted", "failed") and "protocol_config" in md:

@@ -55,7 +55,8 @@ Status
 ------
 Metadata ``memhil_status`` is ``"running"`` while a writer is open and
 ``"completed"``, ``"failed"`` or ``"interrupted"`` after :meth:`RunWriter.close`.  A run
-that is never closed (crash) stays ``"running"``.  Only ``close("completed")`` marks the
+that is never closed (crash) stays ``"running"`` in the file and is *shown* as ``"died"``
+once its writer process is gone (``memhil.store.run_writer_liveness``).  Only ``close("completed")`` marks the
 QCoDeS dataset completed; failed or interrupted runs stay open in QCoDeS so that they
 can be appended to.
 
@@ -99,6 +100,8 @@ from qcodes.dataset import (
     new_data_set,
 )
 from qcodes.dataset.sqlite.connection import atomic
+
+from memhil.store.run_writer_liveness import META_WRITER, shown_status, writer_identity
 
 try:  # qcodes >= 0.5x: the dataset path is deprecated
     from qcodes.parameters import ParamSpecBase
@@ -461,6 +464,7 @@ class RunStore:
         if _continues is not None:
             ds.add_metadata("memhil_continues", str(int(_continues)))
         ds.add_metadata("memhil_status", "running")
+        ds.add_metadata(META_WRITER, writer_identity())
         return ds
 
     def open_run(self, run_id: int) -> RunWriter:
@@ -484,6 +488,7 @@ class RunStore:
                 writable = True
             if writable:
                 ds.add_metadata("memhil_status", "running")
+                ds.add_metadata(META_WRITER, writer_identity())
                 return RunWriter(self, ds, keys, values, key_types, n, chain[0])
         user_meta = {
             k: raw[k] for k in json.loads(raw.get("memhil_metadata_keys", "[]")) if k in raw
@@ -554,6 +559,7 @@ class RunStore:
             status = md.get("memhil_status")
             if status is None:
                 status = "completed" if ds.completed else "running"
+            status = shown_status(str(status), md.get(META_WRITER))
             c = md.get("memhil_continues")
             out.append(
                 RunInfo(

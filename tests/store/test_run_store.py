@@ -106,7 +106,8 @@ def test_unclosed_writer_in_killed_process_keeps_points(tmp_path):
     assert r.returncode == 3, r.stderr
     s = RunStore(db)
     (info,) = s.runs()
-    assert info.status == "running" and info.n_points == 7
+    # stored "running", never closed; its writer is gone, so it is shown as died
+    assert info.status == "died" and info.n_points == 7
     df = s.load(info.run_id)
     assert list(df["row"]) == list(range(7)) and list(df["col"]) == [2 * k for k in range(7)]
     assert s.metadata(info.run_id)["a"] == 1
