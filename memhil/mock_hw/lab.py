@@ -56,6 +56,7 @@ from memhil.mock_hw.emulators.sentio import SentioEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
 from memhil.mock_hw.lab_time import PacedClock, SyncedEmulator, TimeConfig, WallClockSync
 from memhil.mock_hw.server import FaultInjector, LineServer
+from memhil.mock_hw.visa import is_visa_resource
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,9 @@ class MockLab:
                     continue
                 if isinstance(emu, ArrayBoardEmulator):
                     emu.start()  # in-process pyserial URL
-                    if not self._serve_board_tcp:
+                    # served too when asked, or when a bench addresses it by VISA
+                    # (``ASRL...::INSTR``: reached through ``@memhil``, docs/mock-lab.md)
+                    if not (self._serve_board_tcp or is_visa_resource(str(inst.address))):
                         continue
                 port = _port_of(inst.address)
                 faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()
