@@ -186,7 +186,7 @@ def in_process_lab(station: str | Path) -> MockLab:
     with _labs_lock:
         lab = _labs.get(key)
         if lab is None:
-            lab = _labs[key] = MockLab(key).start()
+            lab = _labs[key] = MockLab(key, as_bench=True).start()
             if len(_labs) == 1:
                 atexit.register(stop_in_process_labs)
         return lab

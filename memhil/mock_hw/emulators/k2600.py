@@ -41,7 +41,8 @@ Ranges (``memhil.mock_hw.smu_ranges``): ``rangev``/``rangei`` snap to the model'
 and turn that autorange off; a level beyond a fixed source range raises error 5005 when
 the output turns on (or the level is set with it on) and is not applied; readings beyond
 a fixed measure range are 9.91e37; ``limiti``/``limitv`` have the model's minimum;
-current readings carry the noise floor (not in compliance).
+current readings carry the noise floor (not in compliance); with ``accuracy`` every
+reading is off by its range's datasheet accuracy (``memhil.mock_hw.smu_accuracy``).
 
 Physics (``memhil.mock_hw.smu_physics``). The source level goes to the channel's bench
 terminal (``"<name>.<smuX>"``). A measurement with the output on holds the present drive
@@ -78,6 +79,7 @@ import numpy as np
 from memhil.mock_hw.bench import SHORT_PATH_OHM, MockBench
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
+from memhil.mock_hw.smu_accuracy import ReadingErrors, accuracy_table
 from memhil.mock_hw.smu_physics import (
     CONDITION_CURRENT_LIMIT,
     CONDITION_VOLTAGE_LIMIT,
@@ -211,6 +213,9 @@ class _Smu:
         self.buffers = {"nvbuffer1": _Buffer(), "nvbuffer2": _Buffer()}
         self.table = k2600_table(emu.model)
         self._noise = np.random.default_rng(zlib.crc32(self.key.encode()))  # reproducible
+        self.reading_errors = ReadingErrors(
+            accuracy_table(self.table), self.key, emu.seed, emu.accuracy
+        )
         self.obj = self._build()
 
     # -- settings ---------------------------------------------------------------------------
@@ -332,9 +337,11 @@ class _Smu:
             fixed = (
                 (not s.autorangei, s.rangei) if s.func == 0 else (not s.m_autorangei, s.m_rangei)
             )
-            return t.reading(t.measure_i, fixed[1] if fixed[0] else None, value)
+            rng = fixed[1] if fixed[0] else None
+            return t.reading(t.measure_i, rng, self.reading_errors.apply("i", rng, value))
         fixed = (not s.autorangev, s.rangev) if s.func == 1 else (not s.m_autorangev, s.m_rangev)
-        return t.reading(t.measure_v, fixed[1] if fixed[0] else None, value)
+        rng = fixed[1] if fixed[0] else None
+        return t.reading(t.measure_v, rng, self.reading_errors.apply("v", rng, value))
 
     def _build(self) -> Obj:
         t = self.table
@@ -577,11 +584,15 @@ class Keithley2600Emulator:
         *,
         linefreq: float = 60.0,
         serial: str = "4242424",
+        seed: int = 0,
+        accuracy: bool = False,
     ):
         self.bench = bench
         self.name = name
         self.model = model
         self.serial = serial
+        self.seed = int(seed)  # with the channel key: the unit's reading errors
+        self.accuracy = bool(accuracy)  # readings off by the datasheet accuracy
         self.linefreq = float(linefreq)
         self.clock = bench.chip.clock
         self._lock = threading.RLock()
