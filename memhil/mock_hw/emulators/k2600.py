@@ -34,6 +34,8 @@ as on the instrument):
   ``smuX.makebuffer(n)`` (a dynamic buffer); ``smuX.contact.check()/r()/threshold``
   (a terminal that reaches a chip line through the matrix and the probes is in contact);
   ``smuX.measure.filter.enable/type/count`` (stored; readings are single samples)
+* ``smuX.trigger.*`` and ``trigger.timer[N]``: the trigger model of sweep scripts
+  (``memhil.mock_hw.emulators.k2600_trigger``)
 * ``*TST?``, ``*ESE``, ``*SRE``; Lua ``string``/``table``/``math``/``type``
   (``memhil.mock_hw.tsp``)
 
@@ -77,6 +79,7 @@ from typing import Any
 import numpy as np
 
 from memhil.mock_hw.bench import SHORT_PATH_OHM, MockBench
+from memhil.mock_hw.emulators.k2600_trigger import TIMERS, Timer, TriggerModel, timers_obj
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
 from memhil.mock_hw.smu_accuracy import ReadingErrors, accuracy_table
@@ -216,11 +219,13 @@ class _Smu:
         self.reading_errors = ReadingErrors(
             accuracy_table(self.table), self.key, emu.seed, emu.accuracy
         )
+        self.trigger = TriggerModel(self, emu.timers)
         self.obj = self._build()
 
     # -- settings ---------------------------------------------------------------------------
     def reset(self) -> None:
         self.s = _ChannelState()
+        self.trigger.reset()
         now = self.emu.clock.now()
         self.buffers = {k: b for k, b in self.buffers.items() if k.startswith("nvbuffer")}
         for b in self.buffers.values():
@@ -439,6 +444,11 @@ class _Smu:
                 "DISABLE": 0.0,
                 "OUTPUT_NORMAL": 0.0,
                 "OUTPUT_ZERO": 2.0,
+                "ASYNC": 2.0,
+                "SOURCE_IDLE": 0.0,
+                "SOURCE_HOLD": 1.0,
+                "LIMIT_AUTO": 0.0,
+                "trigger": self.trigger.obj(),
             },
         )
 
@@ -508,13 +518,15 @@ class _Smu:
         s.condition, s.v_actual, s.i_actual = cond, v, i
         return v, i
 
-    def measure(self, kind: str, buf: Any = None, buf2: Any = None) -> Any:
+    def measure(self, kind: str, buf: Any = None, buf2: Any = None, clear: bool = True) -> Any:
         """``smuX.measure.<kind>([buffer])``: ``count`` readings ``interval`` apart, each
-        integrating for nplc / linefreq with the drive held on the chip."""
+        integrating for nplc / linefreq with the drive held on the chip. ``clear``: a
+        buffer not in append mode is cleared first (the trigger model clears it once, at
+        ``initiate()``)."""
         emu, s = self.emu, self.s
-        bufs = [self._resolve_buffer(b) for b in (buf, buf2)]
+        bufs = [b if isinstance(b, _Buffer) else self.resolve_buffer(b) for b in (buf, buf2)]
         for b in bufs:
-            if b is not None and not b.appendmode:
+            if clear and b is not None and not b.appendmode:
                 b.clear(emu.clock.now())
         t_int = s.nplc / emu.linefreq
         n = int(s.count)  # without a buffer the last of the readings is returned
@@ -544,7 +556,7 @@ class _Smu:
                     emu.bench.hold(wait)
         return result
 
-    def _resolve_buffer(self, b: Any) -> _Buffer | None:
+    def resolve_buffer(self, b: Any) -> _Buffer | None:
         if b is None:
             return None
         if isinstance(b, Obj):
@@ -607,6 +619,7 @@ class Keithley2600Emulator:
         self.ascii_precision = 0
         self._loading: dict[int | None, _Loading] = {}  # connection -> script being loaded
         self._out: list[bytes] = []
+        self.timers = [Timer() for _ in range(TIMERS)]  # trigger.timer[1..8]
         self.smus = {ch: _Smu(self, ch) for ch in channels}
         self.globals: dict[str, Any] = {}
         self._interp = Interpreter(self.globals)
@@ -714,6 +727,7 @@ class Keithley2600Emulator:
         with self._lock:
             for smu in self.smus.values():
                 smu.reset()
+            self.timers[:] = [Timer() for _ in self.timers]  # reset() resets the timers too
             self.format_data, self.format_byteorder, self.ascii_precision = 1, 0, 0
 
     # -- globals -----------------------------------------------------------------------------
@@ -848,6 +862,7 @@ class Keithley2600Emulator:
         g.update(
             {
                 "format": fmt,
+                "trigger": timers_obj(self.timers),
                 "localnode": localnode,
                 "errorqueue": errorqueue,
                 "status": status,
