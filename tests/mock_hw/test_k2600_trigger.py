@@ -120,3 +120,20 @@ def test_trigger_settings_out_of_range_are_refused_with_the_emulators_error():
     emu.handle("smua.trigger.source.action = smua.ENABLE smua.trigger.initiate()")  # no sweep
     assert ask(emu, "print(errorqueue.count)") == "3.00000e+00"
     assert [code for code, _ in emu.errors] == [-1110, -1110, -1110]
+
+
+def test_errorqueue_next_gives_the_manuals_fields_and_severity():
+    """(code, message, severity, node): an error of improper use is RECOVERABLE (20) in
+    the 2600-series manual's levels; the empty queue answers 0, "Queue Is Empty", 0."""
+    emu = _k2600()
+    emu.handle("smua.measure.nplc = 100")  # beyond 25: refused
+    emu.handle("x = = 1")  # a Lua syntax error
+    fields = ask(emu, "print(errorqueue.next())").split("\t")
+    assert float(fields[2]) == 20 and float(fields[3]) == 0  # severity, node
+    code, message, severity, _ = ask(emu, "print(errorqueue.next())").split("\t")
+    assert float(code) == -285 and "syntax" in message.lower() and float(severity) == 20
+    assert ask(emu, "print(errorqueue.next())").split("\t")[:3] == [
+        "0.00000e+00",
+        "Queue Is Empty",
+        "0.00000e+00",
+    ]

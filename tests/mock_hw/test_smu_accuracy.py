@@ -104,3 +104,15 @@ def test_accuracy_is_on_for_a_lab_used_as_a_bench_unless_the_station_says_no(moc
     }
     lab = MockLab(station, as_bench=as_bench)  # not started: nothing is served
     assert lab.emulators["smu"].smus["smua"].reading_errors.enabled is on
+
+
+def test_2450_error_strings_carry_the_event_type_and_time_stamp():
+    """``code,"message;type;YYYY/MM/DD HH:MM:SS.mmm"`` (the 2450's event log fields), and
+    ``0,"No error;0;0 0"`` once the queue is empty."""
+    import re
+
+    emu = Keithley2450Emulator(_bench(), name="k")
+    emu.handle(":SOUR:VOLT:ILIM 0")  # below the 1 nA minimum: refused
+    reply = ask(emu, ":SYST:ERR?")
+    assert re.fullmatch(r'-222,"[^";]+;1;\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{3}"', reply), reply
+    assert ask(emu, ":SYST:ERR?") == '0,"No error;0;0 0"'

@@ -60,6 +60,7 @@ import logging
 import math
 import re
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -76,6 +77,17 @@ from memhil.mock_hw.smu_physics import integrate, settle
 from memhil.mock_hw.smu_ranges import K2450
 
 log = logging.getLogger(__name__)
+
+#: Event type of an error in the 2450's event log and ``:SYST:ERR?`` reply (2450 reference
+#: manual, ``:SYSTem:EVENtlog`` event types: 1 error, 2 warning, 4 information).
+EVENT_ERROR = 1
+
+
+def _event_time(t: float) -> str:
+    """The 2450's event time stamp, ``YYYY/MM/DD HH:MM:SS.mmm`` (UTC here)."""
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(t))
+    return f"{stamp}.{int((t % 1) * 1000):03d}"
+
 
 #: SOURSTATus bit of a reading whose source was limited (emulator convention, see above).
 SOURCE_STATUS_LIMIT = 0x08
@@ -396,11 +408,11 @@ class Keithley2450Emulator:
                 self.status.errors.clear()
             return None
         if key in ("SYST:ERR", "SYST:ERR:NEXT") and q:
-            error = self.status.pop()
+            error = self.status.pop_with_time()
             if error is None:
                 return '0,"No error;0;0 0"'
-            code, msg = error
-            return f'{code},"{msg}"'
+            code, msg, when = error
+            return f'{code},"{msg};{EVENT_ERROR};{_event_time(when)}"'
         if key == "SYST:LFR" and q:
             return f"{self.linefreq:g}"
         if key == "SYST:ERR:COUN" and q:

@@ -105,6 +105,13 @@ from memhil.mock_hw.tsp import (
 
 log = logging.getLogger(__name__)
 
+#: ``errorqueue.next()`` severity of the emulator's errors: RECOVERABLE (20), the level the
+#: 2600-series manuals give an error "caused by improper use of the instrument or by
+#: conditions that can be corrected" (2600 reference manual, "Error and Status Messages",
+#: error levels 0 NO_SEVERITY, 10 INFORMATIONAL, 20 RECOVERABLE, 30 SERIOUS, 40 FATAL):
+#: every error the emulator queues is one (a syntax error, a bad value, a range conflict).
+SEVERITY_RECOVERABLE = 20.0
+
 #: bufferVar.statuses bit for a reading taken in compliance (see the module docstring).
 BUFFER_STATUS_COMPLIANCE = 0x40
 #: what the 2600 returns for an overflowed / undefined reading (e.g. R at 0 A).
@@ -791,7 +798,7 @@ class Keithley2600Emulator:
             if error is None:
                 return (0.0, "Queue Is Empty", 0.0, 0.0)
             code, msg = error
-            return (float(code), msg, 30.0, 0.0)
+            return (float(code), msg, SEVERITY_RECOVERABLE, 0.0)
 
         errorqueue = Obj(
             "errorqueue",
