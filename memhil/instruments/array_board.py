@@ -256,6 +256,7 @@ register_instrument(
     "memhil_array_board",
     "array",
     create,
-    options=("timeout", "baudrate"),
+    options=("timeout", "baudrate", "visa_library"),
+    visa_option="visa_library",  # an ASRL resource: PyMeasure's VISAAdapter library
     ranges=InstrumentRanges(v_max_v=5.0, i_max_a=0.1, width_max_s=1.0, count_max=10**6),
 )

@@ -22,6 +22,8 @@ The station's ``mock:`` section describes the chip under the probes::
       visa: {"GPIB0::23::INSTR": matrix}  # more bench addresses for the @memhil VISA library
       time: {mode: realtime, scale: 1.0, latency: true}  # default: virtual, no latency;
                                       # `mock-lab serve`: realtime with latency (lab_time)
+      accuracy: true                  # SMU readings off by the datasheet accuracy; default:
+                                      # on when served or opened through @memhil, else off
 
 An instrument's ``address`` may be its bench address (``GPIB0::22::INSTR``): the lab then
 serves it on a free loopback port, and the ``@memhil`` pyvisa backend
@@ -56,6 +58,7 @@ from memhil.mock_hw.emulators.sentio import SentioEmulator
 from memhil.mock_hw.emulators.velox import VeloxEmulator
 from memhil.mock_hw.lab_time import PacedClock, SyncedEmulator, TimeConfig, WallClockSync
 from memhil.mock_hw.server import FaultInjector, LineServer
+from memhil.mock_hw.visa import is_visa_resource
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ class MockConfig:
     routes: dict = field(default_factory=dict)
     visa: dict = field(default_factory=dict)  # extra VISA resource -> instrument (@memhil)
     time: dict = field(default_factory=dict)  # mode / scale / latency (lab_time.TimeConfig)
+    # SMU readings off by the datasheet accuracy per range (memhil.mock_hw.smu_accuracy);
+    # unset: on for a lab used as a bench (served, or opened through @memhil), off for
+    # memhil's own in-process runs and tests (exact values)
+    accuracy: bool | None = None
 
 
 # Which emulator stands in for each registered instrument type, and how the driver
@@ -99,6 +106,7 @@ class MockLab:
         clock: VirtualClock | None = None,
         serve_array_board_tcp: bool = False,
         served: bool = False,
+        as_bench: bool = False,
     ):
         self.config = load_station_config(station)
         src = self.config.source
@@ -108,6 +116,9 @@ class MockLab:
             TimeConfig.with_defaults(self.mock.time, serve=served),
             source=src,
             prefix="mock.time",
+        )
+        self.accuracy = (
+            bool(self.mock.accuracy) if self.mock.accuracy is not None else served or as_bench
         )
         self.clock = clock or PacedClock(pace_scale=self.time.scale if self.time.latency else None)
         self._sync: WallClockSync | None = None
@@ -177,9 +188,17 @@ class MockLab:
             t = inst.type
             emu: Any
             if t == "keithley2636b":
-                emu = Keithley2600Emulator(self.bench, name=name, model="2636B")
+                emu = Keithley2600Emulator(
+                    self.bench,
+                    name=name,
+                    model="2636B",
+                    seed=self.mock.seed,
+                    accuracy=self.accuracy,
+                )
             elif t == "keithley2450":
-                emu = Keithley2450Emulator(self.bench, name=name)
+                emu = Keithley2450Emulator(
+                    self.bench, name=name, seed=self.mock.seed, accuracy=self.accuracy
+                )
             elif t == "keysight_b1500a":
                 emu = B1500Emulator(self.bench, name=name)
             elif t == "keithley4200a":
@@ -226,7 +245,9 @@ class MockLab:
                     continue
                 if isinstance(emu, ArrayBoardEmulator):
                     emu.start()  # in-process pyserial URL
-                    if not self._serve_board_tcp:
+                    # served too when asked, or when a bench addresses it by VISA
+                    # (``ASRL...::INSTR``: reached through ``@memhil``, docs/mock-lab.md)
+                    if not (self._serve_board_tcp or is_visa_resource(str(inst.address))):
                         continue
                 port = _port_of(inst.address)
                 faults = emu.faults if isinstance(emu, ArrayBoardEmulator) else FaultInjector()

@@ -18,6 +18,7 @@ queue keeps the newest ``ERROR_QUEUE_SIZE`` errors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 #: Standard Event Status Register bits (IEEE 488.2, 11.5.1.1).
@@ -72,26 +73,45 @@ class ScpiStatus:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.queue_size = int(queue_size)
         self.errors: list[tuple[int, str]] = []
+        self.times: list[float] = []  # wall time (s since the epoch) each error was queued
         self.esr = 0
         self.ese = 0  # *ESE: standard event status enable register (stored, read back)
         self.sre = 0  # *SRE: service request enable register (stored, read back)
 
     def push(self, code: int, message: str) -> None:
         """Queue an error and set its ESR bit."""
+        self._sync_times()
         self.errors.append((int(code), message))
+        self.times.append(time.time())
         self.esr |= esr_bit(code)
         del self.errors[: -self.queue_size]
+        del self.times[: -self.queue_size]
 
     def push_error(self, error: ScpiError) -> None:
         self.push(error.code, error.message)
 
     def pop(self) -> tuple[int, str] | None:
         """The oldest queued error, removed (None when the queue is empty)."""
-        return self.errors.pop(0) if self.errors else None
+        got = self.pop_with_time()
+        return None if got is None else got[:2]
+
+    def pop_with_time(self) -> tuple[int, str, float] | None:
+        """The oldest queued error and the wall time it was queued, removed."""
+        self._sync_times()
+        if not self.errors:
+            return None
+        code, message = self.errors.pop(0)
+        return code, message, self.times.pop(0)
+
+    def _sync_times(self) -> None:
+        """Keep one time per error when a caller edited ``errors`` directly."""
+        if len(self.times) != len(self.errors):
+            self.times = [time.time()] * len(self.errors)
 
     def clear(self) -> None:
         """``*CLS``: empty the error queue and the ESR."""
         self.errors.clear()
+        self.times.clear()
         self.esr = 0
 
     def read_esr(self) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pyvisa import constants, rname
+from pyvisa import attributes, constants, rname
 from pyvisa.constants import StatusCode
 from pyvisa.typing import VISARMSession, VISASession
 from pyvisa.util import LibraryPath
@@ -186,7 +186,7 @@ def in_process_lab(station: str | Path) -> MockLab:
     with _labs_lock:
         lab = _labs.get(key)
         if lab is None:
-            lab = _labs[key] = MockLab(key).start()
+            lab = _labs[key] = MockLab(key, as_bench=True).start()
             if len(_labs) == 1:
                 atexit.register(stop_in_process_labs)
         return lab
@@ -202,6 +202,12 @@ def stop_in_process_labs() -> None:
 
 
 # -- the pyvisa backend ---------------------------------------------------------------------
+
+
+def _is_serial_line(attribute: Any) -> bool:
+    """Whether ``attribute`` is a serial-line setting (``VI_ATTR_ASRL_*``)."""
+    cls = attributes.AttributesByID.get(int(attribute))
+    return cls is not None and cls.visa_name.startswith("VI_ATTR_ASRL_")
 
 
 class MessageSocketSession(TCPIPSocketSession):
@@ -241,6 +247,24 @@ class MessageSocketSession(TCPIPSocketSession):
             return int(float(data.decode().strip())), StatusCode.success
         except ValueError:
             return 0, StatusCode.error_io
+
+    def get_attribute(self, attribute: constants.ResourceAttribute) -> tuple[Any, StatusCode]:
+        if _is_serial_line(attribute) and attribute in self._serial_line:
+            return self._serial_line[attribute], StatusCode.success
+        return super().get_attribute(attribute)
+
+    def set_attribute(self, attribute: constants.ResourceAttribute, value: Any) -> StatusCode:
+        """A serial instrument's line settings (baud rate, parity, ...: ``VI_ATTR_ASRL_*``)
+        are kept and read back: the loopback socket has no line to set, and a client
+        that configures its serial port (PyMeasure's ``asrl={...}``) must not fail."""
+        if _is_serial_line(attribute):
+            self._serial_line[attribute] = value
+            return StatusCode.success
+        return super().set_attribute(attribute, value)
+
+    @property
+    def _serial_line(self) -> dict[Any, Any]:
+        return self.__dict__.setdefault("_serial_line_settings", {})
 
     def gpib_control_ren(self, mode: constants.RENLineOperation) -> StatusCode:
         """Remote enable: an emulator is always remote."""

@@ -40,7 +40,8 @@ Implemented SCPI subset:
 Ranges (``memhil.mock_hw.smu_ranges.K2450``): range requests snap to the 2450's ranges; a
 level beyond a fixed source range is refused with -222 (our assumption of the error
 number); a reading beyond a fixed measure range is 9.9e37; current readings carry the
-noise floor.
+noise floor; with ``accuracy`` every reading is off by its range's datasheet accuracy
+(``memhil.mock_hw.smu_accuracy``).
 
 Physics and compliance are those of the 2600 emulator (``memhil.mock_hw.smu_physics``):
 each reading holds the drive for the source delay and then for the integration time
@@ -59,6 +60,7 @@ import logging
 import math
 import re
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -70,10 +72,22 @@ import numpy as np
 from memhil.mock_hw.bench import MockBench
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES
+from memhil.mock_hw.smu_accuracy import K2450_ACCURACY, ReadingErrors
 from memhil.mock_hw.smu_physics import integrate, settle
 from memhil.mock_hw.smu_ranges import K2450
 
 log = logging.getLogger(__name__)
+
+#: Event type of an error in the 2450's event log and ``:SYST:ERR?`` reply (2450 reference
+#: manual, ``:SYSTem:EVENtlog`` event types: 1 error, 2 warning, 4 information).
+EVENT_ERROR = 1
+
+
+def _event_time(t: float) -> str:
+    """The 2450's event time stamp, ``YYYY/MM/DD HH:MM:SS.mmm`` (UTC here)."""
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(t))
+    return f"{stamp}.{int((t % 1) * 1000):03d}"
+
 
 #: SOURSTATus bit of a reading whose source was limited (emulator convention, see above).
 SOURCE_STATUS_LIMIT = 0x08
@@ -284,10 +298,14 @@ class Keithley2450Emulator:
         linefreq: float = 60.0,
         language: str = "SCPI",
         serial: str = "04424242",
+        seed: int = 0,
+        accuracy: bool = False,
     ):
         self.bench = bench
         self.name = name
         self.key = f"{name}.smu"
+        # the unit's reading errors (datasheet accuracy per range; exact without accuracy)
+        self.reading_errors = ReadingErrors(K2450_ACCURACY, self.key, seed, accuracy)
         self.terminal = bench.terminal(self.key)
         self.clock = bench.chip.clock
         self.linefreq = float(linefreq)
@@ -390,11 +408,11 @@ class Keithley2450Emulator:
                 self.status.errors.clear()
             return None
         if key in ("SYST:ERR", "SYST:ERR:NEXT") and q:
-            error = self.status.pop()
+            error = self.status.pop_with_time()
             if error is None:
                 return '0,"No error;0;0 0"'
-            code, msg = error
-            return f'{code},"{msg}"'
+            code, msg, when = error
+            return f'{code},"{msg};{EVENT_ERROR};{_event_time(when)}"'
         if key == "SYST:LFR" and q:
             return f"{self.linefreq:g}"
         if key == "SYST:ERR:COUN" and q:
@@ -824,6 +842,9 @@ class Keithley2450Emulator:
         v, i = integrate(self.bench, self._settle, t_int, delay_s)
         if not self.tripped:  # the noise floor (a reading clamped at the limit is exact)
             i += float(self._noise.normal(0.0, K2450.noise_floor_a))
+        fixed = {f: None if s.sens_autorange[f] else s.sens_range[f] for f in ("CURR", "VOLT")}
+        v = self.reading_errors.apply("v", fixed["VOLT"], v)
+        i = self.reading_errors.apply("i", fixed["CURR"], i)
         value = {"CURR": i, "VOLT": v, "RES": (v / i) if i != 0 else K2450.overflow}[func]
         if func in ("CURR", "VOLT") and not s.sens_autorange[func]:
             table = K2450.measure_i if func == "CURR" else K2450.measure_v

@@ -34,6 +34,8 @@ as on the instrument):
   ``smuX.makebuffer(n)`` (a dynamic buffer); ``smuX.contact.check()/r()/threshold``
   (a terminal that reaches a chip line through the matrix and the probes is in contact);
   ``smuX.measure.filter.enable/type/count`` (stored; readings are single samples)
+* ``smuX.trigger.*`` and ``trigger.timer[N]``: the trigger model of sweep scripts
+  (``memhil.mock_hw.emulators.k2600_trigger``)
 * ``*TST?``, ``*ESE``, ``*SRE``; Lua ``string``/``table``/``math``/``type``
   (``memhil.mock_hw.tsp``)
 
@@ -41,7 +43,8 @@ Ranges (``memhil.mock_hw.smu_ranges``): ``rangev``/``rangei`` snap to the model'
 and turn that autorange off; a level beyond a fixed source range raises error 5005 when
 the output turns on (or the level is set with it on) and is not applied; readings beyond
 a fixed measure range are 9.91e37; ``limiti``/``limitv`` have the model's minimum;
-current readings carry the noise floor (not in compliance).
+current readings carry the noise floor (not in compliance); with ``accuracy`` every
+reading is off by its range's datasheet accuracy (``memhil.mock_hw.smu_accuracy``).
 
 Physics (``memhil.mock_hw.smu_physics``). The source level goes to the channel's bench
 terminal (``"<name>.<smuX>"``). A measurement with the output on holds the present drive
@@ -76,8 +79,10 @@ from typing import Any
 import numpy as np
 
 from memhil.mock_hw.bench import SHORT_PATH_OHM, MockBench
+from memhil.mock_hw.emulators.k2600_trigger import TIMERS, Timer, TriggerModel, timers_obj
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, ScpiStatus
 from memhil.mock_hw.server import TRANSCRIPT_LINES, current_session
+from memhil.mock_hw.smu_accuracy import ReadingErrors, accuracy_table
 from memhil.mock_hw.smu_physics import (
     CONDITION_CURRENT_LIMIT,
     CONDITION_VOLTAGE_LIMIT,
@@ -99,6 +104,13 @@ from memhil.mock_hw.tsp import (
 )
 
 log = logging.getLogger(__name__)
+
+#: ``errorqueue.next()`` severity of the emulator's errors: RECOVERABLE (20), the level the
+#: 2600-series manuals give an error "caused by improper use of the instrument or by
+#: conditions that can be corrected" (2600 reference manual, "Error and Status Messages",
+#: error levels 0 NO_SEVERITY, 10 INFORMATIONAL, 20 RECOVERABLE, 30 SERIOUS, 40 FATAL):
+#: every error the emulator queues is one (a syntax error, a bad value, a range conflict).
+SEVERITY_RECOVERABLE = 20.0
 
 #: bufferVar.statuses bit for a reading taken in compliance (see the module docstring).
 BUFFER_STATUS_COMPLIANCE = 0x40
@@ -211,11 +223,16 @@ class _Smu:
         self.buffers = {"nvbuffer1": _Buffer(), "nvbuffer2": _Buffer()}
         self.table = k2600_table(emu.model)
         self._noise = np.random.default_rng(zlib.crc32(self.key.encode()))  # reproducible
+        self.reading_errors = ReadingErrors(
+            accuracy_table(self.table), self.key, emu.seed, emu.accuracy
+        )
+        self.trigger = TriggerModel(self, emu.timers)
         self.obj = self._build()
 
     # -- settings ---------------------------------------------------------------------------
     def reset(self) -> None:
         self.s = _ChannelState()
+        self.trigger.reset()
         now = self.emu.clock.now()
         self.buffers = {k: b for k, b in self.buffers.items() if k.startswith("nvbuffer")}
         for b in self.buffers.values():
@@ -332,9 +349,11 @@ class _Smu:
             fixed = (
                 (not s.autorangei, s.rangei) if s.func == 0 else (not s.m_autorangei, s.m_rangei)
             )
-            return t.reading(t.measure_i, fixed[1] if fixed[0] else None, value)
+            rng = fixed[1] if fixed[0] else None
+            return t.reading(t.measure_i, rng, self.reading_errors.apply("i", rng, value))
         fixed = (not s.autorangev, s.rangev) if s.func == 1 else (not s.m_autorangev, s.m_rangev)
-        return t.reading(t.measure_v, fixed[1] if fixed[0] else None, value)
+        rng = fixed[1] if fixed[0] else None
+        return t.reading(t.measure_v, rng, self.reading_errors.apply("v", rng, value))
 
     def _build(self) -> Obj:
         t = self.table
@@ -432,6 +451,11 @@ class _Smu:
                 "DISABLE": 0.0,
                 "OUTPUT_NORMAL": 0.0,
                 "OUTPUT_ZERO": 2.0,
+                "ASYNC": 2.0,
+                "SOURCE_IDLE": 0.0,
+                "SOURCE_HOLD": 1.0,
+                "LIMIT_AUTO": 0.0,
+                "trigger": self.trigger.obj(),
             },
         )
 
@@ -501,13 +525,15 @@ class _Smu:
         s.condition, s.v_actual, s.i_actual = cond, v, i
         return v, i
 
-    def measure(self, kind: str, buf: Any = None, buf2: Any = None) -> Any:
+    def measure(self, kind: str, buf: Any = None, buf2: Any = None, clear: bool = True) -> Any:
         """``smuX.measure.<kind>([buffer])``: ``count`` readings ``interval`` apart, each
-        integrating for nplc / linefreq with the drive held on the chip."""
+        integrating for nplc / linefreq with the drive held on the chip. ``clear``: a
+        buffer not in append mode is cleared first (the trigger model clears it once, at
+        ``initiate()``)."""
         emu, s = self.emu, self.s
-        bufs = [self._resolve_buffer(b) for b in (buf, buf2)]
+        bufs = [b if isinstance(b, _Buffer) else self.resolve_buffer(b) for b in (buf, buf2)]
         for b in bufs:
-            if b is not None and not b.appendmode:
+            if clear and b is not None and not b.appendmode:
                 b.clear(emu.clock.now())
         t_int = s.nplc / emu.linefreq
         n = int(s.count)  # without a buffer the last of the readings is returned
@@ -537,7 +563,7 @@ class _Smu:
                     emu.bench.hold(wait)
         return result
 
-    def _resolve_buffer(self, b: Any) -> _Buffer | None:
+    def resolve_buffer(self, b: Any) -> _Buffer | None:
         if b is None:
             return None
         if isinstance(b, Obj):
@@ -577,11 +603,15 @@ class Keithley2600Emulator:
         *,
         linefreq: float = 60.0,
         serial: str = "4242424",
+        seed: int = 0,
+        accuracy: bool = False,
     ):
         self.bench = bench
         self.name = name
         self.model = model
         self.serial = serial
+        self.seed = int(seed)  # with the channel key: the unit's reading errors
+        self.accuracy = bool(accuracy)  # readings off by the datasheet accuracy
         self.linefreq = float(linefreq)
         self.clock = bench.chip.clock
         self._lock = threading.RLock()
@@ -596,6 +626,7 @@ class Keithley2600Emulator:
         self.ascii_precision = 0
         self._loading: dict[int | None, _Loading] = {}  # connection -> script being loaded
         self._out: list[bytes] = []
+        self.timers = [Timer() for _ in range(TIMERS)]  # trigger.timer[1..8]
         self.smus = {ch: _Smu(self, ch) for ch in channels}
         self.globals: dict[str, Any] = {}
         self._interp = Interpreter(self.globals)
@@ -703,6 +734,7 @@ class Keithley2600Emulator:
         with self._lock:
             for smu in self.smus.values():
                 smu.reset()
+            self.timers[:] = [Timer() for _ in self.timers]  # reset() resets the timers too
             self.format_data, self.format_byteorder, self.ascii_precision = 1, 0, 0
 
     # -- globals -----------------------------------------------------------------------------
@@ -766,7 +798,7 @@ class Keithley2600Emulator:
             if error is None:
                 return (0.0, "Queue Is Empty", 0.0, 0.0)
             code, msg = error
-            return (float(code), msg, 30.0, 0.0)
+            return (float(code), msg, SEVERITY_RECOVERABLE, 0.0)
 
         errorqueue = Obj(
             "errorqueue",
@@ -837,6 +869,7 @@ class Keithley2600Emulator:
         g.update(
             {
                 "format": fmt,
+                "trigger": timers_obj(self.timers),
                 "localnode": localnode,
                 "errorqueue": errorqueue,
                 "status": status,

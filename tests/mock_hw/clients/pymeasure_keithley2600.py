@@ -27,7 +27,8 @@ def main(visa_library: str = VISA_LIBRARY) -> None:
         i_read = ch.current
         assert 1e-6 < i_read < 1e-3, i_read  # a VTEAM cell at 0.1 V, not in compliance
         ch.compliance_current = 1e-6  # far below: the reading clamps at the limit
-        assert abs(ch.current) <= 1e-6 * (1 + 1e-6)
+        # clamped at the limit, read within the 1 uA range accuracy (0.025 % + 400 pA)
+        assert abs(abs(ch.current) - 1e-6) <= 0.025e-2 * 1e-6 + 400e-12
         ch.compliance_current = 1e-3
         ch.source_voltage_range = 2
         assert ch.ask("source.rangev") == 2.0
