@@ -15,3 +15,9 @@ SMU_2636B = "TCPIP0::10.0.0.5::inst0::INSTR"
 SMU_2450 = "USB0::0x05E6::0x2450::04424242::INSTR"
 MATRIX = "GPIB0::22::INSTR"
 PROBER = "GPIB0::28::INSTR"
+
+#: The scripts' I/O timeout (ms): a bench answers in milliseconds, but the served lab is a
+#: process on a shared CI machine; a generous timeout keeps a slow reply from being a
+#: failure (no race between a short timeout and a late reply). QCoDeS takes seconds.
+TIMEOUT_MS = 60_000
+TIMEOUT_S = TIMEOUT_MS / 1000

@@ -8,13 +8,13 @@ import numpy as np
 from pymeasure.instruments.keithley import Keithley2450
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 
-from tests.mock_hw.clients.common import MATRIX, SMU_2450, VISA_LIBRARY
+from tests.mock_hw.clients.common import MATRIX, SMU_2450, TIMEOUT_MS, TIMEOUT_S, VISA_LIBRARY
 from tests.mock_hw.clients.pymeasure_velox import touch_down
 
 
 def main(visa_library: str = VISA_LIBRARY) -> None:
-    smu = Keithley2450(SMU_2450, visa_library=visa_library)
-    matrix = KeysightB2201("client_matrix_k2450", MATRIX, visalib=visa_library)
+    smu = Keithley2450(SMU_2450, visa_library=visa_library, timeout=TIMEOUT_MS)
+    matrix = KeysightB2201("client_matrix_k2450", MATRIX, visalib=visa_library, timeout=TIMEOUT_S)
     try:
         touch_down(visa_library)
         assert "2450" in smu.id

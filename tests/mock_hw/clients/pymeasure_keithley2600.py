@@ -7,13 +7,13 @@ from __future__ import annotations
 from pymeasure.instruments.keithley import Keithley2600
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 
-from tests.mock_hw.clients.common import MATRIX, SMU_2636B, VISA_LIBRARY
+from tests.mock_hw.clients.common import MATRIX, SMU_2636B, TIMEOUT_MS, TIMEOUT_S, VISA_LIBRARY
 from tests.mock_hw.clients.pymeasure_velox import touch_down
 
 
 def main(visa_library: str = VISA_LIBRARY) -> None:
-    smu = Keithley2600(SMU_2636B, visa_library=visa_library)
-    matrix = KeysightB2201("client_matrix_k2600", MATRIX, visalib=visa_library)
+    smu = Keithley2600(SMU_2636B, visa_library=visa_library, timeout=TIMEOUT_MS)
+    matrix = KeysightB2201("client_matrix_k2600", MATRIX, visalib=visa_library, timeout=TIMEOUT_S)
     try:
         touch_down(visa_library)  # the needles on the pads of the first die
         assert "2636B" in smu.id

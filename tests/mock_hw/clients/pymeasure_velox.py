@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pymeasure.instruments.formfactor import Velox
 
-from tests.mock_hw.clients.common import PROBER, VISA_LIBRARY
+from tests.mock_hw.clients.common import PROBER, TIMEOUT_MS, VISA_LIBRARY
 
 
 def main(visa_library: str = VISA_LIBRARY) -> None:
-    prober = Velox(PROBER, visa_library=visa_library)
+    prober = Velox(PROBER, visa_library=visa_library, timeout=TIMEOUT_MS)
     try:
         assert "Velox" in prober.id
         assert prober.version
@@ -47,7 +47,7 @@ def main(visa_library: str = VISA_LIBRARY) -> None:
 
 def touch_down(visa_library: str = VISA_LIBRARY) -> None:
     """Step to the first die and make contact (what a measurement script does first)."""
-    prober = Velox(PROBER, visa_library=visa_library)
+    prober = Velox(PROBER, visa_library=visa_library, timeout=TIMEOUT_MS)
     try:
         prober.chuck.move_separation()
         prober.wafermap.step_first_die()

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 
-from tests.mock_hw.clients.common import MATRIX, VISA_LIBRARY
+from tests.mock_hw.clients.common import MATRIX, TIMEOUT_S, VISA_LIBRARY
 
 
 def main(visa_library: str = VISA_LIBRARY) -> None:
-    matrix = KeysightB2201("client_b2201", MATRIX, visalib=visa_library)
+    matrix = KeysightB2201("client_b2201", MATRIX, visalib=visa_library, timeout=TIMEOUT_S)
     try:
         matrix.reset()
         matrix.connection_rule("single")

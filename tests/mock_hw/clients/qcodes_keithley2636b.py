@@ -8,13 +8,13 @@ from qcodes.dataset import LinSweep
 from qcodes.instrument_drivers.Keithley import Keithley2636B
 from qcodes.instrument_drivers.Keysight import KeysightB2201
 
-from tests.mock_hw.clients.common import MATRIX, SMU_2636B, VISA_LIBRARY
+from tests.mock_hw.clients.common import MATRIX, SMU_2636B, TIMEOUT_S, VISA_LIBRARY
 from tests.mock_hw.clients.pymeasure_velox import touch_down
 
 
 def main(visa_library: str = VISA_LIBRARY) -> None:
-    smu = Keithley2636B("client_k2636b", SMU_2636B, visalib=visa_library)
-    matrix = KeysightB2201("client_matrix_2636b", MATRIX, visalib=visa_library)
+    smu = Keithley2636B("client_k2636b", SMU_2636B, visalib=visa_library, timeout=TIMEOUT_S)
+    matrix = KeysightB2201("client_matrix_2636b", MATRIX, visalib=visa_library, timeout=TIMEOUT_S)
     try:
         touch_down(visa_library)  # the needles on the pads of the first die
         smu.reset()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyvisa
 
-from tests.mock_hw.clients.common import MATRIX, SMU_2450, SMU_2636B, VISA_LIBRARY
+from tests.mock_hw.clients.common import MATRIX, SMU_2450, SMU_2636B, TIMEOUT_MS, VISA_LIBRARY
 
 
 def main(visa_library: str = VISA_LIBRARY) -> None:
@@ -14,7 +14,7 @@ def main(visa_library: str = VISA_LIBRARY) -> None:
     try:
         listed = {str(pyvisa.rname.parse_resource_name(r)) for r in rm.list_resources()}
         assert {str(pyvisa.rname.parse_resource_name(r)) for r in (SMU_2450, MATRIX)} <= listed
-        k2600 = rm.open_resource(SMU_2636B)
+        k2600 = rm.open_resource(SMU_2636B, timeout=TIMEOUT_MS)
         assert "2636B" in k2600.query("*IDN?")
         k2600.write("reset() errorqueue.clear()")
         k2600.write("smua.source.func = smua.OUTPUT_DCVOLTS smua.source.levelv = 0")
@@ -24,14 +24,16 @@ def main(visa_library: str = VISA_LIBRARY) -> None:
         k2600.write("smua.source.limiti = 0")  # below the 2636B minimum: refused and queued
         assert float(k2600.query("print(errorqueue.count)")) == 1
         k2600.write("errorqueue.clear()")
-        sock = rm.open_resource("TCPIP0::10.0.0.5::5025::SOCKET", read_termination="\n")
+        sock = rm.open_resource(
+            "TCPIP0::10.0.0.5::5025::SOCKET", read_termination="\n", timeout=TIMEOUT_MS
+        )
         assert sock.query("print(smua.source.limiti)") == "1.00000e-04"  # the same SMU
-        k2450 = rm.open_resource(SMU_2450)
+        k2450 = rm.open_resource(SMU_2450, timeout=TIMEOUT_MS)
         assert "2450" in k2450.query("*IDN?")
         k2450.write("*RST")
         k2450.write(":SOUR:FUNC VOLT;:SOUR:VOLT:ILIM 1e-4;:SENS:FUNC 'CURR'")
         assert k2450.query(":SOUR:FUNC?").strip() == "VOLT"
-        matrix = rm.open_resource(MATRIX)
+        matrix = rm.open_resource(MATRIX, timeout=TIMEOUT_MS)
         matrix.write("*RST")
         matrix.write(":ROUT:CLOS (@10101)")
         assert matrix.query(":ROUT:CLOS? (@10101)").strip() == "1"
