@@ -187,5 +187,40 @@ ARC2_BACKEND = BackendUnderTest(
     mvm_atol_a=2e-8,
 )
 
+
+def _k4200_station(rows: int, cols: int) -> dict:
+    """A 4200A-SCS station over the mock lab: three SMUs (drive, sense, V/2 bias) through a
+    B2201, the drive SMU cabled through the 4225-RPM of PMU channel 1, which fires the
+    pulses (KXCI ``:PMU:`` standard pulse, 40 ns floor), cell-wise."""
+    station = _mock_station("cell", rows, cols)
+    station["name"] = "conformance-k4200"
+    station["instruments"] = {
+        "spa": {
+            "type": "keithley4200a",
+            "address": "TCPIP0::127.0.0.1::0::SOCKET",
+            "options": {"rpm": {"smu1": "PMU1-1"}},
+        },
+        "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+    }
+    station["wiring"]["smu_ports"] = {"spa.smu1": 1, "spa.smu2": 2, "spa.smu3": 3}
+    station["limits"]["width_min_s"] = 4e-8
+    return station
+
+
+K4200_BACKEND = BackendUnderTest(
+    name="hw-mock-k4200",
+    make=lambda: MockLab.open_backend(_k4200_station(2, 3), strategy="cell"),
+    set_pulse=(2.0, 80e-9),
+    reset_pulse=(-2.0, 80e-9),
+    v_read=0.2,
+    mvm_rtol=0.08,
+    mvm_atol_a=2e-8,
+)
+
 #: What tests/conformance runs on: every backend above and the bench stations.
-CONFORMANCE_BACKENDS: list[BackendUnderTest] = [*BACKENDS, B1500_BACKEND, ARC2_BACKEND]
+CONFORMANCE_BACKENDS: list[BackendUnderTest] = [
+    *BACKENDS,
+    B1500_BACKEND,
+    ARC2_BACKEND,
+    K4200_BACKEND,
+]
