@@ -15,7 +15,8 @@ whose 4225-RPM shares the SMU's output (``options.rpm``).
   programming manual, "KXCI PGU and PMU commands", Clarius >= 1.13; Tektronix's KXCI PMU
   examples), RPM back to the SMU path, SMU at the base level. 10 V range only (its timing
   floors: width >= 40 ns, rise/fall 20 ns, off time > 40 ns, period <= 1 s); the PMU limits
-  no current (the station's energy limit is the bound). An SMU without an RPM refuses.
+  no current (the compliance is not enforced during a pulse). An SMU without an RPM
+  refuses.
 * ``output_is_on``: KXCI has no output-state query; the adapter's state (from its own
   commands) is confirmed by a voltage reading: an SMU it switched off that still reads
   more than ``SAFE_VOLTAGE_V`` counts as on; with an RPM, a PMU test still running
