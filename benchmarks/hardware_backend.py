@@ -20,9 +20,10 @@ from memhil.mock_hw.lab import MockLab
 
 
 def station(strategy: str, n: int, bench: str = "") -> dict:
-    """``bench``: ``arc2`` (ArC TWO, parallel) or ``b1500`` (B1500A SMUs, cell) instead of
-    the array board / the 2636B."""
-    width_min_s = {"arc2": 4e-8, "b1500": 5e-4}.get(bench, 1e-9)
+    """``bench``: ``arc2`` (ArC TWO, parallel), ``b1500`` (B1500A SMUs, cell) or ``k4200``
+    (4200A-SCS SMUs, the drive through a 4225-RPM, cell) instead of the array board / the
+    2636B."""
+    width_min_s = {"arc2": 4e-8, "b1500": 5e-4, "k4200": 4e-8}.get(bench, 1e-9)
     chip_extra = {"b1500": {"set_pulse": [2.0, 1e-3], "reset_pulse": [-2.0, 1e-3]}}.get(bench, {})
     if strategy == "parallel" and bench == "arc2":
         instruments = {
@@ -33,16 +34,22 @@ def station(strategy: str, n: int, bench: str = "") -> dict:
         instruments = {"board": {"type": "memhil_array_board", "address": "memhilboard://bench"}}
         wiring = {}
     else:
-        smu = (
-            {"spa": {"type": "keysight_b1500a", "address": "TCPIP0::127.0.0.1::0::SOCKET"}}
-            if bench == "b1500"
-            else {"smu": {"type": "keithley2636b", "address": "TCPIP0::127.0.0.1::0::SOCKET"}}
-        )
+        loopback = "TCPIP0::127.0.0.1::0::SOCKET"
+        smu = {
+            "b1500": {"spa": {"type": "keysight_b1500a", "address": loopback}},
+            "k4200": {
+                "spa": {
+                    "type": "keithley4200a",
+                    "address": loopback,
+                    "options": {"rpm": {"smu1": "PMU1-1"}},
+                }
+            },
+        }.get(bench, {"smu": {"type": "keithley2636b", "address": loopback}})
         instruments = {
             **smu,
             "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
         }
-        ports = ["spa.smu1", "spa.smu2"] if bench == "b1500" else ["smu.smua", "smu.smub"]
+        ports = ["spa.smu1", "spa.smu2"] if bench else ["smu.smua", "smu.smub"]
         wiring = {
             "smu_ports": {ports[0]: 1, ports[1]: 2},
             "rows": list(range(1, n + 1)),
@@ -79,9 +86,10 @@ def main() -> None:
         ("parallel", n, "arc2"),
         ("cell", n_cell, ""),
         ("cell", n_cell, "b1500"),
+        ("cell", n_cell, "k4200"),
     ):
         backend = MockLab.open_backend(station(strategy, size, bench), strategy=strategy)
-        label = {"": "", "arc2": " ArC TWO", "b1500": " B1500A"}[bench]
+        label = {"": "", "arc2": " ArC TWO", "b1500": " B1500A", "k4200": " 4200A"}[bench]
         try:
             rows[f"hardware {strategy}{label} {size}x{size}"] = measure(backend, size)
         finally:

@@ -148,17 +148,79 @@ def _b1500_station(rows: int, cols: int) -> dict:
     return station
 
 
-# The B1500A station (NeuroSim's pulse law counts pulses, no width dependence, so the
-# SMU's 1 ms pulses act as the 80 ns ones above; tolerances as for the other mock stations).
-# Not in BACKENDS: every backend-level test over it takes ~70 s (cell-wise reads with SMU
-# integration times); tests/instruments/test_b1500.py runs a subset, and the whole suite
-# runs on it with ``pytest --bench examples/benches/b1500_velox.yaml``.
+# The bench stations join the conformance suite only (tests/conformance): the backend-level
+# algorithm tests run on BACKENDS. NeuroSim's pulse law counts pulses (no width
+# dependence), so the B1500A's 1 ms SMU pulses act as the 80 ns ones above; tolerances as
+# for the other mock stations (1 % read noise, no converter rounding). 2 x 3 cells: every
+# contract check has two rows and two columns to tell apart, and a cell-wise pass costs
+# wire round trips per cell (~15 per read on a B1500A: force, measure, outputs on and off).
 B1500_BACKEND = BackendUnderTest(
     name="hw-mock-b1500",
-    make=lambda: MockLab.open_backend(_b1500_station(4, 6), strategy="cell"),
+    make=lambda: MockLab.open_backend(_b1500_station(2, 3), strategy="cell"),
     set_pulse=(2.0, 1e-3),
     reset_pulse=(-2.0, 1e-3),
     v_read=0.2,
     mvm_rtol=0.08,
     mvm_atol_a=2e-8,
 )
+
+
+def _arc2_station(rows: int, cols: int) -> dict:
+    """An ArC TWO station over the mock lab (the emulation of ``pyarc2.Instrument`` on the
+    mock chip): line-parallel reads and masked pulses, its 40 ns floor."""
+    station = _mock_station("parallel", rows, cols)
+    station["name"] = "conformance-arc2"
+    station["limits"]["width_min_s"] = 4e-8
+    station["instruments"] = {
+        "arc": {"type": "arc2", "address": "arc2://0", "options": {"rows": rows, "cols": cols}}
+    }
+    return station
+
+
+ARC2_BACKEND = BackendUnderTest(
+    name="hw-mock-arc2",
+    make=lambda: MockLab.open_backend(_arc2_station(8, 8)),
+    set_pulse=(2.0, 80e-9),
+    reset_pulse=(-2.0, 80e-9),
+    v_read=0.2,
+    mvm_rtol=0.08,
+    mvm_atol_a=2e-8,
+)
+
+
+def _k4200_station(rows: int, cols: int) -> dict:
+    """A 4200A-SCS station over the mock lab: three SMUs (drive, sense, V/2 bias) through a
+    B2201, the drive SMU cabled through the 4225-RPM of PMU channel 1, which fires the
+    pulses (KXCI ``:PMU:`` standard pulse, 40 ns floor), cell-wise."""
+    station = _mock_station("cell", rows, cols)
+    station["name"] = "conformance-k4200"
+    station["instruments"] = {
+        "spa": {
+            "type": "keithley4200a",
+            "address": "TCPIP0::127.0.0.1::0::SOCKET",
+            "options": {"rpm": {"smu1": "PMU1-1"}},
+        },
+        "matrix": {"type": "keysight_b2201", "address": "TCPIP0::127.0.0.1::0::SOCKET"},
+    }
+    station["wiring"]["smu_ports"] = {"spa.smu1": 1, "spa.smu2": 2, "spa.smu3": 3}
+    station["limits"]["width_min_s"] = 4e-8
+    return station
+
+
+K4200_BACKEND = BackendUnderTest(
+    name="hw-mock-k4200",
+    make=lambda: MockLab.open_backend(_k4200_station(2, 3), strategy="cell"),
+    set_pulse=(2.0, 80e-9),
+    reset_pulse=(-2.0, 80e-9),
+    v_read=0.2,
+    mvm_rtol=0.08,
+    mvm_atol_a=2e-8,
+)
+
+#: What tests/conformance runs on: every backend above and the bench stations.
+CONFORMANCE_BACKENDS: list[BackendUnderTest] = [
+    *BACKENDS,
+    B1500_BACKEND,
+    ARC2_BACKEND,
+    K4200_BACKEND,
+]

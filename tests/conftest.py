@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import BACKENDS, BackendUnderTest
+from tests.backends import BACKENDS, CONFORMANCE_BACKENDS, BackendUnderTest
 
 #: What runs under ``--bench``: the conformance suite and the bring-up checklist (first,
 #: so that it sees the test structure before the suite pulses the chip).
@@ -71,11 +71,16 @@ def _bench_backend(station: str) -> BackendUnderTest:
 
 
 def pytest_generate_tests(metafunc):
-    """``but``: the ``--bench`` station alone when given, else every entry of BACKENDS."""
+    """``but``: the ``--bench`` station alone when given, else every entry of BACKENDS
+    (CONFORMANCE_BACKENDS, with the bench stations, in the conformance suite)."""
     if "but" not in metafunc.fixturenames:
         return
     station = metafunc.config.getoption("--bench")
-    backends = BACKENDS if station is None else [_bench_backend(station)]
+    conformance = metafunc.definition.nodeid.startswith(BENCH_TESTS)
+    if station is not None:
+        backends = [_bench_backend(station)]
+    else:
+        backends = CONFORMANCE_BACKENDS if conformance else BACKENDS
     metafunc.parametrize("but", backends, ids=[b.name for b in backends])
 
 

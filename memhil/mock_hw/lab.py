@@ -201,8 +201,8 @@ class MockLab:
                 )
             elif t == "keysight_b1500a":
                 emu = B1500Emulator(self.bench, name=name)
-            elif t == "keithley4200a":
-                emu = Keithley4200Emulator(self.bench, name=name)
+            elif t == "keithley4200a":  # a 4225-PMU when the station names RPMs on SMUs
+                emu = Keithley4200Emulator(self.bench, name=name, rpm=inst.options.get("rpm"))
             elif t == "keysight_b2201":
                 w = self.config.wiring
                 emu = B220xEmulator(

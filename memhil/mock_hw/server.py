@@ -144,6 +144,8 @@ class LineServer:
 
     def stop(self) -> None:
         self._running.clear()
+        # shut down before closing: a shutdown wakes the threads blocked in accept/recv at
+        # once (a close alone leaves them asleep until their 0.2 s poll timeout runs out)
         for c in list(self._conns):
             _close(c)
         _close(self._sock)
@@ -243,6 +245,10 @@ class LineServer:
 
 
 def _close(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected (a listening socket on some systems) or already closed
     try:
         s.close()
     except OSError:

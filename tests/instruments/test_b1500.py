@@ -129,13 +129,11 @@ def test_a_station_may_not_promise_pulses_shorter_than_the_b1500_smu_makes():
         load_station_config(station)
 
 
-def test_a_cell_wise_b1500_station_passes_the_core_contract_checks():
-    from tests.conformance import test_backend_contract as contract
-
+def test_the_b1500_station_declares_the_smu_pulse_floor():
+    """The B1500A station of the conformance suite (tests/backends.py) promises no pulse
+    shorter than the SMU makes."""
     backend = B1500_BACKEND.make()
     try:
         assert backend.capabilities.min_pulse_width_s == PULSE_WIDTH_MIN_S
-        contract.test_set_raises_and_reset_lowers_conductance(backend, B1500_BACKEND)
-        contract.test_mvm_equals_v_at_g_within_noise(backend, B1500_BACKEND)
     finally:
         backend.close()

@@ -17,7 +17,8 @@ correspond to rows"). ``row_channels``/``col_channels`` give another probe card'
   amplitude_v``), queued ``count`` times, then ``execute`` and ``wait``. Widths are whole
   nanoseconds, at least ``PULSE_WIDTH_MIN_S`` (40 ns, the high-speed drivers). The
   ArC TWO has no current compliance on a pulse: ``compliance_a`` is not enforced by the
-  instrument (it is logged once), so the station's energy limit is the bound.
+  instrument (it is logged once), and the backend's worst-case energy check, which
+  assumes it, bounds nothing here: keep pulses short and amplitudes low.
 * ``safe_state``: ``ground_all`` + ``execute`` + ``wait``, confirmed by reading back every
   channel's voltage (``vread_channels``) within ``SAFE_VOLTAGE_V`` of 0 V.
 
