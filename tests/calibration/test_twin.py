@@ -140,6 +140,45 @@ def test_twin_carries_per_device_saturation_and_the_log_likelihood_ranks_it_firs
         assert mine.log_likelihood > other.log_likelihood
 
 
+def test_devices_that_never_switch_stay_stuck_in_the_twin():
+    # truth: an empirical device whose measured-device table makes one device in five
+    # stuck (step scale 0 for both pulse classes). The twin's device table keeps them at
+    # zero (each scale is pulled towards the mean by its own estimation noise, which is
+    # small for a device that stays put), so the twin predicts held-out devices.
+    truth = build_device_model(
+        {
+            **TABLE,
+            "step_std_s": [[5e-8] * 3, [5e-8] * 3],
+            "device_axis_scale": [1.0] * 5,
+            "device_step_scale": [[1.0, 1.0]] * 4 + [[0.0, 0.0]],
+        }
+    )
+    build, held = _ltp_ltd(truth, (2.0, 1e-7), (-2.0, 1e-7), 1e-6)
+    fit = build_empirical([build])
+    set_scale = np.array(fit.params["device_step_scale"])[:, 0]
+    # 128 build devices, 20 % stuck in expectation: 26 +- 4.5 (binomial sd); the cut at
+    # 0.1 separates the stuck (a scale below 0.02 at seeds 3-6) from the others (> 0.8)
+    assert 12 <= np.sum(set_scale < 0.1) <= 40
+    assert check_model(fit.device_model(), held).consistent
+
+
+def test_threshold_switch_twin_predicts_the_mean_but_not_yet_every_step():
+    # VTEAM at its nominal pulses: each device's threshold decides whether and how fast
+    # it moves (the 5 % threshold spread makes one device in six never SET at 0.21 V and
+    # a few run away), a hidden state that the per-device step scales carry. The twin
+    # predicts the mean trajectory of held-out devices (0.4-2.9 % of the span over seeds
+    # 3-6, hence 4 %; the G-conditioned table without the device table was off by 17 % on
+    # a 16 x 16 mock chip) and its likelihood ranks it far above a generic model (by 88 to
+    # 1200 nats per step over seeds 3-6). Its step distribution still differs (KS D 0.08 to
+    # 0.18: a step scale is not exactly proportional for steps this large, docs/twin.md),
+    # so the check does not call it consistent and this test does not ask it to.
+    build, held = _ltp_ltd(build_device_model("vteam"), (0.21, 1e-8), (-0.03, 1e-6), 1e-3)
+    twin = check_model(build_empirical([build]).device_model(), held)
+    generic = check_model(build_device_model("neurosim"), held)
+    assert twin.mean_error_rel < 0.04
+    assert twin.log_likelihood > generic.log_likelihood + 50
+
+
 def _pulse_train(tmp_path, device: dict, pulse_set, pulse_reset, v_read, runs=1, side=8, **limits):
     """Run ``runs`` pulse_train runs (2 cycles of 15 + 15 pulses, all side x side cells) and
     then a read_noise run (20 reads) on a mock lab whose chip is ``device``; returns the
@@ -242,7 +281,8 @@ def test_cli_builds_a_twin_and_checks_it_against_a_second_run(tmp_path, capsys):
 @pytest.mark.slow
 def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_model(tmp_path):
     """examples/twin/worked_example.py, shortened (3 epochs, 2 simulated chips per
-    prediction): the network trained on the twin and deployed on the mock chip; the twin's
+    prediction): the twin passes its check on the held-out run, the network trained on
+    the twin and deployed on the mock chip; the twin's
     predicted loss is nearer the chip's than the generic NeuroSim model's, by more than
     the twin's own spread over simulated chips."""
     import importlib.util
@@ -252,7 +292,11 @@ def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_mo
     spec = importlib.util.spec_from_file_location("worked_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out = module.run(epochs=3, db=tmp_path / "ex.db", replicas=2)["results"]
+    run = module.run(epochs=3, db=tmp_path / "ex.db", replicas=2)
+    # the hidden chip has a 10 % spread of G_max: its twin (with per-device axis stretch)
+    # is consistent with the held-out run, the generic model is not
+    assert run["fidelity"]["twin"].consistent and not run["fidelity"]["generic"].consistent
+    out = run["results"]
     chip_loss = out["chip"][0][0]
     twin = np.array([loss for loss, _ in out["twin prediction"]])
     generic = np.array([loss for loss, _ in out["generic prediction"]])
