@@ -2,24 +2,29 @@
 device model against held-out measurements of the chip (docs/twin.md).
 
 *Build* (``build_empirical``): every measured transition ``(G_n, pulse_n) -> G_{n+1}`` of
-every cell gives a step ``dG``; per pulse class and conductance bin the steps give the mean
-and the spread of ``memhil.devices.empirical``. The measured spread holds three parts, which
-the builder separates:
+every cell gives a step ``dG``; per pulse class, the steps give the mean-step and spread
+tables of ``memhil.devices.empirical`` and each device's own response. The measured spread
+holds three parts, which the builder separates:
 
+* device-to-device: each device's own axis stretch ``a_d`` (its saturation level) and step
+  scale per class ``s_dc``, estimated alternately with the tables (a pooled G-conditioned
+  table is biased where devices differ: fast devices leave low conductances early), the
+  stretch kept only where Schwarz's criterion asks for it; the measured responses, with
+  their estimation noise shrunk out (split-half covariance), become the twin's device table
+  (this needs repeated trains per cell);
 * read noise: each read enters two consecutive steps with opposite signs, so consecutive
-  step residuals of one cell have covariance ``-sigma_read(G)^2``; the builder estimates a
-  relative read noise ``sigma_read = rel G`` from that covariance (no read-noise run needed);
-* device-to-device: a cell's own step scale ``s_d`` (least-squares ratio of its steps to the
-  pooled mean steps) varies across cells by more than its estimation noise; the excess is
-  ``step_dtod`` (this needs several steps per cell of each class: repeated trains);
-* cycle-to-cycle: what remains, ``sigma_c2c^2 = var - 2 sigma_read^2 - (mu step_dtod)^2``.
+  step residuals of one cell have covariance ``-sigma_read(G)^2``; the builder estimates
+  ``sigma_read = rel G + floor`` from that covariance (no read-noise run needed);
+* cycle-to-cycle: what remains, additive or scaling with the device's step (the likelier).
 
 *Check* (``check_model``): replays a held-out trace's pulse schedule on any device model,
 starting each simulated cell at its measured first conductance, reads every step with the
 model's read noise, and compares with the measurement: the error of the mean trajectory and
 of the across-cell spread (both relative to the measured conductance span) and, per pulse
 class, the two-sample Kolmogorov-Smirnov distance between measured and predicted steps
-(its p-value on a subsample of at most ``KS_SAMPLES_MAX`` steps).
+(its p-value on a subsample of at most ``KS_SAMPLES_MAX`` steps) and the one-step
+predictive log-likelihood of the held-out steps (``step_log_likelihood``), which ranks
+models.
 """
 
 from __future__ import annotations
@@ -377,8 +382,9 @@ def build_empirical(
     as a versioned ``FitResult`` whose ``to_yaml`` file ``build_device_model`` loads.
 
     ``min_per_bin``: the fewest steps a knot's estimate rests on (the smoothing widens
-    where data are sparse). ``read_noise``: (relative, floor S) of the read-noise std when known from a read-noise
-    run; else it is estimated from the step residuals' lag covariances.
+    where data are sparse). ``read_noise``: (relative, floor S) of the read-noise std when
+    known from a read-noise run; else it is estimated from the step residuals' lag
+    covariances. At most ``DEVICES_MAX`` measured devices form the device table.
     """
     if not traces:
         raise ValueError("no pulse traces to build a twin from")
@@ -387,9 +393,10 @@ def build_empirical(
     n_cls, n_cells = len(classes), int(t.cell.max()) + 1
     by_class = [t.cls == c for c in range(n_cls)]
     reads = np.concatenate([tr.g_s.ravel() for tr in traces])
+    first_cell = np.cumsum([0] + [tr.cells for tr in traces[:-1]])
     read_cell = np.concatenate(
-        [np.repeat(np.arange(tr.cells), tr.g_s.shape[1]) for tr in traces]
-    ) + np.repeat(np.cumsum([0] + [tr.cells for tr in traces[:-1]]), [tr.g_s.size for tr in traces])
+        [np.repeat(np.arange(tr.cells) + c0, tr.g_s.shape[1]) for tr, c0 in zip(traces, first_cell)]
+    )
     g_lo = float(np.quantile(reads, 0.001))
     everything = np.ones(t.dg.size, dtype=bool)
     flat = _Responses(
@@ -436,9 +443,9 @@ def build_empirical(
     )
     # the device table: per-cell responses with their estimation noise removed. The axis
     # stretch: split-half (``_denoised``); the step scales: each pulled towards the mean by
-    # its own noise (a device that is known to stay put keeps its zero)
-    # (the halves: the first and the second half of each schedule, i.e. of its repeated
-    # trains; interleaved halves would share reads, whose errors anti-correlate)
+    # its own noise (a device that is known to stay put keeps its zero). The halves: the
+    # first and the second half of each schedule, i.e. of its repeated trains
+    # (interleaved halves would share reads, whose errors anti-correlate)
     first = t.pulse < t.n_pulses / 2
     ra = _responses(t, first, knots, mean_t, g_lo, n_cells, stretch)
     rb = _responses(t, ~first, knots, mean_t, g_lo, n_cells, stretch)
