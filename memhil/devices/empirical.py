@@ -192,11 +192,7 @@ class EmpiricalDevice(DeviceModel):
         return p.read_noise_rel * g_s.abs() + p.read_noise_floor_s
 
     def conductance_range(self) -> tuple[float, float]:
-        """From ``g_min_s`` to the top of the most stretched measured device's axis (what
-        the devices of this chip reach; ``g_max_s`` for a device-free table)."""
-        p = self.p
-        stretch = max(p.device_axis_scale, default=1.0)
-        return p.g_min_s, p.g_min_s + stretch * (p.g_max_s - p.g_min_s)
+        return self.p.g_min_s, self.p.g_max_s
 
     def conductance_ceiling(self, d2d: D2D) -> float | None:
         p = self.p

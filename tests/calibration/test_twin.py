@@ -280,7 +280,7 @@ def test_cli_builds_a_twin_and_checks_it_against_a_second_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_model(tmp_path):
-    """examples/twin/worked_example.py, shortened (3 epochs, 2 simulated chips per
+    """examples/twin/worked_example.py, shortened (6 epochs, 2 simulated chips per
     prediction): the twin passes its check on the held-out run, the network trained on
     the twin and deployed on the mock chip; the twin's
     predicted loss is nearer the chip's than the generic NeuroSim model's, by more than
@@ -292,7 +292,11 @@ def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_mo
     spec = importlib.util.spec_from_file_location("worked_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    run = module.run(epochs=3, db=tmp_path / "ex.db", replicas=2)
+    # 6 epochs: at 3 the network is so far from trained that the deployed loss does not
+    # separate the two predictions (measured: both 0.0012 V^2 from the chip's); at 6 the
+    # twin is 0.0002 off and the generic model 0.0023 (the mock-lab runs, not the epochs,
+    # take most of this test's time)
+    run = module.run(epochs=6, db=tmp_path / "ex.db", replicas=2)
     # the hidden chip has a 10 % spread of G_max: its twin (with per-device axis stretch)
     # is consistent with the held-out run, the generic model is not
     assert run["fidelity"]["twin"].consistent and not run["fidelity"]["generic"].consistent
