@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, chk in out["fidelity"].items():
         print(
             f"{name:<8} model on held-out pulse trains: mean error {chk.mean_error_rel:.2%}, "
-            f"KS D {chk.ks_distance:.3f} ({'consistent' if chk.consistent else 'inconsistent'})"
+            f"KS D {chk.ks_distance:.3f}, log-likelihood {chk.log_likelihood:.2f} nats/step "
+            f"({'consistent' if chk.consistent else 'inconsistent'})"
         )
     for name, runs in out["results"].items():
         loss, acc = torch.tensor(runs, dtype=torch.float64).T

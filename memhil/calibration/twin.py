@@ -2,24 +2,29 @@
 device model against held-out measurements of the chip (docs/twin.md).
 
 *Build* (``build_empirical``): every measured transition ``(G_n, pulse_n) -> G_{n+1}`` of
-every cell gives a step ``dG``; per pulse class and conductance bin the steps give the mean
-and the spread of ``memhil.devices.empirical``. The measured spread holds three parts, which
-the builder separates:
+every cell gives a step ``dG``; per pulse class, the steps give the mean-step and spread
+tables of ``memhil.devices.empirical`` and each device's own response. The measured spread
+holds three parts, which the builder separates:
 
+* device-to-device: each device's own axis stretch ``a_d`` (its saturation level) and step
+  scale per class ``s_dc``, estimated alternately with the tables (a pooled G-conditioned
+  table is biased where devices differ: fast devices leave low conductances early), the
+  stretch kept only where Schwarz's criterion asks for it; the measured responses, with
+  their estimation noise shrunk out (split-half covariance), become the twin's device table
+  (this needs repeated trains per cell);
 * read noise: each read enters two consecutive steps with opposite signs, so consecutive
-  step residuals of one cell have covariance ``-sigma_read(G)^2``; the builder estimates a
-  relative read noise ``sigma_read = rel G`` from that covariance (no read-noise run needed);
-* device-to-device: a cell's own step scale ``s_d`` (least-squares ratio of its steps to the
-  pooled mean steps) varies across cells by more than its estimation noise; the excess is
-  ``step_dtod`` (this needs several steps per cell of each class: repeated trains);
-* cycle-to-cycle: what remains, ``sigma_c2c^2 = var - 2 sigma_read^2 - (mu step_dtod)^2``.
+  step residuals of one cell have covariance ``-sigma_read(G)^2``; the builder estimates
+  ``sigma_read = rel G + floor`` from that covariance (no read-noise run needed);
+* cycle-to-cycle: what remains, additive or scaling with the device's step (the likelier).
 
 *Check* (``check_model``): replays a held-out trace's pulse schedule on any device model,
 starting each simulated cell at its measured first conductance, reads every step with the
 model's read noise, and compares with the measurement: the error of the mean trajectory and
 of the across-cell spread (both relative to the measured conductance span) and, per pulse
 class, the two-sample Kolmogorov-Smirnov distance between measured and predicted steps
-(its p-value on a subsample of at most ``KS_SAMPLES_MAX`` steps).
+(its p-value on a subsample of at most ``KS_SAMPLES_MAX`` steps) and the one-step
+predictive log-likelihood of the held-out steps (``step_log_likelihood``), which ranks
+models.
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ class _Transitions:
     cell: np.ndarray  # global cell id
     g_next: np.ndarray  # the read after the step (shared with the next step)
     follows: np.ndarray  # True where the next transition of the same cell exists
+    pulse: np.ndarray  # index of the pulse in its schedule
+    n_pulses: np.ndarray  # length of that schedule
 
 
 def _transitions(traces: Sequence[PulseTrace], classes) -> _Transitions:
@@ -130,6 +137,8 @@ def _transitions(traces: Sequence[PulseTrace], classes) -> _Transitions:
         parts["cell"].append(np.repeat(np.arange(c) + offset, n))
         parts["g_next"].append(tr.g_s[:, 1:].ravel())
         parts["follows"].append(follows.ravel())
+        parts["pulse"].append(np.tile(np.arange(n), c))
+        parts["n_pulses"].append(np.full(c * n, n))
         offset += c
     return _Transitions(**{k: np.concatenate(v) for k, v in parts.items()})
 
@@ -144,19 +153,31 @@ def _interp_rows(table: np.ndarray, knots: np.ndarray, g: np.ndarray, cls: np.nd
 
 
 def _smooth(
-    x: np.ndarray, y: np.ndarray, knots: np.ndarray, min_count: int, linear: bool
+    x: np.ndarray,
+    y: np.ndarray,
+    knots: np.ndarray,
+    min_count: int,
+    linear: bool,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Kernel regression of ``y`` on ``x`` at ``knots``: Gaussian weights whose width at a
-    knot is the knot spacing or the distance to its ``min_count``-th nearest sample,
+    knot is the local knot spacing or the distance to its ``min_count``-th nearest sample,
     whichever is larger (so sparse regions borrow from farther samples rather than
     reporting noise); local-linear (``linear``; it extrapolates a trend into sparse ends,
-    as a PCM RESET from a rarely visited high conductance needs) or local-constant."""
-    spacing = knots[1] - knots[0] if knots.size > 1 else max(float(np.ptp(x)), 1e-30)
+    as a PCM RESET from a rarely visited high conductance needs) or local-constant.
+    ``weight``: per-sample weights (a weighted least-squares fit)."""
+    if knots.size > 1:
+        spacing = np.gradient(knots)
+    else:
+        spacing = np.array([max(float(np.ptp(x)), 1e-30)])
     d = x[None, :] - knots[:, None]
     k = min(min_count, x.size) - 1
     h = np.maximum(np.partition(np.abs(d), k, axis=1)[:, k], spacing)[:, None]
     w = np.exp(-0.5 * np.square(d / h))
+    if weight is not None:
+        w = w * weight[None, :]
     s0, t0 = w.sum(1), (w * y).sum(1)
+    s0 = np.where(s0 > 0, s0, 1.0)
     if not linear:
         return t0 / s0
     s1, s2, t1 = (w * d).sum(1), (w * d * d).sum(1), (w * d * y).sum(1)
@@ -165,31 +186,28 @@ def _smooth(
     return np.where(ok, (s2 * t0 - s1 * t1) / np.where(ok, det, 1.0), t0 / s0)
 
 
-def _read_noise(
-    r: np.ndarray, t: _Transitions, knots: np.ndarray, mean_t: np.ndarray, min_count: int
-):
+def _read_noise(r: np.ndarray, t: _Transitions, g: np.ndarray, slope: np.ndarray, knots, min_count):
     """Read noise ``sigma_read(G) = rel G + floor`` from one cell's consecutive step
-    residuals ``r`` (step less the mean step at the *measured* conductance).
+    residuals ``r`` (step less the cell's own mean step at the *measured* conductance).
 
     A read error ``e`` enters step n with sign +1 and step n+1 with sign -(1 + s), s the
-    slope of the mean step at that conductance (the error also shifts where the next mean
-    step is looked up), so the lag-1 covariance is ``-(1 + s) sigma_read^2``; a cell's own
-    step scale adds the same positive covariance at lags 1 and 2. Hence
-    ``sigma_read^2 = (C_2 - C_1) / (1 + s)``, from pairs where 1 + s > 0.3 (a step that
-    resets the state, s = -1, carries no trace of the previous read). Estimated per
-    conductance bin, then a line through the per-bin values weighted by their counts, both
-    coefficients kept >= 0. Returns (rel, floor_s)."""
+    slope of the cell's mean step at that conductance (``slope``, per transition: the
+    error also shifts where the next mean step is looked up), so the lag-1 covariance is
+    ``-(1 + s) sigma_read^2``; what is left of a cell's own step scale adds the same
+    positive covariance at lags 1 and 2. Hence ``sigma_read^2 = (C_2 - C_1) / (1 + s)``,
+    from pairs where 1 + s > 0.3 (a step that resets the state, s = -1, carries no trace
+    of the previous read). Estimated per conductance bin (``g``: the read shared by the two
+    steps, binned at the nearest knot), then a line through the per-bin values weighted by
+    their counts, both coefficients kept >= 0. Returns (rel, floor_s)."""
     one = np.flatnonzero(t.follows)
     two = one[t.follows[one + 1]] if one.size else one
     if two.size == 0 or knots.size < 2:
         return 0.0, 0.0
-    g = t.g_next[two]
-    slope = _interp_rows(np.gradient(mean_t, knots, axis=1), knots, g, t.cls[two + 1])
-    factor = 1.0 + slope
+    factor = 1.0 + slope[two + 1]
     keep = factor > 0.3
-    two, g, factor = two[keep], g[keep], factor[keep]
-    half = (knots[1] - knots[0]) / 2
-    b = np.clip(np.round((g - knots[0]) / (2 * half)).astype(int), 0, knots.size - 1)
+    two, factor = two[keep], factor[keep]
+    gb = g[two + 1]
+    b = np.clip(np.searchsorted((knots[1:] + knots[:-1]) / 2, gb), 0, knots.size - 1)
     n = np.bincount(b, minlength=knots.size)
     lag = r[two] * r[two + 2] - r[two] * r[two + 1]
     num = np.bincount(b, weights=lag, minlength=knots.size)
@@ -199,6 +217,123 @@ def _read_noise(
         return 0.0, 0.0
     sigma = np.sqrt(np.maximum(num[ok] / den[ok], 0.0))
     return noise_line(knots[ok], sigma, n[ok])
+
+
+#: Axis stretches searched per device: a log grid, the minimum refined by a parabola.
+AXIS_GRID = np.geomspace(0.5, 2.0, 41)
+#: Prior spread (log) of a device's axis stretch: it pulls a device whose trace does not
+#: show its axis (one that never left a bound) to the nominal axis, and is weak against a
+#: trace that does (tens of steps).
+AXIS_PRIOR_LOG_STD = 0.25
+#: Ridge weight, in units of the median device's information, pulling a device's step
+#: scale for a class to 1 when its trace says little about it (steps at a bound).
+SCALE_PRIOR_WEIGHT = 0.01
+#: Rounds of alternating estimation: the step tables given the devices' responses, the
+#: responses given the tables.
+RESPONSE_ROUNDS = 4
+#: At most this many measured devices (an even subsample) form the twin's device table.
+DEVICES_MAX = 512
+
+
+@dataclass
+class _Responses:
+    axis: np.ndarray  # (cells,) axis stretch a_d
+    scale: np.ndarray  # (cells, classes) step scale s_dc
+    sse: np.ndarray  # (cells,) squared step residual
+    noise: np.ndarray  # (cells, classes) variance of the step-scale estimate
+
+
+def _on_axis(g: np.ndarray, axis: np.ndarray, g_lo: float) -> np.ndarray:
+    """Conductances mapped to the nominal axis: ``g_lo + (g - g_lo) / a``."""
+    return g_lo + (g - g_lo) / axis
+
+
+def _responses(
+    t: _Transitions,
+    use: np.ndarray,
+    knots: np.ndarray,
+    mean_t: np.ndarray,
+    g_lo: float,
+    n_cells: int,
+    stretch: bool = True,
+) -> _Responses:
+    """Each cell's own response to the pooled step tables, from its transitions ``use``:
+    the axis stretch ``a`` minimising its squared step residual (the step scale profiled
+    out in closed form, plus a log-normal prior on ``a``; 1 unless ``stretch``), then its
+    least-squares step scale per class at that ``a``, with a ridge towards 1
+    (``SCALE_PRIOR_WEIGHT``), and its squared residual."""
+    n_cls = mean_t.shape[0]
+    idx = t.cell[use] * n_cls + t.cls[use]
+    dg, g, cls = t.dg[use], t.g[use], t.cls[use]
+    size = n_cells * n_cls
+    sdd = np.bincount(idx, weights=dg * dg, minlength=size).reshape(n_cells, n_cls)
+    count = np.bincount(t.cell[use], minlength=n_cells)
+
+    def sums(axis_of_transition: np.ndarray):
+        mu = axis_of_transition * _interp_rows(
+            mean_t, knots, _on_axis(g, axis_of_transition, g_lo), cls
+        )
+        smm = np.bincount(idx, weights=mu * mu, minlength=size).reshape(n_cells, n_cls)
+        smd = np.bincount(idx, weights=mu * dg, minlength=size).reshape(n_cells, n_cls)
+        return smm, smd
+
+    cell_of = t.cell[use]
+    if not stretch:
+        smm, smd = sums(np.ones(dg.shape))
+        return _scales(np.ones(n_cells), smm, smd, sdd, count)
+    # the squared residual of each cell at each grid stretch (its step scales profiled out)
+    sse = np.empty((AXIS_GRID.size, n_cells))
+    for j, a in enumerate(AXIS_GRID):  # a loop over the grid, all cells at once
+        smm, smd = sums(np.full(dg.shape, a))
+        sse[j] = np.sum(sdd - np.where(smm > 0, smd * smd / np.where(smm > 0, smm, 1.0), 0), 1)
+    # the residual variance per step at the best stretch scales the prior's weight
+    var = np.maximum(sse.min(0) / np.maximum(count, 1), 1e-300)
+    log_a = np.log(AXIS_GRID)
+    cost = sse / var + np.square(log_a[:, None] / AXIS_PRIOR_LOG_STD)
+    j = np.clip(cost.argmin(0), 1, AXIS_GRID.size - 2)
+    cells = np.arange(n_cells)
+    c0, c1, c2 = cost[j - 1, cells], cost[j, cells], cost[j + 1, cells]
+    curv = c0 - 2 * c1 + c2
+    step = np.where(curv > 0, 0.5 * (c0 - c2) / np.where(curv > 0, curv, 1.0), 0.0)
+    dlog = log_a[1] - log_a[0]
+    axis = np.exp(log_a[j] + np.clip(step, -1.0, 1.0) * dlog)
+    axis = np.where(count > 0, axis, 1.0)
+    smm, smd = sums(axis[cell_of])
+    return _scales(axis, smm, smd, sdd, count)
+
+
+def _scales(
+    axis: np.ndarray, smm: np.ndarray, smd: np.ndarray, sdd: np.ndarray, count: np.ndarray
+) -> _Responses:
+    """The step scales from the per-cell, per-class sums of mu^2, mu dG and dG^2 (mu the
+    table's step at the cell's stretch), ridged towards 1; each cell's residual and the
+    variance of its scale estimates (its residual variance per step over sum mu^2)."""
+    prior = SCALE_PRIOR_WEIGHT * np.median(np.where(smm > 0, smm, np.nan), 0)
+    prior = np.nan_to_num(prior, nan=0.0)
+    scale = (smd + prior) / np.maximum(smm + prior, 1e-300)
+    scale = np.where(smm + prior > 0, scale, 1.0).clip(min=0.0)
+    sse = np.maximum(np.sum(sdd - 2 * scale * smd + scale**2 * smm, 1), 0.0)
+    per_step = sse / np.maximum(count - smm.shape[1] - 1, 1)
+    noise = per_step[:, None] / np.maximum(smm + prior, 1e-300)
+    return _Responses(axis, scale, sse, noise)
+
+
+def _denoised(full: np.ndarray, half_a: np.ndarray, half_b: np.ndarray) -> np.ndarray:
+    """Per-cell estimates pulled towards their mean so that their spread is the true
+    spread, not the true spread plus estimation noise: two estimates of the same cells from
+    disjoint parts of their transitions have covariance = the true variance, while the
+    full-data estimate has variance true + noise; each column is shrunk by
+    ``sqrt(cov / var)`` (in [0, 1])."""
+    out = full.copy()
+    cols = full.reshape(full.shape[0], -1)
+    a, b = half_a.reshape(cols.shape), half_b.reshape(cols.shape)
+    res = out.reshape(cols.shape)
+    for c in range(cols.shape[1]):  # a loop over the few response columns
+        var = cols[:, c].var()
+        cov = np.mean((a[:, c] - a[:, c].mean()) * (b[:, c] - b[:, c].mean()))
+        k = math.sqrt(min(max(cov / var, 0.0), 1.0)) if var > 0 else 0.0
+        res[:, c] = cols[:, c].mean() + k * (cols[:, c] - cols[:, c].mean())
+    return out
 
 
 def noise_line(g_s: np.ndarray, sigma_s: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
@@ -218,6 +353,23 @@ def noise_line(g_s: np.ndarray, sigma_s: np.ndarray, counts: np.ndarray) -> tupl
     return float(rel), float(floor)
 
 
+def trace_read_noise(
+    trace: PulseTrace, *, n_knots: int = 16, min_per_bin: int = 20
+) -> tuple[float, float]:
+    """(relative, floor S) of the read noise a trace shows, from its lag covariances about
+    the pooled mean steps (``_read_noise``; the quick estimate ``check_model`` reads models
+    without their own read noise with; ``build_empirical`` refines it per device)."""
+    classes = pulse_classes([trace])
+    t = _transitions([trace], classes)
+    g_lo, g_hi = np.quantile(trace.g_s, [0.001, 0.999])
+    knots = np.linspace(g_lo, g_hi, n_knots)
+    masks = [t.cls == c for c in range(len(classes))]
+    mean_t = np.stack([_smooth(t.g[m], t.dg[m], knots, min_per_bin, True) for m in masks])
+    r = t.dg - _interp_rows(mean_t, knots, t.g, t.cls)
+    slope = _interp_rows(np.gradient(mean_t, knots, axis=1), knots, t.g, t.cls)
+    return _read_noise(r, t, t.g, slope, knots, min_per_bin)
+
+
 def build_empirical(
     traces: Sequence[PulseTrace],
     *,
@@ -230,62 +382,145 @@ def build_empirical(
     as a versioned ``FitResult`` whose ``to_yaml`` file ``build_device_model`` loads.
 
     ``min_per_bin``: the fewest steps a knot's estimate rests on (the smoothing widens
-    where data are sparse). ``read_noise``: (relative, floor S) of the read-noise std when known from a read-noise
-    run; else it is estimated from the step residuals' lag covariances.
+    where data are sparse). ``read_noise``: (relative, floor S) of the read-noise std when
+    known from a read-noise run; else it is estimated from the step residuals' lag
+    covariances. At most ``DEVICES_MAX`` measured devices form the device table.
     """
     if not traces:
         raise ValueError("no pulse traces to build a twin from")
     classes = pulse_classes(traces)
     t = _transitions(traces, classes)
-    all_g = np.concatenate([tr.g_s.ravel() for tr in traces])
-    g_lo, g_hi = np.quantile(all_g, [0.001, 0.999])
-    knots = np.linspace(g_lo, g_hi, n_knots)
-    n_cls = len(classes)
+    n_cls, n_cells = len(classes), int(t.cell.max()) + 1
     by_class = [t.cls == c for c in range(n_cls)]
+    reads = np.concatenate([tr.g_s.ravel() for tr in traces])
+    first_cell = np.cumsum([0] + [tr.cells for tr in traces[:-1]])
+    read_cell = np.concatenate(
+        [np.repeat(np.arange(tr.cells) + c0, tr.g_s.shape[1]) for tr, c0 in zip(traces, first_cell)]
+    )
+    g_lo = float(np.quantile(reads, 0.001))
+    everything = np.ones(t.dg.size, dtype=bool)
+    flat = _Responses(
+        np.ones(n_cells), np.ones((n_cells, n_cls)), np.zeros(n_cells), np.zeros((n_cells, n_cls))
+    )
 
-    mean_t = np.stack([_smooth(t.g[m], t.dg[m], knots, min_per_bin, True) for m in by_class])
-    mu = _interp_rows(mean_t, knots, t.g, t.cls)
+    def tables(resp: _Responses):
+        """Knots (uniform blended with quantiles of the reads on the nominal axis: dense
+        where the devices spend their time) and the weighted mean-step tables there."""
+        u_reads = _on_axis(reads, resp.axis[read_cell], g_lo)
+        hi = float(np.quantile(u_reads, 0.999))
+        uniform = np.linspace(g_lo, hi, n_knots)
+        quant = np.quantile(np.clip(u_reads, g_lo, hi), np.linspace(0, 1, n_knots))
+        knots = 0.5 * (uniform + quant)
+        a = resp.axis[t.cell]
+        sa = resp.scale[t.cell, t.cls] * a
+        u = _on_axis(t.g, a, g_lo)
+        ok = sa > 1e-9 * np.abs(sa).max()
+        y = np.where(ok, t.dg / np.where(ok, sa, 1.0), 0.0)
+        mean_t = np.stack(
+            [_smooth(u[m], y[m], knots, min_per_bin, True, weight=sa[m] ** 2) for m in by_class]
+        )
+        return knots, hi, mean_t
+
+    def alternate(stretch: bool):
+        resp = flat
+        for _ in range(RESPONSE_ROUNDS):  # alternating estimation, a few rounds
+            knots, _, mean_t = tables(resp)
+            resp = _responses(t, everything, knots, mean_t, g_lo, n_cells, stretch)
+            resp.axis /= np.exp(np.log(resp.axis).mean())
+            resp.scale /= np.maximum(resp.scale.mean(0), 1e-300)
+        knots, g_hi, mean_t = tables(resp)
+        resp = _responses(t, everything, knots, mean_t, g_lo, n_cells, stretch)
+        # Schwarz's criterion (Ann. Stat. 1978): Gaussian deviance + parameters x ln(steps)
+        n_d = np.bincount(t.cell, minlength=n_cells)
+        bic = np.sum(n_d * np.log(np.maximum(resp.sse, 1e-300) / np.maximum(n_d, 1)))
+        bic += n_cells * (n_cls + stretch) * math.log(t.dg.size)
+        return bic, resp, knots, g_hi, mean_t, stretch
+
+    # a per-device axis stretch only where the data ask for it (saturation levels that
+    # differ between devices), not to soak up what step scales explain
+    _, resp, knots, g_hi, mean_t, stretch = min(
+        alternate(True), alternate(False), key=lambda f: f[0]
+    )
+    # the device table: per-cell responses with their estimation noise removed. The axis
+    # stretch: split-half (``_denoised``); the step scales: each pulled towards the mean by
+    # its own noise (a device that is known to stay put keeps its zero). The halves: the
+    # first and the second half of each schedule, i.e. of its repeated trains
+    # (interleaved halves would share reads, whose errors anti-correlate)
+    first = t.pulse < t.n_pulses / 2
+    ra = _responses(t, first, knots, mean_t, g_lo, n_cells, stretch)
+    rb = _responses(t, ~first, knots, mean_t, g_lo, n_cells, stretch)
+    axis_table = np.exp(_denoised(np.log(resp.axis), np.log(ra.axis), np.log(rb.axis)))
+    # the true variance from the halves' covariance; each device's noise from its own
+    # residuals, scaled so that the noise adds up to the rest of the observed variance
+    true_var = np.maximum(
+        np.mean((ra.scale - ra.scale.mean(0)) * (rb.scale - rb.scale.mean(0)), 0), 0.0
+    )
+    total_noise = np.maximum(resp.scale.var(0) - true_var, 0.0)
+    noise = resp.noise * total_noise / np.maximum(resp.noise.mean(0), 1e-300)
+    pull = np.sqrt(true_var / np.maximum(true_var + noise, 1e-300))
+    scale_mean = resp.scale.mean(0)
+    scale_table = (scale_mean + pull * (resp.scale - scale_mean)).clip(min=0.0)
+
+    a_i = resp.axis[t.cell]
+    s_i = resp.scale[t.cell, t.cls]
+    u_i = _on_axis(t.g, a_i, g_lo)
+    mu = s_i * a_i * _interp_rows(mean_t, knots, u_i, t.cls)
     r = t.dg - mu
+    # each cell's residuals lost 1 + classes fitted degrees of freedom
+    n_cell = np.bincount(t.cell, minlength=n_cells).astype(float)
+    dof = (n_cell / np.maximum(n_cell - 1 - n_cls, 1.0))[t.cell]
 
-    rel, floor = _read_noise(r, t, knots, mean_t, min_per_bin) if read_noise is None else read_noise
+    if read_noise is None:
+        slope = s_i * _interp_rows(np.gradient(mean_t, knots, axis=1), knots, u_i, t.cls)
+        rel, floor = _read_noise(r, t, t.g, slope, knots, min_per_bin)
+    else:
+        rel, floor = read_noise
     read_var = 2.0 * (rel * t.g + floor) ** 2
 
-    # residual variance per class at the knots, less read noise: C2C + D2D
-    var_t = np.stack(
-        [_smooth(t.g[m], r[m] ** 2 - read_var[m], knots, min_per_bin, False) for m in by_class]
-    ).clip(min=0.0)
-    var_i = _interp_rows(var_t, knots, t.g, t.cls)
+    # cycle-to-cycle: the residual variance less read noise, per class on the nominal axis,
+    # either the same for every device (additive) or scaling with the device's own step
+    # (relative, as a threshold switch's is); the one under which the residuals are more
+    # likely (Gaussian) is kept
+    r2 = dof * r**2
+    excess = r2 - read_var
+    sa2 = (s_i * a_i) ** 2
+    ok = sa2 > 0
+    rel_y = np.where(ok, excess / np.where(ok, sa2, 1.0), 0.0)
+    var_add, var_rel = (
+        np.stack(
+            [_smooth(u_i[m], y[m], knots, min_per_bin, False, weight=w[m]) for m in by_class]
+        ).clip(min=0.0)
+        for y, w in ((excess, np.ones_like(excess)), (rel_y, sa2))
+    )
 
-    # device-to-device, per class: the spread of each cell's own step scale (least-squares
-    # ratio of its steps to the pooled mean steps) beyond that ratio's estimation noise
-    dtod = np.zeros(n_cls)
-    for c, m in enumerate(by_class):
-        cells = t.cell[m]
-        smm = np.bincount(cells, weights=mu[m] ** 2)
-        smd = np.bincount(cells, weights=mu[m] * t.dg[m])
-        smv = np.bincount(cells, weights=mu[m] ** 2 * var_i[m])
-        has = smm > 0
-        if has.sum() >= 3:
-            scale = smd[has] / smm[has]
-            noise = smv[has] / smm[has] ** 2
-            dtod[c] = math.sqrt(max(scale.var(ddof=1) - noise.mean(), 0.0))
-    c2c_var = np.maximum(var_t - (mean_t * dtod[:, None]) ** 2, 0.0)
+    def nll(pred_var: np.ndarray) -> float:
+        v = np.maximum(pred_var + read_var, 1e-300)
+        return float(np.sum(np.log(v) + dof * r**2 / v))
+
+    relative = nll(sa2 * _interp_rows(var_rel, knots, u_i, t.cls)) < nll(
+        _interp_rows(var_add, knots, u_i, t.cls)
+    )
+    c2c_var = var_rel if relative else var_add
 
     g0 = np.concatenate([tr.g_s[:, 0] for tr in traces])
     g0_var = max(g0.var(ddof=1) - (rel * g0.mean() + floor) ** 2, 0.0) if g0.size > 1 else 0.0
+    keep = np.unique(np.linspace(0, n_cells - 1, min(n_cells, DEVICES_MAX)).round().astype(int))
     params: dict[str, Any] = {
-        "g_min_s": float(g_lo),
-        "g_max_s": float(g_hi),
+        "g_min_s": g_lo,
+        "g_max_s": g_hi,
         "g_knots_s": knots.tolist(),
         "pulse_v": [c[0] for c in classes],
         "pulse_width_s": [c[1] for c in classes],
         "step_mean_s": mean_t.tolist(),
         "step_std_s": np.sqrt(c2c_var).tolist(),
-        "step_dtod": dtod.tolist(),
+        "step_std_relative": bool(relative),
+        "step_dtod": [0.0] * n_cls,
         "g0_mean_s": float(g0.mean()),
         "g0_std_s": float(math.sqrt(g0_var)),
         "read_noise_rel": rel,
         "read_noise_floor_s": floor,
+        "device_axis_scale": axis_table[keep].tolist(),
+        "device_step_scale": scale_table[keep].tolist(),
     }
     rms = float(np.sqrt(np.mean(r**2)))
     return FitResult(
@@ -372,6 +607,65 @@ def replay(
     return out.numpy()
 
 
+#: Transitions (an even subsample) and model draws per transition of the log-likelihood.
+LL_TRANSITIONS_MAX = 4000
+LL_SAMPLES = 64
+
+
+def step_log_likelihood(
+    model: DeviceModel,
+    trace: PulseTrace,
+    *,
+    samples: int = LL_SAMPLES,
+    seed: int = 0,
+    v_read_v: float = 0.1,
+    period_s: float = 1e-3,
+    read_noise: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """The one-step predictive log-likelihood of every held-out step (an even subsample of
+    at most ``LL_TRANSITIONS_MAX``): from each measured conductance, ``samples`` draws of
+    the model's next read (a fresh device draw each: the held-out device is unknown), with
+    the read noise of both reads; their density at the measured step by a Gaussian kernel
+    (Silverman's bandwidth, at least 0.1 % of the span). Steps are in units of the measured
+    conductance span, so the values (nats per step) compare across chips. Returns
+    (transitions,) values and their pulse-class indices, as two rows."""
+    g_now = trace.g_s[:, :-1].ravel()
+    g_next = trace.g_s[:, 1:].ravel()
+    n = trace.v.size
+    pick = np.unique(
+        np.linspace(0, g_now.size - 1, min(g_now.size, LL_TRANSITIONS_MAX)).round().astype(int)
+    )
+    pulse = pick % n
+    gen = torch.Generator().manual_seed(seed)
+    dt = torch.float64
+    shape = (samples, pick.size)
+    d2d = model.sample_d2d(shape, gen, dtype=dt)
+    g0 = torch.tensor(g_now[pick], dtype=dt).expand(shape)
+    state = state_at(model, d2d, g0, model.initial_state(d2d, shape, gen, dtype=dt))
+    v = torch.tensor(trace.v[pulse], dtype=dt).expand(shape)
+    w = torch.tensor(trace.width_s[pulse], dtype=dt).expand(shape)
+    ones = torch.ones(shape, dtype=torch.int64)
+    state = model.step(state, d2d, v, w, ones, period_s, gen)
+    g = model.conductance(state, d2d, v_read_v, period_s)
+
+    def noise_std(x: torch.Tensor) -> torch.Tensor:
+        std = model.read_noise_std(x, d2d)
+        return read_noise[0] * x.abs() + read_noise[1] if std is None else std
+
+    std = torch.sqrt(noise_std(g) ** 2 + noise_std(g0) ** 2)
+    pred = (g - g0 + std * torch.randn(shape, generator=gen, dtype=dt)).numpy()
+    span = float(np.quantile(trace.g_s, 0.999) - np.quantile(trace.g_s, 0.001)) or 1.0
+    pred /= span
+    meas = (g_next[pick] - g_now[pick]) / span
+    h = np.maximum(1.06 * pred.std(0) * samples ** (-0.2), 1e-3)
+    z = (meas[None, :] - pred) / h
+    log_k = -0.5 * z * z - np.log(h * math.sqrt(2 * math.pi))
+    peak = log_k.max(0)
+    ll = peak + np.log(np.exp(log_k - peak).mean(0))
+    classes = pulse_classes([trace])
+    return np.stack([ll, _class_index(trace, classes)[pulse].astype(float)])
+
+
 @dataclass
 class ClassCheck:
     """One pulse class of a check: its KS distance and p-value, and the measured and
@@ -383,6 +677,7 @@ class ClassCheck:
     ks_p: float
     mean_step_measured_s: float
     mean_step_predicted_s: float
+    log_likelihood: float = float("nan")
 
 
 @dataclass
@@ -398,6 +693,8 @@ class TwinCheck:
     measured_std_s: np.ndarray = field(repr=False)
     predicted_std_s: np.ndarray = field(repr=False)
     predicted_steps_s: np.ndarray = field(repr=False)
+    #: mean one-step log-likelihood of the held-out steps, all classes (``step_log_likelihood``)
+    log_likelihood: float = float("nan")
 
     @property
     def ks_distance(self) -> float:
@@ -427,8 +724,7 @@ def check_model(
     itself shows (the estimator of ``build_empirical``), so that every model is judged on
     its programming behaviour, not on a read noise the simulator adds elsewhere."""
     if read_noise is None:
-        own = build_empirical([trace]).params
-        read_noise = (own["read_noise_rel"], own["read_noise_floor_s"])
+        read_noise = trace_read_noise(trace)
     sim = replay(model, trace, replicates=replicates, seed=seed, read_noise=read_noise)
     meas = trace.g_s
     span = float(np.quantile(meas, 0.999) - np.quantile(meas, 0.001)) or 1.0
@@ -438,6 +734,7 @@ def check_model(
     classes = pulse_classes([trace])
     idx = _class_index(trace, classes)
     m_dg, p_dg = np.diff(meas, axis=1), np.diff(flat, axis=1)
+    ll, ll_cls = step_log_likelihood(model, trace, seed=seed, read_noise=read_noise)
     out = []
     for c, (v, w) in enumerate(classes):
         a, b = m_dg[:, idx == c].ravel(), p_dg[:, idx == c].ravel()
@@ -445,7 +742,18 @@ def check_model(
         stride_b = -(-b.size // (replicates * KS_SAMPLES_MAX))
         p_value = ks_2samp(a[::stride_a], b[::stride_b]).pvalue
         d = ks_2samp(a, b).statistic
-        out.append(ClassCheck(v, w, float(d), float(p_value), float(a.mean()), float(b.mean())))
+        mine = ll[ll_cls == c]
+        out.append(
+            ClassCheck(
+                v,
+                w,
+                float(d),
+                float(p_value),
+                float(a.mean()),
+                float(b.mean()),
+                float(mine.mean()) if mine.size else float("nan"),
+            )
+        )
     rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
     return TwinCheck(
         model=model.name,
@@ -457,4 +765,5 @@ def check_model(
         measured_std_s=m_std,
         predicted_std_s=p_std,
         predicted_steps_s=p_dg,
+        log_likelihood=float(ll.mean()),
     )

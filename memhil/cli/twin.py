@@ -46,6 +46,8 @@ def build(
     run_ids: tuple[int, ...], db: str | None, out: str, knots: int, read_noise_run: int | None
 ) -> int:
     """Build an empirical device model from stored pulse_train run(s)."""
+    import numpy as np
+
     from memhil.core.errors import ConfigError
     from memhil.runs.twin import build_twin
 
@@ -62,8 +64,13 @@ def build(
     click.echo(
         f"read noise        {p['read_noise_rel']:.3%} of G + {p['read_noise_floor_s'] * 1e9:.3g} nS"
     )
-    dtod = ", ".join(f"{d:.1%}" for d in p["step_dtod"])
-    click.echo(f"device-to-device  {dtod} of the mean step (per pulse class)")
+    scales = np.array(p["device_step_scale"]) if p["device_step_scale"] else np.ones((1, 1))
+    axis = np.log(p["device_axis_scale"]) if p["device_axis_scale"] else np.zeros(1)
+    dtod = ", ".join(f"{d:.1%}" for d in scales.std(0))
+    click.echo(
+        f"device-to-device  step scale sd {dtod} (per pulse class), conductance axis sd "
+        f"{axis.std():.1%}, {len(p['device_axis_scale'])} measured devices"
+    )
     click.echo(f"steps used        {fit.n_points}")
     click.echo(f"{fit.to_yaml(out)} (version {fit.version})")
     return 0
@@ -103,13 +110,22 @@ def check(
     except (ConfigError, ValueError) as exc:
         raise CliError(f"memhil twin check: error: {exc}") from None
     click.echo(f"held out: {trace.source} ({trace.cells} cells, {trace.v.size} pulses)")
-    click.echo(f"{'model':<28} {'mean err':>9} {'spread err':>10} {'KS D':>6} {'KS p':>8}  verdict")
+    click.echo(
+        f"{'model':<28} {'mean err':>9} {'spread err':>10} {'KS D':>6} {'KS p':>8} "
+        f"{'LL/step':>8}  verdict"
+    )
     for c in sorted(checks, key=lambda c: c.mean_error_rel + c.ks_distance):
         verdict = "consistent" if c.consistent else "inconsistent"
         click.echo(
             f"{str(c.model)[-28:]:<28} {c.mean_error_rel:>9.2%} {c.spread_error_rel:>10.2%} "
-            f"{c.ks_distance:>6.3f} {c.ks_p:>8.2g}  {verdict}"
+            f"{c.ks_distance:>6.3f} {c.ks_p:>8.2g} {c.log_likelihood:>8.2f}  {verdict}"
         )
+    click.echo(
+        "LL/step: mean log-likelihood of each held-out step given the conductance before it "
+        "(nats; steps in units of the span; per class: "
+        + ", ".join(f"{k.v:+g} V {k.log_likelihood:.2f}" for k in checks[0].classes)
+        + f" for {str(checks[0].model)[-28:]})"
+    )
     click.echo(
         f"(errors relative to the measured conductance span; consistent: every pulse class's "
         f"KS p >= {KS_ALPHA} and mean error <= {MEAN_ERROR_MAX:.0%})"

@@ -9,9 +9,21 @@ flat. One pulse of class c on a device whose conductance is G::
 
     G <- clip(G + s_d mu_c(G) + sigma_c(G) xi,  g_min, g_max),   xi ~ N(0, 1) per event
 
-where ``s_d`` is the device's own step scale for that class, drawn once (log-normal,
-median 1, relative spread ``step_dtod[c]``): the device-to-device part that repeated trains of one cell separate
-from the cycle-to-cycle part (``memhil.calibration.twin``). Read noise is ``read_noise_rel
+on a device with no device-to-device spread. A real device ``d`` has its own response (the
+device-to-device part that repeated trains of one cell separate from the cycle-to-cycle
+part, ``memhil.calibration.twin``): its own conductance axis, stretched by ``a_d`` about
+``g_min_s`` (its own saturation level, ``g_min + a_d (g_max - g_min)``), and its own step
+scale ``s_dc`` per class (a device that switches readily, or hardly, at this pulse)::
+
+    u = g_min + (G - g_min) / a_d                                  (G on the nominal axis)
+    G <- clip(G + s_dc a_d mu_c(u) + sigma_c(u) xi,  g_min, g_min + a_d (g_max - g_min))
+
+``(a_d, s_d0, s_d1, ...)`` is drawn once per device, jointly, from the measured devices'
+own responses (``device_axis_scale``, ``device_step_scale``: an empirical distribution,
+which keeps its shape: the devices of a threshold switch that hardly move at a pulse, the
+few that run away), times, when ``step_dtod[c] > 0``, a log-normal step scale of median 1.
+With ``step_std_relative`` the cycle-to-cycle std scales with the device's step
+(``s_dc a_d sigma_c(u)``, as a threshold switch's does). Read noise is ``read_noise_rel
 G + read_noise_floor_s`` (std), the chord conductance is G at any read voltage (an ohmic
 read, as the pulse-train data it is built from was read at one voltage).
 
@@ -39,7 +51,9 @@ class EmpiricalParams:
     ``step_mean_s[c][k]`` and ``step_std_s[c][k]``: mean and cycle-to-cycle std of the
     conductance change of one pulse of class ``c`` (``pulse_v[c]``, ``pulse_width_s[c]``) at
     conductance ``g_knots_s[k]``. ``g0_mean_s``/``g0_std_s``: the as-fabricated (first
-    read) conductance distribution.
+    read) conductance distribution. ``device_axis_scale[d]`` and ``device_step_scale[d][c]``:
+    the measured devices' own responses (axis stretch, step scale per class), one draw of
+    them per simulated device; empty for a device-free table.
     """
 
     g_min_s: float = 1e-6
@@ -55,6 +69,9 @@ class EmpiricalParams:
     read_noise_rel: float = 0.0
     read_noise_floor_s: float = 0.0
     min_amplitude_ratio: float = 0.5
+    step_std_relative: bool = False
+    device_axis_scale: tuple[float, ...] = ()
+    device_step_scale: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         require(0 <= self.g_min_s < self.g_max_s, "g_max_s", "needs 0 <= g_min_s < g_max_s")
@@ -83,6 +100,14 @@ class EmpiricalParams:
             "step_dtod",
             f"must be {c} values >= 0 (one per pulse class)",
         )
+        d = len(self.device_axis_scale)
+        require(
+            len(self.device_step_scale) == d
+            and all(len(row) == c and min(row) >= 0 for row in self.device_step_scale),
+            "device_step_scale",
+            f"must be {d} rows (one per device_axis_scale entry) of {c} values >= 0",
+        )
+        require(all(a > 0 for a in self.device_axis_scale), "device_axis_scale", "must be > 0")
         for key in ("g0_std_s", "read_noise_rel", "read_noise_floor_s"):
             require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         require(
@@ -129,12 +154,26 @@ class EmpiricalDevice(DeviceModel):
 
     # -- plugin interface -------------------------------------------------------------
     def sample_d2d(self, shape, generator, device="cpu", dtype=torch.float32) -> D2D:
-        """Each device's step scale per pulse class: ``step_scale_<c>``, log-normal."""
-        return {
-            f"step_scale_{c}": lognormal_spread(1.0, sigma, shape, generator, device, dtype)
-            for c, sigma in enumerate(self.p.step_dtod)
-            if sigma > 0
-        }
+        """Each device's response: one measured device's ``axis_scale`` and
+        ``step_scale_<c>`` (drawn jointly, with replacement), times a log-normal step scale
+        where ``step_dtod[c] > 0``."""
+        p = self.p
+        d2d: D2D = {}
+        if p.device_axis_scale:
+            pick = torch.randint(
+                len(p.device_axis_scale), shape, generator=generator, device=device
+            )
+            axis = torch.tensor(p.device_axis_scale, device=device, dtype=dtype)
+            steps = torch.tensor(p.device_step_scale, device=device, dtype=dtype)
+            d2d["axis_scale"] = axis[pick]
+            for c in range(len(p.pulse_v)):
+                d2d[f"step_scale_{c}"] = steps[:, c][pick]
+        for c, sigma in enumerate(p.step_dtod):
+            if sigma > 0:
+                drawn = lognormal_spread(1.0, sigma, shape, generator, device, dtype)
+                key = f"step_scale_{c}"
+                d2d[key] = d2d[key] * drawn if key in d2d else drawn
+        return d2d
 
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
         p = self.p
@@ -156,7 +195,10 @@ class EmpiricalDevice(DeviceModel):
         return self.p.g_min_s, self.p.g_max_s
 
     def conductance_ceiling(self, d2d: D2D) -> float | None:
-        return self.p.g_max_s
+        p = self.p
+        axis = d2d.get("axis_scale")
+        stretch = float(axis.max()) if axis is not None and axis.numel() else 1.0
+        return p.g_min_s + stretch * (p.g_max_s - p.g_min_s)
 
     def pulse_class(self, v: Tensor, width_s: Tensor) -> Tensor:
         """Index of the measured pulse class each pulse maps to, -1 where none applies."""
@@ -180,7 +222,12 @@ class EmpiricalDevice(DeviceModel):
         c = cls.clamp_min(0)
         if k == 1:
             return mean_t[c, 0], std_t[c, 0]
-        i = torch.searchsorted(knots, g_s.contiguous()).clamp(1, k - 1)
+        if k <= 64:
+            # the count of knots below G, by comparison: torch.searchsorted costs ~100x
+            # more on CPU at the sizes a twin replays (measured 28 ms vs 0.3 ms, 1024 cells)
+            i = (g_s.unsqueeze(-1) > knots).sum(-1).clamp(1, k - 1)
+        else:
+            i = torch.searchsorted(knots, g_s.contiguous()).clamp(1, k - 1)
         lo, hi = knots[i - 1], knots[i]
         w = ((g_s - lo) / (hi - lo)).clamp(0.0, 1.0)
         flat_mean, flat_std = mean_t.flatten(), std_t.flatten()
@@ -198,15 +245,27 @@ class EmpiricalDevice(DeviceModel):
             if f"step_scale_{c}" in d2d:
                 base = torch.ones_like(state[..., 0]) if scale is None else scale
                 scale = torch.where(cls == c, d2d[f"step_scale_{c}"], base)
+        axis = d2d.get("axis_scale")
         g = state[..., 0]
+        ceiling = None if axis is None else p.g_min_s + axis * (p.g_max_s - p.g_min_s)
         n_max = int(count.max().item()) if count.numel() else 0
         # a loop over the pulse index only (each pulse's step depends on the G it starts
         # from, and the table has no closed-form composition); all cells move at once
         for n in range(n_max):
             active = count > n
-            mean, std = self.step_statistics(g, cls)
+            u = g if axis is None else p.g_min_s + (g - p.g_min_s) / axis
+            mean, std = self.step_statistics(u, cls)
             if scale is not None:
                 mean = mean * scale
+                std = std * scale if p.step_std_relative else std
+            if axis is not None:
+                mean = mean * axis
+                std = std * axis if p.step_std_relative else std
             xi = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
-            g = torch.where(active, (g + mean + std * xi).clamp(p.g_min_s, p.g_max_s), g)
+            new = g + mean + std * xi
+            if ceiling is None:
+                new = new.clamp(p.g_min_s, p.g_max_s)
+            else:  # each device saturates on its own axis
+                new = torch.minimum(new.clamp_min(p.g_min_s), ceiling)
+            g = torch.where(active, new, g)
         return g.unsqueeze(-1)

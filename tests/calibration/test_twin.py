@@ -69,9 +69,11 @@ def test_empirical_tables_are_validated_with_their_key():
 
 
 def test_builder_separates_read_noise_and_device_to_device_spread():
-    # truth: an empirical device with 20 % D2D step scale and 2 % read noise; 256 cells x
-    # 4 cycles give the builder 61k steps. Tolerances: the estimators' own scatter at this
-    # size, measured over seeds 0-4 (read noise within 0.2 points, D2D within 0.04).
+    # truth: an empirical device with 20 %/10 % D2D step scale (log-normal: sd 0.204/0.100)
+    # and 2 % read noise; 256 cells x 2 cycles give the builder 31k steps. Tolerances: the
+    # estimators' own scatter at this size, measured over seeds 3-6 (read noise within 0.2
+    # points; the step-scale sd 0.167-0.182 and 0.097-0.105: the split-half shrinkage
+    # removes the estimation noise and a little of the true spread with it).
     truth = build_device_model(
         {
             **TABLE,
@@ -80,23 +82,110 @@ def test_builder_separates_read_noise_and_device_to_device_spread():
             "read_noise_rel": 0.02,
         }
     )
-    v = np.array(([2.0] * 30 + [-2.0] * 30) * 4)
+    v = np.array(([2.0] * 30 + [-2.0] * 30) * 2)
     start = PulseTrace(np.full((256, v.size + 1), 1e-6), v, np.full(v.size, 1e-7))
     measured = PulseTrace(replay(truth, start, replicates=1, seed=3)[0], v, start.width_s)
     fit = build_empirical([measured])
-    assert fit.params["read_noise_rel"] == pytest.approx(0.02, abs=0.002)
-    assert fit.params["step_dtod"] == pytest.approx([0.2, 0.1], abs=0.04)
+    p = fit.params
+    assert p["read_noise_rel"] == pytest.approx(0.02, abs=0.002)
+    assert np.std(p["device_step_scale"], axis=0) == pytest.approx([0.19, 0.10], abs=0.03)
+    # the truth has no per-device saturation: the axis stretch is not kept (Schwarz)
+    assert p["device_axis_scale"] == [1.0] * 256
     # and it predicts 256 other devices of the same kind (a fresh draw of the truth)
     others = PulseTrace(replay(truth, start, replicates=1, seed=4)[0], v, start.width_s)
     assert check_model(fit.device_model(), others).consistent
 
 
-def _pulse_train(tmp_path, device: dict, pulse_set, pulse_reset, v_read, runs=1, **limits):
-    """Run ``runs`` pulse_train runs (2 cycles of 15 + 15 pulses, all 64 cells) and then a
-    read_noise run (20 reads) on a mock lab whose chip is ``device``; returns the store."""
+def _ltp_ltd(truth, up, down, g0_s, cells=256, seed=3):
+    """Two cycles of 15 + 15 pulses on ``cells`` devices of ``truth`` (1 % read noise),
+    split into build and held-out devices."""
+    v = np.array(([up[0]] * 15 + [down[0]] * 15) * 2)
+    w = np.array(([up[1]] * 15 + [down[1]] * 15) * 2)
+    start = PulseTrace(np.full((cells, v.size + 1), g0_s), v, w)
+    reads = replay(truth, start, replicates=1, seed=seed, read_noise=(0.01, 0.0))[0]
+    return PulseTrace(reads, v, w, "synthetic").split_cells(2)
+
+
+def test_twin_carries_per_device_saturation_and_the_log_likelihood_ranks_it_first():
+    # NeuroSim with a 10 % device-to-device spread of G_max: each device saturates on its
+    # own conductance axis. The builder recovers that spread as the axis stretch (sd of
+    # ln a 0.111 at seed 3; 0.08-0.12 over seeds 3-6, hence 0.03) and the twin predicts
+    # held-out devices; the held-out log-likelihood ranks it far above a generic model.
+    truth = build_device_model(
+        {
+            "model": "neurosim",
+            "g_min_s": 1e-6,
+            "g_max_s": 8e-6,
+            "a_ltp": 3.0,
+            "a_ltd": 6.0,
+            "p_max": 31.0,
+            "c2c_std": 0.02,
+            "g_max_dtod": 0.1,
+        }
+    )
+    build, held = _ltp_ltd(truth, (2.0, 8e-8), (-2.0, 8e-8), 1e-6)
+    fit = build_empirical([build])
+    assert np.std(np.log(fit.params["device_axis_scale"])) == pytest.approx(0.1, abs=0.03)
+    twin = check_model(fit.device_model(), held)
+    assert twin.consistent, (twin.mean_error_rel, twin.ks_p)
+    generic = check_model(build_device_model("neurosim"), held)
+    assert not generic.consistent
+    # nats per step (steps in units of the span): the twin is within 0.3 of the truth
+    # itself (their difference over seeds 3-6 is below 0.1) and far above the generic
+    # model; every class ranks the same way
+    best = check_model(truth, held)
+    assert abs(twin.log_likelihood - best.log_likelihood) < 0.3
+    assert generic.log_likelihood < twin.log_likelihood - 5
+    for mine, other in zip(twin.classes, generic.classes):
+        assert mine.log_likelihood > other.log_likelihood
+
+
+def test_devices_that_never_switch_stay_stuck_in_the_twin():
+    # truth: an empirical device whose measured-device table makes one device in five
+    # stuck (step scale 0 for both pulse classes). The twin's device table keeps them at
+    # zero (each scale is pulled towards the mean by its own estimation noise, which is
+    # small for a device that stays put), so the twin predicts held-out devices.
+    truth = build_device_model(
+        {
+            **TABLE,
+            "step_std_s": [[5e-8] * 3, [5e-8] * 3],
+            "device_axis_scale": [1.0] * 5,
+            "device_step_scale": [[1.0, 1.0]] * 4 + [[0.0, 0.0]],
+        }
+    )
+    build, held = _ltp_ltd(truth, (2.0, 1e-7), (-2.0, 1e-7), 1e-6)
+    fit = build_empirical([build])
+    set_scale = np.array(fit.params["device_step_scale"])[:, 0]
+    # 128 build devices, 20 % stuck in expectation: 26 +- 4.5 (binomial sd); the cut at
+    # 0.1 separates the stuck (a scale below 0.02 at seeds 3-6) from the others (> 0.8)
+    assert 12 <= np.sum(set_scale < 0.1) <= 40
+    assert check_model(fit.device_model(), held).consistent
+
+
+def test_threshold_switch_twin_predicts_the_mean_but_not_yet_every_step():
+    # VTEAM at its nominal pulses: each device's threshold decides whether and how fast
+    # it moves (the 5 % threshold spread makes one device in six never SET at 0.21 V and
+    # a few run away), a hidden state that the per-device step scales carry. The twin
+    # predicts the mean trajectory of held-out devices (0.4-2.9 % of the span over seeds
+    # 3-6, hence 4 %; the G-conditioned table without the device table was off by 17 % on
+    # a 16 x 16 mock chip) and its likelihood ranks it far above a generic model (by 88 to
+    # 1200 nats per step over seeds 3-6). Its step distribution still differs (KS D 0.08 to
+    # 0.18: a step scale is not exactly proportional for steps this large, docs/twin.md),
+    # so the check does not call it consistent and this test does not ask it to.
+    build, held = _ltp_ltd(build_device_model("vteam"), (0.21, 1e-8), (-0.03, 1e-6), 1e-3)
+    twin = check_model(build_empirical([build]).device_model(), held)
+    generic = check_model(build_device_model("neurosim"), held)
+    assert twin.mean_error_rel < 0.04
+    assert twin.log_likelihood > generic.log_likelihood + 50
+
+
+def _pulse_train(tmp_path, device: dict, pulse_set, pulse_reset, v_read, runs=1, side=8, **limits):
+    """Run ``runs`` pulse_train runs (2 cycles of 15 + 15 pulses, all side x side cells) and
+    then a read_noise run (20 reads) on a mock lab whose chip is ``device``; returns the
+    store."""
     from memhil.runs.protocol_run import run_protocol_file
 
-    station = _mock_station("parallel", 8, 8)
+    station = _mock_station("parallel", side, side)
     station["chip"]["device"] = device["model"]
     station["mock"]["device"] = device
     station["limits"].update(limits)
@@ -191,8 +280,9 @@ def test_cli_builds_a_twin_and_checks_it_against_a_second_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_model(tmp_path):
-    """examples/twin/worked_example.py, shortened (3 epochs, 2 simulated chips per
-    prediction): the network trained on the twin and deployed on the mock chip; the twin's
+    """examples/twin/worked_example.py, shortened (6 epochs, 2 simulated chips per
+    prediction): the twin passes its check on the held-out run, the network trained on
+    the twin and deployed on the mock chip; the twin's
     predicted loss is nearer the chip's than the generic NeuroSim model's, by more than
     the twin's own spread over simulated chips."""
     import importlib.util
@@ -202,7 +292,15 @@ def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_mo
     spec = importlib.util.spec_from_file_location("worked_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out = module.run(epochs=3, db=tmp_path / "ex.db", replicas=2)["results"]
+    # 6 epochs: at 3 the network is so far from trained that the deployed loss does not
+    # separate the two predictions (measured: both 0.0012 V^2 from the chip's); at 6 the
+    # twin is 0.0002 off and the generic model 0.0023 (the mock-lab runs, not the epochs,
+    # take most of this test's time)
+    run = module.run(epochs=6, db=tmp_path / "ex.db", replicas=2)
+    # the hidden chip has a 10 % spread of G_max: its twin (with per-device axis stretch)
+    # is consistent with the held-out run, the generic model is not
+    assert run["fidelity"]["twin"].consistent and not run["fidelity"]["generic"].consistent
+    out = run["results"]
     chip_loss = out["chip"][0][0]
     twin = np.array([loss for loss, _ in out["twin prediction"]])
     generic = np.array([loss for loss, _ in out["generic prediction"]])
