@@ -435,7 +435,7 @@ class SimBackend(Backend):
             n_cells = torch.where(
                 selected, count, torch.zeros((), dtype=count.dtype, device=v.device)
             )
-        w_cells, c_cells = cells(width_s.to(self._dtype)), cells(compliance_a.to(self._dtype))
+        w_cells = cells(width_s.to(self._dtype))
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
             duration = (float(width_s) + gap) * int(count)
@@ -453,6 +453,16 @@ class SimBackend(Backend):
             t_end = self._clock.advance(duration)
             self._step(v_cells, w_cells, n_cells, None, t_end)  # the limit cannot bind
             return
+        c_cells = cells(compliance_a.to(self._dtype))
+        if not self._any_stuck:  # G is the model's own: its fused train, where it has one
+            new = self.model.compliance_train(
+                self.state, self.d2d, v_cells, w_cells, n_cells, c_cells, self._gen_program
+            )
+            if new is not None:
+                self.state = new
+                self._version += 1
+                self._t_last_write = self._clock.advance(duration)
+                return
         n_max = int(n_cells.max())
         one = torch.ones((), dtype=n_cells.dtype, device=n_cells.device)
         zero = torch.zeros((), dtype=n_cells.dtype, device=n_cells.device)
