@@ -123,6 +123,12 @@ class DeviceModel(ABC):
         use it directly.
         """
 
+    def drift_onset_s(self) -> float:
+        """Age (s since a cell's programming) below which its conductance does not drift:
+        a power law of max(age, onset). The simulator's read cache measures the time since
+        the last write from at least this, so reads within it reuse one conductance."""
+        return 0.0
+
     def compliance_train(
         self,
         state: Tensor,

@@ -153,6 +153,10 @@ class PCMDevice(DeviceModel):
             return g * ratio.log_().mul_(nu).neg_().exp_()
         return g * ratio.pow_(-nu)
 
+    def drift_onset_s(self) -> float:
+        """T0: the drift law uses max(t - t_p, T0)."""
+        return self.p.t0_s
+
     def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor:
         """sigma_n = m3 G_d + c3 (S), with ``g_s`` the drifted conductance being read."""
         return g_s * self.p.m3 + self.p.c3_s
