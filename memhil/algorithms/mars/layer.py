@@ -35,6 +35,18 @@ BLOCK_ELEMENTS = 65_536
 #: Up to this many input features the fused kernel projects inside its loop (K N
 #: multiply-adds per step beat a separate matmul pass over (batch, T, units) there).
 FUSED_MAX_INPUTS = 16
+#: (x or projected x, w, bias, p, ln c0, c1, ln d0, d1, gamma) of the compiled kernels.
+_KernelArgs = tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.float32,
+    np.ndarray,
+    np.float32,
+    np.ndarray,
+    np.float32,
+    np.float32,
+]
 #: A replacement for a layer's input projection x @ W_in.T (e.g. a crossbar read).
 Projection = Callable[[Tensor], Tensor]
 
@@ -170,7 +182,7 @@ class MARSLayer(nn.Module):
         shape = (*x.shape[:2], self.n_units)
         return a.view(shape), c.view(shape)
 
-    def _fused_args(self, x: Tensor, projected: Tensor | None) -> tuple:
+    def _fused_args(self, x: Tensor, projected: Tensor | None) -> _KernelArgs:
         """Arguments of the compiled kernels after (x, w): the input, or the projected
         input with an empty ``w`` beyond :data:`FUSED_MAX_INPUTS` features, and the
         coefficient lines, as float32 arrays."""
@@ -401,11 +413,14 @@ class MARS(nn.Module):
         """:meth:`layer_states`; with ``top_pool``, the top layer's pooled features
         (:meth:`MARSLayer.pooled`) instead of its states where that kernel applies."""
         mask = valid_mask(x.shape[0], x.shape[1], lengths, x.device)
-        out, u = [], x
+        out: list[Tensor] = []
+        u = x
         for level, layer in enumerate(self.layers):
             proj = None if projections is None else projections[level]
             if top_pool is not None and level + 1 == self.depth:
-                pooled = layer.pooled(u, lengths, top_pool, method=method, projection=proj)
+                pooled = cast(MARSLayer, layer).pooled(
+                    u, lengths, top_pool, method=method, projection=proj
+                )
                 if pooled is not None:
                     return out, pooled
             need_eq = self.skip == "equilibrium" and level + 1 < self.depth
