@@ -142,8 +142,10 @@ class DeviceModel(ABC):
         """The state after ``count`` pulses per cell where each pulse's voltage is first
         lowered so that ``|v| * G <= compliance_a`` with G (:meth:`conductance`) at that
         pulse's start: what the simulator otherwise does pulse by pulse with :meth:`step`,
-        fused. Only for models whose conductance does not depend on time; None where the
-        model has no fused path for its configuration (the simulator then loops)."""
+        fused. ``v``, ``width_s``, ``count``, ``compliance_a`` are broadcastable to the cell
+        shape (a one-element tensor for a request every cell shares). Only for models whose
+        conductance does not depend on time; None where the model has no fused path for
+        its configuration (the simulator then loops)."""
         return None
 
     @abstractmethod

@@ -16,7 +16,8 @@ import costs ~0.3 s that commands without a pulse train should not pay.
 
 import numba
 import numpy as np
-from numba.extending import intrinsic
+from numba import types
+from numba.extending import intrinsic, overload
 
 # PCM consts: decay, m2, a2, c2, 1 + m1, a1, c1, g_min, t_s
 # VTEAM consts: 1, 0, 1e-15 (the simulator's G floor when capping)
@@ -42,6 +43,20 @@ def _fma(typingctx, a, b, c):
         return builder.fma(*args)
 
     return a(a, b, c), codegen
+
+
+def _at(a, i):
+    """a[i] for a per-cell array, ``a`` itself for a scalar shared by every cell."""
+    return a[i] if isinstance(a, np.ndarray) else a
+
+
+@overload(_at, inline="always")
+def _at_compiled(a, i):
+    """Chosen at compile time, so a shared value stays a loop invariant (a broadcast
+    register) and the cell loop still vectorizes."""
+    if isinstance(a, types.Array):
+        return lambda a, i: a[i]
+    return lambda a, i: a
 
 
 #: Cells per tile: each tile runs all of its pulses while it sits in L1, with the cells
@@ -118,9 +133,9 @@ def vteam_compliance_train(
     form dx = (k_off (-v/v_off - 1)^a_off - k_on (v/v_on - 1)^a_on) w (1 + xi) (each rate
     0 below its threshold, the C2C factor clipped at 0), x <- clip(x + dx, 0, 1); a SET
     stops at the x where G = I_c / v_on (never below where it started). Cells whose
-    ``n`` pulses are done are left alone. ``xi`` (pulses, cells) holds each pulse's C2C
-    normal, or has no rows when there is no C2C noise; ``alpha_on``, ``alpha_off`` in
-    {1, 2, 3}."""
+    ``n`` pulses are done are left alone. ``v``, ``w``, ``n``, ``c`` are per-cell arrays or
+    scalars shared by all cells. ``xi`` (pulses, cells) holds each pulse's C2C normal, or
+    has no rows when there is no C2C noise; ``alpha_on``, ``alpha_off`` in {1, 2, 3}."""
     one, zero, g_floor = consts[0], consts[1], consts[2]
     noisy = xi.shape[0] > 0
     cells = x.shape[0]
@@ -128,25 +143,25 @@ def vteam_compliance_train(
         stop = min(start + TILE, cells)
         todo = 0
         for i in range(start, stop):
-            todo = max(todo, n[i] - k0)
+            todo = max(todo, _at(n, i) - k0)
         for k in range(min(todo, pulses)):
             for j in range(start, stop):
                 i = np.uint64(j)  # provably >= 0: no wraparound branch, so it vectorizes
                 xc = x[i]
                 ron = r_on[i]
                 span = r_off[i] - ron
-                vi = v[i]
-                ci = c[i]
+                vi = _at(v, i)
+                ci = _at(c, i)
                 von = v_on[i]
                 g0 = one / (ron + span * xc)
                 cap = ci / max(g0, g_floor)  # |v| G > I_c implies v != 0: sign(v) is +-1
                 vc = (cap if vi > zero else -cap) if abs(vi) * g0 > ci else vi
                 on = _power(max(vc / von - one, zero), alpha_on) * k_on[i]
                 off = _power(max(-(vc / v_off[i] + one), zero), alpha_off) * k_off[i]
-                dx = (off - on) * w[i]
+                dx = (off - on) * _at(w, i)
                 if noisy:
                     dx = dx * max(xi[k, i] + one, zero)
                 new = min(max(dx * one + xc, zero), one)
                 x_stop = min(max((one / (ci / von) - ron) / span, zero), one)
                 new = max(new, min(xc, x_stop)) if vc > zero else new
-                x[i] = new if n[i] > k0 + k else xc
+                x[i] = new if _at(n, i) > k0 + k else xc

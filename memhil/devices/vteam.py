@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -179,9 +179,17 @@ class VTEAMDevice(DeviceModel):
         def arr(t: Tensor) -> np.ndarray:
             return t.reshape(-1).numpy()
 
+        def request(t: Tensor, dtype: torch.dtype) -> Any:
+            """A shared value as a scalar (a loop invariant in the kernel), else per cell."""
+            t = t.to(dtype)
+            if t.numel() == 1:
+                return arr(t)[0]
+            return arr(t.expand(x.shape).contiguous())
+
         params = [arr(d2d[k]) for k in ("r_on_ohm", "r_off_ohm", "v_on_v", "v_off_v")]
         params += [arr(d2d["k_on_per_s"]), arr(d2d["k_off_per_s"])]
-        pulse = [arr(v), arr(width_s), arr(count), arr(compliance_a)]
+        pulse = [request(t, x.dtype) for t in (v, width_s)]
+        pulse += [request(count, torch.int64), request(compliance_a, x.dtype)]
         consts = np.array([1.0, 0.0, 1e-15], dtype=arr(x).dtype)
         n_max = int(count.max()) if cells else 0
         # C2C normals in blocks of pulses (one (n_max, cells) draw could be huge)

@@ -31,13 +31,18 @@ def test_vteam_fused_compliance_train_equals_the_pulse_loop(dtype, dx_std, monke
     # Equal bit for bit: the kernel does the loop's IEEE operations in the loop's order
     # (no FMA on either side) on the same C2C normals. Blocks of 3 pulses test the seams.
     monkeypatch.setattr(train_kernels, "BLOCK_BYTES", 3 * 2 * 12 * 20 * 8)
-    counts = torch.randint(0, 9, (2, 12, 20), generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    counts = torch.randint(0, 9, (2, 12, 20), generator=gen)
+    amps = torch.rand(2, 12, 20, generator=gen, dtype=torch.float64) * 0.8 + 0.2  # per cell
+    limits = torch.rand(2, 12, 20, generator=gen, dtype=torch.float64) * 9e-4 + 1e-4
+    mask = torch.rand(2, 12, 20, generator=gen) < 0.5
     states = []
     for fused in (True, False):
         sim = _vteam_sim(dtype, fused, monkeypatch, dx_std=dx_std)
         g0 = sim.true_conductance()
         for amp, width, count in ((1.0, 1e-6, counts), (-0.05, 1e-6, 7), (0.21, 1e-8, 5)):
             sim.pulse(None, amp, width, count)  # default compliance 1 mA binds at 1 V
+        sim.pulse(mask, amps, 1e-8, 4, compliance_a=limits)  # per-cell requests, a selection
         states.append((sim.state, sim.clock.now(), sim.true_conductance()))
     (a, t_a, g_a), (b, t_b, g_b) = states
     assert torch.equal(a, b) and t_a == t_b

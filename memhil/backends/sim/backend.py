@@ -443,20 +443,20 @@ class SimBackend(Backend):
             # stride-0 (expanded) views are an order of magnitude slower than a fill.
             return x if x.shape == shape and x.is_contiguous() else x.expand(shape).contiguous()
 
-        v = v.to(self._dtype)
-        if selected is None:
-            v_cells, n_cells = cells(v), cells(count)
-        else:  # the model leaves cells with v == 0 and count == 0 untouched
-            v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
-            n_cells = torch.where(
+        v_req, w_req = v.to(self._dtype), width_s.to(self._dtype)
+        n_req = count
+        if selected is not None:  # the model leaves cells with v == 0 and count == 0 untouched
+            v_req = torch.where(
+                selected, v_req, torch.zeros((), dtype=v_req.dtype, device=v.device)
+            )
+            n_req = torch.where(
                 selected, count, torch.zeros((), dtype=count.dtype, device=v.device)
             )
-        w_cells = cells(width_s.to(self._dtype))
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
             duration = (float(width_s) + gap) * int(count)
         else:
-            duration = float(((width_s + gap) * n_cells).max())
+            duration = float(((width_s + gap) * n_req).max())
         t_start = self._clock.now()
         # A source in compliance lowers its voltage so that |v| * G <= compliance. Skipped
         # when even the device's highest possible conductance cannot reach the compliance;
@@ -467,18 +467,19 @@ class SimBackend(Backend):
             ceiling = max(ceiling, self._g_stuck_on)
         if ceiling is not None and float(v.abs().max()) * ceiling <= float(compliance_a.min()):
             t_end = self._clock.advance(duration)
-            self._step(v_cells, w_cells, n_cells, None, t_end)  # the limit cannot bind
+            self._step(cells(v_req), cells(w_req), cells(n_req), None, t_end)  # cannot bind
             return
-        c_cells = cells(compliance_a.to(self._dtype))
+        c_req = compliance_a.to(self._dtype)
         if not self._any_stuck:  # G is the model's own: its fused train, where it has one
             new = self.model.compliance_train(
-                self.state, self.d2d, v_cells, w_cells, n_cells, c_cells, self._gen_program
+                self.state, self.d2d, v_req, w_req, n_req, c_req, self._gen_program
             )
             if new is not None:
                 self.state = new
                 self._version += 1
                 self._t_last_write = self._clock.advance(duration)
                 return
+        v_cells, w_cells, n_cells, c_cells = cells(v_req), cells(w_req), cells(n_req), cells(c_req)
         n_max = int(n_cells.max())
         one = torch.ones((), dtype=n_cells.dtype, device=n_cells.device)
         zero = torch.zeros((), dtype=n_cells.dtype, device=n_cells.device)
