@@ -179,12 +179,13 @@ class VTEAMDevice(DeviceModel):
         def arr(t: Tensor) -> np.ndarray:
             return t.reshape(-1).numpy()
 
+        # a request every cell shares passes as scalars (loop invariants in the kernel);
+        # all four or none, so the kernel compiles in two variants per dtype, not sixteen
+        shared = all(t.numel() == 1 for t in (v, width_s, count, compliance_a))
+
         def request(t: Tensor, dtype: torch.dtype) -> Any:
-            """A shared value as a scalar (a loop invariant in the kernel), else per cell."""
             t = t.to(dtype)
-            if t.numel() == 1:
-                return arr(t)[0]
-            return arr(t.expand(x.shape).contiguous())
+            return arr(t)[0] if shared else arr(t.expand(x.shape).contiguous())
 
         params = [arr(d2d[k]) for k in ("r_on_ohm", "r_off_ohm", "v_on_v", "v_off_v")]
         params += [arr(d2d["k_on_per_s"]), arr(d2d["k_off_per_s"])]
