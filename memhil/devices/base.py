@@ -123,6 +123,31 @@ class DeviceModel(ABC):
         use it directly.
         """
 
+    def drift_onset_s(self) -> float:
+        """Age (s since a cell's programming) below which its conductance does not drift:
+        a power law of max(age, onset). The simulator's read cache measures the time since
+        the last write from at least this, so reads within it reuse one conductance."""
+        return 0.0
+
+    def compliance_train(
+        self,
+        state: Tensor,
+        d2d: D2D,
+        v: Tensor,
+        width_s: Tensor,
+        count: Tensor,
+        compliance_a: Tensor,
+        generator: torch.Generator,
+    ) -> Tensor | None:
+        """The state after ``count`` pulses per cell where each pulse's voltage is first
+        lowered so that ``|v| * G <= compliance_a`` with G (:meth:`conductance`) at that
+        pulse's start: what the simulator otherwise does pulse by pulse with :meth:`step`,
+        fused. ``v``, ``width_s``, ``count``, ``compliance_a`` are broadcastable to the cell
+        shape (a one-element tensor for a request every cell shares). Only for models whose
+        conductance does not depend on time; None where the model has no fused path for
+        its configuration (the simulator then loops)."""
+        return None
+
     @abstractmethod
     def conductance_range(self) -> tuple[float, float]:
         """Nominal usable (g_min, g_max) in siemens, for weight mapping."""

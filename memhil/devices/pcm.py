@@ -153,6 +153,10 @@ class PCMDevice(DeviceModel):
             return g * ratio.log_().mul_(nu).neg_().exp_()
         return g * ratio.pow_(-nu)
 
+    def drift_onset_s(self) -> float:
+        """T0: the drift law uses max(t - t_p, T0)."""
+        return self.p.t0_s
+
     def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor:
         """sigma_n = m3 G_d + c3 (S), with ``g_s`` the drifted conductance being read."""
         return g_s * self.p.m3 + self.p.c3_s
@@ -186,6 +190,9 @@ class PCMDevice(DeviceModel):
         pulse's ~10 passes then vectorize) that are written back once, so the cost per
         pulse does not grow with ``n``."""
         out = torch.empty_like(state)
+        if state.device.type == "cpu" and state.is_contiguous():
+            self._set_train_compiled(state, out, g_max, n, t_s, generator)
+            return out
         if n == 1:
             g_out, p_out = out[..., 0], out[..., 1]
             self._set_pulses(state[..., 0], state[..., 1], g_out, p_out, n, g_max, generator)
@@ -196,6 +203,35 @@ class PCMDevice(DeviceModel):
             out[..., 1] = pp
         out[..., 2] = t_s
         return out
+
+    def _set_train_compiled(
+        self, state: Tensor, out: Tensor, g_max, n: int, t_s: float, generator: torch.Generator
+    ) -> None:
+        """:meth:`_set_pulses` on every cell as one compiled loop per block of pulses
+        (:func:`memhil.devices.train_kernels.pcm_set_train`): the same arithmetic, FMAs
+        where torch's ``add_(alpha=)`` has them, and the same draws, pulse by pulse."""
+        import numpy as np
+
+        from memhil.devices import train_kernels
+
+        p = self.p
+        src, dst = state.view(-1, 3).numpy(), out.view(-1, 3).numpy()
+        dtype = src.dtype
+        if isinstance(g_max, Tensor):
+            top = g_max.reshape(-1).contiguous().numpy()
+        else:
+            top = np.array([g_max], dtype=dtype)
+        consts = np.array(
+            [math.exp(-1.0 / p.a_pulses), p.m2, p.a2_s, p.c2_s, 1.0 + p.m1]
+            + [p.a1_s, p.c1_s, p.g_min_s, t_s],
+            dtype=dtype,
+        )
+        block = train_kernels.block_pulses(n, src.shape[0], src.itemsize)
+        for k0 in range(0, n, block):
+            xi = torch.empty((min(block, n - k0), src.shape[0]), dtype=state.dtype)
+            for row in xi:  # pulse by pulse, as _set_pulses draws them
+                row.normal_(generator=generator)
+            train_kernels.pcm_set_train(src if k0 == 0 else dst, xi.numpy(), top, consts, dst)
 
     def _set_pulses(
         self,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -157,6 +157,53 @@ class VTEAMDevice(DeviceModel):
         limited = (v > 0) & (count > 0)
         floor = torch.minimum(state[..., 0], x_stop)
         x = torch.where(limited & (new[..., 0] < floor), floor, new[..., 0])
+        return x.unsqueeze(-1)
+
+    def compliance_train(self, state, d2d, v, width_s, count, compliance_a, generator):
+        """Linear I-V without a window on CPU: one compiled pass per block of pulses
+        (:func:`memhil.devices.train_kernels.vteam_compliance_train`), the same arithmetic
+        and C2C draws as the simulator's pulse-by-pulse loop over :meth:`step`."""
+        p = self.p
+        exponents = (p.alpha_on, p.alpha_off)
+        if p.window != "none" or p.iv != "linear" or state.device.type != "cpu":
+            return None
+        if any(a not in (1.0, 2.0, 3.0) for a in exponents):  # the kernel's powers
+            return None
+        import numpy as np
+
+        from memhil.devices import train_kernels
+
+        x = state[..., 0].clone(memory_format=torch.contiguous_format)
+        cells = x.numel()
+
+        def arr(t: Tensor) -> np.ndarray:
+            return t.reshape(-1).numpy()
+
+        # a request every cell shares passes as scalars (loop invariants in the kernel);
+        # all four or none, so the kernel compiles in two variants per dtype, not sixteen
+        shared = all(t.numel() == 1 for t in (v, width_s, count, compliance_a))
+
+        def request(t: Tensor, dtype: torch.dtype) -> Any:
+            t = t.to(dtype)
+            return arr(t)[0] if shared else arr(t.expand(x.shape).contiguous())
+
+        params = [arr(d2d[k]) for k in ("r_on_ohm", "r_off_ohm", "v_on_v", "v_off_v")]
+        params += [arr(d2d["k_on_per_s"]), arr(d2d["k_off_per_s"])]
+        pulse = [request(t, x.dtype) for t in (v, width_s)]
+        pulse += [request(count, torch.int64), request(compliance_a, x.dtype)]
+        consts = np.array([1.0, 0.0, 1e-15], dtype=arr(x).dtype)
+        n_max = int(count.max()) if cells else 0
+        # C2C normals in blocks of pulses (one (n_max, cells) draw could be huge)
+        block = train_kernels.block_pulses(n_max, cells, x.element_size())
+        block = block if p.dx_std > 0.0 else max(n_max, 1)
+        for k0 in range(0, n_max, block):
+            m = min(block, n_max - k0)
+            xi = torch.empty((m if p.dx_std > 0.0 else 0, cells), dtype=x.dtype)
+            for row in xi:  # pulse by pulse, as step draws them
+                row.normal_(0.0, p.dx_std, generator=generator)
+            train_kernels.vteam_compliance_train(
+                arr(x), *params, *pulse, xi.numpy(), k0, m, *(int(a) for a in exponents), consts
+            )
         return x.unsqueeze(-1)
 
     def _x_at_conductance(self, d2d: D2D, g_s: Tensor) -> Tensor:

@@ -160,3 +160,46 @@ def test_fused_kernel_exp_is_within_one_ulp_and_states_match_the_torch_path():
     ref = diagonal_recurrence(a, c, "loop")
     # states in (0, 1); exps differ by < 1 ulp, accumulated over ~1/(1-a) <= ~1e3 steps
     assert (fused - ref).abs().max() < 1e-5 and (given - ref).abs().max() < 1e-5
+
+
+# n_in 3: the projection inside the kernel; 20: projected beforehand; depth 2: lower layer
+@pytest.mark.parametrize(("depth", "n_in"), [(1, 3), (2, 20)])
+def test_pooled_kernel_equals_pooling_the_states(depth, n_in):
+    # The kernel runs the same float32 loop as the states kernel over the valid steps only
+    # and sums the mean in float64 (torch sums in float32): 1e-5 relative covers the
+    # float32 sum over <= 120 steps with margin.
+    from memhil.nn.pooling import pool_states
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(9, 120, n_in, generator=gen)
+    lengths = torch.tensor([120, 1, 7, 64, 119, 30, 2, 88, 120])
+    model = MARS(n_in, 40, depth, seed=2)
+    close = functools.partial(torch.testing.assert_close, rtol=1e-5, atol=1e-7)
+    for lens in (None, lengths):
+        states = model.layer_states(x, lens)
+        for pool in ("mean", "last", "mean_last"):
+            want = torch.cat([pool_states(s, lens, pool) for s in states], dim=-1)
+            close(model.features(x, lens, pool=pool), want)
+        close(model.features(x, lens, layers="last"), pool_states(states[-1], lens, "mean_last"))
+    padded = x.clone()
+    padded[2, 7:] = 1e3  # padding after the valid steps never reaches the features
+    torch.testing.assert_close(
+        model.features(padded, lengths), model.features(x, lengths), rtol=0.0, atol=0.0
+    )
+    with pytest.raises(ValueError, match="lengths must lie in 1..120"):
+        model.features(x, torch.full((9,), 121))
+
+
+def test_pooled_kernel_reads_a_projection_once():
+    calls = []
+    model = MARS(2, 16, 1, seed=0)
+    layer = model.layers[0]
+
+    def read(x):
+        calls.append(x.shape)
+        return layer.project(x)
+
+    x = torch.randn(4, 30, 2, generator=torch.Generator().manual_seed(0))
+    got = model.features(x, projections=[read])
+    assert calls == [(4, 30, 2)]  # an array read is one read, even on the pooled path
+    torch.testing.assert_close(got, model.features(x), rtol=1e-6, atol=1e-7)

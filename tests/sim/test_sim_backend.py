@@ -258,3 +258,22 @@ def test_pulse_durations_advance_the_clock_without_float32_rounding():
     for _ in range(1000):
         sim.pulse([(0, 0, 0)], 2.0, 0.1, 1)  # 0.1 s is not representable in float32
     assert sim.clock.now() - t0 == pytest.approx(100.0, rel=1e-12)
+
+
+def test_drift_cache_is_kept_within_the_drift_onset():
+    # PCM's drift law is a power law of max(age, T0): just after a write the conductance
+    # does not move, so reads reuse it; past T0 the error stays within nu * drift_refresh_rel
+    sim = SimBackend({"rows": 8, "cols": 8, "device": "pcm", "seed": 0})
+    sim.pulse(None, 1.0, 100e-9, 5)
+    sim.mvm(torch.zeros(1, 8))
+    cache = sim._read_cache()
+    for _ in range(30):
+        sim.mvm(torch.zeros(1000, 8))  # 1 ms of reads each, 30 ms << T0 = 38.6 s
+        assert sim._read_cache() is cache
+    for _ in range(40):
+        sim.wait(1.0)
+        sim.mvm(torch.zeros(1, 8))
+        exact = sim.model.conductance(sim.state, sim.d2d, sim.config.read.v_read, sim.clock.now())
+        assert torch.allclose(
+            sim.true_conductance(), exact, rtol=sim.model.p.nu * 1e-3 * 1.01, atol=0
+        )

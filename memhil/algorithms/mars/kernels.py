@@ -76,6 +76,26 @@ def _rates_and_update(e, e_bits, c, c_bits, d, d_bits, h, row, lc0, c1, ld0, d1,
         row[j] = h[j]
 
 
+@numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
+def _drive(x, w, i, t, bias, p, z, e, e_bits):
+    """z = the projected input of sequence i at step t (x[i, t] itself when ``w`` is
+    (0, 0), else x[i, t] @ w: the projection in the loop, no (B, T, N) tensor of z), and
+    exp(-p (z + bias)) as mantissa ``e`` and 2^k bits."""
+    units = bias.shape[0]
+    if w.shape[0] == 0:
+        for j in range(units):
+            z[j] = x[i, t, j]
+    else:
+        for j in range(units):
+            z[j] = x[i, t, 0] * w[0, j]
+        for k in range(1, x.shape[2]):
+            for j in range(units):
+                z[j] += x[i, t, k] * w[k, j]
+    for j in range(units):
+        e[j], kk = _exp_parts(-p * (z[j] + bias[j]))
+        e_bits[j] = _pow2_bits(kk)
+
+
 @numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     """States of h_t = a_t h_{t-1} + c_t from h_0 = 0 for inputs x (B, T, K) and the input
@@ -83,9 +103,8 @@ def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     ``w`` of shape (0, 0): z = x w, s = sigmoid(p (z + bias)), c = exp(log_c0 + c1 s),
     a = gamma - c - exp(log_d0 - d1 s). Per step three loops over the units: drive,
     rates, update (each exp as a mantissa and 2^k bits, multiplied in the next loop)."""
-    batch, steps, k_in = x.shape
+    batch, steps = x.shape[0], x.shape[1]
     units = bias.shape[0]
-    projected = w.shape[0] == 0
     h = np.zeros(units, np.float32)
     e = np.empty(units, np.float32)
     c = np.empty(units, np.float32)
@@ -97,18 +116,37 @@ def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     for i in range(batch):
         h[:] = 0.0
         for t in range(steps):
-            if projected:
-                for j in range(units):
-                    z[j] = x[i, t, j]
-            else:  # the projection in the loop: no (B, T, N) tensor of z in memory
-                for j in range(units):
-                    z[j] = x[i, t, 0] * w[0, j]
-                for k in range(1, k_in):
-                    for j in range(units):
-                        z[j] += x[i, t, k] * w[k, j]
-            for j in range(units):
-                e[j], kk = _exp_parts(-p * (z[j] + bias[j]))
-                e_bits[j] = _pow2_bits(kk)
+            _drive(x, w, i, t, bias, p, z, e, e_bits)
             _rates_and_update(
                 e, e_bits, c, c_bits, d, d_bits, h, out[i, t], log_c0, c1, log_d0, d1, gamma
             )
+
+
+@numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
+def mf_pooled(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, lengths, mean_out, last_out):
+    """:func:`mf_states` pooled as it runs: per sequence i only its ``lengths[i]`` valid
+    steps are computed (end padding never reaches a valid state, the recurrence being
+    causal), and only the mean state over them (summed in float64) and the last state are
+    written, to ``mean_out`` and ``last_out`` (batch, N): no (B, T, N) states in memory."""
+    units = bias.shape[0]
+    h = np.zeros(units, np.float32)
+    total = np.zeros(units, np.float64)
+    e = np.empty(units, np.float32)
+    c = np.empty(units, np.float32)
+    d = np.empty(units, np.float32)
+    e_bits = np.empty(units, np.int32)
+    c_bits = np.empty(units, np.int32)
+    d_bits = np.empty(units, np.int32)
+    z = np.empty(units, np.float32)
+    for i in range(x.shape[0]):
+        h[:] = 0.0
+        total[:] = 0.0
+        n = lengths[i]
+        for t in range(n):
+            _drive(x, w, i, t, bias, p, z, e, e_bits)
+            _rates_and_update(e, e_bits, c, c_bits, d, d_bits, h, h, log_c0, c1, log_d0, d1, gamma)
+            for j in range(units):
+                total[j] += h[j]
+        for j in range(units):
+            mean_out[i, j] = total[j] / n
+            last_out[i, j] = h[j]

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from memhil.algorithms.mars.reservoirs import MFDevice, check_decay_range, uniform
-from memhil.nn.pooling import Pooling, pool_states, valid_mask
+from memhil.nn.pooling import Pooling, check_pooling, pool_states, valid_mask
 from memhil.nn.scan import linear_recurrence_loop, linear_scan, linear_scan_in_place
 
 Skip = Literal["input", "temporal", "equilibrium", "none"]
@@ -35,6 +35,18 @@ BLOCK_ELEMENTS = 65_536
 #: Up to this many input features the fused kernel projects inside its loop (K N
 #: multiply-adds per step beat a separate matmul pass over (batch, T, units) there).
 FUSED_MAX_INPUTS = 16
+#: (x or projected x, w, bias, p, ln c0, c1, ln d0, d1, gamma) of the compiled kernels.
+_KernelArgs = tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.float32,
+    np.ndarray,
+    np.float32,
+    np.ndarray,
+    np.float32,
+    np.float32,
+]
 #: A replacement for a layer's input projection x @ W_in.T (e.g. a crossbar read).
 Projection = Callable[[Tensor], Tensor]
 
@@ -170,12 +182,10 @@ class MARSLayer(nn.Module):
         shape = (*x.shape[:2], self.n_units)
         return a.view(shape), c.view(shape)
 
-    def _states_fused(self, x: Tensor, projected: Tensor | None) -> Tensor:
-        """The states from the compiled fused kernel (float32 CPU, no autograd): the
-        coefficients of :meth:`coefficients` and the recurrence in one pass; the input
-        projection runs inside it too for up to :data:`FUSED_MAX_INPUTS` features."""
-        from memhil.algorithms.mars.kernels import mf_states  # numba: imported on first use
-
+    def _fused_args(self, x: Tensor, projected: Tensor | None) -> _KernelArgs:
+        """Arguments of the compiled kernels after (x, w): the input, or the projected
+        input with an empty ``w`` beyond :data:`FUSED_MAX_INPUTS` features, and the
+        coefficient lines, as float32 arrays."""
         lc0, c1, ld0, d1 = self._log_lines()
         if projected is None and self.n_in > FUSED_MAX_INPUTS:
             projected = self.project(x)
@@ -183,9 +193,8 @@ class MARSLayer(nn.Module):
             src, w = x.detach().contiguous(), self.w_in.detach().t().contiguous()
         else:
             src, w = projected.detach().contiguous(), torch.empty(0, 0)
-        out = torch.empty(*src.shape[:2], self.n_units, dtype=torch.float32)
         f32 = np.float32
-        mf_states(
+        return (
             src.numpy(),
             w.float().numpy(),
             self.b.detach().float().contiguous().numpy(),
@@ -195,9 +204,53 @@ class MARSLayer(nn.Module):
             ld0.float().contiguous().numpy(),
             f32(d1),
             f32(self.gamma),
-            out.numpy(),
         )
+
+    def _states_fused(self, x: Tensor, projected: Tensor | None) -> Tensor:
+        """The states from the compiled fused kernel (float32 CPU, no autograd): the
+        coefficients of :meth:`coefficients` and the recurrence in one pass; the input
+        projection runs inside it too for up to :data:`FUSED_MAX_INPUTS` features."""
+        from memhil.algorithms.mars.kernels import mf_states  # numba: imported on first use
+
+        out = torch.empty(*x.shape[:2], self.n_units, dtype=torch.float32)
+        mf_states(*self._fused_args(x, projected), out.numpy())
         return out
+
+    @staticmethod
+    def pools_fused(x: Tensor, method: Method, projection: Projection | None) -> bool:
+        """Whether :meth:`pooled` runs its kernel for input ``x``: the scan method, float32
+        on a CPU and no autograd (with a projection, none at all: its output could need
+        gradients)."""
+        grad = torch.is_grad_enabled() and (x.requires_grad or projection is not None)
+        return method == "scan" and not grad and x.device.type == "cpu" and x.dtype == torch.float32
+
+    def pooled(
+        self,
+        x: Tensor,
+        lengths: Tensor | None,
+        pool: Pooling,
+        *,
+        method: Method = "scan",
+        projection: Projection | None = None,
+    ) -> Tensor | None:
+        """``pool_states(self(x)[0], lengths, pool)`` from the compiled kernel that pools
+        as it runs (:func:`memhil.algorithms.mars.kernels.mf_pooled`: the valid steps
+        only, no (batch, T, units) states in memory; the mean summed in float64) where
+        :meth:`forward` would run the fused kernel; None elsewhere."""
+        check_pooling(pool)
+        # a projection may be an array read: decide before calling it, never call it twice
+        if not self.pools_fused(x, method, projection):
+            return None
+        from memhil.algorithms.mars.kernels import mf_pooled  # numba: imported on first use
+
+        batch, steps = x.shape[:2]
+        valid_mask(batch, steps, lengths, x.device)  # raises unless every length is in 1..T
+        n = torch.full((batch,), steps) if lengths is None else lengths.to(torch.int64)
+        mean = torch.empty(batch, self.n_units, dtype=torch.float32)
+        last = torch.empty_like(mean)
+        args = self._fused_args(x, None if projection is None else projection(x))
+        mf_pooled(*args, n.contiguous().numpy(), mean.numpy(), last.numpy())
+        return {"mean": mean, "last": last, "mean_last": torch.cat([mean, last], -1)}[pool]
 
     def forward(
         self,
@@ -346,16 +399,36 @@ class MARS(nn.Module):
             raise ValueError(
                 f"give one projection per layer ({self.depth}), got {len(projections)}"
             )
+        return self._run_layers(x, lengths, method, chunk, projections)[0]
+
+    def _run_layers(
+        self,
+        x: Tensor,
+        lengths: Tensor | None,
+        method: Method,
+        chunk: int,
+        projections: Sequence[Projection | None] | None,
+        top_pool: Pooling | None = None,
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """:meth:`layer_states`; with ``top_pool``, the top layer's pooled features
+        (:meth:`MARSLayer.pooled`) instead of its states where that kernel applies."""
         mask = valid_mask(x.shape[0], x.shape[1], lengths, x.device)
-        out, u = [], x
+        out: list[Tensor] = []
+        u = x
         for level, layer in enumerate(self.layers):
             proj = None if projections is None else projections[level]
+            if top_pool is not None and level + 1 == self.depth:
+                pooled = cast(MARSLayer, layer).pooled(
+                    u, lengths, top_pool, method=method, projection=proj
+                )
+                if pooled is not None:
+                    return out, pooled
             need_eq = self.skip == "equilibrium" and level + 1 < self.depth
             h, h_eq = layer(u, method=method, chunk=chunk, projection=proj, equilibrium=need_eq)
             out.append(h)
             if level + 1 < self.depth:
                 u = self._skip_signal(level, u, h, h_eq, mask)
-        return out
+        return out, None
 
     @torch.no_grad()
     def features(
@@ -376,6 +449,10 @@ class MARS(nn.Module):
         page mappings than in arithmetic (measured 3-5x slower; benchmarks/mars.py)."""
         if layers not in ("all", "last"):
             raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+        check_pooling(pool)
+        top = cast(MARSLayer, self.layers[-1])
+        if batch_size is None and self.depth == 1 and top.pools_fused(x, method, None):
+            batch_size = max(1, x.shape[0])  # pooled as it runs: no states in memory
         if batch_size is None:
             per_sample = x.shape[1] * self.n_units * x.element_size()
             batch_size = max(1, BLOCK_BYTES // max(per_sample, 1))
@@ -385,8 +462,9 @@ class MARS(nn.Module):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
             lb = None if lengths is None else lengths[start : start + batch_size]
-            states = self.layer_states(xb, lb, method=method, chunk=chunk, projections=projections)
+            states, top_pooled = self._run_layers(xb, lb, method, chunk, projections, pool)
             if layers == "last":
-                states = states[-1:]
-            parts.append(torch.cat([pool_states(s, lb, pool) for s in states], dim=-1))
+                states = states[-1:] if top_pooled is None else []
+            feats = [pool_states(s, lb, pool) for s in states]
+            parts.append(torch.cat(feats + ([] if top_pooled is None else [top_pooled]), dim=-1))
         return torch.cat(parts, dim=0)

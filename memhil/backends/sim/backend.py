@@ -41,6 +41,14 @@ class _ReadState:
     g: Tensor
     std: Tensor | None
     _terms: tuple[Tensor, Tensor | None] | None = None
+    _var: Tensor | None = None
+
+    def variance(self) -> Tensor:
+        """std^2 (S^2) of every cell, computed once."""
+        assert self.std is not None
+        if self._var is None:
+            self._var = self.std * self.std
+        return self._var
 
     def few_near_zero(self) -> bool:
         """Whether at most 1/16 of the cells lie within 6 std of 0 S: each costs a gather,
@@ -56,14 +64,22 @@ class _ReadState:
         cells below need a draw of their own."""
         assert self.std is not None
         if self._terms is None:
-            var = self.std * self.std
+            var = self.variance()
             low = self.g < CLIP_FREE_STDS * self.std
             cells = low.nonzero()
             if cells.shape[0]:
-                self._terms = (var.masked_fill_(low, 0.0), cells)
+                self._terms = (var.masked_fill(low, 0.0), cells)
             else:
                 self._terms = (var, None)
         return self._terms
+
+
+def _tile_matmul(v: Tensor, g: Tensor) -> Tensor:
+    """(tiles, batch, rows) @ (tiles, rows, cols); one tile as a plain matrix product (no
+    batched-GEMM setup)."""
+    if v.shape[0] == 1 and g.shape[0] == 1:
+        return torch.matmul(v[0], g[0]).unsqueeze(0)
+    return torch.matmul(v, g)
 
 
 class SimBackend(Backend):
@@ -112,6 +128,7 @@ class SimBackend(Backend):
         self._version = 0
         self._t_last_write = self._clock.now()
         self._g_cache: _ReadState | None = None
+        self._drift_onset_s = self.model.drift_onset_s()
         self._any_stuck = bool(self.stuck_on.any() or self.stuck_off.any())
         ceiling = self.model.conductance_ceiling(self.d2d)  # + margin for float32 rounding
         self._g_ceiling = None if ceiling is None else ceiling * (1.0 + 1e-4)
@@ -261,13 +278,14 @@ class SimBackend(Backend):
     def _read_cache(self) -> _ReadState:
         """Conductance now, the std and variance of its read noise, computed together and
         cached until the state changes or, for drifting devices, until the clock has moved
-        by ``drift_refresh_rel`` of the time since the last write."""
+        by ``drift_refresh_rel`` of the time since the last write (counted from at least
+        the model's drift onset: a power law of max(age, onset) changes by at most
+        nu * drift_refresh_rel either way)."""
         t = self._clock.now()
         cache = self._g_cache
         if cache is not None and cache.version == self._version:
-            if not self.model.drifts or t - cache.t_s <= (
-                self.config.read.drift_refresh_rel * (cache.t_s - self._t_last_write)
-            ):
+            age = max(cache.t_s - self._t_last_write, self._drift_onset_s)
+            if not self.model.drifts or t - cache.t_s <= self.config.read.drift_refresh_rel * age:
                 return cache
         g = self.model.conductance(self.state, self.d2d, self.config.read.v_read, t)
         if self._any_stuck:
@@ -346,19 +364,17 @@ class SimBackend(Backend):
             i = ir_drop.solve_exact(g_read, v, rp.r_wire_ohm).to(self._dtype)
         elif rp.ir_drop == "first_order":
             i = ir_drop.first_order(g_read, v, rp.r_wire_ohm, iterations=rp.ir_drop_iterations)
-        elif g_read.shape[0] == 1:  # one tile: a plain matrix product (no batched-GEMM setup)
-            i = torch.matmul(v[0], g_read[0]).unsqueeze(0)
         else:
-            i = torch.matmul(v, g_read)
+            i = _tile_matmul(v, g_read)
         if column_noise:
             assert std is not None
             var_free, low_cells = cache.column_noise_terms()
             if rp.noise_mode == "per_sample":  # the clip at 0 S is not modelled per sample
-                var = std * std if low_cells is not None else view(var_free)
+                var = view(cache.variance() if low_cells is not None else var_free)
             else:
                 var = view(var_free)
             assert var is not None
-            sigma = torch.matmul(v * v, var).sqrt_()
+            sigma = _tile_matmul(v * v, var).sqrt_()
             xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
             i.addcmul_(sigma, xi)
             if rp.noise_mode == "per_read" and low_cells is not None:
@@ -427,20 +443,20 @@ class SimBackend(Backend):
             # stride-0 (expanded) views are an order of magnitude slower than a fill.
             return x if x.shape == shape and x.is_contiguous() else x.expand(shape).contiguous()
 
-        v = v.to(self._dtype)
-        if selected is None:
-            v_cells, n_cells = cells(v), cells(count)
-        else:  # the model leaves cells with v == 0 and count == 0 untouched
-            v_cells = torch.where(selected, v, torch.zeros((), dtype=v.dtype, device=v.device))
-            n_cells = torch.where(
+        v_req, w_req = v.to(self._dtype), width_s.to(self._dtype)
+        n_req = count
+        if selected is not None:  # the model leaves cells with v == 0 and count == 0 untouched
+            v_req = torch.where(
+                selected, v_req, torch.zeros((), dtype=v_req.dtype, device=v.device)
+            )
+            n_req = torch.where(
                 selected, count, torch.zeros((), dtype=count.dtype, device=v.device)
             )
-        w_cells, c_cells = cells(width_s.to(self._dtype)), cells(compliance_a.to(self._dtype))
         gap = self.config.timing.pulse_gap_s
         if width_s.numel() == 1 and count.numel() == 1:
             duration = (float(width_s) + gap) * int(count)
         else:
-            duration = float(((width_s + gap) * n_cells).max())
+            duration = float(((width_s + gap) * n_req).max())
         t_start = self._clock.now()
         # A source in compliance lowers its voltage so that |v| * G <= compliance. Skipped
         # when even the device's highest possible conductance cannot reach the compliance;
@@ -451,8 +467,19 @@ class SimBackend(Backend):
             ceiling = max(ceiling, self._g_stuck_on)
         if ceiling is not None and float(v.abs().max()) * ceiling <= float(compliance_a.min()):
             t_end = self._clock.advance(duration)
-            self._step(v_cells, w_cells, n_cells, None, t_end)  # the limit cannot bind
+            self._step(cells(v_req), cells(w_req), cells(n_req), None, t_end)  # cannot bind
             return
+        c_req = compliance_a.to(self._dtype)
+        if not self._any_stuck:  # G is the model's own: its fused train, where it has one
+            new = self.model.compliance_train(
+                self.state, self.d2d, v_req, w_req, n_req, c_req, self._gen_program
+            )
+            if new is not None:
+                self.state = new
+                self._version += 1
+                self._t_last_write = self._clock.advance(duration)
+                return
+        v_cells, w_cells, n_cells, c_cells = cells(v_req), cells(w_req), cells(n_req), cells(c_req)
         n_max = int(n_cells.max())
         one = torch.ones((), dtype=n_cells.dtype, device=n_cells.device)
         zero = torch.zeros((), dtype=n_cells.dtype, device=n_cells.device)

@@ -38,8 +38,9 @@ class ReadPathConfig:
     ir_drop: Literal["none", "first_order", "exact"] = "none"
     ir_drop_iterations: int = 1
     # Drifting devices: conductances are recomputed once the clock has moved by more than
-    # this fraction of the time since the last write; the relative error this allows is
-    # at most nu * drift_refresh_rel (4e-5 for PCM's nu = 0.04), far below read noise.
+    # this fraction of the time since the last write (at least the model's drift onset,
+    # PCM's T0); the relative error this allows is at most nu * drift_refresh_rel (4e-5
+    # for PCM's nu = 0.04), far below read noise.
     drift_refresh_rel: float = 1e-3
 
     def __post_init__(self) -> None:

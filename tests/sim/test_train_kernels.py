@@ -1,0 +1,84 @@
+"""The compiled pulse trains (memhil/devices/train_kernels.py) against the torch paths they
+replace: same arithmetic, same random draws, so the same states."""
+
+import pytest
+import torch
+
+from memhil.backends.sim import SimBackend
+from memhil.devices import build_device_model, train_kernels
+
+
+def _vteam_sim(dtype: str, fused: bool, monkeypatch, **device) -> SimBackend:
+    sim = SimBackend(
+        {
+            "rows": 12,
+            "cols": 20,
+            "tiles": 2,
+            "device": {"model": "vteam", **device},
+            "seed": 3,
+            "dtype": dtype,
+            "limits": {"count_max": 1000},
+        }
+    )
+    if not fused:  # the simulator's pulse-by-pulse loop over step
+        monkeypatch.setattr(sim.model, "compliance_train", lambda *args, **kwargs: None)
+    return sim
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dx_std", [0.05, 0.0])
+def test_vteam_fused_compliance_train_equals_the_pulse_loop(dtype, dx_std, monkeypatch):
+    # Equal bit for bit: the kernel does the loop's IEEE operations in the loop's order
+    # (no FMA on either side) on the same C2C normals. Blocks of 3 pulses test the seams.
+    monkeypatch.setattr(train_kernels, "BLOCK_BYTES", 3 * 2 * 12 * 20 * 8)
+    gen = torch.Generator().manual_seed(1)
+    counts = torch.randint(0, 9, (2, 12, 20), generator=gen)
+    amps = torch.rand(2, 12, 20, generator=gen, dtype=torch.float64) * 0.8 + 0.2  # per cell
+    limits = torch.rand(2, 12, 20, generator=gen, dtype=torch.float64) * 9e-4 + 1e-4
+    mask = torch.rand(2, 12, 20, generator=gen) < 0.5
+    states = []
+    for fused in (True, False):
+        sim = _vteam_sim(dtype, fused, monkeypatch, dx_std=dx_std)
+        g0 = sim.true_conductance()
+        for amp, width, count in ((1.0, 1e-6, counts), (-0.05, 1e-6, 7), (0.21, 1e-8, 5)):
+            sim.pulse(None, amp, width, count)  # default compliance 1 mA binds at 1 V
+        sim.pulse(mask, amps, 1e-8, 4, compliance_a=limits)  # per-cell requests, a selection
+        states.append((sim.state, sim.clock.now(), sim.true_conductance()))
+    (a, t_a, g_a), (b, t_b, g_b) = states
+    assert torch.equal(a, b) and t_a == t_b
+    assert float(g_a.max()) * 1.0 > 1e-3 and not torch.equal(g_a, g0)  # it did bind and move
+
+
+def test_vteam_fused_train_is_used_only_where_it_applies():
+    m = build_device_model({"model": "vteam", "window": "kvatinsky"})
+    args = [torch.zeros(4, 1), m.sample_d2d((4,), torch.Generator())]
+    args += [torch.ones(4), torch.ones(4), torch.ones(4, dtype=torch.int64), torch.ones(4)]
+    assert m.compliance_train(*args, torch.Generator()) is None  # RK4 path: the loop
+    m = build_device_model({"model": "vteam", "alpha_on": 2.5})
+    assert m.compliance_train(*args, torch.Generator()) is None  # exponent the kernel lacks
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("g_max_dtod", [0.0, 0.2])
+def test_pcm_compiled_set_train_equals_the_torch_ops(dtype, g_max_dtod, monkeypatch):
+    # A non-contiguous state takes the torch path. Bitwise equal where torch's add(alpha=)
+    # runs as an FMA (its vectorized CPU kernels); 1e-6 relative allows one rounding per
+    # pulse elsewhere (G shrinks a rounding by 1 + m1 < 1 per pulse).
+    monkeypatch.setattr(train_kernels, "BLOCK_BYTES", 4 * 2 * 16 * 24 * 8)
+    m = build_device_model({"model": "pcm", "g_max_dtod": g_max_dtod})
+    shape = (2, 16, 24)
+    gen = torch.Generator().manual_seed(0)
+    d2d = m.sample_d2d(shape, gen, dtype=dtype)
+    state = m.initial_state(d2d, shape, gen, dtype=dtype)
+    wide = torch.zeros(*shape, 4, dtype=dtype)
+    wide[..., :3] = state
+    strided = wide[..., :3]
+    assert state.is_contiguous() and not strided.is_contiguous()
+    v, w = torch.full(shape, 1.0, dtype=dtype), torch.full(shape, 1e-7, dtype=dtype)
+    for n in (1, 3, 10):
+        count = torch.full(shape, n, dtype=torch.int64)
+        a = m.step(state, d2d, v, w, count, 50.0, torch.Generator().manual_seed(n))
+        b = m.step(strided, d2d, v, w, count, 50.0, torch.Generator().manual_seed(n))
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0.0)
+        assert float((a[..., 0] - state[..., 0]).abs().min()) > 0  # every cell moved
+        assert torch.all(a[..., 2] == 50.0)
