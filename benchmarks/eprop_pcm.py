@@ -7,17 +7,22 @@ into a run store, then prints each table from the store with ``sweep_table_text`
 sweep id -> table), so ``--from-db DB --sweep ID`` reprints it without training. Loss:
 ``train_loss``, the MSE per step of the three trained patterns after training, read on the
 devices (``_float``: the same weights read back, in float); "x float" divides by float
-e-prop's loss (the float row of the schemes sweep, per seed where it has the seed); "flat"
-counts seeds still within 10 % of the zero-output MSE (a network that learned nothing).
+e-prop's loss (the float row of the schemes sweep, seed by seed); "flat" counts seeds
+still within 10 % of the zero-output MSE (a network that learned nothing); pulses are
+those of training (after the initial RESETs, response measurement and weights).
 
-    python benchmarks/eprop_pcm.py              # schemes x 5 seeds, 30 epochs (25 trials,
-                                                # ~6 min of CPU, 10-20 min wall on a shared 2-core box)
-    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation and transfer threshold (45 trials)
-    python benchmarks/eprop_pcm.py --search     # the held-out searches, one sweep per scheme (68 trials)
-    python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences, 60 epochs
-                                                # (~10x the CPU of the default)
+CPU time (one core, measured on a loaded 2-core box; wall time was 5-10x that):
+
+    python benchmarks/eprop_pcm.py              # 5 schemes x 5 seeds, 30 epochs: ~8 min of
+                                                # CPU, multi (4 pairs per weight) ~half of it
+    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold (35 trials, ~7 min)
+    python benchmarks/eprop_pcm.py --search     # + the held-out searches, one sweep per scheme
+                                                # (60 trials at 20 epochs, ~10 min)
+    python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences,
+                                                # 60 epochs, the same hyperparameters (~8x the CPU)
     python benchmarks/eprop_pcm.py --quick      # smoke run: 10 x 10 network, 2 epochs, 2 seeds
     python benchmarks/eprop_pcm.py --from-db benchmarks/out/eprop_pcm/runs.db --sweep 1 [ID ...]
+    python benchmarks/eprop_pcm.py --jobs 2     # trials on a local Ray of 2 CPUs (default: inline)
 
 ``--backend sim|mock_lab=STATION.yaml|station=BENCH.yaml`` runs the trials there instead
 (each network must fit the chip: the pre-flight refuses otherwise, in one line).
@@ -94,6 +99,10 @@ def derived_sweep(
     extra = {k: [v] for k, v in fixed.items() if not (k == "model.n_rec" and "model" in grid)}
     if "backend.sim.cols" not in grid and "backend.sim.rows" in fixed:  # one pair per weight
         extra["backend.sim.cols"] = [2 * fixed["model.n_rec"]]
+    if "backend" in fixed:  # set first; no simulator keys below it
+        extra = {"backend": [fixed["backend"]]} | {
+            k: v for k, v in extra.items() if not k.startswith("backend.")
+        }
     data["grid"] = {**extra, **{k: v for k, v in grid.items() if k not in extra}}
     if seeds is not None:
         data["seeds"] = seeds
@@ -203,12 +212,15 @@ def sweep_table_text(
         f"= {updates} updates; seeds {seeds}; zero-output MSE {zero:.4f}"
         + (f"; fixed: {', '.join(fixed)}" if fixed else ""),
         f"{'arm':<24} {'n':>2} {'train MSE (devices)':>19} {'in float':>17} "
-        f"{'x float':>13} {'flat':>4} {'SET':>9} {'RESET':>8}",
+        f"{'x float':>13} {'flat':>4} {'train SET':>9} {'RESET':>8}",
     ]
     groups: dict[str, list[Any]] = {}
     for _, row in done.iterrows():
         label = " ".join(_short(a, row[a]) for a in varying) or "all"
         groups.setdefault(label, []).append(row)
+    spent = {
+        int(r["run_id"]): _training_pulses(store, int(r["run_id"])) for r in done.to_dict("records")
+    }
     for label, rows in groups.items():
         loss = [float(r["train_loss"]) for r in rows]
         ratios = [
@@ -219,10 +231,24 @@ def sweep_table_text(
             f"{label:<24} {len(rows):>2} {_mean_sd(loss):>19} "
             f"{_mean_sd([float(r['train_loss_float']) for r in rows]):>17} "
             f"{_ratio(ratios):>13} {flat:>4} "
-            f"{statistics.fmean(float(r['set_pulses']) for r in rows):>9.0f} "
-            f"{statistics.fmean(float(r['reset_pulses']) for r in rows):>8.0f}"
+            f"{statistics.fmean(spent[int(r['run_id'])][0] for r in rows):>9.0f} "
+            f"{statistics.fmean(spent[int(r['run_id'])][1] for r in rows):>8.0f}"
         )
     return "\n".join(lines)
+
+
+def _training_pulses(store: RunStore, run_id: int) -> tuple[float, float]:
+    """SET and RESET pulses of the training alone: the run's tallies at its end less those
+    after ``prepare`` (the RESETs, the response measurement and the initial weights)."""
+    df = store.load(run_id)
+    tally = df[df["metric"].isin(["set_pulses", "reset_pulses"]) & (df["step"] == -1)]
+
+    def at(phase: str) -> dict[str, float]:
+        sel = tally[tally["phase"] == phase]
+        return dict(zip(sel["metric"], sel["value"].astype(float)))
+
+    start, end = at("prepare"), at("deploy")
+    return tuple(end[k] - start[k] for k in ("set_pulses", "reset_pulses"))  # type: ignore[return-value]
 
 
 def _ratio(ratios: list[float]) -> str:
