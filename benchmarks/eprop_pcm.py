@@ -108,7 +108,7 @@ def derived_sweep(
     if seeds is not None:
         data["seeds"] = seeds
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.yaml"
+    path = out_dir / (f"{name}.yaml" if schemes is None else f"{name}-{'-'.join(schemes)}.yaml")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
