@@ -36,4 +36,3 @@ def test_a_store_without_that_sweep_is_one_line_and_exit_2(tmp_path, capsys):
         pass
     assert eprop_pcm.main(["--from-db", str(tmp_path / "empty.db"), "--sweep", "7"]) == 2
     assert "has no run 7" in capsys.readouterr().err
-
