@@ -198,7 +198,7 @@ def sweep_table_text(
         return f"sweep {sweep_id} ({definition['name']}): no completed trial"
     axes = list(definition.get("axes") or [])
     values = {a: {repr(v) for v in done[a]} for a in axes}
-    varying = [a for a in axes if len(values[a]) > 1]
+    varying = [a for a in axes if len(values[a]) > 1 or a == "model"]  # a scheme names its row
     config = store.metadata(int(done["run_id"].iloc[0]))[META_EXPERIMENT]
     ds, train = config["dataset"], config["train"]
     updates = train["epochs"] * math.ceil(ds["n_train"] / train.get("batch_size", 1))
