@@ -1,370 +1,360 @@
-"""e-prop on PCM crossbars: loss curves of the six update variants on the pattern task.
+"""e-prop on PCM crossbars: update schemes x seeds, every number read back from stored runs.
 
-A 100-input, 100-neuron LIF network learns srnn-pcm's pattern-generation task (3 training
-sequences of 1 s at 1 ms, batch 1, one device write per sequence, 38.6 s of device time
-between writes) with its three weight matrices on differential Nandakumar-PCM pairs of the
-simulator. Variants (``memhil.algorithms.eprop.training.VARIANTS``, each with its own hyperparameters,
-documented there; ``--untuned`` runs all with the float-tuned defaults): float e-prop (no
-device writes), ideal device (4-bit perf-mode PCM + accumulation), sign, stochastic,
-multi-memristor (N = 4 pairs, refresh at 9 µS), mixed precision. Main table per seed and
-the mean over seeds (default 0 and 1); then, on the first seed, an ablation: the device
-schemes with PCM drift off and with PCM noise off. Prints the loss tables, the (mean) loss
-curves and the pulse counts; writes a PNG plot and a JSON of the curves.
+Runs sweep files of ``examples/sweeps/`` over ``examples/experiments/eprop_pcm.yaml`` (a
+50-input, 50-neuron LIF network learning srnn-pcm's pattern task with its three weight
+matrices on Nandakumar-PCM pairs of the simulator) through ``memhil.sweeps.run_sweep``
+into a run store, then prints each table from the store with ``sweep_table_text`` (store +
+sweep id -> table), so ``--from-db DB --sweep ID`` reprints it without training. Loss:
+``train_loss``, the MSE per step of the three trained patterns after training, read on the
+devices (``_float``: the same weights read back, in float); "x float" divides by float
+e-prop's loss (the float row of the schemes sweep): seed by seed, mean ± sd, then the
+ratio of the mean losses ("means"); "stuck" counts seeds not below 90 % of the zero-output MSE
+(silent, or run away: nothing learned); pulses are those of training (after the initial
+RESETs, response measurement and weights).
 
-    python benchmarks/eprop_pcm.py            # full run: 2 seeds x 60 epochs (180 updates
-                                              # per arm) + ablation (30 epochs), arms in 2
-                                              # processes: ~10 min wall on a shared 2-core box
-    python benchmarks/eprop_pcm.py --quick    # smoke run (< 1 min)
+CPU time (one core, measured on a loaded 2-core box; wall time was 5-10x that):
 
-The last row runs ``examples/experiments/eprop_pattern.yaml`` through the experiment
-runner (``--backend``, ``--db``: see ``benchmarks/experiment_runs.py``).
+    python benchmarks/eprop_pcm.py              # 5 schemes x 5 seeds, 30 epochs: ~6 min of
+                                                # CPU, multi (4 pairs per weight) ~half of it
+    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold (35 trials, ~6 min)
+    python benchmarks/eprop_pcm.py --search     # + the held-out searches, one sweep per scheme
+                                                # (60 trials at 20 epochs, ~8 min)
+    python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences,
+                                                # 60 epochs, the same hyperparameters (~8x the CPU)
+    python benchmarks/eprop_pcm.py --quick      # smoke run: 10 x 10 network, 2 epochs, 2 seeds
+    python benchmarks/eprop_pcm.py --from-db benchmarks/out/eprop_pcm/runs.db --sweep 1 [ID ...]
+    python benchmarks/eprop_pcm.py --jobs 2     # trials on a local Ray of 2 CPUs (default: inline)
+
+``--backend sim|mock_lab=STATION.yaml|station=BENCH.yaml`` runs the trials there instead
+(each network must fit the chip: the pre-flight refuses otherwise, in one line).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
+import math
+import statistics
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
+import yaml
+from experiment_runs import parse_backend  # benchmarks/experiment_runs.py
 
-from memhil.algorithms.eprop.training import VARIANTS, EpropConfig
-from memhil.datasets import pattern_generation
-from memhil.runs.eprop_variants import build_variant
+from memhil.core.errors import ConfigError, LimitError
+from memhil.runs.experiment_run import META_EXPERIMENT
+from memhil.store import RunStore
+from memhil.sweeps import run_sweep
+from memhil.sweeps.results import sweep_definition, sweep_trials
 
-ABLATION_SCHEMES = ("mixed_precision", "sign", "stochastic", "multi")
-ABLATION_MODES = ("no_drift", "no_noise")
-
-
-def train_arm(
-    variant: str,
-    config: EpropConfig,
-    task,
-    epochs: int,
-    seed: int,
-    device_mode: str | None = None,
-    tuned: bool = True,
-) -> dict:
-    """Train one arm (with the variant's own hyperparameters unless ``tuned`` is False);
-    the curve holds the mean training MSE (measured before each update) per epoch."""
-    torch.set_num_threads(1)  # also in pool workers
-    t0 = time.perf_counter()
-    # per-sample read noise: the same Gaussian per read as per-read noise for batch-1
-    # steps, without drawing a whole-tile realization every time step (2x faster)
-    net = build_variant(
-        variant,
-        config,
-        seed=seed,
-        device_mode=device_mode,
-        tuned=tuned,
-        read={"noise_mode": "per_sample"},
-    )
-    x, y = task.train.x, task.train.y
-    curve = []
-    for _ in range(epochs):
-        losses = [net.train_step(x[i : i + 1], y[i : i + 1]) for i in range(len(x))]
-        curve.append(sum(losses) / len(losses))
-    record, _ = net.forward(x)
-    tally = net.training_pulses()
-    tail = curve[-min(5, len(curve)) :]
-    return {
-        "variant": variant,
-        "seed": seed,
-        "device": device_mode or VARIANTS[variant].device,
-        "curve": curve,
-        "final": sum(tail) / len(tail),
-        "best": min(curve),
-        "rate_hz": float(record.z.mean()) / config.lif.dt_s,
-        "set_pulses": tally.set_pulses,
-        "reset_pulses": tally.reset_pulses,
-        "refreshes": tally.refreshes,
-        "clock_s": net.backend.clock.now(),
-        "seconds": time.perf_counter() - t0,
-    }
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "examples" / "sweeps"
+SCHEMES = "eprop_pcm_schemes"
+ABLATIONS = ("eprop_pcm_ablation", "eprop_pcm_threshold")
+SEARCHES = tuple(
+    f"eprop_pcm_search_{s}" for s in ("float", "mixed_precision", "stochastic", "sign", "multi")
+)
+# sizes set on top of each sweep (grid keys of one value, so the stored trials say them)
+QUICK = {
+    "dataset.n_in": 10,
+    "dataset.steps": 100,
+    "model.n_rec": 10,
+    "train.epochs": 2,
+    "backend.sim.rows": 10,
+}
+FULL = {
+    "dataset.n_in": 100,
+    "dataset.steps": 1000,
+    "model.n_rec": 100,
+    "train.epochs": 60,
+    "backend.sim.rows": 100,
+}
+STUCK = 0.9  # a seed whose loss is not below 90 % of the zero-output MSE learned nothing
 
 
-def prefix(row: dict, epochs: int) -> dict:
-    """The first ``epochs`` of a run: training is deterministic for a seed, so this is what
-    a run of ``epochs`` would give (pulse counts are not split by epoch: shown as -)."""
-    curve = row["curve"][:epochs]
-    tail = curve[-min(5, len(curve)) :]
-    return {
-        **row,
-        "curve": curve,
-        "final": sum(tail) / len(tail),
-        "best": min(curve),
-        "rate_hz": float("nan"),
-        "set_pulses": None,
-        "reset_pulses": None,
-        "refreshes": None,
-        "seconds": float("nan"),
-    }
+# -- running ---------------------------------------------------------------------------------
+def derived_sweep(
+    name: str,
+    out_dir: Path,
+    *,
+    fixed: dict[str, Any],
+    seeds: list[int] | None = None,
+    schemes: Sequence[str] | None = None,
+) -> Path:
+    """``examples/sweeps/<name>.yaml`` with ``fixed`` keys added as one-value grid axes
+    (first, so the file's own keys apply after them), its seeds and its ``model`` entries
+    optionally narrowed; written to ``out_dir`` (kept beside the store: the sweep as run)."""
+    data = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())
+    data["base"] = str((SWEEPS / data["base"]).resolve())
+    grid = dict(data.get("grid") or {})
+    if "backend" in fixed:  # another backend: the simulator's own keys do not apply
+        grid = {k: v for k, v in grid.items() if not k.startswith("backend.sim.")}
+    if "model.n_rec" in fixed and "model" in grid:  # whole model entries carry n_rec
+        grid["model"] = [{**m, "n_rec": fixed["model.n_rec"]} for m in grid["model"]]
+    if schemes is not None and "model" in grid:
+        grid["model"] = [m for m in grid["model"] if m["scheme"] in schemes]
+    if "backend.sim.cols" in grid and "model.n_rec" in fixed:  # 2 x 4 pairs x neurons
+        grid["backend.sim.cols"] = [8 * fixed["model.n_rec"]]
+    extra = {k: [v] for k, v in fixed.items() if not (k == "model.n_rec" and "model" in grid)}
+    if "backend.sim.cols" not in grid and "backend.sim.rows" in fixed:  # one pair per weight
+        extra["backend.sim.cols"] = [2 * fixed["model.n_rec"]]
+    if "backend" in fixed:  # set first; no simulator keys below it
+        extra = {"backend": [fixed["backend"]]} | {
+            k: v for k, v in extra.items() if not k.startswith("backend.")
+        }
+    data["grid"] = {**extra, **{k: v for k, v in grid.items() if k not in extra}}
+    if seeds is not None:
+        data["seeds"] = seeds
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / (f"{name}.yaml" if schemes is None else f"{name}-{'-'.join(schemes)}.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
-def _count(n) -> str:
-    return "-" if n is None else str(n)
+def run(path: Path, db: Path, jobs: int = 1) -> int:
+    """Run one sweep file into ``db``: ``jobs`` = 1 inline (trials one after the other in
+    this process), else on a local Ray instance of ``jobs`` CPUs (as ``memhil sweep FILE``
+    does); returns the sweep id."""
+    if jobs <= 1:
+        out = run_sweep(path, db=db, executor="inline", progress=False)
+    else:
+        out = run_sweep(path, db=db, num_cpus=jobs, progress=False)
+    for trial, err in out.failed.items():
+        print(f"  trial {trial} failed: {err}", file=sys.stderr)
+    return out.sweep_id
 
 
-def print_table(title: str, rows: list[dict], reference: float) -> None:
-    print(f"\n{title}")
-    print(
-        f"{'variant':<16} {'PCM mode':<11} {'final MSE':>9} {'x float':>7} {'best':>7} "
-        f"{'rate Hz':>7} {'SET pulses':>10} {'RESETs':>7} {'refresh':>7} {'wall s':>6}"
-    )
-    for r in rows:
-        print(
-            f"{r['variant']:<16} {r['device']:<11} {r['final']:9.4f} {r['final'] / reference:7.2f} "
-            f"{r['best']:7.4f} {r['rate_hz']:7.1f} {_count(r['set_pulses']):>10} "
-            f"{_count(r['reset_pulses']):>7} {_count(r['refreshes']):>7} {r['seconds']:6.1f}"
-        )
+# -- tables from the store ------------------------------------------------------------------------
+def _short(key: str, value: Any) -> str:
+    """A row label for one axis value: the scheme of a model entry, the changes of a device
+    entry from Nandakumar PCM, else ``key=value``."""
+    if key == "model" and isinstance(value, dict):
+        n = value.get("n_devices", 1)
+        name = "float" if value["scheme"] == "ideal" else value["scheme"]
+        return name + (f" x{n}" if n > 1 else "")
+    if key.endswith("device") and isinstance(value, dict):
+        changed = {k: v for k, v in value.items() if k != "model"}
+        if not changed:
+            return "Nandakumar PCM"
+        if set(changed) == {"nu"}:
+            return "drift off"
+        if set(changed) == {"m2", "c2_s", "a2_s"}:
+            off = all(v == 0 for v in changed.values())
+            return "prog. noise off" if off else f"prog. noise x{changed['m2'] / 0.091:.2g}"
+        if all(v == 0 for v in changed.values()):
+            return "all noise + drift off"
+        return ", ".join(f"{k}={v:g}" for k, v in changed.items())
+    leaf = key.rsplit(".", 1)[-1]
+    return f"{leaf}={value:.3g}" if isinstance(value, float) else f"{leaf}={value}"
 
 
-def print_curves(rows: list[dict], every: int) -> None:
-    names = [
-        r["variant"] if r["device"] in ("nandakumar", "ideal") else f"{r['variant']}/{r['device']}"
-        for r in rows
+def _zero_output_mse(dataset: dict[str, Any]) -> float:
+    """MSE of a silent network on the training patterns (the loss it starts from)."""
+    from memhil.datasets import pattern_generation
+
+    task = pattern_generation(**{k: v for k, v in dataset.items() if k != "name"})
+    return float((task.train.y**2).mean())
+
+
+def _plain(value: Any) -> str:
+    """An axis value as its YAML would read (numpy scalars as plain numbers)."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.4f} ± {sd:.4f}"
+
+
+def _float_by_seed(store: RunStore, sweep_ids: Sequence[int]) -> dict[int, float]:
+    """train_loss of float e-prop per seed, from a schemes sweep among ``sweep_ids``."""
+    for sid in sweep_ids:
+        trials = sweep_trials(store, sid)
+        if "model" not in trials:
+            continue
+        done = trials[trials["status"] == "completed"]
+        rows = done[[isinstance(m, dict) and m["scheme"] == "ideal" for m in done["model"]]]
+        if len(rows):
+            return {int(s): float(v) for s, v in zip(rows["seed"], rows["train_loss"])}
+    return {}
+
+
+def sweep_table_text(
+    store: RunStore, sweep_id: int, float_by_seed: dict[int, float] | None = None
+) -> str:
+    """The printed table of sweep ``sweep_id``, built from its stored runs only: one row per
+    point of its varying axes (one-value axes go into the header, with the budget), loss on
+    the devices and in float as mean ± sd over the seeds, x float (per seed), stuck seeds,
+    SET/RESET pulses. ``float_by_seed``: float e-prop's loss per seed (default: this
+    sweep's own float row, if any)."""
+    definition = sweep_definition(store, sweep_id)
+    trials = sweep_trials(store, sweep_id)
+    done = trials[trials["status"] == "completed"]
+    if done.empty:
+        return f"sweep {sweep_id} ({definition['name']}): no completed trial"
+    axes = list(definition.get("axes") or [])
+    values = {a: {repr(v) for v in done[a]} for a in axes}
+    varying = [a for a in axes if len(values[a]) > 1 or a == "model"]  # a scheme names its row
+    config = store.metadata(int(done["run_id"].iloc[0]))[META_EXPERIMENT]
+    ds, train = config["dataset"], config["train"]
+    updates = train["epochs"] * math.ceil(ds["n_train"] / train.get("batch_size", 1))
+    zero = _zero_output_mse(ds)
+    refs = float_by_seed if float_by_seed is not None else _float_by_seed(store, [sweep_id])
+    seeds = sorted({int(s) for s in done["seed"]})
+    fixed = [f"{a}={_plain(done[a].iloc[0])}" for a in axes if a not in varying]
+    lines = [
+        f"sweep {sweep_id} ({definition['name']}): {ds['n_in']} inputs, "
+        f"{config['model'].get('n_rec', '?')} neurons, {ds['steps']} steps x {ds['n_train']} "
+        f"training sequences (task seed {ds.get('seed', 0)}); budget {train['epochs']} epochs "
+        f"= {updates} updates; seeds {seeds}; zero-output MSE {zero:.4f}"
+        + (f"; fixed: {', '.join(fixed)}" if fixed else ""),
+        f"{'arm':<24} {'n':>2} {'train MSE (devices)':>19} {'in float':>17} "
+        f"{'x float':>13} {'means':>5} {'stuck':>5} {'train SET':>9} {'RESET':>8}",
     ]
-    width = max(10, *(len(n) for n in names)) + 1
-    print("\nloss curves (mean training MSE per epoch)")
-    print("epoch " + "".join(f"{n:>{width}}" for n in names))
-    n = len(rows[0]["curve"])
-    for e in list(range(0, n, every)) + ([n - 1] if (n - 1) % every else []):
-        print(f"{e + 1:5d} " + "".join(f"{r['curve'][e]:>{width}.4f}" for r in rows))
-
-
-def plot(main: list[dict], ablation: list[dict], path: Path, baseline: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, 2 if ablation else 1, figsize=(12 if ablation else 6, 4.5), squeeze=False
-    )
-    colors = {name: f"C{i}" for i, name in enumerate(VARIANTS)}
-    low = 0.8 * min(min(r["curve"]) for r in main + ablation)
-    ax = axes[0, 0]
-    for r in main:
-        ax.plot(
-            range(1, len(r["curve"]) + 1),
-            r["curve"],
-            color=colors[r["variant"]],
-            label=r["variant"],
-        )
-    ax.axhline(baseline, color="gray", ls=":", label="zero output")
-    ax.set(
-        xlabel="epoch (3 sequences)",
-        ylabel="training MSE (clipped at 10)",
-        yscale="log",
-        title="e-prop on PCM: update schemes",
-        ylim=(low, 10.0),
-    )
-    ax.legend(fontsize=8)
-    if ablation:
-        ax = axes[0, 1]
-        for r in ablation:
-            ls = {"nandakumar": "-", "no_drift": "--", "no_noise": ":"}[r["device"]]
-            ax.plot(
-                range(1, len(r["curve"]) + 1),
-                r["curve"],
-                ls=ls,
-                color=colors[r["variant"]],
-                label=f"{r['variant']} ({r['device']})",
-            )
-        ax.set(
-            xlabel="epoch",
-            ylabel="training MSE (clipped at 10)",
-            yscale="log",
-            title="ablation: drift off (--), noise off (:)",
-            ylim=(low, 10.0),
-        )
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def mean_rows(per_seed: list[list[dict]]) -> list[dict]:
-    """Row-wise mean over seeds (curves averaged epoch by epoch); ``ratios`` keeps each
-    seed's final MSE / that seed's float final MSE."""
-    out = []
-    for rows in zip(*per_seed):
-        m = {**rows[0], "seed": "mean"}
-        m["curve"] = [sum(c) / len(c) for c in zip(*(r["curve"] for r in rows))]
-        for key in ("final", "best", "rate_hz", "seconds"):
-            m[key] = sum(r[key] for r in rows) / len(rows)
-        for key in ("set_pulses", "reset_pulses", "refreshes"):
-            vals = [r[key] for r in rows]
-            m[key] = None if None in vals else round(sum(vals) / len(vals))
-        out.append(m)
-    for i, m in enumerate(out):
-        m["ratios"] = [rows[i]["final"] / rows[0]["final"] for rows in per_seed]
-    return out
-
-
-def run_arms(jobs: list[tuple], workers: int) -> list[dict]:
-    """``train_arm(*job)`` for every job, in order; ``workers`` > 1 runs them in parallel
-    processes (arms are independent and seeded, so the results are the same)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    def report(r: dict) -> dict:
-        mode = "" if r["device"] in ("nandakumar", "ideal") else f"/{r['device']}"
-        print(
-            f"  seed {r['seed']} {r['variant'] + mode:<26} final MSE {r['final']:.4f}  "
-            f"({r['seconds']:.1f} s)",
-            flush=True,
-        )
-        return r
-
-    if workers <= 1:
-        return [report(train_arm(*j)) for j in jobs]
-    with ProcessPoolExecutor(workers) as pool:
-        return [report(r) for r in pool.map(train_arm, *zip(*jobs))]
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--quick", action="store_true", help="smoke run: 30 neurons, 3 epochs, no ablation"
-    )
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument(
-        "--ablation-epochs",
-        type=int,
-        default=30,
-        help="epochs of each ablation arm (compared with the same epochs of the main run)",
-    )
-    ap.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0, 1],
-        help="task/network seeds of the main table (reported per seed and as the mean); "
-        "the ablation runs on the first",
-    )
-    ap.add_argument("--jobs", type=int, default=2, help="arms trained in parallel processes")
-    ap.add_argument(
-        "--untuned",
-        action="store_true",
-        help="every variant with the float-tuned EpropConfig defaults (no per-variant "
-        "hyperparameters)",
-    )
-    ap.add_argument("--no-ablation", action="store_true")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/eprop_pcm"))
-    add_run_options(ap)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    t_start = time.perf_counter()
-    tuned = not args.untuned
-
-    seeds, epochs = args.seeds, args.epochs
-    configs = {s: EpropConfig(seed=s) for s in seeds}
-    tasks = {s: pattern_generation(seed=s) for s in seeds}
-    if args.quick:
-        configs = {s: EpropConfig(n_in=30, n_rec=30, seed=s) for s in seeds}
-        tasks = {s: pattern_generation(n_in=30, steps=300, seed=s) for s in seeds}
-        epochs = 3
-    s0 = seeds[0]
-    config, task = configs[s0], tasks[s0]
-    baseline = sum(float((t.train.y**2).mean()) for t in tasks.values()) / len(seeds)
-    print(
-        f"e-prop pattern task: {config.n_in} inputs, {config.n_rec} LIF neurons, "
-        f"{task.seq_len} steps, {len(task.train.x)} training sequences, {epochs} epochs "
-        f"({epochs * len(task.train.x)} updates, {config.wait_s} s device time apart); "
-        f"seeds {seeds}; zero-output MSE {baseline:.4f} (mean); "
-        f"{'per-variant' if tuned else 'float-tuned (untuned)'} hyperparameters"
-    )
-
-    do_ablation = not (args.quick or args.no_ablation)
-    n_abl = min(args.ablation_epochs, epochs)
-    jobs = [
-        (name, configs[s], tasks[s], epochs, s, None, tuned) for s in seeds for name in VARIANTS
-    ]
-    abl_jobs = (
-        [
-            (name, config, task, n_abl, s0, mode, tuned)
-            for name in ABLATION_SCHEMES
-            for mode in ABLATION_MODES
+    groups: dict[str, list[Any]] = {}
+    for _, row in done.iterrows():
+        label = " ".join(_short(a, row[a]) for a in varying) or "all"
+        groups.setdefault(label, []).append(row)
+    spent = {
+        int(r["run_id"]): _training_pulses(store, int(r["run_id"])) for r in done.to_dict("records")
+    }
+    for label, rows in groups.items():
+        loss = [float(r["train_loss"]) for r in rows]
+        ratios = [
+            float(r["train_loss"]) / refs[int(r["seed"])] for r in rows if int(r["seed"]) in refs
         ]
-        if do_ablation
-        else []
+        ref = [refs[int(r["seed"])] for r in rows if int(r["seed"]) in refs]
+        of_means = statistics.fmean(loss) / statistics.fmean(ref) if ref else math.nan
+        stuck = sum(v >= STUCK * zero for v in loss)
+        lines.append(
+            f"{label:<24} {len(rows):>2} {_mean_sd(loss):>19} "
+            f"{_mean_sd([float(r['train_loss_float']) for r in rows]):>17} "
+            f"{_ratio(ratios):>13} {of_means:>5.2f} {stuck:>5} "
+            f"{statistics.fmean(spent[int(r['run_id'])][0] for r in rows):>9.0f} "
+            f"{statistics.fmean(spent[int(r['run_id'])][1] for r in rows):>8.0f}"
+        )
+    return "\n".join(lines)
+
+
+def _training_pulses(store: RunStore, run_id: int) -> tuple[float, float]:
+    """SET and RESET pulses of the training alone: the run's tallies at its end less those
+    after ``prepare`` (the RESETs, the response measurement and the initial weights)."""
+    df = store.load(run_id)
+    tally = df[df["metric"].isin(["set_pulses", "reset_pulses"]) & (df["step"] == -1)]
+
+    def at(phase: str) -> dict[str, float]:
+        sel = tally[tally["phase"] == phase]
+        return dict(zip(sel["metric"], sel["value"].astype(float)))
+
+    start, end = at("prepare"), at("deploy")
+    return tuple(end[k] - start[k] for k in ("set_pulses", "reset_pulses"))  # type: ignore[return-value]
+
+
+def _ratio(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    sd = statistics.stdev(ratios) if len(ratios) > 1 else float("nan")
+    return f"{statistics.fmean(ratios):.2f} ± {sd:.2f}"
+
+
+def search_table_text(store: RunStore, sweep_id: int) -> str:
+    """A search sweep's summary from its stored runs: the best point (lowest mean loss over
+    the search seeds) with its keys, and the spread of the points' mean losses."""
+    definition = sweep_definition(store, sweep_id)
+    trials = sweep_trials(store, sweep_id)
+    done = trials[trials["status"] == "completed"]
+    axes = [a for a in definition.get("axes") or [] if len({repr(v) for v in done[a]}) > 1]
+    if done.empty or not axes:
+        return f"sweep {sweep_id} ({definition['name']}): nothing to rank"
+    by = done.groupby([done[a].map(repr) for a in axes], sort=False)
+    means = by["train_loss"].mean().sort_values()
+    n_points, worst = len(means), means.iloc[-1]
+    best = by.get_group(means.index[0]).iloc[0]
+    keys = ", ".join(f"{a.rsplit('.', 1)[-1]} {best[a]:.3g}" for a in axes)
+    return (
+        f"{definition['name']} (sweep {sweep_id}): best of {n_points} points x "
+        f"{done['seed'].nunique()} seeds: train MSE {means.iloc[0]:.4f} ({keys}); "
+        f"points' means: median {means.median():.4f}, worst {worst:.4f}"
     )
-    results = run_arms(jobs + abl_jobs, args.jobs)
-    n_var = len(VARIANTS)
-    per_seed = [results[i * n_var : (i + 1) * n_var] for i in range(len(seeds))]
-    for rows in per_seed:
-        print_table(
-            f"seed {rows[0]['seed']}: six variants (Nandakumar PCM; ideal_device = perf mode)",
-            rows,
-            rows[0]["final"],
-        )
-    main_rows = mean_rows(per_seed) if len(seeds) > 1 else per_seed[0]
-    ref = main_rows[0]["final"]
-    if len(seeds) > 1:
-        print_table(
-            f"mean over seeds {seeds} (x float = mean final / mean float final; "
-            f"pulses and wall s are means per run)",
-            main_rows,
-            ref,
-        )
-        print(
-            "per-seed final / float: "
-            + ", ".join(
-                f"{r['variant']} " + "/".join(f"{x:.2f}" for x in r["ratios"]) for r in main_rows
-            )
-        )
 
-    ablation_rows: list[dict] = []
-    if do_ablation:
-        by_name = {r["variant"]: r for r in per_seed[0]}
-        done = iter(results[len(jobs) :])
-        for name in ABLATION_SCHEMES:
-            ablation_rows.append(prefix(by_name[name], n_abl))
-            ablation_rows += [next(done) for _ in ABLATION_MODES]
-        print_table(
-            f"ablation, seed {s0}: PCM drift off / noise off ({n_abl} epochs; the "
-            f"nandakumar rows are the main runs' first {n_abl} epochs; x float = vs float "
-            f"e-prop's final MSE after {epochs} epochs, seed {s0})",
-            ablation_rows,
-            per_seed[0][0]["final"],
-        )
 
-    print_curves(main_rows, every=max(1, epochs // 10))
-    mixed = next(r for r in main_rows if r["variant"] == "mixed_precision")
+def print_tables(db: Path, sweep_ids: Sequence[int]) -> None:
+    """Every table of ``sweep_ids`` from the store ``db`` (search sweeps as summaries)."""
+    with RunStore(db) as store:
+        refs = _float_by_seed(store, sweep_ids)
+        for sid in sweep_ids:
+            name = sweep_definition(store, sid)["name"]
+            if "search" in name:
+                print(search_table_text(store, sid))
+            else:
+                print("\n" + sweep_table_text(store, sid, refs or None))
+
+
+# -- command line ------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 10 x 10, 2 epochs, 2 seeds")
+    ap.add_argument("--full", action="store_true", help="srnn-pcm's 100 x 100, 1 s, 60 epochs")
+    ap.add_argument("--ablation", action="store_true", help="also the PCM and threshold ablations")
+    ap.add_argument("--search", action="store_true", help="also the held-out searches")
+    ap.add_argument(
+        "--schemes", nargs="+", default=None, help="only these schemes (ideal = float e-prop)"
+    )
+    ap.add_argument(
+        "--backend", default=None, type=parse_backend, help="sim, mock_lab=PATH or station=PATH"
+    )
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
+    ap.add_argument("--jobs", type=int, default=1, help="trials at once (> 1: on Ray)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "out" / "eprop_pcm",
+        help="folder of the run store and of the sweep files as run",
+    )
+    ap.add_argument("--db", type=Path, default=None, help="run store (default: OUT/runs.db)")
+    ap.add_argument(
+        "--from-db", type=Path, default=None, help="reprint from this store, no training"
+    )
+    ap.add_argument("--sweep", type=int, nargs="+", default=None, help="sweep ids (with --from-db)")
+    args = ap.parse_args(argv)
+    if args.from_db is not None:
+        if not args.sweep:
+            ap.error("--from-db needs --sweep ID [ID ...]")
+        try:
+            print_tables(args.from_db, args.sweep)
+        except ConfigError as exc:
+            print(f"eprop_pcm: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    torch.set_num_threads(1)
+    fixed: dict[str, Any] = dict(QUICK if args.quick else FULL if args.full else {})
+    if args.backend is not None:
+        fixed["backend"] = args.backend
+    seeds = args.seeds or ([0, 1] if args.quick else None)
+    db = args.db or args.out / "runs.db"
+    names = ([*SEARCHES] if args.search else []) + [SCHEMES]
+    names += list(ABLATIONS) if args.ablation else []
+    out_dir = args.out / "sweeps"
+    ids = []
+    try:
+        for name in names:
+            path = derived_sweep(name, out_dir, fixed=fixed, seeds=seeds, schemes=args.schemes)
+            print(f"running {path} into {db} ...", flush=True)
+            ids.append(run(path, db, args.jobs))
+    except (ConfigError, LimitError) as exc:  # pre-flight refusals: one line, nothing ran
+        print(f"eprop_pcm: {exc}", file=sys.stderr)
+        return 2
+    print_tables(db, ids)
     print(
-        f"\nmixed precision / float e-prop final MSE: {mixed['final'] / ref:.2f} (expected <= 1.5)"
+        f"\nreprint: python benchmarks/eprop_pcm.py --from-db {db} "
+        f"--sweep {' '.join(map(str, ids))}"
     )
-    for name in ("sign", "stochastic", "multi"):
-        r = next(r for r in main_rows if r["variant"] == name)
-        print(f"{name} / mixed precision final MSE: {r['final'] / mixed['final']:.2f}")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(main_rows, ablation_rows, args.out / "eprop_pcm_loss.png", baseline)
-    (args.out / "eprop_pcm.json").write_text(
-        json.dumps(
-            {
-                "epochs": epochs,
-                "seeds": seeds,
-                "tuned": tuned,
-                "baseline_mse": baseline,
-                "main": main_rows,
-                "per_seed": per_seed,
-                "ablation": ablation_rows,
-            },
-            indent=1,
-        )
-    )
-    # the same learning rule as an experiment run, with the devices in the loop
-    print("\nexperiment run (mixed precision on the devices of one chip):")
-    quick = {"train": {"epochs": 2}} if args.quick else {}
-    _, _, line = run_example("eprop_pattern", backend=args.backend, db=args.db, **quick)
-    print(line, flush=True)
-    print(
-        f"plot: {args.out / 'eprop_pcm_loss.png'}; wall time {time.perf_counter() - t_start:.0f} s"
-    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -253,6 +253,23 @@ def test_mixed_precision_cap_and_transfer_every():
     assert torch.allclose(s.chi, torch.full((2, 6), 4.0 * q, dtype=torch.float64))
 
 
+def test_mixed_precision_threshold_rounds_up_below_one_quantum_and_waits_above():
+    be, weights, resp = _pcm_setup(6, 2)
+    low = build_update_scheme("mixed_precision", threshold=0.5).bind(weights, resp)
+    q = low.quantum
+    dw = torch.full((2, 6), 0.6 * q)
+    dw[0] = 0.4 * q  # below θ = 0.5 quanta: kept in the accumulator
+    step = low.apply(dw)
+    assert torch.equal(step.n[0], torch.zeros(6, dtype=torch.int64))
+    assert torch.equal(step.n[1].abs(), torch.ones(6, dtype=torch.int64))  # one pulse, not 0
+    assert torch.allclose(low.chi[1], torch.full((6,), -0.4 * q, dtype=torch.float64))
+    high = build_update_scheme("mixed_precision", threshold=2.0).bind(weights, resp)
+    assert high.apply(torch.full((2, 6), 1.6 * q)).pulses == 0  # 1.6 quanta < θ = 2
+    assert torch.equal(high.apply(torch.full((2, 6), 1.6 * q)).n.abs(), torch.full((2, 6), 3))
+    with pytest.raises(ConfigError, match="threshold"):
+        build_update_scheme("mixed_precision", threshold=0.0)
+
+
 # -- stochastic -----------------------------------------------------------------------------
 def test_stochastic_expected_pulses_match_delta_over_quantum():
     be, weights, resp = _pcm_setup(32, 8)

@@ -11,7 +11,7 @@ writes the initial weights open loop; there is nothing left to deploy after trai
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -276,25 +276,35 @@ class EpropExperiment(Experiment):
             losses.append(loss)
             yield Step(i, n, {"loss": loss})
         out = {"train_loss": sum(losses) / len(losses), "updates": float(net.updates)}
-        out.update({f"test_{k}": v for k, v in self.evaluate().items()})
+        _, y_test = net.forward(self.test_split.x)
+        out.update({f"test_{k}": v for k, v in self._metrics(y_test, self.test_split.y).items()})
         return out
 
     def deploy(self) -> Work:
         return (yield from no_steps())
 
     def evaluate(self) -> dict[str, float]:
-        _, y = self._network().forward(self.test_split.x)
-        return self._metrics(y, self.test_split.y)
+        """The test split's metrics, and ``train_*`` on the training split: for a pattern
+        generator (each target its own random trace) the trained patterns are the task."""
+        return self._evaluate(lambda x: self._network().forward(x)[1])
+
+    def _evaluate(self, run: Callable[[Tensor], Tensor]) -> dict[str, float]:
+        out = self._metrics(run(self.test_split.x), self.test_split.y)
+        train = self._metrics(run(self.train_split.x), self.train_split.y)
+        out.update({f"train_{k}": v for k, v in train.items()})
+        return out
 
     @torch.no_grad()
     def evaluate_float(self) -> dict[str, float]:
         net = self._network()
         w = {k: net.read_weight(k).float() for k in ("w_in", "w_rec", "w_out")}
         lif = self.net_config.lif
-        x = self.test_split.x.float()
-        record = run_lif(x @ w["w_in"].t(), lambda z: z @ w["w_rec"].t(), lif)
-        y = readout(record.z @ w["w_out"].t() + net.bias, lif)
-        return self._metrics(y, self.test_split.y)
+
+        def run(x: Tensor) -> Tensor:
+            record = run_lif(x.float() @ w["w_in"].t(), lambda z: z @ w["w_rec"].t(), lif)
+            return readout(record.z @ w["w_out"].t() + net.bias, lif)
+
+        return self._evaluate(run)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

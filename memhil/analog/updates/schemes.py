@@ -133,6 +133,9 @@ class MixedPrecisionParams(RefreshParams):
     """Most pulses per device and transfer; None: the backend's count_max."""
     transfer_every: int = 1
     """Transfer the accumulator to the devices every this many steps."""
+    threshold: float = 1.0
+    """Transfer threshold θ in quanta: a weight is written once |χ| >= θ·quantum, with at
+    least one pulse (1: Nandakumar et al.'s threshold, the device granularity)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,6 +143,7 @@ class MixedPrecisionParams(RefreshParams):
         require(
             self.transfer_every >= 1, "transfer_every", f"must be >= 1, got {self.transfer_every}"
         )
+        require(self.threshold > 0, "threshold", f"must be > 0 (in quanta), got {self.threshold}")
 
 
 def _check_max_pulses(max_pulses: int | None) -> None:
@@ -454,7 +458,8 @@ class MixedPrecisionUpdate(UpdateScheme):
     """Accumulate and transfer (Nandakumar et al. 2020): χ += ΔW every step; every
     ``transfer_every`` steps transfer n = trunc(χ / quantum) whole quanta (|n| capped at
     ``max_pulses``) as SET pulses on the side given by the sign and keep the remainder,
-    χ -= n·quantum. χ is float64."""
+    χ -= n·quantum. χ is float64. A ``threshold`` θ other than 1 writes where |χ| >= θ·quantum
+    only, at least one pulse there (θ < 1 rounds up, θ > 1 waits for larger sums)."""
 
     state_attributes = ("chi",)
     Params = MixedPrecisionParams
@@ -463,6 +468,7 @@ class MixedPrecisionUpdate(UpdateScheme):
         super().__init__(params, **kw)
         p = cast(MixedPrecisionParams, self.params)
         self.max_pulses, self.transfer_every = p.max_pulses, p.transfer_every
+        self.threshold = p.threshold
         self.chi: Tensor | None = None
 
     def _on_bind(self) -> None:
@@ -474,7 +480,11 @@ class MixedPrecisionUpdate(UpdateScheme):
         if self.steps % self.transfer_every:
             return torch.zeros(self.shape, dtype=torch.int64)
         cap = self.count_cap if self.max_pulses is None else min(self.max_pulses, self.count_cap)
-        n = torch.trunc(self.chi / self.quantum).clamp_(-cap, cap)
+        n = torch.trunc(self.chi / self.quantum)
+        if self.threshold != 1.0:  # θ = 1 is the plain truncation above
+            ready = self.chi.abs() >= self.threshold * self.quantum
+            n = torch.where(ready, torch.sign(self.chi) * n.abs().clamp(min=1), 0.0)
+        n = n.clamp_(-cap, cap)
         self.chi -= n * self.quantum
         n = n.to(torch.int64)
         self._program_cells(n)
