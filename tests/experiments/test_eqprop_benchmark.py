@@ -33,7 +33,7 @@ def test_table_from_store_reproduces_printed_table(tmp_path, monkeypatch, capsys
     db = tmp_path / "runs.db"
     args = ["--sweep-files", str(sweep), "--db", str(db), "--out", str(tmp_path)]
     printed = bench.main([*args, "--executor", "inline"])
-    assert "ideal" in printed and "vteam" in printed
+    assert "ideal" in printed and "hp" in printed
     with RunStore(db) as store:
         sweep_id = int(store.runs()[0].run_id)
         trials = sweep_trials(store, sweep_id)
@@ -41,7 +41,10 @@ def test_table_from_store_reproduces_printed_table(tmp_path, monkeypatch, capsys
     reprinted = bench.main(["--from-db", str(db), "--sweep", str(sweep_id)])
     assert reprinted == printed
     # the ideal row's cell is the stored accuracies' mean ± sample sd, in %
-    exact = trials[trials["deploy.updates"] == "exact"]["accuracy"].astype(float)
+    exact_trials = trials[trials["deploy.updates"] == "exact"]
+    assert (exact_trials["set_pulses"] == 0).all()  # exact updates: nothing pulsed
+    assert (trials[trials["deploy.updates"] == "devices"]["set_pulses"] > 0).all()
+    exact = exact_trials["accuracy"].astype(float)
     cell = f"{100 * exact.mean():.1f} ± {100 * exact.std(ddof=1):.1f} (2)"
     ideal_line = next(line for line in printed.splitlines() if line.startswith("ideal"))
     assert cell in ideal_line
