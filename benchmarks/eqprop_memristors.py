@@ -129,20 +129,42 @@ def run_sweeps(
 # -- the table, from the stored runs ------------------------------------------------------
 
 
-def trial_row(store: RunStore, run_id: int, metrics: dict[str, Any]) -> dict[str, Any]:
+#: Sweep axes the table shows as columns or row fields; any other axis joins the row label.
+SHOWN_AXES = {
+    "backend.sim.device.model",
+    "backend.sim.device.r_off_ohm",
+    "backend.sim.device.x0",
+    "deploy.updates",
+    "train.epochs",
+    "backend",
+}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_short(v)}" for k, v in value.items())
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def trial_row(
+    store: RunStore, run_id: int, metrics: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
     """One stored trial as a table entry: its row label (``ideal`` or the device model,
-    with the backend when it is no simulator), the window ratio g_max / g_min the rule
-    used, its budget and network, and its test accuracy, collapse flag and mean update
-    fidelity (cosine of realised vs requested dG over the epochs)."""
+    with the backend when it is no simulator and the ``extra`` axis values), the window
+    ratio g_max / g_min the rule used, its budget and network, and its test accuracy,
+    collapse flag and mean update fidelity (cosine of realised vs requested dG over the
+    epochs)."""
     md = store.metadata(run_id)
     cfg = md["experiment_config"]["resolved"]
     backend = md["experiment_config"].get("backend")
     device = md.get("device_model")
-    model_name = device.get("model") if isinstance(device, dict) else str(device)
+    model_name = str(device.get("model") if isinstance(device, dict) else device)
     exact = cfg["deploy"].get("updates", "devices") == "exact"
-    label = "ideal" if exact else model_name
+    label: str = "ideal" if exact else model_name
     if isinstance(backend, dict) and "sim" not in backend:
         label = f"{label} ({backend_label(backend)})"
+    if extra:
+        label += " " + " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in extra.items())
     lo, hi = usable_range(device) if device is not None else (math.nan, math.nan)
     g_min = cfg["model"].get("g_min_s") or lo
     g_max = cfg["model"].get("g_max_s") or hi
@@ -164,11 +186,13 @@ def stored_rows(db: Path, sweep_ids: Sequence[int]) -> list[dict[str, Any]]:
     rows = []
     with RunStore(db) as store:
         for sid in sweep_ids:
-            sweep_definition(store, sid)  # a ConfigError names a run that is no sweep
+            axes = sweep_definition(store, sid).get("axes") or []  # ConfigError: no sweep
+            extra_axes = [a for a in axes if a not in SHOWN_AXES]
             trials = sweep_trials(store, sid)
             done = trials[trials["status"] == "completed"]
             for rec in done.to_dict("records"):
-                rows.append(trial_row(store, int(rec["run_id"]), rec))
+                extra = {a: rec[a] for a in extra_axes}
+                rows.append(trial_row(store, int(rec["run_id"]), rec, extra))
     return rows
 
 
@@ -197,8 +221,8 @@ def table_from_store(db: Path, sweep_ids: Sequence[int]) -> str:
         return (MODEL_ORDER.index(base) if base in MODEL_ORDER else len(MODEL_ORDER), key)
 
     keys = sorted(cells, key=order)
-    width = 22
-    head = f"{'model':<28}{'net':<8}{'epochs':>6}  " + "".join(
+    width, lw = 22, max(len(k[0]) for k in keys) + 2
+    head = f"{'model':<{lw}}{'net':<8}{'epochs':>6}  " + "".join(
         f"{f'R_off/R_on={r:.3g}':>{width}}" for r in ratios
     )
     lines = [
@@ -207,7 +231,7 @@ def table_from_store(db: Path, sweep_ids: Sequence[int]) -> str:
         "-" * len(head),
     ]
     for key in keys:
-        line = f"{key[0]:<28}{key[1]:<8}{key[2]:>6}  "
+        line = f"{key[0]:<{lw}}{key[1]:<8}{key[2]:>6}  "
         for r in ratios:
             got = cells[key].get(r, [])
             if not got:
@@ -223,7 +247,7 @@ def table_from_store(db: Path, sweep_ids: Sequence[int]) -> str:
     for key in keys:
         if key[0].startswith("ideal"):
             continue
-        line = f"{key[0]:<28}{key[1]:<8}{key[2]:>6}  "
+        line = f"{key[0]:<{lw}}{key[1]:<8}{key[2]:>6}  "
         for r in ratios:
             fid = [g["fidelity"] for g in cells[key].get(r, []) if not math.isnan(g["fidelity"])]
             line += f"{(f'{sum(fid) / len(fid):.3f}' if fid else '-'):>{width}}"
