@@ -217,11 +217,21 @@ def table_from_store(db: Path, sweep_ids: Sequence[int]) -> str:
         cells[(r["label"], r["net"], r["epochs"])][round(r["ratio"], 6)].append(r)
 
     def order(key: tuple) -> tuple:
-        base = key[0].split(" (")[0]
+        base = key[0].split(" ")[0]
         return (MODEL_ORDER.index(base) if base in MODEL_ORDER else len(MODEL_ORDER), key)
 
     keys = sorted(cells, key=order)
-    width, lw = 22, max(len(k[0]) for k in keys) + 2
+
+    def cell(got: list[dict]) -> str:
+        if not got:
+            return "-"
+        n_coll = sum(g["collapsed"] for g in got)
+        text = f"{_mean_sd([g['accuracy'] for g in got])} ({len(got)})"
+        return text + (f" [{n_coll} coll.]" if n_coll else "")  # never without its flag
+
+    texts = {(k, r): cell(cells[k].get(r, [])) for k in keys for r in ratios}
+    width = max(18, *(len(t) + 2 for t in texts.values()))
+    lw = max(len(k[0]) for k in keys) + 2
     head = f"{'model':<{lw}}{'net':<8}{'epochs':>6}  " + "".join(
         f"{f'R_off/R_on={r:.3g}':>{width}}" for r in ratios
     )
@@ -232,16 +242,7 @@ def table_from_store(db: Path, sweep_ids: Sequence[int]) -> str:
     ]
     for key in keys:
         line = f"{key[0]:<{lw}}{key[1]:<8}{key[2]:>6}  "
-        for r in ratios:
-            got = cells[key].get(r, [])
-            if not got:
-                line += f"{'-':>{width}}"
-                continue
-            n_coll = sum(g["collapsed"] for g in got)
-            text = f"{_mean_sd([g['accuracy'] for g in got])} ({len(got)})"
-            text += f" [{n_coll} coll.]" if n_coll else ""  # never an accuracy without its flag
-            line += f"{text:>{width}}"
-        lines.append(line)
+        lines.append(line + "".join(f"{texts[key, r]:>{width}}" for r in ratios))
     lines += ["", "Update fidelity: mean cosine(realised dG, requested dG) per step", head]
     lines.append("-" * len(head))
     for key in keys:
