@@ -165,12 +165,15 @@ class EqPropExperiment(Experiment):
                 f"and end with its {data.n_classes} classes",
             )
         self.spec = m.spec()
-        device = m.device or backend.capabilities.device_model
+        # The backend's device model with its configured parameters (R_off, x0, ...), not
+        # the defaults of the model's name: the inverse and the window follow the cells.
+        device: Any = m.device or backend.device_model() or backend.capabilities.device_model
         try:
             model = build_device_model(device)
         except (ConfigError, ValueError, KeyError) as exc:
             raise ConfigError("model.device", f"{device!r}: {exc}") from None
-        lo, hi = usable_range(device)
+        device = model
+        lo, hi = usable_range(model)
         self.g_min_s = lo if m.g_min_s is None else m.g_min_s
         self.g_max_s = hi if m.g_max_s is None else m.g_max_s
         pulses = []
