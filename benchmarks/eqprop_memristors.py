@@ -18,7 +18,7 @@ accuracy mean ± sd over the seeds, the epochs and network of every row, collaps
 flagged, mean update fidelity) is then built from the stored runs by ``table_from_store``,
 so ``--from-db DB --sweep ID ...`` reprints it without training.
 
-    python benchmarks/eqprop_memristors.py            # 110 runs: ~15 min of CPU, ~8 min on 2 cores
+    python benchmarks/eqprop_memristors.py            # 110 runs of ~8 s: ~8 min on 2 idle cores
     python benchmarks/eqprop_memristors.py --full     # ratios 2, 5, 10, 30, 100, 1000: 215 runs
     python benchmarks/eqprop_memristors.py --quick    # smoke: ratio 10, 2 seeds, 3 epochs
     python benchmarks/eqprop_memristors.py --backend mock_lab=examples/mock_station.yaml
