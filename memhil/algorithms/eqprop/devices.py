@@ -33,6 +33,7 @@ from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
 from memhil.devices import build_device_model
+from memhil.devices.base import DeviceModel
 
 #: The six memristor models of the sweep (``docs/algorithms.md#from-a-desired-change-to-pulses``).
 MEMRISTOR_MODELS = ("hp", "joglekar", "biolek", "prodromakis", "vteam", "yakopcic")
@@ -106,7 +107,7 @@ class _Placement(TypedDict):
 
 
 def local_slope(
-    device: str | Mapping[str, Any],
+    device: str | Mapping[str, Any] | DeviceModel,
     amplitude_v: float,
     width_s: float,
     mode: PulseMode = "width",
@@ -405,7 +406,7 @@ def memristor_device_config(
 
 
 def usable_range(
-    device: str | Mapping[str, Any], ratio: float | None = None
+    device: str | Mapping[str, Any] | DeviceModel, ratio: float | None = None
 ) -> tuple[float, float]:
     """(g_min, g_max) the learning rule uses: the model's g_max and g_max / ratio (None:
     the model's own nominal range)."""

@@ -9,7 +9,9 @@ clipped SGD step on the conductances into one ``pulse`` call through the nominal
 model's inverse: the device decides what change happens, and the next step reads it back.
 The weights are on the devices throughout, so ``deploy`` has nothing to program. The float
 reference evaluates the conductances the rule asked for (last read + requested change),
-what an ideal device would hold.
+what an ideal device would hold. ``deploy.updates: exact`` trains the reference itself:
+the same clipped steps held as numbers in the same window (``IdealConductances``), no
+pulse sent, the ideal-device row of a device study (Oh et al. 2023).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from memhil.algorithms.eqprop.network import NetworkSpec, ResistiveNetwork
 from memhil.algorithms.eqprop.training import (
     EqPropConfig,
     EqPropTrainer,
+    IdealConductances,
     init_conductances,
     sgd_step,
 )
@@ -121,6 +124,10 @@ class EqPropDeploy:
     """Read-and-pulse rounds of the initial programming."""
     v_read_v: float = 0.2
     """Read voltage of the inverse's tabulation (V)."""
+    updates: Literal["devices", "exact"] = "devices"
+    """``devices``: every step pulses the devices and reads them back; ``exact``: the
+    steps are held as numbers (an ideal linear device, the reference row), nothing is
+    pulsed."""
 
     def __post_init__(self) -> None:
         for a, b in (("set_v", "set_width_s"), ("reset_v", "reset_width_s")):
@@ -158,12 +165,15 @@ class EqPropExperiment(Experiment):
                 f"and end with its {data.n_classes} classes",
             )
         self.spec = m.spec()
-        device = m.device or backend.capabilities.device_model
+        # The backend's device model with its configured parameters (R_off, x0, ...), not
+        # the defaults of the model's name: the inverse and the window follow the cells.
+        device: Any = m.device or backend.device_model() or backend.capabilities.device_model
         try:
             model = build_device_model(device)
         except (ConfigError, ValueError, KeyError) as exc:
             raise ConfigError("model.device", f"{device!r}: {exc}") from None
-        lo, hi = usable_range(device)
+        device = model
+        lo, hi = usable_range(model)
         self.g_min_s = lo if m.g_min_s is None else m.g_min_s
         self.g_max_s = hi if m.g_max_s is None else m.g_max_s
         pulses = []
@@ -199,6 +209,7 @@ class EqPropExperiment(Experiment):
         self.rule = EqPropConfig(t.beta_rel, t.centered, t.lr, t.batch_size, t.max_rel_change)
         self.trainer = EqPropTrainer(self.net, self.store, self.rule, seed=t.seed)
         self.shadow: list[torch.Tensor] | None = None  # what an ideal device would hold
+        self.exact: IdealConductances | None = None  # deploy.updates: exact
 
     def preflight(self) -> None:
         """The SET and RESET amplitudes at the shortest width the inverse sends (width
@@ -214,6 +225,11 @@ class EqPropExperiment(Experiment):
         targets = init_conductances(
             self.spec, self.g_min_s, self.g_max_s, seed=t.seed, high=m.init_high
         )
+        if self.config.deploy.updates == "exact":  # the reference: nothing on the devices
+            self.exact = IdealConductances(targets, self.g_min_s, self.g_max_s)
+            self.shadow = [t.clone() for t in targets]
+            yield Step(0, 1)
+            return {}
         # DeviceConductances.program, a round at a time for the progress bar
         rounds = self.config.deploy.program_rounds
         for r in range(rounds):
@@ -226,15 +242,22 @@ class EqPropExperiment(Experiment):
         err = torch.cat([(a - b).abs().flatten() for a, b in zip(g, targets)])
         return {"program_error_mean_s": float(err.mean()), "program_error_max_s": float(err.max())}
 
+    def _read(self) -> list[torch.Tensor]:
+        """The conductances the rule sees: read from the devices, or the exact reference's."""
+        return self.store.read() if self.exact is None else self.exact.read()
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One EqProp update on the devices (``EqPropTrainer.step``), keeping the float
         shadow of what the rule asked for."""
-        g = self.store.read()
+        g = self._read()
         grads, v_free = self.net.eqprop_gradient(g, x, y, self.rule.beta_rel, self.rule.centered)
         delta = sgd_step(
             grads, g, self.rule.lr, self.g_min_s, self.g_max_s, self.rule.max_rel_change
         )
-        self.store.apply(delta, g)
+        if self.exact is None:
+            self.store.apply(delta, g)
+        else:
+            self.exact.apply(delta)
         self.shadow = [gi + di for gi, di in zip(g, delta)]
         return float(self.net.loss(v_free, y).mean())
 
@@ -269,7 +292,7 @@ class EqPropExperiment(Experiment):
 
     def evaluate(self) -> dict[str, float]:
         """Test accuracy of the network on the conductances read from the backend."""
-        return self._scores(self.store.read())
+        return self._scores(self._read())
 
     def evaluate_float(self) -> dict[str, float]:
         if self.shadow is None:
@@ -286,6 +309,7 @@ class EqPropExperiment(Experiment):
             "pulse_calls": self.store.pulse_calls,
             "last_read": self.store._last_read,
             "pending": self.store._pending,
+            "exact": None if self.exact is None else self.exact.read(),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -297,3 +321,5 @@ class EqPropExperiment(Experiment):
         self.store.pulse_calls = int(state["pulse_calls"])
         self.store._last_read = state["last_read"]
         self.store._pending = state["pending"]
+        if state.get("exact") is not None:
+            self.exact = IdealConductances(state["exact"], self.g_min_s, self.g_max_s)
