@@ -64,7 +64,7 @@ def test_kill_9_mid_training_then_resume_equals_the_uninterrupted_run(experiment
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     with RunStore(killed_db) as store:
-        assert store.runs()[0].status == "running"  # killed: never closed
+        assert store.runs()[0].status == "died"  # killed: never closed, its writer gone
         done = set(map(str, store.units(1).query("done")["unit"]))
     assert done == {"['prepare']", "['train', 0]"}
 
