@@ -116,6 +116,13 @@ def sweep_variant(
     return replace(sweep, base_data=base, trials=trials)
 
 
+def only_tasks(sweep: SweepFile, tasks: list[str]) -> SweepFile:
+    """``sweep`` with the trials whose dataset is one of ``tasks`` (``--tasks``)."""
+    name = sweep.base_data.get("dataset", {}).get("name")
+    keep = [t for t in sweep.trials if t.axes.get("dataset.name", name) in tasks]
+    return replace(sweep, trials=[replace(t, index=i) for i, t in enumerate(keep)])
+
+
 def with_backend(sweep: SweepFile, backend: Any) -> SweepFile:
     """``sweep`` with its base file's ``backend:`` replaced (``--backend``)."""
     if backend is None:
@@ -300,6 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="benchmarks/out/cmru", help="folder of the store and plot")
     ap.add_argument("--from-db", type=Path, help="print the tables of stored sweeps instead")
     ap.add_argument("--sweep", type=int, action="append", help="sweep id in --from-db")
+    ap.add_argument(
+        "--tasks",
+        help="comma-separated dataset names to run (e.g. delayed_recall,sequential_digits; "
+        "default: every task of the sweeps)",
+    )
     add_run_options(ap)
     args = ap.parse_args(argv)
     if args.from_db is not None:
@@ -317,12 +329,18 @@ def main(argv: list[str] | None = None) -> None:
         sweep = with_backend(load_sweep_file(path), args.backend)
         if args.quick:
             sweep = sweep_variant(sweep, QUICK_KEYS[sweep.name], QUICK_SEEDS)
+        if args.tasks:
+            sweep = only_tasks(sweep, args.tasks.split(","))
+            if not sweep.trials:
+                continue
         sweep_id = run_into_store(sweep, db)
         sweep_ids.append(sweep_id)
         print_tables(db, [sweep_id])
         print(
             f"(stored: python benchmarks/cmru.py --from-db {db} --sweep {sweep_id})\n", flush=True
         )
+    if not sweep_ids:
+        ap.error(f"--tasks {args.tasks}: no trial of the sweeps runs one of these datasets")
     _plot(db, sweep_ids, out / ("accuracy_quick.png" if args.quick else "accuracy.png"))
 
     # the same recipe as an experiment run: trained in float, projections programmed on a chip
