@@ -1,217 +1,217 @@
-"""Budget study for the memory units on delayed recall at long T (``docs/algorithms.md#cmru``):
-does the step budget decide the ranking?
+"""Budget study of the memory units on delayed recall at T = 1000 (``docs/algorithms.md#cmru``):
+does the step budget decide the ranking? Run as the sweep
+``examples/sweeps/cmru_budget_T1000.yaml`` into a run store and tabulated from the stored runs.
 
-Each model (BMRU, CMRU, αCMRU with learned ε, the backbone and recipe of
-``benchmarks/cmru.py``) is trained per seed at every budget of ``--budgets`` (each the
-double of the one before; the cosine schedule spans the budget, early stop once the mean
-mini-batch accuracy over 20 steps reaches 0.99). The table gives the test accuracy
-(mean ± sd, collapsed runs flagged: one class takes >= 90 % of the test predictions), the
-steps-to-converge of every seed (first step after which the 20-step mean mini-batch accuracy
-stays >= 0.95; "-" when it never does) and whether doubling the budget changed the model's
-mean accuracy by more than ``--margin``. ``--curriculum N`` first trains N steps at T = 100
-(same recipe), then at the long T for the budget (the unchanged-budget option of the
-papers' length curriculum). Diagnostics (units switching on every blank step, |s_T|) at
-the first and last recorded step show the plateau's cause.
+Each of BMRU, CMRU and αCMRU (learned ε; the backbone of ``benchmarks/cmru.py``, equal
+parameter counts) trains per seed, without and with a length curriculum (first at most 300
+updates at T = 100), under a convergence criterion with the budget as a cap: a constant
+learning rate 5e-3, stop once the 20-update mean mini-batch accuracy reaches 0.99, at most
+2400 updates. With a constant rate a run capped at B updates is exactly the first B updates
+of one capped at 2B, so the test accuracy the run records after every 300-update epoch IS
+the result at cap B (tested: ``tests/algorithms/test_cmru_sweeps.py``), and one run per
+model and seed gives every budget B = 300, 600, 1200, 2400.
 
-Run: ``python benchmarks/cmru_budget.py --seq-len 1000 --budgets 300,600,1200 --seeds 5``
-(``--quick``: T = 50, budgets 10,20, 1 seed, a smoke run). Results append to
-``benchmarks/out/cmru_budget/<tag>.json`` after every run, so a partial study survives.
+The table gives per curriculum setting, model and budget: test accuracy mean ± sd over the
+seeds with ``[k/n collapsed]`` (>= 90 % of the test predictions in one class), the change
+of the mean against the half budget (``*`` beyond ``--margin``), and per seed: accuracy,
+``c`` when collapsed, / steps-to-converge when reached within B (first update after which
+the 20-update mean mini-batch accuracy stays >= 0.95). Then the smallest budget from which
+on no measured doubling moves any model's mean by more than the margin, if there is one. Diagnostics
+(units switching on every blank step, mean |s_T|, first -> last record) show the plateau.
+
+Cost: ~0.04 s per update at T = 1000 on an idle core (one torch thread; 0.1-0.3 s with the
+machine loaded); a seed that never converges takes the full 2400 updates (~2 min idle), one
+that converges stops early; the 30 trials take ~30-60 min idle, one after the other.
+``--quick``: T = 50, caps of 10/20/40 updates, one seed (a smoke run, ~1 min).
+
+Run: ``python benchmarks/cmru_budget.py [--db DB]``;
+``python benchmarks/cmru_budget.py --from-db DB --sweep ID`` reprints the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from cmru import D_MODEL, D_STATE_REF, MODELS, build_model, make_data  # benchmarks/cmru.py
+from cmru import (  # benchmarks/cmru.py
+    CELL_NAMES,
+    ROOT,
+    run_into_store,
+    seed_cell,
+    sweep_variant,
+    trial_rows,
+    with_backend,
+)
+from experiment_runs import add_run_options
 
-from memhil.algorithms.cmru.backbone import build_cell, count_parameters, state_size_for_budget
-from memhil.algorithms.cmru.training import TrainConfig, train
-from memhil.algorithms.metrics import format_accuracy, steps_to_converge
+from memhil.algorithms.metrics import format_accuracy
+from memhil.store import RunStore
+from memhil.sweeps import load_sweep_file
 
-CONVERGED_BATCH_ACCURACY = 0.95  # the retention tasks' threshold in benchmarks/cmru.py
-WINDOW = 20
+SWEEP = ROOT / "examples/sweeps/cmru_budget_T1000.yaml"
+QUICK_KEYS = {
+    "dataset.seq_len": 50,
+    "dataset.n_train": 256,
+    "dataset.n_test": 128,
+    "train.epochs": 4,
+    "train.steps_per_epoch": 10,
+    "train.batch_size": 16,
+    "train.diagnostics_every": 10,
+}
+QUICK_CURRICULUM = {"steps": 20, "dataset": {"name": "delayed_recall", "seq_len": 20}}
 
 
-def run_one(name: str, seq_len: int, budget: int, seed: int, args, data, data_short) -> dict:
-    """Train one model and seed at one budget; the row of the results file."""
-    kind = MODELS[name]
-    ref = count_parameters(build_cell("cmru", D_MODEL, D_STATE_REF))
-    model = build_model(kind, data, state_size_for_budget(kind, D_MODEL, ref), seed, "recall")
-    t0 = time.time()
-    pre_steps = 0
-    if args.curriculum:
-        cfg = TrainConfig(
-            steps=args.curriculum,
-            batch_size=args.batch_size,
-            lr=5e-3,
-            seed=seed,
-            stop_accuracy=0.99,
-            eval_train=False,
+def _quick_axis(key: str, value: Any) -> Any:
+    return QUICK_CURRICULUM if key == "train.curriculum" and value else value
+
+
+def _per_epoch(points, metric: str) -> list[float]:
+    """The per-epoch values of ``metric`` (the runner's ``epoch`` records), in order."""
+    p = points[(points["phase"] == "epoch") & (points["metric"] == metric)]
+    return [float(v) for v in p.sort_values("epoch")["value"]]
+
+
+def _blank_units(points) -> str:
+    p = points[(points["phase"] == "step") & (points["metric"] == "units_switching_every_blank")]
+    s = points[(points["phase"] == "step") & (points["metric"] == "abs_s_T_mean")]
+    if p.empty:
+        return ""
+    a, b = p["value"].astype(float), s["value"].astype(float)
+    return f"{a.iloc[0]:.0f}->{a.iloc[-1]:.0f} units, |s_T| {b.iloc[0]:.0f}->{b.iloc[-1]:.0f}"
+
+
+def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
+    """The budget table of sweep ``sweep_id`` (module docstring)."""
+    rows = trial_rows(store, sweep_id)
+    if not rows:
+        return f"sweep {sweep_id}: no completed trial"
+    train = rows[0]["config"]["train"]
+    per_epoch = int(train["steps_per_epoch"])
+    data = rows[0]["config"]["dataset"]
+    lines = [
+        f"sweep {sweep_id}: {data['name']} T = {data['seq_len']}, batch {train['batch_size']}, "
+        f"lr {train['lr']} {train['schedule']}, stop at {train['stop_accuracy']}, cap "
+        f"{train['epochs'] * per_epoch} updates; seeds "
+        + ",".join(str(s) for s in sorted({r["seed"] for r in rows})),
+    ]
+    verdict: dict[str, dict[int, float]] = {}  # setting -> budget -> largest |Δ| over models
+    models_per_setting: dict[str, set[str]] = {}
+    all_stopped: dict[str, bool] = {}  # setting -> every run stopped before the cap
+    for curriculum in dict.fromkeys(repr(r.get("train.curriculum")) for r in rows):
+        rs_c = [r for r in rows if repr(r.get("train.curriculum")) == curriculum]
+        cur = rs_c[0].get("train.curriculum")
+        setting = (
+            "without curriculum"
+            if not cur
+            else f"with curriculum: <= {cur['steps']} updates at T = {cur['dataset']['seq_len']} first"
         )
-        pre_steps = train(model, data_short.train, cfg).steps
-    cfg = TrainConfig(
-        steps=budget,
-        batch_size=args.batch_size,
-        lr=5e-3,
-        seed=seed,
-        stop_accuracy=0.99,
-        eval_train=False,
-        diagnostics_every=args.diagnostics_every,
-    )
-    res = train(model, data.train, cfg, data.test)
-    assert res.test_predictions is not None  # a test split was given
-    conv = steps_to_converge(
-        res.batch_accuracies, target=1.0, margin=1.0 - CONVERGED_BATCH_ACCURACY, window=WINDOW
-    )
-    return {
-        "model": name,
-        "T": seq_len,
-        "budget": budget,
-        "seed": seed,
-        "curriculum_steps": pre_steps,
-        "steps": res.steps,
-        "steps_to_converge": conv,
-        "acc": res.test_accuracy,
-        **res.test_predictions.as_dict(),
-        "diagnostics": res.diagnostics,
-        "wall_s": time.time() - t0,
-    }
-
-
-def report(rows: list[dict], margin: float) -> None:
-    """Per model and budget: accuracy with collapse flags, steps-to-converge per seed, and the
-    change of the mean accuracy against the previous (half) budget."""
-    head = f"{'model':<7}{'budget':>7}  {'test acc (mean ± sd)':<34}{'Δ vs B/2':>9}  steps-to-converge per seed"
-    print(head)
-    print("-" * len(head))
-    for name in dict.fromkeys(r["model"] for r in rows):
-        prev = None
-        for budget in sorted({r["budget"] for r in rows if r["model"] == name}):
-            rs = sorted(
-                (r for r in rows if r["model"] == name and r["budget"] == budget),
-                key=lambda r: r["seed"],
+        lines += ["", setting]
+        head = (
+            f"{'model':<7}{'budget':>7}  {'test acc (mean ± sd)':<30}{'Δ vs B/2':>9}  "
+            "per seed: acc[c]/steps-to-converge (- : not within B)"
+        )
+        lines += [head, "-" * len(head)]
+        for cell in dict.fromkeys(r["model.cell"] for r in rs_c):
+            rs = sorted((r for r in rs_c if r["model.cell"] == cell), key=lambda r: r["seed"])
+            models_per_setting.setdefault(setting, set()).add(cell)
+            accs_e = [_per_epoch(r["points"], "test_accuracy") for r in rs]
+            coll_e = [_per_epoch(r["points"], "test_collapsed") for r in rs]
+            n_epochs = min(len(a) for a in accs_e)
+            budgets = [
+                per_epoch * 2**k for k in range(20) if per_epoch * 2**k <= n_epochs * per_epoch
+            ]
+            prev = None
+            for b in budgets:
+                e = b // per_epoch - 1
+                accs = [a[e] for a in accs_e]
+                coll = [bool(c[e]) for c in coll_e]
+                mean = statistics.mean(accs)
+                sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+                conv = []
+                for r in rs:
+                    s = r["metrics"]["steps_to_converge"]
+                    ok = s is not None and not math.isnan(float(s)) and float(s) <= b
+                    conv.append(int(s) if ok else None)
+                delta = ""
+                if prev is not None:
+                    d = mean - prev
+                    delta = f"{d:+.3f}{'*' if abs(d) > margin else ''}"
+                    worst = verdict.setdefault(setting, {})
+                    worst[b // 2] = max(worst.get(b // 2, 0.0), abs(d))
+                per_seed = " ".join(seed_cell(a, c, s) for a, c, s in zip(accs, coll, conv))
+                acc = format_accuracy(mean, sd, sum(coll), len(rs))
+                lines.append(
+                    f"{CELL_NAMES.get(cell, cell):<7}{b:>7}  {acc:<30}{delta:>9}  {per_seed}"
+                )
+                prev = mean
+            cap = n_epochs * per_epoch
+            made = [int(float(r["metrics"]["steps"])) for r in rs]
+            stopped = max(made) < cap  # every seed met the stop criterion before the cap
+            all_stopped[setting] = all_stopped.get(setting, True) and stopped
+            if stopped:
+                lines.append(
+                    f"{'':<16}every seed stopped converged (at most {max(made)} updates): "
+                    f"a cap of {2 * cap} gives the same runs, Δ = 0"
+                )
+            diag = [_blank_units(r["points"]) for r in rs]
+            if any(diag):
+                lines.append(f"{'':<16}diagnostics per seed: " + "; ".join(diag))
+    lines.append("")
+    for setting, worst in verdict.items():
+        if all_stopped.get(setting):  # the prefix property: doubling the cap changes nothing
+            worst[max(worst) * 2] = 0.0
+        # the smallest B from which on no measured doubling moves a mean beyond the margin
+        # (a plateau where every seed is still collapsed at B and 2B must not pass alone)
+        ok = [b for b in sorted(worst) if all(d <= margin for b2, d in worst.items() if b2 >= b)]
+        names = ", ".join(CELL_NAMES.get(c, c) for c in models_per_setting[setting])
+        changes = ", ".join(f"{b}->{2 * b}: {d:.3f}" for b, d in sorted(worst.items()))
+        if ok:
+            text = (
+                f"from B = {ok[0]} on, doubling the cap moves no model's mean by more than "
+                f"{margin} ({names}; largest change per doubling: {changes})"
             )
-            accs = [r["acc"] for r in rs]
-            mean = statistics.mean(accs)
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            n_coll = sum(r["collapsed"] for r in rs)
-            delta = (
-                ""
-                if prev is None
-                else f"{mean - prev:+.3f}{'*' if abs(mean - prev) > margin else ''}"
+        else:
+            text = (
+                f"no measured budget passes the doubling test at margin {margin} ({names}; "
+                f"largest change per doubling: {changes})"
             )
-            conv = " ".join(
-                "-" if r["steps_to_converge"] is None else str(r["steps_to_converge"]) for r in rs
-            )
-            acc = format_accuracy(mean, sd, n_coll, len(rs)) + f" (n={len(rs)})"
-            print(f"{name:<7}{budget:>7}  {acc:<34}{delta:>9}  {conv}", flush=True)
-            prev = mean
-    if len({r["budget"] for r in rows}) > 1:
-        print(f"* doubling the budget moved the mean accuracy by more than the margin {margin}")
+        lines.append(f"{setting}: {text}")
+    return "\n".join(lines)
 
 
-def report_files(paths: list[Path], margin: float) -> None:
-    """The table of several results files (e.g. seeds run in parallel processes), one table
-    per curriculum setting."""
-    merged: dict[tuple, dict] = {}
-    for path in paths:
-        for r in json.loads(path.read_text())["rows"]:
-            merged[(r["model"], r["T"], r["budget"], r["seed"], r["curriculum_steps"] > 0)] = r
-    for curriculum in (False, True):
-        rows = [r for k, r in merged.items() if k[-1] == curriculum]
-        if rows:
-            print(f"\n{'with' if curriculum else 'without'} the T = 100 curriculum:")
-            report(rows, margin)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seq-len", type=int, default=1000)
-    ap.add_argument("--budgets", default="300,600,1200", help="comma-separated, each 2x the last")
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--models", default="CMRU,BMRU,aCMRU")
-    ap.add_argument("--curriculum", type=int, default=0, help="steps at T = 100 first (0: none)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="T = 50, caps 10-40, one seed")
     ap.add_argument("--margin", type=float, default=0.02, help="largest accepted Δ mean accuracy")
-    ap.add_argument("--diagnostics-every", type=int, default=50)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out/cmru_budget")
-    ap.add_argument(
-        "--report",
-        nargs="+",
-        metavar="JSON",
-        help="print the table of stored results files (rows merged; a run once per model, "
-        "budget, seed and curriculum) instead of training",
-    )
-    args = ap.parse_args()
-    if args.report:
-        report_files([Path(p) for p in args.report], args.margin)
+    ap.add_argument("--out", default="benchmarks/out/cmru_budget", help="folder of the store")
+    ap.add_argument("--from-db", type=Path, help="print the table of a stored sweep instead")
+    ap.add_argument("--sweep", type=int, help="sweep id in --from-db")
+    add_run_options(ap)
+    args = ap.parse_args(argv)
+    if args.from_db is not None:
+        if args.sweep is None:
+            ap.error("--from-db needs --sweep ID (the sweep run's id: memhil runs list)")
+        with RunStore(args.from_db) as store:
+            print(budget_table(store, args.sweep, args.margin), flush=True)
         return
-    if args.quick:
-        args.seq_len, args.budgets, args.seeds, args.batch_size = 50, "10,20", 1, 16
-        args.curriculum = min(args.curriculum, 20)
-    budgets = [int(b) for b in args.budgets.split(",")]
-    if any(b2 != 2 * b1 for b1, b2 in zip(budgets, budgets[1:], strict=False)):
-        raise SystemExit(f"--budgets {args.budgets}: each budget must double the one before")
-    names = args.models.split(",")
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        raise SystemExit(f"--models: unknown {unknown} (known: {', '.join(MODELS)})")
     torch.set_num_threads(1)
-    n_train, n_test = (256, 128) if args.quick else (1000, 256)
-    data = make_data("recall", args.seq_len, n_train, n_test, seed=0)
-    short_len = min(100, args.seq_len)
-    data_short = (
-        make_data("recall", short_len, n_train, n_test, seed=0) if args.curriculum else None
-    )
-    # one file per invocation: processes run side by side never share one
-    tag = f"T{args.seq_len}_{'-'.join(names)}_B{'-'.join(map(str, budgets))}"
-    tag += f"_curriculum{args.curriculum}" if args.curriculum else ""
-    tag += f"_seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"
-    tag += "_quick" if args.quick else ""
-    out = Path(args.out) / f"{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print(
-        f"delayed recall T = {args.seq_len}, batch {args.batch_size}, budgets {budgets}, "
-        f"{args.seeds} seed(s) from {args.first_seed}"
-        + (
-            f", curriculum: {args.curriculum} steps at T = {short_len} first"
-            if args.curriculum
-            else ""
-        )
-    )
-    rows: list[dict] = []
-    for name in names:
-        for budget in budgets:
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
-                row = run_one(name, args.seq_len, budget, seed, args, data, data_short)
-                rows.append(row)
-                d0, d1 = (
-                    (row["diagnostics"][0], row["diagnostics"][-1])
-                    if row["diagnostics"]
-                    else ({}, {})
-                )
-                print(
-                    f"  {name} B={budget} seed {seed}: acc {row['acc']:.3f}"
-                    f"{' COLLAPSED' if row['collapsed'] else ''} histogram {row['histogram']}, "
-                    f"{row['steps']} steps (converged at {row['steps_to_converge']})"
-                    + (f" after {row['curriculum_steps']} at T = 100" if args.curriculum else "")
-                    + ", "
-                    f"units switching every blank {d0.get('units_switching_every_blank', float('nan')):.1f}"
-                    f" -> {d1.get('units_switching_every_blank', float('nan')):.1f}, "
-                    f"mean |s_T| {d0.get('abs_s_T_mean', float('nan')):.0f} -> "
-                    f"{d1.get('abs_s_T_mean', float('nan')):.0f}, {row['wall_s']:.0f} s",
-                    flush=True,
-                )
-                out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    print()
-    report(rows, args.margin)
+    t0 = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    db = Path(args.db) if args.db else out / ("budget_quick.db" if args.quick else "budget.db")
+    sweep = with_backend(load_sweep_file(SWEEP), args.backend)
+    if args.quick:
+        sweep = sweep_variant(sweep, QUICK_KEYS, seeds=(0,), axis_value=_quick_axis)
+    sweep_id = run_into_store(sweep, db)
+    with RunStore(db) as store:
+        print(budget_table(store, sweep_id, args.margin), flush=True)
+    print(f"\n(stored: python benchmarks/cmru_budget.py --from-db {db} --sweep {sweep_id})")
+    print(f"wall time {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

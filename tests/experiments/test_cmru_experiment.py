@@ -80,7 +80,7 @@ def test_only_the_projections_deploy_when_outputs_and_readout_stay_digital():
 @pytest.mark.parametrize(
     ("sections", "key"),
     [
-        ({"model": {"cell": "lru"}}, "model.cell"),  # a baseline without memory units
+        ({"model": {"cell": "gru"}}, "model.cell"),  # no such cell
         ({"model": {"positional_dims": 3}}, "model.positional_dims"),
         ({"train": {"lr": 0.0}}, "train.lr"),
         ({"deploy": {"g_window_s": [2e-6, 1e-6]}}, "deploy.g_window_s"),
@@ -90,6 +90,17 @@ def test_a_bad_cmru_entry_names_its_key(sections, key):
     with pytest.raises(ConfigError) as err:
         build(**sections)
     assert err.value.key == key
+
+
+def test_a_baseline_cell_deploys_nothing_and_is_refused_a_deployment():
+    with pytest.raises(ConfigError) as err:  # an LRU has no memory-unit projections
+        build(model={"cell": "lru"}).preflight()
+    assert err.value.key == "model.cell"
+    exp = build(model={"cell": "lru"}, deploy={"program": "none"})
+    exp.preflight()
+    drive(exp.train_epoch(0))
+    drive(exp.deploy())
+    assert exp.evaluate()["accuracy"] == exp.evaluate_float()["accuracy"]
 
 
 def test_the_cmru_example_runs_through_memhil_run(experiment_file, tmp_path, capsys):

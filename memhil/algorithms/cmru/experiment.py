@@ -3,6 +3,12 @@ trained in float with this package's recipe (``docs/algorithms.md#backbone-and-t
 then the memory units' input projections [W_c; W_β] (and, as configured, their output maps
 and the final readout) are programmed onto the backend by program-and-verify and the model
 is evaluated there (``docs/algorithms.md#deployment``); the states stay digital.
+
+The same file runs the float comparison of ``benchmarks/cmru.py``: the LRU and minGRU
+baselines at the parameter count of a memory-unit cell (``model.match_params_of``), early
+stopping and steps-to-converge, a constant learning rate (a run capped at B steps is then
+the first B steps of one capped at 2B), a length curriculum, memory-unit diagnostics, and
+``deploy.program: none`` to keep the model in float.
 """
 
 from __future__ import annotations
@@ -12,10 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from memhil.algorithms.cmru.backbone import Readout, RecurrentBackbone
+import memhil.datasets
+from memhil.algorithms.cmru.backbone import (
+    Readout,
+    RecurrentBackbone,
+    build_cell,
+    count_parameters,
+    state_size_for_budget,
+)
 from memhil.algorithms.cmru.deploy import deploy_to_backend_steps, plan_placement
 from memhil.algorithms.cmru.training import TrainConfig as RecipeConfig
-from memhil.algorithms.cmru.training import Trainer, evaluate, scores
+from memhil.algorithms.cmru.training import Trainer, evaluate, reached, scores
 from memhil.algorithms.deployment import (
     check_deploy_settings,
     deploy_metrics,
@@ -28,11 +41,16 @@ from memhil.algorithms.experiment import (
     Step,
     TrainConfig,
     Work,
+    no_steps,
     register_algorithm,
 )
+from memhil.algorithms.metrics import steps_to_converge
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
+from memhil.datasets.containers import ClassificationData
+
+CellKind = Literal["bmru", "cmru", "acmru", "acmru_learned", "fq_bmru", "fq_cmru", "lru", "mingru"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +58,20 @@ class CMRUModel:
     """``model:`` of a CMRU experiment: the residual backbone around one memory-unit kind
     (``memhil.algorithms.cmru.backbone.RecurrentBackbone``)."""
 
-    cell: Literal["bmru", "cmru", "acmru", "acmru_learned", "fq_bmru", "fq_cmru"] = "cmru"
-    """Memory unit: BMRU latch (ε = 0), CMRU counter (ε = 1), αCMRU, or the FQ variants."""
+    cell: CellKind = "cmru"
+    """Memory unit: BMRU latch (ε = 0), CMRU counter (ε = 1), αCMRU, the FQ variants, or a
+    baseline: LRU (Orvieto et al., ICML 2023) or minGRU (Feng et al., arXiv 2410.01201)."""
     d_model: int = 4
     """Width of the residual stream."""
     d_state: int = 2
-    """Memory units per block."""
+    """Memory units per block (with ``match_params_of``: those of the reference cell)."""
+    match_params_of: CellKind | None = None
+    """Equal parameter counts: the cell gets the state size whose parameter count is the
+    closest to that of a ``match_params_of`` cell with ``d_state`` units (None: ``d_state``
+    units of ``cell``)."""
+    mingru_max_timescale: float | None = None
+    """minGRU chrono gate bias: timescales up to this many steps (Tallec & Ollivier, ICLR
+    2018); None: the training sequence length."""
     depth: int = 1
     """Residual blocks."""
     mlp_ratio: int = 2
@@ -77,6 +103,26 @@ class CMRUModel:
 
 
 @dataclass(frozen=True)
+class CMRUCurriculum:
+    """``train.curriculum:`` ``steps`` updates (their own cosine schedule, early stop at
+    ``train.stop_accuracy``) on ``dataset`` (e.g. the task at a shorter T) before the run's
+    own training."""
+
+    steps: int = 300
+    """Most updates on the curriculum task."""
+    dataset: dict[str, Any] | None = None
+    """``{name: GENERATOR, options...}`` of a ``memhil.datasets`` generator."""
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(
+            isinstance(self.dataset, dict) and isinstance(self.dataset.get("name"), str),
+            "dataset",
+            f"expected {{name: GENERATOR, options...}}, got {self.dataset!r}",
+        )
+
+
+@dataclass(frozen=True)
 class CMRUTrain(TrainConfig):
     """``train:`` of a CMRU experiment: AdamW mini-batches with a cosine schedule over all
     ``epochs * steps_per_epoch`` updates (``memhil.algorithms.cmru.training``)."""
@@ -91,9 +137,34 @@ class CMRUTrain(TrainConfig):
     """AdamW weight decay (none on recurrent parameters)."""
     clip: float = 1.0
     """Gradient-norm clip."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning rate: cosine to 1 % over all updates, or constant (the budget is then a cap
+    only: doubling it changes nothing for a run that stopped before it)."""
+    stop_accuracy: float | None = None
+    """Stop once the mean mini-batch accuracy of the last ``window`` updates reaches this
+    (None: train every step); the remaining epochs then make no update."""
+    window: int = 20
+    """Updates in the mean of ``stop_accuracy`` and ``converge_accuracy``."""
+    converge_accuracy: float = 0.95
+    """``steps_to_converge``: the first update after which the ``window`` mean mini-batch
+    accuracy stays at or above this."""
+    diagnostics_every: int = 0
+    """Record memory-unit diagnostics (units switching on blank steps, |s_T|, gradient
+    norms per group) every this many updates (0: never)."""
+    curriculum: CMRUCurriculum | None = None
+    """Train on another task first (None: no curriculum)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key in ("stop_accuracy", "converge_accuracy"):
+            v = getattr(self, key)
+            require(v is None or 0.0 < v <= 1.0, key, f"must lie in (0, 1], got {v}")
+        require(self.window >= 1, "window", f"must be >= 1, got {self.window}")
+        require(
+            self.diagnostics_every >= 0,
+            "diagnostics_every",
+            f"must be >= 0, got {self.diagnostics_every}",
+        )
         for key in ("steps_per_epoch", "batch_size"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         for key in ("lr", "clip"):
@@ -110,8 +181,9 @@ class CMRUDeploy:
     """Also program each memory unit's output map W_out."""
     readout: bool = True
     """Also program the model's final readout Linear."""
-    program: Literal["verify", "open_loop"] = "verify"
-    """Program-and-verify, or open-loop pulse counts from the measured response."""
+    program: Literal["verify", "open_loop", "none"] = "verify"
+    """Program-and-verify, open-loop pulse counts from the measured response, or none: the
+    model stays in float (``evaluate`` then scores the float model; no device is touched)."""
     tolerance_s: float | None = None
     """Verify band (S); None: 5 % of the programmed conductance window."""
     max_iterations: int = 50
@@ -162,36 +234,70 @@ class CMRUExperiment(Experiment):
         m: CMRUModel = config.model
         t = cast(CMRUTrain, config.train)
         self.split = sequence_data(data)
+        per_step = self.split.train.y.dim() == 3  # per-step bit targets (flip-flop)
         cell_kw: dict[str, Any] = {"slope": m.slope}
         if m.eps is not None:
             cell_kw["eps"] = m.eps
+        if m.cell == "mingru":
+            timescale = m.mingru_max_timescale
+            cell_kw["mingru_max_timescale"] = (
+                max(float(self.split.seq_len), 3.0) if timescale is None else timescale
+            )
+        self.d_state = m.d_state
+        if m.match_params_of is not None:
+            reference = count_parameters(build_cell(m.match_params_of, m.d_model, m.d_state))
+            self.d_state = state_size_for_budget(m.cell, m.d_model, reference)
         self.model = RecurrentBackbone(
             self.split.n_features,
-            self.split.n_classes,
+            int(self.split.train.y.shape[-1]) if per_step else self.split.n_classes,
             cell=m.cell,
             d_model=m.d_model,
-            d_state=m.d_state,
+            d_state=self.d_state,
             depth=m.depth,
             mlp_ratio=m.mlp_ratio,
             dropout=m.dropout,
-            readout=m.readout,
+            readout="all" if per_step else m.readout,
             positional_dims=m.positional_dims,
             seed=t.seed,
             **cell_kw,
         )
-        recipe = RecipeConfig(
-            steps=max(1, t.epochs * t.steps_per_epoch),
+        self.curriculum = None
+        if t.curriculum is not None:
+            self.curriculum = _generated(t.curriculum.dataset or {}, "train.curriculum.dataset")
+        self.trainer = Trainer(self.model, self._recipe(max(1, t.epochs * t.steps_per_epoch)))
+        self.batch_accuracies: list[float] = []  # every update's, for steps-to-converge
+        self.curriculum_steps = 0  # updates made on the curriculum task
+        self.float_model: RecurrentBackbone | None = None  # the trained model, once deployed
+
+    def _recipe(self, steps: int, *, curriculum: bool = False) -> RecipeConfig:
+        t = cast(CMRUTrain, self.config.train)
+        return RecipeConfig(
+            steps=steps,
             batch_size=t.batch_size,
             lr=t.lr,
             weight_decay=t.weight_decay,
             clip=t.clip,
+            schedule="cosine" if curriculum else t.schedule,
             seed=t.seed,
+            diagnostics_every=0 if curriculum else t.diagnostics_every,
         )
-        self.trainer = Trainer(self.model, recipe)
-        self.float_model: RecurrentBackbone | None = None  # the trained model, once deployed
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the early-stopping criterion (``train.stop_accuracy``) has been met."""
+        t = cast(CMRUTrain, self.config.train)
+        return reached(self.batch_accuracies, t.stop_accuracy, t.window)
 
     def preflight(self) -> None:
         d: CMRUDeploy = self.config.deploy
+        if d.program == "none":
+            return  # nothing goes on the device
+        if self.config.model.cell in ("lru", "mingru"):
+            raise ConfigError(
+                "model.cell",
+                f"{self.config.model.cell} has no memory units to deploy: a baseline runs "
+                "with deploy.program: none",
+            )
         try:
             plan_placement(self.model, self.backend.shape, readout=d.readout, outputs=d.outputs)
         except ValueError as exc:
@@ -199,24 +305,74 @@ class CMRUExperiment(Experiment):
             raise ConfigError(key, str(exc)) from None
         check_deploy_settings(self.backend, d.set_pulse, d.reset_pulse, d.v_read, d.g_window_s)
 
+    def _train_curriculum(self, total: int) -> Work:
+        """The curriculum's updates (a trainer of their own), before the first epoch."""
+        t = cast(CMRUTrain, self.config.train)
+        assert t.curriculum is not None and self.curriculum is not None
+        trainer = Trainer(self.model, self._recipe(t.curriculum.steps, curriculum=True))
+        accs: list[float] = []
+        for i in range(t.curriculum.steps):
+            loss, acc = trainer.step(self.curriculum.train)
+            accs.append(acc)
+            yield Step(i, total, {"curriculum_loss": loss, "curriculum_batch_accuracy": acc})
+            if reached(accs, t.stop_accuracy, t.window):
+                break
+        trainer.close()
+        self.curriculum_steps = len(accs)
+        return {}
+
     def train_epoch(self, epoch: int) -> Work:
         t = cast(CMRUTrain, self.config.train)
+        curriculum = self.curriculum is not None and epoch == 0 and not self.curriculum_steps
+        offset = t.curriculum.steps if curriculum and t.curriculum is not None else 0
+        if curriculum:
+            yield from self._train_curriculum(offset + t.steps_per_epoch)
         losses, accs = [], []
         for i in range(t.steps_per_epoch):
+            if self.stopped:
+                break
+            n_diag = len(self.trainer.diagnostics)
             loss, acc = self.trainer.step(self.split.train)
             losses.append(loss)
             accs.append(acc)
-            yield Step(i, t.steps_per_epoch, {"loss": loss})
+            self.batch_accuracies.append(acc)
+            metrics = {"loss": loss, "batch_accuracy": acc}
+            for record in self.trainer.diagnostics[n_diag:]:
+                metrics.update({k: v for k, v in record.items() if k != "step"})
+            yield Step(offset + i, offset + t.steps_per_epoch, metrics)
+        test = scores(self.model, self.split.test)
+        out = {"steps": float(self.trainer.steps)}
+        if losses:
+            out |= {"loss": sum(losses) / len(losses), "batch_accuracy": sum(accs) / len(accs)}
+        return out | {"test_accuracy": test["accuracy"], "test_collapsed": test["collapsed"]}
+
+    def _training_metrics(self) -> dict[str, float]:
+        """The budget a run used: updates made, steps-to-converge (NaN: never), and the
+        curriculum's updates."""
+        t = cast(CMRUTrain, self.config.train)
+        conv = None
+        if self.batch_accuracies:
+            conv = steps_to_converge(
+                self.batch_accuracies,
+                target=1.0,
+                margin=1.0 - t.converge_accuracy,
+                window=t.window,
+            )
         return {
-            "loss": sum(losses) / len(losses),
-            "batch_accuracy": sum(accs) / len(accs),
-            "test_accuracy": evaluate(self.model, self.split.test),
+            "steps": float(self.trainer.steps),
+            "steps_to_converge": float("nan") if conv is None else float(conv),
+            "curriculum_steps": float(self.curriculum_steps),
+            "d_state": float(self.d_state),
+            "parameters": float(count_parameters(self.model)),
         }
 
     def deploy(self) -> Work:
         d: CMRUDeploy = self.config.deploy
+        self.trainer.close()
         self.float_model = copy.deepcopy(self.model)
         self.model.eval()
+        if d.program == "none":
+            return (yield from no_steps())
         analog_kw: dict[str, Any] = {}
         for key in ("g_window_s", "v_read", "set_pulse", "reset_pulse"):
             if getattr(d, key) is not None:
@@ -250,9 +406,12 @@ class CMRUExperiment(Experiment):
         return deploy_metrics([report for _, report in layers])
 
     def evaluate(self) -> dict[str, float]:
+        """Accuracy and the collapse flag on the backend (``deploy.program: none``: of the
+        float model), with the training budget used (``_training_metrics``)."""
         if self.float_model is None:
             raise RuntimeError("nothing is deployed yet: run deploy() first")
-        return scores(self.model, self.split.test)  # accuracy and the collapse flag
+        # accuracy and the collapse flag from one pass
+        return scores(self.model, self.split.test) | self._training_metrics()
 
     def evaluate_float(self) -> dict[str, float]:
         model = self.float_model if self.float_model is not None else self.model
@@ -263,12 +422,33 @@ class CMRUExperiment(Experiment):
         return {
             "model": copy.deepcopy(model.state_dict()),
             "trainer": copy.deepcopy(self.trainer.state_dict()),
+            "batch_accuracies": list(self.batch_accuracies),
+            "curriculum_steps": self.curriculum_steps,
+            "diagnostics": copy.deepcopy(self.trainer.diagnostics),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.trainer.load_state_dict(dict(state["trainer"]))
+        self.batch_accuracies = list(state.get("batch_accuracies", []))
+        self.curriculum_steps = int(state.get("curriculum_steps", 0))
+        self.trainer.diagnostics = list(state.get("diagnostics", []))
         self.float_model = None
 
 
-__all__ = ["CMRUDeploy", "CMRUExperiment", "CMRUModel", "CMRUTrain"]
+def _generated(spec: dict[str, Any], key: str) -> ClassificationData:
+    """The sequence set of ``{name: GENERATOR, options...}`` (a public ``memhil.datasets``
+    function, as an experiment file's ``dataset:`` names one); errors name ``key``."""
+    name = spec.get("name")
+    fn = getattr(memhil.datasets, str(name), None) if name in memhil.datasets.__all__ else None
+    if not callable(fn):
+        raise ConfigError(f"{key}.name", f"unknown generator {name!r} in memhil.datasets")
+    options = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        data = fn(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(key, f"{name}({options}): {exc}") from None
+    return sequence_data(data, key)
+
+
+__all__ = ["CMRUCurriculum", "CMRUDeploy", "CMRUExperiment", "CMRUModel", "CMRUTrain"]

@@ -31,6 +31,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip: float = 1.0
     eps_schedule: EpsSchedule | None = None
+    #: "cosine": the learning rate falls to 1 % over ``steps``; "constant": it stays at
+    #: ``lr``, so a run capped at B steps is the first B steps of one capped at 2B
+    schedule: str = "cosine"
     seed: int = 0
     #: stop early once the mean mini-batch accuracy of the last ``window`` steps reaches this
     stop_accuracy: float | None = None
@@ -152,10 +155,15 @@ class Trainer:
             lr=cfg.lr,
             betas=(0.9, 0.99),
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda k: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps)),
-        )
+        if cfg.schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown schedule {cfg.schedule!r} (cosine, constant)")
+
+        def factor(k: int) -> float:
+            if cfg.schedule == "constant":
+                return 1.0
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.steps = 0
         #: one dict per ``config.diagnostics_every`` steps (see :class:`TrainResult`)
@@ -211,6 +219,17 @@ class Trainer:
         self.steps = int(state["steps"])
 
 
+def reached(batch_accuracies: list[float], stop_accuracy: float | None, window: int) -> bool:
+    """The early-stopping criterion: the mean mini-batch accuracy of the last ``window``
+    steps is at least ``stop_accuracy`` (never when it is None)."""
+    recent = batch_accuracies[-window:]
+    return (
+        stop_accuracy is not None
+        and len(recent) == window
+        and sum(recent) / window >= stop_accuracy
+    )
+
+
 def train(
     model: nn.Module,
     train_split: Split,
@@ -226,12 +245,7 @@ def train(
         result.losses.append(loss)
         result.batch_accuracies.append(accuracy)
         result.steps = step + 1
-        recent = result.batch_accuracies[-cfg.window :]
-        if (
-            cfg.stop_accuracy is not None
-            and len(recent) == cfg.window
-            and sum(recent) / cfg.window >= cfg.stop_accuracy
-        ):
+        if reached(result.batch_accuracies, cfg.stop_accuracy, cfg.window):
             break
     trainer.close()
     result.diagnostics = trainer.diagnostics
