@@ -54,6 +54,15 @@ def _warm(spec) -> int:
     return os.getpid()
 
 
+def _trial_s(db: Path, sweep_id: int) -> float:
+    """Mean time a trial ran (its worker's start to end), from the sweep's stored run."""
+    from memhil.store import RunStore
+
+    with RunStore(db) as store:
+        df = store.load(sweep_id)
+    return float((df["t_end_s"] - df["t_start_s"]).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter trials (a smoke run)")
@@ -99,6 +108,8 @@ def main() -> None:
         raise SystemExit(f"trials failed: {bad}")
 
     startup = t_init + t_warm
+    trial_s = {"sequential": _trial_s(work / "sequential.db", seq.sweep_id)}
+    trial_s["ray"] = _trial_s(work / "ray.db", par.sweep_id)
     fig = {
         "trials": n,
         "preflight_s": t_load,
@@ -113,6 +124,8 @@ def main() -> None:
         "ray_shutdown_s": t_stop,
         "driver_write_ms_per_trial_ray": 1e3 * par.write_s / n,
         "driver_write_ms_per_trial_sequential": 1e3 * seq.write_s / n,
+        "trial_mean_s_sequential": trial_s["sequential"],
+        "trial_mean_s_ray": trial_s["ray"],
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
     }
@@ -130,6 +143,10 @@ def main() -> None:
     print(
         f"  driver storing a trial's run     {fig['driver_write_ms_per_trial_ray']:7.1f} ms "
         f"(the one writer; 0 lock errors: every trial stored)"
+    )
+    print(
+        f"  a trial, start to end, mean      {trial_s['sequential']:7.3f} s in one process, "
+        f"{trial_s['ray']:.3f} s on a Ray worker"
     )
     print(f"  (load average {fig['load_average_1min']:.1f} on {os.cpu_count()} CPUs)")
     if args.json:
