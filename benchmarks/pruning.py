@@ -59,10 +59,18 @@ def sweep_files(task: str) -> list[Path]:
     return [SWEEPS / f"pruning_{task}_{kind}.yaml" for kind in ("pruned", "programmed")]
 
 
-def derived_sweep(path: Path, tmp: Path, *, quick: str | None, backend: Any) -> Path:
+def derived_sweep(
+    path: Path,
+    tmp: Path,
+    *,
+    quick: str | None,
+    backend: Any,
+    settings: Sequence[str] = (),
+) -> Path:
     """``path`` as a new sweep file in ``tmp`` (base made absolute): with ``quick`` (a
     task) the smoke-run grid and two seeds; with ``backend`` every trial on that backend
-    (the file's own ``backend.*`` axes dropped)."""
+    (the file's own ``backend.*`` axes dropped); each ``KEY=VALUE`` of ``settings`` (the
+    value read as YAML) set in every trial."""
     data = yaml.safe_load(path.read_text())
     data["base"] = str((path.parent / data["base"]).resolve())
     grid = dict(data.get("grid") or {})
@@ -72,6 +80,9 @@ def derived_sweep(path: Path, tmp: Path, *, quick: str | None, backend: Any) -> 
     if backend is not None:
         grid = {k: v for k, v in grid.items() if not k.startswith("backend")}
         grid["backend"] = [backend]
+    for item in settings:
+        key, _, value = item.partition("=")
+        grid[key] = [yaml.safe_load(value)]
     data["grid"] = grid
     out = tmp / path.name
     out.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -177,6 +188,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="append",
         help="run these sweep files (pruning experiments) instead of the tasks' own",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a key in every trial, e.g. train.epochs=5 (the budget) or model.sizes=[64,32,10]",
+    )
     ap.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: inline)")
     ap.add_argument(
         "--out", type=Path, default=Path("benchmarks/out/pruning"), help="table and store"
@@ -188,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             ap.error("--from-db needs --sweep ID (the ids `memhil runs list` shows as sweep)")
         print_from_db(args.from_db, args.sweep)
         return
+    bad_set = [s for s in args.set if "=" not in s or not s.partition("=")[0]]
+    if bad_set:
+        ap.error(f"--set {bad_set[0]!r}: expected KEY=VALUE, e.g. train.epochs=5")
     tasks = [t for t in args.tasks.split(",") if t]
     bad = [t for t in tasks if t not in TASKS]
     if bad:
@@ -203,9 +224,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ids = []
     with tempfile.TemporaryDirectory(prefix="memhil-pruning-") as tmp:
         for task, path in jobs:
-            if (args.quick and task is not None) or args.backend is not None:
+            if (args.quick and task is not None) or args.backend is not None or args.set:
                 quick = task if args.quick else None
-                path = derived_sweep(path, Path(tmp), quick=quick, backend=args.backend)
+                path = derived_sweep(
+                    path, Path(tmp), quick=quick, backend=args.backend, settings=args.set
+                )
             try:
                 out = run_sweep(
                     path,
