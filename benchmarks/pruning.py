@@ -21,9 +21,12 @@ class, ``memhil.algorithms.metrics``), the budget, and the gap pruned - program-
     python benchmarks/pruning.py --from-db PATH --sweep ID [--sweep ID ...]  # reprint
     python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
 
-Cost on this 2-core machine (shared): the default (2 tasks x 25 trials, 5 seeds, 30
-epochs) about 25 CPU-minutes, run one trial at a time; ``--quick`` (2 seeds, 2 epochs,
-a 1000-signal MNIST-1D) about 2 minutes.
+Cost on this 2-core machine, trials run one at a time (``--num-cpus N``: on Ray): per task
+5 pruned + 20 programmed trials. Measured with the machine shared (load 7-23) at
+``--set train.epochs=5 --set model.sizes=[F,32,10]``: digits 30 min wall, MNIST-1D (with
+``dataset.n_samples=2000``) 22 min wall. The default (20 epochs, hidden 128) costs several
+times that (the pruned trials dominate: every step reads the chip and programs the flips);
+``--quick`` (2 seeds, 1 epoch, hidden 16, 500 MNIST-1D signals) a few CPU-minutes.
 """
 
 from __future__ import annotations
@@ -167,12 +170,18 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
 
 
 def print_from_db(db: Path, sweep_ids: Sequence[int]) -> None:
+    """Reprint the table of ``sweep_ids`` from store ``db``; a missing store or a run that
+    is no sweep: one line on stderr, exit 2."""
+    if not db.is_file():
+        print(f"--from-db {db}: no such run store", file=sys.stderr)
+        sys.exit(2)
     with RunStore(db) as store:
         for sid in sweep_ids:
             try:
                 sweep_definition(store, sid)
             except ConfigError as exc:
-                sys.exit(f"--sweep {sid}: {exc.reason}")
+                print(f"--sweep {sid}: {exc.reason}", file=sys.stderr)
+                sys.exit(2)
         print(pruning_table(store, sweep_ids))
 
 
