@@ -37,6 +37,7 @@ def _sweep(tmp_path, name: str, grid: dict) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # ~7 s on an idle machine: six trials, each training and programming a chip
 def test_the_table_reprinted_from_the_store_is_the_one_printed_after_running(
     study, tmp_path, capsys
 ):
