@@ -1,326 +1,266 @@
-"""Edge pruning of random RRAM weights vs weight programming (``docs/algorithms.md#pruning``).
+"""Edge pruning of random RRAM weights vs programmed weights, from stored sweep runs
+(``docs/algorithms.md#pruning``; Li et al., arXiv 2311.07164).
 
-Per task, on the simulator with the stochastic-forming RRAM model (3 % read noise):
-the pruned random network (edge-popup on formed weights, deployed by RESET pulses and
-scored from a fresh readout of the array), with and without switch limiting; the same
-architecture trained in float and programmed with 15 % / 30 % relative write noise plus
-3 % read noise; the random network with only its readout trained; and ideal float.
-Programming operations = mask flips during training (each a SET or RESET).
+Per task (sklearn digits, and the generated MNIST-1D of ``memhil.datasets.mnist1d``),
+two sweep files of ``examples/sweeps/`` run into a run store:
 
-    python benchmarks/pruning.py [--quick] [--out benchmarks/out/pruning]
+* ``pruning_<task>_pruned``: the MLP's weights formed at random on a simulated
+  stochastic-forming RRAM chip, edge-popup with fresh readouts and every mask flip
+  programmed on the chip, tested by mvm on the chip;
+* ``pruning_<task>_programmed``: the same MLP trained in float, then programmed by
+  program-and-verify on a simulated PCM chip (its residual error is the write noise:
+  no assumed percentage) or with an assumed write noise (15 %, 30 % of the target, 15 % of
+  the window) and 3 % read noise in software; ``ideal`` is the float network.
+
+The table is built from the stored runs only (:func:`pruning_table`): accuracy mean ± sd
+over the seeds, ``c`` where a run collapsed (>= 90 % of its test predictions in one
+class, ``memhil.algorithms.metrics``), the budget, and the gap pruned - program-verify.
+
+    python benchmarks/pruning.py [--tasks digits,mnist1d] [--out DIR] [--db PATH] [--quick]
+    python benchmarks/pruning.py --sweep-file MY_SWEEP.yaml [...]  # your own sweeps
+    python benchmarks/pruning.py --from-db PATH --sweep ID [--sweep ID ...]  # reprint
+    python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
+
+Cost on this 2-core machine, trials run one at a time (``--num-cpus N``: on Ray): per task
+5 pruned + 20 programmed trials. Measured with the machine shared (load 7-23) at
+``--set train.epochs=5 --set model.sizes=[F,32,10]``: digits 30 min wall, MNIST-1D (with
+``dataset.n_samples=2000``) 22 min wall. The default (20 epochs, hidden 128) costs several
+times that (the pruned trials dominate: every step reads the chip and programs the flips);
+``--quick`` (2 seeds, 1 epoch, hidden 16, 500 MNIST-1D signals) a few CPU-minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
+import yaml
+from experiment_runs import add_run_options  # benchmarks/experiment_runs.py
 
-from memhil.algorithms.metrics import prediction_summary
-from memhil.algorithms.pruning.edge_popup import (
-    FloatWeight,
-    ProgrammedWeight,
-    ThresholdSchedule,
-    TrainConfig,
-    backend_shape_for,
-    deploy_masks,
-    draw_hardware_weights,
-    load_deployed,
-    masks_of,
-    read_magnitudes,
-    set_read_index,
-    train,
-)
-from memhil.algorithms.pruning.models import MLP, ConvRNN, DigitCNN, UNet, layer_shapes
-from memhil.backends.sim import SimBackend
-from memhil.datasets import digit_images, digits, japanese_vowels, standardize, vessels
+from memhil.core.errors import ConfigError, LimitError
+from memhil.store import RunStore
+from memhil.sweeps import run_sweep
+from memhil.sweeps.results import sweep_definition, sweep_table, trial_runs
 
-READ_NOISE_REL = 0.03
-WRITE_NOISES = ((0.15, "target"), (0.30, "target"), (0.15, "window"))
-N_READS = 16
+SWEEPS = Path(__file__).resolve().parents[1] / "examples" / "sweeps"
+TASKS = ("digits", "mnist1d")
+METRICS = ["accuracy", "accuracy_float", "collapsed", "write_error_window"]
+#: Smoke-run overrides (a few seconds per trial): one epoch, a 16-unit hidden layer.
+QUICK_GRID: dict[str, dict[str, list]] = {
+    "digits": {"train.epochs": [1], "model.sizes": [[64, 16, 10]]},
+    "mnist1d": {"train.epochs": [1], "model.sizes": [[40, 16, 10]], "dataset.n_samples": [500]},
+}
 
 
-@dataclass
-class Task:
-    name: str
-    build: Callable
-    data: object
-    val: object
-    metrics: tuple[str, ...]
-    epochs: int
-    batch_size: int
-    seq: bool = False
+def sweep_files(task: str) -> list[Path]:
+    """The sweep files of ``task``: pruned, then its programmed baseline."""
+    return [SWEEPS / f"pruning_{task}_{kind}.yaml" for kind in ("pruned", "programmed")]
 
 
-def _tasks(quick: bool, seed: int) -> list[Task]:
-    def split(d):
-        return d.with_validation(0.2, seed)
-
-    dg, dg_val = split(digits(seed=seed))
-    di, di_val = split(digit_images(seed=seed))
-    jv, jv_val = split(standardize(japanese_vowels()))
-    n_tr, n_te, size = (24, 8, 32) if quick else (160, 48, 32)
-    vs = vessels(n_train=n_tr + n_tr // 4, n_test=n_te, size=size, seed=seed)
-    vs_train = type(vs.train)(vs.train.x[:n_tr], vs.train.y[:n_tr])
-    vs_val = type(vs.train)(vs.train.x[n_tr:], vs.train.y[n_tr:])
-    vs = type(vs)(vs.name, vs_train, vs.test, 2)
-    e = (lambda full: 3) if quick else (lambda full: full)
-    return [
-        Task(
-            "digits MLP 64-128-10",
-            lambda f: MLP(f, (64, 128, 10), bits=4),
-            dg,
-            dg_val,
-            ("accuracy",),
-            e(40),
-            60,
-        ),
-        Task("digits CNN", lambda f: DigitCNN(f, bits=4), di, di_val, ("accuracy",), e(30), 60),
-        Task(
-            "JapaneseVowels CRNN",
-            lambda f: ConvRNN(f, bits=3),
-            jv,
-            jv_val,
-            ("accuracy",),
-            e(40),
-            30,
-            seq=True,
-        ),
-        Task(
-            f"vessels U-Net {size}x{size}",
-            lambda f: UNet(f, base=16, depth=2, bits=6),
-            vs,
-            vs_val,
-            ("PR-AUC", "ROC-AUC"),
-            e(25),
-            8,
-        ),
-    ]
+def derived_sweep(
+    path: Path,
+    tmp: Path,
+    *,
+    quick: str | None,
+    backend: Any,
+    settings: Sequence[str] = (),
+) -> Path:
+    """``path`` as a new sweep file in ``tmp`` (base made absolute): with ``quick`` (a
+    task) the smoke-run grid and two seeds; with ``backend`` every trial on that backend
+    (the file's own ``backend.*`` axes dropped); each ``KEY=VALUE`` of ``settings`` (the
+    value read as YAML) set in every trial."""
+    data = yaml.safe_load(path.read_text())
+    data["base"] = str((path.parent / data["base"]).resolve())
+    grid = dict(data.get("grid") or {})
+    if quick is not None:
+        grid.update(QUICK_GRID[quick])
+        data["seeds"] = [0, 1]
+    if backend is not None:
+        grid = {k: v for k, v in grid.items() if not k.startswith("backend")}
+        grid["backend"] = [backend]
+    for item in settings:
+        key, _, value = item.partition("=")
+        grid[key] = [yaml.safe_load(value)]
+    data["grid"] = grid
+    out = tmp / path.name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
-# -- scoring --------------------------------------------------------------------------------
-def _forward(model, x, lengths=None):
-    return model(x, lengths=lengths) if lengths is not None else model(x)
+# -- the table, from the store only ------------------------------------------------------
+def _variant(row: Any) -> str:
+    """Column name of one point of a sweep's axes."""
+    if row.get("model.method", "pruned") != "programmed":
+        return "pruned"
+    noise = row.get("deploy.write_noise")
+    if not noise:
+        return "prog-verify"
+    ref = "win" if noise.get("reference") == "window" else ""
+    return f"noise{round(100 * float(noise['rel']))}%{ref}"
 
 
-def _scores(task: Task, model, split, read_indices=(0,)) -> dict[str, float]:
-    """Metrics averaged over readouts ``read_indices`` (eval mode)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    model.eval()
-    out: dict[str, list[float]] = {m: [] for m in task.metrics}
-    with torch.no_grad():
-        for r in read_indices:
-            set_read_index(model, r)
-            z = _forward(model, split.x, split.lengths if task.seq else None)
-            if "accuracy" in task.metrics:
-                out["accuracy"].append(float((z.argmax(-1) == split.y).float().mean()))
-                # a (near-)constant predictor: one class takes >= 90 % of the predictions
-                summary = prediction_summary(z.argmax(-1), z.shape[-1], split.y)
-                out.setdefault("collapsed", []).append(float(summary.collapsed))
-            else:
-                p = F.softmax(z, 1)[:, 1].flatten().numpy()
-                y = split.y.flatten().numpy()
-                out["PR-AUC"].append(float(average_precision_score(y, p)))
-                out["ROC-AUC"].append(float(roc_auc_score(y, p)))
-    return {k: sum(v) / len(v) for k, v in out.items()}
+def _cell(mean: float, sd: float, collapsed: float = 0.0) -> str:
+    """``mean ± sd`` in %, ``c`` when any run of the point collapsed."""
+    sd_txt = "   -" if math.isnan(sd) else f"{100 * sd:4.1f}"
+    return f"{100 * mean:5.1f}±{sd_txt}{'c' if collapsed > 0 else ' '}"
 
 
-def _fit(task: Task, model, cfg: TrainConfig):
-    data = task.data
-    lengths = data.train.lengths if task.seq else None
-    extra = (lambda idx: {"lengths": lengths[idx]}) if lengths is not None else None
-    return train(
-        model,
-        data.train.x,
-        data.train.y,
-        F.cross_entropy,
-        cfg,
-        validate=lambda m: _scores(task, m, task.val)[task.metrics[0]],
-        extra_inputs=extra,
-    )
-
-
-def _backend(shape, seed: int) -> SimBackend:
-    t, r, c = shape
-    return SimBackend(
-        {
-            "tiles": t,
-            "rows": r,
-            "cols": c,
-            "device": "rram_forming",
-            "seed": seed,
-            "read": {"read_noise_rel": READ_NOISE_REL},
-        }
-    )
-
-
-# -- one task -------------------------------------------------------------------------------
-def run_task(task: Task, seed: int) -> dict:
-    shapes = [s for _, s, _ in layer_shapes(task.build)]
-    bshape = backend_shape_for(shapes)
-    cfg = {"epochs": task.epochs, "batch_size": task.batch_size, "seed": seed}
-    res: dict = {
-        "task": task.name,
-        "metrics": task.metrics,
-        "weights": sum(a * b for a, b in shapes),
-    }
-
-    variants = (
-        ("pruned_sl", ThresholdSchedule()),
-        ("pruned_sl5", ThresholdSchedule(0.05, 0.035)),
-        ("pruned", None),
-    )
-    for tag, limit in variants:
-        backend = _backend(bshape, seed)  # same seed: the same formed array for both runs
-        hw = draw_hardware_weights(backend, shapes, sign_seed=seed, n_reads=N_READS)
-        net = task.build(hw.masked_factory(seed=seed))
-        t0 = time.time()
-        tr = _fit(task, net, TrainConfig(switch_limit=limit, **cfg))
-        res[f"{tag}_train_s"] = time.time() - t0
-        res[f"{tag}_flips"] = tr.flips
-        res[f"{tag}_flips_per_epoch"] = tr.flips_per_epoch
-        res[f"{tag}_simulated"] = _scores(task, net, task.data.test, range(3))
-        ones = [torch.ones_like(s) for s in hw.signs]
-        dep = deploy_masks(backend, hw.mappings, hw.signs, ones, masks_of(net))
-        res[f"{tag}_deploy_resets"] = dep.n_reset
-        load_deployed(net, read_magnitudes(backend, hw.mappings, hw.signs, 3))
-        res[tag] = _scores(task, net, task.data.test, range(3))
-        if tag == "pruned":
-            ro = task.build(hw.readout_only_factory(seed=seed))
-            _fit(task, ro, TrainConfig(**cfg))
-            res["readout_only"] = _scores(task, ro, task.data.test, range(3))
-
-    ideal = task.build(lambda n, s, g: FloatWeight(s, gain=g, seed=seed))
-    _fit(task, ideal, TrainConfig(**cfg))
-    res["ideal"] = _scores(task, ideal, task.data.test)
-    for p, ref in WRITE_NOISES:
-        runs = []
-        for k in range(3):  # three programming draws
-            noisy = copy.deepcopy(ideal)
-            for layer in noisy.modules():
-                src = getattr(layer, "source", None)
-                if isinstance(src, FloatWeight):
-                    layer.source = ProgrammedWeight(
-                        src.weight(),
-                        write_noise_rel=p,
-                        noise_reference=ref,
-                        read_noise_rel=READ_NOISE_REL,
-                        seed=seed * 31 + k,
-                    )
-            runs.append(_scores(task, noisy, task.data.test))
-        key = f"noisy_{round(p * 100)}" + ("" if ref == "target" else "_window")
-        res[key] = {m: sum(r[m] for r in runs) / len(runs) for m in runs[0]}
-    return res
-
-
-# -- report ---------------------------------------------------------------------------------
-COLUMNS = [
-    ("pruned_sl", "pruned+SL"),
-    ("pruned_sl5", "+SLx5"),
-    ("pruned", "pruned"),
-    ("noisy_15", "noisy15%"),
-    ("noisy_30", "noisy30%"),
-    ("noisy_15_window", "n15%win"),
-    ("readout_only", "readout"),
-    ("ideal", "ideal"),
-]
-
-
-def table(results: list[dict]) -> str:
-    head = (
-        f"{'task':<26}{'metric':<9}"
-        + "".join(f"{c:>10}" for _, c in COLUMNS)
-        + f"{'ops SL':>8}{'SLx5':>7}{'noSL':>7}{'ratio':>6}{'x5':>6}{'deployRST':>10}"
-    )
+def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
+    """The pruning table of sweeps ``sweep_ids`` in ``store``, from their stored runs only:
+    one row per task (dataset), one column per variant, accuracy mean ± sd over the
+    completed seeds; the budget and seeds; the gap pruned - program-verify."""
+    rows: dict[str, dict[str, str]] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    for sid in sweep_ids:
+        table, axes, _ = sweep_table(store, sid)
+        runs = trial_runs(store, sid)
+        done = runs[runs["status"] == "completed"]
+        if done.empty:
+            continue
+        config = store.metadata(int(done["run_id"].iloc[0]))["experiment_config"]
+        task = str(config["dataset"]["name"])
+        sizes = "-".join(str(s) for s in config["model"]["sizes"])
+        train = config["train"]
+        f = facts.setdefault(
+            task,
+            {"model": sizes, "epochs": set(), "batch": train["batch_size"], "seeds": set()},
+        )
+        f["epochs"].add(int(train["epochs"]))
+        f["seeds"].update(int(s) for s in done["seed"])
+        row = rows.setdefault(task, {})
+        for _, point in table.iterrows():
+            name = _variant({a: point[a] for a in axes})
+            collapsed = point.get("collapsed_mean", 0.0)
+            row[name] = _cell(point["accuracy_mean"], point["accuracy_sd"], collapsed)
+            f[f"{name}_mean"] = float(point["accuracy_mean"])
+            f[f"{name}_n"] = int(point["n"])
+            if name == "prog-verify":
+                row["ideal"] = _cell(point["accuracy_float_mean"], point["accuracy_float_sd"])
+                f["residual"] = float(point.get("write_error_window_mean", math.nan))
+    columns = ["pruned", "prog-verify", "noise15%", "noise30%", "noise15%win", "ideal"]
+    head = f"{'task':<9}{'MLP':<11}" + "".join(f"{c:>13}" for c in columns) + f"{'gap':>8}"
     lines = [head, "-" * len(head)]
-    for r in results:
-        for i, m in enumerate(r["metrics"]):
-            # "c": a collapsed run (one class takes >= 90 % of the test predictions)
-            row = f"{r['task'] if i == 0 else '':<26}{m:<9}" + "".join(
-                f"{100 * r[k][m]:>9.1f}{'c' if r[k].get('collapsed') else ' '}" for k, _ in COLUMNS
-            )
-            if i == 0:
-                ops = [r[f"{k}_flips"] for k in ("pruned_sl", "pruned_sl5", "pruned")]
-                row += (
-                    f"{ops[0]:>8}{ops[1]:>7}{ops[2]:>7}{ops[2] / max(ops[0], 1):>6.1f}"
-                    f"{ops[2] / max(ops[1], 1):>6.1f}{r['pruned_sl_deploy_resets']:>10}"
-                )
-            lines.append(row)
+    for task, row in rows.items():
+        f = facts[task]
+        gap = f.get("pruned_mean", math.nan) - f.get("prog-verify_mean", math.nan)
+        lines.append(
+            f"{task:<9}{f['model']:<11}"
+            + "".join(f"{row.get(c, '-'):>13}" for c in columns)
+            + f"{100 * gap:>+8.1f}"
+        )
+    for task, f in facts.items():
+        seeds = sorted(f["seeds"])
+        lines.append(
+            f"{task}: budget {'/'.join(map(str, sorted(f['epochs'])))} epochs of batch "
+            f"{f['batch']}; seeds {seeds} (n = {f.get('pruned_n', 0)} pruned, "
+            f"{f.get('prog-verify_n', 0)} programmed); program-and-verify residual "
+            f"{100 * f.get('residual', math.nan):.1f} % of the window (RMS)"
+        )
+    lines.append(
+        "accuracy % on the test set, mean ± sd over seeds; c: a run collapsed (>= 90 % of "
+        "its predictions in one class); gap = pruned - prog-verify (points); sweeps "
+        + ", ".join(map(str, sweep_ids))
+    )
     return "\n".join(lines)
 
 
-def plot(results: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 7), squeeze=False)
-    for j, r in enumerate(results):
-        m = r["metrics"][0]
-        ax = axes[0, j]
-        ax.bar([c for _, c in COLUMNS], [100 * r[k][m] for k, _ in COLUMNS], color="tab:blue")
-        ax.set_title(r["task"], fontsize=9)
-        ax.set_ylabel(f"{m} (%)")
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-        ax = axes[1, j]
-        ax.plot(r["pruned_flips_per_epoch"], label="no switch limit")
-        ax.plot(r["pruned_sl_flips_per_epoch"], label="switch limit 1 %")
-        ax.plot(r["pruned_sl5_flips_per_epoch"], label="switch limit 5 %")
-        ax.set_yscale("symlog")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("mask flips (programming ops)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "pruning.png", dpi=110)
-    plt.close(fig)
+def print_from_db(db: Path, sweep_ids: Sequence[int]) -> None:
+    """Reprint the table of ``sweep_ids`` from store ``db``; a missing store or a run that
+    is no sweep: one line on stderr, exit 2."""
+    if not db.is_file():
+        print(f"--from-db {db}: no such run store", file=sys.stderr)
+        sys.exit(2)
+    with RunStore(db) as store:
+        for sid in sweep_ids:
+            try:
+                sweep_definition(store, sid)
+            except ConfigError as exc:
+                print(f"--sweep {sid}: {exc.reason}", file=sys.stderr)
+                sys.exit(2)
+        print(pruning_table(store, sweep_ids))
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 epochs, tiny vessel set (smoke run)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/pruning"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tasks", default="all", help="comma-separated task indices (0-3) or 'all'")
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated of {TASKS}")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, 2 epochs (smoke run)")
+    ap.add_argument("--from-db", type=Path, help="reprint the table of stored sweeps")
+    ap.add_argument("--sweep", type=int, action="append", help="sweep id (with --from-db)")
+    ap.add_argument(
+        "--sweep-file",
+        type=Path,
+        action="append",
+        help="run these sweep files (pruning experiments) instead of the tasks' own",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a key in every trial, e.g. train.epochs=5 (the budget) or model.sizes=[64,32,10]",
+    )
+    ap.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: inline)")
+    ap.add_argument(
+        "--out", type=Path, default=Path("benchmarks/out/pruning"), help="table and store"
+    )
     add_run_options(ap)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
+    if args.from_db is not None:
+        if not args.sweep:
+            ap.error("--from-db needs --sweep ID (the ids `memhil runs list` shows as sweep)")
+        print_from_db(args.from_db, args.sweep)
+        return
+    bad_set = [s for s in args.set if "=" not in s or not s.partition("=")[0]]
+    if bad_set:
+        ap.error(f"--set {bad_set[0]!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    tasks = [t for t in args.tasks.split(",") if t]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        ap.error(f"--tasks: unknown task {bad[0]!r} (known: {', '.join(TASKS)})")
     args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    tasks = _tasks(args.quick, args.seed)
-    if args.tasks != "all":
-        tasks = [tasks[int(i)] for i in args.tasks.split(",")]
-    results = []
-    for task in tasks:
-        t = time.time()
-        results.append(run_task(task, args.seed))
-        print(f"[{task.name}: {time.time() - t:.0f} s]", flush=True)
-    print()
-    print(table(results))
-    print(
-        f"\nread noise {100 * READ_NOISE_REL:.0f} %; noisyP% = float weights programmed with P % "
-        "relative write noise (n15%win: sigma = 15 % of the 1-40 uS window); "
-        "SL = switch limiting, threshold 1 % -> 0.7 % (paper), SLx5 = "
-        "5 % -> 3.5 %;\nops = mask flips during training (SET/RESET events), ratio = noSL/SL "
-        f"ops; deployRST = RESET pulses of the final deployment; c = collapsed (one class takes "
-        f">= 90 % of the test predictions); wall {time.time() - t0:.0f} s"
+    db = Path(args.db) if args.db else args.out / "pruning.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    jobs = (
+        [(None, p) for p in args.sweep_file]
+        if args.sweep_file
+        else [(t, p) for t in tasks for p in sweep_files(t)]
     )
-    print("\nexperiment run (fresh readouts and mask flips on the devices of one chip):")
-    quick = {"train": {"epochs": 1}} if args.quick else {}
-    _, _, line = run_example("pruning_digits", backend=args.backend, db=args.db, **quick)
-    print(line, flush=True)
-    (args.out / "pruning.json").write_text(json.dumps(results, indent=1))
-    plot(results, args.out)
+    ids = []
+    with tempfile.TemporaryDirectory(prefix="memhil-pruning-") as tmp:
+        for task, path in jobs:
+            if (args.quick and task is not None) or args.backend is not None or args.set:
+                quick = task if args.quick else None
+                path = derived_sweep(
+                    path, Path(tmp), quick=quick, backend=args.backend, settings=args.set
+                )
+            try:
+                out = run_sweep(
+                    path,
+                    db=db,
+                    progress=False,
+                    executor="inline" if args.num_cpus is None else "ray",
+                    num_cpus=args.num_cpus,
+                )
+            except (ConfigError, LimitError) as exc:  # the pre-flight's refusal
+                print(f"{path.name}: refused before any pulse: {exc}")
+                continue
+            print(
+                f"[{path.name}: sweep {out.sweep_id}, {len(out.completed)} trials in "
+                f"{out.elapsed_s:.0f} s, {len(out.failed)} failed]",
+                flush=True,
+            )
+            ids.append(out.sweep_id)
+    with RunStore(db) as store:
+        text = pruning_table(store, ids)
+    sweeps = " ".join(f"--sweep {i}" for i in ids)
+    text += f"\nreprint: python benchmarks/pruning.py --from-db {db} {sweeps}"
+    print(text)
+    (args.out / "pruning.txt").write_text(text + "\n")
 
 
 if __name__ == "__main__":

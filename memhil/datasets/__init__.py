@@ -7,6 +7,7 @@ and masks).
 
 from memhil.datasets.containers import ClassificationData, Split, standardize
 from memhil.datasets.digits import digit_images, digits, sequential_digits
+from memhil.datasets.mnist1d import mnist1d
 from memhil.datasets.retention_tasks import copy_first_input, delayed_recall, flip_flop
 from memhil.datasets.spike_tasks import (
     SpikePatternTask,
@@ -39,6 +40,7 @@ __all__ = [
     "iris",
     "japanese_vowels",
     "load_ucr",
+    "mnist1d",
     "pattern_generation",
     "plaid",
     "sequential_digits",

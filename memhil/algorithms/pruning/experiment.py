@@ -11,6 +11,13 @@ limited) and programs every mask flip on the backend: RESET to prune, SET to rei
 paper's simulation) and ``deploy`` programs the final masks. Evaluation runs the MLP's
 layers through ``mvm`` on the array; the float reference uses the last readouts of each
 cell without read noise.
+
+``model.method: programmed`` is the baseline the paper compares with: the same MLP
+trained in float, then written onto the backend by program-and-verify
+(``memhil.analog.program``) and evaluated by ``mvm`` on the programmed array, so its
+weight error is the residual the device model and the verify loop actually leave; or,
+with ``deploy.write_noise``, the float weights given an assumed Gaussian write noise and
+read noise in software (the usual percentage baseline).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from memhil.algorithms.deployment import check_deploy_settings, deploy_metrics, deploy_step
 from memhil.algorithms.experiment import (
     Experiment,
     ExperimentConfig,
@@ -34,10 +42,12 @@ from memhil.algorithms.experiment import (
 )
 from memhil.algorithms.metrics import prediction_summary
 from memhil.algorithms.pruning.edge_popup import (
+    FloatWeight,
     FormingRecipe,
     HardwareWeights,
     MaskedWeight,
     PairStates,
+    ProgrammedWeight,
     SwitchPulses,
     ThresholdSchedule,
     active_cells_all,
@@ -52,21 +62,50 @@ from memhil.algorithms.pruning.edge_popup import (
     set_read_index,
     weight_sources,
 )
-from memhil.algorithms.pruning.models import MLP
+from memhil.algorithms.pruning.models import MLP, SourcedLinear
+from memhil.analog.linear import AnalogLinear
+from memhil.analog.program import program_weights_steps
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
 
-__all__ = ["PruningDeploy", "PruningExperiment", "PruningModel", "PruningTrain"]
+__all__ = [
+    "AssumedWriteNoise",
+    "PruningDeploy",
+    "PruningExperiment",
+    "PruningModel",
+    "PruningTrain",
+]
 
 #: Largest row voltage (V) of the analog inference (``edge_popup.backend_linear``'s default).
 INFERENCE_V = 0.2
 
 
 @dataclass(frozen=True)
+class AssumedWriteNoise:
+    """Write noise of the percentage baseline: each programmed conductance G becomes
+    N(G, sigma^2) once, sigma = ``rel`` G (``reference: target``) or ``rel`` times the
+    conductance window (``window``), and every read multiplies it by N(1,
+    ``read_noise_rel``^2) (``edge_popup.ProgrammedWeight``)."""
+
+    rel: float
+    reference: Literal["target", "window"] = "target"
+    read_noise_rel: float = 0.03
+
+    def __post_init__(self) -> None:
+        require(self.rel >= 0, "rel", f"must be >= 0, got {self.rel}")
+        require(
+            self.read_noise_rel >= 0, "read_noise_rel", f"must be >= 0, got {self.read_noise_rel}"
+        )
+
+
+@dataclass(frozen=True)
 class PruningModel:
     """The MLP and how its random weights are drawn on the chip."""
 
+    method: Literal["pruned", "programmed"] = "pruned"
+    """``pruned``: edge-popup on random weights formed on the chip; ``programmed``: the
+    baseline, float training then programming the weights (``deploy.write_noise``)."""
     sizes: tuple[int, ...] = (8, 4)
     """(features, hidden..., classes); each layer (out, in) takes ``in`` rows and
     ``2 out`` columns (differential pairs), placed side by side along a tile's columns."""
@@ -74,8 +113,9 @@ class PruningModel:
     """Activation quantization between layers (None: off)."""
     keep_fraction: float = 0.5
     """Fraction of the weights of each layer that stays connected (top-k of the scores)."""
-    sign_seed: int = 0
-    """Seed of the fixed random signs (which cell of each pair is formed)."""
+    sign_seed: int | None = 0
+    """Seed of the fixed random signs (which cell of each pair is formed); None: the
+    training seed (a sweep's seeds then draw new sign patterns too)."""
     forming_method: Literal["pulse", "protocol"] = "pulse"
     """``pulse``: one pulse on every active cell; ``protocol``: the AutoFormer ramp."""
     forming_v: float = 2.8
@@ -143,8 +183,24 @@ class PruningDeploy:
     reset_width_s: float | None = None
     compliance_a: float = 2e-4
     """SET compliance (A)."""
+    write_noise: AssumedWriteNoise | None = None
+    """``model.method: programmed`` only: None programs the trained weights by
+    program-and-verify on the backend (the device's own residual error); a mapping
+    ``{rel, reference, read_noise_rel}`` applies that assumed noise in software instead."""
+    tolerance_s: float | None = None
+    """Verify band (S) of program-and-verify; None: 2 % of the conductance window."""
+    max_iterations: int = 50
+    """Most verify iterations per layer."""
 
     def __post_init__(self) -> None:
+        require(
+            self.tolerance_s is None or self.tolerance_s > 0,
+            "tolerance_s",
+            f"must be > 0 S or null, got {self.tolerance_s}",
+        )
+        require(
+            self.max_iterations >= 1, "max_iterations", f"must be >= 1, got {self.max_iterations}"
+        )
         for a, b in (("set_v", "set_width_s"), ("reset_v", "reset_width_s")):
             require(
                 (getattr(self, a) is None) == (getattr(self, b) is None),
@@ -189,7 +245,7 @@ class PruningExperiment(Experiment):
             self.mappings = layout_layers(self.shapes, backend.shape)
         except ValueError as exc:
             raise ConfigError("model.sizes", f"{exc}") from None
-        self.signs = random_signs(self.shapes, m.sign_seed)
+        self.signs = random_signs(self.shapes, t.seed if m.sign_seed is None else m.sign_seed)
         self.recipe = FormingRecipe(
             method=m.forming_method,
             amplitude_v=m.forming_v,
@@ -201,9 +257,12 @@ class PruningExperiment(Experiment):
             reset_pulse=None if d.reset_v is None else (d.reset_v, float(d.reset_width_s or 0)),
             compliance_a=d.compliance_a,
         )
-        # placeholder banks until ``prepare`` measures the chip (or ``load_state`` restores)
-        ones = [torch.ones(m.bank_reads, *s) for s in self.shapes]
-        self._build(PairStates(ones, [0.01 * o for o in ones]))
+        if m.method == "pruned":
+            # placeholder banks until ``prepare`` measures the chip (or ``load_state`` restores)
+            ones = [torch.ones(m.bank_reads, *s) for s in self.shapes]
+            self._build(PairStates(ones, [0.01 * o for o in ones]))
+        else:
+            self._build_float()
         self.gen = torch.Generator().manual_seed(t.seed)
         self.schedule = (
             ThresholdSchedule(t.switch_limit_start, t.switch_limit_end, t.switch_limit_steps)
@@ -214,6 +273,10 @@ class PruningExperiment(Experiment):
         self.read_index = 0
         self.flips = 0
         self.on_chip = [torch.ones(s) for s in self.shapes]  # the masks programmed on the chip
+        self.pruned = m.method == "pruned"
+        # ``programmed``: the layers as programmed by ``deploy`` (arrays or noisy copies)
+        self.programmed: list[torch.nn.Module] = []
+        self.write_error_window = math.nan
 
     def _build(self, states: PairStates) -> None:
         """The network on readout banks ``states`` (keep/prune per layer), its optimizer
@@ -233,6 +296,22 @@ class PruningExperiment(Experiment):
         )
         self.bank_keep = [k[-1].clone() for k in states.keep]
         self.bank_prune = [p[-1].clone() for p in states.prune]
+        self._optimizer()
+
+    def _build_float(self) -> None:
+        """The baseline: the same MLP with trainable float weights (Kaiming init)."""
+        m: PruningModel = self.config.model
+        t: PruningTrain = self.config.train
+        self.net = MLP(
+            lambda name, shape, gain: FloatWeight(shape, gain=gain, seed=t.seed),
+            tuple(m.sizes),
+            bits=m.bits,
+        )
+        self.bank_keep, self.bank_prune = [], []
+        self._optimizer()
+
+    def _optimizer(self) -> None:
+        t: PruningTrain = self.config.train
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(
             self.params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
@@ -248,6 +327,11 @@ class PruningExperiment(Experiment):
         m: PruningModel = self.config.model
         d: PruningDeploy = self.config.deploy
         be = self.backend
+        if not self.pruned:
+            if d.write_noise is None:  # programmed on the backend: its pulses and reads
+                check_deploy_settings(be, *self._program_pulses())
+                be.limits.check_read(torch.tensor([INFERENCE_V]))
+            return
         check_pulse_request(
             be,
             "model.forming_v",
@@ -263,9 +347,20 @@ class PruningExperiment(Experiment):
         check_pulse_request(be, "deploy.reset_v", v_reset, w_reset)
         be.limits.check_read(torch.tensor([INFERENCE_V]))
 
+    def _program_pulses(self) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+        """``deploy``'s SET and RESET pulses for program-and-verify (None: nominal)."""
+        d: PruningDeploy = self.config.deploy
+        return (
+            None if d.set_v is None else (d.set_v, float(d.set_width_s or 0)),
+            None if d.reset_v is None else (d.reset_v, float(d.reset_width_s or 0)),
+        )
+
     def prepare(self) -> Work:
         m: PruningModel = self.config.model
         be = self.backend
+        if not self.pruned:  # the baseline draws nothing on the chip
+            yield Step(0, 1)
+            return {}
         form_random_weights(be, active_cells_all(self.mappings, self.signs, be.shape), self.recipe)
         yield Step(0, 3)
         states = measure_pair_states(be, self.mappings, self.signs, m.bank_reads, self.pulses)
@@ -307,7 +402,7 @@ class PruningExperiment(Experiment):
         losses, flips = [], 0
         self.net.train()
         for i, idx in enumerate(batches):
-            if t.in_loop:
+            if t.in_loop and self.pruned:
                 self._fresh_readout()
             set_read_index(self.net, self.read_index)
             self.read_index += 1
@@ -319,7 +414,7 @@ class PruningExperiment(Experiment):
             self.opt.step()
             self.sched.step()
             n = refresh_masks(self.net, self.schedule.value if self.schedule else 0.0)
-            if t.in_loop and n:
+            if t.in_loop and n and self.pruned:
                 self._program_flips()
             flips += n
             losses.append(float(loss.detach()) * len(idx))
@@ -346,6 +441,8 @@ class PruningExperiment(Experiment):
         return {"accuracy": float((pred == y).float().mean()), **collapse}
 
     def deploy(self) -> Work:
+        if not self.pruned:
+            return (yield from self._deploy_programmed())
         masks = masks_of(self.net)
         changed = sum(int((a != b).sum()) for a, b in zip(self.on_chip, masks))
         if changed:  # trained in software: program the final masks now
@@ -353,9 +450,87 @@ class PruningExperiment(Experiment):
         yield Step(0, 1)
         return {"mask_flips": float(self.flips), "cells_programmed_at_deploy": float(changed)}
 
+    def _deploy_programmed(self) -> Work:
+        """The baseline's deployment: program-and-verify of every trained layer onto its
+        region of the backend (a 2 %-inside window of the device range, as MARS and CMRU
+        deploy), or the assumed write noise applied to copies in software."""
+        d: PruningDeploy = self.config.deploy
+        weights = [src.weight().detach() for src in weight_sources(self.net)]
+        if d.write_noise is not None:
+            noise = d.write_noise
+            self.programmed = [
+                SourcedLinear(
+                    ProgrammedWeight(
+                        w,
+                        write_noise_rel=noise.rel,
+                        noise_reference=noise.reference,
+                        read_noise_rel=noise.read_noise_rel,
+                        seed=self.config.train.seed * 31 + i,
+                    )
+                )
+                for i, w in enumerate(weights)
+            ]
+            yield Step(0, 1)
+            return {"write_noise_rel": noise.rel}
+        set_pulse, reset_pulse = self._program_pulses()
+        layers: list[AnalogLinear] = []
+        reports = []
+        for i, (w, mp) in enumerate(zip(weights, self.mappings)):
+            layer = AnalogLinear.from_weights(
+                w,
+                None,
+                self.backend,
+                window_margin=0.02,
+                tile=mp.tile,
+                col_offset=mp.col_offset,
+                set_pulse=set_pulse,
+                reset_pulse=reset_pulse,
+                v_read=INFERENCE_V,
+            )
+            gm = layer.weights.mapping
+            tol = 0.02 * (gm.g_hi_s - gm.g_lo_s) if d.tolerance_s is None else d.tolerance_s
+            steps = program_weights_steps(
+                layer.weights,
+                layer.weight.detach(),
+                tolerance_s=tol,
+                max_iterations=d.max_iterations,
+            )
+            while True:
+                try:
+                    progress = next(steps)
+                except StopIteration as done:
+                    reports.append(done.value)
+                    break
+                yield deploy_step(i, len(weights), progress, d.max_iterations)
+            layers.append(layer)
+        self.programmed = [*layers]
+        # the residual error the verify loop leaves, in units of each layer's window:
+        # the figure to hold against an assumed window-referred write noise
+        rel = torch.cat(
+            [
+                r.error_s.double().flatten()
+                / (ly.weights.mapping.g_hi_s - ly.weights.mapping.g_lo_s)
+                for r, ly in zip(reports, layers)
+            ]
+        )
+        self.write_error_window = float(rel.pow(2).mean().sqrt())
+        return {**deploy_metrics(reports), "write_error_window": self.write_error_window}
+
     def evaluate(self) -> dict[str, float]:
         """Test accuracy with every layer computed by ``mvm`` on the array (inputs scaled
-        per sample to at most ``INFERENCE_V`` volts on the rows)."""
+        per sample to at most ``INFERENCE_V`` volts on the rows); for the programmed
+        baseline, by its programmed layers (with the RMS residual conductance error)."""
+        if not self.pruned:
+            if not self.programmed:
+                raise RuntimeError("nothing is programmed yet: run deploy() first")
+            self.net.run_on(self.programmed)
+            try:
+                scores = self._scores(self.data.test.x.float(), self.data.test.y)
+            finally:
+                self.net.run_on(None)
+            if not math.isnan(self.write_error_window):
+                scores["write_error_window"] = self.write_error_window
+            return scores
         self.net.attach(self.backend, self.mappings)
         try:
             scores = self._scores(self.data.test.x.float(), self.data.test.y)
@@ -364,7 +539,8 @@ class PruningExperiment(Experiment):
         return scores
 
     def evaluate_float(self) -> dict[str, float]:
-        """Test accuracy on the last readouts of each state, without read noise."""
+        """Test accuracy on the last readouts of each state, without read noise (the
+        programmed baseline: its trained float weights)."""
         for i, src in enumerate(self._sources()):
             src.keep = self.bank_keep[i][None].clone()
             src.prune = self.bank_prune[i][None].clone()

@@ -9,7 +9,7 @@ hidden layer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -36,12 +36,14 @@ READOUT_GAIN = 4.0
 
 class SourcedLinear(nn.Module):
     """y = x W^T with W from a source; with :meth:`attach` the product is read from the
-    array through ``mvm`` instead (analog inference of a deployed layer)."""
+    array through ``mvm`` instead (analog inference of a deployed layer), with
+    :meth:`run_on` from any module that computes it (an ``AnalogLinear`` holding
+    programmed weights)."""
 
     def __init__(self, source: WeightSource):
         super().__init__()
         self.source = source
-        self._analog: tuple[Backend, WeightMapping, float] | None = None
+        self._analog: Callable[[Tensor], Tensor] | None = None
 
     def attach(self, backend: Backend | None, mapping: WeightMapping | None = None) -> None:
         if backend is None:
@@ -50,12 +52,16 @@ class SourcedLinear(nn.Module):
         if not isinstance(self.source, MaskedWeight):
             raise TypeError("only masked hardware layers can run on the array")
         assert mapping is not None, "a layer on the array needs its deployed region (mapping)"
-        self._analog = (backend, mapping, self.source.scale)
+        scale = self.source.scale
+        self._analog = lambda x: backend_linear(backend, mapping, x) / scale
+
+    def run_on(self, product: Callable[[Tensor], Tensor] | None) -> None:
+        """Compute x W^T with ``product`` (None: the source's weights in float)."""
+        self._analog = product
 
     def forward(self, x: Tensor) -> Tensor:
         if self._analog is not None:
-            backend, mapping, scale = self._analog
-            return backend_linear(backend, mapping, x) / scale
+            return self._analog(x)
         return F.linear(x, self.source.weight())
 
 
@@ -122,6 +128,12 @@ class MLP(nn.Module):
         """Run every layer on ``backend`` (deployed regions ``mappings``), or detach."""
         for i, layer in enumerate(self.layers):
             cast(SourcedLinear, layer).attach(backend, None if mappings is None else mappings[i])
+
+    def run_on(self, products: Sequence[Callable[[Tensor], Tensor]] | None) -> None:
+        """Compute layer i's product with ``products[i]`` (programmed arrays), or, with
+        None, in float again."""
+        for i, layer in enumerate(self.layers):
+            cast(SourcedLinear, layer).run_on(None if products is None else products[i])
 
 
 class DigitCNN(nn.Module):
