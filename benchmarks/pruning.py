@@ -21,12 +21,11 @@ class, ``memhil.algorithms.metrics``), the budget, and the gap pruned - program-
     python benchmarks/pruning.py --from-db PATH --sweep ID [--sweep ID ...]  # reprint
     python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
 
-Cost on this 2-core machine, trials run one at a time (``--num-cpus N``: on Ray): per task
-5 pruned + 20 programmed trials. Measured with the machine shared (load 7-23) at
-``--set train.epochs=5 --set model.sizes=[F,32,10]``: digits 30 min wall, MNIST-1D (with
-``dataset.n_samples=2000``) 22 min wall. The default (20 epochs, hidden 128) costs several
-times that (the pruned trials dominate: every step reads the chip and programs the flips);
-``--quick`` (2 seeds, 1 epoch, hidden 16, 500 MNIST-1D signals) a few CPU-minutes.
+Cost, trials one at a time (``--num-cpus N``: on Ray), per task 5 pruned + 20 programmed
+trials: the default on an idle machine took 28 s wall for digits (everything, imports
+included); on the same machine shared by 8 processes (load 10-23) a budget of 5 epochs
+took 30 min, most of it lost to contention. ``--quick`` (2 seeds, 1 epoch, hidden 16,
+500 MNIST-1D signals): 82 s CPU.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from experiment_runs import add_run_options  # benchmarks/experiment_runs.py
 
@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     add_run_options(ap)
     args = ap.parse_args(argv)
+    # one intra-op thread: trials are small, and torch's thread pool on a loaded machine
+    # (other processes on the same cores) slows them down by an order of magnitude or more
+    torch.set_num_threads(1)
     if args.from_db is not None:
         if not args.sweep:
             ap.error("--from-db needs --sweep ID (the ids `memhil runs list` shows as sweep)")
