@@ -113,6 +113,7 @@ __all__ = [
     "Work",
     "algorithm_names",
     "check_pulse_request",
+    "check_verify_settings",
     "get_algorithm",
     "no_steps",
     "register_algorithm",
@@ -259,6 +260,17 @@ class Experiment(ABC):
     def snapshot_tiles(self) -> list[int] | None:
         """The tiles whose conductances a checkpoint snapshot reads (None: all tiles)."""
         return None
+
+
+def check_verify_settings(tolerance_s: float | None, max_iterations: int) -> None:
+    """Validate a deploy config's program-and-verify settings (``tolerance_s``: the verify
+    band in S, None for the adapter's default; ``max_iterations``), naming the key."""
+    require(
+        tolerance_s is None or tolerance_s > 0,
+        "tolerance_s",
+        f"must be > 0 S or null, got {tolerance_s}",
+    )
+    require(max_iterations >= 1, "max_iterations", f"must be >= 1, got {max_iterations}")
 
 
 def check_pulse_request(

@@ -41,6 +41,7 @@ from memhil.algorithms.experiment import (
     Step,
     TrainConfig,
     Work,
+    check_verify_settings,
     no_steps,
     register_algorithm,
 )
@@ -199,14 +200,7 @@ class CMRUDeploy:
     """RESET pulse (amplitude V, width s); None: the backend's nominal one."""
 
     def __post_init__(self) -> None:
-        require(
-            self.tolerance_s is None or self.tolerance_s > 0,
-            "tolerance_s",
-            f"must be > 0 S or null, got {self.tolerance_s}",
-        )
-        require(
-            self.max_iterations >= 1, "max_iterations", f"must be >= 1, got {self.max_iterations}"
-        )
+        check_verify_settings(self.tolerance_s, self.max_iterations)
         require(
             self.v_read is None or self.v_read > 0, "v_read", f"must be > 0 V, got {self.v_read}"
         )

@@ -38,6 +38,7 @@ from memhil.algorithms.experiment import (
     TrainConfig,
     Work,
     check_pulse_request,
+    check_verify_settings,
     register_algorithm,
 )
 from memhil.algorithms.metrics import prediction_summary
@@ -193,14 +194,7 @@ class PruningDeploy:
     """Most verify iterations per layer."""
 
     def __post_init__(self) -> None:
-        require(
-            self.tolerance_s is None or self.tolerance_s > 0,
-            "tolerance_s",
-            f"must be > 0 S or null, got {self.tolerance_s}",
-        )
-        require(
-            self.max_iterations >= 1, "max_iterations", f"must be >= 1, got {self.max_iterations}"
-        )
+        check_verify_settings(self.tolerance_s, self.max_iterations)
         for a, b in (("set_v", "set_width_s"), ("reset_v", "reset_width_s")):
             require(
                 (getattr(self, a) is None) == (getattr(self, b) is None),
