@@ -113,7 +113,7 @@ __all__ = [
     "Work",
     "algorithm_names",
     "check_pulse_request",
-    "check_verify_settings",
+    "check_program_settings",
     "get_algorithm",
     "no_steps",
     "register_algorithm",
@@ -262,15 +262,28 @@ class Experiment(ABC):
         return None
 
 
-def check_verify_settings(tolerance_s: float | None, max_iterations: int) -> None:
-    """Validate a deploy config's program-and-verify settings (``tolerance_s``: the verify
-    band in S, None for the adapter's default; ``max_iterations``), naming the key."""
+def check_program_settings(deploy: Any) -> None:
+    """Validate the programming settings a ``deploy:`` config has, naming the key: the
+    verify band ``tolerance_s`` (S, None for the adapter's default), ``max_iterations``,
+    and where present ``v_read`` (V), ``g_window_s`` ([g_lo, g_hi] S) and the
+    ``set_pulse`` / ``reset_pulse`` pairs (amplitude V, width s)."""
+    tol = deploy.tolerance_s
+    require(tol is None or tol > 0, "tolerance_s", f"must be > 0 S or null, got {tol}")
+    n = deploy.max_iterations
+    require(n >= 1, "max_iterations", f"must be >= 1, got {n}")
+    v = getattr(deploy, "v_read", None)
+    require(v is None or v > 0, "v_read", f"must be > 0 V, got {v}")
+    g = getattr(deploy, "g_window_s", None)
     require(
-        tolerance_s is None or tolerance_s > 0,
-        "tolerance_s",
-        f"must be > 0 S or null, got {tolerance_s}",
+        g is None or 0 <= g[0] < g[1],
+        "g_window_s",
+        f"need [g_lo, g_hi] with 0 <= g_lo < g_hi S, got {g}",
     )
-    require(max_iterations >= 1, "max_iterations", f"must be >= 1, got {max_iterations}")
+    for key in ("set_pulse", "reset_pulse"):
+        pulse = getattr(deploy, key, None)
+        require(
+            pulse is None or len(pulse) == 2, key, f"expected [amplitude V, width s], got {pulse}"
+        )
 
 
 def check_pulse_request(

@@ -41,7 +41,7 @@ from memhil.algorithms.experiment import (
     Step,
     TrainConfig,
     Work,
-    check_verify_settings,
+    check_program_settings,
     no_steps,
     register_algorithm,
 )
@@ -200,15 +200,7 @@ class CMRUDeploy:
     """RESET pulse (amplitude V, width s); None: the backend's nominal one."""
 
     def __post_init__(self) -> None:
-        check_verify_settings(self.tolerance_s, self.max_iterations)
-        require(
-            self.v_read is None or self.v_read > 0, "v_read", f"must be > 0 V, got {self.v_read}"
-        )
-        require(
-            self.g_window_s is None or 0 <= self.g_window_s[0] < self.g_window_s[1],
-            "g_window_s",
-            f"need [g_lo, g_hi] with 0 <= g_lo < g_hi S, got {self.g_window_s}",
-        )
+        check_program_settings(self)
 
 
 @register_algorithm

@@ -28,7 +28,7 @@ from memhil.algorithms.experiment import (
     Step,
     TrainConfig,
     Work,
-    check_verify_settings,
+    check_program_settings,
     register_algorithm,
 )
 from memhil.algorithms.mars.deploy import (
@@ -156,23 +156,8 @@ class MARSDeploy:
     """RESET pulse (amplitude V, width s); None: the backend's nominal one."""
 
     def __post_init__(self) -> None:
-        check_verify_settings(self.tolerance_s, self.max_iterations)
+        check_program_settings(self)
         require(self.n_devices >= 1, "n_devices", f"must be >= 1, got {self.n_devices}")
-        require(
-            self.v_read is None or self.v_read > 0, "v_read", f"must be > 0 V, got {self.v_read}"
-        )
-        require(
-            self.g_window_s is None or 0 <= self.g_window_s[0] < self.g_window_s[1],
-            "g_window_s",
-            f"need [g_lo, g_hi] with 0 <= g_lo < g_hi S, got {self.g_window_s}",
-        )
-        for key in ("set_pulse", "reset_pulse"):
-            pulse = getattr(self, key)
-            require(
-                pulse is None or len(pulse) == 2,
-                key,
-                f"expected [amplitude V, width s], got {pulse}",
-            )
 
 
 @register_algorithm

@@ -37,8 +37,8 @@ from memhil.algorithms.experiment import (
     Step,
     TrainConfig,
     Work,
+    check_program_settings,
     check_pulse_request,
-    check_verify_settings,
     register_algorithm,
 )
 from memhil.algorithms.metrics import prediction_summary
@@ -194,7 +194,7 @@ class PruningDeploy:
     """Most verify iterations per layer."""
 
     def __post_init__(self) -> None:
-        check_verify_settings(self.tolerance_s, self.max_iterations)
+        check_program_settings(self)
         for a, b in (("set_v", "set_width_s"), ("reset_v", "reset_width_s")):
             require(
                 (getattr(self, a) is None) == (getattr(self, b) is None),
