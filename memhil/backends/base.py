@@ -345,7 +345,7 @@ class Backend(ABC):
         if raw.dtype == torch.int64 and raw.dim() == 2 and raw.shape[1] == 3 and raw.numel():
             # the everyday case (integer triples) in one bounds test instead of six: a
             # protocol names its cells once per pulse and per read
-            out = (raw < 0) | (raw >= torch.tensor(shape))
+            out = (raw < 0) | (raw >= torch.tensor(shape, device=raw.device))
             if not bool(out.any()):
                 mask = torch.zeros(shape, dtype=torch.bool, device=self.torch_device)
                 raw = raw.to(self.torch_device)
