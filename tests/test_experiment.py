@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import memhil.runs.protocol_run as experiment
+import memhil.runs.run_session as run_session
 from memhil.cli.app import main as cli_main
 from memhil.core.config import load_yaml
 from memhil.core.errors import ConfigError
@@ -114,7 +114,7 @@ def spy(monkeypatch):
             )
         return b
 
-    monkeypatch.setattr(experiment, "open_backend", opening)
+    monkeypatch.setattr(run_session, "open_backend", opening)
     return calls, backends
 
 
@@ -221,7 +221,7 @@ def test_kill_mid_die_then_resume(tmp_path, monkeypatch):
         monkeypatch.setattr(board, "handle", counting)
         return b
 
-    monkeypatch.setattr(experiment, "open_backend", opening)
+    monkeypatch.setattr(run_session, "open_backend", opening)
     run_protocol_file(proto, db=tmp_path / "count.db", progress=False)
     per_run = n_board["n"]
     labs.clear()
@@ -231,7 +231,7 @@ def test_kill_mid_die_then_resume(tmp_path, monkeypatch):
         b.lab.faults("board").garble_next(10**6, after=int(per_run * 0.5))
         return b
 
-    monkeypatch.setattr(experiment, "open_backend", faulty)
+    monkeypatch.setattr(run_session, "open_backend", faulty)
     db = tmp_path / "kill.db"
     with pytest.raises(Exception) as info:
         run_protocol_file(proto, db=db, progress=False)
@@ -257,7 +257,7 @@ def test_kill_mid_die_then_resume(tmp_path, monkeypatch):
     expected_partial = [k for k in ref if (k[0], k[1], k[3]) in phases_done]
     assert sorted(got) == sorted(expected_partial) and len(got) == len(set(got))
 
-    monkeypatch.setattr(experiment, "open_backend", opening)  # the fault cleared
+    monkeypatch.setattr(run_session, "open_backend", opening)  # the fault cleared
     rid = run_protocol_file(proto, db=db, resume=True, progress=False)
     with RunStore(db) as store:
         final = _keyset(store.load(rid))

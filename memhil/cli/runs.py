@@ -1,4 +1,5 @@
-"""``memhil runs list|show|export|plot``: look at what the run store holds. ``--db`` goes
+"""``memhil runs list|show|export|plot|stop``: look at what the run store holds, or ask a
+running run to stop. ``--db`` goes
 after the subcommand (as for every command) or, as before, right after ``runs``."""
 
 from __future__ import annotations
@@ -178,6 +179,33 @@ def _with_unit(name: str, value) -> str:
 
     unit = unit_of(name)
     return f"{value} {unit}" if unit and isinstance(value, (int, float)) else f"{value}"
+
+
+@command.command("stop")
+@click.argument("run_id", type=int)
+@db_option("SQLite run store of the running run (must exist)")
+@click.pass_context
+def stop(ctx: click.Context, run_id: int, db: str | None) -> int:
+    """Ask a running run to stop: a protocol after its unit in flight, a training run
+    after its epoch in flight; it enters its confirmed safe state and stays resumable
+    (docs/monitor.md). Nothing is killed."""
+    from memhil.store import RunStore
+    from memhil.store.stop_request import request_stop
+
+    db = _db(ctx, db)
+    with RunStore(db) as store:
+        check_run_id(store, run_id, db)
+        info = {r.run_id: r for r in store.runs()}
+        chain = store.chain(run_id)
+    status = info[chain[-1]].status
+    if status != "running":
+        raise CliError(f"run {run_id} in {db} is {status}, not running: nothing to stop")
+    path = request_stop(db, chain[0], by="memhil runs stop")
+    click.echo(
+        f"stop requested ({path}): run {chain[0]} stops after its unit or epoch in flight, "
+        f"in its safe state; continue it with memhil run FILE --db {db} --resume {chain[0]}"
+    )
+    return 0
 
 
 @command.command("export")

@@ -41,7 +41,7 @@ import logging
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,20 +49,15 @@ from tqdm.auto import tqdm
 
 from memhil.algorithms.experiment import Experiment, Step, Work
 from memhil.core.errors import ConfigError, LimitError
-from memhil.runs.backend_config import open_backend
+from memhil.protocols.runner import StopRequested
 from memhil.runs.experiment_file import ExperimentFile, load_experiment_file, with_source
 from memhil.runs.protocol_file import (
     META_FILE,
-    chosen_backend,
     offline_backend,
     plain,
 )
-from memhil.runs.protocol_run import (
-    backend_provenance,
-    first_difference,
-    resume_root,
-    station_identity,
-)
+from memhil.runs.protocol_run import first_difference
+from memhil.runs.run_session import run_session
 
 log = logging.getLogger(__name__)
 
@@ -297,93 +292,53 @@ def run_experiment_file(
     ``backend`` a configuration (paths relative to the working directory) or an open
     Backend (the caller closes it), default the file's ``backend:``; ``resume`` True for
     the most recent unfinished run of this file, or a run id."""
-    from memhil.backends.base import Backend
-    from memhil.store import RunStore
-
     ef = (
         experiment_path
         if isinstance(experiment_path, ExperimentFile)
         else load_experiment_file(experiment_path)
     )
-    src = str(ef.path)
-    own_backend = not isinstance(backend, Backend)
-    backend_cfg = chosen_backend(ef.backend, backend, src) if own_backend else None
-    if own_backend:
-        preflight_offline(ef, backend_cfg)  # every check the files allow
-    new_db = not Path(db).exists()
-    store = RunStore(db)
-    writer = None
-    try:
-        root_id = resume_root(store, ef.path, resume, src, db)
-        if root_id is not None:
-            _check_resume(
-                store.metadata(root_id),
-                ef,
-                station_identity(backend_cfg, None if own_backend else backend),
-                root_id,
+    with run_session(
+        ef.path,
+        ef.backend,
+        backend=backend,
+        db=db,
+        resume=resume,
+        visa_library=visa_library,
+        preflight_offline=lambda cfg: preflight_offline(ef, cfg),
+        check_resume=lambda md, identity, cfg, rid: _check_resume(md, ef, identity, rid),
+    ) as session:
+        be = session.backend
+        exp = _build(ef, be)
+        if session.root_id is None:
+            md = {
+                META_FILE: str(ef.path),
+                META_EXPERIMENT: {**ef.as_config(), "resolved": _resolved(ef)},
+                "memhil_kind": "experiment",
+                "algorithm": ef.algorithm,
+                "headline": ef.experiment.headline,
+                "dataset": ef.data_identity,
+                "seeds": {"train": ef.config.train.seed},
+                "code_version": _code_version(),
+                **session.provenance(),
+            }
+            writer = session.store.new_run(
+                ef.name,
+                keys=list(METRIC_KEYS),
+                values=["value"],
+                metadata=md,
+                key_types={"phase": str, "epoch": int, "step": int, "metric": str},
             )
-        visa = {} if visa_library is None else {"visa_library": visa_library}
-        be = open_backend(cast(Any, backend_cfg), source=src, **visa) if own_backend else backend
-        status = "failed"
+            checkpoint = None
+        else:
+            writer = session.store.open_run(session.root_id)
+            checkpoint = session.store.last_checkpoint(session.root_id)
+        session.attach(writer)
         try:
-            exp = _build(ef, be)
-            epochs = ef.config.train.epochs
-            if root_id is None:
-                md = {
-                    META_FILE: str(ef.path),
-                    META_EXPERIMENT: {**ef.as_config(), "resolved": _resolved(ef)},
-                    "memhil_kind": "experiment",
-                    "algorithm": ef.algorithm,
-                    "headline": ef.experiment.headline,
-                    "dataset": ef.data_identity,
-                    "seeds": {"train": ef.config.train.seed},
-                    "code_version": _code_version(),
-                    **backend_provenance(be, backend_cfg),
-                    "station_identity": station_identity(backend_cfg, None if own_backend else be),
-                }
-                writer = store.new_run(
-                    ef.name,
-                    keys=list(METRIC_KEYS),
-                    values=["value"],
-                    metadata=md,
-                    key_types={"phase": str, "epoch": int, "step": int, "metric": str},
-                )
-                root_id = writer.run_id
-                checkpoint = None
-            else:
-                writer = store.open_run(root_id)
-                checkpoint = store.last_checkpoint(root_id)
-            bars = _Bars(progress)
-            try:
-                _train(ef, exp, be, writer, checkpoint, bars, epochs)
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):
-                    status = "interrupted"
-                exc.memhil_run_id = root_id  # type: ignore[attr-defined]  # for --resume
-                exc.memhil_backend = be  # type: ignore[attr-defined]  # its last safe state
-                raise
-            status = "completed"
-            return writer.run_id
+            _train(ef, exp, be, writer, checkpoint, _Bars(progress), session.stop_requested)
         finally:
-            try:
-                if writer is not None and not writer.closed:
-                    writer.close(status)
-            finally:
-                try:
-                    if not own_backend:
-                        be.safe_state()
-                finally:
-                    if own_backend:
-                        try:
-                            be.close()
-                        except Exception:  # re-raised after a completed run, else logged
-                            if status == "completed":
-                                raise
-                            log.exception("closing the backend after a %s run", status)
-    finally:
-        store.close()
-        if new_db and writer is None:  # failed before the run was created: leave no file
-            Path(db).unlink(missing_ok=True)
+            if not session.own_backend:
+                be.safe_state()  # a borrowed backend is left in its confirmed safe state
+        return int(writer.run_id)
 
 
 def _train(
@@ -393,9 +348,12 @@ def _train(
     writer: Any,
     checkpoint: tuple[int, bytes] | None,
     bars: _Bars,
-    epochs: int,
+    stop_requested: Callable[[], bool],
 ) -> None:
-    """Prepare (fresh runs), train from the last checkpoint, deploy, evaluate; record."""
+    """Prepare (fresh runs), train from the last checkpoint, deploy, evaluate; record.
+    A stop request is honoured after the epoch in flight: its checkpoint is committed and
+    ``StopRequested`` raised, so ``--resume`` continues from the next epoch."""
+    epochs = ef.config.train.epochs
     every = ef.config.train.checkpoint_every
     tally0: dict = {}
     start = 0
@@ -428,9 +386,12 @@ def _train(
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
             bar.update(1)
             done = epoch + 1
-            if done % every == 0 or done == epochs:
+            stop = done < epochs and stop_requested()
+            if done % every == 0 or done == epochs or stop:
                 rec.commit(json.dumps(["train", unit_start]), done, state(done))
                 unit_start = done
+            if stop:
+                raise StopRequested(f"stop requested after epoch {done} of {epochs}")
     finally:
         bar.close()
     writer.start_unit(json.dumps(["deploy"]))

@@ -30,24 +30,22 @@ import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from memhil.core.errors import ConfigError
 from memhil.protocols import ProtocolError, Runner, Summary, build_protocol
 from memhil.protocols.journal import key_text
 from memhil.protocols.plan import Record
-from memhil.runs.backend_config import open_backend
 from memhil.runs.protocol_file import (
     META_CONFIG,
     META_FILE,
     ProtocolFile,
-    chosen_backend,
     file_errors,
     load_protocol_file,
     offline_backend,
     plain,
 )
-from memhil.store.stop_request import clear_stop, stop_requested
+from memhil.runs.run_session import RunSession, run_session
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +53,9 @@ __all__ = [
     "run_protocol_file",
     "preflight_offline",
     "journal_path",
-    "find_resumable_run",
     "column_name",
-    "station_identity",
     "check_resume_matches",
     "first_difference",
-    "backend_provenance",
 ]
 
 
@@ -202,64 +197,8 @@ class _StoreJournal:
         self.commit(key, lambda: None)
 
 
-def _metadata(pf: ProtocolFile, backend: Any, backend_cfg: Any) -> dict:
-    return {
-        META_FILE: str(pf.path),
-        META_CONFIG: pf.config(),
-        **backend_provenance(backend, backend_cfg),
-    }
-
-
-def backend_provenance(backend: Any, backend_cfg: Any) -> dict:
-    """What a run records about where it ran: the backend configuration, capabilities,
-    calibration versions, the station snapshot (or mock device) and the device model."""
-    caps = backend.capabilities
-    desc = backend.describe()
-    md: dict[str, Any] = {
-        "backend_config": plain(backend_cfg) if backend_cfg is not None else type(backend).__name__,
-        "capabilities": caps.as_dict(),
-        "calibration_versions": _calibration_versions(backend, desc),
-    }
-    for key in ("station", "mock_device"):
-        if key in desc:
-            md[key] = plain(desc[key])
-    md["device_model"] = plain(desc["device_model"])
-    return md
-
-
-def _calibration_versions(backend: Any, desc: dict) -> dict:
-    from memhil.calibration.versions import calibration_versions
-
-    try:
-        return calibration_versions(backend, desc)
-    except Exception as exc:
-        log.exception("recording calibration versions")
-        return {"error": repr(exc)}
-
-
-def station_identity(backend_cfg: Any, backend: Any = None) -> dict:
-    """What a resumed run must run on again: the station file's content (name, chip,
-    limits, instruments, wiring, mock section) for ``station`` / ``mock_lab``, the simulator
-    configuration for ``sim``; for an open Backend passed in, its station's configuration
-    or its shape and device model. Read from the files only: nothing is connected."""
-    from memhil.instruments.station import load_station_config
-
-    if backend is not None:
-        desc = backend.describe()
-        if "station_config" in desc:
-            return {"kind": "station", "station": plain(desc["station_config"])}
-        return {
-            "kind": type(backend).__name__,
-            "shape": list(backend.shape),
-            "device_model": plain(backend.capabilities.device_model),
-        }
-    cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
-    kind = next(k for k in ("sim", "station", "mock_lab") if k in cfg)
-    extra = {k: plain(v) for k, v in cfg.items() if k != kind}
-    if kind == "sim":
-        return {"kind": "sim", "sim": plain(cfg["sim"] or {}), **extra}
-    station = load_station_config(cfg[kind]).to_dict()
-    return {"kind": kind, "station": plain(station), **extra}
+def _metadata(pf: ProtocolFile, session: RunSession) -> dict:
+    return {META_FILE: str(pf.path), META_CONFIG: pf.config(), **session.provenance()}
 
 
 def _json_normal(x: Any) -> Any:
@@ -364,25 +303,6 @@ def check_resume_matches(
     )
 
 
-def find_resumable_run(store: Any, protocol_path: str | Path) -> int | None:
-    """The most recent run of ``protocol_path`` whose chain did not complete."""
-    from memhil.store.run_records import META_SWEEP_TRIAL
-
-    target = str(Path(protocol_path).resolve())
-    infos = {r.run_id: r for r in store.runs()}
-    best = None
-    for rid, info in infos.items():
-        if info.continues is not None:
-            continue  # look at roots; the chain's last run decides
-        md = store.metadata(rid)
-        if md.get(META_FILE) != target or META_SWEEP_TRIAL in md:
-            continue  # another file's run, or a sweep's trial (`memhil sweep --resume`)
-        last = store.chain(rid)[-1]
-        if infos[last].status != "completed":
-            best = rid if best is None else max(best, rid)
-    return best
-
-
 def preflight_offline(pf: ProtocolFile, backend_cfg: Any = None) -> Summary:
     """Pre-flight ``pf`` on a dry stand-in of ``backend_cfg`` (default: the file's own
     backend) built from the configuration files alone: limit, cell-range and record
@@ -398,17 +318,6 @@ def preflight_offline(pf: ProtocolFile, backend_cfg: Any = None) -> Summary:
     offline = offline_backend(backend_cfg, str(pf.path))
     with file_errors(pf, offline, where):
         return _RecordSchema(Runner(offline, progress=False)).preflight(pf.plan)
-
-
-def resume_root(store: Any, path: Any, resume: bool | int | None, src: str, db: Any) -> int | None:
-    """The root run a ``--resume`` continues (True: the most recent unfinished run of the
-    file at ``path``; an int: that run's chain), or None for a new run."""
-    if resume is False or resume is None:
-        return None
-    root_id = find_resumable_run(store, path) if resume is True else int(resume)
-    if root_id is None:
-        raise ConfigError("resume", f"no unfinished run of {src} in {db}", src)
-    return store.chain(root_id)[0]
 
 
 def run_protocol_file(
@@ -430,101 +339,60 @@ def run_protocol_file(
     that run id. ``visa_library``: the VISA library of a ``station`` bench (a path to a
     native library is accepted here, from the command line, never from a file).
     """
-    from memhil.backends.base import Backend
-    from memhil.store import RunStore
-
     pf = (
         protocol_path
         if isinstance(protocol_path, ProtocolFile)
         else load_protocol_file(protocol_path)
     )
     src = str(pf.path)
-    own_backend = not isinstance(backend, Backend)
-    backend_cfg = chosen_backend(pf.backend, backend, src) if own_backend else None
-    if own_backend:  # every check the files allow, before any instrument or database
-        preflight_offline(pf, backend_cfg)
-    new_db = not Path(db).exists()
-    store = RunStore(db)
-    writer = None
-    try:
-        root_id = resume_root(store, pf.path, resume, src, db)
-        if root_id is not None:
-            # before any instrument is opened: same protocol config, same station
-            check_resume_matches(
-                store.metadata(root_id),
-                pf,
-                station_identity(backend_cfg, None if own_backend else backend),
-                backend_cfg,
-                root_id,
-            )
-        visa = {} if visa_library is None else {"visa_library": visa_library}
-        be = open_backend(cast(Any, backend_cfg), source=src, **visa) if own_backend else backend
-        writer = None
-        status = "failed"
-        try:
-            runner = Runner(be, progress=progress)
-            schema = _RecordSchema(runner)
-            with file_errors(pf, be, type(be).__name__):
-                summary = schema.preflight(pf.plan)  # nothing reaches the instruments
-            log.info(
-                "%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s",
-                src,
-                summary.ops,
-                summary.pulses,
-                summary.reads,
-                summary.duration_s,
-            )
-            if root_id is None:
-                if not schema.key_names:
-                    raise ProtocolError(
-                        f"{src}: the protocol records nothing on this backend (pre-flight)"
-                    )
-                fields = list(schema.key_names) + [
-                    v for v in schema.value_names if v not in schema.key_names
-                ]
-                keys = [column_name(k) for k in schema.key_names]
-                values = [column_name(v) for v in fields[len(keys) :]]
-                md = _metadata(pf, be, backend_cfg)
-                md["station_identity"] = station_identity(backend_cfg, None if own_backend else be)
-                md["column_map"] = {f: column_name(f) for f in fields if column_name(f) != f}
-                # what the pre-flight counted: the monitor's progress and ETA
-                md["preflight"] = {"records": summary.records, "units": summary.units}
-                writer = store.new_run(pf.name, keys=keys, values=values, metadata=md)
-                root_id = writer.run_id
-                done: set[tuple] = set()
-            else:
-                writer = store.open_run(root_id)
-                keys = list(writer.keys)
-                done = set(store.completed_keys(root_id, keys))
-            runner.sink = _StoreSink(writer, keys, done)
-            runner.journal = _StoreJournal(writer, journal_path(db, root_id))
-            clear_stop(db, root_id)  # a request honoured before must not stop a resume
-            runner.stop_requested = functools.partial(stop_requested, db, root_id)
-            try:
-                runner.run(pf.plan, preflight=summary)
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):
-                    status = "interrupted"
-                exc.memhil_run_id = root_id  # type: ignore[attr-defined]  # for --resume
-                exc.memhil_backend = be  # type: ignore[attr-defined]  # its last safe state
-                raise
-            status = "completed"
-            return writer.run_id
-        finally:
-            try:
-                if writer is not None and not writer.closed:
-                    writer.close(status)
-                if root_id is not None:
-                    clear_stop(db, root_id)
-            finally:
-                if own_backend:
-                    try:
-                        be.close()
-                    except Exception:  # re-raised after a completed run, else logged
-                        if status == "completed":
-                            raise
-                        log.exception("closing the backend after a %s run", status)
-    finally:
-        store.close()
-        if new_db and writer is None:  # failed before the run was created: leave no file
-            Path(db).unlink(missing_ok=True)
+    with run_session(
+        pf.path,
+        pf.backend,
+        backend=backend,
+        db=db,
+        resume=resume,
+        visa_library=visa_library,
+        preflight_offline=functools.partial(preflight_offline, pf),
+        check_resume=lambda md, identity, cfg, rid: check_resume_matches(
+            md, pf, identity, cfg, rid
+        ),
+    ) as session:
+        be = session.backend
+        runner = Runner(be, progress=progress)
+        schema = _RecordSchema(runner)
+        with file_errors(pf, be, type(be).__name__):
+            summary = schema.preflight(pf.plan)  # nothing reaches the instruments
+        log.info(
+            "%s: pre-flight ok, %d ops, %d pulses, %d reads, %.3g s",
+            src,
+            summary.ops,
+            summary.pulses,
+            summary.reads,
+            summary.duration_s,
+        )
+        if session.root_id is None:
+            if not schema.key_names:
+                raise ProtocolError(
+                    f"{src}: the protocol records nothing on this backend (pre-flight)"
+                )
+            fields = list(schema.key_names) + [
+                v for v in schema.value_names if v not in schema.key_names
+            ]
+            keys = [column_name(k) for k in schema.key_names]
+            values = [column_name(v) for v in fields[len(keys) :]]
+            md = _metadata(pf, session)
+            md["column_map"] = {f: column_name(f) for f in fields if column_name(f) != f}
+            # what the pre-flight counted: the monitor's progress and ETA
+            md["preflight"] = {"records": summary.records, "units": summary.units}
+            writer = session.store.new_run(pf.name, keys=keys, values=values, metadata=md)
+            done: set[tuple] = set()
+        else:
+            writer = session.store.open_run(session.root_id)
+            keys = list(writer.keys)
+            done = set(session.store.completed_keys(session.root_id, keys))
+        session.attach(writer)
+        runner.sink = _StoreSink(writer, keys, done)
+        runner.journal = _StoreJournal(writer, journal_path(db, writer.root_run))
+        runner.stop_requested = session.stop_requested
+        runner.run(pf.plan, preflight=summary)
+        return int(writer.run_id)

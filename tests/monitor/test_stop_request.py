@@ -47,3 +47,21 @@ def test_the_request_is_a_file_beside_the_store(tmp_path):
     clear_stop(db, 4)
     clear_stop(db, 4)  # idempotent
     assert not stop_requested(db, 4)
+
+
+def test_runs_stop_asks_a_running_run_and_refuses_a_finished_one(tmp_path, capsys):
+    from memhil.cli import main
+    from memhil.store import RunStore
+
+    db = tmp_path / "runs.db"
+    with RunStore(db) as store:
+        running = store.new_run("training", keys=["a"], values=["v"])  # this process writes it
+        done = store.new_run("map", keys=["a"], values=["v"])
+        done.close("completed")
+        assert main(["runs", "stop", str(running.run_id), "--db", str(db)]) == 0
+        assert stop_requested(db, running.run_id)
+        assert "stops after its unit or epoch in flight" in capsys.readouterr().out
+        assert main(["runs", "stop", str(done.run_id), "--db", str(db)]) == 2
+        assert "is completed, not running: nothing to stop" in capsys.readouterr().err
+        assert not stop_requested(db, done.run_id)
+        running.close("interrupted")
