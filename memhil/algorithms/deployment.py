@@ -63,14 +63,7 @@ def check_deploy_settings(
         try:
             limits.check_read(torch.tensor([float(v_read)]))
         except LimitError as exc:
-            raise LimitError(
-                exc.quantity,
-                exc.value,
-                exc.limit,
-                exc.unit,
-                field=exc.field,
-                param=f"{section}.v_read",
-            ) from None
+            raise exc.naming(f"{section}.v_read") from None
 
 
 def deploy_step(

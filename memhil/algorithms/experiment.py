@@ -296,22 +296,9 @@ def check_pulse_request(
 ) -> None:
     """For ``preflight``: refuse a pulse request beyond ``backend.limits`` before it is
     sent, with a LimitError whose ``param`` is the config ``key`` (``deploy.set_v``)."""
-    import torch
-
-    from memhil.core.errors import LimitError
-
-    lim = backend.limits
-
-    def t(x: float) -> torch.Tensor:
-        return torch.tensor([float(x)], dtype=torch.float64)
-
-    c = lim.compliance_default_a if compliance_a is None else compliance_a
-    try:
-        lim.check_pulse(t(amplitude_v), t(width_s), torch.tensor([int(count)]), t(c), None)
-    except LimitError as exc:
-        raise LimitError(
-            exc.quantity, exc.value, exc.limit, exc.unit, field=exc.field, param=key
-        ) from None
+    backend.limits.check_pulse_spec(
+        amplitude_v, width_s, count, compliance_a=compliance_a, param=key
+    )
 
 
 # -- registry ---------------------------------------------------------------------------

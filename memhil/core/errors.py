@@ -51,3 +51,9 @@ class LimitError(ValueError):
         u = f" {unit}" if unit else ""
         what = f"{param} ({quantity})" if param else quantity
         super().__init__(f"{what} = {value:.6g}{u} exceeds the limit {limit:.6g}{u}")
+
+    def naming(self, param: str) -> LimitError:
+        """The same refusal, named by ``param`` (the file key or parameter that set it)."""
+        return LimitError(
+            self.quantity, self.value, self.limit, self.unit, field=self.field, param=param
+        )

@@ -191,26 +191,31 @@ class Limits:
             )
 
     def check_pulse_spec(
-        self, amplitude_v: float, width_s: float, count: int = 1, *, param: str | None = None
+        self,
+        amplitude_v: float,
+        width_s: float,
+        count: int = 1,
+        *,
+        compliance_a: float | None = None,
+        param: str | None = None,
     ) -> None:
-        """``check_pulse`` for one request sent alike to every cell at the default
-        compliance: the pre-flight of a configured pulse; the LimitError names ``param``
-        (the configuration key that set the pulse)."""
+        """``check_pulse`` for one request sent alike to every cell (at the default
+        compliance unless given): the pre-flight of a configured pulse; the LimitError
+        names ``param`` (the configuration key that set the pulse)."""
         f64 = torch.float64
+        c = self.compliance_default_a if compliance_a is None else compliance_a
         try:
             self.check_pulse(
                 torch.tensor(float(amplitude_v), dtype=f64),
                 torch.tensor(float(width_s), dtype=f64),
                 torch.tensor(int(count)),
-                torch.tensor(self.compliance_default_a, dtype=f64),
+                torch.tensor(float(c), dtype=f64),
                 None,
             )
         except LimitError as exc:
             if param is None:
                 raise
-            raise LimitError(
-                exc.quantity, exc.value, exc.limit, exc.unit, field=exc.field, param=param
-            ) from None
+            raise exc.naming(param) from None
 
     def check_energy(
         self,

@@ -162,14 +162,7 @@ def _build(ef: ExperimentFile, backend: Any) -> Experiment:
     except LimitError as exc:
         if exc.param is not None and src in exc.param:
             raise
-        raise LimitError(
-            exc.quantity,
-            exc.value,
-            exc.limit,
-            exc.unit,
-            field=exc.field,
-            param=f"{src}: {exc.param or exc.field or 'request'}",
-        ) from None
+        raise exc.naming(f"{src}: {exc.param or exc.field or 'request'}") from None
     return exp
 
 
