@@ -113,13 +113,16 @@ def test_a_pulsed_sweep_lasts_the_timer_and_returns_to_the_idle_level():
     assert ask(emu, "print(errorqueue.count)") == "0.00000e+00"
 
 
-def test_trigger_settings_out_of_range_are_refused_with_the_emulators_error():
+def test_trigger_settings_out_of_range_are_refused_with_the_manuals_error_numbers():
+    """1101 "Parameter too big", 1102 "Parameter too small", 5059 "trigger.source.action
+    enabled without configuration" (the 2600 error list, memhil.mock_hw.tsp.errors)."""
     emu = _k2600()
     emu.handle("smua.trigger.source.linearv(0, 300, 3)")  # beyond the 200 V range
     emu.handle("smua.trigger.count = 0")  # infinite: not emulated
     emu.handle("smua.trigger.source.action = smua.ENABLE smua.trigger.initiate()")  # no sweep
     assert ask(emu, "print(errorqueue.count)") == "3.00000e+00"
-    assert [code for code, _ in emu.errors] == [-1110, -1110, -1110]
+    assert [code for code, _ in emu.errors] == [1101, 1102, 5059]
+    assert emu.errors[0][1] == "Parameter too big: 300 > 200 for smua.trigger.source"
 
 
 def test_errorqueue_next_gives_the_manuals_fields_and_severity():

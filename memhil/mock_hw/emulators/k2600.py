@@ -102,6 +102,7 @@ from memhil.mock_hw.tsp import (
     standard_library,
     tostring,
 )
+from memhil.mock_hw.tsp.errors import VALUE_TOO_BIG_FOR_RANGE, beyond, not_a_choice
 
 log = logging.getLogger(__name__)
 
@@ -253,17 +254,9 @@ class _Smu:
         def set_(value: Any) -> None:
             x = num(value)
             if choices is not None and x not in choices:
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x:g} out of range for "
-                    f"{self.channel}.{attr}",
-                    -1110,
-                )
+                raise not_a_choice(x, tuple(choices), f"{self.channel}.{attr}")
             if (lo is not None and x < lo) or (hi is not None and x > hi):
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x:g} out of range "
-                    f"[{lo:g}, {hi:g}] for {self.channel}.{attr}",
-                    -1110,
-                )
+                raise beyond(x, lo, hi, f"{self.channel}.{attr}")
             if resolve:
                 self._check_source(dataclasses.replace(self.s, **{attr: kind(x)}))
             setattr(self.s, attr, kind(x))
@@ -291,11 +284,7 @@ class _Smu:
             x = num(value)
             r = self.table.snap(ranges, x)
             if r is None:
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x:g} out of range "
-                    f"[{-ranges[-1]:g}, {ranges[-1]:g}] for {self.channel}.{attr}",
-                    -1110,
-                )
+                raise beyond(abs(x), None, ranges[-1], f"{self.channel}.{attr}")
             setattr(self.s, attr, r)
             setattr(self.s, auto, 0)
 
@@ -307,11 +296,7 @@ class _Smu:
         def set_(value: Any) -> None:
             x = int(num(value))
             if x not in choices:
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x} out of range for "
-                    f"{self.channel}.{auto}",
-                    -1110,
-                )
+                raise not_a_choice(x, choices, f"{self.channel}.{auto}")
             if x == 0 and getattr(self.s, auto):
                 setattr(self.s, attr, range_prop.get())
             setattr(self.s, auto, x)
@@ -322,8 +307,7 @@ class _Smu:
         """Refuse an output level beyond a fixed source range: the 2600B raises its error
         when the output turns on with such a level, or when it is set with the output on,
         and sources nothing (manual, "Range considerations": no error while the output is
-        off). Error 5005 "Value too big for range" is the 2600 error table's entry as we
-        recall it: check it against the manual's error list."""
+        off). Error 5005 "Value too big for range" (the 2600 error list: ``tsp.errors``)."""
         if proposed.output != 1:
             return
         t = self.table
@@ -335,7 +319,7 @@ class _Smu:
             raise TspError(
                 f"Value too big for range ({lvl:g} {unit} on the {rng:g} {unit} range of "
                 f"{self.channel})",
-                5005,
+                VALUE_TOO_BIG_FOR_RANGE,
             )
 
     def _read(self, kind: str, value: float) -> float:
@@ -484,7 +468,7 @@ class _Smu:
         """``smuX.makebuffer(n)``: a dynamically allocated reading buffer of ``n`` readings."""
         n = int(num(size))
         if not 1 <= n <= 60000:
-            raise TspError(f"TSP Runtime error: buffer size {n} out of range (1..60000)", -1110)
+            raise beyond(n, 1, 60000, "makebuffer size")
         name = f"buffer{len(self.buffers) - 1}"
         buf = self.buffers[name] = _Buffer(capacity=n)
         buf.clear(self.emu.clock.now())
@@ -745,7 +729,7 @@ class Keithley2600Emulator:
             def set_(v: Any) -> None:
                 x = int(num(v))
                 if x not in choices:
-                    raise TspError(f"TSP Runtime error: parameter value {x} out of range", -1110)
+                    raise not_a_choice(x, tuple(choices), attr)
                 setattr(self, attr, x)
 
             return set_
@@ -753,7 +737,7 @@ class Keithley2600Emulator:
         def set_linefreq(v: Any) -> None:
             x = num(v)
             if x not in (50.0, 60.0):
-                raise TspError("TSP Runtime error: line frequency must be 50 or 60", -1110)
+                raise not_a_choice(x, (50, 60), "localnode.linefreq")
             self.linefreq = x
 
         fmt = Obj(
@@ -902,7 +886,7 @@ class Keithley2600Emulator:
     def _delay(self, seconds: Any = 0.0) -> None:
         t = num(seconds)
         if t < 0:
-            raise TspError("TSP Runtime error: delay must be >= 0", -1110)
+            raise beyond(t, 0.0, None, "delay()")
         with self.bench.lock:
             for smu in self.smus.values():
                 smu.operating_point()

@@ -16,9 +16,10 @@ level set before the sweep; ``SOURCE_HOLD``: stay); a source-stimulus timer's de
 the point period. After the sweep, ``endsweep`` returns to the idle level or holds the
 last step's level (which ``smuX.source.levelv`` then reads: our assumption).
 Event IDs are our numbers (a script uses them only through the names); the stimulus of
-arm and measure events is stored, not modelled. Error codes: the emulator's -1110
-(parameter out of range); a sweep with the source action enabled and no source values
-is refused with 5xxx-class -1110 too (number an assumption).
+arm and measure events is stored, not modelled. Error codes from the 2600 error list
+(``memhil.mock_hw.tsp.errors``): 1101/1102 for a number beyond its bounds, -222 for a
+value not among the allowed ones, 5059 for a sweep started with the source action enabled
+and no source values.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memhil.mock_hw.tsp import Fn, Obj, Prop, TspError, num
+from memhil.mock_hw.tsp.errors import (
+    PARAMETER_DATA_OUT_OF_RANGE,
+    TRIGGER_SOURCE_UNCONFIGURED,
+    beyond,
+    not_a_choice,
+)
 from memhil.mock_hw.tsp.values import LuaTable
 
 if TYPE_CHECKING:
@@ -52,7 +59,7 @@ SOURCE_IDLE, SOURCE_HOLD = 0, 1
 def _int_in(value: Any, choices: tuple[int, ...], what: str) -> int:
     x = int(num(value))
     if x not in choices:
-        raise TspError(f"TSP Runtime error: parameter value {x} out of range for {what}", -1110)
+        raise not_a_choice(x, choices, what)
     return x
 
 
@@ -109,18 +116,14 @@ class TriggerModel:
         limit = self.smu.table.source_v[-1] if kind == "v" else self.smu.table.source_i[-1]
         bad = [x for x in values if not math.isfinite(x) or abs(x) > limit]
         if bad:
-            raise TspError(
-                f"TSP Runtime error: parameter value {bad[0]:g} out of range "
-                f"[{-limit:g}, {limit:g}] for {self.smu.channel}.trigger.source",
-                -1110,
-            )
+            raise beyond(abs(bad[0]), None, limit, f"{self.smu.channel}.trigger.source")
         self.t.source_kind, self.t.source_values = kind, values
 
     def _linear(self, kind: str) -> Fn:
         def fn(start: Any, stop: Any, points: Any) -> None:
             a, b, n = num(start), num(stop), int(num(points))
             if n < 1:
-                raise TspError("TSP Runtime error: points must be >= 1", -1110)
+                raise beyond(n, 1, None, "sweep points")
             self._sweep(kind, [a + k * (b - a) / (n - 1) if n > 1 else a for k in range(n)])
 
         return Fn(fn, f"trigger.source.linear{kind}")
@@ -130,9 +133,9 @@ class TriggerModel:
             a, b, n, c = num(start), num(stop), int(num(points)), num(asymptote)
             if n < 1 or (a - c) * (b - c) <= 0:
                 raise TspError(
-                    "TSP Runtime error: log sweep needs points >= 1 and start, stop on one "
-                    "side of the asymptote",
-                    -1110,
+                    "Parameter data out of range: a log sweep needs points >= 1 and start, "
+                    "stop on one side of the asymptote",
+                    PARAMETER_DATA_OUT_OF_RANGE,
                 )
             la, lb = math.log10(abs(a - c)), math.log10(abs(b - c))
             sign = 1.0 if a - c > 0 else -1.0
@@ -175,11 +178,7 @@ class TriggerModel:
             def parse(v: Any) -> int:
                 x = int(num(v))
                 if not 1 <= x <= 2**31 - 1:  # 0 (infinite) is not emulated: it never ends
-                    raise TspError(
-                        f"TSP Runtime error: parameter value {x} out of range for "
-                        f"{ch}.trigger.{what} (1 .. 2^31-1 here)",
-                        -1110,
-                    )
+                    raise beyond(x, 1, 2**31 - 1, f"{ch}.trigger.{what} (1 .. 2^31-1 here)")
                 return x
 
             return parse
@@ -193,11 +192,7 @@ class TriggerModel:
                 if x == 0:  # smuX.LIMIT_AUTO: the source's own limit
                     return None
                 if not lo <= x <= hi:
-                    raise TspError(
-                        f"TSP Runtime error: parameter value {x:g} out of range "
-                        f"[{lo:g}, {hi:g}] for {ch}.trigger.source.limit{kind}",
-                        -1110,
-                    )
+                    raise beyond(x, lo, hi, f"{ch}.trigger.source.limit{kind}")
                 return x
 
             return parse
@@ -276,7 +271,7 @@ class TriggerModel:
             raise TspError(
                 f"TSP Runtime error: {smu.channel}.trigger.source.action is enabled but no "
                 f"sweep is configured (linearv/logv/listv)",
-                -1110,
+                TRIGGER_SOURCE_UNCONFIGURED,
             )
         source = smu.obj.tsp_get("source")
         v_mode = t.source_kind != "i"
@@ -329,11 +324,7 @@ def timers_obj(timers: list[Timer]) -> Obj:
             def set_(v: Any) -> None:
                 x = num(v)
                 if not lo <= x <= hi:
-                    raise TspError(
-                        f"TSP Runtime error: parameter value {x:g} out of range "
-                        f"[{lo:g}, {hi:g}] for trigger.timer[{n}].{attr}",
-                        -1110,
-                    )
+                    raise beyond(x, lo, hi, f"trigger.timer[{n}].{attr}")
                 setattr(tm, attr, type(getattr(tm, attr))(x))
 
             return set_
