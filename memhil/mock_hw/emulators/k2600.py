@@ -413,7 +413,7 @@ class _Smu:
                     },
                 ),
                 "reset": Fn(self.reset, "reset"),
-                "abort": Fn(lambda: None, "abort"),
+                "abort": Fn(self.trigger.abort, "abort"),
                 "OUTPUT_DCAMPS": 0.0,
                 "OUTPUT_DCVOLTS": 1.0,
                 "OUTPUT_OFF": 0.0,
@@ -652,6 +652,8 @@ class Keithley2600Emulator:
                 return None
             if text.startswith("*"):
                 header, _, arg = text.partition(" ")
+                if header.upper() in ("*OPC?", "*OPC", "*WAI"):
+                    self.wait_complete()  # operation complete: the sweeps have ended
                 try:
                     return self.common(header, [arg.strip()] if arg.strip() else [])
                 except ScpiError as exc:
@@ -714,6 +716,12 @@ class Keithley2600Emulator:
         self._out.append(data)
 
     # -- instrument-wide actions ---------------------------------------------------------------
+    def wait_complete(self) -> None:
+        """``waitcomplete()``: every channel's running sweep runs to its end now."""
+        with self._lock:
+            for smu in self.smus.values():
+                smu.trigger.wait()
+
     def reset(self) -> None:
         with self._lock:
             for smu in self.smus.values():
@@ -810,9 +818,51 @@ class Keithley2600Emulator:
                 for ch, smu in self.smus.items()
             },
         )
+
+        def sweeping(weights: dict[str, float]) -> Callable[[], float]:
+            return lambda: float(
+                sum(w for ch, w in weights.items() if self.smus[ch].trigger.sweeping)
+            )
+
+        # status.operation.sweeping: SMUA bit B1 (2), SMUB B2 (4); the SWEEPING bit B3 (8)
+        # of status.operation and of status.operation.instrument.smuX (2600B reference
+        # manual, "status.operation.sweeping.*", "status.operation.instrument.smuX.*")
+        sweep_bits = {ch: 2.0 ** (1 + k) for k, ch in enumerate(self.smus)}
+        operation = Obj(
+            "status.operation",
+            {
+                "condition": Prop(lambda: 8.0 if sweeping(sweep_bits)() else 0.0),
+                "SWEEPING": 8.0,
+                "SWE": 8.0,
+                "sweeping": Obj(
+                    "status.operation.sweeping",
+                    {
+                        "condition": Prop(sweeping(sweep_bits)),
+                        "event": Prop(sweeping(sweep_bits)),
+                        "enable": Prop(lambda: 6.0, lambda v: None),
+                        **{ch.upper(): w for ch, w in sweep_bits.items()},
+                    },
+                ),
+                "instrument": Obj(
+                    "status.operation.instrument",
+                    {
+                        ch: Obj(
+                            f"status.operation.instrument.{ch}",
+                            {
+                                "condition": Prop(sweeping({ch: 8.0})),
+                                "SWEEPING": 8.0,
+                                "SWE": 8.0,
+                            },
+                        )
+                        for ch in self.smus
+                    },
+                ),
+            },
+        )
         status = Obj(
             "status",
             {
+                "operation": operation,
                 "measurement": Obj(
                     "status.measurement",
                     {
@@ -870,8 +920,8 @@ class Keithley2600Emulator:
                 "printbuffer": Fn(self._printbuffer, "printbuffer"),
                 "printnumber": Fn(self._printnumber, "printnumber"),
                 "delay": Fn(self._delay, "delay"),
-                "waitcomplete": Fn(lambda *a: None, "waitcomplete"),
-                "opc": Fn(lambda: None, "opc"),
+                "waitcomplete": Fn(lambda *a: self.wait_complete(), "waitcomplete"),
+                "opc": Fn(lambda: self.wait_complete(), "opc"),
                 "reset": Fn(lambda *a: self.reset(), "reset"),
             }
         )

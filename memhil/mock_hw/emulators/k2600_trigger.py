@@ -5,11 +5,19 @@ timers (``trigger.timer[N]``), as lab sweep scripts use them (2600B reference ma
 actions, ``count``, ``arm.count``, ``initiate()``, ``waitcomplete()``, pulsed sweeps timed
 by ``trigger.timer[1].delay`` as the endpulse stimulus).
 
-Emulated as a synchronous run: ``initiate()`` executes every arm and trigger cycle before
-it returns (a real 2600B runs them in the background; ``waitcomplete()`` after it is then
-immediate, and a script that polls ``status.operation.sweeping`` never sees it set). Per
-point: the source level of the sweep list (the list repeats when ``count`` exceeds it),
-the source delay, the measurement (``measure.count`` readings into the buffers, which
+``initiate()`` starts the arm and trigger cycles and returns at once, as on a 2600B; the
+sweep then runs in the background of the chip's time (a background job of the bench,
+``memhil.mock_hw.bench``): its points take the chip time that passes, whether a realtime
+lab catches up with the wall clock before a command, a script ``delay()``s, or another
+instrument measures. Meanwhile ``status.operation.sweeping`` has the channel's bit set
+and its buffers fill point by point (``bufferVar.n`` grows); ``waitcomplete()``,
+``opc()``, ``*OPC?`` and ``*WAI`` run the rest of it at once (with the lab's latency, in
+wall time too); ``smuX.abort()`` stops it before its next point. In a ``virtual`` lab no
+time passes between commands, so a sweep progresses only through instrument operations:
+a script polls it with ``delay()`` or ends it with ``waitcomplete()``.
+
+Per point: the source level of the sweep list (the list repeats when ``count`` exceeds
+it), the source delay, the measurement (``measure.count`` readings into the buffers, which
 are cleared at ``initiate()`` unless ``appendmode``), the pulse held until the endpulse
 timer's delay, then the endpulse action (``SOURCE_IDLE``: back to the idle level, the
 level set before the sweep; ``SOURCE_HOLD``: stay); a source-stimulus timer's delay is
@@ -32,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from memhil.mock_hw.tsp import Fn, Obj, Prop, TspError, num
 from memhil.mock_hw.tsp.errors import (
     PARAMETER_DATA_OUT_OF_RANGE,
+    SETTINGS_CONFLICT,
     TRIGGER_SOURCE_UNCONFIGURED,
     beyond,
     not_a_choice,
@@ -104,10 +113,12 @@ class TriggerModel:
         self.smu = smu
         self.timers = timers
         self.t = TriggerState()
+        self._run: _SweepRun | None = None  # the running sweep, a bench background job
         base = 1000 * (1 + "abcd".find(smu.channel[-1]))  # smua: 1001.., smub: 2001..
         self.event_ids = {name: float(base + k + 1) for k, name in enumerate(_EVENTS)}
 
     def reset(self) -> None:
+        self.abort()
         runs = self.t.runs
         self.t = TriggerState(runs=runs)
 
@@ -245,7 +256,7 @@ class TriggerModel:
                 ),
                 "count": self._attr("count", count("count")),
                 "initiate": Fn(self.initiate, "trigger.initiate"),
-                "abort": Fn(lambda: None, "trigger.abort"),  # a sweep has already ended
+                "abort": Fn(self.abort, "trigger.abort"),
                 **{f"{name}_EVENT_ID": eid for name, eid in self.event_ids.items()},
             },
         )
@@ -263,55 +274,115 @@ class TriggerModel:
                 self.smu.operating_point()
                 emu.bench.hold(duration - (emu.clock.now() - t0))
 
+    @property
+    def sweeping(self) -> bool:
+        """Whether a sweep started by ``initiate()`` is still running."""
+        return self._run is not None
+
     def initiate(self) -> None:
-        """Run every arm and trigger cycle now (see the module docstring)."""
+        """Start the arm and trigger cycles in the background and return at once (see
+        the module docstring); -221 "Settings conflict" while a sweep still runs."""
         smu, t = self.smu, self.t
-        emu, bench = smu.emu, smu.emu.bench
+        emu = smu.emu
+        if self._run is not None:
+            raise TspError(f"Settings conflict: {smu.channel} is sweeping", SETTINGS_CONFLICT)
         if t.source_action and not t.source_values:
             raise TspError(
                 f"TSP Runtime error: {smu.channel}.trigger.source.action is enabled but no "
                 f"sweep is configured (linearv/logv/listv)",
                 TRIGGER_SOURCE_UNCONFIGURED,
             )
-        source = smu.obj.tsp_get("source")
         v_mode = t.source_kind != "i"
         level_attr, limit_attr = ("levelv", "limiti") if v_mode else ("leveli", "limitv")
-        idle = getattr(smu.s, level_attr)
-        own_limit = getattr(smu.s, limit_attr)
-        sweep_limit = t.source_limiti if v_mode else t.source_limitv
-        ibuf, vbuf = (smu.resolve_buffer(b) for b in t.measure_buffers)
-        for b in (ibuf, vbuf):
+        run = _SweepRun(
+            model=self,
+            level_attr=level_attr,
+            limit_attr=limit_attr,
+            idle=getattr(smu.s, level_attr),
+            own_limit=getattr(smu.s, limit_attr),
+            sweep_limit=t.source_limiti if v_mode else t.source_limitv,
+            buffers=(
+                smu.resolve_buffer(t.measure_buffers[0]),
+                smu.resolve_buffer(t.measure_buffers[1]),
+            ),
+            width=self._timer_delay(t.endpulse_stimulus),
+            period=self._timer_delay(t.source_stimulus),
+        )
+        for b in run.buffers:
             if b is not None and not b.appendmode:
                 b.clear(emu.clock.now())
-        width = self._timer_delay(t.endpulse_stimulus)
-        period = self._timer_delay(t.source_stimulus)
-        try:
-            if t.source_action and sweep_limit is not None:
-                source.tsp_set(limit_attr, sweep_limit)
-            k = 0
-            for _ in range(t.arm_count):
-                for _ in range(t.count):
-                    t0 = emu.clock.now()
-                    if t.source_action:
-                        source.tsp_set(level_attr, t.source_values[k % len(t.source_values)])
-                    k += 1
-                    if smu.s.source_delay > 0:
-                        with bench.lock:
-                            smu.operating_point()
-                            bench.hold(smu.s.source_delay)
-                    if t.measure_action and t.measure_kind:
-                        smu.measure(t.measure_kind, ibuf, vbuf, clear=False)
-                    self._hold_until(t0, width)  # the pulse lasts the endpulse timer
-                    if t.source_action and t.endpulse_action == SOURCE_IDLE:
-                        source.tsp_set(level_attr, idle)
-                    self._hold_until(t0, period)  # the next point: a period after this
-        finally:
-            if t.source_action and sweep_limit is not None:
-                source.tsp_set(limit_attr, own_limit)
-            if t.source_action and t.endsweep_action == SOURCE_IDLE:
-                source.tsp_set(level_attr, idle)
-            elif t.source_action and k:  # SOURCE_HOLD: the last step's level stays
-                source.tsp_set(level_attr, t.source_values[(k - 1) % len(t.source_values)])
+        if t.source_action and run.sweep_limit is not None:
+            smu.obj.tsp_get("source").tsp_set(limit_attr, run.sweep_limit)
+        self._run = run
+        emu.bench.start_job(run)
+
+    def wait(self) -> None:
+        """Run the sweep (if any) to its end now: ``waitcomplete()``."""
+        if self._run is not None:
+            self.smu.emu.bench.finish_job(self._run)
+
+    def abort(self) -> None:
+        """``smuX.abort()``: stop the sweep before its next point; the source limit and
+        the endsweep action are applied as at a sweep's end (our assumption)."""
+        run = self._run
+        if run is not None:
+            self.smu.emu.bench.cancel_job(run)
+            run.end()
+
+
+@dataclass
+class _SweepRun:
+    """One ``initiate()``'s arm and trigger cycles, a background job of the bench: each
+    ``step`` is one point (source, delay, measure, pulse width, endpulse, period)."""
+
+    model: TriggerModel
+    level_attr: str
+    limit_attr: str
+    idle: float
+    own_limit: float
+    sweep_limit: float | None
+    buffers: tuple[Any, Any]
+    width: float | None
+    period: float | None
+    k: int = 0  # points done
+
+    def step(self) -> bool:
+        m, t = self.model, self.model.t
+        if self.k >= t.arm_count * t.count:
+            self.end()
+            return False
+        smu, bench = m.smu, m.smu.emu.bench
+        source = smu.obj.tsp_get("source")
+        t0 = smu.emu.clock.now()
+        if t.source_action:
+            source.tsp_set(self.level_attr, t.source_values[self.k % len(t.source_values)])
+        self.k += 1
+        if smu.s.source_delay > 0:
+            with bench.lock:
+                smu.operating_point()
+                bench.hold(smu.s.source_delay)
+        if t.measure_action and t.measure_kind:
+            ibuf, vbuf = self.buffers
+            smu.measure(t.measure_kind, ibuf, vbuf, clear=False)
+        m._hold_until(t0, self.width)  # the pulse lasts the endpulse timer
+        if t.source_action and t.endpulse_action == SOURCE_IDLE:
+            source.tsp_set(self.level_attr, self.idle)
+        m._hold_until(t0, self.period)  # the next point: a period after this one
+        return True
+
+    def end(self) -> None:
+        """Restore the source's own limit, apply the endsweep action, leave the model."""
+        m, t = self.model, self.model.t
+        if m._run is not self:
+            return
+        m._run = None
+        source = m.smu.obj.tsp_get("source")
+        if t.source_action and self.sweep_limit is not None:
+            source.tsp_set(self.limit_attr, self.own_limit)
+        if t.source_action and t.endsweep_action == SOURCE_IDLE:
+            source.tsp_set(self.level_attr, self.idle)
+        elif t.source_action and self.k:  # SOURCE_HOLD: the last step's level stays
+            source.tsp_set(self.level_attr, t.source_values[(self.k - 1) % len(t.source_values)])
         t.runs += 1
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 #: -222 "Parameter data out of range": a value outside a set of allowed choices.
 PARAMETER_DATA_OUT_OF_RANGE = -222
+#: -221 "Settings conflict": e.g. ``initiate()`` while that channel still sweeps.
+SETTINGS_CONFLICT = -221
 #: 1101 "Parameter too big" / 1102 "Parameter too small": a number beyond its bounds.
 PARAMETER_TOO_BIG = 1101
 PARAMETER_TOO_SMALL = 1102
