@@ -140,6 +140,8 @@ class _Buffer:
 
     def append(self, reading: float, status: int, t: float, source: float) -> None:
         if len(self.readings) >= self.capacity:
+            # -1003: the emulator's own number (the 2600 error list read for tsp.errors
+            # names no "buffer full" error)
             raise TspError("TSP Runtime error: reading buffer full", -1003)
         self.readings.append(reading)
         self.statuses.append(float(status))
@@ -976,7 +978,7 @@ class Keithley2600Emulator:
             if not (1 <= a <= b <= len(vals)):
                 raise TspError(
                     f"TSP Runtime error: printbuffer index out of range ({a}..{b} of {len(vals)})",
-                    -1113,
+                    -1113,  # the emulator's own number, as -1003 above
                 )
             cols.append(vals[a - 1 : b])
         values = [col[k] for k in range(b - a + 1) for col in cols]  # interleaved per index
