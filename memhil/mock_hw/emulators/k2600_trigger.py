@@ -330,7 +330,7 @@ class TriggerModel:
             run.end()
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: the bench finds it by identity
 class _SweepRun:
     """One ``initiate()``'s arm and trigger cycles, a background job of the bench: each
     ``step`` is one point (source, delay, measure, pulse width, endpulse, period)."""
