@@ -213,3 +213,16 @@ def test_in_a_realtime_lab_the_sweep_takes_the_wall_time_between_commands():
         "1.00000e+01\t0.00000e+00"
     )
     assert ask(emu, "print(errorqueue.count)") == "0.00000e+00"
+
+
+def test_an_error_in_a_background_point_ends_the_sweep_and_is_queued_by_the_smu():
+    """1.5 V on a fixed 200 mV source range: 5005 at that point (whichever hold ran it),
+    the sweep ends there with the points before it in the buffer."""
+    emu = _k2600()
+    emu.handle(SWEEP_1MS)
+    emu.handle("smua.source.rangev = 0.2 smua.trigger.source.listv({0.1, 1.5, 0.15})")
+    emu.handle("smua.source.output = 1 smua.trigger.initiate() waitcomplete()")
+    assert [code for code, _ in emu.errors] == [5005]
+    assert ask(emu, "print(smua.nvbuffer1.n, status.operation.sweeping.condition)") == (
+        "1.00000e+00\t0.00000e+00"
+    )

@@ -714,6 +714,13 @@ class Keithley2600Emulator:
         log.warning("%s: %s (code %d)", self.name, message, code)
         self.status.push(code, message)
 
+    def queue_error(self, code: int, message: str) -> None:
+        """Queue an error raised outside a command (a background sweep's point). Not under
+        this emulator's lock: the point may run in another instrument's thread holding the
+        bench lock, while this emulator's thread holds its own lock and waits for the
+        bench's (the queue's append is atomic)."""
+        self._error(code, message)
+
     def _emit(self, data: bytes) -> None:
         self._out.append(data)
 

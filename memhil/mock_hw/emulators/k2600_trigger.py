@@ -347,10 +347,22 @@ class _SweepRun:
     k: int = 0  # points done
 
     def step(self) -> bool:
+        """One point; an error ends the sweep and goes to this instrument's error queue
+        (the hold that ran the point may be another instrument's)."""
         m, t = self.model, self.model.t
         if self.k >= t.arm_count * t.count:
             self.end()
             return False
+        try:
+            self._point()
+        except TspError as exc:
+            m.smu.emu.queue_error(exc.code, str(exc))
+            self.end()
+            return False
+        return True
+
+    def _point(self) -> None:
+        m, t = self.model, self.model.t
         smu, bench = m.smu, m.smu.emu.bench
         source = smu.obj.tsp_get("source")
         t0 = smu.emu.clock.now()
@@ -368,7 +380,6 @@ class _SweepRun:
         if t.source_action and t.endpulse_action == SOURCE_IDLE:
             source.tsp_set(self.level_attr, self.idle)
         m._hold_until(t0, self.period)  # the next point: a period after this one
-        return True
 
     def end(self) -> None:
         """Restore the source's own limit, apply the endsweep action, leave the model."""
