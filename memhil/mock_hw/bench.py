@@ -10,6 +10,14 @@ A line that two terminals hold at different voltages (a source routed onto a gro
 line, two SMUs on one line) is a short through the matrix: the line sits at ground (or,
 between two sources, midway) and each source drives ``SHORT_PATH_OHM`` into it, so its
 compliance limits the current and sets its status, as on a bench.
+
+Background jobs (an instrument's sweep running after its ``initiate()`` returned) take
+the chip time that passes: a hold of the bench, whoever asks for it (a realtime lab
+catching up with the wall clock, a ``delay()``, another instrument's measurement), runs
+the jobs' next steps instead of holding still, until the hold's time is used. A job's
+step holds the bench itself (its source delay, aperture, pulse width), so a step runs
+whole and a hold can end up to one step late. Two jobs at once take turns step by step
+(a channel's point, then the other's): their points are serialised, not overlapped.
 """
 
 from __future__ import annotations
@@ -17,11 +25,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from memhil.mock_hw.chip import MockChip
 
 Line = tuple[str, int]  # ("row", i) or ("col", j)
 Router = Callable[[str], tuple[list[Line], list[Line]]]
+
+
+class BackgroundJob(Protocol):
+    """Work an instrument runs while the chip's time passes (see the module docstring)."""
+
+    def step(self) -> bool:
+        """Run the next step (holding the bench for its duration); False once done."""
+        ...
 
 
 @dataclass
@@ -48,6 +65,8 @@ class MockBench:
         self.router: Router = router or (lambda key: ([], []))
         self.terminals: dict[str, SourceTerminal] = {}
         self.lock = threading.RLock()
+        self.jobs: list[BackgroundJob] = []  # running in the background, in turn
+        self._in_job = False  # a job's step is holding: its holds are its own
 
     def terminal(self, key: str) -> SourceTerminal:
         """The terminal ``key`` (created on first use), e.g. ``"smu.smua"``."""
@@ -118,10 +137,53 @@ class MockBench:
             return i_chip + shorts.get(key, 0.0)
 
     def hold(self, duration_s: float, count: int = 1) -> None:
-        """Keep the present drive for ``duration_s`` (cells switch, clock advances)."""
+        """Keep the present drive for ``duration_s`` (cells switch, clock advances); while
+        background jobs run, they use that time (see the module docstring)."""
         with self.lock:
-            rows, cols = self.drive()
-            self.chip.hold(rows, cols, duration_s, count)
+            if not self.jobs or self._in_job or count != 1:
+                rows, cols = self.drive()
+                self.chip.hold(rows, cols, duration_s, count)
+                return
+            clock = self.chip.clock
+            t_end = clock.now() + duration_s
+            while self.jobs and clock.now() < t_end:
+                self.step_job(self.jobs[0])
+            if clock.now() < t_end:
+                rows, cols = self.drive()
+                self.chip.hold(rows, cols, t_end - clock.now())
+
+    def start_job(self, job: BackgroundJob) -> None:
+        """Run ``job`` in the background from now on."""
+        with self.lock:
+            self.jobs.append(job)
+
+    def step_job(self, job: BackgroundJob) -> None:
+        """Run ``job``'s next step now; it leaves the background when done, and the
+        next job takes the next turn."""
+        with self.lock:
+            self._in_job = True
+            try:
+                more = job.step()
+            except BaseException:
+                self.cancel_job(job)  # a failed job does not fail every later hold
+                raise
+            finally:
+                self._in_job = False
+            if job in self.jobs:
+                self.jobs.remove(job)
+                if more:
+                    self.jobs.append(job)
+
+    def finish_job(self, job: BackgroundJob) -> None:
+        """Run ``job`` to its end now (a ``waitcomplete()``)."""
+        with self.lock:
+            while job in self.jobs:
+                self.step_job(job)
+
+    def cancel_job(self, job: BackgroundJob) -> None:
+        with self.lock:
+            if job in self.jobs:
+                self.jobs.remove(job)
 
     def all_off(self) -> None:
         with self.lock:

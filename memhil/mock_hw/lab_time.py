@@ -4,7 +4,8 @@ things themselves (``memhil mock-lab serve``): the ``mock.time`` section of a st
 
 ``realtime``: before an emulator handles a command, the chip's clock catches up with the
 wall clock (times ``scale``) by holding the drive the sources have held since the last
-command, so a script that sets +0.3 V and ``time.sleep(0.3)`` stresses the cell for
+command (a sweep running in the background takes that time point by point: see
+``memhil.mock_hw.bench``), so a script that sets +0.3 V and ``time.sleep(0.3)`` stresses the cell for
 0.3 s x scale, as on a bench. Time an instrument spends itself (integration, delays)
 still advances the chip at once; the chip's clock is never behind the wall clock.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,18 +82,26 @@ class PacedClock(VirtualClock):
 
 
 class WallClockSync:
-    """Keeps the chip's clock at least ``scale`` x the wall time since the lab started."""
+    """Keeps the chip's clock at least ``scale`` x the wall time since the lab started.
+    ``wall``: the wall clock in seconds (``time.monotonic``; tests give their own)."""
 
-    def __init__(self, bench: MockBench, clock: PacedClock, scale: float):
+    def __init__(
+        self,
+        bench: MockBench,
+        clock: PacedClock,
+        scale: float,
+        wall: Callable[[], float] = time.monotonic,
+    ):
         self.bench, self.clock, self.scale = bench, clock, float(scale)
-        self._t0_wall = time.monotonic()
+        self._wall = wall
+        self._t0_wall = wall()
         self._t0_chip = clock.now()
 
     def catch_up(self) -> float:
         """Hold the present drive until the chip's clock reaches the scaled wall time;
         returns the chip seconds added."""
         with self.bench.lock:
-            target = self._t0_chip + self.scale * (time.monotonic() - self._t0_wall)
+            target = self._t0_chip + self.scale * (self._wall() - self._t0_wall)
             lag = target - self.clock.now()
             if lag <= 0:
                 return 0.0

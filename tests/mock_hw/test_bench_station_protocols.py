@@ -1,8 +1,9 @@
 """Every example protocol on the bench station file (examples/bench_station.yaml: 2636B on
-VXI-11, B2201 and Velox on GPIB, array board on a USB serial port) with only the VISA
-library changed to the mock lab's: the pre-flight of each file, and the nanosecond-pulse
-examples run end to end through the bench addresses (in-process lab; fewer pulses than the
-examples, for time)."""
+VXI-11, B2201 and Velox on GPIB, array board on a USB serial port, VTEAM devices at RRAM
+resistances) with only the VISA library changed to the mock lab's: the pre-flight of each
+file, and the nanosecond-pulse and conductance-target examples run end to end through the
+bench addresses (in-process lab; fewer pulses, cells or levels than the examples where
+noted, for time)."""
 
 from __future__ import annotations
 
@@ -20,22 +21,25 @@ from memhil.store import RunStore
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BENCH = EXAMPLES / "bench_station.yaml"
 LIB = f"{BENCH}@memhil"
-# Run below (fewer pulses) instead of dry-run here: the nanosecond examples.
-RUN_HERE = {"pulse_train", "vteam_amplitudes", "wafer_campaign"}
-# Dry runs of 1.5 - 2.5 s each (thousands of operations) of examples in microseconds that
-# an SMU bench always accepted; all three ran in full on this station by hand (`memhil
-# run ... --visa-library examples/bench_station.yaml@memhil`, see docs/mock-lab.md).
-DRY_RUN_TOO_LONG = {"chronoamperometry", "volatility", "switch_seeker"}
+# Run below instead of dry-run here: the nanosecond examples (fewer pulses) and the two
+# with conductance targets (converge_to_state as written, multistate_seeker on fewer cells
+# and levels: 170 s as written, 64 cells x 11 levels x 3 trials).
+RUN_HERE = {
+    "pulse_train",
+    "vteam_amplitudes",
+    "wafer_campaign",
+    "converge_to_state",
+    "multistate_seeker",
+}
+# A dry run of ~1.4 s (1428 operations) of an example in microseconds that an SMU bench
+# always accepted; it ran in full on this station by hand (`memhil run ...
+# --visa-library examples/bench_station.yaml@memhil`, see docs/mock-lab.md).
+DRY_RUN_TOO_LONG = {"volatility"}
 PROTOCOLS = [
     p
     for p in sorted((EXAMPLES / "protocols").glob("*.yaml"))
     if p.stem not in RUN_HERE | DRY_RUN_TOO_LONG
 ]
-
-# Targets in uS (written for the simulator's NeuroSim / volatile devices) against the
-# bench chip's VTEAM window of 1 .. 20 mS: refused before any instrument is touched, as on
-# a bench with these devices (a device mismatch, not an instrument limit).
-OUTSIDE_THE_DEVICE_WINDOW = {"converge_to_state", "multistate_seeker"}
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +74,43 @@ def test_every_example_protocol_passes_the_preflight_on_the_bench_station(path):
     """Widths, amplitudes, compliance, cells and the prober checked against the bench's
     limits and instruments (what refused the sub-microsecond examples on an SMU bench)."""
     pf = load_protocol_file(path)
-    if path.stem in OUTSIDE_THE_DEVICE_WINDOW:
-        with pytest.raises(ValueError, match=r"outside the device window \[0\.001, 0\.02\] S"):
-            preflight_offline(pf, {"station": str(BENCH)})
-        return
     assert preflight_offline(pf, {"station": str(BENCH)}).ops > 0
+
+
+def test_a_conductance_target_outside_the_bench_chips_window_is_still_refused():
+    """The bench chip's window (1 .. 100 uS) holds the examples' targets; one beyond it
+    is refused by the pre-flight, before any instrument is touched."""
+    data = yaml.safe_load((EXAMPLES / "protocols" / "converge_to_state.yaml").read_text())
+    data["params"]["g_targets_s"] = [3.0e-6, 2.0e-4]
+    pf = protocol_file_from_mapping(data, EXAMPLES / "protocols" / "converge_to_state.yaml")
+    with pytest.raises(
+        ValueError,
+        match=r"target 0\.0002 S for cell \(0, 1, 1\) lies outside the device window \[1e-06, 0\.0001\] S",
+    ):
+        preflight_offline(pf, {"station": str(BENCH)})
 
 
 @pytest.mark.parametrize(
     ("name", "fewer"),
-    [
+    [  # converge_to_state first: on the chip as fabricated, as the example was run by hand
+        ("converge_to_state", {}),
         ("pulse_train", {"n_pulses": 2}),
         ("vteam_amplitudes", {"n_pulses": 2, "v_ltp": [0.25], "v_ltd": [-0.09]}),
         ("wafer_campaign", {"dies": [[0, 0], [2, 0]]}),
+        (
+            "multistate_seeker",
+            {
+                "cells": [[0, 1, 1]],
+                "n_targets": 2,
+                "trials": 1,
+                "n_reads": 2,
+                "n_verify_reads": 1,
+                "max_iterations": 5,
+            },
+        ),
     ],
 )
-def test_nanosecond_examples_run_on_the_bench_through_its_addresses(bench, tmp_path, name, fewer):
+def test_examples_run_on_the_bench_through_its_addresses(bench, tmp_path, name, fewer):
     data = yaml.safe_load((EXAMPLES / "protocols" / f"{name}.yaml").read_text())
     if name == "wafer_campaign":
         data["params"]["inner_params"]["n_pulses"] = 2
@@ -94,6 +119,9 @@ def test_nanosecond_examples_run_on_the_bench_through_its_addresses(bench, tmp_p
     run_id = run_protocol_file(pf, backend=bench, db=tmp_path / "r.db", progress=False)
     (info,) = [r for r in RunStore(tmp_path / "r.db").runs() if r.run_id == run_id]
     assert info.status == "completed" and info.n_points > 0
+    if name == "converge_to_state":  # both targets (3 and 6 uS) reached within 0.2 uS
+        report = RunStore(tmp_path / "r.db").load(run_id)
+        assert report["within"].tolist() == [1.0, 1.0], report
     _assert_error_queues_empty()
 
 

@@ -199,3 +199,24 @@ def test_lost_contact_is_detected_and_terminals_read_open(lab):
     assert prober.contact_ok()
     prober.safe_state()
     assert not emu.in_contact
+
+
+def test_status_replies_and_subsite_moves_follow_the_sci_command_list():
+    """ReadChuckStatus has 11 fields (PresetHeight 7th), ReadProberStatus 4 (FlagsContact
+    2nd); MoveChuckSubsite takes X Y Unit Velocity; jog and encoder units are refused."""
+    chip = MockChip({"rows": 2, "cols": 2, "device": "hp"}, wafer=WaferSpec(dies=DIES))
+    emu = VeloxEmulator(chip)  # its command handler alone: no socket needed
+    assert emu.handle("StepFirstDie") == "0: 0 0 0 1"
+    status = emu.handle("ReadChuckStatus").split()
+    assert status[0] == "0:" and len(status) == 12 and status[7] == "S"
+    assert emu.handle("ReadProberStatus") == "0: 0 0 L 0"
+    assert emu.handle("MoveChuckSubsite 4 2 I 50") == "0:"  # mils, 50 % velocity
+    assert emu.handle("ReadChuckPosition") == "0: 101.6 50.8 9700.0"
+    assert emu.handle("MoveChuckSubsite 0 0") == "0:"  # back to the die's home
+    assert emu.handle("MoveChuckContact") == "0:"
+    assert emu.handle("ReadChuckStatus").split()[7] == "C"
+    assert emu.handle("ReadProberStatus") == "0: 0 1 L 0"
+    assert emu.handle("MoveChuckSubsite 10 10 Y").startswith("705:")  # in contact
+    emu.handle("MoveChuckSeparation")
+    for unit in ("J", "E"):
+        assert emu.handle(f"MoveChuck 1 1 R {unit}") == f"2: Unit {unit} not supported"

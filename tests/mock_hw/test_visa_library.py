@@ -72,7 +72,7 @@ def test_one_chip_for_every_client_qcodes_and_pymeasure_drivers():
     smu.ChA.source_output = "ON"
     assert smu.ChA.current == 0.0 or abs(smu.ChA.current) < 1e-9  # no route: open circuit
     matrix.connect_paths([(1, 1), (12, 9)])  # smua HI -> row 0, ground -> col 0
-    assert smu.ChA.current > 1e-6  # a VTEAM cell conducts (>= 1 mS-class with sneak paths)
+    assert smu.ChA.current > 1e-8  # a cell conducts (>= 1 uS each, sneak paths add more)
     smu.ChA.source_output = "OFF"
     assert matrix.get_error() == '+0,"No error"'
     prober.chuck.move_separation()
@@ -106,3 +106,31 @@ def test_a_protocol_file_runs_on_the_bench_station_with_only_the_visa_library_ch
     )
     (info,) = [r for r in RunStore(tmp_path / "r.db").runs() if r.run_id == run_id]
     assert info.status == "completed" and info.n_points > 0
+
+
+def test_a_run_chooses_the_smu_and_matrix_path_on_a_station_with_a_board(tmp_path):
+    """``backend: {station: ..., strategy: cell}``: the run's reads and pulses go through
+    the 2636B routed by the B2201 (its bench addresses), not the array board, which the
+    station's default (parallel) would use (docs/mock-lab.md, "Which instrument reads")."""
+    import yaml
+
+    from memhil.runs.protocol_run import run_protocol_file
+    from memhil.store import RunStore
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "protocols" / "iv_sweep.yaml"
+    data = yaml.safe_load(example.read_text())
+    # fewer points (time); 1 ms steps: an SMU pulse, not the board's nanoseconds
+    data["params"].update(v_step=0.5, step_width_s=1e-3, cells=[[0, 1, 1]])
+    data["backend"] = {"station": str(BENCH), "strategy": "cell"}
+    proto = tmp_path / "iv_sweep.yaml"
+    proto.write_text(yaml.safe_dump(data))
+    lab = mock_visa.in_process_lab(BENCH)
+    smu, board = lab.emulators["smu"], lab.emulators["board"]
+    smu.transcript.clear()
+    board_lines = len(board.transcript)
+    run_id = run_protocol_file(proto, db=tmp_path / "r.db", visa_library=LIB, progress=False)
+    (info,) = [r for r in RunStore(tmp_path / "r.db").runs() if r.run_id == run_id]
+    assert info.status == "completed" and info.n_points > 0
+    assert any(".measure." in line for line in smu.transcript)  # the SMU read the cells
+    board_commands = {line.split()[0].upper() for line in list(board.transcript)[board_lines:]}
+    assert not board_commands & {"READC", "READR", "PULSE"}  # the board neither read nor pulsed

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 from memhil.mock_hw import protocol_memhilboard
 from memhil.mock_hw.chip import MockChip
 from memhil.mock_hw.scpi import CommonCommands, ScpiError, is_common
-from memhil.mock_hw.server import FaultInjector
+from memhil.mock_hw.server import TRANSCRIPT_LINES, FaultInjector
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class ArrayBoardEmulator:
         self.faults = faults or FaultInjector()
         self.lock = threading.RLock()
         self.transactions = 0
+        # the last lines received (for tests / debugging), bounded like any command log
+        self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)
         self.compliance_a = COMPLIANCE_MAX_A  # per-cell pulse current limit (COMP)
         self._dead: set[tuple[str, int]] = set()
         self.common = CommonCommands(lambda: f"MEMHIL,ARRAYBOARD,{self.board_id},{FIRMWARE}")
@@ -117,6 +120,7 @@ class ArrayBoardEmulator:
     # -- protocol ----------------------------------------------------------------------------
     def handle(self, line: str) -> str:
         self.transactions += 1
+        self.transcript.append(line)
         cmd, _, arg = line.strip().partition(" ")
         cmd = cmd.upper()
         try:

@@ -102,6 +102,7 @@ from memhil.mock_hw.tsp import (
     standard_library,
     tostring,
 )
+from memhil.mock_hw.tsp.errors import VALUE_TOO_BIG_FOR_RANGE, beyond, not_a_choice
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ class _Buffer:
 
     def append(self, reading: float, status: int, t: float, source: float) -> None:
         if len(self.readings) >= self.capacity:
+            # -1003: the emulator's own number (the 2600 error list read for tsp.errors
+            # names no "buffer full" error)
             raise TspError("TSP Runtime error: reading buffer full", -1003)
         self.readings.append(reading)
         self.statuses.append(float(status))
@@ -253,17 +256,9 @@ class _Smu:
         def set_(value: Any) -> None:
             x = num(value)
             if choices is not None and x not in choices:
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x:g} out of range for "
-                    f"{self.channel}.{attr}",
-                    -1110,
-                )
+                raise not_a_choice(x, tuple(choices), f"{self.channel}.{attr}")
             if (lo is not None and x < lo) or (hi is not None and x > hi):
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x:g} out of range "
-                    f"[{lo:g}, {hi:g}] for {self.channel}.{attr}",
-                    -1110,
-                )
+                raise beyond(x, lo, hi, f"{self.channel}.{attr}")
             if resolve:
                 self._check_source(dataclasses.replace(self.s, **{attr: kind(x)}))
             setattr(self.s, attr, kind(x))
@@ -291,11 +286,7 @@ class _Smu:
             x = num(value)
             r = self.table.snap(ranges, x)
             if r is None:
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x:g} out of range "
-                    f"[{-ranges[-1]:g}, {ranges[-1]:g}] for {self.channel}.{attr}",
-                    -1110,
-                )
+                raise beyond(abs(x), None, ranges[-1], f"{self.channel}.{attr}")
             setattr(self.s, attr, r)
             setattr(self.s, auto, 0)
 
@@ -307,11 +298,7 @@ class _Smu:
         def set_(value: Any) -> None:
             x = int(num(value))
             if x not in choices:
-                raise TspError(
-                    f"TSP Runtime error: parameter value {x} out of range for "
-                    f"{self.channel}.{auto}",
-                    -1110,
-                )
+                raise not_a_choice(x, choices, f"{self.channel}.{auto}")
             if x == 0 and getattr(self.s, auto):
                 setattr(self.s, attr, range_prop.get())
             setattr(self.s, auto, x)
@@ -322,8 +309,7 @@ class _Smu:
         """Refuse an output level beyond a fixed source range: the 2600B raises its error
         when the output turns on with such a level, or when it is set with the output on,
         and sources nothing (manual, "Range considerations": no error while the output is
-        off). Error 5005 "Value too big for range" is the 2600 error table's entry as we
-        recall it: check it against the manual's error list."""
+        off). Error 5005 "Value too big for range" (the 2600 error list: ``tsp.errors``)."""
         if proposed.output != 1:
             return
         t = self.table
@@ -335,7 +321,7 @@ class _Smu:
             raise TspError(
                 f"Value too big for range ({lvl:g} {unit} on the {rng:g} {unit} range of "
                 f"{self.channel})",
-                5005,
+                VALUE_TOO_BIG_FOR_RANGE,
             )
 
     def _read(self, kind: str, value: float) -> float:
@@ -429,7 +415,7 @@ class _Smu:
                     },
                 ),
                 "reset": Fn(self.reset, "reset"),
-                "abort": Fn(lambda: None, "abort"),
+                "abort": Fn(self.trigger.abort, "abort"),
                 "OUTPUT_DCAMPS": 0.0,
                 "OUTPUT_DCVOLTS": 1.0,
                 "OUTPUT_OFF": 0.0,
@@ -484,7 +470,7 @@ class _Smu:
         """``smuX.makebuffer(n)``: a dynamically allocated reading buffer of ``n`` readings."""
         n = int(num(size))
         if not 1 <= n <= 60000:
-            raise TspError(f"TSP Runtime error: buffer size {n} out of range (1..60000)", -1110)
+            raise beyond(n, 1, 60000, "makebuffer size")
         name = f"buffer{len(self.buffers) - 1}"
         buf = self.buffers[name] = _Buffer(capacity=n)
         buf.clear(self.emu.clock.now())
@@ -668,6 +654,8 @@ class Keithley2600Emulator:
                 return None
             if text.startswith("*"):
                 header, _, arg = text.partition(" ")
+                if header.upper() in ("*OPC?", "*OPC", "*WAI"):
+                    self.wait_complete()  # operation complete: the sweeps have ended
                 try:
                     return self.common(header, [arg.strip()] if arg.strip() else [])
                 except ScpiError as exc:
@@ -726,10 +714,23 @@ class Keithley2600Emulator:
         log.warning("%s: %s (code %d)", self.name, message, code)
         self.status.push(code, message)
 
+    def queue_error(self, code: int, message: str) -> None:
+        """Queue an error raised outside a command (a background sweep's point). Not under
+        this emulator's lock: the point may run in another instrument's thread holding the
+        bench lock, while this emulator's thread holds its own lock and waits for the
+        bench's (the queue's append is atomic)."""
+        self._error(code, message)
+
     def _emit(self, data: bytes) -> None:
         self._out.append(data)
 
     # -- instrument-wide actions ---------------------------------------------------------------
+    def wait_complete(self) -> None:
+        """``waitcomplete()``: every channel's running sweep runs to its end now."""
+        with self._lock:
+            for smu in self.smus.values():
+                smu.trigger.wait()
+
     def reset(self) -> None:
         with self._lock:
             for smu in self.smus.values():
@@ -745,7 +746,7 @@ class Keithley2600Emulator:
             def set_(v: Any) -> None:
                 x = int(num(v))
                 if x not in choices:
-                    raise TspError(f"TSP Runtime error: parameter value {x} out of range", -1110)
+                    raise not_a_choice(x, tuple(choices), attr)
                 setattr(self, attr, x)
 
             return set_
@@ -753,7 +754,7 @@ class Keithley2600Emulator:
         def set_linefreq(v: Any) -> None:
             x = num(v)
             if x not in (50.0, 60.0):
-                raise TspError("TSP Runtime error: line frequency must be 50 or 60", -1110)
+                raise not_a_choice(x, (50, 60), "localnode.linefreq")
             self.linefreq = x
 
         fmt = Obj(
@@ -826,9 +827,51 @@ class Keithley2600Emulator:
                 for ch, smu in self.smus.items()
             },
         )
+
+        def sweeping(weights: dict[str, float]) -> Callable[[], float]:
+            return lambda: float(
+                sum(w for ch, w in weights.items() if self.smus[ch].trigger.sweeping)
+            )
+
+        # status.operation.sweeping: SMUA bit B1 (2), SMUB B2 (4); the SWEEPING bit B3 (8)
+        # of status.operation and of status.operation.instrument.smuX (2600B reference
+        # manual, "status.operation.sweeping.*", "status.operation.instrument.smuX.*")
+        sweep_bits = {ch: 2.0 ** (1 + k) for k, ch in enumerate(self.smus)}
+        operation = Obj(
+            "status.operation",
+            {
+                "condition": Prop(lambda: 8.0 if sweeping(sweep_bits)() else 0.0),
+                "SWEEPING": 8.0,
+                "SWE": 8.0,
+                "sweeping": Obj(
+                    "status.operation.sweeping",
+                    {
+                        "condition": Prop(sweeping(sweep_bits)),
+                        "event": Prop(sweeping(sweep_bits)),
+                        "enable": Prop(lambda: 6.0, lambda v: None),
+                        **{ch.upper(): w for ch, w in sweep_bits.items()},
+                    },
+                ),
+                "instrument": Obj(
+                    "status.operation.instrument",
+                    {
+                        ch: Obj(
+                            f"status.operation.instrument.{ch}",
+                            {
+                                "condition": Prop(sweeping({ch: 8.0})),
+                                "SWEEPING": 8.0,
+                                "SWE": 8.0,
+                            },
+                        )
+                        for ch in self.smus
+                    },
+                ),
+            },
+        )
         status = Obj(
             "status",
             {
+                "operation": operation,
                 "measurement": Obj(
                     "status.measurement",
                     {
@@ -886,8 +929,8 @@ class Keithley2600Emulator:
                 "printbuffer": Fn(self._printbuffer, "printbuffer"),
                 "printnumber": Fn(self._printnumber, "printnumber"),
                 "delay": Fn(self._delay, "delay"),
-                "waitcomplete": Fn(lambda *a: None, "waitcomplete"),
-                "opc": Fn(lambda: None, "opc"),
+                "waitcomplete": Fn(lambda *a: self.wait_complete(), "waitcomplete"),
+                "opc": Fn(lambda: self.wait_complete(), "opc"),
                 "reset": Fn(lambda *a: self.reset(), "reset"),
             }
         )
@@ -902,7 +945,7 @@ class Keithley2600Emulator:
     def _delay(self, seconds: Any = 0.0) -> None:
         t = num(seconds)
         if t < 0:
-            raise TspError("TSP Runtime error: delay must be >= 0", -1110)
+            raise beyond(t, 0.0, None, "delay()")
         with self.bench.lock:
             for smu in self.smus.values():
                 smu.operating_point()
@@ -942,7 +985,7 @@ class Keithley2600Emulator:
             if not (1 <= a <= b <= len(vals)):
                 raise TspError(
                     f"TSP Runtime error: printbuffer index out of range ({a}..{b} of {len(vals)})",
-                    -1113,
+                    -1113,  # the emulator's own number, as -1003 above
                 )
             cols.append(vals[a - 1 : b])
         values = [col[k] for k in range(b - a + 1) for col in cols]  # interleaved per index

@@ -5,20 +5,29 @@ timers (``trigger.timer[N]``), as lab sweep scripts use them (2600B reference ma
 actions, ``count``, ``arm.count``, ``initiate()``, ``waitcomplete()``, pulsed sweeps timed
 by ``trigger.timer[1].delay`` as the endpulse stimulus).
 
-Emulated as a synchronous run: ``initiate()`` executes every arm and trigger cycle before
-it returns (a real 2600B runs them in the background; ``waitcomplete()`` after it is then
-immediate, and a script that polls ``status.operation.sweeping`` never sees it set). Per
-point: the source level of the sweep list (the list repeats when ``count`` exceeds it),
-the source delay, the measurement (``measure.count`` readings into the buffers, which
+``initiate()`` starts the arm and trigger cycles and returns at once, as on a 2600B; the
+sweep then runs in the background of the chip's time (a background job of the bench,
+``memhil.mock_hw.bench``): its points take the chip time that passes, whether a realtime
+lab catches up with the wall clock before a command, a script ``delay()``s, or another
+instrument measures. Meanwhile ``status.operation.sweeping`` has the channel's bit set
+and its buffers fill point by point (``bufferVar.n`` grows); ``waitcomplete()``,
+``opc()``, ``*OPC?`` and ``*WAI`` run the rest of it at once (with the lab's latency, in
+wall time too); ``smuX.abort()`` stops it before its next point. In a ``virtual`` lab no
+time passes between commands, so a sweep progresses only through instrument operations:
+a script polls it with ``delay()`` or ends it with ``waitcomplete()``.
+
+Per point: the source level of the sweep list (the list repeats when ``count`` exceeds
+it), the source delay, the measurement (``measure.count`` readings into the buffers, which
 are cleared at ``initiate()`` unless ``appendmode``), the pulse held until the endpulse
 timer's delay, then the endpulse action (``SOURCE_IDLE``: back to the idle level, the
 level set before the sweep; ``SOURCE_HOLD``: stay); a source-stimulus timer's delay is
 the point period. After the sweep, ``endsweep`` returns to the idle level or holds the
 last step's level (which ``smuX.source.levelv`` then reads: our assumption).
 Event IDs are our numbers (a script uses them only through the names); the stimulus of
-arm and measure events is stored, not modelled. Error codes: the emulator's -1110
-(parameter out of range); a sweep with the source action enabled and no source values
-is refused with 5xxx-class -1110 too (number an assumption).
+arm and measure events is stored, not modelled. Error codes from the 2600 error list
+(``memhil.mock_hw.tsp.errors``): 1101/1102 for a number beyond its bounds, -222 for a
+value not among the allowed ones, 5059 for a sweep started with the source action enabled
+and no source values.
 """
 
 from __future__ import annotations
@@ -29,6 +38,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memhil.mock_hw.tsp import Fn, Obj, Prop, TspError, num
+from memhil.mock_hw.tsp.errors import (
+    PARAMETER_DATA_OUT_OF_RANGE,
+    SETTINGS_CONFLICT,
+    TRIGGER_SOURCE_UNCONFIGURED,
+    beyond,
+    not_a_choice,
+)
 from memhil.mock_hw.tsp.values import LuaTable
 
 if TYPE_CHECKING:
@@ -52,7 +68,7 @@ SOURCE_IDLE, SOURCE_HOLD = 0, 1
 def _int_in(value: Any, choices: tuple[int, ...], what: str) -> int:
     x = int(num(value))
     if x not in choices:
-        raise TspError(f"TSP Runtime error: parameter value {x} out of range for {what}", -1110)
+        raise not_a_choice(x, choices, what)
     return x
 
 
@@ -97,10 +113,12 @@ class TriggerModel:
         self.smu = smu
         self.timers = timers
         self.t = TriggerState()
+        self._run: _SweepRun | None = None  # the running sweep, a bench background job
         base = 1000 * (1 + "abcd".find(smu.channel[-1]))  # smua: 1001.., smub: 2001..
         self.event_ids = {name: float(base + k + 1) for k, name in enumerate(_EVENTS)}
 
     def reset(self) -> None:
+        self.abort()
         runs = self.t.runs
         self.t = TriggerState(runs=runs)
 
@@ -109,18 +127,14 @@ class TriggerModel:
         limit = self.smu.table.source_v[-1] if kind == "v" else self.smu.table.source_i[-1]
         bad = [x for x in values if not math.isfinite(x) or abs(x) > limit]
         if bad:
-            raise TspError(
-                f"TSP Runtime error: parameter value {bad[0]:g} out of range "
-                f"[{-limit:g}, {limit:g}] for {self.smu.channel}.trigger.source",
-                -1110,
-            )
+            raise beyond(abs(bad[0]), None, limit, f"{self.smu.channel}.trigger.source")
         self.t.source_kind, self.t.source_values = kind, values
 
     def _linear(self, kind: str) -> Fn:
         def fn(start: Any, stop: Any, points: Any) -> None:
             a, b, n = num(start), num(stop), int(num(points))
             if n < 1:
-                raise TspError("TSP Runtime error: points must be >= 1", -1110)
+                raise beyond(n, 1, None, "sweep points")
             self._sweep(kind, [a + k * (b - a) / (n - 1) if n > 1 else a for k in range(n)])
 
         return Fn(fn, f"trigger.source.linear{kind}")
@@ -130,9 +144,9 @@ class TriggerModel:
             a, b, n, c = num(start), num(stop), int(num(points)), num(asymptote)
             if n < 1 or (a - c) * (b - c) <= 0:
                 raise TspError(
-                    "TSP Runtime error: log sweep needs points >= 1 and start, stop on one "
-                    "side of the asymptote",
-                    -1110,
+                    "Parameter data out of range: a log sweep needs points >= 1 and start, "
+                    "stop on one side of the asymptote",
+                    PARAMETER_DATA_OUT_OF_RANGE,
                 )
             la, lb = math.log10(abs(a - c)), math.log10(abs(b - c))
             sign = 1.0 if a - c > 0 else -1.0
@@ -175,11 +189,7 @@ class TriggerModel:
             def parse(v: Any) -> int:
                 x = int(num(v))
                 if not 1 <= x <= 2**31 - 1:  # 0 (infinite) is not emulated: it never ends
-                    raise TspError(
-                        f"TSP Runtime error: parameter value {x} out of range for "
-                        f"{ch}.trigger.{what} (1 .. 2^31-1 here)",
-                        -1110,
-                    )
+                    raise beyond(x, 1, 2**31 - 1, f"{ch}.trigger.{what} (1 .. 2^31-1 here)")
                 return x
 
             return parse
@@ -193,11 +203,7 @@ class TriggerModel:
                 if x == 0:  # smuX.LIMIT_AUTO: the source's own limit
                     return None
                 if not lo <= x <= hi:
-                    raise TspError(
-                        f"TSP Runtime error: parameter value {x:g} out of range "
-                        f"[{lo:g}, {hi:g}] for {ch}.trigger.source.limit{kind}",
-                        -1110,
-                    )
+                    raise beyond(x, lo, hi, f"{ch}.trigger.source.limit{kind}")
                 return x
 
             return parse
@@ -250,7 +256,7 @@ class TriggerModel:
                 ),
                 "count": self._attr("count", count("count")),
                 "initiate": Fn(self.initiate, "trigger.initiate"),
-                "abort": Fn(lambda: None, "trigger.abort"),  # a sweep has already ended
+                "abort": Fn(self.abort, "trigger.abort"),
                 **{f"{name}_EVENT_ID": eid for name, eid in self.event_ids.items()},
             },
         )
@@ -268,55 +274,126 @@ class TriggerModel:
                 self.smu.operating_point()
                 emu.bench.hold(duration - (emu.clock.now() - t0))
 
+    @property
+    def sweeping(self) -> bool:
+        """Whether a sweep started by ``initiate()`` is still running."""
+        return self._run is not None
+
     def initiate(self) -> None:
-        """Run every arm and trigger cycle now (see the module docstring)."""
+        """Start the arm and trigger cycles in the background and return at once (see
+        the module docstring); -221 "Settings conflict" while a sweep still runs."""
         smu, t = self.smu, self.t
-        emu, bench = smu.emu, smu.emu.bench
+        emu = smu.emu
+        if self._run is not None:
+            raise TspError(f"Settings conflict: {smu.channel} is sweeping", SETTINGS_CONFLICT)
         if t.source_action and not t.source_values:
             raise TspError(
                 f"TSP Runtime error: {smu.channel}.trigger.source.action is enabled but no "
                 f"sweep is configured (linearv/logv/listv)",
-                -1110,
+                TRIGGER_SOURCE_UNCONFIGURED,
             )
-        source = smu.obj.tsp_get("source")
         v_mode = t.source_kind != "i"
         level_attr, limit_attr = ("levelv", "limiti") if v_mode else ("leveli", "limitv")
-        idle = getattr(smu.s, level_attr)
-        own_limit = getattr(smu.s, limit_attr)
-        sweep_limit = t.source_limiti if v_mode else t.source_limitv
-        ibuf, vbuf = (smu.resolve_buffer(b) for b in t.measure_buffers)
-        for b in (ibuf, vbuf):
+        run = _SweepRun(
+            model=self,
+            level_attr=level_attr,
+            limit_attr=limit_attr,
+            idle=getattr(smu.s, level_attr),
+            own_limit=getattr(smu.s, limit_attr),
+            sweep_limit=t.source_limiti if v_mode else t.source_limitv,
+            buffers=(
+                smu.resolve_buffer(t.measure_buffers[0]),
+                smu.resolve_buffer(t.measure_buffers[1]),
+            ),
+            width=self._timer_delay(t.endpulse_stimulus),
+            period=self._timer_delay(t.source_stimulus),
+        )
+        for b in run.buffers:
             if b is not None and not b.appendmode:
                 b.clear(emu.clock.now())
-        width = self._timer_delay(t.endpulse_stimulus)
-        period = self._timer_delay(t.source_stimulus)
+        if t.source_action and run.sweep_limit is not None:
+            smu.obj.tsp_get("source").tsp_set(limit_attr, run.sweep_limit)
+        self._run = run
+        emu.bench.start_job(run)
+
+    def wait(self) -> None:
+        """Run the sweep (if any) to its end now: ``waitcomplete()``."""
+        if self._run is not None:
+            self.smu.emu.bench.finish_job(self._run)
+
+    def abort(self) -> None:
+        """``smuX.abort()``: stop the sweep before its next point; the source limit and
+        the endsweep action are applied as at a sweep's end (our assumption)."""
+        run = self._run
+        if run is not None:
+            self.smu.emu.bench.cancel_job(run)
+            run.end()
+
+
+@dataclass(eq=False)  # a job is itself: the bench finds it by identity
+class _SweepRun:
+    """One ``initiate()``'s arm and trigger cycles, a background job of the bench: each
+    ``step`` is one point (source, delay, measure, pulse width, endpulse, period)."""
+
+    model: TriggerModel
+    level_attr: str
+    limit_attr: str
+    idle: float
+    own_limit: float
+    sweep_limit: float | None
+    buffers: tuple[Any, Any]
+    width: float | None
+    period: float | None
+    k: int = 0  # points done
+
+    def step(self) -> bool:
+        """One point; an error ends the sweep and goes to this instrument's error queue
+        (the hold that ran the point may be another instrument's)."""
+        m, t = self.model, self.model.t
+        if self.k >= t.arm_count * t.count:
+            self.end()
+            return False
         try:
-            if t.source_action and sweep_limit is not None:
-                source.tsp_set(limit_attr, sweep_limit)
-            k = 0
-            for _ in range(t.arm_count):
-                for _ in range(t.count):
-                    t0 = emu.clock.now()
-                    if t.source_action:
-                        source.tsp_set(level_attr, t.source_values[k % len(t.source_values)])
-                    k += 1
-                    if smu.s.source_delay > 0:
-                        with bench.lock:
-                            smu.operating_point()
-                            bench.hold(smu.s.source_delay)
-                    if t.measure_action and t.measure_kind:
-                        smu.measure(t.measure_kind, ibuf, vbuf, clear=False)
-                    self._hold_until(t0, width)  # the pulse lasts the endpulse timer
-                    if t.source_action and t.endpulse_action == SOURCE_IDLE:
-                        source.tsp_set(level_attr, idle)
-                    self._hold_until(t0, period)  # the next point: a period after this
-        finally:
-            if t.source_action and sweep_limit is not None:
-                source.tsp_set(limit_attr, own_limit)
-            if t.source_action and t.endsweep_action == SOURCE_IDLE:
-                source.tsp_set(level_attr, idle)
-            elif t.source_action and k:  # SOURCE_HOLD: the last step's level stays
-                source.tsp_set(level_attr, t.source_values[(k - 1) % len(t.source_values)])
+            self._point()
+        except TspError as exc:
+            m.smu.emu.queue_error(exc.code, str(exc))
+            self.end()
+            return False
+        return True
+
+    def _point(self) -> None:
+        m, t = self.model, self.model.t
+        smu, bench = m.smu, m.smu.emu.bench
+        source = smu.obj.tsp_get("source")
+        t0 = smu.emu.clock.now()
+        if t.source_action:
+            source.tsp_set(self.level_attr, t.source_values[self.k % len(t.source_values)])
+        self.k += 1
+        if smu.s.source_delay > 0:
+            with bench.lock:
+                smu.operating_point()
+                bench.hold(smu.s.source_delay)
+        if t.measure_action and t.measure_kind:
+            ibuf, vbuf = self.buffers
+            smu.measure(t.measure_kind, ibuf, vbuf, clear=False)
+        m._hold_until(t0, self.width)  # the pulse lasts the endpulse timer
+        if t.source_action and t.endpulse_action == SOURCE_IDLE:
+            source.tsp_set(self.level_attr, self.idle)
+        m._hold_until(t0, self.period)  # the next point: a period after this one
+
+    def end(self) -> None:
+        """Restore the source's own limit, apply the endsweep action, leave the model."""
+        m, t = self.model, self.model.t
+        if m._run is not self:
+            return
+        m._run = None
+        source = m.smu.obj.tsp_get("source")
+        if t.source_action and self.sweep_limit is not None:
+            source.tsp_set(self.limit_attr, self.own_limit)
+        if t.source_action and t.endsweep_action == SOURCE_IDLE:
+            source.tsp_set(self.level_attr, self.idle)
+        elif t.source_action and self.k:  # SOURCE_HOLD: the last step's level stays
+            source.tsp_set(self.level_attr, t.source_values[(self.k - 1) % len(t.source_values)])
         t.runs += 1
 
 
@@ -329,11 +406,7 @@ def timers_obj(timers: list[Timer]) -> Obj:
             def set_(v: Any) -> None:
                 x = num(v)
                 if not lo <= x <= hi:
-                    raise TspError(
-                        f"TSP Runtime error: parameter value {x:g} out of range "
-                        f"[{lo:g}, {hi:g}] for trigger.timer[{n}].{attr}",
-                        -1110,
-                    )
+                    raise beyond(x, lo, hi, f"trigger.timer[{n}].{attr}")
                 setattr(tm, attr, type(getattr(tm, attr))(x))
 
             return set_

@@ -24,17 +24,31 @@ Commands served::
     StepNextDie                        next die of the map; 703 at the end (stays put)
     StepNextDie col row [site]         that die / subsite            (refused in contact)
     ReadMapPosition [pos]              0: <col> <row> <x> <y> <site> <sites>
-    MoveChuckSubsite x y [ref] [unit] [v]  XY move from the present die's home (refused in contact)
-    ReadChuckStatus                    0: <initialized 1> <height C|A|S> <on a die 1|0> <x> <y>
-    ReadProberStatus                   0: <prober id> <height C|A|S> <map end 1|0>
+    MoveChuckSubsite x y [unit] [v]    XY move from the present die's home (refused in contact)
+    ReadChuckStatus                    0: <FlagsInit> <FlagsMode> <FlagsLimit> <FlagsMoving>
+                                          <Comp> <IsVacuumOn> <PresetHeight C|A|S> <LoadPos>
+                                          <IsLiftDown> <CameraConnection> <IsQuiet>
+    ReadProberStatus                   0: <FlagsBusy> <FlagsContact> <Mode> <IsQuiet>
 
-The replies of ``ReadChuckStatus`` and ``ReadProberStatus`` are the mock's (the SCI
-manual's field lists were not at hand): a script may rely on the leading ``0:`` and the
-height letter, not on the field order of the bench's firmware.
+Command syntax, reply fields and units follow FormFactor's published SCI command list
+(the Velox Python module's ``Velox SCI Commands``, FormFactor GmbH, MIT licence,
+generated 2025-02-12: e.g. ``MoveChuckSubsite XValue YValue Unit Velocity``,
+``ReadChuckStatus`` and ``ReadProberStatus`` with the fields above). What the mock cannot
+know is fixed and documented: FlagsInit 7 (X, Y, Z initialised; no theta stage),
+FlagsMode 20 (HasInterlock | IsContactSet: XY moves in contact are refused), FlagsLimit
+and FlagsMoving 0 (moves are complete when acknowledged), Comp ``T`` (technology), vacuum
+on, LoadPos ``0``, lift up, CameraConnection ``0``, not quiet; ReadProberStatus reports
+FlagsBusy 0, FlagsContact 1 while the chuck is at contact height, Mode ``L`` (the kernel's
+default, no ``SetExternalMode``).
 
-Error codes (the mock's; real Velox codes differ except 703): 1 unknown command,
-2 invalid parameter, 701 die not on the wafer map, 703 end of wafer map, 704 not on a
-die, 705 chuck is in contact (XY move refused: separate first).
+Units: ``Y`` microns, ``I`` mils (25.4 um) and, for ``MoveChuck``, ``X`` index steps.
+``J`` (jogs) and ``E`` (encoder counts) are refused with code 2: their size is a setting
+of each station (joystick step, encoder resolution) that the command list does not give.
+
+Error codes: 703 (end of the wafer map) is the one PyMeasure's ``Velox`` driver names; the
+others are the mock's own (the vendor's numbers were not reachable here): 1 unknown
+command, 2 invalid parameter, 701 die not on the wafer map, 704 not on a die, 705 chuck
+is in contact (XY move refused: separate first).
 
 The wafer map is ``chip.wafer.dies`` (map order) with ``subsites`` subsites per die; die
 (col, row) sits at ``(col * index_x, row * index_y)`` microns from home. Stepping calls
@@ -228,10 +242,11 @@ class VeloxEmulator(ServedEmulator):
         return ""
 
     def _cmd_movechucksubsite(self, args: list[str]) -> str:
-        """An XY move measured from the present die's home (a subsite of the die)."""
+        """An XY move measured from the present die's home (a subsite of the die):
+        ``MoveChuckSubsite XValue YValue [Unit] [Velocity]``, as the SCI list has it."""
         x, y = float(args[0]), float(args[1])
-        unit = args[3].upper() if len(args) > 3 else "Y"
-        _velocity(args, 4)
+        unit = args[2].upper() if len(args) > 2 else "Y"
+        _velocity(args, 3)
         scale = {"Y": 1.0, "I": 25.4}.get(unit)
         if scale is None:
             raise _VeloxError(ERR_PARAM, f"Unit {unit} not supported")
@@ -239,12 +254,13 @@ class VeloxEmulator(ServedEmulator):
         return ""
 
     def _cmd_readchuckstatus(self, args: list[str]) -> str:
-        on_die = 1 if self.die is not None else 0
-        return f"1 {self.height[0].upper()} {on_die} {self.x_um:.1f} {self.y_um:.1f}"
+        # FlagsInit FlagsMode FlagsLimit FlagsMoving Comp IsVacuumOn PresetHeight LoadPos
+        # IsLiftDown CameraConnection IsQuiet (fixed fields: see the module docstring)
+        return f"7 20 0 0 T 1 {self.height[0].upper()} 0 0 0 0"
 
     def _cmd_readproberstatus(self, args: list[str]) -> str:
-        end = 1 if self.map_index >= len(self.dies) - 1 else 0
-        return f"{self.idn.split(',')[2]} {self.height[0].upper()} {end}"
+        # FlagsBusy FlagsContact Mode IsQuiet
+        return f"0 {1 if self.in_contact else 0} L 0"
 
     def _cmd_setchuckindex(self, args: list[str]) -> str:
         x, y = float(args[0]), float(args[1])

@@ -30,15 +30,16 @@ def main(visa_library: str = VISA_LIBRARY) -> None:
         assert dies == [[0, 0], [1, 0]]  # the station's wafer, in map order
         prober.wafermap.step_to_die(0, 0)
         prober.chuck.move_contact()
-        assert prober.ask("ReadChuckStatus").split()[1] == "C"  # at contact height
-        assert prober.ask("ReadProberStatus").split()[1] == "C"
+        # PresetHeight, the 7th field of ReadChuckStatus: contact height
+        assert prober.ask("ReadChuckStatus").split()[6] == "C"
+        assert prober.ask("ReadProberStatus").split()[1] == "1"  # FlagsContact
         assert prober.error_code == 0
         prober.chuck.move_separation()
         prober.chuck.move_index(1, 0, pos_ref="relative")  # one die to the right
         prober.chuck.move(-1000, 0, pos_ref="relative", unit="microns")  # and back
         x, y, *_ = (float(v) for v in prober.ask("ReadChuckPosition Y H").split())
         assert (x, y) == (0.0, 0.0)
-        prober.ask("MoveChuckSubsite 100 200 H Y")  # a subsite of die (0, 0)
+        prober.ask("MoveChuckSubsite 100 200 Y 100")  # a subsite of die (0, 0)
         x, y, *_ = (float(v) for v in prober.ask("ReadChuckPosition Y H").split())
         assert (x, y) == (100.0, 200.0)
     finally:
