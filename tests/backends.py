@@ -86,11 +86,17 @@ def _mock_station(strategy: str, rows: int, cols: int) -> dict:
         }
     return {
         "name": f"conformance-{strategy}",
-        "chip": {"rows": rows, "cols": cols, "device": "neurosim"},
+        "chip": {"rows": rows, "cols": cols, "device": "neurosim"}
+        | (
+            {}
+            if strategy == "parallel"
+            else {"set_pulse": [2.0, 1e-4], "reset_pulse": [-2.0, 1e-4]}
+        ),
         "limits": {
             "v_pulse_max_v": 3.0,
             "v_read_max_v": 0.5,
-            "width_min_s": 1e-9,
+            # the 2636B pulses the cell strategy: its 100 us floor (the board's is 1 ns)
+            "width_min_s": 1e-9 if strategy == "parallel" else 100e-6,
             "compliance_max_a": 1e-3,
             "compliance_default_a": 1e-3,
         },
@@ -123,8 +129,8 @@ BACKENDS += [
     BackendUnderTest(
         name="hw-mock-matrix",
         make=_hardware("cell", 4, 6),
-        set_pulse=(2.0, 80e-9),
-        reset_pulse=(-2.0, 80e-9),
+        set_pulse=(2.0, 100e-6),  # the 2636B's shortest pulse; NeuroSim counts pulses
+        reset_pulse=(-2.0, 100e-6),
         v_read=0.2,
         mvm_rtol=0.08,
         mvm_atol_a=2e-8,

@@ -178,6 +178,8 @@ def drive(backend: HardwareBackend, lab: MockLab, requests, tally: Tally) -> Non
 def _open(strategy: str, served: bool) -> tuple[HardwareBackend, MockLab, Station]:
     cfg = _mock_station(strategy, ROWS, COLS)
     cfg["limits"] = dict(LIMITS)
+    if strategy == "cell":  # the 2636B pulses: its 100 us floor (widths 1e-4 and 1e-3 pass)
+        cfg["limits"]["width_min_s"] = 1e-4
     cfg["mock"]["sneak_paths"] = True
     lab = MockLab(cfg, serve_array_board_tcp=served).start()
     st_ = Station.from_config(lab.station_config())

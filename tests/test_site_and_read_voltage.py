@@ -50,11 +50,12 @@ def _station(device: dict, *, cell: bool = False) -> dict:
         }
     return {
         "name": "site_bench",
-        "chip": {"rows": 4, "cols": 4, "device": device["model"]},
+        "chip": {"rows": 4, "cols": 4, "device": device["model"]}
+        | ({"set_pulse": [2.0, 1e-4], "reset_pulse": [-2.0, 1e-4]} if cell else {}),
         "limits": {
             "v_pulse_max_v": 3.0,
             "v_read_max_v": 0.5,
-            "width_min_s": 1e-9,
+            "width_min_s": 1e-4 if cell else 1e-9,  # the 2636B pulses the cell strategy
             "compliance_max_a": 1e-3,
             "compliance_default_a": 1e-3,
         },

@@ -139,6 +139,7 @@ class HardwareBackend(Backend):
         if strategy == "auto":
             strategy = "parallel" if station.array is not None else "cell"
         self.strategy = strategy
+        self._limits: Limits = station.limits  # raised below to a slower pulse path's floor
         self.v_read = float(v_read) if v_read is not None else 0.5 * station.limits.v_read_max_v
         self.limits.check_read(torch.tensor([self.v_read]))
         self._read_floor_a = float(read_floor_a)
@@ -152,7 +153,6 @@ class HardwareBackend(Backend):
             )
         )
         self._g_range, self._set_pulse, self._reset_pulse = _device_description(cfg.chip)
-        _check_nominal_pulses(self._set_pulse, self._reset_pulse, station.limits, cfg.source)
         self.transactions = 0  # instrument operations issued (for reports and benchmarks)
         self.fault: str | None = None  # latched: why the safe state was not confirmed
         self.last_safe_state: Any = None  # the last SafeStateReport (or SafeStateError)
@@ -162,8 +162,17 @@ class HardwareBackend(Backend):
             self._array = station.array
         elif strategy == "cell":
             self._setup_cell_strategy(drive, sense, bias, nplc)
+            from memhil.instruments.station import pulse_width_floor
+
+            self._limits, self._set_pulse, self._reset_pulse = cell_path_limits(
+                self._limits,
+                pulse_width_floor(cfg, self._drive_key),
+                self._set_pulse,
+                self._reset_pulse,
+            )
         else:
             raise ValueError(f"unknown strategy {strategy!r} (auto, parallel, cell)")
+        _check_nominal_pulses(self._set_pulse, self._reset_pulse, self._limits, cfg.source)
 
     # -- contract properties ------------------------------------------------------------
     @property
@@ -172,7 +181,7 @@ class HardwareBackend(Backend):
 
     @property
     def limits(self) -> Limits:
-        return self.station.limits
+        return self._limits
 
     @property
     def clock(self) -> Clock:
@@ -763,6 +772,32 @@ def _device_bipolar(device: Any, source: str | None = None) -> bool:
         return bool(build_device_model(device).bipolar)
     except (ValueError, OSError):  # ConfigError is a ValueError
         return True
+
+
+def cell_path_limits(
+    limits: Limits, floor: tuple[float, str] | None, set_pulse: Any, reset_pulse: Any
+) -> tuple[Limits, Any, Any]:
+    """Limits and nominal pulses of the cell strategy, whose pulses come from the drive
+    SMU: no shorter pulse than it makes (``floor``: width, what makes it), whatever the
+    station's ``limits.width_min_s`` allows its array board; a nominal SET/RESET shorter
+    than that is not advertised (this path cannot make it)."""
+    if floor is None or floor[0] <= limits.width_min_s:
+        return limits, set_pulse, reset_pulse
+    width_s, by = floor
+    pulses = []
+    for name, pulse in (("set_pulse", set_pulse), ("reset_pulse", reset_pulse)):
+        if pulse is not None and float(pulse[1]) < width_s:
+            log.warning(
+                "chip.%s %s is shorter than the %g s pulses of %s, which pulses for the cell "
+                "strategy: not advertised as a nominal pulse on this path",
+                name,
+                tuple(pulse),
+                width_s,
+                by,
+            )
+            pulse = None
+        pulses.append(pulse)
+    return limits.with_pulse_floor(width_s, by), *pulses
 
 
 def _check_nominal_pulses(

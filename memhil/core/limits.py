@@ -3,7 +3,9 @@ the instrument guard check requests against the same ``Limits`` before anything 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -118,6 +120,10 @@ class Limits:
     is the caller's and is not counted."""
     period_max_s: float = 10.0
     """Longest period of an SMU pulse train (s): a typo cannot hold a channel for hours."""
+    width_min_by: ClassVar[str | None] = None  # an instance attribute once set: not a field
+    """What sets ``width_min_s`` when it is not the station file's own value (a backend
+    pulsing through a slower instrument: ``with_pulse_floor``), named in the refusal of a
+    shorter pulse; never a file key."""
 
     def __post_init__(self) -> None:
         require(self.v_pulse_max_v > 0, "v_pulse_max_v", f"must be > 0, got {self.v_pulse_max_v}")
@@ -140,6 +146,13 @@ class Limits:
             f"must be > 0 or null, got {self.energy_max_j}",
         )
         require(self.period_max_s > 0, "period_max_s", f"must be > 0, got {self.period_max_s}")
+
+    def with_pulse_floor(self, width_min_s: float, by: str) -> Limits:
+        """These limits with a higher ``width_min_s`` set by ``by`` (what makes no shorter
+        pulse: ``instruments.smu (keithley2636b)``)."""
+        out = dataclasses.replace(self, width_min_s=width_min_s)
+        object.__setattr__(out, "width_min_by", by)  # frozen, and not a constructor field
+        return out
 
     def check_read(self, v: Tensor) -> None:
         """Raise LimitError if any read voltage exceeds ``v_read_max_v``."""
@@ -171,7 +184,10 @@ class Limits:
         if exceeds(wmax, self.width_max_s):
             raise LimitError("pulse width", wmax, self.width_max_s, "s", field="width")
         if below(wmin, self.width_min_s):
-            raise LimitError("pulse width (minimum)", wmin, self.width_min_s, "s", field="width")
+            by = f": the shortest pulse of {self.width_min_by}" if self.width_min_by else ""
+            raise LimitError(
+                f"pulse width (minimum{by})", wmin, self.width_min_s, "s", field="width"
+            )
         nmin, nmax = _extrema(count, selected)
         if nmin < 0:
             raise LimitError("pulse count (must be >= 0)", nmin, 0, field="count")

@@ -416,11 +416,15 @@ def _check_ranges(cfg: StationConfig) -> None:
                 f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
                 cfg.source,
             )
+    has_board = any(get_instrument_type(ic.type).role == "array" for ic in cfg.instruments.values())
     floors = [
         (t.ranges.width_min_s, inst, ic.type)
         for inst, ic in cfg.instruments.items()
         if (t := get_instrument_type(ic.type)).ranges is not None
         and t.ranges.width_min_s is not None
+        # with an array board the board pulses and an SMU's floor binds only a backend that
+        # pulses through it (pulse_width_floor); without one the SMUs are the pulsers
+        and not (has_board and t.role == "smu")
     ]
     if floors:  # the backend advertises width_min_s: no shorter pulse than the slowest pulser
         floor, inst, type_name = max(floors, key=lambda b: b[0])
@@ -736,3 +740,15 @@ __all__ = [
     "WiringConfig",
     "load_station_config",
 ]
+
+
+def pulse_width_floor(config: StationConfig, smu_key: str) -> tuple[float, str] | None:
+    """The shortest pulse the SMU channel ``smu_key`` ("inst.channel" or "inst") of a
+    station makes, from its type's ranges, and what to call it in an error
+    (``instruments.smu (keithley2636b)``); None when its type declares no floor."""
+    inst = smu_key.split(".", 1)[0]
+    ic = config.instruments[inst]
+    ranges = get_instrument_type(ic.type).ranges
+    if ranges is None or ranges.width_min_s is None:
+        return None
+    return float(ranges.width_min_s), f"instruments.{inst} ({ic.type})"

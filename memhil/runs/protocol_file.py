@@ -205,9 +205,9 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
     from types import SimpleNamespace
 
     from memhil.backends.base import Backend, Capabilities
-    from memhil.backends.hardware import _device_bipolar, _device_description
+    from memhil.backends.hardware import _device_bipolar, _device_description, cell_path_limits
     from memhil.instruments.registry import get_instrument_type, load_builtin_instruments
-    from memhil.instruments.station import load_station_config
+    from memhil.instruments.station import load_station_config, pulse_width_floor
     from memhil.protocols.dry import DryBackend
 
     cfg = {"sim": {}} if backend_cfg == "sim" else dict(backend_cfg)
@@ -235,6 +235,11 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
         g, set_pulse, reset_pulse = _device_description(sc.chip)
     except ValueError as exc:
         raise ConfigError("chip", str(exc), str(cfg[kind])) from None
+    limits = sc.limits
+    if strategy == "cell" and sc.wiring.smu_ports:  # as HardwareBackend: the drive SMU pulses
+        drive = cfg.get("drive") or next(iter(sc.wiring.smu_ports))
+        floor = pulse_width_floor(sc, drive) if drive.split(".")[0] in sc.instruments else None
+        limits, set_pulse, reset_pulse = cell_path_limits(limits, floor, set_pulse, reset_pulse)
     device = sc.chip.device
     caps = Capabilities(
         tiles=1,
@@ -244,7 +249,7 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
         transpose_read=True,
         per_cell_amplitude=True,
         per_cell_width=True,
-        min_pulse_width_s=sc.limits.width_min_s,
+        min_pulse_width_s=limits.width_min_s,
         virtual_clock=kind == "mock_lab",
         device_model=str(device or "unknown"),
         bipolar=_device_bipolar(device, sc.source),
@@ -255,7 +260,7 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
     v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
     like = SimpleNamespace(
         shape=(1, sc.chip.rows, sc.chip.cols),
-        limits=sc.limits,
+        limits=limits,
         capabilities=caps,
         read_voltage_v=float(0.5 * sc.limits.v_read_max_v if v_read is None else v_read),
     )

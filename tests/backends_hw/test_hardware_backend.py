@@ -89,7 +89,7 @@ def test_a_failed_pulse_is_not_retried_and_leaves_the_station_safe(matrix):
     lab = matrix.lab
     lab.faults("smu").drop_next()  # the connection dies on the next SMU command
     with pytest.raises(HardwareError, match="not retried"):
-        matrix.pulse([(0, 0, 0)], 2.0, 80e-9, 3)
+        matrix.pulse([(0, 0, 0)], 2.0, 1e-4, 3)
     assert lab.sources_off()
     assert lab.emulators["matrix"].closed == set()
 

@@ -30,11 +30,12 @@ def _station(board: bool = True) -> dict:
     visa = "TCPIP0::127.0.0.1::0::SOCKET"
     cfg = {
         "name": "faults",
-        "chip": {"rows": ROWS, "cols": COLS, "device": "neurosim"},
+        "chip": {"rows": ROWS, "cols": COLS, "device": "neurosim"}
+        | ({} if board else {"set_pulse": [2.0, 1e-4], "reset_pulse": [-2.0, 1e-4]}),
         "limits": {
             "v_pulse_max_v": 3.0,
             "v_read_max_v": 0.5,
-            "width_min_s": 1e-9,
+            "width_min_s": 1e-9 if board else 1e-4,  # without a board the 2636B pulses
             "compliance_max_a": 1e-3,
             "compliance_default_a": 1e-3,
         },

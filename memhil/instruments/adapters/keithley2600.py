@@ -211,6 +211,11 @@ def create(address: str, name: str, **options: Any) -> dict[str, Keithley2600Sou
     }
 
 
+#: Shortest pulse of a 2600B (s): the Series 2600B datasheet's pulse specifications give a
+#: minimum programmable pulse width of 100 us (a settled pulse at a given level and load
+#: can need longer); ``pulse`` times its pulses with a TSP script's ``delay()``.
+PULSE_WIDTH_MIN_S = 100e-6
+
 # 2636B: +-200 V, 1.5 A DC (the QCoDeS driver's _vranges and _ilimit_minmax tables)
 register_instrument(
     "keithley2636b",
@@ -218,7 +223,7 @@ register_instrument(
     create,
     options=QCODES_VISA_OPTIONS,
     visa_option="visalib",
-    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.5),
+    ranges=InstrumentRanges(v_max_v=200.0, i_max_a=1.5, width_min_s=PULSE_WIDTH_MIN_S),
 )
 
 __all__ = ["BUFFER_STATUS_COMPLIANCE", "LEAVE_SCRIPT_LINES", "Keithley2600SourceMeter", "create"]
