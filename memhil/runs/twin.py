@@ -112,12 +112,14 @@ def build_twin(
     n_knots: int = 16,
     read_noise_run: int | None = None,
     stuck_runs: Sequence[int] = (),
+    drift_runs: Sequence[int] = (),
 ):
     """An empirical device model (a ``FitResult``; ``to_yaml`` writes the twin file) from
     the stored ``pulse_train`` runs ``run_ids``; its read noise from the ``read_noise`` run
     ``read_noise_run`` when given, else estimated from the pulse trains; its stuck cells
     (fraction and conductances) from the ``forming`` / ``conductance_map`` runs
-    ``stuck_runs`` (``stuck_cells_from_run``)."""
+    ``stuck_runs`` (``stuck_cells_from_run``); its drift (power-law exponent and its
+    device-to-device spread, PCM's law) from the ``retention`` runs ``drift_runs``."""
     from memhil.calibration.twin import build_empirical
     from memhil.store import RunStore
 
@@ -137,6 +139,18 @@ def build_twin(
     if stuck:
         fit.params["stuck_fraction"] = len(stuck) / cells
         fit.params["stuck_g_s"] = stuck
+    if drift_runs:
+        from memhil.runs.fit import fit_run
+
+        drift = fit_run(db, list(drift_runs), model="pcm")
+        if "nu" not in drift.params:
+            raise ConfigError("drift", f"runs {list(drift_runs)}: no retention run among them")
+        fit.source += f", run {', '.join(map(str, drift_runs))} (retention)"
+        if drift.params["nu"] > 0:  # a conductance that rises with time is not this law
+            fit.params["drift_nu"] = drift.params["nu"]
+            fit.params["drift_nu_dtod"] = drift.params["nu_dtod"]
+            fit.params["drift_t0_s"] = drift.params["t0_s"]
+            fit.stderr["drift_nu"] = drift.stderr["nu"]
     return fit
 
 

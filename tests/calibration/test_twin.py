@@ -390,3 +390,49 @@ def test_worked_example_twin_predicts_the_deployed_loss_better_than_a_generic_mo
     twin = np.array([loss for loss, _ in out["twin prediction"]])
     generic = np.array([loss for loss, _ in out["generic prediction"]])
     assert abs(twin.mean() - chip_loss) + 2 * twin.std() < abs(generic.mean() - chip_loss)
+
+
+@pytest.mark.slow
+def test_twin_drifts_as_the_retention_run_of_its_chip(tmp_path):
+    # a PCM mock chip (nu 0.05, 10 % D2D): pulse trains, then a retention run (5 SET
+    # pulses, reads 50 s to 1e5 s). The twin's drift exponent is the chip's within 3
+    # standard errors and its D2D spread within 0.05 (64 cells; the PCM fit's own test), and
+    # the twin on the simulator drifts by that law: a cell read 1e4 s after its last pulse
+    # reads (1e4 / T0)^-nu of what it read at T0 (median over 256 cells, 1 %: the 10 % D2D
+    # spread of nu moves single cells by ~3 %, their median by < 0.5 %)
+    from memhil.backends.sim import SimBackend
+    from memhil.runs.protocol_run import run_protocol_file
+    from memhil.runs.twin import build_twin
+
+    device = {"model": "pcm", "nu": 0.05, "nu_dtod": 0.1, "c3_s": 2e-8}
+    db = _pulse_train(
+        tmp_path, device, (1.0, 1e-7), (-2.5, 5e-8), 0.2, side=4, compliance_max_a=1e-2
+    )
+    station = _mock_station("parallel", 8, 8)
+    station["chip"]["device"] = "pcm"
+    station["mock"]["device"] = device
+    retention = tmp_path / "ret.yaml"
+    retention.write_text(
+        "protocol: retention\nparams: {program_v: 1.0, program_width_s: 1.0e-7, "
+        "program_count: 5, spacing: log, t_first_s: 50.0, duration_s: 1.0e5, n_points: 12, "
+        "v_read: 0.2}\n"
+    )
+    backend = MockLab.open_backend(station, strategy="parallel")
+    try:
+        run_protocol_file(retention, backend=backend, db=db, progress=False)
+    finally:
+        backend.close()
+    fit = build_twin(db, [1], read_noise_run=2, drift_runs=[3])
+    p = fit.params
+    assert abs(p["drift_nu"] - 0.05) <= 3 * fit.stderr["drift_nu"]
+    assert p["drift_nu_dtod"] == pytest.approx(0.1, abs=0.05)
+    out = fit.to_yaml(tmp_path / "twin.yaml")
+    with SimBackend({"rows": 16, "cols": 16, "device": str(out), "seed": 1}) as sim:
+        sim.pulse(None, 1.0, 1e-7, 5)
+        sim.clock.advance(p["drift_t0_s"])
+        g_t0 = sim.true_conductance()
+        sim.clock.advance(1e4 - p["drift_t0_s"])
+        ratio = (sim.true_conductance() / g_t0).median()
+    assert float(ratio) == pytest.approx((1e4 / p["drift_t0_s"]) ** -p["drift_nu"], rel=0.01)
+    with pytest.raises(ConfigError, match="retention"):
+        build_twin(db, [1], drift_runs=[2])
