@@ -125,7 +125,7 @@ def build_twin(
 
     where = f"{Path(db).resolve()} run {', '.join(map(str, run_ids))} (pulse_train)"
     noise = None
-    cells, stuck = 0, []
+    cells, stuck = 0, list[float]()
     with RunStore(db) as store:
         if read_noise_run is not None:
             noise = read_noise_from_run(store, read_noise_run)
