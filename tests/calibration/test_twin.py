@@ -436,3 +436,26 @@ def test_twin_drifts_as_the_retention_run_of_its_chip(tmp_path):
     assert float(ratio) == pytest.approx((1e4 / p["drift_t0_s"]) ** -p["drift_nu"], rel=0.01)
     with pytest.raises(ConfigError, match="retention"):
         build_twin(db, [1], drift_runs=[2])
+
+
+def test_open_cells_of_a_conductance_map_are_the_twins_stuck_cells(tmp_path):
+    # a 6 x 6 mock chip with a quarter of its cells stuck open (0 S): the map flags them
+    # open_circuit, and those (at their read, 0 S) are what a twin keeps stuck
+    from memhil.runs.protocol_run import run_protocol_file
+    from memhil.runs.twin import stuck_cells_from_run
+
+    station = _mock_station("parallel", 6, 6)
+    station["mock"]["faults"] = {"stuck_off_fraction": 0.25, "g_stuck_off_s": 0.0}
+    proto = tmp_path / "map.yaml"
+    proto.write_text("protocol: conductance_map\nparams: {v_read: 0.2}\n")
+    db = tmp_path / "map.db"
+    backend = MockLab.open_backend(station, strategy="parallel")
+    try:
+        run_protocol_file(proto, backend=backend, db=db, progress=False)
+    finally:
+        backend.close()
+    with RunStore(db) as store:
+        cells, stuck = stuck_cells_from_run(store, 1)
+        flagged = int(store.load(1)["open_circuit"].astype(bool).sum())
+    assert cells == 36 and stuck.size == flagged and 3 <= flagged <= 15
+    assert np.all(stuck == 0.0)
