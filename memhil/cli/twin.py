@@ -42,8 +42,31 @@ def _check_ids(db: str, run_ids: tuple[int, ...]) -> None:
     metavar="RUN_ID",
     help="a read_noise run to take the read noise from (else estimated from the trains)",
 )
+@click.option(
+    "--stuck",
+    "stuck_runs",
+    type=int,
+    multiple=True,
+    metavar="RUN_ID",
+    help="a forming or conductance_map run whose unformed / open cells the twin keeps stuck; "
+    "repeatable",
+)
+@click.option(
+    "--drift",
+    "drift_runs",
+    type=int,
+    multiple=True,
+    metavar="RUN_ID",
+    help="a retention run to fit the twin's conductance drift from; repeatable",
+)
 def build(
-    run_ids: tuple[int, ...], db: str | None, out: str, knots: int, read_noise_run: int | None
+    run_ids: tuple[int, ...],
+    db: str | None,
+    out: str,
+    knots: int,
+    read_noise_run: int | None,
+    stuck_runs: tuple[int, ...],
+    drift_runs: tuple[int, ...],
 ) -> int:
     """Build an empirical device model from stored pulse_train run(s)."""
     import numpy as np
@@ -52,9 +75,17 @@ def build(
     from memhil.runs.twin import build_twin
 
     db = existing_db(db)
-    _check_ids(db, run_ids + ((read_noise_run,) if read_noise_run is not None else ()))
+    extra = ((read_noise_run,) if read_noise_run is not None else ()) + stuck_runs + drift_runs
+    _check_ids(db, run_ids + extra)
     try:
-        fit = build_twin(db, list(run_ids), n_knots=knots, read_noise_run=read_noise_run)
+        fit = build_twin(
+            db,
+            list(run_ids),
+            n_knots=knots,
+            read_noise_run=read_noise_run,
+            stuck_runs=stuck_runs,
+            drift_runs=drift_runs,
+        )
     except (ConfigError, ValueError) as exc:
         raise CliError(f"memhil twin build: error: {exc}") from None
     p = fit.params
@@ -71,6 +102,17 @@ def build(
         f"device-to-device  step scale sd {dtod} (per pulse class), conductance axis sd "
         f"{axis.std():.1%}, {len(p['device_axis_scale'])} measured devices"
     )
+    click.echo(f"step axis         {p['step_axis']} (what each device's own step scale scales)")
+    if p.get("stuck_fraction"):
+        click.echo(
+            f"stuck cells       {p['stuck_fraction']:.1%} (at {len(p['stuck_g_s'])} measured "
+            "conductances)"
+        )
+    if p.get("drift_nu"):
+        click.echo(
+            f"drift             G (t / {p['drift_t0_s']:g} s)^-nu, nu {p['drift_nu']:.4f} "
+            f"± {fit.stderr['drift_nu']:.4f}, device-to-device {p['drift_nu_dtod']:.1%}"
+        )
     click.echo(f"steps used        {fit.n_points}")
     click.echo(f"{fit.to_yaml(out)} (version {fit.version})")
     return 0

@@ -23,9 +23,33 @@ own responses (``device_axis_scale``, ``device_step_scale``: an empirical distri
 which keeps its shape: the devices of a threshold switch that hardly move at a pulse, the
 few that run away), times, when ``step_dtod[c] > 0``, a log-normal step scale of median 1.
 With ``step_std_relative`` the cycle-to-cycle std scales with the device's step
-(``s_dc a_d sigma_c(u)``, as a threshold switch's does). Read noise is ``read_noise_rel
-G + read_noise_floor_s`` (std), the chord conductance is G at any read voltage (an ohmic
-read, as the pulse-train data it is built from was read at one voltage).
+(``s_dc a_d sigma_c(u)``, as a threshold switch's does).
+
+With ``step_axis: resistance`` a device's own response acts on its resistance ``R = 1/G``
+instead (a threshold switch such as VTEAM moves its resistance by a fixed amount per
+pulse, Kvatinsky et al., IEEE TCAS-II 2015, so devices that differ only in their rate have
+steps proportional in R, not in G). The tables keep their meaning (the step in G of the
+reference device at G); the reference step in R at ``R_u`` is ``1/(G_u + mu_c(G_u)) -
+R_u``, ``sigma`` is mapped linearly (``sigma_c R_u^2``), the stretch is about
+``R_lo = 1/g_max`` (each device's own floor ``1/(R_lo + a_d (1/g_min - R_lo))``)::
+
+    R_u = R_lo + (R - R_lo) / a_d
+    R <- clip(R + s_dc a_d dR_c(R_u) + sigma_c R_u^2 xi,  R_lo,  R_lo + a_d (1/g_min - R_lo))
+
+Read noise is ``read_noise_rel G + read_noise_floor_s`` (std), the chord conductance is G
+at any read voltage (an ohmic read, as the pulse-train data it is built from was read at
+one voltage).
+
+With ``drift_nu > 0`` the conductance drifts after each programming as PCM's does
+(Nandakumar et al., J. Appl. Phys. 124, 152135 (2018); ``memhil.devices.pcm``): a read at
+time t returns ``G (max(t - t_p, T0) / T0)^(-nu)``, t_p the cell's last pulse, ``nu`` per
+device log-normal about ``drift_nu`` with relative spread ``drift_nu_dtod`` (both from
+retention runs, ``memhil.calibration.fit.pcm.fit_drift``); the state then carries t_p.
+
+Cells that never switched where they were measured (a forming run's cells that did not
+form, a conductance map's open cells) are a fraction ``stuck_fraction`` of the twin's
+devices: each is drawn stuck at one of the measured conductances ``stuck_g_s`` and no
+pulse moves it.
 
 A pulse is matched to the measured class of the same polarity nearest in
 ``|ln(|v|/|v_c|)| + |ln(w/w_c)|``; a pulse weaker than ``min_amplitude_ratio`` times the
@@ -72,8 +96,38 @@ class EmpiricalParams:
     step_std_relative: bool = False
     device_axis_scale: tuple[float, ...] = ()
     device_step_scale: tuple[tuple[float, ...], ...] = ()
+    step_axis: str = "conductance"
+    stuck_fraction: float = 0.0
+    stuck_g_s: tuple[float, ...] = ()
+    drift_nu: float = 0.0
+    drift_nu_dtod: float = 0.0
+    drift_t0_s: float = 38.6
 
     def __post_init__(self) -> None:
+        for key in ("drift_nu", "drift_nu_dtod"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        require(self.drift_t0_s > 0, "drift_t0_s", f"must be > 0 s, got {self.drift_t0_s}")
+        require(
+            0.0 <= self.stuck_fraction <= 1.0,
+            "stuck_fraction",
+            f"must be in [0, 1], got {self.stuck_fraction}",
+        )
+        require(
+            self.stuck_fraction == 0.0 or len(self.stuck_g_s) > 0,
+            "stuck_g_s",
+            "needs the measured conductances of the stuck cells when stuck_fraction > 0",
+        )
+        require(all(g >= 0 for g in self.stuck_g_s), "stuck_g_s", "must be >= 0 S")
+        require(
+            self.step_axis in ("conductance", "resistance"),
+            "step_axis",
+            f"must be 'conductance' or 'resistance', got {self.step_axis!r}",
+        )
+        require(
+            self.step_axis == "conductance" or self.g_min_s > 0,
+            "g_min_s",
+            "must be > 0 with step_axis 'resistance' (the floor's resistance 1/g_min_s)",
+        )
         require(0 <= self.g_min_s < self.g_max_s, "g_max_s", "needs 0 <= g_min_s < g_max_s")
         k = len(self.g_knots_s)
         require(k >= 1, "g_knots_s", "needs at least one knot")
@@ -136,6 +190,9 @@ class EmpiricalDevice(DeviceModel):
         self.nominal_set_pulse = max(ups) if ups else None
         self.nominal_reset_pulse = min(downs) if downs else None
         self._tables: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
+        if p.drift_nu > 0:  # a drifting twin keeps each cell's time of last programming
+            self.state_names = ("g_s", "t_prog_s")
+            self.drifts = True
 
     def _t(self, device, dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(knots, mean table, std table, class amplitudes, class widths) on device/dtype."""
@@ -173,6 +230,16 @@ class EmpiricalDevice(DeviceModel):
                 drawn = lognormal_spread(1.0, sigma, shape, generator, device, dtype)
                 key = f"step_scale_{c}"
                 d2d[key] = d2d[key] * drawn if key in d2d else drawn
+        if p.drift_nu > 0 and p.drift_nu_dtod > 0:
+            d2d["drift_nu"] = lognormal_spread(
+                p.drift_nu, p.drift_nu_dtod, shape, generator, device, dtype
+            )
+        if p.stuck_fraction > 0:  # 1.0 where stuck, and the conductance it is stuck at
+            u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            d2d["stuck"] = (u < p.stuck_fraction).to(dtype)
+            levels = torch.tensor(p.stuck_g_s, device=device, dtype=dtype)
+            pick = torch.randint(len(p.stuck_g_s), shape, generator=generator, device=device)
+            d2d["stuck_g_s"] = levels[pick]
         return d2d
 
     def initial_state(self, d2d, shape, generator, device="cpu", dtype=torch.float32) -> Tensor:
@@ -180,10 +247,25 @@ class EmpiricalDevice(DeviceModel):
         g = p.g0_mean_s + p.g0_std_s * torch.randn(
             shape, generator=generator, device=device, dtype=dtype
         )
-        return g.clamp(p.g_min_s, p.g_max_s).unsqueeze(-1)
+        g = g.clamp(p.g_min_s, p.g_max_s)
+        if "stuck" in d2d:
+            g = torch.where(d2d["stuck"] > 0, d2d["stuck_g_s"], g)
+        if self.drifts:  # programmed at t = 0
+            return torch.stack([g, torch.zeros_like(g)], -1)
+        return g.unsqueeze(-1)
 
     def conductance(self, state: Tensor, d2d: D2D, v_read: float | Tensor, t_s: float) -> Tensor:
-        return state[..., 0].clone()
+        """G, drifted by ``(max(t - t_p, T0) / T0)^(-nu)`` when the twin drifts."""
+        if not self.drifts:
+            return state[..., 0].clone()
+        p = self.p
+        nu = d2d.get("drift_nu", p.drift_nu)
+        age = (t_s - state[..., 1]).clamp_min(p.drift_t0_s) / p.drift_t0_s
+        return state[..., 0] * torch.exp(-nu * age.log())
+
+    def drift_onset_s(self) -> float:
+        """T0 of the drift law (0 for a twin that does not drift)."""
+        return self.p.drift_t0_s if self.drifts else 0.0
 
     def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor | None:
         p = self.p
@@ -196,6 +278,8 @@ class EmpiricalDevice(DeviceModel):
 
     def conductance_ceiling(self, d2d: D2D) -> float | None:
         p = self.p
+        if p.step_axis == "resistance":  # the stretch moves each device's floor only
+            return p.g_max_s
         axis = d2d.get("axis_scale")
         stretch = float(axis.max()) if axis is not None and axis.numel() else 1.0
         return p.g_min_s + stretch * (p.g_max_s - p.g_min_s)
@@ -240,6 +324,8 @@ class EmpiricalDevice(DeviceModel):
         p = self.p
         cls = self.pulse_class(v, width_s)
         count = torch.where(cls >= 0, count, torch.zeros_like(count))
+        if "stuck" in d2d:  # no pulse moves a stuck cell
+            count = torch.where(d2d["stuck"] > 0, torch.zeros_like(count), count)
         scale = None  # each cell's own step scale for the class of its pulse
         for c in range(len(self.p.pulse_v)):  # a loop over the few pulse classes
             if f"step_scale_{c}" in d2d:
@@ -247,8 +333,22 @@ class EmpiricalDevice(DeviceModel):
                 scale = torch.where(cls == c, d2d[f"step_scale_{c}"], base)
         axis = d2d.get("axis_scale")
         g = state[..., 0]
-        ceiling = None if axis is None else p.g_min_s + axis * (p.g_max_s - p.g_min_s)
         n_max = int(count.max().item()) if count.numel() else 0
+        if p.step_axis == "resistance":
+            g = self._step_resistance(g, cls, scale, axis, count, n_max, generator)
+        else:
+            g = self._step_conductance(g, cls, scale, axis, count, n_max, generator)
+        if not self.drifts:
+            return g.unsqueeze(-1)
+        # a pulsed cell's drift restarts at the end of its pulses
+        now = torch.as_tensor(t_s, dtype=g.dtype, device=g.device)
+        t_prog = torch.where(count > 0, now, state[..., 1])
+        return torch.stack([g, t_prog.expand_as(g)], -1)
+
+    def _step_conductance(self, g, cls, scale, axis, count, n_max, generator) -> Tensor:
+        """``step`` with each device's response on its conductance (module docstring)."""
+        p = self.p
+        ceiling = None if axis is None else p.g_min_s + axis * (p.g_max_s - p.g_min_s)
         # a loop over the pulse index only (each pulse's step depends on the G it starts
         # from, and the table has no closed-form composition); all cells move at once
         for n in range(n_max):
@@ -268,4 +368,29 @@ class EmpiricalDevice(DeviceModel):
             else:  # each device saturates on its own axis
                 new = torch.minimum(new.clamp_min(p.g_min_s), ceiling)
             g = torch.where(active, new, g)
-        return g.unsqueeze(-1)
+        return g
+
+    def _step_resistance(self, g, cls, scale, axis, count, n_max, generator) -> Tensor:
+        """``step`` with each device's response on its resistance (module docstring)."""
+        p = self.p
+        tiny = torch.finfo(g.dtype).tiny
+        r_lo, r_hi = 1.0 / p.g_max_s, 1.0 / p.g_min_s
+        r = 1.0 / g.clamp_min(p.g_min_s)
+        ceiling = r_hi if axis is None else r_lo + axis * (r_hi - r_lo)
+        for n in range(n_max):  # the pulse index only, as in ``step``
+            active = count > n
+            r_u = r if axis is None else r_lo + (r - r_lo) / axis
+            g_u = 1.0 / r_u
+            mean_g, std_g = self.step_statistics(g_u, cls)
+            mean = 1.0 / (g_u + mean_g).clamp_min(tiny) - r_u
+            std = std_g * r_u * r_u
+            if scale is not None:
+                mean = mean * scale
+                std = std * scale if p.step_std_relative else std
+            if axis is not None:
+                mean = mean * axis
+                std = std * axis if p.step_std_relative else std
+            xi = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+            new = torch.minimum((r + mean + std * xi).clamp_min(r_lo), torch.as_tensor(ceiling))
+            r = torch.where(active, new, r)
+        return 1.0 / r

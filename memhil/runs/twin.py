@@ -17,6 +17,7 @@ from memhil.runs.protocol_file import META_CONFIG
 __all__ = [
     "traces_from_run",
     "read_noise_from_run",
+    "stuck_cells_from_run",
     "build_twin",
     "check_twin",
     "plot_twin_check",
@@ -74,6 +75,29 @@ def read_noise_from_run(store: Any, run_id: int) -> tuple[float, float]:
     return noise_line(stats["mean"].to_numpy(), stats["std"].to_numpy(), stats["count"].to_numpy())
 
 
+def stuck_cells_from_run(store: Any, run_id: int) -> tuple[int, np.ndarray]:
+    """(cells measured, conductances S of the stuck ones) of a stored ``forming`` run (cells
+    whose last forming step left them unformed, at their last read) or ``conductance_map``
+    run (cells flagged ``open_circuit``, at their read): the cells a twin keeps stuck."""
+    root = store.chain(run_id)[0]
+    cfg = store.metadata(root).get(META_CONFIG) or {}
+    protocol = cfg.get("protocol")
+    if protocol not in ("forming", "conductance_map"):
+        raise ConfigError(
+            "stuck",
+            f"run {run_id} is neither a forming nor a conductance_map run (protocol {protocol!r})",
+        )
+    df = store.load(run_id)
+    cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
+    if protocol == "forming":
+        last = df.sort_values("step").groupby(cell_cols).tail(1)
+        stuck = last[~last["formed"].astype(bool)]
+        return int(len(last)), stuck["g"].to_numpy(float)
+    cells = df.groupby(cell_cols).tail(1)
+    flag = cells["open_circuit"].astype(bool) if "open_circuit" in cells else False
+    return int(len(cells)), cells[flag]["g"].to_numpy(float).clip(min=0.0)
+
+
 def _traces(db: str | Path, run_ids: Sequence[int]):
     from memhil.store import RunStore
 
@@ -87,20 +111,47 @@ def build_twin(
     *,
     n_knots: int = 16,
     read_noise_run: int | None = None,
+    stuck_runs: Sequence[int] = (),
+    drift_runs: Sequence[int] = (),
 ):
     """An empirical device model (a ``FitResult``; ``to_yaml`` writes the twin file) from
     the stored ``pulse_train`` runs ``run_ids``; its read noise from the ``read_noise`` run
-    ``read_noise_run`` when given, else estimated from the pulse trains."""
+    ``read_noise_run`` when given, else estimated from the pulse trains; its stuck cells
+    (fraction and conductances) from the ``forming`` / ``conductance_map`` runs
+    ``stuck_runs`` (``stuck_cells_from_run``); its drift (power-law exponent and its
+    device-to-device spread, PCM's law) from the ``retention`` runs ``drift_runs``."""
     from memhil.calibration.twin import build_empirical
     from memhil.store import RunStore
 
     where = f"{Path(db).resolve()} run {', '.join(map(str, run_ids))} (pulse_train)"
     noise = None
-    if read_noise_run is not None:
-        with RunStore(db) as store:
+    cells, stuck = 0, list[float]()
+    with RunStore(db) as store:
+        if read_noise_run is not None:
             noise = read_noise_from_run(store, read_noise_run)
-        where += f", run {read_noise_run} (read_noise)"
-    return build_empirical(_traces(db, run_ids), n_knots=n_knots, read_noise=noise, source=where)
+            where += f", run {read_noise_run} (read_noise)"
+        for rid in stuck_runs:
+            n, g = stuck_cells_from_run(store, rid)
+            cells, stuck = cells + n, stuck + g.tolist()
+    if stuck_runs:
+        where += f", run {', '.join(map(str, stuck_runs))} (stuck cells)"
+    fit = build_empirical(_traces(db, run_ids), n_knots=n_knots, read_noise=noise, source=where)
+    if stuck:
+        fit.params["stuck_fraction"] = len(stuck) / cells
+        fit.params["stuck_g_s"] = stuck
+    if drift_runs:
+        from memhil.runs.fit import fit_run
+
+        drift = fit_run(db, list(drift_runs), model="pcm")
+        if "nu" not in drift.params:
+            raise ConfigError("drift", f"runs {list(drift_runs)}: no retention run among them")
+        fit.source += f", run {', '.join(map(str, drift_runs))} (retention)"
+        if drift.params["nu"] > 0:  # a conductance that rises with time is not this law
+            fit.params["drift_nu"] = drift.params["nu"]
+            fit.params["drift_nu_dtod"] = drift.params["nu_dtod"]
+            fit.params["drift_t0_s"] = drift.params["t0_s"]
+            fit.stderr["drift_nu"] = drift.stderr["nu"]
+    return fit
 
 
 def check_twin(

@@ -56,12 +56,14 @@ FIT_FORMAT = 1
 
 
 def _plain(value: Any) -> Any:
-    """Numbers as floats, flags as bools, nested sequences (the tables of a data-driven
-    model) as lists."""
+    """Numbers as floats, flags as bools, names as strings, nested sequences (the tables of
+    a data-driven model) as lists."""
     if isinstance(value, (list, tuple, np.ndarray)):
         return [_plain(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
+    if isinstance(value, str):
+        return value
     return float(value)
 
 
