@@ -355,12 +355,7 @@ class EmpiricalDevice(DeviceModel):
             active = count > n
             u = g if axis is None else p.g_min_s + (g - p.g_min_s) / axis
             mean, std = self.step_statistics(u, cls)
-            if scale is not None:
-                mean = mean * scale
-                std = std * scale if p.step_std_relative else std
-            if axis is not None:
-                mean = mean * axis
-                std = std * axis if p.step_std_relative else std
+            mean, std = self._per_device(mean, std, scale, axis)
             xi = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
             new = g + mean + std * xi
             if ceiling is None:
@@ -369,6 +364,17 @@ class EmpiricalDevice(DeviceModel):
                 new = torch.minimum(new.clamp_min(p.g_min_s), ceiling)
             g = torch.where(active, new, g)
         return g
+
+    def _per_device(
+        self, mean: Tensor, std: Tensor, scale: Tensor | None, axis: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """A step's mean and spread for each device: its step scale and axis stretch
+        multiply the mean, and the spread too when the spread is relative."""
+        for factor in (scale, axis):
+            if factor is not None:
+                mean = mean * factor
+                std = std * factor if self.p.step_std_relative else std
+        return mean, std
 
     def _step_resistance(self, g, cls, scale, axis, count, n_max, generator) -> Tensor:
         """``step`` with each device's response on its resistance (module docstring)."""
@@ -384,12 +390,7 @@ class EmpiricalDevice(DeviceModel):
             mean_g, std_g = self.step_statistics(g_u, cls)
             mean = 1.0 / (g_u + mean_g).clamp_min(tiny) - r_u
             std = std_g * r_u * r_u
-            if scale is not None:
-                mean = mean * scale
-                std = std * scale if p.step_std_relative else std
-            if axis is not None:
-                mean = mean * axis
-                std = std * axis if p.step_std_relative else std
+            mean, std = self._per_device(mean, std, scale, axis)
             xi = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
             new = torch.minimum((r + mean + std * xi).clamp_min(r_lo), torch.as_tensor(ceiling))
             r = torch.where(active, new, r)
