@@ -124,6 +124,8 @@ class WeightMapping:
         last axis becoming ``out_features``. Works for conductances (in, n_cols) -> (in,
         out) and for currents (batch, n_cols) -> (batch, out) alike."""
         plus, minus = self.split(region)
+        if self.n_devices == 1:  # one device per sign: a difference, no reduction pass
+            return (plus[..., 0] - minus[..., 0]).div_(self.scale)
         return (plus.sum(-1) - minus.sum(-1)) / (self.n_devices * self.scale)
 
     def weights_from_conductance(self, g_region: Tensor) -> Tensor:
