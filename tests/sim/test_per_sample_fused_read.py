@@ -43,7 +43,8 @@ def _normals(n: int, k0: int, k1: int, var_dtype=np.int16) -> np.ndarray:
     one = torch.ones(n, dtype=torch.bfloat16).view(torch.int16).numpy()  # 1.0 is exact
     var = one if var_dtype == np.int16 else np.ones(n, dtype=np.float32)
     f0 = np.float32(0.0)
-    read_kernels.add_column_noise_adc(z, var, f0, f0, f0, f0, np.uint64(k0), np.uint64(k1))
+    lo = np.float32(-np.inf)  # no clip
+    read_kernels.add_noise_adc(z, var, f0, lo, f0, f0, f0, np.uint64(k0), np.uint64(k1), z)
     return z.astype(np.float64)
 
 
@@ -152,3 +153,24 @@ def test_adc_output_noise_and_the_read_stream():
     zeros = quiet.mvm(torch.zeros(5000, 48), tile=0)  # no read-noise variance: output noise
     # 40000 samples: relative s.e. of the std 0.35 %; allow 2 %
     assert abs(float(zeros.std()) - 1e-7) < 0.02e-7
+
+
+def test_per_read_draw_matches_the_clipped_per_device_draw():
+    sim = SimBackend({"rows": 8, "cols": 6, "seed": 9, "device": "pcm"})  # cells near 0 S
+    sim.pulse(None, 1.0, 100e-9, torch.tensor([0, 0, 1, 2, 4, 7]).expand(sim.shape))
+    g, std = sim._read_state()
+    assert bool((g[0, 0] < 3 * std[0, 0]).any())  # the clip at 0 S binds on some cells
+    v = torch.zeros(2, 8)
+    v[:, 0] = 0.1  # reads row 0's conductances (x 0.1 V) as currents, twice in one batch
+    n = 3000
+    reads = torch.stack([sim.mvm(v, tile=0) for _ in range(n)]).double() / 0.1  # (n, 2, cols)
+    assert torch.equal(reads[:, 0], reads[:, 1])  # one realization per read call
+    gen = torch.Generator().manual_seed(11)
+    xi = torch.randn(n, 6, generator=gen, dtype=torch.float64)
+    ref = (g[0, 0].double() + std[0, 0].double() * xi).clamp_min(0.0)
+    sd = std[0, 0].double()
+    # 3000 samples: s.e. of a mean sd/55, of a std ~1.3 %; bounds at ~5 s.e.
+    assert ((reads[:, 0].mean(0) - ref.mean(0)).abs() < 5 * 2**0.5 * sd / n**0.5).all()
+    assert torch.allclose(reads[:, 0].std(0), ref.std(0), rtol=0.07)
+    for col in range(6):  # seeded: deterministic
+        assert stats.ks_2samp(reads[:, 0, col].numpy(), ref[:, col].numpy()).pvalue > 1e-3

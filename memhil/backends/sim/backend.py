@@ -376,8 +376,9 @@ class SimBackend(Backend):
         the per-device draw, except for a batch of one input per tile without IR drop and
         with at most 1/16 of the cells within 6 std of 0 S: there the column shortcut has
         exactly the per-device draw's distribution, those few cells (where the clip at 0 S
-        can bind) drawn on their own. A ``per_sample`` read in float32 on a CPU runs fused
-        (:meth:`_add_noise_adc_fused`; its precision is stated there).
+        can bind) drawn on their own. In float32 on a CPU the draws are compiled: a
+        ``per_sample`` read runs fused (:meth:`_add_noise_adc_fused`; its precision is
+        stated there), a per-device draw in one pass (:meth:`_noisy_fused`).
         """
         rp = self.config.read
         cache = self._read_cache()
@@ -391,13 +392,13 @@ class SimBackend(Backend):
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         g = g.transpose(-1, -2) if transpose else g
         std = view(cache.std)
-        fused = (
+        fused_noise = (
             std is not None
-            and rp.noise_mode == "per_sample"
             and v.device.type == "cpu"
             and v.dtype == g.dtype == torch.float32
             and not (v.requires_grad or g.requires_grad)
         )
+        fused = fused_noise and rp.noise_mode == "per_sample"
         v2_bf16 = None
         if fused and bf16_dot_products():
             v, v2_bf16 = self._dac_and_square(v)
@@ -407,7 +408,13 @@ class SimBackend(Backend):
             rp.noise_mode == "per_sample"
             or (v.shape[-2] == 1 and rp.ir_drop == "none" and cache.few_near_zero())
         )
-        g_read = g if column_noise else self._noisy(g, std)
+        if column_noise:
+            g_read = g
+        elif fused_noise:  # per read on the CPU in float32: compiled, into a kept buffer
+            g_read = self._noisy_fused(cache, tile)
+            g_read = g_read.transpose(-1, -2) if transpose else g_read
+        else:
+            g_read = self._noisy(g, std)
         if rp.ir_drop == "exact":
             i = ir_drop.solve_exact(g_read, v, rp.r_wire_ohm).to(self._dtype)
         elif rp.ir_drop == "first_order":
@@ -486,35 +493,65 @@ class SimBackend(Backend):
             buf = self._scratch[key] = torch.empty(shape, dtype=dtype)
         return buf
 
+    def _philox_key(self) -> tuple[np.uint64, np.uint64]:
+        """Key of one compiled draw: two 32-bit words from the read stream (so seeds and
+        checkpoints reproduce it)."""
+        k0, k1 = torch.randint(0, 2**32, (2,), generator=self._gen_read).tolist()
+        return np.uint64(k0), np.uint64(k1)
+
     def _add_noise_adc_fused(self, i: Tensor, var_sum: Tensor, n_lines: int) -> Tensor:
         """In place on float32 CPU currents ``i``: + N(0, var_sum + output_noise_a^2) per
         element (``var_sum`` float32, or bfloat16 as int16 bits), then the ADC, in one pass
-        (:func:`~memhil.backends.sim.read_kernels.add_column_noise_adc`).
+        (:func:`~memhil.backends.sim.read_kernels.add_noise_adc`).
 
         Precision against the exact per-sample draw: the normals are Philox4x32-10 +
         Box-Muller in float32 (|z| <= 5.77, a tail mass of 8e-9 missing, as torch's own
         float32 ``normal_``); where the CPU has bfloat16 dot products the variance product
         takes bfloat16 operands and result (float32 accumulation): each rounding is within
         2^-9 relative and all terms are positive, so the variance is within 0.6 % and the
-        noise std within 0.3 % of exact. Key of the draws: two words from the read stream.
+        noise std within 0.3 % of exact.
         """
         from memhil.backends.sim import read_kernels
 
         rp = self.config.read
-        k0, k1 = torch.randint(0, 2**32, (2,), generator=self._gen_read).tolist()
         full_scale = self._adc_range(n_lines) if rp.adc_bits is not None else 0.0
         scale, levels, lsb = _grid(rp.adc_bits, full_scale)
-        read_kernels.add_column_noise_adc(
-            i.view(-1).numpy(),
+        flat = i.view(-1).numpy()
+        read_kernels.add_noise_adc(
+            flat,
             var_sum.contiguous().view(-1).numpy(),
             np.float32(rp.output_noise_a**2),
+            np.float32(-np.inf),
             scale,
             levels,
             lsb,
-            np.uint64(k0),
-            np.uint64(k1),
+            *self._philox_key(),
+            flat,
         )
         return i
+
+    def _noisy_fused(self, cache: _ReadState, tile: int | None) -> Tensor:
+        """One per-device read-noise realization of the tile(s) read, G + std N(0, 1)
+        clipped at 0 S, in one compiled pass on float32 CPU tensors into a kept buffer
+        (the draws of :meth:`_add_noise_adc_fused`; std as sqrt(std^2), within 1 ulp)."""
+        from memhil.backends.sim import read_kernels
+
+        g = cache.g if tile is None else cache.g[tile : tile + 1]
+        var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
+        out = self._buffer("noisy_g", tuple(g.shape), torch.float32)
+        f0 = np.float32(0.0)
+        read_kernels.add_noise_adc(
+            g.reshape(-1).numpy(),
+            var.reshape(-1).numpy(),
+            f0,
+            f0,
+            f0,
+            f0,
+            f0,
+            *self._philox_key(),
+            out.view(-1).numpy(),
+        )
+        return out
 
     def _add_clipped_cells(
         self,
