@@ -44,7 +44,7 @@ def _normals(n: int, k0: int, k1: int, var_dtype=np.int16) -> np.ndarray:
     var = one if var_dtype == np.int16 else np.ones(n, dtype=np.float32)
     f0 = np.float32(0.0)
     lo = np.float32(-np.inf)  # no clip
-    read_kernels.add_noise_adc(z, var, f0, lo, f0, f0, f0, np.uint64(k0), np.uint64(k1), z)
+    read_kernels.add_noise_adc(z, var, f0, lo, f0, f0, f0, np.uint64(k0), np.uint64(k1))
     return z.astype(np.float64)
 
 

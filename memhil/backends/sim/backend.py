@@ -516,9 +516,8 @@ class SimBackend(Backend):
         rp = self.config.read
         full_scale = self._adc_range(n_lines) if rp.adc_bits is not None else 0.0
         scale, levels, lsb = _grid(rp.adc_bits, full_scale)
-        flat = i.view(-1).numpy()
         read_kernels.add_noise_adc(
-            flat,
+            i.view(-1).numpy(),
             var_sum.contiguous().view(-1).numpy(),
             np.float32(rp.output_noise_a**2),
             np.float32(-np.inf),
@@ -526,7 +525,6 @@ class SimBackend(Backend):
             levels,
             lsb,
             *self._philox_key(),
-            flat,
         )
         return i
 
@@ -538,18 +536,10 @@ class SimBackend(Backend):
 
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
-        out = self._buffer("noisy_g", tuple(g.shape), torch.float32)
+        out = self._buffer("noisy_g", tuple(g.shape), torch.float32).copy_(g)
         f0 = np.float32(0.0)
         read_kernels.add_noise_adc(
-            g.reshape(-1).numpy(),
-            var.reshape(-1).numpy(),
-            f0,
-            f0,
-            f0,
-            f0,
-            f0,
-            *self._philox_key(),
-            out.view(-1).numpy(),
+            out.view(-1).numpy(), var.reshape(-1).numpy(), f0, f0, f0, f0, f0, *self._philox_key()
         )
         return out
 

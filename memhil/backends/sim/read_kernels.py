@@ -175,31 +175,32 @@ def _noisy_adc(i, var, extra_var, lo, scale, levels, lsb, z):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def add_noise_adc(src, var, extra_var, lo, scale, levels, lsb, k0, k1, dst):
-    """``dst`` = max(src + sqrt(var + extra_var) N(0, 1), lo), then the ADC (``levels`` >
-    0: round(x * scale) clipped to +-levels, times ``lsb``), over float32 1-D arrays (dst
-    may be src). ``var`` (float32, or bfloat16 as int16 bits) has src's length. Element
-    j * Q + g (Q = len // 4) takes normal j of Philox counter g under key (k0, k1), the
-    < 4 tail elements those of counter Q: the four outputs of a counter land in four
-    contiguous runs, so the loop vectorizes."""
-    n = src.shape[0]
+def add_noise_adc(x, var, extra_var, lo, scale, levels, lsb, k0, k1):
+    """In place on the float32 1-D array ``x``: max(x + sqrt(var + extra_var) N(0, 1), lo),
+    then the ADC (``levels`` > 0: round(x * scale) clipped to +-levels, times ``lsb``).
+    ``var`` (float32, or bfloat16 as int16 bits) has x's length. Element j * Q + g
+    (Q = len // 4) takes normal j of Philox counter g under key (k0, k1), the < 4 tail
+    elements those of counter Q: the four outputs of a counter land in four contiguous
+    runs, so the loop vectorizes (in place: a second output array aliasing ``x`` would
+    fail LLVM's overlap check and run scalar)."""
+    n = x.shape[0]
     q4 = np.uint64(n // 4)
     for g in range(q4):
         k = np.uint64(g)  # unsigned: no wraparound branch, so the loop vectorizes
         z0, z1, z2, z3 = _normals4(k, k0, k1)
-        dst[k] = _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z0)
+        x[k] = _noisy_adc(x[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z0)
         k1_ = q4 + k
-        dst[k1_] = _noisy_adc(src[k1_], _var_at(var, k1_), extra_var, lo, scale, levels, lsb, z1)
+        x[k1_] = _noisy_adc(x[k1_], _var_at(var, k1_), extra_var, lo, scale, levels, lsb, z1)
         k2_ = _Q2 * q4 + k
-        dst[k2_] = _noisy_adc(src[k2_], _var_at(var, k2_), extra_var, lo, scale, levels, lsb, z2)
+        x[k2_] = _noisy_adc(x[k2_], _var_at(var, k2_), extra_var, lo, scale, levels, lsb, z2)
         k3_ = _Q3 * q4 + k
-        dst[k3_] = _noisy_adc(src[k3_], _var_at(var, k3_), extra_var, lo, scale, levels, lsb, z3)
+        x[k3_] = _noisy_adc(x[k3_], _var_at(var, k3_), extra_var, lo, scale, levels, lsb, z3)
     tail = _Q4 * q4
     if n > tail:
         z = _normals4_call(q4, k0, k1)
         for j in range(n - tail):
             k = tail + np.uint64(j)
-            dst[k] = _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z[j])
+            x[k] = _noisy_adc(x[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z[j])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
