@@ -75,9 +75,20 @@ def main() -> None:
         layer.eval()
         layers[scheme] = layer
 
+    ideal = AnalogLinear(
+        n,
+        n,
+        SimBackend({"rows": n, "cols": 2 * n, "device": "pcm", "seed": 0, "read": {"dac_bits": 8}}),
+    )
+    ideal.eval()
+
     def analog_forward():
         with torch.no_grad():
             layers["mixed_precision"](x)
+
+    def ideal_forward():  # ideal ADC: each pair's difference is read as one product
+        with torch.no_grad():
+            ideal(x)
 
     n_steps = {name: 0 for name in layers}
 
@@ -91,7 +102,9 @@ def main() -> None:
         return step
 
     fwd = median_times(
-        {"nn.Linear": ref_forward, "AnalogLinear": analog_forward}, reps, clock=clock
+        {"nn.Linear": ref_forward, "AnalogLinear": analog_forward, "ideal": ideal_forward},
+        reps,
+        clock=clock,
     )
     print(
         f"512x512, batch {batch}, float32, {torch.get_num_threads()} threads, PCM pairs, "
@@ -101,6 +114,11 @@ def main() -> None:
         f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
         f"{fwd['AnalogLinear'] * 1e3:8.2f} ms   ratio {fwd['AnalogLinear'] / fwd['nn.Linear']:.2f}x"
         "   (aihwkit: 1.8-7x)"
+    )
+    print(
+        f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   ideal ADC    "
+        f"{fwd['ideal'] * 1e3:8.2f} ms   ratio {fwd['ideal'] / fwd['nn.Linear']:.2f}x"
+        "   (8-bit DAC, no ADC: the pair difference read as one product)"
     )
     tally0 = {name: layer.weights.tally.total for name, layer in layers.items()}  # calibration
     steps = {"nn.Linear": ref_step, **{k: analog_step(v, k) for k, v in layers.items()}}

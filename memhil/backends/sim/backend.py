@@ -449,6 +449,46 @@ class SimBackend(Backend):
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
 
+    def mvm_pairs(
+        self, v_rows: Tensor, plus_cols: Tensor, minus_cols: Tensor, *, tile: int | None = None
+    ) -> Tensor:
+        """Pair differences of column currents (:meth:`Backend.mvm_pairs`). With an ideal
+        ADC, no IR drop and no output noise the difference is formed on the conductances,
+        one product of half the columns: per read, the same per-device realization
+        (G+ + std+ N) - (G- + std- N), each clipped at 0 S; per sample, the exact
+        Gaussian of the two columns' independent noise, variance sum_j v_j^2 (std+^2 +
+        std-^2). Otherwise (per-column converters, coupled lines) the full read is
+        subtracted."""
+        rp = self.config.read
+        if rp.adc_bits is not None or rp.ir_drop != "none" or rp.output_noise_a > 0:
+            return super().mvm_pairs(v_rows, plus_cols, minus_cols, tile=tile)
+        v = self._as_read_input(v_rows, self.shape[1], tile)
+        self.limits.check_read(v)
+        if rp.dac_bits is not None:
+            v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+        cache = self._read_cache()
+        plus, minus = plus_cols.to(self._device), minus_cols.to(self._device)
+        g = cache.g if tile is None else cache.g[tile : tile + 1]
+        if cache.std is None or rp.noise_mode == "per_sample":
+            i = _tile_matmul(v, g[..., plus] - g[..., minus])
+        elif g.device.type == "cpu" and g.dtype == torch.float32 and not v.requires_grad:
+            g_read = self._noisy_fused(cache, tile)
+            i = _tile_matmul(v, g_read[..., plus] - g_read[..., minus])
+        else:
+            std = cache.std if tile is None else cache.std[tile : tile + 1]
+            g_read = self._noisy(g, std)
+            i = _tile_matmul(v, g_read[..., plus] - g_read[..., minus])
+        if cache.std is not None and rp.noise_mode == "per_sample":
+            var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
+            var_sum = _tile_matmul(v * v, var[..., plus] + var[..., minus])
+            if i.device.type == "cpu" and i.dtype == torch.float32 and not v.requires_grad:
+                i = self._add_noise_adc_fused(i, var_sum, self.shape[1])
+            else:
+                xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
+                i.addcmul_(var_sum.sqrt_(), xi)
+        self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
+        return i[0] if tile is not None else i
+
     def _sample_variance(
         self,
         v: Tensor,
