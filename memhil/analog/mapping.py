@@ -128,16 +128,16 @@ class WeightMapping:
             return (plus[..., 0] - minus[..., 0]).div_(self.scale)
         return (plus.sum(-1) - minus.sum(-1)) / (self.n_devices * self.scale)
 
-    def pair_columns(self) -> tuple[Tensor, Tensor] | None:
-        """Backend column indices (plus, minus) of each output's device pair, or None
-        where an output sums several devices per sign (``n_devices`` > 1)."""
+    def pair_columns(self) -> tuple[slice, slice] | None:
+        """Backend columns (plus, minus) of the outputs' device pairs as slices (the
+        reference layout's minus is its one reference column, broadcast), or None where
+        an output sums several devices per sign (``n_devices`` > 1)."""
         if self.n_devices != 1:
             return None
         out, c0 = self.out_features, self.col_offset
-        plus = torch.arange(c0, c0 + out)
         if self.layout == "reference":
-            return plus, torch.full((out,), c0 + out, dtype=torch.int64)
-        return plus, torch.arange(c0 + out, c0 + 2 * out)
+            return slice(c0, c0 + out), slice(c0 + out, c0 + out + 1)
+        return slice(c0, c0 + out), slice(c0 + out, c0 + 2 * out)
 
     def weights_from_conductance(self, g_region: Tensor) -> Tensor:
         """The weight matrix (out, in) that conductances (in_features, n_cols) encode."""

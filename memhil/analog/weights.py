@@ -60,9 +60,7 @@ class AnalogWeights:
         if self.v_read is None:
             self.v_read = 0.8 * self.backend.limits.v_read_max_v
         self._mask = self.mapping.cell_mask(self.backend.shape).to(self.backend.torch_device)
-        pairs = self.mapping.pair_columns()
-        dev = self.backend.torch_device
-        self._pairs = None if pairs is None else (pairs[0].to(dev), pairs[1].to(dev))
+        self._pairs = self.mapping.pair_columns()
 
     # -- reads --------------------------------------------------------------------------
     def region(self, full: Tensor) -> Tensor:

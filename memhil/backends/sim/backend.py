@@ -450,7 +450,7 @@ class SimBackend(Backend):
         return i
 
     def mvm_pairs(
-        self, v_rows: Tensor, plus_cols: Tensor, minus_cols: Tensor, *, tile: int | None = None
+        self, v_rows: Tensor, plus_cols: slice, minus_cols: slice, *, tile: int | None = None
     ) -> Tensor:
         """Pair differences of column currents (:meth:`Backend.mvm_pairs`). With an ideal
         ADC, no IR drop and no output noise the difference is formed on the conductances,
@@ -467,7 +467,7 @@ class SimBackend(Backend):
         if rp.dac_bits is not None:
             v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
         cache = self._read_cache()
-        plus, minus = plus_cols.to(self._device), minus_cols.to(self._device)
+        plus, minus = plus_cols, minus_cols
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         if cache.std is None or rp.noise_mode == "per_sample":
             i = _tile_matmul(v, g[..., plus] - g[..., minus])
