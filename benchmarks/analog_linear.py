@@ -10,12 +10,18 @@ PCM read noise and 8-bit DAC/ADC:
 Reference figures (aihwkit on this class of machine): forward 1.8-7x nn.Linear, pulsed
 training step 13-73x (thousands when pulse trains saturate).
 
-Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions).
+Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions,
+``--cpu-time`` for CPU seconds instead of wall time: steadier on a shared machine).
+
+Bound of the forward: the array holds 2 x 512 columns (a differential pair per weight)
+with an ADC per column, so its product is twice nn.Linear's (2.0x before any noise);
+sensing I+ - I- with one ADC per pair (a read-model change, not built) would halve it.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 from timing import median_times  # benchmarks/timing.py (scripts run from this folder)
@@ -28,7 +34,9 @@ from memhil.backends.sim import SimBackend
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true", help="time CPU seconds, not wall")
     args = ap.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     reps = 5 if args.quick else 15
     # lr sized so that |dW| per step is about one pulse quantum: every scheme pulses densely
     n, batch, lr = 512, 1024, 0.5
@@ -67,9 +75,20 @@ def main() -> None:
         layer.eval()
         layers[scheme] = layer
 
+    ideal = AnalogLinear(
+        n,
+        n,
+        SimBackend({"rows": n, "cols": 2 * n, "device": "pcm", "seed": 0, "read": {"dac_bits": 8}}),
+    )
+    ideal.eval()
+
     def analog_forward():
         with torch.no_grad():
             layers["mixed_precision"](x)
+
+    def ideal_forward():  # ideal ADC: each pair's difference is read as one product
+        with torch.no_grad():
+            ideal(x)
 
     n_steps = {name: 0 for name in layers}
 
@@ -82,18 +101,28 @@ def main() -> None:
 
         return step
 
-    fwd = median_times({"nn.Linear": ref_forward, "AnalogLinear": analog_forward}, reps)
+    fwd = median_times(
+        {"nn.Linear": ref_forward, "AnalogLinear": analog_forward, "ideal": ideal_forward},
+        reps,
+        clock=clock,
+    )
     print(
-        f"512x512, batch {batch}, float32, {torch.get_num_threads()} threads, PCM pairs, 8-bit DAC/ADC"
+        f"512x512, batch {batch}, float32, {torch.get_num_threads()} threads, PCM pairs, "
+        f"8-bit DAC/ADC, {'CPU' if args.cpu_time else 'wall'} time"
     )
     print(
         f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
         f"{fwd['AnalogLinear'] * 1e3:8.2f} ms   ratio {fwd['AnalogLinear'] / fwd['nn.Linear']:.2f}x"
         "   (aihwkit: 1.8-7x)"
     )
+    print(
+        f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   ideal ADC    "
+        f"{fwd['ideal'] * 1e3:8.2f} ms   ratio {fwd['ideal'] / fwd['nn.Linear']:.2f}x"
+        "   (8-bit DAC, no ADC: the pair difference read as one product)"
+    )
     tally0 = {name: layer.weights.tally.total for name, layer in layers.items()}  # calibration
     steps = {"nn.Linear": ref_step, **{k: analog_step(v, k) for k, v in layers.items()}}
-    t = median_times(steps, max(3, reps // 2))
+    t = median_times(steps, max(3, reps // 2), clock=clock)
     for name in layers:
         pulses = (layers[name].weights.tally.total - tally0[name]) / n_steps[name]
         print(

@@ -124,7 +124,20 @@ class WeightMapping:
         last axis becoming ``out_features``. Works for conductances (in, n_cols) -> (in,
         out) and for currents (batch, n_cols) -> (batch, out) alike."""
         plus, minus = self.split(region)
+        if self.n_devices == 1:  # one device per sign: a difference, no reduction pass
+            return (plus[..., 0] - minus[..., 0]).div_(self.scale)
         return (plus.sum(-1) - minus.sum(-1)) / (self.n_devices * self.scale)
+
+    def pair_columns(self) -> tuple[slice, slice] | None:
+        """Backend columns (plus, minus) of the outputs' device pairs as slices (the
+        reference layout's minus is its one reference column, broadcast), or None where
+        an output sums several devices per sign (``n_devices`` > 1)."""
+        if self.n_devices != 1:
+            return None
+        out, c0 = self.out_features, self.col_offset
+        if self.layout == "reference":
+            return slice(c0, c0 + out), slice(c0 + out, c0 + out + 1)
+        return slice(c0, c0 + out), slice(c0 + out, c0 + 2 * out)
 
     def weights_from_conductance(self, g_region: Tensor) -> Tensor:
         """The weight matrix (out, in) that conductances (in_features, n_cols) encode."""

@@ -60,6 +60,7 @@ class AnalogWeights:
         if self.v_read is None:
             self.v_read = 0.8 * self.backend.limits.v_read_max_v
         self._mask = self.mapping.cell_mask(self.backend.shape).to(self.backend.torch_device)
+        self._pairs = self.mapping.pair_columns()
 
     # -- reads --------------------------------------------------------------------------
     def region(self, full: Tensor) -> Tensor:
@@ -101,7 +102,11 @@ class AnalogWeights:
         m = self.mapping
         _, rows, _ = self.backend.shape
         v, back = self._encode(x.to(self.backend.torch_device))
-        i = self.backend.mvm(self._region_input(v, rows, m.row_offset), tile=m.tile)
+        v_rows = self._region_input(v, rows, m.row_offset)
+        if self._pairs is not None:  # one device per sign: the pair difference, read as one
+            i = self.backend.mvm_pairs(v_rows, *self._pairs, tile=m.tile)
+            return (i.div_(m.scale) * back).to(x.device)
+        i = self.backend.mvm(v_rows, tile=m.tile)
         return (m.combine(i[..., m.cols]) * back).to(x.device)
 
     def matvec_t(self, y: Tensor) -> Tensor:

@@ -203,6 +203,18 @@ class Backend(ABC):
         out = self._mvm(v, transpose=False, tile=tile)
         return out[0] if tile is not None else out
 
+    def mvm_pairs(
+        self, v_rows: Tensor, plus_cols: slice, minus_cols: slice, *, tile: int | None = None
+    ) -> Tensor:
+        """Differences of column currents (A), ``i[..., plus_cols] - i[..., minus_cols]``
+        (column slices of equal length, or a one-column ``minus_cols`` shared by all), for
+        read voltages ``v_rows`` as in :meth:`mvm`: what a differential-pair weight reads.
+        Here one ``mvm`` and a subtraction, every column through its own converter; a
+        backend may form the difference before reading where that is exactly the same
+        read (the simulator with an ideal ADC)."""
+        i = self.mvm(v_rows, tile=tile)
+        return i[..., plus_cols] - i[..., minus_cols]
+
     def mvm_t(self, v_cols: Tensor, *, tile: int | None = None) -> Tensor:
         """Row currents (A) for read voltages ``v_cols`` (V) on the columns (transpose read)."""
         v = self._as_read_input(v_cols, self.shape[2], tile)

@@ -157,6 +157,10 @@ class PCMDevice(DeviceModel):
         """T0: the drift law uses max(t - t_p, T0)."""
         return self.p.t0_s
 
+    #: Run SET trains as compiled CPU loops (train_kernels); False takes the torch ops,
+    #: the reference the compiled loops are tested against.
+    compiled_trains = True
+
     def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor:
         """sigma_n = m3 G_d + c3 (S), with ``g_s`` the drifted conductance being read."""
         return g_s * self.p.m3 + self.p.c3_s
@@ -190,7 +194,7 @@ class PCMDevice(DeviceModel):
         pulse's ~10 passes then vectorize) that are written back once, so the cost per
         pulse does not grow with ``n``."""
         out = torch.empty_like(state)
-        if state.device.type == "cpu" and state.is_contiguous():
+        if state.device.type == "cpu" and state.is_contiguous() and self.compiled_trains:
             self._set_train_compiled(state, out, g_max, n, t_s, generator)
             return out
         if n == 1:
@@ -214,24 +218,66 @@ class PCMDevice(DeviceModel):
 
         from memhil.devices import train_kernels
 
-        p = self.p
         src, dst = state.view(-1, 3).numpy(), out.view(-1, 3).numpy()
         dtype = src.dtype
         if isinstance(g_max, Tensor):
             top = g_max.reshape(-1).contiguous().numpy()
         else:
             top = np.array([g_max], dtype=dtype)
-        consts = np.array(
-            [math.exp(-1.0 / p.a_pulses), p.m2, p.a2_s, p.c2_s, 1.0 + p.m1]
-            + [p.a1_s, p.c1_s, p.g_min_s, t_s],
-            dtype=dtype,
-        )
+        consts = self._pcm_consts(t_s, dtype)
         block = train_kernels.block_pulses(n, src.shape[0], src.itemsize)
         for k0 in range(0, n, block):
             xi = torch.empty((min(block, n - k0), src.shape[0]), dtype=state.dtype)
             for row in xi:  # pulse by pulse, as _set_pulses draws them
                 row.normal_(generator=generator)
             train_kernels.pcm_set_train(src if k0 == 0 else dst, xi.numpy(), top, consts, dst)
+
+    def _pcm_consts(self, t_s: float, dtype) -> Any:
+        """The compiled SET kernels' constants (see :mod:`memhil.devices.train_kernels`)."""
+        import numpy as np
+
+        p = self.p
+        return np.array(
+            [math.exp(-1.0 / p.a_pulses), p.m2, p.a2_s, p.c2_s, 1.0 + p.m1]
+            + [p.a1_s, p.c1_s, p.g_min_s, t_s],
+            dtype=dtype,
+        )
+
+    def _set_counts_compiled(
+        self,
+        flat: Tensor,
+        order: Tensor,
+        steps: list[int],
+        g_max,
+        t_s: float,
+        generator: torch.Generator,
+    ) -> None:
+        """:meth:`_step_general`'s prefix passes as one compiled loop, in place on the
+        contiguous CPU state ``flat`` (cells, 3)
+        (:func:`memhil.devices.train_kernels.pcm_set_counts`): the same arithmetic and
+        the same draws (one ``normal_`` per pass over its prefix, in pass order), with no
+        gather, scatter or per-pass torch ops."""
+        import numpy as np
+
+        from memhil.devices import train_kernels
+
+        xi = torch.empty(sum(steps), dtype=flat.dtype)
+        start = 0
+        for m in steps:  # as the torch path draws them: pass by pass
+            xi[start : start + m].normal_(generator=generator)
+            start += m
+        if isinstance(g_max, Tensor):
+            top = g_max.reshape(-1).contiguous().numpy()
+        else:
+            top = np.array([g_max], dtype=flat.numpy().dtype)
+        train_kernels.pcm_set_counts(
+            flat.numpy(),
+            order.numpy(),
+            np.asarray(steps, dtype=np.int64),
+            xi.numpy(),
+            top,
+            self._pcm_consts(t_s, flat.numpy().dtype),
+        )
 
     def _set_pulses(
         self,
@@ -290,17 +336,22 @@ class PCMDevice(DeviceModel):
                 # number of cells still receiving pulse k: #{n > k}
                 hist = torch.bincount(n_sorted, minlength=n_max + 1)
                 steps = (n_sorted.numel() - torch.cumsum(hist, 0)[:n_max]).tolist()
-            sub = flat.index_select(0, order)
-            g = sub[:, 0].contiguous()
-            pp = sub[:, 1].contiguous()
-            gm = g_max.reshape(-1).index_select(0, order) if isinstance(g_max, Tensor) else g_max
-            for m in steps:  # pass k: the first m cells (count > k), in place on views
-                gm_m = gm[:m] if isinstance(gm, Tensor) else gm
-                self._set_pulses(g[:m], pp[:m], g[:m], pp[:m], 1, gm_m, generator)
-            sub[:, 0] = g
-            sub[:, 1] = pp
-            sub[:, 2] = t_s
-            flat.index_copy_(0, order, sub)
+            if flat.device.type == "cpu" and self.compiled_trains:
+                self._set_counts_compiled(flat, order, steps, g_max, t_s, generator)
+            else:
+                sub = flat.index_select(0, order)
+                g = sub[:, 0].contiguous()
+                pp = sub[:, 1].contiguous()
+                gm = (
+                    g_max.reshape(-1).index_select(0, order) if isinstance(g_max, Tensor) else g_max
+                )
+                for m in steps:  # pass k: the first m cells (count > k), in place on views
+                    gm_m = gm[:m] if isinstance(gm, Tensor) else gm
+                    self._set_pulses(g[:m], pp[:m], g[:m], pp[:m], 1, gm_m, generator)
+                sub[:, 0] = g
+                sub[:, 1] = pp
+                sub[:, 2] = t_s
+                flat.index_copy_(0, order, sub)
         if reset_idx.numel():
             m = reset_idx.numel()
             sub = torch.empty((m, k), device=state.device, dtype=state.dtype)

@@ -99,6 +99,53 @@ def pcm_set_train(state, xi, g_max, consts, out):
             out[start + j, 2] = t_s
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def pcm_set_counts(state, order, steps, xi, g_max, consts):
+    """Per-cell SET trains of :func:`pcm_set_train`'s arithmetic, in place on ``state``
+    (cells, 3): the cells ``order`` (sorted by count, most first) take ``steps[k]`` = the
+    number of cells still pulsed at pass k, and the rank-r cell's pass-k normal is
+    ``xi[offset_k + r]`` (offset_k = steps[0] + .. + steps[k-1]): the layout of the torch
+    path's one draw per pass over a prefix. Per tile of ranks the cells are gathered into
+    registers, every pass runs over the tile's still-active prefix (a contiguous, vectorized
+    loop), and they are scattered back once with t_p = consts[8]."""
+    decay, m2, a2, c2, m1p = consts[0], consts[1], consts[2], consts[3], consts[4]
+    a1, c1, g_min, t_s = consts[5], consts[6], consts[7], consts[8]
+    per_cell_max = g_max.shape[0] > 1
+    passes = steps.shape[0]
+    offset = np.zeros(passes, dtype=np.int64)
+    for k in range(1, passes):
+        offset[k] = offset[k - 1] + steps[k - 1]
+    ranks = steps[0] if passes else 0
+    g_t = np.empty(TILE, dtype=state.dtype)
+    p_t = np.empty(TILE, dtype=state.dtype)
+    hi_t = np.empty(TILE, dtype=state.dtype)
+    for start in range(0, ranks, TILE):
+        m = min(TILE, ranks - start)
+        for j in range(m):
+            c = order[start + j]
+            g_t[j] = state[c, 0]
+            p_t[j] = state[c, 1]
+            hi_t[j] = g_max[c] if per_cell_max else g_max[0]
+        for k in range(passes):
+            active = min(max(steps[k] - start, 0), m)
+            if active == 0:
+                break
+            xi_t = xi[offset[k] + start : offset[k] + start + active]
+            for j in range(active):
+                i = np.uint64(j)  # provably >= 0: no wraparound branch, so it vectorizes
+                g = g_t[i]
+                p = p_t[i] * decay
+                s = (_fma(p, a2, g * m2) + c2) * xi_t[i]
+                s = _fma(p, a1, _fma(g, m1p, s)) + c1
+                g_t[i] = min(max(s, g_min), hi_t[i])
+                p_t[i] = p
+        for j in range(m):
+            c = order[start + j]
+            state[c, 0] = g_t[j]
+            state[c, 1] = p_t[j]
+            state[c, 2] = t_s
+
+
 @numba.njit(inline="always")
 def _power(y, alpha):
     """y ** alpha for alpha in {1, 2, 3}, as products (torch's ``pow_`` evaluates these

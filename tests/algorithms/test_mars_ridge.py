@@ -29,6 +29,21 @@ def test_path_is_the_closed_form_solution():
         assert torch.allclose(w, want, atol=1e-10)
 
 
+@pytest.mark.parametrize("n", [30, 12])  # primal (features <= samples) and dual Gram forms
+def test_path_is_the_closed_form_for_a_grid_one_penalty_and_zero(n):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(n, 20, generator=gen, dtype=torch.float64)
+    y = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    eye = torch.eye(20, dtype=torch.float64)
+    for lams in ([1e-6, 1e-2, 1.0, 1e3], [0.7]):  # eigendecomposition, Cholesky
+        for lam, w in zip(lams, ridge_path(x, y, lams)):
+            want = torch.linalg.solve(x.t() @ x + lam * eye, x.t() @ y)
+            # conditioning: ||x||^2 / lam up to ~1e8 at lam = 1e-6 (rank-deficient dual)
+            assert torch.allclose(w, want, rtol=1e-7, atol=1e-7)
+    w0 = ridge_path(x, y, [0.0, 1.0])[0]  # zero penalty: the minimum-norm solution
+    assert torch.allclose(w0, torch.linalg.pinv(x) @ y, atol=1e-9)
+
+
 def test_fit_standardises_and_solves_the_centred_problem():
     (x, y), _, classes = _problem()
     model = fit_ridge(x, y, classes, lambdas=[2.0])

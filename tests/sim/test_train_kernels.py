@@ -82,3 +82,26 @@ def test_pcm_compiled_set_train_equals_the_torch_ops(dtype, g_max_dtod, monkeypa
         torch.testing.assert_close(a, b, rtol=1e-6, atol=0.0)
         assert float((a[..., 0] - state[..., 0]).abs().min()) > 0  # every cell moved
         assert torch.all(a[..., 2] == 50.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("g_max_dtod", [0.0, 0.2])
+def test_pcm_compiled_per_cell_counts_equal_the_torch_passes(dtype, g_max_dtod, monkeypatch):
+    # Mixed SET counts, RESETs and idle cells (the update schemes' requests): the compiled
+    # loop draws the same normals in the same order; tolerance as for the SET train above.
+    m = build_device_model({"model": "pcm", "g_max_dtod": g_max_dtod})
+    shape = (2, 24, 32)  # 1536 cells: several tiles of 512, prefixes ending inside them
+    gen = torch.Generator().manual_seed(3)
+    d2d = m.sample_d2d(shape, gen, dtype=dtype)
+    state = m.initial_state(d2d, shape, gen, dtype=dtype)
+    count = torch.randint(0, 9, shape, generator=gen)
+    v = torch.where(torch.rand(shape, generator=gen) < 0.2, -1.5, 1.0).to(dtype)
+    w = torch.full(shape, 1e-7, dtype=dtype)
+    a = m.step(state, d2d, v, w, count, 7.0, torch.Generator().manual_seed(4))
+    monkeypatch.setattr(type(m), "compiled_trains", False)
+    b = m.step(state, d2d, v, w, count, 7.0, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0.0)
+    set_cells = (count > 0) & (v > 0)
+    assert float((a[..., 0] - state[..., 0])[set_cells].abs().min()) > 0  # pulsed cells moved
+    assert torch.equal(a[count == 0], state[count == 0])  # idle cells untouched
+    assert torch.all(a[..., 2][count > 0] == 7.0)

@@ -1,0 +1,74 @@
+"""Differential-pair reads (``mvm_pairs``): formed on the conductances where that is the
+same read (ideal ADC, no IR drop, no output noise), else the full read subtracted; and
+AnalogWeights reading its one-device pairs through them."""
+
+from __future__ import annotations
+
+import torch
+from scipy import stats
+
+from memhil.analog.mapping import WeightMapping
+from memhil.analog.weights import AnalogWeights
+from memhil.backends.sim import SimBackend
+from memhil.core.types import PulseSpec
+
+
+def pcm(**read) -> SimBackend:
+    sim = SimBackend({"rows": 24, "cols": 12, "seed": 4, "device": "pcm", "read": read})
+    counts = torch.randint(0, 8, sim.shape, generator=torch.Generator().manual_seed(5))
+    sim.pulse(None, 1.0, 100e-9, counts)
+    return sim
+
+
+PLUS, MINUS = slice(0, 6), slice(6, 12)
+
+
+def test_per_read_pairs_are_the_full_read_subtracted():
+    v = (torch.rand(5, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.2
+    a, b = pcm(dac_bits=8), pcm(dac_bits=8)  # same seed: the same realization drawn
+    full = b.mvm(v, tile=0)
+    pairs = a.mvm_pairs(v, PLUS, MINUS, tile=0)
+    # one product of differences vs a difference of products: float32 rounding only
+    assert torch.allclose(pairs, full[:, PLUS] - full[:, MINUS], rtol=1e-5, atol=1e-12)
+    assert a.clock.now() == b.clock.now()
+
+
+def test_with_an_adc_the_pairs_are_the_columns_read_through_it():
+    v = (torch.rand(5, 24, generator=torch.Generator().manual_seed(2)) * 2 - 1) * 0.2
+    a, b = pcm(adc_bits=6), pcm(adc_bits=6)
+    full = b.mvm(v, tile=0)
+    assert torch.equal(a.mvm_pairs(v, PLUS, MINUS, tile=0), full[:, PLUS] - full[:, MINUS])
+
+
+def test_per_sample_pairs_have_the_full_reads_distribution():
+    a, b = pcm(noise_mode="per_sample"), pcm(noise_mode="per_sample")
+    v = torch.linspace(-0.2, 0.2, 24).expand(4000, 24).contiguous()
+    pairs = a.mvm_pairs(v, PLUS, MINUS, tile=0).double()
+    full = b.mvm(v, tile=0).double()
+    diff = full[:, PLUS] - full[:, MINUS]
+    g, std = a._read_state()
+    mean = v[0].double() @ (g[0, :, PLUS] - g[0, :, MINUS]).double()
+    sd = torch.sqrt(v[0].double() ** 2 @ (std[0, :, PLUS] ** 2 + std[0, :, MINUS] ** 2).double())
+    # 4000 samples: s.e. of a mean sd/63, of a std ~1.1 %; bounds at ~5 s.e.
+    assert ((pairs.mean(0) - mean).abs() < 5 * sd / 4000**0.5).all()
+    assert torch.allclose(pairs.std(0), sd, rtol=0.06)
+    for k in range(6):  # seeded: deterministic
+        assert stats.ks_2samp(pairs[:, k].numpy(), diff[:, k].numpy()).pvalue > 1e-3
+
+
+def test_analog_weights_read_one_device_pairs_as_one_difference():
+    sim = SimBackend({"rows": 16, "cols": 16, "seed": 1, "device": {"model": "neurosim"}})
+    sim.pulse(None, 2.0, 80e-9, torch.randint(0, 20, sim.shape))
+    g_min, g_max = sim.model.conductance_range()
+    pulse = PulseSpec(amplitude_v=2.0, width_s=80e-9)
+    for layout in ("differential", "reference"):
+        m = WeightMapping(16, 6, g_min, g_max, layout=layout)
+        w = AnalogWeights(sim, m, pulse, PulseSpec(amplitude_v=-2.0, width_s=80e-9))
+        assert w._pairs is not None
+        x = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+        # noise-free array: x @ W.T of the weights the conductances encode (input scaling
+        # to v_read and back is exact up to float32 rounding)
+        want = x @ m.weights_from_conductance(sim.true_conductance()[0][:, m.cols]).t()
+        assert torch.allclose(w.matvec(x), want, rtol=1e-4, atol=1e-5)
+    multi = WeightMapping(16, 4, g_min, g_max, n_devices=2)
+    assert multi.pair_columns() is None  # sums of devices: the full read
