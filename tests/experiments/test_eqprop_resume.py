@@ -25,7 +25,7 @@ def test_an_exact_update_run_resumes_to_the_uninterrupted_result(
 ):
     path = experiment_file(
         "eqprop_iris.yaml",
-        train={"epochs": 3, "checkpoint_every": 1},
+        train={"epochs": 2, "checkpoint_every": 1},
         deploy={"updates": "exact"},
     )
     broken_db, clean_db = tmp_path / "broken.db", tmp_path / "clean.db"
