@@ -48,6 +48,7 @@ import yaml
 from experiment_runs import backend_label, parse_backend  # benchmarks/experiment_runs.py
 
 from memhil.algorithms.eqprop.devices import usable_range
+from memhil.core.errors import ConfigError
 from memhil.devices import build_device_model
 from memhil.store import RunStore
 from memhil.sweeps import run_sweep
@@ -327,7 +328,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     if args.from_db is not None:
         if not args.sweep:
             p.error("--from-db needs --sweep ID [ID ...]")
-        text = table_from_store(args.from_db, args.sweep)
+        try:
+            text = table_from_store(args.from_db, args.sweep)
+        except ConfigError as exc:  # no such sweep: one line, exit 2
+            p.error(str(exc))
         print(text)
         return text
     args.out.mkdir(parents=True, exist_ok=True)
