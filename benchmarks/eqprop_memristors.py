@@ -28,7 +28,7 @@ so ``--from-db DB --sweep ID ...`` reprints it without training.
     python benchmarks/eqprop_memristors.py --full     # ratios 2, 5, 10, 30, 100, 1000: 215 runs
     python benchmarks/eqprop_memristors.py --quick    # smoke: ratio 10, 2 seeds, 3 epochs
     python benchmarks/eqprop_memristors.py --with trajectory digits variability
-    python benchmarks/eqprop_memristors.py --backend mock_lab=examples/mock_station.yaml
+    python benchmarks/eqprop_memristors.py --backend mock_lab=examples/mock_hp_station.yaml
     python benchmarks/eqprop_memristors.py --from-db benchmarks/out/eqprop_memristors/runs.db --sweep 1 77 93 109
 """
 
