@@ -13,6 +13,12 @@ and the network reads the conductances back. The sweep files of ``examples/sweep
     eqprop_iris_seeds.yaml  the example file (2-2-3 on an 8 x 8 chip) over five seeds,
                             on ``--backend`` (sim, or a mock lab: only ``backend:`` changes)
 
+and, opt-in with ``--with``, the rows the in-process script printed before:
+
+    trajectory   eqprop_trajectory.yaml: the grid with ``deploy.inverse: trajectory``
+    digits       eqprop_digits.yaml: 64-32-10 on the 8x8 digits, exact and HP updates
+    variability  eqprop_variability{,_vteam}.yaml: the grid with every D2D/C2C spread 0
+
 Each runs through ``memhil.sweeps.run_sweep`` into ``--db``; the table (model x ratio, test
 accuracy mean ± sd over the seeds, the epochs and network of every row, collapsed runs
 flagged, mean update fidelity) is then built from the stored runs by ``table_from_store``,
@@ -21,13 +27,15 @@ so ``--from-db DB --sweep ID ...`` reprints it without training.
     python benchmarks/eqprop_memristors.py            # 110 runs of ~8 s: ~8 min on 2 idle cores
     python benchmarks/eqprop_memristors.py --full     # ratios 2, 5, 10, 30, 100, 1000: 215 runs
     python benchmarks/eqprop_memristors.py --quick    # smoke: ratio 10, 2 seeds, 3 epochs
-    python benchmarks/eqprop_memristors.py --backend mock_lab=examples/mock_station.yaml
+    python benchmarks/eqprop_memristors.py --with trajectory digits variability
+    python benchmarks/eqprop_memristors.py --backend mock_lab=examples/mock_hp_station.yaml
     python benchmarks/eqprop_memristors.py --from-db benchmarks/out/eqprop_memristors/runs.db --sweep 1 77 93 109
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from collections import defaultdict
@@ -40,6 +48,8 @@ import yaml
 from experiment_runs import backend_label, parse_backend  # benchmarks/experiment_runs.py
 
 from memhil.algorithms.eqprop.devices import usable_range
+from memhil.core.errors import ConfigError
+from memhil.devices import build_device_model
 from memhil.store import RunStore
 from memhil.sweeps import run_sweep
 from memhil.sweeps.results import sweep_definition, sweep_trials
@@ -49,6 +59,12 @@ SWEEPS = ROOT / "examples" / "sweeps"
 #: The device grid (simulator) and the example row (``--backend``), in table order.
 DEVICE_SWEEPS = ("eqprop_ideal", "eqprop_memristors", "eqprop_yakopcic")
 EXAMPLE_SWEEP = "eqprop_iris_seeds"
+#: Opt-in rows (``--with``): their sweep files.
+EXTRA_SWEEPS = {
+    "trajectory": ("eqprop_trajectory",),
+    "digits": ("eqprop_digits",),
+    "variability": ("eqprop_variability", "eqprop_variability_vteam"),
+}
 FULL_RATIOS = (2.0, 5.0, 10.0, 30.0, 100.0, 1000.0)
 R_ON_OHM = 100.0  # eqprop_iris_memristor.yaml's R_on: r_off_ohm = ratio x R_on
 #: The sweep key that sets R_off / R_on in each device sweep, and the value for a ratio.
@@ -56,6 +72,9 @@ RATIO_KEYS = {
     "eqprop_memristors": ("backend.sim.device.r_off_ohm", lambda r: r * R_ON_OHM),
     "eqprop_ideal": ("backend.sim.device.r_off_ohm", lambda r: r * R_ON_OHM),
     "eqprop_yakopcic": ("backend.sim.device.x0", lambda r: 1.0 / r),
+    "eqprop_trajectory": ("backend.sim.device.r_off_ohm", lambda r: r * R_ON_OHM),
+    "eqprop_variability": ("backend.sim.device.r_off_ohm", lambda r: r * R_ON_OHM),
+    "eqprop_variability_vteam": ("backend.sim.device.r_off_ohm", lambda r: r * R_ON_OHM),
 }
 MODEL_ORDER = ("ideal", "hp", "joglekar", "biolek", "prodromakis", "vteam", "yakopcic")
 
@@ -140,6 +159,21 @@ SHOWN_AXES = {
 }
 
 
+def _is_spread(axis: str) -> bool:
+    """A device-to-device (``*_dtod``) or cycle-to-cycle (``*_std``) spread of the device."""
+    return axis.startswith("backend.sim.device.") and axis.endswith(("_dtod", "_std"))
+
+
+def _spreads_zero(device: Any) -> bool:
+    """True when ``device`` (a stored device mapping) zeroes every D2D and C2C spread of
+    its model: the deterministic model (``memristor_device_config(variability=False)``)."""
+    if not isinstance(device, dict):
+        return False
+    params = dataclasses.asdict(build_device_model(device).p)
+    spreads = [v for k, v in params.items() if k.endswith(("_dtod", "_std"))]
+    return bool(spreads) and all(v == 0 for v in spreads)
+
+
 def _short(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={_short(v)}" for k, v in value.items())
@@ -163,6 +197,9 @@ def trial_row(
     label: str = "ideal" if exact else model_name
     if isinstance(backend, dict) and "sim" not in backend:
         label = f"{label} ({backend_label(backend)})"
+    if not exact and _spreads_zero(device):
+        label += " no-spread"
+        extra = {k: v for k, v in extra.items() if not _is_spread(k)}
     if extra:
         label += " " + " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in extra.items())
     lo, hi = usable_range(device) if device is not None else (math.nan, math.nan)
@@ -273,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> str:
         help="where the example row runs: sim (default, the file's simulator), "
         "mock_lab=STATION.yaml or station=BENCH.yaml; the device grid is a simulator study",
     )
+    p.add_argument(
+        "--with",
+        dest="extra",
+        nargs="+",
+        default=[],
+        choices=sorted(EXTRA_SWEEPS),
+        help="add the rows of these opt-in sweeps (see the module docstring)",
+    )
     p.add_argument("--sweep-files", nargs="+", type=Path, help="run these sweep files instead")
     p.add_argument("--no-example", action="store_true", help="leave out the example row")
     p.add_argument("--executor", choices=("ray", "inline"), default="ray")
@@ -283,7 +328,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     if args.from_db is not None:
         if not args.sweep:
             p.error("--from-db needs --sweep ID [ID ...]")
-        text = table_from_store(args.from_db, args.sweep)
+        try:
+            text = table_from_store(args.from_db, args.sweep)
+        except ConfigError as exc:  # no such sweep: one line, exit 2
+            p.error(str(exc))
         print(text)
         return text
     args.out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> str:
             args.executor = "inline"
         elif args.full:
             kw = {"ratios": FULL_RATIOS}
-        files = [derived_sweep(n, args.out, **kw) for n in DEVICE_SWEEPS]
+        names = [*DEVICE_SWEEPS, *(n for key in args.extra for n in EXTRA_SWEEPS[key])]
+        files = [derived_sweep(n, args.out, **kw) for n in names]
         if not args.no_example:
             ex: dict[str, Any] = {"seeds": [0, 1], "epochs": 2} if args.quick else {}
             files.append(derived_sweep(EXAMPLE_SWEEP, args.out, backend=args.backend, **ex))

@@ -5,6 +5,8 @@ reads with a constant conductance, on its own virtual clock."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -25,7 +27,13 @@ class DryBackend(Backend):
             has_prober = like.has_prober if isinstance(like, DryBackend) else like.site is not None
         self.has_prober: bool = has_prober
         self._v_read = like.read_voltage_v
+        # the real backend's configured device model (R_off, thresholds ...), asked for
+        # when a pre-flight needs it, so that it builds what the run builds
+        self._like_device_model = getattr(like, "device_model", None)
         self.ops: list[tuple[str, dict]] = []
+
+    def device_model(self) -> Any:
+        return None if self._like_device_model is None else self._like_device_model()
 
     @property
     def shape(self) -> tuple[int, int, int]:

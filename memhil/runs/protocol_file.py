@@ -258,7 +258,14 @@ def offline_backend(backend_cfg: Any, source: str | None = None) -> Any:
         reset_pulse=as_pulse(reset_pulse),
     )
     v_read = cfg.get("v_read")  # HardwareBackend's default read voltage when unset
+
+    def device_model() -> Any:  # as HardwareBackend.device_model, without connecting
+        from memhil.devices import build_device_model
+
+        return None if device is None else build_device_model(device)
+
     like = SimpleNamespace(
+        device_model=device_model,
         shape=(1, sc.chip.rows, sc.chip.cols),
         limits=limits,
         capabilities=caps,

@@ -14,6 +14,7 @@ from memhil.algorithms.eqprop.devices import (
     memristor_device_config,
     memristor_store,
     place_layers,
+    plan_pulses,
     usable_range,
 )
 from memhil.algorithms.eqprop.network import NetworkSpec, ResistiveNetwork
@@ -26,6 +27,7 @@ from memhil.algorithms.eqprop.training import (
 )
 from memhil.backends.sim import SimBackend
 from memhil.datasets import iris
+from memhil.devices import build_device_model
 from memhil.mock_hw.lab import MockLab
 from tests.backends import _mock_station
 
@@ -187,6 +189,47 @@ def test_device_update_realises_requested_change_through_backend():
         cos, ratio = store.update_fidelity[-1]
         # local linearisation of a smooth model over a +-5 % step: a few % error at most
         assert cos > 0.99 and ratio == pytest.approx(1.0, abs=0.05)
+
+
+def test_shortest_pulse_odds_follow_the_trajectory_not_the_slope():
+    """VTEAM at its 0.21 V SET with a 1 us shortest pulse (a bench's floor): one such pulse
+    crosses much of the window, so a small request is sent as that pulse with some odds.
+    Odds from the mean trajectory make the expected change the requested one; the slope's
+    linear extrapolation (dose / width_min) missed it by ~10x on VTEAM."""
+    cfg = memristor_device_config("vteam", 20.0, variability=False)
+    model = build_device_model(cfg)
+    up, down = (local_slope(cfg, v, w) for v, w in (model.nominal_set_pulse, (-0.03, 1e-6)))
+    p = model.p
+    g0, want, width_min, n = 2.0e-3, 2.0e-4, 1e-6, 20000
+    # what one shortest pulse really does to the deterministic device at g0
+    x0 = (1.0 / g0 - p.r_on_ohm) / (p.r_off_ohm - p.r_on_ohm)
+    gen = torch.Generator().manual_seed(0)
+    d2d = model.sample_d2d((1,), gen, dtype=torch.float64)
+    x1 = model.step(
+        torch.full((1, 1), x0, dtype=torch.float64),
+        d2d,
+        torch.full((1,), model.nominal_set_pulse[0], dtype=torch.float64),
+        torch.full((1,), width_min, dtype=torch.float64),
+        torch.ones(1, dtype=torch.int64),
+        0.0,
+        gen,
+    )
+    one_pulse_s = float(model.conductance(x1, d2d, 0.2, 0.0)[0]) - g0
+    assert one_pulse_s > 5 * want  # a coarse quantum: the case the odds are for
+    plan = plan_pulses(
+        torch.full((n,), g0, dtype=torch.float64),
+        torch.full((n,), want, dtype=torch.float64),
+        up,
+        down,
+        width_min_s=width_min,
+        max_dose=(1.0, 1.0),
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert bool((plan.width_s == width_min).all())  # every dose is below the floor
+    expected = float(plan.count.double().mean()) * one_pulse_s
+    # n = 20000 draws at odds ~0.07: the binomial mean's relative sd is ~2.7 %; 12 %
+    # allows 4 sd plus the trajectory table's interpolation error (~1 %)
+    assert expected == pytest.approx(want, rel=0.12)
 
 
 def test_training_through_mock_lab_hardware_backend(data):

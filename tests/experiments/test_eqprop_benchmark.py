@@ -1,6 +1,7 @@
 """benchmarks/eqprop_memristors.py prints its table from the run store: the table printed
 after running a (tiny) sweep equals the one ``--from-db`` rebuilds from the stored runs, and
-its cells are the stored trials' accuracies (mean ± sd over seeds)."""
+its cells are the stored trials' accuracies (mean ± sd over seeds); an opt-in row (the
+trajectory inverse, zero device spreads) is labelled from its stored configuration."""
 
 from __future__ import annotations
 
@@ -30,16 +31,36 @@ def test_table_from_store_reproduces_printed_table(tmp_path, monkeypatch, capsys
             }
         )
     )
+    # an opt-in row's kind (eqprop_trajectory.yaml, eqprop_variability.yaml): the
+    # trajectory inverse on the deterministic model, one seed
+    opt_in = tmp_path / "opt_in.yaml"
+    spreads = ("r_on_dtod", "r_off_dtod", "mu_v_dtod", "dx_std")
+    opt_in.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(base),
+                "name": "opt_in",
+                "grid": {
+                    "train.epochs": [1],
+                    "deploy.inverse": ["trajectory"],
+                    **{f"backend.sim.device.{k}": [0.0] for k in spreads},
+                },
+                "seeds": [0],
+            }
+        )
+    )
     db = tmp_path / "runs.db"
-    args = ["--sweep-files", str(sweep), "--db", str(db), "--out", str(tmp_path)]
+    args = ["--sweep-files", str(sweep), str(opt_in), "--db", str(db), "--out", str(tmp_path)]
     printed = bench.main([*args, "--executor", "inline"])
     assert "ideal" in printed and "hp" in printed
     with RunStore(db) as store:
-        sweep_id = int(store.runs()[0].run_id)
+        sweep_id, opt_in_id = (int(r.run_id) for r in store.runs() if "#" not in r.name)
         trials = sweep_trials(store, sweep_id)
     assert list(trials["status"]) == ["completed"] * 4
-    reprinted = bench.main(["--from-db", str(db), "--sweep", str(sweep_id)])
+    reprinted = bench.main(["--from-db", str(db), "--sweep", str(sweep_id), str(opt_in_id)])
     assert reprinted == printed
+    # the spreads axes collapse into one flag; the other axis names the row
+    assert any(line.startswith("hp no-spread inverse=trajectory") for line in printed.splitlines())
     # the ideal row's cell is the stored accuracies' mean ± sample sd, in %
     exact_trials = trials[trials["deploy.updates"] == "exact"]
     assert (exact_trials["set_pulses"] == 0).all()  # exact updates: nothing pulsed

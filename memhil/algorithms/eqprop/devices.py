@@ -82,6 +82,21 @@ class LocalSlope:
         d = (b - a) if self.amplitude_v > 0 else (a - b)
         return torch.where(torch.isnan(d), torch.full_like(d, float("inf")), d.clamp_min(0.0))
 
+    def trajectory_change(self, g_s: Tensor, dose: float) -> Tensor:
+        """|dG| that ``dose`` (s or pulses) moves a device from ``g_s`` along the tabulated
+        mean trajectory (saturating at the table's end, 0 where it stalls): what one
+        pulse of the shortest width really does, where the slope's linear extrapolation
+        overshoots a device that crosses much of its range in that pulse."""
+        t = self._time_table()
+        t0 = _interp(self.g_s, t, g_s)
+        t1 = t0 + dose if self.amplitude_v > 0 else t0 - dose
+        finite = torch.isfinite(t)
+        tf, gf = t[finite], self.g_s[finite]
+        keep = torch.cat([torch.tensor([True]), tf.diff() > 0])  # strictly increasing times
+        g1 = _interp(tf[keep], gf[keep], torch.nan_to_num(t1, posinf=float(tf[-1])))
+        stalled = ~torch.isfinite(t0)
+        return torch.where(stalled, torch.zeros_like(g1), (g1 - g_s.to(torch.float64)).abs())
+
     def _time_table(self) -> Tensor:
         s = 0.5 * (self.slope[1:] + self.slope[:-1])
         step = torch.where(
@@ -211,7 +226,10 @@ def plan_pulses(
     """Pulses that the linearised model says give ``delta_s`` from ``g_s``.
 
     ``width`` mode: one pulse of the dose's width; a dose below ``width_min_s`` becomes a
-    ``width_min_s`` pulse with probability dose / width_min (unbiased, no dead zone).
+    ``width_min_s`` pulse with probability |dG*| / |dG| of that pulse along the model's
+    mean trajectory (unbiased for the nominal model, no dead zone; dose / width_min, the
+    linear extrapolation, would overshoot where one shortest pulse crosses much of the
+    range, e.g. VTEAM near its threshold).
     ``count`` mode: stochastically rounded pulse count of the nominal width. Doses are
     capped at ``max_dose`` (SET, RESET): a device that the model says cannot move (slope
     0) gets the cap, not an endless pulse. ``inverse``: ``local`` linearises the model at
@@ -238,7 +256,14 @@ def plan_pulses(
     u = torch.rand(dose.shape, generator=generator, dtype=torch.float64)
     if mode == "width":
         short = dose < width_min_s
-        hit = u < dose / width_min_s
+        quantum = torch.where(
+            up,
+            set_slope.trajectory_change(g_s, width_min_s),
+            reset_slope.trajectory_change(g_s, width_min_s),
+        )
+        # where the trajectory stalls within the table, the linear extrapolation's odds
+        p_hit = torch.where(quantum > 0, mag / quantum.clamp_min(1e-300), dose / width_min_s)
+        hit = u < p_hit
         width = torch.where(short, torch.full_like(dose, width_min_s), dose)
         count = torch.where(short, hit, dose > 0).to(torch.int64)
     else:

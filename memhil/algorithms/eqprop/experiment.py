@@ -113,7 +113,8 @@ class EqPropDeploy:
     the initial conductances are programmed."""
 
     set_v: float | None = None
-    """SET amplitude (V); None: the device model's nominal SET pulse (with its width)."""
+    """SET amplitude (V); None: the backend's nominal SET pulse (``capabilities.set_pulse``,
+    a station's ``chip.set_pulse``), else the device model's (with its width)."""
     set_width_s: float | None = None
     reset_v: float | None = None
     reset_width_s: float | None = None
@@ -177,9 +178,16 @@ class EqPropExperiment(Experiment):
         self.g_min_s = lo if m.g_min_s is None else m.g_min_s
         self.g_max_s = hi if m.g_max_s is None else m.g_max_s
         pulses = []
+        # The backend's nominal pulses (a station's chip.set_pulse: what its bench can send,
+        # e.g. >= 1 us) before the model's (VTEAM's published 10 ns); equal on the simulator.
+        caps = backend.capabilities
+        set_nominal, reset_nominal = model.nominal_set_pulse, model.nominal_reset_pulse
+        if m.device is None:  # the backend's own devices
+            set_nominal = caps.set_pulse or set_nominal
+            reset_nominal = caps.reset_pulse or reset_nominal
         for v, w, nominal, key in (
-            (d.set_v, d.set_width_s, model.nominal_set_pulse, "deploy.set_v"),
-            (d.reset_v, d.reset_width_s, model.nominal_reset_pulse, "deploy.reset_v"),
+            (d.set_v, d.set_width_s, set_nominal, "deploy.set_v"),
+            (d.reset_v, d.reset_width_s, reset_nominal, "deploy.reset_v"),
         ):
             if v is None:
                 if nominal is None:
