@@ -245,7 +245,7 @@ def test_chronoamperometry_energy_limit_covers_the_whole_hold():
 def test_multi_bias_reads_the_chosen_columns_of_one_row(where, strategy, backend):
     dev = {"model": "volatile", "volatile_fraction": 0.0}  # no relaxation between reads
     b = backend(where, dev, rows=2, cols=3, strategy=strategy)
-    b.pulse([(0, 1, 2)], 1.0, 1e-6, 4)
+    b.pulse([(0, 1, 2)], 1.0, 1e-4, 4)  # 100 us: the shortest pulse of the cell path's 2636B
     g = b.read_conductance()
     pts = run(b, "multi_bias", {"row": 1, "cols": [0, 2], "v_bias_v": 0.2})
     assert [(p["row"], p["col"]) for p in pts] == [(1, 0), (1, 2)]
