@@ -14,9 +14,10 @@ Delayed recall at T = 1000, where the budget decides the ranking, is
 The table (one function of the store and a sweep id, so ``--from-db DB --sweep ID`` reprints
 it without training) gives per task and cell: the parameter count, test accuracy mean ± sd
 over the seeds with ``[k/n collapsed]`` beside it when any run predicted one class for
->= 90 % of the test set (``memhil.algorithms.metrics``), the share of seeds converged (test
-accuracy >= 0.95, digits 0.80, and not collapsed), the updates made against the cap, and
-per seed: accuracy, ``c`` when collapsed, and steps-to-converge (first update after which
+>= 90 % of the test set and ``[j/n miss a class]`` when another never predicted some class
+(``memhil.algorithms.metrics``), the share of seeds converged (test accuracy >= 0.95,
+digits 0.80, and neither flag), the updates made against the cap, and per seed: accuracy,
+``c`` when collapsed, ``p`` when a class is never predicted, and steps-to-converge (first update after which
 the 20-update mean mini-batch accuracy stays >= the threshold; ``-`` never). A second table
 gives the memory-unit diagnostics recorded every 25 updates (units switching on every blank
 step and mean |s_T|, first -> last record; largest cell-gradient norm).
@@ -48,7 +49,7 @@ from typing import Any
 import torch
 from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
 
-from memhil.algorithms.metrics import format_accuracy
+from memhil.algorithms.metrics import format_accuracy, is_partial_collapse
 from memhil.store import RunStore
 from memhil.sweeps import SweepFile, load_sweep_file, run_sweep
 from memhil.sweeps.results import sweep_definition, sweep_trials
@@ -82,6 +83,8 @@ CELL_NAMES = {
     "lru": "LRU",
     "mingru": "minGRU",
 }
+#: width of the accuracy column: "mean ± sd" with both flags
+ACC_WIDTH = 46
 TASK_NAMES = {
     "copy_first_input": "copy",
     "flip_flop": "flipflop",
@@ -170,9 +173,11 @@ def _nan_to_none(x: Any) -> int | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
 
 
-def seed_cell(acc: float, collapsed: bool, to_converge: int | None) -> str:
-    """One seed of a table row: accuracy, ``c`` when collapsed, / steps-to-converge."""
-    return f"{acc:.3f}{'c' if collapsed else ''}/{'-' if to_converge is None else to_converge}"
+def seed_cell(acc: float, collapsed: bool, to_converge: int | None, partial: bool = False) -> str:
+    """One seed of a table row: accuracy, ``c`` when collapsed, ``p`` when some class is
+    never predicted (a partial collapse), / steps-to-converge."""
+    flag = "c" if collapsed else "p" if partial else ""
+    return f"{acc:.3f}{flag}/{'-' if to_converge is None else to_converge}"
 
 
 def cmru_table(store: RunStore, sweep_id: int) -> str:
@@ -194,8 +199,8 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
         + ",".join(str(s) for s in sorted({r["seed"] for r in rows})),
     ]
     head = (
-        f"{'task':<9}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<30}"
-        f"{'conv.':>6}{'updates':>8}  per seed: acc[c]/steps-to-converge"
+        f"{'task':<9}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<{ACC_WIDTH}}"
+        f"{'conv.':>6}{'updates':>8}  per seed: acc[c|p]/steps-to-converge"
     )
     lines += [head, "-" * len(head)]
     diag_lines = []
@@ -204,16 +209,19 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
         m = [r["metrics"] for r in rs]
         accs = [float(x["accuracy"]) for x in m]
         coll = [bool(x["collapsed"]) for x in m]
+        part = [is_partial_collapse(x) for x in m]
         conv_at = [_nan_to_none(x["steps_to_converge"]) for x in m]
         threshold = float(rs[0]["config"]["train"]["converge_accuracy"])
-        conv = sum(a >= threshold and not c for a, c in zip(accs, coll)) / len(rs)
+        conv = sum(a >= threshold and not c and not p for a, c, p in zip(accs, coll, part)) / len(
+            rs
+        )
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        acc = format_accuracy(statistics.mean(accs), sd, sum(coll), len(rs))
+        acc = format_accuracy(statistics.mean(accs), sd, sum(coll), len(rs), sum(part))
         steps = statistics.mean(float(x["steps"]) for x in m)
-        per_seed = " ".join(seed_cell(a, c, s) for a, c, s in zip(accs, coll, conv_at))
+        per_seed = " ".join(map(seed_cell, accs, coll, conv_at, part))
         name = CELL_NAMES.get(cell, cell)
         lines.append(
-            f"{task:<9}{seq_len:>5}  {name:<7}{int(m[0]['parameters']):>7}  {acc:<30}"
+            f"{task:<9}{seq_len:>5}  {name:<7}{int(m[0]['parameters']):>7}  {acc:<{ACC_WIDTH}}"
             f"{conv:>6.2f}{steps:>8.0f}  {per_seed}"
         )
         diag = _diagnostics(rs)
