@@ -227,6 +227,7 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
         diag = _diagnostics(rs)
         if diag:
             diag_lines.append(f"{task:<9}{seq_len:>5}  {name:<7}{diag}")
+    lines += _length_table(groups)
     if diag_lines:
         head = f"{'task':<9}{'T':>5}  {'model':<7}{'blank units':>14}{'mean |s_T|':>16}{'grad cell':>11}"
         lines += [
@@ -238,6 +239,58 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
             *diag_lines,
         ]
     return "\n".join(lines)
+
+
+def _length_factors(metrics: dict[str, Any]) -> list[int]:
+    """The factors f of the ``length_x<f>_accuracy`` metrics a run recorded, ascending."""
+    out = []
+    for key, value in metrics.items():
+        if key.startswith("length_x") and key.endswith("_accuracy") and not _isnan(value):
+            out.append(int(key[len("length_x") : -len("_accuracy")]))
+    return sorted(out)
+
+
+def _isnan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _length_table(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Length generalisation per task and cell: test accuracy at T and at each recorded
+    f x T (mean ± sd over the seeds with the collapse flags); no lines when none recorded."""
+    rows = []
+    factors: list[int] = []
+    for (task, seq_len, cell), rs in groups.items():
+        fs = _length_factors(rs[0]["metrics"])
+        if not fs:
+            continue
+        factors = sorted({*factors, *fs})
+        cells = []
+        for prefix in ["", *(f"length_x{f}_" for f in fs)]:
+            m = [
+                {k[len(prefix) :]: v for k, v in r["metrics"].items() if k.startswith(prefix)}
+                for r in rs
+            ]
+            accs = [float(x["accuracy"]) for x in m]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            coll = sum(bool(x["collapsed"]) for x in m)
+            part = sum(is_partial_collapse(x) for x in m)
+            cells.append(format_accuracy(statistics.mean(accs), sd, coll, len(m), part))
+        name = CELL_NAMES.get(cell, cell)
+        rows.append((f"{task:<9}{seq_len:>5}  {name:<7}", cells))
+    if not rows:
+        return []
+    width = max(len(c) for _, cells in rows for c in cells) + 2
+    head = f"{'task':<9}{'T':>5}  {'model':<7}" + "".join(
+        f"{label:<{width}}" for label in ["at T", *(f"at {f}T" for f in factors)]
+    )
+    return [
+        "",
+        "length generalisation: trained at T, tested on sequences drawn anew at f x T "
+        "(test accuracy mean ± sd over the seeds)",
+        head,
+        "-" * len(head.rstrip()),
+        *(lead + "".join(f"{c:<{width}}" for c in cells) for lead, cells in rows),
+    ]
 
 
 def definition_name(store: RunStore, sweep_id: int) -> str:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import importlib
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 
 from memhil.algorithms.experiment import get_algorithm
-from memhil.algorithms.metrics import is_partial_collapse
+from memhil.algorithms.metrics import format_accuracy, is_partial_collapse
 from memhil.backends.sim import SimBackend
 from memhil.datasets import delayed_recall, flip_flop
 from memhil.store import RunStore
@@ -49,9 +50,13 @@ def bench(monkeypatch):
     return importlib.import_module("cmru"), importlib.import_module("cmru_budget")
 
 
-def direct(model: dict, train: dict, data, epochs: int) -> tuple[list[dict], dict]:
+def direct(
+    model: dict, train: dict, data, epochs: int, dataset: dict | None = None
+) -> tuple[list[dict], dict]:
     """The experiment run without the runner: per-epoch results and the final metrics."""
-    config = CMRU.configure(model, {**train, "epochs": epochs}, {"program": "none"})
+    config = CMRU.configure(
+        model, {**train, "epochs": epochs}, {"program": "none"}, dataset=dataset
+    )
     torch.manual_seed(config.train.seed)  # as the runner does before the build
     exp = CMRU(config, data, SimBackend({"rows": 8, "cols": 8}))
     epochs_out = [drive(exp.train_epoch(e))[0] for e in range(epochs)]
@@ -123,15 +128,32 @@ def test_the_cmru_table_reprints_from_the_store_with_the_runs_numbers(bench, tmp
     data = delayed_recall(8, n_train=32, n_test=16, seed=0)
     model = {"d_model": 4, "d_state": 2, "mlp_ratio": 2, "match_params_of": "cmru"}
     train = {**TINY_TRAIN, "batch_size": 8, "lr": 5e-3, "stop_accuracy": 0.99}
+    train["length_test_factors"] = [2, 10]  # as the shipped file: tested at 2T and 10T
     for cell in ("cmru", "lru"):
-        cells = []
+        cells, finals = [], []
         for seed in (0, 1):
-            _, final = direct({**model, "cell": cell}, {**train, "seed": seed}, data, 2)
+            _, final = direct({**model, "cell": cell}, {**train, "seed": seed}, data, 2, TINY_DATA)
             conv = None if math.isnan(final["steps_to_converge"]) else final["steps_to_converge"]
             part = is_partial_collapse(final)
             cells.append(cmru.seed_cell(final["accuracy"], bool(final["collapsed"]), conv, part))
-        row = next(line for line in printed.splitlines() if f" {cmru.CELL_NAMES[cell]} " in line)
+            finals.append(final)
+        name = cmru.CELL_NAMES[cell]
+        row = next(line for line in printed.splitlines() if f" {name} " in line)
         assert row.endswith(" ".join(cells)), (row, cells)
+        # the length-generalisation table: at T, 2T and 10T, from the same runs
+        section = printed.split("length generalisation")[1].split("memory-unit")[0]
+        length_row = next(line for line in section.splitlines() if f" {name} " in line)
+        for prefix in ("", "length_x2_", "length_x10_"):
+            accs = [f[prefix + "accuracy"] for f in finals]
+            coll = sum(bool(f[prefix + "collapsed"]) for f in finals)
+            part = sum(
+                f[prefix + "classes_never_predicted"] >= 1 and not f[prefix + "collapsed"]
+                for f in finals
+            )
+            sd = statistics.stdev(accs)
+            expect = format_accuracy(statistics.mean(accs), sd, coll, 2, part)
+            assert expect in length_row, (length_row, prefix, expect)
+    assert "at 10T" in printed
     with RunStore(db) as store:
         assert len(cmru.trial_rows(store, sweep_id)) == 4
 
