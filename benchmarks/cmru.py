@@ -17,8 +17,11 @@ over the seeds with ``[k/n collapsed]`` beside it when any run predicted one cla
 >= 90 % of the test set and ``[j/n miss a class]`` when another never predicted some class
 (``memhil.algorithms.metrics``), the share of seeds converged (test accuracy >= 0.95,
 digits 0.80, and neither flag), the updates made against the cap, and per seed: accuracy,
-``c`` when collapsed, ``p`` when a class is never predicted, and steps-to-converge (first update after which
-the 20-update mean mini-batch accuracy stays >= the threshold; ``-`` never). A second table
+``c`` when collapsed, ``p`` when a class is never predicted, and steps-to-converge (first
+update after which the 20-update mean mini-batch accuracy stays >= the threshold; ``-``
+never). A second table
+gives length generalisation where the runs recorded it (``train.length_test_factors``; the
+retention tasks: trained at T = 100, tested on sequences drawn anew at 2T and 10T). A third
 gives the memory-unit diagnostics recorded every 25 updates (units switching on every blank
 step and mean |s_T|, first -> last record; largest cell-gradient norm).
 

@@ -6,22 +6,26 @@ Each of BMRU, CMRU and αCMRU (learned ε; the backbone of ``benchmarks/cmru.py`
 parameter counts) trains per seed, without and with a length curriculum (first at most 300
 updates at T = 100), under a convergence criterion with the budget as a cap: a constant
 learning rate 5e-3, stop once the 20-update mean mini-batch accuracy reaches 0.99, at most
-2400 updates. With a constant rate a run capped at B updates is exactly the first B updates
+4800 updates. With a constant rate a run capped at B updates is exactly the first B updates
 of one capped at 2B, so the test accuracy the run records after every 300-update epoch IS
-the result at cap B (tested: ``tests/algorithms/test_cmru_sweeps.py``), and one run per
-model and seed gives every budget B = 300, 600, 1200, 2400.
+the result at cap B (tested: ``tests/experiments/test_cmru_sweeps.py``), and one run per
+model and seed gives every budget B = 300, 600, 1200, 2400, 4800.
 
 The table gives per curriculum setting, model and budget: test accuracy mean ± sd over the
-seeds with ``[k/n collapsed]`` (>= 90 % of the test predictions in one class), the change
-of the mean against the half budget (``*`` beyond ``--margin``), and per seed: accuracy,
-``c`` when collapsed, / steps-to-converge when reached within B (first update after which
-the 20-update mean mini-batch accuracy stays >= 0.95). Then the smallest budget from which
-on no measured doubling moves any model's mean by more than the margin, if there is one. Diagnostics
-(units switching on every blank step, mean |s_T|, first -> last record) show the plateau.
+seeds with ``[k/n collapsed]`` (>= 90 % of the test predictions in one class) and ``[j/n
+miss a class]`` (another run that never predicts some class: a partial collapse, e.g. the
+0.73-0.77 plateaus of delayed recall with 4 classes), the change of the mean against the
+half budget (``*`` beyond ``--margin``), and per seed: accuracy, ``c`` when collapsed, ``p``
+when a class is never predicted, / steps-to-converge when reached within B (first update
+after which the 20-update mean mini-batch accuracy stays >= 0.95). Diagnostics (units
+switching on every blank step, mean |s_T|, first -> last record) show the plateau. Then
+the verdict of each setting and model (the smallest budget from which on no measured
+doubling moves its mean by more than the margin, and the seeds still training at the cap,
+whose later updates nobody measured), and of each setting over all models.
 
 Cost: ~0.04 s per update at T = 1000 on an idle core (one torch thread; 0.1-0.3 s with the
-machine loaded); a seed that never converges takes the full 2400 updates (~2 min idle), one
-that converges stops early; the 30 trials take ~30-60 min idle, one after the other.
+machine loaded); a seed that never converges takes the full 4800 updates (~3-4 min idle),
+one that converges stops early; the 30 trials take ~40-90 min idle, one after the other.
 ``--quick``: T = 50, caps of 10/20/40 updates, one seed (a smoke run, ~1 min).
 
 Run: ``python benchmarks/cmru_budget.py [--db DB]``;
