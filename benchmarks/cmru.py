@@ -87,7 +87,7 @@ CELL_NAMES = {
     "mingru": "minGRU",
 }
 #: width of the accuracy column: "mean ± sd" with both flags
-ACC_WIDTH = 46
+ACC_WIDTH = 50
 TASK_NAMES = {
     "copy_first_input": "copy",
     "flip_flop": "flipflop",
