@@ -14,10 +14,14 @@ Delayed recall at T = 1000, where the budget decides the ranking, is
 The table (one function of the store and a sweep id, so ``--from-db DB --sweep ID`` reprints
 it without training) gives per task and cell: the parameter count, test accuracy mean ± sd
 over the seeds with ``[k/n collapsed]`` beside it when any run predicted one class for
->= 90 % of the test set (``memhil.algorithms.metrics``), the share of seeds converged (test
-accuracy >= 0.95, digits 0.80, and not collapsed), the updates made against the cap, and
-per seed: accuracy, ``c`` when collapsed, and steps-to-converge (first update after which
-the 20-update mean mini-batch accuracy stays >= the threshold; ``-`` never). A second table
+>= 90 % of the test set and ``[j/n miss a class]`` when another never predicted some class
+(``memhil.algorithms.metrics``), the share of seeds converged (test accuracy >= 0.95,
+digits 0.80, and neither flag), the updates made against the cap, and per seed: accuracy,
+``c`` when collapsed, ``p`` when a class is never predicted, and steps-to-converge (first
+update after which the 20-update mean mini-batch accuracy stays >= the threshold; ``-``
+never). A second table
+gives length generalisation where the runs recorded it (``train.length_test_factors``; the
+retention tasks: trained at T = 100, tested on sequences drawn anew at 2T and 10T). A third
 gives the memory-unit diagnostics recorded every 25 updates (units switching on every blank
 step and mean |s_T|, first -> last record; largest cell-gradient norm).
 
@@ -48,7 +52,7 @@ from typing import Any
 import torch
 from experiment_runs import add_run_options, run_example  # benchmarks/experiment_runs.py
 
-from memhil.algorithms.metrics import format_accuracy
+from memhil.algorithms.metrics import format_accuracy, is_partial_collapse
 from memhil.store import RunStore
 from memhil.sweeps import SweepFile, load_sweep_file, run_sweep
 from memhil.sweeps.results import sweep_definition, sweep_trials
@@ -82,6 +86,8 @@ CELL_NAMES = {
     "lru": "LRU",
     "mingru": "minGRU",
 }
+#: width of the accuracy column: "mean ± sd" with both flags
+ACC_WIDTH = 50
 TASK_NAMES = {
     "copy_first_input": "copy",
     "flip_flop": "flipflop",
@@ -170,9 +176,11 @@ def _nan_to_none(x: Any) -> int | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
 
 
-def seed_cell(acc: float, collapsed: bool, to_converge: int | None) -> str:
-    """One seed of a table row: accuracy, ``c`` when collapsed, / steps-to-converge."""
-    return f"{acc:.3f}{'c' if collapsed else ''}/{'-' if to_converge is None else to_converge}"
+def seed_cell(acc: float, collapsed: bool, to_converge: int | None, partial: bool = False) -> str:
+    """One seed of a table row: accuracy, ``c`` when collapsed, ``p`` when some class is
+    never predicted (a partial collapse), / steps-to-converge."""
+    flag = "c" if collapsed else "p" if partial else ""
+    return f"{acc:.3f}{flag}/{'-' if to_converge is None else to_converge}"
 
 
 def cmru_table(store: RunStore, sweep_id: int) -> str:
@@ -194,8 +202,8 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
         + ",".join(str(s) for s in sorted({r["seed"] for r in rows})),
     ]
     head = (
-        f"{'task':<9}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<30}"
-        f"{'conv.':>6}{'updates':>8}  per seed: acc[c]/steps-to-converge"
+        f"{'task':<9}{'T':>5}  {'model':<7}{'params':>7}  {'test acc (mean ± sd)':<{ACC_WIDTH}}"
+        f"{'conv.':>6}{'updates':>8}  per seed: acc[c|p]/steps-to-converge"
     )
     lines += [head, "-" * len(head)]
     diag_lines = []
@@ -204,21 +212,25 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
         m = [r["metrics"] for r in rs]
         accs = [float(x["accuracy"]) for x in m]
         coll = [bool(x["collapsed"]) for x in m]
+        part = [is_partial_collapse(x) for x in m]
         conv_at = [_nan_to_none(x["steps_to_converge"]) for x in m]
         threshold = float(rs[0]["config"]["train"]["converge_accuracy"])
-        conv = sum(a >= threshold and not c for a, c in zip(accs, coll)) / len(rs)
+        conv = sum(a >= threshold and not c and not p for a, c, p in zip(accs, coll, part)) / len(
+            rs
+        )
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        acc = format_accuracy(statistics.mean(accs), sd, sum(coll), len(rs))
+        acc = format_accuracy(statistics.mean(accs), sd, sum(coll), len(rs), sum(part))
         steps = statistics.mean(float(x["steps"]) for x in m)
-        per_seed = " ".join(seed_cell(a, c, s) for a, c, s in zip(accs, coll, conv_at))
+        per_seed = " ".join(map(seed_cell, accs, coll, conv_at, part))
         name = CELL_NAMES.get(cell, cell)
         lines.append(
-            f"{task:<9}{seq_len:>5}  {name:<7}{int(m[0]['parameters']):>7}  {acc:<30}"
+            f"{task:<9}{seq_len:>5}  {name:<7}{int(m[0]['parameters']):>7}  {acc:<{ACC_WIDTH}}"
             f"{conv:>6.2f}{steps:>8.0f}  {per_seed}"
         )
         diag = _diagnostics(rs)
         if diag:
             diag_lines.append(f"{task:<9}{seq_len:>5}  {name:<7}{diag}")
+    lines += _length_table(groups)
     if diag_lines:
         head = f"{'task':<9}{'T':>5}  {'model':<7}{'blank units':>14}{'mean |s_T|':>16}{'grad cell':>11}"
         lines += [
@@ -230,6 +242,58 @@ def cmru_table(store: RunStore, sweep_id: int) -> str:
             *diag_lines,
         ]
     return "\n".join(lines)
+
+
+def _length_factors(metrics: dict[str, Any]) -> list[int]:
+    """The factors f of the ``length_x<f>_accuracy`` metrics a run recorded, ascending."""
+    out = []
+    for key, value in metrics.items():
+        if key.startswith("length_x") and key.endswith("_accuracy") and not _isnan(value):
+            out.append(int(key[len("length_x") : -len("_accuracy")]))
+    return sorted(out)
+
+
+def _isnan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _length_table(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Length generalisation per task and cell: test accuracy at T and at each recorded
+    f x T (mean ± sd over the seeds with the collapse flags); no lines when none recorded."""
+    rows = []
+    factors: list[int] = []
+    for (task, seq_len, cell), rs in groups.items():
+        fs = _length_factors(rs[0]["metrics"])
+        if not fs:
+            continue
+        factors = sorted({*factors, *fs})
+        cells = []
+        for prefix in ["", *(f"length_x{f}_" for f in fs)]:
+            m = [
+                {k[len(prefix) :]: v for k, v in r["metrics"].items() if k.startswith(prefix)}
+                for r in rs
+            ]
+            accs = [float(x["accuracy"]) for x in m]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            coll = sum(bool(x["collapsed"]) for x in m)
+            part = sum(is_partial_collapse(x) for x in m)
+            cells.append(format_accuracy(statistics.mean(accs), sd, coll, len(m), part))
+        name = CELL_NAMES.get(cell, cell)
+        rows.append((f"{task:<9}{seq_len:>5}  {name:<7}", cells))
+    if not rows:
+        return []
+    width = max(len(c) for _, cells in rows for c in cells) + 2
+    head = f"{'task':<9}{'T':>5}  {'model':<7}" + "".join(
+        f"{label:<{width}}" for label in ["at T", *(f"at {f}T" for f in factors)]
+    )
+    return [
+        "",
+        "length generalisation: trained at T, tested on sequences drawn anew at f x T "
+        "(test accuracy mean ± sd over the seeds)",
+        head,
+        "-" * len(head.rstrip()),
+        *(lead + "".join(f"{c:<{width}}" for c in cells) for lead, cells in rows),
+    ]
 
 
 def definition_name(store: RunStore, sweep_id: int) -> str:

@@ -6,22 +6,26 @@ Each of BMRU, CMRU and αCMRU (learned ε; the backbone of ``benchmarks/cmru.py`
 parameter counts) trains per seed, without and with a length curriculum (first at most 300
 updates at T = 100), under a convergence criterion with the budget as a cap: a constant
 learning rate 5e-3, stop once the 20-update mean mini-batch accuracy reaches 0.99, at most
-2400 updates. With a constant rate a run capped at B updates is exactly the first B updates
+4800 updates. With a constant rate a run capped at B updates is exactly the first B updates
 of one capped at 2B, so the test accuracy the run records after every 300-update epoch IS
-the result at cap B (tested: ``tests/algorithms/test_cmru_sweeps.py``), and one run per
-model and seed gives every budget B = 300, 600, 1200, 2400.
+the result at cap B (tested: ``tests/experiments/test_cmru_sweeps.py``), and one run per
+model and seed gives every budget B = 300, 600, 1200, 2400, 4800.
 
 The table gives per curriculum setting, model and budget: test accuracy mean ± sd over the
-seeds with ``[k/n collapsed]`` (>= 90 % of the test predictions in one class), the change
-of the mean against the half budget (``*`` beyond ``--margin``), and per seed: accuracy,
-``c`` when collapsed, / steps-to-converge when reached within B (first update after which
-the 20-update mean mini-batch accuracy stays >= 0.95). Then the smallest budget from which
-on no measured doubling moves any model's mean by more than the margin, if there is one. Diagnostics
-(units switching on every blank step, mean |s_T|, first -> last record) show the plateau.
+seeds with ``[k/n collapsed]`` (>= 90 % of the test predictions in one class) and ``[j/n
+miss a class]`` (another run that never predicts some class: a partial collapse, e.g. the
+0.73-0.77 plateaus of delayed recall with 4 classes), the change of the mean against the
+half budget (``*`` beyond ``--margin``), and per seed: accuracy, ``c`` when collapsed, ``p``
+when a class is never predicted, / steps-to-converge when reached within B (first update
+after which the 20-update mean mini-batch accuracy stays >= 0.95). Diagnostics (units
+switching on every blank step, mean |s_T|, first -> last record) show the plateau. Then
+the verdict of each setting and model (the smallest budget from which on no measured
+doubling moves its mean by more than the margin, and the seeds still training at the cap,
+whose later updates nobody measured), and of each setting over all models.
 
 Cost: ~0.04 s per update at T = 1000 on an idle core (one torch thread; 0.1-0.3 s with the
-machine loaded); a seed that never converges takes the full 2400 updates (~2 min idle), one
-that converges stops early; the 30 trials take ~30-60 min idle, one after the other.
+machine loaded); a seed that never converges takes the full 4800 updates (~3-4 min idle),
+one that converges stops early; the 30 trials take ~40-90 min idle, one after the other.
 ``--quick``: T = 50, caps of 10/20/40 updates, one seed (a smoke run, ~1 min).
 
 Run: ``python benchmarks/cmru_budget.py [--db DB]``;
@@ -39,6 +43,7 @@ from typing import Any
 
 import torch
 from cmru import (  # benchmarks/cmru.py
+    ACC_WIDTH,
     CELL_NAMES,
     ROOT,
     run_into_store,
@@ -85,6 +90,18 @@ def _blank_units(points) -> str:
     return f"{a.iloc[0]:.0f}->{a.iloc[-1]:.0f} units, |s_T| {b.iloc[0]:.0f}->{b.iloc[-1]:.0f}"
 
 
+def _model_verdict(means: dict[int, float], margin: float, stopped: bool) -> int | None:
+    """The smallest budget from which on no measured doubling moves ``means`` (budget ->
+    mean accuracy) by more than ``margin``; a run set that every seed stopped before the
+    cap adds the doubling of the cap with Δ = 0 (the prefix property)."""
+    budgets = sorted(means)
+    deltas = {b: abs(means[2 * b] - means[b]) for b in budgets if 2 * b in means}
+    if stopped and budgets:
+        deltas[budgets[-1]] = 0.0
+    ok = [b for b in sorted(deltas) if all(d <= margin for b2, d in deltas.items() if b2 >= b)]
+    return ok[0] if ok else None
+
+
 def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
     """The budget table of sweep ``sweep_id`` (module docstring)."""
     rows = trial_rows(store, sweep_id)
@@ -102,6 +119,7 @@ def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
     verdict: dict[str, dict[int, float]] = {}  # setting -> budget -> largest |Δ| over models
     models_per_setting: dict[str, set[str]] = {}
     all_stopped: dict[str, bool] = {}  # setting -> every run stopped before the cap
+    per_model: list[str] = []  # the verdict of each setting and model
     for curriculum in dict.fromkeys(repr(r.get("train.curriculum")) for r in rows):
         rs_c = [r for r in rows if repr(r.get("train.curriculum")) == curriculum]
         cur = rs_c[0].get("train.curriculum")
@@ -112,8 +130,8 @@ def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
         )
         lines += ["", setting]
         head = (
-            f"{'model':<7}{'budget':>7}  {'test acc (mean ± sd)':<30}{'Δ vs B/2':>9}  "
-            "per seed: acc[c]/steps-to-converge (- : not within B)"
+            f"{'model':<7}{'budget':>7}  {'test acc (mean ± sd)':<{ACC_WIDTH}}{'Δ vs B/2':>9}  "
+            "per seed: acc[c|p]/steps-to-converge (- : not within B)"
         )
         lines += [head, "-" * len(head)]
         for cell in dict.fromkeys(r["model.cell"] for r in rs_c):
@@ -121,16 +139,21 @@ def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
             models_per_setting.setdefault(setting, set()).add(cell)
             accs_e = [_per_epoch(r["points"], "test_accuracy") for r in rs]
             coll_e = [_per_epoch(r["points"], "test_collapsed") for r in rs]
+            miss_e = [_per_epoch(r["points"], "test_classes_never_predicted") for r in rs]
             n_epochs = min(len(a) for a in accs_e)
             budgets = [
                 per_epoch * 2**k for k in range(20) if per_epoch * 2**k <= n_epochs * per_epoch
             ]
             prev = None
+            means: dict[int, float] = {}
             for b in budgets:
                 e = b // per_epoch - 1
                 accs = [a[e] for a in accs_e]
                 coll = [bool(c[e]) for c in coll_e]
+                # a partial collapse: some class never predicted (runs stored without it: no)
+                part = [not c and len(m) > e and m[e] >= 1 for c, m in zip(coll, miss_e)]
                 mean = statistics.mean(accs)
+                means[b] = mean
                 sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
                 conv = []
                 for r in rs:
@@ -143,10 +166,10 @@ def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
                     delta = f"{d:+.3f}{'*' if abs(d) > margin else ''}"
                     worst = verdict.setdefault(setting, {})
                     worst[b // 2] = max(worst.get(b // 2, 0.0), abs(d))
-                per_seed = " ".join(seed_cell(a, c, s) for a, c, s in zip(accs, coll, conv))
-                acc = format_accuracy(mean, sd, sum(coll), len(rs))
+                per_seed = " ".join(map(seed_cell, accs, coll, conv, part))
+                acc = format_accuracy(mean, sd, sum(coll), len(rs), sum(part))
                 lines.append(
-                    f"{CELL_NAMES.get(cell, cell):<7}{b:>7}  {acc:<30}{delta:>9}  {per_seed}"
+                    f"{CELL_NAMES.get(cell, cell):<7}{b:>7}  {acc:<{ACC_WIDTH}}{delta:>9}  {per_seed}"
                 )
                 prev = mean
             cap = n_epochs * per_epoch
@@ -161,12 +184,28 @@ def budget_table(store: RunStore, sweep_id: int, margin: float) -> str:
             diag = [_blank_units(r["points"]) for r in rs]
             if any(diag):
                 lines.append(f"{'':<16}diagnostics per seed: " + "; ".join(diag))
+            name = CELL_NAMES.get(cell, cell)
+            from_b = _model_verdict(means, margin, stopped)
+            running = [r["seed"] for r, n in zip(rs, made) if n >= cap]
+            text = (
+                f"stable within {margin} from B = {from_b} on"
+                if from_b is not None
+                else f"no measured budget is stable within {margin}"
+            )
+            if running:  # stable at the cap need not mean stable beyond it
+                text += (
+                    f"; seed(s) {','.join(map(str, running))} still training at the cap "
+                    f"{cap} (their later updates are unmeasured)"
+                )
+            per_model.append(f"{setting}, {name}: {text}")
+    lines.append("")
+    lines += per_model
     lines.append("")
     for setting, worst in verdict.items():
         if all_stopped.get(setting):  # the prefix property: doubling the cap changes nothing
             worst[max(worst) * 2] = 0.0
-        # the smallest B from which on no measured doubling moves a mean beyond the margin
-        # (a plateau where every seed is still collapsed at B and 2B must not pass alone)
+        # the smallest B from which on no measured doubling moves any model's mean beyond
+        # the margin
         ok = [b for b in sorted(worst) if all(d <= margin for b2, d in worst.items() if b2 >= b)]
         names = ", ".join(CELL_NAMES.get(c, c) for c in models_per_setting[setting])
         changes = ", ".join(f"{b}->{2 * b}: {d:.3f}" for b, d in sorted(worst.items()))

@@ -151,6 +151,9 @@ class ExperimentConfig:
     model: Any
     train: Any  # an instance of ``train_config`` (a TrainConfig subclass): epochs, seed ...
     deploy: Any
+    dataset: Mapping[str, Any] = field(default_factory=dict)
+    """The file's ``dataset:`` as a mapping (name and options; empty when built without a
+    file), for an algorithm that regenerates its data at other settings."""
 
 
 @dataclass(frozen=True)
@@ -202,14 +205,17 @@ class Experiment(ABC):
         deploy: Mapping[str, Any] | None,
         *,
         source: str | None = None,
+        dataset: Mapping[str, Any] | None = None,
     ) -> ExperimentConfig:
-        """The typed sections from an experiment file's mappings; unknown keys, wrong types
-        and values refused by a ``__post_init__`` raise ConfigError naming ``source`` and
-        ``model.<key>`` / ``train.<key>`` / ``deploy.<key>``."""
+        """The typed sections from an experiment file's mappings (and its ``dataset:``
+        spec, kept as given); unknown keys, wrong types and values refused by a
+        ``__post_init__`` raise ConfigError naming ``source`` and ``model.<key>`` /
+        ``train.<key>`` / ``deploy.<key>``."""
         return ExperimentConfig(
             model=from_mapping(cls.model_config, model, source=source, prefix="model"),
             train=from_mapping(cls.train_config, train, source=source, prefix="train"),
             deploy=from_mapping(cls.deploy_config, deploy, source=source, prefix="deploy"),
+            dataset=dict(dataset or {}),
         )
 
     # -- the phases ---------------------------------------------------------------------

@@ -3,13 +3,17 @@
 
 A model that predicts one class for every input scores the frequency of that class, e.g.
 66/256 = 0.258 on a 4-class test set; reported as "accuracy" that number looks like a weak
-model rather than one that learned nothing. Every classification result should carry
-:func:`prediction_summary` beside its accuracy (``docs/algorithms.md``).
+model rather than one that learned nothing. A partial collapse is subtler: a model that
+never predicts one of four balanced classes and gets the other three right scores ~0.75,
+far from any constant predictor, yet has not learned the task; the summary lists the
+classes never predicted. Every classification result should carry :func:`prediction_summary`
+beside its accuracy (``docs/algorithms.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +34,8 @@ COLLAPSE_FRACTION = 0.9
 class PredictionSummary:
     """Prediction histogram (counts per class), the most-predicted class and its share, the
     share of the most frequent label (the accuracy of a constant predictor; NaN without
-    labels) and the collapse flag at ``threshold``."""
+    labels), the collapse flag at ``threshold``, and the classes that occur among the labels
+    (all classes without labels) but are never predicted: a partial collapse."""
 
     counts: tuple[int, ...]
     top_class: int
@@ -38,6 +43,7 @@ class PredictionSummary:
     majority_fraction: float
     collapsed: bool
     threshold: float
+    never_predicted: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (results files)."""
@@ -48,6 +54,7 @@ class PredictionSummary:
             "majority_fraction": self.majority_fraction,
             "collapsed": self.collapsed,
             "collapse_threshold": self.threshold,
+            "never_predicted": list(self.never_predicted),
         }
 
     def metrics(self) -> dict[str, float]:
@@ -56,6 +63,7 @@ class PredictionSummary:
             "collapsed": float(self.collapsed),
             "top_class_fraction": self.top_fraction,
             "majority_fraction": self.majority_fraction,
+            "classes_never_predicted": float(len(self.never_predicted)),
         }
 
 
@@ -78,8 +86,9 @@ def prediction_summary(
     *,
     threshold: float = COLLAPSE_FRACTION,
 ) -> PredictionSummary:
-    """Histogram of ``predictions`` and whether one class takes >= ``threshold`` of them;
-    ``labels`` (same classes) give the constant-predictor accuracy to compare against."""
+    """Histogram of ``predictions``, whether one class takes >= ``threshold`` of them and
+    which classes are never predicted; ``labels`` (same classes) give the constant-predictor
+    accuracy to compare against and restrict "never predicted" to classes that occur."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"collapse threshold {threshold} must lie in (0, 1]")
     counts = prediction_histogram(predictions, n_classes)
@@ -87,9 +96,11 @@ def prediction_summary(
     top = int(counts.argmax())
     top_fraction = int(counts[top]) / total
     majority = float("nan")
+    occurring = torch.ones(n_classes, dtype=torch.bool)
     if labels is not None:
         label_counts = prediction_histogram(labels, n_classes)
         majority = int(label_counts.max()) / int(label_counts.sum())
+        occurring = label_counts > 0
     return PredictionSummary(
         counts=tuple(int(c) for c in counts),
         top_class=top,
@@ -97,14 +108,28 @@ def prediction_summary(
         majority_fraction=majority,
         collapsed=top_fraction >= threshold,
         threshold=threshold,
+        never_predicted=tuple(int(c) for c in torch.nonzero(occurring & (counts == 0)).flatten()),
     )
 
 
-def format_accuracy(mean: float, sd: float, n_collapsed: int, n_runs: int) -> str:
+def is_partial_collapse(summary: Mapping[str, float]) -> bool:
+    """Whether a run's stored collapse metrics (``PredictionSummary.metrics``) describe a
+    partial collapse: not collapsed, but some occurring class never predicted (False for
+    runs stored before ``classes_never_predicted`` existed)."""
+    missing = float(summary.get("classes_never_predicted", float("nan")))
+    return not bool(summary.get("collapsed")) and not math.isnan(missing) and missing >= 1
+
+
+def format_accuracy(
+    mean: float, sd: float, n_collapsed: int, n_runs: int, n_partial: int = 0
+) -> str:
     """``mean ± sd`` with ``[k/n collapsed]`` beside it when any run was a (near-)constant
-    predictor, so a table never shows such an accuracy without the flag."""
+    predictor and ``[j/n miss a class]`` when any other run never predicted some class, so a
+    table never shows such an accuracy without the flag."""
+    flags = [f"{n_collapsed}/{n_runs} collapsed"] if n_collapsed else []
+    flags += [f"{n_partial}/{n_runs} miss a class"] if n_partial else []
     text = f"{mean:.3f} ± {sd:.3f}"
-    return f"{text} [{n_collapsed}/{n_runs} collapsed]" if n_collapsed else text
+    return f"{text} [{', '.join(flags)}]" if flags else text
 
 
 def smooth(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:

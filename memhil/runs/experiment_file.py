@@ -257,7 +257,9 @@ def experiment_file_from_mapping(data: Mapping[str, Any], path: str | Path) -> E
             raise ConfigError(key, f"expected a mapping, got {type(sec).__name__}", src)
         sections[key] = dict(sec)
     try:
-        config = cls.configure(sections["model"], sections["train"], sections["deploy"], source=src)
+        config = cls.configure(
+            sections["model"], sections["train"], sections["deploy"], source=src, dataset=spec
+        )
     except ConfigError as exc:
         raise with_source(exc, src) from None
     run_name = data.get("name", path.stem)

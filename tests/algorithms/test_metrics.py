@@ -9,6 +9,7 @@ import torch
 from memhil.algorithms.metrics import (
     COLLAPSE_FRACTION,
     format_accuracy,
+    is_partial_collapse,
     prediction_histogram,
     prediction_summary,
     smooth,
@@ -62,6 +63,29 @@ def test_histogram_counts_any_shape_and_rejects_out_of_range():
 def test_format_accuracy_puts_the_flag_beside_a_collapsed_mean():
     assert format_accuracy(0.258, 0.0, 5, 5) == "0.258 ± 0.000 [5/5 collapsed]"
     assert format_accuracy(0.99, 0.01, 0, 5) == "0.990 ± 0.010"
+    assert format_accuracy(0.8, 0.1, 1, 5, 2) == "0.800 ± 0.100 [1/5 collapsed, 2/5 miss a class]"
+    assert format_accuracy(0.8, 0.1, 0, 5, 2) == "0.800 ± 0.100 [2/5 miss a class]"
+
+
+def test_a_plateau_that_never_predicts_one_of_four_classes_is_a_partial_collapse():
+    # the plateau of delayed recall: classes 0-2 right, class 3 answered as class 2
+    labels = _labels_with_66_of_class_2()
+    preds = torch.where(labels == 3, torch.tensor(2), labels)
+    summary = prediction_summary(preds, 4, labels)
+    assert float((preds == labels).float().mean()) == pytest.approx(193 / 256)  # 0.754
+    assert not summary.collapsed  # the top class takes 129/256: the 90 % flag misses it
+    assert summary.never_predicted == (3,)
+    assert summary.metrics()["classes_never_predicted"] == 1.0
+    assert summary.as_dict()["never_predicted"] == [3]
+    assert is_partial_collapse(summary.metrics())
+    # a class absent from the labels is not "missed"; without labels every class counts
+    assert prediction_summary(preds, 5, labels).never_predicted == (3,)
+    assert prediction_summary(preds, 5).never_predicted == (3, 4)
+    # a full collapse is flagged as collapsed, not as partial; old stored runs lack the key
+    constant = prediction_summary(torch.full((256,), 2), 4, labels).metrics()
+    assert constant["classes_never_predicted"] == 3.0 and not is_partial_collapse(constant)
+    assert not is_partial_collapse({"collapsed": 0.0, "top_class_fraction": 0.5})
+    assert not is_partial_collapse(prediction_summary(labels, 4, labels).metrics())
 
 
 def test_smooth_is_a_trailing_mean():

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import importlib
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 
 from memhil.algorithms.experiment import get_algorithm
+from memhil.algorithms.metrics import format_accuracy, is_partial_collapse
 from memhil.backends.sim import SimBackend
 from memhil.datasets import delayed_recall, flip_flop
 from memhil.store import RunStore
@@ -48,9 +50,13 @@ def bench(monkeypatch):
     return importlib.import_module("cmru"), importlib.import_module("cmru_budget")
 
 
-def direct(model: dict, train: dict, data, epochs: int) -> tuple[list[dict], dict]:
+def direct(
+    model: dict, train: dict, data, epochs: int, dataset: dict | None = None
+) -> tuple[list[dict], dict]:
     """The experiment run without the runner: per-epoch results and the final metrics."""
-    config = CMRU.configure(model, {**train, "epochs": epochs}, {"program": "none"})
+    config = CMRU.configure(
+        model, {**train, "epochs": epochs}, {"program": "none"}, dataset=dataset
+    )
     torch.manual_seed(config.train.seed)  # as the runner does before the build
     exp = CMRU(config, data, SimBackend({"rows": 8, "cols": 8}))
     epochs_out = [drive(exp.train_epoch(e))[0] for e in range(epochs)]
@@ -122,14 +128,32 @@ def test_the_cmru_table_reprints_from_the_store_with_the_runs_numbers(bench, tmp
     data = delayed_recall(8, n_train=32, n_test=16, seed=0)
     model = {"d_model": 4, "d_state": 2, "mlp_ratio": 2, "match_params_of": "cmru"}
     train = {**TINY_TRAIN, "batch_size": 8, "lr": 5e-3, "stop_accuracy": 0.99}
+    train["length_test_factors"] = [2, 10]  # as the shipped file: tested at 2T and 10T
     for cell in ("cmru", "lru"):
-        cells = []
+        cells, finals = [], []
         for seed in (0, 1):
-            _, final = direct({**model, "cell": cell}, {**train, "seed": seed}, data, 2)
+            _, final = direct({**model, "cell": cell}, {**train, "seed": seed}, data, 2, TINY_DATA)
             conv = None if math.isnan(final["steps_to_converge"]) else final["steps_to_converge"]
-            cells.append(cmru.seed_cell(final["accuracy"], bool(final["collapsed"]), conv))
-        row = next(line for line in printed.splitlines() if f" {cmru.CELL_NAMES[cell]} " in line)
+            part = is_partial_collapse(final)
+            cells.append(cmru.seed_cell(final["accuracy"], bool(final["collapsed"]), conv, part))
+            finals.append(final)
+        name = cmru.CELL_NAMES[cell]
+        row = next(line for line in printed.splitlines() if f" {name} " in line)
         assert row.endswith(" ".join(cells)), (row, cells)
+        # the length-generalisation table: at T, 2T and 10T, from the same runs
+        section = printed.split("length generalisation")[1].split("memory-unit")[0]
+        length_row = next(line for line in section.splitlines() if f" {name} " in line)
+        for prefix in ("", "length_x2_", "length_x10_"):
+            accs = [f[prefix + "accuracy"] for f in finals]
+            coll = sum(bool(f[prefix + "collapsed"]) for f in finals)
+            part = sum(
+                f[prefix + "classes_never_predicted"] >= 1 and not f[prefix + "collapsed"]
+                for f in finals
+            )
+            sd = statistics.stdev(accs)
+            expect = format_accuracy(statistics.mean(accs), sd, coll, 2, part)
+            assert expect in length_row, (length_row, prefix, expect)
+    assert "at 10T" in printed
     with RunStore(db) as store:
         assert len(cmru.trial_rows(store, sweep_id)) == 4
 
@@ -151,4 +175,41 @@ def test_the_budget_table_shows_at_cap_b_the_run_capped_at_b(bench, tmp_path, ca
         _, final = direct(model, train, data, epochs)
         row = next(line for line in table.splitlines() if line.startswith(f"BMRU {b:>9}"))
         assert f"{final['accuracy']:.3f}" in row.split()[2], (row, final)
+        # the per-seed cell carries the run's own flags: c collapsed, p a class never predicted
+        flag = "c" if final["collapsed"] else "p" if is_partial_collapse(final) else ""
+        assert row.split()[-1].startswith(f"{final['accuracy']:.3f}{flag}/"), (row, final)
     assert "doubling" in table
+    assert "without curriculum, BMRU: " in table  # the verdict of each setting and model
+
+
+def test_the_length_test_regenerates_the_files_dataset_at_2t_and_scores_it(tmp_path):
+    from memhil.algorithms.cmru.training import scores
+    from memhil.core.errors import ConfigError
+    from memhil.runs.experiment_file import experiment_file_from_mapping
+
+    file = {
+        "algorithm": "cmru",
+        "dataset": {**TINY_DATA, "seed": 3},
+        "model": {"d_model": 4, "d_state": 2, "mlp_ratio": 1},
+        "train": {"steps_per_epoch": 2, "batch_size": 8, "length_test_factors": [2, 3]},
+        "deploy": {"program": "none"},
+        "backend": {"sim": {"rows": 8, "cols": 8}},
+    }
+    ef = experiment_file_from_mapping(file, tmp_path / "length.yaml")
+    exp = CMRU(ef.config, ef.data, SimBackend({"rows": 8, "cols": 8}))
+    drive(exp.train_epoch(0))
+    drive(exp.deploy())
+    final = exp.evaluate()
+    # the generator of the file's dataset, its options kept, at 2T and 3T (one train sequence)
+    for f in (2, 3):
+        test = delayed_recall(8 * f, n_train=1, n_test=16, seed=3).test
+        expect = scores(exp.model, test)
+        assert {k: final[f"length_x{f}_{k}"] for k in expect} == expect
+    assert final["accuracy"] == scores(exp.model, exp.split.test)["accuracy"]  # T itself
+    # without a file's dataset spec there is nothing to regenerate: refused at the build
+    config = CMRU.configure({}, {"length_test_factors": [2]}, {"program": "none"})
+    with pytest.raises(ConfigError, match="dataset spec") as err:
+        CMRU(config, ef.data, SimBackend({"rows": 8, "cols": 8}))
+    assert err.value.key == "train.length_test_factors"
+    with pytest.raises(ConfigError, match=">= 1"):
+        CMRU.configure({}, {"length_test_factors": [0]}, {})

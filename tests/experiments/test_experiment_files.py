@@ -122,6 +122,7 @@ def test_a_training_run_on_the_mock_lab_records_the_same_kind_of_run(experiment_
         "collapsed",
         "top_class_fraction",
         "majority_fraction",
+        "classes_never_predicted",
     }
     assert backend["collapsed"] in (0.0, 1.0)
 

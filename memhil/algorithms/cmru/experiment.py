@@ -154,6 +154,10 @@ class CMRUTrain(TrainConfig):
     norms per group) every this many updates (0: never)."""
     curriculum: CMRUCurriculum | None = None
     """Train on another task first (None: no curriculum)."""
+    length_test_factors: tuple[int, ...] = ()
+    """Length generalisation: also test the final model on the dataset's generator called
+    again at ``seq_len`` = factor x the training T (e.g. [2, 10]: 2T and 10T), reported as
+    ``length_x<factor>_accuracy`` with its collapse metrics (empty: none)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -171,6 +175,8 @@ class CMRUTrain(TrainConfig):
         for key in ("lr", "clip"):
             require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        for f in self.length_test_factors:
+            require(f >= 1, "length_test_factors", f"factors must be >= 1, got {f}")
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,8 @@ class CMRUExperiment(Experiment):
         self.curriculum = None
         if t.curriculum is not None:
             self.curriculum = _generated(t.curriculum.dataset or {}, "train.curriculum.dataset")
+        if t.length_test_factors:
+            self._length_spec(1)  # the dataset spec regenerates: checked before any training
         self.trainer = Trainer(self.model, self._recipe(max(1, t.epochs * t.steps_per_epoch)))
         self.batch_accuracies: list[float] = []  # every update's, for steps-to-converge
         self.curriculum_steps = 0  # updates made on the curriculum task
@@ -330,7 +338,11 @@ class CMRUExperiment(Experiment):
         out = {"steps": float(self.trainer.steps)}
         if losses:
             out |= {"loss": sum(losses) / len(losses), "batch_accuracy": sum(accs) / len(accs)}
-        return out | {"test_accuracy": test["accuracy"], "test_collapsed": test["collapsed"]}
+        return out | {
+            "test_accuracy": test["accuracy"],
+            "test_collapsed": test["collapsed"],
+            "test_classes_never_predicted": test["classes_never_predicted"],
+        }
 
     def _training_metrics(self) -> dict[str, float]:
         """The budget a run used: updates made, steps-to-converge (NaN: never), and the
@@ -391,13 +403,34 @@ class CMRUExperiment(Experiment):
             yield deploy_step(places.index(name), len(places), progress, d.max_iterations)
         return deploy_metrics([report for _, report in layers])
 
+    def _length_spec(self, factor: int) -> dict[str, Any]:
+        """The dataset spec at ``factor`` x the training length, one training sequence."""
+        spec = dict(self.config.dataset)
+        key = "train.length_test_factors"
+        if not isinstance(spec.get("name"), str):
+            raise ConfigError(key, "needs the experiment's dataset spec (run from a file)")
+        extra = sorted(set(spec) & {"standardize", "features", "classes"})
+        if extra:
+            raise ConfigError(key, f"cannot regenerate a dataset with options {extra}")
+        return spec | {"seq_len": factor * self.split.seq_len, "n_train": 1}
+
+    def length_scores(self) -> dict[str, float]:
+        """Accuracy and collapse metrics at each ``train.length_test_factors`` x T: test
+        sets drawn anew from the generator at that length (train at T, test at 2T, 10T)."""
+        out: dict[str, float] = {}
+        for f in cast(CMRUTrain, self.config.train).length_test_factors:
+            test = _generated(self._length_spec(f), "train.length_test_factors").test
+            out |= {f"length_x{f}_{k}": v for k, v in scores(self.model, test).items()}
+        return out
+
     def evaluate(self) -> dict[str, float]:
         """Accuracy and the collapse flag on the backend (``deploy.program: none``: of the
-        float model), with the training budget used (``_training_metrics``)."""
+        float model), with the training budget used (``_training_metrics``) and the
+        length tests (``length_scores``)."""
         if self.float_model is None:
             raise RuntimeError("nothing is deployed yet: run deploy() first")
         # accuracy and the collapse flag from one pass
-        return scores(self.model, self.split.test) | self._training_metrics()
+        return scores(self.model, self.split.test) | self._training_metrics() | self.length_scores()
 
     def evaluate_float(self) -> dict[str, float]:
         model = self.float_model if self.float_model is not None else self.model
