@@ -398,7 +398,7 @@ def _train(
 
 
 #: metrics.PredictionSummary.metrics(): shown as a flag beside the headline, not as numbers
-_COLLAPSE = ("collapsed", "top_class_fraction", "majority_fraction")
+_COLLAPSE = ("collapsed", "top_class_fraction", "majority_fraction", "classes_never_predicted")
 
 
 def training_summary(df: Any, md: Mapping[str, Any]) -> list[str]:
@@ -435,6 +435,9 @@ def training_summary(df: Any, md: Mapping[str, Any]) -> list[str]:
                 f" [COLLAPSED: one class takes {100 * b['top_class_fraction']:.0f} % of the test "
                 f"predictions; a constant predictor scores {100 * b['majority_fraction']:.1f} %]"
             )
+        elif b.get("classes_never_predicted", 0) >= 1:  # a partial collapse, flagged too
+            n = int(b["classes_never_predicted"])
+            parts[0] += f" [PARTIAL COLLAPSE: {n} class{'es' if n > 1 else ''} never predicted]"
         if head in f:
             parts.append(f"{fmt(head, f[head])} in float")
         others = [f"{k} {fmt(k, v)}" for k, v in b.items() if k != head and k not in _COLLAPSE]

@@ -135,3 +135,21 @@ def test_a_training_run_summary_flags_a_collapsed_final_accuracy():
     assert "top_class_fraction" not in final  # the flag, not the raw numbers
     df.loc[df["metric"] == "collapsed", "value"] = 0.0
     assert "COLLAPSED" not in next(line for line in training_summary(df, {}) if "final" in line)
+
+
+def test_a_training_run_summary_flags_a_class_never_predicted():
+    import pandas as pd
+
+    from memhil.runs.experiment_run import training_summary
+
+    rows = [
+        ("backend", 1, -1, "accuracy", 0.766),
+        ("backend", 1, -1, "collapsed", 0.0),
+        ("backend", 1, -1, "top_class_fraction", 0.36),
+        ("backend", 1, -1, "majority_fraction", 0.27),
+        ("backend", 1, -1, "classes_never_predicted", 1.0),
+    ]
+    df = pd.DataFrame(rows, columns=["phase", "epoch", "step", "metric", "value"])
+    final = next(line for line in training_summary(df, {}) if "final" in line)
+    assert "accuracy 76.6 % on the backend [PARTIAL COLLAPSE: 1 class never predicted]" in final
+    assert "classes_never_predicted" not in final  # the flag, not the raw number
