@@ -16,7 +16,7 @@ from memhil.datasets import copy_first_input, pattern_generation
 from tests.experiments.test_mars_experiment import drive
 
 EPROP = get_algorithm("eprop")
-SIM = {"rows": 12, "cols": 8, "seed": 0}  # PCM: rows 4 inputs + 3 neurons, cols 2 x (3 + 1)
+SIM = {"rows": 4, "cols": 14, "seed": 0}  # PCM, side by side: 4 rows, 2 x (3 + 3 + 1) cols
 TASK = {"n_in": 4, "steps": 40, "n_samples": 3, "n_train": 2, "seed": 0}
 
 
@@ -73,8 +73,8 @@ def test_a_checkpoint_resumes_to_the_same_training_as_an_uninterrupted_run():
 
 
 def test_a_classification_set_trains_with_cross_entropy():
-    data = copy_first_input(30, n_symbols=2, n_train=4, n_test=4, seed=0)  # 3 channels
-    exp = build(SimBackend({**SIM, "cols": 10}), data=data, model={"loss": "ce", "ce_window": 5})
+    data = copy_first_input(30, n_symbols=2, n_train=4, n_test=4, seed=0)  # 3 channels, 2 classes
+    exp = build(SimBackend({**SIM, "cols": 16}), data=data, model={"loss": "ce", "ce_window": 5})
     drive(exp.prepare())
     metrics, _ = drive(exp.train_epoch(0))
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
