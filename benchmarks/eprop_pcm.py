@@ -273,12 +273,13 @@ def search_table_text(store: RunStore, sweep_id: int) -> str:
     by = done.groupby([done[a].map(repr) for a in axes], sort=False)
     means = by["train_loss"].mean().sort_values()
     n_points, worst = len(means), means.iloc[-1]
-    best = by.get_group(means.index[0]).iloc[0]
+    best_runs = by.get_group(means.index[0])
+    best = best_runs.iloc[0]
     keys = ", ".join(f"{a.rsplit('.', 1)[-1]} {best[a]:.3g}" for a in axes)
     return (
         f"{definition['name']} (sweep {sweep_id}): best of {n_points} points x "
-        f"{done['seed'].nunique()} seeds: train MSE {means.iloc[0]:.4f} ({keys}); "
-        f"points' means: median {means.median():.4f}, worst {worst:.4f}"
+        f"{done['seed'].nunique()} seeds: train MSE {_mean_sd(list(best_runs['train_loss']))} "
+        f"({keys}); points' means: median {means.median():.4f}, worst {worst:.4f}"
     )
 
 

@@ -127,8 +127,8 @@ def test_the_eprop_example_runs_on_a_mock_lab_of_its_station_file(experiment_fil
     station = EXAMPLES.parent / "mock_pcm_station.yaml"
     path = experiment_file(
         "eprop_pattern.yaml",
-        dataset={"n_in": 4, "steps": 20},
-        model={"n_rec": 3},
+        dataset={"n_in": 4, "steps": 10},
+        model={"n_rec": 3, "response_pulses": 3},  # each pulse is read back: 20 board reads
         train={"epochs": 1},
         backend={"mock_lab": str(station)},
     )
