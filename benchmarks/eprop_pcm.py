@@ -24,6 +24,7 @@ CPU time (one core, measured on a loaded 2-core box; wall time was 5-10x that):
     python benchmarks/eprop_pcm.py --quick      # smoke run: 10 x 10 network, 2 epochs, 2 seeds
     python benchmarks/eprop_pcm.py --from-db benchmarks/out/eprop_pcm/runs.db --sweep 1 [ID ...]
     python benchmarks/eprop_pcm.py --jobs 2     # trials on a local Ray of 2 CPUs (default: inline)
+    python benchmarks/eprop_pcm.py --epochs 60 --schemes ideal mixed_precision   # budget doubled
 
 ``--backend sim|mock_lab=STATION.yaml|station=BENCH.yaml`` runs the trials there instead
 (each network must fit the chip: the pre-flight refuses otherwise, in one line).
@@ -309,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend", default=None, type=parse_backend, help="sim, mock_lab=PATH or station=PATH"
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="override the epochs (a budget doubling: 60)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="trials at once (> 1: on Ray)")
     ap.add_argument(
         "--out",
@@ -335,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fixed: dict[str, Any] = dict(QUICK if args.quick else FULL if args.full else {})
     if args.backend is not None:
         fixed["backend"] = args.backend
+    if args.epochs is not None:
+        fixed["train.epochs"] = args.epochs
     seeds = args.seeds or ([0, 1] if args.quick else None)
     db = args.db or args.out / "runs.db"
     names = ([*SEARCHES] if args.search else []) + [SCHEMES]
