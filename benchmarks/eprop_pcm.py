@@ -18,7 +18,7 @@ CPU time (one core, measured on a loaded 2-core box; wall time was 5-10x that):
                                                 # CPU, multi (4 pairs per weight) ~half of it
     python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold (35 trials, ~6 min)
     python benchmarks/eprop_pcm.py --search     # + the held-out searches, one sweep per scheme
-                                                # (60 trials at 20 epochs, ~8 min)
+                                                # (106 trials at 20 epochs, ~20 min, half of it multi)
     python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences,
                                                 # 60 epochs, the same hyperparameters (~8x the CPU)
     python benchmarks/eprop_pcm.py --quick      # smoke run: 10 x 10 network, 2 epochs, 2 seeds
