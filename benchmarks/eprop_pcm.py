@@ -18,12 +18,13 @@ CPU time (one core, measured on a loaded 2-core box; wall time was 5-10x that):
                                                 # CPU, multi (4 pairs per weight) ~half of it
     python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold (35 trials, ~6 min)
     python benchmarks/eprop_pcm.py --search     # + the held-out searches, one sweep per scheme
-                                                # (60 trials at 20 epochs, ~8 min)
+                                                # (106 trials at 20 epochs, ~20 min, half of it multi)
     python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences,
                                                 # 60 epochs, the same hyperparameters (~8x the CPU)
     python benchmarks/eprop_pcm.py --quick      # smoke run: 10 x 10 network, 2 epochs, 2 seeds
     python benchmarks/eprop_pcm.py --from-db benchmarks/out/eprop_pcm/runs.db --sweep 1 [ID ...]
     python benchmarks/eprop_pcm.py --jobs 2     # trials on a local Ray of 2 CPUs (default: inline)
+    python benchmarks/eprop_pcm.py --epochs 60 --schemes ideal mixed_precision   # budget doubled
 
 ``--backend sim|mock_lab=STATION.yaml|station=BENCH.yaml`` runs the trials there instead
 (each network must fit the chip: the pre-flight refuses otherwise, in one line).
@@ -273,12 +274,13 @@ def search_table_text(store: RunStore, sweep_id: int) -> str:
     by = done.groupby([done[a].map(repr) for a in axes], sort=False)
     means = by["train_loss"].mean().sort_values()
     n_points, worst = len(means), means.iloc[-1]
-    best = by.get_group(means.index[0]).iloc[0]
+    best_runs = by.get_group(means.index[0])
+    best = best_runs.iloc[0]
     keys = ", ".join(f"{a.rsplit('.', 1)[-1]} {best[a]:.3g}" for a in axes)
     return (
         f"{definition['name']} (sweep {sweep_id}): best of {n_points} points x "
-        f"{done['seed'].nunique()} seeds: train MSE {means.iloc[0]:.4f} ({keys}); "
-        f"points' means: median {means.median():.4f}, worst {worst:.4f}"
+        f"{done['seed'].nunique()} seeds: train MSE {_mean_sd(list(best_runs['train_loss']))} "
+        f"({keys}); points' means: median {means.median():.4f}, worst {worst:.4f}"
     )
 
 
@@ -308,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend", default=None, type=parse_backend, help="sim, mock_lab=PATH or station=PATH"
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="override the epochs (a budget doubling: 60)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="trials at once (> 1: on Ray)")
     ap.add_argument(
         "--out",
@@ -334,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fixed: dict[str, Any] = dict(QUICK if args.quick else FULL if args.full else {})
     if args.backend is not None:
         fixed["backend"] = args.backend
+    if args.epochs is not None:
+        fixed["train.epochs"] = args.epochs
     seeds = args.seeds or ([0, 1] if args.quick else None)
     db = args.db or args.out / "runs.db"
     names = ([*SEARCHES] if args.search else []) + [SCHEMES]

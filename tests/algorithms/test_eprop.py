@@ -179,10 +179,13 @@ def test_gradient_check_against_bptt_on_ideal_devices():
 def test_placement_one_tile_per_matrix_or_packed_on_one_tile():
     maps = place_matrices((3, 8, 16), 5, 8, 2, 1, (1e-7, 1.2e-5))
     assert [m.tile for m in maps.values()] == [0, 1, 2]
-    packed = place_matrices((1, 13, 20), 5, 8, 2, 1, (1e-7, 1.2e-5))
-    assert packed["w_rec"].row_offset == 5 and packed["w_out"].col_offset == 16
-    with pytest.raises(ValueError, match="rows"):
-        place_matrices((1, 12, 20), 5, 8, 2, 1, (1e-7, 1.2e-5))
+    # one tile (a mock-lab or bench chip): side by side along the columns, by the shared
+    # placer (memhil.analog.placement.one_per_tile): 2 x 8 + 2 x 8 + 2 x 2 = 36 columns
+    packed = place_matrices((1, 8, 36), 5, 8, 2, 1, (1e-7, 1.2e-5))
+    assert {m.tile for m in packed.values()} == {0}
+    assert [(m.row_offset, m.col_offset) for m in packed.values()] == [(0, 0), (0, 16), (0, 32)]
+    with pytest.raises(ValueError, match="36 columns"):
+        place_matrices((1, 8, 35), 5, 8, 2, 1, (1e-7, 1.2e-5))
 
 
 def test_pcm_modes_and_unknown_names():
@@ -289,10 +292,10 @@ def test_device_update_follows_the_negative_gradient(device_mode, floor):
 
 def test_mock_lab_hardware_backend_end_to_end():
     """The same training loop on the HardwareBackend over the mock lab (array board, PCM
-    chip, one 8 x 10 tile holding all three matrices)."""
+    chip, one 4 x 18 array holding all three matrices side by side)."""
     station = {
         "name": "eprop-pcm",
-        "chip": {"rows": 8, "cols": 10, "device": "pcm"},
+        "chip": {"rows": 4, "cols": 18, "device": "pcm"},
         "limits": {
             "v_pulse_max_v": 3.0,
             "v_read_max_v": 0.5,

@@ -5,6 +5,8 @@ key; the shipped example runs through ``memhil run``."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -13,10 +15,13 @@ from memhil.backends.sim import SimBackend
 from memhil.cli import main
 from memhil.core.errors import ConfigError, LimitError
 from memhil.datasets import copy_first_input, pattern_generation
+from memhil.runs.experiment_run import run_experiment_file
+from memhil.store import RunStore
+from tests.experiments.conftest import EXAMPLES
 from tests.experiments.test_mars_experiment import drive
 
 EPROP = get_algorithm("eprop")
-SIM = {"rows": 12, "cols": 8, "seed": 0}  # PCM: rows 4 inputs + 3 neurons, cols 2 x (3 + 1)
+SIM = {"rows": 4, "cols": 14, "seed": 0}  # PCM, side by side: 4 rows, 2 x (3 + 3 + 1) cols
 TASK = {"n_in": 4, "steps": 40, "n_samples": 3, "n_train": 2, "seed": 0}
 
 
@@ -73,8 +78,8 @@ def test_a_checkpoint_resumes_to_the_same_training_as_an_uninterrupted_run():
 
 
 def test_a_classification_set_trains_with_cross_entropy():
-    data = copy_first_input(30, n_symbols=2, n_train=4, n_test=4, seed=0)  # 3 channels
-    exp = build(SimBackend({**SIM, "cols": 10}), data=data, model={"loss": "ce", "ce_window": 5})
+    data = copy_first_input(30, n_symbols=2, n_train=4, n_test=4, seed=0)  # 3 channels, 2 classes
+    exp = build(SimBackend({**SIM, "cols": 16}), data=data, model={"loss": "ce", "ce_window": 5})
     drive(exp.prepare())
     metrics, _ = drive(exp.train_epoch(0))
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -113,3 +118,29 @@ def test_the_eprop_example_runs_through_memhil_run(experiment_file, tmp_path, ca
     assert main(["run", str(path), "--db", str(tmp_path / "r.db"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "algorithm eprop" in out and "on the backend" in out and " SET" in out
+
+
+def test_the_eprop_example_runs_on_a_mock_lab_of_its_station_file(experiment_file, tmp_path):
+    """The example with only ``backend:`` (and, for time, its sizes) changed, on an
+    in-process mock lab of examples/mock_pcm_station.yaml: the three matrices side by side
+    on the one PCM array, reads over the array board, updates as its pulses."""
+    station = EXAMPLES.parent / "mock_pcm_station.yaml"
+    path = experiment_file(
+        "eprop_pattern.yaml",
+        dataset={"n_in": 4, "steps": 10},
+        model={"n_rec": 3, "response_pulses": 3},  # each pulse is read back: 20 board reads
+        train={"epochs": 1},
+        backend={"mock_lab": str(station)},
+    )
+    db = tmp_path / "runs.db"
+    rid = run_experiment_file(path, db=db, progress=False)
+    with RunStore(db) as store:
+        df = store.load(rid)
+        md = store.metadata(rid)
+        arrays = store.arrays(rid)
+    assert md["station_identity"]["kind"] == "mock_lab"
+    backend = df[df["phase"] == "backend"].set_index("metric")["value"]
+    assert math.isfinite(backend["train_loss"]) and backend["train_loss"] >= 0
+    pulses = df[df["metric"] == "set_pulses"]["value"]
+    assert pulses.max() > 0  # the network was written by the board's pulses
+    assert {n for n, _, _ in arrays} >= {"g_s.tile0"}  # one array: one snapshot tile

@@ -48,6 +48,7 @@ from memhil.algorithms.eprop.lif import (
     run_lif,
 )
 from memhil.analog.mapping import WeightMapping
+from memhil.analog.placement import one_per_tile
 from memhil.analog.pulse_response import PulseResponse, measure_set_response
 from memhil.analog.updates.schemes import SignUpdate, UpdateScheme, build_update_scheme
 from memhil.analog.weights import AnalogWeights, PulseSpec, PulseTally
@@ -273,28 +274,22 @@ def place_matrices(
     g_window_s: tuple[float, float],
     w_max: float = 1.0,
 ) -> dict[str, WeightMapping]:
-    """Mappings of W_in (n_rec, n_in), W_rec (n_rec, n_rec), W_out (n_out, n_rec).
-
-    With three or more tiles each matrix gets its own tile (a per-step recurrent read then
-    touches only the recurrent tile); otherwise all three share tile 0: W_in on the first
-    ``n_in`` rows, W_rec and W_out on the next ``n_rec`` rows (both read the spikes z),
-    side by side. Raises ValueError naming the sizes when they do not fit.
+    """Mappings of W_in (n_rec, n_in), W_rec (n_rec, n_rec), W_out (n_out, n_rec), placed by
+    ``memhil.analog.placement.one_per_tile``: with three or more tiles each matrix gets its
+    own (a per-step recurrent read then touches only the recurrent tile), otherwise the
+    three sit side by side along the columns of tile 0 (one chip of the mock lab or a
+    bench). Raises ValueError naming the sizes when they do not fit.
     """
     g_lo, g_hi = g_window_s
     kw: dict[str, Any] = {"g_lo_s": g_lo, "g_hi_s": g_hi, "w_max": w_max, "n_devices": n_devices}
-    if shape[0] >= 3:
-        maps = {
-            "w_in": WeightMapping(n_in, n_rec, tile=0, **kw),
-            "w_rec": WeightMapping(n_rec, n_rec, tile=1, **kw),
-            "w_out": WeightMapping(n_rec, n_out, tile=2, **kw),
-        }
-    else:
-        rec_cols = 2 * n_rec * n_devices
-        maps = {
-            "w_in": WeightMapping(n_in, n_rec, **kw),
-            "w_rec": WeightMapping(n_rec, n_rec, row_offset=n_in, **kw),
-            "w_out": WeightMapping(n_rec, n_out, row_offset=n_in, col_offset=rec_cols, **kw),
-        }
+    sizes = {"w_in": (n_in, n_rec), "w_rec": (n_rec, n_rec), "w_out": (n_rec, n_out)}
+    regions = one_per_tile(
+        [(rows, 2 * outs * n_devices) for rows, outs in sizes.values()], shape, names=list(sizes)
+    )
+    maps = {
+        k: WeightMapping(rows, outs, tile=r.tile, row_offset=r.row, col_offset=r.col, **kw)
+        for (k, (rows, outs)), r in zip(sizes.items(), regions)
+    }
     for m in maps.values():
         m.check_fits(shape)
     return maps
