@@ -1,22 +1,32 @@
 """Edge pruning of random RRAM weights vs programmed weights, from stored sweep runs
 (``docs/algorithms.md#pruning``; Li et al., arXiv 2311.07164).
 
-Per task (sklearn digits, and the generated MNIST-1D of ``memhil.datasets.mnist1d``),
-two sweep files of ``examples/sweeps/`` run into a run store:
+Per task, sweep files of ``examples/sweeps/`` run into a run store:
 
-* ``pruning_<task>_pruned``: the MLP's weights formed at random on a simulated
+* ``pruning_<task>_pruned``: the network's weights formed at random on a simulated
   stochastic-forming RRAM chip, edge-popup with fresh readouts and every mask flip
   programmed on the chip, tested by mvm on the chip;
-* ``pruning_<task>_programmed``: the same MLP trained in float, then programmed by
+* ``pruning_<task>_programmed``: the same network trained in float, then programmed by
   program-and-verify on a simulated PCM chip (its residual error is the write noise:
   no assumed percentage) or with an assumed write noise (15 %, 30 % of the target, 15 % of
-  the window) and 3 % read noise in software; ``ideal`` is the float network.
+  the window) and 3 % read noise in software; ``ideal`` is the float network;
+* with ``--ablation``: ``pruning_<task>_switch_limit`` (the switch-limit thresholds 5x
+  stricter, and off, with the mask flips each costs) and ``pruning_<task>_readout`` (the
+  random layers kept, only the readout trained).
 
-The table is built from the stored runs only (:func:`pruning_table`): accuracy mean ± sd
-over the seeds, ``c`` where a run collapsed (>= 90 % of its test predictions in one
-class, ``memhil.algorithms.metrics``), the budget, and the gap pruned - program-verify.
+Tasks: ``digits`` and ``mnist1d`` (MLPs; the default), and ``digits_cnn`` (CNN on 8 x 8
+digit images), ``vowels_crnn`` (CRNN on JapaneseVowels) and ``vessels_unet`` (U-Net on the
+generated vessel task, scored by PR-AUC); ``--full`` runs all five with the ablation.
 
-    python benchmarks/pruning.py [--tasks digits,mnist1d] [--out DIR] [--db PATH] [--quick]
+The table is built from the stored runs only (:func:`pruning_table`): the metric's mean ±
+sd over the seeds, ``c`` where a run collapsed (>= 90 % of its test predictions in one
+class, ``memhil.algorithms.metrics``), the budget, the gap pruned - program-verify, the
+mask flips of the ablation, and what doubling the budget changed where a task was run at
+E and 2E epochs (``--set train.epochs=E``, one store).
+
+    python benchmarks/pruning.py [--tasks digits,mnist1d] [--ablation] [--out DIR] [--db PATH] [--quick]
+    python benchmarks/pruning.py --full                                 # every network and the ablation
+    python benchmarks/pruning.py --tasks digits --set train.epochs=40   # another budget, same store
     python benchmarks/pruning.py --sweep-file MY_SWEEP.yaml [...]  # your own sweeps
     python benchmarks/pruning.py --from-db PATH --sweep ID [--sweep ID ...]  # reprint
     python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
