@@ -237,15 +237,15 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
     doubled = [(k, (k[0], k[1], 2 * k[2])) for k in facts if (k[0], k[1], 2 * k[2]) in facts]
     for (task, net, e), k2 in doubled:
         a, b = facts[(task, net, e)], facts[k2]
-        moved = [
-            f"{c} {100 * (b[f'{c}_mean'] - a[f'{c}_mean']):+.1f}"
-            for c in [*COLUMNS, "ideal"]
+        moved = {
+            c: 100 * (b[f"{c}_mean"] - a[f"{c}_mean"])
+            for c in COLUMNS
             if f"{c}_mean" in a and f"{c}_mean" in b
-        ]
+        }
         lines.append(
             f"{task} {net}: doubling the budget {e} -> {2 * e} epochs moved the means by "
-            + ", ".join(moved)
-            + " points"
+            + ", ".join(f"{c} {v:+.1f}" for c, v in moved.items())
+            + f" points (largest |change| {max(map(abs, moved.values()), default=math.nan):.1f})"
         )
     for (task, net, epochs), f in facts.items():
         seeds = sorted(f["seeds"])
