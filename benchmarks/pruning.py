@@ -204,7 +204,7 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
                 f["residual"] = float(point.get("write_error_window_mean", math.nan))
     shown = [c for c in COLUMNS if any(c in r for r in rows.values())]
     head = (
-        f"{'task':<15}{'network':<15}{'ep':>3} {'metric':<9}"
+        f"{'task':<17}{'network':<15}{'ep':>3} {'metric':<9}"
         + "".join(f"{c:>13}" for c in shown)
         + f"{'gap':>8}"
     )
@@ -214,9 +214,9 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
         f = facts[key]
         gap = f.get("pruned_mean", math.nan) - f.get("prog-verify_mean", math.nan)
         lines.append(
-            f"{task:<15}{net:<15}{epochs:>3} {f['metric']:<9}"
+            f"{task:<17}{net:<15}{epochs:>3} {f['metric']:<9}"
             + "".join(f"{row.get(c, '-'):>13}" for c in shown)
-            + f"{100 * gap:>+8.1f}"
+            + ("       -" if math.isnan(gap) else f"{100 * gap:>+8.1f}")
         )
     flips = {k: f for k, f in facts.items() if "pruned_flips" in f}
     if any("noSL_flips" in f or "SLx5_flips" in f for f in flips.values()):
@@ -225,13 +225,13 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             "mask flips during training (SET/RESET programming operations), mean over seeds",
         ]
         lines.append(
-            f"{'task':<15}{'network':<15}{'ep':>3}{'SL':>10}{'SLx5':>10}{'noSL':>10}"
+            f"{'task':<17}{'network':<15}{'ep':>3}{'SL':>10}{'SLx5':>10}{'noSL':>10}"
             f"{'noSL/SL':>9}{'noSL/SLx5':>10}"
         )
         for (task, net, epochs), f in flips.items():
             sl, x5, off = (f.get(f"{c}_flips", math.nan) for c in ("pruned", "SLx5", "noSL"))
             lines.append(
-                f"{task:<15}{net:<15}{epochs:>3}{sl:>10.0f}{x5:>10.0f}{off:>10.0f}"
+                f"{task:<17}{net:<15}{epochs:>3}{sl:>10.0f}{x5:>10.0f}{off:>10.0f}"
                 f"{off / sl:>9.1f}{off / x5:>10.1f}"
             )
     doubled = [(k, (k[0], k[1], 2 * k[2])) for k in facts if (k[0], k[1], 2 * k[2]) in facts]
