@@ -168,6 +168,18 @@ def _network(model: dict[str, Any]) -> str:
     return "MLP " + "-".join(str(s) for s in model["sizes"])
 
 
+def _mean_flips(store: RunStore, run_ids: Any) -> float:
+    """Mean over runs of the mask flips of training: the sum of each run's per-epoch
+    ``flips`` (what the final ``mask_flips`` holds; runs stored before it existed have
+    only the epochs)."""
+    totals = []
+    for rid in run_ids:
+        df = store.load(int(rid))
+        sel = df[(df["phase"] == "epoch") & (df["metric"] == "flips")]
+        totals.append(float(sel["value"].sum()))
+    return sum(totals) / len(totals) if totals else math.nan
+
+
 def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
     """The pruning table of sweeps ``sweep_ids`` in ``store``, from their stored runs only:
     one row per task, network and budget, one column per variant, the headline metric
@@ -196,8 +208,9 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             row[name] = _cell(point[f"{metric}_mean"], point[f"{metric}_sd"], collapsed)
             f[f"{name}_mean"] = float(point[f"{metric}_mean"])
             f[f"{name}_n"] = int(point["n"])
-            if "mask_flips_mean" in point and not math.isnan(point["mask_flips_mean"]):
-                f[f"{name}_flips"] = float(point["mask_flips_mean"])
+            if name in ("pruned", "SLx5", "noSL"):
+                at = done[[all(r[a] == point[a] for a in axes) for _, r in done.iterrows()]]
+                f[f"{name}_flips"] = _mean_flips(store, at["run_id"])
             if name == "prog-verify":
                 row["ideal"] = _cell(point[f"{metric}_float_mean"], point[f"{metric}_float_sd"])
                 f["ideal_mean"] = float(point[f"{metric}_float_mean"])
@@ -218,7 +231,7 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             + "".join(f"{row.get(c, '-'):>13}" for c in shown)
             + ("       -" if math.isnan(gap) else f"{100 * gap:>+8.1f}")
         )
-    flips = {k: f for k, f in facts.items() if "pruned_flips" in f}
+    flips = {k: f for k, f in facts.items() if "pruned_flips" in f or "noSL_flips" in f}
     if any("noSL_flips" in f or "SLx5_flips" in f for f in flips.values()):
         lines += [
             "",
