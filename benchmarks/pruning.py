@@ -1,22 +1,32 @@
 """Edge pruning of random RRAM weights vs programmed weights, from stored sweep runs
 (``docs/algorithms.md#pruning``; Li et al., arXiv 2311.07164).
 
-Per task (sklearn digits, and the generated MNIST-1D of ``memhil.datasets.mnist1d``),
-two sweep files of ``examples/sweeps/`` run into a run store:
+Per task, sweep files of ``examples/sweeps/`` run into a run store:
 
-* ``pruning_<task>_pruned``: the MLP's weights formed at random on a simulated
+* ``pruning_<task>_pruned``: the network's weights formed at random on a simulated
   stochastic-forming RRAM chip, edge-popup with fresh readouts and every mask flip
   programmed on the chip, tested by mvm on the chip;
-* ``pruning_<task>_programmed``: the same MLP trained in float, then programmed by
+* ``pruning_<task>_programmed``: the same network trained in float, then programmed by
   program-and-verify on a simulated PCM chip (its residual error is the write noise:
   no assumed percentage) or with an assumed write noise (15 %, 30 % of the target, 15 % of
-  the window) and 3 % read noise in software; ``ideal`` is the float network.
+  the window) and 3 % read noise in software; ``ideal`` is the float network;
+* with ``--ablation``: ``pruning_<task>_switch_limit`` (the switch-limit thresholds 5x
+  stricter, and off, with the mask flips each costs) and ``pruning_<task>_readout`` (the
+  random layers kept, only the readout trained).
 
-The table is built from the stored runs only (:func:`pruning_table`): accuracy mean ± sd
-over the seeds, ``c`` where a run collapsed (>= 90 % of its test predictions in one
-class, ``memhil.algorithms.metrics``), the budget, and the gap pruned - program-verify.
+Tasks: ``digits`` and ``mnist1d`` (MLPs; the default), and ``digits_cnn`` (CNN on 8 x 8
+digit images), ``vowels_crnn`` (CRNN on JapaneseVowels) and ``vessels_unet`` (U-Net on the
+generated vessel task, scored by PR-AUC); ``--full`` runs all five with the ablation.
 
-    python benchmarks/pruning.py [--tasks digits,mnist1d] [--out DIR] [--db PATH] [--quick]
+The table is built from the stored runs only (:func:`pruning_table`): the metric's mean ±
+sd over the seeds, ``c`` where a run collapsed (>= 90 % of its test predictions in one
+class, ``memhil.algorithms.metrics``), the budget, the gap pruned - program-verify, the
+mask flips of the ablation, and what doubling the budget changed where a task was run at
+E and 2E epochs (``--set train.epochs=E``, one store).
+
+    python benchmarks/pruning.py [--tasks digits,mnist1d] [--ablation] [--out DIR] [--db PATH] [--quick]
+    python benchmarks/pruning.py --full                                 # every network and the ablation
+    python benchmarks/pruning.py --tasks digits --set train.epochs=40   # another budget, same store
     python benchmarks/pruning.py --sweep-file MY_SWEEP.yaml [...]  # your own sweeps
     python benchmarks/pruning.py --from-db PATH --sweep ID [--sweep ID ...]  # reprint
     python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
@@ -48,18 +58,30 @@ from memhil.sweeps import run_sweep
 from memhil.sweeps.results import sweep_definition, sweep_table, trial_runs
 
 SWEEPS = Path(__file__).resolve().parents[1] / "examples" / "sweeps"
+#: Tasks the default run measures (MLPs), and the other networks of the old study (opt-in).
 TASKS = ("digits", "mnist1d")
+NETWORK_TASKS = ("digits_cnn", "vowels_crnn", "vessels_unet")
 METRICS = ["accuracy", "accuracy_float", "collapsed", "write_error_window"]
-#: Smoke-run overrides (a few seconds per trial): one epoch, a 16-unit hidden layer.
+#: Smoke-run overrides (a few seconds per trial): one epoch, small layers.
 QUICK_GRID: dict[str, dict[str, list]] = {
     "digits": {"train.epochs": [1], "model.sizes": [[64, 16, 10]]},
     "mnist1d": {"train.epochs": [1], "model.sizes": [[40, 16, 10]], "dataset.n_samples": [500]},
+    "digits_cnn": {"train.epochs": [1], "model.cnn": [{"channels": [8, 8], "hidden": 16}]},
+    "vowels_crnn": {"train.epochs": [1], "model.crnn": [{"channels": 8, "hidden": 16}]},
+    "vessels_unet": {
+        "train.epochs": [1],
+        "model.unet": [{"base": 4, "depth": 2}],
+        "dataset.n_train": [20],
+        "dataset.n_test": [8],
+    },
 }
 
 
-def sweep_files(task: str) -> list[Path]:
-    """The sweep files of ``task``: pruned, then its programmed baseline."""
-    return [SWEEPS / f"pruning_{task}_{kind}.yaml" for kind in ("pruned", "programmed")]
+def sweep_files(task: str, ablation: bool = False) -> list[Path]:
+    """The sweep files of ``task``: pruned, its programmed baseline, and with
+    ``ablation`` the switch-limit ablation and the readout-only baseline."""
+    kinds = ["pruned", "programmed"] + (["switch_limit", "readout"] if ablation else [])
+    return [SWEEPS / f"pruning_{task}_{kind}.yaml" for kind in kinds]
 
 
 def derived_sweep(
@@ -93,10 +115,31 @@ def derived_sweep(
 
 
 # -- the table, from the store only ------------------------------------------------------
+#: Accuracy columns, in order: the pruned network (switch limit as the paper, 5x stricter,
+#: off), the programmed baselines, the readout-only baseline, float.
+COLUMNS = [
+    "pruned",
+    "SLx5",
+    "noSL",
+    "prog-verify",
+    "noise15%",
+    "noise30%",
+    "noise15%win",
+    "readout",
+    "ideal",
+]
+
+
 def _variant(row: Any) -> str:
     """Column name of one point of a sweep's axes."""
-    if row.get("model.method", "pruned") != "programmed":
-        return "pruned"
+    method = row.get("model.method", "pruned")
+    if method == "readout_only":
+        return "readout"
+    if method != "programmed":
+        scale = float(row.get("train.switch_limit_scale", 1.0))
+        if row.get("train.switch_limit") is False or scale == 0:
+            return "noSL"
+        return "pruned" if scale == 1 else f"SLx{scale:g}"
     noise = row.get("deploy.write_noise")
     if not noise:
         return "prog-verify"
@@ -110,12 +153,41 @@ def _cell(mean: float, sd: float, collapsed: float = 0.0) -> str:
     return f"{100 * mean:5.1f}±{sd_txt}{'c' if collapsed > 0 else ' '}"
 
 
+def _network(model: dict[str, Any]) -> str:
+    """Short name of the network of a stored ``model:`` section."""
+    kind = model.get("kind", "mlp")
+    if kind == "cnn":
+        c = model.get("cnn") or {"channels": [32, 32], "hidden": 64}
+        return "CNN " + "-".join(map(str, [*c["channels"], c["hidden"]]))
+    if kind == "crnn":
+        c = model.get("crnn") or {"channels": 32, "hidden": 64}
+        return f"CRNN {c['channels']}-{c['hidden']}"
+    if kind == "unet":
+        c = model.get("unet") or {"base": 8, "depth": 2}
+        return f"U-Net {c['base']}x{c['depth']}"
+    return "MLP " + "-".join(str(s) for s in model["sizes"])
+
+
+def _mean_flips(store: RunStore, run_ids: Any) -> float:
+    """Mean over runs of the mask flips of training: the sum of each run's per-epoch
+    ``flips`` (what the final ``mask_flips`` holds; runs stored before it existed have
+    only the epochs)."""
+    totals = []
+    for rid in run_ids:
+        df = store.load(int(rid))
+        sel = df[(df["phase"] == "epoch") & (df["metric"] == "flips")]
+        totals.append(float(sel["value"].sum()))
+    return sum(totals) / len(totals) if totals else math.nan
+
+
 def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
     """The pruning table of sweeps ``sweep_ids`` in ``store``, from their stored runs only:
-    one row per task (dataset), one column per variant, accuracy mean ± sd over the
-    completed seeds; the budget and seeds; the gap pruned - program-verify."""
-    rows: dict[str, dict[str, str]] = {}
-    facts: dict[str, dict[str, Any]] = {}
+    one row per task, network and budget, one column per variant, the headline metric
+    (accuracy; PR-AUC for the U-Net) mean ± sd over the completed seeds; the gap pruned -
+    program-verify; the mask flips of the switch-limit ablation; for a task and network
+    measured at two budgets E and 2E, what doubling the budget changed."""
+    rows: dict[tuple[str, str, int], dict[str, str]] = {}
+    facts: dict[tuple[str, str, int], dict[str, Any]] = {}
     for sid in sweep_ids:
         table, axes, _ = sweep_table(store, sid)
         runs = trial_runs(store, sid)
@@ -124,47 +196,88 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             continue
         config = store.metadata(int(done["run_id"].iloc[0]))["experiment_config"]
         task = str(config["dataset"]["name"])
-        sizes = "-".join(str(s) for s in config["model"]["sizes"])
         train = config["train"]
-        f = facts.setdefault(
-            task,
-            {"model": sizes, "epochs": set(), "batch": train["batch_size"], "seeds": set()},
-        )
-        f["epochs"].add(int(train["epochs"]))
+        key = (task, _network(config["model"]), int(train["epochs"]))
+        metric = "pr_auc" if config["model"].get("kind") == "unet" else "accuracy"
+        f = facts.setdefault(key, {"batch": train["batch_size"], "seeds": set(), "metric": metric})
         f["seeds"].update(int(s) for s in done["seed"])
-        row = rows.setdefault(task, {})
+        row = rows.setdefault(key, {})
         for _, point in table.iterrows():
             name = _variant({a: point[a] for a in axes})
             collapsed = point.get("collapsed_mean", 0.0)
-            row[name] = _cell(point["accuracy_mean"], point["accuracy_sd"], collapsed)
-            f[f"{name}_mean"] = float(point["accuracy_mean"])
+            row[name] = _cell(point[f"{metric}_mean"], point[f"{metric}_sd"], collapsed)
+            f[f"{name}_mean"] = float(point[f"{metric}_mean"])
             f[f"{name}_n"] = int(point["n"])
+            if name in ("pruned", "SLx5", "noSL"):
+                at = done[[all(r[a] == point[a] for a in axes) for _, r in done.iterrows()]]
+                f[f"{name}_flips"] = _mean_flips(store, at["run_id"])
             if name == "prog-verify":
-                row["ideal"] = _cell(point["accuracy_float_mean"], point["accuracy_float_sd"])
+                row["ideal"] = _cell(point[f"{metric}_float_mean"], point[f"{metric}_float_sd"])
+                f["ideal_mean"] = float(point[f"{metric}_float_mean"])
                 f["residual"] = float(point.get("write_error_window_mean", math.nan))
-    columns = ["pruned", "prog-verify", "noise15%", "noise30%", "noise15%win", "ideal"]
-    head = f"{'task':<9}{'MLP':<11}" + "".join(f"{c:>13}" for c in columns) + f"{'gap':>8}"
+    shown = [c for c in COLUMNS if any(c in r for r in rows.values())]
+    head = (
+        f"{'task':<17}{'network':<15}{'ep':>3} {'metric':<9}"
+        + "".join(f"{c:>13}" for c in shown)
+        + f"{'gap':>8}"
+    )
     lines = [head, "-" * len(head)]
-    for task, row in rows.items():
-        f = facts[task]
+    for key, row in rows.items():
+        task, net, epochs = key
+        f = facts[key]
         gap = f.get("pruned_mean", math.nan) - f.get("prog-verify_mean", math.nan)
         lines.append(
-            f"{task:<9}{f['model']:<11}"
-            + "".join(f"{row.get(c, '-'):>13}" for c in columns)
-            + f"{100 * gap:>+8.1f}"
+            f"{task:<17}{net:<15}{epochs:>3} {f['metric']:<9}"
+            + "".join(f"{row.get(c, '-'):>13}" for c in shown)
+            + ("       -" if math.isnan(gap) else f"{100 * gap:>+8.1f}")
         )
-    for task, f in facts.items():
-        seeds = sorted(f["seeds"])
+    flips = {k: f for k, f in facts.items() if "pruned_flips" in f or "noSL_flips" in f}
+    if any("noSL_flips" in f or "SLx5_flips" in f for f in flips.values()):
+        lines += [
+            "",
+            "mask flips during training (SET/RESET programming operations), mean over seeds",
+        ]
         lines.append(
-            f"{task}: budget {'/'.join(map(str, sorted(f['epochs'])))} epochs of batch "
-            f"{f['batch']}; seeds {seeds} (n = {f.get('pruned_n', 0)} pruned, "
-            f"{f.get('prog-verify_n', 0)} programmed); program-and-verify residual "
-            f"{100 * f.get('residual', math.nan):.1f} % of the window (RMS)"
+            f"{'task':<17}{'network':<15}{'ep':>3}{'SL':>10}{'SLx5':>10}{'noSL':>10}"
+            f"{'noSL/SL':>9}{'noSL/SLx5':>10}"
+        )
+        for (task, net, epochs), f in flips.items():
+            sl, x5, off = (f.get(f"{c}_flips", math.nan) for c in ("pruned", "SLx5", "noSL"))
+            lines.append(
+                f"{task:<17}{net:<15}{epochs:>3}{sl:>10.0f}{x5:>10.0f}{off:>10.0f}"
+                f"{off / sl:>9.1f}{off / x5:>10.1f}"
+            )
+    doubled = [(k, (k[0], k[1], 2 * k[2])) for k in facts if (k[0], k[1], 2 * k[2]) in facts]
+    for (task, net, e), k2 in doubled:
+        a, b = facts[(task, net, e)], facts[k2]
+        moved = {
+            c: 100 * (b[f"{c}_mean"] - a[f"{c}_mean"])
+            for c in COLUMNS
+            if f"{c}_mean" in a and f"{c}_mean" in b
+        }
+        lines.append(
+            f"{task} {net}: doubling the budget {e} -> {2 * e} epochs moved the means by "
+            + ", ".join(f"{c} {v:+.1f}" for c, v in moved.items())
+            + f" points (largest |change| {max(map(abs, moved.values()), default=math.nan):.1f})"
+        )
+    for (task, net, epochs), f in facts.items():
+        seeds = sorted(f["seeds"])
+        residual = f.get("residual", math.nan)
+        verify = (
+            ""
+            if math.isnan(residual)
+            else f"; program-and-verify residual {100 * residual:.1f} % of the window (RMS)"
+        )
+        lines.append(
+            f"{task} {net}: budget {epochs} epochs of batch {f['batch']}; seeds {seeds} "
+            f"(n = {f.get('pruned_n', 0)} pruned, {f.get('prog-verify_n', 0)} programmed){verify}"
         )
     lines.append(
-        "accuracy % on the test set, mean ± sd over seeds; c: a run collapsed (>= 90 % of "
-        "its predictions in one class); gap = pruned - prog-verify (points); sweeps "
-        + ", ".join(map(str, sweep_ids))
+        "metric % on the test set (pr_auc: PR-AUC of the vessel pixels), mean ± sd over seeds; "
+        "c: a run collapsed (>= 90 % of its predictions in one class);\n"
+        "pruned: switch limit 1 % -> 0.7 % (paper), SLx5: 5 % -> 3.5 %, noSL: off; readout: "
+        "random layers on the chip, readout trained in float; gap = pruned - prog-verify "
+        "(points); sweeps " + ", ".join(map(str, sweep_ids))
     )
     return "\n".join(lines)
 
@@ -187,7 +300,21 @@ def print_from_db(db: Path, sweep_ids: Sequence[int]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated of {TASKS}")
+    ap.add_argument(
+        "--tasks",
+        default=",".join(TASKS),
+        help=f"comma-separated of {TASKS + NETWORK_TASKS} (default: the MLP tasks)",
+    )
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also the switch-limit ablation (5x stricter, off) and the readout-only baseline",
+    )
+    ap.add_argument(
+        "--full",
+        action="store_true",
+        help="every task (the CNN, CRNN and U-Net too) with --ablation",
+    )
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2 epochs (smoke run)")
     ap.add_argument("--from-db", type=Path, help="reprint the table of stored sweeps")
     ap.add_argument("--sweep", type=int, action="append", help="sweep id (with --from-db)")
@@ -221,17 +348,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     bad_set = [s for s in args.set if "=" not in s or not s.partition("=")[0]]
     if bad_set:
         ap.error(f"--set {bad_set[0]!r}: expected KEY=VALUE, e.g. train.epochs=5")
-    tasks = [t for t in args.tasks.split(",") if t]
-    bad = [t for t in tasks if t not in TASKS]
+    known = TASKS + NETWORK_TASKS
+    tasks = list(known) if args.full else [t for t in args.tasks.split(",") if t]
+    bad = [t for t in tasks if t not in known]
     if bad:
-        ap.error(f"--tasks: unknown task {bad[0]!r} (known: {', '.join(TASKS)})")
+        ap.error(f"--tasks: unknown task {bad[0]!r} (known: {', '.join(known)})")
     args.out.mkdir(parents=True, exist_ok=True)
     db = Path(args.db) if args.db else args.out / "pruning.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     jobs = (
         [(None, p) for p in args.sweep_file]
         if args.sweep_file
-        else [(t, p) for t in tasks for p in sweep_files(t)]
+        else [(t, p) for t in tasks for p in sweep_files(t, args.ablation or args.full)]
     )
     ids = []
     with tempfile.TemporaryDirectory(prefix="memhil-pruning-") as tmp:

@@ -93,6 +93,9 @@ def _coerce(value: Any, annotation: Any, key: str, source: str | None) -> Any:
     ):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # ``X | None``: X's own error, naming its nested key
+            return _coerce(value, options[0], key, source)
         errors = []
         for a in args:
             if a is type(None):

@@ -23,8 +23,8 @@ read noise in software (the usual percentage baseline).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -39,10 +39,12 @@ from memhil.algorithms.experiment import (
     Work,
     check_program_settings,
     check_pulse_request,
+    no_steps,
     register_algorithm,
 )
 from memhil.algorithms.metrics import prediction_summary
 from memhil.algorithms.pruning.edge_popup import (
+    FixedWeight,
     FloatWeight,
     FormingRecipe,
     HardwareWeights,
@@ -63,15 +65,29 @@ from memhil.algorithms.pruning.edge_popup import (
     set_read_index,
     weight_sources,
 )
-from memhil.algorithms.pruning.models import MLP, SourcedLinear
+from memhil.algorithms.pruning.models import (
+    MLP,
+    ConvRNN,
+    DigitCNN,
+    SourcedLinear,
+    SourceFactory,
+    UNet,
+    attach_layers,
+    layer_shapes,
+    run_layers_on,
+)
 from memhil.analog.linear import AnalogLinear
 from memhil.analog.program import program_weights_steps
 from memhil.backends.base import Backend
 from memhil.core.config import require
 from memhil.core.errors import ConfigError
+from memhil.datasets.containers import Split
 
 __all__ = [
     "AssumedWriteNoise",
+    "CNNShape",
+    "CRNNShape",
+    "UNetShape",
     "PruningDeploy",
     "PruningExperiment",
     "PruningModel",
@@ -101,15 +117,72 @@ class AssumedWriteNoise:
 
 
 @dataclass(frozen=True)
-class PruningModel:
-    """The MLP and how its random weights are drawn on the chip."""
+class CNNShape:
+    """``model.kind: cnn`` (8 x 8 images, ``models.DigitCNN``): two 3 x 3 convolutions and
+    a hidden fully connected layer before the readout."""
 
-    method: Literal["pruned", "programmed"] = "pruned"
+    channels: tuple[int, ...] = (32, 32)
+    hidden: int = 64
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.channels) == 2 and all(c >= 1 for c in self.channels),
+            "channels",
+            f"need two channel counts >= 1, got {list(self.channels)}",
+        )
+        require(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+
+
+@dataclass(frozen=True)
+class CRNNShape:
+    """``model.kind: crnn`` (sequences (N, T, D), ``models.ConvRNN``): a conv1d over time,
+    a ReLU RNN and a readout of the state averaged over the valid steps."""
+
+    channels: int = 32
+    hidden: int = 64
+
+    def __post_init__(self) -> None:
+        require(self.channels >= 1, "channels", f"must be >= 1, got {self.channels}")
+        require(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+
+
+@dataclass(frozen=True)
+class UNetShape:
+    """``model.kind: unet`` (images (N, 1, H, W) with per-pixel masks, ``models.UNet``):
+    ``depth`` downsamplings from ``base`` channels, doubling per level."""
+
+    base: int = 8
+    depth: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.base >= 1, "base", f"must be >= 1, got {self.base}")
+        require(1 <= self.depth <= 4, "depth", f"must lie in 1..4, got {self.depth}")
+
+
+#: The networks of ``models`` an experiment file can name, and the shape section of each.
+KINDS = ("mlp", "cnn", "crnn", "unet")
+
+
+@dataclass(frozen=True)
+class PruningModel:
+    """The network and how its random weights are drawn on the chip."""
+
+    method: Literal["pruned", "programmed", "readout_only"] = "pruned"
     """``pruned``: edge-popup on random weights formed on the chip; ``programmed``: the
-    baseline, float training then programming the weights (``deploy.write_noise``)."""
+    baseline, float training then programming the weights (``deploy.write_noise``);
+    ``readout_only``: the formed random weights kept as they are and only the readout
+    layer trained (in float), the baseline that shows what the pruning itself adds."""
+    kind: Literal["mlp", "cnn", "crnn", "unet"] = "mlp"
+    """The network (``memhil.algorithms.pruning.models``): ``mlp`` on tabular data
+    (``sizes``), ``cnn`` on 8 x 8 images, ``crnn`` on sequences, ``unet`` on per-pixel
+    segmentation; the last three read their section (``cnn:``, ``crnn:``, ``unet:``)."""
     sizes: tuple[int, ...] = (8, 4)
-    """(features, hidden..., classes); each layer (out, in) takes ``in`` rows and
-    ``2 out`` columns (differential pairs), placed side by side along a tile's columns."""
+    """``kind: mlp``: (features, hidden..., classes); each layer (out, in) takes ``in``
+    rows and ``2 out`` columns (differential pairs), placed side by side along a tile's
+    columns (so does every layer of the other kinds, a convolution as (out, in_ch k k))."""
+    cnn: CNNShape | None = None
+    crnn: CRNNShape | None = None
+    unet: UNetShape | None = None
     bits: int | None = 4
     """Activation quantization between layers (None: off)."""
     keep_fraction: float = 0.5
@@ -132,11 +205,18 @@ class PruningModel:
             "sizes",
             f"need (features, ..., classes), each >= 1, got {list(self.sizes)}",
         )
+        for other in KINDS[1:]:
+            require(
+                other == self.kind or getattr(self, other) is None,
+                other,
+                f"is the shape of model.kind {other}, but model.kind is {self.kind}",
+            )
         require(
             0 < self.keep_fraction <= 1,
             "keep_fraction",
             f"must lie in (0, 1], got {self.keep_fraction}",
         )
+        require(self.bits is None or self.bits >= 1, "bits", f"must be >= 1, got {self.bits}")
         require(self.bank_reads >= 1, "bank_reads", f"must be >= 1, got {self.bank_reads}")
         require(self.forming_width_s > 0, "forming_width_s", "must be > 0 s")
 
@@ -156,6 +236,9 @@ class PruningTrain(TrainConfig):
     switch_limit_start: float = 0.01
     switch_limit_end: float = 0.007
     switch_limit_steps: int = 15
+    switch_limit_scale: float = 1.0
+    """Both thresholds times this factor: 5 is the stricter rule of the ablation (5 % ->
+    3.5 %), 0 turns the rule off like ``switch_limit: false`` (every flip allowed)."""
     validation_fraction: float = 0.2
     """Held-out share of the training split that drives the switch-limit schedule."""
     in_loop: bool = True
@@ -166,6 +249,11 @@ class PruningTrain(TrainConfig):
         super().__post_init__()
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(
+            self.switch_limit_scale >= 0,
+            "switch_limit_scale",
+            f"must be >= 0, got {self.switch_limit_scale}",
+        )
         require(
             0 < self.validation_fraction < 1,
             "validation_fraction",
@@ -220,25 +308,18 @@ class PruningExperiment(Experiment):
 
     def __init__(self, config: ExperimentConfig, data: Any, backend: Backend):
         super().__init__(config, data, backend)
-        from memhil.datasets import ClassificationData
-
         m: PruningModel = config.model
         t: PruningTrain = config.train
         d: PruningDeploy = config.deploy
-        if not isinstance(data, ClassificationData) or data.train.x.dim() != 2:
-            raise ConfigError("dataset", "pruning's MLP takes tabular classification data (N, D)")
-        if m.sizes[0] != data.n_features or m.sizes[-1] != data.n_classes:
-            raise ConfigError(
-                "model.sizes",
-                f"{list(m.sizes)} must start with the dataset's {data.n_features} features "
-                f"and end with its {data.n_classes} classes",
-            )
-        self.train_data, self.val = data.with_validation(t.validation_fraction, t.seed)
-        self.shapes = [(m.sizes[i + 1], m.sizes[i]) for i in range(len(m.sizes) - 1)]
+        self.kind = m.kind
+        self._check_data(data)
+        self.train_data, self.val = self._validation_split(data, t)
+        self.build = self._builder(data)
+        self.shapes = [shape for _, shape, _ in layer_shapes(self.build)]
         try:
             self.mappings = layout_layers(self.shapes, backend.shape)
         except ValueError as exc:
-            raise ConfigError("model.sizes", f"{exc}") from None
+            raise ConfigError(f"model.{'sizes' if m.kind == 'mlp' else m.kind}", f"{exc}") from None
         self.signs = random_signs(self.shapes, t.seed if m.sign_seed is None else m.sign_seed)
         self.recipe = FormingRecipe(
             method=m.forming_method,
@@ -251,26 +332,119 @@ class PruningExperiment(Experiment):
             reset_pulse=None if d.reset_v is None else (d.reset_v, float(d.reset_width_s or 0)),
             compliance_a=d.compliance_a,
         )
-        if m.method == "pruned":
+        self.pruned = m.method == "pruned"
+        # pruned and readout-only: the weights are formed on the chip
+        self.on_hardware = m.method != "programmed"
+        if self.on_hardware:
             # placeholder banks until ``prepare`` measures the chip (or ``load_state`` restores)
             ones = [torch.ones(m.bank_reads, *s) for s in self.shapes]
             self._build(PairStates(ones, [0.01 * o for o in ones]))
         else:
             self._build_float()
         self.gen = torch.Generator().manual_seed(t.seed)
+        scale = t.switch_limit_scale
         self.schedule = (
-            ThresholdSchedule(t.switch_limit_start, t.switch_limit_end, t.switch_limit_steps)
-            if t.switch_limit
+            ThresholdSchedule(
+                scale * t.switch_limit_start, scale * t.switch_limit_end, t.switch_limit_steps
+            )
+            if t.switch_limit and scale > 0
             else None
         )
         self.best_val = -math.inf
         self.read_index = 0
         self.flips = 0
         self.on_chip = [torch.ones(s) for s in self.shapes]  # the masks programmed on the chip
-        self.pruned = m.method == "pruned"
         # ``programmed``: the layers as programmed by ``deploy`` (arrays or noisy copies)
         self.programmed: list[torch.nn.Module] = []
         self.write_error_window = math.nan
+
+    # -- the network and its data -----------------------------------------------------
+    def _check_data(self, data: Any) -> None:
+        """The dataset fits ``model.kind`` (ConfigError naming ``dataset`` or the model key)."""
+        from memhil.datasets import ClassificationData
+
+        m: PruningModel = self.config.model
+        if not isinstance(data, ClassificationData):
+            raise ConfigError(
+                "dataset", f"pruning takes a classification set, got {type(data).__name__}"
+            )
+        x, y = data.train.x, data.train.y
+        shape = tuple(x.shape[1:])
+        if m.kind == "mlp":
+            if x.dim() != 2:
+                raise ConfigError(
+                    "dataset", f"model.kind mlp takes tabular data (N, D), got (N, {shape})"
+                )
+            if m.sizes[0] != data.n_features or m.sizes[-1] != data.n_classes:
+                raise ConfigError(
+                    "model.sizes",
+                    f"{list(m.sizes)} must start with the dataset's {data.n_features} features "
+                    f"and end with its {data.n_classes} classes",
+                )
+        elif m.kind == "cnn" and shape != (1, 8, 8):
+            raise ConfigError(
+                "dataset",
+                f"model.kind cnn takes 8 x 8 one-channel images (N, 1, 8, 8) such as "
+                f"digit_images, got (N, {shape})",
+            )
+        elif m.kind == "crnn" and x.dim() != 3:
+            raise ConfigError(
+                "dataset", f"model.kind crnn takes sequences (N, T, D), got (N, {shape})"
+            )
+        elif m.kind == "unet":
+            depth = (m.unet or UNetShape()).depth
+            if x.dim() != 4 or y.dim() != 3 or tuple(y.shape[1:]) != tuple(x.shape[2:]):
+                raise ConfigError(
+                    "dataset",
+                    f"model.kind unet takes images (N, C, H, W) with masks (N, H, W) such as "
+                    f"vessels, got x (N, {shape}), y (N, {tuple(y.shape[1:])})",
+                )
+            if x.shape[2] % 2**depth or x.shape[3] % 2**depth:
+                raise ConfigError(
+                    "model.unet.depth",
+                    f"{depth} halvings need an image side divisible by {2**depth}, "
+                    f"got {tuple(x.shape[2:])}",
+                )
+
+    def _validation_split(self, data: Any, t: PruningTrain) -> tuple[Any, Split]:
+        """(data with the reduced training split, validation split): stratified by class,
+        or, for segmentation, the last images of the training split."""
+        if self.kind != "unet":
+            return data.with_validation(t.validation_fraction, t.seed)
+        n = len(data.train)
+        n_val = min(max(1, round(t.validation_fraction * n)), n - 1)
+        keep = torch.arange(n - n_val)
+        return replace(data, train=data.train.subset(keep)), data.train.subset(
+            torch.arange(n - n_val, n)
+        )
+
+    def _builder(self, data: Any) -> Callable[[SourceFactory], torch.nn.Module]:
+        """The network of ``model.kind`` from a weight-source factory."""
+        m: PruningModel = self.config.model
+        if m.kind == "cnn":
+            c = m.cnn or CNNShape()
+            return lambda f: DigitCNN(
+                f,
+                channels=tuple(c.channels),
+                hidden=c.hidden,
+                n_classes=data.n_classes,
+                bits=m.bits,
+            )
+        if m.kind == "crnn":
+            r = m.crnn or CRNNShape()
+            return lambda f: ConvRNN(
+                f,
+                n_in=data.n_features,
+                channels=r.channels,
+                hidden=r.hidden,
+                n_classes=data.n_classes,
+                bits=m.bits,
+            )
+        if m.kind == "unet":
+            u = m.unet or UNetShape()
+            n_in = int(data.train.x.shape[1])
+            return lambda f: UNet(f, base=u.base, depth=u.depth, n_in=n_in, bits=m.bits)
+        return lambda f: MLP(f, tuple(m.sizes), bits=m.bits)
 
     def _build(self, states: PairStates) -> None:
         """The network on readout banks ``states`` (keep/prune per layer), its optimizer
@@ -278,29 +452,25 @@ class PruningExperiment(Experiment):
         m: PruningModel = self.config.model
         t: PruningTrain = self.config.train
         hw = HardwareWeights(self.mappings, self.signs, states)
-        self.net = MLP(
-            hw.masked_factory(
-                keep_fraction=m.keep_fraction,
-                # in the loop the chip supplies the reprogramming noise
-                reprogram_noise_rel=0.0 if t.in_loop else 0.15,
-                seed=t.seed,
-            ),
-            tuple(m.sizes),
-            bits=m.bits,
-        )
+        if m.method == "readout_only":
+            self.net = self.build(hw.readout_only_factory(seed=t.seed))
+        else:
+            self.net = self.build(
+                hw.masked_factory(
+                    keep_fraction=m.keep_fraction,
+                    # in the loop the chip supplies the reprogramming noise
+                    reprogram_noise_rel=0.0 if t.in_loop else 0.15,
+                    seed=t.seed,
+                )
+            )
         self.bank_keep = [k[-1].clone() for k in states.keep]
         self.bank_prune = [p[-1].clone() for p in states.prune]
         self._optimizer()
 
     def _build_float(self) -> None:
-        """The baseline: the same MLP with trainable float weights (Kaiming init)."""
-        m: PruningModel = self.config.model
+        """The baseline: the same network with trainable float weights (Kaiming init)."""
         t: PruningTrain = self.config.train
-        self.net = MLP(
-            lambda name, shape, gain: FloatWeight(shape, gain=gain, seed=t.seed),
-            tuple(m.sizes),
-            bits=m.bits,
-        )
+        self.net = self.build(lambda name, shape, gain: FloatWeight(shape, gain=gain, seed=t.seed))
         self.bank_keep, self.bank_prune = [], []
         self._optimizer()
 
@@ -316,12 +486,21 @@ class PruningExperiment(Experiment):
     def _sources(self) -> list[MaskedWeight]:
         return [s for s in weight_sources(self.net) if isinstance(s, MaskedWeight)]
 
+    def _fixed(self) -> list[FixedWeight]:
+        return [s for s in weight_sources(self.net) if isinstance(s, FixedWeight)]
+
+    def _logits(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """The network's output; the CRNN pools its states over the valid steps."""
+        if self.kind == "crnn" and lengths is not None:
+            return self.net(x, lengths=lengths)
+        return self.net(x)
+
     # -- phases -----------------------------------------------------------------------
     def preflight(self) -> None:
         m: PruningModel = self.config.model
         d: PruningDeploy = self.config.deploy
         be = self.backend
-        if not self.pruned:
+        if not self.on_hardware:
             if d.write_noise is None:  # programmed on the backend: its pulses and reads
                 check_deploy_settings(be, *self._program_pulses())
                 be.limits.check_read(torch.tensor([INFERENCE_V]))
@@ -352,7 +531,7 @@ class PruningExperiment(Experiment):
     def prepare(self) -> Work:
         m: PruningModel = self.config.model
         be = self.backend
-        if not self.pruned:  # the baseline draws nothing on the chip
+        if not self.on_hardware:  # the baseline draws nothing on the chip
             yield Step(0, 1)
             return {}
         form_random_weights(be, active_cells_all(self.mappings, self.signs, be.shape), self.recipe)
@@ -360,17 +539,20 @@ class PruningExperiment(Experiment):
         states = measure_pair_states(be, self.mappings, self.signs, m.bank_reads, self.pulses)
         self._build(states)
         yield Step(1, 3)
-        # every weight is kept after the measurement: program the initial top-k masks
-        masks = masks_of(self.net)
-        dep = deploy_masks(be, self.mappings, self.signs, self.on_chip, masks, self.pulses)
-        self.on_chip = [mk.clone() for mk in masks]
+        n_reset = 0
+        if self.pruned:
+            # every weight is kept after the measurement: program the initial top-k masks
+            masks = masks_of(self.net)
+            dep = deploy_masks(be, self.mappings, self.signs, self.on_chip, masks, self.pulses)
+            self.on_chip = [mk.clone() for mk in masks]
+            n_reset = dep.n_reset
         yield Step(2, 3)
         keep = torch.cat([k.flatten() for k in self.bank_keep])
         prune = torch.cat([p.flatten() for p in self.bank_prune])
         return {
             "g_keep_mean_s": float(keep.mean()),
             "g_prune_mean_s": float(prune.mean()),
-            "cells_pruned": float(dep.n_reset),
+            "cells_pruned": float(n_reset),
         }
 
     def _fresh_readout(self) -> None:
@@ -391,7 +573,8 @@ class PruningExperiment(Experiment):
 
     def train_epoch(self, epoch: int) -> Work:
         t: PruningTrain = self.config.train
-        x, y = self.train_data.train.x.float(), self.train_data.train.y
+        split = self.train_data.train
+        x, y, lengths = split.x.float(), split.y, split.lengths
         batches = torch.randperm(len(y), generator=self.gen).split(t.batch_size)
         losses, flips = [], 0
         self.net.train()
@@ -400,7 +583,8 @@ class PruningExperiment(Experiment):
                 self._fresh_readout()
             set_read_index(self.net, self.read_index)
             self.read_index += 1
-            loss = F.cross_entropy(self.net(x[idx]), y[idx])
+            z = self._logits(x[idx], None if lengths is None else lengths[idx])
+            loss = F.cross_entropy(z, y[idx])
             self.opt.zero_grad()
             loss.backward()
             if t.grad_clip is not None:
@@ -414,29 +598,51 @@ class PruningExperiment(Experiment):
             losses.append(float(loss.detach()) * len(idx))
             yield Step(i, len(batches), {"loss": float(loss.detach()), "flips": float(n)})
         self.flips += flips
-        val = self._accuracy(self.val.x.float(), self.val.y)
+        val = self._scores(self.val)[self._selection_metric]
         if val > self.best_val:
             self.best_val = val
             if self.schedule is not None:
                 self.schedule.improved()
-        return {"loss": sum(losses) / len(y), "val_accuracy": val, "flips": float(flips)}
+        return {
+            "loss": sum(losses) / len(y),
+            f"val_{self._selection_metric}": val,
+            "flips": float(flips),
+        }
 
-    def _accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        return self._scores(x, y)["accuracy"]
+    @property
+    def _selection_metric(self) -> str:
+        """The validation metric that drives the switch-limit schedule: PR-AUC for the
+        segmentation (vessel pixels are few), accuracy otherwise."""
+        return "pr_auc" if self.kind == "unet" else "accuracy"
 
-    def _scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Accuracy and the collapse flag of the test predictions (metrics.prediction_summary)."""
+    def _scores(self, split: Split) -> dict[str, float]:
+        """Accuracy and the collapse flag of the predictions on ``split``
+        (metrics.prediction_summary); for the U-Net pixel accuracy, PR-AUC and ROC-AUC of
+        the vessel class over all pixels."""
         self.net.eval()
         set_read_index(self.net, 0)
         with torch.no_grad():
-            z = self.net(x)
-        pred = z.argmax(-1)
-        collapse = prediction_summary(pred, z.shape[-1], y).metrics()
-        return {"accuracy": float((pred == y).float().mean()), **collapse}
+            z = self._logits(split.x.float(), split.lengths)
+        pred = z.argmax(1)
+        accuracy = float((pred == split.y).float().mean())
+        if self.kind == "unet":
+            from sklearn.metrics import average_precision_score, roc_auc_score
+
+            p = torch.softmax(z, 1)[:, 1].flatten().numpy()
+            truth = split.y.flatten().numpy()
+            return {
+                "accuracy": accuracy,
+                "pr_auc": float(average_precision_score(truth, p)),
+                "roc_auc": float(roc_auc_score(truth, p)),
+            }
+        collapse = prediction_summary(pred, z.shape[-1], split.y).metrics()
+        return {"accuracy": accuracy, **collapse}
 
     def deploy(self) -> Work:
-        if not self.pruned:
+        if not self.on_hardware:
             return (yield from self._deploy_programmed())
+        if not self.pruned:  # readout-only: the formed weights stay as they are
+            return (yield from no_steps({}))
         masks = masks_of(self.net)
         changed = sum(int((a != b).sum()) for a, b in zip(self.on_chip, masks))
         if changed:  # trained in software: program the final masks now
@@ -511,40 +717,49 @@ class PruningExperiment(Experiment):
         return {**deploy_metrics(reports), "write_error_window": self.write_error_window}
 
     def evaluate(self) -> dict[str, float]:
-        """Test accuracy with every layer computed by ``mvm`` on the array (inputs scaled
-        per sample to at most ``INFERENCE_V`` volts on the rows); for the programmed
-        baseline, by its programmed layers (with the RMS residual conductance error)."""
-        if not self.pruned:
+        """Test metrics with every hardware layer computed by ``mvm`` on the array
+        (inputs scaled per row to at most ``INFERENCE_V`` volts; a convolution as its
+        im2col patches), with the mask flips of training; readout-only: its random layers
+        on the array, the trained readout in float; the programmed baseline: by its
+        programmed layers (with the RMS residual conductance error)."""
+        if not self.on_hardware:
             if not self.programmed:
                 raise RuntimeError("nothing is programmed yet: run deploy() first")
-            self.net.run_on(self.programmed)
+            run_layers_on(self.net, self.programmed)
             try:
-                scores = self._scores(self.data.test.x.float(), self.data.test.y)
+                scores = self._scores(self.data.test)
             finally:
-                self.net.run_on(None)
+                run_layers_on(self.net, None)
             if not math.isnan(self.write_error_window):
                 scores["write_error_window"] = self.write_error_window
             return scores
-        self.net.attach(self.backend, self.mappings)
+        sources = weight_sources(self.net)
+        on_array = [
+            None if isinstance(src, FloatWeight) else mp for src, mp in zip(sources, self.mappings)
+        ]
+        attach_layers(self.net, self.backend, on_array)
         try:
-            scores = self._scores(self.data.test.x.float(), self.data.test.y)
+            scores = self._scores(self.data.test)
         finally:
-            self.net.attach(None)
+            attach_layers(self.net, None, None)
+        if self.pruned:
+            scores["mask_flips"] = float(self.flips)
         return scores
 
     def evaluate_float(self) -> dict[str, float]:
-        """Test accuracy on the last readouts of each state, without read noise (the
+        """Test metrics on the last readouts of each state, without read noise (the
         programmed baseline: its trained float weights)."""
         for i, src in enumerate(self._sources()):
             src.keep = self.bank_keep[i][None].clone()
             src.prune = self.bank_prune[i][None].clone()
-        return self._scores(self.data.test.x.float(), self.data.test.y)
+        return self._scores(self.data.test)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "net": {k: v.clone() for k, v in self.net.state_dict().items()},
             "scales": [s.scale for s in self._sources()],
+            "fixed_scales": [s.scale for s in self._fixed()],
             "source_gens": [s._gen.get_state() for s in self._sources()],
             "source_flips": [s.flips for s in self._sources()],
             "opt": self.opt.state_dict(),
@@ -571,6 +786,8 @@ class PruningExperiment(Experiment):
         ):
             src.scale, src.flips = float(scale), int(f)
             src._gen.set_state(g)
+        for fixed, scale in zip(self._fixed(), state.get("fixed_scales", [])):
+            fixed.scale = float(scale)
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.gen.set_state(state["gen"])

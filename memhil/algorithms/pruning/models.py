@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,6 @@ from torch import Tensor, nn
 
 from memhil.algorithms.pruning.edge_popup import (
     FloatWeight,
-    MaskedWeight,
     WeightSource,
     backend_linear,
     quantize_activations,
@@ -34,11 +32,15 @@ RELU_GAIN = math.sqrt(2.0)
 READOUT_GAIN = 4.0
 
 
-class SourcedLinear(nn.Module):
-    """y = x W^T with W from a source; with :meth:`attach` the product is read from the
-    array through ``mvm`` instead (analog inference of a deployed layer), with
-    :meth:`run_on` from any module that computes it (an ``AnalogLinear`` holding
-    programmed weights)."""
+#: Rows per ``mvm`` request when a layer runs on the array (bounds the row-voltage matrix).
+MVM_CHUNK = 8192
+
+
+class SourcedLayer(nn.Module):
+    """A layer whose (out, in) weight matrix comes from a source; with :meth:`attach` its
+    products are read from the array through ``mvm`` (analog inference of a deployed
+    layer), with :meth:`run_on` computed by any module that maps (M, in) -> (M, out) (an
+    ``AnalogLinear`` holding programmed weights)."""
 
     def __init__(self, source: WeightSource):
         super().__init__()
@@ -46,45 +48,98 @@ class SourcedLinear(nn.Module):
         self._analog: Callable[[Tensor], Tensor] | None = None
 
     def attach(self, backend: Backend | None, mapping: WeightMapping | None = None) -> None:
-        if backend is None:
+        if backend is None or mapping is None:
             self._analog = None
             return
-        if not isinstance(self.source, MaskedWeight):
-            raise TypeError("only masked hardware layers can run on the array")
-        assert mapping is not None, "a layer on the array needs its deployed region (mapping)"
-        scale = self.source.scale
-        self._analog = lambda x: backend_linear(backend, mapping, x) / scale
+        scale = getattr(self.source, "scale", None)
+        if scale is None:
+            raise TypeError("only hardware layers (masked or fixed) can run on the array")
+
+        def product(x: Tensor) -> Tensor:
+            parts = [backend_linear(backend, mapping, c) for c in x.split(MVM_CHUNK)]
+            return torch.cat(parts) / scale
+
+        self._analog = product
 
     def run_on(self, product: Callable[[Tensor], Tensor] | None) -> None:
         """Compute x W^T with ``product`` (None: the source's weights in float)."""
         self._analog = product
 
+    def _rows(self, x2: Tensor) -> Tensor:
+        """x2 (M, in) times the weights, by the attached product."""
+        assert self._analog is not None
+        return self._analog(x2)
+
+
+class SourcedLinear(SourcedLayer):
+    """y = x W^T over the last axis of x."""
+
     def forward(self, x: Tensor) -> Tensor:
-        if self._analog is not None:
-            return self._analog(x)
-        return F.linear(x, self.source.weight())
+        if self._analog is None:
+            return F.linear(x, self.source.weight())
+        return self._rows(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
-class SourcedConv2d(nn.Module):
+class SourcedConv2d(SourcedLayer):
+    """2-d convolution whose (out, in_ch k k) matrix comes from the source; on a product
+    it runs as im2col patches times that matrix (one row per output pixel)."""
+
     def __init__(self, source: WeightSource, in_ch: int, kernel: int, padding: int = 0):
-        super().__init__()
-        self.source, self.in_ch, self.kernel, self.padding = source, in_ch, kernel, padding
+        super().__init__(source)
+        self.in_ch, self.kernel, self.padding = in_ch, kernel, padding
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.source.weight()
-        return F.conv2d(
-            x, w.view(w.shape[0], self.in_ch, self.kernel, self.kernel), padding=self.padding
+        k, p = self.kernel, self.padding
+        if self._analog is None:
+            w = self.source.weight()
+            return F.conv2d(x, w.view(w.shape[0], self.in_ch, k, k), padding=p)
+        n, _, h, w_ = x.shape
+        cols = F.unfold(x, k, padding=p)  # (N, C k k, L), channel-major like the weights
+        y = self._rows(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
+        return (
+            y.view(n, -1, y.shape[-1])
+            .transpose(1, 2)
+            .reshape(n, -1, h + 2 * p - k + 1, w_ + 2 * p - k + 1)
         )
 
 
-class SourcedConv1d(nn.Module):
+class SourcedConv1d(SourcedLayer):
+    """1-d convolution over time, (out, in_ch k) from the source; im2col on a product."""
+
     def __init__(self, source: WeightSource, in_ch: int, kernel: int, padding: int = 0):
-        super().__init__()
-        self.source, self.in_ch, self.kernel, self.padding = source, in_ch, kernel, padding
+        super().__init__(source)
+        self.in_ch, self.kernel, self.padding = in_ch, kernel, padding
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.source.weight()
-        return F.conv1d(x, w.view(w.shape[0], self.in_ch, self.kernel), padding=self.padding)
+        k, p = self.kernel, self.padding
+        if self._analog is None:
+            w = self.source.weight()
+            return F.conv1d(x, w.view(w.shape[0], self.in_ch, k), padding=p)
+        n, _, t = x.shape
+        cols = F.unfold(x[:, :, None, :], (1, k), padding=(0, p))  # (N, C k, L)
+        y = self._rows(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
+        return y.view(n, t + 2 * p - k + 1, -1).transpose(1, 2)
+
+
+def sourced_layers(model: nn.Module) -> list[SourcedLayer]:
+    """The weight layers of ``model`` in build order (the order of its sources)."""
+    return [m for m in model.modules() if isinstance(m, SourcedLayer)]
+
+
+def attach_layers(
+    model: nn.Module, backend: Backend | None, mappings: Sequence[WeightMapping | None] | None
+) -> None:
+    """Run layer i on ``backend`` in region ``mappings[i]`` (None there: that layer in
+    float), or, with ``backend`` None, every layer in float again."""
+    for i, layer in enumerate(sourced_layers(model)):
+        layer.attach(backend, None if mappings is None else mappings[i])
+
+
+def run_layers_on(model: nn.Module, products: Sequence[Callable[[Tensor], Tensor]] | None) -> None:
+    """Compute layer i's product with ``products[i]`` (programmed arrays), or, with None,
+    in float again."""
+    for i, layer in enumerate(sourced_layers(model)):
+        layer.run_on(None if products is None else products[i])
 
 
 def layer_shapes(
@@ -126,14 +181,12 @@ class MLP(nn.Module):
 
     def attach(self, backend: Backend | None, mappings=None) -> None:
         """Run every layer on ``backend`` (deployed regions ``mappings``), or detach."""
-        for i, layer in enumerate(self.layers):
-            cast(SourcedLinear, layer).attach(backend, None if mappings is None else mappings[i])
+        attach_layers(self, backend, mappings)
 
     def run_on(self, products: Sequence[Callable[[Tensor], Tensor]] | None) -> None:
         """Compute layer i's product with ``products[i]`` (programmed arrays), or, with
         None, in float again."""
-        for i, layer in enumerate(self.layers):
-            cast(SourcedLinear, layer).run_on(None if products is None else products[i])
+        run_layers_on(self, products)
 
 
 class DigitCNN(nn.Module):
