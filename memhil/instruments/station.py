@@ -368,6 +368,12 @@ def load_station_config(
             f"{list(structure.cell)} is outside the {chip.rows} x {chip.cols} chip",
             source,
         )
+    slowest = _slowest_pulser(cfg)
+    if slowest is not None and isinstance(data["limits"], Mapping):
+        if "width_min_s" not in data["limits"] and slowest[0] > limits.width_min_s:
+            # unset: the shortest pulse this bench makes, not Limits' 1 ns default
+            limits = dataclasses.replace(limits, width_min_s=slowest[0])
+            cfg = dataclasses.replace(cfg, limits=limits)
     _check_ranges(cfg)
     return cfg
 
@@ -416,18 +422,9 @@ def _check_ranges(cfg: StationConfig) -> None:
                 f"instruments.{inst} ({type_name}): at most {bound:g}{u}",
                 cfg.source,
             )
-    has_board = any(get_instrument_type(ic.type).role == "array" for ic in cfg.instruments.values())
-    floors = [
-        (t.ranges.width_min_s, inst, ic.type)
-        for inst, ic in cfg.instruments.items()
-        if (t := get_instrument_type(ic.type)).ranges is not None
-        and t.ranges.width_min_s is not None
-        # with an array board the board pulses and an SMU's floor binds only a backend that
-        # pulses through it (pulse_width_floor); without one the SMUs are the pulsers
-        and not (has_board and t.role == "smu")
-    ]
-    if floors:  # the backend advertises width_min_s: no shorter pulse than the slowest pulser
-        floor, inst, type_name = max(floors, key=lambda b: b[0])
+    slowest = _slowest_pulser(cfg)
+    if slowest is not None:  # the backend advertises width_min_s: no shorter pulse than it
+        floor, inst, type_name = slowest
         if cfg.limits.width_min_s < floor:
             raise ConfigError(
                 "limits.width_min_s",
@@ -435,6 +432,22 @@ def _check_ranges(cfg: StationConfig) -> None:
                 f"instruments.{inst} ({type_name}): at least {floor:g} s",
                 cfg.source,
             )
+
+
+def _slowest_pulser(cfg: StationConfig) -> tuple[float, str, str] | None:
+    """(floor s, instrument, type) of the pulser whose shortest pulse is the longest, over
+    the instrument types that declare one; None if none does. With an array board the
+    board pulses, and an SMU's floor binds only a backend that pulses through it
+    (``pulse_width_floor``); without one the SMUs are the pulsers."""
+    has_board = any(get_instrument_type(ic.type).role == "array" for ic in cfg.instruments.values())
+    floors = [
+        (t.ranges.width_min_s, inst, ic.type)
+        for inst, ic in cfg.instruments.items()
+        if (t := get_instrument_type(ic.type)).ranges is not None
+        and t.ranges.width_min_s is not None
+        and not (has_board and t.role == "smu")
+    ]
+    return max(floors, key=lambda b: b[0]) if floors else None
 
 
 def _require_keys(block: Any, keys: tuple[str, ...], prefix: str, source: str | None) -> None:

@@ -72,3 +72,14 @@ def test_a_station_pulsing_only_with_a_2636b_may_not_promise_shorter_pulses():
     del station["instruments"]["board"]  # the SMU is the only pulser left
     with pytest.raises(ConfigError, match=r"limits.width_min_s.*instruments.smu.*0.0001"):
         MockLab.open_backend(station)
+
+
+def test_an_unset_floor_is_the_shortest_pulse_the_bench_makes():
+    from memhil.instruments.station import load_station_config
+
+    station = load_yaml(STATION)
+    del station["instruments"]["board"]
+    del station["limits"]["width_min_s"]  # unset: the 2636B's floor, not Limits' 1 ns
+    assert load_station_config(station).limits.width_min_s == pytest.approx(100e-6)
+    station["instruments"]["board"] = load_yaml(STATION)["instruments"]["board"]
+    assert load_station_config(station).limits.width_min_s == 1e-9  # the board pulses
