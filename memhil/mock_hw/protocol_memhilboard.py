@@ -176,6 +176,44 @@ class Serial(SerialBase):
             self._check()
         return bytes(out)
 
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        """pyserial's ``read_until`` (up to and including ``expected``, at most ``size``
+        bytes, or what arrived before the timeout), taking each arrived chunk at once:
+        the base class calls ``read(1)`` per byte, most of an in-process board read."""
+        self._check()
+        line = bytearray()
+        timeout = Timeout(self._timeout)
+        while True:
+            now = time.monotonic()
+            wait = None
+            with self._lock:
+                while self._rx:
+                    t, b = self._rx[0]
+                    if t > now:
+                        wait = t - now
+                        break
+                    room = len(b) if size is None else min(len(b), size - len(line))
+                    start = max(0, len(line) - len(expected) + 1)  # a terminator split by chunks
+                    line += b[:room]
+                    end = line.find(expected, start)
+                    taken = room
+                    if end >= 0:
+                        end += len(expected)
+                        taken -= len(line) - end  # bytes after the terminator stay queued
+                        del line[end:]
+                    if taken == len(b):
+                        self._rx.pop(0)
+                    else:
+                        self._rx[0] = (t, b[taken:])
+                    if end >= 0 or (size is not None and len(line) >= size):
+                        return bytes(line)
+            if self._timeout == 0 or timeout.expired():
+                return bytes(line)
+            left = timeout.time_left() if self._timeout is not None else None
+            nap = min(x for x in (wait, left, 0.05) if x is not None)
+            time.sleep(max(nap, 0.0))
+            self._check()
+
     def write(self, data: bytes) -> int:
         self._check()
         data = bytes(data)

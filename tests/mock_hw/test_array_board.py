@@ -172,6 +172,10 @@ def test_partial_reads_echo_and_baud_rate(rig):
         echo.write(b"SIZE?\n")
         assert echo.read_until(b"\n") == b"SIZE?\n"
         assert echo.read_until(b"\n") == b"16,16\n"
+        echo.write(b"SIZE?\nSIZE?\n")  # one echoed chunk holding two lines: one at a time
+        assert [echo.read_until(b"\n") for _ in range(3)] == [b"SIZE?\n", b"SIZE?\n", b"16,16\n"]
+        assert echo.read_until(b"\n", size=3) == b"16,"  # at most size bytes, rest kept
+        assert echo.read_until(b"\n") == b"16\n"
     finally:
         echo.close()
     slow = serial.serial_for_url(emu.url, timeout=0.05, baudrate=9600)
