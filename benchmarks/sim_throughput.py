@@ -90,8 +90,12 @@ def bench_pulses(reps: int, clock=time.perf_counter) -> None:
             w = torch.full(sim.shape, width)
             c = torch.full(sim.shape, count, dtype=torch.int64)
 
+            # the model steps its own copy of the state: a state written by model.step
+            # (another memory layout) would make each SimBackend.pulse copy it back first
+            own = {"state": sim.state.clone()}
+
             def step():
-                sim.state = sim.model.step(sim.state, sim.d2d, v, w, c, 1.0, sim._gen_program)
+                own["state"] = sim.model.step(own["state"], sim.d2d, v, w, c, 1.0, sim._gen_program)
 
             t = median_times(
                 {"step": step, "pulse": lambda: sim.pulse(None, amp, width, count)},
