@@ -13,9 +13,11 @@ training step 13-73x (thousands when pulse trains saturate).
 Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions,
 ``--cpu-time`` for CPU seconds instead of wall time: steadier on a shared machine).
 
-Bound of the forward: the array holds 2 x 512 columns (a differential pair per weight)
-with an ADC per column, so its product is twice nn.Linear's (2.0x before any noise);
-sensing I+ - I- with one ADC per pair (a read-model change, not built) would halve it.
+The forward is printed for both read models of a pair (``read.pair_sensing``, see
+``memhil.backends.sim.config.ReadPathConfig``): ``per_column`` (the default: each of the
+2 x 512 columns through its own ADC, so the array's product is twice nn.Linear's, 2.0x
+before any noise) and ``differential`` (I+ - I- sensed in the analog domain, one ADC per
+pair: one product of half the columns, as aihwkit's tile reads a weight).
 """
 
 from __future__ import annotations
@@ -75,6 +77,20 @@ def main() -> None:
         layer.eval()
         layers[scheme] = layer
 
+    differential = AnalogLinear(
+        n,
+        n,
+        SimBackend(
+            {
+                "rows": n,
+                "cols": 2 * n,
+                "device": "pcm",
+                "seed": 0,
+                "read": {"dac_bits": 8, "adc_bits": 8, "pair_sensing": "differential"},
+            }
+        ),
+    )
+    differential.eval()
     ideal = AnalogLinear(
         n,
         n,
@@ -85,6 +101,10 @@ def main() -> None:
     def analog_forward():
         with torch.no_grad():
             layers["mixed_precision"](x)
+
+    def differential_forward():  # one ADC on I+ - I- per pair
+        with torch.no_grad():
+            differential(x)
 
     def ideal_forward():  # ideal ADC: each pair's difference is read as one product
         with torch.no_grad():
@@ -102,7 +122,12 @@ def main() -> None:
         return step
 
     fwd = median_times(
-        {"nn.Linear": ref_forward, "AnalogLinear": analog_forward, "ideal": ideal_forward},
+        {
+            "nn.Linear": ref_forward,
+            "AnalogLinear": analog_forward,
+            "differential": differential_forward,
+            "ideal": ideal_forward,
+        },
         reps,
         clock=clock,
     )
@@ -113,7 +138,13 @@ def main() -> None:
     print(
         f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
         f"{fwd['AnalogLinear'] * 1e3:8.2f} ms   ratio {fwd['AnalogLinear'] / fwd['nn.Linear']:.2f}x"
-        "   (aihwkit: 1.8-7x)"
+        "   (pair_sensing per_column: an 8-bit ADC per column; aihwkit: 1.8-7x)"
+    )
+    print(
+        f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   AnalogLinear "
+        f"{fwd['differential'] * 1e3:8.2f} ms   ratio "
+        f"{fwd['differential'] / fwd['nn.Linear']:.2f}x"
+        "   (pair_sensing differential: one 8-bit ADC on I+ - I- per pair)"
     )
     print(
         f"  forward      nn.Linear {fwd['nn.Linear'] * 1e3:8.2f} ms   ideal ADC    "

@@ -366,8 +366,9 @@ class SimBackend(Backend):
         return n_lines * self.model.conductance_range()[1] * rp.dac_range_v
 
     # -- contract hooks ---------------------------------------------------------------
-    def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None) -> Tensor:
-        """Column currents with read noise, converters and IR drop.
+    def _mvm(self, v: Tensor, *, transpose: bool, tile: int | None, convert: bool = True) -> Tensor:
+        """Column currents with read noise, converters and IR drop (``convert`` False: the
+        analog currents, before output noise and ADC).
 
         Read noise: ``per_sample`` adds to each output current the exact output-referred
         Gaussian of independent per-device noise, N(0, sum_j v_j^2 sigma_jk^2): one matmul
@@ -423,7 +424,7 @@ class SimBackend(Backend):
             i = _tile_matmul(v, g_read)
         if fused:  # the clip at 0 S is not modelled per sample
             var_sum = self._sample_variance(v, v2_bf16, cache, tile, transpose)
-            i = self._add_noise_adc_fused(i.contiguous(), var_sum, g.shape[-2])
+            i = self._add_noise_adc_fused(i.contiguous(), var_sum, g.shape[-2], convert=convert)
             self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
             return i
         if column_noise:
@@ -439,39 +440,58 @@ class SimBackend(Backend):
             i.addcmul_(sigma, xi)
             if rp.noise_mode == "per_read" and low_cells is not None:
                 self._add_clipped_cells(i, v, cache, low_cells, tile, transpose)
+        if convert:
+            self._convert_(i, g.shape[-2])
+        self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
+        return i
+
+    def _convert_(self, i: Tensor, n_lines: int) -> Tensor:
+        """In place on this read's own currents ``i``: the sense amplifier's output noise,
+        then the ADC (full scale from ``n_lines`` driven lines)."""
+        rp = self.config.read
         if rp.output_noise_a > 0:
             i.add_(
                 torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
                 alpha=rp.output_noise_a,
             )
-        if rp.adc_bits is not None:  # in place: i is this call's own tensor
-            quantize_symmetric_(i, rp.adc_bits, self._adc_range(g.shape[-2]))
-        self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
+        if rp.adc_bits is not None:
+            quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
         return i
 
     def mvm_pairs(
         self, v_rows: Tensor, plus_cols: slice, minus_cols: slice, *, tile: int | None = None
     ) -> Tensor:
-        """Pair differences of column currents (:meth:`Backend.mvm_pairs`). With an ideal
-        ADC, no IR drop and no output noise the difference is formed on the conductances,
-        one product of half the columns: per read, the same per-device realization
-        (G+ + std+ N) - (G- + std- N), each clipped at 0 S; per sample, the exact
-        Gaussian of the two columns' independent noise, variance sum_j v_j^2 (std+^2 +
-        std-^2). Otherwise (per-column converters, coupled lines) the full read is
-        subtracted."""
+        """Pair differences of column currents (:meth:`Backend.mvm_pairs`), sensed as
+        ``read.pair_sensing`` says (:class:`~memhil.backends.sim.config.ReadPathConfig`).
+
+        Without IR drop, where the difference is the same read, it is formed on the
+        conductances, one product of half the columns: per read, the same per-device
+        realization (G+ + std+ N) - (G- + std- N), each clipped at 0 S; per sample, the
+        exact Gaussian of the two columns' independent noise, variance sum_j v_j^2 (std+^2
+        + std-^2). ``differential`` sensing then adds one output-noise draw and one ADC per
+        pair; ``per_column`` takes this route only with an ideal ADC and no output noise
+        (otherwise each column is converted on its own and the full read subtracted). With
+        IR drop the lines are solved together, then subtracted (and converted once, under
+        ``differential``)."""
         rp = self.config.read
-        if rp.adc_bits is not None or rp.ir_drop != "none" or rp.output_noise_a > 0:
+        differential = rp.pair_sensing == "differential"
+        if not differential and (rp.adc_bits is not None or rp.output_noise_a > 0):
             return super().mvm_pairs(v_rows, plus_cols, minus_cols, tile=tile)
         v = self._as_read_input(v_rows, self.shape[1], tile)
         self.limits.check_read(v)
+        plus, minus = plus_cols, minus_cols
+        if rp.ir_drop != "none":
+            i_lines = self._mvm(v, transpose=False, tile=tile, convert=False)
+            i = self._convert_(i_lines[..., plus] - i_lines[..., minus], self.shape[1])
+            return i[0] if tile is not None else i
         if rp.dac_bits is not None:
             v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
         cache = self._read_cache()
-        plus, minus = plus_cols, minus_cols
         g = cache.g if tile is None else cache.g[tile : tile + 1]
+        compiled = g.device.type == "cpu" and g.dtype == torch.float32 and not v.requires_grad
         if cache.std is None or rp.noise_mode == "per_sample":
             i = _tile_matmul(v, g[..., plus] - g[..., minus])
-        elif g.device.type == "cpu" and g.dtype == torch.float32 and not v.requires_grad:
+        elif compiled:
             g_read = self._noisy_fused(cache, tile)
             i = _tile_matmul(v, g_read[..., plus] - g_read[..., minus])
         else:
@@ -481,11 +501,13 @@ class SimBackend(Backend):
         if cache.std is not None and rp.noise_mode == "per_sample":
             var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
             var_sum = _tile_matmul(v * v, var[..., plus] + var[..., minus])
-            if i.device.type == "cpu" and i.dtype == torch.float32 and not v.requires_grad:
+            if compiled:  # read noise, output noise and ADC in one pass
                 i = self._add_noise_adc_fused(i, var_sum, self.shape[1])
             else:
                 xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
-                i.addcmul_(var_sum.sqrt_(), xi)
+                self._convert_(i.addcmul_(var_sum.sqrt_(), xi), self.shape[1])
+        else:
+            self._convert_(i, self.shape[1])
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i[0] if tile is not None else i
 
@@ -539,10 +561,13 @@ class SimBackend(Backend):
         k0, k1 = torch.randint(0, 2**32, (2,), generator=self._gen_read).tolist()
         return np.uint64(k0), np.uint64(k1)
 
-    def _add_noise_adc_fused(self, i: Tensor, var_sum: Tensor, n_lines: int) -> Tensor:
+    def _add_noise_adc_fused(
+        self, i: Tensor, var_sum: Tensor, n_lines: int, *, convert: bool = True
+    ) -> Tensor:
         """In place on float32 CPU currents ``i``: + N(0, var_sum + output_noise_a^2) per
         element (``var_sum`` float32, or bfloat16 as int16 bits), then the ADC, in one pass
-        (:func:`~memhil.backends.sim.read_kernels.add_noise_adc`).
+        (:func:`~memhil.backends.sim.read_kernels.add_noise_adc`); ``convert`` False: the
+        read noise alone (no output noise, no ADC).
 
         Precision against the exact per-sample draw: the normals are Philox4x32-10 +
         Box-Muller in float32 (|z| <= 5.77, a tail mass of 8e-9 missing, as torch's own
@@ -554,12 +579,13 @@ class SimBackend(Backend):
         from memhil.backends.sim import read_kernels
 
         rp = self.config.read
-        full_scale = self._adc_range(n_lines) if rp.adc_bits is not None else 0.0
-        scale, levels, lsb = _grid(rp.adc_bits, full_scale)
+        adc_bits = rp.adc_bits if convert else None
+        full_scale = self._adc_range(n_lines) if adc_bits is not None else 0.0
+        scale, levels, lsb = _grid(adc_bits, full_scale)
         read_kernels.add_noise_adc(
             i.view(-1).numpy(),
             var_sum.contiguous().view(-1).numpy(),
-            np.float32(rp.output_noise_a**2),
+            np.float32(rp.output_noise_a**2 if convert else 0.0),
             np.float32(-np.inf),
             scale,
             levels,

@@ -23,6 +23,18 @@ class ReadPathConfig:
     in RRAM and PCM is 1/f-like, so a batch of inputs applied within microseconds sees
     one realization; ``per_sample`` draws independent noise for every input vector
     (exact output-referred Gaussian, at the cost of a second matmul).
+
+    ``pair_sensing`` is how a differential pair (a weight's G+ and G- columns, or a column
+    and its reference; ``Backend.mvm_pairs``) is read. ``per_column``: every column has
+    its own output noise and ADC and the pair's difference is taken digitally, as a bench
+    that measures each column (and the mock lab) does. ``differential``: the pair's
+    currents are subtracted in the analog domain and I+ - I- gets one output-noise draw
+    and one ADC of the same full scale, as in macros that sum G+ and G- with opposite
+    read polarities on one line before its converter (the HERMES PCM core, Le Gallo et
+    al., Nat. Electron. 6, 680 (2023); NeuRRAM's differential rows, Wan et al., Nature
+    608, 504 (2022)) and as aihwkit's tiles read a weight G+ - G- (one ``out_noise`` and
+    one ``out_res`` per output). The transpose read forms the difference in the analog
+    domain under either (its drive is +v on G+ and -v on G-).
     """
 
     v_read: float = 0.2
@@ -34,6 +46,7 @@ class ReadPathConfig:
     read_noise_abs_s: float = 0.0
     noise_mode: Literal["per_read", "per_sample"] = "per_read"
     output_noise_a: float = 0.0
+    pair_sensing: Literal["per_column", "differential"] = "per_column"
     r_wire_ohm: float = 0.0
     ir_drop: Literal["none", "first_order", "exact"] = "none"
     ir_drop_iterations: int = 1
