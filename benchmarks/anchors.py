@@ -94,7 +94,7 @@ def aihwkit_layers() -> tuple[dict[str, Callable[[], nn.Module]], str | None]:
     except ImportError as exc:
         return {}, f"aihwkit not importable ({exc})"
 
-    def inference(cfg_cls):  # type: ignore[no-untyped-def]
+    def inference(cfg_cls: type) -> Callable[[], nn.Module]:
         def build() -> nn.Module:
             cfg = cfg_cls()
             cfg.noise_model = PCMLikeNoiseModel()
