@@ -33,6 +33,7 @@ def inputs(batch: int, seed: int = 1) -> torch.Tensor:
     return (torch.rand(batch, ROWS, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * 0.2
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])  # compiled and torch draws
 @pytest.mark.parametrize(
     "read",
     [
@@ -41,10 +42,12 @@ def inputs(batch: int, seed: int = 1) -> torch.Tensor:
         {"r_wire_ohm": 2.0, "ir_drop": "first_order"},
     ],
 )
-def test_with_ideal_converters_differential_is_the_two_column_read(read):
-    v = inputs(7)
-    per_column = chip(**read).mvm_pairs(v, PLUS, MINUS, tile=0)
-    differential = chip(pair_sensing="differential", **read).mvm_pairs(v, PLUS, MINUS, tile=0)
+def test_with_ideal_converters_differential_is_the_two_column_read(read, dtype):
+    v = inputs(7).to(getattr(torch, dtype))
+    per_column = chip(dtype=dtype, **read).mvm_pairs(v, PLUS, MINUS, tile=0)
+    differential = chip(dtype=dtype, pair_sensing="differential", **read).mvm_pairs(
+        v, PLUS, MINUS, tile=0
+    )
     # no ADC, no output noise: the same currents from the same draws, bit for bit
     assert torch.equal(differential, per_column)
 
