@@ -8,7 +8,8 @@ PCM read noise and 8-bit DAC/ADC:
    is summed over outputs and averaged over the batch (aihwkit's "typical" row), so the
    schemes issue pulses every step.
 Reference figures (aihwkit on this class of machine): forward 1.8-7x nn.Linear, pulsed
-training step 13-73x (thousands when pulse trains saturate).
+training step 13-73x (thousands when pulse trains saturate); ``benchmarks/anchors.py``
+runs aihwkit 1.2.0 itself side by side (torch tile 2.0x, C++ tile 3.7x nn.Linear there).
 
 Run: ``python benchmarks/analog_linear.py`` (``--quick`` for fewer repetitions,
 ``--cpu-time`` for CPU seconds instead of wall time: steadier on a shared machine).
