@@ -489,6 +489,62 @@ def test_twin_drifts_as_the_retention_run_of_its_chip(tmp_path):
         build_twin(db, [1], drift_runs=[2])
 
 
+def test_twin_fits_one_drift_exponent_per_programmed_level(tmp_path):
+    # a chip whose cells drift faster at a low programmed level (nu 0.1 at 3 uS, 0.03 at
+    # 15 uS, 10 % D2D; an empirical device with those exponents, on the simulator):
+    # pulse trains, then two retention runs that program 1 and 6 more SET pulses (3 and
+    # 15 uS). The twin fits one exponent per level, each within 3 standard errors of the
+    # chip's (64 cells each), and drifts by it: the median cell programmed to a level
+    # reads (1e4 s / T0)^-nu of its T0 conductance 1e4 s later (256 cells, 1 %: the 10 %
+    # D2D spread moves their median by < 0.5 %)
+    from memhil.backends.sim import SimBackend
+    from memhil.runs.protocol_run import run_protocol_file
+    from memhil.runs.twin import build_twin
+
+    chip = {
+        **TABLE,
+        "g_max_s": 2e-5,
+        "g_knots_s": [1e-6, 2e-5],
+        "step_mean_s": [[2e-6, 2e-6], [-2e-6, -2e-6]],
+        "step_std_s": [[1e-8, 1e-8], [1e-8, 1e-8]],
+        "read_noise_rel": 0.002,
+        "drift_nu_dtod": 0.1,
+        "drift_g_levels_s": [3e-6, 1.5e-5],
+        "drift_nu_levels": [0.1, 0.03],
+    }
+    files = {
+        "train.yaml": "protocol: pulse_train\nparams: {n_pulses: 5, v_ltp: [2.0, 2.0], "
+        "v_ltd: [-2.0, -2.0], width_s: 1.0e-7, v_read: 0.2}\n",
+        **{
+            f"ret{n}.yaml": f"protocol: retention\nparams: {{program_v: 2.0, "
+            f"program_width_s: 1.0e-7, program_count: {n}, spacing: log, t_first_s: 50.0, "
+            "duration_s: 1.0e5, n_points: 12, v_read: 0.2}\n"
+            for n in (1, 6)
+        },
+    }
+    db = tmp_path / "runs.db"
+    with SimBackend({"rows": 8, "cols": 8, "device": chip, "seed": 3}) as sim:
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+            run_protocol_file(tmp_path / name, backend=sim, db=db, progress=False)
+    fit = build_twin(db, [1], drift_runs=[2, 3])
+    p = fit.params
+    assert p["drift_g_levels_s"] == pytest.approx([3e-6, 1.5e-5], rel=0.02)
+    for k, nu in enumerate([0.1, 0.03]):
+        assert abs(p["drift_nu_levels"][k] - nu) <= 3 * fit.stderr[f"drift_nu_levels[{k}]"]
+    twin = build_device_model(str(fit.to_yaml(tmp_path / "twin.yaml")))
+    gen = torch.Generator().manual_seed(0)
+    d2d = twin.sample_d2d((256,), gen, dtype=torch.float64)
+    t0 = p["drift_t0_s"]
+    for level, nu in zip(p["drift_g_levels_s"], p["drift_nu_levels"]):
+        state = torch.stack(
+            [torch.full((256,), level, dtype=torch.float64), torch.zeros(256, dtype=torch.float64)],
+            -1,
+        )
+        ratio = twin.conductance(state, d2d, 0.2, 1e4) / twin.conductance(state, d2d, 0.2, t0)
+        assert float(ratio.median()) == pytest.approx((1e4 / t0) ** -nu, rel=0.01)
+
+
 def test_open_cells_of_a_conductance_map_are_the_twins_stuck_cells(tmp_path):
     # a 6 x 6 mock chip with a quarter of its cells stuck open (0 S): the map flags them
     # open_circuit, and those (at their read, 0 S) are what a twin keeps stuck
