@@ -401,13 +401,21 @@ def _device_bounds(t: _Transitions, n_cls: int, n_cells: int) -> _Bounds | None:
     if count.min() < 2:
         return None
     level = np.bincount(t.cell[on], weights=t.g_next[on], minlength=n_cells) / count
-    # the read noise from steps between two late reads (a device at rest: the difference
-    # of two reads' errors); the median absolute deviation ignores the few still moving
-    both = on & np.r_[False, on[:-1]] & np.r_[False, t.cell[1:] == t.cell[:-1]]
-    dev = np.abs(t.dg[both] - np.median(t.dg[both])) if both.any() else np.zeros(1)
-    sd = float(1.4826 * np.median(dev) / math.sqrt(2.0))
+    sd = _resting_read_sd(t, on)
     near = np.maximum(t.g, t.g_next) > level[t.cell] - BOUND_CUT_SDS * sd
     return _Bounds(level, float(np.median(level)), (t.cls == up) & near, sd)
+
+
+def _resting_read_sd(t: _Transitions, late: np.ndarray) -> float:
+    """The read-noise sd from the steps between two consecutive reads in ``late`` (the
+    late part of runs that drive devices onto a bound, where a step is the difference of
+    two reads' errors): 1.4826 times their median absolute deviation over sqrt 2, which
+    the few devices still moving do not move; 0 without such steps."""
+    both = late & np.r_[False, late[:-1]] & np.r_[False, t.cell[1:] == t.cell[:-1]]
+    if not both.any():
+        return 0.0
+    dev = np.abs(t.dg[both] - np.median(t.dg[both]))
+    return float(1.4826 * np.median(dev) / math.sqrt(2.0))
 
 
 def _scales(
@@ -468,8 +476,10 @@ def trace_read_noise(
     trace: PulseTrace, *, n_knots: int = 16, min_per_bin: int = 20
 ) -> tuple[float, float]:
     """(relative, floor S) of the read noise a trace shows, from its lag covariances about
-    the pooled mean steps (``_read_noise``; the quick estimate ``check_model`` reads models
-    without their own read noise with; ``build_empirical`` refines it per device)."""
+    the pooled mean steps (``_read_noise``), lowered to the scatter of devices resting on
+    a bound where that is lower (``_resting_read_sd``): the quick estimate ``check_model``
+    reads models without their own read noise with; ``build_empirical`` refines it per
+    device."""
     classes = pulse_classes([trace])
     t = _transitions([trace], classes)
     g_lo, g_hi = np.quantile(trace.g_s, [0.001, 0.999])
@@ -478,7 +488,20 @@ def trace_read_noise(
     mean_t = np.stack([_smooth(t.g[m], t.dg[m], knots, min_per_bin, True) for m in masks])
     r = t.dg - _interp_rows(mean_t, knots, t.g, t.cls)
     slope = _interp_rows(np.gradient(mean_t, knots, axis=1), knots, t.g, t.cls)
-    return _read_noise(r, t, t.g, slope, knots, min_per_bin)
+    rel, floor = _read_noise(r, t, t.g, slope, knots, min_per_bin)
+    # where runs end with devices at rest on a bound, their reads show the noise there:
+    # the class whose late reads scatter least (relative to their level) is the one at
+    # rest; its scatter replaces the lag estimate where lower (the lag covariances about
+    # a pooled mean step read VTEAM's 1 % as 1.1-3.9 %)
+    rest = []
+    for m in masks:  # a loop over the few pulse classes
+        late = t.late & m
+        sd = _resting_read_sd(t, late)
+        if sd > 0 and late.sum() >= min_per_bin:
+            rest.append((sd / float(np.median(t.g_next[late])), sd))
+    if rest and min(rest)[1] < rel * min(rest)[1] / min(rest)[0] + floor:
+        return 0.0, min(rest)[1]
+    return rel, floor
 
 
 #: Axes ``build_empirical`` chooses between (``step_axis`` of ``memhil.devices.empirical``).
