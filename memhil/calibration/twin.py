@@ -20,10 +20,10 @@ holds three parts, which the builder separates:
 * cycle-to-cycle: what remains, additive or scaling with the device's step (the likelier).
 
 *Check* (``check_model``): replays a held-out trace's pulse schedule on any device model,
-starting each simulated cell at its measured first conductance, reads every step with the
-model's read noise, and compares with the measurement: the error of the mean trajectory and
-of the across-cell spread (both relative to the measured conductance span) and, per pulse
-class, the two-sample Kolmogorov-Smirnov distance between measured and predicted steps
+starting each simulated cell at its measured first conductance, reads it there and after
+every step with the model's read noise, and compares with the measurement: the error of
+the mean trajectory and of the across-cell spread (both relative to the measured
+conductance span) and, per pulse class, the two-sample Kolmogorov-Smirnov distance between measured and predicted steps
 (its p-value by permuting whole devices, ``ks_device_test``) and the one-step
 predictive log-likelihood of the held-out steps (``step_log_likelihood``), which ranks
 models.
@@ -826,7 +826,8 @@ def replay(
         return (g + std * torch.randn(shape, generator=gen, dtype=dt)).clamp_min(0.0)
 
     out = torch.empty((*shape, trace.v.size + 1), dtype=dt)
-    out[..., 0] = g0
+    # the first read too is simulated: the measured first step holds two reads' errors
+    out[..., 0] = read(state, 0.0)
     ones = torch.ones(shape, dtype=torch.int64)
     for n, (v, w) in enumerate(zip(trace.v, trace.width_s)):  # the schedule, in order
         t = (n + 1) * period_s
