@@ -108,7 +108,16 @@ def build(
             f"stuck cells       {p['stuck_fraction']:.1%} (at {len(p['stuck_g_s'])} measured "
             "conductances)"
         )
-    if p.get("drift_nu"):
+    if p.get("drift_g_levels_s"):  # one exponent per programmed level
+        per_level = ", ".join(
+            f"{nu:.4f} ± {fit.stderr[f'drift_nu_levels[{k}]']:.4f} at {g * 1e6:.3g} uS"
+            for k, (g, nu) in enumerate(zip(p["drift_g_levels_s"], p["drift_nu_levels"]))
+        )
+        click.echo(
+            f"drift             G (t / {p['drift_t0_s']:g} s)^-nu(level), nu {per_level}, "
+            f"device-to-device {p['drift_nu_dtod']:.1%}"
+        )
+    elif p.get("drift_nu"):
         click.echo(
             f"drift             G (t / {p['drift_t0_s']:g} s)^-nu, nu {p['drift_nu']:.4f} "
             f"± {fit.stderr['drift_nu']:.4f}, device-to-device {p['drift_nu_dtod']:.1%}"

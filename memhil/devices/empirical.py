@@ -45,6 +45,12 @@ With ``drift_nu > 0`` the conductance drifts after each programming as PCM's doe
 time t returns ``G (max(t - t_p, T0) / T0)^(-nu)``, t_p the cell's last pulse, ``nu`` per
 device log-normal about ``drift_nu`` with relative spread ``drift_nu_dtod`` (both from
 retention runs, ``memhil.calibration.fit.pcm.fit_drift``); the state then carries t_p.
+Where retention runs measured several programmed levels (``drift_g_levels_s``, one
+exponent each in ``drift_nu_levels``), the exponent depends on the level the cell was
+programmed to, interpolated linearly in ln G between the levels and held beyond them (a
+PCM cell drifts faster the more amorphous it is: Boybat et al., Nat. Commun. 9, 2514
+(2018), Fig. 1; Le Gallo et al., Adv. Electron. Mater. 4, 1700627 (2018)), times the
+device's own log-normal factor of median 1.
 
 Cells that never switched where they were measured (a forming run's cells that did not
 form, a conductance map's open cells) are a fraction ``stuck_fraction`` of the twin's
@@ -59,6 +65,7 @@ nothing about pulses it never saw, and says so in its range rather than extrapol
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +84,8 @@ class EmpiricalParams:
     conductance ``g_knots_s[k]``. ``g0_mean_s``/``g0_std_s``: the as-fabricated (first
     read) conductance distribution. ``device_axis_scale[d]`` and ``device_step_scale[d][c]``:
     the measured devices' own responses (axis stretch, step scale per class), one draw of
-    them per simulated device; empty for a device-free table.
+    them per simulated device; empty for a device-free table. ``drift_g_levels_s`` and
+    ``drift_nu_levels``: drift exponents per programmed level (empty: ``drift_nu``).
     """
 
     g_min_s: float = 1e-6
@@ -102,10 +110,25 @@ class EmpiricalParams:
     drift_nu: float = 0.0
     drift_nu_dtod: float = 0.0
     drift_t0_s: float = 38.6
+    drift_g_levels_s: tuple[float, ...] = ()
+    drift_nu_levels: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("drift_nu", "drift_nu_dtod"):
             require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        levels = self.drift_g_levels_s
+        require(
+            len(self.drift_nu_levels) == len(levels),
+            "drift_nu_levels",
+            f"needs {len(levels)} exponents (one per drift_g_levels_s entry)",
+        )
+        require(all(g > 0 for g in levels), "drift_g_levels_s", "must be > 0 S")
+        require(
+            all(a < b for a, b in zip(levels, levels[1:])),
+            "drift_g_levels_s",
+            "must be strictly increasing",
+        )
+        require(all(nu >= 0 for nu in self.drift_nu_levels), "drift_nu_levels", "must be >= 0")
         require(self.drift_t0_s > 0, "drift_t0_s", f"must be > 0 s, got {self.drift_t0_s}")
         require(
             0.0 <= self.stuck_fraction <= 1.0,
@@ -171,6 +194,19 @@ class EmpiricalParams:
         )
 
 
+def _balanced_draw(n: int, shape, generator, device) -> Tensor:
+    """Indices into ``n`` measured devices for ``shape`` simulated ones: consecutive random
+    permutations of all ``n``, so that every block of ``n`` cells (in C order) holds each
+    measured device once. A balanced bootstrap (Davison, Hinkley & Schechtman, Biometrika
+    73, 555 (1986)): the simulated devices then differ from the measured population only
+    as the measured sample did, without the extra spread of drawing with replacement (which
+    made held-out checks of a twin reject where the measured halves of a chip agree)."""
+    numel = math.prod(shape)
+    rounds = -(-numel // n) if numel else 0
+    keys = torch.rand((rounds, n), generator=generator, device=device)
+    return keys.argsort(1).flatten()[:numel].reshape(shape)
+
+
 @register_device("empirical")
 class EmpiricalDevice(DeviceModel):
     """Measured step statistics as a device model (see the module docstring)."""
@@ -190,7 +226,8 @@ class EmpiricalDevice(DeviceModel):
         self.nominal_set_pulse = max(ups) if ups else None
         self.nominal_reset_pulse = min(downs) if downs else None
         self._tables: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
-        if p.drift_nu > 0:  # a drifting twin keeps each cell's time of last programming
+        if p.drift_nu > 0 or any(nu > 0 for nu in p.drift_nu_levels):
+            # a drifting twin keeps each cell's time of last programming
             self.state_names = ("g_s", "t_prog_s")
             self.drifts = True
 
@@ -212,14 +249,13 @@ class EmpiricalDevice(DeviceModel):
     # -- plugin interface -------------------------------------------------------------
     def sample_d2d(self, shape, generator, device="cpu", dtype=torch.float32) -> D2D:
         """Each device's response: one measured device's ``axis_scale`` and
-        ``step_scale_<c>`` (drawn jointly, with replacement), times a log-normal step scale
+        ``step_scale_<c>`` (drawn jointly, each measured device once per block of as many
+        simulated ones: ``_balanced_draw``), times a log-normal step scale
         where ``step_dtod[c] > 0``."""
         p = self.p
         d2d: D2D = {}
         if p.device_axis_scale:
-            pick = torch.randint(
-                len(p.device_axis_scale), shape, generator=generator, device=device
-            )
+            pick = _balanced_draw(len(p.device_axis_scale), shape, generator, device)
             axis = torch.tensor(p.device_axis_scale, device=device, dtype=dtype)
             steps = torch.tensor(p.device_step_scale, device=device, dtype=dtype)
             d2d["axis_scale"] = axis[pick]
@@ -230,7 +266,11 @@ class EmpiricalDevice(DeviceModel):
                 drawn = lognormal_spread(1.0, sigma, shape, generator, device, dtype)
                 key = f"step_scale_{c}"
                 d2d[key] = d2d[key] * drawn if key in d2d else drawn
-        if p.drift_nu > 0 and p.drift_nu_dtod > 0:
+        if p.drift_g_levels_s and p.drift_nu_dtod > 0:  # the level sets nu, times this
+            d2d["drift_nu_factor"] = lognormal_spread(
+                1.0, p.drift_nu_dtod, shape, generator, device, dtype
+            )
+        elif p.drift_nu > 0 and p.drift_nu_dtod > 0:
             d2d["drift_nu"] = lognormal_spread(
                 p.drift_nu, p.drift_nu_dtod, shape, generator, device, dtype
             )
@@ -259,9 +299,26 @@ class EmpiricalDevice(DeviceModel):
         if not self.drifts:
             return state[..., 0].clone()
         p = self.p
-        nu = d2d.get("drift_nu", p.drift_nu)
+        if p.drift_g_levels_s:
+            nu = self.drift_exponent(state[..., 0]) * d2d.get("drift_nu_factor", 1.0)
+        else:
+            nu = d2d.get("drift_nu", p.drift_nu)
         age = (t_s - state[..., 1]).clamp_min(p.drift_t0_s) / p.drift_t0_s
         return state[..., 0] * torch.exp(-nu * age.log())
+
+    def drift_exponent(self, g_s: Tensor) -> Tensor:
+        """The exponent of cells programmed to ``g_s``: ``drift_nu_levels`` interpolated
+        linearly in ln G between ``drift_g_levels_s``, held beyond the end levels."""
+        levels = torch.tensor(self.p.drift_g_levels_s, device=g_s.device, dtype=g_s.dtype)
+        nus = torch.tensor(self.p.drift_nu_levels, device=g_s.device, dtype=g_s.dtype)
+        if levels.numel() == 1:
+            return nus[0].expand_as(g_s)
+        x = g_s.clamp_min(torch.finfo(g_s.dtype).tiny).log()
+        knots = levels.log()
+        # the count of levels below G (a handful: a comparison beats searchsorted on CPU)
+        i = (x.unsqueeze(-1) > knots).sum(-1).clamp(1, knots.numel() - 1)
+        w = ((x - knots[i - 1]) / (knots[i] - knots[i - 1])).clamp(0.0, 1.0)
+        return nus[i - 1] + w * (nus[i] - nus[i - 1])
 
     def drift_onset_s(self) -> float:
         """T0 of the drift law (0 for a twin that does not drift)."""

@@ -155,14 +155,9 @@ def _fit_pcm(store: Any, ids: list[int], where: str):
     for rid in ids:
         protocol = _protocol_of(store, rid)
         if protocol == "retention":
-            from memhil.runs.protocol_run import column_name
+            from memhil.runs.twin import retention_reads
 
-            df = store.load(rid)
-            cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
-            index = column_name("index")  # a reserved word in SQL: stored as index_
-            g = df.pivot_table(index=cell_cols, columns=index, values="g")
-            t = df.groupby(index)["t_s"].mean().reindex(g.columns)
-            fit = fit_drift(t.to_numpy(float), g.to_numpy(float))
+            fit = fit_drift(*retention_reads(store, rid))
             params.update(fit.params)
             stderr.update(fit.stderr)
             n_points, rms = n_points + fit.n_points, fit.residual_rms

@@ -17,6 +17,7 @@ from memhil.runs.protocol_file import META_CONFIG
 __all__ = [
     "traces_from_run",
     "read_noise_from_run",
+    "retention_reads",
     "stuck_cells_from_run",
     "build_twin",
     "check_twin",
@@ -75,6 +76,25 @@ def read_noise_from_run(store: Any, run_id: int) -> tuple[float, float]:
     return noise_line(stats["mean"].to_numpy(), stats["std"].to_numpy(), stats["count"].to_numpy())
 
 
+def retention_reads(store: Any, run_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(read times s since programming, reads (cells, times) S) of a stored ``retention``
+    run; a run of another protocol is a ``ConfigError``."""
+    from memhil.runs.protocol_run import column_name
+
+    root = store.chain(run_id)[0]
+    cfg = store.metadata(root).get(META_CONFIG) or {}
+    if cfg.get("protocol") != "retention":
+        raise ConfigError(
+            "drift", f"run {run_id} is not a retention run (protocol {cfg.get('protocol')!r})"
+        )
+    df = store.load(run_id)
+    cell_cols = [c for c in ("tile", "row", "col") if c in df.columns]
+    index = column_name("index")  # a reserved word in SQL: stored as index_
+    g = df.pivot_table(index=cell_cols, columns=index, values="g")
+    t = df.groupby(index)["t_s"].mean().reindex(g.columns)
+    return t.to_numpy(float), g.to_numpy(float)
+
+
 def stuck_cells_from_run(store: Any, run_id: int) -> tuple[int, np.ndarray]:
     """(cells measured, conductances S of the stuck ones) of a stored ``forming`` run (cells
     whose last forming step left them unformed, at their last read) or ``conductance_map``
@@ -119,7 +139,9 @@ def build_twin(
     ``read_noise_run`` when given, else estimated from the pulse trains; its stuck cells
     (fraction and conductances) from the ``forming`` / ``conductance_map`` runs
     ``stuck_runs`` (``stuck_cells_from_run``); its drift (power-law exponent and its
-    device-to-device spread, PCM's law) from the ``retention`` runs ``drift_runs``."""
+    device-to-device spread, PCM's law) from the ``retention`` runs ``drift_runs``: one
+    exponent, or one per programmed level where the runs programmed several levels
+    (each run one class; ``memhil.calibration.fit.pcm.fit_drift_levels``)."""
     from memhil.calibration.twin import build_empirical
     from memhil.store import RunStore
 
@@ -140,17 +162,24 @@ def build_twin(
         fit.params["stuck_fraction"] = len(stuck) / cells
         fit.params["stuck_g_s"] = stuck
     if drift_runs:
-        from memhil.runs.fit import fit_run
+        from memhil.calibration.fit.pcm import fit_drift, fit_drift_levels
 
-        drift = fit_run(db, list(drift_runs), model="pcm")
-        if "nu" not in drift.params:
-            raise ConfigError("drift", f"runs {list(drift_runs)}: no retention run among them")
+        with RunStore(db) as store:
+            runs = [retention_reads(store, int(r)) for r in drift_runs]
         fit.source += f", run {', '.join(map(str, drift_runs))} (retention)"
+        # one exponent per programmed level where the runs programmed several
+        drift = fit_drift_levels(runs) if len(runs) > 1 else fit_drift(*runs[0])
+        levels = drift.params.get("levels_s", [])
+        if len(levels) > 1:
+            fit.params["drift_g_levels_s"] = levels
+            fit.params["drift_nu_levels"] = [max(nu, 0.0) for nu in drift.params["nu_levels"]]
+            fit.stderr.update({f"drift_{k}": v for k, v in drift.stderr.items()})
         if drift.params["nu"] > 0:  # a conductance that rises with time is not this law
             fit.params["drift_nu"] = drift.params["nu"]
             fit.params["drift_nu_dtod"] = drift.params["nu_dtod"]
             fit.params["drift_t0_s"] = drift.params["t0_s"]
-            fit.stderr["drift_nu"] = drift.stderr["nu"]
+            if "nu" in drift.stderr:
+                fit.stderr["drift_nu"] = drift.stderr["nu"]
     return fit
 
 

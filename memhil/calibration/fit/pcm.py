@@ -49,3 +49,57 @@ def fit_drift(
         n_points=int(y.size),
         source=source,
     )
+
+
+#: Programmed levels closer than this ratio are one class (their exponents pooled).
+LEVEL_MERGE_RATIO = 1.05
+
+
+def fit_drift_levels(
+    runs: list[tuple[np.ndarray, np.ndarray]], *, t0_s: float = 38.6, source: str = ""
+) -> FitResult:
+    """One drift exponent per programmed conductance class: ``runs`` are (times s, reads
+    (cells, times)) of retention runs, each one class (its cells programmed alike). Each
+    class's level is the median over its cells of the conductance at T0 (the first read
+    at or after T0, moved back to T0 by the fitted law) and its exponent ``fit_drift``'s;
+    classes within ``LEVEL_MERGE_RATIO`` of each other are pooled (inverse-variance
+    weights). Params: ``levels_s`` and ``nu_levels`` (increasing levels), ``nu`` (their
+    mean), ``nu_dtod`` (the classes' relative spreads, averaged), ``t0_s``; stderr
+    ``nu_levels[k]``."""
+    found = []
+    for t_s, g_s in runs:  # a loop over the few classes
+        fit = fit_drift(t_s, g_s, t0_s=t0_s)
+        t = np.asarray(t_s, dtype=float)
+        g = np.atleast_2d(np.asarray(g_s, dtype=float))
+        k = int(np.argmax(t >= t0_s))
+        nu = fit.params["nu"]
+        level = float(np.median(g[:, k])) * (t[k] / t0_s) ** nu
+        found.append((level, nu, fit.stderr["nu"], fit.params["nu_dtod"], fit.n_points))
+    found.sort()
+    merged: list[list[tuple[float, float, float, float, int]]] = []
+    for f in found:
+        if merged and f[0] < LEVEL_MERGE_RATIO * merged[-1][-1][0]:
+            merged[-1].append(f)
+        else:
+            merged.append([f])
+    levels, nus, ses, dtods = [], [], [], []
+    for group in merged:
+        w = np.array([1.0 / max(f[2], 1e-12) ** 2 for f in group])
+        levels.append(float(np.exp(np.sum(w * np.log([f[0] for f in group])) / w.sum())))
+        nus.append(float(np.sum(w * [f[1] for f in group]) / w.sum()))
+        ses.append(float(1.0 / math.sqrt(w.sum())))
+        dtods.append(float(np.mean([f[3] for f in group])))
+    return FitResult(
+        model="pcm",
+        params={
+            "levels_s": levels,
+            "nu_levels": nus,
+            "nu": float(np.mean(nus)),
+            "nu_dtod": float(np.mean(dtods)),
+            "t0_s": float(t0_s),
+        },
+        stderr={f"nu_levels[{k}]": se for k, se in enumerate(ses)},
+        residual_rms=float("nan"),
+        n_points=int(sum(f[4] for f in found)),
+        source=source,
+    )
