@@ -144,6 +144,10 @@ def _short(key: str, value: Any) -> str:
         if set(changed) == {"m2", "c2_s", "a2_s"}:
             off = all(v == 0 for v in changed.values())
             return "prog. noise off" if off else f"prog. noise x{changed['m2'] / 0.091:.2g}"
+        if set(changed) == {"m3", "c3_s"} and not any(changed.values()):
+            return "read noise off"
+        if set(changed) == {"m1", "c1_s", "a1_s", "m2", "c2_s", "a2_s"}:
+            return f"granularity x{changed['c1_s'] / 0.88e-6:.2g}"
         if all(v == 0 for v in changed.values()):
             return "all noise + drift off"
         return ", ".join(f"{k}={v:g}" for k, v in changed.items())
