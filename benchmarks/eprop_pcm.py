@@ -59,7 +59,11 @@ SWEEPS = ROOT / "examples" / "sweeps"
 SCHEMES = "eprop_pcm_schemes"
 ABLATIONS = ("eprop_pcm_ablation", "eprop_pcm_threshold")
 SEARCHES = tuple(
-    f"eprop_pcm_search_{s}" for s in ("float", "mixed_precision", "stochastic", "sign", "multi")
+    f"eprop_pcm_search_{s}"
+    for s in (
+        *("float", "float_wmax", "mixed_precision", "mixed_precision_fine"),
+        *("stochastic", "sign", "multi"),
+    )
 )
 # sizes set on top of each sweep (grid keys of one value, so the stored trials say them)
 QUICK = {
