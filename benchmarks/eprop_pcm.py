@@ -12,16 +12,21 @@ ratio of the mean losses ("means"); "stuck" counts seeds not below 90 % of the z
 (silent, or run away: nothing learned); pulses are those of training (after the initial
 RESETs, response measurement and weights).
 
-CPU time (one core, measured on a loaded 2-core box; wall time was 2-5x that). The budget
-is 60 epochs (180 updates): doubling it to 120 moves float e-prop's mean train MSE by -17 %
-(0.041 -> 0.034), inside its spread over seeds (sd 0.015), two of five seeds getting worse:
+CPU time (one core, this process at nice 5 on a 2-core box at load 3, wall ~1.5x the CPU):
+a 60-epoch trial with one pair per weight costs ~12 s of CPU (5 min 20 s for the first 28
+trials of ``--ablation --schemes ideal mixed_precision stochastic sign``). The budget is 60
+epochs (180 updates): doubling it to 120 moves float e-prop's mean train MSE by -21 %
+(0.0424 -> 0.0335) and mixed precision's by -28 % (0.0491 -> 0.0353), inside the spread over
+seeds (float's sd 0.0126), one seed of each getting worse and the ranking unchanged:
 
-    python benchmarks/eprop_pcm.py              # 5 schemes x 5 seeds, 60 epochs: ~25 min of
-                                                # CPU, multi (4 pairs per weight) ~half of it
-    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold (45 trials, ~20 min)
-    python benchmarks/eprop_pcm.py --search     # + the held-out searches, one sweep per scheme
-                                                # (mixed precision 28 and float 20 trials at 60
-                                                # epochs, ~15 min; the others at 20 epochs)
+    python benchmarks/eprop_pcm.py              # 5 schemes x 5 seeds, 60 epochs: ~4 min of
+                                                # CPU without multi (4 pairs per weight, ~5x a
+                                                # trial: not re-timed at this budget)
+    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold, w_max
+                                                # (55 trials, ~11 min)
+    python benchmarks/eprop_pcm.py --search     # + the held-out searches, one or two per scheme
+                                                # (float 20 + 28, mixed precision 28 + 20 trials
+                                                # at 60 epochs, ~20 min; the others at 20 epochs)
     python benchmarks/eprop_pcm.py --sweeps eprop_pcm_search_mixed_precision  # one file only
     python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences,
                                                 # 60 epochs, the same hyperparameters (~8x the CPU)
@@ -57,7 +62,7 @@ from memhil.sweeps.results import sweep_definition, sweep_trials
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "examples" / "sweeps"
 SCHEMES = "eprop_pcm_schemes"
-ABLATIONS = ("eprop_pcm_ablation", "eprop_pcm_threshold")
+ABLATIONS = ("eprop_pcm_ablation", "eprop_pcm_threshold", "eprop_pcm_wmax")
 SEARCHES = tuple(
     f"eprop_pcm_search_{s}"
     for s in (
