@@ -12,19 +12,28 @@ ratio of the mean losses ("means"); "stuck" counts seeds not below 90 % of the z
 (silent, or run away: nothing learned); pulses are those of training (after the initial
 RESETs, response measurement and weights).
 
-CPU time (one core, measured on a loaded 2-core box; wall time was 5-10x that):
+CPU time (one core, this process at nice 5 on a 2-core box at load 3, wall ~1.5x the CPU):
+a 60-epoch trial with one pair per weight costs ~12 s of CPU (5 min 20 s for the first 28
+trials of ``--ablation --schemes ideal mixed_precision stochastic sign``). The budget is 60
+epochs (180 updates): doubling it to 120 moves float e-prop's mean train MSE by -21 %
+(0.0424 -> 0.0335) and mixed precision's by -28 % (0.0491 -> 0.0353), inside the spread over
+seeds (float's sd 0.0126), one seed of each getting worse and the ranking unchanged:
 
-    python benchmarks/eprop_pcm.py              # 5 schemes x 5 seeds, 30 epochs: ~6 min of
-                                                # CPU, multi (4 pairs per weight) ~half of it
-    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold (35 trials, ~6 min)
-    python benchmarks/eprop_pcm.py --search     # + the held-out searches, one sweep per scheme
-                                                # (106 trials at 20 epochs, ~20 min, half of it multi)
+    python benchmarks/eprop_pcm.py              # 5 schemes x 5 seeds, 60 epochs: ~4 min of
+                                                # CPU without multi (4 pairs per weight, ~5x a
+                                                # trial: not re-timed at this budget)
+    python benchmarks/eprop_pcm.py --ablation   # + PCM ablation, transfer threshold, w_max
+                                                # (55 trials, ~11 min)
+    python benchmarks/eprop_pcm.py --search     # + the held-out searches, one or two per scheme
+                                                # (float 20 + 28, mixed precision 28 + 20 trials
+                                                # at 60 epochs, ~20 min; the others at 20 epochs)
+    python benchmarks/eprop_pcm.py --sweeps eprop_pcm_search_mixed_precision  # one file only
     python benchmarks/eprop_pcm.py --full       # srnn-pcm's size: 100 x 100, 1 s sequences,
                                                 # 60 epochs, the same hyperparameters (~8x the CPU)
     python benchmarks/eprop_pcm.py --quick      # smoke run: 10 x 10 network, 2 epochs, 2 seeds
     python benchmarks/eprop_pcm.py --from-db benchmarks/out/eprop_pcm/runs.db --sweep 1 [ID ...]
     python benchmarks/eprop_pcm.py --jobs 2     # trials on a local Ray of 2 CPUs (default: inline)
-    python benchmarks/eprop_pcm.py --epochs 60 --schemes ideal mixed_precision   # budget doubled
+    python benchmarks/eprop_pcm.py --epochs 120 --schemes ideal mixed_precision  # budget doubled
 
 ``--backend sim|mock_lab=STATION.yaml|station=BENCH.yaml`` runs the trials there instead
 (each network must fit the chip: the pre-flight refuses otherwise, in one line).
@@ -53,9 +62,13 @@ from memhil.sweeps.results import sweep_definition, sweep_trials
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "examples" / "sweeps"
 SCHEMES = "eprop_pcm_schemes"
-ABLATIONS = ("eprop_pcm_ablation", "eprop_pcm_threshold")
+ABLATIONS = ("eprop_pcm_ablation", "eprop_pcm_threshold", "eprop_pcm_wmax")
 SEARCHES = tuple(
-    f"eprop_pcm_search_{s}" for s in ("float", "mixed_precision", "stochastic", "sign", "multi")
+    f"eprop_pcm_search_{s}"
+    for s in (
+        *("float", "float_wmax", "mixed_precision", "mixed_precision_fine"),
+        *("stochastic", "sign", "multi"),
+    )
 )
 # sizes set on top of each sweep (grid keys of one value, so the stored trials say them)
 QUICK = {
@@ -144,8 +157,14 @@ def _short(key: str, value: Any) -> str:
         if set(changed) == {"m2", "c2_s", "a2_s"}:
             off = all(v == 0 for v in changed.values())
             return "prog. noise off" if off else f"prog. noise x{changed['m2'] / 0.091:.2g}"
+        if set(changed) == {"m3", "c3_s"} and not any(changed.values()):
+            return "read noise off"
+        if set(changed) == {"m1", "c1_s", "a1_s", "m2", "c2_s", "a2_s"}:
+            return f"granularity x{changed['c1_s'] / 0.88e-6:.2g}"
         if all(v == 0 for v in changed.values()):
             return "all noise + drift off"
+        if changed.get("m1") == 0 and changed.get("a1_s") == 0:
+            return f"linear {changed['c1_s'] * 1e6:g} uS, quiet"
         return ", ".join(f"{k}={v:g}" for k, v in changed.items())
     leaf = key.rsplit(".", 1)[-1]
     return f"{leaf}={value:.3g}" if isinstance(value, float) else f"{leaf}={value}"
@@ -304,6 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ablation", action="store_true", help="also the PCM and threshold ablations")
     ap.add_argument("--search", action="store_true", help="also the held-out searches")
     ap.add_argument(
+        "--sweeps",
+        nargs="+",
+        default=None,
+        choices=[*SEARCHES, SCHEMES, *ABLATIONS],
+        help="run only these sweep files, in this order (instead of the schemes sweep and "
+        "the --search/--ablation ones): a search whose pick goes into the schemes sweep",
+    )
+    ap.add_argument(
         "--schemes", nargs="+", default=None, help="only these schemes (ideal = float e-prop)"
     )
     ap.add_argument(
@@ -345,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = args.db or args.out / "runs.db"
     names = ([*SEARCHES] if args.search else []) + [SCHEMES]
     names += list(ABLATIONS) if args.ablation else []
+    names = args.sweeps or names
     out_dir = args.out / "sweeps"
     ids = []
     try:

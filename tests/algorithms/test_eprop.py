@@ -425,3 +425,23 @@ def test_ideal_device_quantum_is_the_perf_mode_step():
     assert net.response.granularity_s == pytest.approx(0.75e-6, rel=1e-5)
     old = build_variant("ideal_device", SMALL, seed=0, tuned=False)  # the 20-pulse default
     assert old.response.granularity_s < 0.6e-6
+
+
+def test_w_max_shrinks_the_quantum_in_weight_units_and_clips_the_weights():
+    """w = w_max (G+ - G-) / window: halving w_max doubles the siemens per weight unit,
+    halves the mixed-precision quantum (the mean SET step in weight units) and clips the
+    initial weights at ±w_max."""
+    cfg = replace(SMALL, init_std_in=2.0)  # wide: some initial W_in beyond ±0.5
+
+    def build(w_max):
+        be = SimBackend({"tiles": 3, "rows": 12, "cols": 16, "device": "pcm", "seed": 0})
+        return be, EpropNetwork(be, cfg, "mixed_precision", w_max=w_max)
+
+    (_, full), (_, half) = build(1.0), build(0.5)
+    for k in ("w_in", "w_rec", "w_out"):
+        assert half.weights[k].mapping.scale == pytest.approx(2 * full.weights[k].mapping.scale)
+        assert half.schemes[k].quantum == pytest.approx(0.5 * full.schemes[k].quantum)
+    # programmed open loop to the clipped targets: |W_in| stays below 0.5 + a few SET
+    # steps' noise (a 0.5 weight is ~6 µS; SET noise ~1 µS = 0.04 here), well below 1
+    assert float(half.read_weight("w_in").abs().max()) < 0.7
+    assert float(full.read_weight("w_in").abs().max()) > 0.7

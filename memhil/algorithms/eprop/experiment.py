@@ -74,6 +74,9 @@ class EpropModel:
     """Device pairs per weight (``multi`` needs > 1)."""
     response_pulses: int = 20
     """SET pulses of the response measurement whose mean step is the schemes' quantum."""
+    w_max: float = 1.0
+    """Weight encoded by the whole conductance window (w = w_max (G+ - G-) / window): below
+    1, one SET step and its noise are smaller in weight units and weights clip at ±w_max."""
     dt_s: float = 1e-3
     """Simulation time step (s)."""
     tau_rec_s: float = 30e-3
@@ -116,7 +119,7 @@ class EpropModel:
     def __post_init__(self) -> None:
         for key in ("n_rec", "n_devices", "response_pulses", "ce_window"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("dt_s", "tau_rec_s", "tau_out_s", "thr", "gamma_pd"):
+        for key in ("dt_s", "tau_rec_s", "tau_out_s", "thr", "gamma_pd", "w_max"):
             require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
         for key in _NON_NEGATIVE:
             require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
@@ -232,6 +235,7 @@ class EpropExperiment(Experiment):
             set_pulse=d.set_pulse,
             reset_pulse=d.reset_pulse,
             response_pulses=m.response_pulses,
+            w_max=m.w_max,
             response=None if state is None else EpropNetwork.response_from_state(state),
         )
 
@@ -255,7 +259,9 @@ class EpropExperiment(Experiment):
         d: EpropDeploy = self.config.deploy
         window = d.g_window_s or self.backend.capabilities.conductance_range_s
         try:
-            place_matrices(self.backend.shape, c.n_in, c.n_rec, c.n_out, m.n_devices, window)
+            place_matrices(
+                self.backend.shape, c.n_in, c.n_rec, c.n_out, m.n_devices, window, m.w_max
+            )
         except ValueError as exc:
             raise ConfigError("model.n_rec", f"the network does not fit the array: {exc}") from None
         check_deploy_settings(self.backend, d.set_pulse, d.reset_pulse, g_window_s=d.g_window_s)

@@ -315,8 +315,11 @@ class EpropNetwork:
     for 20 pulses on Nandakumar PCM, whose first steps from RESET are ~1.9 µS and whose
     late ones approach saturation), and Gaussian initial weights are written
     open loop (SET counts from the response); the float ``ideal`` scheme starts from the
-    weights read back. ``g_window_s`` (default: the backend's conductance range) sets the
-    weight scale, w = (G+ - G-) / (g_hi - g_lo) for w_max = 1. Given ``response`` (that
+    weights read back. ``g_window_s`` (default: the backend's conductance range) and
+    ``w_max`` set the weight scale, w = w_max (G+ - G-) / (g_hi - g_lo) (the conductance-to-
+    weight factor of Nandakumar et al., Front. Neurosci. 2020): a smaller w_max makes one SET
+    step, its programming noise and its read noise smaller in weight units and clips the
+    weights at ±w_max. Given ``response`` (that
     measurement, from ``state_dict``), the devices are taken to hold the network already
     and nothing is pulsed: restore the rest with ``load_state_dict`` (a resumed run).
     """
@@ -334,6 +337,7 @@ class EpropNetwork:
         reset_pulse: tuple[float, float] | None = None,
         response_pulses: int = 20,
         response: PulseResponse | None = None,
+        w_max: float = 1.0,
     ):
         self.backend, self.config = backend, config
         caps = backend.capabilities
@@ -346,7 +350,7 @@ class EpropNetwork:
             )
         self.set_pulse, self.reset_pulse = PulseSpec(*sp), PulseSpec(*rp)
         maps = place_matrices(
-            backend.shape, config.n_in, config.n_rec, config.n_out, n_devices, window
+            backend.shape, config.n_in, config.n_rec, config.n_out, n_devices, window, w_max
         )
         self.weights = {
             k: AnalogWeights(backend, m, self.set_pulse, self.reset_pulse) for k, m in maps.items()
