@@ -61,7 +61,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "examples" / "sweeps"
 #: Tasks the default run measures (MLPs), and the other networks of the old study (opt-in).
 TASKS = ("digits", "mnist1d")
 NETWORK_TASKS = ("digits_cnn", "vowels_crnn", "vessels_unet")
-METRICS = ["accuracy", "accuracy_float", "collapsed", "write_error_window"]
+METRICS = ["accuracy", "accuracy_float", "collapsed", "write_error_window", "selected_epoch"]
 #: Smoke-run overrides (a few seconds per trial): one epoch, small layers.
 QUICK_GRID: dict[str, dict[str, list]] = {
     "digits": {"train.epochs": [1], "model.sizes": [[64, 16, 10]]},
@@ -208,8 +208,12 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             row[name] = _cell(point[f"{metric}_mean"], point[f"{metric}_sd"], collapsed)
             f[f"{name}_mean"] = float(point[f"{metric}_mean"])
             f[f"{name}_n"] = int(point["n"])
+            at = done[[all(r[a] == point[a] for a in axes) for _, r in done.iterrows()]]
+            if "selected_epoch" in at and at["selected_epoch"].notna().any():
+                f[f"{name}_selected"] = [
+                    int(e) for e in at.sort_values("seed")["selected_epoch"].fillna(0)
+                ]
             if name in ("pruned", "SLx5", "noSL"):
-                at = done[[all(r[a] == point[a] for a in axes) for _, r in done.iterrows()]]
                 f[f"{name}_flips"] = _mean_flips(store, at["run_id"])
             if name == "prog-verify":
                 row["ideal"] = _cell(point[f"{metric}_float_mean"], point[f"{metric}_float_sd"])
@@ -260,6 +264,13 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             + ", ".join(f"{c} {v:+.1f}" for c, v in moved.items())
             + f" points (largest |change| {max(map(abs, moved.values()), default=math.nan):.1f})"
         )
+    for (task, net, epochs), f in facts.items():
+        picked = {c: f[f"{c}_selected"] for c in COLUMNS if f"{c}_selected" in f}
+        if picked:
+            lines.append(
+                f"{task} {net} {epochs} ep: epoch of the best validation metric, tested "
+                "(per seed): " + ", ".join(f"{c} {v}" for c, v in picked.items())
+            )
     for (task, net, epochs), f in facts.items():
         seeds = sorted(f["seeds"])
         residual = f.get("residual", math.nan)
