@@ -57,7 +57,7 @@ def test_best_val_deploys_the_epoch_with_the_best_validation_metric(method):
         vals.append(_drain(exp.train_epoch(e))["val_accuracy"])
         weights.append([s.weight().detach().clone() for s in weight_sources(exp.net)])
         masks.append([m.clone() for m in masks_of(exp.net)] if method == "pruned" else [])
-    best = max(range(EPOCHS), key=lambda i: (vals[i], -i))  # the first of ties
+    best = max(range(EPOCHS), key=lambda i: (vals[i], i))  # the last of ties
     assert best != EPOCHS - 1, f"validation accuracy {vals} peaks last: no selection shown"
     _drain(exp.deploy())
     scores = exp.evaluate()

@@ -246,11 +246,13 @@ class PruningTrain(TrainConfig):
     in software, masks programmed by ``deploy``)."""
     select: Literal["last", "best_val"] = "last"
     """The network ``deploy`` programs and the test scores: the last epoch's, or
-    (``best_val``) the epoch's with the best validation metric, the first of ties: early
-    stopping on the validation split, never on the test set (Prechelt, "Early stopping -
-    but when?", Neural Networks: Tricks of the Trade, 1998). A pruned network's masks of
-    that epoch are then programmed at deploy (the flips since counted in
-    ``cells_programmed_at_deploy``); the test scores name the epoch (``selected_epoch``)."""
+    (``best_val``) the epoch's with the best validation metric: early stopping on the
+    validation split, never on the test set (Prechelt, "Early stopping - but when?",
+    Neural Networks: Tricks of the Trade, 1998). Of equal scores (common on a small
+    split: 54 JapaneseVowels sequences score in steps of 1.9 %) the last: trained longest,
+    and a pruned network then reverts the fewest masks, which deploy programs anew (new
+    random conductances; counted in ``cells_programmed_at_deploy``). The test scores name
+    the epoch (``selected_epoch``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -609,12 +611,12 @@ class PruningExperiment(Experiment):
             yield Step(i, len(batches), {"loss": float(loss.detach()), "flips": float(n)})
         self.flips += flips
         val = self._scores(self.val)[self._selection_metric]
+        if t.select == "best_val" and val >= self.best_val:
+            self.best_state, self.best_epoch = self._network_state(), epoch + 1
         if val > self.best_val:
             self.best_val = val
             if self.schedule is not None:
                 self.schedule.improved()
-            if t.select == "best_val":
-                self.best_state, self.best_epoch = self._network_state(), epoch + 1
         return {
             "loss": sum(losses) / len(y),
             f"val_{self._selection_metric}": val,
