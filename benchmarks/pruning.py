@@ -32,10 +32,12 @@ E and 2E epochs (``--set train.epochs=E``, one store).
     python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
 
 Cost, trials one at a time (``--num-cpus N``: on Ray), per task 5 pruned + 20 programmed
-trials: the default on an idle machine took 28 s wall for digits (everything, imports
-included); on the same machine shared by 8 processes (load 10-23) a budget of 5 epochs
-took 30 min, most of it lost to contention. ``--quick`` (2 seeds, 1 epoch, hidden 16,
-500 MNIST-1D signals): 82 s CPU.
+trials (5 with ``--set deploy.write_noise=null``), CPU time with imports, one torch thread
+on a shared 2-core machine (load 2-3.6): digits 27 s at 20 epochs; MNIST-1D 70 s at 20,
+211 s at 80; with ``deploy.write_noise=null``: MNIST-1D 269 s at 160 epochs, CRNN 33 s at
+20 and 78 s at 80, U-Net 170 s at 20 and 488 s at 80, CNN 66 s at 20; the wall time was
+1.0-2.4x the CPU time. ``--quick`` (2 seeds, 1 epoch, hidden 16, 500 MNIST-1D signals):
+82 s CPU (an earlier measurement).
 """
 
 from __future__ import annotations
