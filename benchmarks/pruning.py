@@ -32,10 +32,12 @@ E and 2E epochs (``--set train.epochs=E``, one store).
     python benchmarks/pruning.py --backend mock_lab=examples/mock_station.yaml  # other chip
 
 Cost, trials one at a time (``--num-cpus N``: on Ray), per task 5 pruned + 20 programmed
-trials: the default on an idle machine took 28 s wall for digits (everything, imports
-included); on the same machine shared by 8 processes (load 10-23) a budget of 5 epochs
-took 30 min, most of it lost to contention. ``--quick`` (2 seeds, 1 epoch, hidden 16,
-500 MNIST-1D signals): 82 s CPU.
+trials (5 with ``--set deploy.write_noise=null``), CPU time with imports, one torch thread
+on a shared 2-core machine (load 2-3.6): digits 27 s at 20 epochs; MNIST-1D 70 s at 20,
+211 s at 80; with ``deploy.write_noise=null``: MNIST-1D 269 s at 160 epochs, CRNN 33 s at
+20 and 78 s at 80, U-Net 170 s at 20 and 488 s at 80, CNN 66 s at 20; the wall time was
+1.0-2.4x the CPU time. ``--quick`` (2 seeds, 1 epoch, hidden 16, 500 MNIST-1D signals):
+82 s CPU (an earlier measurement).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "examples" / "sweeps"
 #: Tasks the default run measures (MLPs), and the other networks of the old study (opt-in).
 TASKS = ("digits", "mnist1d")
 NETWORK_TASKS = ("digits_cnn", "vowels_crnn", "vessels_unet")
-METRICS = ["accuracy", "accuracy_float", "collapsed", "write_error_window"]
+METRICS = ["accuracy", "accuracy_float", "collapsed", "write_error_window", "selected_epoch"]
 #: Smoke-run overrides (a few seconds per trial): one epoch, small layers.
 QUICK_GRID: dict[str, dict[str, list]] = {
     "digits": {"train.epochs": [1], "model.sizes": [[64, 16, 10]]},
@@ -208,8 +210,12 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             row[name] = _cell(point[f"{metric}_mean"], point[f"{metric}_sd"], collapsed)
             f[f"{name}_mean"] = float(point[f"{metric}_mean"])
             f[f"{name}_n"] = int(point["n"])
+            at = done[[all(r[a] == point[a] for a in axes) for _, r in done.iterrows()]]
+            if "selected_epoch" in at and at["selected_epoch"].notna().any():
+                f[f"{name}_selected"] = [
+                    int(e) for e in at.sort_values("seed")["selected_epoch"].fillna(0)
+                ]
             if name in ("pruned", "SLx5", "noSL"):
-                at = done[[all(r[a] == point[a] for a in axes) for _, r in done.iterrows()]]
                 f[f"{name}_flips"] = _mean_flips(store, at["run_id"])
             if name == "prog-verify":
                 row["ideal"] = _cell(point[f"{metric}_float_mean"], point[f"{metric}_float_sd"])
@@ -260,6 +266,13 @@ def pruning_table(store: RunStore, sweep_ids: Sequence[int]) -> str:
             + ", ".join(f"{c} {v:+.1f}" for c, v in moved.items())
             + f" points (largest |change| {max(map(abs, moved.values()), default=math.nan):.1f})"
         )
+    for (task, net, epochs), f in facts.items():
+        picked = {c: f[f"{c}_selected"] for c in COLUMNS if f"{c}_selected" in f}
+        if picked:
+            lines.append(
+                f"{task} {net} {epochs} ep: epoch of the best validation metric, tested "
+                "(per seed): " + ", ".join(f"{c} {v}" for c, v in picked.items())
+            )
     for (task, net, epochs), f in facts.items():
         seeds = sorted(f["seeds"])
         residual = f.get("residual", math.nan)

@@ -158,6 +158,17 @@ def test_quantize_activations_levels_and_gradient():
     assert quantize_activations(x, None) is x
 
 
+def test_quantized_activations_of_a_sample_do_not_depend_on_its_batch():
+    # one range per sample: an outlier sample (x 100) leaves the others' levels alone
+    x = torch.rand(5, 3, 4, generator=torch.Generator().manual_seed(0))
+    x[4] *= 100
+    q = quantize_activations(x, 3)
+    for i in range(5):
+        assert torch.equal(q[i : i + 1], quantize_activations(x[i : i + 1], 3))
+        assert len(torch.unique(q[i])) <= 8
+    assert float((q[:4] - x[:4]).abs().max()) <= 1 / 7 / 2 + 1e-6  # half a step, range <= 1
+
+
 def test_forming_gives_signed_random_weights_and_deploy_keeps_residual():
     shapes = [(6, 10), (3, 6)]
     be = _sim(backend_shape_for(shapes))

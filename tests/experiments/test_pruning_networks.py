@@ -13,7 +13,12 @@ import torch
 import yaml
 
 from memhil.algorithms.pruning.edge_popup import FloatWeight
-from memhil.algorithms.pruning.models import SourcedConv1d, SourcedConv2d, SourcedLinear
+from memhil.algorithms.pruning.models import (
+    ConvRNN,
+    SourcedConv1d,
+    SourcedConv2d,
+    SourcedLinear,
+)
 from memhil.core.errors import ConfigError
 from memhil.runs.experiment_run import run_experiment_file
 from memhil.store import RunStore
@@ -99,6 +104,20 @@ def study(monkeypatch):
 
 
 @pytest.mark.slow  # ~3 s on an idle machine: three one-epoch trials of a tiny CNN
+def test_a_crnn_prediction_does_not_depend_on_the_other_sequences_of_its_batch():
+    # a short sequence alone, and padded beside a long one of large values: the padding
+    # and the other sequence's range must not change its logits (activations quantized)
+    torch.manual_seed(0)
+    net = ConvRNN(lambda name, shape, gain: FloatWeight(shape, gain=gain, seed=1), 4, 8, 16, 3)
+    net.eval()
+    short = torch.randn(1, 5, 4)
+    long = 50 * torch.randn(1, 12, 4)
+    batch = torch.cat([torch.nn.functional.pad(short, (0, 0, 0, 7)), long])
+    alone = net(short, lengths=torch.tensor([5]))
+    together = net(batch, lengths=torch.tensor([5, 12]))
+    assert torch.allclose(together[:1], alone, atol=1e-5)
+
+
 def test_a_cnn_row_and_its_mask_flips_reprint_from_the_store(study, tmp_path, capsys):
     base = yaml.safe_load((EXAMPLES / "pruning_digits_cnn.yaml").read_text())
     base["model"]["cnn"] = {"channels": [2, 2], "hidden": 4}

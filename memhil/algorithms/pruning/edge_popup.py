@@ -315,7 +315,9 @@ class ThresholdSchedule:
 class _QuantizeActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits):
-        lo, hi = x.detach().min(), x.detach().max()
+        dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
+        lo = x.detach().amin(dims, keepdim=True)
+        hi = x.detach().amax(dims, keepdim=True)
         step = (hi - lo).clamp_min(1e-12) / (2**bits - 1)
         return torch.round((x - lo) / step) * step + lo
 
@@ -325,8 +327,11 @@ class _QuantizeActivation(torch.autograd.Function):
 
 
 def quantize_activations(x: Tensor, bits: int | None) -> Tensor:
-    """Min-max uniform quantization of a whole activation tensor to ``bits`` bits, with a
-    straight-through gradient (None: no quantization)."""
+    """Min-max uniform quantization to ``bits`` bits over each sample (each index of the
+    first axis; a 1-D tensor is one sample), with a straight-through gradient (None: no
+    quantization). Per sample, so a prediction never depends on the other samples of a
+    batch: one range over a whole test set let its most extreme sample set the step for
+    all (a CRNN whose rare state outlier quantized every other state to 0)."""
     return x if bits is None else _QuantizeActivation.apply(x, bits)
 
 

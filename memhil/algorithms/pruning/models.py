@@ -242,19 +242,22 @@ class ConvRNN(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         q = self.bits
-        z = quantize_activations(F.relu(self.bn(self.conv(x.transpose(1, 2)))), q).transpose(1, 2)
+        # steps past a sequence's length are zeroed before each quantization, so how long
+        # the other sequences of its batch are changes neither its states nor its range
+        # (the padding adds zeros, the low end a ReLU output's range nearly always has)
+        valid = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        if lengths is not None:
+            valid = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).to(x.dtype)
+        z = F.relu(self.bn(self.conv(x.transpose(1, 2)))) * valid[:, None]
+        z = quantize_activations(z, q).transpose(1, 2)
         drive = self.w_in(z)  # (N, T, H), all steps at once
         h = torch.zeros_like(drive[:, 0])
         states = []
         for t in range(drive.shape[1]):  # the recurrence is inherently sequential
             h = F.relu(drive[:, t] + self.w_rec(h))
             states.append(h)
-        hs = quantize_activations(torch.stack(states, 1), q)
-        if lengths is None:
-            pooled = hs.mean(1)
-        else:
-            valid = (torch.arange(hs.shape[1])[None, :] < lengths[:, None]).to(hs.dtype)
-            pooled = (hs * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+        hs = quantize_activations(torch.stack(states, 1) * valid[..., None], q)
+        pooled = hs.sum(1) / valid.sum(1)[:, None]
         return self.readout(pooled)
 
 
