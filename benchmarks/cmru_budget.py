@@ -33,7 +33,7 @@ By the same property a larger cap needs only the runs still training at the old 
 whose runs repeat the old ones' per-epoch results before going on), and ``--sweep ID
 --sweep ID2`` tabulates the study with each run at the largest cap stored for it.
 
-Run: ``python benchmarks/cmru_budget.py [--db DB]``;
+Run: ``python benchmarks/cmru_budget.py [--db DB] [--cap 9600]`` (``--cap``: every run's cap);
 ``python benchmarks/cmru_budget.py --db DB --extend ID --cap 9600``;
 ``python benchmarks/cmru_budget.py --from-db DB --sweep ID [--sweep ID2]`` reprints the table.
 """
@@ -287,18 +287,24 @@ def budget_table(store: RunStore, sweep_ids: int | list[int], margin: float) -> 
     return "\n".join(lines)
 
 
+def with_cap(sweep: SweepFile, cap: int) -> SweepFile:
+    """``sweep`` with every run capped at ``cap`` updates (``train.epochs`` of its base file)."""
+    per_epoch = int(sweep.base_data["train"]["steps_per_epoch"])
+    if cap % per_epoch or cap <= 0:
+        raise SystemExit(f"--cap {cap}: must be a positive multiple of {per_epoch} updates")
+    return sweep_variant(sweep, {"train.epochs": cap // per_epoch})
+
+
 def extension(sweep: SweepFile, rows: list[dict[str, Any]], cap: int) -> SweepFile:
     """The trials of ``sweep`` whose stored run in ``rows`` made every update of its cap
     (still training), at the cap ``cap`` updates: by the prefix property their first
     updates repeat the stored runs, so only these runs need the larger cap."""
     per_epoch = int(sweep.base_data["train"]["steps_per_epoch"])
-    if cap % per_epoch or cap <= 0:
-        raise SystemExit(f"--cap {cap}: must be a positive multiple of {per_epoch} updates")
     training = {_run_key(r) for r in rows if _reached_cap(r)}
     larger = [r for r in rows if int(r["config"]["train"]["epochs"]) * per_epoch >= cap]
     if larger:
         raise SystemExit(f"--cap {cap}: run {larger[0]['run_id']} already has a cap >= {cap}")
-    longer = sweep_variant(sweep, {"train.epochs": cap // per_epoch})
+    longer = with_cap(sweep, cap)
     keep = [t for t in longer.trials if _run_key({**t.axes, "seed": t.seed}) in training]
     return replace(longer, trials=[replace(t, index=i) for i, t in enumerate(keep)])
 
@@ -322,7 +328,12 @@ def main(argv: list[str] | None = None) -> None:
         help="rerun only the runs of sweep SWEEP in --db that were still training at their "
         "cap, at the cap --cap, into the same store (a new sweep)",
     )
-    ap.add_argument("--cap", type=int, help="updates of the --extend runs (a multiple of 300)")
+    ap.add_argument(
+        "--cap",
+        type=int,
+        help="updates at most per run (a multiple of 300): of the --extend runs, or of the "
+        "whole study (default: the sweep file's 4800)",
+    )
     add_run_options(ap)
     args = ap.parse_args(argv)
     if args.from_db is not None:
@@ -349,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"sweep {args.extend}: no run was still training at its cap; nothing to run")
             return
         ids.append(args.extend)
+    elif args.cap is not None:
+        sweep = with_cap(sweep, args.cap)
     sweep_id = run_into_store(sweep, db)
     ids.append(sweep_id)
     with RunStore(db) as store:

@@ -210,8 +210,9 @@ def test_extending_the_runs_still_training_to_2b_gives_the_table_of_a_2b_sweep(
     budget.main(["--from-db", str(db), "--sweep", str(first), "--sweep", str(extended)])
     combined = capsys.readouterr().out
     assert "BMRU seed 1: run" in combined  # the extension replaced the capped run
-    # the same study run at cap 12 from the start: the same rows and verdicts
-    full = cmru.sweep_variant(sweep, {"train.epochs": 4})
+    # the same study run at cap 12 from the start (--cap 12): the same rows and verdicts
+    full = budget.with_cap(sweep, 12)
+    assert full.base_data["train"]["epochs"] == 4
     db_full = tmp_path / "full.db"
     budget.main(["--from-db", str(db_full), "--sweep", str(cmru.run_into_store(full, db_full))])
     alone = capsys.readouterr().out
@@ -219,6 +220,8 @@ def test_extending_the_runs_still_training_to_2b_gives_the_table_of_a_2b_sweep(
     assert "BMRU        12" in alone
     with pytest.raises(SystemExit, match="multiple of 3"):
         budget.extension(sweep, [], 10)
+    with pytest.raises(SystemExit, match="multiple of 3"):
+        budget.with_cap(sweep, 10)
 
 
 def test_the_length_test_regenerates_the_files_dataset_at_2t_and_scores_it(tmp_path):
