@@ -173,7 +173,9 @@ def budget_table(store: RunStore, sweep_ids: int | list[int], margin: float) -> 
         *notes,
     ]
     verdict: dict[str, dict[int, float]] = {}  # setting -> budget -> largest |Δ| over models
-    models_per_setting: dict[str, set[str]] = {}
+    # setting -> its models in table order (a dict: a set's order changes with the process)
+    models_per_setting: dict[str, dict[str, None]] = {}
+    training: dict[str, list[str]] = {}  # setting -> "model seed s" still training at the cap
     all_stopped: dict[str, bool] = {}  # setting -> every run stopped before the cap
     per_model: list[str] = []  # the verdict of each setting and model
     for curriculum in dict.fromkeys(repr(r.get("train.curriculum")) for r in rows):
@@ -192,7 +194,7 @@ def budget_table(store: RunStore, sweep_ids: int | list[int], margin: float) -> 
         lines += [head, "-" * len(head)]
         for cell in dict.fromkeys(r["model.cell"] for r in rs_c):
             rs = sorted((r for r in rs_c if r["model.cell"] == cell), key=lambda r: r["seed"])
-            models_per_setting.setdefault(setting, set()).add(cell)
+            models_per_setting.setdefault(setting, {})[cell] = None
             accs_e = [_per_epoch(r["points"], "test_accuracy") for r in rs]
             coll_e = [_per_epoch(r["points"], "test_collapsed") for r in rs]
             miss_e = [_per_epoch(r["points"], "test_classes_never_predicted") for r in rs]
@@ -251,6 +253,7 @@ def budget_table(store: RunStore, sweep_ids: int | list[int], margin: float) -> 
             name = CELL_NAMES.get(cell, cell)
             from_b = _model_verdict(means, margin, stopped)
             running = [r["seed"] for r, n in zip(rs, made) if n >= cap]
+            training.setdefault(setting, []).extend(f"{name} seed {s}" for s in running)
             text = (
                 f"stable within {margin} from B = {from_b} on"
                 if from_b is not None
@@ -282,6 +285,11 @@ def budget_table(store: RunStore, sweep_ids: int | list[int], margin: float) -> 
             text = (
                 f"no measured budget passes the doubling test at margin {margin} ({names}; "
                 f"largest change per doubling: {changes})"
+            )
+        if training.get(setting):
+            text += (
+                f"; still training at their cap: {', '.join(training[setting])} "
+                "(their later updates are unmeasured)"
             )
         lines.append(f"{setting}: {text}")
     return "\n".join(lines)

@@ -180,6 +180,10 @@ def test_the_budget_table_shows_at_cap_b_the_run_capped_at_b(bench, tmp_path, ca
         assert row.split()[-1].startswith(f"{final['accuracy']:.3f}{flag}/"), (row, final)
     assert "doubling" in table
     assert "without curriculum, BMRU: " in table  # the verdict of each setting and model
+    # the setting's verdict names the runs still training at the cap (12 updates made)
+    with RunStore(db) as store:
+        made = float(cmru.trial_rows(store, sweep_id)[0]["metrics"]["steps"])
+    assert ("still training at their cap: BMRU seed 0" in table) == (made >= 12), made
 
 
 def test_extending_the_runs_still_training_to_2b_gives_the_table_of_a_2b_sweep(
