@@ -23,9 +23,11 @@ the verdict of each setting and model (the smallest budget from which on no meas
 doubling moves its mean by more than the margin, and the seeds still training at the cap,
 whose later updates nobody measured), and of each setting over all models.
 
-Cost: ~0.04 s per update at T = 1000 on an idle core (one torch thread; 0.1-0.3 s with the
-machine loaded); a seed that never converges takes the full 4800 updates (~3-4 min idle),
-one that converges stops early; the 30 trials take ~40-90 min idle, one after the other.
+Cost: ~0.04 s per update at T = 1000 on an idle core (one torch thread; 0.05-0.08 s measured
+with the 2-core machine at load ~3, 0.1-0.3 s more loaded); a seed that never converges takes
+the full cap (9600 updates: ~8-10 min at load ~3), one that converges stops early. The 30
+trials at ``--cap 9600`` took 3833 s wall, 2934 s CPU (load ~3 on 2 cores, nice 0; three
+runs reached the cap), one after the other.
 ``--quick``: T = 50, caps of 10/20/40 updates, one seed (a smoke run, ~1 min).
 
 By the same property a larger cap needs only the runs still training at the old one:
