@@ -27,7 +27,8 @@ Cost: ~0.04 s per update at T = 1000 on an idle core (one torch thread; 0.05-0.0
 with the 2-core machine at load ~3, 0.1-0.3 s more loaded); a seed that never converges takes
 the full cap (9600 updates: ~8-10 min at load ~3), one that converges stops early. The 30
 trials at ``--cap 9600`` took 3833 s wall, 2934 s CPU (load ~3 on 2 cores, nice 0; three
-runs reached the cap), one after the other.
+runs reached the cap), one after the other; ``--extend 1 --cap 19200`` of those still
+training (two) 1386 s wall.
 ``--quick``: T = 50, caps of 10/20/40 updates, one seed (a smoke run, ~1 min).
 
 By the same property a larger cap needs only the runs still training at the old one:
