@@ -180,6 +180,52 @@ def test_the_budget_table_shows_at_cap_b_the_run_capped_at_b(bench, tmp_path, ca
         assert row.split()[-1].startswith(f"{final['accuracy']:.3f}{flag}/"), (row, final)
     assert "doubling" in table
     assert "without curriculum, BMRU: " in table  # the verdict of each setting and model
+    # the setting's verdict names the runs still training at the cap (12 updates made)
+    with RunStore(db) as store:
+        made = float(cmru.trial_rows(store, sweep_id)[0]["metrics"]["steps"])
+    assert ("still training at their cap: BMRU seed 0" in table) == (made >= 12), made
+
+
+def test_extending_the_runs_still_training_to_2b_gives_the_table_of_a_2b_sweep(
+    bench, tmp_path, capsys
+):
+    cmru, budget = bench
+    path = tiny_sweep(tmp_path, "cmru_recall_T1000.yaml", ["bmru"], [0, 1])
+    keys = {f"dataset.{k}": v for k, v in TINY_DATA.items() if k != "name"}
+    keys |= {f"train.{k}": v for k, v in TINY_TRAIN.items()} | TINY_MODEL
+    # a 2-update window at 0.4: with these seeds, seed 0 stops at update 3 and seed 1 does
+    # not by its cap of 6 (asserted below), so the table mixes a stopped and a longer run
+    keys |= {"train.window": 2, "train.stop_accuracy": 0.4}
+    sweep = cmru.sweep_variant(load_sweep_file(path), keys)
+    db = tmp_path / "budget.db"
+    first = cmru.run_into_store(sweep, db)
+    with RunStore(db) as store:
+        extension = budget.extension(sweep, cmru.trial_rows(store, first), 12)
+    assert [t.seed for t in extension.trials] == [1]  # only the run still training
+    extended = cmru.run_into_store(extension, db)
+    with RunStore(db) as store:
+        steps = {r["seed"]: r["metrics"]["steps"] for r in cmru.trial_rows(store, extended)}
+        steps |= {
+            r["seed"]: r["metrics"]["steps"]
+            for r in cmru.trial_rows(store, first)
+            if r["seed"] == 0
+        }
+    assert steps[0] < 6 and steps[1] > 6, steps
+    budget.main(["--from-db", str(db), "--sweep", str(first), "--sweep", str(extended)])
+    combined = capsys.readouterr().out
+    assert "BMRU seed 1: run" in combined  # the extension replaced the capped run
+    # the same study run at cap 12 from the start (--cap 12): the same rows and verdicts
+    full = budget.with_cap(sweep, 12)
+    assert full.base_data["train"]["epochs"] == 4
+    db_full = tmp_path / "full.db"
+    budget.main(["--from-db", str(db_full), "--sweep", str(cmru.run_into_store(full, db_full))])
+    alone = capsys.readouterr().out
+    assert combined.split("\n\n", 1)[1] == alone.split("\n\n", 1)[1]
+    assert "BMRU        12" in alone
+    with pytest.raises(SystemExit, match="multiple of 3"):
+        budget.extension(sweep, [], 10)
+    with pytest.raises(SystemExit, match="multiple of 3"):
+        budget.with_cap(sweep, 10)
 
 
 def test_the_length_test_regenerates_the_files_dataset_at_2t_and_scores_it(tmp_path):
