@@ -247,7 +247,8 @@ class ConvRNN(nn.Module):
         # (the padding adds zeros, the low end a ReLU output's range nearly always has)
         valid = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
         if lengths is not None:
-            valid = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).to(x.dtype)
+            steps = torch.arange(x.shape[1], device=x.device)
+            valid = (steps[None, :] < lengths[:, None].to(x.device)).to(x.dtype)
         z = F.relu(self.bn(self.conv(x.transpose(1, 2)))) * valid[:, None]
         z = quantize_activations(z, q).transpose(1, 2)
         drive = self.w_in(z)  # (N, T, H), all steps at once
