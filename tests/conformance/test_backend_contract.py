@@ -128,6 +128,7 @@ def test_limits_raise_before_any_state_change(
     _bring_up(backend, but)
     g_before = backend.read_conductance()
     t0 = backend.clock.now()
+    sent = getattr(backend, "transactions", None)  # a bench's instrument operations
     kw = {"amplitude": but.set_pulse[0], "width_s": but.set_pulse[1], "count": 3, **request_kw}
     # per-cell request where only ONE cell is out of limits: nothing may be applied
     for key in ("amplitude", "width_s", "compliance_a"):
@@ -144,7 +145,11 @@ def test_limits_raise_before_any_state_change(
         backend.pulse(None, **kw)
     msg = str(err.value)
     assert quantity in msg and "limit" in msg
-    assert backend.clock.now() - t0 < 1e-3, "a refused pulse must not take time"
+    # nothing was applied: virtual time stood still and a bench issued no instrument
+    # operation (a wall clock moves by itself, so on a bench the transaction count is the
+    # proof; a bound on elapsed wall time raced a loaded CI machine)
+    assert backend.clock.now() == t0 or not backend.clock.virtual, "a refused pulse took time"
+    assert getattr(backend, "transactions", None) == sent, "a refused pulse reached the bench"
     g_after = backend.read_conductance()
     assert torch.allclose(g_after.mean(), g_before.mean(), rtol=0.05)
 
