@@ -194,6 +194,12 @@ def test_live_runs_in_chromium_grow_complete_and_stop_resumable(store_db, tmp_pa
             page.wait_for(
                 f"{drawn.format(DENSE_CELLS)} === {DENSE_CELLS * 100}", "all points in view"
             )
+
+            # 7. a page left before its data arrives: the late reply finds the next page
+            # shown and is dropped (it once wrote into the elements of a page gone)
+            page.js(f"runPage({ids['experiment']}); sweepPage({ids['sweep']}); true")
+            page.wait_for("window.memhil.stale > 0", "the run page's late reply dropped")
+            page.wait_for("window.memhil.page === 'sweep' && window.memhil.plotted === 3", "trials")
             assert page.js("window.memhil.errors") == []  # no script error on any page
     finally:
         try:

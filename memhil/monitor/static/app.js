@@ -11,9 +11,23 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const main = document.getElementById("main");
 let source = null;  // the page's EventSource
+// bumped on every navigation: a reply, event or frame that arrives for an earlier page finds
+// its elements gone and is dropped (the old page's stream is closed as the new page opens)
+let pageSeq = 0;
+function enterPage() {
+  pageSeq += 1;
+  if (source) { source.close(); source = null; }
+  const seq = pageSeq;
+  return () => {  // whether this page is still the one shown (stale: those dropped)
+    if (seq === pageSeq) return true;
+    window.memhil.stale += 1;
+    return false;
+  };
+}
 // plotted: points drawn on this page; drawn: [time ms, plotted] of recent frames (the
-// latency benchmark reads it); errors: script errors (the browser test asserts none)
-window.memhil = { plotted: 0, page: null, status: null, errors: [], drawn: [] };
+// latency benchmark reads it); errors: script errors (the browser test asserts none);
+// stale: replies, events and frames that arrived for a page already left, and were dropped
+window.memhil = { plotted: 0, page: null, status: null, errors: [], drawn: [], stale: 0 };
 window.addEventListener("error", e => window.memhil.errors.push(String(e.message)));
 
 function token() {
@@ -51,12 +65,14 @@ function link(r) { return r.kind === "sweep" ? `#/sweep/${r.id}` : `#/run/${r.id
 
 // -- the run list ----------------------------------------------------------------------
 function listPage() {
+  const current = enterPage();
   window.memhil.page = "list";
   main.innerHTML = `<h2>Runs</h2><table id="runs"><thead><tr><th>id</th><th>name</th><th>kind</th>
     <th>protocol</th><th>status</th><th>started</th><th>duration</th><th>progress / ETA</th>
     <th>backend</th><th>points</th></tr></thead><tbody></tbody></table>
     <p class="note">Live: new runs and points appear as they are committed to the store.</p>`;
   events("/events/runs").addEventListener("runs", ev => {
+    if (!current()) return;
     const data = JSON.parse(ev.data);
     document.querySelector("#runs tbody").innerHTML = data.runs.slice().reverse().map(r =>
       `<tr data-id="${r.id}" data-status="${esc(r.status)}"><td>${r.id}</td>
@@ -238,12 +254,14 @@ class MapPlot {
 }
 
 function runPage(id) {
+  const current = enterPage();
   window.memhil.page = "run"; window.memhil.plotted = 0; window.memhil.status = null;
   main.innerHTML = `<h2 id="title">run ${id}</h2><div class="facts" id="facts"></div>
     <div><button class="stop" id="stop" disabled>Stop after the unit in flight</button>
     <span class="note" id="stopnote"></span> <span class="note">plotted <span id="plotted">0</span> points</span></div>
     <div class="plots" id="plots"></div>`;
   api(`/api/runs/${id}`).then(run => {
+    if (!current()) return;
     if (run.error) { main.innerHTML = `<p>${esc(run.error)}</p>`; return; }
     document.getElementById("title").textContent = `${run.name} (run ${run.id})`;
     const expected = Math.max(run.expected_points || 0, run.n_points);
@@ -257,7 +275,7 @@ function runPage(id) {
     stop.onclick = () => {
       stop.disabled = true;
       fetch(`/api/runs/${run.id}/stop`, { method: "POST", headers: { "X-Memhil-Token": token() } })
-        .then(r => r.json()).then(d => { document.getElementById("stopnote").textContent =
+        .then(r => r.json()).then(d => { if (current()) document.getElementById("stopnote").textContent =
           d.error ? d.error : "stop requested: the run finishes its unit in flight, goes safe and stays resumable"; });
     };
     let pending = [];
@@ -265,7 +283,7 @@ function runPage(id) {
     const draw = () => {  // coalesce the events of one frame into one update per plot
       scheduled = false;
       const batch = pending; pending = [];
-      if (!batch.length) return;
+      if (!batch.length || !current()) return;
       const cols = {};
       for (const c of Object.keys(batch[0])) cols[c] = [].concat(...batch.map(b => b[c]));
       plots.forEach(p => p.add(cols));
@@ -280,6 +298,7 @@ function runPage(id) {
       if (!scheduled) { scheduled = true; requestAnimationFrame(draw); }
     });
     es.addEventListener("run", ev => {
+      if (!current()) return;
       const r = JSON.parse(ev.data);
       window.memhil.status = r.status;
       document.getElementById("facts").innerHTML = runFacts(r);
@@ -290,6 +309,7 @@ function runPage(id) {
 
 // -- a sweep's page ----------------------------------------------------------------------
 function sweepPage(id) {
+  const current = enterPage();
   window.memhil.page = "sweep";
   main.innerHTML = `<h2 id="title">sweep ${id}</h2><div id="pick"></div><div class="plots">
     <div class="plot" id="sweepplot"></div></div><h3>Trials</h3><table id="trials"></table>`;
@@ -315,7 +335,7 @@ function sweepPage(id) {
     }
     window.memhil.plotted = sw.trials.length;
   };
-  const load = () => api(`/api/sweeps/${id}`).then(render);
+  const load = () => api(`/api/sweeps/${id}`).then(sw => { if (current()) render(sw); });
   events("/events/runs").addEventListener("runs", load);
 }
 
