@@ -19,6 +19,10 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
+from memhil.core.numba_target import prefer_full_vector_width
+
+prefer_full_vector_width()  # before the first @njit: 512-bit vectors on AVX-512 CPUs
+
 # PCM consts: decay, m2, a2, c2, 1 + m1, a1, c1, g_min, t_s
 # VTEAM consts: 1, 0, 1e-15 (the simulator's G floor when capping)
 

@@ -15,6 +15,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from memhil.core.numba_target import prefer_full_vector_width
+
+prefer_full_vector_width()  # before the first @njit: 512-bit vectors on AVX-512 CPUs
+
 _f32 = np.float32
 _LOG2E = _f32(1.44269504088896341)
 _LN2_HI = _f32(0.693359375)

@@ -24,6 +24,10 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from memhil.core.numba_target import prefer_full_vector_width
+
+prefer_full_vector_width()  # before the first @njit: 512-bit vectors on AVX-512 CPUs
+
 #: Philox4x32 round multipliers and Weyl key increments (Salmon et al. 2011, Table 2).
 PHILOX_M0, PHILOX_M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 PHILOX_W0, PHILOX_W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
@@ -174,33 +178,49 @@ def _noisy_adc(i, var, extra_var, lo, scale, levels, lsb, z):
     return y
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def add_noise_adc(x, var, extra_var, lo, scale, levels, lsb, k0, k1):
-    """In place on the float32 1-D array ``x``: max(x + sqrt(var + extra_var) N(0, 1), lo),
-    then the ADC (``levels`` > 0: round(x * scale) clipped to +-levels, times ``lsb``).
-    ``var`` (float32, or bfloat16 as int16 bits) has x's length. Element j * Q + g
-    (Q = len // 4) takes normal j of Philox counter g under key (k0, k1), the < 4 tail
-    elements those of counter Q: the four outputs of a counter land in four contiguous
-    runs, so the loop vectorizes (in place: a second output array aliasing ``x`` would
-    fail LLVM's overlap check and run scalar)."""
-    n = x.shape[0]
+@numba.njit(inline="always")
+def _noise_pass(src, dst, var, extra_var, lo, scale, levels, lsb, k0, k1):
+    """dst = max(src + sqrt(var + extra_var) N(0, 1), lo), then the ADC (``levels`` > 0:
+    round(x * scale) clipped to +-levels, times ``lsb``), over float32 1-D arrays; ``var``
+    (float32, or bfloat16 as int16 bits) has their length. Element j * Q + g (Q = len // 4)
+    takes normal j of Philox counter g under key (k0, k1), the < 4 tail elements those of
+    counter Q: the four outputs of a counter land in four contiguous runs, so the loop
+    vectorizes. ``dst`` is ``src`` itself or an array apart from it (a partial overlap
+    would fail LLVM's runtime check and run scalar)."""
+    n = src.shape[0]
     q4 = np.uint64(n // 4)
     for g in range(q4):
         k = np.uint64(g)  # unsigned: no wraparound branch, so the loop vectorizes
         z0, z1, z2, z3 = _normals4(k, k0, k1)
-        x[k] = _noisy_adc(x[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z0)
+        dst[k] = _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z0)
         k1_ = q4 + k
-        x[k1_] = _noisy_adc(x[k1_], _var_at(var, k1_), extra_var, lo, scale, levels, lsb, z1)
+        dst[k1_] = _noisy_adc(src[k1_], _var_at(var, k1_), extra_var, lo, scale, levels, lsb, z1)
         k2_ = _Q2 * q4 + k
-        x[k2_] = _noisy_adc(x[k2_], _var_at(var, k2_), extra_var, lo, scale, levels, lsb, z2)
+        dst[k2_] = _noisy_adc(src[k2_], _var_at(var, k2_), extra_var, lo, scale, levels, lsb, z2)
         k3_ = _Q3 * q4 + k
-        x[k3_] = _noisy_adc(x[k3_], _var_at(var, k3_), extra_var, lo, scale, levels, lsb, z3)
+        dst[k3_] = _noisy_adc(src[k3_], _var_at(var, k3_), extra_var, lo, scale, levels, lsb, z3)
     tail = _Q4 * q4
     if n > tail:
         z = _normals4_call(q4, k0, k1)
         for j in range(n - tail):
             k = tail + np.uint64(j)
-            x[k] = _noisy_adc(x[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z[j])
+            dst[k] = _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z[j])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def add_noise_adc(x, var, extra_var, lo, scale, levels, lsb, k0, k1):
+    """In place on the float32 1-D array ``x``: max(x + sqrt(var + extra_var) N(0, 1), lo),
+    then the ADC; the draws and arithmetic of :func:`_noise_pass`."""
+    _noise_pass(x, x, var, extra_var, lo, scale, levels, lsb, k0, k1)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def noisy_cells(g, var, out, k0, k1):
+    """``out`` = one per-device read-noise realization of the float32 1-D conductances
+    ``g``, max(G + sqrt(var) N(0, 1), 0), without changing ``g``: the draws of
+    :func:`add_noise_adc` under the same key, in one pass (no copy of ``g`` first)."""
+    f0 = np.float32(0.0)
+    _noise_pass(g, out, var, f0, f0, f0, f0, f0, k0, k1)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -216,3 +236,63 @@ def dac_and_square(v, scale, levels, lsb, vq, v2_bits):
         b = _bits_f32(x * x)
         b = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
         v2_bits[k] = np.int16(np.uint16(b))
+
+
+@numba.njit(inline="always")
+def _on_grid(x, scale, levels, lsb):
+    """round(x * scale) clipped to +-levels, times lsb: the operations and rounding of
+    :func:`memhil.backends.sim.read_path.quantize_symmetric_` (np.rint: ties to even)."""
+    return min(max(np.rint(x * scale), -levels), levels) * lsb
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def quantize_into(x, scale, levels, lsb, out):
+    """``out`` = the float32 1-D ``x`` on a converter's grid, in one pass (``out`` must not
+    alias ``x``: an overlapping pair fails LLVM's runtime check and runs scalar)."""
+    for j in range(x.shape[0]):
+        k = np.uint64(j)  # unsigned: no wraparound branch, so the loop vectorizes
+        out[k] = _on_grid(x[k], scale, levels, lsb)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def quantize_in_place(x, scale, levels, lsb):
+    """The float32 1-D ``x`` onto a converter's grid, in place, in one pass."""
+    for j in range(x.shape[0]):
+        k = np.uint64(j)
+        x[k] = _on_grid(x[k], scale, levels, lsb)
+
+
+@numba.njit(inline="always")
+def _noisy_cell(g, var, z):
+    """One read of a cell, G + sqrt(var) z clipped at 0 S."""
+    return max(g + np.sqrt(var) * z, np.float32(0.0))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def noisy_pair_difference(g, var, plus0, minus0, out, k0, k1):
+    """``out`` (rows, pairs) = one per-device read-noise realization of each pair's
+    difference, max(G+ + std+ z, 0) - max(G- + std- z', 0), from the C-contiguous float32
+    (rows, cols) conductances ``g`` and variances ``var`` (rows a multiple of 4): pair j's
+    + cell in column plus0 + j, its - cell in minus0 + j. The draws are those
+    :func:`add_noise_adc` gives the flattened array (cell e takes normal e // Q of counter
+    e % Q, Q = rows cols / 4; quarters are whole rows), so the pairs read the realization a
+    read of every column would, without writing it: per counter the four normals go to
+    one cell in each quarter, and every access runs along a row, so the loop vectorizes."""
+    rows, pairs = out.shape
+    quarter = rows // 4
+    cols = np.uint64(g.shape[1])
+    p0, m0 = np.uint64(plus0), np.uint64(minus0)
+    for r in range(quarter):
+        row = np.uint64(r) * cols  # the counter of the quarter's first cell in this row
+        g0, g1, g2, g3 = g[r], g[quarter + r], g[2 * quarter + r], g[3 * quarter + r]
+        v0, v1, v2, v3 = var[r], var[quarter + r], var[2 * quarter + r], var[3 * quarter + r]
+        o0, o1, o2, o3 = out[r], out[quarter + r], out[2 * quarter + r], out[3 * quarter + r]
+        for j in range(pairs):
+            k = np.uint64(j)
+            p, m = p0 + k, m0 + k
+            a0, a1, a2, a3 = _normals4(row + p, k0, k1)
+            b0, b1, b2, b3 = _normals4(row + m, k0, k1)
+            o0[k] = _noisy_cell(g0[p], v0[p], a0) - _noisy_cell(g0[m], v0[m], b0)
+            o1[k] = _noisy_cell(g1[p], v1[p], a1) - _noisy_cell(g1[m], v1[m], b1)
+            o2[k] = _noisy_cell(g2[p], v2[p], a2) - _noisy_cell(g2[m], v2[m], b2)
+            o3[k] = _noisy_cell(g3[p], v3[p], a3) - _noisy_cell(g3[m], v3[m], b3)
