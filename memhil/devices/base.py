@@ -45,6 +45,10 @@ class DeviceModel(ABC):
     #: gradually up (SET) and down (RESET); reported through the backend's capabilities.
     nominal_set_pulse: ClassVar[tuple[float, float] | None] = None
     nominal_reset_pulse: ClassVar[tuple[float, float] | None] = None
+    #: True when :meth:`step` also takes one request shared by every cell as one-element
+    #: tensors: the simulator then skips three array-sized fills of ``v``, ``width_s``
+    #: and ``count``, and the model the reductions it would run over them.
+    uniform_requests: ClassVar[bool] = False
 
     def __init__(self, params: Any | None = None, **overrides: Any):
         if params is None:
@@ -113,8 +117,9 @@ class DeviceModel(ABC):
     ) -> Tensor:
         """State after ``count`` identical pulses of amplitude ``v`` (V) and width ``width_s``.
 
-        ``v``, ``width_s`` and ``count`` (int64) are tensors of the full cell ``shape``;
-        cells with ``count == 0`` or ``v == 0`` must come back unchanged. ``t_s`` is the
+        ``v``, ``width_s`` and ``count`` (int64) are tensors of the full cell ``shape``
+        (or, where ``uniform_requests`` is True, one-element tensors when every cell gets
+        the same request); cells with ``count == 0`` or ``v == 0`` must come back unchanged. ``t_s`` is the
         absolute time at the end of the pulses (models with drift record it as the
         programming time). Positive ``v`` potentiates (SET), negative ``v`` depresses
         (RESET). ``compliance_a`` (A, per cell, or None) is the current limit the source

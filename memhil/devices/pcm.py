@@ -160,6 +160,7 @@ class PCMDevice(DeviceModel):
     #: Run SET trains as compiled CPU loops (train_kernels); False takes the torch ops,
     #: the reference the compiled loops are tested against.
     compiled_trains = True
+    uniform_requests = True
 
     def read_noise_std(self, g_s: Tensor, d2d: D2D) -> Tensor:
         """sigma_n = m3 G_d + c3 (S), with ``g_s`` the drifted conductance being read."""
@@ -178,7 +179,13 @@ class PCMDevice(DeviceModel):
         p = self.p
         g_max = d2d.get("g_max_s", p.g_max_s)
         # Fast path (benchmark case): every cell gets the same number of SET pulses.
-        if v.numel() and float(v.amin()) >= p.v_set_min_v:
+        if v.numel() == 1 and count.numel() == 1:  # one request for every cell
+            if float(v) >= p.v_set_min_v:
+                n = int(count)
+                return state.clone() if n <= 0 else self._set_all(state, g_max, n, t_s, generator)
+            cells = state.shape[:-1]
+            v, count = v.reshape(()).expand(cells), count.reshape(()).expand(cells)
+        elif v.numel() and float(v.amin()) >= p.v_set_min_v:
             cmin, cmax = (int(x) for x in torch.aminmax(count))
             if cmin == cmax:
                 if cmax <= 0:
