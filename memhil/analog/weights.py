@@ -80,8 +80,10 @@ class AnalogWeights:
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Read voltages for ``x`` (batch, features) and the per-sample scale to undo."""
         assert self.v_read is not None  # set by __post_init__
-        if self.input_scaling == "absmax":
-            alpha = x.detach().abs().amax(-1, keepdim=True).clamp_min(1e-12)
+        if self.input_scaling == "absmax":  # max |x| as max(max x, -min x): no |x| copy
+            xd = x.detach()
+            alpha = torch.maximum(xd.amax(-1, keepdim=True), xd.amin(-1, keepdim=True).neg_())
+            alpha = alpha.clamp_min_(1e-12)
         else:
             alpha = torch.full_like(x[..., :1], self.x_max)
         return x * (self.v_read / alpha), alpha / self.v_read
@@ -105,7 +107,7 @@ class AnalogWeights:
         v_rows = self._region_input(v, rows, m.row_offset)
         if self._pairs is not None:  # one device per sign: the pair difference, read as one
             i = self.backend.mvm_pairs(v_rows, *self._pairs, tile=m.tile)
-            return (i.div_(m.scale) * back).to(x.device)
+            return i.mul_(back / m.scale).to(x.device)  # one pass over the output
         i = self.backend.mvm(v_rows, tile=m.tile)
         return (m.combine(i[..., m.cols]) * back).to(x.device)
 

@@ -138,6 +138,69 @@ def test_the_dac_pass_rounds_as_the_torch_quantizer():
     assert torch.equal(v2.view(torch.bfloat16), (want * want).to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_compiled_dac_and_adc_round_as_the_torch_quantizer(bits):
+    # a spread past full scale (clipped), points on both sides of every half-step (where
+    # the rounding decides) and signed zeros; one pass each, bit for bit as the four torch ops
+    full_scale = 0.2
+    levels = 2 ** (bits - 1) - 1
+    lsb = full_scale / levels
+    half_steps = (torch.arange(-levels - 2, levels + 3, dtype=torch.float64) + 0.5) * lsb
+    x = torch.cat(
+        [
+            (torch.rand(5000, generator=torch.Generator().manual_seed(9)) * 2 - 1) * 0.3,
+            half_steps.float(),
+            torch.nextafter(half_steps.float(), torch.tensor(1.0)),
+            torch.nextafter(half_steps.float(), torch.tensor(-1.0)),
+            torch.tensor([0.0, -0.0]),
+        ]
+    ).view(1, -1)
+    read = {"dac_bits": bits, "dac_range_v": full_scale, "adc_bits": bits}
+    sim = SimBackend({"rows": 8, "cols": 4, "read": {**read, "adc_range_a": full_scale}})
+    want = quantize_symmetric(x, bits, full_scale)
+    x_before = x.clone()
+    assert torch.equal(sim._dac(x), want)
+    assert torch.equal(x, x_before)  # the DAC reads a copy
+    i = x.clone()
+    assert sim._convert_(i, 8) is i and torch.equal(i, want)  # the ADC works in place
+    # float64 (and autograd) reads keep the torch ops
+    assert torch.equal(sim._dac(x.double()), quantize_symmetric(x.double(), bits, full_scale))
+
+
+@pytest.mark.parametrize("pairs", [7, 8])
+def test_the_pair_difference_is_the_full_realization_subtracted(pairs):
+    # the pair kernel (and the per-device kernel into a buffer apart) draws what the
+    # per-device kernel draws for the whole array, cell for cell: bit for bit; cells far
+    # above 0 S (no clip) show z ~ N(0, 1), independent across pairs, rows and a pair's
+    # two cells
+    rows, cols = 4000, 2 * pairs + 3  # three columns outside any pair
+    gen = torch.Generator().manual_seed(12)
+    g = torch.rand(rows, cols, generator=gen) * 5e-6 + 5e-6
+    var = (torch.rand(rows, cols, generator=gen) * 5e-8 + 1e-8) ** 2
+    plus, minus = slice(2, 2 + pairs), slice(2 + pairs, 2 + 2 * pairs)
+    out = torch.empty(rows, pairs)
+    key = (np.uint64(5), np.uint64(6))
+    read_kernels.noisy_pair_difference(g.numpy(), var.numpy(), 2, 2 + pairs, out.numpy(), *key)
+    full = g.clone()
+    f0 = np.float32(0.0)
+    read_kernels.add_noise_adc(
+        full.view(-1).numpy(), var.view(-1).numpy(), f0, f0, f0, f0, f0, *key
+    )
+    assert torch.equal(out, full[:, plus] - full[:, minus])
+    apart = torch.empty_like(g)  # the per-device draw into a buffer apart: the same cells
+    read_kernels.noisy_cells(g.view(-1).numpy(), var.view(-1).numpy(), apart.view(-1).numpy(), *key)
+    assert torch.equal(apart, full)
+    sd = (var[:, plus] + var[:, minus]).sqrt().double()
+    z = (out.double() - (g[:, plus] - g[:, minus]).double()) / sd
+    # 4000 draws per column: s.e. of a mean 0.016, of a std 1.1 %; bounds at ~5 s.e.
+    assert (z.mean(0).abs() < 0.08).all()
+    assert torch.allclose(z.std(0), torch.ones(pairs, dtype=z.dtype), atol=0.06)
+    assert stats.kstest(z.flatten().numpy(), "norm").pvalue > 1e-3
+    corr = torch.corrcoef(z.T)
+    assert (corr - torch.eye(pairs, dtype=corr.dtype)).abs().max() < 0.08
+    assert float(torch.corrcoef(torch.stack([z[:-1].flatten(), z[1:].flatten()]))[0, 1]) < 0.05
+
+
 def test_adc_output_noise_and_the_read_stream():
     sim = pcm_array(read_noise_rel=0.05, adc_bits=6, adc_range_a=2e-6, output_noise_a=1e-8)
     v = (torch.rand(64, 48, generator=torch.Generator().manual_seed(7)) * 2 - 1) * 0.2

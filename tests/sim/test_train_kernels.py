@@ -1,6 +1,8 @@
 """The compiled pulse trains (memhil/devices/train_kernels.py) against the torch paths they
 replace: same arithmetic, same random draws, so the same states."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -105,3 +107,37 @@ def test_pcm_compiled_per_cell_counts_equal_the_torch_passes(dtype, g_max_dtod, 
     assert float((a[..., 0] - state[..., 0])[set_cells].abs().min()) > 0  # pulsed cells moved
     assert torch.equal(a[count == 0], state[count == 0])  # idle cells untouched
     assert torch.all(a[..., 2][count > 0] == 7.0)
+
+
+@pytest.mark.parametrize(("amplitude", "count"), [(1.0, 3), (-1.5, 1), (1.0, 0)])
+def test_a_uniform_pcm_request_skips_the_fills_and_equals_the_full_request(
+    amplitude, count, monkeypatch
+):
+    # One request for every cell reaches PCM's step as one-element tensors (no array-sized
+    # fill or reduction) and leaves the state a full-shape request leaves, bit for bit:
+    # SET trains take the same compiled loop, RESETs the same general path, on the same draws.
+    def sim() -> SimBackend:
+        return SimBackend({"rows": 16, "cols": 24, "tiles": 2, "device": "pcm", "seed": 5})
+
+    seen: list[int] = []
+    uniform, full = sim(), sim()
+    step = type(uniform.model).step
+
+    def spy(self, state, d2d, v, width_s, count, *args, **kwargs):
+        seen.append(v.numel())
+        return step(self, state, d2d, v, width_s, count, *args, **kwargs)
+
+    monkeypatch.setattr(type(uniform.model), "step", spy)
+    uniform.pulse(None, amplitude, 100e-9, count)
+    cells = full.shape
+    full.pulse(
+        None,
+        torch.full(cells, amplitude, dtype=torch.float64),
+        torch.full(cells, 100e-9, dtype=torch.float64),
+        torch.full(cells, count),
+    )
+    assert seen == [1, 16 * 24 * 2]
+    assert torch.equal(uniform.state, full.state)
+    assert uniform.clock.now() == full.clock.now()
+    # the tallies sum one element or every cell's: equal to float64 rounding
+    assert dataclasses.asdict(uniform.tally) == pytest.approx(dataclasses.asdict(full.tally))

@@ -107,6 +107,12 @@ def _grid(bits: int | None, full_scale: float) -> tuple[np.float32, np.float32, 
     return np.float32(1.0 / lsb), np.float32(levels), np.float32(lsb)
 
 
+def _compiled_operand(x: Tensor) -> bool:
+    """Whether the compiled read kernels take ``x``: float32 on the CPU, outside autograd
+    (:mod:`memhil.backends.sim.read_kernels`, the same rounding as the torch ops)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+
+
 def _tile_matmul(v: Tensor, g: Tensor, out: Tensor | None = None) -> Tensor:
     """(tiles, batch, rows) @ (tiles, rows, cols), into ``out`` if given; one tile as a
     plain matrix product (no batched-GEMM setup)."""
@@ -403,8 +409,8 @@ class SimBackend(Backend):
         v2_bf16 = None
         if fused and bf16_dot_products():
             v, v2_bf16 = self._dac_and_square(v)
-        elif rp.dac_bits is not None:
-            v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+        else:
+            v = self._dac(v)
         column_noise = std is not None and (
             rp.noise_mode == "per_sample"
             or (v.shape[-2] == 1 and rp.ir_drop == "none" and cache.few_near_zero())
@@ -454,9 +460,31 @@ class SimBackend(Backend):
                 torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
                 alpha=rp.output_noise_a,
             )
-        if rp.adc_bits is not None:
-            quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
-        return i
+        if rp.adc_bits is None:
+            return i
+        if _compiled_operand(i) and i.is_contiguous():  # one pass instead of four
+            from memhil.backends.sim import read_kernels
+
+            grid = _grid(rp.adc_bits, self._adc_range(n_lines))
+            read_kernels.quantize_in_place(i.view(-1).numpy(), *grid)
+            return i
+        return quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
+
+    def _dac(self, v: Tensor) -> Tensor:
+        """The read voltages ``v`` on the DAC grid, as a copy (``v`` itself for an ideal
+        DAC); a float32 CPU ``v`` in one compiled pass into a buffer kept between reads."""
+        rp = self.config.read
+        if rp.dac_bits is None:
+            return v
+        if not _compiled_operand(v):
+            return quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+        from memhil.backends.sim import read_kernels
+
+        v = v.contiguous()
+        out = self._buffer("dac", tuple(v.shape), torch.float32)
+        grid = _grid(rp.dac_bits, rp.dac_range_v)
+        read_kernels.quantize_into(v.view(-1).numpy(), *grid, out.view(-1).numpy())
+        return out
 
     def mvm_pairs(
         self, v_rows: Tensor, plus_cols: slice, minus_cols: slice, *, tile: int | None = None
@@ -484,13 +512,15 @@ class SimBackend(Backend):
             i_lines = self._mvm(v, transpose=False, tile=tile, convert=False)
             i = self._convert_(i_lines[..., plus] - i_lines[..., minus], self.shape[1])
             return i[0] if tile is not None else i
-        if rp.dac_bits is not None:
-            v = quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+        v = self._dac(v)
         cache = self._read_cache()
         g = cache.g if tile is None else cache.g[tile : tile + 1]
+        rows = g.shape[0] * g.shape[1]  # of the tiles read
         compiled = g.device.type == "cpu" and g.dtype == torch.float32 and not v.requires_grad
         if cache.std is None or rp.noise_mode == "per_sample":
             i = _tile_matmul(v, g[..., plus] - g[..., minus])
+        elif compiled and plus.step in (None, 1) and minus.step in (None, 1) and rows % 4 == 0:
+            i = _tile_matmul(v, self._noisy_pairs_fused(cache, tile, plus, minus))
         elif compiled:
             g_read = self._noisy_fused(cache, tile)
             i = _tile_matmul(v, g_read[..., plus] - g_read[..., minus])
@@ -602,10 +632,37 @@ class SimBackend(Backend):
 
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
-        out = self._buffer("noisy_g", tuple(g.shape), torch.float32).copy_(g)
-        f0 = np.float32(0.0)
-        read_kernels.add_noise_adc(
-            out.view(-1).numpy(), var.reshape(-1).numpy(), f0, f0, f0, f0, f0, *self._philox_key()
+        out = self._buffer("noisy_g", tuple(g.shape), torch.float32)
+        read_kernels.noisy_cells(
+            g.reshape(-1).numpy(),
+            var.reshape(-1).numpy(),
+            out.view(-1).numpy(),
+            *self._philox_key(),
+        )
+        return out
+
+    def _noisy_pairs_fused(
+        self, cache: _ReadState, tile: int | None, plus: slice, minus: slice
+    ) -> Tensor:
+        """The pair differences of :meth:`_noisy_fused`'s realization, (G+ + std+ N) -
+        (G- + std- N'), each cell clipped at 0 S, in one compiled pass on float32 CPU
+        tensors into a kept buffer (:func:`~memhil.backends.sim.read_kernels.
+        noisy_pair_difference`; the tiles read have a multiple of 4 rows): the same draws,
+        without writing the full array's realization and subtracting it in a second pass."""
+        from memhil.backends.sim import read_kernels
+
+        g = cache.g if tile is None else cache.g[tile : tile + 1]
+        var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
+        tiles, rows, cols = g.shape
+        plus_cols, minus_cols = range(cols)[plus], range(cols)[minus]
+        out = self._buffer("noisy_pairs", (tiles, rows, len(plus_cols)), torch.float32)
+        read_kernels.noisy_pair_difference(
+            g.contiguous().view(-1, cols).numpy(),
+            var.contiguous().view(-1, cols).numpy(),
+            plus_cols.start,
+            minus_cols.start,
+            out.view(-1, len(plus_cols)).numpy(),
+            *self._philox_key(),
         )
         return out
 
@@ -686,8 +743,11 @@ class SimBackend(Backend):
         if ceiling is not None and self._any_stuck:
             ceiling = max(ceiling, self._g_stuck_on)
         if ceiling is not None and float(v.abs().max()) * ceiling <= float(compliance_a.min()):
-            t_end = self._clock.advance(duration)
-            self._step(cells(v_req), cells(w_req), cells(n_req), None, t_end)  # cannot bind
+            t_end = self._clock.advance(duration)  # the compliance cannot bind
+            if self.model.uniform_requests and v_req.numel() == w_req.numel() == n_req.numel() == 1:
+                self._step(v_req, w_req, n_req, None, t_end)  # one request for every cell
+            else:
+                self._step(cells(v_req), cells(w_req), cells(n_req), None, t_end)
             return
         c_req = compliance_a.to(self._dtype)
         if not self._any_stuck:  # G is the model's own: its fused train, where it has one
