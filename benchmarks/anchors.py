@@ -31,7 +31,8 @@ used when ``MEMHIL_AIHWKIT_SRC`` is unset. When aihwkit does not import, the mem
 are still printed and the script says what it skipped.
 
 Run: ``python benchmarks/anchors.py`` (``--quick`` for fewer repetitions, ``--cpu-time``
-for CPU seconds instead of wall time: steadier on a shared machine).
+for CPU seconds instead of wall time: steadier on a shared machine, ``--lr 0.01`` for the
+training rows at a sparse update).
 """
 
 from __future__ import annotations
@@ -123,13 +124,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cpu-time", action="store_true", help="time CPU seconds, not wall")
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=LR,
+        help=f"learning rate of the training rows (default {LR}: |dW| per step about one "
+        "pulse quantum, aihwkit's pulse trains saturate; 0.01: a sparse update)",
+    )
     args = ap.parse_args()
     clock = time.process_time if args.cpu_time else time.perf_counter
     reps = 5 if args.quick else 15
     torch.manual_seed(0)
     x, target = torch.randn(BATCH, N), torch.randn(BATCH, N)
     ref = nn.Linear(N, N)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=LR)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=args.lr)
     ours = memhil_layer(update="mixed_precision")
     ours_differential = memhil_layer("differential")
     builders, skipped = aihwkit_layers()
@@ -149,7 +157,7 @@ def main() -> None:
     def ours_step() -> None:
         ours.weight.grad = None
         loss_fn(ours(x), target).backward()
-        ours.sgd_step(LR)
+        ours.sgd_step(args.lr)
 
     forwards = {
         "nn.Linear": forward_of(ref),
@@ -162,7 +170,7 @@ def main() -> None:
             from aihwkit.optim import AnalogSGD
 
             layer = build()
-            opt = AnalogSGD(layer.parameters(), lr=LR)
+            opt = AnalogSGD(layer.parameters(), lr=args.lr)
             opt.regroup_param_groups(layer)
 
             def aihw_step(layer: nn.Module = layer, opt: AnalogSGD = opt) -> None:
@@ -185,7 +193,7 @@ def main() -> None:
         print(f"  {name:<24}{t * 1e3:9.2f} ms   {t / base:6.2f}x")
     trn = median_times(steps, max(3, reps // 2), clock=clock)
     base = trn["nn.Linear"]
-    print("pulsed training step (ratio to nn.Linear)")
+    print(f"pulsed training step, lr {args.lr} (ratio to nn.Linear)")
     for name, t in trn.items():
         print(f"  {name:<24}{t * 1e3:9.2f} ms   {t / base:6.2f}x")
     aihw_fwd = [t for k, t in fwd.items() if k.startswith("aihwkit")]
