@@ -3,7 +3,9 @@
 A MARS state costs three exponentials (the sigmoid drive and the two MF rates) and a
 multiply-add; as separate torch ops each is a pass over (batch, T, units) numbers, and the
 exponentials dominate. Here one numba loop runs over time with the units as the vector
-lane, so every number is touched once. The exponential is written out (Cephes ``expf``:
+lane, so every number is touched once (the pooled kernel, MARS's training path, puts eight
+sequences' units side by side: at 100 units the loops' vector remainders cost as much as
+the arithmetic). The exponential is written out (Cephes ``expf``:
 S. L. Moshier, Cephes Mathematical Library, 1984-2000; range reduction by a two-part ln 2
 and a degree-6 polynomial, < 1 ulp in float32) because numba's ``exp`` is a scalar libm
 call in the pip build of llvmlite (no SVML), which made the fused loop 10x slower than
@@ -81,11 +83,10 @@ def _rates_and_update(e, e_bits, c, c_bits, d, d_bits, h, row, lc0, c1, ld0, d1,
 
 
 @numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
-def _drive(x, w, i, t, bias, p, z, e, e_bits):
-    """z = the projected input of sequence i at step t (x[i, t] itself when ``w`` is
-    (0, 0), else x[i, t] @ w: the projection in the loop, no (B, T, N) tensor of z), and
-    exp(-p (z + bias)) as mantissa ``e`` and 2^k bits."""
-    units = bias.shape[0]
+def _project(x, w, i, t, z):
+    """z = the projected input of sequence i at step t: x[i, t] itself when ``w`` is
+    (0, 0), else x[i, t] @ w (the projection in the loop, no (B, T, N) tensor of z)."""
+    units = z.shape[0]
     if w.shape[0] == 0:
         for j in range(units):
             z[j] = x[i, t, j]
@@ -95,7 +96,13 @@ def _drive(x, w, i, t, bias, p, z, e, e_bits):
         for k in range(1, x.shape[2]):
             for j in range(units):
                 z[j] += x[i, t, k] * w[k, j]
-    for j in range(units):
+
+
+@numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
+def _drive(x, w, i, t, bias, p, z, e, e_bits):
+    """:func:`_project` into ``z``, then exp(-p (z + bias)) as mantissa ``e`` and 2^k bits."""
+    _project(x, w, i, t, z)
+    for j in range(bias.shape[0]):
         e[j], kk = _exp_parts(-p * (z[j] + bias[j]))
         e_bits[j] = _pow2_bits(kk)
 
@@ -126,31 +133,76 @@ def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
             )
 
 
+#: Sequences run side by side in :func:`mf_pooled`: its per-step loops then cover
+#: GROUP x units lanes, not units (at 100 units a step cost the same as at 128: the
+#: loops' vector remainders, not the arithmetic, set the time).
+GROUP = 8
+
+
 @numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def mf_pooled(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, lengths, mean_out, last_out):
-    """:func:`mf_states` pooled as it runs: per sequence i only its ``lengths[i]`` valid
-    steps are computed (end padding never reaches a valid state, the recurrence being
+    """:func:`mf_states` pooled as it runs: per sequence i only its ``lengths[i]`` (>= 1)
+    valid steps count (end padding never reaches a valid state, the recurrence being
     causal), and only the mean state over them (summed in float64) and the last state are
-    written, to ``mean_out`` and ``last_out`` (batch, N): no (B, T, N) states in memory."""
+    written, to ``mean_out`` and ``last_out`` (batch, N): no (B, T, N) states in memory.
+    Sequences run in groups of :data:`GROUP` of similar length, their units side by side
+    in one row of lanes; each lane does the arithmetic of a sequence on its own (a group
+    runs to its longest member: the others' extra steps are computed, never read)."""
     units = bias.shape[0]
-    h = np.zeros(units, np.float32)
-    total = np.zeros(units, np.float64)
-    e = np.empty(units, np.float32)
-    c = np.empty(units, np.float32)
-    d = np.empty(units, np.float32)
-    e_bits = np.empty(units, np.int32)
-    c_bits = np.empty(units, np.int32)
-    d_bits = np.empty(units, np.int32)
-    z = np.empty(units, np.float32)
-    for i in range(x.shape[0]):
+    lanes = GROUP * units
+    h = np.zeros(lanes, np.float32)
+    total = np.zeros(lanes, np.float64)
+    e = np.empty(lanes, np.float32)
+    c = np.empty(lanes, np.float32)
+    d = np.empty(lanes, np.float32)
+    e_bits = np.empty(lanes, np.int32)
+    c_bits = np.empty(lanes, np.int32)
+    d_bits = np.empty(lanes, np.int32)
+    z = np.empty(lanes, np.float32)
+    bias_g = np.empty(lanes, np.float32)
+    lc0_g = np.empty(lanes, np.float32)
+    ld0_g = np.empty(lanes, np.float32)
+    for q in range(GROUP):
+        bias_g[q * units : (q + 1) * units] = bias
+        lc0_g[q * units : (q + 1) * units] = log_c0
+        ld0_g[q * units : (q + 1) * units] = log_d0
+    order = np.argsort(-lengths)  # longest first: a group's members end close together
+    for g0 in range(0, x.shape[0], GROUP):
+        members = order[g0 : g0 + GROUP]
+        m = members.shape[0]
+        width = m * units
         h[:] = 0.0
         total[:] = 0.0
-        n = lengths[i]
-        for t in range(n):
-            _drive(x, w, i, t, bias, p, z, e, e_bits)
-            _rates_and_update(e, e_bits, c, c_bits, d, d_bits, h, h, log_c0, c1, log_d0, d1, gamma)
-            for j in range(units):
-                total[j] += h[j]
-        for j in range(units):
-            mean_out[i, j] = total[j] / n
-            last_out[i, j] = h[j]
+        for t in range(lengths[members[0]]):
+            for q in range(m):
+                _project(x, w, members[q], t, z[q * units : (q + 1) * units])
+            for j in range(width):
+                e[j], kk = _exp_parts(-p * (z[j] + bias_g[j]))
+                e_bits[j] = _pow2_bits(kk)
+            hw = h[:width]
+            _rates_and_update(
+                e[:width],
+                e_bits[:width],
+                c[:width],
+                c_bits[:width],
+                d[:width],
+                d_bits[:width],
+                hw,
+                hw,
+                lc0_g[:width],
+                c1,
+                ld0_g[:width],
+                d1,
+                gamma,
+            )
+            for q in range(m):
+                n = lengths[members[q]]
+                if t < n:
+                    base = q * units
+                    for j in range(units):
+                        total[base + j] += h[base + j]
+                    if t == n - 1:
+                        i = members[q]
+                        for j in range(units):
+                            mean_out[i, j] = total[base + j] / n
+                            last_out[i, j] = h[base + j]
