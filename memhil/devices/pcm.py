@@ -24,7 +24,13 @@ import torch
 from torch import Tensor
 
 from memhil.core.config import require
-from memhil.devices.base import D2D, DeviceModel, lognormal_spread, register_device
+from memhil.devices.base import (
+    D2D,
+    DeviceModel,
+    lognormal_spread,
+    register_device,
+    standard_normals_,
+)
 
 #: Mean pulses-to-conductance curve P(G) = 0.027 G^3 - 0.15 G^2 + 0.81 G, G in µS
 #: (Nandakumar et al. 2018; coefficients of G^3, G^2, G).
@@ -236,7 +242,7 @@ class PCMDevice(DeviceModel):
         for k0 in range(0, n, block):
             xi = torch.empty((min(block, n - k0), src.shape[0]), dtype=state.dtype)
             for row in xi:  # pulse by pulse, as _set_pulses draws them
-                row.normal_(generator=generator)
+                standard_normals_(row, generator)
             train_kernels.pcm_set_train(src if k0 == 0 else dst, xi.numpy(), top, consts, dst)
 
     def _pcm_consts(self, t_s: float, dtype) -> Any:
@@ -262,7 +268,7 @@ class PCMDevice(DeviceModel):
         """:meth:`_step_general`'s prefix passes as one compiled loop, in place on the
         contiguous CPU state ``flat`` (cells, 3)
         (:func:`memhil.devices.train_kernels.pcm_set_counts`): the same arithmetic and
-        the same draws (one ``normal_`` per pass over its prefix, in pass order), with no
+        the same draws (one ``standard_normals_`` per pass over its prefix, in pass order), with no
         gather, scatter or per-pass torch ops."""
         import numpy as np
 
@@ -271,7 +277,7 @@ class PCMDevice(DeviceModel):
         xi = torch.empty(sum(steps), dtype=flat.dtype)
         start = 0
         for m in steps:  # as the torch path draws them: pass by pass
-            xi[start : start + m].normal_(generator=generator)
+            standard_normals_(xi[start : start + m], generator)
             start += m
         if isinstance(g_max, Tensor):
             top = g_max.reshape(-1).contiguous().numpy()
@@ -298,7 +304,7 @@ class PCMDevice(DeviceModel):
     ) -> None:
         """``n`` SET pulses from (``g_in``, ``p_in``) into (``g_out``, ``p_out``), which may alias.
 
-        Per pulse: one randn and nine elementwise ops,
+        Per pulse: one draw of normals (``standard_normals_``) and nine elementwise ops,
         P <- P e^{-1/a}; G <- clip((1+m1) G + c1 + A1 P + (m2 G + c2 + A2 P) xi, g_min, g_max).
         """
         p = self.p
@@ -309,7 +315,7 @@ class PCMDevice(DeviceModel):
         for k in range(n):
             g_src, p_src = (g_in, p_in) if k == 0 else (g_out, p_out)
             torch.mul(p_src, decay, out=p_out)
-            xi.normal_(generator=generator)
+            standard_normals_(xi, generator)
             torch.mul(g_src, p.m2, out=sig).add_(p_out, alpha=p.a2_s).add_(p.c2_s).mul_(xi)
             sig.add_(g_src, alpha=1.0 + p.m1).add_(p_out, alpha=p.a1_s).add_(p.c1_s)
             if tensor_max:

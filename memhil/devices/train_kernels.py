@@ -6,8 +6,9 @@ the voltage before every pulse. Here one numba loop visits each cell once per bl
 pulses and keeps its state in registers, so a train costs its random draws plus one pass
 over memory. numba, not ``torch.compile``: it compiles in about a second without a C++
 toolchain and caches to disk (as :mod:`memhil.nn.scan_kernels`). The cycle-to-cycle
-normals are drawn by torch beforehand, pulse by pulse over the whole array, in the order
-the unfused torch path draws them, so both paths consume the same random stream.
+normals are drawn beforehand (PCM: :func:`memhil.devices.base.standard_normals_`, VTEAM:
+torch), pulse by pulse over the whole array, in the order the unfused torch path draws
+them, so both paths consume the same random stream.
 
 Scalars arrive in ``consts``, an array of the state's dtype, so float32 arithmetic stays
 float32 (a Python float literal would promote it to float64). Imported lazily: numba's

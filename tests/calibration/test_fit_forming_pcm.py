@@ -58,14 +58,17 @@ def test_pcm_drift_and_read_noise_from_retention_and_read_noise_runs(tmp_path):
         "v_read: 0.2}\n"
     )
     reads = "protocol: read_noise\nparams: {n_reads: 30, v_read: 0.2}\n"
-    db = _run(tmp_path, truth, {"ret.yaml": retention, "noise.yaml": reads})
+    # 256 cells: the spread estimate subtracts the slopes' read-noise variance from theirs,
+    # two numbers of the same size; over mock seeds 11-18 it scattered with sd 0.033 at 64
+    # cells (one seed at 0.028) and 0.026 at 256 (seeds 11-16: 0.072-0.147)
+    db = _run(tmp_path, truth, {"ret.yaml": retention, "noise.yaml": reads}, rows=16, cols=16)
     out = tmp_path / "pcm.yaml"
     assert main(["fit", "1", "2", "--model", "pcm", "--db", str(db), "--out", str(out)]) == 0
     fit = FitResult.load(out)
     # read noise scatters each cell's slope; its mean stays unbiased (3 stderr), and the
-    # log-normal D2D of nu is recovered to 0.05 (64 cells)
+    # log-normal D2D of nu is recovered within 3 sd of its estimate (0.08): 0 is excluded
     assert abs(fit.params["nu"] - 0.05) <= 3 * fit.stderr["nu"]
-    assert fit.params["nu_dtod"] == pytest.approx(0.1, abs=0.05)
+    assert fit.params["nu_dtod"] == pytest.approx(0.1, abs=0.08)
     # read noise: the drifted cells span ~1-10 uS; the 1 % station noise adds in quadrature
     # (at most 0.3 % of G over 3 %), allowed in the slope
     assert fit.params["m3"] == pytest.approx(0.03, abs=0.006)

@@ -13,11 +13,12 @@ from scipy import stats
 
 from memhil.backends.sim import SimBackend, backend, read_kernels
 from memhil.backends.sim.read_path import quantize_symmetric
+from memhil.core import philox_normals
 
 
 @numba.njit(cache=True)  # compiled once per checkout
 def _philox(c, k):
-    return read_kernels.philox4x32(c[0], c[1], c[2], c[3], k[0], k[1])
+    return philox_normals.philox4x32(c[0], c[1], c[2], c[3], k[0], k[1])
 
 
 @pytest.mark.parametrize(
