@@ -258,7 +258,7 @@ def speed_sweep(batches: tuple[int, ...], lengths: tuple[int, ...]) -> list[str]
     return lines
 
 
-def speed_table(quick: bool) -> list[str]:
+def speed_table(quick: bool, clock: Callable[[], float] = time.perf_counter) -> list[str]:
     """MF-ESN time / MARS d1 time, interleaved medians in one process: the states alone
     (batch 32, univariate random input) and full training (states of train + validation
     and the ridge fit with λ chosen on validation) on ACSF1 and PLAID; test accuracies
@@ -270,11 +270,17 @@ def speed_table(quick: bool) -> list[str]:
     from memhil.datasets import plaid
 
     reps = 3 if quick else 5
-    lines = ["MF-ESN / MARS d1 (N = 100, default scan path), 1 thread, interleaved medians:"]
+    kind = "CPU" if clock is time.process_time else "wall"
+    lines = [
+        f"MF-ESN / MARS d1 (N = 100, default scan path), 1 thread, {kind} time, "
+        "interleaved medians:"
+    ]
     for steps in (1000,) if quick else (1000, 4000):
         x = torch.randn(32, steps, 1, generator=torch.Generator().manual_seed(steps))
         mf, mars = MFESN(1, 100, seed=0), MARS(1, 100, 1, seed=0)
-        t = median_times({"mf": lambda: mf.features(x), "mars": lambda: mars.features(x)}, reps)
+        t = median_times(
+            {"mf": lambda: mf.features(x), "mars": lambda: mars.features(x)}, reps, clock=clock
+        )
         lines.append(
             f"  states, batch 32, T = {steps:4d}: MF-ESN {1e3 * t['mf']:8.1f} ms, MARS "
             f"{1e3 * t['mars']:7.1f} ms, ratio {t['mf'] / t['mars']:5.1f}x (target >= 10x)"
@@ -302,7 +308,9 @@ def speed_table(quick: bool) -> list[str]:
                 val_labels=val.y,
             )
 
-        t = median_times({k: (lambda f=f: train(f)) for k, f in models.items()}, reps, warmup=1)
+        t = median_times(
+            {k: (lambda f=f: train(f)) for k, f in models.items()}, reps, warmup=1, clock=clock
+        )
         acc = {k: train(f).accuracy(f(data.test), data.test.y) for k, f in models.items()}
         lines.append(
             f"  full training, {name} (T = {data.seq_len}, {len(data.train) + len(val)} "
@@ -435,9 +443,15 @@ def main() -> None:
     ap.add_argument(
         "--speed", action="store_true", help="only the MF-ESN / MARS speed table (~1 min)"
     )
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time the speed table in CPU seconds, not wall: steadier on a shared machine",
+    )
     args = ap.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.speed:
-        for line in speed_table(args.quick):
+        for line in speed_table(args.quick, clock):
             print(line, flush=True)
         return
     out = Path(args.out)
@@ -504,7 +518,7 @@ def main() -> None:
     print(ablation)
     print()
     results["skip_ablation"] = ablation
-    speed = speed_table(args.quick)
+    speed = speed_table(args.quick, clock)
     for line in speed:
         print(line, flush=True)
     results["speed_table"] = speed

@@ -173,28 +173,20 @@ def mf_pooled(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, lengths, mean_out, l
         width = m * units
         h[:] = 0.0
         total[:] = 0.0
+        # the group's lanes, as views made once (not per step)
+        ew, ebw, cw, cbw, dw = e[:width], e_bits[:width], c[:width], c_bits[:width], d[:width]
+        dbw, hw, lc0w, ld0w = d_bits[:width], h[:width], lc0_g[:width], ld0_g[:width]
         for t in range(lengths[members[0]]):
             for q in range(m):
                 _project(x, w, members[q], t, z[q * units : (q + 1) * units])
             for j in range(width):
                 e[j], kk = _exp_parts(-p * (z[j] + bias_g[j]))
                 e_bits[j] = _pow2_bits(kk)
-            hw = h[:width]
-            _rates_and_update(
-                e[:width],
-                e_bits[:width],
-                c[:width],
-                c_bits[:width],
-                d[:width],
-                d_bits[:width],
-                hw,
-                hw,
-                lc0_g[:width],
-                c1,
-                ld0_g[:width],
-                d1,
-                gamma,
-            )
+            _rates_and_update(ew, ebw, cw, cbw, dw, dbw, hw, hw, lc0w, c1, ld0w, d1, gamma)
+            if t < lengths[members[m - 1]] - 1:  # no member ends here: one loop, all lanes
+                for j in range(width):
+                    total[j] += h[j]
+                continue
             for q in range(m):
                 n = lengths[members[q]]
                 if t < n:
