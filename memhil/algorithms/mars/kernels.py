@@ -107,6 +107,16 @@ def _drive(x, w, i, t, bias, p, z, e, e_bits):
         e_bits[j] = _pow2_bits(kk)
 
 
+@numba.njit(inline="always")
+def _step_buffers(n):
+    """A step's scratch over ``n`` lanes: state h (zeros), projected input z, the three
+    exps' mantissas (e, c, d) and their 2^k bits."""
+    f32, i32 = np.float32, np.int32
+    h = np.zeros(n, f32)
+    z, e, c, d = np.empty(n, f32), np.empty(n, f32), np.empty(n, f32), np.empty(n, f32)
+    return h, z, e, c, d, np.empty(n, i32), np.empty(n, i32), np.empty(n, i32)
+
+
 @numba.njit(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
 def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     """States of h_t = a_t h_{t-1} + c_t from h_0 = 0 for inputs x (B, T, K) and the input
@@ -116,14 +126,7 @@ def mf_states(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, out):
     rates, update (each exp as a mantissa and 2^k bits, multiplied in the next loop)."""
     batch, steps = x.shape[0], x.shape[1]
     units = bias.shape[0]
-    h = np.zeros(units, np.float32)
-    e = np.empty(units, np.float32)
-    c = np.empty(units, np.float32)
-    d = np.empty(units, np.float32)
-    e_bits = np.empty(units, np.int32)
-    c_bits = np.empty(units, np.int32)
-    d_bits = np.empty(units, np.int32)
-    z = np.empty(units, np.float32)
+    h, z, e, c, d, e_bits, c_bits, d_bits = _step_buffers(units)
     for i in range(batch):
         h[:] = 0.0
         for t in range(steps):
@@ -150,15 +153,8 @@ def mf_pooled(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, lengths, mean_out, l
     runs to its longest member: the others' extra steps are computed, never read)."""
     units = bias.shape[0]
     lanes = GROUP * units
-    h = np.zeros(lanes, np.float32)
+    h, z, e, c, d, e_bits, c_bits, d_bits = _step_buffers(lanes)
     total = np.zeros(lanes, np.float64)
-    e = np.empty(lanes, np.float32)
-    c = np.empty(lanes, np.float32)
-    d = np.empty(lanes, np.float32)
-    e_bits = np.empty(lanes, np.int32)
-    c_bits = np.empty(lanes, np.int32)
-    d_bits = np.empty(lanes, np.int32)
-    z = np.empty(lanes, np.float32)
     bias_g = np.empty(lanes, np.float32)
     lc0_g = np.empty(lanes, np.float32)
     ld0_g = np.empty(lanes, np.float32)
