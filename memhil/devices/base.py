@@ -119,9 +119,9 @@ class DeviceModel(ABC):
 
         ``v``, ``width_s`` and ``count`` (int64) are tensors of the full cell ``shape``
         (or, where ``uniform_requests`` is True, one-element tensors when every cell gets
-        the same request); cells with ``count == 0`` or ``v == 0`` must come back unchanged. ``t_s`` is the
-        absolute time at the end of the pulses (models with drift record it as the
-        programming time). Positive ``v`` potentiates (SET), negative ``v`` depresses
+        the same request); cells with ``count == 0`` or ``v == 0`` must come back
+        unchanged. ``t_s`` is the absolute time at the end of the pulses (models with
+        drift record it as the programming time). Positive ``v`` potentiates (SET), negative ``v`` depresses
         (RESET). ``compliance_a`` (A, per cell, or None) is the current limit the source
         enforced; the simulator has already reduced ``v`` so that ``|v|*G <= compliance``
         at the start of the pulse, and models whose outcome the compliance sets (forming)

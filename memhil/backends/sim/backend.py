@@ -515,11 +515,20 @@ class SimBackend(Backend):
         v = self._dac(v)
         cache = self._read_cache()
         g = cache.g if tile is None else cache.g[tile : tile + 1]
-        rows = g.shape[0] * g.shape[1]  # of the tiles read
         compiled = g.device.type == "cpu" and g.dtype == torch.float32 and not v.requires_grad
+        # the pair kernel: a minus column per pair (not one shared reference column), step-1
+        # slices, tiles read with a multiple of 4 rows (its draws' layout)
+        lines = range(g.shape[-1])
+        pair_kernel = (
+            compiled
+            and plus.step in (None, 1)
+            and minus.step in (None, 1)
+            and len(lines[plus]) == len(lines[minus])
+            and (g.shape[0] * g.shape[1]) % 4 == 0
+        )
         if cache.std is None or rp.noise_mode == "per_sample":
             i = _tile_matmul(v, g[..., plus] - g[..., minus])
-        elif compiled and plus.step in (None, 1) and minus.step in (None, 1) and rows % 4 == 0:
+        elif pair_kernel:
             i = _tile_matmul(v, self._noisy_pairs_fused(cache, tile, plus, minus))
         elif compiled:
             g_read = self._noisy_fused(cache, tile)
