@@ -188,6 +188,8 @@ def test_the_pair_difference_is_the_full_realization_subtracted(pairs):
         full.view(-1).numpy(), var.view(-1).numpy(), f0, f0, f0, f0, f0, *key
     )
     assert torch.equal(out, full[:, plus] - full[:, minus])
+    with pytest.raises(ValueError, match="out of range"):  # no silent read past a row
+        read_kernels.noisy_pair_difference(g.numpy(), var.numpy(), 4, 4 + pairs, out.numpy(), *key)
     apart = torch.empty_like(g)  # the per-device draw into a buffer apart: the same cells
     read_kernels.noisy_cells(g.view(-1).numpy(), var.view(-1).numpy(), apart.view(-1).numpy(), *key)
     assert torch.equal(apart, full)

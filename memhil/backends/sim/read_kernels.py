@@ -149,6 +149,8 @@ def noisy_pair_difference(g, var, plus0, minus0, out, k0, k1):
     read of every column would, without writing it: per counter the four normals go to
     one cell in each quarter, and every access runs along a row, so the loop vectorizes."""
     rows, pairs = out.shape
+    if rows % 4 or max(plus0, minus0) + pairs > g.shape[1] or min(plus0, minus0) < 0:
+        raise ValueError("noisy_pair_difference: rows % 4 != 0 or a pair column out of range")
     quarter = rows // 4
     cols = np.uint64(g.shape[1])
     p0, m0 = np.uint64(plus0), np.uint64(minus0)
