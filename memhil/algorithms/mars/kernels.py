@@ -99,12 +99,18 @@ def _project(x, w, i, t, z):
 
 
 @numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
-def _drive(x, w, i, t, bias, p, z, e, e_bits):
-    """:func:`_project` into ``z``, then exp(-p (z + bias)) as mantissa ``e`` and 2^k bits."""
-    _project(x, w, i, t, z)
-    for j in range(bias.shape[0]):
+def _drive_exps(z, bias, p, e, e_bits):
+    """exp(-p (z + bias)) over the lanes of ``z``, as mantissa ``e`` and 2^k bits."""
+    for j in range(z.shape[0]):
         e[j], kk = _exp_parts(-p * (z[j] + bias[j]))
         e_bits[j] = _pow2_bits(kk)
+
+
+@numba.njit(fastmath=_FLAGS, error_model="numpy", inline="always")
+def _drive(x, w, i, t, bias, p, z, e, e_bits):
+    """:func:`_project` into ``z``, then :func:`_drive_exps`."""
+    _project(x, w, i, t, z)
+    _drive_exps(z, bias, p, e, e_bits)
 
 
 @numba.njit(inline="always")
@@ -172,12 +178,11 @@ def mf_pooled(x, w, bias, p, log_c0, c1, log_d0, d1, gamma, lengths, mean_out, l
         # the group's lanes, as views made once (not per step)
         ew, ebw, cw, cbw, dw = e[:width], e_bits[:width], c[:width], c_bits[:width], d[:width]
         dbw, hw, lc0w, ld0w = d_bits[:width], h[:width], lc0_g[:width], ld0_g[:width]
+        zw = z[:width]
         for t in range(lengths[members[0]]):
             for q in range(m):
                 _project(x, w, members[q], t, z[q * units : (q + 1) * units])
-            for j in range(width):
-                e[j], kk = _exp_parts(-p * (z[j] + bias_g[j]))
-                e_bits[j] = _pow2_bits(kk)
+            _drive_exps(zw, bias_g, p, ew, ebw)
             _rates_and_update(ew, ebw, cw, cbw, dw, dbw, hw, hw, lc0w, c1, ld0w, d1, gamma)
             if t < lengths[members[m - 1]] - 1:  # no member ends here: one loop, all lanes
                 for j in range(width):

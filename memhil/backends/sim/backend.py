@@ -399,12 +399,7 @@ class SimBackend(Backend):
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         g = g.transpose(-1, -2) if transpose else g
         std = view(cache.std)
-        fused_noise = (
-            std is not None
-            and v.device.type == "cpu"
-            and v.dtype == g.dtype == torch.float32
-            and not (v.requires_grad or g.requires_grad)
-        )
+        fused_noise = std is not None and _compiled_operand(v) and _compiled_operand(g)
         fused = fused_noise and rp.noise_mode == "per_sample"
         v2_bf16 = None
         if fused and bf16_dot_products():
@@ -515,7 +510,7 @@ class SimBackend(Backend):
         v = self._dac(v)
         cache = self._read_cache()
         g = cache.g if tile is None else cache.g[tile : tile + 1]
-        compiled = g.device.type == "cpu" and g.dtype == torch.float32 and not v.requires_grad
+        compiled = _compiled_operand(g) and not v.requires_grad
         # the pair kernel: a minus column per pair (not one shared reference column), step-1
         # slices, tiles read with a multiple of 4 rows (its draws' layout)
         lines = range(g.shape[-1])

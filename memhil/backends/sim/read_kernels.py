@@ -39,12 +39,20 @@ def _var_at_compiled(var, k):
 
 
 @numba.njit(inline="always")
+def _on_grid(x, scale, levels, lsb):
+    """round(x * scale) clipped to +-levels, times lsb: the operations and rounding of
+    :func:`memhil.backends.sim.read_path.quantize_symmetric_` (np.rint: ties to even);
+    every converter here rounds through it."""
+    return min(max(np.rint(x * scale), -levels), levels) * lsb
+
+
+@numba.njit(inline="always")
 def _noisy_adc(i, var, extra_var, lo, scale, levels, lsb, z):
     """max(i + sqrt(var + extra_var) z, lo), on the ADC grid when ``levels`` > 0 (the
     operations and rounding of :func:`memhil.backends.sim.read_path.quantize_symmetric_`)."""
     y = max(i + np.sqrt(var + extra_var) * z, lo)
     if levels > 0:
-        y = min(max(np.rint(y * scale), -levels), levels) * lsb
+        y = _on_grid(y, scale, levels, lsb)
     return y
 
 
@@ -101,18 +109,11 @@ def dac_and_square(v, scale, levels, lsb, vq, v2_bits):
     for k in range(v.shape[0]):
         x = v[k]
         if levels > 0:
-            x = min(max(np.rint(x * scale), -levels), levels) * lsb
+            x = _on_grid(x, scale, levels, lsb)
         vq[k] = x
         b = bits_f32(x * x)
         b = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
         v2_bits[k] = np.int16(np.uint16(b))
-
-
-@numba.njit(inline="always")
-def _on_grid(x, scale, levels, lsb):
-    """round(x * scale) clipped to +-levels, times lsb: the operations and rounding of
-    :func:`memhil.backends.sim.read_path.quantize_symmetric_` (np.rint: ties to even)."""
-    return min(max(np.rint(x * scale), -levels), levels) * lsb
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
