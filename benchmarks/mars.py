@@ -314,7 +314,7 @@ def speed_table(quick: bool, clock: Callable[[], float] = time.perf_counter) -> 
         acc = {k: train(f).accuracy(f(data.test), data.test.y) for k, f in models.items()}
         lines.append(
             f"  full training, {name} (T = {data.seq_len}, {len(data.train) + len(val)} "
-            f"sequences): MF-ESN {t['mf']:6.2f} s, MARS {t['mars']:6.2f} s, ratio "
+            f"sequences): MF-ESN {1e3 * t['mf']:6.1f} ms, MARS {1e3 * t['mars']:5.1f} ms, ratio "
             f"{t['mf'] / t['mars']:5.1f}x (target >= 10x); test accuracy MF-ESN "
             f"{acc['mf']:.3f}, MARS {acc['mars']:.3f}"
         )

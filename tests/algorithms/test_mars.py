@@ -13,6 +13,7 @@ from memhil.algorithms.mars.layer import MARS, SKIPS, MARSLayer, diagonal_recurr
 from memhil.algorithms.mars.readout import fit_ridge
 from memhil.algorithms.mars.reservoirs import MFESN
 from memhil.datasets import japanese_vowels, standardize
+from memhil.nn.pooling import pool_states
 
 
 @pytest.mark.parametrize("skip", SKIPS)
@@ -143,13 +144,19 @@ def test_mars_states_on_cuda_equal_the_cpu_states():
 def test_fused_kernel_exp_is_within_one_ulp_and_states_match_the_torch_path():
     import numpy as np
 
-    from memhil.algorithms.mars.kernels import exp_f32
+    from memhil.algorithms.mars.kernels import exp2_f32
 
-    x = np.linspace(-87.0, 88.0, 100_001, dtype=np.float32)
-    out = np.empty_like(x)
-    exp_f32(x, out, np.empty(x.shape, np.int32))
-    rel = np.abs(out.astype(np.float64) / np.exp(x.astype(np.float64)) - 1.0)
-    assert rel.max() < 2.0**-23  # Cephes expf: below one float32 ulp
+    # the whole normal range, and a fine grid over one period of the reduction (|r| <= 1/2)
+    y = np.concatenate(
+        [np.linspace(-126.0, 127.0, 100_001), np.linspace(-0.5, 0.5, 100_001)]
+    ).astype(np.float32)
+    out = np.empty_like(y)
+    exp2_f32(y, out, np.empty(y.shape, np.int32))
+    rel = np.abs(out.astype(np.float64) / np.exp2(y.astype(np.float64)) - 1.0)
+    assert rel.max() < 2.0**-23  # the degree-6 fit (2e-9) plus float32 rounding: < 1 ulp
+    clipped = np.array([-1000.0, 1000.0], np.float32)
+    exp2_f32(clipped, out[:2], np.empty(2, np.int32))
+    assert out[0] == np.float32(2.0**-126) and out[1] == np.float32(2.0**127)
     gen = torch.Generator().manual_seed(11)
     layer = MARSLayer(2, 9, dt=(0.001, 0.09), generator=gen)
     x = torch.randn(3, 2000, 2, generator=gen)
@@ -162,13 +169,58 @@ def test_fused_kernel_exp_is_within_one_ulp_and_states_match_the_torch_path():
     assert (fused - ref).abs().max() < 1e-5 and (given - ref).abs().max() < 1e-5
 
 
+def test_pooled_kernel_is_as_close_to_float64_as_the_float32_torch_path():
+    # the base-2 kernel against the same formula in float64, over 1500 steps: no worse than
+    # torch's float32 coefficients and loop (both ~1e-5: float32 rounding accumulated over
+    # the longest memory, ~1/(1-a) ~ 1e3 steps); the margin 1.5x covers the two roundings
+    # differing in sign, not a worse method
+    gen = torch.Generator().manual_seed(12)
+    model = MARS(1, 100, 1, dt=(0.001, 0.09), p=5.0, gamma=1.0, seed=0)
+    layer = model.layers[0]
+    x = torch.randn(16, 1500, 1, generator=gen)
+    with torch.no_grad():
+        fused = model.features(x)
+        a32, c32 = layer.coefficients(layer.project(x))
+        torch32 = pool_states(diagonal_recurrence(a32, c32, "loop"), None, "mean_last")
+        model64 = MARS(1, 100, 1, dt=(0.001, 0.09), p=5.0, gamma=1.0, seed=0).double()
+        ref = model64.features(x.double(), method="loop")
+    err_fused = (fused.double() - ref).abs().max()
+    err_torch = (torch32.double() - ref).abs().max()
+    assert err_fused < 1.5 * err_torch and err_fused < 5e-5
+
+
+def test_fused_kernel_clips_rate_exponents_only_where_they_can_leave_the_float32_range():
+    import numpy as np
+
+    from memhil.algorithms.mars.kernels import mf_states
+
+    # c = e^(log_c0 + 8 s): at log_c0 = -120 below float32's normal range (~1e-49); 2^k is
+    # built from k's bits, so an unclipped exponent under -126 would give garbage, while
+    # the clipped rate is 2^-126 ~ 1e-38 (states of that size, not of ~1)
+    f32 = np.float32
+    x = np.random.default_rng(0).standard_normal((2, 50, 1)).astype(f32)
+    w, bias = np.ones((1, 3), f32), np.zeros(3, f32)
+    for log_c0, atol in ((-12.0, 1e-6), (-120.0, 1e-35)):
+        lc0, ld0 = np.full(3, log_c0, f32), np.full(3, -3.0, f32)
+        out = np.empty((2, 50, 3), f32)
+        mf_states(x, w, bias, f32(5.0), lc0, f32(8.0), ld0, f32(0.8), f32(1.0), out)
+        s = 1.0 / (1.0 + np.exp(-5.0 * x.astype(np.float64)))
+        c = np.exp(log_c0 + 8.0 * s)
+        a = 1.0 - c - np.exp(-3.0 - 0.8 * s)
+        h, ref = np.zeros((2, 3)), np.empty((2, 50, 3))
+        for t in range(50):
+            h = a[:, t] * h + c[:, t]
+            ref[:, t] = h
+        # states <= 0.4 at -12 (float32 rounding ~1e-7 per step); <= ~1e-36 at -120
+        assert np.isfinite(out).all() and np.abs(out - ref).max() < atol
+
+
 # n_in 3: the projection inside the kernel; 20: projected beforehand; depth 2: lower layer
 @pytest.mark.parametrize(("depth", "n_in"), [(1, 3), (2, 20)])
 def test_pooled_kernel_equals_pooling_the_states(depth, n_in):
     # The kernel runs the same float32 loop as the states kernel over the valid steps only
     # and sums the mean in float64 (torch sums in float32): 1e-5 relative covers the
     # float32 sum over <= 120 steps with margin.
-    from memhil.nn.pooling import pool_states
 
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(9, 120, n_in, generator=gen)

@@ -38,7 +38,7 @@ FUSED_MAX_INPUTS = 16
 #: (x or projected x, w, bias, p, ln c0, c1, ln d0, d1, gamma) of the compiled kernels.
 _KernelArgs = tuple[
     np.ndarray,
-    np.ndarray,
+    np.ndarray | None,
     np.ndarray,
     np.float32,
     np.ndarray,
@@ -183,20 +183,21 @@ class MARSLayer(nn.Module):
         return a.view(shape), c.view(shape)
 
     def _fused_args(self, x: Tensor, projected: Tensor | None) -> _KernelArgs:
-        """Arguments of the compiled kernels after (x, w): the input, or the projected
-        input with an empty ``w`` beyond :data:`FUSED_MAX_INPUTS` features, and the
+        """Arguments of the compiled kernels: the input and the input weights, or the
+        projected input and None beyond :data:`FUSED_MAX_INPUTS` features, and the
         coefficient lines, as float32 arrays."""
         lc0, c1, ld0, d1 = self._log_lines()
         if projected is None and self.n_in > FUSED_MAX_INPUTS:
             projected = self.project(x)
         if projected is None:
-            src, w = x.detach().contiguous(), self.w_in.detach().t().contiguous()
+            src = x.detach().contiguous()
+            w = self.w_in.detach().t().float().contiguous().numpy()
         else:
-            src, w = projected.detach().contiguous(), torch.empty(0, 0)
+            src, w = projected.detach().contiguous(), None
         f32 = np.float32
         return (
             src.numpy(),
-            w.float().numpy(),
+            w,
             self.b.detach().float().contiguous().numpy(),
             f32(self.p),
             lc0.float().contiguous().numpy(),
