@@ -159,8 +159,13 @@ class Limits:
         if v.numel():
             lo, hi = torch.aminmax(v.detach())
             vmax = max(-float(lo), float(hi)) if bool(torch.isfinite(lo + hi)) else float("nan")
-            if exceeds(vmax, self.v_read_max_v):
-                raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V", field="v_read")
+            self.check_read_peak(vmax)
+
+    def check_read_peak(self, vmax: float) -> None:
+        """:meth:`check_read` given the largest |V| of the read (NaN where any V is NaN),
+        measured on the way (the simulator's DAC pass finds it)."""
+        if exceeds(vmax, self.v_read_max_v):
+            raise LimitError("read voltage |V|", vmax, self.v_read_max_v, "V", field="v_read")
 
     def check_pulse(
         self,

@@ -227,3 +227,21 @@ def test_backend_pulses_are_the_one_pulse_type():
     assert isinstance(caps.set_pulse, PulseSpec) and isinstance(caps.reset_pulse, PulseSpec)
     amplitude_v, width_s = caps.set_pulse  # still unpacks as an (amplitude, width) pair
     assert caps.set_pulse == (amplitude_v, width_s)
+
+
+def test_compiled_input_encoding_equals_the_torch_ops_bit_for_bit():
+    # float32 outside autograd takes the compiled encoding (memhil.analog.encode_kernels);
+    # an input that needs gradients takes the torch ops: the same voltages and scales, bit
+    # for bit, a NaN row NaN in both (then refused by the read-voltage check), a zero row 0 V
+    w = AnalogLinear(64, 4, ideal_backend(rows=64, cols=8)).weights
+    x = torch.randn(5, 3, 64, generator=torch.Generator().manual_seed(3)) * 7.0
+    x[0, 1, 9] = float("nan")
+    x[2, 0] = 0.0
+    v_fast, back_fast = w._encode(x)
+    v_ref, back_ref = w._encode(x.clone().requires_grad_())
+    assert v_fast.shape == x.shape and back_fast.shape == (5, 3, 1)
+    for fast, ref in ((v_fast, v_ref.detach()), (back_fast, back_ref.detach())):
+        assert torch.equal(fast.isnan(), ref.isnan())
+        assert torch.equal(fast[~fast.isnan()], ref[~ref.isnan()])
+    assert bool(v_fast[0, 1].isnan().all()) and bool((v_fast[2, 0] == 0).all())
+    assert float(v_fast[1].abs().amax()) == pytest.approx(w.v_read, rel=1e-6)

@@ -155,10 +155,14 @@ def test_limits_raise_before_any_state_change(
 
 
 def test_read_voltage_limit(backend: Backend):
-    r = backend.shape[1]
+    r, c = backend.shape[1], backend.shape[2]
     vmax = backend.limits.v_read_max_v
     with pytest.raises(LimitError, match="read voltage"):
         backend.mvm(torch.full((1, r), 1.5 * vmax))
+    pairs = slice(0, c // 2), slice(c // 2, 2 * (c // 2))
+    for bad in (1.5 * vmax, float("nan")):  # the pair read too (the simulator's DAC checks)
+        with pytest.raises(LimitError, match="read voltage"):
+            backend.mvm_pairs(torch.full((1, r), bad), *pairs)
 
 
 def test_reads_apply_the_read_voltage_they_are_given(backend: Backend, but: BackendUnderTest):

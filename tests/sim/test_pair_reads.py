@@ -75,3 +75,33 @@ def test_analog_weights_read_one_device_pairs_as_one_difference():
         assert torch.allclose(w.matvec(x), want, rtol=1e-4, atol=1e-5)
     multi = WeightMapping(16, 4, g_min, g_max, n_devices=2)
     assert multi.pair_columns() is None  # sums of devices: the full read
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pair_read_checks_the_read_voltage_in_the_dac_pass(dtype):
+    # float32: the compiled DAC finds the largest |V| in its own pass; float64: torch ops
+    from memhil.core.errors import LimitError
+
+    sim = SimBackend(
+        {
+            "rows": 8,
+            "cols": 8,
+            "seed": 0,
+            "dtype": str(dtype).split(".")[1],
+            "read": {"dac_bits": 8, "pair_sensing": "differential"},
+        }
+    )
+    vmax = sim.limits.v_read_max_v
+    pairs = slice(0, 4), slice(4, 8)
+    v = torch.full((2, 8), 0.5 * vmax, dtype=dtype)
+    assert sim.mvm_pairs(v, *pairs).shape == (1, 2, 4)  # (tiles, batch, pairs)
+    for value, shown in (
+        (1.25 * vmax, f"{1.25 * vmax:g}"),
+        (-1.25 * vmax, f"{1.25 * vmax:g}"),
+        (float("nan"), "nan"),
+    ):
+        bad = v.clone()
+        bad[1, 3] = value
+        with pytest.raises(LimitError, match="read voltage") as err:
+            sim.mvm_pairs(bad, *pairs)
+        assert shown in str(err.value)  # the largest |V| found, named

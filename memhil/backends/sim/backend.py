@@ -465,20 +465,26 @@ class SimBackend(Backend):
             return i
         return quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
 
-    def _dac(self, v: Tensor) -> Tensor:
+    def _dac(self, v: Tensor, *, check: bool = False) -> Tensor:
         """The read voltages ``v`` on the DAC grid, as a copy (``v`` itself for an ideal
-        DAC); a float32 CPU ``v`` in one compiled pass into a buffer kept between reads."""
+        DAC); a float32 CPU ``v`` in one compiled pass into a buffer kept between reads.
+        ``check``: the read-voltage limit checked first (raising before the grid is used),
+        on the largest |V| that pass finds where it runs (no separate pass over ``v``)."""
         rp = self.config.read
-        if rp.dac_bits is None:
-            return v
-        if not _compiled_operand(v):
+        if rp.dac_bits is None or not _compiled_operand(v):
+            if check:
+                self.limits.check_read(v)
+            if rp.dac_bits is None:
+                return v
             return quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
         from memhil.backends.sim import read_kernels
 
         v = v.contiguous()
         out = self._buffer("dac", tuple(v.shape), torch.float32)
         grid = _grid(rp.dac_bits, rp.dac_range_v)
-        read_kernels.quantize_into(v.view(-1).numpy(), *grid, out.view(-1).numpy())
+        peak = read_kernels.quantize_into(v.view(-1).numpy(), *grid, out.view(-1).numpy())
+        if check and v.numel():
+            self.limits.check_read_peak(float(peak))
         return out
 
     def mvm_pairs(
@@ -501,13 +507,13 @@ class SimBackend(Backend):
         if not differential and (rp.adc_bits is not None or rp.output_noise_a > 0):
             return super().mvm_pairs(v_rows, plus_cols, minus_cols, tile=tile)
         v = self._as_read_input(v_rows, self.shape[1], tile)
-        self.limits.check_read(v)
         plus, minus = plus_cols, minus_cols
         if rp.ir_drop != "none":
+            self.limits.check_read(v)
             i_lines = self._mvm(v, transpose=False, tile=tile, convert=False)
             i = self._convert_(i_lines[..., plus] - i_lines[..., minus], self.shape[1])
             return i[0] if tile is not None else i
-        v = self._dac(v)
+        v = self._dac(v, check=True)  # the limit checked in the DAC's own pass
         cache = self._read_cache()
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         compiled = _compiled_operand(g) and not v.requires_grad

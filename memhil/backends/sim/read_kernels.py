@@ -119,10 +119,16 @@ def dac_and_square(v, scale, levels, lsb, vq, v2_bits):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def quantize_into(x, scale, levels, lsb, out):
     """``out`` = the float32 1-D ``x`` on a converter's grid, in one pass (``out`` must not
-    alias ``x``: an overlapping pair fails LLVM's runtime check and runs scalar)."""
+    alias ``x``: an overlapping pair fails LLVM's runtime check and runs scalar). Returns
+    the largest |x| (float32; NaN if any x is NaN) from the same pass, for the read-voltage
+    limit check: the largest integer of the float bits without their sign (an integer max
+    vectorizes, and a NaN's bits exceed every number's)."""
+    top = np.uint32(0)
     for j in range(x.shape[0]):
         k = np.uint64(j)  # unsigned: no wraparound branch, so the loop vectorizes
         out[k] = _on_grid(x[k], scale, levels, lsb)
+        top = max(top, bits_f32(x[k]) & np.uint32(0x7FFFFFFF))
+    return f32_bits(top)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
