@@ -3,7 +3,8 @@
 512 -> 512, batch 1024, float32, PCM read noise, 8-bit DAC/ADC:
 1. inference forward: memhil ``AnalogLinear`` (differential PCM pairs on ``SimBackend``,
    both pair read models: ``per_column`` and ``differential`` sensing, see
-   docs/devices.md) vs aihwkit ``AnalogLinear`` with ``TorchInferenceRPUConfig`` (its
+   docs/devices.md; the ``differential`` layer, the inference one, programmed and drifted
+   to 60 s) vs aihwkit ``AnalogLinear`` with ``TorchInferenceRPUConfig`` (its
    pure-torch tile, PCM noise model ``PCMLikeNoiseModel``, programmed and drifted to 60 s)
    and with ``InferenceRPUConfig`` (its C++ tile), each as a ratio to ``nn.Linear``;
 2. pulsed training step (forward, backward, update), memhil's ``mixed_precision`` scheme
@@ -59,7 +60,13 @@ def loss_fn(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (y - t).pow(2).sum(-1).mean()
 
 
-def memhil_layer(pair_sensing: str = "per_column", update: str | None = None) -> AnalogLinear:
+def memhil_layer(
+    pair_sensing: str = "per_column", update: str | None = None, *, programmed: bool = False
+) -> AnalogLinear:
+    """memhil's layer on a 512 x 1024 PCM array; ``programmed``: its initial weights
+    (uniform within 1/sqrt(N), as ``nn.Linear`` and aihwkit's layer draw them) mapped with
+    w_max = max |w| and written by program-and-verify, then left to drift for 60 s, as
+    the aihwkit inference layers are (``drift_analog_weights(60)``)."""
     backend = SimBackend(
         {
             "rows": N,
@@ -69,8 +76,14 @@ def memhil_layer(pair_sensing: str = "per_column", update: str | None = None) ->
             "read": {"dac_bits": 8, "adc_bits": 8, "pair_sensing": pair_sensing},
         }
     )
-    layer = AnalogLinear(N, N, backend, update=update)
-    layer.eval()
+    if not programmed:
+        layer = AnalogLinear(N, N, backend, update=update)
+        layer.eval()
+        return layer
+    digital = nn.Linear(N, N)
+    layer = AnalogLinear.from_digital(digital, backend, update=update)
+    layer.program()
+    backend.wait(60.0)
     return layer
 
 
@@ -139,7 +152,7 @@ def main() -> None:
     ref = nn.Linear(N, N)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=args.lr)
     ours = memhil_layer(update="mixed_precision")
-    ours_differential = memhil_layer("differential")
+    ours_differential = memhil_layer("differential", programmed=True)
     builders, skipped = aihwkit_layers()
 
     def forward_of(layer: nn.Module) -> Callable[[], None]:

@@ -1,12 +1,11 @@
-"""Compiled input encoding of an analog layer: each row's largest |x| and the row scaled to
-the read voltage, in one call over the batch.
+"""Compiled input encoding of an analog layer: each row's largest |x|, in one read-only
+pass over the batch.
 
-``x * (v_read / max|x|)`` as torch ops is three passes (the largest entry as max and -min,
-then the product with a broadcast column), 0.36 ms of a 512-wide batch of 1024 on one core
-where the product with the array takes ~3.6 ms; here a row (a few kB) is read twice while
-it sits in the L1 cache. The same float32 operations as the torch path, in the same order:
-the voltages are equal bit for bit (tested). Imported on first use: numba's import costs
-~0.3 s.
+``max|x|`` as torch ops is two passes (the largest entry as max and -min); here each row
+is read once. The scaling itself (``x * v_read / max|x|``) happens in the backend's DAC
+pass (``input_gain`` of :meth:`memhil.backends.base.Backend.mvm_pairs`), so the voltages
+are never written out as a batch-sized tensor of their own. Imported on first use:
+numba's import costs ~0.3 s.
 """
 
 from __future__ import annotations
@@ -24,14 +23,12 @@ ALPHA_MIN = np.float32(1e-12)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def absmax_encode(x, v_read, out, alpha):
-    """For float32 (rows, n) ``x``: ``alpha[r]`` = max(max |x[r]|, 1e-12) and ``out[r]`` =
-    x[r] * (v_read / alpha[r]), rounded as torch rounds ``x * (v_read / alpha)`` (the
-    reciprocal times the scalar). A NaN in a row makes its alpha and output NaN, as
-    torch's ``amax`` does (a read of it is refused by the backend's limit check)."""
-    f32 = np.float32
+def row_absmax(x, alpha):
+    """For float32 (rows, n) ``x``: ``alpha[r]`` = max(max |x[r]|, 1e-12), equal to
+    torch's ``max(x.amax(-1), -x.amin(-1)).clamp_min(1e-12)``. A NaN in a row makes its
+    alpha NaN, as torch's ``amax`` does (a read of it is refused by the backend's limit
+    check)."""
     magnitude = np.uint32(0x7FFFFFFF)
-    v = f32(v_read)
     for r in range(x.shape[0]):
         row = x[r]
         # the largest |x| as the largest integer of the float bits without their sign: an
@@ -41,9 +38,4 @@ def absmax_encode(x, v_read, out, alpha):
         for j in range(row.shape[0]):
             top = max(top, bits_f32(row[j]) & magnitude)
         a = f32_bits(top)
-        a = ALPHA_MIN if a < ALPHA_MIN else a  # NaN kept
-        alpha[r] = a
-        s = (f32(1.0) / a) * v
-        dst = out[r]
-        for j in range(row.shape[0]):
-            dst[j] = row[j] * s
+        alpha[r] = ALPHA_MIN if a < ALPHA_MIN else a  # NaN kept

@@ -73,7 +73,6 @@ class AnalogWeights:
             self.v_read = 0.8 * self.backend.limits.v_read_max_v
         self._mask = self.mapping.cell_mask(self.backend.shape).to(self.backend.torch_device)
         self._pairs = self.mapping.pair_columns()
-        self._scratch: dict[tuple[int, ...], Tensor] = {}
 
     # -- reads --------------------------------------------------------------------------
     def region(self, full: Tensor) -> Tensor:
@@ -90,35 +89,29 @@ class AnalogWeights:
         """The weight matrix (out, in) the devices encode now (one measurement), on the CPU."""
         return self.mapping.weights_from_conductance(self.read_conductance().cpu())
 
-    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Read voltages for ``x`` (batch, features) and the per-sample scale to undo."""
+    def _input_gain(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(gain, back), each ``x.shape[:-1] + (1,)``: the read voltages for ``x`` (batch,
+        features) are ``x * gain``, and ``back`` undoes the per-sample scale."""
         assert self.v_read is not None  # set by __post_init__
         if self.input_scaling == "absmax" and _compiled_encoding(x):
-            from memhil.analog.encode_kernels import absmax_encode  # numba: on first use
+            from memhil.analog.encode_kernels import row_absmax  # numba: on first use
 
             x2 = x.reshape(-1, x.shape[-1]).contiguous()
-            v, alpha = self._encode_buffer(x2.shape), torch.empty(x2.shape[0], 1, dtype=x.dtype)
-            absmax_encode(x2.numpy(), self.v_read, v.numpy(), alpha.view(-1).numpy())
-            return v.view(x.shape), alpha.view(*x.shape[:-1], 1) / self.v_read
-        if self.input_scaling == "absmax":  # max |x| as max(max x, -min x): no |x| copy
+            alpha = torch.empty(x2.shape[0], 1, dtype=x.dtype)
+            row_absmax(x2.numpy(), alpha.view(-1).numpy())
+            alpha = alpha.view(*x.shape[:-1], 1)
+        elif self.input_scaling == "absmax":  # max |x| as max(max x, -min x): no |x| copy
             xd = x.detach()
             alpha = torch.maximum(xd.amax(-1, keepdim=True), xd.amin(-1, keepdim=True).neg_())
             alpha = alpha.clamp_min_(1e-12)
         else:
             alpha = torch.full_like(x[..., :1], self.x_max)
-        return x * (self.v_read / alpha), alpha / self.v_read
+        return self.v_read / alpha, alpha / self.v_read
 
-    def _encode_buffer(self, shape: torch.Size) -> Tensor:
-        """The float32 voltages' tensor of this shape, kept between reads: a read consumes
-        its voltages before it returns, and a fresh batch-sized tensor each call left the
-        allocator returning memory to the system and faulting it back (~400 page faults,
-        ~0.3 ms, a 512-wide batch of 1024)."""
-        buf = self._scratch.get(tuple(shape))
-        if buf is None:
-            if len(self._scratch) >= 4:  # forward and transpose reads of a batch size or two
-                self._scratch.clear()
-            buf = self._scratch[tuple(shape)] = torch.empty(shape, dtype=torch.float32)
-        return buf
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Read voltages for ``x`` (batch, features) and the per-sample scale to undo."""
+        gain, back = self._input_gain(x)
+        return x * gain, back
 
     def _region_input(self, v: Tensor, n_lines: int, offset: int) -> Tensor:
         """``v`` on lines offset.. of ``n_lines``, 0 V elsewhere (``v`` itself when the
@@ -133,20 +126,24 @@ class AnalogWeights:
 
     def matvec(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         """``x @ W.T`` (batch, out) computed in the array by one ``mvm``, plus a digital
-        ``bias`` (out,) if given (added in the pass that decodes the currents)."""
+        ``bias`` (out,) if given. The inputs' per-sample scale is the read's
+        ``input_gain`` and the decoding (with the bias) its ``output_affine``, so a
+        backend with converters of its own applies both in their passes."""
         m = self.mapping
         _, rows, _ = self.backend.shape
-        v, back = self._encode(x.to(self.backend.torch_device))
-        v_rows = self._region_input(v, rows, m.row_offset)
+        out_device = x.device
+        x = x.to(self.backend.torch_device)
+        gain, back = self._input_gain(x)
+        x_rows = self._region_input(x, rows, m.row_offset)  # 0 on other lines: 0 V
         if self._pairs is not None:  # one device per sign: the pair difference, read as one
-            i = self.backend.mvm_pairs(v_rows, *self._pairs, tile=m.tile)
-            factor = back / m.scale
-            if bias is None:
-                return i.mul_(factor).to(x.device)  # one pass over the output
-            return torch.addcmul(bias.to(i), i, factor, out=i).to(x.device)
-        i = self.backend.mvm(v_rows, tile=m.tile)
+            affine = (back / m.scale, bias)
+            i = self.backend.mvm_pairs(
+                x_rows, *self._pairs, tile=m.tile, input_gain=gain, output_affine=affine
+            )
+            return i.to(out_device)
+        i = self.backend.mvm(x_rows, tile=m.tile, input_gain=gain)
         y = m.combine(i[..., m.cols]) * back
-        return (y if bias is None else y.add_(bias.to(y))).to(x.device)
+        return (y if bias is None else y.add_(bias.to(y))).to(out_device)
 
     def matvec_t(self, y: Tensor) -> Tensor:
         """``y @ W`` (batch, in) computed in the array by one transpose read: each output

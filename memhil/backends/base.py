@@ -192,28 +192,44 @@ class Backend(ABC):
         return None
 
     # -- reads ------------------------------------------------------------------------
-    def mvm(self, v_rows: Tensor, *, tile: int | None = None) -> Tensor:
+    def mvm(
+        self, v_rows: Tensor, *, tile: int | None = None, input_gain: Tensor | None = None
+    ) -> Tensor:
         """Column currents (A) for read voltages ``v_rows`` (V) applied to the rows.
 
         ``v_rows`` is ``(batch, rows)`` or ``(tiles, batch, rows)``; the result is
         ``(tiles, batch, cols)``, or ``(batch, cols)`` when ``tile`` selects one tile.
+        ``input_gain`` (``v_rows``' shape with a last dimension of 1): a digital gain per
+        input vector, the voltages driven being ``v_rows * input_gain`` (a layer's
+        per-sample input scaling, done before the DAC).
         """
-        v = self._as_read_input(v_rows, self.shape[1], tile)
+        v = self._as_read_input(apply_input_gain(v_rows, input_gain), self.shape[1], tile)
         self.limits.check_read(v)
         out = self._mvm(v, transpose=False, tile=tile)
         return out[0] if tile is not None else out
 
     def mvm_pairs(
-        self, v_rows: Tensor, plus_cols: slice, minus_cols: slice, *, tile: int | None = None
+        self,
+        v_rows: Tensor,
+        plus_cols: slice,
+        minus_cols: slice,
+        *,
+        tile: int | None = None,
+        input_gain: Tensor | None = None,
+        output_affine: tuple[Tensor, Tensor | None] | None = None,
     ) -> Tensor:
         """Differences of column currents (A), ``i[..., plus_cols] - i[..., minus_cols]``
         (column slices of equal length, or a one-column ``minus_cols`` shared by all), for
-        read voltages ``v_rows`` as in :meth:`mvm`: what a differential-pair weight reads.
-        Here one ``mvm`` and a subtraction, every column through its own converter; a
-        backend may form the difference before reading where that is exactly the same
-        read (the simulator with an ideal ADC)."""
-        i = self.mvm(v_rows, tile=tile)
-        return i[..., plus_cols] - i[..., minus_cols]
+        read voltages ``v_rows`` (and ``input_gain``) as in :meth:`mvm`: what a
+        differential-pair weight reads. ``output_affine`` = (scale, bias): the digital
+        decoding after the converters, the result being ``i * scale + bias`` (scale
+        broadcast over the pairs, e.g. ``(batch, 1)``; bias ``(pairs,)`` or None) in the
+        caller's units. Here one ``mvm`` and a subtraction, every column through its own
+        converter; a backend may form the difference before reading where that is exactly
+        the same read (the simulator with an ideal ADC), and apply the gain and the
+        decoding in its converters' passes."""
+        i = self.mvm(v_rows, tile=tile, input_gain=input_gain)
+        return apply_output_affine(i[..., plus_cols] - i[..., minus_cols], output_affine)
 
     def mvm_t(self, v_cols: Tensor, *, tile: int | None = None) -> Tensor:
         """Row currents (A) for read voltages ``v_cols`` (V) on the columns (transpose read)."""
@@ -472,3 +488,25 @@ class Backend(ABC):
         ``v``, ``width_s``, ``count`` (int64) and ``compliance_a`` broadcast to the array
         (often 0-dim); cells outside ``selected`` must not change.
         """
+
+
+def apply_input_gain(v_rows: Tensor, input_gain: Tensor | None) -> Tensor:
+    """``v_rows * input_gain``, the gain checked to be one factor per input vector."""
+    if input_gain is None:
+        return v_rows
+    if input_gain.dim() == 0 or input_gain.shape[-1] != 1:
+        raise ValueError(
+            f"input_gain of shape {tuple(input_gain.shape)} must end in a dimension of 1 "
+            f"(one gain per input vector of the read input {tuple(v_rows.shape)})"
+        )
+    return v_rows * input_gain.to(v_rows)
+
+
+def apply_output_affine(i: Tensor, output_affine: tuple[Tensor, Tensor | None] | None) -> Tensor:
+    """``i * scale + bias`` for ``output_affine`` = (scale, bias) (bias None: none), in
+    place on this read's own currents ``i``: a product, then a sum."""
+    if output_affine is None:
+        return i
+    scale, bias = output_affine
+    i = i.mul_(scale.to(i))
+    return i if bias is None else i.add_(bias.to(i))

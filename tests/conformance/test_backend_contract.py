@@ -165,6 +165,39 @@ def test_read_voltage_limit(backend: Backend):
             backend.mvm_pairs(torch.full((1, r), bad), *pairs)
 
 
+def test_pair_reads_take_an_input_gain_and_a_digital_decoding(
+    backend: Backend, but: BackendUnderTest
+):
+    """``mvm_pairs(v, input_gain=k, output_affine=(s, b))`` reads ``v * k`` and returns
+    ``i * s + b``: within the read noise of the plain read of ``v * k``; the gain counts
+    against the read-voltage limit."""
+    _bring_up(backend, but)
+    _, r, c = backend.shape
+    pairs = slice(0, c // 2), slice(c // 2, 2 * (c // 2))
+    v = _inputs(backend, r, 6, but.v_read)
+    gain = torch.linspace(0.25, 1.0, 6, dtype=backend.dtype).unsqueeze(-1)
+    scale = torch.linspace(1e5, 3e5, 6, dtype=backend.dtype).unsqueeze(-1)
+    bias = torch.linspace(-1.0, 1.0, c // 2, dtype=backend.dtype)
+    got = backend.mvm_pairs(v, *pairs, input_gain=gain, output_affine=(scale, bias)).double()
+    assert got.shape == (backend.shape[0], 6, c // 2)
+    g = backend.read_conductance().double()
+    vg = (v * gain).double()
+    ideal = vg @ (g[..., pairs[0]] - g[..., pairs[1]])
+    span = vg.abs() @ (g[..., pairs[0]] + g[..., pairs[1]])
+    err = ((got - bias.double()) / scale.double() - ideal).abs()
+    assert (err <= but.mvm_rtol * span + 2 * but.mvm_atol_a).all()
+    assert float(span.max()) > 10 * but.mvm_atol_a  # currents well above the tolerance
+    with pytest.raises(LimitError, match="read voltage"):
+        backend.mvm_pairs(v, *pairs, input_gain=torch.full((6, 1), 1.5 * _over(v, backend)))
+    with pytest.raises(ValueError, match="input_gain"):
+        backend.mvm_pairs(v, *pairs, input_gain=torch.ones(6))
+
+
+def _over(v: torch.Tensor, backend: Backend) -> float:
+    """A gain that lifts ``v``'s largest |V| to the read limit."""
+    return backend.limits.v_read_max_v / float(v.abs().max())
+
+
 def test_reads_apply_the_read_voltage_they_are_given(backend: Backend, but: BackendUnderTest):
     """``read``/``read_conductance`` carry ``v_read_v`` to the array: the reading reports
     it as applied, the current is the conductance times it, and a read voltage beyond the

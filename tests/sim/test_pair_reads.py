@@ -105,3 +105,38 @@ def test_pair_read_checks_the_read_voltage_in_the_dac_pass(dtype):
         with pytest.raises(LimitError, match="read voltage") as err:
             sim.mvm_pairs(bad, *pairs)
         assert shown in str(err.value)  # the largest |V| found, named
+
+
+def test_gain_and_decoding_in_the_converter_passes_equal_the_torch_ops():
+    # float32 on the CPU: the gain in the DAC's compiled pass and the decoding (scale and
+    # bias) in the ADC's equal the torch ops (an input needing gradients takes them), bit
+    # for bit, on a noise-free array (the realizations would differ otherwise)
+    sim = SimBackend(
+        {
+            "rows": 16,
+            "cols": 12,
+            "seed": 2,
+            "device": {"model": "neurosim"},
+            "read": {"dac_bits": 8, "adc_bits": 8, "pair_sensing": "differential"},
+        }
+    )
+    sim.pulse(None, 2.0, 80e-9, torch.randint(0, 20, sim.shape))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 16, generator=gen)
+    gain = torch.rand(9, 1, generator=gen) * 0.05
+    affine = (torch.rand(9, 1, generator=gen) * 1e5, torch.randn(6, generator=gen))
+    for bias in (affine[1], None):
+        fast = sim.mvm_pairs(
+            x, PLUS, MINUS, tile=0, input_gain=gain, output_affine=(affine[0], bias)
+        )
+        slow = sim.mvm_pairs(
+            x.clone().requires_grad_(),
+            PLUS,
+            MINUS,
+            tile=0,
+            input_gain=gain,
+            output_affine=(affine[0], bias),
+        )
+        assert torch.equal(fast, slow.detach())
+    unscaled = sim.mvm_pairs(x * gain, PLUS, MINUS, tile=0)  # gain as the caller's product
+    assert torch.equal(fast, unscaled * affine[0])

@@ -171,28 +171,32 @@ def test_the_compiled_dac_and_adc_round_as_the_torch_quantizer(bits):
 @pytest.mark.parametrize("pairs", [7, 8])
 def test_the_pair_difference_is_the_full_realization_subtracted(pairs):
     # the pair kernel (and the per-device kernel into a buffer apart) draws what the
-    # per-device kernel draws for the whole array, cell for cell: bit for bit; cells far
-    # above 0 S (no clip) show z ~ N(0, 1), independent across pairs, rows and a pair's
-    # two cells
+    # per-device kernel draws for the whole array, cell for cell: bit for bit; the
+    # per-sample kernel, given the variances, draws the same normals (its sqrt(std^2)
+    # within an ulp of std); cells far above 0 S (no clip) show z ~ N(0, 1), independent
+    # across pairs, rows and a pair's two cells
     rows, cols = 4000, 2 * pairs + 3  # three columns outside any pair
     gen = torch.Generator().manual_seed(12)
     g = torch.rand(rows, cols, generator=gen) * 5e-6 + 5e-6
-    var = (torch.rand(rows, cols, generator=gen) * 5e-8 + 1e-8) ** 2
+    std = torch.rand(rows, cols, generator=gen) * 5e-8 + 1e-8
+    var = std * std
     plus, minus = slice(2, 2 + pairs), slice(2 + pairs, 2 + 2 * pairs)
     out = torch.empty(rows, pairs)
     key = (np.uint64(5), np.uint64(6))
-    read_kernels.noisy_pair_difference(g.numpy(), var.numpy(), 2, 2 + pairs, out.numpy(), *key)
-    full = g.clone()
-    f0 = np.float32(0.0)
-    read_kernels.add_noise_adc(
-        full.view(-1).numpy(), var.view(-1).numpy(), f0, f0, f0, f0, f0, *key
-    )
+    read_kernels.noisy_pair_difference(g.numpy(), std.numpy(), 2, 2 + pairs, out.numpy(), *key)
+    full = torch.empty_like(g)  # the per-device draw into a buffer apart
+    read_kernels.noisy_cells(g.view(-1).numpy(), std.view(-1).numpy(), full.view(-1).numpy(), *key)
     assert torch.equal(out, full[:, plus] - full[:, minus])
     with pytest.raises(ValueError, match="out of range"):  # no silent read past a row
-        read_kernels.noisy_pair_difference(g.numpy(), var.numpy(), 4, 4 + pairs, out.numpy(), *key)
-    apart = torch.empty_like(g)  # the per-device draw into a buffer apart: the same cells
-    read_kernels.noisy_cells(g.view(-1).numpy(), var.view(-1).numpy(), apart.view(-1).numpy(), *key)
-    assert torch.equal(apart, full)
+        read_kernels.noisy_pair_difference(g.numpy(), std.numpy(), 4, 4 + pairs, out.numpy(), *key)
+    in_place = g.clone()
+    f0 = np.float32(0.0)
+    read_kernels.add_noise_adc(
+        in_place.view(-1).numpy(), var.view(-1).numpy(), f0, f0, f0, f0, f0, *key
+    )
+    # |G| ~ 1e-5 S and noise ~ 5e-8 S: an ulp of the std moves a draw by < 1e-14 S, an
+    # ulp of G (~1e-12 S) dominates the difference
+    assert torch.allclose(in_place, full, rtol=0, atol=4e-12)
     sd = (var[:, plus] + var[:, minus]).sqrt().double()
     z = (out.double() - (g[:, plus] - g[:, minus]).double()) / sd
     # 4000 draws per column: s.e. of a mean 0.016, of a std 1.1 %; bounds at ~5 s.e.

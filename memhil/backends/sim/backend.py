@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memhil.backends.base import Backend, Capabilities, Limits
+from memhil.backends.base import (
+    Backend,
+    Capabilities,
+    Limits,
+    apply_input_gain,
+    apply_output_affine,
+)
 from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
 from memhil.backends.sim.config import SimConfig
@@ -27,6 +33,8 @@ from memhil.devices.base import DeviceModel, build_device_model
 
 #: A cell whose G lies this many read-noise std above 0 S is never clipped (P < 1e-9).
 CLIP_FREE_STDS = 6.0
+#: No column bias (the compiled decoding's empty argument).
+_EMPTY_F32 = np.empty(0, dtype=np.float32)
 #: A single-input read takes the column shortcut while at most 1 / this of its cells are
 #: near 0 S (each then needs its own draw).
 NEAR_ZERO_MAX_FRACTION = 16
@@ -446,32 +454,52 @@ class SimBackend(Backend):
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i
 
-    def _convert_(self, i: Tensor, n_lines: int) -> Tensor:
+    def _convert_(
+        self,
+        i: Tensor,
+        n_lines: int,
+        affine: tuple[Tensor, Tensor | None] | None = None,
+    ) -> Tensor:
         """In place on this read's own currents ``i``: the sense amplifier's output noise,
-        then the ADC (full scale from ``n_lines`` driven lines)."""
+        then the ADC (full scale from ``n_lines`` driven lines), then the digital decoding
+        ``affine`` (:meth:`Backend.mvm_pairs`'s ``output_affine``) in the ADC's pass where
+        the compiled one runs."""
         rp = self.config.read
         if rp.output_noise_a > 0:
             i.add_(
                 torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype),
                 alpha=rp.output_noise_a,
             )
-        if rp.adc_bits is None:
+        if rp.adc_bits is None and affine is None:
             return i
-        if _compiled_operand(i) and i.is_contiguous():  # one pass instead of four
+        if _compiled_operand(i) and i.is_contiguous():  # one pass instead of four (or six)
             from memhil.backends.sim import read_kernels
 
             grid = _grid(rp.adc_bits, self._adc_range(n_lines))
-            read_kernels.quantize_in_place(i.view(-1).numpy(), *grid)
+            if affine is None:
+                read_kernels.quantize_in_place(i.view(-1).numpy(), *grid)
+                return i
+            scale, bias = affine
+            rows = i.view(-1, i.shape[-1])
+            row_scale = scale.detach().to(i).expand(*i.shape[:-1], 1).reshape(-1).contiguous()
+            col_bias = (
+                _EMPTY_F32 if bias is None else bias.detach().to(i).contiguous().view(-1).numpy()
+            )
+            read_kernels.quantize_affine_in_place(rows.numpy(), *grid, row_scale.numpy(), col_bias)
             return i
-        return quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
+        if rp.adc_bits is not None:
+            quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
+        return apply_output_affine(i, affine)
 
-    def _dac(self, v: Tensor, *, check: bool = False) -> Tensor:
-        """The read voltages ``v`` on the DAC grid, as a copy (``v`` itself for an ideal
-        DAC); a float32 CPU ``v`` in one compiled pass into a buffer kept between reads.
-        ``check``: the read-voltage limit checked first (raising before the grid is used),
-        on the largest |V| that pass finds where it runs (no separate pass over ``v``)."""
+    def _dac(self, v: Tensor, *, check: bool = False, gain: Tensor | None = None) -> Tensor:
+        """The read voltages ``v`` (times the per-input ``gain``, see :meth:`Backend.mvm`)
+        on the DAC grid, as a copy (``v`` itself for an ideal DAC and no gain); a float32
+        CPU ``v`` in one compiled pass, the gain applied in it, into a buffer kept between
+        reads. ``check``: the read-voltage limit checked first (raising before the grid is
+        used), on the largest |V| that pass finds where it runs (no separate pass)."""
         rp = self.config.read
         if rp.dac_bits is None or not _compiled_operand(v):
+            v = apply_input_gain(v, gain)
             if check:
                 self.limits.check_read(v)
             if rp.dac_bits is None:
@@ -482,13 +510,29 @@ class SimBackend(Backend):
         v = v.contiguous()
         out = self._buffer("dac", tuple(v.shape), torch.float32)
         grid = _grid(rp.dac_bits, rp.dac_range_v)
-        peak = read_kernels.quantize_into(v.view(-1).numpy(), *grid, out.view(-1).numpy())
+        if gain is None:
+            peak = read_kernels.quantize_into(v.view(-1).numpy(), *grid, out.view(-1).numpy())
+        else:
+            lines = v.shape[-1]
+            if gain.dim() == 0 or gain.shape[-1] != 1:
+                apply_input_gain(v, gain)  # raises, naming the shapes
+            row_gain = gain.detach().to(v).expand(*v.shape[:-1], 1).reshape(-1).contiguous()
+            peak = read_kernels.quantize_rows_into(
+                v.view(-1, lines).numpy(), row_gain.numpy(), *grid, out.view(-1, lines).numpy()
+            )
         if check and v.numel():
             self.limits.check_read_peak(float(peak))
         return out
 
     def mvm_pairs(
-        self, v_rows: Tensor, plus_cols: slice, minus_cols: slice, *, tile: int | None = None
+        self,
+        v_rows: Tensor,
+        plus_cols: slice,
+        minus_cols: slice,
+        *,
+        tile: int | None = None,
+        input_gain: Tensor | None = None,
+        output_affine: tuple[Tensor, Tensor | None] | None = None,
     ) -> Tensor:
         """Pair differences of column currents (:meth:`Backend.mvm_pairs`), sensed as
         ``read.pair_sensing`` says (:class:`~memhil.backends.sim.config.ReadPathConfig`).
@@ -501,19 +545,29 @@ class SimBackend(Backend):
         pair; ``per_column`` takes this route only with an ideal ADC and no output noise
         (otherwise each column is converted on its own and the full read subtracted). With
         IR drop the lines are solved together, then subtracted (and converted once, under
-        ``differential``)."""
+        ``differential``). On float32 CPU tensors ``input_gain`` is applied in the DAC's
+        pass and ``output_affine`` in the ADC's."""
         rp = self.config.read
         differential = rp.pair_sensing == "differential"
         if not differential and (rp.adc_bits is not None or rp.output_noise_a > 0):
-            return super().mvm_pairs(v_rows, plus_cols, minus_cols, tile=tile)
+            return super().mvm_pairs(
+                v_rows,
+                plus_cols,
+                minus_cols,
+                tile=tile,
+                input_gain=input_gain,
+                output_affine=output_affine,
+            )
         v = self._as_read_input(v_rows, self.shape[1], tile)
         plus, minus = plus_cols, minus_cols
         if rp.ir_drop != "none":
+            v = apply_input_gain(v, input_gain)
             self.limits.check_read(v)
             i_lines = self._mvm(v, transpose=False, tile=tile, convert=False)
             i = self._convert_(i_lines[..., plus] - i_lines[..., minus], self.shape[1])
+            i = apply_output_affine(i, output_affine)
             return i[0] if tile is not None else i
-        v = self._dac(v, check=True)  # the limit checked in the DAC's own pass
+        v = self._dac(v, check=True, gain=input_gain)  # the limit checked in the DAC's pass
         cache = self._read_cache()
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         compiled = _compiled_operand(g) and not v.requires_grad
@@ -546,8 +600,9 @@ class SimBackend(Backend):
             else:
                 xi = torch.randn(i.shape, generator=self._gen_read, device=i.device, dtype=i.dtype)
                 self._convert_(i.addcmul_(var_sum.sqrt_(), xi), self.shape[1])
+            i = apply_output_affine(i, output_affine)
         else:
-            self._convert_(i, self.shape[1])
+            self._convert_(i, self.shape[1], output_affine)
         self._clock.advance(v.shape[-2] * self.config.timing.t_read_s)
         return i[0] if tile is not None else i
 
@@ -637,15 +692,16 @@ class SimBackend(Backend):
     def _noisy_fused(self, cache: _ReadState, tile: int | None) -> Tensor:
         """One per-device read-noise realization of the tile(s) read, G + std N(0, 1)
         clipped at 0 S, in one compiled pass on float32 CPU tensors into a kept buffer
-        (the draws of :meth:`_add_noise_adc_fused`; std as sqrt(std^2), within 1 ulp)."""
+        (the draws of :meth:`_add_noise_adc_fused`)."""
         from memhil.backends.sim import read_kernels
 
+        assert cache.std is not None
         g = cache.g if tile is None else cache.g[tile : tile + 1]
-        var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
+        std = cache.std if tile is None else cache.std[tile : tile + 1]
         out = self._buffer("noisy_g", tuple(g.shape), torch.float32)
         read_kernels.noisy_cells(
             g.reshape(-1).numpy(),
-            var.reshape(-1).numpy(),
+            std.reshape(-1).numpy(),
             out.view(-1).numpy(),
             *self._philox_key(),
         )
@@ -661,14 +717,15 @@ class SimBackend(Backend):
         without writing the full array's realization and subtracting it in a second pass."""
         from memhil.backends.sim import read_kernels
 
+        assert cache.std is not None
         g = cache.g if tile is None else cache.g[tile : tile + 1]
-        var = cache.variance() if tile is None else cache.variance()[tile : tile + 1]
+        std = cache.std if tile is None else cache.std[tile : tile + 1]
         tiles, rows, cols = g.shape
         plus_cols, minus_cols = range(cols)[plus], range(cols)[minus]
         out = self._buffer("noisy_pairs", (tiles, rows, len(plus_cols)), torch.float32)
         read_kernels.noisy_pair_difference(
             g.contiguous().view(-1, cols).numpy(),
-            var.contiguous().view(-1, cols).numpy(),
+            std.contiguous().view(-1, cols).numpy(),
             plus_cols.start,
             minus_cols.start,
             out.view(-1, len(plus_cols)).numpy(),

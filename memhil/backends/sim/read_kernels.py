@@ -47,21 +47,30 @@ def _on_grid(x, scale, levels, lsb):
 
 
 @numba.njit(inline="always")
-def _noisy_adc(i, var, extra_var, lo, scale, levels, lsb, z):
+def _noisy_adc(i, var, extra_var, lo, scale, levels, lsb, z, is_std):
     """max(i + sqrt(var + extra_var) z, lo), on the ADC grid when ``levels`` > 0 (the
-    operations and rounding of :func:`memhil.backends.sim.read_path.quantize_symmetric_`)."""
-    y = max(i + np.sqrt(var + extra_var) * z, lo)
+    operations and rounding of :func:`memhil.backends.sim.read_path.quantize_symmetric_`);
+    ``is_std`` (a constant of the compiled loop): ``var`` is already the std (no sqrt)."""
+    spread = var if is_std else np.sqrt(var + extra_var)
+    y = max(i + spread * z, lo)
     if levels > 0:
         y = _on_grid(y, scale, levels, lsb)
     return y
 
 
 @numba.njit(inline="always")
-def _noise_pass(src, dst, var, extra_var, lo, scale, levels, lsb, k0, k1):
+def _noisy_adc_at(src, var, k, extra_var, lo, scale, levels, lsb, z, is_std):
+    """:func:`_noisy_adc` of element ``k`` of ``src`` and ``var``."""
+    return _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z, is_std)
+
+
+@numba.njit(inline="always")
+def _noise_pass(src, dst, var, extra_var, lo, scale, levels, lsb, k0, k1, is_std):
     """dst = max(src + sqrt(var + extra_var) N(0, 1), lo), then the ADC (``levels`` > 0:
     round(x * scale) clipped to +-levels, times ``lsb``), over float32 1-D arrays; ``var``
-    (float32, or bfloat16 as int16 bits) has their length. Element j * Q + g (Q = len // 4)
-    takes normal j of Philox counter g under key (k0, k1), the < 4 tail elements those of
+    (float32, or bfloat16 as int16 bits) has their length (``is_std``, a constant of the
+    caller: ``var`` holds the std, no sqrt taken). Element j * Q + g (Q = len // 4) takes
+    normal j of Philox counter g under key (k0, k1), the < 4 tail elements those of
     counter Q: the four outputs of a counter land in four contiguous runs, so the loop
     vectorizes. ``dst`` is ``src`` itself or an array apart from it (a partial overlap
     would fail LLVM's runtime check and run scalar)."""
@@ -70,35 +79,35 @@ def _noise_pass(src, dst, var, extra_var, lo, scale, levels, lsb, k0, k1):
     for g in range(q4):
         k = np.uint64(g)  # unsigned: no wraparound branch, so the loop vectorizes
         z0, z1, z2, z3 = normals4(k, k0, k1)
-        dst[k] = _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z0)
+        dst[k] = _noisy_adc_at(src, var, k, extra_var, lo, scale, levels, lsb, z0, is_std)
         k1_ = q4 + k
-        dst[k1_] = _noisy_adc(src[k1_], _var_at(var, k1_), extra_var, lo, scale, levels, lsb, z1)
+        dst[k1_] = _noisy_adc_at(src, var, k1_, extra_var, lo, scale, levels, lsb, z1, is_std)
         k2_ = _Q2 * q4 + k
-        dst[k2_] = _noisy_adc(src[k2_], _var_at(var, k2_), extra_var, lo, scale, levels, lsb, z2)
+        dst[k2_] = _noisy_adc_at(src, var, k2_, extra_var, lo, scale, levels, lsb, z2, is_std)
         k3_ = _Q3 * q4 + k
-        dst[k3_] = _noisy_adc(src[k3_], _var_at(var, k3_), extra_var, lo, scale, levels, lsb, z3)
+        dst[k3_] = _noisy_adc_at(src, var, k3_, extra_var, lo, scale, levels, lsb, z3, is_std)
     tail = _Q4 * q4
     if n > tail:
         z = normals4_call(q4, k0, k1)
         for j in range(n - tail):
             k = tail + np.uint64(j)
-            dst[k] = _noisy_adc(src[k], _var_at(var, k), extra_var, lo, scale, levels, lsb, z[j])
+            dst[k] = _noisy_adc_at(src, var, k, extra_var, lo, scale, levels, lsb, z[j], is_std)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def add_noise_adc(x, var, extra_var, lo, scale, levels, lsb, k0, k1):
     """In place on the float32 1-D array ``x``: max(x + sqrt(var + extra_var) N(0, 1), lo),
     then the ADC; the draws and arithmetic of :func:`_noise_pass`."""
-    _noise_pass(x, x, var, extra_var, lo, scale, levels, lsb, k0, k1)
+    _noise_pass(x, x, var, extra_var, lo, scale, levels, lsb, k0, k1, False)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def noisy_cells(g, var, out, k0, k1):
+def noisy_cells(g, std, out, k0, k1):
     """``out`` = one per-device read-noise realization of the float32 1-D conductances
-    ``g``, max(G + sqrt(var) N(0, 1), 0), without changing ``g``: the draws of
+    ``g``, max(G + std N(0, 1), 0), without changing ``g``: the draws of
     :func:`add_noise_adc` under the same key, in one pass (no copy of ``g`` first)."""
     f0 = np.float32(0.0)
-    _noise_pass(g, out, var, f0, f0, f0, f0, f0, k0, k1)
+    _noise_pass(g, out, std, f0, f0, f0, f0, f0, k0, k1, True)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -132,6 +141,23 @@ def quantize_into(x, scale, levels, lsb, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def quantize_rows_into(x, gain, scale, levels, lsb, out):
+    """``out`` = the float32 (rows, n) ``x`` times its row's ``gain`` (rows,), on a
+    converter's grid, in one pass (``out`` apart from ``x``): the rounding of ``x * gain``
+    then :func:`quantize_into`, bit for bit. Returns the largest |x gain| as
+    :func:`quantize_into` does."""
+    top = np.uint32(0)
+    for r in range(x.shape[0]):
+        row, dst, a = x[r], out[r], gain[r]
+        for j in range(row.shape[0]):
+            k = np.uint64(j)
+            y = row[k] * a
+            dst[k] = _on_grid(y, scale, levels, lsb)
+            top = max(top, bits_f32(y) & np.uint32(0x7FFFFFFF))
+    return f32_bits(top)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def quantize_in_place(x, scale, levels, lsb):
     """The float32 1-D ``x`` onto a converter's grid, in place, in one pass."""
     for j in range(x.shape[0]):
@@ -139,19 +165,36 @@ def quantize_in_place(x, scale, levels, lsb):
         x[k] = _on_grid(x[k], scale, levels, lsb)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def quantize_affine_in_place(x, scale, levels, lsb, row_scale, col_bias):
+    """The float32 (rows, n) ``x``, in place, in one pass: on a converter's grid
+    (``levels`` > 0; else as is), then times its row's ``row_scale`` (rows,) plus
+    ``col_bias`` (n,; empty: none): a float32 product, then a sum (no fused
+    multiply-add), as ``x * scale + bias`` in torch."""
+    biased = col_bias.shape[0] > 0
+    for r in range(x.shape[0]):
+        row, a = x[r], row_scale[r]
+        for j in range(row.shape[0]):
+            k = np.uint64(j)
+            y = _on_grid(row[k], scale, levels, lsb) if levels > 0 else row[k]
+            y = y * a
+            row[k] = y + col_bias[k] if biased else y
+
+
 @numba.njit(inline="always")
-def _noisy_cell(g, var, z):
-    """One read of a cell, G + sqrt(var) z clipped at 0 S."""
-    return max(g + np.sqrt(var) * z, np.float32(0.0))
+def _noisy_cell(g, std, z):
+    """One read of a cell, G + std z clipped at 0 S (the arithmetic of
+    :func:`noisy_cells`)."""
+    return max(g + std * z, np.float32(0.0))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def noisy_pair_difference(g, var, plus0, minus0, out, k0, k1):
+def noisy_pair_difference(g, std, plus0, minus0, out, k0, k1):
     """``out`` (rows, pairs) = one per-device read-noise realization of each pair's
     difference, max(G+ + std+ z, 0) - max(G- + std- z', 0), from the C-contiguous float32
-    (rows, cols) conductances ``g`` and variances ``var`` (rows a multiple of 4): pair j's
+    (rows, cols) conductances ``g`` and noise stds ``std`` (rows a multiple of 4): pair j's
     + cell in column plus0 + j, its - cell in minus0 + j. The draws are those
-    :func:`add_noise_adc` gives the flattened array (cell e takes normal e // Q of counter
+    :func:`noisy_cells` gives the flattened array (cell e takes normal e // Q of counter
     e % Q, Q = rows cols / 4; quarters are whole rows), so the pairs read the realization a
     read of every column would, without writing it: per counter the four normals go to
     one cell in each quarter, and every access runs along a row, so the loop vectorizes."""
@@ -164,14 +207,14 @@ def noisy_pair_difference(g, var, plus0, minus0, out, k0, k1):
     for r in range(quarter):
         row = np.uint64(r) * cols  # the counter of the quarter's first cell in this row
         g0, g1, g2, g3 = g[r], g[quarter + r], g[2 * quarter + r], g[3 * quarter + r]
-        v0, v1, v2, v3 = var[r], var[quarter + r], var[2 * quarter + r], var[3 * quarter + r]
+        s0, s1, s2, s3 = std[r], std[quarter + r], std[2 * quarter + r], std[3 * quarter + r]
         o0, o1, o2, o3 = out[r], out[quarter + r], out[2 * quarter + r], out[3 * quarter + r]
         for j in range(pairs):
             k = np.uint64(j)
             p, m = p0 + k, m0 + k
             a0, a1, a2, a3 = normals4(row + p, k0, k1)
             b0, b1, b2, b3 = normals4(row + m, k0, k1)
-            o0[k] = _noisy_cell(g0[p], v0[p], a0) - _noisy_cell(g0[m], v0[m], b0)
-            o1[k] = _noisy_cell(g1[p], v1[p], a1) - _noisy_cell(g1[m], v1[m], b1)
-            o2[k] = _noisy_cell(g2[p], v2[p], a2) - _noisy_cell(g2[m], v2[m], b2)
-            o3[k] = _noisy_cell(g3[p], v3[p], a3) - _noisy_cell(g3[m], v3[m], b3)
+            o0[k] = _noisy_cell(g0[p], s0[p], a0) - _noisy_cell(g0[m], s0[m], b0)
+            o1[k] = _noisy_cell(g1[p], s1[p], a1) - _noisy_cell(g1[m], s1[m], b1)
+            o2[k] = _noisy_cell(g2[p], s2[p], a2) - _noisy_cell(g2[m], s2[m], b2)
+            o3[k] = _noisy_cell(g3[p], s3[p], a3) - _noisy_cell(g3[m], s3[m], b3)
