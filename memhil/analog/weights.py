@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from memhil.analog.mapping import WeightMapping
-from memhil.backends.base import Backend
+from memhil.backends.base import Backend, InputEncoding
 from memhil.core.types import PulseSpec
 
 
@@ -35,18 +35,6 @@ class PulseTally:
 
 
 InputScaling = Literal["absmax", "fixed"]
-
-
-def _compiled_encoding(x: Tensor) -> bool:
-    """Whether the compiled encoding takes ``x`` (the same rounding as the torch ops):
-    float32 on the CPU, outside autograd, with at least one element per row."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not x.requires_grad
-        and x.dim() >= 1
-        and x.shape[-1] > 0
-    )
 
 
 @dataclass
@@ -74,6 +62,12 @@ class AnalogWeights:
         self._mask = self.mapping.cell_mask(self.backend.shape).to(self.backend.torch_device)
         self._pairs = self.mapping.pair_columns()
 
+    @property
+    def encoding(self) -> InputEncoding:
+        """How inputs become read voltages (``input_scaling`` to ``v_read``)."""
+        assert self.v_read is not None  # set by __post_init__
+        return InputEncoding(self.input_scaling, self.v_read, self.x_max)
+
     # -- reads --------------------------------------------------------------------------
     def region(self, full: Tensor) -> Tensor:
         """The mapping's region (in, n_cols) of a backend-shaped tensor."""
@@ -89,28 +83,9 @@ class AnalogWeights:
         """The weight matrix (out, in) the devices encode now (one measurement), on the CPU."""
         return self.mapping.weights_from_conductance(self.read_conductance().cpu())
 
-    def _input_gain(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(gain, back), each ``x.shape[:-1] + (1,)``: the read voltages for ``x`` (batch,
-        features) are ``x * gain``, and ``back`` undoes the per-sample scale."""
-        assert self.v_read is not None  # set by __post_init__
-        if self.input_scaling == "absmax" and _compiled_encoding(x):
-            from memhil.analog.encode_kernels import row_absmax  # numba: on first use
-
-            x2 = x.reshape(-1, x.shape[-1]).contiguous()
-            alpha = torch.empty(x2.shape[0], 1, dtype=x.dtype)
-            row_absmax(x2.numpy(), alpha.view(-1).numpy())
-            alpha = alpha.view(*x.shape[:-1], 1)
-        elif self.input_scaling == "absmax":  # max |x| as max(max x, -min x): no |x| copy
-            xd = x.detach()
-            alpha = torch.maximum(xd.amax(-1, keepdim=True), xd.amin(-1, keepdim=True).neg_())
-            alpha = alpha.clamp_min_(1e-12)
-        else:
-            alpha = torch.full_like(x[..., :1], self.x_max)
-        return self.v_read / alpha, alpha / self.v_read
-
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Read voltages for ``x`` (batch, features) and the per-sample scale to undo."""
-        gain, back = self._input_gain(x)
+        gain, back = self.encoding.scales(x)
         return x * gain, back
 
     def _region_input(self, v: Tensor, n_lines: int, offset: int) -> Tensor:
@@ -126,23 +101,25 @@ class AnalogWeights:
 
     def matvec(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         """``x @ W.T`` (batch, out) computed in the array by one ``mvm``, plus a digital
-        ``bias`` (out,) if given. The inputs' per-sample scale is the read's
-        ``input_gain`` and the decoding (with the bias) its ``output_affine``, so a
-        backend with converters of its own applies both in their passes."""
+        ``bias`` (out,) if given. The inputs go to the read with their ``encoding`` and
+        the decoding (with the bias) as its ``output_affine``, so a backend with
+        converters of its own applies both in their passes."""
         m = self.mapping
         _, rows, _ = self.backend.shape
         out_device = x.device
-        x = x.to(self.backend.torch_device)
-        gain, back = self._input_gain(x)
-        x_rows = self._region_input(x, rows, m.row_offset)  # 0 on other lines: 0 V
+        x_rows = self._region_input(x.to(self.backend.torch_device), rows, m.row_offset)
         if self._pairs is not None:  # one device per sign: the pair difference, read as one
-            affine = (back / m.scale, bias)
             i = self.backend.mvm_pairs(
-                x_rows, *self._pairs, tile=m.tile, input_gain=gain, output_affine=affine
+                x_rows,
+                *self._pairs,
+                tile=m.tile,
+                encoding=self.encoding,
+                # 1 / scale in float64, rounded once to the backend's dtype
+                output_affine=(torch.full((1, 1), 1.0 / m.scale, dtype=torch.float64), bias),
             )
             return i.to(out_device)
-        i = self.backend.mvm(x_rows, tile=m.tile, input_gain=gain)
-        y = m.combine(i[..., m.cols]) * back
+        i = self.backend.mvm(x_rows, tile=m.tile, encoding=self.encoding)
+        y = m.combine(i[..., m.cols])
         return (y if bias is None else y.add_(bias.to(y))).to(out_device)
 
     def matvec_t(self, y: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -193,19 +193,29 @@ class Backend(ABC):
 
     # -- reads ------------------------------------------------------------------------
     def mvm(
-        self, v_rows: Tensor, *, tile: int | None = None, input_gain: Tensor | None = None
+        self,
+        v_rows: Tensor,
+        *,
+        tile: int | None = None,
+        encoding: InputEncoding | None = None,
     ) -> Tensor:
         """Column currents (A) for read voltages ``v_rows`` (V) applied to the rows.
 
         ``v_rows`` is ``(batch, rows)`` or ``(tiles, batch, rows)``; the result is
         ``(tiles, batch, cols)``, or ``(batch, cols)`` when ``tile`` selects one tile.
-        ``input_gain`` (``v_rows``' shape with a last dimension of 1): a digital gain per
-        input vector, the voltages driven being ``v_rows * input_gain`` (a layer's
-        per-sample input scaling, done before the DAC).
+        With an ``encoding`` (:class:`InputEncoding`) ``v_rows`` are inputs in any unit,
+        driven as ``v_rows * gain`` per input vector, and the currents come back times
+        1 / gain (A per unit of input).
         """
-        v = self._as_read_input(apply_input_gain(v_rows, input_gain), self.shape[1], tile)
+        back = None
+        if encoding is not None:
+            gain, back = encoding.scales(v_rows)
+            v_rows = v_rows * gain
+        v = self._as_read_input(v_rows, self.shape[1], tile)
         self.limits.check_read(v)
         out = self._mvm(v, transpose=False, tile=tile)
+        if back is not None:
+            out = out.mul_(back.to(out))
         return out[0] if tile is not None else out
 
     def mvm_pairs(
@@ -215,20 +225,20 @@ class Backend(ABC):
         minus_cols: slice,
         *,
         tile: int | None = None,
-        input_gain: Tensor | None = None,
+        encoding: InputEncoding | None = None,
         output_affine: tuple[Tensor, Tensor | None] | None = None,
     ) -> Tensor:
         """Differences of column currents (A), ``i[..., plus_cols] - i[..., minus_cols]``
         (column slices of equal length, or a one-column ``minus_cols`` shared by all), for
-        read voltages ``v_rows`` (and ``input_gain``) as in :meth:`mvm`: what a
-        differential-pair weight reads. ``output_affine`` = (scale, bias): the digital
+        read voltages ``v_rows`` (or inputs and their ``encoding``) as in :meth:`mvm`: what
+        a differential-pair weight reads. ``output_affine`` = (scale, bias): the digital
         decoding after the converters, the result being ``i * scale + bias`` (scale
         broadcast over the pairs, e.g. ``(batch, 1)``; bias ``(pairs,)`` or None) in the
         caller's units. Here one ``mvm`` and a subtraction, every column through its own
         converter; a backend may form the difference before reading where that is exactly
-        the same read (the simulator with an ideal ADC), and apply the gain and the
+        the same read (the simulator with an ideal ADC), and apply the encoding and the
         decoding in its converters' passes."""
-        i = self.mvm(v_rows, tile=tile, input_gain=input_gain)
+        i = self.mvm(v_rows, tile=tile, encoding=encoding)
         return apply_output_affine(i[..., plus_cols] - i[..., minus_cols], output_affine)
 
     def mvm_t(self, v_cols: Tensor, *, tile: int | None = None) -> Tensor:
@@ -490,18 +500,6 @@ class Backend(ABC):
         """
 
 
-def apply_input_gain(v_rows: Tensor, input_gain: Tensor | None) -> Tensor:
-    """``v_rows * input_gain``, the gain checked to be one factor per input vector."""
-    if input_gain is None:
-        return v_rows
-    if input_gain.dim() == 0 or input_gain.shape[-1] != 1:
-        raise ValueError(
-            f"input_gain of shape {tuple(input_gain.shape)} must end in a dimension of 1 "
-            f"(one gain per input vector of the read input {tuple(v_rows.shape)})"
-        )
-    return v_rows * input_gain.to(v_rows)
-
-
 def apply_output_affine(i: Tensor, output_affine: tuple[Tensor, Tensor | None] | None) -> Tensor:
     """``i * scale + bias`` for ``output_affine`` = (scale, bias) (bias None: none), in
     place on this read's own currents ``i``: a product, then a sum."""
@@ -510,3 +508,32 @@ def apply_output_affine(i: Tensor, output_affine: tuple[Tensor, Tensor | None] |
     scale, bias = output_affine
     i = i.mul_(scale.to(i))
     return i if bias is None else i.add_(bias.to(i))
+
+
+#: The smallest largest-|x| an ``absmax`` encoding divides by: an all-zero input reads 0 V.
+ABSMAX_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
+class InputEncoding:
+    """The digital periphery before the DAC: each input vector x (any unit) is driven as
+    the voltages x * gain, with gain = v_peak_v / max|x| (``absmax``: every input spans
+    the DAC's range, aihwkit's noise management) or v_peak_v / x_max (``fixed``); the
+    read's result is multiplied by 1 / gain, so it stays linear in x."""
+
+    mode: Literal["absmax", "fixed"]
+    v_peak_v: float
+    x_max: float = 1.0
+
+    def scales(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(gain, 1 / gain as max|x| / v_peak_v) of every input vector, each of shape
+        ``x.shape[:-1] + (1,)``; max|x| as max(max x, -min x) (no |x| copy), at least
+        ``ABSMAX_FLOOR``, a NaN input making its own NaN (then refused by the read-voltage
+        check). No gradient flows through them."""
+        if self.mode == "absmax":
+            xd = x.detach()
+            alpha = torch.maximum(xd.amax(-1, keepdim=True), xd.amin(-1, keepdim=True).neg_())
+            alpha = alpha.clamp_min_(ABSMAX_FLOOR)
+        else:
+            alpha = torch.full_like(x[..., :1], self.x_max, requires_grad=False)
+        return self.v_peak_v / alpha, alpha / self.v_peak_v

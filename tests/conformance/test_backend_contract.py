@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memhil.backends.base import Backend, Capabilities, Limits
+from memhil.backends.base import Backend, Capabilities, InputEncoding, Limits
 from memhil.core.errors import LimitError
 from tests.backends import BackendUnderTest
 
@@ -165,37 +165,41 @@ def test_read_voltage_limit(backend: Backend):
             backend.mvm_pairs(torch.full((1, r), bad), *pairs)
 
 
-def test_pair_reads_take_an_input_gain_and_a_digital_decoding(
-    backend: Backend, but: BackendUnderTest
+@pytest.mark.parametrize("mode", ["absmax", "fixed"])
+def test_reads_take_an_input_encoding_and_a_digital_decoding(
+    backend: Backend, but: BackendUnderTest, mode
 ):
-    """``mvm_pairs(v, input_gain=k, output_affine=(s, b))`` reads ``v * k`` and returns
-    ``i * s + b``: within the read noise of the plain read of ``v * k``; the gain counts
-    against the read-voltage limit."""
+    """``mvm(x, encoding=e)`` drives ``x * gain`` and returns the currents times 1 / gain;
+    ``mvm_pairs(x, encoding=e, output_affine=(s, b))`` returns the pair differences so,
+    times ``s``, plus ``b``: within the read noise of plain reads of ``x * gain``. A
+    ``fixed`` encoding that lifts the inputs past the read limit is refused."""
     _bring_up(backend, but)
     _, r, c = backend.shape
     pairs = slice(0, c // 2), slice(c // 2, 2 * (c // 2))
-    v = _inputs(backend, r, 6, but.v_read)
-    gain = torch.linspace(0.25, 1.0, 6, dtype=backend.dtype).unsqueeze(-1)
+    x = _inputs(backend, r, 6, 3.0) * torch.linspace(0.2, 1.0, 6, dtype=backend.dtype)[:, None]
+    encoding = InputEncoding(mode, but.v_read, x_max=3.0)
+    gain, back = encoding.scales(x)
     scale = torch.linspace(1e5, 3e5, 6, dtype=backend.dtype).unsqueeze(-1)
     bias = torch.linspace(-1.0, 1.0, c // 2, dtype=backend.dtype)
-    got = backend.mvm_pairs(v, *pairs, input_gain=gain, output_affine=(scale, bias)).double()
-    assert got.shape == (backend.shape[0], 6, c // 2)
     g = backend.read_conductance().double()
-    vg = (v * gain).double()
-    ideal = vg @ (g[..., pairs[0]] - g[..., pairs[1]])
-    span = vg.abs() @ (g[..., pairs[0]] + g[..., pairs[1]])
-    err = ((got - bias.double()) / scale.double() - ideal).abs()
-    assert (err <= but.mvm_rtol * span + 2 * but.mvm_atol_a).all()
+    v = (x * gain).double()
+    peak = v.abs().amax(-1)  # absmax: every input at the read voltage; fixed: within it
+    if mode == "absmax":
+        assert torch.allclose(peak, torch.full_like(peak, but.v_read), rtol=1e-6)
+    assert bool((peak <= but.v_read * (1 + 1e-6)).all()) and float(peak.min()) > 0.1 * but.v_read
+    full = backend.mvm(x, encoding=encoding).double() / back.double()
+    err = (full - v @ g).abs()
+    assert (err <= but.mvm_rtol * (v.abs() @ g) + but.mvm_atol_a).all()
+    got = backend.mvm_pairs(x, *pairs, encoding=encoding, output_affine=(scale, bias)).double()
+    assert got.shape == (backend.shape[0], 6, c // 2)
+    i = (got - bias.double()) / (scale.double() * back.double())
+    ideal = v @ (g[..., pairs[0]] - g[..., pairs[1]])
+    span = v.abs() @ (g[..., pairs[0]] + g[..., pairs[1]])
+    assert (((i - ideal).abs()) <= but.mvm_rtol * span + 2 * but.mvm_atol_a).all()
     assert float(span.max()) > 10 * but.mvm_atol_a  # currents well above the tolerance
+    over = InputEncoding("fixed", 1.5 * backend.limits.v_read_max_v, x_max=float(x.abs().max()))
     with pytest.raises(LimitError, match="read voltage"):
-        backend.mvm_pairs(v, *pairs, input_gain=torch.full((6, 1), 1.5 * _over(v, backend)))
-    with pytest.raises(ValueError, match="input_gain"):
-        backend.mvm_pairs(v, *pairs, input_gain=torch.ones(6))
-
-
-def _over(v: torch.Tensor, backend: Backend) -> float:
-    """A gain that lifts ``v``'s largest |V| to the read limit."""
-    return backend.limits.v_read_max_v / float(v.abs().max())
+        backend.mvm_pairs(x, *pairs, encoding=over)
 
 
 def test_reads_apply_the_read_voltage_they_are_given(backend: Backend, but: BackendUnderTest):

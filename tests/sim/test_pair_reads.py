@@ -107,10 +107,15 @@ def test_pair_read_checks_the_read_voltage_in_the_dac_pass(dtype):
         assert shown in str(err.value)  # the largest |V| found, named
 
 
-def test_gain_and_decoding_in_the_converter_passes_equal_the_torch_ops():
-    # float32 on the CPU: the gain in the DAC's compiled pass and the decoding (scale and
-    # bias) in the ADC's equal the torch ops (an input needing gradients takes them), bit
-    # for bit, on a noise-free array (the realizations would differ otherwise)
+@pytest.mark.parametrize("mode", ["absmax", "fixed"])
+def test_encoding_and_decoding_in_the_converter_passes_equal_the_torch_ops(mode):
+    # float32 on the CPU: the input encoding in the DAC's compiled pass and the decoding
+    # (1 / gain, scale and bias) in the ADC's equal the torch ops (an input needing
+    # gradients takes them), bit for bit, on a noise-free array (realizations would
+    # differ otherwise); a zero input reads 0, a NaN one is refused by the limit check
+    from memhil.backends.base import InputEncoding
+    from memhil.core.errors import LimitError
+
     sim = SimBackend(
         {
             "rows": 16,
@@ -122,21 +127,26 @@ def test_gain_and_decoding_in_the_converter_passes_equal_the_torch_ops():
     )
     sim.pulse(None, 2.0, 80e-9, torch.randint(0, 20, sim.shape))
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(9, 16, generator=gen)
-    gain = torch.rand(9, 1, generator=gen) * 0.05
-    affine = (torch.rand(9, 1, generator=gen) * 1e5, torch.randn(6, generator=gen))
-    for bias in (affine[1], None):
-        fast = sim.mvm_pairs(
-            x, PLUS, MINUS, tile=0, input_gain=gain, output_affine=(affine[0], bias)
-        )
+    x = torch.randn(9, 16, generator=gen) * 3.0
+    x[4] = 0.0
+    encoding = InputEncoding(mode, 0.15, x_max=12.0)
+    scale = torch.rand(9, 1, generator=gen) * 1e5
+    for bias in (torch.randn(6, generator=gen), None):
+        fast = sim.mvm_pairs(x, PLUS, MINUS, tile=0, encoding=encoding, output_affine=(scale, bias))
         slow = sim.mvm_pairs(
             x.clone().requires_grad_(),
             PLUS,
             MINUS,
             tile=0,
-            input_gain=gain,
-            output_affine=(affine[0], bias),
+            encoding=encoding,
+            output_affine=(scale, bias),
         )
         assert torch.equal(fast, slow.detach())
-    unscaled = sim.mvm_pairs(x * gain, PLUS, MINUS, tile=0)  # gain as the caller's product
-    assert torch.equal(fast, unscaled * affine[0])
+        assert bool((fast[4] == (0.0 if bias is None else bias)).all())
+    gain, back = encoding.scales(x)
+    unscaled = sim.mvm_pairs(x * gain, PLUS, MINUS, tile=0)  # the encoding as the caller's
+    assert torch.allclose(fast, unscaled * (back * scale), rtol=1e-6, atol=0)
+    x[2, 5] = float("nan")
+    for bad in (x, x.clone().requires_grad_()):
+        with pytest.raises(LimitError, match="read voltage"):
+            sim.mvm_pairs(bad, PLUS, MINUS, tile=0, encoding=encoding)

@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from memhil.backends.base import (
+    ABSMAX_FLOOR,
     Backend,
     Capabilities,
+    InputEncoding,
     Limits,
-    apply_input_gain,
     apply_output_affine,
 )
 from memhil.backends.clock import VirtualClock
@@ -113,6 +114,20 @@ def _grid(bits: int | None, full_scale: float) -> tuple[np.float32, np.float32, 
     levels = float(2 ** (bits - 1) - 1)
     lsb = full_scale / levels
     return np.float32(1.0 / lsb), np.float32(levels), np.float32(lsb)
+
+
+def _decoding(
+    back: Tensor | None, output_affine: tuple[Tensor, Tensor | None] | None
+) -> tuple[Tensor, Tensor | None] | None:
+    """The decoding of a pair read: the encoding's 1 / gain per input vector (``back``)
+    folded into ``output_affine``'s scale (one product per output: i * (back * scale)
+    + bias)."""
+    if back is None:
+        return output_affine
+    if output_affine is None:
+        return back, None
+    scale, bias = output_affine
+    return back * scale.to(back), bias
 
 
 def _compiled_operand(x: Tensor) -> bool:
@@ -491,38 +506,55 @@ class SimBackend(Backend):
             quantize_symmetric_(i, rp.adc_bits, self._adc_range(n_lines))
         return apply_output_affine(i, affine)
 
-    def _dac(self, v: Tensor, *, check: bool = False, gain: Tensor | None = None) -> Tensor:
-        """The read voltages ``v`` (times the per-input ``gain``, see :meth:`Backend.mvm`)
-        on the DAC grid, as a copy (``v`` itself for an ideal DAC and no gain); a float32
-        CPU ``v`` in one compiled pass, the gain applied in it, into a buffer kept between
-        reads. ``check``: the read-voltage limit checked first (raising before the grid is
-        used), on the largest |V| that pass finds where it runs (no separate pass)."""
+    def _dac(self, v: Tensor, *, check: bool = False) -> Tensor:
+        """The read voltages ``v`` on the DAC grid, as a copy (``v`` itself for an ideal
+        DAC); a float32 CPU ``v`` in one compiled pass into a buffer kept between reads.
+        ``check``: the read-voltage limit checked first (raising before the grid is used),
+        on the largest |V| that pass finds where it runs (no separate pass over ``v``)."""
+        return self._encode_dac(v, None, check=check)[0]
+
+    def _encode_dac(
+        self, x: Tensor, encoding: InputEncoding | None, *, check: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """(:meth:`_dac` of the voltages ``x`` or, with an ``encoding``, of the inputs
+        ``x`` times their gain; 1 / gain per input vector, (..., 1), or None): on a
+        float32 CPU ``x`` the encoding runs in the DAC's compiled pass
+        (:func:`~memhil.backends.sim.read_kernels.encode_quantize_rows`)."""
         rp = self.config.read
-        if rp.dac_bits is None or not _compiled_operand(v):
-            v = apply_input_gain(v, gain)
+        if rp.dac_bits is None or not _compiled_operand(x):
+            back = None
+            if encoding is not None:
+                gain, back = encoding.scales(x)
+                x = x * gain
             if check:
-                self.limits.check_read(v)
+                self.limits.check_read(x)
             if rp.dac_bits is None:
-                return v
-            return quantize_symmetric(v, rp.dac_bits, rp.dac_range_v)
+                return x, back
+            return quantize_symmetric(x, rp.dac_bits, rp.dac_range_v), back
         from memhil.backends.sim import read_kernels
 
-        v = v.contiguous()
-        out = self._buffer("dac", tuple(v.shape), torch.float32)
+        x = x.contiguous()
+        out = self._buffer("dac", tuple(x.shape), torch.float32)
         grid = _grid(rp.dac_bits, rp.dac_range_v)
-        if gain is None:
-            peak = read_kernels.quantize_into(v.view(-1).numpy(), *grid, out.view(-1).numpy())
+        back = None
+        if encoding is None:
+            peak = read_kernels.quantize_into(x.view(-1).numpy(), *grid, out.view(-1).numpy())
         else:
-            lines = v.shape[-1]
-            if gain.dim() == 0 or gain.shape[-1] != 1:
-                apply_input_gain(v, gain)  # raises, naming the shapes
-            row_gain = gain.detach().to(v).expand(*v.shape[:-1], 1).reshape(-1).contiguous()
-            peak = read_kernels.quantize_rows_into(
-                v.view(-1, lines).numpy(), row_gain.numpy(), *grid, out.view(-1, lines).numpy()
+            lines = x.shape[-1]
+            back = torch.empty(*x.shape[:-1], 1, dtype=torch.float32)
+            peak = read_kernels.encode_quantize_rows(
+                x.view(-1, lines).numpy(),
+                encoding.mode == "absmax",
+                np.float32(encoding.x_max),
+                np.float32(encoding.v_peak_v),
+                np.float32(ABSMAX_FLOOR),
+                *grid,
+                out.view(-1, lines).numpy(),
+                back.view(-1).numpy(),
             )
-        if check and v.numel():
+        if check and x.numel():
             self.limits.check_read_peak(float(peak))
-        return out
+        return out, back
 
     def mvm_pairs(
         self,
@@ -531,7 +563,7 @@ class SimBackend(Backend):
         minus_cols: slice,
         *,
         tile: int | None = None,
-        input_gain: Tensor | None = None,
+        encoding: InputEncoding | None = None,
         output_affine: tuple[Tensor, Tensor | None] | None = None,
     ) -> Tensor:
         """Pair differences of column currents (:meth:`Backend.mvm_pairs`), sensed as
@@ -545,8 +577,8 @@ class SimBackend(Backend):
         pair; ``per_column`` takes this route only with an ideal ADC and no output noise
         (otherwise each column is converted on its own and the full read subtracted). With
         IR drop the lines are solved together, then subtracted (and converted once, under
-        ``differential``). On float32 CPU tensors ``input_gain`` is applied in the DAC's
-        pass and ``output_affine`` in the ADC's."""
+        ``differential``). On float32 CPU tensors the ``encoding`` runs in the DAC's pass
+        and its 1 / gain, with ``output_affine``, in the ADC's."""
         rp = self.config.read
         differential = rp.pair_sensing == "differential"
         if not differential and (rp.adc_bits is not None or rp.output_noise_a > 0):
@@ -555,19 +587,24 @@ class SimBackend(Backend):
                 plus_cols,
                 minus_cols,
                 tile=tile,
-                input_gain=input_gain,
+                encoding=encoding,
                 output_affine=output_affine,
             )
         v = self._as_read_input(v_rows, self.shape[1], tile)
         plus, minus = plus_cols, minus_cols
         if rp.ir_drop != "none":
-            v = apply_input_gain(v, input_gain)
+            back = None
+            if encoding is not None:
+                gain, back = encoding.scales(v)
+                v = v * gain
             self.limits.check_read(v)
             i_lines = self._mvm(v, transpose=False, tile=tile, convert=False)
             i = self._convert_(i_lines[..., plus] - i_lines[..., minus], self.shape[1])
-            i = apply_output_affine(i, output_affine)
+            i = apply_output_affine(i, _decoding(back, output_affine))
             return i[0] if tile is not None else i
-        v = self._dac(v, check=True, gain=input_gain)  # the limit checked in the DAC's pass
+        # the encoding and the limit check in the DAC's own pass
+        v, back = self._encode_dac(v, encoding, check=True)
+        output_affine = _decoding(back, output_affine)
         cache = self._read_cache()
         g = cache.g if tile is None else cache.g[tile : tile + 1]
         compiled = _compiled_operand(g) and not v.requires_grad

@@ -141,19 +141,38 @@ def quantize_into(x, scale, levels, lsb, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def quantize_rows_into(x, gain, scale, levels, lsb, out):
-    """``out`` = the float32 (rows, n) ``x`` times its row's ``gain`` (rows,), on a
-    converter's grid, in one pass (``out`` apart from ``x``): the rounding of ``x * gain``
-    then :func:`quantize_into`, bit for bit. Returns the largest |x gain| as
-    :func:`quantize_into` does."""
+def encode_quantize_rows(x, absmax, x_max, v_peak, floor, scale, levels, lsb, out, back):
+    """The input encoding and the DAC in one pass over the float32 (rows, n) inputs ``x``
+    (:class:`memhil.backends.base.InputEncoding`): per row alpha = max |x| (at least
+    ``floor``; a NaN wins, as torch's ``amax``) if ``absmax`` else ``x_max``, ``out`` =
+    x * ((1 / alpha) * v_peak) on the converter's grid (``out`` apart from ``x``) and
+    ``back`` = alpha / v_peak: the rounding of :meth:`InputEncoding.scales` (torch's
+    scalar / tensor is a reciprocal times the scalar) and :func:`quantize_into`, bit for
+    bit. A row is read twice while it sits in the L1 cache. Returns the largest |x gain|
+    as :func:`quantize_into` does."""
+    f32 = np.float32
+    magnitude = np.uint32(0x7FFFFFFF)
+    v = f32(v_peak)
     top = np.uint32(0)
     for r in range(x.shape[0]):
-        row, dst, a = x[r], out[r], gain[r]
+        row, dst = x[r], out[r]
+        a = f32(x_max)
+        if absmax:
+            # the largest |x| as the largest integer of the float bits without their sign:
+            # an integer max vectorizes where a float one (NaN-aware) does not, and a
+            # NaN's bits exceed every number's, so it wins as torch's amax lets it
+            m = np.uint32(0)
+            for j in range(row.shape[0]):
+                m = max(m, bits_f32(row[j]) & magnitude)
+            a = f32_bits(m)
+            a = f32(floor) if a < f32(floor) else a  # NaN kept
+        gain = (f32(1.0) / a) * v
+        back[r] = a / v
         for j in range(row.shape[0]):
             k = np.uint64(j)
-            y = row[k] * a
+            y = row[k] * gain
             dst[k] = _on_grid(y, scale, levels, lsb)
-            top = max(top, bits_f32(y) & np.uint32(0x7FFFFFFF))
+            top = max(top, bits_f32(y) & magnitude)
     return f32_bits(top)
 
 
