@@ -408,6 +408,7 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
     """Run a mock lab until Ctrl-C (``memhil mock-lab serve``): every instrument on its TCP
     port (the array board as ``socket://``); the live station is written to
     ``ready_file`` (YAML) when given, so another process can connect to it."""
+    import os
     import signal
     import threading
 
@@ -426,11 +427,16 @@ def serve(station: str | Path, *, out=print, ready_file: str | Path | None = Non
             f"chip time: {t.mode}, {t.scale:g} chip s per wall s, "
             f"latency {'on' if t.latency else 'off'} (mock.time)"
         )
-        if ready_file is not None:
-            Path(ready_file).write_text(yaml.safe_dump(live.to_dict(), sort_keys=False))
-        out("mock lab running; Ctrl-C to stop")
+        # the SIGTERM handler before the ready file: a client may stop the lab as soon as
+        # the file appears, and the default action would kill it without its clean stop
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
+            if ready_file is not None:  # whole or absent: written apart, then renamed
+                ready = Path(ready_file)
+                partial = ready.with_name(ready.name + ".partial")
+                partial.write_text(yaml.safe_dump(live.to_dict(), sort_keys=False))
+                os.replace(partial, ready)
+            out("mock lab running; Ctrl-C to stop")
             while not stop.wait(0.2):
                 pass
         except KeyboardInterrupt:

@@ -13,11 +13,12 @@ from tests.served_lab import serve_mock_lab
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mock_station.yaml"
 
 
-def test_serve_in_a_separate_process(tmp_path):
+def _free_port_station(tmp_path: Path) -> tuple[dict, Path]:
+    """The example station on free ports (tests may run in parallel), written to a file."""
     import yaml
 
     cfg = yaml.safe_load(EXAMPLE.read_text())
-    for inst in cfg["instruments"].values():  # free ports: tests may run in parallel
+    for inst in cfg["instruments"].values():
         inst["address"] = (
             "socket://127.0.0.1:0"
             if inst["type"] == "memhil_array_board"
@@ -25,6 +26,11 @@ def test_serve_in_a_separate_process(tmp_path):
         )
     station_file = tmp_path / "station.yaml"
     station_file.write_text(yaml.safe_dump(cfg))
+    return cfg, station_file
+
+
+def test_serve_in_a_separate_process(tmp_path):
+    cfg, station_file = _free_port_station(tmp_path)
     live_file = tmp_path / "live.yaml"
     with serve_mock_lab(station_file, live_file) as served:
         live = load_station_config(live_file)
@@ -46,3 +52,16 @@ def test_serve_in_a_separate_process(tmp_path):
         Instrument.close_all()
     assert served.returncode == 0, served.out
     assert "mock lab stopped" in served.out
+
+
+def test_a_stop_as_soon_as_the_station_file_appears_is_a_clean_stop(tmp_path):
+    # the lab takes SIGTERM before it writes the live station file, and writes it whole
+    # (apart, then renamed): a client reading it at once gets the whole file, and a stop
+    # right then ends the lab through its clean path, not the default SIGTERM kill
+    cfg, station_file = _free_port_station(tmp_path)
+    live_file = tmp_path / "live.yaml"
+    with serve_mock_lab(station_file, live_file) as served:
+        assert set(load_station_config(live_file).instruments) == set(cfg["instruments"])
+    assert served.returncode == 0, served.out
+    assert "mock lab stopped" in served.out
+    assert not (tmp_path / "live.yaml.partial").exists()
