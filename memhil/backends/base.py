@@ -207,10 +207,7 @@ class Backend(ABC):
         driven as ``v_rows * gain`` per input vector, and the currents come back times
         1 / gain (A per unit of input).
         """
-        back = None
-        if encoding is not None:
-            gain, back = encoding.scales(v_rows)
-            v_rows = v_rows * gain
+        v_rows, back = encode_inputs(v_rows, encoding)
         v = self._as_read_input(v_rows, self.shape[1], tile)
         self.limits.check_read(v)
         out = self._mvm(v, transpose=False, tile=tile)
@@ -537,3 +534,12 @@ class InputEncoding:
         else:
             alpha = torch.full_like(x[..., :1], self.x_max, requires_grad=False)
         return self.v_peak_v / alpha, alpha / self.v_peak_v
+
+
+def encode_inputs(x: Tensor, encoding: InputEncoding | None) -> tuple[Tensor, Tensor | None]:
+    """(the read voltages ``x * gain``, 1 / gain per input vector) of ``encoding``, or
+    (``x``, None) without one."""
+    if encoding is None:
+        return x, None
+    gain, back = encoding.scales(x)
+    return x * gain, back

@@ -24,6 +24,7 @@ from memhil.backends.base import (
     InputEncoding,
     Limits,
     apply_output_affine,
+    encode_inputs,
 )
 from memhil.backends.clock import VirtualClock
 from memhil.backends.sim import ir_drop
@@ -522,10 +523,7 @@ class SimBackend(Backend):
         (:func:`~memhil.backends.sim.read_kernels.encode_quantize_rows`)."""
         rp = self.config.read
         if rp.dac_bits is None or not _compiled_operand(x):
-            back = None
-            if encoding is not None:
-                gain, back = encoding.scales(x)
-                x = x * gain
+            x, back = encode_inputs(x, encoding)
             if check:
                 self.limits.check_read(x)
             if rp.dac_bits is None:
@@ -593,10 +591,7 @@ class SimBackend(Backend):
         v = self._as_read_input(v_rows, self.shape[1], tile)
         plus, minus = plus_cols, minus_cols
         if rp.ir_drop != "none":
-            back = None
-            if encoding is not None:
-                gain, back = encoding.scales(v)
-                v = v * gain
+            v, back = encode_inputs(v, encoding)
             self.limits.check_read(v)
             i_lines = self._mvm(v, transpose=False, tile=tile, convert=False)
             i = self._convert_(i_lines[..., plus] - i_lines[..., minus], self.shape[1])
