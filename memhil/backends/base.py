@@ -522,6 +522,14 @@ class InputEncoding:
     v_peak_v: float
     x_max: float = 1.0
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("absmax", "fixed"):
+            raise ValueError(f"InputEncoding mode must be 'absmax' or 'fixed', got {self.mode!r}")
+        for name in ("v_peak_v", "x_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"InputEncoding {name} must be finite and > 0, got {value}")
+
     def scales(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(gain, 1 / gain as max|x| / v_peak_v) of every input vector, each of shape
         ``x.shape[:-1] + (1,)``; max|x| as max(max x, -min x) (no |x| copy), at least

@@ -150,3 +150,18 @@ def test_encoding_and_decoding_in_the_converter_passes_equal_the_torch_ops(mode)
     for bad in (x, x.clone().requires_grad_()):
         with pytest.raises(LimitError, match="read voltage"):
             sim.mvm_pairs(bad, PLUS, MINUS, tile=0, encoding=encoding)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"mode": "max"}, "mode"),
+        ({"v_peak_v": 0.0}, "v_peak_v"),
+        ({"x_max": float("nan")}, "x_max"),
+    ],
+)
+def test_an_encoding_names_a_bad_field(kw, match):
+    from memhil.backends.base import InputEncoding
+
+    with pytest.raises(ValueError, match=match):
+        InputEncoding(**{"mode": "absmax", "v_peak_v": 0.2, **kw})
